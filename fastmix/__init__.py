@@ -1,0 +1,15 @@
+"""fastmix: fast, scalable Gaussian mixture models.
+
+Public names::
+
+    GaussianMixture   exact EM, full / tied / diag / spherical covariances
+    load              read a model written by ``model.save(path)``
+"""
+from ._params import DegenerateComponentWarning
+from ._validation import NotFittedError
+from .estimators import ConvergenceWarning, GaussianMixture, load
+
+__version__ = "0.1.0"
+
+__all__ = ["GaussianMixture", "load", "ConvergenceWarning", "DegenerateComponentWarning",
+           "NotFittedError", "__version__"]

@@ -1,0 +1,411 @@
+"""Mixture parameters and covariance types.
+
+A covariance type is one class that knows, for its kind: how to build itself from covariances or
+precisions (with validation), its precision-Cholesky factors in the kernels' layout, its
+log-determinant, its M-step from ``Stats``, its parameter count and how to sample.  Adding a
+covariance type means adding one such class (and its branch in the kernel), not touching the
+drivers.
+
+Layouts follow scikit-learn: ``covariances`` full (K, D, D), tied (D, D), diag (K, D),
+spherical (K,); ``precisions_cholesky`` the same shapes, upper-triangular for full/tied with
+``precision = U U^T``.  Everything here is float64.
+"""
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg
+
+from . import kernels
+from ._stats import Stats
+
+EPS = np.finfo(np.float64).eps
+
+
+class DegenerateComponentWarning(UserWarning):
+    """A component's covariance became singular during fitting and was regularised further."""
+
+
+def _flip(a):
+    return a[::-1, ::-1]
+
+
+def _chol_lower(cov, what, reg_covar):
+    """Lower Cholesky factor of ``cov``; if it is not positive definite (a collapsed component),
+    add a growing multiple of the identity and warn rather than fail mid-fit."""
+    try:
+        return linalg.cholesky(cov, lower=True, check_finite=False)
+    except linalg.LinAlgError:
+        pass
+    if not np.all(np.isfinite(cov)):
+        raise FloatingPointError(f"non-finite covariance for {what}")
+    D = cov.shape[0]
+    scale = max(abs(float(np.trace(cov))) / D, 1.0)
+    jitter = max(reg_covar, 1e-10 * scale)
+    for _ in range(20):
+        try:
+            L = linalg.cholesky(cov + jitter * np.eye(D), lower=True, check_finite=False)
+        except linalg.LinAlgError:
+            jitter *= 10.0
+            continue
+        warnings.warn(f"the covariance of {what} is not positive definite (collapsed component?); "
+                      f"added {jitter:.3g} to its diagonal. Increase reg_covar to avoid this.",
+                      DegenerateComponentWarning, stacklevel=4)
+        return L
+    raise FloatingPointError(f"could not regularise the covariance of {what}")
+
+
+def _prec_chol_from_cov(cov, what, reg_covar):
+    L = _chol_lower(cov, what, reg_covar)
+    return linalg.solve_triangular(L, np.eye(cov.shape[0]), lower=True, check_finite=False).T
+
+
+def _prec_chol_from_prec(prec):
+    # upper U with prec = U U^T, via the Cholesky factor of the flipped matrix
+    return _flip(linalg.cholesky(_flip(prec), lower=True, check_finite=False))
+
+
+def _cov_from_prec_chol(U):
+    Uinv = linalg.solve_triangular(U, np.eye(U.shape[0]), lower=False, check_finite=False)
+    return Uinv.T @ Uinv
+
+
+def _check_spd(mat, name):
+    mat = np.asarray(mat, dtype=np.float64)
+    if not np.all(np.isfinite(mat)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    if not np.allclose(mat, mat.T, rtol=1e-7, atol=1e-10 * max(1.0, np.abs(mat).max())):
+        raise ValueError(f"{name} should be symmetric, positive-definite (it is not symmetric)")
+    if np.linalg.eigvalsh(mat).min() <= 0.0:
+        raise ValueError(f"{name} should be symmetric, positive-definite "
+                         f"(smallest eigenvalue {np.linalg.eigvalsh(mat).min():.3g})")
+    return mat
+
+
+class Covariance:
+    """Base class of the covariance types.  Subclasses set ``kind`` and implement the rest."""
+
+    kind = None
+    registry = {}
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        Covariance.registry[cls.kind] = cls
+
+    def __init__(self, covariances, precisions_cholesky):
+        self.covariances = covariances
+        self.precisions_cholesky = precisions_cholesky
+
+    # --- construction ------------------------------------------------------------------------
+    @classmethod
+    def shape(cls, K, D):
+        raise NotImplementedError
+
+    @classmethod
+    def from_covariances(cls, covariances, reg_covar=0.0):
+        raise NotImplementedError
+
+    @classmethod
+    def from_precisions(cls, precisions):
+        """Build from user precisions (validated: finite, symmetric positive definite)."""
+        raise NotImplementedError
+
+    @classmethod
+    def m_step(cls, stats, means, nk_eff, reg_covar):
+        raise NotImplementedError
+
+    # --- derived quantities ------------------------------------------------------------------
+    @property
+    def precisions(self):
+        raise NotImplementedError
+
+    def log_det_chol(self, K, D):
+        """log det of each component's precision-Cholesky factor, (K,)."""
+        raise NotImplementedError
+
+    def kernel_pc(self, K, D):
+        """Precision-Cholesky factors in the kernels' 3-D layout (float64)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def n_parameters(K, D):
+        raise NotImplementedError
+
+    def sample(self, rng, k, n, D):
+        """n draws of the zero-mean noise of component k, (n, D)."""
+        raise NotImplementedError
+
+
+def _centred(stats, means, centre):
+    """a = s1 - nk c (sum of w r (x - c)) and delta = mu - c, per component."""
+    a = stats.s1 - stats.nk[:, None] * centre
+    delta = means - centre
+    return a, delta
+
+
+class FullCovariance(Covariance):
+    kind = "full"
+
+    @classmethod
+    def shape(cls, K, D):
+        return (K, D, D)
+
+    @classmethod
+    def from_covariances(cls, covariances, reg_covar=0.0):
+        covs = np.asarray(covariances, dtype=np.float64)
+        pcs = np.stack([_prec_chol_from_cov(c, f"component {k}", reg_covar)
+                        for k, c in enumerate(covs)])
+        return cls(covs, pcs)
+
+    @classmethod
+    def from_precisions(cls, precisions):
+        precs = [_check_spd(p, f"precisions_init[{k}]") for k, p in enumerate(precisions)]
+        pcs = np.stack([_prec_chol_from_prec(p) for p in precs])
+        return cls(np.stack([_cov_from_prec_chol(U) for U in pcs]), pcs)
+
+    @classmethod
+    def m_step(cls, stats, means, nk_eff, reg_covar):
+        a, delta = _centred(stats, means, stats.centre)
+        covs = (stats.s2 - a[:, :, None] * delta[:, None, :] - delta[:, :, None] * a[:, None, :]
+                + stats.nk[:, None, None] * delta[:, :, None] * delta[:, None, :])
+        covs /= nk_eff[:, None, None]
+        covs += reg_covar * np.eye(means.shape[1])
+        return cls.from_covariances(covs, reg_covar)
+
+    @property
+    def precisions(self):
+        return np.einsum("kij,klj->kil", self.precisions_cholesky, self.precisions_cholesky)
+
+    def log_det_chol(self, K, D):
+        return np.log(np.diagonal(self.precisions_cholesky, axis1=1, axis2=2)).sum(axis=1)
+
+    def kernel_pc(self, K, D):
+        return self.precisions_cholesky
+
+    @staticmethod
+    def n_parameters(K, D):
+        return K * D * (D + 1) / 2.0
+
+    def sample(self, rng, k, n, D):
+        L = _chol_lower(self.covariances[k], f"component {k}", 0.0)
+        return rng.standard_normal((n, D)) @ L.T
+
+
+class TiedCovariance(Covariance):
+    kind = "tied"
+
+    @classmethod
+    def shape(cls, K, D):
+        return (D, D)
+
+    @classmethod
+    def from_covariances(cls, covariances, reg_covar=0.0):
+        cov = np.asarray(covariances, dtype=np.float64)
+        return cls(cov, _prec_chol_from_cov(cov, "the tied covariance", reg_covar))
+
+    @classmethod
+    def from_precisions(cls, precisions):
+        U = _prec_chol_from_prec(_check_spd(precisions, "precisions_init"))
+        return cls(_cov_from_prec_chol(U), U)
+
+    @classmethod
+    def m_step(cls, stats, means, nk_eff, reg_covar):
+        a, delta = _centred(stats, means, stats.gcentre[None, :])
+        cov = (stats.s2[0] - a.T @ delta - delta.T @ a
+               + (stats.nk[:, None] * delta).T @ delta)
+        cov /= nk_eff.sum()
+        cov += reg_covar * np.eye(means.shape[1])
+        return cls.from_covariances(cov, reg_covar)
+
+    @property
+    def precisions(self):
+        return self.precisions_cholesky @ self.precisions_cholesky.T
+
+    def log_det_chol(self, K, D):
+        return np.full(K, np.log(np.diag(self.precisions_cholesky)).sum())
+
+    def kernel_pc(self, K, D):
+        return self.precisions_cholesky[None, :, :]
+
+    @staticmethod
+    def n_parameters(K, D):
+        return D * (D + 1) / 2.0
+
+    def sample(self, rng, k, n, D):
+        L = _chol_lower(self.covariances, "the tied covariance", 0.0)
+        return rng.standard_normal((n, D)) @ L.T
+
+
+def _floor_variances(var, reg_covar, what):
+    """Variances must be > 0; a collapsed component with reg_covar = 0 is floored and warned."""
+    bad = ~(var > 0)
+    if np.any(bad):
+        if not np.all(np.isfinite(var)):
+            raise FloatingPointError(f"non-finite variance in {what}")
+        floor = max(reg_covar, 1e-10 * max(float(np.max(var)), 1.0))
+        warnings.warn(f"{int(bad.sum())} variance(s) of {what} collapsed to <= 0; floored at "
+                      f"{floor:.3g}. Increase reg_covar to avoid this.",
+                      DegenerateComponentWarning, stacklevel=4)
+        var = np.where(bad, floor, var)
+    return var
+
+
+def _check_positive(prec, name):
+    prec = np.asarray(prec, dtype=np.float64)
+    if not np.all(np.isfinite(prec)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    if np.any(prec <= 0):
+        raise ValueError(f"{name} should be positive")
+    return prec
+
+
+class DiagCovariance(Covariance):
+    kind = "diag"
+
+    @classmethod
+    def shape(cls, K, D):
+        return (K, D)
+
+    @classmethod
+    def from_covariances(cls, covariances, reg_covar=0.0):
+        var = _floor_variances(np.asarray(covariances, dtype=np.float64), reg_covar,
+                               "the diagonal covariances")
+        return cls(var, 1.0 / np.sqrt(var))
+
+    @classmethod
+    def from_precisions(cls, precisions):
+        prec = _check_positive(precisions, "precisions_init")
+        return cls(1.0 / prec, np.sqrt(prec))
+
+    @classmethod
+    def m_step(cls, stats, means, nk_eff, reg_covar):
+        a, delta = _centred(stats, means, stats.centre)
+        var = (stats.s2[:, 0, :] - 2.0 * a * delta + stats.nk[:, None] * delta * delta)
+        var = var / nk_eff[:, None] + reg_covar
+        return cls.from_covariances(var, reg_covar)
+
+    @property
+    def precisions(self):
+        return self.precisions_cholesky ** 2
+
+    def log_det_chol(self, K, D):
+        return np.log(self.precisions_cholesky).sum(axis=1)
+
+    def kernel_pc(self, K, D):
+        return self.precisions_cholesky[:, None, :]
+
+    @staticmethod
+    def n_parameters(K, D):
+        return K * D
+
+    def sample(self, rng, k, n, D):
+        return rng.standard_normal((n, D)) * np.sqrt(self.covariances[k])
+
+
+class SphericalCovariance(Covariance):
+    kind = "spherical"
+
+    @classmethod
+    def shape(cls, K, D):
+        return (K,)
+
+    @classmethod
+    def from_covariances(cls, covariances, reg_covar=0.0):
+        var = _floor_variances(np.asarray(covariances, dtype=np.float64), reg_covar,
+                               "the spherical covariances")
+        return cls(var, 1.0 / np.sqrt(var))
+
+    @classmethod
+    def from_precisions(cls, precisions):
+        prec = _check_positive(precisions, "precisions_init")
+        return cls(1.0 / prec, np.sqrt(prec))
+
+    @classmethod
+    def m_step(cls, stats, means, nk_eff, reg_covar):
+        a, delta = _centred(stats, means, stats.centre)
+        D = means.shape[1]
+        var = (stats.s2[:, 0, 0] - 2.0 * (a * delta).sum(axis=1)
+               + stats.nk * (delta * delta).sum(axis=1))
+        var = var / (nk_eff * D) + reg_covar
+        return cls.from_covariances(var, reg_covar)
+
+    @property
+    def precisions(self):
+        return self.precisions_cholesky ** 2
+
+    def log_det_chol(self, K, D):
+        return D * np.log(self.precisions_cholesky)
+
+    def kernel_pc(self, K, D):
+        return self.precisions_cholesky[:, None, None]
+
+    @staticmethod
+    def n_parameters(K, D):
+        return K
+
+    def sample(self, rng, k, n, D):
+        return rng.standard_normal((n, D)) * np.sqrt(self.covariances[k])
+
+
+COVARIANCE_TYPES = tuple(Covariance.registry)
+
+
+@dataclass(frozen=True)
+class GMMParams:
+    """Weights (K,), means (K, D) and a covariance object; all float64."""
+    weights: np.ndarray
+    means: np.ndarray
+    cov: Covariance
+
+    @property
+    def n_components(self):
+        return self.means.shape[0]
+
+    @property
+    def n_features(self):
+        return self.means.shape[1]
+
+    @property
+    def kind(self):
+        return self.cov.kind
+
+    def n_parameters(self):
+        K, D = self.means.shape
+        return int(self.cov.n_parameters(K, D) + K * D + K - 1)
+
+    def kernel_params(self, dtype):
+        """The parameters in the kernels' layout, densities in ``dtype``."""
+        dt = np.dtype(dtype)
+        K, D = self.means.shape
+        code = kernels.KIND_CODES[self.kind]
+        with np.errstate(divide="ignore"):
+            logw = np.log(self.weights)
+        lconst = logw + self.cov.log_det_chol(K, D) - 0.5 * D * math.log(2.0 * math.pi)
+        pc = np.ascontiguousarray(self.cov.kernel_pc(K, D), dtype=np.float64)
+        if self.kind == "tied":
+            g64 = self.weights @ self.means
+            tmeans = (self.means - g64) @ pc[0]
+        else:
+            g64 = np.zeros(D)
+            tmeans = np.zeros((K, D))
+        means64 = np.ascontiguousarray(self.means, dtype=np.float64)
+        return kernels.KernelParams(code, means64.astype(dt), pc.astype(dt), lconst,
+                                    np.ascontiguousarray(tmeans, dtype=dt), g64.astype(dt),
+                                    means64, np.ascontiguousarray(g64))
+
+
+def stats_from_kernel(kind, out, kp):
+    """Wrap a kernel's (nk, s1, s2, ll, ws) tuple as Stats centred on ``kp``'s centres."""
+    nk, s1, s2, ll, ws = out
+    return Stats(kind, nk, s1, s2, kp.means64, kp.g64, float(ll), float(ws))
+
+
+def m_step(stats, reg_covar):
+    """New parameters from statistics (scikit-learn's estimator, exactly, from centred sums)."""
+    cls = Covariance.registry[stats.kind]
+    nk_eff = stats.nk + 10.0 * EPS
+    weights = nk_eff / nk_eff.sum()
+    means = stats.s1 / nk_eff[:, None]
+    cov = cls.m_step(stats, means, nk_eff, reg_covar)
+    return GMMParams(weights, means, cov)

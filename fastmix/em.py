@@ -1,0 +1,58 @@
+"""Batch EM driver: E-step statistics from a kernel, M-step from the statistics, repeat.
+
+The driver knows nothing about covariance types beyond handing ``Stats`` to ``m_step``; it never
+touches numba.  Data are an in-memory (N, D) float32/float64 C-contiguous array.
+"""
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import kernels
+from ._params import GMMParams, m_step, stats_from_kernel
+
+DEFAULT_CHUNK_ROWS = 4096
+
+
+def e_step_stats(X, sample_weight, params: GMMParams, chunk_rows=DEFAULT_CHUNK_ROWS):
+    """Sufficient statistics of ``X`` under ``params`` (one fused pass)."""
+    kp = params.kernel_params(X.dtype)
+    return stats_from_kernel(params.kind, kernels.estep_stats(X, sample_weight, kp, chunk_rows), kp)
+
+
+@dataclass
+class EMResult:
+    params: GMMParams
+    lower_bound: float
+    n_iter: int
+    converged: bool
+    lower_bounds: list = field(default_factory=list)
+    iter_times: list = field(default_factory=list)
+
+
+def run_em(X, sample_weight, params, *, reg_covar, tol, max_iter, chunk_rows=DEFAULT_CHUNK_ROWS,
+           lower_bound=-np.inf, callback=None):
+    """Run up to ``max_iter`` EM iterations from ``params``.
+
+    Like scikit-learn, the lower bound reported for an iteration is the mean log-likelihood of
+    the parameters *before* that iteration's M-step, and EM stops when it changes by less than
+    ``tol``.  ``callback(n_iter, lower_bound, change, seconds)`` is called after each iteration.
+    """
+    result = EMResult(params, lower_bound, 0, False)
+    for n_iter in range(1, max_iter + 1):
+        t0 = time.perf_counter()
+        prev = result.lower_bound
+        stats = e_step_stats(X, sample_weight, result.params, chunk_rows)
+        result.params = m_step(stats, reg_covar)
+        result.lower_bound = stats.mean_log_likelihood
+        result.n_iter = n_iter
+        result.lower_bounds.append(result.lower_bound)
+        dt = time.perf_counter() - t0
+        result.iter_times.append(dt)
+        change = result.lower_bound - prev
+        if callback is not None:
+            callback(n_iter, result.lower_bound, change, dt)
+        if abs(change) < tol:
+            result.converged = True
+            break
+    return result
