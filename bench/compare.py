@@ -55,16 +55,19 @@ WORKER = os.path.join(HERE, "_worker.py")
 PROFILES = {
     "full": dict(
         n=1_000_000, d=16, k=16, types="full,tied,diag,spherical", dtypes="float64,float32",
-        repeats=5, iters=6, sklearn_repeats=3, sklearn_iters=3, rss_iters=2,
+        repeats=5, iters=6, sklearn_repeats=3, sklearn_iters=3,
+        rss_types="full,tied,diag,spherical", rss_iters=2,
         jit_types="diag,full", jit_dtypes="float64", jit_n=20_000,
     ),
     "quick": dict(
         n=50_000, d=16, k=16, types="diag,full", dtypes="float64,float32",
-        repeats=3, iters=3, sklearn_repeats=2, sklearn_iters=3, rss_iters=1,
+        repeats=3, iters=3, sklearn_repeats=3, sklearn_iters=3,
+        rss_types="diag", rss_iters=1,
         jit_types="diag", jit_dtypes="float64", jit_n=5_000,
     ),
 }
 
+WARMUP_ROWS = 200_000  # rows of the untimed 1-iteration fit before each timing
 BLAS_ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 THREAD_ENV_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -98,6 +101,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip-onedal", action="store_true")
     p.add_argument("--skip-fastmix", action="store_true")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
+    p.add_argument("--rss-types", help="covariance types for peak RSS (default: all; quick: diag)")
     p.add_argument("--rss-iters", type=int, help="EM iterations of the peak-RSS fit (default 2)")
     p.add_argument("--no-jit", action="store_true", help="skip fastmix's cold-start measurement")
     p.add_argument("--jit-types", help="covariance types for the cold start (default diag,full)")
@@ -122,6 +126,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.check_iters = args.sklearn_iters
     args.types = _split(args.types)
     args.dtypes = _split(args.dtypes)
+    args.rss_types = [t for t in _split(args.rss_types) if t in args.types]
     args.jit_types = _split(args.jit_types)
     args.jit_dtypes = _split(args.jit_dtypes)
     if min(args.iters, args.sklearn_iters) < 2:
@@ -175,6 +180,7 @@ def time_per_iteration(lib, X, init, cov, n_iter, repeats, reg_covar) -> dict:
         "t1_median": statistics.median(t1),
         "tn_median": statistics.median(tn),
         "per_iter": (statistics.median(tn) - statistics.median(t1)) / (n_iter - 1),
+        "per_iter_from_min": (min(tn) - min(t1)) / (n_iter - 1),
         "per_iter_paired_min": min(paired),
         "per_iter_paired_max": max(paired),
         "_res1": res1,
@@ -274,7 +280,7 @@ def measure_rss(args, libs, arrays, init, tmp) -> list[dict]:
         data_paths[name] = os.path.join(tmp, f"X_{name}.npy")
         np.save(data_paths[name], X)
     rows = []
-    for cov in args.types:
+    for cov in args.rss_types:
         for dtype in args.dtypes:
             for key, lib in libs.items():
                 if not (lib.available and lib.supports(cov, dtype)):
@@ -334,7 +340,9 @@ def _fmt_ratio(num, den) -> str:
 
 
 def _fmt_mb(x) -> str:
-    return "–" if x is None else f"{x:,.0f} MB"
+    if x is None:
+        return "–"
+    return f"{x:,.1f} MB" if abs(x) < 10 else f"{x:,.0f} MB"
 
 
 def _fmt_sci(x) -> str:
@@ -423,18 +431,22 @@ def build_markdown(report: dict) -> str:
         lines.append("")
 
     lines += ["## Timing details", "",
+              "per iteration = (median t(n) − median t(1)) / (n − 1); from minima = the same with the "
+              "fastest runs (less sensitive to other load); paired = (t(n) − t(1)) / (n − 1) of each repeat.",
+              "",
               "| library | covariance | dtype | n | repeats | median t(1) | median t(n) | per iteration "
-              "| paired min – max |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+              "| from minima | paired min – max |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for lib, by_cov in timings.items():
         for cov, by_dtype in by_cov.items():
             for dtype, t in by_dtype.items():
                 if "error" in t:
-                    lines.append(f"| {labels[lib]} | {cov} | {dtype} | | | | | error: {t['error']} | |")
+                    lines.append(f"| {labels[lib]} | {cov} | {dtype} | | | | | error: {t['error']} | | |")
                     continue
                 lines.append(
                     f"| {labels[lib]} | {cov} | {dtype} | {t['n_iter']} | {t['repeats']} "
                     f"| {_fmt_s(t['t1_median'])} | {_fmt_s(t['tn_median'])} | {_fmt_s(t['per_iter'])} "
+                    f"| {_fmt_s(t['per_iter_from_min'])} "
                     f"| {_fmt_s(t['per_iter_paired_min'])} – {_fmt_s(t['per_iter_paired_max'])} |"
                 )
     lines.append("")
@@ -608,8 +620,9 @@ def main(argv=None) -> int:
                 n_iter = args.sklearn_iters if key == "sklearn" else args.iters
                 _log(f"timing {key} {cov} {dtype}: {repeats} × (1 and {n_iter} iterations)")
                 try:
-                    lib.fit(np.ascontiguousarray(X[: min(len(X), 5000)]), init[cov], cov, 1,
-                            args.reg_covar)  # warm-up: JIT / lazy initialisation
+                    # Warm-up: JIT compilation / cache loading, lazy initialisation,
+                    # first touch of large temporaries.
+                    lib.fit(X[:WARMUP_ROWS], init[cov], cov, 1, args.reg_covar)
                     t = time_per_iteration(lib, X, init[cov], cov, n_iter, repeats, args.reg_covar)
                 except Exception as exc:
                     _log(f"  failed: {type(exc).__name__}: {exc}")

@@ -191,13 +191,16 @@ def _nearest(x, means64):
 @kernel()
 def _chunk_stats(mode, kind, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means64, g64,
                  cut, nk, s1, s2):
-    """Accumulate the statistics of rows [start, stop) into nk, s1, s2; return (ll, ws).
+    """Statistics of rows [start, stop), written over nk, s1, s2; returns (ll, ws).
 
     mode ESTEP: responsibilities from the model, ll = sum w log p(x).
     mode RESP: responsibilities given in R (N, K); ll = 0.
     mode NEAREST: one-hot on the nearest of ``means64`` (k-means); ll = -sum w ||x - mu||^2.
     """
     K, D = means64.shape
+    nk[:] = 0.0
+    s1[:, :] = 0.0
+    s2[:, :, :] = 0.0
     lrow = np.empty(K, dtype=X.dtype)
     z = np.empty(D, dtype=X.dtype)
     resp = np.zeros(K, dtype=np.float64)
@@ -239,6 +242,14 @@ def _symmetrize_upper(s2):
                 s2[k, j, i] = s2[k, i, j]
 
 
+@kernel()
+def _merge_slots(n, parts, total):
+    """total += parts[0] + ... + parts[n-1], added one slot after another (fixed order)."""
+    for j in range(n):
+        for i in range(total.shape[0]):
+            total[i] += parts[j, i]
+
+
 @kernel(parallel=True)
 def stats_pass(mode, kind, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
                n_slots, s2_shape1, s2_shape2):
@@ -273,31 +284,27 @@ def stats_pass(mode, kind, X, sw, R, means, pc, lconst, tmeans, g, means64, g64,
     nk_p = np.zeros((n_slots, K))
     s1_p = np.zeros((n_slots, K, D))
     s2_p = np.zeros((n_slots, K2, s2_shape1, s2_shape2))
-    ll_p = np.zeros(n_slots)
-    ws_p = np.zeros(n_slots)
+    llws_p = np.zeros((n_slots, 2))
     nk = np.zeros(K)
     s1 = np.zeros((K, D))
     s2 = np.zeros((K2, s2_shape1, s2_shape2))
-    ll = 0.0
-    ws = 0.0
+    llws = np.zeros(2)
     for c0 in range(0, n_chunks, n_slots):
         n_here = min(n_slots, n_chunks - c0)
         for j in prange(n_here):  # iteration j owns slot j of every *_p buffer
-            nk_p[j, :] = 0.0
-            s1_p[j, :, :] = 0.0
-            s2_p[j, :, :, :] = 0.0
             start = (c0 + j) * chunk_rows
             stop = min(N, start + chunk_rows)
-            a, b = _chunk_stats(mode, kind, X, sw, R, start, stop, means, pc, lconst, tmeans, g,
-                                means64, g64, cut, nk_p[j], s1_p[j], s2_p[j])
-            ll_p[j] = a
-            ws_p[j] = b
-        for j in range(n_here):  # merge in chunk order: independent of the thread count
-            nk += nk_p[j]
-            s1 += s1_p[j]
-            s2 += s2_p[j]
-            ll += ll_p[j]
-            ws += ws_p[j]
+            ll_j, ws_j = _chunk_stats(mode, kind, X, sw, R, start, stop, means, pc, lconst,
+                                      tmeans, g, means64, g64, cut, nk_p[j], s1_p[j], s2_p[j])
+            llws_p[j, 0] = ll_j
+            llws_p[j, 1] = ws_j
+        # merge in chunk order: the result does not depend on the thread count
+        _merge_slots(n_here, nk_p, nk)
+        _merge_slots(n_here, s1_p.reshape(n_slots, -1), s1.reshape(-1))
+        _merge_slots(n_here, s2_p.reshape(n_slots, -1), s2.reshape(-1))
+        _merge_slots(n_here, llws_p, llws)
+    ll = llws[0]
+    ws = llws[1]
     if kind == FULL or kind == TIED:
         _symmetrize_upper(s2)
     return nk, s1, s2, ll, ws

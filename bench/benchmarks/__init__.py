@@ -1,0 +1,1 @@
+"""asv benchmark suite of fastmix (see bench/README.md and benchmarks.py)."""

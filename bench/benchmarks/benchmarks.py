@@ -1,0 +1,253 @@
+"""airspeed velocity (asv) benchmarks for fastmix.
+
+Data come from ``bench/_data.py``: a seeded, overlapping 16-component
+Gaussian mixture, and one starting point (weights, means, precisions) from a
+short NumPy k-means.  Shapes are written ``(N, D, K)``.
+
+* ``EMIteration.time_em_iteration``: ``fit`` with ``max_iter=1, tol=0`` from
+  the fixed start, i.e. one EM iteration plus ``fit``'s fixed costs (input
+  validation, converting ``precisions_init``, any final E-step).
+* ``EMIteration.time_em_iteration_warm_start``: one more iteration of an
+  already fitted ``warm_start=True`` model (no initialisation at all).
+* ``EMIterationLarge``: the same at N = 10^6 (the size of bench/compare.py).
+* ``FitMemory.peakmem_fit``: asv's peak RSS of the benchmark process, which
+  includes the interpreter, the data and the setup, during a 5-iteration fit.
+* ``FitExtraMemory.track_fit_extra_memory``: peak RSS during the fit minus
+  the RSS just before it (MB), i.e. the fit's own working memory (Linux).
+* ``FirstFit.timeraw_first_fit``: a fresh interpreter with an empty
+  ``NUMBA_CACHE_DIR`` runs ``import fastmix`` and one small fit: the cold-JIT
+  cost a new user (or a new environment) pays once.
+* ``Quality.track_lower_bound``: final lower bound of a fixed-seed fit with
+  fastmix's own default initialisation; ``track_n_iter`` its iteration count.
+* ``AgreementWithSklearn.track_lower_bound_gap_to_sklearn``: fastmix minus
+  scikit-learn lower bound after 5 iterations from the same start (skipped
+  where scikit-learn is not installed).
+
+The first call of a fastmix kernel compiles it (numba, cached on disk), so
+every ``setup`` fits once before anything is timed.
+"""
+
+import os
+import re
+import sys
+import warnings
+
+import numpy as np
+
+# bench/_data.py lives one level above this package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _data import initial_parameters, make_mixture  # noqa: E402
+
+from fastmix import GaussianMixture  # noqa: E402
+
+COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
+DTYPES = ["float32", "float64"]
+SEED = 0
+
+_cache = {}
+
+
+def _problem(shape, dtype, covariance_type):
+    """Data and the shared starting point for one case, memoised per process."""
+    key = (shape, dtype)
+    if key not in _cache:
+        _cache.clear()  # keep one data set alive at a time
+        n, d, k = shape
+        X = make_mixture(n, d, k, seed=SEED, dtype=np.dtype(dtype))
+        _cache[key] = (X, initial_parameters(X, k, seed=SEED))
+    X, init = _cache[key]
+    return X, init[covariance_type]
+
+
+def _fit_quietly(model, X):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tol=0 -> ConvergenceWarning by design
+        return model.fit(X)
+
+
+def _model(init, covariance_type, max_iter=1, **extra):
+    """fastmix model starting from ``init`` that runs exactly ``max_iter`` iterations."""
+    return GaussianMixture(
+        n_components=init["means"].shape[0],
+        covariance_type=covariance_type,
+        max_iter=max_iter,
+        tol=0.0,
+        weights_init=init["weights"],
+        means_init=init["means"],
+        precisions_init=init["precisions"],
+        **extra,
+    )
+
+
+class EMIteration:
+    """One EM iteration from a fixed start (see module docstring)."""
+
+    params = (COVARIANCE_TYPES, [(100_000, 16, 16), (100_000, 64, 16)], DTYPES)
+    param_names = ["covariance_type", "shape", "dtype"]
+    timeout = 300
+
+    def setup(self, covariance_type, shape, dtype):
+        self.X, self.init = _problem(shape, dtype, covariance_type)
+        _fit_quietly(_model(self.init, covariance_type), self.X)  # JIT warm-up
+        self.warm = _model(self.init, covariance_type, warm_start=True)
+        _fit_quietly(self.warm, self.X)
+
+    def time_em_iteration(self, covariance_type, shape, dtype):
+        _fit_quietly(_model(self.init, covariance_type), self.X)
+
+    def time_em_iteration_warm_start(self, covariance_type, shape, dtype):
+        _fit_quietly(self.warm, self.X)
+
+
+class EMIterationLarge(EMIteration):
+    """As EMIteration at N = 10^6 (slow: diag and full only)."""
+
+    params = (["diag", "full"], [(1_000_000, 16, 16)], DTYPES)
+    timeout = 600
+
+
+def _status_mb(field):
+    try:
+        with open("/proc/self/status") as fh:
+            m = re.search(rf"^{field}:\s+(\d+)\s+kB", fh.read(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(m.group(1)) / 1024.0 if m else None
+
+
+def _reset_peak_rss():
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class _FitCase:
+    """Shared set-up of the memory benchmarks (private: asv skips ``_`` names)."""
+
+    params = (["diag", "full"], [(100_000, 16, 16), (1_000_000, 16, 16)], DTYPES)
+    param_names = ["covariance_type", "shape", "dtype"]
+    timeout = 600
+    fit_iterations = 5
+
+    def setup(self, covariance_type, shape, dtype):
+        self.X, self.init = _problem(shape, dtype, covariance_type)
+        # Warm-up on a slice: compile or load the kernels without a full-size fit.
+        _fit_quietly(_model(self.init, covariance_type), np.ascontiguousarray(self.X[:5000]))
+
+
+class FitMemory(_FitCase):
+    """Peak RSS of the process (interpreter + data + set-up) during a 5-iteration fit."""
+
+    def peakmem_fit(self, covariance_type, shape, dtype):
+        _fit_quietly(_model(self.init, covariance_type, self.fit_iterations), self.X)
+
+
+class FitExtraMemory(_FitCase):
+    """Working memory of the fit alone: peak RSS during fit minus RSS before it (Linux)."""
+
+    def setup(self, covariance_type, shape, dtype):
+        if _status_mb("VmHWM") is None or not _reset_peak_rss():
+            raise NotImplementedError("needs /proc/self/status and /proc/self/clear_refs (Linux)")
+        super().setup(covariance_type, shape, dtype)
+
+    def track_fit_extra_memory(self, covariance_type, shape, dtype):
+        _reset_peak_rss()
+        before = _status_mb("VmRSS")
+        _fit_quietly(_model(self.init, covariance_type, self.fit_iterations), self.X)
+        return _status_mb("VmHWM") - before
+
+    track_fit_extra_memory.unit = "MB"
+
+
+class FirstFit:
+    """Cold start: import fastmix + first fit with an empty numba cache."""
+
+    params = (["diag", "full"], DTYPES)
+    param_names = ["covariance_type", "dtype"]
+    number = 1
+    repeat = 1
+    rounds = 2
+    warmup_time = 0.0
+    timeout = 600
+
+    def timeraw_first_fit(self, covariance_type, dtype):
+        # ``setup`` runs untimed in the fresh interpreter; numba reads
+        # NUMBA_CACHE_DIR when it is first imported, inside ``stmt``.
+        setup = f"""
+import atexit, os, shutil, tempfile
+cache_dir = tempfile.mkdtemp(prefix="fastmix-asv-cold-")
+atexit.register(shutil.rmtree, cache_dir, True)
+os.environ["NUMBA_CACHE_DIR"] = cache_dir
+import numpy as np
+rng = np.random.default_rng({SEED})
+centres = rng.normal(scale=2.0, size=(16, 16))
+X = (centres[rng.integers(16, size=20000)] + rng.standard_normal((20000, 16))).astype("{dtype}")
+"""
+        stmt = f"""
+import warnings
+from fastmix import GaussianMixture
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    GaussianMixture(16, covariance_type="{covariance_type}", max_iter=10, random_state={SEED}).fit(X)
+"""
+        return stmt, setup
+
+
+class Quality:
+    """Numerical results that should change only when the algorithm does."""
+
+    params = COVARIANCE_TYPES
+    param_names = ["covariance_type"]
+    timeout = 600
+    shape = (100_000, 16, 16)
+
+    def setup(self, covariance_type):
+        self.X, self.init = _problem(self.shape, "float64", covariance_type)
+
+    def _default_fit(self, covariance_type):
+        return _fit_quietly(
+            GaussianMixture(self.shape[2], covariance_type=covariance_type, random_state=SEED), self.X
+        )
+
+    def track_lower_bound(self, covariance_type):
+        return float(self._default_fit(covariance_type).lower_bound_)
+
+    track_lower_bound.unit = "mean log-likelihood"
+
+    def track_n_iter(self, covariance_type):
+        return int(self._default_fit(covariance_type).n_iter_)
+
+    track_n_iter.unit = "iterations"
+
+
+
+class AgreementWithSklearn:
+    """fastmix minus scikit-learn lower bound after 5 iterations from the same start."""
+
+    params = COVARIANCE_TYPES
+    param_names = ["covariance_type"]
+    timeout = 600
+    shape = (100_000, 16, 16)
+
+    def setup(self, covariance_type):
+        try:
+            from sklearn.mixture import GaussianMixture as SklearnGM
+        except ImportError:
+            raise NotImplementedError("scikit-learn is not installed")
+        self.sklearn_class = SklearnGM
+        self.X, self.init = _problem(self.shape, "float64", covariance_type)
+
+    def track_lower_bound_gap_to_sklearn(self, covariance_type):
+        ours = _fit_quietly(_model(self.init, covariance_type, 5), self.X).lower_bound_
+        kwargs = dict(
+            n_components=self.shape[2], covariance_type=covariance_type, max_iter=5, tol=0.0,
+            weights_init=self.init["weights"], means_init=self.init["means"],
+            precisions_init=self.init["precisions"],
+        )
+        theirs = _fit_quietly(self.sklearn_class(**kwargs), self.X).lower_bound_
+        return float(ours - theirs)
+
+    track_lower_bound_gap_to_sklearn.unit = "mean log-likelihood"
