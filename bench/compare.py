@@ -151,6 +151,48 @@ def _prepare_environment(args, argv) -> None:
 # --------------------------------------------------------------------------- timing
 
 
+class LoadMonitor:
+    """CPU time that *other* processes took while this run was measuring.
+
+    The machines are shared and small (2 cores): a busy neighbour slows
+    multi-threaded code a lot.  ``share(since)`` is the CPU time used by all
+    other processes (plus hypervisor steal) since a :meth:`mark`, as a
+    fraction of the machine's capacity over that interval; a few percent is
+    quiet, tens of percent means the timings of that interval are suspect.
+    """
+
+    def __init__(self):
+        try:
+            import psutil
+        except ImportError:
+            self._psutil = None
+        else:
+            self._psutil = psutil
+        self.ncpu = os.cpu_count() or 1
+        self.start = self.mark()
+
+    def _busy(self) -> float:
+        ct = self._psutil.cpu_times()
+        return sum(getattr(ct, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def mark(self):
+        if self._psutil is None:
+            return None
+        return (time.monotonic(), self._busy(), self._own())
+
+    def share(self, since) -> float | None:
+        now = self.mark()
+        if since is None or now is None or now[0] - since[0] <= 0:
+            return None
+        others = (now[1] - since[1]) - (now[2] - since[2])
+        return max(0.0, others) / ((now[0] - since[0]) * self.ncpu)
+
+
 def _timed(fn, *a) -> tuple[float, object]:
     gc.collect()
     gc.disable()
@@ -345,6 +387,10 @@ def _fmt_mb(x) -> str:
     return f"{x:,.1f} MB" if abs(x) < 10 else f"{x:,.0f} MB"
 
 
+def _fmt_pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.0f} %"
+
+
 def _fmt_sci(x) -> str:
     return "–" if x is None else f"{x:.2e}"
 
@@ -432,22 +478,24 @@ def build_markdown(report: dict) -> str:
 
     lines += ["## Timing details", "",
               "per iteration = (median t(n) − median t(1)) / (n − 1); from minima = the same with the "
-              "fastest runs (less sensitive to other load); paired = (t(n) − t(1)) / (n − 1) of each repeat.",
+              "fastest runs (less sensitive to other load); paired = (t(n) − t(1)) / (n − 1) of each repeat; "
+              "other load = CPU share taken by other processes while this row was timed.",
               "",
               "| library | covariance | dtype | n | repeats | median t(1) | median t(n) | per iteration "
-              "| from minima | paired min – max |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "| from minima | paired min – max | other load |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for lib, by_cov in timings.items():
         for cov, by_dtype in by_cov.items():
             for dtype, t in by_dtype.items():
                 if "error" in t:
-                    lines.append(f"| {labels[lib]} | {cov} | {dtype} | | | | | error: {t['error']} | | |")
+                    lines.append(f"| {labels[lib]} | {cov} | {dtype} | | | | | error: {t['error']} | | | |")
                     continue
                 lines.append(
                     f"| {labels[lib]} | {cov} | {dtype} | {t['n_iter']} | {t['repeats']} "
                     f"| {_fmt_s(t['t1_median'])} | {_fmt_s(t['tn_median'])} | {_fmt_s(t['per_iter'])} "
                     f"| {_fmt_s(t['per_iter_from_min'])} "
-                    f"| {_fmt_s(t['per_iter_paired_min'])} – {_fmt_s(t['per_iter_paired_max'])} |"
+                    f"| {_fmt_s(t['per_iter_paired_min'])} – {_fmt_s(t['per_iter_paired_max'])} "
+                    f"| {_fmt_pct(t.get('other_load'))} |"
                 )
     lines.append("")
 
@@ -484,7 +532,7 @@ def build_markdown(report: dict) -> str:
         lines += [
             "## Peak memory of a fit (fresh subprocess)",
             "",
-            f"Peak RSS during `fit` ({cfg['rss_iters']} EM iterations from the shared start) above the "
+            f"Peak RSS during `fit` ({cfg['rss_iters']} EM iteration(s) from the shared start) above the "
             "process's RSS after imports, data loading and a small warm-up fit.",
             "",
             "| library | covariance | dtype | data | baseline RSS | peak above baseline | peak / data |",
@@ -530,7 +578,11 @@ def build_markdown(report: dict) -> str:
 
     if report["notes"]:
         lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
-    lines.append(f"Total wall time of this run: {report['wall_seconds']:.0f} s.")
+    lines.append(
+        f"Total wall time of this run: {report['wall_seconds']:.0f} s. Other processes took "
+        f"{_fmt_pct(report.get('other_load'))} of the machine's CPU meanwhile; load average "
+        f"{report['loadavg_start'][0]:.2f} at the start, {report['loadavg_end'][0]:.2f} at the end."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -607,6 +659,8 @@ def main(argv=None) -> int:
     init_seconds = time.perf_counter() - t0
 
     # Timings and agreement.
+    monitor = LoadMonitor()
+    load_start = os.getloadavg()
     timings: dict = {}
     agreement: list = []
     for cov in args.types:
@@ -623,7 +677,9 @@ def main(argv=None) -> int:
                     # Warm-up: JIT compilation / cache loading, lazy initialisation,
                     # first touch of large temporaries.
                     lib.fit(X[:WARMUP_ROWS], init[cov], cov, 1, args.reg_covar)
+                    mark = monitor.mark()
                     t = time_per_iteration(lib, X, init[cov], cov, n_iter, repeats, args.reg_covar)
+                    t["other_load"] = monitor.share(mark)
                 except Exception as exc:
                     _log(f"  failed: {type(exc).__name__}: {exc}")
                     timings.setdefault(key, {}).setdefault(cov, {})[dtype] = {
@@ -704,6 +760,9 @@ def main(argv=None) -> int:
         "rss": rss_rows,
         "cold_start": cold_rows,
         "notes": notes,
+        "other_load": monitor.share(monitor.start),
+        "loadavg_start": load_start,
+        "loadavg_end": os.getloadavg(),
         "wall_seconds": time.perf_counter() - wall0,
     }
     markdown = build_markdown(report)
