@@ -30,6 +30,7 @@ import re
 import resource
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -131,8 +132,6 @@ def run_jit(args) -> dict:
             random_state=args.seed,
         )
         start = time.perf_counter()
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             gm.fit(X)

