@@ -43,7 +43,7 @@ def s2_shape(kind, K, D):
 
 def _n_slots(kind, K, D):
     per_slot = 8 * (K + K * D + int(np.prod(s2_shape(kind, K, D))))
-    want = 4 * numba.get_num_threads()
+    want = 1 << 30  # as many slots as memory allows: one parallel region per pass
     return int(max(1, min(want, SLOT_BYTES // max(per_slot, 1))))
 
 

@@ -443,10 +443,11 @@ def stats_pass(mode, kind, X, sw, R, means, pc, lconst, tmeans, g, means64, g64,
     K2 = 1 if kind == TIED else K
     n_chunks = (N + chunk_rows - 1) // chunk_rows
     n_slots = max(1, min(n_slots, n_chunks))
-    nk_p = np.zeros((n_slots, K))
+    # Slots are padded to whole cache lines (+8 doubles) so two threads never write one line.
+    nk_p = np.zeros((n_slots, K + 8))
     s1_p = np.zeros((n_slots, K, D))
     s2_p = np.zeros((n_slots, K2, s2_shape1, s2_shape2))
-    llws_p = np.zeros((n_slots, 2))
+    llws_p = np.zeros((n_slots, 8))
     nk = np.zeros(K)
     s1 = np.zeros((K, D))
     s2 = np.zeros((K2, s2_shape1, s2_shape2))
@@ -457,14 +458,14 @@ def stats_pass(mode, kind, X, sw, R, means, pc, lconst, tmeans, g, means64, g64,
             start = (c0 + j) * chunk_rows
             stop = min(N, start + chunk_rows)
             ll_j, ws_j = _chunk_stats(mode, kind, X, sw, R, start, stop, means, pc, lconst,
-                                      tmeans, g, means64, g64, cut, nk_p[j], s1_p[j], s2_p[j])
+                                      tmeans, g, means64, g64, cut, nk_p[j, :K], s1_p[j], s2_p[j])
             llws_p[j, 0] = ll_j
             llws_p[j, 1] = ws_j
         # merge in chunk order: the result does not depend on the thread count
-        _merge_slots(n_here, nk_p, nk)
+        _merge_slots(n_here, nk_p[:, :K], nk)
         _merge_slots(n_here, s1_p.reshape(n_slots, -1), s1.reshape(-1))
         _merge_slots(n_here, s2_p.reshape(n_slots, -1), s2.reshape(-1))
-        _merge_slots(n_here, llws_p, llws)
+        _merge_slots(n_here, llws_p[:, :2], llws)
     ll = llws[0]
     ws = llws[1]
     if kind == FULL or kind == TIED:
