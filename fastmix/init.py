@@ -66,13 +66,13 @@ def kmeans_plusplus(X, sw, K, rng, n_trials=None):
     return centres
 
 
-def kmeans(X, sw, K, rng, chunk_rows, max_iter=100, tol=1e-4):
+def kmeans(X, sw, K, rng, chunk_rows, max_iter=100, tol=1e-4, kind="diag"):
     """Lloyd's k-means from k-means++ seeds on a subsample; returns centres (K, D) float64."""
     Xs, sws = _subsample(X, sw, K, rng)
     centres = kmeans_plusplus(Xs, sws, K, rng)
     tol_abs = tol * float(np.mean(np.var(Xs, axis=0, dtype=np.float64)))
     for _ in range(max_iter):
-        kp = kernels.nearest_params(centres, Xs.dtype)
+        kp = kernels.nearest_params(centres, Xs.dtype, kernels.KIND_CODES[kind])
         nk, s1, _, _, _ = kernels.nearest_stats(Xs, sws, kp, chunk_rows)
         new = centres.copy()
         filled = nk > 0
@@ -109,7 +109,8 @@ def _random_resp(X, sw, K, kind, rng, reg_covar, chunk_rows):
 def initial_params(X, sw, K, kind, method, rng, reg_covar, chunk_rows):
     """GMMParams from one of the methods in the module docstring."""
     if method == "kmeans":
-        return _assign_to(X, sw, kmeans(X, sw, K, rng, chunk_rows), kind, reg_covar, chunk_rows)
+        centres = kmeans(X, sw, K, rng, chunk_rows, kind=kind)
+        return _assign_to(X, sw, centres, kind, reg_covar, chunk_rows)
     if method == "k-means++":
         Xs, sws = _subsample(X, sw, K, rng)
         return _assign_to(X, sw, kmeans_plusplus(Xs, sws, K, rng), kind, reg_covar, chunk_rows)
