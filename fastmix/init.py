@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from . import kernels
-from ._params import m_step, stats_from_kernel
+from ._params import GMMParams, m_step, stats_from_kernel
 
 KMEANS_SAMPLE = 2**17
 RANDOM_BLOCK = 2**16
@@ -87,7 +87,13 @@ def kmeans(X, sw, K, rng, chunk_rows, max_iter=100, tol=1e-4, kind="diag"):
 def _assign_to(X, sw, centres, kind, reg_covar, chunk_rows):
     kp = kernels.nearest_params(centres, X.dtype, kernels.KIND_CODES[kind])
     stats = stats_from_kernel(kind, kernels.nearest_stats(X, sw, kp, chunk_rows), kp)
-    return m_step(stats, reg_covar)
+    params = m_step(stats, reg_covar)
+    empty = stats.nk <= 0
+    if np.any(empty):  # a seed nobody is nearest to (duplicate rows): keep it where it was
+        means = params.means.copy()
+        means[empty] = centres[empty]
+        params = GMMParams(params.weights, means, params.cov)
+    return params
 
 
 def _random_resp(X, sw, K, kind, rng, reg_covar, chunk_rows):
