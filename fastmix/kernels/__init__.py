@@ -42,9 +42,9 @@ def s2_shape(kind, K, D):
 
 
 def _n_slots(kind, K, D):
-    per_slot = 8 * (K + K * D + int(np.prod(s2_shape(kind, K, D))))
-    want = 1 << 30  # as many slots as memory allows: one parallel region per pass
-    return int(max(1, min(want, SLOT_BYTES // max(per_slot, 1))))
+    """As many slots as SLOT_BYTES allows: one parallel region per pass when it fits."""
+    per_slot = 8 * (K + 16 + K * D + int(np.prod(s2_shape(kind, K, D))))
+    return int(max(1, SLOT_BYTES // per_slot))
 
 
 def _weights(sw):
@@ -62,12 +62,36 @@ def nearest_params(centres, dtype, kind=SPHERICAL):
 
 
 def _pass(mode, X, sw, R, kp, chunk_rows):
+    """Run the kind's parallel pass over groups of chunks; merge the slots in chunk order."""
+    N = X.shape[0]
     K, D = kp.means64.shape
     shp = s2_shape(kp.kind, K, D)
+    chunk_rows = int(chunk_rows)
+    n_chunks = max(1, -(-N // chunk_rows))
+    n_slots = min(n_chunks, _n_slots(kp.kind, K, D))
+    # slots padded to whole cache lines (+8 doubles) so two threads never write one line
+    nk_p = np.zeros((n_slots, K + 8))
+    s1_p = np.zeros((n_slots, K, D))
+    s2_p = np.zeros((n_slots,) + shp)
+    llws_p = np.zeros((n_slots, 8))
+    nk, s1, s2 = np.zeros(K), np.zeros((K, D)), np.zeros(shp)
+    ll = ws = 0.0
+    run = cpu_estep.PASSES[kp.kind]
+    sw = _weights(sw)
     cut = CUT[X.dtype]
-    return cpu_estep.stats_pass(mode, kp.kind, X, _weights(sw), R, kp.means, kp.pc, kp.lconst,
-                                kp.tmeans, kp.g, kp.means64, kp.g64, cut, int(chunk_rows),
-                                _n_slots(kp.kind, K, D), shp[1], shp[2])
+    for c0 in range(0, n_chunks, n_slots):
+        n_here = min(n_slots, n_chunks - c0)
+        run(mode, X, sw, R, kp.means, kp.pc, kp.lconst, kp.tmeans, kp.g, kp.means64, kp.g64, cut,
+            chunk_rows, c0, nk_p[:n_here], s1_p[:n_here], s2_p[:n_here], llws_p[:n_here])
+        for j in range(n_here):  # fixed order
+            nk += nk_p[j, :K]
+            s1 += s1_p[j]
+            s2 += s2_p[j]
+            ll += llws_p[j, 0]
+            ws += llws_p[j, 1]
+    if kp.kind == TIED:
+        s2[0] = np.triu(s2[0]) + np.triu(s2[0], 1).T  # upper triangle accumulated
+    return nk, s1, s2, ll, ws
 
 
 def estep_stats(X, sw, kp, chunk_rows):

@@ -228,7 +228,11 @@ def _row_resp(mode, X, n, R, lrow, resp, means64, cut):
 # a shared loop dispatching on ``kind`` per row cost ~70 ns per row in call overhead (measured).
 
 @kernel()
-def _chunk_diag(mode, X, sw, R, start, stop, means, pc, lconst, means64, cut, nk, s1, s2):
+def _chunk_diag(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means64, g64, cut,
+                nk, s1, s2):
+    nk[:] = 0.0
+    s1[:, :] = 0.0
+    s2[:, :, :] = 0.0
     lrow = np.empty(means.shape[0], dtype=X.dtype)
     resp = np.zeros(means.shape[0])
     has_w = sw.shape[0] > 0
@@ -246,7 +250,11 @@ def _chunk_diag(mode, X, sw, R, start, stop, means, pc, lconst, means64, cut, nk
 
 
 @kernel()
-def _chunk_spherical(mode, X, sw, R, start, stop, means, pc, lconst, means64, cut, nk, s1, s2):
+def _chunk_spherical(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means64, g64, cut,
+                     nk, s1, s2):
+    nk[:] = 0.0
+    s1[:, :] = 0.0
+    s2[:, :, :] = 0.0
     lrow = np.empty(means.shape[0], dtype=X.dtype)
     resp = np.zeros(means.shape[0])
     has_w = sw.shape[0] > 0
@@ -271,7 +279,8 @@ FULL_GEMM_MIN_ROWS = 8
 
 
 @kernel()
-def _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst, means64, cut, nk, s1, s2):
+def _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means64, g64, cut,
+                nk, s1, s2):
     """Full covariances, a block of rows at a time with BLAS.
 
     Log-densities: ``Z = (X_b - mu_k) @ U_k`` per component (GEMM), then row sums of squares.
@@ -280,6 +289,9 @@ def _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst, means64, cut, nk
     thread): the row-at-a-time loop took 710 ns per row for the log-densities alone, the BLAS
     block 290 ns.
     """
+    nk[:] = 0.0
+    s1[:, :] = 0.0
+    s2[:, :, :] = 0.0
     K, D = means.shape
     B = FULL_BLOCK
     has_w = sw.shape[0] > 0
@@ -349,8 +361,11 @@ def _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst, means64, cut, nk
 
 
 @kernel()
-def _chunk_tied(mode, X, sw, R, start, stop, pc, lconst, tmeans, g, means64, g64, cut, nk, s1,
-                s2):
+def _chunk_tied(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means64, g64, cut,
+                nk, s1, s2):
+    nk[:] = 0.0
+    s1[:, :] = 0.0
+    s2[:, :, :] = 0.0
     lrow = np.empty(means64.shape[0], dtype=X.dtype)
     resp = np.zeros(means64.shape[0])
     z = np.empty(means64.shape[1], dtype=X.dtype)
@@ -369,108 +384,64 @@ def _chunk_tied(mode, X, sw, R, start, stop, pc, lconst, tmeans, g, means64, g64
     return ll, ws
 
 
-@kernel()
-def _chunk_stats(mode, kind, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means64, g64,
-                 cut, nk, s1, s2):
-    """Statistics of rows [start, stop), written over nk, s1, s2; returns (ll, ws).
+# One parallel pass per covariance kind.  Each compiles and links only its own chunk loop: a
+# single pass dispatching on ``kind`` compiled all four, roughly doubling a first fit's JIT time.
+# Iteration j owns slot j of every *_p buffer and fills it with the statistics of chunk c0 + j;
+# the caller merges the slots in chunk order, so results do not depend on the thread count.
 
-    mode ESTEP: responsibilities from the model, ll = sum w log p(x).
-    mode RESP: responsibilities given in R (N, K); ll = 0.
-    mode NEAREST: one-hot on the nearest of ``means64`` (k-means); ll = -sum w ||x - mu||^2.
-    """
-    nk[:] = 0.0
-    s1[:, :] = 0.0
-    s2[:, :, :] = 0.0
-    if kind == DIAG:
-        return _chunk_diag(mode, X, sw, R, start, stop, means, pc, lconst, means64, cut, nk, s1, s2)
-    if kind == SPHERICAL:
-        return _chunk_spherical(mode, X, sw, R, start, stop, means, pc, lconst, means64, cut, nk,
-                                s1, s2)
-    if kind == FULL:
-        return _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst, means64, cut, nk, s1, s2)
-    return _chunk_tied(mode, X, sw, R, start, stop, pc, lconst, tmeans, g, means64, g64, cut, nk,
-                       s1, s2)
-
-
-@kernel()
-def _symmetrize_upper(s2):
-    """Copy the upper triangle of each (D, D) slice into its lower triangle."""
-    D = s2.shape[1]
-    if s2.shape[2] != D or D == 1:
-        return
-    for k in range(s2.shape[0]):
-        for i in range(D):
-            for j in range(i + 1, D):
-                s2[k, j, i] = s2[k, i, j]
-
-
-@kernel()
-def _merge_slots(n, parts, total):
-    """total += parts[0] + ... + parts[n-1], added one slot after another (fixed order)."""
-    for j in range(n):
-        for i in range(total.shape[0]):
-            total[i] += parts[j, i]
+@kernel(parallel=True)
+def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows, c0,
+              nk_p, s1_p, s2_p, llws_p):
+    N = X.shape[0]
+    K = means64.shape[0]
+    for j in prange(nk_p.shape[0]):
+        start = (c0 + j) * chunk_rows
+        stop = min(N, start + chunk_rows)
+        llws_p[j, 0], llws_p[j, 1] = _chunk_diag(mode, X, sw, R, start, stop, means, pc, lconst,
+                                                 tmeans, g, means64, g64, cut, nk_p[j, :K],
+                                                 s1_p[j], s2_p[j])
 
 
 @kernel(parallel=True)
-def stats_pass(mode, kind, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
-               n_slots, s2_shape1, s2_shape2):
-    """One pass over all rows of ``X`` accumulating sufficient statistics.
-
-    With ``mode=ESTEP`` this is the fused E-step + statistics of EM; ``RESP`` takes the
-    responsibilities from ``R`` (N, K) float64 (initialisation from given responsibilities);
-    ``NEAREST`` assigns each row to the nearest of ``means64`` (k-means / its initial statistics).
-
-    Parameters
-    ----------
-    mode : int (ESTEP, RESP, NEAREST)
-    kind : int (FULL, TIED, DIAG, SPHERICAL)
-    X : (N, D) float32 or float64, C-contiguous
-    sw : (N,) float64 sample weights, or (0,) for unit weights
-    means, pc, tmeans, g : parameters in X's dtype (see module docstring)
-    lconst : (K,) float64;  means64 (K, D), g64 (D,) float64 centres of the second moments
-    cut : float, responsibility cut in log space (negative)
-    chunk_rows : rows per chunk (the unit of determinism)
-    n_slots : how many chunks are processed in parallel before merging (any value gives the
-        same result; it only bounds memory)
-
-    Returns
-    -------
-    nk (K,), s1 (K, D), s2 (K or 1, s2_shape1, s2_shape2), ll, ws -- all float64.
-    """
-    N, D = X.shape
+def pass_spherical(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows, c0,
+                   nk_p, s1_p, s2_p, llws_p):
+    N = X.shape[0]
     K = means64.shape[0]
-    K2 = 1 if kind == TIED else K
-    n_chunks = (N + chunk_rows - 1) // chunk_rows
-    n_slots = max(1, min(n_slots, n_chunks))
-    # Slots are padded to whole cache lines (+8 doubles) so two threads never write one line.
-    nk_p = np.zeros((n_slots, K + 8))
-    s1_p = np.zeros((n_slots, K, D))
-    s2_p = np.zeros((n_slots, K2, s2_shape1, s2_shape2))
-    llws_p = np.zeros((n_slots, 8))
-    nk = np.zeros(K)
-    s1 = np.zeros((K, D))
-    s2 = np.zeros((K2, s2_shape1, s2_shape2))
-    llws = np.zeros(2)
-    for c0 in range(0, n_chunks, n_slots):
-        n_here = min(n_slots, n_chunks - c0)
-        for j in prange(n_here):  # iteration j owns slot j of every *_p buffer
-            start = (c0 + j) * chunk_rows
-            stop = min(N, start + chunk_rows)
-            ll_j, ws_j = _chunk_stats(mode, kind, X, sw, R, start, stop, means, pc, lconst,
-                                      tmeans, g, means64, g64, cut, nk_p[j, :K], s1_p[j], s2_p[j])
-            llws_p[j, 0] = ll_j
-            llws_p[j, 1] = ws_j
-        # merge in chunk order: the result does not depend on the thread count
-        _merge_slots(n_here, nk_p[:, :K], nk)
-        _merge_slots(n_here, s1_p.reshape(n_slots, -1), s1.reshape(-1))
-        _merge_slots(n_here, s2_p.reshape(n_slots, -1), s2.reshape(-1))
-        _merge_slots(n_here, llws_p[:, :2], llws)
-    ll = llws[0]
-    ws = llws[1]
-    if kind == FULL or kind == TIED:
-        _symmetrize_upper(s2)
-    return nk, s1, s2, ll, ws
+    for j in prange(nk_p.shape[0]):
+        start = (c0 + j) * chunk_rows
+        stop = min(N, start + chunk_rows)
+        llws_p[j, 0], llws_p[j, 1] = _chunk_spherical(mode, X, sw, R, start, stop, means, pc,
+                                                      lconst, tmeans, g, means64, g64, cut,
+                                                      nk_p[j, :K], s1_p[j], s2_p[j])
+
+
+@kernel(parallel=True)
+def pass_full(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows, c0,
+              nk_p, s1_p, s2_p, llws_p):
+    N = X.shape[0]
+    K = means64.shape[0]
+    for j in prange(nk_p.shape[0]):
+        start = (c0 + j) * chunk_rows
+        stop = min(N, start + chunk_rows)
+        llws_p[j, 0], llws_p[j, 1] = _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst,
+                                                 tmeans, g, means64, g64, cut, nk_p[j, :K],
+                                                 s1_p[j], s2_p[j])
+
+
+@kernel(parallel=True)
+def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows, c0,
+              nk_p, s1_p, s2_p, llws_p):
+    N = X.shape[0]
+    K = means64.shape[0]
+    for j in prange(nk_p.shape[0]):
+        start = (c0 + j) * chunk_rows
+        stop = min(N, start + chunk_rows)
+        llws_p[j, 0], llws_p[j, 1] = _chunk_tied(mode, X, sw, R, start, stop, means, pc, lconst,
+                                                 tmeans, g, means64, g64, cut, nk_p[j, :K],
+                                                 s1_p[j], s2_p[j])
+
+
+PASSES = {DIAG: pass_diag, SPHERICAL: pass_spherical, FULL: pass_full, TIED: pass_tied}
 
 
 @kernel(parallel=True)
@@ -514,13 +485,13 @@ def _chunk_log_prob(kind, X, start, stop, means, pc, lconst, tmeans, g, cut, log
                 resp[n, k] = r[k]
 
 
-@kernel(parallel=True)
+@kernel()
 def first_nonfinite_row(X, chunk_rows):
     """Index of the first row of X holding NaN or +-inf, or -1.  X: (N, D) float array."""
     N, D = X.shape
     n_chunks = (N + chunk_rows - 1) // chunk_rows
     found = np.full(n_chunks, -1, dtype=np.int64)
-    for c in prange(n_chunks):  # iteration c owns found[c]
+    for c in range(n_chunks):  # serial: a memory-bound scan, not worth a parallel compile
         start = c * chunk_rows
         stop = min(N, start + chunk_rows)
         for n in range(start, stop):

@@ -1,4 +1,4 @@
-"""k-means++ seeding kernels (CPU, Numba).  Lloyd's iterations reuse ``stats_pass`` in
+"""k-means++ seeding kernels (CPU, Numba).  Lloyd's iterations reuse the ``pass_*`` kernels in
 NEAREST mode (cpu_estep), so the assignment and accumulation code exists once."""
 import numpy as np
 from numba import prange
