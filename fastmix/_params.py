@@ -383,15 +383,22 @@ class GMMParams:
             logw = np.log(self.weights)
         lconst = logw + self.cov.log_det_chol(K, D) - 0.5 * D * math.log(2.0 * math.pi)
         pc = np.ascontiguousarray(self.cov.kernel_pc(K, D), dtype=np.float64)
+        tmeans = np.zeros((K, D))
+        g64 = np.zeros(D)
         if self.kind == "tied":
             g64 = self.weights @ self.means
             tmeans = (self.means - g64) @ pc[0]
-        else:
-            g64 = np.zeros(D)
-            tmeans = np.zeros((K, D))
+        elif self.kind == "full":
+            # shared centre for the one-GEMM second moments, when every mean is close enough to
+            # it for the re-centring to stay accurate (see cpu_estep._chunk_full)
+            g64 = self.weights @ self.means
+            maha2 = np.einsum("ki,kij->kj", self.means - g64, pc) ** 2
+            if not np.max(maha2.sum(axis=1)) < 1e6:
+                g64 = np.zeros(0)
         means64 = np.ascontiguousarray(self.means, dtype=np.float64)
+        g = g64.astype(dt) if g64.shape[0] == D else np.zeros(D, dt)
         return kernels.KernelParams(code, means64.astype(dt), pc.astype(dt), lconst,
-                                    np.ascontiguousarray(tmeans, dtype=dt), g64.astype(dt),
+                                    np.ascontiguousarray(tmeans, dtype=dt), g,
                                     means64, np.ascontiguousarray(g64))
 
 

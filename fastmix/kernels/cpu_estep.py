@@ -284,10 +284,20 @@ def _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
     """Full covariances, a block of rows at a time with BLAS.
 
     Log-densities: ``Z = (X_b - mu_k) @ U_k`` per component (GEMM), then row sums of squares.
-    Statistics: the rows with non-zero responsibility for component k are gathered (centred
-    on mu_k, float64) and ``s2[k] += (r * Y)^T Y`` by GEMM.  Measured at D = K = 16 (one
-    thread): the row-at-a-time loop took 710 ns per row for the log-densities alone, the BLAS
-    block 290 ns.
+    Measured at D = K = 16 (one thread): the row-at-a-time loop took 710 ns per row for the
+    log-densities alone, the BLAS block 290 ns.
+
+    Second moments, two ways:
+
+    * ``g64`` has D entries (a shared centre g, chosen by the caller only when every mean is
+      within a Mahalanobis distance of 1e3 of g) and more than a quarter of the block's
+      responsibilities are non-zero: one GEMM for all components,
+      ``sum_b r_bk (x_b - g)(x_b - g)^T``, re-centred on mu_k at the end of the chunk, in
+      float64.  Re-centring loses at most log10(max ||mu_k - g||^2 / sigma^2) <= 6 of float64's
+      16 digits.  Measured (D = K = 16, all components active, one thread): 560 -> 250 ns/row.
+    * otherwise: the rows with non-zero responsibility for component k are gathered,
+      centred on mu_k, and ``s2[k] += (r * Y)^T Y`` by GEMM; rows with r = 0 cost nothing, so
+      this is the cheaper one when components are well separated.
     """
     nk[:] = 0.0
     s1[:, :] = 0.0
@@ -305,6 +315,15 @@ def _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
     lrow = np.empty(K, dtype=X.dtype)
     resp = np.zeros(K)
     half = X.dtype.type(0.5)
+    shared = g64.shape[0] == D
+    nsh = B if shared else 0
+    U = np.empty((nsh, D))
+    W = np.empty((nsh, K * D))
+    SB = np.empty((K * D if shared else 0, D))
+    AB = np.empty((K if shared else 0, D))
+    G2 = np.zeros((K * D if shared else 0, D))
+    A = np.zeros((K if shared else 0, D))
+    nkA = np.zeros(K)
     ll = 0.0
     ws = 0.0
     for b0 in range(start, stop, B):
@@ -329,6 +348,31 @@ def _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
             ws += wn
             for k in range(K):
                 RB[b, k] = wn * resp[k]
+        n_active = 0
+        for b in range(nb):
+            for k in range(K):
+                if RB[b, k] != 0.0:
+                    n_active += 1
+        if shared and 4 * n_active > nb * K:
+            # all components in one GEMM: G2[k*D + i, j] += sum_b r_bk u_bi u_bj, u = x - g
+            for b in range(nb):
+                for i in range(D):
+                    U[b, i] = np.float64(X[b0 + b, i]) - g64[i]
+            for b in range(nb):
+                for k in range(K):
+                    r = RB[b, k]
+                    nkA[k] += r
+                    for i in range(D):
+                        W[b, k * D + i] = r * U[b, i]
+            np.dot(W[:nb].T, U[:nb], SB)
+            np.dot(RB[:nb].T, U[:nb], AB)
+            for a in range(K * D):
+                for c in range(D):
+                    G2[a, c] += SB[a, c]
+            for k in range(K):
+                for i in range(D):
+                    A[k, i] += AB[k, i]
+            continue
         for k in range(K):
             m = 0
             for b in range(nb):
@@ -357,6 +401,19 @@ def _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
                 for a in range(D):
                     for c in range(D):
                         s2[k, a, c] += S[a, c]
+    if shared:
+        # add the blocks done by GEMM, re-centred on each component's mean:
+        # sum r (u - d)(u - d)^T with d = mu_k - g
+        for k in range(K):
+            nk[k] += nkA[k]
+            for i in range(D):
+                s1[k, i] += A[k, i] + nkA[k] * g64[i]
+            for i in range(D):
+                di = means64[k, i] - g64[i]
+                for j in range(D):
+                    dj = means64[k, j] - g64[j]
+                    s2[k, i, j] += (G2[k * D + i, j] - A[k, i] * dj - di * A[k, j]
+                                    + nkA[k] * di * dj)
     return ll, ws
 
 
