@@ -21,6 +21,10 @@ from . import kernels
 from ._stats import Stats
 
 EPS = np.finfo(np.float64).eps
+#: Largest squared Mahalanobis distance of a mean from the shared centre of the GEMM kernels:
+#: float64 keeps >= 10 of 16 digits, float32 (whose diagonal log-densities are expanded in
+#: float32) >= 4 of 7.
+SHARED_MAX = {np.dtype(np.float64): 1e6, np.dtype(np.float32): 1e3}
 
 
 class DegenerateComponentWarning(UserWarning):
@@ -388,12 +392,16 @@ class GMMParams:
         if self.kind == "tied":
             g64 = self.weights @ self.means
             tmeans = (self.means - g64) @ pc[0]
-        elif self.kind == "full":
-            # shared centre for the one-GEMM second moments, when every mean is close enough to
-            # it for the re-centring to stay accurate (see cpu_estep._chunk_full)
+        elif self.kind in ("full", "diag"):
+            # A shared centre g for the GEMM formulations (cpu_estep._chunk_full/_chunk_diag),
+            # used only when every mean is within a squared Mahalanobis distance SHARED_MAX of g,
+            # so that expanding around g loses at most log10(SHARED_MAX) digits.
             g64 = self.weights @ self.means
-            maha2 = np.einsum("ki,kij->kj", self.means - g64, pc) ** 2
-            if not np.max(maha2.sum(axis=1)) < 1e6:
+            if self.kind == "full":
+                maha2 = (np.einsum("ki,kij->kj", self.means - g64, pc) ** 2).sum(axis=1)
+            else:
+                maha2 = (((self.means - g64) * pc[:, 0, :]) ** 2).sum(axis=1)
+            if not np.max(maha2) < SHARED_MAX[dt]:
                 g64 = np.zeros(0)
         means64 = np.ascontiguousarray(self.means, dtype=np.float64)
         g = g64.astype(dt) if g64.shape[0] == D else np.zeros(D, dt)

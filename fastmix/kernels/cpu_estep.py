@@ -228,11 +228,8 @@ def _row_resp(mode, X, n, R, lrow, resp, means64, cut):
 # a shared loop dispatching on ``kind`` per row cost ~70 ns per row in call overhead (measured).
 
 @kernel()
-def _chunk_diag(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means64, g64, cut,
+def _chunk_diag_rows(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means64, g64, cut,
                 nk, s1, s2):
-    nk[:] = 0.0
-    s1[:, :] = 0.0
-    s2[:, :, :] = 0.0
     lrow = np.empty(means.shape[0], dtype=X.dtype)
     resp = np.zeros(means.shape[0])
     has_w = sw.shape[0] > 0
@@ -246,6 +243,92 @@ def _chunk_diag(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
         ws += wn
         if wn != 0.0:
             _acc_diag(X, n, wn, resp, means64, nk, s1, s2)
+    return ll, ws
+
+
+#: Rows per block of the diagonal GEMM path.
+DIAG_BLOCK = 256
+
+
+@kernel()
+def _chunk_diag(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means64, g64, cut,
+                nk, s1, s2):
+    """Diagonal covariances.
+
+    With a shared centre g (``g64`` has D entries; the caller picks it only when every mean is
+    close to g, see ``GMMParams.kernel_params``), a block of rows at a time with two GEMMs:
+
+    * log-densities ``L = [u*u, u] @ W + c0`` with ``u = x - g`` (in X's dtype), i.e. the
+      quadratic form expanded around g;
+    * statistics ``[sum r u, sum r u*u] = R^T [u, u*u]`` (float64), re-centred on each mean at the
+      end of the chunk.
+
+    Measured (one thread, D = K = 16, 2e5 rows): 285 -> 176 ns/row in float64, 231 -> 104 in
+    float32, against the row-at-a-time loop below, which remains the path without a shared
+    centre (and for k-means passes).
+    """
+    nk[:] = 0.0
+    s1[:, :] = 0.0
+    s2[:, :, :] = 0.0
+    K, D = means64.shape
+    if g64.shape[0] != D:
+        return _chunk_diag_rows(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g,
+                                means64, g64, cut, nk, s1, s2)
+    B = DIAG_BLOCK
+    has_w = sw.shape[0] > 0
+    W = np.empty((2 * D, K), dtype=X.dtype)
+    c0 = np.empty(K)
+    for k in range(K):
+        acc = 0.0
+        for d in range(D):
+            p = np.float64(pc[k, 0, d]) * np.float64(pc[k, 0, d])
+            dl = means64[k, d] - g64[d]
+            W[d, k] = -0.5 * p
+            W[D + d, k] = p * dl
+            acc += p * dl * dl
+        c0[k] = lconst[k] - 0.5 * acc
+    F = np.empty((B, 2 * D), dtype=X.dtype)
+    L = np.empty((B, K), dtype=X.dtype)
+    G = np.empty((B, 2 * D))
+    RB = np.empty((B, K))
+    S = np.empty((K, 2 * D))
+    T = np.zeros((K, 2 * D))
+    lrow = np.empty(K, dtype=X.dtype)
+    resp = np.zeros(K)
+    ll = 0.0
+    ws = 0.0
+    for b0 in range(start, stop, B):
+        nb = min(B, stop - b0)
+        if mode == ESTEP:
+            for b in range(nb):
+                for d in range(D):
+                    u = X[b0 + b, d] - g[d]
+                    F[b, d] = u * u
+                    F[b, D + d] = u
+            np.dot(F[:nb], W, L[:nb])
+        for b in range(nb):
+            n = b0 + b
+            wn = sw[n] if has_w else 1.0
+            for k in range(K):
+                lrow[k] = L[b, k] + c0[k]
+            ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64, cut)
+            ws += wn
+            for k in range(K):
+                RB[b, k] = wn * resp[k]
+                nk[k] += RB[b, k]
+            for d in range(D):
+                u64 = np.float64(X[n, d]) - g64[d]
+                G[b, d] = u64
+                G[b, D + d] = u64 * u64
+        np.dot(RB[:nb].T, G[:nb], S)
+        for k in range(K):
+            for d in range(2 * D):
+                T[k, d] += S[k, d]
+    for k in range(K):
+        for d in range(D):
+            dl = means64[k, d] - g64[d]
+            s1[k, d] = T[k, d] + nk[k] * g64[d]
+            s2[k, 0, d] = T[k, D + d] - 2.0 * dl * T[k, d] + nk[k] * dl * dl
     return ll, ws
 
 
