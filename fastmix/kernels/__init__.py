@@ -93,7 +93,7 @@ def _pass(mode, X, sw, R, kp, chunk_rows):
     run = cpu_estep.PASSES[kp.kind]
     sw = _weights(sw)
     cut = CUT[X.dtype]
-    with _blas_single_threaded() if kp.kind in (FULL, DIAG) else contextlib.nullcontext():
+    with _blas_single_threaded() if kp.kind != SPHERICAL else contextlib.nullcontext():
         for c0 in range(0, n_chunks, n_slots):
             n_here = min(n_slots, n_chunks - c0)
             run(mode, X, sw, R, kp.means, kp.pc, kp.lconst, kp.tmeans, kp.g, kp.means64, kp.g64,
@@ -104,8 +104,6 @@ def _pass(mode, X, sw, R, kp, chunk_rows):
                 s2 += s2_p[j]
                 ll += llws_p[j, 0]
                 ws += llws_p[j, 1]
-    if kp.kind == TIED:
-        s2[0] = np.triu(s2[0]) + np.triu(s2[0], 1).T  # upper triangle accumulated
     return nk, s1, s2, ll, ws
 
 

@@ -170,25 +170,6 @@ def _acc_spherical(X, n, wn, resp, c, nk, s1, s2):
         s2[k, 0, 0] += wr * acc
 
 
-@kernel()
-def _acc_tied(X, n, wn, resp, g64, y, nk, s1, s2):
-    K, D = s1.shape
-    for i in range(D):
-        y[i] = np.float64(X[n, i]) - g64[i]
-    for i in range(D):
-        wyi = wn * y[i]
-        for j in range(i, D):
-            s2[0, i, j] += wyi * y[j]
-    for k in range(K):
-        r = resp[k]
-        if r == 0.0:
-            continue
-        wr = wn * r
-        nk[k] += wr
-        for d in range(D):
-            s1[k, d] += wr * np.float64(X[n, d])
-
-
 @kernel(inline="always")
 def _nearest(x, n, means64):
     """(index, squared distance) of the mean nearest to row x[n], in float64."""
@@ -500,27 +481,67 @@ def _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
     return ll, ws
 
 
+#: Rows per block of the tied path.
+TIED_BLOCK = 256
+
+
 @kernel()
 def _chunk_tied(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means64, g64, cut,
                 nk, s1, s2):
+    """Tied covariance, a block of rows at a time: ``Z = (X_b - g) @ U`` is one GEMM for all
+    components (then ``||z - (mu_k - g) U||^2`` per component), and the shared second moment
+    ``sum w (x - g)(x - g)^T`` another.  Replaces a row loop with triangular inner loops that
+    did not vectorise (tied was 2.6x slower in float64 than in float32, measured)."""
     nk[:] = 0.0
     s1[:, :] = 0.0
     s2[:, :, :] = 0.0
-    lrow = np.empty(means64.shape[0], dtype=X.dtype)
-    resp = np.zeros(means64.shape[0])
-    z = np.empty(means64.shape[1], dtype=X.dtype)
-    y = np.empty(means64.shape[1])
+    K, D = means64.shape
+    B = TIED_BLOCK
     has_w = sw.shape[0] > 0
+    Y = np.empty((B, D), dtype=X.dtype)
+    Z = np.empty((B, D), dtype=X.dtype)
+    U = np.empty((B, D))
+    WU = np.empty((B, D))
+    S = np.empty((D, D))
+    lrow = np.empty(K, dtype=X.dtype)
+    resp = np.zeros(K)
+    half = X.dtype.type(0.5)
     ll = 0.0
     ws = 0.0
-    for n in range(start, stop):
-        wn = sw[n] if has_w else 1.0
+    for b0 in range(start, stop, B):
+        nb = min(B, stop - b0)
         if mode == ESTEP:
-            _logdens_tied(X, n, pc, lconst, tmeans, g, z, lrow)
-        ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64, cut)
-        ws += wn
-        if wn != 0.0:
-            _acc_tied(X, n, wn, resp, g64, y, nk, s1, s2)
+            for b in range(nb):
+                for d in range(D):
+                    Y[b, d] = X[b0 + b, d] - g[d]
+            np.dot(Y[:nb], pc[0], Z[:nb])
+        for b in range(nb):
+            n = b0 + b
+            wn = sw[n] if has_w else 1.0
+            if mode == ESTEP:
+                for k in range(K):
+                    acc = X.dtype.type(0)
+                    for j in range(D):
+                        t = Z[b, j] - tmeans[k, j]
+                        acc += t * t
+                    lrow[k] = lconst[k] - half * acc
+            ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64, cut)
+            ws += wn
+            for d in range(D):
+                u = np.float64(X[n, d]) - g64[d]
+                U[b, d] = u
+                WU[b, d] = wn * u
+            for k in range(K):
+                wr = wn * resp[k]
+                if wr == 0.0:
+                    continue
+                nk[k] += wr
+                for d in range(D):
+                    s1[k, d] += wr * np.float64(X[n, d])
+        np.dot(WU[:nb].T, U[:nb], S)
+        for i in range(D):
+            for j in range(D):
+                s2[0, i, j] += S[i, j]
     return ll, ws
 
 
