@@ -420,7 +420,13 @@ def m_step(stats, reg_covar):
     """New parameters from statistics (scikit-learn's estimator, exactly, from centred sums)."""
     cls = Covariance.registry[stats.kind]
     nk_eff = stats.nk + 10.0 * EPS
-    weights = nk_eff / nk_eff.sum()
-    means = stats.s1 / nk_eff[:, None]
-    cov = cls.m_step(stats, means, nk_eff, reg_covar)
+    with np.errstate(over="ignore", invalid="ignore"):
+        weights = nk_eff / nk_eff.sum()
+        means = stats.s1 / nk_eff[:, None]
+        if not (np.all(np.isfinite(stats.s2)) and np.all(np.isfinite(means))
+                and np.all(np.isfinite(weights))):
+            raise FloatingPointError(
+                "EM statistics overflowed (non-finite sums of squares): the data values are too "
+                "large for float64 arithmetic. Rescale the data (e.g. standardise the columns).")
+        cov = cls.m_step(stats, means, nk_eff, reg_covar)
     return GMMParams(weights, means, cov)

@@ -6,8 +6,16 @@ import numpy as np
 from . import kernels
 
 
-class NotFittedError(ValueError, AttributeError):
-    """Raised when a method needing a fitted model is called before ``fit``."""
+try:  # scikit-learn's own error when it is installed, so sklearn's tooling recognises it
+    from sklearn.exceptions import NotFittedError as _SkNotFitted
+    _NOT_FITTED_BASES = (_SkNotFitted,)
+except ImportError:  # pragma: no cover
+    _NOT_FITTED_BASES = (ValueError, AttributeError)
+
+
+class NotFittedError(*_NOT_FITTED_BASES):
+    """Raised when a method needing a fitted model is called before ``fit``.  A ValueError and
+    an AttributeError (and scikit-learn's NotFittedError when scikit-learn is installed)."""
 
 
 def check_array(X, *, name="X", min_samples=1, n_features=None, estimator="GaussianMixture"):

@@ -108,6 +108,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         _int("n_components", 1)
         _int("max_iter", 0)
         _int("n_init", 1)
+        _int("verbose", 0)
+        _int("verbose_interval", 1)
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}, "
                              f"got {self.covariance_type!r}")
@@ -367,15 +369,34 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     @classmethod
     def _from_saved(cls, meta, arrays):
+        """Rebuild a fitted model; any inconsistency raises (load turns it into ValueError)."""
         params = dict(meta["params"])
         for k in cls._ARRAY_PARAMS:
             params[k] = arrays.get("init__" + k)
         est = cls(**params)
+        est._check_hyper()
         cov_cls = Covariance.registry[est.covariance_type]
-        cov = cov_cls(arrays["fit__covariances_"], arrays["fit__precisions_cholesky_"])
-        est._set_params_from(GMMParams(arrays["fit__weights_"], arrays["fit__means_"], cov))
-        for k in ("converged_", "n_iter_", "lower_bound_", "lower_bounds_", "n_features_in_"):
-            setattr(est, k, meta[k])
+        w = np.asarray(arrays["fit__weights_"], dtype=np.float64)
+        m = np.asarray(arrays["fit__means_"], dtype=np.float64)
+        covs = np.asarray(arrays["fit__covariances_"], dtype=np.float64)
+        pcs = np.asarray(arrays["fit__precisions_cholesky_"], dtype=np.float64)
+        K, D = est.n_components, int(meta["n_features_in_"])
+        shapes = {"weights_": (w.shape, (K,)), "means_": (m.shape, (K, D)),
+                  "covariances_": (covs.shape, cov_cls.shape(K, D)),
+                  "precisions_cholesky_": (pcs.shape, cov_cls.shape(K, D))}
+        for name, (got, want) in shapes.items():
+            if got != want:
+                raise ValueError(f"{name} has shape {got}, expected {want}")
+            if not np.all(np.isfinite(arrays["fit__" + name])):
+                raise ValueError(f"{name} contains NaN or infinity")
+        if np.any(w < 0) or not abs(w.sum() - 1.0) < 1e-6:
+            raise ValueError("weights_ are not a probability vector")
+        est._set_params_from(GMMParams(w, m, cov_cls(covs, pcs)))
+        est.converged_ = bool(meta["converged_"])
+        est.n_iter_ = int(meta["n_iter_"])
+        est.lower_bound_ = float(meta["lower_bound_"])
+        est.lower_bounds_ = [float(v) for v in meta["lower_bounds_"]]
+        est.n_features_in_ = D
         return est
 
 
@@ -383,18 +404,26 @@ MODEL_CLASSES = {"GaussianMixture": GaussianMixture}
 
 
 def load(path):
-    """Load a model written by ``save``.  Raises ValueError for files that are not fastmix models,
-    are truncated, or come from a newer format version."""
+    """Load a model written by ``save``.  Raises FileNotFoundError for a missing path and
+    ValueError for files that are not fastmix models, are truncated or damaged, or come from a
+    newer format version."""
+    with open(path, "rb") as fh:  # a missing file raises FileNotFoundError, as open() does
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04":
+        raise ValueError(f"{path!s} is not a fastmix model file (not an .npz archive)")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"{path!s} is not a readable fastmix model file ({exc})") from exc
-    except Exception as exc:  # zipfile.BadZipFile and friends from a corrupt file
+    except Exception as exc:  # zipfile.BadZipFile, truncated members, CRC errors, ...
         raise ValueError(f"{path!s} is not a readable fastmix model file ({exc})") from exc
     if "meta" not in arrays:
         raise ValueError(f"{path!s} is not a fastmix model file (no metadata)")
-    meta = json.loads(str(arrays.pop("meta")))
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+    except ValueError as exc:
+        raise ValueError(f"{path!s}: unreadable model metadata ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path!s}: model metadata is not a mapping")
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(f"{path!s} has model format version {version!r}; this fastmix reads "
@@ -402,7 +431,12 @@ def load(path):
     cls = MODEL_CLASSES.get(meta.get("class"))
     if cls is None:
         raise ValueError(f"{path!s} holds an unknown model class {meta.get('class')!r}")
-    return cls._from_saved(meta, arrays)
+    try:
+        model = cls._from_saved(meta, arrays)
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
+        raise ValueError(f"{path!s}: damaged fastmix model file ({type(exc).__name__}: {exc})") \
+            from exc
+    return model
 
 
 __all__ = ["GaussianMixture", "load", "ConvergenceWarning", "DegenerateComponentWarning",

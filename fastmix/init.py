@@ -70,7 +70,9 @@ def kmeans(X, sw, K, rng, chunk_rows, max_iter=100, tol=1e-4, kind="diag"):
     """Lloyd's k-means from k-means++ seeds on a subsample; returns centres (K, D) float64."""
     Xs, sws = _subsample(X, sw, K, rng)
     centres = kmeans_plusplus(Xs, sws, K, rng)
-    tol_abs = tol * float(np.mean(np.var(Xs, axis=0, dtype=np.float64)))
+    w = None if sws is None else np.asarray(sws, dtype=np.float64)
+    mean = np.average(Xs, axis=0, weights=w)
+    tol_abs = tol * float(np.mean(np.average((Xs - mean) ** 2, axis=0, weights=w)))
     for _ in range(max_iter):
         kp = kernels.nearest_params(centres, Xs.dtype, kernels.KIND_CODES[kind])
         nk, s1, _, _, _ = kernels.nearest_stats(Xs, sws, kp, chunk_rows)
@@ -121,7 +123,12 @@ def initial_params(X, sw, K, kind, method, rng, reg_covar, chunk_rows):
         Xs, sws = _subsample(X, sw, K, rng)
         return _assign_to(X, sw, kmeans_plusplus(Xs, sws, K, rng), kind, reg_covar, chunk_rows)
     if method == "random_from_data":
-        idx = rng.choice(X.shape[0], size=K, replace=False)
+        # K distinct rows, uniformly among those with positive weight
+        pool = np.arange(X.shape[0]) if sw is None else np.flatnonzero(sw > 0)
+        if pool.shape[0] < K:
+            raise ValueError(f"init_params='random_from_data' needs at least n_components={K} "
+                             f"rows with positive sample_weight, got {pool.shape[0]}")
+        idx = pool[rng.choice(pool.shape[0], size=K, replace=False)]
         return _assign_to(X, sw, X[idx].astype(np.float64), kind, reg_covar, chunk_rows)
     if method == "random":
         return _random_resp(X, sw, K, kind, rng, reg_covar, chunk_rows)

@@ -1,15 +1,19 @@
 """Numba configuration shared by every CPU kernel.
 
 One switch controls on-disk caching (``FASTMIX_NUMBA_CACHE=0`` turns it off), and one set of
-fast-math flags is used everywhere.  The flags allow re-association and FMA contraction (so that
-reductions vectorise) but deliberately *not* ``nnan``/``ninf``: log-space code relies on ``-inf``.
+fast-math flags is used everywhere: FMA contraction and no signed zeros only.  Deliberately *not*
+``nnan``/``ninf`` (log-space code relies on ``-inf``) and *not* ``reassoc``: with re-association
+LLVM versions a loop into a vector and a scalar variant chosen at run time by a pointer-alias
+check, and the two round differently -- results then depended on where malloc put the scratch
+arrays, i.e. were not reproducible between runs or thread counts (found by
+tests/test_determinism.py).
 """
 import os
 
 from numba import njit
 
 CACHE = os.environ.get("FASTMIX_NUMBA_CACHE", "1") != "0"
-FASTMATH = frozenset({"reassoc", "contract", "nsz"})
+FASTMATH = frozenset({"contract", "nsz"})
 
 # Only explicit ``prange`` loops run in parallel.  Letting Numba turn every array expression and
 # ``np.zeros`` into its own parallel region tripled the compile time of the E-step kernel

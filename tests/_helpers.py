@@ -1,0 +1,35 @@
+"""Small assertion helpers shared by the test modules."""
+import numpy as np
+
+#: Relative tolerances of kernel results against the float64 reference, by data dtype.
+RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4}
+
+
+def assert_close(actual, desired, rtol, err_msg="", floor=None):
+    """Element-wise ``rtol``, with an absolute floor of ``rtol * max|desired|``.
+
+    The floor makes the check norm-wise for entries that are small only because of cancellation
+    (an off-diagonal covariance near 0, a mean coordinate near 0), where an element-wise relative
+    error says nothing about the accuracy of the computation.
+    """
+    actual = np.asarray(actual, dtype=np.float64)
+    desired = np.asarray(desired, dtype=np.float64)
+    assert actual.shape == desired.shape, (actual.shape, desired.shape, err_msg)
+    scale = float(np.max(np.abs(desired))) if desired.size else 0.0
+    atol = rtol * scale if floor is None else floor
+    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=atol, err_msg=err_msg)
+
+
+FITTED_ATTRS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
+
+
+def fitted_arrays(model):
+    return {a: np.asarray(getattr(model, a)) for a in FITTED_ATTRS}
+
+
+def assert_reproducible(a, b, what=""):
+    """``a`` and ``b`` come from identical computations: equal bits (fastmix promises
+    bit-identical results for a given chunk_size and seed, README and DESIGN.md section 2)."""
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype and a.shape == b.shape, what
+    assert a.tobytes() == b.tobytes(), what

@@ -1,0 +1,282 @@
+"""Plain NumPy/SciPy reference implementations of everything the fastmix kernels compute.
+
+Readable and slow on purpose: every quantity is computed from its textbook definition, from the
+*covariances* (never from fastmix's precision-Cholesky path), materialising the full (N, K)
+matrices.  All arithmetic is float64; float32 data are upcast first, so a float32 kernel is
+compared against the exact result for its (rounded) input.
+
+Layouts follow scikit-learn (and fastmix's estimators): ``covariances`` are
+full (K, D, D), tied (D, D), diag (K, D), spherical (K,).
+
+Statistics follow ``fastmix/_stats.py`` / ``cpu_estep``'s docstring:
+
+* ``nk[k] = sum_n w_n r_nk``, ``s1[k] = sum_n w_n r_nk x_n``
+* ``s2``: full (K, D, D) ``sum w r (x - c_k)(x - c_k)^T``;
+  tied (1, D, D) ``sum w (x - g)(x - g)^T`` (g = weights @ means for the E-step);
+  diag (K, 1, D) ``sum w r (x - c_k)^2``; spherical (K, 1, 1) ``sum w r ||x - c_k||^2``
+* ``ll = sum_n w_n log p(x_n)``, ``ws = sum_n w_n``.
+"""
+import numpy as np
+from scipy import linalg, special
+from scipy.stats import multivariate_normal
+
+KINDS = ("full", "tied", "diag", "spherical")
+EPS = np.finfo(np.float64).eps
+LOG_2PI = np.log(2.0 * np.pi)
+
+
+# --------------------------------------------------------------------------------- helpers ---
+def _weights_or_ones(sw, N):
+    return np.ones(N) if sw is None else np.asarray(sw, dtype=np.float64)
+
+
+def component_covariances(covariances, kind, K, D):
+    """Each component's dense (D, D) covariance matrix, (K, D, D), from sklearn's layout."""
+    c = np.asarray(covariances, dtype=np.float64)
+    if kind == "full":
+        return c.copy()
+    if kind == "tied":
+        return np.repeat(c[None, :, :], K, axis=0)
+    if kind == "diag":
+        return np.stack([np.diag(v) for v in c])
+    if kind == "spherical":
+        return np.stack([v * np.eye(D) for v in c])
+    raise ValueError(kind)
+
+
+def precisions_from_covariances(covariances, kind):
+    """Precisions in sklearn's layout (plain matrix inverses / reciprocals)."""
+    c = np.asarray(covariances, dtype=np.float64)
+    if kind == "full":
+        return np.stack([np.linalg.inv(m) for m in c])
+    if kind == "tied":
+        return np.linalg.inv(c)
+    return 1.0 / c
+
+
+#: the same inversion maps precisions back to covariances
+covariances_from_precisions = precisions_from_covariances
+
+
+def precisions_cholesky_from_covariances(covariances, kind):
+    """sklearn's ``precisions_cholesky_``: upper-triangular U with Sigma^-1 = U U^T (full/tied),
+    1/sigma (diag/spherical)."""
+    c = np.asarray(covariances, dtype=np.float64)
+
+    def one(m):
+        L = linalg.cholesky(m, lower=True)
+        return linalg.solve_triangular(L, np.eye(m.shape[0]), lower=True).T
+
+    if kind == "full":
+        return np.stack([one(m) for m in c])
+    if kind == "tied":
+        return one(c)
+    return 1.0 / np.sqrt(c)
+
+
+def n_parameters(kind, K, D):
+    cov = {"full": K * D * (D + 1) / 2, "tied": D * (D + 1) / 2, "diag": K * D,
+           "spherical": K}[kind]
+    return int(cov + K * D + K - 1)
+
+
+# ------------------------------------------------------------------------------- densities ---
+def log_gaussian(X, means, covariances, kind):
+    """(N, K) matrix of log N(x_n | mu_k, Sigma_k), computed from the covariances."""
+    X = np.asarray(X, dtype=np.float64)
+    means = np.asarray(means, dtype=np.float64)
+    N, D = X.shape
+    K = means.shape[0]
+    out = np.empty((N, K))
+    cov = np.asarray(covariances, dtype=np.float64)
+    for k in range(K):
+        diff = X - means[k]
+        if kind in ("full", "tied"):
+            S = cov[k] if kind == "full" else cov
+            out[:, k] = np.atleast_1d(multivariate_normal(mean=means[k], cov=S).logpdf(X))
+        elif kind == "diag":
+            var = cov[k]
+            out[:, k] = -0.5 * (D * LOG_2PI + np.log(var).sum() + (diff ** 2 / var).sum(axis=1))
+        elif kind == "spherical":
+            var = cov[k]
+            out[:, k] = -0.5 * (D * LOG_2PI + D * np.log(var) + (diff ** 2).sum(axis=1) / var)
+        else:
+            raise ValueError(kind)
+    return out
+
+
+def weighted_log_prob(X, weights, means, covariances, kind):
+    """(N, K): log pi_k + log N(x_n | mu_k, Sigma_k)."""
+    with np.errstate(divide="ignore"):
+        return log_gaussian(X, means, covariances, kind) + np.log(np.asarray(weights, float))
+
+
+def log_prob_resp(X, weights, means, covariances, kind):
+    """(log p(x_n) (N,), responsibilities (N, K)).
+
+    log p(x) is the log-sum-exp of the weighted log-densities.  The responsibilities are the
+    max-shifted softmax ``exp(l_k - max l) / sum_j exp(l_j - max l)``: mathematically
+    ``exp(l_k - log p(x))``, but that form carries log p's rounding error (~eps |log p|, i.e.
+    ~1e-14 when |log p| ~ 40) into every responsibility, while the shifted form is accurate to a
+    few ulp -- needed to check the kernels' responsibilities to ~1e-15.
+    """
+    wlp = weighted_log_prob(X, weights, means, covariances, kind)
+    logp = special.logsumexp(wlp, axis=1)
+    resp = special.softmax(wlp, axis=1)
+    return logp, resp
+
+
+# ------------------------------------------------------------------------------ statistics ---
+def sufficient_stats(X, sw, resp, kind, centres, gcentre):
+    """(nk, s1, s2) for responsibilities ``resp`` (N, K), s2 centred on ``centres`` (K, D)
+    (tied: on ``gcentre`` (D,)), exactly as defined in fastmix/_stats.py."""
+    X = np.asarray(X, dtype=np.float64)
+    N, D = X.shape
+    resp = np.asarray(resp, dtype=np.float64)
+    K = resp.shape[1]
+    w = _weights_or_ones(sw, N)
+    wr = w[:, None] * resp
+    nk = wr.sum(axis=0)
+    s1 = wr.T @ X
+    centres = np.asarray(centres, dtype=np.float64)
+    if kind == "full":
+        s2 = np.empty((K, D, D))
+        for k in range(K):
+            Y = X - centres[k]
+            s2[k] = (wr[:, k, None] * Y).T @ Y
+    elif kind == "tied":
+        Y = X - np.asarray(gcentre, dtype=np.float64)
+        s2 = ((w[:, None] * Y).T @ Y)[None, :, :]
+    elif kind == "diag":
+        s2 = np.empty((K, 1, D))
+        for k in range(K):
+            s2[k, 0] = wr[:, k] @ (X - centres[k]) ** 2
+    elif kind == "spherical":
+        s2 = np.empty((K, 1, 1))
+        for k in range(K):
+            s2[k, 0, 0] = wr[:, k] @ ((X - centres[k]) ** 2).sum(axis=1)
+    else:
+        raise ValueError(kind)
+    return nk, s1, s2
+
+
+def estep_stats(X, sw, weights, means, covariances, kind):
+    """The fused E-step's output (nk, s1, s2, ll, ws): responsibilities under the model,
+    s2 centred on the model's means (tied: on g = weights @ means)."""
+    X = np.asarray(X, dtype=np.float64)
+    w = _weights_or_ones(sw, X.shape[0])
+    logp, resp = log_prob_resp(X, weights, means, covariances, kind)
+    g = np.asarray(weights, float) @ np.asarray(means, float)
+    nk, s1, s2 = sufficient_stats(X, sw, resp, kind, means, g)
+    return nk, s1, s2, float(w @ logp), float(w.sum())
+
+
+def nearest_stats(X, sw, centres, kind, gcentre):
+    """k-means statistics: each row assigned (responsibility 1) to its nearest centre;
+    ll = -sum w ||x - nearest centre||^2."""
+    X = np.asarray(X, dtype=np.float64)
+    centres = np.asarray(centres, dtype=np.float64)
+    N = X.shape[0]
+    K = centres.shape[0]
+    w = _weights_or_ones(sw, N)
+    d2 = ((X[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
+    lab = np.argmin(d2, axis=1)
+    resp = np.zeros((N, K))
+    resp[np.arange(N), lab] = 1.0
+    nk, s1, s2 = sufficient_stats(X, sw, resp, kind, centres, gcentre)
+    return nk, s1, s2, float(-(w @ d2[np.arange(N), lab])), float(w.sum())
+
+
+def sqdist_to(X, centre):
+    return ((np.asarray(X, float) - np.asarray(centre, float)) ** 2).sum(axis=1)
+
+
+def candidate_potentials(X, sw, cands, mind):
+    X = np.asarray(X, float)
+    w = _weights_or_ones(sw, X.shape[0])
+    return np.array([w @ np.minimum(mind, sqdist_to(X, c)) for c in np.asarray(cands, float)])
+
+
+# ---------------------------------------------------------------------------------- M-step ---
+def m_step(X, sw, resp, kind, reg_covar):
+    """scikit-learn's M-step with sample weights: nk = sum w r + 10 eps, means = s1 / nk,
+    covariances from the responsibilities (centred on the new means) + reg_covar.
+    Returns (weights, means, covariances) in sklearn's layout."""
+    X = np.asarray(X, dtype=np.float64)
+    N, D = X.shape
+    w = _weights_or_ones(sw, N)
+    wr = w[:, None] * np.asarray(resp, dtype=np.float64)
+    K = wr.shape[1]
+    nk = wr.sum(axis=0) + 10 * EPS
+    means = (wr.T @ X) / nk[:, None]
+    if kind in ("full", "tied"):
+        covs = np.empty((K, D, D))
+        for k in range(K):
+            diff = X - means[k]
+            covs[k] = (wr[:, k] * diff.T) @ diff
+        if kind == "full":
+            cov = covs / nk[:, None, None] + reg_covar * np.eye(D)
+        else:
+            cov = covs.sum(axis=0) / nk.sum() + reg_covar * np.eye(D)
+    else:
+        var = np.empty((K, D))
+        for k in range(K):
+            var[k] = wr[:, k] @ (X - means[k]) ** 2 / nk[k]
+        var += reg_covar
+        cov = var if kind == "diag" else var.mean(axis=1)
+    return nk / nk.sum(), means, cov
+
+
+def em(X, sw, weights, means, covariances, kind, reg_covar, n_iter):
+    """``n_iter`` plain EM iterations.  Like scikit-learn, the lower bound of an iteration is the
+    weighted mean log-likelihood of the parameters *before* that iteration's M-step.
+
+    Returns dict(weights, means, covariances, lower_bounds (list))."""
+    X = np.asarray(X, dtype=np.float64)
+    w = _weights_or_ones(sw, X.shape[0])
+    lbs = []
+    for _ in range(n_iter):
+        logp, resp = log_prob_resp(X, weights, means, covariances, kind)
+        lbs.append(float(w @ logp / w.sum()))
+        weights, means, covariances = m_step(X, sw, resp, kind, reg_covar)
+    return {"weights": weights, "means": means, "covariances": covariances,
+            "lower_bounds": lbs}
+
+
+# --------------------------------------------------------------------- random test models ---
+def random_covariances(rng, kind, K, D, scale=1.0):
+    """Well-conditioned random covariances in sklearn's layout."""
+    if kind == "full":
+        out = []
+        for _ in range(K):
+            A = rng.normal(size=(D, D))
+            out.append(scale * (A @ A.T / D + 0.5 * np.eye(D)))
+        return np.stack(out)
+    if kind == "tied":
+        A = rng.normal(size=(D, D))
+        return scale * (A @ A.T / D + 0.5 * np.eye(D))
+    if kind == "diag":
+        return scale * rng.uniform(0.5, 2.0, size=(K, D))
+    if kind == "spherical":
+        return scale * rng.uniform(0.5, 2.0, size=K)
+    raise ValueError(kind)
+
+
+def random_model(rng, kind, K, D, spread=3.0):
+    """(weights, means, covariances) of a random mixture whose components overlap a little."""
+    weights = rng.uniform(0.5, 1.5, size=K)
+    weights /= weights.sum()
+    means = spread * rng.normal(size=(K, D))
+    return weights, means, random_covariances(rng, kind, K, D)
+
+
+def sample_model(rng, weights, means, covariances, kind, N):
+    """N rows drawn from a mixture (labels discarded)."""
+    K, D = means.shape
+    covs = component_covariances(covariances, kind, K, D)
+    lab = rng.choice(K, size=N, p=weights)
+    X = np.empty((N, D))
+    for k in range(K):
+        idx = np.flatnonzero(lab == k)
+        X[idx] = rng.multivariate_normal(means[k], covs[k], size=idx.size)
+    return X

@@ -1,0 +1,360 @@
+"""Parity of every kernel wrapper in ``fastmix.kernels`` against ``tests/reference.py``.
+
+Each kernel runs on float64 and float32 data for the four covariance types, with and without
+sample weights, and with chunk sizes that do not divide N.  The reference is float64 on the same
+(rounded) data; tolerances depend on the data dtype (``_helpers.RTOL``).
+"""
+import math
+
+import numpy as np
+import pytest
+
+import reference as ref
+from _helpers import RTOL, assert_close, assert_reproducible
+from fastmix import kernels
+from fastmix._params import Covariance, GMMParams, m_step, stats_from_kernel
+from fastmix._stats import Stats
+from fastmix.em import e_step_stats, run_em
+from fastmix.kernels._math import exp_nonpos
+
+KINDS = ref.KINDS
+DTYPES = [np.float64, np.float32]
+N, D, K = 503, 5, 4          # N prime: no chunk size below divides it
+CHUNKS = [7, 100, N]
+
+
+def make_problem(kind, seed=0):
+    """Data drawn from one random mixture, model parameters = a perturbed copy of it (so every
+    row has non-trivial responsibilities for some components), and weights with exact zeros."""
+    rng = np.random.default_rng(seed)
+    w, mu, cov = ref.random_model(rng, kind, K, D, spread=2.0)
+    X = ref.sample_model(rng, w, mu, cov, kind, N)
+    weights = np.roll(w, 1)
+    means = mu + 0.5 * rng.normal(size=mu.shape)
+    covs = ref.random_covariances(rng, kind, K, D, scale=1.5)
+    sw = rng.uniform(0.0, 3.0, size=N)
+    sw[::11] = 0.0
+    return X, sw, weights, means, covs
+
+
+def gmm_params(weights, means, covs, kind):
+    cov = Covariance.registry[kind].from_covariances(covs)
+    return GMMParams(np.asarray(weights, float), np.asarray(means, float), cov)
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def problem(request):
+    return (request.param,) + make_problem(request.param, seed=KINDS.index(request.param))
+
+
+def _check_stats(out, expected, rtol, what):
+    nk, s1, s2, ll, ws = out
+    enk, es1, es2, ell, ews = expected
+    for name, a in zip(("nk", "s1", "s2"), (nk, s1, s2)):
+        assert a.dtype == np.float64, f"{what}: {name} is {a.dtype}, statistics must be float64"
+    assert_close(nk, enk, rtol, f"{what}: nk")
+    assert_close(s1, es1, rtol, f"{what}: s1")
+    assert_close(s2, es2, rtol, f"{what}: s2")
+    assert_close(ll, ell, rtol, f"{what}: ll")
+    assert_close(ws, ews, 1e-14, f"{what}: ws")
+
+
+# ------------------------------------------------------------------------- fused E-step -----
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("chunk", CHUNKS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_estep_stats_parity(problem, dtype, chunk, weighted):
+    kind, X64, sw, weights, means, covs = problem
+    X = X64.astype(dtype)
+    sw = sw if weighted else None
+    kp = gmm_params(weights, means, covs, kind).kernel_params(X.dtype)
+    out = kernels.estep_stats(X, sw, kp, chunk)
+    expected = ref.estep_stats(X.astype(np.float64), sw, weights, means, covs, kind)
+    _check_stats(out, expected, RTOL[X.dtype], f"{kind}/{X.dtype}/chunk={chunk}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_kernel_params_layout(problem, dtype):
+    """KernelParams: densities' parameters in the data dtype, centres float64, tied centre
+    g = weights @ means."""
+    kind, X64, sw, weights, means, covs = problem
+    kp = gmm_params(weights, means, covs, kind).kernel_params(dtype)
+    assert kp.kind == kernels.KIND_CODES[kind]
+    for a in (kp.means, kp.pc, kp.tmeans, kp.g):
+        assert a.dtype == np.dtype(dtype)
+    for a in (kp.lconst, kp.means64, kp.g64):
+        assert a.dtype == np.float64
+    assert kp.pc.shape == kernels.s2_shape(kp.kind, K, D)
+    np.testing.assert_array_equal(kp.means64, means)
+    if kind == "tied":
+        assert_close(kp.g64, weights @ means, 1e-15)
+    # lconst = log pi + log det U - D/2 log 2 pi, and log det U = -1/2 log det Sigma
+    dense = ref.component_covariances(covs, kind, K, D)
+    logdet = np.array([np.linalg.slogdet(c)[1] for c in dense])
+    assert_close(kp.lconst, np.log(weights) - 0.5 * logdet - 0.5 * D * math.log(2 * math.pi),
+                 1e-12)
+
+
+def test_zero_weight_rows_are_ignored(problem):
+    """Rows of weight 0 contribute nothing: same statistics as dropping them."""
+    kind, X, sw, weights, means, covs = problem
+    kp = gmm_params(weights, means, covs, kind).kernel_params(X.dtype)
+    keep = sw > 0
+    assert not keep.all()
+    a = kernels.estep_stats(X, sw, kp, 64)
+    b = kernels.estep_stats(np.ascontiguousarray(X[keep]), sw[keep], kp, 64)
+    _check_stats(a, b, 1e-13, f"{kind}: zero weights")
+
+
+def test_unit_weights_equal_no_weights(problem):
+    kind, X, sw, weights, means, covs = problem
+    kp = gmm_params(weights, means, covs, kind).kernel_params(X.dtype)
+    a = kernels.estep_stats(X, None, kp, 100)
+    b = kernels.estep_stats(X, np.ones(N), kp, 100)
+    for x, y in zip(a, b):
+        assert_reproducible(x, y)
+
+
+# --------------------------------------------------------------------- given responsibilities
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("chunk", [7, N])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_resp_stats_parity(problem, dtype, chunk, weighted):
+    kind, X64, sw, weights, means, covs = problem
+    rng = np.random.default_rng(1)
+    R = rng.uniform(size=(N, K))
+    R[rng.uniform(size=(N, K)) < 0.3] = 0.0       # exact zeros are skipped by the kernel
+    R[:, 0] += 1e-3
+    R /= R.sum(axis=1, keepdims=True)
+    centres = rng.normal(size=(K, D))
+    kp = kernels.nearest_params(centres, dtype, kernels.KIND_CODES[kind])
+    X = X64.astype(dtype)
+    sw = sw if weighted else None
+    nk, s1, s2, ll, ws = kernels.resp_stats(X, sw, R, kp, chunk)
+    enk, es1, es2 = ref.sufficient_stats(X.astype(np.float64), sw, R, kind, centres, kp.g64)
+    # statistics of given responsibilities are computed in float64 from the (exact) data
+    # values, so float32 data need no looser tolerance here
+    _check_stats((nk, s1, s2, ll, ws), (enk, es1, es2, 0.0, np.sum(sw) if weighted else N),
+                 1e-12, f"{kind}/{np.dtype(dtype)}")
+    assert ll == 0.0
+
+
+# ------------------------------------------------------------------------------ k-means -----
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("chunk", CHUNKS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_nearest_stats_parity(problem, dtype, chunk, weighted):
+    kind, X64, sw, weights, means, covs = problem
+    X = X64.astype(dtype)
+    sw = sw if weighted else None
+    kp = kernels.nearest_params(means, X.dtype, kernels.KIND_CODES[kind])
+    out = kernels.nearest_stats(X, sw, kp, chunk)
+    expected = ref.nearest_stats(X.astype(np.float64), sw, means, kind, kp.g64)
+    # distances are float64 in the kernel too: only summation order differs
+    _check_stats(out, expected, 1e-12, f"{kind}/{X.dtype}/chunk={chunk}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_sqdist_to_parity(dtype):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(301, 7)).astype(dtype)
+    c = rng.normal(size=7)
+    out = kernels.sqdist_to(X, c)
+    assert out.dtype == np.float64
+    assert_close(out, ref.sqdist_to(X.astype(np.float64), c), 1e-13)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_candidate_potentials_parity(dtype, weighted):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(257, 4)).astype(dtype)
+    sw = rng.uniform(0, 2, size=257) if weighted else None
+    mind = ref.sqdist_to(X, X[0])
+    cands = X[[3, 50, 200]].astype(np.float64)
+    out = kernels.candidate_potentials(X, sw, cands, mind)
+    assert_close(out, ref.candidate_potentials(X.astype(np.float64), sw, cands, mind), 1e-13)
+
+
+# ---------------------------------------------------------------------------- log_prob -----
+@pytest.mark.parametrize("chunk", CHUNKS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_log_prob_parity(problem, dtype, chunk):
+    kind, X64, sw, weights, means, covs = problem
+    X = X64.astype(dtype)
+    kp = gmm_params(weights, means, covs, kind).kernel_params(X.dtype)
+    logp, labels, resp = kernels.log_prob(X, kp, chunk, want_resp=True)
+    elogp, eresp = ref.log_prob_resp(X.astype(np.float64), weights, means, covs, kind)
+    rtol = RTOL[X.dtype]
+    assert logp.dtype == np.float64 and resp.dtype == np.float64 and labels.dtype == np.int64
+    assert_close(logp, elogp, rtol, "log p(x)")
+    np.testing.assert_allclose(resp, eresp, rtol=0, atol=1e-12 if dtype == np.float64 else 1e-4)
+    # labels: argmax of the weighted log-density, wherever the top two are not (nearly) tied
+    wlp = ref.weighted_log_prob(X.astype(np.float64), weights, means, covs, kind)
+    top2 = np.sort(wlp, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 10 * rtol * np.abs(top2[:, 1]).max()
+    assert clear.mean() > 0.9
+    np.testing.assert_array_equal(labels[clear], wlp.argmax(axis=1)[clear])
+    # without responsibilities: same log p and labels, resp None.  (Not compared bit for bit:
+    # see test_determinism.py::test_kernels_bit_identical_on_one_and_two_threads.)
+    logp2, labels2, none = kernels.log_prob(X, kp, chunk)
+    assert none is None
+    np.testing.assert_allclose(logp2, logp, rtol=1e-15, atol=0)
+    np.testing.assert_array_equal(labels2[clear], labels[clear])
+
+
+# ------------------------------------------------------------------ first_nonfinite_row -----
+@pytest.mark.parametrize("chunk", [1, 7, 100, 65536])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, None], ids=["nan", "inf", "-inf", "none"])
+def test_first_nonfinite_row(dtype, bad, chunk):
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(250, 3)).astype(dtype)
+    if bad is None:
+        assert kernels.first_nonfinite_row(X, chunk) == -1
+        return
+    for first, later in [(0, None), (249, None), (6, 7), (106, 107), (13, 200), (99, 100)]:
+        Y = X.copy()
+        Y[first, 2] = bad
+        if later is not None:
+            Y[later, 0] = bad
+        assert kernels.first_nonfinite_row(Y, chunk) == first, (first, later)
+
+
+def test_first_nonfinite_row_default_chunk():
+    X = np.zeros((10, 2))
+    X[4, 1] = np.nan
+    X[8, 0] = np.inf
+    assert kernels.first_nonfinite_row(X) == 4
+
+
+# --------------------------------------------------------------------------- exp_nonpos -----
+def test_exp_nonpos():
+    rng = np.random.default_rng(5)
+    t = np.concatenate([
+        np.linspace(-700.0, 0.0, 20001),
+        -rng.exponential(30.0, size=5000).clip(max=700.0),
+        -np.arange(0, 1011) * math.log(2) / 1.444,       # near the range-reduction boundaries
+        np.array([0.0, -0.0, -1e-300, -5e-324, -1e-17, -0.5 * math.log(2), -700.0]),
+    ])
+    t = t[t >= -700.0]
+    got = np.array([exp_nonpos(float(v)) for v in t])
+    want = np.exp(t)
+    rel = np.abs(got - want) / want
+    assert rel.max() < 1e-15, (t[rel.argmax()], rel.max())
+    assert exp_nonpos(0.0) == 1.0
+
+
+# --------------------------------------------------------------------- responsibility cut ---
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_responsibility_cut(dtype):
+    """Two 1-D unit-variance components at 0 and 1 with equal weights: for a row x the second
+    component's log-density is (x - 1/2) above the first's, so rows x = 1/2 + t probe every gap
+    t.  Gaps beyond the cut (40 in float64, 20 in float32) give responsibility exactly 0; every
+    responsibility equals the log-sum-exp reference within ~1e-15 (the cut drops < 4.2e-18)."""
+    cut = -kernels.CUT[np.dtype(dtype)]
+    gaps = np.concatenate([np.linspace(0.0, 60.0, 241), [cut - 1e-3, cut + 1e-3]])
+    X = np.concatenate([0.5 + gaps, 0.5 - gaps])[:, None].astype(dtype)
+    weights, means, var = np.array([0.5, 0.5]), np.array([[0.0], [1.0]]), np.array([1.0, 1.0])
+    kp = gmm_params(weights, means, var, "spherical").kernel_params(X.dtype)
+    _, _, resp = kernels.log_prob(X, kp, 64, want_resp=True)
+    _, eresp = ref.log_prob_resp(X.astype(np.float64), weights, means, var, "spherical")
+    gap = np.abs(X[:, 0].astype(np.float64) - 0.5)
+    np.testing.assert_allclose(resp.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    beyond = gap > cut + 1e-4
+    assert beyond.any() and (~beyond).any()
+    assert np.all(resp[beyond].min(axis=1) == 0.0)
+    assert np.all(resp[beyond].max(axis=1) == 1.0)
+    assert np.all(resp[gap < cut - 1e-2] > 0)
+    if dtype == np.float64:
+        np.testing.assert_allclose(resp, eresp, rtol=0, atol=2e-15)
+    else:  # densities in float32: errors of float32 log-densities, not of the cut
+        np.testing.assert_allclose(resp, eresp, rtol=0, atol=1e-6)
+    # the E-step statistics use the same cut: nk equals the sum of the reference's columns
+    nk, s1, _, _, _ = kernels.estep_stats(X, None, kp, 64)
+    assert_close(nk, eresp.sum(axis=0), 1e-13 if dtype == np.float64 else 1e-6)
+
+
+def test_responsibilities_sum_to_one(problem):
+    kind, X, sw, weights, means, covs = problem
+    kp = gmm_params(weights, means, covs, kind).kernel_params(X.dtype)
+    _, _, resp = kernels.log_prob(X, kp, 100, want_resp=True)
+    assert np.all(resp >= 0)
+    np.testing.assert_allclose(resp.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------------------- driver glue: Stats, M-step ----
+def test_e_step_stats_and_merge(problem):
+    """em.e_step_stats wraps the kernel in Stats; Stats of two row ranges add up to the whole."""
+    kind, X, sw, weights, means, covs = problem
+    params = gmm_params(weights, means, covs, kind)
+    whole = e_step_stats(X, sw, params, 64)
+    assert isinstance(whole, Stats) and whole.kind == kind
+    np.testing.assert_array_equal(whole.centre, means)
+    a = e_step_stats(np.ascontiguousarray(X[:200]), sw[:200], params, 64)
+    b = e_step_stats(np.ascontiguousarray(X[200:]), sw[200:], params, 64)
+    merged = a + b
+    assert sum([a, b]) == merged
+    for f in ("nk", "s1", "s2"):
+        assert_close(getattr(merged, f), getattr(whole, f), 1e-13, f)
+    assert_close(merged.ll, whole.ll, 1e-13)
+    assert_close(merged.ws, whole.ws, 1e-15)
+    assert_close(whole.mean_log_likelihood, whole.ll / sw.sum(), 1e-15)
+    with pytest.raises(ValueError):
+        a + e_step_stats(X, sw, gmm_params(weights, means + 1.0, covs, kind), 64)
+
+
+@pytest.mark.parametrize("reg_covar", [0.0, 1e-3])
+def test_m_step_parity(problem, reg_covar):
+    """fastmix's M-step from centred sums equals sklearn's formulas on the responsibilities."""
+    kind, X, sw, weights, means, covs = problem
+    params = gmm_params(weights, means, covs, kind)
+    new = m_step(e_step_stats(X, sw, params, 100), reg_covar)
+    _, resp = ref.log_prob_resp(X, weights, means, covs, kind)
+    ew, em_, ec = ref.m_step(X, sw, resp, kind, reg_covar)
+    assert_close(new.weights, ew, 1e-10)
+    assert_close(new.means, em_, 1e-10)
+    assert_close(new.cov.covariances, ec, 1e-10)
+    assert_close(new.cov.precisions_cholesky, ref.precisions_cholesky_from_covariances(ec, kind),
+                 1e-9)
+    assert_close(new.cov.precisions, ref.precisions_from_covariances(ec, kind), 1e-9)
+
+
+def test_m_step_from_nearest_stats(problem):
+    """Initialisation path: stats_from_kernel on k-means statistics, then the M-step."""
+    kind, X, sw, weights, means, covs = problem
+    kp = kernels.nearest_params(means, X.dtype, kernels.KIND_CODES[kind])
+    st = stats_from_kernel(kind, kernels.nearest_stats(X, sw, kp, 50), kp)
+    new = m_step(st, 1e-6)
+    d2 = ((X[:, None, :] - means[None]) ** 2).sum(axis=2)
+    R = np.eye(K)[d2.argmin(axis=1)]
+    ew, em_, ec = ref.m_step(X, sw, R, kind, 1e-6)
+    assert_close(new.weights, ew, 1e-12)
+    assert_close(new.means, em_, 1e-12)
+    assert_close(new.cov.covariances, ec, 1e-10)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_run_em_parity(problem, weighted):
+    kind, X, sw, weights, means, covs = problem
+    sw = sw if weighted else None
+    res = run_em(X, sw, gmm_params(weights, means, covs, kind), reg_covar=1e-4, tol=0.0,
+                 max_iter=8, chunk_rows=100)
+    exp = ref.em(X, sw, weights, means, covs, kind, 1e-4, 8)
+    assert res.n_iter == 8 and not res.converged
+    assert_close(res.lower_bounds, exp["lower_bounds"], 1e-10)
+    assert_close(res.lower_bound, exp["lower_bounds"][-1], 1e-10)
+    assert_close(res.params.weights, exp["weights"], 1e-8)
+    assert_close(res.params.means, exp["means"], 1e-8)
+    assert_close(res.params.cov.covariances, exp["covariances"], 1e-8)
+
+
+def test_run_em_float32_close_to_float64(problem):
+    kind, X, sw, weights, means, covs = problem
+    params = gmm_params(weights, means, covs, kind)
+    r64 = run_em(X, sw, params, reg_covar=1e-4, tol=0.0, max_iter=5, chunk_rows=100)
+    r32 = run_em(X.astype(np.float32), sw, params, reg_covar=1e-4, tol=0.0, max_iter=5,
+                 chunk_rows=100)
+    assert_close(r32.lower_bounds, r64.lower_bounds, 1e-4)
+    assert_close(r32.params.means, r64.params.means, 1e-3)
+    assert_close(r32.params.cov.covariances, r64.params.cov.covariances, 1e-3)
