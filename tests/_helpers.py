@@ -33,3 +33,13 @@ def assert_reproducible(a, b, what=""):
     a, b = np.asarray(a), np.asarray(b)
     assert a.dtype == b.dtype and a.shape == b.shape, what
     assert a.tobytes() == b.tobytes(), what
+
+
+def assert_same_model(a, b):
+    """Two fitted models from identical computations have bit-identical parameters and the same
+    fit bookkeeping."""
+    for attr in FITTED_ATTRS:
+        assert_reproducible(getattr(a, attr), getattr(b, attr), attr)
+    assert a.n_iter_ == b.n_iter_
+    assert a.converged_ == b.converged_
+    assert_reproducible(np.float64(a.lower_bound_), np.float64(b.lower_bound_), "lower_bound_")

@@ -227,6 +227,20 @@ def _chunk_diag_rows(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, 
     return ll, ws
 
 
+@kernel()
+def _aligned(n0, n1, like):
+    """Uninitialised (n0, n1) array of ``like``'s dtype starting on a 64-byte boundary.
+
+    BLAS kernels take different code paths (and round differently) for differently aligned
+    operands, so the scratch matrices handed to ``np.dot`` are aligned: otherwise the last bits
+    of a result depended on where malloc put them (not reproducible across thread counts).
+    """
+    n = max(n0 * n1, 1)
+    buf = np.empty(n + 64 // like.itemsize, dtype=like.dtype)
+    off = ((64 - buf.ctypes.data % 64) % 64) // like.itemsize
+    return buf[off:off + n0 * n1].reshape((n0, n1))
+
+
 #: Rows per block of the diagonal GEMM path.
 DIAG_BLOCK = 256
 
@@ -257,7 +271,7 @@ def _chunk_diag(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
                                 means64, g64, cut, nk, s1, s2)
     B = DIAG_BLOCK
     has_w = sw.shape[0] > 0
-    W = np.empty((2 * D, K), dtype=X.dtype)
+    W = _aligned(2 * D, K, X)
     c0 = np.empty(K)
     for k in range(K):
         acc = 0.0
@@ -268,11 +282,11 @@ def _chunk_diag(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
             W[D + d, k] = p * dl
             acc += p * dl * dl
         c0[k] = lconst[k] - 0.5 * acc
-    F = np.empty((B, 2 * D), dtype=X.dtype)
-    L = np.empty((B, K), dtype=X.dtype)
-    G = np.empty((B, 2 * D))
-    RB = np.empty((B, K))
-    S = np.empty((K, 2 * D))
+    F = _aligned(B, 2 * D, X)
+    L = _aligned(B, K, X)
+    G = _aligned(B, 2 * D, nk)
+    RB = _aligned(B, K, nk)
+    S = _aligned(K, 2 * D, nk)
     T = np.zeros((K, 2 * D))
     lrow = np.empty(K, dtype=X.dtype)
     resp = np.zeros(K)
@@ -369,22 +383,22 @@ def _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
     K, D = means.shape
     B = FULL_BLOCK
     has_w = sw.shape[0] > 0
-    L = np.empty((B, K), dtype=X.dtype)
-    Y = np.empty((B, D), dtype=X.dtype)
-    Z = np.empty((B, D), dtype=X.dtype)
-    RB = np.empty((B, K))
-    Yk = np.empty((B, D))
-    Wk = np.empty((B, D))
-    S = np.empty((D, D))
+    L = _aligned(B, K, X)
+    Y = _aligned(B, D, X)
+    Z = _aligned(B, D, X)
+    RB = _aligned(B, K, nk)
+    Yk = _aligned(B, D, nk)
+    Wk = _aligned(B, D, nk)
+    S = _aligned(D, D, nk)
     lrow = np.empty(K, dtype=X.dtype)
     resp = np.zeros(K)
     half = X.dtype.type(0.5)
     shared = g64.shape[0] == D
     nsh = B if shared else 0
-    U = np.empty((nsh, D))
-    W = np.empty((nsh, K * D))
-    SB = np.empty((K * D if shared else 0, D))
-    AB = np.empty((K if shared else 0, D))
+    U = _aligned(nsh, D, nk)
+    W = _aligned(nsh, K * D, nk)
+    SB = _aligned(K * D if shared else 0, D, nk)
+    AB = _aligned(K if shared else 0, D, nk)
     G2 = np.zeros((K * D if shared else 0, D))
     A = np.zeros((K if shared else 0, D))
     nkA = np.zeros(K)
@@ -498,11 +512,11 @@ def _chunk_tied(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
     K, D = means64.shape
     B = TIED_BLOCK
     has_w = sw.shape[0] > 0
-    Y = np.empty((B, D), dtype=X.dtype)
-    Z = np.empty((B, D), dtype=X.dtype)
-    U = np.empty((B, D))
-    WU = np.empty((B, D))
-    S = np.empty((D, D))
+    Y = _aligned(B, D, X)
+    Z = _aligned(B, D, X)
+    U = _aligned(B, D, nk)
+    WU = _aligned(B, D, nk)
+    S = _aligned(D, D, nk)
     lrow = np.empty(K, dtype=X.dtype)
     resp = np.zeros(K)
     half = X.dtype.type(0.5)
