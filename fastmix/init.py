@@ -8,9 +8,10 @@ pass), then the ordinary M-step.
 =====================  ======================================================================
 ``"kmeans"``           hard assignment of every row to the nearest k-means centre.  k-means
                        (greedy k-means++ seeding, then Lloyd to ``tol`` = 1e-4 of the mean
-                       feature variance or 100 iterations) runs on a seeded uniform subsample of
-                       at most ``max(KMEANS_SAMPLE, 50 K)`` rows (all rows when fewer); total
-                       cost: a few passes over the subsample and one pass over the data.
+                       feature variance or 100 iterations; the best of KMEANS_SEEDINGS = 4
+                       seedings by inertia) runs on a seeded uniform subsample of at most
+                       ``max(KMEANS_SAMPLE, 50 K)`` rows (all rows when fewer); total cost:
+                       passes over the subsample and one pass over the data.
 ``"k-means++"``        hard assignment to the nearest k-means++ seed (seeding on the subsample).
 ``"random_from_data"`` hard assignment to K distinct rows drawn uniformly.
 ``"random"``           uniform random responsibilities, normalised per row (drawn chunk by
@@ -28,7 +29,8 @@ import numpy as np
 from . import kernels
 from ._params import GMMParams, m_step, stats_from_kernel
 
-KMEANS_SAMPLE = 2**17
+KMEANS_SAMPLE = 2**16
+KMEANS_SEEDINGS = 4
 RANDOM_BLOCK = 2**16
 
 
@@ -66,15 +68,11 @@ def kmeans_plusplus(X, sw, K, rng, n_trials=None):
     return centres
 
 
-def kmeans(X, sw, K, rng, chunk_rows, max_iter=100, tol=1e-4, kind="diag"):
-    """Lloyd's k-means from k-means++ seeds on a subsample; returns centres (K, D) float64."""
-    Xs, sws = _subsample(X, sw, K, rng)
-    centres = kmeans_plusplus(Xs, sws, K, rng)
-    w = None if sws is None else np.asarray(sws, dtype=np.float64)
-    mean = np.average(Xs, axis=0, weights=w)
-    tol_abs = tol * float(np.mean(np.average((Xs - mean) ** 2, axis=0, weights=w)))
+def _lloyd(Xs, sws, centres, chunk_rows, max_iter, tol_abs, kind):
+    """Lloyd iterations from ``centres``; returns (centres, inertia)."""
+    code = kernels.KIND_CODES[kind]
     for _ in range(max_iter):
-        kp = kernels.nearest_params(centres, Xs.dtype, kernels.KIND_CODES[kind])
+        kp = kernels.nearest_params(centres, Xs.dtype, code)
         nk, s1, _, _, _ = kernels.nearest_stats(Xs, sws, kp, chunk_rows)
         new = centres.copy()
         filled = nk > 0
@@ -83,7 +81,27 @@ def kmeans(X, sw, K, rng, chunk_rows, max_iter=100, tol=1e-4, kind="diag"):
         centres = new
         if shift <= tol_abs:
             break
-    return centres
+    kp = kernels.nearest_params(centres, Xs.dtype, code)
+    inertia = -kernels.nearest_stats(Xs, sws, kp, chunk_rows)[3]
+    return centres, inertia
+
+
+def kmeans(X, sw, K, rng, chunk_rows, max_iter=100, tol=1e-4, kind="diag",
+           n_seedings=KMEANS_SEEDINGS):
+    """Lloyd's k-means on a subsample from ``n_seedings`` k-means++ seedings; the centres
+    (K, D) float64 of the run with the lowest inertia.  Several seedings cost little (the
+    subsample is small) and avoid the merged/split clusters a single seeding often gives."""
+    Xs, sws = _subsample(X, sw, K, rng)
+    w = None if sws is None else np.asarray(sws, dtype=np.float64)
+    mean = np.average(Xs, axis=0, weights=w)
+    tol_abs = tol * float(np.mean(np.average((Xs - mean) ** 2, axis=0, weights=w)))
+    best = None
+    for _ in range(n_seedings):
+        run = _lloyd(Xs, sws, kmeans_plusplus(Xs, sws, K, rng), chunk_rows, max_iter, tol_abs,
+                     kind)
+        if best is None or run[1] < best[1]:
+            best = run
+    return best[0]
 
 
 def _assign_to(X, sw, centres, kind, reg_covar, chunk_rows):
