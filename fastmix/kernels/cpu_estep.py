@@ -46,29 +46,39 @@ ESTEP, RESP, NEAREST = 0, 1, 2
 # Rows are addressed by index, never sliced: a row view per row costs an atomic reference-count
 # update, which two threads then fight over.
 
+# The per-row density loops run over components innermost, on transposed (D, K) parameters:
+# element-wise accumulation vectorises without re-associating floating-point sums (which the
+# kernels must not do, see _jit.py); a loop over features innermost is a reduction that stays
+# scalar.
+
 @kernel()
-def _logdens_diag(X, n, means, pc, lconst, out):
+def _transposed(means, pc):
+    """(D, K) copies of the means and of the diagonal precision-Cholesky factors (for
+    spherical, pc's single value repeated), in the dtype of ``means``."""
     K, D = means.shape
-    half = X.dtype.type(0.5)
+    MT = np.empty((D, K), dtype=means.dtype)
+    PT = np.empty((D, K), dtype=means.dtype)
     for k in range(K):
-        acc = X.dtype.type(0)
         for d in range(D):
-            y = (X[n, d] - means[k, d]) * pc[k, 0, d]
-            acc += y * y
-        out[k] = lconst[k] - half * acc
+            MT[d, k] = means[k, d]
+            PT[d, k] = pc[k, 0, d] if pc.shape[2] == D else pc[k, 0, 0]
+    return MT, PT
 
 
 @kernel()
-def _logdens_spherical(X, n, means, pc, lconst, out):
-    K, D = means.shape
+def _logdens_diag(X, n, MT, PT, lconst, out):
+    """Diagonal (and spherical, with PT constant over d) log-densities of row n into out (K,)."""
+    D, K = MT.shape
     half = X.dtype.type(0.5)
     for k in range(K):
-        acc = X.dtype.type(0)
-        for d in range(D):
-            y = X[n, d] - means[k, d]
-            acc += y * y
-        p = pc[k, 0, 0]
-        out[k] = lconst[k] - half * (p * p) * acc
+        out[k] = 0
+    for d in range(D):
+        xd = X[n, d]
+        for k in range(K):
+            y = (xd - MT[d, k]) * PT[d, k]
+            out[k] += y * y
+    for k in range(K):
+        out[k] = lconst[k] - half * out[k]
 
 
 @kernel()
@@ -123,13 +133,14 @@ def _row_responsibilities(lrow, resp, cut):
         for k in range(K):
             resp[k] = 0.0
         return -np.inf, amax
-    s = 0.0
-    for k in range(K):
-        t = max(np.float64(lrow[k]) - np.float64(m), EXP_MIN_ARG)
+    mf = np.float64(m)
+    for k in range(K):  # element-wise: vectorises (the exp is branch-free arithmetic)
+        t = max(np.float64(lrow[k]) - mf, EXP_MIN_ARG)
         e = exp_nonpos(t)
-        e = e if t > cut else 0.0
-        resp[k] = e
-        s += e
+        resp[k] = e if t > cut else 0.0
+    s = 0.0
+    for k in range(K):  # the sum, in order
+        s += resp[k]
     inv = 1.0 / s
     for k in range(K):
         resp[k] *= inv
@@ -171,23 +182,28 @@ def _acc_spherical(X, n, wn, resp, c, nk, s1, s2):
 
 
 @kernel(inline="always")
-def _nearest(x, n, means64):
-    """(index, squared distance) of the mean nearest to row x[n], in float64."""
+def _nearest(x, n, means64T, dist):
+    """(index, squared distance) of the mean nearest to row x[n], in float64.  means64T is
+    (D, K); dist a (K,) float64 scratch."""
+    D, K = means64T.shape
+    for k in range(K):
+        dist[k] = 0.0
+    for d in range(D):
+        xd = np.float64(x[n, d])
+        for k in range(K):
+            t = xd - means64T[d, k]
+            dist[k] += t * t
     best = np.inf
     arg = 0
-    for k in range(means64.shape[0]):
-        acc = 0.0
-        for d in range(x.shape[1]):
-            t = np.float64(x[n, d]) - means64[k, d]
-            acc += t * t
-        if acc < best:
-            best = acc
+    for k in range(K):
+        if dist[k] < best:
+            best = dist[k]
             arg = k
     return arg, best
 
 
 @kernel(inline="always")
-def _row_resp(mode, X, n, R, lrow, resp, means64, cut):
+def _row_resp(mode, X, n, R, lrow, resp, means64T, cut):
     """Responsibilities of row n into ``resp`` for the pass's mode; returns the row's
     contribution to ll (log p(x) for ESTEP, 0 for RESP, -||x - nearest||^2 for NEAREST)."""
     K = resp.shape[0]
@@ -198,7 +214,7 @@ def _row_resp(mode, X, n, R, lrow, resp, means64, cut):
         for k in range(K):
             resp[k] = R[n, k]
         return 0.0
-    arg, dist = _nearest(X, n, means64)
+    arg, dist = _nearest(X, n, means64T, resp)
     for k in range(K):
         resp[k] = 0.0
     resp[arg] = 1.0
@@ -213,14 +229,16 @@ def _chunk_diag_rows(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, 
                 nk, s1, s2):
     lrow = np.empty(means.shape[0], dtype=X.dtype)
     resp = np.zeros(means.shape[0])
+    MT, PT = _transposed(means, pc)
+    means64T = np.ascontiguousarray(means64.T)
     has_w = sw.shape[0] > 0
     ll = 0.0
     ws = 0.0
     for n in range(start, stop):
         wn = sw[n] if has_w else 1.0
         if mode == ESTEP:
-            _logdens_diag(X, n, means, pc, lconst, lrow)
-        ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64, cut)
+            _logdens_diag(X, n, MT, PT, lconst, lrow)
+        ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
         ws += wn
         if wn != 0.0:
             _acc_diag(X, n, wn, resp, means64, nk, s1, s2)
@@ -265,6 +283,7 @@ def _chunk_diag(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
     nk[:] = 0.0
     s1[:, :] = 0.0
     s2[:, :, :] = 0.0
+    means64T = np.ascontiguousarray(means64.T)
     K, D = means64.shape
     if g64.shape[0] != D:
         return _chunk_diag_rows(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g,
@@ -306,7 +325,7 @@ def _chunk_diag(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
             wn = sw[n] if has_w else 1.0
             for k in range(K):
                 lrow[k] = L[b, k] + c0[k]
-            ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64, cut)
+            ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
             ws += wn
             for k in range(K):
                 RB[b, k] = wn * resp[k]
@@ -335,14 +354,16 @@ def _chunk_spherical(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, 
     s2[:, :, :] = 0.0
     lrow = np.empty(means.shape[0], dtype=X.dtype)
     resp = np.zeros(means.shape[0])
+    MT, PT = _transposed(means, pc)
+    means64T = np.ascontiguousarray(means64.T)
     has_w = sw.shape[0] > 0
     ll = 0.0
     ws = 0.0
     for n in range(start, stop):
         wn = sw[n] if has_w else 1.0
         if mode == ESTEP:
-            _logdens_spherical(X, n, means, pc, lconst, lrow)
-        ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64, cut)
+            _logdens_diag(X, n, MT, PT, lconst, lrow)
+        ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
         ws += wn
         if wn != 0.0:
             _acc_spherical(X, n, wn, resp, means64, nk, s1, s2)
@@ -380,6 +401,7 @@ def _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
     nk[:] = 0.0
     s1[:, :] = 0.0
     s2[:, :, :] = 0.0
+    means64T = np.ascontiguousarray(means64.T)
     K, D = means.shape
     B = FULL_BLOCK
     has_w = sw.shape[0] > 0
@@ -422,7 +444,7 @@ def _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
             wn = sw[n] if has_w else 1.0
             for k in range(K):
                 lrow[k] = L[b, k]
-            ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64, cut)
+            ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
             ws += wn
             for k in range(K):
                 RB[b, k] = wn * resp[k]
@@ -509,6 +531,7 @@ def _chunk_tied(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
     nk[:] = 0.0
     s1[:, :] = 0.0
     s2[:, :, :] = 0.0
+    means64T = np.ascontiguousarray(means64.T)
     K, D = means64.shape
     B = TIED_BLOCK
     has_w = sw.shape[0] > 0
@@ -539,7 +562,7 @@ def _chunk_tied(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
                         t = Z[b, j] - tmeans[k, j]
                         acc += t * t
                     lrow[k] = lconst[k] - half * acc
-            ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64, cut)
+            ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
             ws += wn
             for d in range(D):
                 u = np.float64(X[n, d]) - g64[d]
@@ -642,12 +665,15 @@ def _chunk_log_prob(kind, X, start, stop, means, pc, lconst, tmeans, g, cut, log
     lrow = np.empty(K, dtype=X.dtype)
     z = np.empty(D, dtype=X.dtype)
     r = np.empty(K, dtype=np.float64)
+    if kind == DIAG or kind == SPHERICAL:
+        MT, PT = _transposed(means, pc)
+    else:  # unused
+        MT = np.empty((D, K), dtype=X.dtype)
+        PT = MT
     for n in range(start, stop):
         # per-row dispatch is fine here: scoring is not the hot loop of fitting
-        if kind == DIAG:
-            _logdens_diag(X, n, means, pc, lconst, lrow)
-        elif kind == SPHERICAL:
-            _logdens_spherical(X, n, means, pc, lconst, lrow)
+        if kind == DIAG or kind == SPHERICAL:
+            _logdens_diag(X, n, MT, PT, lconst, lrow)
         elif kind == FULL:
             _logdens_full(X, n, means, pc, lconst, z, lrow)
         else:
