@@ -232,7 +232,23 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
         rng = check_random_state(self.random_state)
+        with kernels.blas_single_threaded():
+            best = self._fit_inits(X, sw, rng, user, do_init, n_init)
+        if not best.converged and self.max_iter > 0:
+            warnings.warn("Best performing initialization did not converge. Try different init "
+                          "parameters, or increase max_iter, tol, or check for degenerate data.",
+                          ConvergenceWarning, stacklevel=3)
+        self._set_params_from(best.params)
+        self.converged_ = bool(best.converged)
+        self.n_iter_ = int(best.n_iter)
+        self.lower_bound_ = float(best.lower_bound)
+        self.lower_bounds_ = list(best.lower_bounds)
+        self.iteration_times_ = list(best.iter_times)
+        self.n_features_in_ = D
+        return X
 
+    def _fit_inits(self, X, sw, rng, user, do_init, n_init):
+        """n_init initialisations + EM; returns the EMResult with the best lower bound."""
         best = None
         for init in range(n_init):
             if self.verbose:
@@ -249,18 +265,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 result = self._run(X, sw, params, lb0, init, n_init)
             if best is None or result.lower_bound > best.lower_bound:
                 best = result
-        if not best.converged and self.max_iter > 0:
-            warnings.warn("Best performing initialization did not converge. Try different init "
-                          "parameters, or increase max_iter, tol, or check for degenerate data.",
-                          ConvergenceWarning, stacklevel=3)
-        self._set_params_from(best.params)
-        self.converged_ = bool(best.converged)
-        self.n_iter_ = int(best.n_iter)
-        self.lower_bound_ = float(best.lower_bound)
-        self.lower_bounds_ = list(best.lower_bounds)
-        self.iteration_times_ = list(best.iter_times)
-        self.n_features_in_ = D
-        return X
+        return best
 
     def _run(self, X, sw, params, lb0, init, n_init):
         bar = None

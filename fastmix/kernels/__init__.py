@@ -48,16 +48,23 @@ def _n_slots(kind, K, D):
     return int(max(1, SLOT_BYTES // per_slot))
 
 
-def _blas_single_threaded():
-    """BLAS calls inside the parallel kernels must not start threads of their own: with
-    OpenBLAS's default of one thread per core, the full-covariance pass ran 2-4x slower
-    (measured).  Uses threadpoolctl when it is installed (it comes with scikit-learn);
-    otherwise set OPENBLAS_NUM_THREADS=1 yourself."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+_CONTROLLER = []
+
+
+def blas_single_threaded():
+    """Context in which BLAS runs on one thread.
+
+    fastmix's parallelism is its own (Numba threads over chunks); BLAS calls inside the parallel
+    kernels and the small factorisations of the M-step must not start threads of their own.
+    With OpenBLAS's default of one thread per core the full-covariance pass ran 2-4x slower, and
+    16 x 16 ``solve_triangular`` calls took up to 450 us instead of 10 us when another process
+    held a core (measured).  The threadpoolctl controller is built once (building one scans the
+    loaded libraries, ~5 ms).
+    """
+    if not _CONTROLLER:
+        from threadpoolctl import ThreadpoolController
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
 def _weights(sw):
@@ -93,7 +100,7 @@ def _pass(mode, X, sw, R, kp, chunk_rows):
     run = cpu_estep.PASSES[kp.kind]
     sw = _weights(sw)
     cut = CUT[X.dtype]
-    with _blas_single_threaded() if kp.kind != SPHERICAL else contextlib.nullcontext():
+    with blas_single_threaded() if kp.kind != SPHERICAL else contextlib.nullcontext():
         for c0 in range(0, n_chunks, n_slots):
             n_here = min(n_slots, n_chunks - c0)
             run(mode, X, sw, R, kp.means, kp.pc, kp.lconst, kp.tmeans, kp.g, kp.means64, kp.g64,
@@ -153,6 +160,6 @@ def candidate_potentials(X, sw, cands, mind):
                                            mind)
 
 
-__all__ = ["KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG", "SPHERICAL", "estep_stats",
+__all__ = ["blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG", "SPHERICAL", "estep_stats",
            "resp_stats", "nearest_stats", "log_prob", "first_nonfinite_row", "sqdist_to",
            "candidate_potentials", "nearest_params", "s2_shape"]
