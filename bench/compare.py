@@ -55,7 +55,7 @@ WORKER = os.path.join(HERE, "_worker.py")
 PROFILES = {
     "full": dict(
         n=1_000_000, d=16, k=16, types="full,tied,diag,spherical", dtypes="float64,float32",
-        repeats=5, iters=6, sklearn_repeats=3, sklearn_iters=3,
+        repeats=5, iters=6, sklearn_repeats=3, sklearn_iters=4,
         rss_types="full,tied,diag,spherical", rss_iters=2,
         jit_types="diag,full", jit_dtypes="float64", jit_n=20_000,
     ),
@@ -67,6 +67,7 @@ PROFILES = {
     ),
 }
 
+NOISY_LOAD = 0.2  # other processes' CPU share above which a timing is flagged
 WARMUP_ROWS = 200_000  # rows of the untimed 1-iteration fit before each timing
 BLAS_ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 THREAD_ENV_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -94,7 +95,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, help="timing repeats for fastmix and oneDAL (default 5)")
     p.add_argument("--iters", type=int, help="n of the n-iteration runs, fastmix and oneDAL (default 6)")
     p.add_argument("--sklearn-repeats", type=int, help="timing repeats for scikit-learn (default 3)")
-    p.add_argument("--sklearn-iters", type=int, help="n for scikit-learn (default 3)")
+    p.add_argument("--sklearn-iters", type=int, help="n for scikit-learn (default 4; quick 3)")
     p.add_argument("--check-iters", type=int,
                    help="iterations after which results are compared (default: --sklearn-iters)")
     p.add_argument("--skip-sklearn", action="store_true")
@@ -107,6 +108,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--jit-types", help="covariance types for the cold start (default diag,full)")
     p.add_argument("--jit-dtypes", help="dtypes for the cold start (default float64)")
     p.add_argument("--jit-n", type=int, help="samples of the cold-start fit (default 20000)")
+    p.add_argument("--quiet-wait", type=float, default=0.0,
+                   help="before each timed row wait up to this many seconds for other processes "
+                        "to use less than --quiet-threshold of the CPU (default 0: don't wait)")
+    p.add_argument("--quiet-threshold", type=float, default=0.1,
+                   help="CPU share of other processes regarded as quiet (default 0.1)")
     p.add_argument("--threads", type=int,
                    help="threads for every library (sets NUMBA/OMP/OPENBLAS env vars and daal4py)")
     p.add_argument("--native-blas", action="store_true",
@@ -192,6 +198,21 @@ class LoadMonitor:
         others = (now[1] - since[1]) - (now[2] - since[2])
         return max(0.0, others) / ((now[0] - since[0]) * self.ncpu)
 
+    def wait_for_quiet(self, threshold: float, max_wait: float, probe: float = 2.0) -> float:
+        """Sleep until other processes use less than ``threshold`` of the CPU
+        (measured over ``probe`` seconds), at most ``max_wait`` seconds; returns
+        the seconds waited."""
+        if self._psutil is None or max_wait <= 0:
+            return 0.0
+        t0 = time.monotonic()
+        while True:
+            mark = self.mark()
+            time.sleep(probe)
+            share = self.share(mark)
+            waited = time.monotonic() - t0
+            if share is None or share < threshold or waited >= max_wait:
+                return waited
+
 
 def _timed(fn, *a) -> tuple[float, object]:
     gc.collect()
@@ -256,12 +277,13 @@ def environment_info(libs: dict) -> dict:
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "env": {v: os.environ.get(v) for v in BLAS_ENV_VARS + THREAD_ENV_VARS if v in os.environ},
         "versions": {"numpy": np.__version__},
+        "fastmix_git": _git_revision(),
         "threads": {},
     }
     try:
         import psutil
 
-        info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
+        info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
     except ImportError:
         pass
     for dist in ("numba", "llvmlite", "scipy", "threadpoolctl", "psutil"):
@@ -286,6 +308,20 @@ def environment_info(libs: dict) -> dict:
         for pool in threadpoolctl.threadpool_info()
     ]
     return info
+
+
+def _git_revision() -> str | None:
+    """Commit of the fastmix checkout, with "+dirty" when fastmix/ has local changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                              capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "fastmix"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def _dist_version(dist: str) -> str | None:
@@ -384,7 +420,7 @@ def _fmt_ratio(num, den) -> str:
 def _fmt_mb(x) -> str:
     if x is None:
         return "–"
-    return f"{x:,.1f} MB" if abs(x) < 10 else f"{x:,.0f} MB"
+    return f"{x:,.1f} MiB" if abs(x) < 10 else f"{x:,.0f} MiB"
 
 
 def _fmt_pct(x) -> str:
@@ -404,8 +440,8 @@ def build_markdown(report: dict) -> str:
     lines.append(
         f"Data: N = {cfg['n']:,}, D = {cfg['d']}, K = {cfg['k']}, generated mixture with "
         f"**{cfg['separation']}** clusters (seed {cfg['seed']}); "
-        f"float64 data = {cfg['data_mb']['float64']:.0f} MB"
-        + (f", float32 = {cfg['data_mb']['float32']:.0f} MB" if "float32" in cfg["data_mb"] else "")
+        f"float64 data = {cfg['data_mb']['float64']:.0f} MiB"
+        + (f", float32 = {cfg['data_mb']['float32']:.0f} MiB" if "float32" in cfg["data_mb"] else "")
         + "."
     )
     lines.append(
@@ -420,9 +456,9 @@ def build_markdown(report: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
     lines.append(
         f"Machine: {env['cpu']}, nproc = {env['nproc']}, affinity = {env['affinity']}, "
-        f"{env.get('memory_gb', '?')} GB; Python {env['python']}."
+        f"{env.get('memory_gib', '?')} GiB; Python {env['python']}."
     )
-    lines.append(f"Versions: {versions}.")
+    lines.append(f"Versions: {versions}; fastmix checkout {env.get('fastmix_git') or 'unknown'}.")
     thr = env["threads"]
     lines.append(
         f"Threads: numba {thr.get('numba')} (layer {thr.get('numba_threading_layer')}), "
@@ -454,7 +490,10 @@ def build_markdown(report: dict) -> str:
         t = timings.get(lib, {}).get(cov, {}).get(dtype)
         if t is None:
             return "–"
-        return "error" if "error" in t else _fmt_s(t["per_iter"])
+        if "error" in t:
+            return "error"
+        noisy = (t.get("other_load") or 0.0) > NOISY_LOAD
+        return _fmt_s(t["per_iter"]) + (" †" if noisy else "")
 
     for cov in cfg["types"]:
         for dtype in cfg["dtypes"]:
@@ -465,6 +504,9 @@ def build_markdown(report: dict) -> str:
                 f"| {_fmt_ratio(per_iter('onedal', cov, dtype), fm)} |"
             )
     lines.append("")
+    if any(" †" in line for line in lines):
+        lines += [f"† other processes took more than {NOISY_LOAD:.0%} of the CPU while this was "
+                  "timed: see \"from minima\" and \"paired\" in the details.", ""]
 
     if "float32" in cfg["dtypes"] and "float64" in cfg["dtypes"]:
         lines += ["## float32 speed-up (float64 time / float32 time, same library)", "",
@@ -502,9 +544,10 @@ def build_markdown(report: dict) -> str:
     agreement = report["agreement"]
     if agreement:
         m = cfg["check_iters"]
-        ref = agreement[0].get("reference")
+        refs = sorted({row["reference"] for row in agreement if "reference" in row})
         lines += [
-            f"## Agreement after the same iterations from the same start (reference: {ref})",
+            f"## Agreement after the same iterations from the same start "
+            f"(reference: {', '.join(refs) or 'none'})",
             "",
             f"lower bound = the library's own mean log-likelihood at its last E-step after {m} "
             f"iterations; ll(θ₁), ll(θ_{m}) = mean log-likelihood of the parameters returned after "
@@ -663,8 +706,10 @@ def main(argv=None) -> int:
     load_start = os.getloadavg()
     timings: dict = {}
     agreement: list = []
+    # Agreement reference: the first of these that ran float64 without error.
+    reference_order = [k for k in ("sklearn", "onedal", "fastmix") if k in libs]
     for cov in args.types:
-        reference = None  # scikit-learn float64 results for this covariance type
+        candidates = {}  # library -> its float64 agreement row for this covariance type
         for dtype in args.dtypes:
             X = arrays[dtype]
             for key, lib in libs.items():
@@ -677,9 +722,11 @@ def main(argv=None) -> int:
                     # Warm-up: JIT compilation / cache loading, lazy initialisation,
                     # first touch of large temporaries.
                     lib.fit(X[:WARMUP_ROWS], init[cov], cov, 1, args.reg_covar)
+                    waited = monitor.wait_for_quiet(args.quiet_threshold, args.quiet_wait)
                     mark = monitor.mark()
                     t = time_per_iteration(lib, X, init[cov], cov, n_iter, repeats, args.reg_covar)
                     t["other_load"] = monitor.share(mark)
+                    t["waited_for_quiet"] = waited
                 except Exception as exc:
                     _log(f"  failed: {type(exc).__name__}: {exc}")
                     timings.setdefault(key, {}).setdefault(cov, {})[dtype] = {
@@ -707,14 +754,16 @@ def main(argv=None) -> int:
                 except Exception as exc:
                     row = {"library": key, "covariance_type": cov, "dtype": dtype,
                            "error": f"{type(exc).__name__}: {exc}"}
-                if key == "sklearn" and dtype == "float64" and "error" not in row:
-                    reference = row
+                if dtype == "float64" and "error" not in row:
+                    candidates[key] = row
                 agreement.append(row)
-        # Differences to scikit-learn's float64 results for this covariance type.
+        # Differences to the reference's float64 results for this covariance type.
+        ref_key = next((k for k in reference_order if k in candidates), None)
         for row in agreement:
-            if row["covariance_type"] != cov or "error" in row or reference is None:
+            if row["covariance_type"] != cov or "error" in row or ref_key is None:
                 continue
-            row["reference"] = labels["sklearn"] + " float64"
+            reference = candidates[ref_key]
+            row["reference"] = labels[ref_key] + " float64"
             row["d_lower_bound"] = row["lower_bound"] - reference["lower_bound"]
             row["d_ll_1"] = row["ll_1"] - reference["ll_1"]
             row["d_ll_m"] = row["ll_m"] - reference["ll_m"]

@@ -13,7 +13,7 @@ short NumPy k-means.  Shapes are written ``(N, D, K)``.
 * ``FitMemory.peakmem_fit``: asv's peak RSS of the benchmark process, which
   includes the interpreter, the data and the setup, during a 5-iteration fit.
 * ``FitExtraMemory.track_fit_extra_memory``: peak RSS during the fit minus
-  the RSS just before it (MB), i.e. the fit's own working memory (Linux).
+  the RSS just before it (MiB), i.e. the fit's own working memory (Linux).
 * ``FirstFit.timeraw_first_fit``: a fresh interpreter with an empty
   ``NUMBA_CACHE_DIR`` runs ``import fastmix`` and one small fit: the cold-JIT
   cost a new user (or a new environment) pays once.
@@ -159,7 +159,7 @@ class FitExtraMemory(_FitCase):
         _fit_quietly(_model(self.init, covariance_type, self.fit_iterations), self.X)
         return _status_mb("VmHWM") - before
 
-    track_fit_extra_memory.unit = "MB"
+    track_fit_extra_memory.unit = "MiB"
 
 
 class FirstFit:
