@@ -12,17 +12,21 @@ the weighted log-densities ``l_k = log pi_k + log N(x | mu_k, Sigma_k)``, their 
   ``sum w r (x - mu_k)^2``; spherical ``(K, 1, 1)``: ``sum w r ||x - mu_k||^2``
 * ``ll      = sum_n w_n log p(x_n)`` and ``ws = sum_n w_n``.
 
-Covariance parameters arrive as a 3-D array ``pc`` of precision-Cholesky factors so that one
-kernel body serves every type: full ``(K, D, D)`` upper-triangular ``U_k`` with
+Covariance parameters arrive as a 3-D array ``pc`` of precision-Cholesky factors so that every
+kernel has the same signature: full ``(K, D, D)`` upper-triangular ``U_k`` with
 ``Sigma_k^-1 = U_k U_k^T``; tied ``(1, D, D)``; diag ``(K, 1, D)`` = ``1/sigma``; spherical
-``(K, 1, 1)``.  ``lconst[k] = log pi_k + log det U_k - D/2 log(2 pi)`` (float64).
+``(K, 1, 1)``.  ``lconst[k] = log pi_k + log det U_k - D/2 log(2 pi)`` (float64).  Each kind has
+its own chunk loop (``_chunk_<kind>``) and parallel pass (``pass_<kind>``); full, tied and diag
+work on blocks of rows with BLAS products, spherical and the k-means passes row by row.
 
 Precision: the densities are evaluated in the dtype of ``X`` (float32 stays float32), the
 log-sum-exp and every accumulation in float64.
 
 Determinism: rows are cut into fixed chunks of ``chunk_rows`` rows.  Each parallel iteration owns
-one slot of the partial-statistics buffers; slots are merged into the totals strictly in chunk
-order, so the result does not depend on the number of threads.
+one slot of the partial-statistics buffers; the caller (``fastmix.kernels._pass``) merges the
+slots into the totals strictly in chunk order, so the result does not depend on the number of
+threads.  No floating-point re-association (see ``_jit.py``) and 64-byte-aligned BLAS operands
+keep every chunk's own result independent of the heap layout.
 
 Small responsibilities are cut: a component whose log-density is more than ``-cut`` below the
 row's maximum gets responsibility exactly 0 and is skipped in the statistics (``cut`` = -40 in
@@ -225,8 +229,8 @@ def _row_resp(mode, X, n, R, lrow, resp, means64T, cut):
 # a shared loop dispatching on ``kind`` per row cost ~70 ns per row in call overhead (measured).
 
 @kernel()
-def _chunk_diag_rows(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means64, g64, cut,
-                nk, s1, s2):
+def _chunk_diag_rows(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means64, g64,
+                     cut, nk, s1, s2):
     lrow = np.empty(means.shape[0], dtype=X.dtype)
     resp = np.zeros(means.shape[0])
     MT, PT = _transposed(means, pc)
