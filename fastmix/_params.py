@@ -95,7 +95,8 @@ class Covariance:
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        Covariance.registry[cls.kind] = cls
+        if cls.kind is not None:  # abstract intermediate classes have no kind
+            Covariance.registry[cls.kind] = cls
 
     def __init__(self, covariances, precisions_cholesky):
         self.covariances = covariances
@@ -264,17 +265,13 @@ def _check_positive(prec, name):
     return prec
 
 
-class DiagCovariance(Covariance):
-    kind = "diag"
-
-    @classmethod
-    def shape(cls, K, D):
-        return (K, D)
+class _VarianceCovariance(Covariance):
+    """Shared parts of the types stored as variances (diag: (K, D), spherical: (K,))."""
 
     @classmethod
     def from_covariances(cls, covariances, reg_covar=0.0):
         var = _floor_variances(np.asarray(covariances, dtype=np.float64), reg_covar,
-                               "the diagonal covariances")
+                               f"the {cls.kind} covariances")
         return cls(var, 1.0 / np.sqrt(var))
 
     @classmethod
@@ -282,16 +279,27 @@ class DiagCovariance(Covariance):
         prec = _check_positive(precisions, "precisions_init")
         return cls(1.0 / prec, np.sqrt(prec))
 
+    @property
+    def precisions(self):
+        return self.precisions_cholesky ** 2
+
+    def sample(self, rng, k, n, D):
+        return rng.standard_normal((n, D)) * np.sqrt(self.covariances[k])
+
+
+class DiagCovariance(_VarianceCovariance):
+    kind = "diag"
+
+    @classmethod
+    def shape(cls, K, D):
+        return (K, D)
+
     @classmethod
     def m_step(cls, stats, means, nk_eff, reg_covar):
         a, delta = _centred(stats, means, stats.centre)
         var = (stats.s2[:, 0, :] - 2.0 * a * delta + stats.nk[:, None] * delta * delta)
         var = var / nk_eff[:, None] + reg_covar
         return cls.from_covariances(var, reg_covar)
-
-    @property
-    def precisions(self):
-        return self.precisions_cholesky ** 2
 
     def log_det_chol(self, K, D):
         return np.log(self.precisions_cholesky).sum(axis=1)
@@ -303,27 +311,13 @@ class DiagCovariance(Covariance):
     def n_parameters(K, D):
         return K * D
 
-    def sample(self, rng, k, n, D):
-        return rng.standard_normal((n, D)) * np.sqrt(self.covariances[k])
 
-
-class SphericalCovariance(Covariance):
+class SphericalCovariance(_VarianceCovariance):
     kind = "spherical"
 
     @classmethod
     def shape(cls, K, D):
         return (K,)
-
-    @classmethod
-    def from_covariances(cls, covariances, reg_covar=0.0):
-        var = _floor_variances(np.asarray(covariances, dtype=np.float64), reg_covar,
-                               "the spherical covariances")
-        return cls(var, 1.0 / np.sqrt(var))
-
-    @classmethod
-    def from_precisions(cls, precisions):
-        prec = _check_positive(precisions, "precisions_init")
-        return cls(1.0 / prec, np.sqrt(prec))
 
     @classmethod
     def m_step(cls, stats, means, nk_eff, reg_covar):
@@ -334,10 +328,6 @@ class SphericalCovariance(Covariance):
         var = var / (nk_eff * D) + reg_covar
         return cls.from_covariances(var, reg_covar)
 
-    @property
-    def precisions(self):
-        return self.precisions_cholesky ** 2
-
     def log_det_chol(self, K, D):
         return D * np.log(self.precisions_cholesky)
 
@@ -347,9 +337,6 @@ class SphericalCovariance(Covariance):
     @staticmethod
     def n_parameters(K, D):
         return K
-
-    def sample(self, rng, k, n, D):
-        return rng.standard_normal((n, D)) * np.sqrt(self.covariances[k])
 
 
 COVARIANCE_TYPES = tuple(Covariance.registry)

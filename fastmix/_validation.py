@@ -3,7 +3,6 @@ import numbers
 
 import numpy as np
 
-from . import kernels
 
 
 try:  # scikit-learn's own error when it is installed, so sklearn's tooling recognises it
@@ -50,11 +49,30 @@ def check_array(X, *, name="X", min_samples=1, n_features=None, estimator="Gauss
     if n_features is not None and D != n_features:
         raise ValueError(f"X has {D} features, but {estimator} is expecting {n_features} "
                          "features as input.")
-    bad = kernels.first_nonfinite_row(arr)
+    bad = first_nonfinite_row(arr)
     if bad >= 0:
         raise ValueError(f"Input {name} contains NaN or infinity (first bad row: {bad}, "
                          f"values {arr[bad].tolist()[:8]})")
     return arr
+
+
+def first_nonfinite_row(X, block=1 << 16):
+    """Index of the first row of X (N, D) holding NaN or +-inf, or -1.
+
+    Row sums are non-finite whenever a row holds NaN or inf (and, rarely, when finite values
+    overflow); only blocks whose sums are not all finite are inspected element by element.
+    Memory: one float per row of a block.
+    """
+    for start in range(0, X.shape[0], block):
+        part = X[start:start + block]
+        with np.errstate(over="ignore", invalid="ignore"):
+            sums = part.sum(axis=1)
+        if np.all(np.isfinite(sums)):
+            continue
+        rows = np.flatnonzero(~np.all(np.isfinite(part), axis=1))
+        if rows.size:
+            return start + int(rows[0])
+    return -1
 
 
 def check_sample_weight(sample_weight, n_samples):

@@ -42,6 +42,13 @@ def _subsample(X, sw, K, rng):
     return np.ascontiguousarray(X[idx]), (None if sw is None else sw[idx])
 
 
+def _sqdist(X, centre):
+    """||X[n] - centre||^2 (N,) float64.  Plain NumPy: k-means++ runs on the subsample only, and
+    a compiled kernel here cost about 1 s of a first fit's JIT time for a few ms of work."""
+    diff = X - centre.astype(X.dtype)
+    return np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
+
+
 def kmeans_plusplus(X, sw, K, rng, n_trials=None):
     """Greedy k-means++ seeds (K, D) float64, chosen among the rows of X."""
     N = X.shape[0]
@@ -51,7 +58,7 @@ def kmeans_plusplus(X, sw, K, rng, n_trials=None):
     first = rng.choice(N, p=w / w.sum())
     centres = np.empty((K, X.shape[1]))
     centres[0] = X[first]
-    mind = kernels.sqdist_to(X, centres[0])
+    mind = _sqdist(X, centres[0])
     pot = float(w @ mind)
     for c in range(1, K):
         if pot > 0:
@@ -60,11 +67,12 @@ def kmeans_plusplus(X, sw, K, rng, n_trials=None):
             cand = np.minimum(cand, N - 1)
         else:  # every row already coincides with a seed
             cand = rng.choice(N, n_trials)
-        pots = kernels.candidate_potentials(X, sw, X[cand], mind)
+        dists = [np.minimum(mind, _sqdist(X, X[i])) for i in cand]
+        pots = [float(w @ d) for d in dists]
         best = int(np.argmin(pots))
         centres[c] = X[cand[best]]
-        mind = np.minimum(mind, kernels.sqdist_to(X, centres[c]))
-        pot = float(pots[best])
+        mind = dists[best]
+        pot = pots[best]
     return centres
 
 

@@ -314,7 +314,7 @@ def test_overflowing_variances_do_not_give_a_silent_nan_model(X, kind):
 # ------------------------------------------------------------------------------ dtypes ------
 def test_float32_stays_float32_in_the_kernels(X, monkeypatch):
     seen = []
-    for name in ("estep_stats", "log_prob", "nearest_stats", "first_nonfinite_row"):
+    for name in ("estep_stats", "log_prob", "nearest_stats"):
         orig = getattr(kernels, name)
 
         def spy(Xk, *args, _orig=orig, _name=name, **kw):
@@ -326,7 +326,7 @@ def test_float32_stays_float32_in_the_kernels(X, monkeypatch):
     gm.predict_proba(X32)
     gm.score_samples(X32)
     called = {n for n, _ in seen}
-    assert {"estep_stats", "log_prob", "nearest_stats", "first_nonfinite_row"} <= called
+    assert {"estep_stats", "log_prob", "nearest_stats"} <= called
     assert all(dt == np.float32 for _, dt in seen), seen
     # the fitted parameters are float64 regardless
     for name in FITTED_ATTRS:

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from . import cpu_estep, cpu_kmeans
+from . import cpu_estep
 from .cpu_estep import DIAG, ESTEP, FULL, NEAREST, RESP, SPHERICAL, TIED
 
 KIND_CODES = {"full": FULL, "tied": TIED, "diag": DIAG, "spherical": SPHERICAL}
@@ -144,22 +144,6 @@ def log_prob(X, kp, chunk_rows, want_resp=False):
     return logp, labels, (resp if want_resp else None)
 
 
-def first_nonfinite_row(X, chunk_rows=65536):
-    """Index of the first row with NaN/inf, or -1."""
-    return int(cpu_estep.first_nonfinite_row(X, int(chunk_rows)))
-
-
-def sqdist_to(X, centre):
-    out = np.empty(X.shape[0])
-    cpu_kmeans.sqdist_to(X, np.ascontiguousarray(centre, dtype=np.float64), out)
-    return out
-
-
-def candidate_potentials(X, sw, cands, mind):
-    return cpu_kmeans.candidate_potentials(X, _weights(sw), np.ascontiguousarray(cands, np.float64),
-                                           mind)
-
-
-__all__ = ["blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG", "SPHERICAL", "estep_stats",
-           "resp_stats", "nearest_stats", "log_prob", "first_nonfinite_row", "sqdist_to",
-           "candidate_potentials", "nearest_params", "s2_shape"]
+__all__ = ["blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG",
+           "SPHERICAL", "estep_stats", "resp_stats", "nearest_stats", "log_prob", "nearest_params",
+           "s2_shape"]

@@ -688,26 +688,3 @@ def _chunk_log_prob(kind, X, start, stop, means, pc, lconst, tmeans, g, cut, log
         if want_resp:
             for k in range(K):
                 resp[n, k] = r[k]
-
-
-@kernel()
-def first_nonfinite_row(X, chunk_rows):
-    """Index of the first row of X holding NaN or +-inf, or -1.  X: (N, D) float array."""
-    N, D = X.shape
-    n_chunks = (N + chunk_rows - 1) // chunk_rows
-    found = np.full(n_chunks, -1, dtype=np.int64)
-    for c in range(n_chunks):  # serial: a memory-bound scan, not worth a parallel compile
-        start = c * chunk_rows
-        stop = min(N, start + chunk_rows)
-        for n in range(start, stop):
-            bad = False
-            for d in range(D):
-                if not np.isfinite(X[n, d]):
-                    bad = True
-            if bad:
-                found[c] = n
-                break
-    for c in range(n_chunks):
-        if found[c] >= 0:
-            return found[c]
-    return -1
