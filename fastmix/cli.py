@@ -56,13 +56,13 @@ def demo(argv=None):
     args = p.parse_args(argv)
 
     import fastmix
-    import numba
+    from fastmix import kernels
 
     n, d, k = args.n_samples, args.n_features, args.n_components
     dtype = np.dtype(args.dtype)
     print(f"fastmix {fastmix.__version__} demo: {n:,} x {d} points ({dtype}), {k} true "
           f"components, covariance_type={args.covariance_type!r}, "
-          f"{numba.get_num_threads()} threads")
+          f"{kernels.num_threads()} threads")
     t0 = time.perf_counter()
     X, _, true_means, _ = make_blobs(n, d, k, dtype=dtype, random_state=args.seed)
     print(f"generated {X.nbytes / 2**20:.0f} MiB in {time.perf_counter() - t0:.2f} s")

@@ -48,6 +48,11 @@ def _n_slots(kind, K, D):
     return int(max(1, SLOT_BYTES // per_slot))
 
 
+def num_threads():
+    """Threads the parallel kernels use (``NUMBA_NUM_THREADS``)."""
+    return numba.get_num_threads()
+
+
 _CONTROLLER = []
 
 
@@ -144,6 +149,6 @@ def log_prob(X, kp, chunk_rows, want_resp=False):
     return logp, labels, (resp if want_resp else None)
 
 
-__all__ = ["blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG",
+__all__ = ["num_threads", "blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG",
            "SPHERICAL", "estep_stats", "resp_stats", "nearest_stats", "log_prob", "nearest_params",
            "s2_shape"]
