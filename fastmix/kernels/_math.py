@@ -53,10 +53,10 @@ def exp_nonpos(t):
     p = p * r + 0.5
     p = p * r + 1.0
     p = p * r + 1.0
-    scale = _int64_bits_as_float64((types_int64(n) + 1023) << 52)
+    scale = _int64_bits_as_float64((_to_int64(n) + 1023) << 52)
     return p * scale
 
 
 @kernel(fastmath=False)
-def types_int64(v):
+def _to_int64(v):
     return int(v)
