@@ -83,3 +83,42 @@ class Stats:
     def mean_log_likelihood(self):
         """ll / ws: the average log-likelihood per (weighted) row."""
         return self.ll / self.ws if self.ws > 0 else -np.inf
+
+    def scaled(self, c):
+        """All sums multiplied by ``c`` (e.g. 1/ws for per-row averages)."""
+        return Stats(self.kind, self.nk * c, self.s1 * c, self.s2 * c, self.centre, self.gcentre,
+                     self.ll * c, self.ws * c)
+
+    def recentred(self, centre, gcentre):
+        """The same sums with second moments about new centres (exact up to rounding).
+
+        With a = sum w r (x - c) and delta = c - c', sum w r (x - c')(x - c')^T equals
+        s2 + a delta^T + delta a^T + nk delta delta^T (tied: the same over all rows about g)."""
+        centre = np.asarray(centre, dtype=np.float64)
+        gcentre = np.asarray(gcentre, dtype=np.float64)
+        s2 = self.s2.copy()
+        if self.kind == "tied":
+            d = self.gcentre - gcentre
+            a = self.s1.sum(axis=0) - self.ws * self.gcentre
+            s2[0] += np.outer(a, d) + np.outer(d, a) + self.ws * np.outer(d, d)
+        else:
+            d = self.centre - centre
+            a = self.s1 - self.nk[:, None] * self.centre
+            if self.kind == "full":
+                s2 += (a[:, :, None] * d[:, None, :] + d[:, :, None] * a[:, None, :]
+                       + self.nk[:, None, None] * d[:, :, None] * d[:, None, :])
+            elif self.kind == "diag":
+                s2[:, 0, :] += 2.0 * a * d + self.nk[:, None] * d * d
+            elif self.kind == "spherical":
+                s2[:, 0, 0] += 2.0 * (a * d).sum(axis=1) + self.nk * (d * d).sum(axis=1)
+            else:  # pragma: no cover
+                raise ValueError(f"unknown kind {self.kind!r}")
+        return Stats(self.kind, self.nk, self.s1, s2, centre, gcentre, self.ll, self.ws)
+
+    def blend(self, other, rho):
+        """(1 - rho) * self + rho * other, on other's centres (stepwise EM's update)."""
+        mine = self.recentred(other.centre, other.gcentre)
+        a = 1.0 - rho
+        return Stats(self.kind, a * mine.nk + rho * other.nk, a * mine.s1 + rho * other.s1,
+                     a * mine.s2 + rho * other.s2, other.centre, other.gcentre,
+                     a * mine.ll + rho * other.ll, a * mine.ws + rho * other.ws)

@@ -1,7 +1,9 @@
 """Batch EM driver: E-step statistics from a kernel, M-step from the statistics, repeat.
 
 The driver knows nothing about covariance types beyond handing ``Stats`` to ``m_step``; it never
-touches numba.  Data are an in-memory (N, D) float32/float64 C-contiguous array.
+touches numba.  Data are a ``sources.Stream`` (blocks of whole chunks, from memory or disk) or
+an in-memory (N, D) float32/float64 C-contiguous array; both give bit-identical statistics for
+the same ``chunk_rows``.
 """
 import time
 from dataclasses import dataclass, field
@@ -10,14 +12,25 @@ import numpy as np
 
 from . import kernels
 from ._params import GMMParams, m_step, stats_from_kernel
+from .sources import as_stream
 
 DEFAULT_CHUNK_ROWS = 4096
 
 
-def e_step_stats(X, sample_weight, params: GMMParams, chunk_rows=DEFAULT_CHUNK_ROWS):
-    """Sufficient statistics of ``X`` under ``params`` (one fused pass)."""
-    kp = params.kernel_params(X.dtype)
-    return stats_from_kernel(params.kind, kernels.estep_stats(X, sample_weight, kp, chunk_rows), kp)
+def e_step_stats(data, sample_weight, params: GMMParams, chunk_rows=DEFAULT_CHUNK_ROWS,
+                 on_block=None):
+    """Sufficient statistics of ``data`` under ``params`` (one fused pass over its blocks).
+
+    ``on_block(rows)`` is called after each block (progress bars)."""
+    data = as_stream(data, sample_weight, chunk_rows)
+    kp = params.kernel_params(data.dtype)
+    K, D = params.means.shape
+    acc = kernels.Accumulator(kp.kind, K, D)
+    for _, X, w in data.blocks():
+        kernels.estep_stats(X, w, kp, data.chunk_rows, acc)
+        if on_block is not None:
+            on_block(X.shape[0])
+    return stats_from_kernel(params.kind, acc.result(), kp)
 
 
 @dataclass
@@ -28,21 +41,24 @@ class EMResult:
     converged: bool
     lower_bounds: list = field(default_factory=list)
     iter_times: list = field(default_factory=list)
+    state: object = None  # online EM's running statistics (OnlineState), else None
 
 
-def run_em(X, sample_weight, params, *, reg_covar, tol, max_iter, chunk_rows=DEFAULT_CHUNK_ROWS,
-           lower_bound=-np.inf, callback=None):
+def run_em(data, sample_weight, params, *, reg_covar, tol, max_iter,
+           chunk_rows=DEFAULT_CHUNK_ROWS, lower_bound=-np.inf, callback=None, on_block=None):
     """Run up to ``max_iter`` EM iterations from ``params``.
 
     Like scikit-learn, the lower bound reported for an iteration is the mean log-likelihood of
     the parameters *before* that iteration's M-step, and EM stops when it changes by less than
-    ``tol``.  ``callback(n_iter, lower_bound, change, seconds)`` is called after each iteration.
+    ``tol``.  ``callback(n_iter, lower_bound, change, seconds, params)`` is called after each
+    iteration (``params`` are the new parameters, e.g. for checkpoints).
     """
+    data = as_stream(data, sample_weight, chunk_rows)
     result = EMResult(params, lower_bound, 0, False)
     for n_iter in range(1, max_iter + 1):
         t0 = time.perf_counter()
         prev = result.lower_bound
-        stats = e_step_stats(X, sample_weight, result.params, chunk_rows)
+        stats = e_step_stats(data, None, result.params, on_block=on_block)
         result.params = m_step(stats, reg_covar)
         result.lower_bound = stats.mean_log_likelihood
         result.n_iter = n_iter
@@ -51,7 +67,7 @@ def run_em(X, sample_weight, params, *, reg_covar, tol, max_iter, chunk_rows=DEF
         result.iter_times.append(dt)
         change = result.lower_bound - prev
         if callback is not None:
-            callback(n_iter, result.lower_bound, change, dt)
+            callback(n_iter, result.lower_bound, change, dt, result.params)
         if abs(change) < tol:
             result.converged = True
             break

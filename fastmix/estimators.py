@@ -1,6 +1,8 @@
 """Thin scikit-learn-style estimators: they validate input, then call a driver."""
+import copy
 import json
 import math
+import os
 import sys
 import warnings
 
@@ -9,12 +11,18 @@ import numpy as np
 from . import kernels
 from ._base import BaseEstimator, DensityMixin
 from ._params import COVARIANCE_TYPES, Covariance, DegenerateComponentWarning, GMMParams
+from ._stats import Stats
 from ._validation import NotFittedError, check_array, check_random_state, check_sample_weight
+from . import sources
 from .em import DEFAULT_CHUNK_ROWS, EMResult, run_em
-from .init import initial_params
+from .init import _subsample, initial_params
+from .online import OnlineState, check_step_params, online_update, run_online
 
 FORMAT_VERSION = 1
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+ALGORITHMS = ("batch", "online")
+#: Default rows per online-EM update in fit(algorithm="online"), in kernel chunks.
+ONLINE_BATCH_CHUNKS = 16
 
 
 class ConvergenceWarning(UserWarning):
@@ -52,7 +60,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Rows per kernel chunk (default 4096).  Results are bit-identical for a given
         chunk_size whatever the number of threads.
     progress : bool, default=False
-        Show a tqdm progress bar over EM iterations.
+        Show a tqdm progress bar over EM iterations (and, for data read from disk, over the
+        rows of each pass).
+    step_offset : float, default=1.0
+        t0 of online EM's step size rho_t = (t + t0)^-kappa (``partial_fit``,
+        ``fit(algorithm="online")``); see ``fastmix.online``.
+    step_decay : float in (0.5, 1], default=0.6
+        kappa of online EM's step size.
+    batch_size : int or None, default=None
+        Rows per online-EM update in ``fit(algorithm="online")`` (rounded up to whole chunks;
+        default 16 chunks = 65536 rows).
 
     Attributes
     ----------
@@ -67,6 +84,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     lower_bounds_ : list of float
         The lower bound at each iteration of the best initialisation.
     n_features_in_ : int
+    n_steps_ : int
+        Online-EM updates done (``partial_fit`` calls, or batches of an online fit).
 
     Notes
     -----
@@ -76,12 +95,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     diagonal regularisation and a ``DegenerateComponentWarning`` -- the fit continues, and never
     returns NaN parameters.  An empty component keeps its regularised covariance and a tiny
     weight, as in scikit-learn.
+
+    Data too large for memory: ``fit``, ``score``, ``predict`` ... accept a path (``.npy``,
+    ``file.h5:/dataset``, ``.zarr``, ``.parquet``, ``.csv``), an ``np.memmap``, a
+    ``fastmix.sources.Source``, a list of chunk arrays or a callable returning an iterator of
+    chunks (see ``fastmix.sources``).  Such data are read in blocks with bounded memory; a
+    batch fit gives bit-identically the model of the same rows in memory.
     """
 
     def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
                  max_iter=100, n_init=1, init_params="kmeans", weights_init=None,
                  means_init=None, precisions_init=None, random_state=None, warm_start=False,
-                 verbose=0, verbose_interval=10, chunk_size=None, progress=False):
+                 verbose=0, verbose_interval=10, chunk_size=None, progress=False,
+                 step_offset=1.0, step_decay=0.6, batch_size=None):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -98,6 +124,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.verbose_interval = verbose_interval
         self.chunk_size = chunk_size
         self.progress = progress
+        self.step_offset = step_offset
+        self.step_decay = step_decay
+        self.batch_size = batch_size
 
     # ------------------------------------------------------------------ validation ----------
     def _check_hyper(self):
@@ -172,12 +201,57 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self._check_fitted()
         return check_array(X, n_features=self.n_features_in_, estimator=type(self).__name__)
 
+    # ------------------------------------------------------------------ data ----------------
+    def _stream(self, X, sample_weight=None, *, fitting):
+        """(Stream over X, whether fastmix opened it).  In-memory array-likes are validated as a
+        whole (check_array); out-of-core data block by block on their first pass."""
+        if not sources.is_out_of_core(X):
+            if fitting:
+                X = check_array(X, min_samples=2)
+                sw = check_sample_weight(sample_weight, X.shape[0])
+            else:
+                X = self._validate_predict_X(X)
+                sw = None
+            return sources.as_stream(X, sw, self._chunk_rows), False
+        column = sample_weight if _is_column_name(sample_weight) else None
+        source = sources.as_source(X, weight_column=column)
+        opened = not isinstance(X, sources.Source)
+        try:
+            weights = None if column is not None else _weight_source(sample_weight, source)
+            if not fitting:
+                self._check_fitted()
+                if source.n_features != self.n_features_in_:
+                    raise ValueError(f"X has {source.n_features} features, but "
+                                     f"{type(self).__name__} is expecting "
+                                     f"{self.n_features_in_} features as input.")
+            return sources.Stream(source, self._chunk_rows, weights=weights), opened
+        except BaseException:
+            if opened:
+                source.close()
+            raise
+
+    def _check_rows(self, n_rows):
+        if n_rows is None:
+            return
+        if n_rows < 2:
+            raise ValueError(f"Found array with {n_rows} sample(s) while a minimum of 2 is "
+                             "required.")
+        if n_rows < self.n_components:
+            raise ValueError(f"Expected n_samples >= n_components but got n_components = "
+                             f"{self.n_components}, n_samples = {n_rows}")
+
     # ------------------------------------------------------------------ fitting -------------
-    def _initial(self, X, sw, rng, user):
+    def _initial(self, data, rng, user, sample_only=False):
         w, m, cov = user
         if w is None or m is None or cov is None:
-            params = initial_params(X, sw, self.n_components, self.covariance_type,
-                                    self.init_params, rng, self.reg_covar, self._chunk_rows)
+            if sample_only:  # online EM: initialise from the k-means sample alone
+                Xs, sws = _subsample(data, self.n_components, rng)
+                self._check_rows(Xs.shape[0])
+                data = Xs if sws is None else (Xs, sws)
+            params = initial_params(data[0] if isinstance(data, tuple) else data,
+                                    data[1] if isinstance(data, tuple) else None,
+                                    self.n_components, self.covariance_type, self.init_params,
+                                    rng, self.reg_covar, self._chunk_rows)
             w = params.weights if w is None else w
             m = params.means if m is None else m
             cov = params.cov if cov is None else cov
@@ -195,45 +269,61 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.precisions_cholesky_ = params.cov.precisions_cholesky
         self.precisions_ = params.cov.precisions
 
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, *, algorithm="batch", checkpoint=None,
+            resume=False):
         """Estimate the parameters with EM.
 
         Parameters
         ----------
-        X : array-like (N, D) of real numbers; float32 stays float32, others become float64
+        X : array-like (N, D) of real numbers (float32 stays float32, others become float64),
+            or out-of-core data: a path (``.npy``, ``file.h5:/dataset``, ``.zarr``,
+            ``.parquet``, ``.csv``), an ``np.memmap``, a ``fastmix.sources.Source``, a list of
+            (n_i, D) chunk arrays, or a callable returning an iterator of chunks.
         y : ignored
-        sample_weight : array-like (N,) of non-negative weights, optional
+        sample_weight : (N,) non-negative weights, optional.  For out-of-core data also a
+            path to a ``.npy`` of N weights, a 1-D random-access Source, or the name of a
+            weight column of a Parquet/CSV file.
+        algorithm : {"batch", "online"}, default="batch"
+            "batch": exact EM, one pass over the data per iteration (out-of-core data give
+            bit-identically the in-memory model for the same ``chunk_size``).  "online":
+            stepwise EM (``fastmix.online``) in batches of ``batch_size`` rows, initialised
+            from the k-means sample alone; ``max_iter`` bounds the passes.
+        checkpoint : path, optional
+            Save the model (atomically) after every iteration/pass.  Needs ``n_init=1``.
+        resume : bool, default=False
+            With ``checkpoint``: if the file exists, continue from it instead of starting
+            over; the result equals an uninterrupted fit's.
 
         Returns
         -------
         self
         """
-        self._fit(X, sample_weight)
+        self._fit(X, sample_weight, algorithm, checkpoint, resume)
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None):
         """Fit, then return the most probable component of each row (N,) int64."""
-        X = self._fit(X, sample_weight)
-        _, labels, _ = kernels.log_prob(X, self._params().kernel_params(X.dtype), self._chunk_rows)
-        return labels
+        data = self._fit(X, sample_weight)
+        if data is not None:
+            kp = self._params().kernel_params(data.dtype)
+            return kernels.log_prob(data, kp, self._chunk_rows)[1]
+        return self.predict(X)
 
-    def _fit(self, X, sample_weight):
+    def _fit(self, X, sample_weight, algorithm="batch", checkpoint=None, resume=False):
+        """Fit; returns the validated in-memory array (None for out-of-core data)."""
         self._check_hyper()
-        X = check_array(X, min_samples=2)
-        N, D = X.shape
-        if N < self.n_components:
-            raise ValueError(f"Expected n_samples >= n_components but got n_components = "
-                             f"{self.n_components}, n_samples = {N}")
-        sw = check_sample_weight(sample_weight, N)
-        user = self._user_init(D)
-        if hasattr(self, "n_features_in_") and self.warm_start and D != self.n_features_in_:
-            raise ValueError(f"X has {D} features, but {type(self).__name__} is expecting "
-                             f"{self.n_features_in_} features as input.")
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
-        n_init = self.n_init if do_init else 1
-        rng = check_random_state(self.random_state)
-        with kernels.blas_single_threaded():
-            best = self._fit_inits(X, sw, rng, user, do_init, n_init)
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+        if checkpoint is not None and self.n_init != 1:
+            raise ValueError("checkpoint needs n_init=1 (one initialisation to resume)")
+        if resume and checkpoint is None:
+            raise ValueError("resume=True needs a checkpoint path")
+        data, opened = self._stream(X, sample_weight, fitting=True)
+        try:
+            best, D = self._fit_stream(data, algorithm, checkpoint, resume)
+        finally:
+            if opened:
+                data.close()
         if not best.converged and self.max_iter > 0:
             warnings.warn("Best performing initialization did not converge. Try different init "
                           "parameters, or increase max_iter, tol, or check for degenerate data.",
@@ -245,68 +335,220 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.lower_bounds_ = list(best.lower_bounds)
         self.iteration_times_ = list(best.iter_times)
         self.n_features_in_ = D
-        return X
+        if algorithm == "online":
+            self._online = best.state
+            self.n_steps_ = best.state.t + 1 if best.state is not None else 0
+        else:
+            self._online = None
+        return data.in_memory
 
-    def _fit_inits(self, X, sw, rng, user, do_init, n_init):
-        """n_init initialisations + EM; returns the EMResult with the best lower bound."""
-        best = None
-        for init in range(n_init):
-            if self.verbose:
-                print(f"Initialization {init}")
-            if do_init:
-                params = self._initial(X, sw, rng, user)
-                lb0 = -np.inf
-            else:
-                params = self._params()
-                lb0 = self.lower_bound_
-            if self.max_iter == 0:
-                result = EMResult(params, lb0, 0, False)
-            else:
-                result = self._run(X, sw, params, lb0, init, n_init)
-            if best is None or result.lower_bound > best.lower_bound:
-                best = result
-        return best
+    def _fit_stream(self, data, algorithm, checkpoint, resume):
+        D = data.n_features
+        self._check_rows(data.n_rows)
+        user = self._user_init(D)
+        if hasattr(self, "n_features_in_") and self.warm_start and D != self.n_features_in_:
+            raise ValueError(f"X has {D} features, but {type(self).__name__} is expecting "
+                             f"{self.n_features_in_} features as input.")
+        start = None
+        if resume and os.path.exists(checkpoint):
+            start = self._from_checkpoint(checkpoint, D, algorithm)
+            if start.converged or start.n_iter >= self.max_iter:
+                return start, D
+        do_init = start is None and not (self.warm_start and hasattr(self, "converged_"))
+        n_init = self.n_init if do_init else 1
+        rng = check_random_state(self.random_state)
+        with kernels.blas_single_threaded():
+            best = None
+            for init in range(n_init):
+                if self.verbose:
+                    print(f"Initialization {init}")
+                if start is not None:
+                    prior = start
+                elif do_init:
+                    params = self._initial(data, rng, user, sample_only=algorithm == "online")
+                    self._check_rows(data.n_rows)
+                    prior = EMResult(params, -np.inf, 0, False)
+                else:
+                    prior = EMResult(self._params(), self.lower_bound_, 0, False,
+                                     state=getattr(self, "_online", None))
+                if self.max_iter == 0:
+                    result = prior
+                else:
+                    result = self._run(data, prior, init, n_init, algorithm, checkpoint)
+                if best is None or result.lower_bound > best.lower_bound:
+                    best = result
+        return best, D
 
-    def _run(self, X, sw, params, lb0, init, n_init):
-        bar = None
+    def _from_checkpoint(self, path, D, algorithm):
+        ck = load(path)
+        for name in ("n_components", "covariance_type"):
+            if getattr(ck, name) != getattr(self, name):
+                raise ValueError(f"checkpoint {path!s} has {name}={getattr(ck, name)!r}, this "
+                                 f"model {getattr(self, name)!r}")
+        if ck.n_features_in_ != D:
+            raise ValueError(f"checkpoint {path!s} is for {ck.n_features_in_} features, the data "
+                             f"have {D}")
+        if (getattr(ck, "_online", None) is not None) != (algorithm == "online"):
+            raise ValueError(f"checkpoint {path!s} was written by a different algorithm")
+        return EMResult(ck._params(), ck.lower_bound_, ck.n_iter_, ck.converged_,
+                        list(ck.lower_bounds_), [], state=getattr(ck, "_online", None))
+
+    def _checkpoint_saver(self, path, algorithm):
+        def save(result):
+            snap = _clone(self)
+            snap._set_params_from(result.params)
+            snap.converged_ = bool(result.converged)
+            snap.n_iter_ = int(result.n_iter)
+            snap.lower_bound_ = float(result.lower_bound)
+            snap.lower_bounds_ = list(result.lower_bounds)
+            snap.n_features_in_ = result.params.means.shape[1]
+            snap._online = getattr(result, "state", None) if algorithm == "online" else None
+            snap.save(path)
+        return save
+
+    def _run(self, data, prior, init, n_init, algorithm, checkpoint):
+        bar = rows_bar = None
+        total = self.max_iter
         if self.progress:
             from tqdm.auto import tqdm
             desc = "EM" if n_init == 1 else f"EM init {init + 1}/{n_init}"
-            bar = tqdm(total=self.max_iter, desc=desc, unit="it", file=sys.stderr)
+            if algorithm == "online":
+                desc = "online EM passes"
+            bar = tqdm(total=total, initial=prior.n_iter, desc=desc, unit="it",
+                       file=sys.stderr)
+            if data.in_memory is None:
+                rows_bar = tqdm(total=data.n_rows, desc="rows", unit="row", unit_scale=True,
+                                leave=False, file=sys.stderr)
+        saver = None if checkpoint is None else self._checkpoint_saver(checkpoint, algorithm)
+        done = prior.n_iter
+        history = list(prior.lower_bounds)
 
-        def callback(n_iter, lb, change, dt):
+        def callback(n_iter, lb, change, dt, params, state=None):
+            it = done + n_iter
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(lower_bound=f"{lb:.6g}", change=f"{change:.3g}",
                                 sec=f"{dt:.3f}")
-            if self.verbose >= 2 and n_iter % self.verbose_interval == 0:
-                print(f"  Iteration {n_iter}\t time lapse {dt:.5f}s\t ll change {change:.5g}")
+            if rows_bar is not None:
+                rows_bar.reset(total=data.n_rows)
+            if self.verbose >= 2 and it % self.verbose_interval == 0:
+                print(f"  Iteration {it}\t time lapse {dt:.5f}s\t ll change {change:.5g}")
+            if saver is not None:
+                history.append(lb)
+                saver(EMResult(params, lb, it, abs(change) < self.tol, list(history),
+                               state=state))
 
+        on_block = None if rows_bar is None else rows_bar.update
         try:
-            result = run_em(X, sw, params, reg_covar=float(self.reg_covar), tol=float(self.tol),
-                            max_iter=int(self.max_iter), chunk_rows=self._chunk_rows,
-                            lower_bound=lb0, callback=callback)
+            if algorithm == "online":
+                batch = self.batch_size or ONLINE_BATCH_CHUNKS * self._chunk_rows
+                result = run_online(data, None, prior.params, prior.state,
+                                    reg_covar=float(self.reg_covar), tol=float(self.tol),
+                                    max_passes=int(self.max_iter) - done,
+                                    t0=float(self.step_offset), kappa=float(self.step_decay),
+                                    chunk_rows=self._chunk_rows, batch_rows=batch,
+                                    lower_bound=prior.lower_bound, callback=callback,
+                                    on_block=on_block)
+            else:
+                result = run_em(data, None, prior.params, reg_covar=float(self.reg_covar),
+                                tol=float(self.tol), max_iter=int(self.max_iter) - done,
+                                lower_bound=prior.lower_bound, callback=callback,
+                                on_block=on_block)
         finally:
+            if rows_bar is not None:
+                rows_bar.close()
             if bar is not None:
                 bar.close()
+        result.n_iter += done
+        result.lower_bounds = list(prior.lower_bounds) + list(result.lower_bounds)
         if self.verbose:
             print(f"Initialization {'converged' if result.converged else 'did not converge'}. "
                   f"lower bound {result.lower_bound:.6g}")
         return result
 
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """One online (stepwise) EM update with the rows ``X`` (n, D); see ``fastmix.online``.
+
+        The first call initialises the model from ``X`` (``init_params`` on these rows, which
+        need n >= n_components) and sets the running statistics from it.  Each later call
+        blends ``X``'s statistics in with step rho_t = (t + step_offset)^-step_decay.  After a
+        batch ``fit``, the first call continues from the fitted parameters.
+        ``lower_bound_`` is the mean log-likelihood of ``X`` under the parameters before the
+        update.  Returns self.
+        """
+        self._check_hyper()
+        X = check_array(X, min_samples=1)
+        sw = check_sample_weight(sample_weight, X.shape[0])
+        fitted = hasattr(self, "means_")
+        if fitted and X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
+                             f"expecting {self.n_features_in_} features as input.")
+        with kernels.blas_single_threaded():
+            if not fitted:
+                if X.shape[0] < self.n_components:
+                    raise ValueError(f"the first partial_fit needs at least n_components="
+                                     f"{self.n_components} rows, got {X.shape[0]}")
+                rng = check_random_state(self.random_state)
+                params = self._initial(X if sw is None else (X, sw), rng,
+                                       self._user_init(X.shape[1]))
+                state = None
+            else:
+                params = self._params()
+                state = getattr(self, "_online", None)
+            params, state, ll = online_update(
+                X, sw, params, state, reg_covar=float(self.reg_covar),
+                t0=float(self.step_offset), kappa=float(self.step_decay),
+                chunk_rows=self._chunk_rows)
+        self._set_params_from(params)
+        self._online = state
+        self.n_steps_ = state.t + 1
+        self.n_iter_ = self.n_steps_
+        self.converged_ = False
+        self.lower_bound_ = float(ll)
+        self.lower_bounds_ = [float(ll)]
+        self.iteration_times_ = []
+        self.n_features_in_ = X.shape[1]
+        return self
+
     # ------------------------------------------------------------------ inference -----------
     def _log_prob(self, X, want_resp=False):
-        X = self._validate_predict_X(X)
-        return kernels.log_prob(X, self._params().kernel_params(X.dtype), self._chunk_rows,
-                                want_resp)
+        data, opened = self._stream(X, fitting=False)
+        try:
+            kp = self._params().kernel_params(data.dtype)
+            parts = [kernels.log_prob(Xb, kp, self._chunk_rows, want_resp)
+                     for _, Xb, _ in data.blocks()]
+        finally:
+            if opened:
+                data.close()
+        if len(parts) == 1:
+            return parts[0]
+        return (np.concatenate([q[0] for q in parts]), np.concatenate([q[1] for q in parts]),
+                np.concatenate([q[2] for q in parts]) if want_resp else None)
+
+    def _score_sum(self, X):
+        """(sum of log p(x), number of rows), reading out-of-core data block by block."""
+        if not sources.is_out_of_core(X):
+            logp = self.score_samples(X)
+            return float(np.sum(logp)), logp.shape[0], float(np.mean(logp))
+        data, opened = self._stream(X, fitting=False)
+        total, n = 0.0, 0
+        try:
+            kp = self._params().kernel_params(data.dtype)
+            for _, Xb, _ in data.blocks():
+                total += float(np.sum(kernels.log_prob(Xb, kp, self._chunk_rows)[0]))
+                n += Xb.shape[0]
+        finally:
+            if opened:
+                data.close()
+        return total, n, total / n
 
     def score_samples(self, X):
         """log p(x) of each row, (N,) float64."""
         return self._log_prob(X)[0]
 
     def score(self, X, y=None):
-        """Mean log-likelihood per row."""
-        return float(np.mean(self.score_samples(X)))
+        """Mean log-likelihood per row (out-of-core data: read block by block)."""
+        return self._score_sum(X)[2]
 
     def predict(self, X):
         """Most probable component of each row, (N,) int64."""
@@ -337,20 +579,24 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def bic(self, X):
         """Bayesian information criterion on X (lower is better)."""
-        X = self._validate_predict_X(X)
-        return -2 * self.score(X) * X.shape[0] + self._n_parameters() * math.log(X.shape[0])
+        self._check_fitted()
+        total, n, _ = self._score_sum(X)
+        return -2 * total + self._n_parameters() * math.log(n)
 
     def aic(self, X):
         """Akaike information criterion on X (lower is better)."""
-        X = self._validate_predict_X(X)
-        return -2 * self.score(X) * X.shape[0] + 2 * self._n_parameters()
+        self._check_fitted()
+        total, n, _ = self._score_sum(X)
+        return -2 * total + 2 * self._n_parameters()
 
     # ------------------------------------------------------------------ persistence ---------
     _ARRAY_PARAMS = ("weights_init", "means_init", "precisions_init")
     _FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 
     def save(self, path):
-        """Write the model to a versioned ``.npz`` (no pickle).  Load with ``fastmix.load``."""
+        """Write the model to a versioned ``.npz`` (no pickle; atomically: temporary file, then
+        rename).  Load with ``fastmix.load``.  A model trained with ``partial_fit`` keeps its
+        running statistics, so ``partial_fit`` continues after loading."""
         self._check_fitted()
         params = self.get_params()
         scalars = {}
@@ -369,8 +615,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 "n_features_in_": self.n_features_in_}
         for name in self._FITTED:
             arrays["fit__" + name] = getattr(self, name)
-        with open(path, "wb") as fh:
-            np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
+        state = getattr(self, "_online", None)
+        if state is not None:  # running statistics: partial_fit continues after load
+            st = state.stats
+            meta["online"] = {"t": int(state.t), "ll": float(st.ll), "ws": float(st.ws),
+                              "n_steps_": int(getattr(self, "n_steps_", state.t + 1))}
+            for f in ("nk", "s1", "s2", "centre", "gcentre"):
+                arrays["online__" + f] = getattr(st, f)
+        _atomic_write(path, lambda fh: np.savez(fh, meta=np.array(json.dumps(meta)), **arrays))
 
     @classmethod
     def _from_saved(cls, meta, arrays):
@@ -402,10 +654,77 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         est.lower_bound_ = float(meta["lower_bound_"])
         est.lower_bounds_ = [float(v) for v in meta["lower_bounds_"]]
         est.n_features_in_ = D
+        est._online = None
+        if "online" in meta:
+            on = meta["online"]
+            st = Stats(est.covariance_type, *(np.asarray(arrays["online__" + f], np.float64)
+                                              for f in ("nk", "s1", "s2", "centre", "gcentre")),
+                       float(on["ll"]), float(on["ws"]))
+            if st.nk.shape != (K,) or st.s1.shape != (K, D) \
+                    or st.s2.shape != kernels.s2_shape(kernels.KIND_CODES[est.covariance_type], K, D):
+                raise ValueError("online statistics have inconsistent shapes")
+            est._online = OnlineState(st, int(on["t"]))
+            est.n_steps_ = int(on["n_steps_"])
         return est
 
 
 MODEL_CLASSES = {"GaussianMixture": GaussianMixture}
+
+
+def _atomic_write(path, write):
+    """Write a file through a temporary file in the same directory and an atomic rename: a
+    reader (or a crash) never sees a half-written file."""
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _clone(est):
+    """An unfitted copy with the same constructor parameters."""
+    return type(est)(**{k: copy.deepcopy(v) for k, v in est.get_params().items()})
+
+
+def _is_column_name(sample_weight):
+    """A string sample_weight that is not an existing file or a .npy path: a column name."""
+    return (isinstance(sample_weight, str) and not os.path.exists(sample_weight)
+            and not sample_weight.lower().endswith(".npy"))
+
+
+def _weight_source(sample_weight, source):
+    """Weights for out-of-core data: None, a validated (N,) array, or a 1-D random-access
+    source read in step with the rows."""
+    if sample_weight is None:
+        return None
+    if isinstance(sample_weight, (str, os.PathLike)):
+        ws = sources.open_path(sample_weight, vector=True)
+    elif isinstance(sample_weight, np.memmap):
+        ws = sources.ArraySource(sample_weight.reshape(-1, 1), name="sample_weight")
+    elif isinstance(sample_weight, sources.Source):
+        ws = sample_weight
+    else:
+        n = source.n_rows
+        if n is None:
+            sw = check_sample_weight(sample_weight, np.asarray(sample_weight).shape[0])
+        else:
+            sw = check_sample_weight(sample_weight, n)
+        return sw
+    if ws.n_features != 1 or not ws.random_access:
+        raise ValueError(f"sample_weight source {ws.name} must be one random-access column, "
+                         f"got {ws.n_features} columns")
+    if source.n_rows is not None and ws.n_rows != source.n_rows:
+        raise ValueError(f"sample_weight has {ws.n_rows} rows but {source.name} has "
+                         f"{source.n_rows}")
+    return ws
 
 
 def load(path):

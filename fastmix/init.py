@@ -21,6 +21,19 @@ pass), then the ordinary M-step.
 scikit-learn differs for ``"k-means++"`` and ``"random_from_data"``: it initialises from the K
 seed rows alone, so every initial covariance is just ``reg_covar`` and the first E-step is
 degenerate.  Assigning all rows to the seeds gives data-scaled covariances for one pass.
+
+Data come as a ``sources.Stream`` (from memory or disk).  The subsample is drawn so that a file
+gives exactly the model the same data in memory gives:
+
+* row count known (arrays, ``.npy``, HDF5, Zarr, Parquet): the same seeded uniform choice of row
+  indices as for an array, read with ``Stream.take`` (one ``pread`` per row for ``.npy``; one
+  pass for formats without random access) -- bit-identical to the in-memory fit;
+* row count unknown (CSV, iterators): a seeded reservoir sample (Algorithm R, vectorised per
+  block) in one pass, which also counts and checks the rows.  The sample is uniform but not the
+  one an in-memory fit would draw.
+
+Passes over the data for ``"kmeans"``: (0 or 1 for the sample) + 1 for the assignment.  k-means
+itself runs in memory on the sample.
 """
 import math
 
@@ -28,18 +41,105 @@ import numpy as np
 
 from . import kernels
 from ._params import GMMParams, m_step, stats_from_kernel
+from ._validation import first_nonfinite_row
+from .sources import as_stream
 
 KMEANS_SAMPLE = 2**16
 KMEANS_SEEDINGS = 4
-RANDOM_BLOCK = 2**16
 
 
-def _subsample(X, sw, K, rng):
+def _weights_at(data, idx, w_rows=None):
+    """Weights of the rows ``idx``: from rows read with them, an in-memory array, or None."""
+    if w_rows is not None:
+        return w_rows
+    if data.weights is None:
+        return None
+    if isinstance(data.weights, np.ndarray):
+        return data.weights[idx]
+    out = np.empty((len(idx), 1))
+    for i, r in enumerate(idx):
+        data.weights.read_rows(int(r), int(r) + 1, out[i:i + 1])
+    return out[:, 0]
+
+
+def _gather(data, idx):
+    """Rows ``idx`` (sorted) and their weights, by random access or one pass."""
+    if data.source.random_access and not data.source.has_weights:
+        X = data.take(idx)
+        return X, _weights_at(data, idx)
+    parts, wparts = [], []
+    for start, Xb, wb in data.blocks():
+        lo, hi = np.searchsorted(idx, [start, start + Xb.shape[0]])
+        parts.append(np.array(Xb[idx[lo:hi] - start]))
+        if wb is not None:
+            wparts.append(np.array(wb[idx[lo:hi] - start]))
+    X = np.concatenate(parts) if parts else np.empty((0, data.n_features), data.dtype)
+    return X, (np.concatenate(wparts) if wparts else None)
+
+
+def _reservoir(data, n, rng, positive_only=False):
+    """Uniform sample of ``n`` rows (all rows when fewer) in one pass: Algorithm R, vectorised
+    per block.  Returns (X, w, idx) with rows in data order."""
+    D = data.n_features
+    res = np.empty((n, D), data.dtype)
+    resw = np.empty(n) if data.weighted else None
+    resi = np.empty(n, np.int64)
+    seen = 0
+    for start, Xb, wb in data.blocks():
+        rows = np.arange(start, start + Xb.shape[0])
+        if positive_only and wb is not None:
+            keep = wb > 0
+            Xb, wb, rows = Xb[keep], wb[keep], rows[keep]
+        m = Xb.shape[0]
+        fill = min(m, max(0, n - seen))  # the reservoir is not full yet: take rows as they come
+        res[seen:seen + fill] = Xb[:fill]
+        resi[seen:seen + fill] = rows[:fill]
+        if resw is not None:
+            resw[seen:seen + fill] = wb[:fill]
+        if fill < m:
+            pos = seen + np.arange(fill, m)  # 0-based stream position of each remaining row
+            j = rng.integers(0, pos + 1)
+            hit = np.flatnonzero(j < n)
+            # later rows overwrite earlier ones drawing the same slot, as the sequential algorithm
+            slots = j[hit]
+            _, last = np.unique(slots[::-1], return_index=True)
+            chosen = hit[::-1][last]
+            res[j[chosen]] = Xb[fill:][chosen]
+            resi[j[chosen]] = rows[fill:][chosen]
+            if resw is not None:
+                resw[j[chosen]] = wb[fill:][chosen]
+        seen += m
+    k = min(seen, n)
+    order = np.argsort(resi[:k], kind="stable")
+    return res[:k][order], (None if resw is None else resw[:k][order]), resi[:k][order]
+
+
+def _check_sample(data, Xs, idx):
+    bad = first_nonfinite_row(Xs)
+    if bad >= 0:
+        row = int(idx[bad])
+        raise ValueError(f"{data.name}: NaN or infinity in chunk {row // data.chunk_rows} (rows "
+                         f"of {data.chunk_rows}), row {row}: {Xs[bad].tolist()[:8]}")
+
+
+def _subsample(data, K, rng):
+    """The k-means sample (Xs, sws): at most max(KMEANS_SAMPLE, 50 K) rows (module docstring)."""
     n_max = max(KMEANS_SAMPLE, 50 * K)
-    if X.shape[0] <= n_max:
-        return X, sw
-    idx = np.sort(rng.choice(X.shape[0], n_max, replace=False))
-    return np.ascontiguousarray(X[idx]), (None if sw is None else sw[idx])
+    X = data.in_memory
+    if X is not None:
+        sw = data.weights
+        if X.shape[0] <= n_max:
+            return X, sw
+        idx = np.sort(rng.choice(X.shape[0], n_max, replace=False))
+        return np.ascontiguousarray(X[idx]), (None if sw is None else sw[idx])
+    N = data.n_rows
+    if N is None:
+        Xs, sws, idx = _reservoir(data, n_max, rng)
+    else:
+        idx = np.arange(N) if N <= n_max else np.sort(rng.choice(N, n_max, replace=False))
+        Xs, sws = _gather(data, idx)
+        _check_sample(data, Xs, idx)
+    return Xs, sws
 
 
 def _sqdist(X, centre):
@@ -94,12 +194,12 @@ def _lloyd(Xs, sws, centres, chunk_rows, max_iter, tol_abs, kind):
     return centres, inertia
 
 
-def kmeans(X, sw, K, rng, chunk_rows, max_iter=100, tol=1e-4, kind="diag",
+def kmeans(Xs, sws, K, rng, chunk_rows, max_iter=100, tol=1e-4, kind="diag",
            n_seedings=KMEANS_SEEDINGS):
-    """Lloyd's k-means on a subsample from ``n_seedings`` k-means++ seedings; the centres
-    (K, D) float64 of the run with the lowest inertia.  Several seedings cost little (the
-    subsample is small) and avoid the merged/split clusters a single seeding often gives."""
-    Xs, sws = _subsample(X, sw, K, rng)
+    """Lloyd's k-means on the in-memory sample ``Xs`` from ``n_seedings`` k-means++ seedings;
+    the centres (K, D) float64 of the run with the lowest inertia.  Several seedings cost
+    little (the sample is small) and avoid the merged/split clusters a single seeding often
+    gives."""
     w = None if sws is None else np.asarray(sws, dtype=np.float64)
     mean = np.average(Xs, axis=0, weights=w)
     tol_abs = tol * float(np.mean(np.average((Xs - mean) ** 2, axis=0, weights=w)))
@@ -112,9 +212,12 @@ def kmeans(X, sw, K, rng, chunk_rows, max_iter=100, tol=1e-4, kind="diag",
     return best[0]
 
 
-def _assign_to(X, sw, centres, kind, reg_covar, chunk_rows):
-    kp = kernels.nearest_params(centres, X.dtype, kernels.KIND_CODES[kind])
-    stats = stats_from_kernel(kind, kernels.nearest_stats(X, sw, kp, chunk_rows), kp)
+def _assign_to(data, centres, kind, reg_covar):
+    kp = kernels.nearest_params(centres, data.dtype, kernels.KIND_CODES[kind])
+    acc = kernels.Accumulator(kp.kind, *centres.shape)
+    for _, X, w in data.blocks():
+        kernels.nearest_stats(X, w, kp, data.chunk_rows, acc)
+    stats = stats_from_kernel(kind, acc.result(), kp)
     params = m_step(stats, reg_covar)
     empty = stats.nk <= 0
     if np.any(empty):  # a seed nobody is nearest to (duplicate rows): keep it where it was
@@ -124,38 +227,60 @@ def _assign_to(X, sw, centres, kind, reg_covar, chunk_rows):
     return params
 
 
-def _random_resp(X, sw, K, kind, rng, reg_covar, chunk_rows):
-    N, D = X.shape
-    centre = np.average(X, axis=0, weights=sw).astype(np.float64)
-    kp = kernels.nearest_params(np.repeat(centre[None, :], K, axis=0), X.dtype,
-                                kernels.KIND_CODES[kind])
-    total = 0
-    for start in range(0, N, RANDOM_BLOCK):
-        stop = min(N, start + RANDOM_BLOCK)
-        R = rng.uniform(size=(stop - start, K))
+def _random_resp(data, K, kind, rng, reg_covar):
+    """Uniform random responsibilities, drawn block by block (the draws do not depend on the
+    block size).  Second moments are centred on the first chunk's mean."""
+    centre = None
+    acc = None
+    for _, X, w in data.blocks():
+        if centre is None:
+            head = X[:data.chunk_rows].astype(np.float64)
+            wh = None if w is None else w[:data.chunk_rows]
+            centre = np.average(head, axis=0, weights=wh if wh is not None and wh.sum() > 0
+                                else None)
+            kp = kernels.nearest_params(np.repeat(centre[None, :], K, axis=0), data.dtype,
+                                        kernels.KIND_CODES[kind])
+            acc = kernels.Accumulator(kp.kind, K, data.n_features)
+        R = rng.uniform(size=(X.shape[0], K))
         R /= R.sum(axis=1, keepdims=True)
-        out = kernels.resp_stats(X[start:stop], None if sw is None else sw[start:stop], R, kp,
-                                 chunk_rows)
-        total = total + stats_from_kernel(kind, out, kp)
-    return m_step(total, reg_covar)
+        kernels.resp_stats(X, w, R, kp, data.chunk_rows, acc)
+    return m_step(stats_from_kernel(kind, acc.result(), kp), reg_covar)
 
 
-def initial_params(X, sw, K, kind, method, rng, reg_covar, chunk_rows):
-    """GMMParams from one of the methods in the module docstring."""
-    if method == "kmeans":
-        centres = kmeans(X, sw, K, rng, chunk_rows, kind=kind)
-        return _assign_to(X, sw, centres, kind, reg_covar, chunk_rows)
-    if method == "k-means++":
-        Xs, sws = _subsample(X, sw, K, rng)
-        return _assign_to(X, sw, kmeans_plusplus(Xs, sws, K, rng), kind, reg_covar, chunk_rows)
-    if method == "random_from_data":
-        # K distinct rows, uniformly among those with positive weight
-        pool = np.arange(X.shape[0]) if sw is None else np.flatnonzero(sw > 0)
+def _random_rows(data, K, rng):
+    """K distinct rows drawn uniformly among those with positive weight."""
+    X, sw = data.in_memory, data.weights
+    if X is not None or (data.n_rows is not None and data.source.random_access
+                         and (sw is None or isinstance(sw, np.ndarray))
+                         and not data.source.has_weights):
+        N = data.n_rows
+        pool = np.arange(N) if sw is None else np.flatnonzero(sw > 0)
         if pool.shape[0] < K:
             raise ValueError(f"init_params='random_from_data' needs at least n_components={K} "
                              f"rows with positive sample_weight, got {pool.shape[0]}")
         idx = pool[rng.choice(pool.shape[0], size=K, replace=False)]
-        return _assign_to(X, sw, X[idx].astype(np.float64), kind, reg_covar, chunk_rows)
+        rows = X[idx] if X is not None else data.take(np.sort(idx))[np.argsort(np.argsort(idx))]
+        return rows.astype(np.float64)
+    Xs, _, _ = _reservoir(data, K, rng, positive_only=True)
+    if Xs.shape[0] < K:
+        raise ValueError(f"init_params='random_from_data' needs at least n_components={K} "
+                         f"rows with positive sample_weight, got {Xs.shape[0]}")
+    return Xs.astype(np.float64)
+
+
+def initial_params(data, sw, K, kind, method, rng, reg_covar, chunk_rows):
+    """GMMParams from one of the methods in the module docstring.  ``data`` is a Stream or an
+    in-memory array (then ``sw`` are its weights)."""
+    data = as_stream(data, sw, chunk_rows)
+    if method == "kmeans":
+        Xs, sws = _subsample(data, K, rng)
+        centres = kmeans(Xs, sws, K, rng, data.chunk_rows, kind=kind)
+        return _assign_to(data, centres, kind, reg_covar)
+    if method == "k-means++":
+        Xs, sws = _subsample(data, K, rng)
+        return _assign_to(data, kmeans_plusplus(Xs, sws, K, rng), kind, reg_covar)
+    if method == "random_from_data":
+        return _assign_to(data, _random_rows(data, K, rng), kind, reg_covar)
     if method == "random":
-        return _random_resp(X, sw, K, kind, rng, reg_covar, chunk_rows)
+        return _random_resp(data, K, kind, rng, reg_covar)
     raise ValueError(f"unknown init_params {method!r}")

@@ -87,11 +87,31 @@ def nearest_params(centres, dtype, kind=SPHERICAL):
                         np.zeros((K, D), dt), np.zeros(D, dt), centres, g64)
 
 
-def _pass(mode, X, sw, R, kp, chunk_rows):
-    """Run the kind's parallel pass over groups of chunks; merge the slots in chunk order."""
+class Accumulator:
+    """Running float64 sums (nk, s1, s2, ll, ws) that passes over consecutive blocks of rows
+    add to, chunk after chunk in row order.  Feeding a file block by block (blocks of whole
+    chunks) therefore adds exactly the same chunk partials in exactly the same order as one
+    pass over the whole array: the sums are bit-identical."""
+
+    def __init__(self, kind, K, D):
+        self.nk = np.zeros(K)
+        self.s1 = np.zeros((K, D))
+        self.s2 = np.zeros(s2_shape(kind, K, D))
+        self.ll = 0.0
+        self.ws = 0.0
+
+    def result(self):
+        return self.nk, self.s1, self.s2, self.ll, self.ws
+
+
+def _pass(mode, X, sw, R, kp, chunk_rows, acc):
+    """Run the kind's parallel pass over groups of chunks; add the slots to ``acc`` in chunk
+    order."""
     N = X.shape[0]
     K, D = kp.means64.shape
     shp = s2_shape(kp.kind, K, D)
+    if acc is None:
+        acc = Accumulator(kp.kind, K, D)
     chunk_rows = int(chunk_rows)
     n_chunks = max(1, -(-N // chunk_rows))
     n_slots = min(n_chunks, _n_slots(kp.kind, K, D))
@@ -100,8 +120,6 @@ def _pass(mode, X, sw, R, kp, chunk_rows):
     s1_p = np.zeros((n_slots, K, D))
     s2_p = np.zeros((n_slots,) + shp)
     llws_p = np.zeros((n_slots, 8))
-    nk, s1, s2 = np.zeros(K), np.zeros((K, D)), np.zeros(shp)
-    ll = ws = 0.0
     run = cpu_estep.PASSES[kp.kind]
     sw = _weights(sw)
     cut = CUT[X.dtype]
@@ -111,30 +129,32 @@ def _pass(mode, X, sw, R, kp, chunk_rows):
             run(mode, X, sw, R, kp.means, kp.pc, kp.lconst, kp.tmeans, kp.g, kp.means64, kp.g64,
                 cut, chunk_rows, c0, nk_p[:n_here], s1_p[:n_here], s2_p[:n_here], llws_p[:n_here])
             for j in range(n_here):  # fixed order
-                nk += nk_p[j, :K]
-                s1 += s1_p[j]
-                s2 += s2_p[j]
-                ll += llws_p[j, 0]
-                ws += llws_p[j, 1]
-    return nk, s1, s2, ll, ws
+                acc.nk += nk_p[j, :K]
+                acc.s1 += s1_p[j]
+                acc.s2 += s2_p[j]
+                acc.ll += llws_p[j, 0]
+                acc.ws += llws_p[j, 1]
+    return acc.result()
 
 
-def estep_stats(X, sw, kp, chunk_rows):
-    """Fused E-step: returns (nk, s1, s2, ll, ws) for the model ``kp`` (see cpu_estep)."""
+def estep_stats(X, sw, kp, chunk_rows, acc=None):
+    """Fused E-step: returns (nk, s1, s2, ll, ws) for the model ``kp`` (see cpu_estep).
+
+    With ``acc`` (an ``Accumulator``) the sums are added to it and its totals returned."""
     K = kp.means64.shape[0]
-    return _pass(ESTEP, X, sw, np.empty((0, K)), kp, chunk_rows)
+    return _pass(ESTEP, X, sw, np.empty((0, K)), kp, chunk_rows, acc)
 
 
-def resp_stats(X, sw, R, kp, chunk_rows):
+def resp_stats(X, sw, R, kp, chunk_rows, acc=None):
     """Statistics for given responsibilities R (N, K), centred on ``kp.means64``/``kp.g64``."""
     R = np.ascontiguousarray(R, dtype=np.float64)
-    return _pass(RESP, X, sw, R, kp, chunk_rows)
+    return _pass(RESP, X, sw, R, kp, chunk_rows, acc)
 
 
-def nearest_stats(X, sw, kp, chunk_rows):
+def nearest_stats(X, sw, kp, chunk_rows, acc=None):
     """Hard assignment to the nearest of ``kp.means64``; ll is minus the (weighted) inertia."""
     K = kp.means64.shape[0]
-    return _pass(NEAREST, X, sw, np.empty((0, K)), kp, chunk_rows)
+    return _pass(NEAREST, X, sw, np.empty((0, K)), kp, chunk_rows, acc)
 
 
 def log_prob(X, kp, chunk_rows, want_resp=False):
@@ -149,6 +169,6 @@ def log_prob(X, kp, chunk_rows, want_resp=False):
     return logp, labels, (resp if want_resp else None)
 
 
-__all__ = ["num_threads", "blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG",
+__all__ = ["Accumulator", "num_threads", "blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG",
            "SPHERICAL", "estep_stats", "resp_stats", "nearest_stats", "log_prob", "nearest_params",
            "s2_shape"]
