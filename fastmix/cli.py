@@ -1,8 +1,15 @@
-"""Command line: ``fastmix demo`` (``python -m fastmix demo``).
+"""Command line: ``fastmix fit|score|predict|sample|info|demo`` (also ``python -m fastmix``).
 
-The demo generates points from a known Gaussian mixture, fits ``fastmix.GaussianMixture`` with a
-progress bar, and reports per-iteration time, the final lower bound and how close the fitted
-means are to the truth.
+``fastmix fit DATA -k 64 -o model.npz`` fits from a file of any size (``.npy``,
+``file.h5:/dataset``, ``.zarr``, ``.parquet``, ``.csv``), read in blocks with bounded memory;
+``--checkpoint FILE`` saves the model after every iteration and ``--resume`` continues from it.
+``score``, ``predict``, ``sample`` and ``info`` use a saved model; ``demo`` fits generated data
+and compares with the truth.
+
+Every output file is written atomically (temporary file, then rename): a failed or killed run
+leaves no partial output.  Errors are one line on stderr and exit status 1 (2 for usage
+errors); ``--debug`` shows the traceback.  Progress bars (tqdm) go to stderr when it is a
+terminal, unless ``--quiet``.
 """
 import argparse
 import sys
@@ -87,16 +94,230 @@ def demo(argv=None):
     return 0
 
 
+# ------------------------------------------------------------------------- commands ---------
+def _common(p):
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def _data_args(p):
+    p.add_argument("data", help="data file: .npy, file.h5:/dataset, .zarr, .parquet or .csv")
+    p.add_argument("--columns", help="comma-separated feature columns (Parquet/CSV)")
+    p.add_argument("--chunk-rows", type=int, default=None,
+                   help="rows per kernel chunk (default 4096)")
+
+
+def _open_data(args, weight_column=None):
+    from . import sources
+    cols = None if not args.columns else [c.strip() for c in args.columns.split(",")]
+    return sources.open_path(args.data, columns=cols, weight_column=weight_column)
+
+
+def _progress(args):
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _load(path):
+    import fastmix
+    return fastmix.load(path)
+
+
+def _apply_chunk_rows(model, args):
+    if getattr(args, "chunk_rows", None) is not None:
+        model.set_params(chunk_size=args.chunk_rows)
+
+
+def cmd_fit(args):
+    import fastmix
+    weight_col = args.weight_column
+    source = _open_data(args, weight_column=weight_col)
+    gm = fastmix.GaussianMixture(
+        args.n_components, covariance_type=args.covariance_type, tol=args.tol,
+        reg_covar=args.reg_covar, max_iter=args.max_iter, n_init=args.n_init,
+        init_params=args.init, random_state=args.seed, chunk_size=args.chunk_rows,
+        progress=_progress(args), batch_size=args.batch_rows)
+    t0 = time.perf_counter()
+    with source:
+        gm.fit(source, sample_weight=args.weights,
+               algorithm="online" if args.online else "batch",
+               checkpoint=args.checkpoint, resume=args.resume)
+    gm.save(args.output)
+    if not args.quiet:
+        print(f"fitted {args.n_components} components ({args.covariance_type}) to "
+              f"{source.n_rows if source.n_rows is not None else '?'} x {source.n_features} "
+              f"rows of {args.data} in {time.perf_counter() - t0:.2f} s: {gm.n_iter_} "
+              f"{'passes' if args.online else 'iterations'}, converged={gm.converged_}, "
+              f"lower bound {gm.lower_bound_:.6f}; wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_score(args):
+    gm = _load(args.model)
+    _apply_chunk_rows(gm, args)
+    with _open_data(args) as source:
+        total, n, mean = gm._score_sum(source)
+    bic = -2 * total + gm._n_parameters() * np.log(n)
+    print(f"{mean:.10g}")
+    if not args.quiet:
+        print(f"rows {n}, mean log-likelihood {mean:.10g}, total {total:.10g}, BIC {bic:.10g}",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_predict(args):
+    from .sources import NpyWriter
+    gm = _load(args.model)
+    _apply_chunk_rows(gm, args)
+    tail = (gm.n_components,) if args.proba else ()
+    dtype = np.float64 if args.proba else np.int64
+    with _open_data(args) as source:
+        bar = None
+        if _progress(args):
+            from tqdm.auto import tqdm
+            bar = tqdm(total=source.n_rows, desc="predict", unit="row", unit_scale=True,
+                       file=sys.stderr)
+        try:
+            with NpyWriter(args.output, dtype, tail) as out:
+                for _, block in gm.iter_predict(source, proba=args.proba):
+                    out.write(block)
+                    if bar is not None:
+                        bar.update(block.shape[0])
+        finally:
+            if bar is not None:
+                bar.close()
+    if not args.quiet:
+        print(f"wrote {out.rows} {'responsibility rows' if args.proba else 'labels'} to "
+              f"{args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_sample(args):
+    from .sources import NpyWriter
+    gm = _load(args.model)
+    if args.n_samples < 1:
+        raise ValueError(f"-n must be >= 1, got {args.n_samples}")
+    gm.set_params(random_state=args.seed)
+    X, labels = gm.sample(args.n_samples)
+    with NpyWriter(args.output, np.float64, (X.shape[1],)) as out:
+        out.write(X)
+    if args.labels:
+        with NpyWriter(args.labels, np.int64) as out:
+            out.write(labels)
+    if not args.quiet:
+        print(f"wrote {X.shape[0]} x {X.shape[1]} samples to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_info(args):
+    import json
+    gm = _load(args.model)
+    info = {"class": type(gm).__name__, "n_components": gm.n_components,
+            "covariance_type": gm.covariance_type, "n_features": gm.n_features_in_,
+            "converged": gm.converged_, "n_iter": gm.n_iter_, "lower_bound": gm.lower_bound_,
+            "n_parameters": int(gm._n_parameters()),
+            "weights": [round(float(w), 6) for w in gm.weights_]}
+    if getattr(gm, "_online", None) is not None:
+        info["online_steps"] = int(gm.n_steps_)
+    print(json.dumps(info, indent=1))
+    return 0
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="fastmix", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    f = sub.add_parser("fit", help="fit a GMM to a data file, write the model (.npz)")
+    _data_args(f)
+    f.add_argument("-k", "--n-components", type=int, required=True)
+    f.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
+    f.add_argument("--covariance-type", default="full",
+                   choices=["full", "tied", "diag", "spherical"])
+    f.add_argument("--max-iter", type=int, default=100,
+                   help="EM iterations (passes with --online)")
+    f.add_argument("--tol", type=float, default=1e-3)
+    f.add_argument("--reg-covar", type=float, default=1e-6)
+    f.add_argument("--n-init", type=int, default=1)
+    f.add_argument("--init", default="kmeans",
+                   choices=["kmeans", "k-means++", "random", "random_from_data"])
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--weights", default=None,
+                   help="sample weights: a .npy of N weights")
+    f.add_argument("--weight-column", default=None,
+                   help="Parquet/CSV column holding sample weights")
+    f.add_argument("--online", action="store_true", help="online (stepwise) EM")
+    f.add_argument("--batch-rows", type=int, default=None,
+                   help="rows per online-EM update (default 65536)")
+    f.add_argument("--checkpoint", default=None,
+                   help="save the model to this file after every iteration")
+    f.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint if it exists")
+    _common(f)
+    f.set_defaults(func=cmd_fit)
+
+    s = sub.add_parser("score", help="mean log-likelihood of a data file under a model")
+    s.add_argument("model")
+    _data_args(s)
+    _common(s)
+    s.set_defaults(func=cmd_score)
+
+    r = sub.add_parser("predict", help="component labels (or --proba) of a data file")
+    r.add_argument("model")
+    _data_args(r)
+    r.add_argument("-o", "--output", required=True, help=".npy file to write")
+    r.add_argument("--proba", action="store_true", help="write responsibilities (N, K)")
+    _common(r)
+    r.set_defaults(func=cmd_predict)
+
+    m = sub.add_parser("sample", help="draw samples from a model")
+    m.add_argument("model")
+    m.add_argument("-n", "--n-samples", type=int, required=True)
+    m.add_argument("-o", "--output", required=True, help=".npy file to write (n, D)")
+    m.add_argument("--labels", default=None, help="also write the component labels (.npy)")
+    m.add_argument("--seed", type=int, default=0)
+    _common(m)
+    m.set_defaults(func=cmd_sample)
+
+    i = sub.add_parser("info", help="describe a saved model")
+    i.add_argument("model")
+    _common(i)
+    i.set_defaults(func=cmd_info)
+
+    sub.add_parser("demo", help="fit generated data and compare with the truth "
+                                "(fastmix demo --help)", add_help=False)
+    return p
+
+
+#: Errors reported as one line (the user's input or environment, not a fastmix bug).
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError, FloatingPointError, KeyError)
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: fastmix demo [options]   (fastmix demo --help for the options)")
-        return 0 if argv else 2
-    cmd, rest = argv[0], argv[1:]
-    if cmd == "demo":
-        return demo(rest)
-    print(f"fastmix: unknown command {cmd!r}; available: demo", file=sys.stderr)
-    return 2
+    if argv and argv[0] == "demo":
+        return demo(argv[1:])
+    parser = _parser()
+    if not argv:
+        parser.print_usage(sys.stderr)
+        return 2
+    args = parser.parse_args(argv)  # exits with status 2 on usage errors
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if getattr(args, "resume", False) and not args.checkpoint:
+        parser.error("--resume needs --checkpoint FILE")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("fastmix: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, FileNotFoundError) and exc.filename:
+            msg = f"no such file: {exc.filename}"
+        print(f"fastmix: error: {msg}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,7 +13,7 @@ from ._base import BaseEstimator, DensityMixin
 from ._params import COVARIANCE_TYPES, Covariance, DegenerateComponentWarning, GMMParams
 from ._stats import Stats
 from ._validation import NotFittedError, check_array, check_random_state, check_sample_weight
-from . import sources
+from . import inference, sources
 from .em import DEFAULT_CHUNK_ROWS, EMResult, run_em
 from .init import _subsample, initial_params
 from .online import OnlineState, check_step_params, online_update, run_online
@@ -154,6 +154,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     or self.chunk_size < 1:
                 raise ValueError(f"chunk_size must be a positive integer or None, "
                                  f"got {self.chunk_size!r}")
+        b = self.batch_size
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, np.integer))
+                              or b < 1):
+            raise ValueError(f"batch_size must be a positive integer or None, got {b!r}")
+        check_step_params(self.step_offset, self.step_decay)
 
     @property
     def _chunk_rows(self):
@@ -303,11 +308,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def fit_predict(self, X, y=None, sample_weight=None):
         """Fit, then return the most probable component of each row (N,) int64."""
-        data = self._fit(X, sample_weight)
-        if data is not None:
-            kp = self._params().kernel_params(data.dtype)
-            return kernels.log_prob(data, kp, self._chunk_rows)[1]
-        return self.predict(X)
+        X_mem = self._fit(X, sample_weight)
+        return self.predict(X if X_mem is None else X_mem)
 
     def _fit(self, X, sample_weight, algorithm="batch", checkpoint=None, resume=False):
         """Fit; returns the validated in-memory array (None for out-of-core data)."""
@@ -514,33 +516,36 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _log_prob(self, X, want_resp=False):
         data, opened = self._stream(X, fitting=False)
         try:
-            kp = self._params().kernel_params(data.dtype)
-            parts = [kernels.log_prob(Xb, kp, self._chunk_rows, want_resp)
-                     for _, Xb, _ in data.blocks()]
+            return inference.log_prob(data, self._params(), self._chunk_rows, want_resp)
         finally:
             if opened:
                 data.close()
-        if len(parts) == 1:
-            return parts[0]
-        return (np.concatenate([q[0] for q in parts]), np.concatenate([q[1] for q in parts]),
-                np.concatenate([q[2] for q in parts]) if want_resp else None)
 
     def _score_sum(self, X):
-        """(sum of log p(x), number of rows), reading out-of-core data block by block."""
+        """(sum of log p(x), number of rows, mean); out-of-core data read block by block."""
         if not sources.is_out_of_core(X):
             logp = self.score_samples(X)
             return float(np.sum(logp)), logp.shape[0], float(np.mean(logp))
         data, opened = self._stream(X, fitting=False)
-        total, n = 0.0, 0
         try:
-            kp = self._params().kernel_params(data.dtype)
-            for _, Xb, _ in data.blocks():
-                total += float(np.sum(kernels.log_prob(Xb, kp, self._chunk_rows)[0]))
-                n += Xb.shape[0]
+            total, n = inference.total_log_likelihood(data, self._params(), self._chunk_rows)
         finally:
             if opened:
                 data.close()
         return total, n, total / n
+
+    def iter_predict(self, X, proba=False):
+        """Labels (or responsibilities with ``proba=True``) block by block: yields
+        (start_row, labels (n,) int64 | resp (n, K) float64).  For data larger than memory
+        (e.g. writing labels of a file to another file); the arrays are new for each block."""
+        data, opened = self._stream(X, fitting=False)
+        try:
+            for start, _, labels, resp in inference.iter_log_prob(data, self._params(),
+                                                                  self._chunk_rows, proba):
+                yield start, (resp if proba else labels)
+        finally:
+            if opened:
+                data.close()
 
     def score_samples(self, X):
         """log p(x) of each row, (N,) float64."""

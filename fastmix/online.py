@@ -67,7 +67,7 @@ def run_online(data, sample_weight, params, state, *, reg_covar, tol, max_passes
     the parameters current when the batch was seen); passes stop when it changes by less than
     ``tol`` or after ``max_passes``.  ``callback(pass, lower_bound, change, seconds, params,
     state)`` is called after each pass.  Returns an ``em.EMResult`` with ``state`` set."""
-    stream = as_stream(data, sample_weight, chunk_rows, block_rows=batch_rows)
+    stream = as_stream(data, sample_weight, chunk_rows).rebatched(batch_rows)
     result = EMResult(params, lower_bound, 0, False, state=state)
     for p in range(1, max_passes + 1):
         t_start = time.perf_counter()
