@@ -299,7 +299,10 @@ def main(argv=None):
     if not argv:
         parser.print_usage(sys.stderr)
         return 2
-    args = parser.parse_args(argv)  # exits with status 2 on usage errors
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (status 2) and --help (status 0)
+        return int(exc.code or 0)
     if args.command is None:
         parser.print_help()
         return 0
