@@ -272,12 +272,15 @@ def initial_params(data, sw, K, kind, method, rng, reg_covar, chunk_rows):
     """GMMParams from one of the methods in the module docstring.  ``data`` is a Stream or an
     in-memory array (then ``sw`` are its weights)."""
     data = as_stream(data, sw, chunk_rows)
-    if method == "kmeans":
+    if method in ("kmeans", "k-means++"):
         Xs, sws = _subsample(data, K, rng)
+        if Xs.shape[0] < K:  # only possible when the row count was unknown before this pass
+            raise ValueError(f"Expected n_samples >= n_components but got n_components = {K}, "
+                             f"n_samples = {Xs.shape[0]}")
+    if method == "kmeans":
         centres = kmeans(Xs, sws, K, rng, data.chunk_rows, kind=kind)
         return _assign_to(data, centres, kind, reg_covar)
     if method == "k-means++":
-        Xs, sws = _subsample(data, K, rng)
         return _assign_to(data, kmeans_plusplus(Xs, sws, K, rng), kind, reg_covar)
     if method == "random_from_data":
         return _assign_to(data, _random_rows(data, K, rng), kind, reg_covar)

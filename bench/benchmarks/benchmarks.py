@@ -251,3 +251,59 @@ class AgreementWithSklearn:
         return float(ours - theirs)
 
     track_lower_bound_gap_to_sklearn.unit = "mean log-likelihood"
+
+
+# ---------------------------------------------------------------- out of core ----------------
+class NpyFile:
+    """Fitting from a ``.npy`` path (read in blocks, no memory map) at (N, D, K) =
+    (2e6, 16, 16), diag, float64 (256 MB: in the page cache after setup's fit).
+
+    * ``time_iteration_npy_file``: one EM iteration from the fixed start, from the file; compare
+      with ``EMIterationLarge`` (10^6 rows in memory) per row.
+    * ``peakmem_fit_npy_file``: peak RSS of a 3-iteration fit from the file; the data are never
+      all in memory, so this stays near the interpreter + compiled code + 3 read buffers.
+    """
+
+    timeout = 600
+    shape = (2_000_000, 16, 16)
+
+    def setup_cache(self):
+        import tempfile
+        n, d, k = self.shape
+        path = os.path.join(tempfile.mkdtemp(prefix="fastmix-asv-"), "x.npy")
+        X = make_mixture(n, d, k, seed=SEED)
+        np.save(path, X)
+        init = initial_parameters(X[:200_000], k, seed=SEED)["diag"]
+        return path, init
+
+    def setup(self, cache):
+        path, init = cache
+        _fit_quietly(_model(init, "diag"), path)  # compile + page cache
+
+    def time_iteration_npy_file(self, cache):
+        path, init = cache
+        _fit_quietly(_model(init, "diag"), path)
+
+    def peakmem_fit_npy_file(self, cache):
+        path, init = cache
+        _fit_quietly(_model(init, "diag", max_iter=3), path)
+
+
+class PartialFit:
+    """``partial_fit`` on one chunk of (4096, 16) rows, K = 16: the cost of one online-EM
+    update (E-step on the chunk, blend of the running statistics, M-step)."""
+
+    params = [["full", "diag"]]
+    param_names = ["covariance_type"]
+
+    def setup(self, covariance_type):
+        X = make_mixture(40960, 16, 16, seed=SEED)
+        self.chunks = [X[i:i + 4096] for i in range(0, X.shape[0], 4096)]
+        self.model = GaussianMixture(16, covariance_type=covariance_type, random_state=0)
+        for c in self.chunks[:3]:
+            self.model.partial_fit(c)
+        self.i = 3
+
+    def time_partial_fit_chunk(self, covariance_type):
+        self.model.partial_fit(self.chunks[self.i % len(self.chunks)])
+        self.i += 1
