@@ -229,7 +229,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     raise ValueError(f"X has {source.n_features} features, but "
                                      f"{type(self).__name__} is expecting "
                                      f"{self.n_features_in_} features as input.")
-            return sources.Stream(source, self._chunk_rows, weights=weights), opened
+            owns = isinstance(sample_weight, (str, os.PathLike))
+            try:
+                stream = sources.Stream(source, self._chunk_rows, weights=weights)
+            except BaseException:
+                if owns and isinstance(weights, sources.Source):
+                    weights.close()
+                raise
+            stream.owns_weights = owns
+            return stream, opened
         except BaseException:
             if opened:
                 source.close()

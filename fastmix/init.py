@@ -248,18 +248,24 @@ def _random_resp(data, K, kind, rng, reg_covar):
 
 
 def _random_rows(data, K, rng):
-    """K distinct rows drawn uniformly among those with positive weight."""
+    """K distinct rows drawn uniformly among those with positive weight: the same draw as for
+    an in-memory array whenever the row count is known and the weights are in memory (rows
+    read by random access or one pass); otherwise a reservoir sample in one pass."""
     X, sw = data.in_memory, data.weights
-    if X is not None or (data.n_rows is not None and data.source.random_access
-                         and (sw is None or isinstance(sw, np.ndarray))
-                         and not data.source.has_weights):
+    if X is not None or (data.n_rows is not None and not data.source.has_weights
+                         and (sw is None or isinstance(sw, np.ndarray))):
         N = data.n_rows
         pool = np.arange(N) if sw is None else np.flatnonzero(sw > 0)
         if pool.shape[0] < K:
             raise ValueError(f"init_params='random_from_data' needs at least n_components={K} "
                              f"rows with positive sample_weight, got {pool.shape[0]}")
         idx = pool[rng.choice(pool.shape[0], size=K, replace=False)]
-        rows = X[idx] if X is not None else data.take(np.sort(idx))[np.argsort(np.argsort(idx))]
+        if X is not None:
+            rows = X[idx]
+        else:
+            order = np.argsort(idx)
+            rows = np.empty((K, data.n_features), data.dtype)
+            rows[order] = _gather(data, idx[order])[0]
         return rows.astype(np.float64)
     Xs, _, _ = _reservoir(data, K, rng, positive_only=True)
     if Xs.shape[0] < K:

@@ -405,17 +405,31 @@ class CSVSource(Source):
         if not os.path.exists(path):
             raise FileNotFoundError(f"No such file: {path!s}")
         self._pcsv = pcsv
+        self._types = self._include = None
         with self._open() as reader:
             schema = reader.schema
         self.columns, self.dtype = _arrow_numeric(schema, columns, weight_column, self.name)
         self.weight_column = weight_column
         self.has_weights = weight_column is not None
         self.n_features = len(self.columns)
+        # types are inferred from the first block only: read the numeric columns as float64, so
+        # that a column of whole numbers there and fractions further down still parses, and
+        # convert only the columns used (an unused column may not parse as its first block did)
+        import pyarrow as pa
+        used = self.columns + ([weight_column] if weight_column else [])
+        self._types = {c: pa.float64() for c in used
+                       if pa.types.is_integer(schema.field(c).type)
+                       or pa.types.is_floating(schema.field(c).type)}
+        self._include = used
 
     def _open(self):
+        delimiter = "\t" if str(self.path).lower().endswith(".tsv") else ","
         try:
-            return self._pcsv.open_csv(self.path, read_options=self._pcsv.ReadOptions(
-                block_size=BLOCK_BYTES // 4))
+            return self._pcsv.open_csv(
+                self.path, read_options=self._pcsv.ReadOptions(block_size=BLOCK_BYTES // 4),
+                parse_options=self._pcsv.ParseOptions(delimiter=delimiter),
+                convert_options=self._pcsv.ConvertOptions(column_types=self._types or {},
+                                                          include_columns=self._include or []))
         except Exception as exc:
             raise ValueError(f"{self.name} is not a readable CSV file ({exc})") from None
 
@@ -524,12 +538,15 @@ def open_path(path, *, columns=None, weight_column=None, vector=False):
     if suffix == ".npy":
         if key:
             raise ValueError(f"{path}: a .npy file holds one array; no ':{key}' part")
+        _no_columns(path, columns, weight_column)
         return NpySource(file, vector=vector)
     if suffix in (".h5", ".hdf5", ".hdf", ".he5"):
         if key is None:
             raise ValueError(f"{path}: name the dataset, e.g. {file}:/group/dataset")
+        _no_columns(path, columns, weight_column)
         return HDF5Source(file, key)
     if suffix == ".zarr" or (os.path.isdir(file) and suffix != ".parquet"):
+        _no_columns(path, columns, weight_column)
         return ZarrSource(file, key)
     if suffix in (".parquet", ".pq"):
         return ParquetSource(file, columns, weight_column)
@@ -541,12 +558,31 @@ def open_path(path, *, columns=None, weight_column=None, vector=False):
                      ".npy, .h5/.hdf5, .zarr, .parquet and .csv")
 
 
+def _no_columns(what, columns, weight_column):
+    """Column names only mean something for Parquet/CSV: never ignore them silently."""
+    if weight_column is not None:
+        raise ValueError(f"sample_weight={weight_column!r} names a weight column, but {what} has "
+                         "no named columns (weight columns are for Parquet/CSV files); pass the "
+                         "weights as an array or a .npy path")
+    if columns is not None:
+        raise ValueError(f"columns={columns!r}: {what} has no named columns (columns are for "
+                         "Parquet/CSV files)")
+
+
 def as_source(data, *, columns=None, weight_column=None):
     """A Source for an array, memmap, path, Source, re-iterable of chunks or callable."""
-    if isinstance(data, Source):
-        return data
     if isinstance(data, (str, os.PathLike)):
         return open_path(data, columns=columns, weight_column=weight_column)
+    if isinstance(data, Source) and weight_column is not None:
+        if getattr(data, "weight_column", None) == weight_column:
+            weight_column = None  # the source reads this weight column already
+        elif hasattr(data, "columns"):
+            raise ValueError(f"sample_weight={weight_column!r} names a weight column, but "
+                             f"{data.name} was opened without it: pass weight_column="
+                             f"{weight_column!r} when opening it")
+    _no_columns(f"data of type {type(data).__name__}", columns, weight_column)
+    if isinstance(data, Source):
+        return data
     if isinstance(data, np.ndarray):
         return ArraySource(data)
     if isinstance(data, (list, tuple)):
@@ -625,9 +661,21 @@ class Stream:
         self.weights = weights
         if weights is not None and source.has_weights:
             raise ValueError("sample weights given twice: the source has a weight column")
+        if weights is not None and not isinstance(weights, np.ndarray):
+            # checked up front: initialisation reads sampled rows' weights out of band
+            _check_weight_source(weights, f"{source.name} ({weights.name})")
         self.n_rows = source.n_rows
         self.validated = False
         self.passes = 0
+        self.owns_weights = False  # set by whoever opened a weight source for this stream
+
+    def rebatched(self, block_rows):
+        """A Stream over the same source and weights with another block size (its validation
+        state and row count carry over)."""
+        s = Stream(self.source, self.chunk_rows, weights=self.weights, block_rows=block_rows,
+                   prefetch=self.prefetch)
+        s.n_rows, s.validated = self.n_rows, self.validated
+        return s
 
     @property
     def n_features(self):
@@ -658,10 +706,10 @@ class Stream:
         w = self.weights
         if w is None:
             return None
+        if stop > _n_weights(w):
+            raise ValueError(f"sample_weight has {_n_weights(w)} entries but {self.name} has "
+                             f"more rows")
         if isinstance(w, np.ndarray):
-            if stop > w.shape[0]:
-                raise ValueError(f"sample_weight has {w.shape[0]} entries but {self.name} has "
-                                 f"more rows")
             return w[start:stop]
         out = np.empty((stop - start, 1), np.float64)
         w.read_rows(start, stop, out)
@@ -728,6 +776,7 @@ class Stream:
 
     def _checked_blocks(self, validate):
         total = 0
+        wsum = 0.0
         for start, X, w in self._raw_blocks():
             if validate:
                 bad = first_nonfinite_row(X)
@@ -738,14 +787,17 @@ class Stream:
                                      f"row {row}: {X[bad].tolist()[:8]}")
                 if w is not None:
                     _check_weights_block(w, start, self.name)
+                    wsum += float(np.sum(w))
             total += X.shape[0]
             yield start, X, w
         if total == 0 and not isinstance(self.source, ArraySource):
             raise ValueError(f"{self.name}: the source is empty (0 rows)")
-        if self.weights is not None and isinstance(self.weights, np.ndarray) \
-                and self.weights.shape[0] != total:
-            raise ValueError(f"sample_weight has {self.weights.shape[0]} entries but "
+        if self.weights is not None and _n_weights(self.weights) != total:
+            raise ValueError(f"sample_weight has {_n_weights(self.weights)} entries but "
                              f"{self.name} has {total} rows")
+        if validate and total and self.source.has_weights and not wsum > 0:  # a weight column
+            raise ValueError(f"sample weights of {self.name} sum to zero: at least one row needs "
+                             "a positive weight")
         if self.n_rows is None:
             self.n_rows = total
         elif self.n_rows != total:
@@ -771,6 +823,27 @@ class Stream:
 
     def close(self):
         self.source.close()
+        if self.owns_weights and isinstance(self.weights, Source):
+            self.weights.close()
+
+
+def _n_weights(w):
+    return w.shape[0] if isinstance(w, np.ndarray) else w.n_rows
+
+
+def _check_weight_source(ws, name):
+    """One pass over a weight source (N floats): finite, non-negative, positive sum."""
+    step = max(1, BLOCK_BYTES // 8)
+    buf = np.empty((min(step, ws.n_rows), 1), np.float64)
+    total = 0.0
+    for start in range(0, ws.n_rows, step):
+        w = buf[:min(ws.n_rows, start + step) - start]
+        ws.read_rows(start, start + w.shape[0], w)
+        _check_weights_block(w[:, 0], start, name)
+        total += float(np.sum(w))
+    if not total > 0:
+        raise ValueError(f"sample weights of {name} sum to zero: at least one row needs a "
+                         "positive weight")
 
 
 def _check_weights_block(w, start, name):
@@ -889,6 +962,11 @@ def as_stream(data, sample_weight=None, chunk_rows=4096, **kw):
     src = as_source(data)
     if src is None:
         raise TypeError(f"cannot read data of type {type(data).__name__}")
-    if isinstance(src, ArraySource) and src.views and "block_rows" not in kw:
+    in_memory = isinstance(src, ArraySource) and src.views
+    if in_memory and "block_rows" not in kw:
         kw["block_rows"] = max(1, src.n_rows)
-    return Stream(src, chunk_rows, weights=sample_weight, **kw)
+    stream = Stream(src, chunk_rows, weights=sample_weight, **kw)
+    # in-memory arrays reach the drivers validated as a whole (estimators call check_array and
+    # check_sample_weight): no second NaN scan on the first pass
+    stream.validated = in_memory
+    return stream
