@@ -9,7 +9,7 @@ directory, then, in fresh subprocesses (so that peak RSS is each fit's own):
 
 Both run ``--iters`` EM iterations (tol=0) after the same k-means initialisation; the report is
 the median per-iteration time, the per-row throughput ratio file/mem, and each process's peak
-RSS (``resource.getrusage``), for ``--repeats`` alternating pairs.  The file is deleted
+RSS (VmHWM), for ``--repeats`` alternating pairs.  The file is deleted
 afterwards unless ``--keep``.
 
     python bench/out_of_core.py                 # the issue's 8 GB run (~10 min on 2 cores)
@@ -57,6 +57,20 @@ def warm_cache(path):
             pass
 
 
+def peak_rss_mib():
+    """This process's peak resident set (MiB).  Linux: VmHWM of /proc/self/status -- not
+    ``ru_maxrss``, which after fork/vfork + exec also counts the parent's high-water mark (the
+    parent here just wrote gigabytes, which inflated ru_maxrss to ~577 MiB in every worker)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def worker(args):
     import fastmix
     from fastmix import kernels
@@ -80,7 +94,7 @@ def worker(args):
     print(json.dumps({
         "worker": args.worker, "rows": rows, "load_s": load_s, "fit_s": fit_s,
         "iter_s": gm.iteration_times_, "lower_bound": gm.lower_bound_,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
         "threads": kernels.num_threads()}))
 
 
