@@ -24,6 +24,8 @@ def e_step_stats(data, sample_weight, params: GMMParams, chunk_rows=DEFAULT_CHUN
     ``on_block(rows)`` is called after each block (progress bars)."""
     data = as_stream(data, sample_weight, chunk_rows)
     kp = params.kernel_params(data.dtype)
+    if getattr(data, "is_dask", False):  # distributed.DaskData: map over blocks, tree-reduce
+        return stats_from_kernel(params.kind, data.reduce("estep", kp), kp)
     K, D = params.means.shape
     acc = kernels.Accumulator(kp.kind, K, D)
     for _, X, w in data.blocks():

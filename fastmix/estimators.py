@@ -13,7 +13,7 @@ from ._base import BaseEstimator, DensityMixin
 from ._params import COVARIANCE_TYPES, Covariance, DegenerateComponentWarning, GMMParams
 from ._stats import Stats
 from ._validation import NotFittedError, check_array, check_random_state, check_sample_weight
-from . import inference, sources
+from . import distributed, inference, sources
 from .em import DEFAULT_CHUNK_ROWS, EMResult, run_em
 from .init import _subsample, initial_params
 from .online import OnlineState, check_step_params, online_update, run_online
@@ -210,6 +210,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _stream(self, X, sample_weight=None, *, fitting):
         """(Stream over X, whether fastmix opened it).  In-memory array-likes are validated as a
         whole (check_array); out-of-core data block by block on their first pass."""
+        if distributed.is_dask_array(X):
+            if not fitting:
+                self._check_fitted()
+                if X.ndim == 2 and X.shape[1] != self.n_features_in_:
+                    raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} "
+                                     f"is expecting {self.n_features_in_} features as input.")
+            return distributed.DaskData(X, sample_weight, self._chunk_rows), False
         if not sources.is_out_of_core(X):
             if fitting:
                 X = check_array(X, min_samples=2)
@@ -329,6 +336,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if resume and checkpoint is None:
             raise ValueError("resume=True needs a checkpoint path")
         data, opened = self._stream(X, sample_weight, fitting=True)
+        if algorithm == "online" and getattr(data, "is_dask", False):
+            raise ValueError("algorithm='online' is not available for dask arrays (batch EM is; "
+                             "online EM is sequential by nature)")
         try:
             best, D = self._fit_stream(data, algorithm, checkpoint, resume)
         finally:
@@ -523,6 +533,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ inference -----------
     def _log_prob(self, X, want_resp=False):
         data, opened = self._stream(X, fitting=False)
+        if getattr(data, "is_dask", False):  # lazy dask arrays, computed on the cluster
+            kp = self._params().kernel_params(data.dtype)
+            return (data.log_prob_arrays(kp, "logp"), data.log_prob_arrays(kp, "labels"),
+                    data.log_prob_arrays(kp, "proba") if want_resp else None)
         try:
             return inference.log_prob(data, self._params(), self._chunk_rows, want_resp)
         finally:
@@ -531,6 +545,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _score_sum(self, X):
         """(sum of log p(x), number of rows, mean); out-of-core data read block by block."""
+        if distributed.is_dask_array(X):
+            logp = self.score_samples(X)
+            total = float(logp.sum().compute())
+            return total, logp.shape[0], total / logp.shape[0]
         if not sources.is_out_of_core(X):
             logp = self.score_samples(X)
             return float(np.sum(logp)), logp.shape[0], float(np.mean(logp))

@@ -64,6 +64,8 @@ def _weights_at(data, idx, w_rows=None):
 
 def _gather(data, idx):
     """Rows ``idx`` (sorted) and their weights, by random access or one pass."""
+    if getattr(data, "is_dask", False):
+        return data.gather(idx)
     if data.source.random_access and not data.source.has_weights:
         X = data.take(idx)
         return X, _weights_at(data, idx)
@@ -214,10 +216,14 @@ def kmeans(Xs, sws, K, rng, chunk_rows, max_iter=100, tol=1e-4, kind="diag",
 
 def _assign_to(data, centres, kind, reg_covar):
     kp = kernels.nearest_params(centres, data.dtype, kernels.KIND_CODES[kind])
-    acc = kernels.Accumulator(kp.kind, *centres.shape)
-    for _, X, w in data.blocks():
-        kernels.nearest_stats(X, w, kp, data.chunk_rows, acc)
-    stats = stats_from_kernel(kind, acc.result(), kp)
+    if getattr(data, "is_dask", False):
+        out = data.reduce("nearest", kp)
+    else:
+        acc = kernels.Accumulator(kp.kind, *centres.shape)
+        for _, X, w in data.blocks():
+            kernels.nearest_stats(X, w, kp, data.chunk_rows, acc)
+        out = acc.result()
+    stats = stats_from_kernel(kind, out, kp)
     params = m_step(stats, reg_covar)
     empty = stats.nk <= 0
     if np.any(empty):  # a seed nobody is nearest to (duplicate rows): keep it where it was
@@ -230,6 +236,11 @@ def _assign_to(data, centres, kind, reg_covar):
 def _random_resp(data, K, kind, rng, reg_covar):
     """Uniform random responsibilities, drawn block by block (the draws do not depend on the
     block size).  Second moments are centred on the first chunk's mean."""
+    if getattr(data, "is_dask", False):  # drawn on the workers from per-block seeds
+        head = data.head(data.chunk_rows)
+        kp = kernels.nearest_params(np.repeat(head.mean(axis=0)[None, :], K, axis=0),
+                                    data.dtype, kernels.KIND_CODES[kind])
+        return m_step(stats_from_kernel(kind, data.random_resp(K, kp, rng), kp), reg_covar)
     centre = None
     acc = None
     for _, X, w in data.blocks():
@@ -251,6 +262,8 @@ def _random_rows(data, K, rng):
     """K distinct rows drawn uniformly among those with positive weight: the same draw as for
     an in-memory array whenever the row count is known and the weights are in memory (rows
     read by random access or one pass); otherwise a reservoir sample in one pass."""
+    if getattr(data, "is_dask", False):
+        return data.random_rows(K, rng).astype(np.float64)
     X, sw = data.in_memory, data.weights
     if X is not None or (data.n_rows is not None and not data.source.has_weights
                          and (sw is None or isinstance(sw, np.ndarray))):

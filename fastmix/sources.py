@@ -955,7 +955,7 @@ class NpyWriter:
 def as_stream(data, sample_weight=None, chunk_rows=4096, **kw):
     """A ``Stream`` for a Stream (returned as is), an in-memory (N, D) array (one block, read as
     a view) or anything ``as_source`` accepts."""
-    if isinstance(data, Stream):
+    if isinstance(data, Stream) or getattr(data, "is_dask", False):
         if sample_weight is not None:
             raise ValueError("pass sample weights when the Stream is made")
         return data

@@ -53,6 +53,18 @@ def num_threads():
     return numba.get_num_threads()
 
 
+@contextlib.contextmanager
+def thread_limit(n):
+    """Run the parallel kernels on at most ``n`` threads in this thread (numba's thread count is
+    per calling thread), e.g. inside a Dask task whose parallelism is Dask's own."""
+    old = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
+
+
 _CONTROLLER = []
 
 
@@ -169,6 +181,6 @@ def log_prob(X, kp, chunk_rows, want_resp=False):
     return logp, labels, (resp if want_resp else None)
 
 
-__all__ = ["Accumulator", "num_threads", "blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG",
+__all__ = ["Accumulator", "num_threads", "thread_limit", "blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG",
            "SPHERICAL", "estep_stats", "resp_stats", "nearest_stats", "log_prob", "nearest_params",
            "s2_shape"]

@@ -1,0 +1,291 @@
+"""Dask driver: the same kernels mapped over the row blocks of a ``dask.array.Array``.
+
+Every statistics pass (E-step, k-means assignment, random responsibilities) is one task per row
+block producing a small (nk, s1, s2, ll, ws) tuple -- O(K D^2) at most -- and a fixed binary tree
+of additions in block order on the cluster; only the reduced tuple reaches the client, which
+runs the M-step.  The parameters go to the workers once per pass (``Client.scatter`` with
+``broadcast=True`` when a distributed client is active; a single graph key otherwise), not
+embedded in every task.  The tree does not depend on the number of workers, and every block's
+sums are computed by the same kernel, so results are identical for 1 or 100 workers and equal
+a local fit of the same data to rounding (~1e-13; the local fit adds chunk by chunk, the tree
+block by block).
+
+Initialisation: the same seeded row sample as for a local array (``X[idx]`` for the sorted
+indices, 65 536 rows to the client), k-means on it locally, then one distributed assignment
+pass: identical to the local initialisation.  ``init_params="random"`` draws each block's
+responsibilities on its worker from a seed drawn on the client (reproducible, but not the local
+draw); ``"random_from_data"`` with sample weights rejects zero-weight draws.
+
+Within a task the kernels run on one thread: parallelism comes from Dask (one task per worker
+thread).  Passes are bounded in time: ``DASK_TIMEOUT`` seconds (``FASTMIX_DASK_TIMEOUT``,
+default 600) per pass, after which a ``TimeoutError`` says the cluster did not answer.
+"""
+import os
+import sys
+
+import numpy as np
+
+from . import kernels
+from ._validation import check_sample_weight, first_nonfinite_row
+
+#: Seconds a distributed pass (or a scatter) may take before fastmix gives up.
+DASK_TIMEOUT = float(os.environ.get("FASTMIX_DASK_TIMEOUT", "600"))
+
+
+def is_dask_array(X):
+    """True for a ``dask.array.Array`` (without importing dask when it is not in use)."""
+    if "dask.array" not in sys.modules:
+        return False
+    import dask.array as da
+    return isinstance(X, da.Array)
+
+
+def _client():
+    """The active ``distributed.Client``, or None (then dask's local scheduler is used)."""
+    if "distributed" not in sys.modules:
+        return None
+    import dask
+    chosen = dask.config.get("scheduler", None)
+    if chosen is not None and chosen not in ("dask.distributed", "distributed"):
+        return None  # e.g. dask.config.set(scheduler="threads") inside a client session
+    try:
+        from distributed import default_client
+        return default_client()
+    except (ValueError, ImportError):
+        return None
+
+
+# ------------------------------------------------------------------------- tasks ------------
+_PASSES = {"estep": kernels.estep_stats, "nearest": kernels.nearest_stats}
+
+
+def _check_block(X, w, offset):
+    bad = first_nonfinite_row(X)
+    if bad >= 0:
+        raise ValueError(f"dask array: NaN or infinity in row {offset + bad} (block starting at "
+                         f"row {offset}): {X[bad].tolist()[:8]}")
+    if w is not None:
+        if not np.all(np.isfinite(w)):
+            raise ValueError(f"sample_weight contains NaN or infinity (row "
+                             f"{offset + int(np.flatnonzero(~np.isfinite(w))[0])})")
+        if np.any(w < 0):
+            raise ValueError(f"sample_weight must be non-negative (row "
+                             f"{offset + int(np.argmax(w < 0))})")
+
+
+def _prepare(block, wblock, dtype, offset, validate):
+    X = np.ascontiguousarray(block, dtype=dtype)
+    w = None if wblock is None else np.ascontiguousarray(wblock, dtype=np.float64)
+    if validate:
+        _check_block(X, w, offset)
+    return X, w
+
+
+def _block_stats(block, wblock, mode, kp, chunk_rows, offset, validate):
+    X, w = _prepare(block, wblock, kp.means.dtype, offset, validate)
+    with kernels.thread_limit(1):
+        return _PASSES[mode](X, w, kp, chunk_rows)
+
+
+def _block_random_resp(block, wblock, kp, chunk_rows, offset, validate, seed, K):
+    X, w = _prepare(block, wblock, kp.means.dtype, offset, validate)
+    R = np.random.default_rng(seed).uniform(size=(X.shape[0], K))
+    R /= R.sum(axis=1, keepdims=True)
+    with kernels.thread_limit(1):
+        return kernels.resp_stats(X, w, R, kp, chunk_rows)
+
+
+def _add(a, b):
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3], a[4] + b[4])
+
+
+def _tree_sum(parts):
+    """Pairwise sums in block order: a fixed tree, whatever the cluster."""
+    from dask import delayed
+    add = delayed(_add, pure=True)
+    while len(parts) > 1:
+        nxt = [add(parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
+        if len(parts) % 2:
+            nxt.append(parts[-1])
+        parts = nxt
+    return parts[0]
+
+
+def _block_log_prob(block, kp, chunk_rows, what):
+    X = np.ascontiguousarray(block, dtype=kp.means.dtype)
+    bad = first_nonfinite_row(X)
+    if bad >= 0:
+        raise ValueError(f"dask array: NaN or infinity in a block (row {bad} of the block)")
+    with kernels.thread_limit(1):
+        logp, labels, resp = kernels.log_prob(X, kp, chunk_rows, what == "proba")
+    return {"logp": logp, "labels": labels, "proba": resp}[what]
+
+
+# ------------------------------------------------------------------------- data -------------
+class _Info:
+    """What the initialisation code asks of a data set's source."""
+    random_access = True
+    has_weights = False
+
+
+class DaskData:
+    """A validated dask array (and optional weights) with the passes the drivers need."""
+
+    is_dask = True
+    in_memory = None
+    source = _Info()
+
+    def __init__(self, X, sample_weight, chunk_rows):
+        import dask.array as da
+        if X.ndim != 2:
+            raise ValueError(f"Expected a 2-D dask array, got {X.ndim}-D (shape {X.shape})")
+        if any(np.isnan(c) for c in X.chunks[0]) or any(np.isnan(c) for c in X.chunks[1]):
+            raise ValueError("the dask array has unknown chunk sizes (NaN in X.chunks, e.g. from "
+                             "a dask dataframe); call X.compute_chunk_sizes() or use "
+                             "df.to_dask_array(lengths=True) first")
+        if X.numblocks[1] != 1:
+            raise ValueError(f"the dask array's blocks split the features ({X.numblocks[1]} "
+                             f"column blocks, chunks {X.chunks[1]}); fastmix needs whole rows "
+                             "per block: X = X.rechunk({1: -1})")
+        if X.dtype.kind not in "biuf":
+            raise ValueError(f"X must be numeric, got dtype {X.dtype}")
+        N, D = X.shape
+        if D < 1:
+            raise ValueError("Found array with 0 feature(s) while a minimum of 1 is required.")
+        self.X = X
+        self.name = "dask array"
+        self.n_rows, self.n_features = int(N), int(D)
+        self.dtype = np.dtype(np.float32) if X.dtype == np.float32 else np.dtype(np.float64)
+        self.chunk_rows = int(chunk_rows)
+        self.offsets = np.concatenate([[0], np.cumsum(X.chunks[0])]).astype(np.int64)
+        self.weights = None
+        if sample_weight is not None:
+            if isinstance(sample_weight, da.Array):
+                if sample_weight.ndim != 1 or sample_weight.shape[0] != N:
+                    raise ValueError(f"sample_weight.shape == {sample_weight.shape}, expected "
+                                     f"({N},)")
+                if any(np.isnan(c) for c in sample_weight.chunks[0]):
+                    raise ValueError("sample_weight has unknown chunk sizes; call "
+                                     "compute_chunk_sizes() first")
+                self.weights = sample_weight.rechunk((X.chunks[0],))
+            else:
+                sw = check_sample_weight(sample_weight, N)
+                self.weights = da.from_array(sw, chunks=(X.chunks[0],))
+        self.validated = False
+        self.client = _client()
+
+    @property
+    def weighted(self):
+        return self.weights is not None
+
+    def close(self):
+        pass
+
+    # -------------------------------------------------------------------- plumbing ---------
+    def _shared(self, obj):
+        """Parameters sent to the workers once (broadcast), referenced by every task."""
+        from dask import delayed
+        if self.client is None:
+            return delayed(obj, traverse=False)
+        try:
+            # a one-element list: the parameters travel as one object (a NamedTuple would be
+            # scattered element by element)
+            return self.client.scatter([obj], broadcast=True, hash=False,
+                                       timeout=DASK_TIMEOUT)[0]
+        except TimeoutError:
+            raise TimeoutError(f"the Dask cluster did not accept the parameters within "
+                               f"{DASK_TIMEOUT:g} s (scheduler lost?)") from None
+        except OSError as exc:
+            raise ConnectionError(f"lost the Dask scheduler ({exc})") from None
+
+    def _compute(self, graph):
+        if self.client is None:
+            import dask
+            return dask.compute(graph)[0]
+        fut = self.client.compute(graph)
+        try:
+            return fut.result(timeout=DASK_TIMEOUT)
+        except TimeoutError:
+            fut.cancel()
+            raise TimeoutError(f"the Dask cluster did not finish a pass within {DASK_TIMEOUT:g} s "
+                               "(scheduler or workers lost?); raise FASTMIX_DASK_TIMEOUT for "
+                               "slower clusters") from None
+        except OSError as exc:  # CommClosedError and friends
+            raise ConnectionError(f"lost the Dask scheduler during a pass ({exc})") from None
+
+    def _blocks(self):
+        xb = self.X.to_delayed().ravel()
+        wb = [None] * len(xb) if self.weights is None else list(self.weights.to_delayed().ravel())
+        return list(zip(xb, wb, self.offsets[:-1].tolist()))
+
+    def _finish_pass(self, out, validate):
+        if validate:
+            if self.weights is not None and not out[4] > 0:
+                raise ValueError("sample_weight sums to zero: at least one row needs a positive "
+                                 "weight")
+            self.validated = True
+        return out
+
+    # -------------------------------------------------------------------- passes -----------
+    def reduce(self, mode, kp):
+        """(nk, s1, s2, ll, ws) of a kernel pass ("estep" or "nearest") over all blocks."""
+        from dask import delayed
+        validate = not self.validated
+        shared = self._shared(kp)
+        task = delayed(_block_stats, pure=False)
+        parts = [task(x, w, mode, shared, self.chunk_rows, off, validate)
+                 for x, w, off in self._blocks()]
+        return self._finish_pass(self._compute(_tree_sum(parts)), validate)
+
+    def random_resp(self, K, kp, rng):
+        """Statistics of uniform random responsibilities drawn on the workers (block seeds
+        from ``rng``)."""
+        from dask import delayed
+        validate = not self.validated
+        blocks = self._blocks()
+        seeds = rng.integers(0, 2**63 - 1, size=len(blocks))
+        shared = self._shared(kp)
+        task = delayed(_block_random_resp, pure=False)
+        parts = [task(x, w, shared, self.chunk_rows, off, validate, int(s), K)
+                 for (x, w, off), s in zip(blocks, seeds)]
+        return self._finish_pass(self._compute(_tree_sum(parts)), validate)
+
+    def gather(self, idx):
+        """Rows ``idx`` (sorted int64) and their weights, computed on the cluster."""
+        X = np.ascontiguousarray(self._compute(self.X[idx]), dtype=self.dtype)
+        w = None if self.weights is None else np.asarray(self._compute(self.weights[idx]),
+                                                          dtype=np.float64)
+        return X, w
+
+    def head(self, n):
+        return np.ascontiguousarray(self._compute(self.X[:n]), dtype=np.float64)
+
+    def random_rows(self, K, rng):
+        """K distinct rows uniformly among those with positive weight (rejection when weighted;
+        without weights the same draw as for a local array)."""
+        N = self.n_rows
+        if self.weights is None:
+            idx = rng.choice(N, size=K, replace=False)
+            order = np.argsort(idx)
+            rows = np.empty((K, self.n_features), self.dtype)
+            rows[order] = self.gather(idx[order])[0]
+            return rows
+        chosen = []
+        for _ in range(100):
+            cand = np.setdiff1d(rng.choice(N, size=min(N, 4 * K), replace=False), chosen)
+            cand.sort()
+            _, w = self.gather(cand)
+            chosen.extend(cand[w > 0][:K - len(chosen)].tolist())
+            if len(chosen) == K:
+                return self.gather(np.sort(np.array(chosen)))[0]
+        raise ValueError(f"init_params='random_from_data' needs at least n_components={K} rows "
+                         "with positive sample_weight; could not find them by sampling")
+
+    def log_prob_arrays(self, kp, what):
+        """Lazy per-row results as a dask array: "logp" (N,), "labels" (N,), "proba" (N, K)."""
+        K = kp.means.shape[0]
+        if what == "proba":
+            return self.X.map_blocks(_block_log_prob, kp, self.chunk_rows, what,
+                                     chunks=(self.X.chunks[0], (K,)), dtype=np.float64)
+        return self.X.map_blocks(_block_log_prob, kp, self.chunk_rows, what, drop_axis=1,
+                                 dtype=np.int64 if what == "labels" else np.float64)
