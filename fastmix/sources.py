@@ -305,13 +305,30 @@ class ZarrSource(Source):
         self.z = z
         self.n_rows, self.n_features = z.shape
         self.dtype = _compute_dtype(z.dtype)
+        self._cached, self._cache = -1, None
 
     def read_rows(self, start, stop, out):
-        try:
-            out[...] = self.z[start:stop]
-        except Exception as exc:
-            raise ValueError(f"{self.name}: rows {start}..{stop - 1} could not be read "
-                             f"({exc})") from None
+        """Rows are copied out of whole decompressed Zarr chunks, the last one kept: blocks
+        that do not line up with the Zarr chunks (they are whole kernel chunks) still
+        decompress every Zarr chunk once per pass (reading z[start:stop] directly decompressed
+        a 1e6-row chunk four times per pass for 32 MB blocks: 2.8 s instead of 0.5 s per
+        iteration, measured).  Memory: one Zarr chunk."""
+        rows = self.z.chunks[0]
+        pos = start
+        while pos < stop:
+            c = pos // rows
+            if self._cached != c:
+                self._cache = None  # free the previous chunk before reading the next
+                try:
+                    self._cache = np.asarray(self.z[c * rows:min(self.n_rows, (c + 1) * rows)])
+                except Exception as exc:
+                    raise ValueError(f"{self.name}: rows {c * rows}..{(c + 1) * rows - 1} "
+                                     f"could not be read ({exc})") from None
+                self._cached = c
+            c0 = c * rows
+            n = min(stop, c0 + self._cache.shape[0]) - pos
+            out[pos - start:pos - start + n] = self._cache[pos - c0:pos - c0 + n]
+            pos += n
 
 
 def _arrow_numeric(schema, columns, weight, name):
