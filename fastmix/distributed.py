@@ -1,14 +1,14 @@
 """Dask driver: the same kernels mapped over the row blocks of a ``dask.array.Array``.
 
 Every statistics pass (E-step, k-means assignment, random responsibilities) is one task per row
-block producing a small (nk, s1, s2, ll, ws) tuple -- O(K D^2) at most -- and a fixed binary tree
-of additions in block order on the cluster; only the reduced tuple reaches the client, which
-runs the M-step.  The parameters go to the workers once per pass (``Client.scatter`` with
-``broadcast=True`` when a distributed client is active; a single graph key otherwise), not
-embedded in every task.  The tree does not depend on the number of workers, and every block's
-sums are computed by the same kernel, so results are identical for 1 or 100 workers and equal
-a local fit of the same data to rounding (~1e-13; the local fit adds chunk by chunk, the tree
-block by block).
+block producing a small (nk, s1, s2, ll, ws) tuple -- O(K D^2) at most; each worker adds the
+tuples of the blocks it holds, one task adds the per-worker sums, and only that tuple reaches
+the client, which runs the M-step (``DaskData._reduce_parts``).  Bytes moved per pass:
+O(workers x K D^2), independent of N.  The parameters go to the workers once per pass
+(``Client.scatter`` with ``broadcast=True``), not embedded in every task.  Block sums are added
+in double-double arithmetic, so the result does not depend on how blocks were grouped: the same
+model for any number of workers or dask's local scheduler, and a local (non-dask) fit of the
+same data to rounding (~1e-13: that one adds chunk by chunk).
 
 Initialisation: the same seeded row sample as for a local array (``X[idx]`` for the sorted
 indices, 65 536 rows to the client), k-means on it locally, then one distributed assignment
@@ -95,20 +95,54 @@ def _block_random_resp(block, wblock, kp, chunk_rows, offset, validate, seed, K)
         return kernels.resp_stats(X, w, R, kp, chunk_rows)
 
 
-def _add(a, b):
-    return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3], a[4] + b[4])
+def _dd(x):
+    """A statistic as an unevaluated double-double sum (hi, lo)."""
+    return (x, np.zeros_like(x) if isinstance(x, np.ndarray) else 0.0)
+
+
+def _dd_add(a, b):
+    """Double-double addition (Knuth's TwoSum, then renormalisation): the error of the running
+    sum is carried in ``lo``, so partial sums can be grouped in any order and ``hi`` of the total
+    is the correctly rounded sum except when it lies within ~2^-100 of a rounding tie."""
+    (ah, al), (bh, bl) = a, b
+    s = ah + bh
+    bb = s - ah
+    err = (ah - (s - bb)) + (bh - bb)
+    lo = al + bl + err
+    hi = s + lo
+    return hi, lo - (hi - s)
+
+
+def _sum_list(parts):
+    """Sum of statistics tuples (plain per-block tuples, or double-double ones) in list order,
+    as a double-double tuple."""
+    out = None
+    for q in parts:
+        q = tuple(x if isinstance(x, tuple) else _dd(x) for x in q)
+        out = q if out is None else tuple(_dd_add(a, b) for a, b in zip(out, q))
+    return out
+
+
+def _rounded(dd):
+    """The float64 statistics tuple of a double-double one."""
+    return tuple(hi for hi, _ in dd)
+
+
+def distributed_wait(futs, timeout):
+    from distributed import wait
+    wait(futs, timeout=timeout)
 
 
 def _tree_sum(parts):
-    """Pairwise sums in block order: a fixed tree, whatever the cluster."""
+    """Pairwise double-double sums in block order (dask's local schedulers)."""
     from dask import delayed
-    add = delayed(_add, pure=True)
+    add = delayed(_sum_list, pure=True)
     while len(parts) > 1:
-        nxt = [add(parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
+        nxt = [add([parts[i], parts[i + 1]]) for i in range(0, len(parts) - 1, 2)]
         if len(parts) % 2:
             nxt.append(parts[-1])
         parts = nxt
-    return parts[0]
+    return delayed(_sum_list, pure=True)([parts[0]])
 
 
 def _block_log_prob(block, kp, chunk_rows, what):
@@ -198,6 +232,42 @@ class DaskData:
         except OSError as exc:
             raise ConnectionError(f"lost the Dask scheduler ({exc})") from None
 
+    def _reduce_parts(self, parts):
+        """Sum the per-block statistics (delayed) into one tuple on the client.
+
+        Without a distributed client: a fixed binary tree in block order.  With one, each
+        worker first adds the blocks it holds (in block order), then one task adds the
+        per-worker sums: the bytes moved per pass are O(workers x size of the statistics),
+        whatever the number of blocks.  The grouping follows where Dask ran the blocks; the
+        sums are double-double (``_dd_add``), so the rounded totals do not depend on it: the
+        same model on 1 or 100 workers, or on the local scheduler (tested)."""
+        if self.client is None:
+            return _rounded(self._compute(_tree_sum(parts)))
+        c = self.client
+        try:
+            futs = c.compute(parts)
+            distributed_wait(futs, timeout=DASK_TIMEOUT)
+            where = c.who_has(futs)
+            groups = {}
+            for i, f in enumerate(futs):
+                holders = where.get(f.key) or [None]
+                groups.setdefault(holders[0], []).append(i)
+            partial = []
+            for addr, idx in sorted(groups.items(), key=lambda kv: kv[1][0]):
+                args = [futs[i] for i in idx]
+                where_kw = {} if addr is None else {"workers": [addr],
+                                                   "allow_other_workers": True}
+                partial.append(c.submit(_sum_list, args, pure=False, **where_kw))
+            total = c.submit(_sum_list, partial, pure=False)
+            out = _rounded(total.result(timeout=DASK_TIMEOUT))
+        except TimeoutError:
+            raise TimeoutError(f"the Dask cluster did not finish a pass within {DASK_TIMEOUT:g} s "
+                               "(scheduler or workers lost?); raise FASTMIX_DASK_TIMEOUT for "
+                               "slower clusters") from None
+        except OSError as exc:  # CommClosedError and friends
+            raise ConnectionError(f"lost the Dask scheduler during a pass ({exc})") from None
+        return out
+
     def _compute(self, graph):
         if self.client is None:
             import dask
@@ -235,7 +305,7 @@ class DaskData:
         task = delayed(_block_stats, pure=False)
         parts = [task(x, w, mode, shared, self.chunk_rows, off, validate)
                  for x, w, off in self._blocks()]
-        return self._finish_pass(self._compute(_tree_sum(parts)), validate)
+        return self._finish_pass(self._reduce_parts(parts), validate)
 
     def random_resp(self, K, kp, rng):
         """Statistics of uniform random responsibilities drawn on the workers (block seeds
@@ -248,7 +318,7 @@ class DaskData:
         task = delayed(_block_random_resp, pure=False)
         parts = [task(x, w, shared, self.chunk_rows, off, validate, int(s), K)
                  for (x, w, off), s in zip(blocks, seeds)]
-        return self._finish_pass(self._compute(_tree_sum(parts)), validate)
+        return self._finish_pass(self._reduce_parts(parts), validate)
 
     def gather(self, idx):
         """Rows ``idx`` (sorted int64) and their weights, computed on the cluster."""

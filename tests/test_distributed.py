@@ -46,8 +46,9 @@ def gm(kind="full", **kw):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_cluster_fit_equals_local_fit(client, data, kind):
-    """Same initialisation (the same sample rows), same EM: equal to rounding; and the cluster
-    result equals dask's local threaded scheduler bit for bit (the reduction tree is fixed)."""
+    """Same initialisation (the same sample rows), same EM: equal to the local fit to rounding;
+    the cluster (per-worker double-double sums) and dask's threaded scheduler (block-order
+    tree) give the same model bit for bit."""
     X = data
     dX = da.from_array(X, chunks=(7000, 4))
     local = gm(kind).fit(X)
@@ -115,6 +116,7 @@ def test_worker_killed_mid_fit_gives_the_same_model(client, data):
     model = result["model"]
     np.testing.assert_array_equal(model.means_, reference.means_)
     np.testing.assert_array_equal(model.covariances_, reference.covariances_)
+    assert model.n_iter_ == reference.n_iter_ == 40
     assert time.time() - t0 < 240
     client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker
 
