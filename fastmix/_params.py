@@ -403,17 +403,32 @@ def stats_from_kernel(kind, out, kp):
     return Stats(kind, nk, s1, s2, kp.means64, kp.g64, float(ll), float(ws))
 
 
-def m_step(stats, reg_covar):
-    """New parameters from statistics (scikit-learn's estimator, exactly, from centred sums)."""
+#: Parameter groups that EM can keep fixed (``GaussianMixture(fixed=...)``).
+FIXABLE = ("weights", "means", "covariances")
+
+
+def m_step(stats, reg_covar, fixed=(), prev=None):
+    """New parameters from statistics (scikit-learn's estimator, exactly, from centred sums).
+
+    ``fixed`` names groups of ``FIXABLE`` taken unchanged from ``prev``.  With fixed means the
+    covariances are the second moments about those means (the M-step of that constrained
+    model), not about the weighted sample means."""
     cls = Covariance.registry[stats.kind]
     nk_eff = stats.nk + 10.0 * EPS
+    if fixed and prev is None:
+        raise ValueError("fixed parameters need the previous parameters")
     with np.errstate(over="ignore", invalid="ignore"):
         weights = nk_eff / nk_eff.sum()
         means = stats.s1 / nk_eff[:, None]
+        if "weights" in fixed:
+            weights = prev.weights
+        if "means" in fixed:
+            means = prev.means
         if not (np.all(np.isfinite(stats.s2)) and np.all(np.isfinite(means))
                 and np.all(np.isfinite(weights))):
             raise FloatingPointError(
                 "EM statistics overflowed (non-finite sums of squares): the data values are too "
                 "large for float64 arithmetic. Rescale the data (e.g. standardise the columns).")
-        cov = cls.m_step(stats, means, nk_eff, reg_covar)
+        cov = prev.cov if "covariances" in fixed else cls.m_step(stats, means, nk_eff,
+                                                                  reg_covar)
     return GMMParams(weights, means, cov)

@@ -47,13 +47,15 @@ class EMResult:
 
 
 def run_em(data, sample_weight, params, *, reg_covar, tol, max_iter,
-           chunk_rows=DEFAULT_CHUNK_ROWS, lower_bound=-np.inf, callback=None, on_block=None):
+           chunk_rows=DEFAULT_CHUNK_ROWS, lower_bound=-np.inf, callback=None, on_block=None,
+           fixed=()):
     """Run up to ``max_iter`` EM iterations from ``params``.
 
     Like scikit-learn, the lower bound reported for an iteration is the mean log-likelihood of
     the parameters *before* that iteration's M-step, and EM stops when it changes by less than
     ``tol``.  ``callback(n_iter, lower_bound, change, seconds, params)`` is called after each
-    iteration (``params`` are the new parameters, e.g. for checkpoints).
+    iteration (``params`` are the new parameters, e.g. for checkpoints).  ``fixed`` names
+    parameter groups kept at their starting values (see ``_params.m_step``).
     """
     data = as_stream(data, sample_weight, chunk_rows)
     result = EMResult(params, lower_bound, 0, False)
@@ -61,7 +63,7 @@ def run_em(data, sample_weight, params, *, reg_covar, tol, max_iter,
         t0 = time.perf_counter()
         prev = result.lower_bound
         stats = e_step_stats(data, None, result.params, on_block=on_block)
-        result.params = m_step(stats, reg_covar)
+        result.params = m_step(stats, reg_covar, fixed, result.params)
         result.lower_bound = stats.mean_log_likelihood
         result.n_iter = n_iter
         result.lower_bounds.append(result.lower_bound)

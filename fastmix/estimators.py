@@ -70,6 +70,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     batch_size : int or None, default=None
         Rows per online-EM update in ``fit(algorithm="online")`` (rounded up to whole chunks;
         default 16 chunks = 65536 rows).
+    fixed : None or sequence of {"weights", "means", "covariances"}, default=None
+        Parameter groups EM keeps at their initial values (from ``weights_init`` /
+        ``means_init`` / ``precisions_init``, or from ``init_params``); the others get the
+        M-step of the constrained model (e.g. covariances about fixed means).  Useful for
+        known mixing proportions, fixed-bandwidth models and studies such as overspecified EM
+        (``bench/overspecified_em.py``).
 
     Attributes
     ----------
@@ -107,7 +113,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                  max_iter=100, n_init=1, init_params="kmeans", weights_init=None,
                  means_init=None, precisions_init=None, random_state=None, warm_start=False,
                  verbose=0, verbose_interval=10, chunk_size=None, progress=False,
-                 step_offset=1.0, step_decay=0.6, batch_size=None):
+                 step_offset=1.0, step_decay=0.6, batch_size=None, fixed=None):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -127,6 +133,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.step_offset = step_offset
         self.step_decay = step_decay
         self.batch_size = batch_size
+        self.fixed = fixed
 
     # ------------------------------------------------------------------ validation ----------
     def _check_hyper(self):
@@ -159,6 +166,20 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                               or b < 1):
             raise ValueError(f"batch_size must be a positive integer or None, got {b!r}")
         check_step_params(self.step_offset, self.step_decay)
+        self._fixed_groups()
+
+    def _fixed_groups(self):
+        """``fixed`` as a validated tuple of parameter-group names."""
+        from ._params import FIXABLE
+        if self.fixed is None:
+            return ()
+        groups = (self.fixed,) if isinstance(self.fixed, str) else tuple(self.fixed)
+        bad = [g for g in groups if g not in FIXABLE]
+        if bad:
+            raise ValueError(f"fixed may name {FIXABLE}, got {bad}")
+        if set(groups) == set(FIXABLE):
+            raise ValueError("fixed names every parameter group: nothing is left to fit")
+        return tuple(g for g in FIXABLE if g in groups)
 
     @property
     def _chunk_rows(self):
@@ -468,12 +489,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                                     t0=float(self.step_offset), kappa=float(self.step_decay),
                                     chunk_rows=self._chunk_rows, batch_rows=batch,
                                     lower_bound=prior.lower_bound, callback=callback,
-                                    on_block=on_block)
+                                    on_block=on_block, fixed=self._fixed_groups())
             else:
                 result = run_em(data, None, prior.params, reg_covar=float(self.reg_covar),
                                 tol=float(self.tol), max_iter=int(self.max_iter) - done,
                                 lower_bound=prior.lower_bound, callback=callback,
-                                on_block=on_block)
+                                on_block=on_block, fixed=self._fixed_groups())
         finally:
             if rows_bar is not None:
                 rows_bar.close()
@@ -518,7 +539,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             params, state, ll = online_update(
                 X, sw, params, state, reg_covar=float(self.reg_covar),
                 t0=float(self.step_offset), kappa=float(self.step_decay),
-                chunk_rows=self._chunk_rows)
+                chunk_rows=self._chunk_rows, fixed=self._fixed_groups())
         self._set_params_from(params)
         self._online = state
         self.n_steps_ = state.t + 1

@@ -44,7 +44,7 @@ class OnlineState:
     t: int = 0
 
 
-def online_update(X, sw, params, state, *, reg_covar, t0, kappa, chunk_rows):
+def online_update(X, sw, params, state, *, reg_covar, t0, kappa, chunk_rows, fixed=()):
     """One stepwise-EM update on the batch ``X`` (N, D); returns (params, state, batch mean
     log-likelihood under the parameters before the update)."""
     batch = e_step_stats(X, sw, params, chunk_rows)
@@ -56,11 +56,12 @@ def online_update(X, sw, params, state, *, reg_covar, t0, kappa, chunk_rows):
     else:
         t = state.t + 1
         state = OnlineState(state.stats.blend(avg, step_size(t, t0, kappa)), t)
-    return m_step(state.stats, reg_covar), state, batch.mean_log_likelihood
+    return m_step(state.stats, reg_covar, fixed, params), state, batch.mean_log_likelihood
 
 
 def run_online(data, sample_weight, params, state, *, reg_covar, tol, max_passes, t0, kappa,
-               chunk_rows, batch_rows, lower_bound=-np.inf, callback=None, on_block=None):
+               chunk_rows, batch_rows, lower_bound=-np.inf, callback=None, on_block=None,
+               fixed=()):
     """Passes of stepwise EM over ``data`` in batches of ``batch_rows`` rows (whole chunks).
 
     The lower bound of a pass is the weighted mean of its batches' log-likelihoods (each under
@@ -76,7 +77,7 @@ def run_online(data, sample_weight, params, state, *, reg_covar, tol, max_passes
             bw = float(X.shape[0] if w is None else w.sum())
             result.params, result.state, bll = online_update(
                 X, w, result.params, result.state, reg_covar=reg_covar, t0=t0, kappa=kappa,
-                chunk_rows=stream.chunk_rows)
+                chunk_rows=stream.chunk_rows, fixed=fixed)
             if bw > 0:
                 ll += bll * bw
                 ws += bw
