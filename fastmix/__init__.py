@@ -3,13 +3,14 @@
 Public names::
 
     GaussianMixture   exact EM, full / tied / diag / spherical covariances
+    GMMExpansion      one-pass density estimate: fixed Gaussian grid, learned weights
     load              read a model written by ``model.save(path)``
 """
 from ._params import DegenerateComponentWarning
 from ._validation import NotFittedError
-from .estimators import ConvergenceWarning, GaussianMixture, load
+from .estimators import ConvergenceWarning, GaussianMixture, GMMExpansion, load
 
 __version__ = "0.1.0"
 
-__all__ = ["GaussianMixture", "load", "ConvergenceWarning", "DegenerateComponentWarning",
+__all__ = ["GaussianMixture", "GMMExpansion", "load", "ConvergenceWarning", "DegenerateComponentWarning",
            "NotFittedError", "__version__"]

@@ -13,7 +13,7 @@ from ._base import BaseEstimator, DensityMixin
 from ._params import COVARIANCE_TYPES, Covariance, DegenerateComponentWarning, GMMParams
 from ._stats import Stats
 from ._validation import NotFittedError, check_array, check_random_state, check_sample_weight
-from . import distributed, inference, sources
+from . import distributed, expansion, inference, sources
 from .em import DEFAULT_CHUNK_ROWS, EMResult, run_em
 from .init import _subsample, initial_params
 from .online import OnlineState, check_step_params, online_update, run_online
@@ -720,7 +720,260 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return est
 
 
-MODEL_CLASSES = {"GaussianMixture": GaussianMixture}
+class GMMExpansion(DensityMixin, BaseEstimator):
+    """Density estimate by "GMM expansion": many fixed Gaussian components (an even grid, or
+    k-means++ centres in D > 2) with one shared bandwidth; only the weights are learned, in one
+    pass over the data (see ``fastmix.expansion`` for the exact rules).
+
+    Parameters
+    ----------
+    n_nodes : int >= 2, default=64
+        Nodes per dimension of a tensor grid (M = n_nodes ** D), or the number of centres for
+        ``grid="kmeans++"``.
+    bandwidth : None or float > 0, default=None
+        sigma in data units (isotropic); None: the grid spacing in each dimension.
+    variant : {"em", "kde"}, default="em"
+        "em": one weights-only EM step from uniform weights (``n_iter`` steps in all); "kde":
+        weights proportional to the kernel density at the nodes (tensor grids).
+    n_iter : int >= 1, default=1
+        Weights-only EM steps (passes) for ``variant="em"``.
+    grid : {"auto", "tensor", "kmeans++"}, default="auto"
+        "auto" = "tensor" for D <= 2, "kmeans++" otherwise.
+    bounds : None or (lo, hi) arrays of shape (D,), default=None
+        Extent of the grid; default: the data range (a pass for out-of-core data).
+    random_state : None, int or Generator (k-means++ centres)
+    chunk_size : int or None (rows per kernel chunk, default 4096)
+
+    Attributes
+    ----------
+    weights_ : (M,) float64
+    means_ : (M, D) float64 node positions
+    sigma_ : (D,) float64 bandwidth
+    grid_shape_ : tuple of int (tensor grid) or () (centres)
+    bounds_ : (2, D) float64
+    lower_bound_ : float
+        Mean log-likelihood of the data under the weights of the last pass (uniform weights for
+        one step).
+    n_iter_ : int
+    n_features_in_ : int
+    """
+
+    def __init__(self, n_nodes=64, *, bandwidth=None, variant="em", n_iter=1, grid="auto",
+                 bounds=None, random_state=None, chunk_size=None):
+        self.n_nodes = n_nodes
+        self.bandwidth = bandwidth
+        self.variant = variant
+        self.n_iter = n_iter
+        self.grid = grid
+        self.bounds = bounds
+        self.random_state = random_state
+        self.chunk_size = chunk_size
+
+    def _check_hyper(self):
+        n = self.n_nodes
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+            raise ValueError(f"n_nodes must be an integer >= 2 (a grid needs two nodes per "
+                             f"dimension), got {n!r}")
+        it = self.n_iter
+        if isinstance(it, bool) or not isinstance(it, (int, np.integer)) or it < 1:
+            raise ValueError(f"n_iter must be an integer >= 1, got {it!r}")
+        b = self.bandwidth
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float, np.number))
+                              or not (math.isfinite(b) and b > 0)):
+            raise ValueError(f"bandwidth must be None or a finite number > 0, got {b!r}")
+        if self.variant not in ("em", "kde"):
+            raise ValueError(f"variant must be 'em' or 'kde', got {self.variant!r}")
+        if self.grid not in ("auto", "tensor", "kmeans++"):
+            raise ValueError(f"grid must be 'auto', 'tensor' or 'kmeans++', got {self.grid!r}")
+        if self.chunk_size is not None and (isinstance(self.chunk_size, bool) or not isinstance(
+                self.chunk_size, (int, np.integer)) or self.chunk_size < 1):
+            raise ValueError(f"chunk_size must be a positive integer or None, got "
+                             f"{self.chunk_size!r}")
+
+    @property
+    def _chunk_rows(self):
+        return DEFAULT_CHUNK_ROWS if self.chunk_size is None else int(self.chunk_size)
+
+    def _stream(self, X, sample_weight=None, *, fitting):
+        if distributed.is_dask_array(X):
+            raise ValueError("GMMExpansion does not take dask arrays yet; pass an array, a file "
+                             "path or another chunked source")
+        return GaussianMixture._stream(self, X, sample_weight, fitting=fitting)
+
+    def _validate_predict_X(self, X):
+        self._check_fitted()
+        return check_array(X, n_features=self.n_features_in_, estimator=type(self).__name__)
+
+    def _check_fitted(self):
+        if not hasattr(self, "weights_"):
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. Call "
+                                 "'fit' with appropriate arguments before using this estimator.")
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "weights_")
+
+    def _bounds(self, data):
+        D = data.n_features
+        if self.bounds is not None:
+            try:
+                lo, hi = (np.asarray(b, dtype=np.float64).reshape(-1) for b in self.bounds)
+            except (TypeError, ValueError):
+                raise ValueError("bounds must be a pair (lo, hi) of arrays of n_features "
+                                 "numbers") from None
+            if lo.shape != (D,) or hi.shape != (D,) or not (np.all(np.isfinite(lo))
+                                                            and np.all(np.isfinite(hi))):
+                raise ValueError(f"bounds must be two finite arrays of shape ({D},)")
+            return lo, hi
+        return expansion.data_range(data)
+
+    def _make_nodes(self, data, rng):
+        lo, hi = self._bounds(data)
+        grid = self.grid
+        if grid == "auto":
+            grid = "tensor" if data.n_features <= 2 else "kmeans++"
+        if grid == "tensor":
+            return expansion.tensor_grid(lo, hi, int(self.n_nodes), self.bandwidth)
+        if self.variant == "kde":
+            raise ValueError("variant='kde' needs a tensor grid (grid='tensor')")
+        return expansion.kmeanspp_nodes(data, lo, hi, int(self.n_nodes), self.bandwidth, rng)
+
+    def _set_nodes(self, nodes, D):
+        self._nodes = nodes
+        self.means_ = nodes.means()
+        self.sigma_ = nodes.sigma.copy()
+        self.grid_shape_ = tuple(int(s) for s in nodes.shape)
+        self.bounds_ = np.stack([nodes.lo, nodes.lo + nodes.h * (np.array(nodes.shape) - 1)]
+                                if nodes.is_grid else [nodes.lo, nodes.lo + nodes.h])
+        self.n_features_in_ = D
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Learn the weights (one pass per step; see the class docstring).  X: (N, D) array or
+        any out-of-core data ``GaussianMixture.fit`` accepts; returns self."""
+        self._check_hyper()
+        data, opened = self._stream(X, sample_weight, fitting=True)
+        try:
+            rng = check_random_state(self.random_state)
+            with kernels.blas_single_threaded():
+                nodes = self._make_nodes(data, rng)
+                M = nodes.n_nodes
+                weights = np.full(M, 1.0 / M)
+                steps = int(self.n_iter) if self.variant == "em" else 1
+                lbs = []
+                for _ in range(steps):
+                    acc = expansion.weights_pass(data, nodes, np.log(weights), self.variant)
+                    lbs.append(float(acc[1][0] / acc[1][1]))
+                    weights = expansion.weights_from(acc, self.variant)
+        finally:
+            if opened:
+                data.close()
+        self._set_nodes(nodes, data.n_features)
+        self.weights_ = weights
+        self.lower_bound_ = lbs[-1]
+        self.lower_bounds_ = lbs
+        self.n_iter_ = steps
+        self._acc = acc if steps == 1 else None
+        return self
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """Add the one-pass statistics of the rows X (n, D) and update the weights: after any
+        sequence of calls the weights equal those of ``fit`` on all rows (one step, uniform
+        start), provided the grid is the same -- give ``bounds``, otherwise the first call's
+        data range fixes the grid.  Returns self."""
+        self._check_hyper()
+        X = check_array(X, min_samples=1)
+        sw = check_sample_weight(sample_weight, X.shape[0])
+        data = sources.as_stream(X, sw, self._chunk_rows)
+        with kernels.blas_single_threaded():
+            if getattr(self, "_acc", None) is None:
+                if hasattr(self, "weights_"):
+                    raise ValueError("partial_fit continues only a model built by partial_fit "
+                                     "or a one-step fit")
+                self._set_nodes(self._make_nodes(data, check_random_state(self.random_state)),
+                                X.shape[1])
+                M = self._nodes.n_nodes
+                self._acc = [np.zeros(M), np.zeros(2)]
+            elif X.shape[1] != self.n_features_in_:
+                raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
+                                 f"expecting {self.n_features_in_} features as input.")
+            M = self._nodes.n_nodes
+            expansion.weights_pass(data, self._nodes, np.full(M, -math.log(M)), self.variant,
+                                   self._acc)
+        self.weights_ = expansion.weights_from(self._acc, self.variant)
+        self.lower_bound_ = float(self._acc[1][0] / self._acc[1][1])
+        self.lower_bounds_ = [self.lower_bound_]
+        self.n_iter_ = 1
+        return self
+
+    def score_samples(self, X):
+        """log p(x) of each row, (N,) float64."""
+        data, opened = self._stream(X, fitting=False)
+        try:
+            return expansion.log_prob(data, self._nodes, self.weights_)
+        finally:
+            if opened:
+                data.close()
+
+    def score(self, X, y=None):
+        """Mean log-likelihood per row."""
+        return float(np.mean(self.score_samples(X)))
+
+    def sample(self, n_samples=1):
+        """Draw ``n_samples`` points: (X (n, D) float64, node index (n,) int64)."""
+        self._check_fitted()
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) \
+                or n_samples < 1:
+            raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}")
+        rng = check_random_state(self.random_state)
+        idx = rng.choice(self.weights_.shape[0], size=n_samples, p=self.weights_)
+        X = self.means_[idx] + rng.standard_normal((n_samples, self.means_.shape[1])) * \
+            self.sigma_
+        return X, idx.astype(np.int64)
+
+    def save(self, path):
+        """Write the model to a versioned ``.npz`` (atomically); load with ``fastmix.load``."""
+        self._check_fitted()
+        params = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
+                  for k, v in self.get_params().items() if k not in ("random_state", "bounds")}
+        nodes = self._nodes
+        meta = {"format_version": FORMAT_VERSION, "class": type(self).__name__,
+                "params": params, "lower_bound_": self.lower_bound_,
+                "lower_bounds_": self.lower_bounds_, "n_iter_": self.n_iter_,
+                "n_features_in_": self.n_features_in_, "shape": list(self.grid_shape_)}
+        arrays = {"weights": self.weights_, "lo": nodes.lo, "h": nodes.h, "sigma": nodes.sigma,
+                  "centres": nodes.centres}
+        if self.bounds is not None:
+            arrays["bounds"] = np.asarray(self.bounds, dtype=np.float64)
+        _atomic_write(path, lambda fh: np.savez(fh, meta=np.array(json.dumps(meta)), **arrays))
+
+    @classmethod
+    def _from_saved(cls, meta, arrays):
+        est = cls(**meta["params"])
+        if "bounds" in arrays:
+            est.bounds = arrays["bounds"]
+        est._check_hyper()
+        D = int(meta["n_features_in_"])
+        shape = tuple(int(s) for s in meta["shape"])
+        nodes = expansion.Nodes(np.asarray(arrays["lo"], np.float64),
+                                np.asarray(arrays["h"], np.float64), shape,
+                                np.asarray(arrays["sigma"], np.float64),
+                                np.asarray(arrays["centres"], np.float64))
+        w = np.asarray(arrays["weights"], np.float64)
+        if nodes.lo.shape != (D,) or nodes.sigma.shape != (D,) or w.shape != (nodes.n_nodes,):
+            raise ValueError("inconsistent shapes")
+        if not np.all(np.isfinite(w)) or np.any(w < 0) or not abs(w.sum() - 1) < 1e-6:
+            raise ValueError("weights are not a probability vector")
+        if not np.all(nodes.sigma > 0):
+            raise ValueError("bandwidth must be positive")
+        est._set_nodes(nodes, D)
+        est.weights_ = w
+        est.lower_bound_ = float(meta["lower_bound_"])
+        est.lower_bounds_ = [float(v) for v in meta["lower_bounds_"]]
+        est.n_iter_ = int(meta["n_iter_"])
+        est._acc = None
+        return est
+
+
+MODEL_CLASSES = {"GaussianMixture": GaussianMixture, "GMMExpansion": GMMExpansion}
 
 
 def _atomic_write(path, write):
@@ -815,5 +1068,5 @@ def load(path):
     return model
 
 
-__all__ = ["GaussianMixture", "load", "ConvergenceWarning", "DegenerateComponentWarning",
+__all__ = ["GaussianMixture", "GMMExpansion", "load", "ConvergenceWarning", "DegenerateComponentWarning",
            "NotFittedError"]

@@ -5,12 +5,13 @@ kernels in ``cpu_*.py``.  Every function here takes C-contiguous float32/float64
 shape (N, D) and returns float64 statistics.
 """
 import contextlib
+import math
 from typing import NamedTuple
 
 import numba
 import numpy as np
 
-from . import cpu_estep
+from . import cpu_estep, cpu_expansion
 from .cpu_estep import DIAG, ESTEP, FULL, NEAREST, RESP, SPHERICAL, TIED
 
 KIND_CODES = {"full": FULL, "tied": TIED, "diag": DIAG, "spherical": SPHERICAL}
@@ -169,6 +170,52 @@ def nearest_stats(X, sw, kp, chunk_rows, acc=None):
     return _pass(NEAREST, X, sw, np.empty((0, K)), kp, chunk_rows, acc)
 
 
+GRID_EM, GRID_KDE, GRID_LOGP = cpu_expansion.EM, cpu_expansion.KDE, cpu_expansion.LOGP
+
+
+def grid_window(h, sigma, cut):
+    """Window half-widths (steps) beyond which a grid node's log-density is below ``cut``
+    relative to the row's nearest node."""
+    reach = math.sqrt(-2.0 * cut) * np.asarray(sigma) / np.asarray(h) + 0.5
+    return np.ceil(reach).astype(np.int64)
+
+
+def grid_stats(mode, X, sw, lo, h, shape, sigma, log_pi, chunk_rows, acc=None, logp=None):
+    """One pass of the GMM-expansion kernel (``cpu_expansion``) over X (N, D).
+
+    ``mode``: GRID_EM (weights-only EM numerators), GRID_KDE (node densities), GRID_LOGP
+    (per-row log p into ``logp`` (N,)).  Adds to ``acc`` = [numerators (M,), [ll, ws]] (made
+    if None) and returns it.  Slots of consecutive chunks are merged in order: the result does
+    not depend on the number of threads."""
+    N, D = X.shape
+    shape = np.asarray(shape, dtype=np.int64)
+    M = int(np.prod(shape))
+    strides = np.ones(D, np.int64)
+    for d in range(D - 2, -1, -1):
+        strides[d] = strides[d + 1] * shape[d + 1]
+    sigma = np.asarray(sigma, dtype=np.float64)
+    cut = CUT[np.dtype(np.float64)]
+    W = grid_window(h, sigma, cut)
+    lconst = float(-np.log(sigma).sum() - 0.5 * D * math.log(2 * math.pi))
+    chunk_rows = int(chunk_rows)
+    n_chunks = max(1, -(-N // chunk_rows))
+    n_slots = int(min(n_chunks, max(1, SLOT_BYTES // (8 * M)), 4 * num_threads()))
+    acc_p = np.zeros((n_slots, M))
+    llws = np.zeros((n_slots, 8))
+    if acc is None:
+        acc = [np.zeros(M), np.zeros(2)]
+    out = logp if logp is not None else np.empty(0)
+    cpu_expansion.grid_pass(mode, X, _weights(sw), np.asarray(lo, np.float64),
+                            np.asarray(h, np.float64), shape, strides, 1.0 / sigma,
+                            np.asarray(log_pi, np.float64), lconst, W, cut, chunk_rows, acc_p,
+                            llws, out)
+    for s in range(n_slots):  # fixed order
+        acc[0] += acc_p[s]
+        acc[1][0] += llws[s, 0]
+        acc[1][1] += llws[s, 1]
+    return acc
+
+
 def log_prob(X, kp, chunk_rows, want_resp=False):
     """Per-row log p(x) (N,) float64, labels (N,) int64 and responsibilities (N, K) or None."""
     N = X.shape[0]
@@ -183,4 +230,4 @@ def log_prob(X, kp, chunk_rows, want_resp=False):
 
 __all__ = ["Accumulator", "num_threads", "thread_limit", "blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG",
            "SPHERICAL", "estep_stats", "resp_stats", "nearest_stats", "log_prob", "nearest_params",
-           "s2_shape"]
+           "s2_shape", "grid_stats", "grid_window", "GRID_EM", "GRID_KDE", "GRID_LOGP"]

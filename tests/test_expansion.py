@@ -1,0 +1,144 @@
+"""GMMExpansion: the windowed grid kernel against dense NumPy/SciPy references, streaming,
+partial_fit, persistence and bad input."""
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+import fastmix
+from fastmix import expansion
+
+from _helpers import assert_close
+
+
+def _bimodal(n=20000, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(-2, 0.5, n * 3 // 10), rng.normal(1, 1, n - n * 3 // 10)])
+
+
+def _dense_phi(X, means, sigma):
+    """phi_i(x_n) (N, M) for diagonal Gaussians with shared sigma (D,)."""
+    z = (X[:, None, :] - means[None, :, :]) / sigma
+    return np.exp(-0.5 * (z ** 2).sum(axis=2)) / np.prod(sigma * np.sqrt(2 * np.pi))
+
+
+@pytest.mark.parametrize("D,n_nodes,bandwidth", [(1, 40, None), (1, 25, 0.3), (2, 12, None),
+                                                 (2, 9, 0.8)])
+def test_weights_and_logp_match_dense_reference(D, n_nodes, bandwidth):
+    rng = np.random.default_rng(D)
+    X = rng.normal(size=(3000, D)) * [1.0, 2.0][:D] + [0.5, -1.0][:D]
+    w = rng.uniform(0.2, 2.0, size=3000)
+    gm = fastmix.GMMExpansion(n_nodes, bandwidth=bandwidth, n_iter=3, chunk_size=256)
+    gm.fit(X, sample_weight=w)
+    phi = _dense_phi(X, gm.means_, gm.sigma_)
+    pi = np.full(phi.shape[1], 1.0 / phi.shape[1])
+    lbs = []
+    for _ in range(3):  # weights-only EM, dense
+        p = phi @ pi
+        lbs.append(np.sum(w * np.log(p)) / w.sum())
+        pi = (w[:, None] * phi * pi / p[:, None]).sum(axis=0) / w.sum()
+    assert_close(gm.weights_, pi, 1e-11)
+    assert_close(gm.lower_bounds_, lbs, 1e-12)
+    assert lbs[0] < lbs[1] < lbs[2]  # EM on the weights increases the likelihood
+    assert_close(gm.score_samples(X), np.log(phi @ pi), 1e-12)
+    kde = fastmix.GMMExpansion(n_nodes, bandwidth=bandwidth, variant="kde").fit(
+        X, sample_weight=w)
+    num = (w[:, None] * phi).sum(axis=0)
+    assert_close(kde.weights_, num / num.sum(), 1e-11)
+
+
+def test_grid_layout_and_bandwidth():
+    X = _bimodal()[:, None]
+    gm = fastmix.GMMExpansion(11).fit(X)
+    lo, hi = X.min(), X.max()
+    np.testing.assert_allclose(gm.means_[:, 0], np.linspace(lo, hi, 11), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(gm.sigma_, [(hi - lo) / 10], rtol=1e-12)
+    Y = np.random.default_rng(1).normal(size=(500, 2)) * [1, 3]
+    g2 = fastmix.GMMExpansion(5, bounds=([-4, -9], [4, 9])).fit(Y)
+    assert g2.grid_shape_ == (5, 5) and g2.means_.shape == (25, 2)
+    np.testing.assert_allclose(g2.sigma_, [2.0, 4.5])
+    np.testing.assert_allclose(g2.means_[:5, 1], [-9, -4.5, 0, 4.5, 9])  # C order: last fastest
+
+
+def test_one_pass_density_is_accurate():
+    """Mixture of two normals, 1e5 rows: one step with 64 nodes has IPE < 0.06."""
+    X = _bimodal(100000)[:, None]
+    gm = fastmix.GMMExpansion(64).fit(X)
+    xs = np.linspace(-5, 5, 4001)
+    true = 0.3 * norm.pdf(xs, -2, 0.5) + 0.7 * norm.pdf(xs, 1, 1)
+    est = np.exp(gm.score_samples(xs[:, None]))
+    ipe = np.sum(np.abs(est - true)) * (xs[1] - xs[0])
+    assert ipe < 0.06, ipe
+
+
+def test_high_dimensional_centres():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(5000, 4))
+    gm = fastmix.GMMExpansion(50, random_state=0).fit(X)
+    assert gm.grid_shape_ == () and gm.means_.shape == (50, 4)
+    phi = _dense_phi(X, gm.means_, gm.sigma_)
+    r = phi / phi.sum(axis=1, keepdims=True)
+    assert_close(gm.weights_, r.mean(axis=0), 1e-10)
+    assert_close(gm.score_samples(X[:100]), np.log(phi[:100] @ gm.weights_), 1e-10)
+    again = fastmix.GMMExpansion(50, random_state=0).fit(X)
+    np.testing.assert_array_equal(again.means_, gm.means_)
+
+
+def test_stream_and_partial_fit_equal_fit(tmp_path):
+    X = _bimodal(30000)[:, None]
+    bounds = ([-5.0], [5.0])
+    ref = fastmix.GMMExpansion(48, bounds=bounds).fit(X)
+    path = tmp_path / "x.npy"
+    np.save(path, X)
+    from_file = fastmix.GMMExpansion(48, bounds=bounds).fit(str(path))
+    assert_close(from_file.weights_, ref.weights_, 1e-13)
+    pf = fastmix.GMMExpansion(48, bounds=bounds)
+    for i in range(0, 30000, 7000):
+        pf.partial_fit(X[i:i + 7000])
+    assert_close(pf.weights_, ref.weights_, 1e-13)
+    assert_close(pf.lower_bound_, ref.lower_bound_, 1e-13)
+    np.testing.assert_allclose(fastmix.GMMExpansion(48).fit(str(path)).weights_,
+                               fastmix.GMMExpansion(48).fit(X).weights_, rtol=0, atol=1e-15)
+
+
+def test_save_load_sample(tmp_path):
+    Y = np.random.default_rng(3).normal(size=(4000, 2))
+    gm = fastmix.GMMExpansion(10, random_state=0).fit(Y)
+    gm.save(tmp_path / "e.npz")
+    back = fastmix.load(tmp_path / "e.npz")
+    assert isinstance(back, fastmix.GMMExpansion)
+    np.testing.assert_array_equal(back.weights_, gm.weights_)
+    np.testing.assert_array_equal(back.score_samples(Y[:50]), gm.score_samples(Y[:50]))
+    S, idx = gm.sample(20000)
+    assert S.shape == (20000, 2) and idx.max() < 100
+    mean = gm.weights_ @ gm.means_
+    var = gm.weights_ @ (gm.means_ - mean) ** 2 + gm.sigma_ ** 2  # the model's own moments
+    assert np.all(np.abs(S.mean(axis=0) - mean) < 0.05)
+    assert np.all(np.abs(S.std(axis=0) - np.sqrt(var)) < 0.05)
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(n_nodes=1), "n_nodes"), (dict(bandwidth=0.0), "bandwidth"),
+    (dict(bandwidth=-1.0), "bandwidth"), (dict(n_iter=0), "n_iter"),
+    (dict(variant="bayes"), "variant"), (dict(grid="hex"), "grid")])
+def test_bad_parameters(kw, match):
+    with pytest.raises(ValueError, match=match):
+        fastmix.GMMExpansion(**kw).fit(np.random.default_rng(0).normal(size=(100, 1)))
+
+
+def test_bad_data():
+    X = np.random.default_rng(0).normal(size=(100, 3))
+    X[:, 1] = 7.0
+    with pytest.raises(ValueError, match=r"\[1\] have zero range"):
+        fastmix.GMMExpansion(8, grid="tensor").fit(X)
+    with pytest.raises(ValueError, match="MAX_NODES"):
+        fastmix.GMMExpansion(200, grid="tensor").fit(np.random.default_rng(0).normal(size=(50, 3)))
+    assert expansion.MAX_NODES == 2**20
+    with pytest.raises(ValueError, match="tensor grid"):
+        fastmix.GMMExpansion(8, variant="kde", grid="kmeans++").fit(
+            np.random.default_rng(0).normal(size=(100, 3)))
+    bad = np.random.default_rng(0).normal(size=(100, 1))
+    bad[5, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fastmix.GMMExpansion(8).fit(bad)
+    with pytest.raises(fastmix.NotFittedError):
+        fastmix.GMMExpansion(8).score_samples(bad[:3])
