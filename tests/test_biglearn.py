@@ -1,0 +1,142 @@
+"""BigLearnGaussianMixture: each step kind against plain EM on the (transformed) marginal, the
+PSD-preserving update, reproducibility, streaming, persistence, bad input."""
+import numpy as np
+import pytest
+
+import fastmix
+from fastmix import biglearn
+from fastmix._params import FullCovariance, GMMParams
+from fastmix.sources import as_stream
+
+from _helpers import assert_close
+
+
+def _data(n=3000, D=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, size=(3, D))
+    lab = rng.integers(0, 3, n)
+    L = rng.normal(size=(3, D, D)) * 0.3 + np.eye(D)
+    return centres[lab] + np.einsum("nij,nj->ni", L[lab], rng.normal(size=(n, D)))
+
+
+def _start(X, K=3, seed=1):
+    rng = np.random.default_rng(seed)
+    D = X.shape[1]
+    w = np.full(K, 1.0 / K)
+    m = X[rng.choice(X.shape[0], K, replace=False)]
+    c = np.repeat(np.eye(D)[None] * np.var(X), K, axis=0)  # isotropic: no T/Tc cross terms
+    return w, m, c
+
+
+def _em_step(Y, w, m, c):
+    """One plain EM step (reference M-step: no reg_covar) by GaussianMixture."""
+    gm = fastmix.GaussianMixture(len(w), covariance_type="full", max_iter=1, reg_covar=0.0,
+                                 weights_init=w, means_init=m,
+                                 precisions_init=np.linalg.inv(c)).fit(Y)
+    return gm.weights_, gm.means_, gm.covariances_
+
+
+def test_joint_step_is_em():
+    X = _data()
+    w, m, c = _start(X)
+    data = as_stream(X)
+    w1, m1, c1, _ = biglearn.local_step(data, w, m, c, None, np.arange(3), alpha=0.0,
+                                        eps=1e-8, update="floor")
+    ew, em_, ec = _em_step(X, w, m, c)
+    assert_close(w1, ew, 1e-9)
+    assert_close(m1, em_, 1e-9)
+    assert_close(c1, ec, 1e-9)
+
+
+@pytest.mark.parametrize("transformed", [False, True])
+def test_marginal_step_updates_only_the_marginal(transformed):
+    X = _data(D=4)
+    w, m, c = _start(X)
+    rng = np.random.default_rng(5)
+    A = biglearn.haar_orthogonal(rng, 4) if transformed else None
+    T = np.array([0, 2])
+    w1, m1, c1, _ = biglearn.local_step(as_stream(X), w, m, c, A, T, alpha=0.0, eps=1e-8,
+                                        update="floor")
+    Am = np.eye(4) if A is None else A
+    Y = X @ Am.T
+    mb, cb = m @ Am.T, np.einsum("ij,kjl,ml->kim", Am, c, Am)
+    ew, em_, ec = _em_step(Y[:, T], w, mb[:, T], cb[:, T][:, :, T])
+    mb1, cb1 = m1 @ Am.T, np.einsum("ij,kjl,ml->kim", Am, c1, Am)
+    assert_close(w1, ew, 1e-9)
+    assert_close(mb1[:, T], em_, 1e-9)
+    assert_close(cb1[:, T][:, :, T], ec, 1e-8)
+    Tc = [1, 3]
+    assert_close(mb1[:, Tc], mb[:, Tc], 1e-9)  # the other coordinates are untouched
+    assert_close(cb1[:, Tc][:, :, Tc], cb[:, Tc][:, :, Tc], 1e-8)
+
+
+def test_psd_update_keeps_the_conditional():
+    X = _data(D=4)
+    w, m, c = _start(X)
+    T, Tc = np.array([1, 2]), np.array([0, 3])
+    w1, m1, c1, _ = biglearn.local_step(as_stream(X), w, m, c, None, T, alpha=0.0, eps=1e-12,
+                                        update="psd")
+    for k in range(3):
+        B0 = c[k][np.ix_(Tc, T)] @ np.linalg.inv(c[k][np.ix_(T, T)])
+        B1 = c1[k][np.ix_(Tc, T)] @ np.linalg.inv(c1[k][np.ix_(T, T)])
+        assert_close(B1, B0, 1e-8)
+        cond0 = c[k][np.ix_(Tc, Tc)] - B0 @ c[k][np.ix_(T, Tc)]
+        cond1 = c1[k][np.ix_(Tc, Tc)] - B1 @ c1[k][np.ix_(T, Tc)]
+        assert_close(cond1, cond0, 1e-8)
+        assert np.all(np.linalg.eigvalsh(c1[k]) > 0)
+
+
+def test_haar_orthogonal_and_floor():
+    rng = np.random.default_rng(0)
+    Q = biglearn.haar_orthogonal(rng, 5)
+    assert_close(Q @ Q.T, np.eye(5), 1e-12)
+    S = np.array([[[1.0, 0.0], [0.0, -2.0]]])
+    F = biglearn.eig_floor(S, 0.1)
+    assert_close(np.linalg.eigvalsh(F[0]), [0.1, 1.0], 1e-12)
+
+
+def test_fit_reproducible_kinds_and_stream(tmp_path):
+    X = _data(2000, D=3)
+    kw = dict(n_outer=60, random_state=7, init_params="kmeans")
+    a = fastmix.BigLearnGaussianMixture(3, **kw).fit(X)
+    b = fastmix.BigLearnGaussianMixture(3, **kw).fit(X)
+    np.testing.assert_array_equal(a.means_, b.means_)
+    assert a.step_kinds_ == b.step_kinds_ and len(a.step_kinds_) == 60
+    counts = {k: a.step_kinds_.count(k) for k in biglearn.STEP_KINDS}
+    assert counts["joint"] > 10 and counts["transformed"] > 15
+    np.save(tmp_path / "x.npy", X)
+    c = fastmix.BigLearnGaussianMixture(3, **kw).fit(str(tmp_path / "x.npy"))
+    np.testing.assert_array_equal(a.means_, c.means_)
+    assert np.isfinite(a.score(X)) and a.predict(X).shape == (2000,)
+    ref = fastmix.GaussianMixture(3, covariance_type="full", random_state=0).fit(X)
+    assert a.score(X) > ref.score(X) - 0.05  # a well-separated problem: both find it
+    a.save(tmp_path / "b.npz")
+    back = fastmix.load(tmp_path / "b.npz")
+    assert isinstance(back, fastmix.BigLearnGaussianMixture)
+    np.testing.assert_array_equal(back.predict(X), a.predict(X))
+
+
+def test_one_dimensional_data_uses_joint_steps():
+    X = np.random.default_rng(0).normal(size=(500, 1))
+    gm = fastmix.BigLearnGaussianMixture(2, n_outer=10, random_state=0).fit(X)
+    assert set(gm.step_kinds_) == {"joint"}
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(p_joint=0.5, p_marginal=0.5, p_transformed=0.5), "sum to 1"),
+    (dict(p_joint=-0.1, p_marginal=0.6, p_transformed=0.5), "non-negative"),
+    (dict(eig_floor=0.0), "eig_floor"), (dict(cov_update="clip"), "cov_update"),
+    (dict(n_local_steps=0), "n_local_steps"), (dict(subset_beta=(0, 1)), "subset_beta"),
+    (dict(weight_smoothing=-1.0), "weight_smoothing"), (dict(init_params="magic"), "init")])
+def test_bad_parameters(kw, match):
+    with pytest.raises(ValueError, match=match):
+        fastmix.BigLearnGaussianMixture(2, n_outer=2, **kw).fit(_data(100))
+
+
+def test_bad_data():
+    X = _data(100)
+    X[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fastmix.BigLearnGaussianMixture(2, n_outer=2).fit(X)
+    with pytest.raises(ValueError, match="n_components"):
+        fastmix.BigLearnGaussianMixture(5, n_outer=2).fit(_data(100)[:3])
