@@ -17,12 +17,12 @@ tensor Gauss-Hermite quadrature, ``--nodes`` x ``--nodes`` nodes):
 * population generic -- EM on the three means separately, weights and identity
   covariances fixed: mu_j+ = E[gamma_j X] / E[gamma_j] (the population version of
   what ``fastmix.GaussianMixture(fixed=("weights", "covariances"))`` computes).
-* fastmix n=... -- sample EM with fastmix on the first n rows of one seeded
+* sample fastmix (generic) n=... -- sample EM with fastmix on the first n rows of one seeded
   N(0, I) sample, one ``fit`` with ``max_iter=1, warm_start=True`` per iteration
   (identical to a single ``max_iter=T`` fit; the test checks this), means read after
   every iteration; the fitted mixture (weights, means, covariances) is scored by
   quadrature.
-* structured n=... -- the sample version of the structured update,
+* sample structured (NumPy) n=... -- the sample version of the structured update,
   theta+ = (1/n) sum_i sum_j gamma_j(x_i) R^-j x_i, in NumPy on the same rows
   (``--no-structured-sample`` drops these curves).
 
@@ -41,20 +41,35 @@ How to read the output
   rho^2 (red line) and the window over which the rate is measured (shaded).
 * ``bench/results/overspecified_em.md`` / ``.json``: for each weight setting and
   curve, the median ratio over iterations ``--window`` (default 20..40), its
-  relative error against rho^2, and the KL at iterations 0, 40 and 60.  The target
-  (population structured EM, non-uniform weights): within 10 % of rho^2.
+  relative error against rho^2, the median ratio over the last 10 iterations
+  (the same number again for a linear rate, closer to 1 for a sublinear one) and
+  the KL at the start and after 40 and 60 iterations.  The JSON also has every
+  curve.  The target (population structured EM, non-uniform weights): within 10 %
+  of rho^2.
 
-What to expect: the structured EM follows the prediction (ratio 0.865 for
-(0.5, 0.3, 0.2); ratios creeping towards 1 for uniform weights).  The *generic*
-EM does not get the linear rate even for non-uniform weights: near 0 the
-log-likelihood of free means is -|sum_j pi_j mu_j|^2 / 2 + O(|mu|^4), so its first
-step removes the weighted mean (mu_j+ ~ mu_j - sum_l pi_l mu_l) and the remaining,
-centred configuration sits in a quartic (flat) valley, left at the same sublinear
-pace as uniform weights.  fastmix's ``fixed=`` EM is the generic EM, so its sample
-curves follow the generic population curve down to their floor.  For uniform
-weights the two population curves coincide (the simplex is preserved by symmetry).
+What to expect: the population structured EM follows the prediction (ratio
+0.8635 over iterations 20..40, 0.8649 at the end, for (0.5, 0.3, 0.2); KL 1.4e-2 ->
+1.0e-5 after 40 iterations), and for uniform weights its ratios creep towards 1
+(0.92 at iteration 20, 0.97 at 60; KL 3.0e-5 after 60).
 
-Runs in about 10 s (numba cache warm).  Examples::
+The *generic* EM does not get the linear rate, even for non-uniform weights.
+Near 0 the log-likelihood of free means is -|sum_j pi_j mu_j|^2 / 2 + O(|mu|^4), so
+the first step removes the weighted mean (mu_j+ ~ mu_j - sum_l pi_l mu_l, KL
+1.4e-2 -> 4.2e-3) and the centred configuration left over sits in a quartic
+(flat) valley that EM leaves as slowly as with uniform weights (ratios creep to
+0.97).  Its median ratio over 20..40 (0.944) happens to fall within 10 % of 0.865,
+but the late-ratio column shows it is no constant rate.  fastmix's ``fixed=`` EM
+*is* the generic EM (its means match a NumPy generic sample EM to 1e-14 over 60
+iterations, n = 1e4 and 1e5, seeds 0-2), so the fastmix curves follow the generic
+population curve until they level off at their statistical floor (overspecified
+means are estimated at slow rates).  For uniform weights the two population curves
+coincide (the simplex is preserved by symmetry).  A sample EM converges to the
+sample's maximum-likelihood fit, not to the truth, so a sample KL curve may dip and
+come back up (the structured n=1000 curve passes theta ~ 0 near iteration 18 and
+settles on the other side, at |theta| ~ 0.14).
+
+Runs in about 15 s on an idle 2-core machine (numba cache warm; the NumPy sample
+structured EM on n=1e5 is the slowest part).  Examples::
 
     python bench/overspecified_em.py
     python bench/overspecified_em.py --iters 100 --ns 1000 100000 --no-plot
@@ -249,26 +264,31 @@ def run_experiment(n_iter=60, nodes=80, ns=(1000, 10000, 100000), seed=0,
             X = X_all[:n]
             t0 = time.perf_counter()
             m, w, c = fastmix_sample_em(X, pi, means0, n_iter)
-            assert np.array_equal(w, pi) and np.allclose(c, np.eye(2), rtol=0, atol=1e-12)
-            curves[f"fastmix n={n:g}"] = np.array(
+            if not (np.array_equal(w, pi) and np.allclose(c, np.eye(2), rtol=0, atol=1e-12)):
+                raise RuntimeError("fastmix changed the fixed weights or covariances")
+            curves[f"sample fastmix (generic) n={n}"] = np.array(
                 [kl_to_standard_normal(grid, w, mt, c) for mt in m])
             t1 = time.perf_counter()
             if structured_sample:
                 thetas = structured_em(X, np.full(n, 1.0 / n), pi, theta0, n_iter)
-                curves[f"structured n={n:g}"] = np.array(
+                curves[f"sample structured (NumPy) n={n}"] = np.array(
                     [kl_to_standard_normal(grid, pi, simplex_means(t)) for t in thetas])
-            log(f"[{label}] n={n:g}: fastmix {t1 - t0:.2f} s, structured sample "
+            log(f"[{label}] n={n}: fastmix {t1 - t0:.2f} s, structured sample "
                 f"{time.perf_counter() - t1:.2f} s")
         out[label] = {"pi": pi, "prediction": pred, "curves": curves}
     return out
 
 
 def summary_rows(results, window=(20, 40), at=(40, 60)):
+    """One dict per (weight setting, curve): prediction, median ratio over ``window`` and its
+    relative error, the median ratio over the last 10 iterations (constant for a linear rate,
+    creeping up for a sublinear one) and the KL at iteration 0 and at the iterations ``at``."""
     rows = []
     for label, r in results.items():
         rate = r["prediction"]["kl_rate"]
         for name, kl in r["curves"].items():
             med = settled_ratio(kl, *window)
+            last = len(kl) - 1
             rows.append({
                 "weights": label, "curve": name,
                 "dft_power_min": float(r["prediction"]["dft_power"].min()),
@@ -276,6 +296,7 @@ def summary_rows(results, window=(20, 40), at=(40, 60)):
                 "predicted_kl_rate": float(rate),
                 "measured_median_ratio": med,
                 "relative_error": abs(med - rate) / rate,
+                "late_median_ratio": settled_ratio(kl, max(last - 10, 0), last),
                 **{f"kl_{t}": float(kl[t]) for t in (0, *at) if t < len(kl)},
             })
     return rows
@@ -283,16 +304,18 @@ def summary_rows(results, window=(20, 40), at=(40, 60)):
 
 def markdown(rows, window, at, meta):
     kl_cols = [f"kl_{t}" for t in (0, *at) if f"kl_{t}" in rows[0]]
-    head = ["weights", "curve", "min |π̂(m)|²", "predicted ρ²",
-            f"median KL ratio (it {window[0]}–{window[1]})", "rel. error"] + \
-           [f"KL after {c[3:]} it" for c in kl_cols]
+    head = ["weights", "curve", "min \\|π̂(m)\\|²", "predicted ρ²",
+            f"median KL ratio, it {window[0]}–{window[1]}", "rel. error",
+            "median KL ratio, last 10 it"] + \
+           ["KL at start" if c == "kl_0" else f"KL after {c[3:]} it" for c in kl_cols]
     lines = ["# Overspecified EM: predicted vs measured KL rate", "",
              "Generated by `bench/overspecified_em.py` (see its docstring). " + meta, "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["weights"], r["curve"], f"{r['dft_power_min']:.4f}",
                  f"{r['predicted_kl_rate']:.4f}", f"{r['measured_median_ratio']:.4f}",
-                 f"{100 * r['relative_error']:.1f} %"] + [f"{r[c]:.3g}" for c in kl_cols]
+                 f"{100 * r['relative_error']:.1f} %", f"{r['late_median_ratio']:.4f}"] + \
+            [f"{r[c]:.3g}" for c in kl_cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -302,7 +325,7 @@ def plot(results, window, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(results), 2, figsize=(12, 4.6 * len(results)),
+    fig, axes = plt.subplots(len(results), 2, figsize=(12, 4.4 * len(results) + 1.0),
                              squeeze=False)
     ns = sorted({int(float(name.split("=")[1])) for r in results.values()
                  for name in r["curves"] if "=" in name})
@@ -313,9 +336,9 @@ def plot(results, window, path):
         if name == "population structured":
             return dict(color="k", lw=2.2, zorder=5)
         if name == "population generic":
-            return dict(color="tab:orange", lw=2.2, ls="--", zorder=4)
+            return dict(color="tab:orange", lw=2.2, ls="--", zorder=6)
         n = int(float(name.split("=")[1]))
-        if name.startswith("fastmix"):
+        if "fastmix" in name:
             return dict(color=colour[n], lw=1.3)
         return dict(color=colour[n], lw=1.3, ls=":")
 
@@ -325,10 +348,9 @@ def plot(results, window, path):
         for name, kl in r["curves"].items():
             it = np.arange(len(kl))
             ax_kl.semilogy(it, kl, label=name, **style(name))
-            if name.startswith("population") or name.endswith(f"n={max(ns):g}"):
+            if name.startswith("population") or (ns and name.endswith(f"n={max(ns)}")):
                 ax_r.plot(it[1:], kl[1:] / kl[:-1], label=name, **style(name))
-        ax_r.axhline(rate, color="tab:red", lw=1.2,
-                     label=f"predicted ρ² = {rate:.4f}")
+        ax_r.axhline(rate, color="tab:red", lw=1.2, label="predicted ρ² (DFT of the weights)")
         for ax in row:
             ax.axvspan(*window, color="0.92", zorder=0)
             ax.set_xlabel("EM iteration")
@@ -337,12 +359,23 @@ def plot(results, window, path):
         ax_kl.set_title(f"π = {label}: KL per iteration")
         ax_r.set_ylabel("KL ratio  KL$_{t+1}$ / KL$_t$")
         ax_r.set_ylim(0.5, 1.1)
-        ax_r.set_title(f"π = {label}: per-iteration KL ratio (shaded: window)")
-        ax_kl.legend(fontsize=8, loc="lower left")
-        ax_r.legend(fontsize=8, loc="lower right")
-    fig.suptitle("Overspecified EM, k=3 on N(0, I₂), fixed weights, θ₀=(0.5, 0): "
-                 "population (quadrature) and sample EM", fontsize=11)
-    fig.tight_layout()
+        ax_r.set_title(f"π = {label}: KL ratio per iteration (predicted ρ² = {rate:.4f})")
+    # one legend for all panels: every panel draws a subset of the same curves
+    handles = {}
+    for ax in axes.ravel():
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    def order(lab):  # legend columns: population + prediction, fastmix, structured sample
+        group = 0 if not lab.startswith("sample") else 1 if "fastmix" in lab else 2
+        return group, lab.startswith("predicted"), int(lab.split("=")[-1]) if "n=" in lab else 0
+    labels = sorted(handles, key=order)
+    fig.legend([handles[lab] for lab in labels], labels, loc="lower center", ncol=3,
+               fontsize=9, frameon=False)
+    fig.suptitle("Overspecified EM, k=3 on N(0, I₂), fixed weights, θ₀=(0.5, 0): population "
+                 "(quadrature) and sample EM\nshaded: window of the measured rate; ratio "
+                 "panels show the population curves" + (f" and n={max(ns)}" if ns else ""),
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.075, 1, 0.98))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -353,6 +386,10 @@ def main(argv=None):
                     "fixed weights: population EM (Gauss-Hermite quadrature, structured and "
                     "generic) and sample EM (fastmix fixed=('weights','covariances')), KL per "
                     "iteration vs the DFT prediction rho^2 (ALGORITHMS.md section 3).",
+        epilog="Writes overspecified_em.png (log KL and KL ratio per iteration, one row per "
+               "weight setting), overspecified_em.md (table, also printed) and "
+               "overspecified_em.json (table and every curve) to --out-dir.  The module "
+               "docstring explains the curves and how to read them.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--iters", type=int, default=60, help="EM iterations per curve")
     p.add_argument("--nodes", type=int, default=80,
