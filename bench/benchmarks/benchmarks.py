@@ -307,3 +307,37 @@ class PartialFit:
     def time_partial_fit_chunk(self, covariance_type):
         self.model.partial_fit(self.chunks[self.i % len(self.chunks)])
         self.i += 1
+
+
+class Expansion:
+    """``GMMExpansion`` one-pass fit: 10^6 rows in 1-D (64 nodes) and 2-D (32 x 32 nodes)."""
+
+    params = [[1, 2]]
+    param_names = ["n_features"]
+
+    def setup(self, d):
+        from fastmix import GMMExpansion
+        rng = np.random.default_rng(SEED)
+        self.X = np.concatenate([rng.normal(-2, 0.5, size=(300_000, d)),
+                                 rng.normal(1, 1, size=(700_000, d))])
+        self.model = GMMExpansion(64 if d == 1 else 32)
+        self.model.fit(self.X[:1000])  # compile
+
+    def time_expansion_fit(self, d):
+        self.model.fit(self.X)
+
+
+class BigLearn:
+    """One BigLearn-EM outer iteration (5 local steps) on 2000 x 2 rows, K = 25 (the paper's
+    simulation size), against ``EMIteration`` for scale."""
+
+    def setup(self):
+        from fastmix import BigLearnGaussianMixture
+        rng = np.random.default_rng(SEED)
+        grid = np.array([(a, b) for a in (-4, -2, 0, 2, 4) for b in (-4, -2, 0, 2, 4)], float)
+        self.X = grid[rng.integers(0, 25, 2000)] + rng.normal(size=(2000, 2)) * 0.1 ** 0.5
+        self.model = BigLearnGaussianMixture(25, n_outer=10, random_state=SEED)
+        self.model.fit(self.X)  # compile
+
+    def time_biglearn_10_outer_iterations(self):
+        self.model.fit(self.X)

@@ -205,10 +205,11 @@ def grid_stats(mode, X, sw, lo, h, shape, sigma, log_pi, chunk_rows, acc=None, l
     if acc is None:
         acc = [np.zeros(M), np.zeros(2)]
     out = logp if logp is not None else np.empty(0)
+    with np.errstate(under="ignore"):
+        pi = np.exp(np.asarray(log_pi, np.float64))
     cpu_expansion.grid_pass(mode, X, _weights(sw), np.asarray(lo, np.float64),
-                            np.asarray(h, np.float64), shape, strides, 1.0 / sigma,
-                            np.asarray(log_pi, np.float64), lconst, W, cut, chunk_rows, acc_p,
-                            llws, out)
+                            np.asarray(h, np.float64), shape, strides, 1.0 / sigma, pi, lconst,
+                            W, chunk_rows, acc_p, llws, out)
     for s in range(n_slots):  # fixed order
         acc[0] += acc_p[s]
         acc[1][0] += llws[s, 0]

@@ -3,10 +3,11 @@
 The components are the nodes of a grid with ``shape[d]`` nodes in dimension d, node j at
 ``lo[d] + j h[d]``, and one diagonal bandwidth ``sigma`` shared by all of them.  For a row x only
 the nodes within ``W[d]`` steps of the nearest node in each dimension are evaluated (the
-window): the caller picks ``W`` so that nodes outside it have log-densities more than ``-cut``
-below the nearest one's.  Log-densities are separable, ``log phi_i(x) = lconst - sum_d t_d(j_d)``
-with ``t_d(j) = ((x_d - lo_d - j h_d) / sigma_d)^2 / 2``, so each row costs
-``sum_d (2 W_d + 1)`` exponent terms plus one addition per window node.
+window): the caller picks ``W`` so that nodes outside it have densities below exp(cut)
+(cut = -40) times the nearest node's.  Densities are separable,
+``phi_i(x) = exp(lconst) prod_d exp(t_d(j_d))`` with ``t_d(j) = -((x_d - lo_d - j h_d) /
+sigma_d)^2 / 2``, so a row costs ``sum_d (2 W_d + 1)`` exponentials plus one product per window
+node (the node values are pi_i times products of per-dimension factors).
 
 Modes, per row x (weight w) and window node i with weight pi_i:
 
@@ -30,15 +31,19 @@ EM, KDE, LOGP = 0, 1, 2
 
 
 @kernel()
-def _row(mode, X, n, wn, lo, h, shape, strides, inv_sig, log_pi, lconst, W, cut, acc, llws,
-         logp, terms, widx, wval, ints):
-    """One row: window, log-densities, log-sum-exp, accumulation.  Scratch: terms (D, T),
-    widx/wval (window size,), ints (3, D) int64."""
+def _row(mode, X, n, wn, lo, h, shape, strides, inv_sig, pi, lconst, W, acc, llws, logp,
+         terms, widx, wval, ints):
+    """One row: window, separable densities, accumulation.  Scratch: terms (D, T) (the
+    per-dimension factors), widx/wval (window size,), ints (3, D) int64.
+
+    phi_i(x) / phi_max = prod_d exp(t_d(j_d)) with t_d <= 0; each factor is computed once per
+    dimension as exp(t_d - max t_d) (so sum_d (2 W_d + 1) exponentials per row, not one per
+    window node) and the node values are products of factors times pi_i."""
     D = X.shape[1]
-    # per dimension: the window [first, first + count) and its exponent terms
     first = ints[0]
     count = ints[1]
     odo = ints[2]
+    base = 0.0  # sum_d max_j t_d(j): the log of the factor taken out of every node value
     for d in range(D):
         pos = (X[n, d] - lo[d]) / h[d]
         k = int(math.floor(pos + 0.5))
@@ -54,25 +59,29 @@ def _row(mode, X, n, wn, lo, h, shape, strides, inv_sig, log_pi, lconst, W, cut,
             b = shape[d] - 1
         first[d] = a
         count[d] = b - a + 1
+        tmax = -np.inf
         for j in range(b - a + 1):
             z = (X[n, d] - (lo[d] + (a + j) * h[d])) * inv_sig[d]
-            terms[d, j] = -0.5 * z * z
-    # odometer over the window: node index and log-density
-    m = 0
-    for d in range(D):
+            t = -0.5 * z * z
+            terms[d, j] = t
+            if t > tmax:
+                tmax = t
+        for j in range(b - a + 1):
+            terms[d, j] = math.exp(terms[d, j] - tmax)
+        base += tmax
         odo[d] = 0
-    best = -np.inf
+    # odometer over the window: node index and pi_i * prod_d factor
+    m = 0
+    s = 0.0
     while True:
         idx = 0
-        t = lconst
+        f = 1.0
         for d in range(D):
             idx += (first[d] + odo[d]) * strides[d]
-            t += terms[d, odo[d]]
-        v = t + (log_pi[idx] if mode != KDE else 0.0)
+            f *= terms[d, odo[d]]
         widx[m] = idx
-        wval[m] = v
-        if v > best:
-            best = v
+        wval[m] = f
+        s += pi[idx] * f
         m += 1
         d = D - 1
         while d >= 0:
@@ -83,45 +92,25 @@ def _row(mode, X, n, wn, lo, h, shape, strides, inv_sig, log_pi, lconst, W, cut,
             d -= 1
         if d < 0:
             break
-    # log-sum-exp of the pi-weighted window (for KDE, wval holds log phi only)
-    if mode == KDE:
-        best_p = -np.inf
-        for q in range(m):
-            vp = wval[q] + log_pi[widx[q]]
-            if vp > best_p:
-                best_p = vp
-        sp = 0.0
-        for q in range(m):
-            e = wval[q] + log_pi[widx[q]] - best_p
-            if e > cut:
-                sp += math.exp(e)
-        lp = best_p + math.log(sp) if sp > 0.0 else -np.inf
-        for q in range(m):
-            e = wval[q] - lconst  # <= 0: phi_i(x) / phi_max
-            if e > cut:
-                acc[widx[q]] += wn * math.exp(e)
-    else:
-        s = 0.0
-        for q in range(m):
-            e = wval[q] - best
-            if e > cut:
-                s += math.exp(e)
-        lp = best + math.log(s) if s > 0.0 else -np.inf
-        if mode == EM and s > 0.0:
+    lp = lconst + base + math.log(s) if s > 0.0 else -np.inf
+    if mode == EM:
+        if s > 0.0:
             inv = wn / s
             for q in range(m):
-                e = wval[q] - best
-                if e > cut:
-                    acc[widx[q]] += math.exp(e) * inv
-    if mode == LOGP:
+                acc[widx[q]] += pi[widx[q]] * wval[q] * inv
+    elif mode == KDE:
+        scale = wn * math.exp(base)
+        for q in range(m):
+            acc[widx[q]] += wval[q] * scale
+    else:
         logp[n] = lp
     llws[0] += wn * lp
     llws[1] += wn
 
 
 @kernel(parallel=True)
-def grid_pass(mode, X, sw, lo, h, shape, strides, inv_sig, log_pi, lconst, W, cut, chunk_rows,
-              acc, llws, logp):
+def grid_pass(mode, X, sw, lo, h, shape, strides, inv_sig, pi, lconst, W, chunk_rows, acc, llws,
+              logp):
     """Parallel pass over slots of consecutive chunks; acc (S, M), llws (S, 8) per slot."""
     N, D = X.shape
     n_slots = acc.shape[0]
@@ -142,5 +131,5 @@ def grid_pass(mode, X, sw, lo, h, shape, strides, inv_sig, log_pi, lconst, W, cu
             stop = min(N, (c + 1) * chunk_rows)
             for n in range(c * chunk_rows, stop):
                 wn = 1.0 if sw.shape[0] == 0 else sw[n]
-                _row(mode, X, n, wn, lo, h, shape, strides, inv_sig, log_pi, lconst, W, cut,
-                     acc[s], llws[s], logp, terms, widx, wval, ints)
+                _row(mode, X, n, wn, lo, h, shape, strides, inv_sig, pi, lconst, W, acc[s],
+                     llws[s], logp, terms, widx, wval, ints)
