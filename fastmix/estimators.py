@@ -864,7 +864,9 @@ class GMMExpansion(DensityMixin, BaseEstimator):
                 steps = int(self.n_iter) if self.variant == "em" else 1
                 lbs = []
                 for _ in range(steps):
-                    acc = expansion.weights_pass(data, nodes, np.log(weights), self.variant)
+                    with np.errstate(divide="ignore"):  # nodes with no data: weight 0
+                        log_w = np.log(weights)
+                    acc = expansion.weights_pass(data, nodes, log_w, self.variant)
                     lbs.append(float(acc[1][0] / acc[1][1]))
                     weights = expansion.weights_from(acc, self.variant)
         finally:

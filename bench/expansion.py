@@ -1,0 +1,652 @@
+#!/usr/bin/env python
+"""GMM expansion vs EM vs KDE: density-fit error and fit time (ALGORITHMS.md section 4.4).
+
+What it measures
+----------------
+For three known targets and sample sizes N, the integrated absolute error
+IPE = int |p_hat - p| (2x the total-variation distance; ALGORITHMS.md section 4.3), the
+integrated squared error ISE = int (p_hat - p)^2 (both by ``fastmix.metrics`` on a fine grid)
+and the fit time of
+
+* ``fastmix.GMMExpansion`` -- an even grid of M nodes per dimension over the data range,
+  sigma = grid spacing, weights from **one** pass: variant "em" (one weights-only EM step from
+  uniform weights, the paper's "one iteration") and variant "kde" (weights = kernel density at
+  the nodes), for several M.  Two reference variants that are *not* one pass:
+  ``expansion-em-q``, one step on a grid over the 0.1 %-99.9 % quantiles of the data instead
+  of its range (the sort is timed), and ``expansion-em10``, 10 weights-only EM steps
+  (10 passes; timed once);
+* ``fastmix.GaussianMixture`` -- full-covariance EM for K in 2..8, 10, 12, 16, 20, 24, 32, 48
+  (1-D) or 4, 8, 12, 16, 20, 24, 32 (2-D), k-means++ start, one init, tol 1e-5, max_iter 1000
+  (``EM_PARAMS``).  The tight tolerance and the K up to 32 matter: with tol 1e-4 or K <= 10
+  the best EM IPE on normal+t3+uniform at N = 1e5 is about 0.07 instead of 0.035.  "Best EM"
+  is the K with the lowest *true* IPE (an oracle choice, like the best M of the expansion);
+  the table also gives the K that BIC on the training data would pick and its IPE;
+* ``scipy.stats.gaussian_kde`` with Scott's rule.  Its bandwidth matrix comes from scipy;
+  because scipy's own evaluation takes tens of seconds at N = 1e5 on the 2-D grid, the density
+  is evaluated by an exact (untruncated up to exp(-40)) Gaussian sum in Numba on the same
+  points; the script checks it against ``gaussian_kde.evaluate`` at startup (difference
+  < 1e-9 x the largest density).
+
+Targets (fixed parameters, fixed seeds; samples are nested: the first N rows of one draw)
+-----------------------------------------------------------------------------------------
+* ``5-normals`` (1-D): weights (0.15, 0.20, 0.30, 0.20, 0.15), means (-5, -2.5, 0, 2, 5),
+  sds (0.5, 0.8, 0.4, 0.6, 1.2) -- EM with K = 5 is the true model.
+* ``normal+t3+uniform`` (1-D): 0.35 N(-4, 0.8^2) + 0.40 (0.6 t_3) + 0.25 U(2, 6) -- heavy
+  tails (the data range grows with N) and two jumps; no finite Gaussian mixture is exact.
+* ``ring`` (2-D): angle ~ U(0, 2 pi), radius ~ N(3, 0.3^2); density
+  p(x) = [phi((|x| - 3)/0.3) + phi((|x| + 3)/0.3)] / (0.3 * 2 pi |x|).
+
+Integration grids: 5-normals on [-10, 10] (h = 0.005); normal+t3+uniform on [-10, 10]
+(h = 0.005, the jumps of the uniform fall on nodes and the true density there is the mean of
+its one-sided limits, which makes the trapezoid rule exact for the step) plus tails out to
++-60 (h = 0.2); ring on [-5, 5]^2 with 120 x 120 points (h = 0.084, a quarter of the radial sd).
+The true mass outside each grid (< 1e-5) is reported.  Against grids 2-4x finer the IPEs
+change by < 2e-4 (checked for the finest expansions, M = 1024 in 1-D, 192 per dim. in 2-D).
+
+Timing: every fit is timed with ``time.perf_counter``; after a warm-up of every code path
+(Numba compiles on first use) the time is the median of 3 fits (``--repeats``).  For EM each K
+is fitted once (that fit's IPE and BIC); the best-IPE and the BIC K are fitted twice more
+for the median.  "EM sweep" is the sum of the single fits over all K -- what picking K by
+BIC costs.  The machine is shared: the load average at the start and end is recorded.
+
+The target of the issue: "in one data pass, IPE no worse than EM with the best K on these
+targets, at a fraction of EM's time".  Per target and N the summary gives
+``IPE ratio`` = IPE(expansion, best M) / IPE(best EM) and ``time ratio`` = time(expansion,
+that M) / time(best EM, one fit); "met" means IPE ratio <= 1 and time ratio <= 0.5.  The best
+M is an oracle choice too; the ratio for the largest M is also given.
+
+Outputs (``--out-dir``, default ``bench/results``): ``expansion.md`` (summary and full
+tables), ``expansion.json`` (every row), ``expansion_1d.png`` (true density vs expansion
+(best M, "em") vs best EM vs KDE for each 1-D target at N = 1e4, linear and log scale) and
+``expansion_2d.png`` (contours of the same four for the ring at N = 1e4, and their radial
+profiles: density averaged over the angle).
+
+How to run::
+
+    python bench/expansion.py            # the full run, about 2.5 minutes on 2 cores
+    python bench/expansion.py --quick    # smoke run: N = 1e3, 1e4, few M and K (~10 s)
+    python bench/expansion.py --no-plot --out-dir /tmp/x
+
+``--quick`` writes ``expansion-quick.*`` to ``bench/results/raw/`` (git-ignored) unless
+``--out-dir`` is given, so it never touches the committed results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numba
+import numpy as np
+from scipy import stats
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
+
+import fastmix  # noqa: E402
+from fastmix import metrics  # noqa: E402
+
+RESULTS = os.path.join(HERE, "results")
+SEED = 0
+QUANTILE = 0.001   # expansion-em-q: grid over the [0.1 %, 99.9 %] quantiles
+MULTI_STEPS = 10   # expansion-em10: weights-only EM steps (passes)
+EM_PARAMS = dict(covariance_type="full", init_params="k-means++", n_init=1, tol=1e-5,
+                 max_iter=1000)
+
+
+# ------------------------------------------------------------------ targets -----------------
+class Target:
+    """A known density: ``sample(n, rng)`` (n, D), ``pdf(X)`` (n,) for X (n, D), an
+    integration grid and the mass of the true density outside it."""
+    name = ""
+    dim = 1
+
+    def grid(self):
+        raise NotImplementedError
+
+
+class FiveNormals(Target):
+    name = "5-normals"
+    w = np.array([0.15, 0.20, 0.30, 0.20, 0.15])
+    mu = np.array([-5.0, -2.5, 0.0, 2.0, 5.0])
+    sd = np.array([0.5, 0.8, 0.4, 0.6, 1.2])
+
+    def sample(self, n, rng):
+        k = rng.choice(len(self.w), size=n, p=self.w)
+        return (self.mu[k] + self.sd[k] * rng.standard_normal(n))[:, None]
+
+    def pdf(self, X):
+        x = X[:, 0]
+        return (self.w * stats.norm.pdf(x[:, None], self.mu, self.sd)).sum(axis=1)
+
+    def cdf(self, x):
+        return float((self.w * stats.norm.cdf(x, self.mu, self.sd)).sum())
+
+    def grid(self):
+        return metrics.grid_axes(-10.0, 10.0, 4001)
+
+    def mass_outside(self):
+        return self.cdf(-10.0) + 1.0 - self.cdf(10.0)
+
+
+class NormalTUniform(Target):
+    name = "normal+t3+uniform"
+    w = np.array([0.35, 0.40, 0.25])
+    mu, sd = -4.0, 0.8      # normal
+    df, scale = 3, 0.6      # Student t, centred at 0
+    a, b = 2.0, 6.0         # uniform
+
+    def sample(self, n, rng):
+        k = rng.choice(3, size=n, p=self.w)
+        x = np.empty(n)
+        m = k == 0
+        x[m] = rng.normal(self.mu, self.sd, m.sum())
+        m = k == 1
+        x[m] = self.scale * rng.standard_t(self.df, m.sum())
+        m = k == 2
+        x[m] = rng.uniform(self.a, self.b, m.sum())
+        return x[:, None]
+
+    def pdf(self, X):
+        x = X[:, 0]
+        u = np.where((x > self.a) & (x < self.b), 1.0 / (self.b - self.a), 0.0)
+        edge = (np.abs(x - self.a) < 1e-9) | (np.abs(x - self.b) < 1e-9)
+        u[edge] = 0.5 / (self.b - self.a)  # mean of the one-sided limits at the jumps
+        return (self.w[0] * stats.norm.pdf(x, self.mu, self.sd)
+                + self.w[1] * stats.t.pdf(x, self.df, scale=self.scale) + self.w[2] * u)
+
+    def grid(self):
+        return np.concatenate([np.linspace(-60, -10, 251)[:-1], np.linspace(-10, 10, 4001),
+                               np.linspace(10, 60, 251)[1:]])
+
+    def mass_outside(self):
+        return float(self.w[0] * stats.norm.cdf(-60, self.mu, self.sd)
+                     + self.w[1] * 2 * stats.t.sf(60 / self.scale, self.df))
+
+
+class Ring(Target):
+    name = "ring"
+    dim = 2
+    R, s = 3.0, 0.3
+
+    def sample(self, n, rng):
+        th = rng.uniform(0, 2 * np.pi, n)
+        r = rng.normal(self.R, self.s, n)
+        return np.stack([r * np.cos(th), r * np.sin(th)], axis=1)
+
+    def pdf(self, X):
+        r = np.maximum(np.hypot(X[:, 0], X[:, 1]), 1e-12)
+        return (stats.norm.pdf(r, self.R, self.s) + stats.norm.pdf(-r, self.R, self.s)) / (
+            2 * np.pi * r)
+
+    def grid(self):
+        return metrics.grid_axes([-5.0, -5.0], [5.0, 5.0], 120)
+
+    def mass_outside(self):  # the disc of radius 5 lies inside the square
+        return float(stats.norm.sf(5.0, self.R, self.s))
+
+
+TARGETS = {t.name: t for t in (FiveNormals(), NormalTUniform(), Ring())}
+
+
+# ------------------------------------------------------------------ KDE ---------------------
+@numba.njit(parallel=True, cache=True)
+def _gauss_sum(G, X):
+    """sum_n exp(-|G_j - X_n|^2 / 2) for whitened points; pairs beyond exp(-40) skipped."""
+    m, D = G.shape
+    out = np.empty(m)
+    for j in numba.prange(m):
+        s = 0.0
+        for n in range(X.shape[0]):
+            q = 0.0
+            for d in range(D):
+                t = G[j, d] - X[n, d]
+                q += t * t
+            if q < 80.0:
+                s += math.exp(-0.5 * q)
+        out[j] = s
+    return out
+
+
+class KDE:
+    """scipy's gaussian_kde (Scott's rule); ``pdf`` is an exact Gaussian sum in Numba."""
+
+    def __init__(self, X):
+        self.kde = stats.gaussian_kde(X.T)  # bw_method="scott"
+        L = np.linalg.cholesky(np.atleast_2d(self.kde.covariance))
+        self._Li = np.linalg.inv(L)
+        self._Xw = np.ascontiguousarray(X @ self._Li.T)
+        D = X.shape[1]
+        self._c = 1.0 / (X.shape[0] * np.prod(np.diag(L)) * (2 * np.pi) ** (D / 2))
+
+    def pdf(self, P):
+        return _gauss_sum(np.ascontiguousarray(P @ self._Li.T), self._Xw) * self._c
+
+
+def check_kde(rng):
+    X = rng.normal(size=(1000, 2)) * [1.0, 2.0]
+    X[:, 1] += 0.5 * X[:, 0]
+    P = rng.normal(size=(300, 2)) * 2
+    for D in (1, 2):
+        k = KDE(X[:, :D])
+        ref = k.kde.evaluate(P[:, :D].T)
+        err = np.max(np.abs(k.pdf(P[:, :D]) - ref)) / ref.max()
+        if not err < 1e-9:
+            raise AssertionError(f"Numba KDE differs from scipy by {err:.2e} (D={D})")
+
+
+# ------------------------------------------------------------------ timing ------------------
+def timed(make, X, repeats):
+    """(model of the first fit, median seconds of ``repeats`` fits, all times)."""
+    ts, model = [], None
+    for _ in range(repeats):
+        est = make()
+        t = time.perf_counter()
+        with np.errstate(divide="ignore"):  # log(0) of underflowed weights in multi-step fits
+            est.fit(X)
+        ts.append(time.perf_counter() - t)
+        if model is None:
+            model = est
+    return model, statistics.median(ts), ts
+
+
+def warm_up(dims):
+    rng = np.random.default_rng(123)
+    for D in dims:
+        X = rng.normal(size=(2000, D))
+        for v in ("em", "kde"):
+            m = fastmix.GMMExpansion(8, variant=v).fit(X)
+            m.score_samples(X)
+        m = fastmix.GaussianMixture(3, random_state=0, **EM_PARAMS).fit(X)
+        m.score_samples(X), m.bic(X)
+        KDE(X[:50]).pdf(X[:10])
+
+
+# ------------------------------------------------------------------ experiment --------------
+class QuantileBoundsExpansion:
+    """One-step expansion on a grid over the [q, 1 - q] quantiles of each feature instead of
+    the data range (rows outside load the edge nodes); the quantiles (a sort) are part of the
+    timed fit."""
+
+    def __init__(self, M, q=QUANTILE):
+        self.M, self.q = M, q
+
+    def fit(self, X):
+        lo, hi = np.quantile(X, [self.q, 1 - self.q], axis=0)
+        self.model = fastmix.GMMExpansion(self.M, bounds=(lo, hi)).fit(X)
+        return self
+
+    def __getattr__(self, name):
+        if name == "model":
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+
+def expansion_configs(repeats):
+    """(method label, factory M -> unfitted estimator, timing repeats)."""
+    return [("expansion-em", lambda M: fastmix.GMMExpansion(M), repeats),
+            ("expansion-kde", lambda M: fastmix.GMMExpansion(M, variant="kde"), repeats),
+            ("expansion-em-q", lambda M: QuantileBoundsExpansion(M), repeats),
+            (f"expansion-em{MULTI_STEPS}",
+             lambda M: fastmix.GMMExpansion(M, n_iter=MULTI_STEPS), 1)]
+
+
+def errors(values, p_true, grid):
+    return metrics.ipe(values, p_true, grid), metrics.ise(values, p_true, grid)
+
+
+def run_target(target, ns, Ms, Ks, repeats, log, keep_curves_at):
+    grid = target.grid()
+    pts = metrics.grid_points(grid)
+    shape = pts.shape[:1] if target.dim == 1 else tuple(len(a) for a in grid)
+    p_true = target.pdf(pts).reshape(shape)
+    rng = np.random.default_rng(SEED)
+    Xall = target.sample(max(ns), rng)
+    rows, curves = [], {}
+
+    def on_grid_log(model):
+        return np.exp(model.score_samples(pts)).reshape(shape)
+
+    for N in ns:
+        X = Xall[:N]
+        base = dict(target=target.name, dim=target.dim, N=N)
+        keep = N == keep_curves_at
+        cur = {}
+        for method, make, reps in expansion_configs(repeats):
+            for M in Ms:
+                model, t, ts = timed(lambda: make(M), X, reps)
+                v = on_grid_log(model)
+                ipe_, ise_ = errors(v, p_true, grid)
+                rows.append(dict(base, method=method, param=f"M={M}", M=M,
+                                 ipe=ipe_, ise=ise_, time_s=t, times_s=ts,
+                                 sigma=float(model.sigma_[0]), n_nodes=int(model.weights_.size),
+                                 h=float(np.ptp(model.bounds_[:, 0]) / (M - 1))))
+                if keep and method == "expansion-em":
+                    cur[f"expansion M={M}"] = v
+                log(f"  {target.name} N={N} {method} M={M}: IPE {ipe_:.4f} "
+                    f"t {1e3 * t:.1f} ms")
+        em_rows = []
+        for K in Ks:
+            model, t, ts = timed(lambda: fastmix.GaussianMixture(K, random_state=SEED,
+                                                                 **EM_PARAMS), X, 1)
+            v = on_grid_log(model)
+            ipe_, ise_ = errors(v, p_true, grid)
+            r = dict(base, method="em", param=f"K={K}", K=K, ipe=ipe_, ise=ise_, time_s=t,
+                     times_s=ts, bic=float(model.bic(X)), n_iter=int(model.n_iter_),
+                     converged=bool(model.converged_))
+            em_rows.append(r)
+            if keep:
+                cur[f"EM K={K}"] = v
+            log(f"  {target.name} N={N} EM K={K}: IPE {ipe_:.4f} t {1e3 * t:.1f} ms "
+                f"({model.n_iter_} it)")
+        best = min(em_rows, key=lambda r: r["ipe"])
+        by_bic = min(em_rows, key=lambda r: r["bic"])
+        for r in {id(best): best, id(by_bic): by_bic}.values():
+            K = r["K"]
+            _, _, ts = timed(lambda: fastmix.GaussianMixture(K, random_state=SEED, **EM_PARAMS),
+                             X, repeats - 1)
+            r["times_s"] = r["times_s"] + ts
+            r["time_s"] = statistics.median(r["times_s"])
+        best["best_ipe"] = True
+        by_bic["bic_choice"] = True
+        rows.extend(em_rows)
+        t0 = time.perf_counter()
+        kde = KDE(X)
+        t_fit = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        v = kde.pdf(pts).reshape(shape)
+        t_eval = time.perf_counter() - t0
+        ipe_, ise_ = errors(v, p_true, grid)
+        rows.append(dict(base, method="kde-scott", param="scott", ipe=ipe_, ise=ise_,
+                         time_s=t_fit, eval_s=t_eval,
+                         bandwidth=np.sqrt(np.diag(np.atleast_2d(kde.kde.covariance))).tolist()))
+        log(f"  {target.name} N={N} KDE: IPE {ipe_:.4f} (eval {t_eval:.2f} s)")
+        if keep:
+            cur["KDE"] = v
+            curves = dict(values=cur, true=p_true, grid=grid, X=X[:4000],
+                          lo=X.min(axis=0), hi=X.max(axis=0))
+    return rows, curves
+
+
+EXPANSION_METHODS = ("expansion-em", "expansion-kde", "expansion-em-q",
+                     f"expansion-em{MULTI_STEPS}")
+
+
+def summarize(rows):
+    out = []
+    keys = sorted({(r["dim"], r["target"], r["N"]) for r in rows},
+                  key=lambda k: (k[0], list(TARGETS).index(k[1]), k[2]))
+    for _, name, N in keys:
+        rs = [r for r in rows if r["target"] == name and r["N"] == N]
+        best = {m: min((r for r in rs if r["method"] == m), key=lambda r: r["ipe"])
+                for m in EXPANSION_METHODS}
+        exp_em = [r for r in rs if r["method"] == "expansion-em"]
+        em = [r for r in rs if r["method"] == "em"]
+        kde = [r for r in rs if r["method"] == "kde-scott"][0]
+        bx = best["expansion-em"]
+        big = max(exp_em, key=lambda r: r["M"])
+        be = [r for r in em if r.get("best_ipe")][0]
+        bb = [r for r in em if r.get("bic_choice")][0]
+        ipe_ratio = bx["ipe"] / be["ipe"]
+        time_ratio = bx["time_s"] / be["time_s"]
+        out.append(dict(
+            target=name, N=N, exp_M=bx["M"], exp_ipe=bx["ipe"], exp_time_s=bx["time_s"],
+            big_M=big["M"], big_ipe_ratio=big["ipe"] / be["ipe"],
+            em_K=be["K"], em_ipe=be["ipe"], em_time_s=be["time_s"],
+            em_sweep_s=sum(r["times_s"][0] for r in em),
+            bic_K=bb["K"], bic_ipe=bb["ipe"], kde_ipe=kde["ipe"], kde_eval_s=kde["eval_s"],
+            ipe_ratio=ipe_ratio, time_ratio=time_ratio,
+            met=bool(ipe_ratio <= 1.0 and time_ratio <= 0.5),
+            variants={m: dict(M=r["M"], ipe=r["ipe"], ise=r["ise"], time_s=r["time_s"])
+                      for m, r in best.items()}))
+    return out
+
+
+def fmt_t(s):
+    return f"{1e3 * s:.1f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def markdown(rows, summary, meta):
+    L = ["# GMM expansion vs EM vs KDE (ALGORITHMS.md section 4.4)", "",
+         "Generated by `bench/expansion.py` (its docstring describes targets, grids and "
+         "timing). " + meta, "",
+         "## Summary: is the target met?", "",
+         "Target: \"in one data pass, IPE no worse than EM with the best K, at a fraction of "
+         "EM's time\".  Expansion = `GMMExpansion(n_nodes=M)` (variant \"em\", one step, grid "
+         "over the data range, sigma = spacing), best M by true IPE; best EM = "
+         "`GaussianMixture` with the K of lowest true IPE.  IPE ratio = expansion / best EM; "
+         "time ratio = expansion fit / one best-EM fit.  Met = IPE ratio <= 1 and time ratio "
+         "<= 0.5.  M is per dimension (M^2 nodes in 2-D).", "",
+         "| target | N | expansion M | expansion IPE | best-EM K | best-EM IPE | **IPE ratio** "
+         "| IPE ratio at largest M | expansion time | best-EM time | **time ratio** | EM sweep "
+         "(all K) | met |", "|" + "---|" * 13]
+    for s in summary:
+        L.append("| " + " | ".join([
+            s["target"], f"{s['N']:.0e}", str(s["exp_M"]), f"{s['exp_ipe']:.4f}", str(s["em_K"]),
+            f"{s['em_ipe']:.4f}", f"**{s['ipe_ratio']:.2f}**",
+            f"{s['big_ipe_ratio']:.2f} (M={s['big_M']})", fmt_t(s["exp_time_s"]),
+            fmt_t(s["em_time_s"]), f"**{s['time_ratio']:.3f}**", fmt_t(s["em_sweep_s"]),
+            "yes" if s["met"] else "**no**"]) + " |")
+    L += ["", "## Best IPE per method", "",
+          "Best over M (expansions) or K (EM): IPE (M or K) and fit time.  expansion-kde: "
+          "variant \"kde\" (one pass).  expansion-em-q: one step on a grid over the 0.1 %–99.9 % "
+          f"quantiles (sort included in the time; not one pass).  expansion-em{MULTI_STEPS}: "
+          f"{MULTI_STEPS} weights-only EM steps ({MULTI_STEPS} passes; timed once).  EM (BIC): "
+          "the K that BIC picks.  KDE: scipy `gaussian_kde`, Scott's rule (time = grid "
+          "evaluation, exact sum in Numba).", "",
+          "| target | N | expansion-em | expansion-kde | expansion-em-q | "
+          f"expansion-em{MULTI_STEPS} | best EM | EM (BIC) | KDE (Scott) |", "|" + "---|" * 9]
+    for s in summary:
+        cells = [s["target"], f"{s['N']:.0e}"]
+        for m in EXPANSION_METHODS:
+            v = s["variants"][m]
+            cells.append(f"{v['ipe']:.4f} (M={v['M']}, {fmt_t(v['time_s'])})")
+        cells += [f"{s['em_ipe']:.4f} (K={s['em_K']}, {fmt_t(s['em_time_s'])})",
+                  f"{s['bic_ipe']:.4f} (K={s['bic_K']})",
+                  f"{s['kde_ipe']:.4f} ({fmt_t(s['kde_eval_s'])})"]
+        L.append("| " + " | ".join(cells) + " |")
+    L += ["", "## All fits", "",
+          "Times: median of the repeats (EM: one fit, except the best-IPE and BIC K; "
+          f"expansion-em{MULTI_STEPS}: one fit).  KDE: construction time; its evaluation on the "
+          "grid is listed separately.  h = grid spacing.", "",
+          "| target | N | method | param | IPE | ISE | fit time | note |", "|" + "---|" * 8]
+    for r in rows:
+        note = []
+        if r["method"].startswith("expansion"):
+            note.append(f"h={r['h']:.3g}, sigma={r['sigma']:.3g}")
+        if r["method"] == "em":
+            note.append(f"{r['n_iter']} it" + ("" if r["converged"] else " (not converged)"))
+            note.append(f"BIC {r['bic']:.1f}")
+            if r.get("best_ipe"):
+                note.append("**best IPE**")
+            if r.get("bic_choice"):
+                note.append("**BIC choice**")
+        if r["method"] == "kde-scott":
+            note.append("bw " + ", ".join(f"{b:.3g}" for b in r["bandwidth"]))
+            note.append(f"eval {fmt_t(r['eval_s'])}")
+        L.append("| " + " | ".join([r["target"], f"{r['N']:.0e}", r["method"], r["param"],
+                                    f"{r['ipe']:.4f}", f"{r['ise']:.2e}", fmt_t(r["time_s"]),
+                                    "; ".join(note)]) + " |")
+    return "\n".join(L) + "\n"
+
+
+# ------------------------------------------------------------------ plots -------------------
+def _pick(curves, summary_row):
+    vals = curves["values"]
+    M = summary_row["exp_M"]
+    return [("true density", curves["true"]),
+            (f"expansion em, M={M}", vals[f"expansion M={M}"]),
+            (f"best EM, K={summary_row['em_K']}", vals[f"EM K={summary_row['em_K']}"]),
+            ("KDE (Scott)", vals["KDE"])]
+
+
+def plot_1d(curves_by_target, summary, N, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(curves_by_target)
+    fig, axes = plt.subplots(len(names), 2, figsize=(13, 4.2 * len(names)), squeeze=False)
+    styles = [dict(color="k", lw=2.4), dict(color="tab:red", lw=1.3),
+              dict(color="tab:blue", lw=1.3, ls="--"), dict(color="tab:green", lw=1.1, ls=":")]
+    for row, name in zip(axes, names):
+        c = curves_by_target[name]
+        s = [r for r in summary if r["target"] == name and r["N"] == N][0]
+        x = c["grid"]
+        for (lab, v), st in zip(_pick(c, s), styles):
+            ipe_ = "" if lab == "true density" else \
+                f" (IPE {metrics.ipe(v, c['true'], x):.4f})"
+            for ax in row:
+                ax.plot(x, v, label=lab + ipe_, **st)
+        lo, hi = np.quantile(c["X"][:, 0], [0.001, 0.999])
+        pad = 0.15 * (hi - lo)
+        row[0].set_xlim(lo - pad, hi + pad)
+        row[0].hist(c["X"][:, 0], bins=120, density=True, color="0.85", zorder=0)
+        row[0].set_title(f"{name}, N={N:.0e}")
+        row[0].legend(fontsize=8, loc="upper left")
+        for e in (c["lo"][0], c["hi"][0]):
+            row[1].axvline(e, color="tab:red", lw=0.8, ls="-.", alpha=0.6)
+        row[1].set_yscale("log")
+        row[1].set_ylim(1e-6, 2 * c["true"].max())
+        row[1].set_xlim(x[0] if x[0] > -15 else -15, x[-1] if x[-1] < 15 else 15)
+        row[1].set_title(f"{name}, log scale (dash-dot: data range = expansion grid)")
+        for ax in row:
+            ax.set_xlabel("x")
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_2d(curves, summary_row, N, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs, ys = curves["grid"]
+    panels = _pick(curves, summary_row)
+    fig, axes = plt.subplots(1, 5, figsize=(22, 4.6),
+                             gridspec_kw=dict(width_ratios=[1, 1, 1, 1, 1.3]))
+    top = curves["true"].max()
+    fracs = np.array([0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 1.1, 1.4])
+    levels = np.concatenate([[0.0], top * fracs])
+    styles = [dict(color="k", lw=2.4), dict(color="tab:red", lw=1.3),
+              dict(color="tab:blue", lw=1.3, ls="--"), dict(color="tab:green", lw=1.1, ls=":")]
+    P = metrics.grid_points(curves["grid"])
+    r = np.hypot(P[:, 0], P[:, 1])
+    edges = np.linspace(0, 5, 51)
+    which = np.digitize(r, edges) - 1
+    inside = (which >= 0) & (which < 50)
+    counts = np.bincount(which[inside], minlength=50)
+    for ax, (lab, v), st in zip(axes, panels, styles):
+        cs = ax.contourf(xs, ys, v.T, levels=levels, cmap="viridis", extend="max")
+        ax.contour(xs, ys, curves["true"].T, levels=top * np.array([0.02, 0.7]), colors="w",
+                   linewidths=0.7, linestyles="--")
+        if lab != "true density":
+            lab += f"\nIPE {metrics.ipe(v, curves['true'], curves['grid']):.4f}"
+        ax.set_title(lab, fontsize=10)
+        ax.set_aspect("equal")
+        prof = np.bincount(which[inside], v.reshape(-1)[inside], minlength=50) / np.maximum(
+            counts, 1)
+        axes[4].plot(0.5 * (edges[1:] + edges[:-1]), prof, label=lab.split("\n")[0], **st)
+    axes[4].set_xlabel("radius |x|")
+    axes[4].set_ylabel("density, mean over angle")
+    axes[4].set_title("radial profile", fontsize=10)
+    axes[4].legend(fontsize=8)
+    axes[4].grid(alpha=0.3)
+    fig.colorbar(cs, ax=axes[:4], location="bottom", shrink=0.5, aspect=40, pad=0.12,
+                 label="density", format="%.3f")
+    fig.suptitle(f"ring (R=3, radial sd 0.3), N={N:.0e}: filled contours at "
+                 f"{tuple(fracs.tolist())} x max true density (same levels in every panel);\n"
+                 f"white dashed: true 0.02 and 0.7 levels", fontsize=10, y=1.06)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ main --------------------
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        description="GMM expansion (one pass) vs full EM over K vs Scott KDE on three known "
+                    "targets: IPE, ISE, fit time (ALGORITHMS.md section 4.4).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: N = 1e3, 1e4, few M and K; writes expansion-quick.*")
+    p.add_argument("--repeats", type=int, default=3, help="fits per timing (median)")
+    p.add_argument("--targets", nargs="*", default=list(TARGETS), choices=list(TARGETS))
+    p.add_argument("--out-dir", default=None,
+                   help="default: bench/results (bench/results/raw with --quick)")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNGs")
+    p.add_argument("--threads", type=int, default=1,
+                   help="Numba threads for every method; 0 = Numba's default (all cores)")
+    a = p.parse_args(argv)
+    if a.repeats < 1:
+        p.error("--repeats must be >= 1")
+    if a.quick:
+        ns1, ns2 = [1000, 10000], [1000, 10000]
+        Ms1, Ms2 = [64, 256], [32, 64]
+        Ks1, Ks2 = [2, 5, 8], [4, 12]
+        stem = "expansion-quick"
+    else:
+        ns1, ns2 = [1000, 10000, 100000], [1000, 10000, 100000]
+        Ms1, Ms2 = [16, 32, 64, 128, 256, 512, 1024], [16, 32, 48, 64, 96, 128, 192]
+        Ks1, Ks2 = [2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 20, 24, 32, 48], [4, 8, 12, 16, 20, 24, 32]
+        stem = "expansion"
+    if a.threads < 0:
+        p.error("--threads must be >= 0")
+    if a.threads:
+        numba.set_num_threads(a.threads)
+    if a.out_dir is None:
+        a.out_dir = os.path.join(RESULTS, "raw") if a.quick else RESULTS
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    t_start = time.perf_counter()
+    load0 = os.getloadavg()[0]
+    check_kde(np.random.default_rng(1))
+    warm_up(sorted({TARGETS[t].dim for t in a.targets}))
+    log(f"warm-up done in {time.perf_counter() - t_start:.1f} s")
+    rows, curves = [], {}
+    for name in a.targets:
+        t = TARGETS[name]
+        ns, Ms, Ks = (ns1, Ms1, Ks1) if t.dim == 1 else (ns2, Ms2, Ks2)
+        r, c = run_target(t, ns, Ms, Ks, a.repeats, log, keep_curves_at=10000)
+        rows += r
+        if c:
+            curves[name] = c
+    summary = summarize(rows)
+    elapsed = time.perf_counter() - t_start
+    load1 = os.getloadavg()[0]
+    outside = {n: TARGETS[n].mass_outside() for n in a.targets}
+    meta = (f"Seed {SEED}; EM: {EM_PARAMS}; repeats {a.repeats}; "
+            f"numba threads {numba.get_num_threads()}; {platform.processor() or platform.machine()}"
+            f", {os.cpu_count()} cores; 1-min load average {load0:.2f} at start, {load1:.2f} at "
+            f"end; run took {elapsed:.0f} s. True mass outside the integration grids: "
+            + ", ".join(f"{n} {m:.1e}" for n, m in outside.items()) + ".")
+    md = markdown(rows, summary, meta)
+    os.makedirs(a.out_dir, exist_ok=True)
+    with open(os.path.join(a.out_dir, stem + ".md"), "w") as fh:
+        fh.write(md)
+    with open(os.path.join(a.out_dir, stem + ".json"), "w") as fh:
+        json.dump({"meta": meta, "config": {"ns_1d": ns1, "ns_2d": ns2, "Ms_1d": Ms1,
+                                            "Ms_2d": Ms2, "Ks_1d": Ks1, "Ks_2d": Ks2,
+                                            "em_params": EM_PARAMS, "seed": SEED,
+                                            "repeats": a.repeats},
+                   "summary": summary, "rows": rows}, fh, indent=1)
+    if not a.no_plot:
+        one = {n: c for n, c in curves.items() if TARGETS[n].dim == 1}
+        if one:
+            plot_1d(one, summary, 10000, os.path.join(a.out_dir, stem + "_1d.png"))
+        if "ring" in curves:
+            s = [r for r in summary if r["target"] == "ring" and r["N"] == 10000][0]
+            plot_2d(curves["ring"], s, 10000, os.path.join(a.out_dir, stem + "_2d.png"))
+    print(md.split("## All fits")[0])
+    log(f"done in {elapsed:.0f} s; wrote {stem}.md/.json" + ("" if a.no_plot else " and PNGs")
+        + f" to {a.out_dir}")
+
+
+if __name__ == "__main__":
+    main()
