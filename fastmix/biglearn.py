@@ -42,7 +42,7 @@ def haar_orthogonal(rng, D):
 def eig_floor(S, eps):
     """V diag(max(lambda, eps)) V^T for each (D, D) matrix of S (K, D, D)."""
     lam, V = np.linalg.eigh(S)
-    out = np.einsum("kij,kj,klj->kil", V, np.maximum(lam, eps), V)
+    out = (V * np.maximum(lam, eps)[:, None, :]) @ np.swapaxes(V, 1, 2)
     return 0.5 * (out + np.swapaxes(out, 1, 2))
 
 
@@ -63,7 +63,7 @@ def local_step(data, weights, means, covs, A, T, *, alpha, eps, update):
     """One EM step on the (transformed) marginal T; returns (weights, means, covs, mean ll)."""
     K, D = means.shape
     mbar = means if A is None else means @ A.T
-    Sbar = covs if A is None else np.einsum("ij,kjl,ml->kim", A, covs, A)
+    Sbar = covs if A is None else A @ covs @ A.T  # (K, D, D): A Sigma_k A^T, O(K D^3)
     mT = np.ascontiguousarray(mbar[:, T])
     STT = np.ascontiguousarray(Sbar[:, T][:, :, T])
     cov = FullCovariance.from_covariances(STT)
@@ -103,7 +103,7 @@ def local_step(data, weights, means, covs, A, T, *, alpha, eps, update):
         means, covs = mbar, Sbar
     else:
         means = mbar @ A
-        covs = eig_floor(np.einsum("ji,kjl,lm->kim", A, Sbar, A), eps)
+        covs = eig_floor(A.T @ Sbar @ A, eps)
     w = (pi_t + alpha) / (pi_t + alpha).sum()
     return w, means, covs, ll / ws
 
