@@ -27,6 +27,7 @@ import numpy as np
 
 from . import kernels
 from ._validation import check_sample_weight, first_nonfinite_row
+from .sources import check_weights_block
 
 #: Seconds a distributed pass (or a scatter) may take before fastmix gives up.
 DASK_TIMEOUT = float(os.environ.get("FASTMIX_DASK_TIMEOUT", "600"))
@@ -65,12 +66,7 @@ def _check_block(X, w, offset):
         raise ValueError(f"dask array: NaN or infinity in row {offset + bad} (block starting at "
                          f"row {offset}): {X[bad].tolist()[:8]}")
     if w is not None:
-        if not np.all(np.isfinite(w)):
-            raise ValueError(f"sample_weight contains NaN or infinity (row "
-                             f"{offset + int(np.flatnonzero(~np.isfinite(w))[0])})")
-        if np.any(w < 0):
-            raise ValueError(f"sample_weight must be non-negative (row "
-                             f"{offset + int(np.argmax(w < 0))})")
+        check_weights_block(w, offset, "the dask array")
 
 
 def _prepare(block, wblock, dtype, offset, validate):

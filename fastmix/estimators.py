@@ -217,13 +217,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             p = cls.from_precisions(p)  # validates: finite, symmetric positive definite
         return w, m, p
 
+    #: The attribute whose presence means "fitted".
+    _fitted_attr = "means_"
+
     def _check_fitted(self):
-        if not hasattr(self, "means_"):
+        if not hasattr(self, self._fitted_attr):
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. Call "
                                  "'fit' with appropriate arguments before using this estimator.")
 
     def __sklearn_is_fitted__(self):
-        return hasattr(self, "means_")
+        return hasattr(self, self._fitted_attr)
 
     def _validate_predict_X(self, X):
         self._check_fitted()
@@ -804,17 +807,10 @@ class GMMExpansion(DensityMixin, BaseEstimator):
                              "path or another chunked source")
         return GaussianMixture._stream(self, X, sample_weight, fitting=fitting)
 
-    def _validate_predict_X(self, X):
-        self._check_fitted()
-        return check_array(X, n_features=self.n_features_in_, estimator=type(self).__name__)
-
-    def _check_fitted(self):
-        if not hasattr(self, "weights_"):
-            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. Call "
-                                 "'fit' with appropriate arguments before using this estimator.")
-
-    def __sklearn_is_fitted__(self):
-        return hasattr(self, "weights_")
+    _fitted_attr = "weights_"
+    _check_fitted = GaussianMixture._check_fitted
+    __sklearn_is_fitted__ = GaussianMixture.__sklearn_is_fitted__
+    _validate_predict_X = GaussianMixture._validate_predict_X
 
     def _bounds(self, data):
         D = data.n_features

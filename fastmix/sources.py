@@ -803,7 +803,7 @@ class Stream:
                                      f"{row // self.chunk_rows} (rows of {self.chunk_rows}), "
                                      f"row {row}: {X[bad].tolist()[:8]}")
                 if w is not None:
-                    _check_weights_block(w, start, self.name)
+                    check_weights_block(w, start, self.name)
                     wsum += float(np.sum(w))
             total += X.shape[0]
             yield start, X, w
@@ -856,14 +856,15 @@ def _check_weight_source(ws, name):
     for start in range(0, ws.n_rows, step):
         w = buf[:min(ws.n_rows, start + step) - start]
         ws.read_rows(start, start + w.shape[0], w)
-        _check_weights_block(w[:, 0], start, name)
+        check_weights_block(w[:, 0], start, name)
         total += float(np.sum(w))
     if not total > 0:
         raise ValueError(f"sample weights of {name} sum to zero: at least one row needs a "
                          "positive weight")
 
 
-def _check_weights_block(w, start, name):
+def check_weights_block(w, start, name):
+    """Finite, non-negative weights (a block starting at row ``start``), else ValueError."""
     if not np.all(np.isfinite(w)):
         raise ValueError(f"sample weights of {name} contain NaN or infinity (row "
                          f"{start + int(np.flatnonzero(~np.isfinite(w))[0])})")
