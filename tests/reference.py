@@ -280,3 +280,31 @@ def sample_model(rng, weights, means, covariances, kind, N):
         idx = np.flatnonzero(lab == k)
         X[idx] = rng.multivariate_normal(means[k], covs[k], size=idx.size)
     return X
+
+
+# ------------------------------------------------------------------ SGD (Gepperth et al.) ----
+def sgd_objective_weights(x, xi, mu, s, g, exact):
+    """Per-sample log-likelihood terms l (K,), weights w (K,) and objective (NumPy)."""
+    from scipy.special import logsumexp
+    logpi = xi - logsumexp(xi)
+    D = mu.shape[1]
+    ell = logpi + np.log(s).sum(axis=1) - 0.5 * D * np.log(2 * np.pi) \
+        - 0.5 * ((s * (x - mu)) ** 2).sum(axis=1)
+    if exact:
+        w = np.exp(ell - logsumexp(ell))
+        return ell, w, logsumexp(ell)
+    smoothed = g @ ell
+    k = int(np.argmax(smoothed))
+    return ell, g[k].copy(), smoothed[k]
+
+
+def sgd_step(x, xi, mu, s, g, exact, eps, lam, s_min, s_max):
+    """One batch-size-1 ascent step (closed-form gradients, ALGORITHMS.md 1.3), new arrays."""
+    from scipy.special import softmax
+    ell, w, obj = sgd_objective_weights(x, xi, mu, s, g, exact)
+    pi = softmax(xi)
+    diff = x - mu
+    xi = xi + eps * lam[0] * (w - pi)
+    mu_new = mu + eps * lam[1] * w[:, None] * s ** 2 * diff
+    s_new = np.clip(s + eps * lam[2] * w[:, None] * (1 / s - s * diff ** 2), s_min, s_max)
+    return xi, mu_new, s_new, obj

@@ -1,0 +1,74 @@
+"""SGD kernels (work in progress for issue 5): batch-size-1 and mini-batch steps against the
+NumPy reference of the closed-form gradients."""
+import numpy as np
+import pytest
+
+from fastmix.kernels import cpu_sgd
+
+import reference as ref
+from _helpers import assert_close
+
+
+def _torus_g(n, sigma):
+    K = n * n
+    r, c = np.divmod(np.arange(K), n)
+    dr = np.abs(r[:, None] - r[None, :])
+    dc = np.abs(c[:, None] - c[None, :])
+    d2 = np.minimum(dr, n - dr) ** 2 + np.minimum(dc, n - dc) ** 2
+    g = np.exp(-d2 / (2 * sigma ** 2))
+    return g / g.sum(axis=1, keepdims=True)
+
+
+def _setup(K=9, D=5, N=40, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0, 1, size=(N, D))
+    xi = rng.normal(0, 0.1, size=K)
+    mu = rng.uniform(0.3, 0.7, size=(K, D))
+    s = rng.uniform(1.0, 3.0, size=(K, D))
+    return X, xi, mu, s
+
+
+@pytest.mark.parametrize("exact", [False, True])
+@pytest.mark.parametrize("sigma", [None, 0.8])
+def test_single_steps_match_reference(exact, sigma):
+    X, xi, mu, s = _setup()
+    g = np.eye(9) if sigma is None else _torus_g(3, sigma)
+    lam, eps, s_min, s_max = (1.0, 0.7, 0.5), 0.05, 1e-6, np.sqrt(20.0)
+    a = (xi.copy(), mu.copy(), s.copy())
+    out = np.empty(X.shape[0])
+    cpu_sgd.sgd_step_single(X, *a, g, exact, eps, *lam, s_min, s_max, out)
+    b = (xi.copy(), mu.copy(), s.copy())
+    objs = []
+    for x in X:
+        *b, obj = ref.sgd_step(x, *b, g, exact, eps, lam, s_min, s_max)
+        objs.append(obj)
+    assert_close(a[0], b[0], 1e-10)
+    assert_close(a[1], b[1], 1e-10)
+    assert_close(a[2], b[2], 1e-10)
+    assert_close(out, np.array(objs), 1e-10)
+
+
+def test_minibatch_matches_averaged_reference_gradients():
+    X, xi, mu, s = _setup(N=30)
+    g = _torus_g(3, 0.8)
+    lam, eps = (1.0, 1.0, 1.0), 0.1
+    a = (xi.copy(), mu.copy(), s.copy())
+    out = np.empty(3)
+    cpu_sgd.sgd_minibatch(X, 10, *a, g, False, eps, *lam, 1e-6, 10.0, out)
+    b = [xi.copy(), mu.copy(), s.copy()]
+    for start in range(0, 30, 10):
+        steps = [ref.sgd_step(x, *b, g, False, eps, lam, -np.inf, np.inf) for x in X[start:start + 10]]
+        # the mini-batch step is the mean of the single steps taken from the same parameters
+        b = [np.mean([st[i] for st in steps], axis=0) for i in range(3)]
+        b[2] = np.clip(b[2], 1e-6, 10.0)
+        assert_close(out[start // 10], np.mean([st[3] for st in steps]), 1e-10)
+    for got, want in zip(a, b):
+        assert_close(got, want, 1e-10)
+
+
+def test_clipping_keeps_precisions_in_range():
+    X, xi, mu, s = _setup()
+    X = X * 50  # far-away samples drive s down hard
+    out = np.empty(X.shape[0])
+    cpu_sgd.sgd_step_single(X, xi, mu, s, np.eye(9), False, 0.5, 1.0, 1.0, 1.0, 1e-3, 4.0, out)
+    assert np.all(s >= 1e-3) and np.all(s <= 4.0) and np.all(np.isfinite(mu))
