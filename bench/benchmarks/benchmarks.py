@@ -341,3 +341,51 @@ class BigLearn:
 
     def time_biglearn_10_outer_iterations(self):
         self.model.fit(self.X)
+
+
+class SGDKernel:
+    """Batch-size-1 SGD kernel (issue 5, work in progress): D = 784, K = 25, diag, one numba
+    thread, 5000 samples in [0, 1].  ``g`` = identity (max-component loss without annealing, or
+    annealing finished) or a dense toroidal smoothing (sigma = 1.2, annealing in progress)."""
+
+    params = [["identity", "annealing"]]
+    param_names = ["smoothing"]
+    N = 5000
+
+    def setup(self, smoothing):
+        import numba
+        from fastmix.kernels import cpu_sgd
+        self.cpu_sgd = cpu_sgd
+        numba.set_num_threads(1)
+        rng = np.random.default_rng(SEED)
+        self.X = rng.uniform(0, 1, size=(self.N, 784))
+        K, n = 25, 5
+        if smoothing == "identity":
+            self.g = np.eye(K)
+        else:
+            r, c = np.divmod(np.arange(K), n)
+            dr, dc = abs(r[:, None] - r[None]), abs(c[:, None] - c[None])
+            d2 = np.minimum(dr, n - dr) ** 2 + np.minimum(dc, n - dc) ** 2
+            g = np.exp(-d2 / (2 * 1.2 ** 2))
+            self.g = g / g.sum(axis=1, keepdims=True)
+        self.out = np.empty(self.N)
+        self._run()  # compile
+
+    def _run(self):
+        K = 25
+        xi = np.full(K, 1.0 / K)
+        mu = np.random.default_rng(1).uniform(-0.01, 0.01, size=(K, 784))
+        s = np.full((K, 784), 20 ** 0.5)
+        self.cpu_sgd.sgd_step_single(self.X, xi, mu, s, self.g, False, 0.05, 1.0, 1.0, 1.0,
+                                     1e-6, 20 ** 0.5, self.out)
+
+    def time_sgd_single_5000_samples(self, smoothing):
+        self._run()
+
+    def track_samples_per_second(self, smoothing):
+        import time
+        t0 = time.perf_counter()
+        self._run()
+        return self.N / (time.perf_counter() - t0)
+
+    track_samples_per_second.unit = "samples/s"
