@@ -27,6 +27,13 @@ ALGORITHMS = ("batch", "online")
 ONLINE_BATCH_CHUNKS = 16
 
 
+def _check_int(est, name, lo):
+    """The hyper-parameter ``name`` of ``est`` is an integer >= lo, else ValueError."""
+    v = getattr(est, name)
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+
 class ConvergenceWarning(UserWarning):
     """EM stopped at ``max_iter`` before the lower bound changed by less than ``tol``."""
 
@@ -139,15 +146,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ validation ----------
     def _check_hyper(self):
-        def _int(name, lo):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-        _int("n_components", 1)
-        _int("max_iter", 0)
-        _int("n_init", 1)
-        _int("verbose", 0)
-        _int("verbose_interval", 1)
+        for name, lo in (("n_components", 1), ("max_iter", 0), ("n_init", 1), ("verbose", 0),
+                         ("verbose_interval", 1)):
+            _check_int(self, name, lo)
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}, "
                              f"got {self.covariance_type!r}")
@@ -1046,14 +1047,9 @@ class BigLearnGaussianMixture(GaussianMixture):
     fixed = None
 
     def _check_hyper(self):
-        def _int(name, lo):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-        _int("n_components", 1)
-        _int("n_local_steps", 1)
-        _int("n_outer", 0)
-        _int("verbose", 0)
+        for name, lo in (("n_components", 1), ("n_local_steps", 1), ("n_outer", 0),
+                         ("verbose", 0)):
+            _check_int(self, name, lo)
         probs = np.array([self.p_joint, self.p_marginal, self.p_transformed], dtype=np.float64)
         if not np.all(np.isfinite(probs)) or np.any(probs < 0) or abs(probs.sum() - 1) > 1e-9:
             raise ValueError(f"p_joint, p_marginal, p_transformed must be non-negative and sum "

@@ -74,22 +74,27 @@ def _weights_row(ell, g, exact, w):
 
 
 @kernel()
+def _logsumexp(v):
+    m = -np.inf
+    for j in range(v.shape[0]):
+        if v[j] > m:
+            m = v[j]
+    tot = 0.0
+    for j in range(v.shape[0]):
+        tot += math.exp(v[j] - m)
+    return m + math.log(tot)
+
+
+@kernel()
 def _refresh(xi, s, logdet):
     """log-sum-exp of the logits and sum_d log s_jd per component; returns the former."""
     K, D = s.shape
-    m = -np.inf
-    for j in range(K):
-        if xi[j] > m:
-            m = xi[j]
-    tot = 0.0
-    for j in range(K):
-        tot += math.exp(xi[j] - m)
     for j in range(K):
         acc = 0.0
         for d in range(D):
             acc += math.log(s[j, d])
         logdet[j] = acc
-    return m + math.log(tot)
+    return _logsumexp(xi)
 
 
 @kernel()
@@ -135,14 +140,7 @@ def sgd_step_single(X, xi, mu, s, g, exact, eps, lam_pi, lam_mu, lam_s, s_min, s
     logdet = np.empty(K)
     _refresh(xi, s, logdet)
     for n in range(N):
-        m = -np.inf
-        for j in range(K):
-            if xi[j] > m:
-                m = xi[j]
-        tot = 0.0
-        for j in range(K):
-            tot += math.exp(xi[j] - m)
-        lse = m + math.log(tot)
+        lse = _logsumexp(xi)
         _loglik_row(X, n, lse, xi, mu, s, logdet, ell)
         out[n] = _weights_row(ell, g, exact, w)
         _apply(X, n, w, xi, mu, s, logdet, lse, eps * lam_pi, eps * lam_mu, eps * lam_s, s_min,
