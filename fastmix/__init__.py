@@ -5,14 +5,16 @@ Public names::
     GaussianMixture   exact EM, full / tied / diag / spherical covariances
     GMMExpansion      one-pass density estimate: fixed Gaussian grid, learned weights
     BigLearnGaussianMixture  BigLearn-EM: joint, marginal and transformed-marginal EM steps
+    SGDGaussianMixture       streaming SGD, max-component loss with annealing (diagonal)
     load              read a model written by ``model.save(path)``
 """
 from ._params import DegenerateComponentWarning
 from ._validation import NotFittedError
 from .estimators import (BigLearnGaussianMixture, ConvergenceWarning, GaussianMixture,
-                         GMMExpansion, load)
+                         GMMExpansion, SGDGaussianMixture, load)
 
 __version__ = "0.1.0"
 
-__all__ = ["GaussianMixture", "GMMExpansion", "BigLearnGaussianMixture", "load", "ConvergenceWarning", "DegenerateComponentWarning",
+__all__ = ["GaussianMixture", "GMMExpansion", "BigLearnGaussianMixture", "SGDGaussianMixture",
+           "load", "ConvergenceWarning", "DegenerateComponentWarning",
            "NotFittedError", "__version__"]

@@ -15,7 +15,7 @@ from ._params import (COVARIANCE_TYPES, Covariance, DegenerateComponentWarning, 
                       GMMParams)
 from ._stats import Stats
 from ._validation import NotFittedError, check_array, check_random_state, check_sample_weight
-from . import biglearn, distributed, expansion, inference, sources
+from . import biglearn, distributed, expansion, inference, sgd, sources
 from .em import DEFAULT_CHUNK_ROWS, EMResult, run_em
 from .init import _subsample, initial_params
 from .online import OnlineState, check_step_params, online_update, run_online
@@ -1128,8 +1128,300 @@ class BigLearnGaussianMixture(GaussianMixture):
         raise NotImplementedError("BigLearnGaussianMixture has no partial_fit")
 
 
+class SGDGaussianMixture(DensityMixin, BaseEstimator):
+    """Diagonal Gaussian mixture trained by streaming SGD on the max-component objective with
+    annealing (Gepperth & Pfulb; ALGORITHMS.md section 1, ``fastmix.sgd``).
+
+    The K = n x n components sit on a toroidal grid; the objective per sample is the smoothed
+    max-component log-likelihood max_k sum_j g_kj(sigma) l_j(x), with sigma annealed towards 0
+    (then the plain max-component bound), or the exact log-likelihood (``objective="loglik"``).
+    Weights are softmax(logits); precisions are parameterised by their square roots, clipped to
+    at most ``precision_max``.  The defaults assume data scaled to [0, 1] (a warning says so
+    otherwise).
+
+    Parameters
+    ----------
+    n_components : int, a perfect square (default 25 = 5 x 5)
+    objective : {"mc", "loglik"}, default "mc"
+    learning_rate : float > 0, default 0.05 (eps0);  learning_rate_min : default 0.001
+    batch_size : int >= 1, default 1 (the streaming fast path)
+    annealing : {"adaptive", "time", "off"}, default "adaptive"
+    sigma0 : float or None (default n / 4);  sigma_min : default 0.01
+    anneal_window : int or None (default ceil(1 / learning_rate_min)), anneal_delta 0.05,
+        anneal_gamma 0.9 (adaptive schedule)
+    time_t0, time_tinf : fractions of the planned steps where the time schedule starts and ends
+        its decay (default 0.3, 0.8)
+    precision_max : float, default 20 (D_max: variances >= 1 / precision_max)
+    lambda_pi, lambda_mu, lambda_sigma : learning-rate factors, default 1
+    init : {"uniform", "kmeans++"}, default "uniform"
+        "uniform": means U[mu_init_center - mu_init, mu_init_center + mu_init] (0 +- 0.01), all
+        precisions precision_max, uniform weights; "kmeans++": seeds from the first batch.
+    mu_init, mu_init_center : floats, default 0.01, 0.0
+    n_epochs : float, default 1.0 -- passes over the data in ``fit``
+    shuffle : bool, default True -- shuffle the rows within each block read
+    random_state, chunk_size
+
+    Attributes
+    ----------
+    weights_ (K,), means_ (K, D), precisions_ (K, D), covariances_ (K, D)
+    grid_shape_ : (n, n); prototypes on the grid: ``means_.reshape(n, n, D)``
+    loss_curve_ : list of (step, mean loss of the segment, sigma, learning rate)
+    sigma_, learning_rate_ : current annealing state;  n_steps_ : SGD steps taken
+    """
+
+    def __init__(self, n_components=25, *, objective="mc", learning_rate=0.05,
+                 learning_rate_min=0.001, batch_size=1, annealing="adaptive", sigma0=None,
+                 sigma_min=0.01, anneal_window=None, anneal_delta=0.05, anneal_gamma=0.9,
+                 time_t0=0.3, time_tinf=0.8, precision_max=20.0, lambda_pi=1.0, lambda_mu=1.0,
+                 lambda_sigma=1.0, init="uniform", mu_init=0.01, mu_init_center=0.0,
+                 n_epochs=1.0, shuffle=True, random_state=None, chunk_size=None):
+        self.n_components = n_components
+        self.objective = objective
+        self.learning_rate = learning_rate
+        self.learning_rate_min = learning_rate_min
+        self.batch_size = batch_size
+        self.annealing = annealing
+        self.sigma0 = sigma0
+        self.sigma_min = sigma_min
+        self.anneal_window = anneal_window
+        self.anneal_delta = anneal_delta
+        self.anneal_gamma = anneal_gamma
+        self.time_t0 = time_t0
+        self.time_tinf = time_tinf
+        self.precision_max = precision_max
+        self.lambda_pi = lambda_pi
+        self.lambda_mu = lambda_mu
+        self.lambda_sigma = lambda_sigma
+        self.init = init
+        self.mu_init = mu_init
+        self.mu_init_center = mu_init_center
+        self.n_epochs = n_epochs
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.chunk_size = chunk_size
+
+    _fitted_attr = "means_"
+    _check_fitted = GaussianMixture._check_fitted
+    __sklearn_is_fitted__ = GaussianMixture.__sklearn_is_fitted__
+    _validate_predict_X = GaussianMixture._validate_predict_X
+
+    @property
+    def _chunk_rows(self):
+        return DEFAULT_CHUNK_ROWS if self.chunk_size is None else int(self.chunk_size)
+
+    def _check_hyper(self):
+        _check_int(self, "n_components", 1)
+        _check_int(self, "batch_size", 1)
+        n = int(round(math.sqrt(self.n_components)))
+        if n * n != self.n_components:
+            raise ValueError(f"n_components must be a perfect square (the components sit on an "
+                             f"n x n toroidal grid), got {self.n_components}; e.g. 16, 25, 64")
+        for name in ("learning_rate", "learning_rate_min", "sigma_min", "precision_max",
+                     "mu_init", "n_epochs"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or \
+                    not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        for name in ("lambda_pi", "lambda_mu", "lambda_sigma"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float, np.number)) and 0 <= v <= 1):
+                raise ValueError(f"{name} must be in [0, 1], got {v!r}")
+        if self.sigma0 is not None and not (isinstance(self.sigma0, (int, float, np.number))
+                                            and self.sigma0 > 0):
+            raise ValueError(f"sigma0 must be None or > 0, got {self.sigma0!r}")
+        if self.objective not in ("mc", "loglik"):
+            raise ValueError(f"objective must be 'mc' or 'loglik', got {self.objective!r}")
+        if self.annealing not in ("adaptive", "time", "off"):
+            raise ValueError(f"annealing must be 'adaptive', 'time' or 'off', got "
+                             f"{self.annealing!r}")
+        if self.init not in ("uniform", "kmeans++"):
+            raise ValueError(f"init must be 'uniform' or 'kmeans++', got {self.init!r}")
+        if not 0 <= self.time_t0 < self.time_tinf <= 1:
+            raise ValueError("need 0 <= time_t0 < time_tinf <= 1")
+        if self.anneal_window is not None:
+            _check_int(self, "anneal_window", 1)
+
+    # ---------------------------------------------------------------- state -----------------
+    def _start(self, X, rng, planned_steps):
+        K, D = self.n_components, X.shape[1]
+        n = int(round(math.sqrt(K)))
+        s_max = math.sqrt(float(self.precision_max))
+        if self.init == "uniform":
+            mu = self.mu_init_center + rng.uniform(-self.mu_init, self.mu_init, size=(K, D))
+        else:
+            if X.shape[0] < K:
+                raise ValueError(f"init='kmeans++' needs at least n_components={K} rows in the "
+                                 f"first batch, got {X.shape[0]}")
+            from .init import kmeans_plusplus
+            mu = kmeans_plusplus(np.ascontiguousarray(X), None, K, rng)
+        self._state = (np.full(K, 1.0 / K), np.ascontiguousarray(mu, dtype=np.float64),
+                       np.full((K, D), s_max))
+        window = self.anneal_window or int(math.ceil(1.0 / self.learning_rate_min))
+        sigma0 = n / 4.0 if self.sigma0 is None else float(self.sigma0)
+        planned = max(1, int(planned_steps))
+        self._schedule = sgd.Schedule(
+            self.annealing, sigma0, float(self.learning_rate), float(self.sigma_min),
+            float(self.learning_rate_min), float(self.anneal_delta), float(self.anneal_gamma),
+            window, int(self.time_t0 * planned), int(self.time_tinf * planned), sigma0)
+        self.grid_shape_ = (n, n)
+        self.n_features_in_ = D
+        lo, hi = float(np.min(X)), float(np.max(X))
+        if lo < -0.5 or hi > 1.5:
+            warnings.warn(f"SGDGaussianMixture's defaults (mu_init, precision_max, learning "
+                          f"rates) assume data scaled to [0, 1]; this data spans [{lo:.3g}, "
+                          f"{hi:.3g}]. Scale it (e.g. min-max per feature) or adapt "
+                          "precision_max and mu_init.", UserWarning, stacklevel=4)
+
+    def _consume(self, X):
+        xi, mu, s = self._state
+        n = self.grid_shape_[0]
+        obj = sgd.run_segment(np.ascontiguousarray(X, dtype=np.float64), (xi, mu, s),
+                              self._schedule, n=n, exact=self.objective == "loglik",
+                              batch=int(self.batch_size),
+                              lam=(float(self.lambda_pi), float(self.lambda_mu),
+                                   float(self.lambda_sigma)),
+                              s_min=1e-6, s_max=math.sqrt(float(self.precision_max)))
+        self._publish()
+        return obj
+
+    def _publish(self):
+        xi, mu, s = self._state
+        w = np.exp(xi - xi.max())
+        self.weights_ = w / w.sum()
+        self.means_ = mu.copy()
+        self.precisions_ = s ** 2
+        self.covariances_ = 1.0 / self.precisions_
+        self.sigma_ = self._schedule.current_sigma()
+        self.learning_rate_ = self._schedule.eps
+        self.n_steps_ = self._schedule.t
+        self.loss_curve_ = list(self._schedule.history)
+
+    # ---------------------------------------------------------------- fitting ---------------
+    def fit(self, X, y=None, sample_weight=None):
+        """``n_epochs`` passes of SGD over X (an array or any out-of-core source, read in
+        blocks; rows shuffled within each block when ``shuffle``).  Returns self."""
+        if sample_weight is not None:
+            raise ValueError("SGDGaussianMixture does not take sample weights")
+        self._check_hyper()
+        data, opened = GaussianMixture._stream(self, X, None, fitting=True)
+        try:
+            rng = check_random_state(self.random_state)
+            epochs = float(self.n_epochs)
+            N = data.n_rows
+            planned = None if N is None else epochs * N / int(self.batch_size)
+            self._state = None
+            done = 0.0
+            while done < epochs:
+                frac = min(1.0, epochs - done)
+                seen = 0
+                for _, Xb, _ in data.blocks():
+                    if frac < 1.0 and N is not None and seen >= frac * N:
+                        break
+                    Xb = np.array(Xb[rng.permutation(Xb.shape[0])] if self.shuffle else Xb,
+                                  dtype=np.float64)
+                    if frac < 1.0 and N is not None:
+                        Xb = Xb[:max(0, int(frac * N) - seen)]
+                    if self._state is None:
+                        self._start(Xb, rng, planned if planned is not None
+                                    else epochs * Xb.shape[0] * 10)
+                    self._consume(Xb)
+                    seen += Xb.shape[0]
+                done += 1.0
+        finally:
+            if opened:
+                data.close()
+        return self
+
+    def partial_fit(self, X, y=None):
+        """SGD over the rows of the batch X (n, D) in order, continuing the annealing state;
+        the first call initialises (time schedule: planned over ``100 * n`` steps).  Returns
+        self."""
+        self._check_hyper()
+        X = check_array(X, min_samples=1)
+        if getattr(self, "_state", None) is None:
+            self._start(X, check_random_state(self.random_state),
+                        100 * X.shape[0] / int(self.batch_size))
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
+                             f"expecting {self.n_features_in_} features as input.")
+        self._consume(X)
+        return self
+
+    # ---------------------------------------------------------------- inference -------------
+    def _gmm(self):
+        """The fitted model as a diagonal GaussianMixture (exact densities, sampling)."""
+        self._check_fitted()
+        gm = GaussianMixture(self.n_components, covariance_type="diag",
+                             random_state=self.random_state, chunk_size=self.chunk_size)
+        cov = Covariance.registry["diag"].from_precisions(self.precisions_)
+        gm._set_params_from(GMMParams(self.weights_, self.means_, cov))
+        gm.n_features_in_ = self.n_features_in_
+        return gm
+
+    def score_samples(self, X):
+        """Exact log p(x) of each row (N,) float64."""
+        return self._gmm().score_samples(X)
+
+    def score(self, X, y=None):
+        """Mean exact log-likelihood per row."""
+        return self._gmm().score(X)
+
+    def score_max_component(self, X):
+        """Mean max-component bound max_k log(pi_k N(x | k)) per row (<= score)."""
+        gm = self._gmm()
+        X = gm._validate_predict_X(X)
+        lp = np.stack([np.log(self.weights_[k]) + 0.5 * np.log(self.precisions_[k]).sum()
+                       - 0.5 * X.shape[1] * math.log(2 * math.pi)
+                       - 0.5 * (((X - self.means_[k]) ** 2) * self.precisions_[k]).sum(axis=1)
+                       for k in range(self.n_components)], axis=1)
+        return float(lp.max(axis=1).mean())
+
+    def predict(self, X):
+        """Most probable component (N,) int64."""
+        return self._gmm().predict(X)
+
+    def predict_proba(self, X):
+        """Responsibilities (N, K)."""
+        return self._gmm().predict_proba(X)
+
+    def sample(self, n_samples=1):
+        """(X (n, D), labels (n,)) from the fitted mixture."""
+        return self._gmm().sample(n_samples)
+
+    def save(self, path):
+        """Write the model (versioned .npz, atomically); load with ``fastmix.load``."""
+        self._check_fitted()
+        params = {k: v for k, v in self.get_params().items() if k != "random_state"}
+        meta = {"format_version": FORMAT_VERSION, "class": type(self).__name__,
+                "params": params, "n_features_in_": self.n_features_in_,
+                "n_steps_": self.n_steps_, "loss_curve_": self.loss_curve_}
+        xi, mu, s = self._state
+        _atomic_write(path, lambda fh: np.savez(fh, meta=np.array(json.dumps(meta)), xi=xi,
+                                                mu=mu, s=s))
+
+    @classmethod
+    def _from_saved(cls, meta, arrays):
+        est = cls(**meta["params"])
+        est._check_hyper()
+        K, D = est.n_components, int(meta["n_features_in_"])
+        xi = np.asarray(arrays["xi"], np.float64)
+        mu = np.asarray(arrays["mu"], np.float64)
+        s = np.asarray(arrays["s"], np.float64)
+        if xi.shape != (K,) or mu.shape != (K, D) or s.shape != (K, D):
+            raise ValueError("inconsistent shapes")
+        if not (np.all(np.isfinite(xi)) and np.all(np.isfinite(mu)) and np.all(s > 0)):
+            raise ValueError("non-finite parameters")
+        est._start(mu, np.random.default_rng(0), 1)
+        est._state = (xi, mu, s)
+        est._schedule.t = int(meta["n_steps_"])
+        est._schedule.history = [tuple(h) for h in meta["loss_curve_"]]
+        est._publish()
+        return est
+
+
 MODEL_CLASSES = {"GaussianMixture": GaussianMixture, "GMMExpansion": GMMExpansion,
-                 "BigLearnGaussianMixture": BigLearnGaussianMixture}
+                 "BigLearnGaussianMixture": BigLearnGaussianMixture,
+                 "SGDGaussianMixture": SGDGaussianMixture}
 
 
 def _atomic_write(path, write):
@@ -1224,5 +1516,6 @@ def load(path):
     return model
 
 
-__all__ = ["GaussianMixture", "GMMExpansion", "BigLearnGaussianMixture", "load", "ConvergenceWarning", "DegenerateComponentWarning",
+__all__ = ["GaussianMixture", "GMMExpansion", "BigLearnGaussianMixture", "SGDGaussianMixture",
+           "load", "ConvergenceWarning", "DegenerateComponentWarning",
            "NotFittedError"]

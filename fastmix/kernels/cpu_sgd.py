@@ -19,7 +19,8 @@ place with no allocation per sample; ``sgd_minibatch`` averages the gradients of
 consecutive samples under the same parameters before each step.  Both return the per-step
 objective values (for loss curves and annealing).
 
-Work in progress (issue 5): kernels and their NumPy reference test only; no estimator yet.
+The driver (toroidal smoothing, annealing) is ``fastmix.sgd``; the estimator
+``fastmix.SGDGaussianMixture``.
 """
 import math
 

@@ -1,0 +1,116 @@
+"""SGDGaussianMixture: the driver around the SGD kernels (schedules, grid, estimator API)."""
+import warnings
+
+import numpy as np
+import pytest
+
+import fastmix
+from fastmix import sgd
+from fastmix.kernels import cpu_sgd
+
+from _helpers import assert_close
+
+
+def _digits_like(n=1500, D=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0.1, 0.9, size=(6, D))
+    lab = rng.integers(0, 6, n)
+    return np.clip(centres[lab] + rng.normal(0, 0.08, size=(n, D)), 0, 1)
+
+
+def test_toroidal_smoothing():
+    g = sgd.toroidal_smoothing(4, 0.9)
+    assert g.shape == (16, 16)
+    assert_close(g.sum(axis=1), np.ones(16), 1e-14)
+    # wrap-around: component 0 (0,0) is as close to 3 (0,3) as to 1 (0,1)
+    assert_close(g[0, 3], g[0, 1], 1e-15)
+    assert g[0, 1] > g[0, 2]
+    np.testing.assert_array_equal(sgd.toroidal_smoothing(4, 0.0), np.eye(16))
+
+
+def test_fit_equals_kernel_run_without_annealing():
+    """annealing='off', no shuffle: fit is exactly the kernel over the rows in order."""
+    X = _digits_like()
+    m = fastmix.SGDGaussianMixture(9, annealing="off", shuffle=False, random_state=3).fit(X)
+    rng = np.random.default_rng(3)
+    xi = np.full(9, 1 / 9)
+    mu = rng.uniform(-0.01, 0.01, size=(9, 16))
+    s = np.full((9, 16), np.sqrt(20.0))
+    out = np.empty(X.shape[0])
+    cpu_sgd.sgd_step_single(X, xi, mu, s, np.eye(9), False, 0.05, 1, 1, 1, 1e-6, np.sqrt(20.0),
+                            out)
+    np.testing.assert_array_equal(m.means_, mu)
+    np.testing.assert_array_equal(m.precisions_, s ** 2)
+    assert m.n_steps_ == X.shape[0]
+
+
+def test_partial_fit_continues_the_schedule():
+    X = _digits_like(2000)
+    a = fastmix.SGDGaussianMixture(9, anneal_window=100, shuffle=False, random_state=1,
+                                   n_epochs=1.0).fit(X)
+    b = fastmix.SGDGaussianMixture(9, anneal_window=100, random_state=1)
+    for i in range(0, 2000, 300):
+        b.partial_fit(X[i:i + 300])
+    assert_close(b.means_, a.means_, 1e-12)
+    assert b.sigma_ == a.sigma_ and b.n_steps_ == a.n_steps_ == 2000
+
+
+def test_annealing_avoids_degenerate_solutions():
+    """The paper's claim on a small problem: with annealing, SGD on the max-component loss
+    reaches a far better test log-likelihood than without (hard assignment from a tiny
+    initial spread leaves most components unused)."""
+    X = _digits_like(3000, seed=2)
+    tr, te = X[:2400], X[2400:]
+    on = fastmix.SGDGaussianMixture(9, n_epochs=10, random_state=0).fit(tr)
+    off = fastmix.SGDGaussianMixture(9, n_epochs=10, annealing="off", random_state=0).fit(tr)
+    assert on.score(te) > off.score(te) + 1.0
+    assert on.sigma_ < on.loss_curve_[0][2]  # sigma was annealed
+    assert on.score_max_component(te) <= on.score(te) + 1e-12
+
+
+@pytest.mark.parametrize("schedule", ["time", "adaptive"])
+def test_schedules_and_minibatch(schedule):
+    X = _digits_like(2000)
+    m = fastmix.SGDGaussianMixture(9, annealing=schedule, batch_size=16, n_epochs=3,
+                                   anneal_window=20, random_state=0).fit(X)
+    sig = [h[2] for h in m.loss_curve_]
+    assert sig[0] >= sig[-1] and np.all(np.diff(sig) <= 1e-15)  # non-increasing
+    assert m.n_steps_ == 3 * -(-2000 // 16)
+    assert np.isfinite(m.score(X)) and m.predict(X).shape == (2000,)
+
+
+def test_api_save_load_sample(tmp_path):
+    X = _digits_like()
+    m = fastmix.SGDGaussianMixture(4, init="kmeans++", n_epochs=2, random_state=0).fit(X)
+    assert m.grid_shape_ == (2, 2) and m.means_.reshape(2, 2, 16).shape == (2, 2, 16)
+    m.save(tmp_path / "s.npz")
+    back = fastmix.load(tmp_path / "s.npz")
+    np.testing.assert_array_equal(back.means_, m.means_)
+    np.testing.assert_array_equal(back.score_samples(X[:20]), m.score_samples(X[:20]))
+    S, lab = m.sample(100)
+    assert S.shape == (100, 16) and lab.shape == (100,)
+    back.partial_fit(X[:50])  # a loaded model keeps training
+    assert back.n_steps_ == m.n_steps_ + 50
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(n_components=10), "perfect square"), (dict(learning_rate=0.0), "learning_rate"),
+    (dict(learning_rate=-1.0), "learning_rate"), (dict(objective="x"), "objective"),
+    (dict(annealing="fast"), "annealing"), (dict(batch_size=0), "batch_size"),
+    (dict(lambda_mu=2.0), "lambda_mu"), (dict(init="zeros"), "init")])
+def test_bad_parameters(kw, match):
+    with pytest.raises(ValueError, match=match):
+        fastmix.SGDGaussianMixture(**{"n_components": 4, **kw}).fit(_digits_like(100))
+
+
+def test_bad_data():
+    X = _digits_like(200)
+    m = fastmix.SGDGaussianMixture(4, random_state=0).partial_fit(X[:100])
+    with pytest.raises(ValueError, match="features"):
+        m.partial_fit(X[:10, :5])
+    bad = X[:10].copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        m.partial_fit(bad)
+    with pytest.warns(UserWarning, match=r"scaled to \[0, 1\]"):
+        fastmix.SGDGaussianMixture(4, random_state=0).partial_fit(X * 255)
