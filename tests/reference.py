@@ -308,3 +308,10 @@ def sgd_step(x, xi, mu, s, g, exact, eps, lam, s_min, s_max):
     mu_new = mu + eps * lam[1] * w[:, None] * s ** 2 * diff
     s_new = np.clip(s + eps * lam[2] * w[:, None] * (1 / s - s * diff ** 2), s_min, s_max)
     return xi, mu_new, s_new, obj
+
+
+# ------------------------------------------------------------------ GMM expansion ------------
+def expansion_phi(X, means, sigma):
+    """Dense phi_i(x_n) (N, M) of M diagonal Gaussians with one shared bandwidth sigma (D,)."""
+    z = (X[:, None, :] - means[None, :, :]) / sigma
+    return np.exp(-0.5 * (z ** 2).sum(axis=2)) / np.prod(sigma * np.sqrt(2 * np.pi))
