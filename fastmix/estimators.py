@@ -27,11 +27,15 @@ ALGORITHMS = ("batch", "online")
 ONLINE_BATCH_CHUNKS = 16
 
 
-def _check_int(est, name, lo):
-    """The hyper-parameter ``name`` of ``est`` is an integer >= lo, else ValueError."""
+def _check_int(est, name, lo, optional=False):
+    """The hyper-parameter ``name`` of ``est`` is an integer >= lo (or None when
+    ``optional``), else ValueError."""
     v = getattr(est, name)
+    if optional and v is None:
+        return
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        raise ValueError(f"{name} must be an integer >= {lo}{' or None' if optional else ''}, "
+                         f"got {v!r}")
 
 
 class ConvergenceWarning(UserWarning):
@@ -159,15 +163,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             if not isinstance(v, (int, float, np.floating, np.integer)) or not v >= 0 \
                     or not math.isfinite(v):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-        if self.chunk_size is not None:
-            if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, (int, np.integer)) \
-                    or self.chunk_size < 1:
-                raise ValueError(f"chunk_size must be a positive integer or None, "
-                                 f"got {self.chunk_size!r}")
-        b = self.batch_size
-        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, np.integer))
-                              or b < 1):
-            raise ValueError(f"batch_size must be a positive integer or None, got {b!r}")
+        _check_int(self, "chunk_size", 1, optional=True)
+        _check_int(self, "batch_size", 1, optional=True)
         check_step_params(self.step_offset, self.step_decay)
         self._fixed_groups()
 
@@ -778,13 +775,8 @@ class GMMExpansion(DensityMixin, BaseEstimator):
         self.chunk_size = chunk_size
 
     def _check_hyper(self):
-        n = self.n_nodes
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-            raise ValueError(f"n_nodes must be an integer >= 2 (a grid needs two nodes per "
-                             f"dimension), got {n!r}")
-        it = self.n_iter
-        if isinstance(it, bool) or not isinstance(it, (int, np.integer)) or it < 1:
-            raise ValueError(f"n_iter must be an integer >= 1, got {it!r}")
+        _check_int(self, "n_nodes", 2)  # a grid needs two nodes per dimension
+        _check_int(self, "n_iter", 1)
         b = self.bandwidth
         if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float, np.number))
                               or not (math.isfinite(b) and b > 0)):
@@ -793,10 +785,7 @@ class GMMExpansion(DensityMixin, BaseEstimator):
             raise ValueError(f"variant must be 'em' or 'kde', got {self.variant!r}")
         if self.grid not in ("auto", "tensor", "kmeans++"):
             raise ValueError(f"grid must be 'auto', 'tensor' or 'kmeans++', got {self.grid!r}")
-        if self.chunk_size is not None and (isinstance(self.chunk_size, bool) or not isinstance(
-                self.chunk_size, (int, np.integer)) or self.chunk_size < 1):
-            raise ValueError(f"chunk_size must be a positive integer or None, got "
-                             f"{self.chunk_size!r}")
+        _check_int(self, "chunk_size", 1, optional=True)
 
     @property
     def _chunk_rows(self):
@@ -1068,10 +1057,7 @@ class BigLearnGaussianMixture(GaussianMixture):
         if self.init_params not in ("random",) + INIT_METHODS[:2] + INIT_METHODS[3:]:
             raise ValueError(f"init_params must be 'random', 'kmeans', 'k-means++' or "
                              f"'random_from_data', got {self.init_params!r}")
-        if self.chunk_size is not None and (isinstance(self.chunk_size, bool) or not isinstance(
-                self.chunk_size, (int, np.integer)) or self.chunk_size < 1):
-            raise ValueError(f"chunk_size must be a positive integer or None, got "
-                             f"{self.chunk_size!r}")
+        _check_int(self, "chunk_size", 1, optional=True)
 
     def fit(self, X, y=None, sample_weight=None, *, callback=None):
         """Run ``n_outer`` BigLearn-EM iterations.  X as for ``GaussianMixture.fit``.

@@ -4,19 +4,13 @@ import numpy as np
 import pytest
 
 from fastmix.kernels import cpu_sgd
+from fastmix.sgd import toroidal_smoothing
 
 import reference as ref
 from _helpers import assert_close
 
 
-def _torus_g(n, sigma):
-    K = n * n
-    r, c = np.divmod(np.arange(K), n)
-    dr = np.abs(r[:, None] - r[None, :])
-    dc = np.abs(c[:, None] - c[None, :])
-    d2 = np.minimum(dr, n - dr) ** 2 + np.minimum(dc, n - dc) ** 2
-    g = np.exp(-d2 / (2 * sigma ** 2))
-    return g / g.sum(axis=1, keepdims=True)
+_torus_g = toroidal_smoothing  # the driver's smoothing (tested in test_sgd.py)
 
 
 def _setup(K=9, D=5, N=40, seed=0):

@@ -359,15 +359,8 @@ class SGDKernel:
         numba.set_num_threads(1)
         rng = np.random.default_rng(SEED)
         self.X = rng.uniform(0, 1, size=(self.N, 784))
-        K, n = 25, 5
-        if smoothing == "identity":
-            self.g = np.eye(K)
-        else:
-            r, c = np.divmod(np.arange(K), n)
-            dr, dc = abs(r[:, None] - r[None]), abs(c[:, None] - c[None])
-            d2 = np.minimum(dr, n - dr) ** 2 + np.minimum(dc, n - dc) ** 2
-            g = np.exp(-d2 / (2 * 1.2 ** 2))
-            self.g = g / g.sum(axis=1, keepdims=True)
+        from fastmix.sgd import toroidal_smoothing
+        self.g = toroidal_smoothing(5, 0.0 if smoothing == "identity" else 1.2)
         self.out = np.empty(self.N)
         self._run()  # compile
 
