@@ -339,6 +339,160 @@ class SphericalCovariance(_VarianceCovariance):
         return K
 
 
+class LowRankCovariance(Covariance):
+    """Low-rank-plus-diagonal covariances (mixture of factor analysers):
+    ``Sigma_k = W_k W_k^T + diag(psi_k)``, ``W_k`` (D, q) the factor loadings, ``psi_k`` (D,)
+    the noise variances (all equal with ``isotropic=True``: mixture of probabilistic PCA).
+
+    Only q x q matrices are factorised (``M_k = I + W_k^T Psi_k^-1 W_k = L_k L_k^T``); the
+    kernels use the Woodbury identity and the matrix-determinant lemma (``cpu_lowrank``).  Dense
+    ``covariances``/``precisions`` are built only when asked for.  The M-step is Ghahramani &
+    Hinton's (1996) joint update of ``[W_k, mu_k]`` from the complete-data statistics of
+    ``cpu_lowrank`` (Tipping & Bishop's for the isotropic noise).
+    """
+    kind = "lowrank"
+
+    def __init__(self, loadings, noise_variances, isotropic=False):
+        W = np.ascontiguousarray(loadings, dtype=np.float64)
+        psi = np.ascontiguousarray(noise_variances, dtype=np.float64)
+        if W.ndim != 3 or psi.shape != W.shape[:2]:
+            raise ValueError(f"loadings (K, D, q) and noise variances (K, D) do not match: "
+                             f"{W.shape} and {psi.shape}")
+        if not (np.all(np.isfinite(W)) and np.all(np.isfinite(psi))):
+            raise ValueError("factor loadings or noise variances contain NaN or infinity")
+        if np.any(psi <= 0):
+            raise ValueError("noise variances must be positive")
+        self.loadings = W
+        self.noise_variances = psi
+        self.isotropic = bool(isotropic)
+        K, D, q = W.shape
+        WP = W / psi[:, :, None]                               # Psi^-1 W   (K, D, q)
+        M = np.eye(q) + np.einsum("kdi,kdj->kij", W, WP)       # I + W^T Psi^-1 W
+        self._L = np.stack([_chol_lower(M[k], f"component {k} (I + W^T Psi^-1 W)", 0.0)
+                            for k in range(K)])
+        # B = L^-1 W^T Psi^-1 (K, q, D);  C = L^-T (K, q, q)
+        self._B = np.stack([linalg.solve_triangular(self._L[k], WP[k].T, lower=True,
+                                                    check_finite=False) for k in range(K)])
+        self._C = np.stack([linalg.solve_triangular(self._L[k], np.eye(q), lower=True,
+                                                    check_finite=False).T for k in range(K)])
+
+    @property
+    def n_factors(self):
+        return self.loadings.shape[2]
+
+    @classmethod
+    def shape(cls, K, D):
+        return None
+
+    @property
+    def covariances(self):
+        """Dense (K, D, D) covariances W W^T + diag(psi)."""
+        W = self.loadings
+        cov = np.einsum("kdi,kei->kde", W, W)
+        idx = np.arange(W.shape[1])
+        cov[:, idx, idx] += self.noise_variances
+        return cov
+
+    @property
+    def precisions(self):
+        """Dense (K, D, D) precisions Psi^-1 - B^T B (Woodbury)."""
+        prec = -np.einsum("kid,kie->kde", self._B, self._B)
+        idx = np.arange(self.loadings.shape[1])
+        prec[:, idx, idx] += 1.0 / self.noise_variances
+        return prec
+
+    @property
+    def precisions_cholesky(self):
+        """Dense (K, D, D) upper-triangular U with precision = U U^T (scikit-learn's layout)."""
+        return np.stack([_prec_chol_from_prec(p) for p in self.precisions])
+
+    def log_det_chol(self, K, D):
+        """-1/2 log det Sigma_k = -log det L_k - 1/2 sum log psi_k."""
+        return (-np.log(np.diagonal(self._L, axis1=1, axis2=2)).sum(axis=1)
+                - 0.5 * np.log(self.noise_variances).sum(axis=1))
+
+    def kernel_pc(self, K, D):
+        q = self.n_factors
+        pc = np.zeros((K, 1 + 2 * q, D))
+        pc[:, 0, :] = 1.0 / np.sqrt(self.noise_variances)
+        pc[:, 1:1 + q, :] = self._B
+        pc[:, 1 + q:, :q] = self._C
+        return pc
+
+    def n_parameters(self, K, D):
+        """Free parameters: W up to rotation (D q - q (q - 1) / 2) and psi (D, or 1)."""
+        q = self.n_factors
+        return K * (D * q - q * (q - 1) / 2.0 + (1 if self.isotropic else D))
+
+    def sample(self, rng, k, n, D):
+        z = rng.standard_normal((n, self.n_factors))
+        return z @ self.loadings[k].T + rng.standard_normal((n, D)) * np.sqrt(
+            self.noise_variances[k])
+
+    @classmethod
+    def m_step(cls, stats, means, nk_eff, reg_covar):  # pragma: no cover - see m_step_joint
+        raise NotImplementedError("the lowrank M-step updates means too: use m_step_joint")
+
+    @classmethod
+    def m_step_joint(cls, stats, nk_eff, reg_covar, prev, fixed_means=None):
+        """(means (K, D), LowRankCovariance) from lowrank statistics (``cpu_lowrank`` layout).
+
+        Joint update of ``[W, mu - c] = [G^T, a] A^-1`` with ``A = [[H, h], [h^T, N]]``, and
+        ``psi = diag(sum r (x - c)^2 - [W, mu - c] [G^T, a]^T) / N + reg_covar``.  With
+        ``fixed_means``: ``W = (G^T - delta h^T) H^-1`` about the fixed means.  A component with
+        (numerically) no responsibility keeps ``prev``'s mean and factors."""
+        K, D = stats.s1.shape
+        q = stats.s2.shape[1] - 1
+        isotropic = bool(getattr(prev, "cov", None) is not None and prev.cov.isotropic)
+        c = stats.centre
+        nk = stats.nk
+        W = np.empty((K, D, q))
+        psi = np.empty((K, D))
+        means = np.empty((K, D))
+        tiny = 1e-12 * max(float(nk.sum()), EPS)
+        for k in range(K):
+            if not nk[k] > tiny and prev is not None:
+                W[k], psi[k], means[k] = (prev.cov.loadings[k], prev.cov.noise_variances[k],
+                                          prev.means[k])
+                continue
+            N = nk_eff[k]
+            a = stats.s1[k] - nk[k] * c[k]
+            P = stats.s2[k, 0, :D]
+            G = stats.s2[k, 1:, :D].T            # (D, q) sum r (x - c) E[z]^T
+            H = stats.s2[k, 1:, D:D + q]          # (q, q) sum r E[z z^T]
+            h = stats.s2[k, 1:, D + q]            # (q,)   sum r E[z]
+            if fixed_means is None:
+                A = np.empty((q + 1, q + 1))
+                A[:q, :q] = H
+                A[:q, q] = h
+                A[q, :q] = h
+                A[q, q] = N
+                Bm = np.concatenate([G, a[:, None]], axis=1)
+                theta = _sym_solve(A, Bm.T).T      # (D, q + 1)
+                W[k] = theta[:, :q]
+                means[k] = c[k] + theta[:, q]
+                resid = P - (theta * Bm).sum(axis=1)
+            else:
+                delta = fixed_means[k] - c[k]
+                Gm = G - np.outer(delta, h)
+                W[k] = _sym_solve(H, Gm.T).T
+                means[k] = fixed_means[k]
+                resid = P - 2.0 * a * delta + nk[k] * delta * delta - (W[k] * Gm).sum(axis=1)
+            psi[k] = resid / N
+        if isotropic:
+            psi[:] = psi.mean(axis=1, keepdims=True)
+        psi = _floor_variances(psi + reg_covar, reg_covar, "the lowrank noise variances")
+        return means, cls(W, psi, isotropic)
+
+
+def _sym_solve(A, B):
+    """A^-1 B for a symmetric positive (semi-)definite A: Cholesky, else least squares."""
+    try:
+        return linalg.cho_solve(linalg.cho_factor(A, check_finite=False), B, check_finite=False)
+    except linalg.LinAlgError:
+        return linalg.lstsq(A, B, check_finite=False)[0]
+
+
 COVARIANCE_TYPES = tuple(Covariance.registry)
 
 
@@ -417,6 +571,8 @@ def m_step(stats, reg_covar, fixed=(), prev=None):
     nk_eff = stats.nk + 10.0 * EPS
     if fixed and prev is None:
         raise ValueError("fixed parameters need the previous parameters")
+    if cls is LowRankCovariance and prev is None:
+        raise ValueError("the lowrank M-step needs the parameters its statistics came from")
     with np.errstate(over="ignore", invalid="ignore"):
         weights = nk_eff / nk_eff.sum()
         means = stats.s1 / nk_eff[:, None]
@@ -429,6 +585,11 @@ def m_step(stats, reg_covar, fixed=(), prev=None):
             raise FloatingPointError(
                 "EM statistics overflowed (non-finite sums of squares): the data values are too "
                 "large for float64 arithmetic. Rescale the data (e.g. standardise the columns).")
-        cov = prev.cov if "covariances" in fixed else cls.m_step(stats, means, nk_eff,
-                                                                  reg_covar)
+        if "covariances" in fixed:
+            cov = prev.cov
+        elif cls is LowRankCovariance:  # updates the means jointly with the loadings
+            means, cov = cls.m_step_joint(stats, nk_eff, reg_covar, prev,
+                                          prev.means if "means" in fixed else None)
+        else:
+            cov = cls.m_step(stats, means, nk_eff, reg_covar)
     return GMMParams(weights, means, cov)

@@ -13,6 +13,7 @@ s2        full (K, D, D)          sum w r (x - c_k)(x - c_k)^T
           tied (1, D, D)          sum w (x - g)(x - g)^T
           diag (K, 1, D)          sum w r (x - c_k)^2
           spherical (K, 1, 1)     sum w r ||x - c_k||^2
+          lowrank (K, 1+q, D+q+1) factor-analyser statistics (``kernels/cpu_lowrank.py``)
 centre    (K, D)                  c_k, the centres of s2 (non-tied kinds)
 gcentre   (D,)                    g, the centre of s2 (tied)
 ll        float                   sum w log p(x) under the model that produced r (0 if none)
@@ -109,6 +110,10 @@ class Stats:
                        + self.nk[:, None, None] * d[:, :, None] * d[:, None, :])
             elif self.kind == "diag":
                 s2[:, 0, :] += 2.0 * a * d + self.nk[:, None] * d * d
+            elif self.kind == "lowrank":  # cpu_lowrank's layout; E[z|x] does not move
+                D = self.s1.shape[1]
+                s2[:, 0, :D] += 2.0 * a * d + self.nk[:, None] * d * d
+                s2[:, 1:, :D] += s2[:, 1:, -1][:, :, None] * d[:, None, :]
             elif self.kind == "spherical":
                 s2[:, 0, 0] += 2.0 * (a * d).sum(axis=1) + self.nk * (d * d).sum(axis=1)
             else:  # pragma: no cover

@@ -315,3 +315,91 @@ def expansion_phi(X, means, sigma):
     """Dense phi_i(x_n) (N, M) of M diagonal Gaussians with one shared bandwidth sigma (D,)."""
     z = (X[:, None, :] - means[None, :, :]) / sigma
     return np.exp(-0.5 * (z ** 2).sum(axis=2)) / np.prod(sigma * np.sqrt(2 * np.pi))
+
+
+# ------------------------------------------------------- mixtures of factor analysers (MFA) ---
+def mfa_covariances(loadings, noise_variances):
+    """Dense (K, D, D) covariances W W^T + diag(psi)."""
+    W = np.asarray(loadings, dtype=np.float64)
+    return np.stack([W[k] @ W[k].T + np.diag(noise_variances[k]) for k in range(W.shape[0])])
+
+
+def mfa_log_prob_resp(X, weights, means, loadings, noise_variances):
+    """(log p (N,), responsibilities (N, K)) from the dense covariances (scipy)."""
+    return log_prob_resp(X, weights, means, mfa_covariances(loadings, noise_variances), "full")
+
+
+def mfa_posterior(X, mean, W, psi):
+    """E[z|x] (N, q) and Cov[z|x] (q, q) of one factor analyser, from the dense formulas:
+    beta = W^T Sigma^-1,  E[z|x] = beta (x - mu),  Cov[z|x] = I - beta W."""
+    X = np.asarray(X, dtype=np.float64)
+    Sigma = W @ W.T + np.diag(psi)
+    beta = np.linalg.solve(Sigma, W).T
+    return (X - mean) @ beta.T, np.eye(W.shape[1]) - beta @ W
+
+
+def mfa_estep_stats(X, sw, weights, means, loadings, noise_variances):
+    """(nk, s1, s2, ll, ws) in the layout of fastmix/kernels/cpu_lowrank.py, centred on the
+    model's means, from dense formulas."""
+    X = np.asarray(X, dtype=np.float64)
+    N, D = X.shape
+    K, _, q = np.shape(loadings)
+    w = _weights_or_ones(sw, N)
+    logp, resp = mfa_log_prob_resp(X, weights, means, loadings, noise_variances)
+    wr = w[:, None] * resp
+    s2 = np.zeros((K, 1 + q, D + q + 1))
+    for k in range(K):
+        Ez, Vz = mfa_posterior(X, means[k], loadings[k], noise_variances[k])
+        Y = X - means[k]
+        s2[k, 0, :D] = wr[:, k] @ Y ** 2
+        s2[k, 1:, :D] = (wr[:, k, None] * Ez).T @ Y
+        s2[k, 1:, D:D + q] = (wr[:, k, None] * Ez).T @ Ez + wr[:, k].sum() * Vz
+        s2[k, 1:, D + q] = wr[:, k] @ Ez
+    return wr.sum(axis=0), wr.T @ X, s2, float(w @ logp), float(w.sum())
+
+
+def mfa_em_step(X, sw, weights, means, loadings, noise_variances, reg_covar, isotropic=False):
+    """One EM iteration of the mixture of factor analysers (Ghahramani & Hinton 1996), written
+    from the dense per-row posterior: returns (weights, means, loadings, noise_variances, mean
+    log-likelihood before the step)."""
+    X = np.asarray(X, dtype=np.float64)
+    N, D = X.shape
+    K, _, q = np.shape(loadings)
+    w = _weights_or_ones(sw, N)
+    logp, resp = mfa_log_prob_resp(X, weights, means, loadings, noise_variances)
+    wr = w[:, None] * resp
+    nk = wr.sum(axis=0) + 10 * EPS
+    new_w, new_m = nk / nk.sum(), np.empty((K, D))
+    new_W, new_psi = np.empty((K, D, q)), np.empty((K, D))
+    for k in range(K):
+        Ez, Vz = mfa_posterior(X, means[k], loadings[k], noise_variances[k])
+        Zt = np.concatenate([Ez, np.ones((N, 1))], axis=1)         # E[z~], z~ = [z; 1]
+        r = wr[:, k]
+        Ezz = (r[:, None] * Zt).T @ Zt                              # sum r E[z~ z~^T]
+        Ezz[:q, :q] += r.sum() * Vz
+        XZ = (r[:, None] * X).T @ Zt                                # sum r x E[z~]^T
+        Wt = np.linalg.solve(Ezz, XZ.T).T                           # [W, mu]
+        new_W[k], new_m[k] = Wt[:, :q], Wt[:, q]
+        new_psi[k] = (r @ X ** 2 - (Wt * XZ).sum(axis=1)) / nk[k]
+    if isotropic:
+        new_psi[:] = new_psi.mean(axis=1, keepdims=True)
+    return new_w, new_m, new_W, new_psi + reg_covar, float(w @ logp / w.sum())
+
+
+def random_mfa(rng, K, D, q, spread=3.0):
+    """A random MFA: (weights, means, loadings (K, D, q), noise variances (K, D))."""
+    weights = rng.dirichlet(np.full(K, 5.0))
+    means = rng.normal(scale=spread, size=(K, D))
+    loadings = rng.normal(scale=1.0, size=(K, D, q))
+    psi = rng.uniform(0.1, 0.5, size=(K, D))
+    return weights, means, loadings, psi
+
+
+def sample_mfa(rng, weights, means, loadings, psi, N):
+    """N rows from an MFA and their component labels."""
+    K, D, q = np.shape(loadings)
+    labels = rng.choice(K, size=N, p=weights)
+    Z = rng.standard_normal((N, q))
+    X = (means[labels] + np.einsum("nij,nj->ni", loadings[labels], Z)
+         + rng.standard_normal((N, D)) * np.sqrt(psi[labels]))
+    return X, labels

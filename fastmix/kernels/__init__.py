@@ -11,10 +11,14 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from . import cpu_estep, cpu_expansion
+from . import cpu_estep, cpu_expansion, cpu_lowrank
 from .cpu_estep import DIAG, ESTEP, FULL, NEAREST, RESP, SPHERICAL, TIED
 
-KIND_CODES = {"full": FULL, "tied": TIED, "diag": DIAG, "spherical": SPHERICAL}
+LOWRANK = 4
+KIND_CODES = {"full": FULL, "tied": TIED, "diag": DIAG, "spherical": SPHERICAL,
+              "lowrank": LOWRANK}
+_PASSES = dict(cpu_estep.PASSES)
+_PASSES[LOWRANK] = cpu_lowrank.pass_lowrank
 
 #: Responsibilities below exp(cut) relative to a row's largest component are set to 0.
 CUT = {np.dtype(np.float64): -40.0, np.dtype(np.float32): -20.0}
@@ -30,7 +34,7 @@ class KernelParams(NamedTuple):
     """
     kind: int
     means: np.ndarray    # (K, D)
-    pc: np.ndarray       # (K|1, D|1, D|1) precision-Cholesky factors
+    pc: np.ndarray       # (K|1, D|1, D|1) precision-Cholesky factors; lowrank (K, 1+2q, D)
     lconst: np.ndarray   # (K,) log pi_k + log det U_k - D/2 log 2 pi
     tmeans: np.ndarray   # (K, D) tied only: (mu_k - g) U; else zeros
     g: np.ndarray        # (D,) tied centre
@@ -38,14 +42,22 @@ class KernelParams(NamedTuple):
     g64: np.ndarray      # (D,) float64 tied centre
 
 
-def s2_shape(kind, K, D):
-    """Shape of the second-moment statistic for a covariance kind."""
+def s2_shape(kind, K, D, q=0):
+    """Shape of the second-moment statistic for a covariance kind (``q``: factors of the
+    lowrank kind, see ``cpu_lowrank``)."""
+    if kind == LOWRANK:
+        return (K, 1 + q, D + q + 1)
     return {FULL: (K, D, D), TIED: (1, D, D), DIAG: (K, 1, D), SPHERICAL: (K, 1, 1)}[kind]
 
 
-def _n_slots(kind, K, D):
+def n_factors(kp):
+    """q of a lowrank KernelParams (0 for the other kinds)."""
+    return (kp.pc.shape[1] - 1) // 2 if kp.kind == LOWRANK else 0
+
+
+def _n_slots(kind, K, D, q=0):
     """As many slots as SLOT_BYTES allows: one parallel region per pass when it fits."""
-    per_slot = 8 * (K + 16 + K * D + int(np.prod(s2_shape(kind, K, D))))
+    per_slot = 8 * (K + 16 + K * D + int(np.prod(s2_shape(kind, K, D, q))))
     return int(max(1, SLOT_BYTES // per_slot))
 
 
@@ -106,12 +118,18 @@ class Accumulator:
     chunks) therefore adds exactly the same chunk partials in exactly the same order as one
     pass over the whole array: the sums are bit-identical."""
 
-    def __init__(self, kind, K, D):
+    def __init__(self, kind, K, D, q=0):
         self.nk = np.zeros(K)
         self.s1 = np.zeros((K, D))
-        self.s2 = np.zeros(s2_shape(kind, K, D))
+        self.s2 = np.zeros(s2_shape(kind, K, D, q))
         self.ll = 0.0
         self.ws = 0.0
+
+    @classmethod
+    def for_params(cls, kp):
+        """An empty Accumulator for the statistics of the KernelParams ``kp``."""
+        K, D = kp.means64.shape
+        return cls(kp.kind, K, D, n_factors(kp))
 
     def result(self):
         return self.nk, self.s1, self.s2, self.ll, self.ws
@@ -122,18 +140,19 @@ def _pass(mode, X, sw, R, kp, chunk_rows, acc):
     order."""
     N = X.shape[0]
     K, D = kp.means64.shape
-    shp = s2_shape(kp.kind, K, D)
+    q = n_factors(kp)
+    shp = s2_shape(kp.kind, K, D, q)
     if acc is None:
-        acc = Accumulator(kp.kind, K, D)
+        acc = Accumulator(kp.kind, K, D, q)
     chunk_rows = int(chunk_rows)
     n_chunks = max(1, -(-N // chunk_rows))
-    n_slots = min(n_chunks, _n_slots(kp.kind, K, D))
+    n_slots = min(n_chunks, _n_slots(kp.kind, K, D, q))
     # slots padded to whole cache lines (+8 doubles) so two threads never write one line
     nk_p = np.zeros((n_slots, K + 8))
     s1_p = np.zeros((n_slots, K, D))
     s2_p = np.zeros((n_slots,) + shp)
     llws_p = np.zeros((n_slots, 8))
-    run = cpu_estep.PASSES[kp.kind]
+    run = _PASSES[kp.kind]
     sw = _weights(sw)
     cut = CUT[X.dtype]
     with blas_single_threaded() if kp.kind != SPHERICAL else contextlib.nullcontext():
@@ -224,11 +243,15 @@ def log_prob(X, kp, chunk_rows, want_resp=False):
     logp = np.empty(N)
     labels = np.empty(N, dtype=np.int64)
     resp = np.empty((N if want_resp else 0, K))
+    if kp.kind == LOWRANK:
+        cpu_lowrank.log_prob_lowrank(X, kp.means, kp.pc, kp.lconst, CUT[X.dtype],
+                                     int(chunk_rows), logp, labels, resp)
+        return logp, labels, (resp if want_resp else None)
     cpu_estep.log_prob(kp.kind, X, kp.means, kp.pc, kp.lconst, kp.tmeans, kp.g, CUT[X.dtype],
                        int(chunk_rows), logp, labels, resp)
     return logp, labels, (resp if want_resp else None)
 
 
 __all__ = ["Accumulator", "num_threads", "thread_limit", "blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG",
-           "SPHERICAL", "estep_stats", "resp_stats", "nearest_stats", "log_prob", "nearest_params",
+           "SPHERICAL", "LOWRANK", "n_factors", "estep_stats", "resp_stats", "nearest_stats", "log_prob", "nearest_params",
            "s2_shape", "grid_stats", "grid_window", "GRID_EM", "GRID_KDE", "GRID_LOGP"]
