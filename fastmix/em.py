@@ -27,7 +27,7 @@ def e_step_stats(data, sample_weight, params: GMMParams, chunk_rows=DEFAULT_CHUN
     if getattr(data, "is_dask", False):  # distributed.DaskData: map over blocks, tree-reduce
         return stats_from_kernel(params.kind, data.reduce("estep", kp), kp)
     K, D = params.means.shape
-    acc = kernels.Accumulator(kp.kind, K, D)
+    acc = kernels.Accumulator.for_params(kp)
     for _, X, w in data.blocks():
         kernels.estep_stats(X, w, kp, data.chunk_rows, acc)
         if on_block is not None:

@@ -12,7 +12,7 @@ import numpy as np
 from . import kernels
 from ._base import BaseEstimator, DensityMixin
 from ._params import (COVARIANCE_TYPES, Covariance, DegenerateComponentWarning, FullCovariance,
-                      GMMParams)
+                      GMMParams, LowRankCovariance)
 from ._stats import Stats
 from ._validation import NotFittedError, check_array, check_random_state, check_sample_weight
 from . import biglearn, distributed, expansion, inference, sgd, sources
@@ -22,6 +22,9 @@ from .online import OnlineState, check_step_params, online_update, run_online
 
 FORMAT_VERSION = 1
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+NOISE_MODELS = ("diagonal", "isotropic")
+#: Above this many features, materialising dense lowrank covariances/precisions warns.
+DENSE_WARN_FEATURES = 1000
 ALGORITHMS = ("batch", "online")
 #: Default rows per online-EM update in fit(algorithm="online"), in kernel chunks.
 ONLINE_BATCH_CHUNKS = 16
@@ -51,7 +54,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     Parameters
     ----------
     n_components : int, default=1
-    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+    covariance_type : {"full", "tied", "diag", "spherical", "lowrank"}, default="full"
+        "lowrank": mixture of factor analysers, Sigma_k = W_k W_k^T + diag(psi_k) with
+        ``W_k`` (D, n_factors); costs O(K D q) per row and per iteration, never O(D^2).
     tol : float, default=1e-3
         EM stops when the mean log-likelihood changes by less than ``tol``.
     reg_covar : float, default=1e-6
@@ -83,6 +88,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     batch_size : int or None, default=None
         Rows per online-EM update in ``fit(algorithm="online")`` (rounded up to whole chunks;
         default 16 chunks = 65536 rows).
+    n_factors : int or None, default=None
+        q, the number of factors of ``covariance_type="lowrank"`` (1 <= q < D); None means
+        min(10, D - 1).  Ignored by the other covariance types.
+    noise : {"diagonal", "isotropic"}, default="diagonal"
+        lowrank noise: per-feature variances psi_k (factor analysers) or one variance per
+        component, psi_k = sigma_k^2 I (mixture of probabilistic PCA).
+    loadings_init : array (K, D, q) or None
+        Initial factor loadings for ``covariance_type="lowrank"`` (instead of the per-component
+        PCA of the initial clusters); the noise variances then start at the clusters' variances
+        minus diag(W W^T), floored at 1 % of them.
     fixed : None or sequence of {"weights", "means", "covariances"}, default=None
         Parameter groups EM keeps at their initial values (from ``weights_init`` /
         ``means_init`` / ``precisions_init``, or from ``init_params``); the others get the
@@ -95,7 +110,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     weights_ : (K,) float64
     means_ : (K, D) float64
     covariances_, precisions_, precisions_cholesky_ : float64, shape by covariance_type
-        full (K, D, D), tied (D, D), diag (K, D), spherical (K,).
+        full (K, D, D), tied (D, D), diag (K, D), spherical (K,).  For "lowrank" these dense
+        (K, D, D) arrays are computed on each access (and warn above 1000 features); the model
+        itself is ``loadings_`` (K, D, q) and ``noise_variances_`` (K, D).
     converged_ : bool
     n_iter_ : int
     lower_bound_ : float
@@ -126,7 +143,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                  max_iter=100, n_init=1, init_params="kmeans", weights_init=None,
                  means_init=None, precisions_init=None, random_state=None, warm_start=False,
                  verbose=0, verbose_interval=10, chunk_size=None, progress=False,
-                 step_offset=1.0, step_decay=0.6, batch_size=None, fixed=None):
+                 step_offset=1.0, step_decay=0.6, batch_size=None, fixed=None, n_factors=None,
+                 noise="diagonal", loadings_init=None):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -147,6 +165,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.step_decay = step_decay
         self.batch_size = batch_size
         self.fixed = fixed
+        self.n_factors = n_factors
+        self.noise = noise
+        self.loadings_init = loadings_init
 
     # ------------------------------------------------------------------ validation ----------
     def _check_hyper(self):
@@ -167,6 +188,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         _check_int(self, "batch_size", 1, optional=True)
         check_step_params(self.step_offset, self.step_decay)
         self._fixed_groups()
+        _check_int(self, "n_factors", 1, optional=True)
+        if self.noise not in NOISE_MODELS:
+            raise ValueError(f"noise must be one of {NOISE_MODELS}, got {self.noise!r}")
+
+    def _q(self, D):
+        """The number of factors for D features (lowrank), validated against D."""
+        q = min(10, D - 1) if self.n_factors is None else int(self.n_factors)
+        if not 1 <= q < D:
+            raise ValueError(f"n_factors must be in [1, n_features - 1] = [1, {D - 1}] for "
+                             f"covariance_type='lowrank', got {q}" + (
+                                 " (lowrank needs at least 2 features)" if D < 2 else ""))
+        return q
 
     def _fixed_groups(self):
         """``fixed`` as a validated tuple of parameter-group names."""
@@ -206,7 +239,20 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 raise ValueError(f"means_init should have shape ({K}, {D}), got {m.shape}")
             if not np.all(np.isfinite(m)):
                 raise ValueError("means_init contains NaN or infinity")
-        if self.precisions_init is not None:
+        if self.covariance_type == "lowrank":
+            if self.precisions_init is not None:
+                raise ValueError("precisions_init is not used by covariance_type='lowrank'; "
+                                 "give loadings_init (K, D, n_factors) instead")
+            q = self._q(D)
+            if self.loadings_init is not None:
+                L = np.array(self.loadings_init, dtype=np.float64)
+                if L.shape != (K, D, q):
+                    raise ValueError(f"loadings_init should have shape ({K}, {D}, {q}), got "
+                                     f"{L.shape}")
+                if not np.all(np.isfinite(L)):
+                    raise ValueError("loadings_init contains NaN or infinity")
+                p = L
+        elif self.precisions_init is not None:
             cls = Covariance.registry[self.covariance_type]
             p = np.array(self.precisions_init, dtype=np.float64)
             if p.shape != cls.shape(K, D):
@@ -292,26 +338,58 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 Xs, sws = _subsample(data, self.n_components, rng)
                 self._check_rows(Xs.shape[0])
                 data = Xs if sws is None else (Xs, sws)
+            lowrank = None
+            if self.covariance_type == "lowrank":
+                lowrank = dict(n_factors=self._q(data.n_features if not isinstance(data, tuple)
+                                                 else data[0].shape[1]),
+                               isotropic=self.noise == "isotropic", loadings=cov)
+                cov = None
             params = initial_params(data[0] if isinstance(data, tuple) else data,
                                     data[1] if isinstance(data, tuple) else None,
                                     self.n_components, self.covariance_type, self.init_params,
-                                    rng, self.reg_covar, self._chunk_rows)
+                                    rng, self.reg_covar, self._chunk_rows, lowrank=lowrank)
             w = params.weights if w is None else w
             m = params.means if m is None else m
             cov = params.cov if cov is None else cov
         return GMMParams(w, m, cov)
 
     def _params(self):
-        cls = Covariance.registry[self.covariance_type]
-        cov = cls(self.covariances_, self.precisions_cholesky_)
+        if self.covariance_type == "lowrank":
+            cov = LowRankCovariance(self.loadings_, self.noise_variances_,
+                                    self.noise == "isotropic")
+        else:
+            cls = Covariance.registry[self.covariance_type]
+            cov = cls(self.covariances_, self.precisions_cholesky_)
         return GMMParams(self.weights_, self.means_, cov)
+
+    _DENSE = ("covariances_", "precisions_", "precisions_cholesky_")
 
     def _set_params_from(self, params):
         self.weights_ = params.weights
         self.means_ = params.means
+        if params.kind == "lowrank":
+            self.loadings_ = params.cov.loadings
+            self.noise_variances_ = params.cov.noise_variances
+            for name in self._DENSE:  # computed on access (__getattr__)
+                self.__dict__.pop(name, None)
+            return
+        for name in ("loadings_", "noise_variances_"):
+            self.__dict__.pop(name, None)
         self.covariances_ = params.cov.covariances
         self.precisions_cholesky_ = params.cov.precisions_cholesky
         self.precisions_ = params.cov.precisions
+
+    def __getattr__(self, name):
+        # Only reached when normal lookup fails: dense views of a fitted lowrank model.
+        if name in GaussianMixture._DENSE and "loadings_" in self.__dict__:
+            D = self.__dict__["loadings_"].shape[1]
+            if D > DENSE_WARN_FEATURES:
+                K = self.__dict__["loadings_"].shape[0]
+                warnings.warn(f"materialising dense lowrank {name} for {D} features: "
+                              f"{K * D * D * 8 / 2**20:.0f} MiB; use loadings_ and "
+                              "noise_variances_ instead", UserWarning, stacklevel=2)
+            return getattr(self._params().cov, name[:-1])
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def fit(self, X, y=None, sample_weight=None, *, algorithm="batch", checkpoint=None,
             resume=False):
@@ -645,8 +723,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return -2 * total + 2 * self._n_parameters()
 
     # ------------------------------------------------------------------ persistence ---------
-    _ARRAY_PARAMS = ("weights_init", "means_init", "precisions_init")
+    _ARRAY_PARAMS = ("weights_init", "means_init", "precisions_init", "loadings_init")
     _FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+    _FITTED_LOWRANK = ("weights_", "means_", "loadings_", "noise_variances_")
+
+    def _fitted_names(self):
+        return self._FITTED_LOWRANK if self.covariance_type == "lowrank" else self._FITTED
 
     def save(self, path):
         """Write the model to a versioned ``.npz`` (no pickle; atomically: temporary file, then
@@ -668,7 +750,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 "params": scalars, "converged_": self.converged_, "n_iter_": self.n_iter_,
                 "lower_bound_": self.lower_bound_, "lower_bounds_": self.lower_bounds_,
                 "n_features_in_": self.n_features_in_}
-        for name in self._FITTED:
+        for name in self._fitted_names():
             arrays["fit__" + name] = getattr(self, name)
         state = getattr(self, "_online", None)
         if state is not None:  # running statistics: partial_fit continues after load
@@ -689,15 +771,23 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 params[k] = arrays.get("init__" + k)
         est = cls(**params)
         est._check_hyper()
-        cov_cls = Covariance.registry[est.covariance_type]
         w = np.asarray(arrays["fit__weights_"], dtype=np.float64)
         m = np.asarray(arrays["fit__means_"], dtype=np.float64)
-        covs = np.asarray(arrays["fit__covariances_"], dtype=np.float64)
-        pcs = np.asarray(arrays["fit__precisions_cholesky_"], dtype=np.float64)
         K, D = est.n_components, int(meta["n_features_in_"])
-        shapes = {"weights_": (w.shape, (K,)), "means_": (m.shape, (K, D)),
-                  "covariances_": (covs.shape, cov_cls.shape(K, D)),
-                  "precisions_cholesky_": (pcs.shape, cov_cls.shape(K, D))}
+        shapes = {"weights_": (w.shape, (K,)), "means_": (m.shape, (K, D))}
+        if est.covariance_type == "lowrank":
+            q = est._q(D)
+            a = np.asarray(arrays["fit__loadings_"], dtype=np.float64)
+            b = np.asarray(arrays["fit__noise_variances_"], dtype=np.float64)
+            shapes.update(loadings_=(a.shape, (K, D, q)), noise_variances_=(b.shape, (K, D)))
+            make_cov = lambda: LowRankCovariance(a, b, est.noise == "isotropic")  # noqa: E731
+        else:
+            cov_cls = Covariance.registry[est.covariance_type]
+            a = np.asarray(arrays["fit__covariances_"], dtype=np.float64)
+            b = np.asarray(arrays["fit__precisions_cholesky_"], dtype=np.float64)
+            shapes.update(covariances_=(a.shape, cov_cls.shape(K, D)),
+                          precisions_cholesky_=(b.shape, cov_cls.shape(K, D)))
+            make_cov = lambda: cov_cls(a, b)  # noqa: E731
         for name, (got, want) in shapes.items():
             if got != want:
                 raise ValueError(f"{name} has shape {got}, expected {want}")
@@ -705,7 +795,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 raise ValueError(f"{name} contains NaN or infinity")
         if np.any(w < 0) or not abs(w.sum() - 1.0) < 1e-6:
             raise ValueError("weights_ are not a probability vector")
-        est._set_params_from(GMMParams(w, m, cov_cls(covs, pcs)))
+        est._set_params_from(GMMParams(w, m, make_cov()))
         est.converged_ = bool(meta["converged_"])
         est.n_iter_ = int(meta["n_iter_"])
         est.lower_bound_ = float(meta["lower_bound_"])
@@ -718,7 +808,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                                               for f in ("nk", "s1", "s2", "centre", "gcentre")),
                        float(on["ll"]), float(on["ws"]))
             if st.nk.shape != (K,) or st.s1.shape != (K, D) \
-                    or st.s2.shape != kernels.s2_shape(kernels.KIND_CODES[est.covariance_type], K, D):
+                    or st.s2.shape != kernels.s2_shape(
+                        kernels.KIND_CODES[est.covariance_type], K, D,
+                        est._q(D) if est.covariance_type == "lowrank" else 0):
                 raise ValueError("online statistics have inconsistent shapes")
             est._online = OnlineState(st, int(on["t"]))
             est.n_steps_ = int(on["n_steps_"])
@@ -1034,6 +1126,9 @@ class BigLearnGaussianMixture(GaussianMixture):
     reg_covar = 0.0
     progress = False
     fixed = None
+    n_factors = None
+    noise = "diagonal"
+    loadings_init = None
 
     def _check_hyper(self):
         for name, lo in (("n_components", 1), ("n_local_steps", 1), ("n_outer", 0),

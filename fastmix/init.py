@@ -34,6 +34,18 @@ gives exactly the model the same data in memory gives:
 
 Passes over the data for ``"kmeans"``: (0 or 1 for the sample) + 1 for the assignment.  k-means
 itself runs in memory on the sample.
+
+``covariance_type="lowrank"`` (mixtures of factor analysers): the method above gives weights,
+means and per-feature variances (as for "diag"); then each component's loadings come from a PCA
+of the subsample (the k-means sample; drawn for the other methods), each row weighted by its
+responsibility under that diagonal model: ``W = U_q (Lambda_q - sigma^2)^1/2`` with sigma^2 the
+mean variance left outside the q leading directions (Tipping & Bishop's maximum-likelihood
+PPCA), columns floored at 1/10 of sigma so that none starts at exactly zero (a zero column
+stays zero under EM).  Noise: sigma^2 (isotropic) or the component's variances minus
+diag(W W^T), floored at 1 % of them.  The PCA is a randomised SVD (Halko et al.: q + 10 random
+directions, 4 power iterations) when D > 4 (q + 10), an exact SVD otherwise.  A component with
+fewer than q weighted sample rows gets random directions orthogonal to those it has (documented
+fallback, not an error).
 """
 import math
 
@@ -287,22 +299,97 @@ def _random_rows(data, K, rng):
     return Xs.astype(np.float64)
 
 
-def initial_params(data, sw, K, kind, method, rng, reg_covar, chunk_rows):
+def initial_params(data, sw, K, kind, method, rng, reg_covar, chunk_rows, lowrank=None):
     """GMMParams from one of the methods in the module docstring.  ``data`` is a Stream or an
-    in-memory array (then ``sw`` are its weights)."""
+    in-memory array (then ``sw`` are its weights).  ``lowrank``: for kind "lowrank",
+    dict(n_factors, isotropic, loadings (K, D, q) or None)."""
     data = as_stream(data, sw, chunk_rows)
+    if kind == "lowrank":
+        base, sample = _initial(data, K, "diag", method, rng, reg_covar)
+        if sample is None:
+            sample = _subsample(data, K, rng)
+        return _lowrank_from(base, sample, rng, reg_covar, data.chunk_rows, **lowrank)
+    return _initial(data, K, kind, method, rng, reg_covar)[0]
+
+
+def _initial(data, K, kind, method, rng, reg_covar):
+    """(GMMParams, the k-means sample (Xs, sws) or None)."""
+    Xs = sws = None
     if method in ("kmeans", "k-means++"):
         Xs, sws = _subsample(data, K, rng)
         if Xs.shape[0] < K:  # only possible when the row count was unknown before this pass
             raise ValueError(f"Expected n_samples >= n_components but got n_components = {K}, "
                              f"n_samples = {Xs.shape[0]}")
+    sample = None if Xs is None else (Xs, sws)
     if method == "kmeans":
         centres = kmeans(Xs, sws, K, rng, data.chunk_rows, kind=kind)
-        return _assign_to(data, centres, kind, reg_covar)
+        return _assign_to(data, centres, kind, reg_covar), sample
     if method == "k-means++":
-        return _assign_to(data, kmeans_plusplus(Xs, sws, K, rng), kind, reg_covar)
+        return _assign_to(data, kmeans_plusplus(Xs, sws, K, rng), kind, reg_covar), sample
     if method == "random_from_data":
-        return _assign_to(data, _random_rows(data, K, rng), kind, reg_covar)
+        return _assign_to(data, _random_rows(data, K, rng), kind, reg_covar), sample
     if method == "random":
-        return _random_resp(data, K, kind, rng, reg_covar)
+        return _random_resp(data, K, kind, rng, reg_covar), sample
     raise ValueError(f"unknown init_params {method!r}")
+
+
+#: Randomised SVD: extra random directions and power iterations (Halko, Martinsson & Tropp).
+RSVD_OVERSAMPLE = 10
+RSVD_POWER_ITER = 4
+
+
+def leading_directions(A, q, rng):
+    """(V (D, q') orthonormal, s (q',)): the q' = min(q, rank-ish) leading right singular
+    vectors and singular values of A (n, D); randomised SVD when D > 4 (q + oversampling)."""
+    n, D = A.shape
+    l = q + RSVD_OVERSAMPLE
+    if D <= 4 * l or n <= l:
+        _, s, Vt = np.linalg.svd(A, full_matrices=False)
+        return Vt[:q].T, s[:q]
+    Q = np.linalg.qr(A @ rng.standard_normal((D, l)))[0]
+    for _ in range(RSVD_POWER_ITER):
+        Q = np.linalg.qr(A @ np.linalg.qr(A.T @ Q)[0])[0]
+    _, s, Vt = np.linalg.svd(Q.T @ A, full_matrices=False)
+    return Vt[:q].T, s[:q]
+
+
+def _lowrank_from(base, sample, rng, reg_covar, chunk_rows, n_factors, isotropic, loadings):
+    """Lowrank parameters from diagonal ones and the subsample (module docstring)."""
+    from ._params import LowRankCovariance
+    Xs, sws = sample
+    K, D = base.means.shape
+    q = n_factors
+    var = base.cov.covariances                      # (K, D), includes reg_covar
+    if loadings is not None:
+        W = np.asarray(loadings, dtype=np.float64)
+        sigma2 = var.mean(axis=1)
+    else:
+        Xs = np.ascontiguousarray(Xs)
+        _, _, resp = kernels.log_prob(Xs, base.kernel_params(Xs.dtype), chunk_rows, True)
+        if sws is not None:
+            resp = resp * np.asarray(sws, dtype=np.float64)[:, None]
+        W = np.empty((K, D, q))
+        sigma2 = np.empty(K)
+        for k in range(K):
+            r = resp[:, k]
+            sel = np.flatnonzero(r > 1e-8 * r.max()) if r.max() > 0 else np.empty(0, np.int64)
+            nk = float(r[sel].sum())
+            V = np.empty((D, 0))
+            lam = np.empty(0)
+            if nk > 0:
+                A = np.sqrt(r[sel])[:, None] * (Xs[sel].astype(np.float64) - base.means[k])
+                V, s = leading_directions(A, q, rng)
+                keep = s > 1e-12 * max(float(s[0]), 1e-300) if s.size else s > 0
+                V, lam = V[:, keep], s[keep] ** 2 / nk
+            sigma2[k] = max((var[k].sum() - lam.sum()) / (D - q), 1e-6 * var[k].mean())
+            if V.shape[1] < q:  # fewer directions than factors: random orthogonal complement
+                R = rng.standard_normal((D, q - V.shape[1]))
+                R -= V @ (V.T @ R)
+                V = np.concatenate([V, np.linalg.qr(R)[0]], axis=1)
+                lam = np.concatenate([lam, np.zeros(q - lam.shape[0])])
+            W[k] = V * np.sqrt(np.maximum(lam - sigma2[k], 0.01 * sigma2[k]))
+    if isotropic:
+        psi = np.repeat(sigma2[:, None], D, axis=1)
+    else:
+        psi = np.maximum(var - (W ** 2).sum(axis=2), 0.01 * var)
+    return GMMParams(base.weights, base.means, LowRankCovariance(W, psi, isotropic))
