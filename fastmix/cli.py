@@ -135,7 +135,8 @@ def cmd_fit(args):
         args.n_components, covariance_type=args.covariance_type, tol=args.tol,
         reg_covar=args.reg_covar, max_iter=args.max_iter, n_init=args.n_init,
         init_params=args.init, random_state=args.seed, chunk_size=args.chunk_rows,
-        progress=_progress(args), batch_size=args.batch_rows)
+        progress=_progress(args), batch_size=args.batch_rows, n_factors=args.n_factors,
+        noise=args.noise)
     t0 = time.perf_counter()
     with source:
         gm.fit(source, sample_weight=args.weights,
@@ -231,7 +232,12 @@ def _parser():
     f.add_argument("-k", "--n-components", type=int, required=True)
     f.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
     f.add_argument("--covariance-type", default="full",
-                   choices=["full", "tied", "diag", "spherical"])
+                   choices=["full", "tied", "diag", "spherical", "lowrank"])
+    f.add_argument("--n-factors", type=int, default=None,
+                   help="factors per component for --covariance-type lowrank (default "
+                        "min(10, D - 1))")
+    f.add_argument("--noise", default="diagonal", choices=["diagonal", "isotropic"],
+                   help="lowrank noise model (isotropic: mixture of probabilistic PCA)")
     f.add_argument("--max-iter", type=int, default=100,
                    help="EM iterations (passes with --online)")
     f.add_argument("--tol", type=float, default=1e-3)

@@ -340,8 +340,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 data = Xs if sws is None else (Xs, sws)
             lowrank = None
             if self.covariance_type == "lowrank":
-                lowrank = dict(n_factors=self._q(data.n_features if not isinstance(data, tuple)
-                                                 else data[0].shape[1]),
+                X0 = data[0] if isinstance(data, tuple) else data
+                lowrank = dict(n_factors=self._q(X0.shape[1] if isinstance(X0, np.ndarray)
+                                                 else X0.n_features),
                                isotropic=self.noise == "isotropic", loadings=cov)
                 cov = None
             params = initial_params(data[0] if isinstance(data, tuple) else data,

@@ -18,7 +18,7 @@ from fastmix.cli import make_blobs  # noqa: E402
 
 from _helpers import assert_close  # noqa: E402
 
-KINDS = ["full", "tied", "diag", "spherical"]
+KINDS = ["full", "tied", "diag", "spherical", "lowrank"]
 
 
 @pytest.fixture(scope="module")
