@@ -10,6 +10,8 @@ short NumPy k-means.  Shapes are written ``(N, D, K)``.
 * ``EMIteration.time_em_iteration_warm_start``: one more iteration of an
   already fitted ``warm_start=True`` model (no initialisation at all).
 * ``EMIterationLarge``: the same at N = 10^6 (the size of bench/compare.py).
+* ``LowRankIteration.time_em_iteration``: one lowrank (MFA) EM iteration at
+  N = 60 000, D = 784, K = 16, q = 8.
 * ``FitMemory.peakmem_fit``: asv's peak RSS of the benchmark process, which
   includes the interpreter, the data and the setup, during a 5-iteration fit.
 * ``FitExtraMemory.track_fit_extra_memory``: peak RSS during the fit minus
@@ -307,6 +309,34 @@ class PartialFit:
     def time_partial_fit_chunk(self, covariance_type):
         self.model.partial_fit(self.chunks[self.i % len(self.chunks)])
         self.i += 1
+
+
+class LowRankIteration:
+    """One EM iteration of ``covariance_type="lowrank"`` (mixture of factor analysers) at
+    image size: N = 60 000, D = 784, K = 16, q = 8 (seeded synthetic MFA data), warm start
+    from a model fitted once in ``setup`` (so no initialisation is timed; ``fit``'s input
+    validation is).  Compare with ``bench/lowrank.py`` for full/diag at the same size."""
+
+    params = [DTYPES]
+    param_names = ["dtype"]
+    timeout = 600
+
+    def setup(self, dtype):
+        from fastmix import GaussianMixture
+        rng = np.random.default_rng(SEED)
+        K, D, q, N = 16, 784, 8, 60_000
+        means = rng.normal(size=(K, D))
+        W = rng.normal(size=(K, D, q))
+        lab = rng.integers(0, K, N)
+        X = means[lab] + np.einsum("nij,nj->ni", W[lab], rng.standard_normal((N, q)))
+        X += 0.5 * rng.standard_normal((N, D))
+        self.X = X.astype(dtype)
+        self.model = GaussianMixture(K, covariance_type="lowrank", n_factors=q, max_iter=1,
+                                     tol=0.0, warm_start=True, random_state=SEED)
+        _fit_quietly(self.model, self.X)
+
+    def time_em_iteration(self, dtype):
+        _fit_quietly(self.model, self.X)
 
 
 class Expansion:
