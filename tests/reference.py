@@ -315,3 +315,22 @@ def expansion_phi(X, means, sigma):
     """Dense phi_i(x_n) (N, M) of M diagonal Gaussians with one shared bandwidth sigma (D,)."""
     z = (X[:, None, :] - means[None, :, :]) / sigma
     return np.exp(-0.5 * (z ** 2).sum(axis=2)) / np.prod(sigma * np.sqrt(2 * np.pi))
+
+
+# ------------------------------------------------------ SGD: truncated toroidal smoothing ----
+def toroidal_smoothing(n, sigma, truncate=1e-6):
+    """g (n^2, n^2) by the np.roll construction: row k is a Gaussian bump centred on grid cell
+    k of an n x n torus; unnormalised weights below ``truncate`` (the bump's peak is 1) set to
+    0, then each row normalised (fastmix.sgd.SMOOTHING_TRUNCATE documents the rule)."""
+    K = n * n
+    if sigma <= 0:
+        return np.eye(K)
+    off = np.arange(n) - n // 2
+    bump = np.exp(-(off[:, None] ** 2 + off[None, :] ** 2) / (2.0 * sigma ** 2))
+    # for even n the offset -n/2 is also +n/2 away: the torus distance is n/2 either way
+    g = np.empty((K, K))
+    for k in range(K):
+        r, c = divmod(k, n)
+        g[k] = np.roll(np.roll(bump, r - n // 2, axis=0), c - n // 2, axis=1).ravel()
+    g[g < truncate] = 0.0
+    return g / g.sum(axis=1, keepdims=True)

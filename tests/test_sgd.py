@@ -28,6 +28,24 @@ def test_toroidal_smoothing():
     np.testing.assert_array_equal(sgd.toroidal_smoothing(4, 0.0), np.eye(16))
 
 
+@pytest.mark.parametrize("n,sigma", [(3, 0.8), (4, 0.9), (5, 1.25), (5, 0.3), (6, 0.25),
+                                     (8, 0.4), (5, 0.18), (5, 0.01)])
+def test_toroidal_smoothing_truncated_like_reference(n, sigma):
+    """The driver's smoothing equals the reference's np.roll construction, both truncated by
+    the documented rule (unnormalised weights below SMOOTHING_TRUNCATE are exact zeros)."""
+    import reference as ref
+    g = sgd.toroidal_smoothing(n, sigma)
+    want = ref.toroidal_smoothing(n, sigma, sgd.SMOOTHING_TRUNCATE)
+    assert_close(g, want, 1e-14)
+    np.testing.assert_array_equal(g == 0, want == 0)
+    if sigma < 0.19:  # exp(-1 / (2 sigma^2)) < 1e-6: nothing but the self-weight survives
+        np.testing.assert_array_equal(g, np.eye(n * n))
+    if (n, sigma) == (5, 1.25):
+        assert np.all(g > 0)  # the default start on 5 x 5 cuts nothing
+    if (n, sigma) == (8, 0.4):  # support: d^2 < 2 sigma^2 ln(1e6) = 4.42 -> d^2 in {0,1,2,4}
+        assert np.count_nonzero(g[0]) == 1 + 4 + 4 + 4
+
+
 def test_fit_equals_kernel_run_without_annealing():
     """annealing='off', no shuffle: fit is exactly the kernel over the rows in order."""
     X = _digits_like()

@@ -23,10 +23,15 @@ def _setup(K=9, D=5, N=40, seed=0):
 
 
 @pytest.mark.parametrize("exact", [False, True])
-@pytest.mark.parametrize("sigma", [None, 0.8])
-def test_single_steps_match_reference(exact, sigma):
-    X, xi, mu, s = _setup()
-    g = np.eye(9) if sigma is None else _torus_g(3, sigma)
+@pytest.mark.parametrize("sigma,n", [(None, 3), (0.8, 3), (0.4, 6)])
+def test_single_steps_match_reference(exact, sigma, n):
+    """sigma None: g = I (argmax path, one component updated); 0.8 on 3 x 3: dense; 0.4 on
+    6 x 6: truncated (zero weights, those components skipped); D = 70 > 16 * LANES entries,
+    so the blocked log-determinant update runs through a full block and a ragged tail."""
+    K = n * n
+    X, xi, mu, s = _setup(K=K, D=5 if n == 3 else 70)
+    g = np.eye(K) if sigma is None else ref.toroidal_smoothing(n, sigma)
+    assert sigma != 0.4 or 0 < np.count_nonzero(g[0]) < K
     lam, eps, s_min, s_max = (1.0, 0.7, 0.5), 0.05, 1e-6, np.sqrt(20.0)
     a = (xi.copy(), mu.copy(), s.copy())
     out = np.empty(X.shape[0])

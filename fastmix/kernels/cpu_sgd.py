@@ -31,22 +31,60 @@ from ._jit import kernel
 LOG2PI = math.log(2.0 * math.pi)
 
 
+#: Independent partial sums / products per row (fixed order, so results do not depend on
+#: the machine or thread count; several chains let the CPU overlap the floating-point latency).
+LANES = 4
+
+
+@kernel()
+def _sqnorm_row(X, n, mu, s, j):
+    """sum_d (s_jd (x_nd - mu_jd))^2 in LANES interleaved partial sums (d mod LANES)."""
+    D = mu.shape[1]
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    d = 0
+    while d + 4 <= D:
+        z0 = s[j, d] * (X[n, d] - mu[j, d])
+        z1 = s[j, d + 1] * (X[n, d + 1] - mu[j, d + 1])
+        z2 = s[j, d + 2] * (X[n, d + 2] - mu[j, d + 2])
+        z3 = s[j, d + 3] * (X[n, d + 3] - mu[j, d + 3])
+        a0 += z0 * z0
+        a1 += z1 * z1
+        a2 += z2 * z2
+        a3 += z3 * z3
+        d += 4
+    while d < D:
+        z0 = s[j, d] * (X[n, d] - mu[j, d])
+        a0 += z0 * z0
+        d += 1
+    return (a0 + a1) + (a2 + a3)
+
+
 @kernel()
 def _loglik_row(X, n, xi_lse, xi, mu, s, logdet, ell):
     """ell[j] = l_j(x_n) (float64)."""
     K, D = mu.shape
     c = -0.5 * D * LOG2PI
     for j in range(K):
-        q = 0.0
-        for d in range(D):
-            z = s[j, d] * (X[n, d] - mu[j, d])
-            q += z * z
-        ell[j] = xi[j] - xi_lse + logdet[j] + c - 0.5 * q
+        ell[j] = xi[j] - xi_lse + logdet[j] + c - 0.5 * _sqnorm_row(X, n, mu, s, j)
 
 
 @kernel()
-def _weights_row(ell, g, exact, w):
-    """Fill w (K,) for one sample; returns the objective value."""
+def _is_identity(g):
+    K = g.shape[0]
+    for k in range(K):
+        for j in range(K):
+            if g[k, j] != (1.0 if k == j else 0.0):
+                return False
+    return True
+
+
+@kernel()
+def _weights_row(ell, g, smooth, exact, w):
+    """Fill w (K,) for one sample; returns the objective value.  ``smooth`` False means
+    g = I: the best-matching unit is argmax_j l_j, found without the K x K product."""
     K = ell.shape[0]
     if exact:
         m = -np.inf
@@ -62,10 +100,20 @@ def _weights_row(ell, g, exact, w):
         return m + math.log(tot)
     best = -np.inf
     kbest = 0
+    if not smooth:
+        for k in range(K):
+            if ell[k] > best:
+                best = ell[k]
+                kbest = k
+        w[:] = 0.0
+        w[kbest] = 1.0
+        return best
     for k in range(K):
         v = 0.0
         for j in range(K):
-            v += g[k, j] * ell[j]
+            gkj = g[k, j]
+            if gkj != 0.0:  # truncated smoothing (fastmix.sgd.toroidal_smoothing): exact zeros
+                v += gkj * ell[j]
         if v > best:
             best = v
             kbest = k
@@ -99,9 +147,63 @@ def _refresh(xi, s, logdet):
 
 
 @kernel()
-def _apply(X, n, w, xi, mu, s, logdet, xi_lse, step_pi, step_mu, step_s, s_min, s_max):
-    """theta += step * grad(w) for one sample; logdet[j] kept equal to sum_d log s_jd by
-    adding the change of each updated entry (a log only where s changed)."""
+def _log_prod(r, D):
+    """sum_d log r_d with one log per 16 factors per lane (LANES interleaved products; each
+    factor is a ratio s_new / s_old in [s_min/s_max, s_max/s_min], so 16 cannot overflow)."""
+    acc = 0.0
+    p0 = 1.0
+    p1 = 1.0
+    p2 = 1.0
+    p3 = 1.0
+    d = 0
+    blk = 0
+    while d + 4 <= D:
+        p0 *= r[d]
+        p1 *= r[d + 1]
+        p2 *= r[d + 2]
+        p3 *= r[d + 3]
+        d += 4
+        blk += 1
+        if blk == 16:
+            acc += (math.log(p0) + math.log(p1)) + (math.log(p2) + math.log(p3))
+            p0 = 1.0
+            p1 = 1.0
+            p2 = 1.0
+            p3 = 1.0
+            blk = 0
+    while d < D:
+        p0 *= r[d]
+        d += 1
+    return acc + ((math.log(p0) + math.log(p1)) + (math.log(p2) + math.log(p3)))
+
+
+@kernel(error_model="numpy")
+def _update_component(X, n, j, wj, mu, s, ratio, step_mu, step_s, s_min, s_max):
+    """mu_j, s_j += step * w_j * gradient for sample n (ratio: (D,) scratch); returns the
+    change of sum_d log s_jd.  One division per entry: 1/s_jd serves the gradient and the
+    ratio s_new / s_old."""
+    D = mu.shape[1]
+    a = step_mu * wj
+    b = step_s * wj
+    x = X[n]
+    m = mu[j]
+    sr = s[j]
+    for d in range(D):
+        diff = x[d] - m[d]
+        sj = sr[d]
+        inv = 1.0 / sj
+        m[d] += a * sj * sj * diff
+        v = min(max(sj + b * (inv - sj * diff * diff), s_min), s_max)
+        sr[d] = v
+        ratio[d] = v * inv
+    return _log_prod(ratio, D)
+
+
+@kernel()
+def _apply(X, n, w, xi, mu, s, logdet, xi_lse, step_pi, step_mu, step_s, s_min, s_max, old):
+    """theta += step * grad(w) for one sample; components with w_j = 0 (the truncated
+    smoothing's exact zeros, or all but the best-matching unit when g = I) are skipped;
+    logdet[j] kept equal to sum_d log s_jd incrementally."""
     K, D = mu.shape
     for j in range(K):
         pj = math.exp(xi[j] - xi_lse)
@@ -109,25 +211,7 @@ def _apply(X, n, w, xi, mu, s, logdet, xi_lse, step_pi, step_mu, step_s, s_min, 
         wj = w[j]
         if wj == 0.0:
             continue
-        # log det changes by sum_d log(v / s): multiply the ratios and take one log per 16
-        # entries (ratios lie in [s_min/s_max, s_max/s_min], so 16 of them cannot overflow)
-        dl = 0.0
-        prod = 1.0
-        for d in range(D):
-            diff = X[n, d] - mu[j, d]
-            sj = s[j, d]
-            mu[j, d] += step_mu * wj * sj * sj * diff
-            v = sj + step_s * wj * (1.0 / sj - sj * diff * diff)
-            if v < s_min:
-                v = s_min
-            elif v > s_max:
-                v = s_max
-            prod *= v / sj
-            s[j, d] = v
-            if (d & 15) == 15:
-                dl += math.log(prod)
-                prod = 1.0
-        logdet[j] += dl + math.log(prod)
+        logdet[j] += _update_component(X, n, j, wj, mu, s, old, step_mu, step_s, s_min, s_max)
 
 
 @kernel()
@@ -139,13 +223,15 @@ def sgd_step_single(X, xi, mu, s, g, exact, eps, lam_pi, lam_mu, lam_s, s_min, s
     ell = np.empty(K)
     w = np.empty(K)
     logdet = np.empty(K)
+    old = np.empty(D)
+    smooth = not _is_identity(g)
     _refresh(xi, s, logdet)
     for n in range(N):
         lse = _logsumexp(xi)
         _loglik_row(X, n, lse, xi, mu, s, logdet, ell)
-        out[n] = _weights_row(ell, g, exact, w)
+        out[n] = _weights_row(ell, g, smooth, exact, w)
         _apply(X, n, w, xi, mu, s, logdet, lse, eps * lam_pi, eps * lam_mu, eps * lam_s, s_min,
-               s_max)
+               s_max, old)
 
 
 @kernel()
@@ -161,6 +247,7 @@ def sgd_minibatch(X, batch, xi, mu, s, g, exact, eps, lam_pi, lam_mu, lam_s, s_m
     gmu = np.empty((K, D))
     gs = np.empty((K, D))
     nb = (N + batch - 1) // batch
+    smooth = not _is_identity(g)
     for b in range(nb):
         start = b * batch
         stop = min(N, start + batch)
@@ -171,7 +258,7 @@ def sgd_minibatch(X, batch, xi, mu, s, g, exact, eps, lam_pi, lam_mu, lam_s, s_m
         tot = 0.0
         for n in range(start, stop):
             _loglik_row(X, n, lse, xi, mu, s, logdet, ell)
-            tot += _weights_row(ell, g, exact, w)
+            tot += _weights_row(ell, g, smooth, exact, w)
             for j in range(K):
                 gxi[j] += w[j] - math.exp(xi[j] - lse)
                 if w[j] == 0.0:
