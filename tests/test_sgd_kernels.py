@@ -71,3 +71,67 @@ def test_clipping_keeps_precisions_in_range():
     out = np.empty(X.shape[0])
     cpu_sgd.sgd_step_single(X, xi, mu, s, np.eye(9), False, 0.5, 1.0, 1.0, 1.0, 1e-3, 4.0, out)
     assert np.all(s >= 1e-3) and np.all(s <= 4.0) and np.all(np.isfinite(mu))
+
+
+_THREADS_SCRIPT = r"""
+import sys
+import numba
+import numpy as np
+import fastmix
+from fastmix.kernels import cpu_sgd
+from fastmix.sgd import toroidal_smoothing
+
+out_path, expected = sys.argv[1], int(sys.argv[2])
+assert numba.get_num_threads() == expected, numba.get_num_threads()
+rng = np.random.default_rng(7)
+X = rng.uniform(0, 1, size=(1500, 41))
+arrays = {}
+for sigma in (1.25, 0.4, 0.0):
+    for exact in (False, True):
+        xi = rng.normal(0, 0.1, 25)
+        mu = rng.uniform(0.2, 0.8, size=(25, 41))
+        s = rng.uniform(1.0, 4.0, size=(25, 41))
+        out = np.empty(-(-1500 // 64))
+        cpu_sgd.sgd_minibatch(X, 64, xi, mu, s, toroidal_smoothing(5, sigma), exact, 0.05,
+                              1.0, 1.0, 1.0, 1e-6, 20 ** 0.5, out)
+        for name, a in (("xi", xi), ("mu", mu), ("s", s), ("out", out)):
+            arrays[f"{sigma}/{exact}/{name}"] = a
+m = fastmix.SGDGaussianMixture(25, batch_size=32, n_epochs=2, anneal_window=20,
+                               random_state=0).fit(X)
+arrays["fit/means"] = m.means_
+arrays["fit/precisions"] = m.precisions_
+arrays["fit/weights"] = m.weights_
+np.savez(out_path, **arrays)
+"""
+
+
+def test_minibatch_bit_identical_on_one_and_two_threads(tmp_path):
+    """The mini-batch kernel runs prange over components; its results (and a fit through it)
+    must not depend on the thread count.  Each count runs in its own interpreter
+    (NUMBA_NUM_THREADS is read at import), as in tests/test_determinism.py."""
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "mb.py"
+    script.write_text(_THREADS_SCRIPT)
+    procs = []
+    for threads in (1, 2):
+        import fastmix  # the subprocesses import the same fastmix as this test
+        root = os.path.dirname(os.path.dirname(os.path.abspath(fastmix.__file__)))
+        env = dict(os.environ, NUMBA_NUM_THREADS=str(threads),
+                   PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+        out = tmp_path / f"mb_{threads}.npz"
+        procs.append((subprocess.Popen([sys.executable, str(script), str(out), str(threads)],
+                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True), out))
+    dumps = []
+    for proc, out in procs:
+        _, err = proc.communicate(timeout=400)
+        assert proc.returncode == 0, err[-3000:]
+        with np.load(out) as z:
+            dumps.append({k: z[k] for k in z.files})
+    one, two = dumps
+    assert sorted(one) == sorted(two) and len(one) == 27
+    differing = [k for k in one if one[k].tobytes() != two[k].tobytes()]
+    assert not differing, f"not bit-identical on 1 vs 2 threads: {differing}"
+    assert all(np.all(np.isfinite(v)) for v in one.values())

@@ -26,6 +26,8 @@ import math
 
 import numpy as np
 
+from numba import prange
+
 from ._jit import kernel
 
 LOG2PI = math.log(2.0 * math.pi)
@@ -234,49 +236,85 @@ def sgd_step_single(X, xi, mu, s, g, exact, eps, lam_pi, lam_mu, lam_s, s_min, s
                s_max, old)
 
 
-@kernel()
+@kernel(error_model="numpy")
+def _accumulate_component(X, n, j, wj, mu, s, gmu, gs):
+    """gmu_j += w_j * d mu_j, gs_j += w_j * d s_j for sample n (row views: vectorisable)."""
+    x = X[n]
+    m = mu[j]
+    sr = s[j]
+    am = gmu[j]
+    a_s = gs[j]
+    for d in range(x.shape[0]):
+        diff = x[d] - m[d]
+        sj = sr[d]
+        am[d] += wj * sj * sj * diff
+        a_s[d] += wj * (1.0 / sj - sj * diff * diff)
+
+
+@kernel(parallel=True)
 def sgd_minibatch(X, batch, xi, mu, s, g, exact, eps, lam_pi, lam_mu, lam_s, s_min, s_max, out):
     """Mini-batches of ``batch`` consecutive rows: gradients averaged under the parameters at
-    the start of the batch, one step per batch; out[b] = the batch's mean objective."""
+    the start of the batch, one step per batch; out[b] = the batch's mean objective.
+
+    Parallel over components (``prange`` over k): each thread computes its components'
+    log-determinants, log-likelihood columns l_k(x_n), gradient accumulators and updates, each
+    in a fixed order; the per-sample weights in between are computed in sample order.  No
+    value depends on which thread computed it, so the result is bit-identical for any number
+    of threads (tests/test_sgd_kernels.py runs 1 vs 2)."""
     N = X.shape[0]
     K, D = mu.shape
-    ell = np.empty(K)
-    w = np.empty(K)
+    c = -0.5 * D * LOG2PI
+    smooth = not _is_identity(g)
     logdet = np.empty(K)
-    gxi = np.empty(K)
+    # (K, batch): each thread writes and reads whole rows of its own components (no false
+    # sharing of cache lines between threads)
+    ell = np.empty((K, batch))
+    w = np.empty((K, batch))
+    ell_row = np.empty(K)
+    w_row = np.empty(K)
     gmu = np.empty((K, D))
     gs = np.empty((K, D))
     nb = (N + batch - 1) // batch
-    smooth = not _is_identity(g)
     for b in range(nb):
         start = b * batch
         stop = min(N, start + batch)
-        lse = _refresh(xi, s, logdet)
-        gxi[:] = 0.0
-        gmu[:, :] = 0.0
-        gs[:, :] = 0.0
-        tot = 0.0
-        for n in range(start, stop):
-            _loglik_row(X, n, lse, xi, mu, s, logdet, ell)
-            tot += _weights_row(ell, g, smooth, exact, w)
-            for j in range(K):
-                gxi[j] += w[j] - math.exp(xi[j] - lse)
-                if w[j] == 0.0:
-                    continue
-                for d in range(D):
-                    diff = X[n, d] - mu[j, d]
-                    sj = s[j, d]
-                    gmu[j, d] += w[j] * sj * sj * diff
-                    gs[j, d] += w[j] * (1.0 / sj - sj * diff * diff)
-        inv = 1.0 / (stop - start)
-        out[b] = tot * inv
-        for j in range(K):
-            xi[j] += eps * lam_pi * gxi[j] * inv
+        B = stop - start
+        lse = _logsumexp(xi)
+        for j in prange(K):
+            acc = 0.0
             for d in range(D):
-                mu[j, d] += eps * lam_mu * gmu[j, d] * inv
-                v = s[j, d] + eps * lam_s * gs[j, d] * inv
-                if v < s_min:
-                    v = s_min
-                elif v > s_max:
-                    v = s_max
-                s[j, d] = v
+                acc += math.log(s[j, d])
+            logdet[j] = acc
+            base = xi[j] - lse + acc + c
+            for i in range(B):
+                ell[j, i] = base - 0.5 * _sqnorm_row(X, start + i, mu, s, j)
+        tot = 0.0
+        for i in range(B):
+            for j in range(K):
+                ell_row[j] = ell[j, i]
+            tot += _weights_row(ell_row, g, smooth, exact, w_row)
+            for j in range(K):
+                w[j, i] = w_row[j]
+        inv = 1.0 / B
+        out[b] = tot * inv
+        for j in prange(K):
+            pj = math.exp(xi[j] - lse)
+            gx = 0.0
+            for d in range(D):
+                gmu[j, d] = 0.0
+                gs[j, d] = 0.0
+            any_w = False
+            for i in range(B):
+                wij = w[j, i]
+                gx += wij - pj
+                if wij != 0.0:
+                    any_w = True
+                    _accumulate_component(X, start + i, j, wij, mu, s, gmu, gs)
+            xi[j] += eps * lam_pi * gx * inv
+            if not any_w:
+                continue
+            a = eps * lam_mu * inv
+            bb = eps * lam_s * inv
+            for d in range(D):
+                mu[j, d] += a * gmu[j, d]
+                s[j, d] = min(max(s[j, d] + bb * gs[j, d], s_min), s_max)
