@@ -318,3 +318,219 @@ def sgd_minibatch(X, batch, xi, mu, s, g, exact, eps, lam_pi, lam_mu, lam_s, s_m
             for d in range(D):
                 mu[j, d] += a * gmu[j, d]
                 s[j, d] = min(max(s[j, d] + bb * gs[j, d], s_min), s_max)
+
+
+# ------------------------------------------------------------------------------------------
+# Local principal directions (ALGORITHMS.md 1.1, ICLR section 3.5) with an isotropic residual.
+#
+# Component j: mean mu_j (D,), S orthonormal directions U_j (S, D) (rows), square roots of the
+# precisions along them a_j (S,) > 0 and of the isotropic precision in the orthogonal
+# complement r_j > 0.  With z = x - mu_j, y = U_j z and q = |z|^2:
+#
+#   l_j(x) = log pi_j - D/2 log 2 pi + sum_s log a_js + (D - S) log r_j
+#            - 1/2 sum_s a_js^2 y_s^2 - 1/2 r_j^2 (q - sum_s y_s^2)
+#
+# (the Gaussian with covariance U^T diag(1/a^2) U + (I - U^T U) / r^2).  Closed-form gradients:
+#
+#   d mu_j = r^2 z + sum_s (a_s^2 - r^2) y_s u_s        d a_s = 1/a_s - a_s y_s^2
+#   d u_s  = -(a_s^2 - r^2) y_s z                       d r   = (D - S)/r - r (q - sum_s y_s^2)
+#
+# (u_s treated as free, then re-orthonormalised).  Steps: xi by lambda_pi, mu by lambda_mu, a, r
+# and the directions by lambda_sigma; a and r clipped to [s_min, s_max]; after every step the
+# updated components' directions are re-orthonormalised in the kernel by modified Gram-Schmidt
+# on the rows, which is the QR factorisation U^T = Q R with diag(R) > 0 (the sign-fixed QR of
+# ALGORITHMS.md 1.1), up to rounding.
+# ------------------------------------------------------------------------------------------
+@kernel(error_model="numpy")
+def _lpd_project(X, n, mu, U, j, z, y):
+    """z = x_n - mu_j, y = U_j z; returns |z|^2."""
+    S, D = U.shape[1], U.shape[2]
+    for d in range(D):
+        z[d] = X[n, d] - mu[j, d]
+    q0 = 0.0
+    q1 = 0.0
+    for d in range(0, D - 1, 2):
+        q0 += z[d] * z[d]
+        q1 += z[d + 1] * z[d + 1]
+    if D % 2:
+        q0 += z[D - 1] * z[D - 1]
+    for s in range(S):
+        u = U[j, s]
+        p0 = 0.0
+        p1 = 0.0
+        for d in range(0, D - 1, 2):
+            p0 += u[d] * z[d]
+            p1 += u[d + 1] * z[d + 1]
+        if D % 2:
+            p0 += u[D - 1] * z[D - 1]
+        y[s] = p0 + p1
+    return q0 + q1
+
+
+@kernel()
+def _lpd_ell(q, y, a, r, j, D):
+    """l_j without log pi_j and -D/2 log 2 pi, from q = |z|^2 and y = U_j z."""
+    S = y.shape[0]
+    logdet = (D - S) * math.log(r[j])
+    quad = 0.0
+    proj = 0.0
+    for s in range(S):
+        logdet += math.log(a[j, s])
+        t = a[j, s] * y[s]
+        quad += t * t
+        proj += y[s] * y[s]
+    resid = max(q - proj, 0.0)
+    return logdet - 0.5 * quad - 0.5 * r[j] * r[j] * resid
+
+
+@kernel(error_model="numpy")
+def _orthonormalise_rows(V):
+    """Modified Gram-Schmidt on the rows of V (S, D), in place (= sign-fixed QR of V^T)."""
+    S, D = V.shape
+    for s in range(S):
+        vs = V[s]
+        for t in range(s):
+            vt = V[t]
+            c = 0.0
+            for d in range(D):
+                c += vt[d] * vs[d]
+            for d in range(D):
+                vs[d] -= c * vt[d]
+        nrm = 0.0
+        for d in range(D):
+            nrm += vs[d] * vs[d]
+        inv = 1.0 / math.sqrt(nrm)
+        for d in range(D):
+            vs[d] *= inv
+
+
+@kernel(error_model="numpy")
+def _lpd_gradients(q, y, z, U, a, r, j, wj, gmu, gU, ga, scale):
+    """Add scale * w_j * gradient of l_j (z, y, q of one sample) into gmu (D,), gU (S, D),
+    ga (S,); returns the r gradient times scale * w_j."""
+    S, D = U.shape[1], U.shape[2]
+    r2 = r[j] * r[j]
+    f = scale * wj
+    proj = 0.0
+    for d in range(D):
+        gmu[d] += f * r2 * z[d]
+    for s in range(S):
+        c = (a[j, s] * a[j, s] - r2) * y[s]
+        u = U[j, s]
+        gu = gU[s]
+        fc = f * c
+        for d in range(D):
+            gmu[d] += fc * u[d]
+            gu[d] -= fc * z[d]
+        ga[s] += f * (1.0 / a[j, s] - a[j, s] * y[s] * y[s])
+        proj += y[s] * y[s]
+    resid = max(q - proj, 0.0)
+    return f * ((D - S) / r[j] - r[j] * resid)
+
+
+@kernel()
+def _lpd_apply(mu, U, a, r, j, gmu, gU, ga, gr, step_mu, step_s, s_min, s_max):
+    """theta_j += steps * accumulated gradients; clip a, r; re-orthonormalise U_j."""
+    S, D = U.shape[1], U.shape[2]
+    for d in range(D):
+        mu[j, d] += step_mu * gmu[d]
+    for s in range(S):
+        for d in range(D):
+            U[j, s, d] += step_s * gU[s, d]
+        a[j, s] = min(max(a[j, s] + step_s * ga[s], s_min), s_max)
+    r[j] = min(max(r[j] + step_s * gr, s_min), s_max)
+    _orthonormalise_rows(U[j])
+
+
+@kernel()
+def sgd_lpd_step_single(X, xi, mu, U, a, r, g, exact, eps, lam_pi, lam_mu, lam_s, s_min, s_max,
+                        out):
+    """Batch size 1 for the local-principal-directions model (see above): parameters (xi (K,),
+    mu (K, D), U (K, S, D), a (K, S), r (K,)) updated in place; out[n] = the objective of
+    sample n before its step.  Components with w_j = 0 are skipped."""
+    N = X.shape[0]
+    K, S, D = U.shape
+    c0 = -0.5 * D * LOG2PI
+    smooth = not _is_identity(g)
+    ell = np.empty(K)
+    w = np.empty(K)
+    z = np.empty(D)
+    Y = np.empty((K, S))
+    Q = np.empty(K)
+    gmu = np.empty(D)
+    gU = np.empty((S, D))
+    ga = np.empty(S)
+    for n in range(N):
+        lse = _logsumexp(xi)
+        for j in range(K):
+            Q[j] = _lpd_project(X, n, mu, U, j, z, Y[j])
+            ell[j] = xi[j] - lse + c0 + _lpd_ell(Q[j], Y[j], a, r, j, D)
+        out[n] = _weights_row(ell, g, smooth, exact, w)
+        for j in range(K):
+            xi[j] += eps * lam_pi * (w[j] - math.exp(xi[j] - lse))
+            if w[j] == 0.0:
+                continue
+            _lpd_project(X, n, mu, U, j, z, Y[j])
+            gmu[:] = 0.0
+            gU[:, :] = 0.0
+            ga[:] = 0.0
+            gr = _lpd_gradients(Q[j], Y[j], z, U, a, r, j, w[j], gmu, gU, ga, 1.0)
+            _lpd_apply(mu, U, a, r, j, gmu, gU, ga, gr, eps * lam_mu, eps * lam_s, s_min, s_max)
+
+
+@kernel(parallel=True)
+def sgd_lpd_minibatch(X, batch, xi, mu, U, a, r, g, exact, eps, lam_pi, lam_mu, lam_s, s_min,
+                      s_max, out):
+    """Mini-batch version of ``sgd_lpd_step_single`` (gradients averaged under the parameters
+    at the start of the batch, one step and one re-orthonormalisation per batch), parallel over
+    components like ``sgd_minibatch`` and, like it, bit-identical for any thread count."""
+    N = X.shape[0]
+    K, S, D = U.shape
+    c0 = -0.5 * D * LOG2PI
+    smooth = not _is_identity(g)
+    ell = np.empty((K, batch))
+    w = np.empty((K, batch))
+    ell_row = np.empty(K)
+    w_row = np.empty(K)
+    nb = (N + batch - 1) // batch
+    for b in range(nb):
+        start = b * batch
+        stop = min(N, start + batch)
+        B = stop - start
+        lse = _logsumexp(xi)
+        for j in prange(K):
+            z = np.empty(D)
+            y = np.empty(S)
+            for i in range(B):
+                q = _lpd_project(X, start + i, mu, U, j, z, y)
+                ell[j, i] = xi[j] - lse + c0 + _lpd_ell(q, y, a, r, j, D)
+        tot = 0.0
+        for i in range(B):
+            for j in range(K):
+                ell_row[j] = ell[j, i]
+            tot += _weights_row(ell_row, g, smooth, exact, w_row)
+            for j in range(K):
+                w[j, i] = w_row[j]
+        inv = 1.0 / B
+        out[b] = tot * inv
+        for j in prange(K):
+            pj = math.exp(xi[j] - lse)
+            z = np.empty(D)
+            y = np.empty(S)
+            gmu = np.zeros(D)
+            gU = np.zeros((S, D))
+            ga = np.zeros(S)
+            gr = 0.0
+            gx = 0.0
+            any_w = False
+            for i in range(B):
+                wij = w[j, i]
+                gx += wij - pj
+                if wij != 0.0:
+                    any_w = True
+                    q = _lpd_project(X, start + i, mu, U, j, z, y)
+                    gr += _lpd_gradients(q, y, z, U, a, r, j, wij, gmu, gU, ga, inv)
+            xi[j] += eps * lam_pi * gx * inv
+            if any_w:
+                _lpd_apply(mu, U, a, r, j, gmu, gU, ga, gr, eps * lam_mu, eps * lam_s, s_min,
+                           s_max)
