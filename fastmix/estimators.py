@@ -1211,8 +1211,9 @@ class BigLearnGaussianMixture(GaussianMixture):
 
 
 class SGDGaussianMixture(DensityMixin, BaseEstimator):
-    """Diagonal Gaussian mixture trained by streaming SGD on the max-component objective with
-    annealing (Gepperth & Pfulb; ALGORITHMS.md section 1, ``fastmix.sgd``).
+    """Gaussian mixture (diagonal, or local principal directions) trained by streaming SGD on
+    the max-component objective with annealing (Gepperth & Pfulb; ALGORITHMS.md section 1,
+    ``fastmix.sgd``).
 
     The K = n x n components sit on a toroidal grid; the objective per sample is the smoothed
     max-component log-likelihood max_k sum_j g_kj(sigma) l_j(x), with sigma annealed towards 0
@@ -1224,13 +1225,32 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
     Parameters
     ----------
     n_components : int, a perfect square (default 25 = 5 x 5)
+    covariance_type : {"diag", "lpd"}, default "diag"
+        "diag": square roots of diagonal precisions.  "lpd": local principal directions
+        (ICLR section 3.5): each component keeps ``n_directions`` = S orthonormal directions
+        u_ks with precisions a_ks^2 along them, re-orthonormalised after every step (modified
+        Gram-Schmidt in the kernel = QR of U_k^T with diag(R) > 0).  The paper's density is
+        on the S-dimensional projection only, not a density on R^D; fastmix adds an isotropic
+        residual precision r_k^2 on the orthogonal complement (a PPCA-style choice -- not in
+        the paper or any released code, so unverified): covariance
+        U_k^T diag(1/a_k^2) U_k + (I - U_k^T U_k) / r_k^2, so that the training objective and
+        ``score_samples`` are exact log-densities on R^D.  Directions start as a random
+        orthonormal set, r at sqrt(precision_max) and a at min(1, sqrt(precision_max)):
+        broad along the directions, so that their gradient (r^2 - a^2) y z starts Hebbian and
+        pulls them towards high-variance directions (with a = r at the start they drifted to
+        low-variance ones in our tests -- a local optimum; fastmix's choice, unverified).
+        The directions and r share ``lambda_sigma`` with a.
+    n_directions : int, default 10 -- S for "lpd" (1 <= S < n_features); unused for "diag"
     objective : {"mc", "loglik"}, default "mc"
     learning_rate : float > 0, default 0.05 (eps0);  learning_rate_min : default 0.001
     batch_size : int >= 1, default 1 (the streaming fast path)
     annealing : {"adaptive", "time", "off"}, default "adaptive"
     sigma0 : float or None (default n / 4);  sigma_min : default 0.01
-    anneal_window : int or None (default ceil(1 / learning_rate_min)), anneal_delta 0.05,
-        anneal_gamma 0.9 (adaptive schedule)
+    anneal_window : int or None, anneal_delta 0.05, anneal_gamma 0.9 (adaptive schedule)
+        None: ceil(1 / learning_rate_min) (1000, the released code), but in ``fit`` on data
+        of known length at most planned_steps / (m + 2), m the number of gamma-decays from
+        sigma0 to sigma_min, so that small data sets have room to anneal fully
+        (``fastmix.sgd.default_window``); ``partial_fit`` streams keep 1000.
     time_t0, time_tinf : fractions of the planned steps where the time schedule starts and ends
         its decay (default 0.3, 0.8)
     precision_max : float, default 20 (D_max: variances >= 1 / precision_max)
@@ -1245,19 +1265,25 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
 
     Attributes
     ----------
-    weights_ (K,), means_ (K, D), precisions_ (K, D), covariances_ (K, D)
+    weights_ (K,), means_ (K, D)
+    "diag": precisions_ (K, D), covariances_ (K, D)
+    "lpd": directions_ (K, S, D) (orthonormal rows), direction_precisions_ (K, S),
+        residual_precisions_ (K,)
     grid_shape_ : (n, n); prototypes on the grid: ``means_.reshape(n, n, D)``
     loss_curve_ : list of (step, mean loss of the segment, sigma, learning rate)
     sigma_, learning_rate_ : current annealing state;  n_steps_ : SGD steps taken
     """
 
-    def __init__(self, n_components=25, *, objective="mc", learning_rate=0.05,
+    def __init__(self, n_components=25, *, covariance_type="diag", n_directions=10,
+                 objective="mc", learning_rate=0.05,
                  learning_rate_min=0.001, batch_size=1, annealing="adaptive", sigma0=None,
                  sigma_min=0.01, anneal_window=None, anneal_delta=0.05, anneal_gamma=0.9,
                  time_t0=0.3, time_tinf=0.8, precision_max=20.0, lambda_pi=1.0, lambda_mu=1.0,
                  lambda_sigma=1.0, init="uniform", mu_init=0.01, mu_init_center=0.0,
                  n_epochs=1.0, shuffle=True, random_state=None, chunk_size=None):
         self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.n_directions = n_directions
         self.objective = objective
         self.learning_rate = learning_rate
         self.learning_rate_min = learning_rate_min
@@ -1322,10 +1348,19 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError("need 0 <= time_t0 < time_tinf <= 1")
         if self.anneal_window is not None:
             _check_int(self, "anneal_window", 1)
+        if self.covariance_type not in ("diag", "lpd"):
+            raise ValueError(f"covariance_type must be 'diag' or 'lpd', got "
+                             f"{self.covariance_type!r}")
+        if self.covariance_type == "lpd":
+            _check_int(self, "n_directions", 1)
 
     # ---------------------------------------------------------------- state -----------------
-    def _start(self, X, rng, planned_steps):
+    def _start(self, X, rng, planned_steps, planned_known=False):
         K, D = self.n_components, X.shape[1]
+        S = int(self.n_directions)
+        if self.covariance_type == "lpd" and S >= D:
+            raise ValueError(f"n_directions must be < n_features ({D}) for "
+                             f"covariance_type='lpd', got {S}")
         n = int(round(math.sqrt(K)))
         s_max = math.sqrt(float(self.precision_max))
         if self.init == "uniform":
@@ -1336,11 +1371,18 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
                                  f"first batch, got {X.shape[0]}")
             from .init import kmeans_plusplus
             mu = kmeans_plusplus(np.ascontiguousarray(X), None, K, rng)
-        self._state = (np.full(K, 1.0 / K), np.ascontiguousarray(mu, dtype=np.float64),
-                       np.full((K, D), s_max))
-        window = self.anneal_window or int(math.ceil(1.0 / self.learning_rate_min))
+        mu = np.ascontiguousarray(mu, dtype=np.float64)
+        if self.covariance_type == "lpd":
+            U = np.stack([np.linalg.qr(rng.standard_normal((D, S)))[0].T for _ in range(K)])
+            self._state = (np.full(K, 1.0 / K), mu, np.ascontiguousarray(U),
+                           np.full((K, S), min(1.0, s_max)), np.full(K, s_max))
+        else:
+            self._state = (np.full(K, 1.0 / K), mu, np.full((K, D), s_max))
         sigma0 = n / 4.0 if self.sigma0 is None else float(self.sigma0)
         planned = max(1, int(planned_steps))
+        window = self.anneal_window or sgd.default_window(
+            float(self.learning_rate_min), sigma0, float(self.sigma_min),
+            float(self.anneal_gamma), planned if planned_known else None)
         self._schedule = sgd.Schedule(
             self.annealing, sigma0, float(self.learning_rate), float(self.sigma_min),
             float(self.learning_rate_min), float(self.anneal_delta), float(self.anneal_gamma),
@@ -1355,9 +1397,8 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
                           "precision_max and mu_init.", UserWarning, stacklevel=4)
 
     def _consume(self, X):
-        xi, mu, s = self._state
         n = self.grid_shape_[0]
-        obj = sgd.run_segment(np.ascontiguousarray(X, dtype=np.float64), (xi, mu, s),
+        obj = sgd.run_segment(np.ascontiguousarray(X, dtype=np.float64), self._state,
                               self._schedule, n=n, exact=self.objective == "loglik",
                               batch=int(self.batch_size),
                               lam=(float(self.lambda_pi), float(self.lambda_mu),
@@ -1367,12 +1408,19 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
         return obj
 
     def _publish(self):
-        xi, mu, s = self._state
+        xi, mu = self._state[:2]
         w = np.exp(xi - xi.max())
         self.weights_ = w / w.sum()
         self.means_ = mu.copy()
-        self.precisions_ = s ** 2
-        self.covariances_ = 1.0 / self.precisions_
+        if self.covariance_type == "lpd":
+            U, a, r = self._state[2:]
+            self.directions_ = U.copy()
+            self.direction_precisions_ = a ** 2
+            self.residual_precisions_ = r ** 2
+        else:
+            s = self._state[2]
+            self.precisions_ = s ** 2
+            self.covariances_ = 1.0 / self.precisions_
         self.sigma_ = self._schedule.current_sigma()
         self.learning_rate_ = self._schedule.eps
         self.n_steps_ = self._schedule.t
@@ -1405,7 +1453,7 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
                         Xb = Xb[:max(0, int(frac * N) - seen)]
                     if self._state is None:
                         self._start(Xb, rng, planned if planned is not None
-                                    else epochs * Xb.shape[0] * 10)
+                                    else epochs * Xb.shape[0] * 10, planned is not None)
                     self._consume(Xb)
                     seen += Xb.shape[0]
                 done += 1.0
@@ -1433,6 +1481,8 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
     def _gmm(self):
         """The fitted model as a diagonal GaussianMixture (exact densities, sampling)."""
         self._check_fitted()
+        if self.covariance_type == "lpd":
+            raise AssertionError("no GaussianMixture for covariance_type='lpd'")
         gm = GaussianMixture(self.n_components, covariance_type="diag",
                              random_state=self.random_state, chunk_size=self.chunk_size)
         cov = Covariance.registry["diag"].from_precisions(self.precisions_)
@@ -1440,16 +1490,30 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
         gm.n_features_in_ = self.n_features_in_
         return gm
 
+    def _lpd_log_prob(self, X):
+        """log pi_k + log N(x | k) (N, K) for covariance_type='lpd' (exact)."""
+        self._check_fitted()
+        X = self._validate_predict_X(X)
+        return sgd.lpd_log_prob(X, *self._state)
+
     def score_samples(self, X):
         """Exact log p(x) of each row (N,) float64."""
+        if self.covariance_type == "lpd":
+            lp = self._lpd_log_prob(X)
+            m = lp.max(axis=1)
+            return m + np.log(np.exp(lp - m[:, None]).sum(axis=1))
         return self._gmm().score_samples(X)
 
     def score(self, X, y=None):
         """Mean exact log-likelihood per row."""
+        if self.covariance_type == "lpd":
+            return float(np.mean(self.score_samples(X)))
         return self._gmm().score(X)
 
     def score_max_component(self, X):
         """Mean max-component bound max_k log(pi_k N(x | k)) per row (<= score)."""
+        if self.covariance_type == "lpd":
+            return float(self._lpd_log_prob(X).max(axis=1).mean())
         gm = self._gmm()
         X = gm._validate_predict_X(X)
         lp = np.stack([np.log(self.weights_[k]) + 0.5 * np.log(self.precisions_[k]).sum()
@@ -1460,14 +1524,27 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
 
     def predict(self, X):
         """Most probable component (N,) int64."""
+        if self.covariance_type == "lpd":
+            return np.argmax(self._lpd_log_prob(X), axis=1).astype(np.int64)
         return self._gmm().predict(X)
 
     def predict_proba(self, X):
         """Responsibilities (N, K)."""
+        if self.covariance_type == "lpd":
+            lp = self._lpd_log_prob(X)
+            p = np.exp(lp - lp.max(axis=1, keepdims=True))
+            return p / p.sum(axis=1, keepdims=True)
         return self._gmm().predict_proba(X)
 
     def sample(self, n_samples=1):
         """(X (n, D), labels (n,)) from the fitted mixture."""
+        if self.covariance_type == "lpd":
+            self._check_fitted()
+            if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) \
+                    or n_samples < 1:
+                raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+            return sgd.lpd_sample(check_random_state(self.random_state), self.weights_,
+                                  *self._state[1:], int(n_samples))
         return self._gmm().sample(n_samples)
 
     def save(self, path):
@@ -1477,24 +1554,32 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
         meta = {"format_version": FORMAT_VERSION, "class": type(self).__name__,
                 "params": params, "n_features_in_": self.n_features_in_,
                 "n_steps_": self.n_steps_, "loss_curve_": self.loss_curve_}
-        xi, mu, s = self._state
-        _atomic_write(path, lambda fh: np.savez(fh, meta=np.array(json.dumps(meta)), xi=xi,
-                                                mu=mu, s=s))
+        names = ("xi", "mu", "U", "a", "r") if self.covariance_type == "lpd" else \
+            ("xi", "mu", "s")
+        arrays = dict(zip(names, self._state))
+        _atomic_write(path, lambda fh: np.savez(fh, meta=np.array(json.dumps(meta)), **arrays))
 
     @classmethod
     def _from_saved(cls, meta, arrays):
         est = cls(**meta["params"])
         est._check_hyper()
         K, D = est.n_components, int(meta["n_features_in_"])
-        xi = np.asarray(arrays["xi"], np.float64)
-        mu = np.asarray(arrays["mu"], np.float64)
-        s = np.asarray(arrays["s"], np.float64)
-        if xi.shape != (K,) or mu.shape != (K, D) or s.shape != (K, D):
-            raise ValueError("inconsistent shapes")
-        if not (np.all(np.isfinite(xi)) and np.all(np.isfinite(mu)) and np.all(s > 0)):
+        S = int(est.n_directions)
+        lpd = est.covariance_type == "lpd"
+        shapes = {"xi": (K,), "mu": (K, D)}
+        shapes.update({"U": (K, S, D), "a": (K, S), "r": (K,)} if lpd else {"s": (K, D)})
+        state = []
+        for name, shape in shapes.items():
+            v = np.ascontiguousarray(arrays[name], np.float64)
+            if v.shape != shape:
+                raise ValueError("inconsistent shapes")
+            if not np.all(np.isfinite(v)):
+                raise ValueError("non-finite parameters")
+            state.append(v)
+        if not all(np.all(v > 0) for v in state[2 + lpd:]):
             raise ValueError("non-finite parameters")
-        est._start(mu, np.random.default_rng(0), 1)
-        est._state = (xi, mu, s)
+        est._start(state[1], np.random.default_rng(0), 1)
+        est._state = tuple(state)
         est._schedule.t = int(meta["n_steps_"])
         est._schedule.history = [tuple(h) for h in meta["loss_curve_"]]
         est._publish()

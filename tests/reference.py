@@ -403,3 +403,82 @@ def sample_mfa(rng, weights, means, loadings, psi, N):
     X = (means[labels] + np.einsum("nij,nj->ni", loadings[labels], Z)
          + rng.standard_normal((N, D)) * np.sqrt(psi[labels]))
     return X, labels
+
+
+# ------------------------------------------------------ SGD: truncated toroidal smoothing ----
+def toroidal_smoothing(n, sigma, truncate=1e-6):
+    """g (n^2, n^2) by the np.roll construction: row k is a Gaussian bump centred on grid cell
+    k of an n x n torus; unnormalised weights below ``truncate`` (the bump's peak is 1) set to
+    0, then each row normalised (fastmix.sgd.SMOOTHING_TRUNCATE documents the rule)."""
+    K = n * n
+    if sigma <= 0:
+        return np.eye(K)
+    off = np.arange(n) - n // 2
+    bump = np.exp(-(off[:, None] ** 2 + off[None, :] ** 2) / (2.0 * sigma ** 2))
+    # for even n the offset -n/2 is also +n/2 away: the torus distance is n/2 either way
+    g = np.empty((K, K))
+    for k in range(K):
+        r, c = divmod(k, n)
+        g[k] = np.roll(np.roll(bump, r - n // 2, axis=0), c - n // 2, axis=1).ravel()
+    g[g < truncate] = 0.0
+    return g / g.sum(axis=1, keepdims=True)
+
+
+# --------------------------------------------- SGD: local principal directions (isotropic r) --
+def lpd_component_covariance(U, a, r):
+    """Dense covariance U^T diag(1/a^2) U + (I - U^T U) / r^2 of one component (U (S, D))."""
+    D = U.shape[1]
+    return U.T @ np.diag(1.0 / a ** 2) @ U + (np.eye(D) - U.T @ U) / r ** 2
+
+
+def lpd_ell(x, xi, mu, U, a, r):
+    """l_j(x) (K,) of the local-principal-directions model, straight from the formula."""
+    from scipy.special import logsumexp
+    K, S, D = U.shape
+    z = x - mu
+    y = np.einsum("ksd,kd->ks", U, z)
+    q = (z ** 2).sum(axis=1)
+    resid = np.maximum(q - (y ** 2).sum(axis=1), 0.0)
+    return (xi - logsumexp(xi) - 0.5 * D * np.log(2 * np.pi) + np.log(a).sum(axis=1)
+            + (D - S) * np.log(r) - 0.5 * ((a * y) ** 2).sum(axis=1) - 0.5 * r ** 2 * resid)
+
+
+def lpd_step(x, xi, mu, U, a, r, g, exact, eps, lam, s_min, s_max, orthonormalise=True):
+    """One batch-size-1 ascent step of the LPD model (closed-form gradients as documented in
+    fastmix/kernels/cpu_sgd.py), then numpy QR of each U_k^T with the signs fixed so that
+    diag(R) > 0 (ALGORITHMS.md 1.1; skipped with ``orthonormalise=False``); new arrays and
+    the objective."""
+    from scipy.special import logsumexp, softmax
+    K, S, D = U.shape
+    ell = lpd_ell(x, xi, mu, U, a, r)
+    if exact:
+        w, obj = np.exp(ell - logsumexp(ell)), logsumexp(ell)
+    else:
+        sm = g @ ell
+        k = int(np.argmax(sm))
+        w, obj = g[k].copy(), sm[k]
+    z = x - mu
+    y = np.einsum("ksd,kd->ks", U, z)
+    c = (a ** 2 - (r ** 2)[:, None]) * y                      # (K, S)
+    gmu = (r ** 2)[:, None] * z + np.einsum("ks,ksd->kd", c, U)
+    gU = -c[:, :, None] * z[:, None, :]
+    ga = 1.0 / a - a * y ** 2
+    resid = np.maximum((z ** 2).sum(axis=1) - (y ** 2).sum(axis=1), 0.0)
+    gr = (D - S) / r - r * resid
+    xi = xi + eps * lam[0] * (w - softmax(xi))
+    mu = mu + eps * lam[1] * w[:, None] * gmu
+    U = U + eps * lam[2] * w[:, None, None] * gU
+    a = np.clip(a + eps * lam[2] * w[:, None] * ga, s_min, s_max)
+    r = np.clip(r + eps * lam[2] * w * gr, s_min, s_max)
+    if orthonormalise:
+        U = lpd_orthonormalise(U)
+    return xi, mu, U, a, r, obj
+
+
+def lpd_orthonormalise(U):
+    """QR of each U_k^T (numpy), signs flipped so that diag(R) > 0; rows of U_k <- Q^T."""
+    U = U.copy()
+    for k in range(U.shape[0]):
+        Qm, R = np.linalg.qr(U[k].T)
+        U[k] = (Qm * np.sign(np.diag(R))).T
+    return U

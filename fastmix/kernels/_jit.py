@@ -22,7 +22,12 @@ PRANGE_ONLY = {"comprehension": False, "prange": True, "setitem": False, "reduct
                "numpy": False, "stencil": False, "fusion": False}
 
 
-def kernel(parallel=False, fastmath=FASTMATH, inline="never"):
-    """Decorator for a fastmix kernel: nopython, nogil, cached, with fastmix's fast-math flags."""
+def kernel(parallel=False, fastmath=FASTMATH, inline="never", error_model="python"):
+    """Decorator for a fastmix kernel: nopython, nogil, cached, with fastmix's fast-math flags.
+
+    ``error_model="numpy"`` drops Numba's division-by-zero check (x / 0 gives inf or nan, as
+    in NumPy); only for kernels whose divisors are positive by construction -- the check is a
+    branch per division and keeps LLVM from vectorising the loop around it."""
     return njit(cache=CACHE, nogil=True, parallel=PRANGE_ONLY if parallel else False,
-                fastmath=set(fastmath) if fastmath else False, inline=inline)
+                fastmath=set(fastmath) if fastmath else False, inline=inline,
+                error_model=error_model)

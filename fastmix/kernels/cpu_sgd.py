@@ -26,9 +26,42 @@ import math
 
 import numpy as np
 
+from numba import prange
+
 from ._jit import kernel
 
 LOG2PI = math.log(2.0 * math.pi)
+
+
+#: Independent partial sums / products per row (fixed order, so results do not depend on
+#: the machine or thread count; several chains let the CPU overlap the floating-point latency).
+LANES = 4
+
+
+@kernel()
+def _sqnorm_row(X, n, mu, s, j):
+    """sum_d (s_jd (x_nd - mu_jd))^2 in LANES interleaved partial sums (d mod LANES)."""
+    D = mu.shape[1]
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    d = 0
+    while d + 4 <= D:
+        z0 = s[j, d] * (X[n, d] - mu[j, d])
+        z1 = s[j, d + 1] * (X[n, d + 1] - mu[j, d + 1])
+        z2 = s[j, d + 2] * (X[n, d + 2] - mu[j, d + 2])
+        z3 = s[j, d + 3] * (X[n, d + 3] - mu[j, d + 3])
+        a0 += z0 * z0
+        a1 += z1 * z1
+        a2 += z2 * z2
+        a3 += z3 * z3
+        d += 4
+    while d < D:
+        z0 = s[j, d] * (X[n, d] - mu[j, d])
+        a0 += z0 * z0
+        d += 1
+    return (a0 + a1) + (a2 + a3)
 
 
 @kernel()
@@ -37,16 +70,23 @@ def _loglik_row(X, n, xi_lse, xi, mu, s, logdet, ell):
     K, D = mu.shape
     c = -0.5 * D * LOG2PI
     for j in range(K):
-        q = 0.0
-        for d in range(D):
-            z = s[j, d] * (X[n, d] - mu[j, d])
-            q += z * z
-        ell[j] = xi[j] - xi_lse + logdet[j] + c - 0.5 * q
+        ell[j] = xi[j] - xi_lse + logdet[j] + c - 0.5 * _sqnorm_row(X, n, mu, s, j)
 
 
 @kernel()
-def _weights_row(ell, g, exact, w):
-    """Fill w (K,) for one sample; returns the objective value."""
+def _is_identity(g):
+    K = g.shape[0]
+    for k in range(K):
+        for j in range(K):
+            if g[k, j] != (1.0 if k == j else 0.0):
+                return False
+    return True
+
+
+@kernel()
+def _weights_row(ell, g, smooth, exact, w):
+    """Fill w (K,) for one sample; returns the objective value.  ``smooth`` False means
+    g = I: the best-matching unit is argmax_j l_j, found without the K x K product."""
     K = ell.shape[0]
     if exact:
         m = -np.inf
@@ -62,10 +102,20 @@ def _weights_row(ell, g, exact, w):
         return m + math.log(tot)
     best = -np.inf
     kbest = 0
+    if not smooth:
+        for k in range(K):
+            if ell[k] > best:
+                best = ell[k]
+                kbest = k
+        w[:] = 0.0
+        w[kbest] = 1.0
+        return best
     for k in range(K):
         v = 0.0
         for j in range(K):
-            v += g[k, j] * ell[j]
+            gkj = g[k, j]
+            if gkj != 0.0:  # truncated smoothing (fastmix.sgd.toroidal_smoothing): exact zeros
+                v += gkj * ell[j]
         if v > best:
             best = v
             kbest = k
@@ -99,9 +149,63 @@ def _refresh(xi, s, logdet):
 
 
 @kernel()
-def _apply(X, n, w, xi, mu, s, logdet, xi_lse, step_pi, step_mu, step_s, s_min, s_max):
-    """theta += step * grad(w) for one sample; logdet[j] kept equal to sum_d log s_jd by
-    adding the change of each updated entry (a log only where s changed)."""
+def _log_prod(r, D):
+    """sum_d log r_d with one log per 16 factors per lane (LANES interleaved products; each
+    factor is a ratio s_new / s_old in [s_min/s_max, s_max/s_min], so 16 cannot overflow)."""
+    acc = 0.0
+    p0 = 1.0
+    p1 = 1.0
+    p2 = 1.0
+    p3 = 1.0
+    d = 0
+    blk = 0
+    while d + 4 <= D:
+        p0 *= r[d]
+        p1 *= r[d + 1]
+        p2 *= r[d + 2]
+        p3 *= r[d + 3]
+        d += 4
+        blk += 1
+        if blk == 16:
+            acc += (math.log(p0) + math.log(p1)) + (math.log(p2) + math.log(p3))
+            p0 = 1.0
+            p1 = 1.0
+            p2 = 1.0
+            p3 = 1.0
+            blk = 0
+    while d < D:
+        p0 *= r[d]
+        d += 1
+    return acc + ((math.log(p0) + math.log(p1)) + (math.log(p2) + math.log(p3)))
+
+
+@kernel(error_model="numpy")
+def _update_component(X, n, j, wj, mu, s, ratio, step_mu, step_s, s_min, s_max):
+    """mu_j, s_j += step * w_j * gradient for sample n (ratio: (D,) scratch); returns the
+    change of sum_d log s_jd.  One division per entry: 1/s_jd serves the gradient and the
+    ratio s_new / s_old."""
+    D = mu.shape[1]
+    a = step_mu * wj
+    b = step_s * wj
+    x = X[n]
+    m = mu[j]
+    sr = s[j]
+    for d in range(D):
+        diff = x[d] - m[d]
+        sj = sr[d]
+        inv = 1.0 / sj
+        m[d] += a * sj * sj * diff
+        v = min(max(sj + b * (inv - sj * diff * diff), s_min), s_max)
+        sr[d] = v
+        ratio[d] = v * inv
+    return _log_prod(ratio, D)
+
+
+@kernel()
+def _apply(X, n, w, xi, mu, s, logdet, xi_lse, step_pi, step_mu, step_s, s_min, s_max, old):
+    """theta += step * grad(w) for one sample; components with w_j = 0 (the truncated
+    smoothing's exact zeros, or all but the best-matching unit when g = I) are skipped;
+    logdet[j] kept equal to sum_d log s_jd incrementally."""
     K, D = mu.shape
     for j in range(K):
         pj = math.exp(xi[j] - xi_lse)
@@ -109,25 +213,7 @@ def _apply(X, n, w, xi, mu, s, logdet, xi_lse, step_pi, step_mu, step_s, s_min, 
         wj = w[j]
         if wj == 0.0:
             continue
-        # log det changes by sum_d log(v / s): multiply the ratios and take one log per 16
-        # entries (ratios lie in [s_min/s_max, s_max/s_min], so 16 of them cannot overflow)
-        dl = 0.0
-        prod = 1.0
-        for d in range(D):
-            diff = X[n, d] - mu[j, d]
-            sj = s[j, d]
-            mu[j, d] += step_mu * wj * sj * sj * diff
-            v = sj + step_s * wj * (1.0 / sj - sj * diff * diff)
-            if v < s_min:
-                v = s_min
-            elif v > s_max:
-                v = s_max
-            prod *= v / sj
-            s[j, d] = v
-            if (d & 15) == 15:
-                dl += math.log(prod)
-                prod = 1.0
-        logdet[j] += dl + math.log(prod)
+        logdet[j] += _update_component(X, n, j, wj, mu, s, old, step_mu, step_s, s_min, s_max)
 
 
 @kernel()
@@ -139,57 +225,312 @@ def sgd_step_single(X, xi, mu, s, g, exact, eps, lam_pi, lam_mu, lam_s, s_min, s
     ell = np.empty(K)
     w = np.empty(K)
     logdet = np.empty(K)
+    old = np.empty(D)
+    smooth = not _is_identity(g)
     _refresh(xi, s, logdet)
     for n in range(N):
         lse = _logsumexp(xi)
         _loglik_row(X, n, lse, xi, mu, s, logdet, ell)
-        out[n] = _weights_row(ell, g, exact, w)
+        out[n] = _weights_row(ell, g, smooth, exact, w)
         _apply(X, n, w, xi, mu, s, logdet, lse, eps * lam_pi, eps * lam_mu, eps * lam_s, s_min,
-               s_max)
+               s_max, old)
 
 
-@kernel()
+@kernel(error_model="numpy")
+def _accumulate_component(X, n, j, wj, mu, s, gmu, gs):
+    """gmu_j += w_j * d mu_j, gs_j += w_j * d s_j for sample n (row views: vectorisable)."""
+    x = X[n]
+    m = mu[j]
+    sr = s[j]
+    am = gmu[j]
+    a_s = gs[j]
+    for d in range(x.shape[0]):
+        diff = x[d] - m[d]
+        sj = sr[d]
+        am[d] += wj * sj * sj * diff
+        a_s[d] += wj * (1.0 / sj - sj * diff * diff)
+
+
+@kernel(parallel=True)
 def sgd_minibatch(X, batch, xi, mu, s, g, exact, eps, lam_pi, lam_mu, lam_s, s_min, s_max, out):
     """Mini-batches of ``batch`` consecutive rows: gradients averaged under the parameters at
-    the start of the batch, one step per batch; out[b] = the batch's mean objective."""
+    the start of the batch, one step per batch; out[b] = the batch's mean objective.
+
+    Parallel over components (``prange`` over k): each thread computes its components'
+    log-determinants, log-likelihood columns l_k(x_n), gradient accumulators and updates, each
+    in a fixed order; the per-sample weights in between are computed in sample order.  No
+    value depends on which thread computed it, so the result is bit-identical for any number
+    of threads (tests/test_sgd_kernels.py runs 1 vs 2)."""
     N = X.shape[0]
     K, D = mu.shape
-    ell = np.empty(K)
-    w = np.empty(K)
+    c = -0.5 * D * LOG2PI
+    smooth = not _is_identity(g)
     logdet = np.empty(K)
-    gxi = np.empty(K)
+    # (K, batch): each thread writes and reads whole rows of its own components (no false
+    # sharing of cache lines between threads)
+    ell = np.empty((K, batch))
+    w = np.empty((K, batch))
+    ell_row = np.empty(K)
+    w_row = np.empty(K)
     gmu = np.empty((K, D))
     gs = np.empty((K, D))
     nb = (N + batch - 1) // batch
     for b in range(nb):
         start = b * batch
         stop = min(N, start + batch)
-        lse = _refresh(xi, s, logdet)
-        gxi[:] = 0.0
-        gmu[:, :] = 0.0
-        gs[:, :] = 0.0
-        tot = 0.0
-        for n in range(start, stop):
-            _loglik_row(X, n, lse, xi, mu, s, logdet, ell)
-            tot += _weights_row(ell, g, exact, w)
-            for j in range(K):
-                gxi[j] += w[j] - math.exp(xi[j] - lse)
-                if w[j] == 0.0:
-                    continue
-                for d in range(D):
-                    diff = X[n, d] - mu[j, d]
-                    sj = s[j, d]
-                    gmu[j, d] += w[j] * sj * sj * diff
-                    gs[j, d] += w[j] * (1.0 / sj - sj * diff * diff)
-        inv = 1.0 / (stop - start)
-        out[b] = tot * inv
-        for j in range(K):
-            xi[j] += eps * lam_pi * gxi[j] * inv
+        B = stop - start
+        lse = _logsumexp(xi)
+        for j in prange(K):
+            acc = 0.0
             for d in range(D):
-                mu[j, d] += eps * lam_mu * gmu[j, d] * inv
-                v = s[j, d] + eps * lam_s * gs[j, d] * inv
-                if v < s_min:
-                    v = s_min
-                elif v > s_max:
-                    v = s_max
-                s[j, d] = v
+                acc += math.log(s[j, d])
+            logdet[j] = acc
+            base = xi[j] - lse + acc + c
+            for i in range(B):
+                ell[j, i] = base - 0.5 * _sqnorm_row(X, start + i, mu, s, j)
+        tot = 0.0
+        for i in range(B):
+            for j in range(K):
+                ell_row[j] = ell[j, i]
+            tot += _weights_row(ell_row, g, smooth, exact, w_row)
+            for j in range(K):
+                w[j, i] = w_row[j]
+        inv = 1.0 / B
+        out[b] = tot * inv
+        for j in prange(K):
+            pj = math.exp(xi[j] - lse)
+            gx = 0.0
+            for d in range(D):
+                gmu[j, d] = 0.0
+                gs[j, d] = 0.0
+            any_w = False
+            for i in range(B):
+                wij = w[j, i]
+                gx += wij - pj
+                if wij != 0.0:
+                    any_w = True
+                    _accumulate_component(X, start + i, j, wij, mu, s, gmu, gs)
+            xi[j] += eps * lam_pi * gx * inv
+            if not any_w:
+                continue
+            a = eps * lam_mu * inv
+            bb = eps * lam_s * inv
+            for d in range(D):
+                mu[j, d] += a * gmu[j, d]
+                s[j, d] = min(max(s[j, d] + bb * gs[j, d], s_min), s_max)
+
+
+# ------------------------------------------------------------------------------------------
+# Local principal directions (ALGORITHMS.md 1.1, ICLR section 3.5) with an isotropic residual.
+#
+# Component j: mean mu_j (D,), S orthonormal directions U_j (S, D) (rows), square roots of the
+# precisions along them a_j (S,) > 0 and of the isotropic precision in the orthogonal
+# complement r_j > 0.  With z = x - mu_j, y = U_j z and q = |z|^2:
+#
+#   l_j(x) = log pi_j - D/2 log 2 pi + sum_s log a_js + (D - S) log r_j
+#            - 1/2 sum_s a_js^2 y_s^2 - 1/2 r_j^2 (q - sum_s y_s^2)
+#
+# (the Gaussian with covariance U^T diag(1/a^2) U + (I - U^T U) / r^2).  Closed-form gradients:
+#
+#   d mu_j = r^2 z + sum_s (a_s^2 - r^2) y_s u_s        d a_s = 1/a_s - a_s y_s^2
+#   d u_s  = -(a_s^2 - r^2) y_s z                       d r   = (D - S)/r - r (q - sum_s y_s^2)
+#
+# (u_s treated as free, then re-orthonormalised).  Steps: xi by lambda_pi, mu by lambda_mu, a, r
+# and the directions by lambda_sigma; a and r clipped to [s_min, s_max]; after every step the
+# updated components' directions are re-orthonormalised in the kernel by modified Gram-Schmidt
+# on the rows, which is the QR factorisation U^T = Q R with diag(R) > 0 (the sign-fixed QR of
+# ALGORITHMS.md 1.1), up to rounding.
+# ------------------------------------------------------------------------------------------
+@kernel(error_model="numpy")
+def _lpd_project(X, n, mu, U, j, z, y):
+    """z = x_n - mu_j, y = U_j z; returns |z|^2."""
+    S, D = U.shape[1], U.shape[2]
+    for d in range(D):
+        z[d] = X[n, d] - mu[j, d]
+    q0 = 0.0
+    q1 = 0.0
+    for d in range(0, D - 1, 2):
+        q0 += z[d] * z[d]
+        q1 += z[d + 1] * z[d + 1]
+    if D % 2:
+        q0 += z[D - 1] * z[D - 1]
+    for s in range(S):
+        u = U[j, s]
+        p0 = 0.0
+        p1 = 0.0
+        for d in range(0, D - 1, 2):
+            p0 += u[d] * z[d]
+            p1 += u[d + 1] * z[d + 1]
+        if D % 2:
+            p0 += u[D - 1] * z[D - 1]
+        y[s] = p0 + p1
+    return q0 + q1
+
+
+@kernel()
+def _lpd_ell(q, y, a, r, j, D):
+    """l_j without log pi_j and -D/2 log 2 pi, from q = |z|^2 and y = U_j z."""
+    S = y.shape[0]
+    logdet = (D - S) * math.log(r[j])
+    quad = 0.0
+    proj = 0.0
+    for s in range(S):
+        logdet += math.log(a[j, s])
+        t = a[j, s] * y[s]
+        quad += t * t
+        proj += y[s] * y[s]
+    resid = max(q - proj, 0.0)
+    return logdet - 0.5 * quad - 0.5 * r[j] * r[j] * resid
+
+
+@kernel(error_model="numpy")
+def _orthonormalise_rows(V):
+    """Modified Gram-Schmidt on the rows of V (S, D), in place (= sign-fixed QR of V^T)."""
+    S, D = V.shape
+    for s in range(S):
+        vs = V[s]
+        for t in range(s):
+            vt = V[t]
+            c = 0.0
+            for d in range(D):
+                c += vt[d] * vs[d]
+            for d in range(D):
+                vs[d] -= c * vt[d]
+        nrm = 0.0
+        for d in range(D):
+            nrm += vs[d] * vs[d]
+        inv = 1.0 / math.sqrt(nrm)
+        for d in range(D):
+            vs[d] *= inv
+
+
+@kernel(error_model="numpy")
+def _lpd_gradients(q, y, z, U, a, r, j, wj, gmu, gU, ga, scale):
+    """Add scale * w_j * gradient of l_j (z, y, q of one sample) into gmu (D,), gU (S, D),
+    ga (S,); returns the r gradient times scale * w_j."""
+    S, D = U.shape[1], U.shape[2]
+    r2 = r[j] * r[j]
+    f = scale * wj
+    proj = 0.0
+    for d in range(D):
+        gmu[d] += f * r2 * z[d]
+    for s in range(S):
+        c = (a[j, s] * a[j, s] - r2) * y[s]
+        u = U[j, s]
+        gu = gU[s]
+        fc = f * c
+        for d in range(D):
+            gmu[d] += fc * u[d]
+            gu[d] -= fc * z[d]
+        ga[s] += f * (1.0 / a[j, s] - a[j, s] * y[s] * y[s])
+        proj += y[s] * y[s]
+    resid = max(q - proj, 0.0)
+    return f * ((D - S) / r[j] - r[j] * resid)
+
+
+@kernel()
+def _lpd_apply(mu, U, a, r, j, gmu, gU, ga, gr, step_mu, step_s, s_min, s_max):
+    """theta_j += steps * accumulated gradients; clip a, r; re-orthonormalise U_j."""
+    S, D = U.shape[1], U.shape[2]
+    for d in range(D):
+        mu[j, d] += step_mu * gmu[d]
+    for s in range(S):
+        for d in range(D):
+            U[j, s, d] += step_s * gU[s, d]
+        a[j, s] = min(max(a[j, s] + step_s * ga[s], s_min), s_max)
+    r[j] = min(max(r[j] + step_s * gr, s_min), s_max)
+    _orthonormalise_rows(U[j])
+
+
+@kernel()
+def sgd_lpd_step_single(X, xi, mu, U, a, r, g, exact, eps, lam_pi, lam_mu, lam_s, s_min, s_max,
+                        out):
+    """Batch size 1 for the local-principal-directions model (see above): parameters (xi (K,),
+    mu (K, D), U (K, S, D), a (K, S), r (K,)) updated in place; out[n] = the objective of
+    sample n before its step.  Components with w_j = 0 are skipped."""
+    N = X.shape[0]
+    K, S, D = U.shape
+    c0 = -0.5 * D * LOG2PI
+    smooth = not _is_identity(g)
+    ell = np.empty(K)
+    w = np.empty(K)
+    z = np.empty(D)
+    Y = np.empty((K, S))
+    Q = np.empty(K)
+    gmu = np.empty(D)
+    gU = np.empty((S, D))
+    ga = np.empty(S)
+    for n in range(N):
+        lse = _logsumexp(xi)
+        for j in range(K):
+            Q[j] = _lpd_project(X, n, mu, U, j, z, Y[j])
+            ell[j] = xi[j] - lse + c0 + _lpd_ell(Q[j], Y[j], a, r, j, D)
+        out[n] = _weights_row(ell, g, smooth, exact, w)
+        for j in range(K):
+            xi[j] += eps * lam_pi * (w[j] - math.exp(xi[j] - lse))
+            if w[j] == 0.0:
+                continue
+            _lpd_project(X, n, mu, U, j, z, Y[j])
+            gmu[:] = 0.0
+            gU[:, :] = 0.0
+            ga[:] = 0.0
+            gr = _lpd_gradients(Q[j], Y[j], z, U, a, r, j, w[j], gmu, gU, ga, 1.0)
+            _lpd_apply(mu, U, a, r, j, gmu, gU, ga, gr, eps * lam_mu, eps * lam_s, s_min, s_max)
+
+
+@kernel(parallel=True)
+def sgd_lpd_minibatch(X, batch, xi, mu, U, a, r, g, exact, eps, lam_pi, lam_mu, lam_s, s_min,
+                      s_max, out):
+    """Mini-batch version of ``sgd_lpd_step_single`` (gradients averaged under the parameters
+    at the start of the batch, one step and one re-orthonormalisation per batch), parallel over
+    components like ``sgd_minibatch`` and, like it, bit-identical for any thread count."""
+    N = X.shape[0]
+    K, S, D = U.shape
+    c0 = -0.5 * D * LOG2PI
+    smooth = not _is_identity(g)
+    ell = np.empty((K, batch))
+    w = np.empty((K, batch))
+    ell_row = np.empty(K)
+    w_row = np.empty(K)
+    nb = (N + batch - 1) // batch
+    for b in range(nb):
+        start = b * batch
+        stop = min(N, start + batch)
+        B = stop - start
+        lse = _logsumexp(xi)
+        for j in prange(K):
+            z = np.empty(D)
+            y = np.empty(S)
+            for i in range(B):
+                q = _lpd_project(X, start + i, mu, U, j, z, y)
+                ell[j, i] = xi[j] - lse + c0 + _lpd_ell(q, y, a, r, j, D)
+        tot = 0.0
+        for i in range(B):
+            for j in range(K):
+                ell_row[j] = ell[j, i]
+            tot += _weights_row(ell_row, g, smooth, exact, w_row)
+            for j in range(K):
+                w[j, i] = w_row[j]
+        inv = 1.0 / B
+        out[b] = tot * inv
+        for j in prange(K):
+            pj = math.exp(xi[j] - lse)
+            z = np.empty(D)
+            y = np.empty(S)
+            gmu = np.zeros(D)
+            gU = np.zeros((S, D))
+            ga = np.zeros(S)
+            gr = 0.0
+            gx = 0.0
+            any_w = False
+            for i in range(B):
+                wij = w[j, i]
+                gx += wij - pj
+                if wij != 0.0:
+                    any_w = True
+                    q = _lpd_project(X, start + i, mu, U, j, z, y)
+                    gr += _lpd_gradients(q, y, z, U, a, r, j, wij, gmu, gU, ga, inv)
+            xi[j] += eps * lam_pi * gx * inv
+            if any_w:
+                _lpd_apply(mu, U, a, r, j, gmu, gU, ga, gr, eps * lam_mu, eps * lam_s, s_min,
+                           s_max)
