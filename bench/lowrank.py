@@ -123,7 +123,9 @@ def working_memory(path, K, kind, kw, reg_covar):
     """Peak RSS during a 2-iteration fit minus RSS just before it (MiB), fresh process.  The
     high-water mark also includes the warm-up fit (on 200 K rows: small)."""
     out = subprocess.run([sys.executable, "-c", _MEM_CHILD, path, str(K), kind, json.dumps(kw),
-                          str(reg_covar)], capture_output=True, text=True, check=True)
+                          str(reg_covar)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory measurement of {kind} failed:\n{out.stderr[-3000:]}")
     r = json.loads(out.stdout.strip().splitlines()[-1])
     return r["hwm_mib"] - r["before_mib"]
 

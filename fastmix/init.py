@@ -58,6 +58,8 @@ from .sources import as_stream
 
 KMEANS_SAMPLE = 2**16
 KMEANS_SEEDINGS = 4
+#: Temporary memory of one k-means++ distance evaluation (the sample is up to 65 536 x D).
+SQDIST_BLOCK_BYTES = 8 * 2**20
 
 
 def _weights_at(data, idx, w_rows=None):
@@ -159,8 +161,13 @@ def _subsample(data, K, rng):
 def _sqdist(X, centre):
     """||X[n] - centre||^2 (N,) float64.  Plain NumPy: k-means++ runs on the subsample only, and
     a compiled kernel here cost about 1 s of a first fit's JIT time for a few ms of work."""
-    diff = X - centre.astype(X.dtype)
-    return np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
+    c = centre.astype(X.dtype)
+    out = np.empty(X.shape[0])
+    step = max(1, SQDIST_BLOCK_BYTES // max(1, X.shape[1] * X.itemsize))
+    for i in range(0, X.shape[0], step):  # row blocks: no sample-sized temporary
+        diff = X[i:i + step] - c
+        out[i:i + step] = np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
+    return out
 
 
 def kmeans_plusplus(X, sw, K, rng, n_trials=None):
