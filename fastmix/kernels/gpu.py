@@ -142,7 +142,16 @@ def _upload(cuda, a, what):
 
 
 def is_device_array(a):
-    return hasattr(a, "__cuda_array_interface__")
+    """True for arrays that live on the GPU: anything exposing ``__cuda_array_interface__``, or
+    the simulator's stand-in device arrays (which do not)."""
+    return hasattr(a, "__cuda_array_interface__") or type(a).__name__ == "FakeCUDAArray"
+
+
+def _as_cuda_array(cuda, a):
+    """A numba view of a device array, sharing its memory (no copy)."""
+    if type(a).__name__ == "FakeCUDAArray" or not hasattr(cuda, "as_cuda_array"):
+        return a
+    return cuda.as_cuda_array(a)
 
 
 def to_device(X, dtype=None):
@@ -154,7 +163,7 @@ def to_device(X, dtype=None):
     float32/float64 2-D."""
     cuda = require_gpu()
     if is_device_array(X):
-        Xd = cuda.as_cuda_array(X)
+        Xd = _as_cuda_array(cuda, X)
         if Xd.ndim != 2 or Xd.dtype not in (np.float32, np.float64):
             raise ValueError(f"device data must be a 2-D float32/float64 array, got "
                              f"{Xd.ndim}-D {Xd.dtype}")
@@ -178,7 +187,7 @@ def weights_to_device(sample_weight, n):
     if sample_weight is None:
         return cuda.to_device(np.empty(0, np.float64))
     if is_device_array(sample_weight):
-        w = cuda.as_cuda_array(sample_weight)
+        w = _as_cuda_array(cuda, sample_weight)
         if w.shape != (n,) or w.dtype != np.float64:
             raise ValueError(f"device sample weights must be float64 of shape ({n},)")
         return w
