@@ -8,7 +8,7 @@ GPU, ``FASTMIX_TEST_GPU=real pytest tests/test_gpu.py`` runs the same tests on t
 the ``real_gpu`` ones, skipped on the simulator).  The module is skipped when numba-cuda is not
 installed (it comes with the ``test`` and ``cuda`` extras).
 """
-import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -19,18 +19,15 @@ import pytest
 
 MODE = os.environ.get("FASTMIX_TEST_GPU", "sim")
 if MODE != "real" and "numba.cuda" not in sys.modules:
-    # the simulator is chosen when numba-cuda's config is first imported; restore the
-    # environment afterwards so subprocesses of other tests are unaffected
-    _old = os.environ.get("NUMBA_ENABLE_CUDASIM")
+    # numba-cuda reads numba's config, which numba read from the environment when it was first
+    # imported (earlier test modules import it); set the variable and have numba re-read it.  It
+    # stays set for the rest of the process: numba re-reads its config later on, and the jit
+    # decorator checks ENABLE_CUDASIM at every call.  It only affects numba.cuda; subprocess
+    # tests that need the real target remove it from their environment.
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
-    try:
-        if importlib.util.find_spec("numba_cuda") is not None:
-            from numba import cuda  # noqa: F401
-    finally:
-        if _old is None:
-            del os.environ["NUMBA_ENABLE_CUDASIM"]
-        else:
-            os.environ["NUMBA_ENABLE_CUDASIM"] = _old
+    if "numba" in sys.modules:
+        from numba.core import config as _numba_config
+        _numba_config.reload_config()
 
 pytest.importorskip("numba_cuda", reason="numba-cuda is not installed (pip install "
                                          "'fastmix[cuda]', or the test extra)")

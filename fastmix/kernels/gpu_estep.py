@@ -33,6 +33,21 @@ accumulation are float64, as on the CPU.
 Kernels are specialised per (kind, dtype, K, D, R, threads) through closures: the shared-memory
 tiles need compile-time shapes and the loops over D and K get constant bounds.  A fit compiles
 once per shape.
+
+Status: checked on numba's CUDA simulator (tests/test_gpu.py) and compiled to sm_90 PTX; not yet
+timed on a GPU.  Expected costs to measure first on a real device (bench/gpu.py):
+
+* phase (4) adds each entry's tile sum into ``part[b, e]`` in global memory once per tile, i.e.
+  ``S`` float64 read-modify-writes per ``R`` rows.  Fine for K, D <= 64 (R = 32); for
+  K = 1024, D = 128 (S = 263k, R = 4) this traffic dominates.  Remedies to measure: keep each
+  thread's entries in registers across tiles when ``S / threads`` is small; register
+  micro-tiles (a thread owns a 4 x 4 block of (k, d) entries, reusing each load 4 times); for
+  large K a two-kernel scheme (per-row max and log-sum-exp first, then a 2-D grid over
+  (row block, component group) that recomputes its group's densities and accumulates only that
+  group's statistics, written once per block).
+* phase (3) uses one thread per row (R of the block's threads); a warp per row with shuffles
+  would use them all for large K.
+* the diag densities could use the expanded GEMM form of the CPU kernel (``[u*u, u] @ W``).
 """
 import functools
 import math
