@@ -140,6 +140,22 @@ def test_block_and_thread_shape_only_change_rounding():
         assert_close(x, y, 1e-13)
 
 
+def test_launch_groups_when_partials_exceed_the_budget(monkeypatch):
+    """With partials over PARTIAL_BYTES the blocks run in fixed-size groups, reduced in order:
+    the same statistics up to rounding, still bit-reproducible."""
+    from fastmix.kernels import gpu_estep
+    X, sw, weights, means, covs = make_problem("full", seed=5)
+    kp = gmm_params(weights, means, covs, "full").kernel_params(np.float64)
+    one = gpu_stats(X, sw, kp, block_rows=8)           # 7 blocks, one launch
+    S = gpu_estep.n_entries(kp.kind, K, D)
+    monkeypatch.setattr(gpu_estep, "PARTIAL_BYTES", 2 * 8 * S)  # groups of 2 blocks: 4 launches
+    a = gpu_stats(X, sw, kp, block_rows=8)
+    b = gpu_stats(X, sw, kp, block_rows=8)
+    for x, y, z in zip(a, b, one):
+        assert_reproducible(x, y)
+        assert_close(x, z, 1e-13)
+
+
 # --------------------------------------------------------------------------- log_prob -------
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 def test_log_prob_gpu_parity(problem, dtype):
@@ -313,14 +329,15 @@ PTX_CHECK = textwrap.dedent("""
         for kind in range(4):
             est, lp = g.build(kind, "float32", 5, 4, g.tile_rows(kind, 5, 4, 4), 64)
             cuda.compile_ptx(est.py_func, (A(f32, 2), A(f64, 1), A(f32, 2), A(f32, 2), A(f32, 3),
-                             A(f32, 1), A(f64, 1), A(f64, 2), A(f64, 1), f64, i64, A(f64, 2)),
+                             A(f32, 1), A(f64, 1), A(f64, 2), A(f64, 1), f64, i64, i64, A(f64, 2)),
                              cc=(9, 0))
             if kind != 1:  # log_prob shares the device functions; compile its tied variant
                 continue
             cuda.compile_ptx(lp.py_func, (A(f32, 2), A(f64, 1), A(f32, 2), A(f32, 2), A(f32, 3),
                              A(f32, 1), A(f64, 1), f64, i64, A(f64, 1), A(i64, 1), A(f64, 2)),
                              cc=(9, 0))
-        cuda.compile_ptx(g.reduce_blocks.py_func, (A(f64, 2), A(f64, 1)), cc=(9, 0))
+        cuda.compile_ptx(g.reduce_blocks.py_func, (A(f64, 2), i64, types.boolean, A(f64, 1)),
+                         cc=(9, 0))
     except Exception as exc:
         msg = (type(exc).__name__ + " " + str(exc)).lower()
         if any(s in msg for s in ("nvvm", "nvrtc", "notfound", "supporterror")):

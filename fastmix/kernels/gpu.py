@@ -262,12 +262,16 @@ def estep_stats_gpu(Xd, wd, kp, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_T
     block_rows = int(block_rows)
     n_blocks = max(1, -(-N // block_rows))
     MT, PT, PCT, g, lconst, C64, g64 = (cuda.to_device(a) for a in _layout(kp))
-    part = _alloc(cuda, (n_blocks, S), np.float64,
-                  f"the per-block partial statistics ({n_blocks} blocks x {S} float64)")
+    group = int(min(n_blocks, max(1, mod.PARTIAL_BYTES // (8 * S))))  # blocks per launch
+    part = _alloc(cuda, (group, S), np.float64,
+                  f"the per-block partial statistics ({group} blocks x {S} float64)")
     out = _alloc(cuda, (S,), np.float64, "the statistics")
-    estep[n_blocks, int(threads)](Xd, wd, MT, PT, PCT, g, lconst, C64, g64,
-                                  float(CUT[np.dtype(Xd.dtype)]), block_rows, part)
-    mod.reduce_blocks[max(1, -(-S // 128)), 128](part, out)
+    cut = float(CUT[np.dtype(Xd.dtype)])
+    for b0 in range(0, n_blocks, group):  # launch groups in order; each adds to the totals
+        nb = min(group, n_blocks - b0)
+        estep[nb, int(threads)](Xd, wd, MT, PT, PCT, g, lconst, C64, g64, cut, block_rows, b0,
+                                part)
+        mod.reduce_blocks[max(1, -(-S // 128)), 128](part, nb, b0 > 0, out)
     tot = out.copy_to_host()
     KD = K * D
     nk = tot[:K].copy()

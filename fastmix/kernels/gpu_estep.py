@@ -22,7 +22,9 @@ Work decomposition (one launch per E-step, then one small reduction launch):
   adds the sum to its own entry of ``part[b]``.  No atomics anywhere: each entry has exactly one
   writer, and the order of every addition is fixed by (block_rows, R).
 * **Reduction**: ``reduce_blocks`` gives each entry one thread that adds ``part[0..n_blocks-1]``
-  in block order (deterministic), on the device: only the ``S`` totals cross PCIe.  A host-side
+  in block order (deterministic), on the device: only the ``S`` totals cross PCIe.  When the
+  partials of all blocks would exceed ``PARTIAL_BYTES`` the blocks are launched in groups of a
+  fixed size (a function of S only), each group reduced and added to the totals in order.  A host-side
   reduction would copy ``n_blocks * S`` doubles per iteration (64 MB at N = 1e6, D = K = 64 with
   1024-row blocks, ~3 ms over PCIe 4 -- the whole budget of an iteration).
 
@@ -60,6 +62,9 @@ EXP_MIN_ARG = -700.0
 
 #: Bytes of static shared memory a block's tile may use (the portable limit is 48 KiB).
 SHARED_BYTES = 40 * 1024
+#: Bound on the device memory of one launch's per-block partial statistics.  A constant (never
+#: the device's free memory), so that the launch groups and hence the results are reproducible.
+PARTIAL_BYTES = 1 << 30
 #: Largest tile height (rows staged in shared memory at once).
 MAX_TILE_ROWS = 32
 
@@ -224,8 +229,8 @@ def build(kind, dtype_name, K, D, R, TPB):
         return acc
 
     @cuda.jit
-    def estep_partials(X, sw, MT, PT, PCT, g, lconst, C64, g64, cut, block_rows, part):
-        """Block b: the statistics of rows [b*block_rows, ...) into part[b, :] (S entries)."""
+    def estep_partials(X, sw, MT, PT, PCT, g, lconst, C64, g64, cut, block_rows, b0, part):
+        """Block b: the statistics of rows [(b0 + b) * block_rows, ...) into part[b, :]."""
         XS = cuda.shared.array((R, D), DT)
         ZS = cuda.shared.array((ZR, D), DT)
         LR = cuda.shared.array((R, K), F64)
@@ -234,7 +239,7 @@ def build(kind, dtype_name, K, D, R, TPB):
         b = cuda.blockIdx.x
         t = cuda.threadIdx.x
         N = X.shape[0]
-        start = b * block_rows
+        start = (b0 + b) * block_rows
         stop = min(N, start + block_rows)
         for e in range(t, S, TPB):  # thread t owns entries t, t + TPB, ... of part[b]
             part[b, e] = 0.0
@@ -293,11 +298,14 @@ def build(kind, dtype_name, K, D, R, TPB):
 
 
 @cuda.jit
-def reduce_blocks(part, out):
-    """out[e] = sum_b part[b, e], added in block order b = 0, 1, ... (deterministic)."""
+def reduce_blocks(part, nb, accumulate, out):
+    """out[e] (+)= sum_{b < nb} part[b, e], added in block order b = 0, 1, ... (deterministic).
+
+    With ``accumulate`` the group's sum is added to ``out`` (launch groups in order), else it
+    replaces it."""
     e = cuda.grid(1)
     if e < part.shape[1]:
         acc = 0.0
-        for b in range(part.shape[0]):
+        for b in range(nb):
             acc += part[b, e]
-        out[e] = acc
+        out[e] = out[e] + acc if accumulate else acc
