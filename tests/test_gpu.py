@@ -156,6 +156,25 @@ def test_launch_groups_when_partials_exceed_the_budget(monkeypatch):
         assert_close(x, z, 1e-13)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_edge_shapes_and_zero_weight_component(kind):
+    """K = D = 1 (float32), and a component of weight 0 (log-density -inf: responsibility 0)."""
+    rng = np.random.default_rng(3)
+    w, mu, cov = ref.random_model(rng, kind, K, D)
+    X = ref.sample_model(rng, w, mu, cov, kind, 30)
+    kp = gmm_params([0.5, 0.0, 0.5], mu, cov, kind).kernel_params(np.float64)
+    a = gpu_stats(X, None, kp, block_rows=16)
+    assert a[0][1] == 0.0
+    for x, y in zip(a, kernels.estep_stats(X, None, kp, 16)):
+        assert_close(x, y, 1e-12)
+    one = {"full": np.ones((1, 1, 1)), "tied": np.ones((1, 1)), "diag": np.ones((1, 1)),
+           "spherical": np.ones(1)}[kind]
+    kp1 = gmm_params([1.0], mu[:1, :1], one, kind).kernel_params(np.float32)
+    X1 = np.ascontiguousarray(X[:, :1], dtype=np.float32)
+    for x, y in zip(gpu_stats(X1, None, kp1, block_rows=16), kernels.estep_stats(X1, None, kp1, 16)):
+        assert_close(x, y, 1e-6)
+
+
 # --------------------------------------------------------------------------- log_prob -------
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 def test_log_prob_gpu_parity(problem, dtype):
