@@ -1,0 +1,98 @@
+"""GPU EM driver: the data stay on the device; each iteration moves only the parameters in and
+the small statistics out.
+
+The same three pieces as ``fastmix.em`` (kernel -> Stats -> m_step) with a different kernel:
+``fastmix.kernels.gpu.estep_stats_gpu`` returns the same (nk, s1, s2, ll, ws) tuple as the CPU
+kernels, so the M-step, the lower bound and the stopping rule are ``fastmix.em``'s, unchanged.
+This module never touches numba; ``fastmix.kernels.gpu`` probes for numba-cuda and a GPU and
+says what is missing (``pip install 'fastmix[cuda]'``).
+
+Results are deterministic (bit-identical run to run on one GPU for the same ``block_rows``);
+they agree with the CPU kernels to rounding, not bit for bit (different summation order).
+"""
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._params import m_step, stats_from_kernel
+from .em import EMResult
+from .kernels import gpu as gk
+
+DEFAULT_BLOCK_ROWS = gk.DEFAULT_BLOCK_ROWS
+DEFAULT_THREADS = gk.DEFAULT_THREADS
+
+GPUUnavailableError = gk.GPUUnavailableError
+gpu_available = gk.gpu_available
+require_gpu = gk.require_gpu
+
+
+@dataclass
+class DeviceData:
+    """Rows (N, D) and sample weights resident on the GPU (see ``to_gpu``)."""
+    X: object        # device array, float32/float64 C-contiguous
+    w: object        # device float64 (N,) or empty (no weights)
+
+    @property
+    def shape(self):
+        return tuple(self.X.shape)
+
+    @property
+    def dtype(self):
+        return np.dtype(self.X.dtype)
+
+
+def to_gpu(X, sample_weight=None, dtype=None):
+    """Put X (and weights) on the GPU once: NumPy arrays are copied, arrays with
+    ``__cuda_array_interface__`` are used in place.  Already-``DeviceData`` passes through."""
+    if isinstance(X, DeviceData):
+        if sample_weight is not None:
+            raise ValueError("pass sample_weight to to_gpu together with the data")
+        return X
+    Xd = gk.to_device(X, dtype)
+    return DeviceData(Xd, gk.weights_to_device(sample_weight, Xd.shape[0]))
+
+
+def e_step_stats(X, sample_weight, params, block_rows=DEFAULT_BLOCK_ROWS,
+                 threads=DEFAULT_THREADS):
+    """Sufficient statistics (``Stats``) of X under ``params``, computed on the GPU."""
+    data = to_gpu(X, sample_weight)
+    kp = params.kernel_params(data.dtype)
+    out = gk.estep_stats_gpu(data.X, data.w, kp, block_rows=block_rows, threads=threads)
+    return stats_from_kernel(params.kind, out, kp)
+
+
+def log_prob(X, params, want_resp=False, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_THREADS):
+    """Per-row log p(x), labels and optionally responsibilities (host arrays), on the GPU."""
+    data = to_gpu(X)
+    kp = params.kernel_params(data.dtype)
+    return gk.log_prob_gpu(data.X, kp, want_resp, block_rows=block_rows, threads=threads)
+
+
+def run_em_gpu(X, sample_weight, params, *, reg_covar, tol, max_iter,
+               block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_THREADS, lower_bound=-np.inf,
+               callback=None, fixed=()):
+    """``fastmix.em.run_em`` on the GPU: up to ``max_iter`` EM iterations from ``params``.
+
+    X is copied to the device once (or used in place if it is a device array / ``DeviceData``)
+    and stays there; the M-step runs on the host from the O(K D^2) statistics.  Same lower-bound
+    convention, stopping rule, ``callback`` and ``fixed`` as ``run_em``."""
+    data = to_gpu(X, sample_weight)
+    result = EMResult(params, lower_bound, 0, False)
+    for n_iter in range(1, max_iter + 1):
+        t0 = time.perf_counter()
+        prev = result.lower_bound
+        stats = e_step_stats(data, None, result.params, block_rows=block_rows, threads=threads)
+        result.params = m_step(stats, reg_covar, fixed, result.params)
+        result.lower_bound = stats.mean_log_likelihood
+        result.n_iter = n_iter
+        result.lower_bounds.append(result.lower_bound)
+        dt = time.perf_counter() - t0
+        result.iter_times.append(dt)
+        change = result.lower_bound - prev
+        if callback is not None:
+            callback(n_iter, result.lower_bound, change, dt, result.params)
+        if abs(change) < tol:
+            result.converged = True
+            break
+    return result

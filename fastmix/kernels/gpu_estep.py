@@ -1,0 +1,311 @@
+"""Fused EM kernels for the four classic covariance types (CUDA, numba-cuda).
+
+The GPU twin of ``cpu_estep``: the same statistics, in the same layout, with the same cut rule
+(see cpu_estep's docstring): ``nk (K,)``, ``s1 (K, D)``, ``s2`` centred on the means used for
+the densities (full ``(K, D, D)``, tied ``(1, D, D)`` about g, diag ``(K, 1, D)``, spherical
+``(K, 1, 1)``), ``ll = sum w log p``, ``ws = sum w``.
+
+Work decomposition (one launch per E-step, then one small reduction launch):
+
+* **Grid**: block ``b`` owns rows ``[b * block_rows, (b + 1) * block_rows)`` and one slot
+  ``part[b, :]`` of the partial-statistics array (float64, ``(n_blocks, S)`` with
+  ``S = K + K*D + |s2| + 2`` entries laid out ``[nk | s1 | s2 | ll | ws]``).  ``block_rows`` is a
+  caller's constant (never derived from the device), so the partition and hence the rounding of
+  every sum is fixed.
+* **Tiles**: a block walks its rows in tiles of ``R`` rows staged in shared memory:
+  (1) the tile of X (data dtype) and its weights are loaded coalesced; (2) the ``R x K``
+  log-densities are computed by (row, component) pairs spread over the threads, consecutive
+  threads on consecutive components so that the transposed (D, K) parameters are read
+  coalesced; (3) one thread per row does the log-sum-exp in component order with the CPU's cut
+  rule and overwrites its row with ``w * r``; (4) every thread owns a fixed set of statistic
+  entries (``e = t, t + TPB, ...``), sums the tile's rows into each in row order in float64 and
+  adds the sum to its own entry of ``part[b]``.  No atomics anywhere: each entry has exactly one
+  writer, and the order of every addition is fixed by (block_rows, R).
+* **Reduction**: ``reduce_blocks`` gives each entry one thread that adds ``part[0..n_blocks-1]``
+  in block order (deterministic), on the device: only the ``S`` totals cross PCIe.  When the
+  partials of all blocks would exceed ``PARTIAL_BYTES`` the blocks are launched in groups of a
+  fixed size (a function of S only), each group reduced and added to the totals in order.  A host-side
+  reduction would copy ``n_blocks * S`` doubles per iteration (64 MB at N = 1e6, D = K = 64 with
+  1024-row blocks, ~3 ms over PCIe 4 -- the whole budget of an iteration).
+
+Precision: the quadratic forms (the densities) are evaluated in the dtype of X (float32 stays
+float32 on the GPU's fast path); the constants, the log-sum-exp, the responsibilities and every
+accumulation are float64, as on the CPU.
+
+Kernels are specialised per (kind, dtype, K, D, R, threads) through closures: the shared-memory
+tiles need compile-time shapes and the loops over D and K get constant bounds.  A fit compiles
+once per shape.
+
+Status: checked on numba's CUDA simulator (tests/test_gpu.py) and compiled to sm_90 PTX; not yet
+timed on a GPU.  Expected costs to measure first on a real device (bench/gpu.py):
+
+* phase (4) adds each entry's tile sum into ``part[b, e]`` in global memory once per tile, i.e.
+  ``S`` float64 read-modify-writes per ``R`` rows.  Fine for K, D <= 64 (R = 32); for
+  K = 1024, D = 128 (S = 263k, R = 4) this traffic dominates.  Remedies to measure: keep each
+  thread's entries in registers across tiles when ``S / threads`` is small; register
+  micro-tiles (a thread owns a 4 x 4 block of (k, d) entries, reusing each load 4 times); for
+  large K a two-kernel scheme (per-row max and log-sum-exp first, then a 2-D grid over
+  (row block, component group) that recomputes its group's densities and accumulates only that
+  group's statistics, written once per block).
+* phase (3) uses one thread per row (R of the block's threads); a warp per row with shuffles
+  would use them all for large K.
+* the diag densities could use the expanded GEMM form of the CPU kernel (``[u*u, u] @ W``).
+"""
+import functools
+import math
+
+from numba import cuda
+
+from .cpu_estep import DIAG, FULL, SPHERICAL, TIED
+
+EXP_MIN_ARG = -700.0
+
+#: Bytes of static shared memory a block's tile may use (the portable limit is 48 KiB).
+SHARED_BYTES = 40 * 1024
+#: Bound on the device memory of one launch's per-block partial statistics.  A constant (never
+#: the device's free memory), so that the launch groups and hence the results are reproducible.
+PARTIAL_BYTES = 1 << 30
+#: Largest tile height (rows staged in shared memory at once).
+MAX_TILE_ROWS = 32
+
+
+def s2_size(kind, K, D):
+    return {FULL: K * D * D, TIED: D * D, DIAG: K * D, SPHERICAL: K}[kind]
+
+
+def n_entries(kind, K, D):
+    """Entries of one block's partial statistics: [nk | s1 | s2 | ll | ws]."""
+    return K + K * D + s2_size(kind, K, D) + 2
+
+
+def tile_rows(kind, K, D, itemsize):
+    """Rows per shared-memory tile for this shape (0 if not even one row fits)."""
+    per_row = K * 8 + D * itemsize * (2 if kind == TIED else 1) + 16
+    return int(min(MAX_TILE_ROWS, SHARED_BYTES // per_row))
+
+
+@functools.lru_cache(maxsize=None)
+def build(kind, dtype_name, K, D, R, TPB):
+    """Compile-time specialised kernels ``(estep_partials, log_prob)`` for one shape."""
+    DT = cuda.float32 if dtype_name == "float32" else cuda.float64
+    F64 = cuda.float64
+    KD = K * D
+    S2 = s2_size(kind, K, D)
+    S = K + KD + S2 + 2
+    ZR = R if kind == TIED else 1  # the tied kind stages (x - g) U per row
+
+    @cuda.jit(device=True)
+    def load_tile(X, sw, r0, nr, XS, WS, t):
+        for p in range(t, nr * D, TPB):
+            r = p // D
+            XS[r, p - r * D] = X[r0 + r, p - r * D]
+        for r in range(t, nr, TPB):
+            WS[r] = sw[r0 + r] if sw.shape[0] > 0 else 1.0
+
+    @cuda.jit(device=True)
+    def tied_z(XS, g, PCT, ZS, nr, t):
+        # ZS[r, j] = sum_{i <= j} (x_ri - g_i) U_ij, in the data dtype
+        for p in range(t, nr * D, TPB):
+            r = p // D
+            j = p - r * D
+            z = (XS[r, 0] - g[0]) * PCT[0, j, 0]
+            for i in range(1, j + 1):
+                z += (XS[r, i] - g[i]) * PCT[i, j, 0]
+            ZS[r, j] = z
+
+    @cuda.jit(device=True)
+    def log_density(XS, ZS, r, k, MT, PT, PCT, lconst):
+        """lconst_k - 1/2 (quadratic form of row r, component k); the form in the data dtype."""
+        if kind == DIAG or kind == SPHERICAL:
+            y = (XS[r, 0] - MT[0, k]) * PT[0, k]
+            q = y * y
+            for d in range(1, D):
+                y = (XS[r, d] - MT[d, k]) * PT[d, k]
+                q += y * y
+        elif kind == FULL:
+            # z_j = sum_{i <= j} (x_i - mu_ki) U_k[i, j]  (U_k upper-triangular)
+            q = (XS[r, 0] - MT[0, k]) * PCT[0, 0, k]
+            q = q * q
+            for j in range(1, D):
+                z = (XS[r, 0] - MT[0, k]) * PCT[0, j, k]
+                for i in range(1, j + 1):
+                    z += (XS[r, i] - MT[i, k]) * PCT[i, j, k]
+                q += z * z
+        else:  # TIED: MT holds the transformed means (mu_k - g) U, transposed
+            y = ZS[r, 0] - MT[0, k]
+            q = y * y
+            for d in range(1, D):
+                y = ZS[r, d] - MT[d, k]
+                q += y * y
+        return lconst[k] - 0.5 * F64(q)
+
+    @cuda.jit(device=True)
+    def densities(XS, ZS, nr, MT, PT, PCT, lconst, LR, t):
+        for p in range(t, nr * K, TPB):  # (row, component) pairs, components fastest
+            r = p // K
+            k = p - r * K
+            LR[r, k] = log_density(XS, ZS, r, k, MT, PT, PCT, lconst)
+
+    @cuda.jit(device=True)
+    def row_lse(LR, r, cut, w):
+        """Log-sum-exp of LR[r, :] (component order, cut rule of cpu_estep); overwrites the row
+        with w * responsibilities.  Returns (log p, argmax)."""
+        m = -math.inf
+        amax = 0
+        for k in range(K):
+            if LR[r, k] > m:
+                m = LR[r, k]
+                amax = k
+        if m == -math.inf:
+            for k in range(K):
+                LR[r, k] = 0.0
+            return -math.inf, amax
+        s = 0.0
+        for k in range(K):
+            tt = max(LR[r, k] - m, EXP_MIN_ARG)
+            e = math.exp(tt) if tt > cut else 0.0
+            LR[r, k] = e
+            s += e
+        inv = 1.0 / s
+        for k in range(K):
+            LR[r, k] = w * (LR[r, k] * inv)
+        return m + math.log(s), amax
+
+    @cuda.jit(device=True)
+    def entry_sum(e, nr, XS, WS, LR, LP, C64, g64):
+        """Sum over the tile's rows (in order) of statistic entry e (float64)."""
+        acc = 0.0
+        if e < K:                                   # nk[k]
+            for r in range(nr):
+                acc += LR[r, e]
+        elif e < K + KD:                            # s1[k, d]
+            f = e - K
+            k = f // D
+            d = f - k * D
+            for r in range(nr):
+                wr = LR[r, k]
+                if wr != 0.0:
+                    acc += wr * F64(XS[r, d])
+        elif e < K + KD + S2:                       # s2
+            f = e - K - KD
+            if kind == DIAG:                        # (k, 0, d)
+                k = f // D
+                d = f - k * D
+                for r in range(nr):
+                    wr = LR[r, k]
+                    if wr != 0.0:
+                        y = F64(XS[r, d]) - C64[k, d]
+                        acc += wr * y * y
+            elif kind == SPHERICAL:                 # (k, 0, 0)
+                k = f
+                for r in range(nr):
+                    wr = LR[r, k]
+                    if wr != 0.0:
+                        q = 0.0
+                        for d in range(D):
+                            y = F64(XS[r, d]) - C64[k, d]
+                            q += y * y
+                        acc += wr * q
+            elif kind == FULL:                      # (k, i, j)
+                k = f // (D * D)
+                f2 = f - k * D * D
+                i = f2 // D
+                j = f2 - i * D
+                for r in range(nr):
+                    wr = LR[r, k]
+                    if wr != 0.0:
+                        acc += (wr * (F64(XS[r, i]) - C64[k, i])) * (F64(XS[r, j]) - C64[k, j])
+            else:                                   # TIED (0, i, j): sum w (x - g)(x - g)^T
+                i = f // D
+                j = f - i * D
+                for r in range(nr):
+                    acc += (WS[r] * (F64(XS[r, i]) - g64[i])) * (F64(XS[r, j]) - g64[j])
+        elif e == K + KD + S2:                      # ll
+            for r in range(nr):
+                acc += WS[r] * LP[r]
+        else:                                       # ws
+            for r in range(nr):
+                acc += WS[r]
+        return acc
+
+    @cuda.jit
+    def estep_partials(X, sw, MT, PT, PCT, g, lconst, C64, g64, cut, block_rows, b0, part):
+        """Block b: the statistics of rows [(b0 + b) * block_rows, ...) into part[b, :]."""
+        XS = cuda.shared.array((R, D), DT)
+        ZS = cuda.shared.array((ZR, D), DT)
+        LR = cuda.shared.array((R, K), F64)
+        LP = cuda.shared.array(R, F64)
+        WS = cuda.shared.array(R, F64)
+        b = cuda.blockIdx.x
+        t = cuda.threadIdx.x
+        N = X.shape[0]
+        start = (b0 + b) * block_rows
+        stop = min(N, start + block_rows)
+        for e in range(t, S, TPB):  # thread t owns entries t, t + TPB, ... of part[b]
+            part[b, e] = 0.0
+        for r0 in range(start, stop, R):
+            nr = min(R, stop - r0)
+            load_tile(X, sw, r0, nr, XS, WS, t)
+            cuda.syncthreads()
+            if kind == TIED:
+                tied_z(XS, g, PCT, ZS, nr, t)
+                cuda.syncthreads()
+            densities(XS, ZS, nr, MT, PT, PCT, lconst, LR, t)
+            cuda.syncthreads()
+            for r in range(t, nr, TPB):  # one thread per row
+                lp, _ = row_lse(LR, r, cut, WS[r])
+                LP[r] = lp
+            cuda.syncthreads()
+            for e in range(t, S, TPB):
+                part[b, e] += entry_sum(e, nr, XS, WS, LR, LP, C64, g64)
+            cuda.syncthreads()  # the next tile overwrites the shared arrays
+
+    @cuda.jit
+    def log_prob(X, nosw, MT, PT, PCT, g, lconst, cut, block_rows, logp, labels, resp):
+        """Per-row log p, argmax label and (when resp has N rows) responsibilities; ``nosw`` is
+        an empty float64 array (no weights)."""
+        XS = cuda.shared.array((R, D), DT)
+        ZS = cuda.shared.array((ZR, D), DT)
+        LR = cuda.shared.array((R, K), F64)
+        WS = cuda.shared.array(R, F64)
+        b = cuda.blockIdx.x
+        t = cuda.threadIdx.x
+        N = X.shape[0]
+        start = b * block_rows
+        stop = min(N, start + block_rows)
+        want_resp = resp.shape[0] == N
+        for r0 in range(start, stop, R):
+            nr = min(R, stop - r0)
+            load_tile(X, nosw, r0, nr, XS, WS, t)
+            cuda.syncthreads()
+            if kind == TIED:
+                tied_z(XS, g, PCT, ZS, nr, t)
+                cuda.syncthreads()
+            densities(XS, ZS, nr, MT, PT, PCT, lconst, LR, t)
+            cuda.syncthreads()
+            for r in range(t, nr, TPB):
+                lp, am = row_lse(LR, r, cut, 1.0)
+                logp[r0 + r] = lp
+                labels[r0 + r] = am
+            cuda.syncthreads()
+            if want_resp:
+                for p in range(t, nr * K, TPB):  # coalesced rows of resp
+                    r = p // K
+                    resp[r0 + r, p - r * K] = LR[r, p - r * K]
+            cuda.syncthreads()
+
+    return estep_partials, log_prob
+
+
+@cuda.jit
+def reduce_blocks(part, nb, accumulate, out):
+    """out[e] (+)= sum_{b < nb} part[b, e], added in block order b = 0, 1, ... (deterministic).
+
+    With ``accumulate`` the group's sum is added to ``out`` (launch groups in order), else it
+    replaces it."""
+    e = cuda.grid(1)
+    if e < part.shape[1]:
+        acc = 0.0
+        for b in range(nb):
+            acc += part[b, e]
+        out[e] = out[e] + acc if accumulate else acc
