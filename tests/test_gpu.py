@@ -259,6 +259,18 @@ def test_input_errors():
         gk.to_device(X[:, 0])
 
 
+def test_lowrank_has_no_gpu_kernel_yet():
+    from fastmix._params import LowRankCovariance
+    rng = np.random.default_rng(0)
+    p = GMMParams(np.full(2, 0.5), rng.normal(size=(2, 4)),
+                  LowRankCovariance(rng.normal(size=(2, 4, 1)), np.ones((2, 4))))
+    kp = p.kernel_params(np.float64)
+    X = gk.to_device(rng.normal(size=(10, 4)))
+    for call in (lambda: gk.estep_stats_gpu(X, None, kp), lambda: gk.log_prob_gpu(X, kp)):
+        with pytest.raises(NotImplementedError, match="lowrank runs on the CPU"):
+            call()
+
+
 def test_missing_extra_error(monkeypatch):
     """Without numba-cuda the probe names the extra to install."""
     real_find_spec = importlib.util.find_spec

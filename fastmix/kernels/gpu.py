@@ -240,6 +240,13 @@ def _kernels(kp, dtype, threads):
     return gpu_estep, gpu_estep.build(kp.kind, dt.name, K, D, R, int(threads))
 
 
+def _check_kind(kp):
+    from .cpu_estep import DIAG, FULL, SPHERICAL, TIED
+    if kp.kind not in (FULL, TIED, DIAG, SPHERICAL):
+        raise NotImplementedError("the GPU kernels cover full, tied, diag and spherical "
+                                  "covariances; lowrank runs on the CPU kernels")
+
+
 def _check(Xd, kp):
     if Xd.dtype != kp.means.dtype:
         raise ValueError(f"kernel parameters are {kp.means.dtype} but the data are {Xd.dtype}")
@@ -251,6 +258,7 @@ def estep_stats_gpu(Xd, wd, kp, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_T
     """Fused E-step on the GPU: (nk, s1, s2, ll, ws) as float64 host arrays, like
     ``fastmix.kernels.estep_stats``.  ``Xd`` from ``to_device``; ``wd`` from
     ``weights_to_device`` (or None)."""
+    _check_kind(kp)
     cuda = require_gpu()
     _check(Xd, kp)
     N, D = Xd.shape
@@ -284,6 +292,7 @@ def log_prob_gpu(Xd, kp, want_resp=False, block_rows=DEFAULT_BLOCK_ROWS,
                  threads=DEFAULT_THREADS, to_host=True):
     """Per-row log p(x) (N,) float64, labels (N,) int64, responsibilities (N, K) float64 or None,
     like ``fastmix.kernels.log_prob``.  With ``to_host=False`` the device arrays are returned."""
+    _check_kind(kp)
     cuda = require_gpu()
     _check(Xd, kp)
     N, D = Xd.shape
