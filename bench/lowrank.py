@@ -239,12 +239,28 @@ def main():
     p.add_argument("--full-iter", type=int, default=4)
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--memory-only", action="store_true",
+                   help="re-measure the working memory of the synthetic models in the JSON")
     args = p.parse_args()
     stem = "lowrank_quick" if args.quick else "lowrank"
     os.makedirs(RESULTS, exist_ok=True)
-    if args.report_only:
+    if args.report_only or args.memory_only:
         with open(os.path.join(RESULTS, stem + ".json")) as fh:
             res = json.load(fh)
+        if args.memory_only:
+            n_train = 10000 if args.quick else 60000
+            X, _ = synthetic(n_train, 2000 if args.quick else 10000,
+                             dtype=np.dtype(res["args"].get("dtype", "float64")))
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "x.npy")
+                np.save(path, X)
+                del X
+                for r in res["synthetic"]:
+                    kw = {} if r["q"] is None else {"n_factors": r["q"]}
+                    r["extra_mib"] = working_memory(path, 16, r["kind"], kw, 1e-6)
+                    print(r["model"], r["extra_mib"], flush=True)
+            with open(os.path.join(RESULTS, stem + ".json"), "w") as fh:
+                json.dump(res, fh, indent=1)
     else:
         res = run(args)
         with open(os.path.join(RESULTS, stem + ".json"), "w") as fh:

@@ -170,6 +170,17 @@ def _sqdist(X, centre):
     return out
 
 
+def _variances(X, w):
+    """Per-feature (weighted) variances (D,) float64, in row blocks (no N x D temporary)."""
+    mean = np.average(X, axis=0, weights=w)
+    acc = np.zeros(X.shape[1])
+    step = max(1, SQDIST_BLOCK_BYTES // max(1, X.shape[1] * 8))
+    for i in range(0, X.shape[0], step):
+        d2 = (X[i:i + step] - mean) ** 2
+        acc += d2.sum(axis=0) if w is None else w[i:i + step] @ d2
+    return acc / (X.shape[0] if w is None else w.sum())
+
+
 def kmeans_plusplus(X, sw, K, rng, n_trials=None):
     """Greedy k-means++ seeds (K, D) float64, chosen among the rows of X."""
     N = X.shape[0]
@@ -222,8 +233,7 @@ def kmeans(Xs, sws, K, rng, chunk_rows, max_iter=100, tol=1e-4, kind="diag",
     little (the sample is small) and avoid the merged/split clusters a single seeding often
     gives."""
     w = None if sws is None else np.asarray(sws, dtype=np.float64)
-    mean = np.average(Xs, axis=0, weights=w)
-    tol_abs = tol * float(np.mean(np.average((Xs - mean) ** 2, axis=0, weights=w)))
+    tol_abs = tol * float(np.mean(_variances(Xs, w)))
     best = None
     for _ in range(n_seedings):
         run = _lloyd(Xs, sws, kmeans_plusplus(Xs, sws, K, rng), chunk_rows, max_iter, tol_abs,
