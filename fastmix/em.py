@@ -58,11 +58,20 @@ def run_em(data, sample_weight, params, *, reg_covar, tol, max_iter,
     parameter groups kept at their starting values (see ``_params.m_step``).
     """
     data = as_stream(data, sample_weight, chunk_rows)
+    return em_loop(lambda p: e_step_stats(data, None, p, on_block=on_block), params,
+                   reg_covar=reg_covar, tol=tol, max_iter=max_iter, lower_bound=lower_bound,
+                   callback=callback, fixed=fixed)
+
+
+def em_loop(estep, params, *, reg_covar, tol, max_iter, lower_bound=-np.inf, callback=None,
+            fixed=()):
+    """The EM iteration itself, for any ``estep(params) -> Stats`` (CPU passes over a Stream,
+    the GPU driver's device-resident kernel); see ``run_em`` for the conventions."""
     result = EMResult(params, lower_bound, 0, False)
     for n_iter in range(1, max_iter + 1):
         t0 = time.perf_counter()
         prev = result.lower_bound
-        stats = e_step_stats(data, None, result.params, on_block=on_block)
+        stats = estep(result.params)
         result.params = m_step(stats, reg_covar, fixed, result.params)
         result.lower_bound = stats.mean_log_likelihood
         result.n_iter = n_iter

@@ -10,13 +10,12 @@ says what is missing (``pip install 'fastmix[cuda]'``).
 Results are deterministic (bit-identical run to run on one GPU for the same ``block_rows``);
 they agree with the CPU kernels to rounding, not bit for bit (different summation order).
 """
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._params import m_step, stats_from_kernel
-from .em import EMResult
+from ._params import stats_from_kernel
+from .em import em_loop
 from .kernels import gpu as gk
 
 DEFAULT_BLOCK_ROWS = gk.DEFAULT_BLOCK_ROWS
@@ -78,21 +77,7 @@ def run_em_gpu(X, sample_weight, params, *, reg_covar, tol, max_iter,
     and stays there; the M-step runs on the host from the O(K D^2) statistics.  Same lower-bound
     convention, stopping rule, ``callback`` and ``fixed`` as ``run_em``."""
     data = to_gpu(X, sample_weight)
-    result = EMResult(params, lower_bound, 0, False)
-    for n_iter in range(1, max_iter + 1):
-        t0 = time.perf_counter()
-        prev = result.lower_bound
-        stats = e_step_stats(data, None, result.params, block_rows=block_rows, threads=threads)
-        result.params = m_step(stats, reg_covar, fixed, result.params)
-        result.lower_bound = stats.mean_log_likelihood
-        result.n_iter = n_iter
-        result.lower_bounds.append(result.lower_bound)
-        dt = time.perf_counter() - t0
-        result.iter_times.append(dt)
-        change = result.lower_bound - prev
-        if callback is not None:
-            callback(n_iter, result.lower_bound, change, dt, result.params)
-        if abs(change) < tol:
-            result.converged = True
-            break
-    return result
+    return em_loop(lambda p: e_step_stats(data, None, p, block_rows=block_rows,
+                                          threads=threads),
+                   params, reg_covar=reg_covar, tol=tol, max_iter=max_iter,
+                   lower_bound=lower_bound, callback=callback, fixed=fixed)
