@@ -358,18 +358,60 @@ RSVD_OVERSAMPLE = 10
 RSVD_POWER_ITER = 4
 
 
+class WeightedRows:
+    """The matrix A = sqrt(w) * (X[idx] - centre) (n, D), float64, without forming it: products
+    with it are computed in row blocks of ``SQDIST_BLOCK_BYTES``, so a randomised SVD of a
+    component's share of the k-means sample needs O(n (q + 10) + D (q + 10)) memory, not a
+    sample-sized copy."""
+
+    def __init__(self, X, idx=None, w=None, centre=None):
+        self.X = X
+        self.idx = np.arange(X.shape[0]) if idx is None else np.asarray(idx)
+        n = self.idx.shape[0]
+        self.sw = np.ones(n) if w is None else np.sqrt(np.asarray(w, dtype=np.float64))
+        self.centre = np.zeros(X.shape[1]) if centre is None else centre
+        self.shape = (n, X.shape[1])
+        self.step = max(1, SQDIST_BLOCK_BYTES // max(1, 8 * X.shape[1]))
+
+    def _blocks(self):
+        for i in range(0, self.shape[0], self.step):
+            rows = self.idx[i:i + self.step]
+            yield i, self.sw[i:i + self.step, None] * (
+                self.X[rows].astype(np.float64) - self.centre)
+
+    def dense(self):
+        return np.concatenate([b for _, b in self._blocks()]) if self.shape[0] else \
+            np.empty(self.shape)
+
+    def dot(self, M):
+        """A @ M (n, l)."""
+        out = np.empty((self.shape[0], M.shape[1]))
+        for i, b in self._blocks():
+            out[i:i + b.shape[0]] = b @ M
+        return out
+
+    def tdot(self, Q):
+        """A^T @ Q (D, l)."""
+        out = np.zeros((self.shape[1], Q.shape[1]))
+        for i, b in self._blocks():
+            out += b.T @ Q[i:i + b.shape[0]]
+        return out
+
+
 def leading_directions(A, q, rng):
     """(V (D, q') orthonormal, s (q',)): the q' = min(q, rank-ish) leading right singular
-    vectors and singular values of A (n, D); randomised SVD when D > 4 (q + oversampling)."""
-    n, D = A.shape
+    vectors and singular values of A (n, D) -- an array or a ``WeightedRows``; randomised SVD
+    (Halko et al.) when D > 4 (q + oversampling), computed with products only."""
+    op = A if isinstance(A, WeightedRows) else WeightedRows(np.asarray(A, dtype=np.float64))
+    n, D = op.shape
     l = q + RSVD_OVERSAMPLE
     if D <= 4 * l or n <= l:
-        _, s, Vt = np.linalg.svd(A, full_matrices=False)
+        _, s, Vt = np.linalg.svd(op.dense(), full_matrices=False)
         return Vt[:q].T, s[:q]
-    Q = np.linalg.qr(A @ rng.standard_normal((D, l)))[0]
+    Q = np.linalg.qr(op.dot(rng.standard_normal((D, l))))[0]
     for _ in range(RSVD_POWER_ITER):
-        Q = np.linalg.qr(A @ np.linalg.qr(A.T @ Q)[0])[0]
-    _, s, Vt = np.linalg.svd(Q.T @ A, full_matrices=False)
+        Q = np.linalg.qr(op.dot(np.linalg.qr(op.tdot(Q))[0]))[0]
+    _, s, Vt = np.linalg.svd(op.tdot(Q).T, full_matrices=False)
     return Vt[:q].T, s[:q]
 
 
@@ -386,6 +428,7 @@ def _lowrank_from(base, sample, rng, reg_covar, chunk_rows, n_factors, isotropic
     else:
         Xs = np.ascontiguousarray(Xs)
         _, _, resp = kernels.log_prob(Xs, base.kernel_params(Xs.dtype), chunk_rows, True)
+        # (N, K) responsibilities of the sample: at most 65 536 x K doubles
         if sws is not None:
             resp = resp * np.asarray(sws, dtype=np.float64)[:, None]
         W = np.empty((K, D, q))
@@ -397,8 +440,7 @@ def _lowrank_from(base, sample, rng, reg_covar, chunk_rows, n_factors, isotropic
             V = np.empty((D, 0))
             lam = np.empty(0)
             if nk > 0:
-                A = np.sqrt(r[sel])[:, None] * (Xs[sel].astype(np.float64) - base.means[k])
-                V, s = leading_directions(A, q, rng)
+                V, s = leading_directions(WeightedRows(Xs, sel, r[sel], base.means[k]), q, rng)
                 keep = s > 1e-12 * max(float(s[0]), 1e-300) if s.size else s > 0
                 V, lam = V[:, keep], s[keep] ** 2 / nk
             sigma2[k] = max((var[k].sum() - lam.sum()) / (D - q), 1e-6 * var[k].mean())
