@@ -229,14 +229,18 @@ def plot(res, path):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, name in zip(axes, ("digits", "synthetic")):
         rows = res[name]
-        for r in rows:
+        for i, r in enumerate(rows):
             marker = {"diag": "s", "full": "^"}.get(r["kind"], "o")
             ax.scatter(r["n_parameters"], r["test_ll"], marker=marker, s=50,
                        color={"diag": "tab:blue", "full": "tab:red"}.get(r["kind"], "tab:green"))
             ax.annotate(r["model"] + ("" if r["converged"] or r["kind"] != "full"
                                       else f" ({r['n_iter']} it)"),
                         (r["n_parameters"], r["test_ll"]), textcoords="offset points",
-                        xytext=(5, -10), fontsize=8)
+                        xytext=(5, -12 if i % 2 else 6), fontsize=8)
+        if name == "synthetic" and "synthetic_truth_ll" in res:
+            ax.axhline(res["synthetic_truth_ll"], color="gray", ls="--", lw=1,
+                       label="true parameters")
+            ax.legend(loc="lower right", fontsize=8)
         lr = [r for r in rows if r["kind"] == "lowrank"]
         ax.plot([r["n_parameters"] for r in lr], [r["test_ll"] for r in lr], color="tab:green",
                 lw=1)
