@@ -17,9 +17,9 @@ Experiments (on each data set)
 1. Annealing: ``SGDGaussianMixture(K, annealing="adaptive" | "off")`` for K = 25 and 64,
    ``--epochs`` epochs (10), batch 1, the estimator's defaults otherwise (eps0 0.05,
    eps_min 0.001, sigma0 = n/4, precision_max 20, mu U[-0.01, 0.01]).  The adaptive schedule is
-   run with the default window W = ceil(1/eps_min) = 1000 steps and with W = 200 (on the
-   1437-row digits train set 10 epochs are only 14 windows of 1000 steps, too few for sigma to
-   reach sigma_min).  ``--seeds`` seeds (3).  Reported: final test loss = -(mean max-component
+   run with the default window (``fastmix.sgd.default_window``: ceil(1/eps_min) = 1000 steps,
+   shortened in ``fit`` on data of known length so that sigma can reach sigma_min) and with
+   W = 200.  ``--seeds`` seeds (3).  Reported: final test loss = -(mean max-component
    objective on test), exact test log-likelihood, final sigma / learning rate, the number of
    "dead" components (weight < 1/(10K)) and of "duplicate" prototypes (mean within RMS
    distance 0.02 per feature of a lower-index one).
@@ -35,8 +35,8 @@ Experiments (on each data set)
 4. Throughput (all 1797 digits tiled 12x, D = 64, and tiled 3x and bilinearly upsampled to
    28x28, D = 784; K = 25): samples/s of ``fit`` (1
    epoch, annealing adaptive, JIT warmed up first) at batch 1 with ``numba.set_num_threads(1)``
-   and at batch 256 with 2 threads, best of ``--repeats`` (3).  The SGD kernels contain no
-   ``prange`` loop, so the thread count is expected not to matter (reported as measured).
+   and at batch 256 with 2 threads, best of ``--repeats`` (3).  The mini-batch kernel runs in
+   parallel over components (results independent of the thread count).
 
 Outputs (``bench/results/``; ``--out`` changes the directory, ``--tag`` adds a suffix)
 -----------------------------------------------------------------------------------
