@@ -157,14 +157,14 @@ def test_nearest_stats_parity(problem, dtype, chunk, weighted):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 def test_kmeanspp_sqdist_parity(dtype):
-    from fastmix.init import _sqdist
+    from fastmix.init import _Distances
     rng = np.random.default_rng(2)
     X = rng.normal(size=(301, 7)).astype(dtype)
-    c = rng.normal(size=7)
-    out = _sqdist(X, c)
+    out = _Distances(X)([4, 200])
     assert out.dtype == np.float64
-    tol = 1e-13 if dtype == np.float64 else 1e-6  # the difference is taken in X's dtype
-    assert_close(out, ref.sqdist_to(X.astype(np.float64), c), tol)
+    for j, r in enumerate([4, 200]):  # float64 arithmetic on the rows as given
+        assert_close(out[:, j], ref.sqdist_to(X.astype(np.float64), X[r].astype(np.float64)),
+                     1e-11)
 
 
 # ---------------------------------------------------------------------------- log_prob -----
