@@ -23,6 +23,7 @@ from .online import OnlineState, check_step_params, online_update, run_online
 FORMAT_VERSION = 1
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 NOISE_MODELS = ("diagonal", "isotropic")
+DEVICES = ("cpu", "cuda")
 #: Above this many features, materialising dense lowrank covariances/precisions warns.
 DENSE_WARN_FEATURES = 1000
 ALGORITHMS = ("batch", "online")
@@ -98,6 +99,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Initial factor loadings for ``covariance_type="lowrank"`` (instead of the per-component
         PCA of the initial clusters); the noise variances then start at the clusters' variances
         minus diag(W W^T), floored at 1 % of them.
+    device : {"cpu", "cuda"}, default="cpu"
+        "cuda": batch EM and ``predict``/``score_samples``/``predict_proba`` run on the GPU
+        (``fastmix.gpu``, ``pip install 'fastmix[cuda]'``): the rows are copied to the device
+        once and stay there; each iteration returns only the statistics, the M-step runs on the
+        host.  Initialisation (k-means) runs on the CPU.  Available for in-memory NumPy arrays
+        and the full / tied / diag / spherical types; out-of-core sources, Dask arrays,
+        ``algorithm="online"`` and "lowrank" raise a ValueError naming what is missing.
+        Results agree with "cpu" to rounding (different summation order).
     fixed : None or sequence of {"weights", "means", "covariances"}, default=None
         Parameter groups EM keeps at their initial values (from ``weights_init`` /
         ``means_init`` / ``precisions_init``, or from ``init_params``); the others get the
@@ -144,7 +153,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                  means_init=None, precisions_init=None, random_state=None, warm_start=False,
                  verbose=0, verbose_interval=10, chunk_size=None, progress=False,
                  step_offset=1.0, step_decay=0.6, batch_size=None, fixed=None, n_factors=None,
-                 noise="diagonal", loadings_init=None):
+                 noise="diagonal", loadings_init=None, device="cpu"):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -168,6 +177,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.n_factors = n_factors
         self.noise = noise
         self.loadings_init = loadings_init
+        self.device = device
 
     # ------------------------------------------------------------------ validation ----------
     def _check_hyper(self):
@@ -191,6 +201,26 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         _check_int(self, "n_factors", 1, optional=True)
         if self.noise not in NOISE_MODELS:
             raise ValueError(f"noise must be one of {NOISE_MODELS}, got {self.noise!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+
+    def _gpu(self, X=None, algorithm="batch"):
+        """fastmix.gpu when ``device="cuda"`` and the request is one it serves, else None (or a
+        ValueError naming what is not available on the GPU yet)."""
+        if getattr(self, "device", "cpu") != "cuda":
+            return None
+        what = None
+        if self.covariance_type == "lowrank":
+            what = "covariance_type='lowrank'"
+        elif algorithm != "batch":
+            what = f"algorithm={algorithm!r}"
+        elif X is not None and (distributed.is_dask_array(X) or sources.is_out_of_core(X)):
+            what = "out-of-core or Dask data"
+        if what is not None:
+            raise ValueError(f"device='cuda' does not support {what} yet; use device='cpu'")
+        from . import gpu
+        gpu.require_gpu()
+        return gpu
 
     def _q(self, D):
         """The number of factors for D features (lowrank), validated against D."""
@@ -438,13 +468,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError("checkpoint needs n_init=1 (one initialisation to resume)")
         if resume and checkpoint is None:
             raise ValueError("resume=True needs a checkpoint path")
+        gpu = self._gpu(X, algorithm)
         data, opened = self._stream(X, sample_weight, fitting=True)
         if algorithm == "online" and getattr(data, "is_dask", False):
             raise ValueError("algorithm='online' is not available for dask arrays (batch EM is; "
                              "online EM is sequential by nature)")
         try:
+            if gpu is not None:  # rows (and weights) go to the device once per fit
+                self._device_data = gpu.to_gpu(data.in_memory, data.weights)
             best, D = self._fit_stream(data, algorithm, checkpoint, resume)
         finally:
+            self._device_data = None  # frees the device copy
             if opened:
                 data.close()
         if not best.converged and self.max_iter > 0:
@@ -572,6 +606,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                                     chunk_rows=self._chunk_rows, batch_rows=batch,
                                     lower_bound=prior.lower_bound, callback=callback,
                                     on_block=on_block, fixed=self._fixed_groups())
+            elif getattr(self, "_device_data", None) is not None:
+                from . import gpu
+                result = gpu.run_em_gpu(self._device_data, None, prior.params,
+                                        reg_covar=float(self.reg_covar), tol=float(self.tol),
+                                        max_iter=int(self.max_iter) - done,
+                                        block_rows=gpu.DEFAULT_BLOCK_ROWS,
+                                        threads=gpu.DEFAULT_THREADS,
+                                        lower_bound=prior.lower_bound, callback=callback,
+                                        fixed=self._fixed_groups())
             else:
                 result = run_em(data, None, prior.params, reg_covar=float(self.reg_covar),
                                 tol=float(self.tol), max_iter=int(self.max_iter) - done,
@@ -600,6 +643,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         update.  Returns self.
         """
         self._check_hyper()
+        self._gpu(algorithm="online")  # raises for device="cuda": online EM is CPU only
         X = check_array(X, min_samples=1)
         sw = check_sample_weight(sample_weight, X.shape[0])
         fitted = hasattr(self, "means_")
@@ -635,6 +679,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ inference -----------
     def _log_prob(self, X, want_resp=False):
+        gpu = self._gpu(X)
+        if gpu is not None:
+            X = self._validate_predict_X(X)
+            return gpu.log_prob(X, self._params(), want_resp, block_rows=gpu.DEFAULT_BLOCK_ROWS,
+                                threads=gpu.DEFAULT_THREADS)
         data, opened = self._stream(X, fitting=False)
         if getattr(data, "is_dask", False):  # lazy dask arrays, computed on the cluster
             kp = self._params().kernel_params(data.dtype)
@@ -1130,6 +1179,7 @@ class BigLearnGaussianMixture(GaussianMixture):
     n_factors = None
     noise = "diagonal"
     loadings_init = None
+    device = "cpu"
 
     def _check_hyper(self):
         for name, lo in (("n_components", 1), ("n_local_steps", 1), ("n_outer", 0),

@@ -392,3 +392,44 @@ def test_kernels_compile_for_a_real_gpu():
     if out.stdout.startswith("SKIP"):
         pytest.skip(out.stdout.strip())
     assert "PTX-OK" in out.stdout
+
+
+# ---------------------------------------------------------- GaussianMixture(device="cuda") --
+@pytest.fixture
+def small_launch(monkeypatch):
+    """The estimator launches with fastmix.gpu's defaults: tiny ones on the simulator."""
+    monkeypatch.setattr(fgpu, "DEFAULT_BLOCK_ROWS", BLOCK_ROWS)
+    monkeypatch.setattr(fgpu, "DEFAULT_THREADS", THREADS)
+
+
+@pytest.mark.parametrize("kind", ["diag", "full"])
+def test_estimator_device_cuda_matches_cpu(kind, small_launch):
+    import fastmix
+    X, sw, *_ = make_problem(kind, seed=11, n=64)
+    kw = dict(covariance_type=kind, max_iter=3, tol=0.0, random_state=0)
+    cpu = fastmix.GaussianMixture(3, **kw).fit(X, sample_weight=sw)
+    dev = fastmix.GaussianMixture(3, device="cuda", **kw).fit(X, sample_weight=sw)
+    assert dev._device_data is None  # the device copy is released after fit
+    assert_close(dev.lower_bounds_, cpu.lower_bounds_, 1e-11)
+    assert_close(dev.means_, cpu.means_, 1e-9)
+    assert_close(dev.covariances_, cpu.covariances_, 1e-9)
+    assert_close(dev.score_samples(X), cpu.score_samples(X), 1e-11)
+    np.testing.assert_array_equal(dev.predict(X), cpu.predict(X))
+    assert_close(dev.predict_proba(X), cpu.predict_proba(X), 1e-9, floor=1e-12)
+
+
+def test_estimator_device_cuda_refuses_what_it_does_not_serve(tmp_path, small_launch):
+    import fastmix
+    X, *_ = make_problem("diag", seed=12, n=64)
+    with pytest.raises(ValueError, match="device must be one of"):
+        fastmix.GaussianMixture(2, device="gpu").fit(X)
+    with pytest.raises(ValueError, match="lowrank"):
+        fastmix.GaussianMixture(2, covariance_type="lowrank", n_factors=1,
+                                device="cuda").fit(X)
+    with pytest.raises(ValueError, match="algorithm='online'"):
+        fastmix.GaussianMixture(2, device="cuda").fit(X, algorithm="online")
+    with pytest.raises(ValueError, match="algorithm='online'"):
+        fastmix.GaussianMixture(2, device="cuda").partial_fit(X)
+    np.save(tmp_path / "x.npy", X)
+    with pytest.raises(ValueError, match="out-of-core"):
+        fastmix.GaussianMixture(2, device="cuda").fit(str(tmp_path / "x.npy"))
