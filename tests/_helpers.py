@@ -43,3 +43,26 @@ def assert_same_model(a, b):
     assert a.n_iter_ == b.n_iter_
     assert a.converged_ == b.converged_
     assert_reproducible(np.float64(a.lower_bound_), np.float64(b.lower_bound_), "lower_bound_")
+
+
+def perturbed_problem(kind, K, D, n, seed=0):
+    """Data drawn from one random mixture, model parameters = a perturbed copy of it (so every
+    row has non-trivial responsibilities for some components), and weights with exact zeros:
+    (X, sw, weights, means, covariances)."""
+    import reference as ref
+    rng = np.random.default_rng(seed)
+    w, mu, cov = ref.random_model(rng, kind, K, D, spread=2.0)
+    X = ref.sample_model(rng, w, mu, cov, kind, n)
+    weights = np.roll(w, 1)
+    means = mu + 0.5 * rng.normal(size=mu.shape)
+    covs = ref.random_covariances(rng, kind, K, D, scale=1.5)
+    sw = rng.uniform(0.0, 3.0, size=n)
+    sw[::11] = 0.0
+    return X, sw, weights, means, covs
+
+
+def gmm_params(weights, means, covs, kind):
+    """GMMParams from covariances in scikit-learn's layout."""
+    from fastmix._params import Covariance, GMMParams
+    cov = Covariance.registry[kind].from_covariances(covs)
+    return GMMParams(np.asarray(weights, float), np.asarray(means, float), cov)

@@ -33,10 +33,11 @@ pytest.importorskip("numba_cuda", reason="numba-cuda is not installed (pip insta
                                          "'fastmix[cuda]', or the test extra)")
 
 import reference as ref  # noqa: E402
-from _helpers import RTOL, assert_close, assert_reproducible  # noqa: E402
+from _helpers import (RTOL, assert_close, assert_reproducible, gmm_params,
+                      perturbed_problem)  # noqa: E402
 from fastmix import kernels  # noqa: E402
 from fastmix import gpu as fgpu  # noqa: E402
-from fastmix._params import Covariance, GMMParams  # noqa: E402
+from fastmix._params import GMMParams  # noqa: E402
 from fastmix.em import run_em  # noqa: E402
 from fastmix.kernels import gpu as gk  # noqa: E402
 
@@ -56,20 +57,7 @@ GPU_RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-4}
 
 
 def make_problem(kind, seed=0, n=N):
-    rng = np.random.default_rng(seed)
-    w, mu, cov = ref.random_model(rng, kind, K, D, spread=2.0)
-    X = ref.sample_model(rng, w, mu, cov, kind, n)
-    weights = np.roll(w, 1)
-    means = mu + 0.5 * rng.normal(size=mu.shape)
-    covs = ref.random_covariances(rng, kind, K, D, scale=1.5)
-    sw = rng.uniform(0.0, 3.0, size=n)
-    sw[::11] = 0.0
-    return X, sw, weights, means, covs
-
-
-def gmm_params(weights, means, covs, kind):
-    cov = Covariance.registry[kind].from_covariances(covs)
-    return GMMParams(np.asarray(weights, float), np.asarray(means, float), cov)
+    return perturbed_problem(kind, K, D, n, seed)
 
 
 @pytest.fixture(scope="module", params=KINDS)

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import reference as ref
-from _helpers import RTOL, assert_close, assert_reproducible
+from _helpers import (RTOL, assert_close, assert_reproducible, gmm_params,
+                      perturbed_problem)
 from fastmix import kernels
 from fastmix._validation import first_nonfinite_row
-from fastmix._params import Covariance, GMMParams, m_step, stats_from_kernel
+from fastmix._params import m_step, stats_from_kernel
 from fastmix._stats import Stats
 from fastmix.em import e_step_stats, run_em
 from fastmix.kernels._math import exp_nonpos
@@ -25,22 +26,7 @@ CHUNKS = [7, 100, N]
 
 
 def make_problem(kind, seed=0):
-    """Data drawn from one random mixture, model parameters = a perturbed copy of it (so every
-    row has non-trivial responsibilities for some components), and weights with exact zeros."""
-    rng = np.random.default_rng(seed)
-    w, mu, cov = ref.random_model(rng, kind, K, D, spread=2.0)
-    X = ref.sample_model(rng, w, mu, cov, kind, N)
-    weights = np.roll(w, 1)
-    means = mu + 0.5 * rng.normal(size=mu.shape)
-    covs = ref.random_covariances(rng, kind, K, D, scale=1.5)
-    sw = rng.uniform(0.0, 3.0, size=N)
-    sw[::11] = 0.0
-    return X, sw, weights, means, covs
-
-
-def gmm_params(weights, means, covs, kind):
-    cov = Covariance.registry[kind].from_covariances(covs)
-    return GMMParams(np.asarray(weights, float), np.asarray(means, float), cov)
+    return perturbed_problem(kind, K, D, N, seed)
 
 
 @pytest.fixture(scope="module", params=KINDS)
