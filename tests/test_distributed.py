@@ -111,7 +111,11 @@ def test_worker_killed_mid_fit_gives_the_same_model(client, data):
     assert t.is_alive(), "the fit ended before a worker could be killed; make it longer"
     os.kill(next(iter(pids.values())), signal.SIGKILL)
     t.join(timeout=240)
-    assert not t.is_alive() and "error" not in result, result.get("error")
+    if t.is_alive():  # report what the cluster was doing (one unexplained hang seen in CI)
+        pytest.fail("the fit did not finish within 240 s of the worker kill; scheduler state: "
+                    f"processing={client.processing()!r}, "
+                    f"workers={list(client.scheduler_info()['workers'])!r}")
+    assert "error" not in result, result.get("error")
     model = result["model"]
     np.testing.assert_array_equal(model.means_, reference.means_)
     np.testing.assert_array_equal(model.covariances_, reference.covariances_)
