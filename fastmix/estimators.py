@@ -363,7 +363,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ fitting -------------
     def _initial(self, data, rng, user, sample_only=False):
         w, m, cov = user
-        if w is None or m is None or cov is None:
+        if w is None or m is None or cov is None or self.covariance_type == "lowrank":
             if sample_only:  # online EM: initialise from the k-means sample alone
                 Xs, sws = _subsample(data, self.n_components, rng)
                 self._check_rows(Xs.shape[0])

@@ -306,3 +306,16 @@ def test_statistics_of_different_rank_do_not_merge():
               np.zeros(3))
     with pytest.raises(ValueError, match="different covariance kinds or shapes"):
         a + b
+
+
+def test_all_initial_values_given():
+    """weights_init + means_init + loadings_init: the noise variances still come from the
+    initial clusters (documented); the given values are used as they are."""
+    X, _, (w, m, W, psi) = mfa_data(seed=16)
+    g = lowrank(weights_init=w, means_init=m, loadings_init=W, max_iter=0).fit(X)
+    np.testing.assert_array_equal(g.loadings_, W)
+    np.testing.assert_array_equal(g.means_, m)
+    np.testing.assert_allclose(g.weights_, w / w.sum())
+    assert np.all(g.noise_variances_ > 0)
+    assert np.isfinite(lowrank(weights_init=w, means_init=m, loadings_init=W,
+                               max_iter=5).fit(X).lower_bound_)
