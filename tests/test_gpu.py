@@ -9,43 +9,21 @@ the ``real_gpu`` ones, skipped on the simulator).  The module is skipped when nu
 installed (it comes with the ``test`` and ``cuda`` extras).
 """
 import importlib.util
-import os
 import subprocess
 import sys
 import textwrap
 
+from _gpu import SIM, gk, real_gpu, real_target_env  # noqa: I001  (first: sets up the simulator)
 import numpy as np
 import pytest
 
-MODE = os.environ.get("FASTMIX_TEST_GPU", "sim")
-if MODE != "real" and "numba.cuda" not in sys.modules:
-    # numba-cuda reads numba's config, which numba read from the environment when it was first
-    # imported (earlier test modules import it); set the variable and have numba re-read it.  It
-    # stays set for the rest of the process: numba re-reads its config later on, and the jit
-    # decorator checks ENABLE_CUDASIM at every call.  It only affects numba.cuda; subprocess
-    # tests that need the real target remove it from their environment.
-    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
-    if "numba" in sys.modules:
-        from numba.core import config as _numba_config
-        _numba_config.reload_config()
-
-pytest.importorskip("numba_cuda", reason="numba-cuda is not installed (pip install "
-                                         "'fastmix[cuda]', or the test extra)")
-
-import reference as ref  # noqa: E402
+import reference as ref
 from _helpers import (RTOL, assert_close, assert_reproducible, gmm_params,
-                      perturbed_problem)  # noqa: E402
-from fastmix import kernels  # noqa: E402
-from fastmix import gpu as fgpu  # noqa: E402
-from fastmix._params import GMMParams  # noqa: E402
-from fastmix.em import run_em  # noqa: E402
-from fastmix.kernels import gpu as gk  # noqa: E402
-
-if not gk.gpu_available():
-    pytest.skip(f"no GPU and no simulator: {gk._probe()[1]}", allow_module_level=True)
-
-SIM = gk.simulated()
-real_gpu = pytest.mark.skipif(SIM, reason="needs a real GPU (running on the CUDA simulator)")
+                      perturbed_problem)
+from fastmix import kernels
+from fastmix import gpu as fgpu
+from fastmix._params import GMMParams
+from fastmix.em import run_em
 
 KINDS = ref.KINDS
 DTYPES = [np.float64, np.float32]
@@ -272,7 +250,7 @@ def test_missing_extra_error(monkeypatch):
 
 def test_no_gpu_error_in_a_fresh_process():
     """Without the simulator and without a GPU, require_gpu() says so (and how to fix it)."""
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env = real_target_env()
     code = textwrap.dedent("""
         from fastmix.kernels import gpu
         if gpu.gpu_available():
@@ -373,7 +351,7 @@ def test_kernels_compile_for_a_real_gpu():
     simulator never exercises.  Needs NVVM/NVRTC (the cuda extra's CUDA 12 compiler libraries),
     not a GPU (skipped without them, as in CI, which installs only the test extra);
     runs in a fresh process because this one may be on the simulator."""
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env = real_target_env()
     out = subprocess.run([sys.executable, "-c", PTX_CHECK], env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
