@@ -101,12 +101,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         minus diag(W W^T), floored at 1 % of them.
     device : {"cpu", "cuda"}, default="cpu"
         "cuda": batch EM and ``predict``/``score_samples``/``predict_proba`` run on the GPU
-        (``fastmix.gpu``, ``pip install 'fastmix[cuda]'``): the rows are copied to the device
-        once and stay there; each iteration returns only the statistics, the M-step runs on the
-        host.  Initialisation (k-means) runs on the CPU.  Available for in-memory NumPy arrays
-        and the full / tied / diag / spherical types; out-of-core sources, Dask arrays,
-        ``algorithm="online"`` and "lowrank" raise a ValueError naming what is missing.
-        Results agree with "cpu" to rounding (different summation order).
+        (``fastmix.gpu``, ``pip install 'fastmix[cuda]'``); each iteration returns only the
+        statistics, the M-step runs on the host.  In-memory arrays that fit in 70 % of the
+        free device memory are copied once and stay on the device; files, memmaps, iterators
+        and larger arrays are streamed host -> device every iteration in ~64 MiB chunks
+        (pinned staging buffers, two CUDA streams, transfer overlapping compute).
+        Initialisation (k-means) runs on the CPU.  Dask arrays and ``algorithm="online"``
+        raise a ValueError naming what is CPU-only.  Results agree with "cpu" to rounding
+        (different summation order) and are reproducible run to run.
     fixed : None or sequence of {"weights", "means", "covariances"}, default=None
         Parameter groups EM keeps at their initial values (from ``weights_init`` /
         ``means_init`` / ``precisions_init``, or from ``init_params``); the others get the
@@ -214,8 +216,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             what = "covariance_type='lowrank'"
         elif algorithm != "batch":
             what = f"algorithm={algorithm!r}"
-        elif X is not None and (distributed.is_dask_array(X) or sources.is_out_of_core(X)):
-            what = "out-of-core or Dask data"
+        elif X is not None and distributed.is_dask_array(X):
+            what = "Dask arrays (fit them with device='cpu' on the cluster)"
         if what is not None:
             raise ValueError(f"device='cuda' does not support {what} yet; use device='cpu'")
         from . import gpu
@@ -474,10 +476,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError("algorithm='online' is not available for dask arrays (batch EM is; "
                              "online EM is sequential by nature)")
         try:
-            if gpu is not None:  # rows (and weights) go to the device once per fit
-                self._device_data = gpu.to_gpu(data.in_memory, data.weights)
+            self._device_data = None
+            if gpu is not None:
+                X0 = data.in_memory
+                if X0 is not None and gpu.fits_on_device(X0.nbytes):
+                    # rows (and weights) go to the device once per fit and stay there
+                    self._device_data = gpu.to_gpu(X0, data.weights)
+                else:  # out-of-core, or larger than the device: streamed every iteration
+                    self._device_data = gpu.StreamedData(data, gpu.DEFAULT_BLOCK_ROWS,
+                                                         gpu.DEFAULT_THREADS)
             best, D = self._fit_stream(data, algorithm, checkpoint, resume)
         finally:
+            if getattr(self._device_data, "streamed", False):
+                self._device_data.close()
             self._device_data = None  # frees the device copy
             if opened:
                 data.close()
@@ -608,13 +619,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                                     on_block=on_block, fixed=self._fixed_groups())
             elif getattr(self, "_device_data", None) is not None:
                 from . import gpu
-                result = gpu.run_em_gpu(self._device_data, None, prior.params,
-                                        reg_covar=float(self.reg_covar), tol=float(self.tol),
-                                        max_iter=int(self.max_iter) - done,
-                                        block_rows=gpu.DEFAULT_BLOCK_ROWS,
-                                        threads=gpu.DEFAULT_THREADS,
-                                        lower_bound=prior.lower_bound, callback=callback,
-                                        fixed=self._fixed_groups())
+                kw = dict(reg_covar=float(self.reg_covar), tol=float(self.tol),
+                          max_iter=int(self.max_iter) - done, lower_bound=prior.lower_bound,
+                          callback=callback, fixed=self._fixed_groups())
+                if self._device_data.streamed:  # host data sent through the device per pass
+                    result = gpu.run_em_gpu_streamed(self._device_data, prior.params, **kw)
+                else:                           # rows resident on the device
+                    result = gpu.run_em_gpu(self._device_data, None, prior.params,
+                                            block_rows=gpu.DEFAULT_BLOCK_ROWS,
+                                            threads=gpu.DEFAULT_THREADS, **kw)
             else:
                 result = run_em(data, None, prior.params, reg_covar=float(self.reg_covar),
                                 tol=float(self.tol), max_iter=int(self.max_iter) - done,
@@ -680,16 +693,21 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ inference -----------
     def _log_prob(self, X, want_resp=False):
         gpu = self._gpu(X)
-        if gpu is not None:
+        if gpu is not None and not sources.is_out_of_core(X):
             X = self._validate_predict_X(X)
-            return gpu.log_prob(X, self._params(), want_resp, block_rows=gpu.DEFAULT_BLOCK_ROWS,
-                                threads=gpu.DEFAULT_THREADS)
+            if gpu.fits_on_device(X.nbytes):
+                return gpu.log_prob(X, self._params(), want_resp,
+                                    block_rows=gpu.DEFAULT_BLOCK_ROWS,
+                                    threads=gpu.DEFAULT_THREADS)
         data, opened = self._stream(X, fitting=False)
         if getattr(data, "is_dask", False):  # lazy dask arrays, computed on the cluster
             kp = self._params().kernel_params(data.dtype)
             return (data.log_prob_arrays(kp, "logp"), data.log_prob_arrays(kp, "labels"),
                     data.log_prob_arrays(kp, "proba") if want_resp else None)
         try:
+            if gpu is not None:  # out-of-core, or larger than the device: block by block
+                return gpu.log_prob_blocks(data, self._params(), want_resp,
+                                           gpu.DEFAULT_BLOCK_ROWS, gpu.DEFAULT_THREADS)
             return inference.log_prob(data, self._params(), self._chunk_rows, want_resp)
         finally:
             if opened:

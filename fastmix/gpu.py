@@ -21,6 +21,10 @@ from .kernels import gpu as gk
 DEFAULT_BLOCK_ROWS = gk.DEFAULT_BLOCK_ROWS
 DEFAULT_THREADS = gk.DEFAULT_THREADS
 
+#: Resident data may use at most this fraction of the device's free memory; larger data are
+#: streamed from the host in chunks (``open_streamed``).
+RESIDENT_FRACTION = 0.7
+
 GPUUnavailableError = gk.GPUUnavailableError
 gpu_available = gk.gpu_available
 require_gpu = gk.require_gpu
@@ -31,6 +35,7 @@ class DeviceData:
     """Rows (N, D) and sample weights resident on the GPU (see ``to_gpu``)."""
     X: object        # device array, float32/float64 C-contiguous
     w: object        # device float64 (N,) or empty (no weights)
+    streamed = False
 
     @property
     def shape(self):
@@ -81,3 +86,75 @@ def run_em_gpu(X, sample_weight, params, *, reg_covar, tol, max_iter,
                                           threads=threads),
                    params, reg_covar=reg_covar, tol=tol, max_iter=max_iter,
                    lower_bound=lower_bound, callback=callback, fixed=fixed)
+
+
+def fits_on_device(nbytes):
+    """True when ``nbytes`` of rows can stay resident (RESIDENT_FRACTION of the free device
+    memory; always True on the simulator, which reports none)."""
+    free = gk.free_bytes()
+    return free is None or nbytes <= RESIDENT_FRACTION * free
+
+
+class StreamedData:
+    """A host ``fastmix.sources.Stream`` (in-memory array, memmap, file, iterator) read through
+    the GPU: blocks of ``gk.stream_chunk_rows`` rows (a whole number of the stream's chunks)
+    staged in pinned memory and sent on two CUDA streams, overlapping transfer and compute
+    (``fastmix.kernels.gpu.StreamedEStep``).  NaN/inf are checked on the host on the first
+    pass, as for the CPU kernels.  Use as a context manager, or ``close()``."""
+
+    streamed = True
+
+    def __init__(self, data, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_THREADS):
+        rows = gk.stream_chunk_rows(data.n_features, data.dtype, block_rows)
+        self.data = data.rebatched(rows)
+        self.capacity = self.data.block_rows
+        self.streamer = gk.StreamedEStep(self.capacity, data.n_features, data.dtype,
+                                         data.weighted, block_rows=block_rows, threads=threads)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def close(self):
+        self.streamer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def e_step_stats(self, params):
+        """Stats of all rows under ``params``: one pass over the host data."""
+        kp = params.kernel_params(self.dtype)
+        out = self.streamer.estep(((X, w) for _, X, w in self.data.blocks()), kp)
+        return stats_from_kernel(params.kind, out, kp)
+
+
+def run_em_gpu_streamed(data, params, *, reg_covar, tol, max_iter, lower_bound=-np.inf,
+                        callback=None, fixed=(), block_rows=DEFAULT_BLOCK_ROWS,
+                        threads=DEFAULT_THREADS):
+    """``run_em_gpu`` for data that stay on the host (a Stream, or a ``StreamedData``): every
+    iteration streams them through the device.  Same conventions as ``run_em``."""
+    own = not isinstance(data, StreamedData)
+    sd = StreamedData(data, block_rows, threads) if own else data
+    try:
+        return em_loop(sd.e_step_stats, params, reg_covar=reg_covar, tol=tol,
+                       max_iter=max_iter, lower_bound=lower_bound, callback=callback,
+                       fixed=fixed)
+    finally:
+        if own:
+            sd.close()
+
+
+def log_prob_blocks(data, params, want_resp=False, block_rows=DEFAULT_BLOCK_ROWS,
+                    threads=DEFAULT_THREADS):
+    """``log_prob`` of a host Stream, one block at a time (each block copied to the device,
+    evaluated, and its results copied back): for data that are not resident."""
+    parts = [log_prob(X, params, want_resp, block_rows, threads) for _, X, _ in data.blocks()]
+    if not parts:
+        return np.empty(0), np.empty(0, np.int64), (np.empty((0, params.n_components))
+                                                      if want_resp else None)
+    logp, labels, resp = zip(*parts)
+    return (np.concatenate(logp), np.concatenate(labels),
+            np.concatenate(resp) if want_resp else None)

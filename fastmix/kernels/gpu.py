@@ -103,6 +103,11 @@ def _free_bytes(cuda):
     return int(free)
 
 
+def free_bytes():
+    """Free device memory in bytes (None on the simulator)."""
+    return _free_bytes(require_gpu())
+
+
 def _oom_error(nbytes, what, free=None):
     have = "" if free is None else f" ({_human(free)} free)"
     return MemoryError(f"GPU out of memory: {what} needs {_human(nbytes)} of device memory"
@@ -254,38 +259,198 @@ def _check(Xd, kp):
         raise ValueError(f"data have {Xd.shape[1]} features, the model {kp.means64.shape[1]}")
 
 
+class EStepPlan:
+    """One E-step configuration on the device: the compiled kernels for (kind, dtype, K, D,
+    threads), the parameters uploaded in the kernels' layout, and the fixed launch grouping.
+
+    ``launch`` adds the statistics of one device array of rows into a totals vector ``out``
+    (float64 ``(S,)``, ``[nk | s1 | s2 | ll | ws]``) on a CUDA stream, without synchronising:
+    ``estep_stats_gpu`` runs it once on resident data, ``StreamedEStep`` once per host chunk on
+    two streams."""
+
+    def __init__(self, kp, dtype, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_THREADS):
+        _check_kind(kp)
+        cuda = require_gpu()
+        if np.dtype(dtype) != kp.means.dtype:
+            raise ValueError(f"kernel parameters are {kp.means.dtype} but the data are "
+                             f"{np.dtype(dtype)}")
+        self.kp = kp
+        self.K, self.D = kp.means64.shape
+        self.mod, (self.estep, _) = _kernels(kp, dtype, threads)
+        self.S = self.mod.n_entries(kp.kind, self.K, self.D)
+        self.block_rows = int(block_rows)
+        self.threads = int(threads)
+        self.params = tuple(cuda.to_device(a) for a in _layout(kp))
+        self.cut = float(CUT[np.dtype(dtype)])
+        #: blocks per launch: a function of S only, so the grouping is reproducible
+        self.group = int(max(1, self.mod.PARTIAL_BYTES // (8 * self.S)))
+
+    def partials(self, n_rows):
+        """Device buffer for the per-block partials of a launch over up to ``n_rows`` rows."""
+        nb = min(self.group, max(1, -(-int(n_rows) // self.block_rows)))
+        return _alloc(require_gpu(), (nb, self.S), np.float64,
+                      f"the per-block partial statistics ({nb} blocks x {self.S} float64)")
+
+    def totals(self):
+        """A zeroed float64 totals vector (S,) on the device."""
+        return require_gpu().to_device(np.zeros(self.S))
+
+    def launch(self, Xd, wd, part, out, stream=0):
+        """out += the statistics of the rows of ``Xd`` (weights ``wd``, empty = all ones),
+        block groups launched and reduced in order on ``stream``."""
+        _check(Xd, self.kp)
+        N = Xd.shape[0]
+        n_blocks = max(1, -(-N // self.block_rows))
+        group = part.shape[0]
+        MT, PT, PCT, g, lconst, C64, g64 = self.params
+        for b0 in range(0, n_blocks, group):  # launch groups in order; each adds to the totals
+            nb = min(group, n_blocks - b0)
+            self.estep[nb, self.threads, stream](Xd, wd, MT, PT, PCT, g, lconst, C64, g64,
+                                                 self.cut, self.block_rows, b0, part)
+            self.mod.reduce_blocks[max(1, -(-self.S // 128)), 128, stream](part, nb, True, out)
+
+    def unpack(self, tot):
+        """(nk, s1, s2, ll, ws) host float64 arrays from a totals vector (host)."""
+        K, D, S = self.K, self.D, self.S
+        KD = K * D
+        nk = tot[:K].copy()
+        s1 = tot[K:K + KD].reshape(K, D).copy()
+        s2 = tot[K + KD:S - 2].reshape(s2_shape(self.kp.kind, K, D)).copy()
+        return nk, s1, s2, float(tot[S - 2]), float(tot[S - 1])
+
+
 def estep_stats_gpu(Xd, wd, kp, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_THREADS):
     """Fused E-step on the GPU: (nk, s1, s2, ll, ws) as float64 host arrays, like
     ``fastmix.kernels.estep_stats``.  ``Xd`` from ``to_device``; ``wd`` from
     ``weights_to_device`` (or None)."""
     _check_kind(kp)
-    cuda = require_gpu()
+    require_gpu()
     _check(Xd, kp)
-    N, D = Xd.shape
-    K = kp.means64.shape[0]
     if wd is None:
-        wd = weights_to_device(None, N)
-    mod, (estep, _) = _kernels(kp, Xd.dtype, threads)
-    S = mod.n_entries(kp.kind, K, D)
-    block_rows = int(block_rows)
-    n_blocks = max(1, -(-N // block_rows))
-    MT, PT, PCT, g, lconst, C64, g64 = (cuda.to_device(a) for a in _layout(kp))
-    group = int(min(n_blocks, max(1, mod.PARTIAL_BYTES // (8 * S))))  # blocks per launch
-    part = _alloc(cuda, (group, S), np.float64,
-                  f"the per-block partial statistics ({group} blocks x {S} float64)")
-    out = _alloc(cuda, (S,), np.float64, "the statistics")
-    cut = float(CUT[np.dtype(Xd.dtype)])
-    for b0 in range(0, n_blocks, group):  # launch groups in order; each adds to the totals
-        nb = min(group, n_blocks - b0)
-        estep[nb, int(threads)](Xd, wd, MT, PT, PCT, g, lconst, C64, g64, cut, block_rows, b0,
-                                part)
-        mod.reduce_blocks[max(1, -(-S // 128)), 128](part, nb, b0 > 0, out)
-    tot = out.copy_to_host()
-    KD = K * D
-    nk = tot[:K].copy()
-    s1 = tot[K:K + KD].reshape(K, D).copy()
-    s2 = tot[K + KD:S - 2].reshape(s2_shape(kp.kind, K, D)).copy()
-    return nk, s1, s2, float(tot[S - 2]), float(tot[S - 1])
+        wd = weights_to_device(None, Xd.shape[0])
+    plan = EStepPlan(kp, Xd.dtype, block_rows, threads)
+    out = plan.totals()
+    plan.launch(Xd, wd, plan.partials(Xd.shape[0]), out)
+    return plan.unpack(out.copy_to_host())
+
+
+#: Bytes of one staged host chunk when streaming host -> device (two are in flight).  A constant
+#: (not the device's memory) so that the chunking, and hence every rounding, is reproducible.
+STREAM_CHUNK_BYTES = 64 * 2**20
+#: Host threads that copy a block into the pinned staging buffer (a memcpy of up to
+#: STREAM_CHUNK_BYTES; one core's memcpy is slower than a PCIe 4/5 link).
+STAGING_THREADS = 4
+
+
+def stream_chunk_rows(D, dtype, block_rows=DEFAULT_BLOCK_ROWS):
+    """Rows per streamed chunk: ~STREAM_CHUNK_BYTES, a whole number of GPU blocks."""
+    rows = STREAM_CHUNK_BYTES // (int(D) * np.dtype(dtype).itemsize)
+    return int(max(1, rows // block_rows) * block_rows)
+
+
+def _copy_rows(dst, src, pool):
+    """dst[:] = src in row slices on a thread pool (numpy's copy releases the GIL)."""
+    n = src.shape[0]
+    if pool is None or n < 2 * STAGING_THREADS or dst.nbytes < 2**22:
+        np.copyto(dst, src, casting="same_kind")
+        return
+    step = -(-n // STAGING_THREADS)
+    futures = [pool.submit(np.copyto, dst[i:i + step], src[i:i + step], casting="same_kind")
+               for i in range(0, n, step)]
+    for f in futures:
+        f.result()
+
+
+class StreamedEStep:
+    """E-step statistics of host data too large for (or not resident on) the device.
+
+    Host blocks of at most ``capacity`` rows are copied into one of two page-locked (pinned)
+    staging buffers, sent to one of two device buffers by an asynchronous copy on one of two
+    CUDA streams, and reduced there by ``EStepPlan.launch`` into that stream's own totals: the
+    copy of block i + 1 overlaps the kernels of block i, and the host reads and stages block
+    i + 2 meanwhile.  A buffer is reused only after its stream has finished with it.  The two
+    totals are added on the host at the end of a pass, so a pass's result depends only on the
+    blocks' row counts (fixed by ``capacity``), not on timing: deterministic.
+
+    Buffers (2 x pinned + 2 x device, ``capacity`` rows each) are allocated once and reused
+    by every pass; ``close`` frees them (they are also freed with the object).
+    """
+
+    def __init__(self, capacity, D, dtype, weighted, block_rows=DEFAULT_BLOCK_ROWS,
+                 threads=DEFAULT_THREADS):
+        cuda = require_gpu()
+        self.capacity, self.D = int(capacity), int(D)
+        self.dtype = np.dtype(dtype)
+        self.block_rows, self.threads = int(block_rows), int(threads)
+        self.weighted = bool(weighted)
+        shape = (self.capacity, self.D)
+        what = f"two streamed chunks ({self.capacity} x {self.D} {self.dtype.name})"
+        self.pinned = [cuda.pinned_array(shape, dtype=self.dtype) for _ in range(2)]
+        self.dev = [_alloc(cuda, shape, self.dtype, what) for _ in range(2)]
+        nw = self.capacity if self.weighted else 0
+        self.pinned_w = [cuda.pinned_array((nw,), dtype=np.float64) for _ in range(2)]
+        self.dev_w = [_alloc(cuda, (nw,), np.float64, "streamed weights") for _ in range(2)]
+        self.streams = [cuda.stream() for _ in range(2)]
+        self._pool = None
+        if STAGING_THREADS > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(STAGING_THREADS, thread_name_prefix="fastmix-stage")
+        self.bytes_sent = 0
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self.pinned = self.dev = self.pinned_w = self.dev_w = self.streams = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _stage(self, j, X, w):
+        """Copy a host block into buffer j and start its transfer on stream j."""
+        cuda = require_gpu()
+        n = X.shape[0]
+        if n > self.capacity:
+            raise ValueError(f"a block of {n} rows exceeds the staging capacity "
+                             f"{self.capacity}")
+        if X.dtype != self.dtype:
+            raise ValueError(f"streamed rows are {X.dtype}, expected {self.dtype}")
+        stream = self.streams[j]
+        _copy_rows(self.pinned[j][:n], X, self._pool)
+        Xd = self.dev[j][:n]
+        cuda.to_device(self.pinned[j][:n], stream=stream, to=Xd)
+        if self.weighted:
+            if w is None:
+                raise ValueError("a block came without the weights the stream was opened with")
+            self.pinned_w[j][:n] = w
+            wd = self.dev_w[j][:n]
+            cuda.to_device(self.pinned_w[j][:n], stream=stream, to=wd)
+        else:
+            wd = self.dev_w[j]  # empty: unit weights
+        self.bytes_sent += X.nbytes + (n * 8 if self.weighted else 0)
+        return Xd, wd
+
+    def estep(self, blocks, kp):
+        """(nk, s1, s2, ll, ws) of the rows of ``blocks`` (an iterable of (X, w or None) host
+        arrays of at most ``capacity`` rows) under ``kp``."""
+        plan = EStepPlan(kp, self.dtype, self.block_rows, self.threads)
+        part = [plan.partials(self.capacity) for _ in range(2)]
+        out = [plan.totals() for _ in range(2)]
+        i = -1
+        for i, (X, w) in enumerate(blocks):
+            j = i % 2
+            self.streams[j].synchronize()  # buffer j (and part[j]) free again
+            Xd, wd = self._stage(j, X, w)
+            plan.launch(Xd, wd, part[j], out[j], stream=self.streams[j])
+        for st in self.streams:
+            st.synchronize()
+        tot = out[0].copy_to_host()
+        if i >= 1:
+            tot = tot + out[1].copy_to_host()
+        return plan.unpack(tot)
 
 
 def log_prob_gpu(Xd, kp, want_resp=False, block_rows=DEFAULT_BLOCK_ROWS,
