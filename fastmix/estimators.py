@@ -42,6 +42,13 @@ def _check_int(est, name, lo, optional=False):
                          f"got {v!r}")
 
 
+def _on_gpu(X):
+    """True for arrays that live on a GPU (``__cuda_array_interface__``; the CUDA simulator's
+    stand-ins)."""
+    return (hasattr(X, "__cuda_array_interface__")
+            or type(X).__name__ == "FakeCUDAArray")
+
+
 class ConvergenceWarning(UserWarning):
     """EM stopped at ``max_iter`` before the lower bound changed by less than ``tol``."""
 
@@ -312,6 +319,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _stream(self, X, sample_weight=None, *, fitting):
         """(Stream over X, whether fastmix opened it).  In-memory array-likes are validated as a
         whole (check_array); out-of-core data block by block on their first pass."""
+        if _on_gpu(X):
+            return self._device_stream(X, sample_weight, fitting), False
         if distributed.is_dask_array(X):
             if not fitting:
                 self._check_fitted()
@@ -351,6 +360,25 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             if opened:
                 source.close()
             raise
+
+    def _device_stream(self, X, sample_weight, fitting):
+        """A Stream over a GPU array (read back to the host only block by block, for
+        validation and initialisation); ``device="cuda"`` only."""
+        if getattr(self, "device", "cpu") != "cuda":
+            raise ValueError(f"X is a GPU array ({type(X).__name__}); use device='cuda', or copy "
+                             "it to the host first")
+        from . import gpu
+        source = gpu.DeviceSource(X)
+        if fitting:
+            self._check_rows(source.n_rows)
+            sw = check_sample_weight(gpu.device_weights_to_host(sample_weight), source.n_rows)
+        else:
+            self._check_fitted()
+            if source.n_features != self.n_features_in_:
+                raise ValueError(f"X has {source.n_features} features, but {type(self).__name__} "
+                                 f"is expecting {self.n_features_in_} features as input.")
+            sw = None
+        return sources.Stream(source, self._chunk_rows, weights=sw, prefetch=False)
 
     def _check_rows(self, n_rows):
         if n_rows is None:
@@ -479,7 +507,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             self._device_data = None
             if gpu is not None:
                 X0 = data.in_memory
-                if X0 is not None and gpu.fits_on_device(X0.nbytes):
+                if isinstance(data.source, gpu.DeviceSource):  # used in place, no copy
+                    self._device_data = gpu.to_gpu(data.source.X, data.weights)
+                elif X0 is not None and gpu.fits_on_device(X0.nbytes):
                     # rows (and weights) go to the device once per fit and stay there
                     self._device_data = gpu.to_gpu(X0, data.weights)
                 else:  # out-of-core, or larger than the device: streamed every iteration
@@ -693,6 +723,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ inference -----------
     def _log_prob(self, X, want_resp=False):
         gpu = self._gpu(X)
+        if gpu is not None and _on_gpu(X):  # in place; NaN/inf show as non-finite log p
+            self._device_stream(X, None, fitting=False)  # checks fitted and the shape
+            out = gpu.log_prob(X, self._params(), want_resp, block_rows=gpu.DEFAULT_BLOCK_ROWS,
+                               threads=gpu.DEFAULT_THREADS)
+            gpu.check_log_prob(out[0])
+            return out
         if gpu is not None and not sources.is_out_of_core(X):
             X = self._validate_predict_X(X)
             if gpu.fits_on_device(X.nbytes):

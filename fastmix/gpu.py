@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import sources
 from ._params import stats_from_kernel
 from .em import em_loop
 from .kernels import gpu as gk
@@ -158,3 +159,44 @@ def log_prob_blocks(data, params, want_resp=False, block_rows=DEFAULT_BLOCK_ROWS
     logp, labels, resp = zip(*parts)
     return (np.concatenate(logp), np.concatenate(labels),
             np.concatenate(resp) if want_resp else None)
+
+
+def is_device_array(X):
+    """True for arrays that live on a GPU (``__cuda_array_interface__``: CuPy, PyTorch CUDA
+    tensors, numba device arrays)."""
+    return gk.is_device_array(X)
+
+
+class DeviceSource(sources.Source):
+    """A GPU array (N, D) seen as a fastmix source, for the steps that run on the host
+    (validation, the k-means sample, the initial assignment pass): rows are copied to the
+    host a block at a time, the array itself is never copied whole nor modified.  EM then
+    uses the array in place (``to_gpu``)."""
+
+    random_access = True
+
+    def __init__(self, X, name="device array"):
+        self.X = gk.to_device(X)  # a numba view of the same memory; checks 2-D float, C order
+        self.name = name
+        self.n_rows, self.n_features = self.X.shape
+        self.dtype = np.dtype(self.X.dtype)
+
+    def read_rows(self, start, stop, out):
+        if stop > start:
+            self.X[start:stop].copy_to_host(out)
+
+
+def device_weights_to_host(sample_weight):
+    """Sample weights given as a GPU array, copied to the host (N floats); others unchanged."""
+    if sample_weight is not None and gk.is_device_array(sample_weight):
+        return np.asarray(gk.to_host(sample_weight), dtype=np.float64)
+    return sample_weight
+
+
+def check_log_prob(logp):
+    """A ValueError when a row's log-density is not finite: NaN or infinity in device rows
+    (which are not validated on the host before inference)."""
+    bad = np.flatnonzero(~np.isfinite(logp))
+    if bad.size:
+        raise ValueError(f"Input X contains NaN or infinity: row {int(bad[0])} of the device "
+                         f"array has log-density {logp[bad[0]]} ({bad.size} such rows)")

@@ -484,3 +484,46 @@ def test_estimator_streams_files_and_data_larger_than_the_device(tmp_path, small
     assert_close(big.lower_bounds_, cpu.lower_bounds_, 1e-11)
     assert_close(big.means_, cpu.means_, 1e-9)
     assert_close(big.predict_proba(X), cpu.predict_proba(X), 1e-9, floor=1e-12)
+
+
+# ------------------------------------------------------------- GPU arrays as input -----------
+def test_estimator_fits_gpu_arrays_in_place(small_launch, monkeypatch):
+    """A device array (``__cuda_array_interface__``; the simulator's stand-in here) is fitted
+    in place -- never uploaded again -- and gives the fit of the same rows on the host; device
+    weights are accepted; predict / score on device rows run on the device."""
+    import fastmix
+    X, sw, *_ = make_problem("diag", seed=14, n=64)
+    kw = dict(covariance_type="diag", max_iter=3, tol=0.0, random_state=0, chunk_size=16)
+    cpu = fastmix.GaussianMixture(3, **kw).fit(X, sample_weight=sw)
+    Xd = gk.to_device(X)
+    uploads = []
+    real_upload = gk._upload
+    monkeypatch.setattr(gk, "_upload", lambda cuda, a, what: uploads.append(what)
+                        or real_upload(cuda, a, what))
+    dev = fastmix.GaussianMixture(3, device="cuda", **kw).fit(Xd, sample_weight=gk.require_gpu().to_device(sw))
+    assert not [w for w in uploads if w.startswith("the data")]  # rows never copied again
+    assert_close(dev.lower_bounds_, cpu.lower_bounds_, 1e-11)
+    assert_close(dev.means_, cpu.means_, 1e-9)
+    assert_close(dev.score_samples(Xd), cpu.score_samples(X), 1e-11)
+    np.testing.assert_array_equal(dev.predict(Xd), cpu.predict(X))
+    assert_close(dev.score(Xd), cpu.score(X), 1e-11)
+
+
+def test_gpu_array_bad_input(small_launch):
+    import fastmix
+    X, *_ = make_problem("diag", seed=15, n=64)
+    with pytest.raises(ValueError, match="use device='cuda'"):
+        fastmix.GaussianMixture(2).fit(gk.to_device(X))
+    bad = X.copy()
+    bad[37, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity.*row 37"):
+        fastmix.GaussianMixture(2, device="cuda", max_iter=2).fit(gk.to_device(bad))
+    gm = fastmix.GaussianMixture(2, device="cuda", max_iter=2, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="row 37 of the device array"):
+        gm.predict(gk.to_device(bad))
+    with pytest.raises(ValueError, match="expecting 3 features"):
+        gm.predict(gk.to_device(X[:, :2].copy()))
+    with pytest.raises(ValueError, match="2-D float32/float64"):
+        gm.predict(gk.require_gpu().to_device(X[:, 0].copy()))
+    with pytest.raises(ValueError, match="n_samples >= n_components"):
+        fastmix.GaussianMixture(5, device="cuda").fit(gk.to_device(X[:4]))

@@ -186,6 +186,11 @@ def to_device(X, dtype=None):
     return _upload(cuda, np.ascontiguousarray(X, dtype=dtype), f"the data {X.shape}")
 
 
+def to_host(a):
+    """A device array copied to a new host NumPy array."""
+    return _as_cuda_array(require_gpu(), a).copy_to_host()
+
+
 def weights_to_device(sample_weight, n):
     """Sample weights (n,) float64 on the device; None -> an empty array (all weights 1)."""
     cuda = require_gpu()
