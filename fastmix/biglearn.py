@@ -59,8 +59,22 @@ def draw_step(rng, D, probs, beta):
     return kind, A, T
 
 
-def local_step(data, weights, means, covs, A, T, *, alpha, eps, update):
-    """One EM step on the (transformed) marginal T; returns (weights, means, covs, mean ll)."""
+def marginal_stats(data, kp, A, T):
+    """Full-covariance statistics (nk, s1, s2, ll, ws) of the rows ``(X A^T)[:, T]`` (or
+    ``X[:, T]`` when A is None) of a host Stream, block by block on the CPU kernels.
+    ``fastmix.gpu.DeviceMarginals`` is the same function for rows resident on a GPU."""
+    D = data.n_features
+    acc = kernels.Accumulator(kernels.FULL, kp.means64.shape[0], len(T))
+    for _, X, w in data.blocks():
+        Y = X if A is None else X @ A.T.astype(X.dtype)
+        Y = np.ascontiguousarray(Y[:, T]) if len(T) < D else np.ascontiguousarray(Y)
+        kernels.estep_stats(Y, w, kp, data.chunk_rows, acc)
+    return acc.result()
+
+
+def local_step(data, weights, means, covs, A, T, *, alpha, eps, update, stats=marginal_stats):
+    """One EM step on the (transformed) marginal T; returns (weights, means, covs, mean ll).
+    ``stats(data, kp, A, T)`` computes the marginal's statistics (``marginal_stats``)."""
     K, D = means.shape
     mbar = means if A is None else means @ A.T
     Sbar = covs if A is None else A @ covs @ A.T  # (K, D, D): A Sigma_k A^T, O(K D^3)
@@ -68,12 +82,7 @@ def local_step(data, weights, means, covs, A, T, *, alpha, eps, update):
     STT = np.ascontiguousarray(Sbar[:, T][:, :, T])
     cov = FullCovariance.from_covariances(STT)
     kp = GMMParams(weights, mT, cov).kernel_params(data.dtype)
-    acc = kernels.Accumulator(kernels.FULL, K, len(T))
-    for _, X, w in data.blocks():
-        Y = X if A is None else X @ A.T.astype(X.dtype)
-        Y = np.ascontiguousarray(Y[:, T]) if len(T) < D else np.ascontiguousarray(Y)
-        kernels.estep_stats(Y, w, kp, data.chunk_rows, acc)
-    nk, s1, s2, ll, ws = acc.result()
+    nk, s1, s2, ll, ws = stats(data, kp, A, T)
     pi_t = nk / ws
     denom = ws * np.maximum(pi_t, PI_FLOOR)
     new_mT = s1 / denom[:, None]
@@ -116,8 +125,9 @@ class BigLearnResult:
 
 
 def run_biglearn(data, params, rng, *, n_outer, n_local_steps, probs, beta, alpha, eps, update,
-                 callback=None):
-    """The outer loop; ``callback(iteration, kind, params, mean_ll)`` after each iteration."""
+                 callback=None, stats=marginal_stats):
+    """The outer loop; ``callback(iteration, kind, params, mean_ll)`` after each iteration;
+    ``stats`` as for ``local_step``."""
     w = params.weights
     m = params.means
     c = params.cov.covariances
@@ -126,7 +136,8 @@ def run_biglearn(data, params, rng, *, n_outer, n_local_steps, probs, beta, alph
     for it in range(1, n_outer + 1):
         kind, A, T = draw_step(rng, D, probs, beta)
         for _ in range(n_local_steps):
-            w, m, c, ll = local_step(data, w, m, c, A, T, alpha=alpha, eps=eps, update=update)
+            w, m, c, ll = local_step(data, w, m, c, A, T, alpha=alpha, eps=eps, update=update,
+                                     stats=stats)
         res.kinds.append(kind)
         res.log_likelihoods.append(float(ll))
         res.params = GMMParams(w, m, FullCovariance.from_covariances(c))

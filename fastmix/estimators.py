@@ -1189,6 +1189,12 @@ class BigLearnGaussianMixture(GaussianMixture):
         min-max scaled); the others are GaussianMixture's.
     random_state : one seeded generator drives every draw (step kind, subset, orthogonal A).
     chunk_size : rows per kernel chunk.
+    device : {"cpu", "cuda"}, default "cpu"
+        "cuda": the rows stay on the GPU; every local step forms its (transformed) marginal
+        there (``fastmix.kernels.gpu_linalg``) and runs the full-covariance E-step kernel on
+        it; only the statistics come back (the M-step and the covariance repair run on the
+        host).  Needs rows that fit on the device (in-memory arrays or GPU arrays);
+        initialisation and inference as for GaussianMixture(device="cuda").
     verbose : int
 
     Attributes
@@ -1210,7 +1216,7 @@ class BigLearnGaussianMixture(GaussianMixture):
     def __init__(self, n_components=1, *, p_joint=0.4, p_marginal=0.1, p_transformed=0.5,
                  subset_beta=(5.0, 1.0), n_local_steps=5, n_outer=200, eig_floor=1e-5,
                  weight_smoothing=None, cov_update="floor", init_params="random",
-                 random_state=None, chunk_size=None, verbose=0):
+                 random_state=None, chunk_size=None, verbose=0, device="cpu"):
         self.n_components = n_components
         self.p_joint = p_joint
         self.p_marginal = p_marginal
@@ -1225,6 +1231,7 @@ class BigLearnGaussianMixture(GaussianMixture):
         self.random_state = random_state
         self.chunk_size = chunk_size
         self.verbose = verbose
+        self.device = device
 
     # GaussianMixture's inference/persistence code reads these
     reg_covar = 0.0
@@ -1233,7 +1240,6 @@ class BigLearnGaussianMixture(GaussianMixture):
     n_factors = None
     noise = "diagonal"
     loadings_init = None
-    device = "cpu"
 
     def _check_hyper(self):
         for name, lo in (("n_components", 1), ("n_local_steps", 1), ("n_outer", 0),
@@ -1258,15 +1264,33 @@ class BigLearnGaussianMixture(GaussianMixture):
             raise ValueError(f"init_params must be 'random', 'kmeans', 'k-means++' or "
                              f"'random_from_data', got {self.init_params!r}")
         _check_int(self, "chunk_size", 1, optional=True)
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+
+    def _device_marginals(self, gpu, data):
+        """(device rows, the GPU marginal-statistics function) for ``device="cuda"``."""
+        if isinstance(data.source, gpu.DeviceSource):
+            dd = gpu.to_gpu(data.source.X, data.weights)
+        elif data.in_memory is not None and gpu.fits_on_device(data.in_memory.nbytes):
+            dd = gpu.to_gpu(data.in_memory, data.weights)
+        else:
+            raise ValueError("BigLearnGaussianMixture(device='cuda') needs rows that fit on the "
+                             "GPU (an in-memory or GPU array); fit files and larger data with "
+                             "device='cpu'")
+        return dd, gpu.DeviceMarginals(dd, gpu.DEFAULT_BLOCK_ROWS, gpu.DEFAULT_THREADS)
 
     def fit(self, X, y=None, sample_weight=None, *, callback=None):
         """Run ``n_outer`` BigLearn-EM iterations.  X as for ``GaussianMixture.fit``.
         ``callback(iteration, kind, model)`` after each outer iteration, with ``model`` a
         fitted copy of this estimator at that point (for monitoring, e.g. a test KL)."""
         self._check_hyper()
+        gpu = self._gpu(X)
         data, opened = self._stream(X, sample_weight, fitting=True)
         try:
             self._check_rows(data.n_rows)
+            dd, stats = None, biglearn.marginal_stats
+            if gpu is not None:
+                dd, stats = self._device_marginals(gpu, data)
             rng = check_random_state(self.random_state)
             K, D = self.n_components, data.n_features
             with kernels.blas_single_threaded():
@@ -1290,9 +1314,14 @@ class BigLearnGaussianMixture(GaussianMixture):
                     n_local_steps=int(self.n_local_steps),
                     probs=(self.p_joint, self.p_marginal, self.p_transformed),
                     beta=tuple(float(v) for v in self.subset_beta), alpha=alpha,
-                    eps=float(self.eig_floor), update=self.cov_update, callback=hook)
-                from .em import e_step_stats
-                final = e_step_stats(data, None, res.params, self._chunk_rows)
+                    eps=float(self.eig_floor), update=self.cov_update, callback=hook,
+                    stats=stats)
+                if dd is not None:
+                    final = gpu.e_step_stats(dd, None, res.params, gpu.DEFAULT_BLOCK_ROWS,
+                                             gpu.DEFAULT_THREADS)
+                else:
+                    from .em import e_step_stats
+                    final = e_step_stats(data, None, res.params, self._chunk_rows)
         finally:
             if opened:
                 data.close()

@@ -200,3 +200,23 @@ def check_log_prob(logp):
     if bad.size:
         raise ValueError(f"Input X contains NaN or infinity: row {int(bad[0])} of the device "
                          f"array has log-density {logp[bad[0]]} ({bad.size} such rows)")
+
+
+class DeviceMarginals:
+    """BigLearn-EM's marginal statistics (``fastmix.biglearn.marginal_stats``) for rows
+    resident on the GPU: the (transformed) marginal rows are formed on the device
+    (``kernels.gpu.marginal_rows``, into one reused buffer) and fed to the full-covariance
+    E-step kernel; only the statistics come back."""
+
+    def __init__(self, data, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_THREADS):
+        self.data = data
+        self.block_rows, self.threads = block_rows, threads
+        self.buf = None
+
+    def __call__(self, _data, kp, A, T):
+        X = self.data.X
+        if self.buf is None and not (A is None and len(T) == X.shape[1]):
+            self.buf = gk.marginal_buffer(X)
+        Y = gk.marginal_rows(X, A, T, self.buf)
+        return gk.estep_stats_gpu(Y, self.data.w, kp, block_rows=self.block_rows,
+                                  threads=self.threads)

@@ -527,3 +527,43 @@ def test_gpu_array_bad_input(small_launch):
         gm.predict(gk.require_gpu().to_device(X[:, 0].copy()))
     with pytest.raises(ValueError, match="n_samples >= n_components"):
         fastmix.GaussianMixture(5, device="cuda").fit(gk.to_device(X[:4]))
+
+
+# ------------------------------------------------------------------ BigLearn on the GPU -----
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_marginal_rows_match_numpy(dtype):
+    """(X A^T)[:, T] and X[:, T] formed on the device; D = 20 spans two 16-wide slabs, N = 37
+    leaves partial tiles; a full identity marginal is the data itself (no copy)."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((37, 20)).astype(dtype)
+    A = np.linalg.qr(rng.standard_normal((20, 20)))[0]
+    T = np.array([0, 3, 4, 11, 17, 19])
+    Xd = gk.to_device(X)
+    buf = gk.marginal_buffer(Xd)
+    Y = gk.marginal_rows(Xd, A, T, buf).copy_to_host()
+    expect = (X.astype(np.float64) @ A.astype(dtype).astype(np.float64).T)[:, T]
+    assert Y.dtype == dtype and Y.shape == (37, 6)
+    assert_close(Y, expect, 1e-13 if dtype == np.float64 else 1e-6, floor=1e-6)
+    np.testing.assert_array_equal(gk.marginal_rows(Xd, None, T, buf).copy_to_host(), X[:, T])
+    assert gk.marginal_rows(Xd, None, np.arange(20)) is Xd
+
+
+def test_biglearn_device_cuda_matches_cpu(small_launch, tmp_path):
+    """All three step kinds on the device: the CPU fit to rounding, step for step."""
+    import fastmix
+    X, *_ = make_problem("full", seed=16, n=64)
+    kw = dict(n_outer=6, n_local_steps=2, p_joint=0.3, p_marginal=0.3, p_transformed=0.4,
+              init_params="kmeans", random_state=2)
+    cpu = fastmix.BigLearnGaussianMixture(3, **kw).fit(X)
+    dev = fastmix.BigLearnGaussianMixture(3, device="cuda", **kw).fit(X)
+    assert set(cpu.step_kinds_) == {"joint", "marginal", "transformed"}
+    assert dev.step_kinds_ == cpu.step_kinds_
+    assert_close(dev.log_likelihoods_, cpu.log_likelihoods_, 1e-10)
+    assert_close(dev.means_, cpu.means_, 1e-9)
+    assert_close(dev.covariances_, cpu.covariances_, 1e-9)
+    assert_close(dev.lower_bound_, cpu.lower_bound_, 1e-11)
+    with pytest.raises(ValueError, match="device must be one of"):
+        fastmix.BigLearnGaussianMixture(2, device="tpu").fit(X)
+    np.save(tmp_path / "x.npy", X)
+    with pytest.raises(ValueError, match="needs rows that fit on the GPU"):
+        fastmix.BigLearnGaussianMixture(2, device="cuda").fit(str(tmp_path / "x.npy"))

@@ -458,6 +458,34 @@ class StreamedEStep:
         return plan.unpack(tot)
 
 
+def marginal_buffer(Xd):
+    """A device buffer for ``marginal_rows`` of any subset of Xd's columns (N * D entries)."""
+    N, D = Xd.shape
+    return _alloc(require_gpu(), (N * D,), Xd.dtype, f"the marginal rows ({N} x {D})")
+
+
+def marginal_rows(Xd, A, T, out=None):
+    """Rows of a (transformed) marginal on the device: ``(Xd @ A.T)[:, T]`` when ``A`` (D, D)
+    is given, else ``Xd[:, T]``; ``Xd`` itself when neither transforms nor drops a column.
+    ``out``: a device buffer of at least N * len(T) entries of the data dtype, reused."""
+    from . import gpu_linalg
+    cuda = require_gpu()
+    N, D = Xd.shape
+    T = np.asarray(T, dtype=np.int64)
+    if A is None and len(T) == D and np.array_equal(T, np.arange(D)):
+        return Xd
+    m = len(T)
+    if out is None:
+        out = _alloc(cuda, (N * m,), Xd.dtype, f"the marginal rows ({N} x {m})")
+    Yd = out[:N * m].reshape(N, m)
+    if A is None:
+        gpu_linalg.gather(Xd, cuda.to_device(T), Yd)
+    else:
+        P = np.ascontiguousarray(np.asarray(A)[T, :].T, dtype=Xd.dtype)  # (D, m)
+        gpu_linalg.project(Xd, cuda.to_device(P), Yd)
+    return Yd
+
+
 def log_prob_gpu(Xd, kp, want_resp=False, block_rows=DEFAULT_BLOCK_ROWS,
                  threads=DEFAULT_THREADS, to_host=True):
     """Per-row log p(x) (N,) float64, labels (N,) int64, responsibilities (N, K) float64 or None,
