@@ -19,6 +19,8 @@ short NumPy k-means.  Shapes are written ``(N, D, K)``.
 * ``FirstFit.timeraw_first_fit``: a fresh interpreter with an empty
   ``NUMBA_CACHE_DIR`` runs ``import fastmix`` and one small fit: the cold-JIT
   cost a new user (or a new environment) pays once.
+* ``DeviceEMIteration`` / ``DeviceEStepLarge``: the issue-9 GPU targets (CPU vs
+  "cuda"; the GPU cases are skipped on machines without one).
 * ``Quality.track_lower_bound``: final lower bound of a fixed-seed fit with
   fastmix's own default initialisation; ``track_n_iter`` its iteration count.
 * ``AgreementWithSklearn.track_lower_bound_gap_to_sklearn``: fastmix minus
@@ -463,3 +465,73 @@ class SGDVariants:
         return self.n / (time.perf_counter() - t0)
 
     track_samples_per_second.unit = "samples/s"
+
+
+def _require_gpu():
+    """asv skips a benchmark whose setup raises NotImplementedError: no GPU here (or only the
+    CUDA simulator, whose timings mean nothing)."""
+    from fastmix.kernels import gpu as gk
+    if not gk.gpu_available() or gk.simulated():
+        raise NotImplementedError("no CUDA GPU")
+
+
+class DeviceEMIteration:
+    """One EM iteration of the batch driver on the CPU kernels and on the GPU kernels (issue 9
+    target: diag, N = 10^6, D = 64, K = 64, float32, <= 3 ms on an H100).  The data are
+    resident (uploaded once in setup for "cuda"); the time includes the host M-step.  The
+    "cuda" case is skipped without a GPU."""
+
+    params = (["cpu", "cuda"],)
+    param_names = ["device"]
+    timeout = 600
+    shape = (1_000_000, 64, 64)
+
+    def setup(self, device):
+        from fastmix._params import Covariance, GMMParams
+        if device == "cuda":
+            _require_gpu()
+        n, d, k = self.shape
+        self.X = make_mixture(n, d, k, seed=SEED, dtype=np.float32)
+        rng = np.random.default_rng(SEED)
+        means = self.X[rng.choice(n, k, replace=False)].astype(np.float64)
+        self.params0 = GMMParams(np.full(k, 1.0 / k), means,
+                                 Covariance.registry["diag"].from_covariances(np.ones((k, d))))
+        if device == "cuda":
+            from fastmix import gpu
+            self.data = gpu.to_gpu(self.X)
+            self.run = lambda: gpu.run_em_gpu(self.data, None, self.params0, reg_covar=1e-6,
+                                              tol=-1.0, max_iter=1)
+        else:
+            from fastmix.em import run_em
+            self.run = lambda: run_em(self.X, None, self.params0, reg_covar=1e-6, tol=-1.0,
+                                      max_iter=1)
+        self.run()  # compile
+
+    def time_em_iteration(self, device):
+        self.run()
+
+
+class DeviceEStepLarge:
+    """The fused E-step statistics at N = 10^6, D = 128, K = 1024 (diag, float32) on the GPU
+    (issue 9 target: <= 40 ms on an H100).  Skipped without a GPU; the CPU figure (~minutes on
+    2 cores) is in bench/gpu.py, measured on a row subset and scaled."""
+
+    timeout = 600
+
+    def setup(self):
+        _require_gpu()
+        from fastmix._params import Covariance, GMMParams
+        from fastmix.kernels import gpu as gk
+        n, d, k = 1_000_000, 128, 1024
+        X = make_mixture(n, d, 16, seed=SEED, dtype=np.float32)
+        rng = np.random.default_rng(SEED)
+        means = X[rng.choice(n, k, replace=False)].astype(np.float64)
+        kp = GMMParams(np.full(k, 1.0 / k), means,
+                       Covariance.registry["diag"].from_covariances(np.ones((k, d)))
+                       ).kernel_params(np.float32)
+        Xd, wd = gk.to_device(X), gk.weights_to_device(None, n)
+        self.run = lambda: gk.estep_stats_gpu(Xd, wd, kp)
+        self.run()
+
+    def time_estep_stats(self):
+        self.run()
