@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 
+from .kernels.gpu import GPUUnavailableError  # imports no numba-cuda
+
 
 def make_blobs(n, d, k, dtype=np.float64, separation=8.0, random_state=0):
     """n points (n, d) from a k-component mixture with well-separated means.
@@ -105,6 +107,9 @@ def _data_args(p):
     p.add_argument("--columns", help="comma-separated feature columns (Parquet/CSV)")
     p.add_argument("--chunk-rows", type=int, default=None,
                    help="rows per kernel chunk (default 4096)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="run the passes over the data on the CPU or a CUDA GPU (needs "
+                        "pip install 'fastmix[cuda]'; the file is streamed to the device)")
 
 
 def _open_data(args, weight_column=None):
@@ -123,8 +128,11 @@ def _load(path):
 
 
 def _apply_chunk_rows(model, args):
+    """The data options that also apply to a loaded model: chunk size and device."""
     if getattr(args, "chunk_rows", None) is not None:
         model.set_params(chunk_size=args.chunk_rows)
+    if getattr(args, "device", None) is not None:
+        model.set_params(device=args.device)
 
 
 def cmd_fit(args):
@@ -136,7 +144,7 @@ def cmd_fit(args):
         reg_covar=args.reg_covar, max_iter=args.max_iter, n_init=args.n_init,
         init_params=args.init, random_state=args.seed, chunk_size=args.chunk_rows,
         progress=_progress(args), batch_size=args.batch_rows, n_factors=args.n_factors,
-        noise=args.noise)
+        noise=args.noise, device=args.device)
     t0 = time.perf_counter()
     with source:
         gm.fit(source, sample_weight=args.weights,
@@ -294,7 +302,8 @@ def _parser():
 
 
 #: Errors reported as one line (the user's input or environment, not a fastmix bug).
-USER_ERRORS = (ValueError, TypeError, OSError, ImportError, FloatingPointError, KeyError)
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError, FloatingPointError, KeyError,
+               MemoryError, GPUUnavailableError)
 
 
 def main(argv=None):

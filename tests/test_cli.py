@@ -47,9 +47,9 @@ def datafile(tmp_path_factory):
     return path, X
 
 
-def _run(*args):
+def _run(*args, env=None):
     return subprocess.run([sys.executable, "-m", "fastmix", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_fit_score_predict_sample_info(datafile, tmp_path, capsys):
@@ -184,3 +184,33 @@ def test_checkpoint_survives_sigkill_and_resume_matches(tmp_path):
     np.testing.assert_array_equal(a.covariances_, b.covariances_)
     np.testing.assert_array_equal(a.weights_, b.weights_)
     assert a.lower_bounds_ == b.lower_bounds_
+
+
+def test_device_option(tmp_path):
+    """--device cuda: a one-line error naming the extra or the missing GPU when there is none
+    (no model written); on the CUDA simulator (when numba-cuda is installed) fit / predict
+    stream the file through the device kernels and agree with --device cpu."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(-3, 1, (32, 2)), rng.normal(3, 1, (32, 2))])
+    data = tmp_path / "x.npy"
+    np.save(data, X)
+    out = tmp_path / "m.npz"
+    real = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    msg = _one_line_error(_run("fit", data, "-k", "2", "-o", out, "--device", "cuda", env=real))
+    assert "fastmix[cuda]" in msg and ("no CUDA GPU" in msg or "not installed" in msg)
+    assert not out.exists()
+    pytest.importorskip("numba_cuda")
+    sim = dict(real, NUMBA_ENABLE_CUDASIM="1")
+    cpu_out = tmp_path / "cpu.npz"
+    common = ("-k", "2", "--max-iter", "3", "--tol", "0", "--covariance-type", "diag", "--quiet")
+    assert _run("fit", data, "-o", cpu_out, *common).returncode == 0
+    r = _run("fit", data, "-o", out, "--device", "cuda", *common, env=sim)
+    assert r.returncode == 0, r.stderr
+    import fastmix
+    a, b = fastmix.load(cpu_out), fastmix.load(out)
+    assert b.device == "cuda"
+    np.testing.assert_allclose(b.means_, a.means_, rtol=1e-9)
+    labels = tmp_path / "labels.npy"
+    r = _run("predict", out, data, "-o", labels, "--device", "cuda", "--quiet", env=sim)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(np.load(labels), a.predict(X))
