@@ -254,6 +254,26 @@ def _check(Xd, kp):
         raise ValueError(f"data have {Xd.shape[1]} features, the model {kp.means64.shape[1]}")
 
 
+def _block_totals(cuda, S, n_blocks, launch):
+    """The S statistic totals (host float64) of ``n_blocks`` blocks: ``launch(nb, b0, part)``
+    runs blocks b0 .. b0 + nb - 1, block b0 + b writing its partials into ``part[b, :S]``.
+
+    The blocks run in groups of a fixed size (a function of S and ``gpu_estep.PARTIAL_BYTES``
+    only, so that the result is reproducible), each group reduced on the device in block order
+    and added to the totals in group order; only the S totals are copied to the host."""
+    from . import gpu_estep
+    n_blocks = max(1, int(n_blocks))
+    group = int(min(n_blocks, max(1, gpu_estep.PARTIAL_BYTES // (8 * S))))  # blocks per launch
+    part = _alloc(cuda, (group, S), np.float64,
+                  f"the per-block partial statistics ({group} blocks x {S} float64)")
+    out = _alloc(cuda, (S,), np.float64, "the statistics")
+    for b0 in range(0, n_blocks, group):  # launch groups in order; each adds to the totals
+        nb = min(group, n_blocks - b0)
+        launch(nb, b0, part)
+        gpu_estep.reduce_blocks[max(1, -(-S // 128)), 128](part, nb, b0 > 0, out)
+    return out.copy_to_host()
+
+
 def estep_stats_gpu(Xd, wd, kp, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_THREADS):
     """Fused E-step on the GPU: (nk, s1, s2, ll, ws) as float64 host arrays, like
     ``fastmix.kernels.estep_stats``.  ``Xd`` from ``to_device``; ``wd`` from
@@ -268,19 +288,10 @@ def estep_stats_gpu(Xd, wd, kp, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_T
     mod, (estep, _) = _kernels(kp, Xd.dtype, threads)
     S = mod.n_entries(kp.kind, K, D)
     block_rows = int(block_rows)
-    n_blocks = max(1, -(-N // block_rows))
     MT, PT, PCT, g, lconst, C64, g64 = (cuda.to_device(a) for a in _layout(kp))
-    group = int(min(n_blocks, max(1, mod.PARTIAL_BYTES // (8 * S))))  # blocks per launch
-    part = _alloc(cuda, (group, S), np.float64,
-                  f"the per-block partial statistics ({group} blocks x {S} float64)")
-    out = _alloc(cuda, (S,), np.float64, "the statistics")
     cut = float(CUT[np.dtype(Xd.dtype)])
-    for b0 in range(0, n_blocks, group):  # launch groups in order; each adds to the totals
-        nb = min(group, n_blocks - b0)
-        estep[nb, int(threads)](Xd, wd, MT, PT, PCT, g, lconst, C64, g64, cut, block_rows, b0,
-                                part)
-        mod.reduce_blocks[max(1, -(-S // 128)), 128](part, nb, b0 > 0, out)
-    tot = out.copy_to_host()
+    tot = _block_totals(cuda, S, -(-N // block_rows), lambda nb, b0, part: estep[
+        nb, int(threads)](Xd, wd, MT, PT, PCT, g, lconst, C64, g64, cut, block_rows, b0, part))
     KD = K * D
     nk = tot[:K].copy()
     s1 = tot[K:K + KD].reshape(K, D).copy()
