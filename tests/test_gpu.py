@@ -1,4 +1,5 @@
-"""CUDA kernels (``fastmix.kernels.gpu_estep``) and the GPU EM driver (``fastmix.gpu``).
+"""CUDA kernels (``fastmix.kernels.gpu_estep``) and the GPU EM driver (``fastmix.gpu``); the
+lowrank kernels have their own module, tests/test_gpu_lowrank.py.
 
 Without a GPU (CI) the module runs on numba's CUDA simulator: it sets ``NUMBA_ENABLE_CUDASIM=1``
 before numba-cuda is first imported in this process, so inputs are tiny (N <= 64, D <= 4,
@@ -22,7 +23,6 @@ from _helpers import (RTOL, assert_close, assert_reproducible, gmm_params,
                       perturbed_problem)
 from fastmix import kernels
 from fastmix import gpu as fgpu
-from fastmix._params import GMMParams
 from fastmix.em import run_em
 
 KINDS = ref.KINDS
@@ -223,18 +223,6 @@ def test_input_errors():
         gk.weights_to_device(sw[:-1], N)
     with pytest.raises(ValueError, match="2-D"):
         gk.to_device(X[:, 0])
-
-
-def test_lowrank_has_no_gpu_kernel_yet():
-    from fastmix._params import LowRankCovariance
-    rng = np.random.default_rng(0)
-    p = GMMParams(np.full(2, 0.5), rng.normal(size=(2, 4)),
-                  LowRankCovariance(rng.normal(size=(2, 4, 1)), np.ones((2, 4))))
-    kp = p.kernel_params(np.float64)
-    X = gk.to_device(rng.normal(size=(10, 4)))
-    for call in (lambda: gk.estep_stats_gpu(X, None, kp), lambda: gk.log_prob_gpu(X, kp)):
-        with pytest.raises(NotImplementedError, match="lowrank runs on the CPU"):
-            call()
 
 
 def test_missing_extra_error(monkeypatch):
