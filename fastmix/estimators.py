@@ -103,10 +103,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "cuda": batch EM and ``predict``/``score_samples``/``predict_proba`` run on the GPU
         (``fastmix.gpu``, ``pip install 'fastmix[cuda]'``): the rows are copied to the device
         once and stay there; each iteration returns only the statistics, the M-step runs on the
-        host.  Initialisation (k-means) runs on the CPU.  Available for in-memory NumPy arrays
-        and the full / tied / diag / spherical types; out-of-core sources, Dask arrays,
-        ``algorithm="online"`` and "lowrank" raise a ValueError naming what is missing.
-        Results agree with "cpu" to rounding (different summation order).
+        host.  Initialisation (k-means, and lowrank's per-cluster PCA) runs on the CPU.
+        Available for in-memory NumPy arrays and every covariance type (lowrank: a fused
+        Woodbury kernel, ``fastmix/kernels/gpu_lowrank.py``, for shapes whose tile row
+        ``8 K (1 + q) + D * itemsize + 16`` bytes fits 40 KiB of shared memory, else a
+        ValueError); out-of-core sources, Dask arrays and ``algorithm="online"`` raise a
+        ValueError naming what is missing.  Results agree with "cpu" to rounding (different
+        summation order).
     fixed : None or sequence of {"weights", "means", "covariances"}, default=None
         Parameter groups EM keeps at their initial values (from ``weights_init`` /
         ``means_init`` / ``precisions_init``, or from ``init_params``); the others get the
@@ -210,9 +213,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if getattr(self, "device", "cpu") != "cuda":
             return None
         what = None
-        if self.covariance_type == "lowrank":
-            what = "covariance_type='lowrank'"
-        elif algorithm != "batch":
+        if algorithm != "batch":
             what = f"algorithm={algorithm!r}"
         elif X is not None and (distributed.is_dask_array(X) or sources.is_out_of_core(X)):
             what = "out-of-core or Dask data"

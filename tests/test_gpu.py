@@ -377,9 +377,6 @@ def test_estimator_device_cuda_refuses_what_it_does_not_serve(tmp_path, small_la
     X, *_ = make_problem("diag", seed=12, n=64)
     with pytest.raises(ValueError, match="device must be one of"):
         fastmix.GaussianMixture(2, device="gpu").fit(X)
-    with pytest.raises(ValueError, match="lowrank"):
-        fastmix.GaussianMixture(2, covariance_type="lowrank", n_factors=1,
-                                device="cuda").fit(X)
     with pytest.raises(ValueError, match="algorithm='online'"):
         fastmix.GaussianMixture(2, device="cuda").fit(X, algorithm="online")
     with pytest.raises(ValueError, match="algorithm='online'"):

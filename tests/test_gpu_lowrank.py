@@ -1,4 +1,5 @@
-"""CUDA kernels for lowrank covariances (``fastmix.kernels.gpu_lowrank``).
+"""CUDA kernels for lowrank covariances (``fastmix.kernels.gpu_lowrank``) and
+``GaussianMixture(covariance_type="lowrank", device="cuda")``.
 
 Without a GPU the module runs on numba's CUDA simulator (``_gpu`` sets it up), so inputs are
 tiny: N = 50 rows, D = 4, K = 3, q = 2; 40-row blocks (two blocks, 40 + 10 rows: a partial last
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 
-from _gpu import gk, real_gpu, real_target_env  # noqa: I001  (first: sets up the simulator)
+from _gpu import SIM, gk, real_gpu, real_target_env  # noqa: I001  (first: sets up the simulator)
 import numpy as np
 import pytest
 
@@ -248,6 +249,50 @@ def test_lowrank_kernels_compile_for_a_real_gpu():
     if out.stdout.startswith("SKIP"):
         pytest.skip(out.stdout.strip())
     assert out.stdout.strip() in ("PTX-OK", "IR-OK"), out.stdout
+
+
+# ---------------------------------------------------------- GaussianMixture(device="cuda") --
+@pytest.fixture
+def small_launch(monkeypatch):
+    """The estimator launches with fastmix.gpu's defaults: tiny ones on the simulator."""
+    from fastmix import gpu as fgpu
+    if SIM:
+        monkeypatch.setattr(fgpu, "DEFAULT_BLOCK_ROWS", BLOCK_ROWS)
+        monkeypatch.setattr(fgpu, "DEFAULT_THREADS", THREADS)
+
+
+@pytest.mark.parametrize("q, noise, weighted", [(1, "isotropic", True), (2, "diagonal", False)])
+def test_estimator_device_cuda_matches_cpu(q, noise, weighted, small_launch):
+    """Same random_state: the GPU fit equals the CPU fit to rounding; predict, score_samples
+    and predict_proba run on the GPU and agree too."""
+    import fastmix
+    X, sw, _ = make_problem(seed=7, n=60, q=q)
+    sw = sw if weighted else None
+    kw = dict(covariance_type="lowrank", n_factors=q, noise=noise, max_iter=3, tol=0.0,
+              random_state=0)
+    cpu = fastmix.GaussianMixture(K, **kw).fit(X, sample_weight=sw)
+    dev = fastmix.GaussianMixture(K, device="cuda", **kw).fit(X, sample_weight=sw)
+    assert dev._device_data is None  # the device copy is released after fit
+    assert dev.n_iter_ == cpu.n_iter_ == 3
+    assert_close(dev.lower_bounds_, cpu.lower_bounds_, 1e-9)
+    for attr in ("weights_", "means_", "loadings_", "noise_variances_"):
+        assert_close(getattr(dev, attr), getattr(cpu, attr), 1e-9, attr)
+    if noise == "isotropic":
+        assert np.all(dev.noise_variances_ == dev.noise_variances_[:, :1])
+    assert_close(dev.score_samples(X), cpu.score_samples(X), 1e-11)
+    np.testing.assert_array_equal(dev.predict(X), cpu.predict(X))
+    assert_close(dev.predict_proba(X), cpu.predict_proba(X), 1e-9, floor=1e-12)
+
+
+def test_estimator_lowrank_cuda_still_refuses_online(small_launch):
+    """Lowrank on the GPU is batch EM only, like the other kinds."""
+    import fastmix
+    X, _, _ = make_problem(seed=8)
+    g = fastmix.GaussianMixture(K, covariance_type="lowrank", n_factors=1, device="cuda")
+    with pytest.raises(ValueError, match="algorithm='online'"):
+        g.fit(X, algorithm="online")
+    with pytest.raises(ValueError, match="algorithm='online'"):
+        g.partial_fit(X)
 
 
 # --------------------------------------------------------------------- real GPU only --------
