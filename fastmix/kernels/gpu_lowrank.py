@@ -48,9 +48,9 @@ it has never run on a GPU.  What to measure first on a real device (float32, e.g
 K = 16..64, D = 64..784, q = 2..16):
 
 * **Statistics traffic.**  ``S ~ K (1 + q) D`` entries, each read-modified-written in global
-  memory once per tile of R rows, and R shrinks as ``K (1 + q)`` grows (R = 32 needs
-  ``K (1 + q) <~ 150``; K = 64, q = 10, D = 784 gives R = 4 and S = 560k, i.e. ~9 MB of traffic
-  per 4 rows: far too slow).  Compare with (a) threads keeping their entries in registers across
+  memory once per tile of R rows, and R shrinks as ``K (1 + q)`` grows (R = 32 needs a tile
+  row of at most 1280 bytes, e.g. ``K (1 + q) <= 126`` at D = 64 float32; K = 64, q = 10,
+  D = 784 gives R = 4 and S = 610k, i.e. ~10 MB of traffic per 4 rows: far too slow).  Compare with (a) threads keeping their entries in registers across
   all tiles of the block when ``S / threads`` is small, and (b) for large shapes, writing
   ``w r`` and ``w r E[z|x]`` per row to global memory and forming ``s1``, ``s2[:, 0, :D]`` and
   ``s2[:, 1:, :D]`` as batched GEMMs (``[w r, w r E[z]]^T [x, (x - c)^2]`` per component, e.g.
@@ -63,8 +63,8 @@ K = 16..64, D = 64..784, q = 2..16):
   ``x``-dependent part (``B_k d = B_k x - B_k mu_k``).
 * Local memory: the per-thread ``z`` (q values) lives in registers only if numba/NVVM keeps it
   there; check the PTX (``ld.local``) for q >= 8.
-* Occupancy: the static shared memory of a block (up to 40 KiB) allows one or two blocks per
-  SM at large ``K (1 + q)``.
+* Occupancy: up to 40 KiB of static shared memory per block limits the resident blocks per
+  SM (about 5 on an H100); check the achieved occupancy at the default 256 threads.
 
 Kernels are specialised per (dtype, K, D, q, R, threads) through closures (compile-time shapes
 for the shared tiles and constant loop bounds): a fit compiles once per shape.
