@@ -110,12 +110,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "cuda": batch EM and ``predict``/``score_samples``/``predict_proba`` run on the GPU
         (``fastmix.gpu``, ``pip install 'fastmix[cuda]'``); each iteration returns only the
         statistics, the M-step runs on the host.  In-memory arrays that fit in 70 % of the
-        free device memory are copied once and stay on the device; files, memmaps, iterators
-        and larger arrays are streamed host -> device every iteration in ~64 MiB chunks
-        (pinned staging buffers, two CUDA streams, transfer overlapping compute).
-        Initialisation (k-means) runs on the CPU.  Dask arrays and ``algorithm="online"``
-        raise a ValueError naming what is CPU-only.  Results agree with "cpu" to rounding
-        (different summation order) and are reproducible run to run.
+        free device memory are copied once and stay on the device; GPU arrays
+        (``__cuda_array_interface__``: CuPy, PyTorch, numba) are used in place; files, memmaps,
+        iterators and larger arrays are streamed host -> device every iteration in ~64 MiB
+        chunks (pinned staging buffers, two CUDA streams, transfer overlapping compute).
+        Every covariance type (lowrank: a fused Woodbury kernel,
+        ``fastmix/kernels/gpu_lowrank.py``, for shapes whose tile row
+        ``8 K (1 + q) + D * itemsize + 16`` bytes fits 40 KiB of shared memory, else a
+        ValueError).  Initialisation (k-means, lowrank's per-cluster PCA) runs on the CPU.
+        Dask arrays and ``algorithm="online"`` raise a ValueError naming what is CPU-only.
+        Results agree with "cpu" to rounding (different summation order) and are
+        reproducible run to run.
     fixed : None or sequence of {"weights", "means", "covariances"}, default=None
         Parameter groups EM keeps at their initial values (from ``weights_init`` /
         ``means_init`` / ``precisions_init``, or from ``init_params``); the others get the
@@ -219,9 +224,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if getattr(self, "device", "cpu") != "cuda":
             return None
         what = None
-        if self.covariance_type == "lowrank":
-            what = "covariance_type='lowrank'"
-        elif algorithm != "batch":
+        if algorithm != "batch":
             what = f"algorithm={algorithm!r}"
         elif X is not None and distributed.is_dask_array(X):
             what = "Dask arrays (fit them with device='cpu' on the cluster)"

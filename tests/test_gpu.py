@@ -1,4 +1,5 @@
-"""CUDA kernels (``fastmix.kernels.gpu_estep``) and the GPU EM driver (``fastmix.gpu``).
+"""CUDA kernels (``fastmix.kernels.gpu_estep``) and the GPU EM driver (``fastmix.gpu``); the
+lowrank kernels have their own module, tests/test_gpu_lowrank.py.
 
 Without a GPU (CI) the module runs on numba's CUDA simulator: it sets ``NUMBA_ENABLE_CUDASIM=1``
 before numba-cuda is first imported in this process, so inputs are tiny (N <= 64, D <= 4,
@@ -22,7 +23,6 @@ from _helpers import (RTOL, assert_close, assert_reproducible, gmm_params,
                       perturbed_problem)
 from fastmix import kernels
 from fastmix import gpu as fgpu
-from fastmix._params import GMMParams
 from fastmix.em import run_em
 
 KINDS = ref.KINDS
@@ -225,18 +225,6 @@ def test_input_errors():
         gk.to_device(X[:, 0])
 
 
-def test_lowrank_has_no_gpu_kernel_yet():
-    from fastmix._params import LowRankCovariance
-    rng = np.random.default_rng(0)
-    p = GMMParams(np.full(2, 0.5), rng.normal(size=(2, 4)),
-                  LowRankCovariance(rng.normal(size=(2, 4, 1)), np.ones((2, 4))))
-    kp = p.kernel_params(np.float64)
-    X = gk.to_device(rng.normal(size=(10, 4)))
-    for call in (lambda: gk.estep_stats_gpu(X, None, kp), lambda: gk.log_prob_gpu(X, kp)):
-        with pytest.raises(NotImplementedError, match="lowrank runs on the CPU"):
-            call()
-
-
 def test_missing_extra_error(monkeypatch):
     """Without numba-cuda the probe names the extra to install."""
     real_find_spec = importlib.util.find_spec
@@ -389,9 +377,6 @@ def test_estimator_device_cuda_refuses_what_it_does_not_serve(tmp_path, small_la
     X, *_ = make_problem("diag", seed=12, n=64)
     with pytest.raises(ValueError, match="device must be one of"):
         fastmix.GaussianMixture(2, device="gpu").fit(X)
-    with pytest.raises(ValueError, match="lowrank"):
-        fastmix.GaussianMixture(2, covariance_type="lowrank", n_factors=1,
-                                device="cuda").fit(X)
     with pytest.raises(ValueError, match="algorithm='online'"):
         fastmix.GaussianMixture(2, device="cuda").fit(X, algorithm="online")
     with pytest.raises(ValueError, match="algorithm='online'"):

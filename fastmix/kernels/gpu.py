@@ -1,4 +1,5 @@
-"""Python-facing wrappers of the CUDA kernels (``gpu_estep``): probe, device arrays, E-step.
+"""Python-facing wrappers of the CUDA kernels (``gpu_estep``; ``gpu_lowrank`` for the lowrank
+kind): probe, device arrays, E-step, log p.
 
 Importing this module never imports numba-cuda: ``gpu_available()`` / ``require_gpu()`` do, once,
 and say what is missing (the ``cuda`` extra, or a visible GPU).  Every function takes device
@@ -12,7 +13,7 @@ import importlib.util
 
 import numpy as np
 
-from . import CUT, s2_shape
+from . import CUT, LOWRANK, n_factors, s2_shape
 
 #: Rows per block.  A constant, never derived from the device, so that the partition of the rows
 #: (and hence every rounding) is the same on every GPU: results are bit-identical run to run.
@@ -238,23 +239,51 @@ def _layout(kp):
         np.ascontiguousarray(g64, np.float64)]
 
 
+def _layout_lowrank(kp):
+    """Host arrays in gpu_lowrank's layout, components last for coalesced reads: MT means
+    (D, K), PT psi^-1/2 (D, K), BT the projections B_k as (D, q, K), all in the data dtype;
+    CT the factors C_k as (q, q, K), lconst (K,) and the centres means64 (K, D) in float64."""
+    q = n_factors(kp)
+    pc = kp.pc
+    BT = np.transpose(pc[:, 1:1 + q, :], (2, 1, 0))            # [k, a, d] -> [d, a, k]
+    CT = np.transpose(pc[:, 1 + q:, :q], (1, 2, 0))            # [k, a, c] -> [a, c, k]
+    return [np.ascontiguousarray(a) for a in (kp.means.T, pc[:, 0, :].T, BT)] + [
+        np.ascontiguousarray(CT, np.float64), np.ascontiguousarray(kp.lconst, np.float64),
+        np.ascontiguousarray(kp.means64)]
+
+
+def _posterior_cov(kp):
+    """Cov[z | x] = C_k C_k^T (K, q, q) float64 of a lowrank model: the same for every row of
+    a component, so the statistics add it once, times nk (as cpu_lowrank does)."""
+    q = n_factors(kp)
+    C = np.asarray(kp.pc[:, 1 + q:, :q], np.float64)
+    return np.einsum("kaj,kcj->kac", C, C)
+
+
 def _kernels(kp, dtype, threads):
+    """(kernel module, (estep_partials, log_prob)) compiled for this model's kind and shape, or
+    a ValueError when one row of the shared-memory tile does not fit."""
     from . import gpu_estep
     K, D = kp.means64.shape
     dt = np.dtype(dtype)
+    if kp.kind == LOWRANK:
+        from . import gpu_lowrank
+        q = n_factors(kp)
+        R = gpu_lowrank.tile_rows(K, D, q, dt.itemsize)
+        if R < 1:
+            raise ValueError(
+                f"lowrank with K = {K} components, q = {q} factors and D = {D} {dt.name} "
+                f"features does not fit the GPU kernel's shared-memory tile: one row needs "
+                f"8 K (1 + q) + {dt.itemsize} D + 16 = "
+                f"{gpu_lowrank.row_bytes(K, D, q, dt.itemsize)} bytes, the tile has "
+                f"{gpu_estep.SHARED_BYTES}; use fewer components or factors, or device='cpu'")
+        return gpu_lowrank, gpu_lowrank.build(dt.name, K, D, q, R, int(threads))
     R = gpu_estep.tile_rows(kp.kind, K, D, dt.itemsize)
     if R < 1:
         raise ValueError(f"K = {K} components do not fit the GPU kernel's shared-memory tile "
                          f"({gpu_estep.SHARED_BYTES} bytes; at most ~{gpu_estep.SHARED_BYTES // 8 - 16}"
                          f" components)")
     return gpu_estep, gpu_estep.build(kp.kind, dt.name, K, D, R, int(threads))
-
-
-def _check_kind(kp):
-    from .cpu_estep import DIAG, FULL, SPHERICAL, TIED
-    if kp.kind not in (FULL, TIED, DIAG, SPHERICAL):
-        raise NotImplementedError("the GPU kernels cover full, tied, diag and spherical "
-                                  "covariances; lowrank runs on the CPU kernels")
 
 
 def _check(Xd, kp):
@@ -274,7 +303,7 @@ class EStepPlan:
     two streams."""
 
     def __init__(self, kp, dtype, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_THREADS):
-        _check_kind(kp)
+        from . import gpu_estep
         cuda = require_gpu()
         if np.dtype(dtype) != kp.means.dtype:
             raise ValueError(f"kernel parameters are {kp.means.dtype} but the data are "
@@ -282,13 +311,20 @@ class EStepPlan:
         self.kp = kp
         self.K, self.D = kp.means64.shape
         self.mod, (self.estep, _) = _kernels(kp, dtype, threads)
-        self.S = self.mod.n_entries(kp.kind, self.K, self.D)
+        self.q = n_factors(kp)
+        self.lowrank = kp.kind == LOWRANK
+        if self.lowrank:  # MT, PT, BT, CT, lconst, C64
+            self.S = self.mod.n_entries(self.K, self.D, self.q)
+            self.params = tuple(cuda.to_device(a) for a in _layout_lowrank(kp))
+        else:             # MT, PT, PCT, g, lconst, C64, g64
+            self.S = self.mod.n_entries(kp.kind, self.K, self.D)
+            self.params = tuple(cuda.to_device(a) for a in _layout(kp))
         self.block_rows = int(block_rows)
         self.threads = int(threads)
-        self.params = tuple(cuda.to_device(a) for a in _layout(kp))
         self.cut = float(CUT[np.dtype(dtype)])
+        self.reduce = gpu_estep.reduce_blocks
         #: blocks per launch: a function of S only, so the grouping is reproducible
-        self.group = int(max(1, self.mod.PARTIAL_BYTES // (8 * self.S)))
+        self.group = int(max(1, gpu_estep.PARTIAL_BYTES // (8 * self.S)))
 
     def partials(self, n_rows):
         """Device buffer for the per-block partials of a launch over up to ``n_rows`` rows."""
@@ -307,12 +343,11 @@ class EStepPlan:
         N = Xd.shape[0]
         n_blocks = max(1, -(-N // self.block_rows))
         group = part.shape[0]
-        MT, PT, PCT, g, lconst, C64, g64 = self.params
         for b0 in range(0, n_blocks, group):  # launch groups in order; each adds to the totals
             nb = min(group, n_blocks - b0)
-            self.estep[nb, self.threads, stream](Xd, wd, MT, PT, PCT, g, lconst, C64, g64,
-                                                 self.cut, self.block_rows, b0, part)
-            self.mod.reduce_blocks[max(1, -(-self.S // 128)), 128, stream](part, nb, True, out)
+            self.estep[nb, self.threads, stream](Xd, wd, *self.params, self.cut,
+                                                 self.block_rows, b0, part)
+            self.reduce[max(1, -(-self.S // 128)), 128, stream](part, nb, True, out)
 
     def unpack(self, tot):
         """(nk, s1, s2, ll, ws) host float64 arrays from a totals vector (host)."""
@@ -320,7 +355,10 @@ class EStepPlan:
         KD = K * D
         nk = tot[:K].copy()
         s1 = tot[K:K + KD].reshape(K, D).copy()
-        s2 = tot[K + KD:S - 2].reshape(s2_shape(self.kp.kind, K, D)).copy()
+        s2 = tot[K + KD:S - 2].reshape(s2_shape(self.kp.kind, K, D, self.q)).copy()
+        if self.lowrank:  # + sum w r Cov[z | x] = nk_k C_k C_k^T (the same for every row)
+            q = self.q
+            s2[:, 1:, D:D + q] += nk[:, None, None] * _posterior_cov(self.kp)
         return nk, s1, s2, float(tot[S - 2]), float(tot[S - 1])
 
 
@@ -328,7 +366,6 @@ def estep_stats_gpu(Xd, wd, kp, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_T
     """Fused E-step on the GPU: (nk, s1, s2, ll, ws) as float64 host arrays, like
     ``fastmix.kernels.estep_stats``.  ``Xd`` from ``to_device``; ``wd`` from
     ``weights_to_device`` (or None)."""
-    _check_kind(kp)
     require_gpu()
     _check(Xd, kp)
     if wd is None:
@@ -490,7 +527,6 @@ def log_prob_gpu(Xd, kp, want_resp=False, block_rows=DEFAULT_BLOCK_ROWS,
                  threads=DEFAULT_THREADS, to_host=True):
     """Per-row log p(x) (N,) float64, labels (N,) int64, responsibilities (N, K) float64 or None,
     like ``fastmix.kernels.log_prob``.  With ``to_host=False`` the device arrays are returned."""
-    _check_kind(kp)
     cuda = require_gpu()
     _check(Xd, kp)
     N, D = Xd.shape
@@ -498,14 +534,19 @@ def log_prob_gpu(Xd, kp, want_resp=False, block_rows=DEFAULT_BLOCK_ROWS,
     _, (_, logprob) = _kernels(kp, Xd.dtype, threads)
     block_rows = int(block_rows)
     n_blocks = max(1, -(-N // block_rows))
-    MT, PT, PCT, g, lconst, _, _ = (cuda.to_device(a) for a in _layout(kp))
+    if kp.kind == LOWRANK:
+        MT, PT, BT, _, lconst, _ = (cuda.to_device(a) for a in _layout_lowrank(kp))
+        params = (MT, PT, BT, lconst)
+    else:
+        MT, PT, PCT, g, lconst, _, _ = (cuda.to_device(a) for a in _layout(kp))
+        params = (MT, PT, PCT, g, lconst)
     logp = _alloc(cuda, (N,), np.float64, "log p per row")
     labels = _alloc(cuda, (N,), np.int64, "labels per row")
     resp = _alloc(cuda, (N if want_resp else 0, K), np.float64,
                   f"the responsibilities ({N} x {K} float64)")
     nosw = cuda.to_device(np.empty(0, np.float64))
-    logprob[n_blocks, int(threads)](Xd, nosw, MT, PT, PCT, g, lconst,
-                                    float(CUT[np.dtype(Xd.dtype)]), block_rows, logp, labels, resp)
+    logprob[n_blocks, int(threads)](Xd, nosw, *params, float(CUT[np.dtype(Xd.dtype)]),
+                                    block_rows, logp, labels, resp)
     if not to_host:
         return logp, labels, (resp if want_resp else None)
     return (logp.copy_to_host(), labels.copy_to_host(),

@@ -85,14 +85,10 @@ def tile_rows(kind, K, D, itemsize):
 
 
 @functools.lru_cache(maxsize=None)
-def build(kind, dtype_name, K, D, R, TPB):
-    """Compile-time specialised kernels ``(estep_partials, log_prob)`` for one shape."""
-    DT = cuda.float32 if dtype_name == "float32" else cuda.float64
-    F64 = cuda.float64
-    KD = K * D
-    S2 = s2_size(kind, K, D)
-    S = K + KD + S2 + 2
-    ZR = R if kind == TIED else 1  # the tied kind stages (x - g) U per row
+def make_load_tile(D, TPB):
+    """Device function ``load_tile(X, sw, r0, nr, XS, WS, t)``: thread t's share of staging rows
+    ``r0 .. r0 + nr - 1`` of X into XS (R, D) (data dtype, coalesced) and their weights into WS
+    (1.0 when ``sw`` is empty).  Shared by the kernels of every covariance kind."""
 
     @cuda.jit(device=True)
     def load_tile(X, sw, r0, nr, XS, WS, t):
@@ -101,6 +97,53 @@ def build(kind, dtype_name, K, D, R, TPB):
             XS[r, p - r * D] = X[r0 + r, p - r * D]
         for r in range(t, nr, TPB):
             WS[r] = sw[r0 + r] if sw.shape[0] > 0 else 1.0
+
+    return load_tile
+
+
+@functools.lru_cache(maxsize=None)
+def make_row_lse(K):
+    """Device function ``row_lse(LR, r, cut, w)`` for K components (shared by every kind)."""
+
+    @cuda.jit(device=True)
+    def row_lse(LR, r, cut, w):
+        """Log-sum-exp of LR[r, :] (component order, cut rule of cpu_estep); overwrites the row
+        with w * responsibilities.  Returns (log p, argmax)."""
+        m = -math.inf
+        amax = 0
+        for k in range(K):
+            if LR[r, k] > m:
+                m = LR[r, k]
+                amax = k
+        if m == -math.inf:
+            for k in range(K):
+                LR[r, k] = 0.0
+            return -math.inf, amax
+        s = 0.0
+        for k in range(K):
+            tt = max(LR[r, k] - m, EXP_MIN_ARG)
+            e = math.exp(tt) if tt > cut else 0.0
+            LR[r, k] = e
+            s += e
+        inv = 1.0 / s
+        for k in range(K):
+            LR[r, k] = w * (LR[r, k] * inv)
+        return m + math.log(s), amax
+
+    return row_lse
+
+
+@functools.lru_cache(maxsize=None)
+def build(kind, dtype_name, K, D, R, TPB):
+    """Compile-time specialised kernels ``(estep_partials, log_prob)`` for one shape."""
+    DT = cuda.float32 if dtype_name == "float32" else cuda.float64
+    F64 = cuda.float64
+    KD = K * D
+    S2 = s2_size(kind, K, D)
+    S = K + KD + S2 + 2
+    ZR = R if kind == TIED else 1  # the tied kind stages (x - g) U per row
+    load_tile = make_load_tile(D, TPB)
+    row_lse = make_row_lse(K)
 
     @cuda.jit(device=True)
     def tied_z(XS, g, PCT, ZS, nr, t):
@@ -145,31 +188,6 @@ def build(kind, dtype_name, K, D, R, TPB):
             r = p // K
             k = p - r * K
             LR[r, k] = log_density(XS, ZS, r, k, MT, PT, PCT, lconst)
-
-    @cuda.jit(device=True)
-    def row_lse(LR, r, cut, w):
-        """Log-sum-exp of LR[r, :] (component order, cut rule of cpu_estep); overwrites the row
-        with w * responsibilities.  Returns (log p, argmax)."""
-        m = -math.inf
-        amax = 0
-        for k in range(K):
-            if LR[r, k] > m:
-                m = LR[r, k]
-                amax = k
-        if m == -math.inf:
-            for k in range(K):
-                LR[r, k] = 0.0
-            return -math.inf, amax
-        s = 0.0
-        for k in range(K):
-            tt = max(LR[r, k] - m, EXP_MIN_ARG)
-            e = math.exp(tt) if tt > cut else 0.0
-            LR[r, k] = e
-            s += e
-        inv = 1.0 / s
-        for k in range(K):
-            LR[r, k] = w * (LR[r, k] * inv)
-        return m + math.log(s), amax
 
     @cuda.jit(device=True)
     def entry_sum(e, nr, XS, WS, LR, LP, C64, g64):
