@@ -8,6 +8,8 @@ Cases (float32 data, diagonal covariances, synthetic mixture, fixed seed):
   Target on an H100: <= 3 ms per iteration.
 * ``estep``    N = 1e6, D = 128, K = 1024: the fused E-step statistics alone,
   ``kernels.gpu.estep_stats_gpu`` vs ``kernels.estep_stats``.
+* ``lowrank``  N = 60 000, D = 784, K = 16, q = 8 (the shape of bench/lowrank.py): one EM
+  iteration of the mixture of factor analysers, GPU vs CPU.
 * ``stream``   a host array of ``--stream-gb`` GB (float32, D = 64, K = 64, diag) streamed
   through the device for one E-step (``fastmix.gpu.StreamedData``: pinned staging, two CUDA
   streams), against the host -> device bandwidth measured here with one pinned 256 MiB copy.
@@ -52,6 +54,7 @@ from fastmix.kernels import gpu as gk  # noqa: E402
 CASES = {
     "em-iter": dict(N=1_000_000, D=64, K=64, what="EM iteration"),
     "estep": dict(N=1_000_000, D=128, K=1024, what="E-step statistics"),
+    "lowrank": dict(N=60_000, D=784, K=16, what="lowrank q=8 EM iteration"),
     "stream": dict(N=None, D=64, K=64, what="streamed E-step (host data)"),
 }
 
@@ -98,10 +101,16 @@ def make_data(N, D, K, seed=0):
     return X
 
 
-def start_params(X, K, seed=1):
+def start_params(X, K, seed=1, q=None):
+    """Diag start (means at random rows, unit variances); lowrank with q factors: random
+    loadings of scale 0.3 and unit noise."""
     rng = np.random.default_rng(seed)
     means = X[rng.choice(X.shape[0], K, replace=False)].astype(np.float64)
     var = np.ones((K, X.shape[1]))
+    if q is not None:
+        from fastmix._params import LowRankCovariance
+        W = 0.3 * rng.standard_normal((K, X.shape[1], q))
+        return GMMParams(np.full(K, 1.0 / K), means, LowRankCovariance(W, var, False))
     return GMMParams(np.full(K, 1.0 / K), means, Covariance.registry["diag"].from_covariances(var))
 
 
@@ -117,14 +126,14 @@ def median_time(fn, repeats):
 
 def run_case(name, N, D, K, what, repeats, cpu, cpu_rows):
     X = make_data(N, D, K)
-    params = start_params(X, K)
+    params = start_params(X, K, q=8 if name == "lowrank" else None)
     kp = params.kernel_params(np.float32)
     t0 = time.perf_counter()
     Xd = gk.to_device(X)
     wd = gk.weights_to_device(None, N)
     upload = time.perf_counter() - t0
     row = dict(case=name, what=what, N=N, D=D, K=K, dtype="float32", upload_s=upload)
-    if name == "em-iter":
+    if name in ("em-iter", "lowrank"):
         from fastmix.gpu import DeviceData, run_em_gpu
         data = DeviceData(Xd, wd)
         res = run_em_gpu(data, None, params, reg_covar=1e-6, tol=-1.0, max_iter=repeats + 1)
