@@ -42,11 +42,11 @@ def _check_int(est, name, lo, optional=False):
                          f"got {v!r}")
 
 
-def _on_gpu(X):
+def _is_gpu_array(X):
     """True for arrays that live on a GPU (``__cuda_array_interface__``; the CUDA simulator's
-    stand-ins)."""
-    return (hasattr(X, "__cuda_array_interface__")
-            or type(X).__name__ == "FakeCUDAArray")
+    stand-ins).  Importing fastmix.gpu does not import numba-cuda."""
+    from .gpu import is_device_array
+    return is_device_array(X)
 
 
 class ConvergenceWarning(UserWarning):
@@ -322,7 +322,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _stream(self, X, sample_weight=None, *, fitting):
         """(Stream over X, whether fastmix opened it).  In-memory array-likes are validated as a
         whole (check_array); out-of-core data block by block on their first pass."""
-        if _on_gpu(X):
+        if _is_gpu_array(X):
             return self._device_stream(X, sample_weight, fitting), False
         if distributed.is_dask_array(X):
             if not fitting:
@@ -726,7 +726,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ inference -----------
     def _log_prob(self, X, want_resp=False):
         gpu = self._gpu(X)
-        if gpu is not None and _on_gpu(X):  # in place; NaN/inf show as non-finite log p
+        if gpu is not None and _is_gpu_array(X):  # in place; NaN/inf: non-finite log p
             self._device_stream(X, None, fitting=False)  # checks fitted and the shape
             out = gpu.log_prob(X, self._params(), want_resp, block_rows=gpu.DEFAULT_BLOCK_ROWS,
                                threads=gpu.DEFAULT_THREADS)
@@ -1398,6 +1398,20 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
     n_epochs : float, default 1.0 -- passes over the data in ``fit``
     shuffle : bool, default True -- shuffle the rows within each block read
     random_state, chunk_size
+    device : {"cpu", "cuda"}, default "cpu"
+        "cuda": the SGD steps of ``fit`` and ``partial_fit`` run on the GPU
+        (``fastmix.kernels.gpu_sgd``, ``pip install 'fastmix[cuda]'``) for the mini-batch path
+        (``batch_size >= 2``) with ``covariance_type="diag"``; batch_size=1 (the per-sample
+        streaming path), "lpd" and out-of-core or Dask inputs are CPU only and raise a
+        ValueError.  In ``fit`` a NumPy array is copied to the device once (an array exposing
+        ``__cuda_array_interface__`` -- CuPy, PyTorch, numba -- is used in place, not checked
+        for NaN/inf, and not range-checked for the [0, 1] warning); each epoch sends its row
+        permutation (drawn on the host exactly as on the CPU path), the parameters stay on
+        the device, and each annealing segment returns only its per-step losses.
+        ``partial_fit`` uploads the batch and the state per call.  Batches are taken in the
+        same order as with "cpu" from the same ``random_state``, so the fits agree to rounding
+        (not bit for bit).  Initialisation ("kmeans++" copies a device array to the host for
+        it) and inference (``score_samples``, ``predict``, ``sample``...) run on the CPU.
 
     Attributes
     ----------
@@ -1416,7 +1430,8 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
                  sigma_min=0.01, anneal_window=None, anneal_delta=0.05, anneal_gamma=0.9,
                  time_t0=0.3, time_tinf=0.8, precision_max=20.0, lambda_pi=1.0, lambda_mu=1.0,
                  lambda_sigma=1.0, init="uniform", mu_init=0.01, mu_init_center=0.0,
-                 n_epochs=1.0, shuffle=True, random_state=None, chunk_size=None):
+                 n_epochs=1.0, shuffle=True, random_state=None, chunk_size=None,
+                 device="cpu"):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.n_directions = n_directions
@@ -1443,6 +1458,7 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
         self.shuffle = shuffle
         self.random_state = random_state
         self.chunk_size = chunk_size
+        self.device = device
 
     _fitted_attr = "means_"
     _check_fitted = GaussianMixture._check_fitted
@@ -1489,10 +1505,34 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
                              f"{self.covariance_type!r}")
         if self.covariance_type == "lpd":
             _check_int(self, "n_directions", 1)
+        if getattr(self, "device", "cpu") not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+
+    def _on_gpu(self, X=None):
+        """True for ``device="cuda"`` when the request is one the GPU path serves (else a
+        ValueError naming what is CPU only); False for "cpu"."""
+        if getattr(self, "device", "cpu") != "cuda":
+            return False
+        what = None
+        if self.covariance_type != "diag":
+            what = f"covariance_type={self.covariance_type!r} (only 'diag' runs on the GPU)"
+        elif int(self.batch_size) < 2:
+            what = ("batch_size=1 (the per-sample streaming path; the GPU runs the mini-batch "
+                    "path, batch_size >= 2)")
+        elif X is not None and (distributed.is_dask_array(X) or sources.is_out_of_core(X)):
+            what = "out-of-core or Dask data (pass an in-memory or device array)"
+        if what is not None:
+            raise ValueError(f"SGDGaussianMixture(device='cuda') does not support {what}; "
+                             f"use device='cpu'")
+        from . import gpu
+        gpu.require_gpu()
+        return True
 
     # ---------------------------------------------------------------- state -----------------
-    def _start(self, X, rng, planned_steps, planned_known=False):
-        K, D = self.n_components, X.shape[1]
+    def _start(self, X, rng, planned_steps, planned_known=False, n_features=None):
+        """Initial state and schedule.  X: the first rows read (host); None (a device array
+        with init="uniform") needs ``n_features`` and skips the [0, 1] range warning."""
+        K, D = self.n_components, (X.shape[1] if X is not None else int(n_features))
         S = int(self.n_directions)
         if self.covariance_type == "lpd" and S >= D:
             raise ValueError(f"n_directions must be < n_features ({D}) for "
@@ -1525,6 +1565,8 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
             window, int(self.time_t0 * planned), int(self.time_tinf * planned), sigma0)
         self.grid_shape_ = (n, n)
         self.n_features_in_ = D
+        if X is None:
+            return
         lo, hi = float(np.min(X)), float(np.max(X))
         if lo < -0.5 or hi > 1.5:
             warnings.warn(f"SGDGaussianMixture's defaults (mu_init, precision_max, learning "
@@ -1569,6 +1611,8 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
         if sample_weight is not None:
             raise ValueError("SGDGaussianMixture does not take sample weights")
         self._check_hyper()
+        if self._on_gpu(X):
+            return self._fit_gpu(X)
         data, opened = GaussianMixture._stream(self, X, None, fitting=True)
         try:
             rng = check_random_state(self.random_state)
@@ -1598,11 +1642,87 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
                 data.close()
         return self
 
+    def _gpu_rows(self, X, min_samples):
+        """(X for ``sgd.DeviceSGD``, the validated host array or None): a device array is
+        checked for shape and dtype only (in place), anything else by check_array."""
+        if sgd.is_device_array(X):
+            Xd = sgd.device_rows(X)
+            if Xd.shape[0] < min_samples:
+                raise ValueError(f"Found array with {Xd.shape[0]} sample(s) while a minimum of "
+                                 f"{min_samples} is required.")
+            return Xd, None
+        X = check_array(X, min_samples=min_samples)
+        return X, X
+
+    def _host_rows(self, X, Xh, order, n_rows, dtype=None):
+        """The rows the initialisation sees on the CPU path, X[order][:n_rows], on the host:
+        for init="kmeans++" a copy (as ``dtype``; a device array is copied to the host for
+        it); otherwise only the [0, 1] range warning reads them, so no copy when they are all
+        the rows (their order does not matter), and None for a device array."""
+        kpp = self.init == "kmeans++"
+        if Xh is None:
+            if not kpp:
+                return None
+            Xh = X.copy_to_host()
+        if order is None:
+            rows = Xh[:n_rows]
+        elif not kpp and n_rows == Xh.shape[0]:
+            rows = Xh
+        else:
+            rows = Xh[order[:n_rows]]
+        return np.ascontiguousarray(rows, dtype=dtype) if kpp else rows
+
+    def _consume_gpu(self, dev, order=None, n_rows=None):
+        obj = sgd.run_segment_gpu(dev, self._schedule, n=self.grid_shape_[0],
+                                  exact=self.objective == "loglik",
+                                  lam=(float(self.lambda_pi), float(self.lambda_mu),
+                                       float(self.lambda_sigma)),
+                                  s_min=1e-6, s_max=math.sqrt(float(self.precision_max)),
+                                  order=order, n_rows=n_rows)
+        dev.download(self._state)
+        self._publish()
+        return obj
+
+    def _fit_gpu(self, X):
+        """``fit`` on the GPU: the rows go to the device once, the state stays there across
+        epochs; the same random draws, in the same order, as the CPU path on in-memory data
+        (one block of all rows, permuted per epoch)."""
+        X, Xh = self._gpu_rows(X, 2)
+        rng = check_random_state(self.random_state)
+        epochs = float(self.n_epochs)
+        N, D = int(X.shape[0]), int(X.shape[1])
+        batch = int(self.batch_size)
+        self._state = None
+        dev = None
+        done = 0.0
+        while done < epochs:
+            frac = min(1.0, epochs - done)
+            perm = rng.permutation(N) if self.shuffle else None
+            n_rows = N if frac >= 1.0 else max(0, int(frac * N))
+            if self._state is None:
+                self._start(self._host_rows(X, Xh, perm, n_rows, np.float64), rng,
+                            epochs * N / batch, True, n_features=D)
+                dev = sgd.DeviceSGD(X, self._state, batch)
+            self._consume_gpu(dev, None if perm is None else dev.order(perm), n_rows)
+            done += 1.0
+        return self
+
     def partial_fit(self, X, y=None):
         """SGD over the rows of the batch X (n, D) in order, continuing the annealing state;
         the first call initialises (time schedule: planned over ``100 * n`` steps).  Returns
         self."""
         self._check_hyper()
+        if self._on_gpu(X):
+            X, Xh = self._gpu_rows(X, 1)
+            if getattr(self, "_state", None) is None:
+                self._start(self._host_rows(X, Xh, None, X.shape[0]),
+                            check_random_state(self.random_state),
+                            100 * X.shape[0] / int(self.batch_size), n_features=X.shape[1])
+            elif X.shape[1] != self.n_features_in_:
+                raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
+                                 f"expecting {self.n_features_in_} features as input.")
+            self._consume_gpu(sgd.DeviceSGD(X, self._state, int(self.batch_size)))
+            return self
         X = check_array(X, min_samples=1)
         if getattr(self, "_state", None) is None:
             self._start(X, check_random_state(self.random_state),

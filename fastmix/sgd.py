@@ -16,7 +16,10 @@ g_kj ~ exp(-d^2(k, j) / (2 sigma^2)) with the wrap-around grid distance d, norma
 * ``"off"``: g = I throughout.
 
 Data are read through the kernels in segments of consecutive steps during which sigma and the
-learning rate are constant.
+learning rate are constant (``run_segment``).  ``run_segment_gpu`` runs the same segments for
+the diagonal mini-batch path on the GPU (``DeviceSGD``: rows and state resident on the device,
+``fastmix.kernels.gpu_sgd``); both share the segment loop, so a given row order gives the same
+steps, schedule updates and objectives on either device, up to rounding.
 """
 import math
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .kernels import cpu_sgd
+from .kernels import gpu as gk
 
 #: Steps per segment of the time schedule (sigma piecewise constant in between).
 TIME_SEGMENT = 100
@@ -168,20 +172,29 @@ def lpd_sample(rng, weights, mu, U, a, r, n):
     return X, lab
 
 
+def _segments(n_rows, sched, n, batch, step):
+    """The segment loop shared by the CPU and GPU drivers: ``step(done, rows, g)`` runs the
+    SGD steps over ``rows`` rows starting at row ``done`` of the stream with the smoothing g
+    and returns their objectives; the schedule is updated after each segment."""
+    done = 0
+    parts = []
+    while done < n_rows:
+        steps = sched.segment_length()
+        rows = min(n_rows - done, steps * batch)
+        out = step(done, rows, toroidal_smoothing(n, sched.current_sigma()))
+        sched.update(out)
+        parts.append(out)
+        done += rows
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
 def run_segment(X, state, sched, *, n, exact, batch, lam, s_min, s_max):
     """SGD over the rows of X (n_rows, D) with the current schedule; updates ``state``
     in place -- (xi, mu, s) for diagonal precisions, (xi, mu, U, a, r) for local principal
     directions -- and returns the per-step objectives."""
-    done = 0
-    parts = []
-    N = X.shape[0]
-    while done < N:
-        steps = sched.segment_length()
-        rows = min(N - done, steps * batch)
+    def step(done, rows, g):
         Xs = X[done:done + rows]
-        g = toroidal_smoothing(n, sched.current_sigma())
-        n_steps = -(-rows // batch)
-        out = np.empty(n_steps)
+        out = np.empty(-(-rows // batch))
         if len(state) == 5:  # local principal directions (re-orthonormalised in the kernel)
             if batch == 1:
                 cpu_sgd.sgd_lpd_step_single(Xs, *state, g, exact, sched.eps, lam[0], lam[1],
@@ -195,7 +208,71 @@ def run_segment(X, state, sched, *, n, exact, batch, lam, s_min, s_max):
         else:
             cpu_sgd.sgd_minibatch(Xs, batch, *state, g, exact, sched.eps, lam[0], lam[1],
                                   lam[2], s_min, s_max, out)
-        sched.update(out)
-        parts.append(out)
-        done += rows
-    return np.concatenate(parts) if parts else np.empty(0)
+        return out
+
+    return _segments(X.shape[0], sched, n, batch, step)
+
+
+# ------------------------------------------------------------------------------ GPU ---------
+#: Launch shape of the GPU SGD kernels (read at each call; the results do not depend on it).
+GPU_THREADS = gk.SGD_THREADS
+GPU_TILE_ROWS = gk.SGD_TILE_ROWS
+
+#: True for arrays that live on the GPU (``__cuda_array_interface__``, simulator arrays).
+is_device_array = gk.is_device_array
+
+
+def device_rows(X):
+    """A device array (N, D) as the GPU driver will use it, in place (checked: 2-D,
+    float32/float64, C-contiguous)."""
+    return gk.to_device(X)
+
+
+class DeviceSGD:
+    """Diagonal mini-batch SGD on the GPU (``fastmix.kernels.gpu_sgd``): the rows and the
+    state (xi, mu, s) live on the device; each segment sends the smoothing g and returns its
+    per-step objectives, nothing else.
+
+    ``X``: a NumPy array (copied to the device once, float32 kept as float32, anything else
+    float64) or an array exposing ``__cuda_array_interface__`` (used in place).  ``state``:
+    the host (xi, mu, s), uploaded here; ``download`` copies the device state back into it."""
+
+    def __init__(self, X, state, batch, threads=None, tile_rows=None):
+        if len(state) != 3:
+            raise ValueError("the GPU SGD kernels cover diagonal precisions (xi, mu, s) only")
+        if int(batch) < 2:
+            raise ValueError("the GPU SGD path is the mini-batch one (batch >= 2)")
+        self.X = gk.to_device(X)
+        self.state = gk.SGDDeviceState(*state, batch, GPU_THREADS if threads is None else threads,
+                                       GPU_TILE_ROWS if tile_rows is None else tile_rows)
+        if self.X.shape[1] != self.state.D:
+            raise ValueError(f"data have {self.X.shape[1]} features, the model "
+                             f"{self.state.D}")
+        self.batch = int(batch)
+
+    @property
+    def n_rows(self):
+        return int(self.X.shape[0])
+
+    def order(self, perm):
+        """A row order (e.g. an epoch's permutation) on the device, for ``run_segment_gpu``."""
+        return gk.rows_to_device(perm)
+
+    def download(self, state):
+        self.state.download(*state)
+
+
+def run_segment_gpu(dev, sched, *, n, exact, lam, s_min, s_max, order=None, n_rows=None):
+    """``run_segment`` on the GPU: mini-batch SGD over the first ``n_rows`` (default all) rows
+    of ``dev.X`` taken in the device order ``order`` (``dev.order(perm)``) or in storage order,
+    with the same segments, schedule updates and per-step objectives as the CPU driver on the
+    rows ``X[perm[:n_rows]]``; updates ``dev``'s device state (``dev.download(state)`` copies
+    it to the host) and returns the per-step objectives."""
+    if n_rows is None:
+        n_rows = dev.n_rows if order is None else int(order.shape[0])
+
+    def step(done, rows, g):
+        return gk.sgd_minibatch_gpu(dev.X, order, done, rows, dev.state, g, exact, sched.eps,
+                                    lam[0], lam[1], lam[2], s_min, s_max)
+
+    return _segments(int(n_rows), sched, n, dev.batch, step)

@@ -1,0 +1,249 @@
+"""Mini-batch SGD step for the diagonal max-component GMM on the GPU (CUDA, numba-cuda).
+
+The GPU twin of ``cpu_sgd.sgd_minibatch`` (see its docstring and ``cpu_sgd``'s for the model,
+the objectives and the gradients): the same inputs and outputs -- logits ``xi`` (K,), means
+``mu`` (K, D), square roots of the diagonal precisions ``s`` (K, D), all float64 as on the CPU;
+the smoothing ``g`` (K, K) with its exact zeros (truncated smoothing); ``exact`` (log-likelihood
+objective); one step per mini-batch of ``batch`` consecutive rows with the gradients averaged
+over the batch under the parameters at its start; s clipped to [s_min, s_max]; components whose
+weights are all zero in a batch left untouched; ``out[b]`` = the batch's mean objective.  The
+rows are read in the order given by an index array (the driver's shuffled epoch order) or in
+storage order, in the data's dtype, and converted to float64 on load (the CPU path converts
+the rows to float64 before its kernel: the same values).
+
+Work decomposition: three launches per mini-batch, queued on the stream one after the other
+with no host synchronisation in between; the parameters stay on the device across batches and
+segments, and a segment of many batches returns only its ``out`` (n_steps,) to the host.
+
+1. ``sgd_loglik`` -- grid (K, ceil(B / tile_rows)): block (j, tile) computes
+   l_j(x_i) = xi_j - lse + logdet_j - D/2 log 2 pi - 1/2 sum_d (s_jd (x_id - mu_jd))^2 for the
+   tile's samples, one thread per (j, i) pair (strided over the tile), the square norm in the
+   CPU kernel's 4 interleaved partial sums; into ``ell`` (K, batch).
+2. ``sgd_weights`` -- one block: one thread per sample (strided) computes its weights w[:, i]
+   (softmax for ``exact``; else the best-matching unit of the smoothed objective and its row of
+   g, or for g = I the argmax alone) and objective; then thread 0 adds the objectives in sample
+   order into ``out[b]``; one thread per component updates its logit from sum_i (w_ji - pi_j)
+   (samples in order); thread 0 then computes the log-sum-exp of the new logits for the next
+   batch (components in order, as the CPU kernel).
+3. ``sgd_update`` -- grid K: block j updates component j, one thread per feature d (strided):
+   the thread sums its (j, d) gradient entries over the samples in order (only samples with
+   w_ji != 0, like the CPU kernel) and applies the clipped step; then log det_j = sum_d log s_jd
+   for the next batch as partial sums over fixed chunks of ``LOG_CHUNK`` consecutive features
+   (one thread per chunk) added in chunk order by thread 0.  Launched once with
+   ``update=False`` before the first batch of a segment to compute log det and the log-sum-exp
+   from the uploaded state.
+
+Deterministic: every value is computed by one thread in an order fixed by the data and the
+batch size alone, never by the launch shape; no atomics.  Results are bit-identical run to run
+and for any ``threads`` / ``tile_rows`` (tests/test_gpu_sgd.py checks both); they agree with
+the CPU kernel to rounding, not bit for bit (log det summed in chunks, not in one chain; the
+CUDA compiler's FMA contractions and libdevice's exp/log).
+
+Status: checked on numba's CUDA simulator only (tests/test_gpu_sgd.py); it has never run on a
+GPU.  What to measure first on a real device:
+
+* Host launch overhead: three numba launches per batch (each ~10-30 us of Python dispatch with
+  this many arguments).  For small K * D * batch the step is bound by it.  Remedies, in order
+  of effort: pre-configured launchers; a CUDA graph capturing a segment's launches; one
+  persistent cooperative kernel per segment with a grid-wide sync between the three phases
+  (``cuda.cg.this_grid().sync()``; the simulator runs grid syncs with one block only, so that
+  variant could not be tested here).
+* ``sgd_weights`` is a single block: fine while K^2 (smoothed, after truncation) or K (g = I,
+  exact) per sample times batch / threads stays small; for K in the hundreds with wide
+  smoothing split it over blocks of samples and move the logit update into ``sgd_update``.
+* ``sgd_loglik`` reads each row with one thread (row-strided, uncoalesced across a warp, though
+  each thread walks its row through L1); a warp per (j, i) pair with a fixed-order shuffle
+  reduction, or staging the batch's rows in shared memory per block, should be faster for
+  large D.
+* ``sgd_update`` uses K blocks only (25 for the default 5 x 5 grid: a fraction of the SMs);
+  splitting the features of a component over blocks needs a second pass for log det.
+"""
+import math
+
+from numba import cuda
+
+LOG2PI = math.log(2.0 * math.pi)
+#: Consecutive features per partial sum of log det (one thread each, added in order).
+LOG_CHUNK = 8
+
+F64 = cuda.float64
+
+
+@cuda.jit(device=True)
+def _row(rows, first, i):
+    """The data row of the segment's i-th sample: rows[first + i], or first + i without an
+    index array (``rows`` empty)."""
+    if rows.shape[0] > 0:
+        return rows[first + i]
+    return first + i
+
+
+@cuda.jit(device=True)
+def _sqnorm(X, n, mu, s, j, D):
+    """sum_d (s_jd (x_nd - mu_jd))^2 in the CPU kernel's 4 interleaved partial sums."""
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    d = 0
+    while d + 4 <= D:
+        z0 = s[j, d] * (F64(X[n, d]) - mu[j, d])
+        z1 = s[j, d + 1] * (F64(X[n, d + 1]) - mu[j, d + 1])
+        z2 = s[j, d + 2] * (F64(X[n, d + 2]) - mu[j, d + 2])
+        z3 = s[j, d + 3] * (F64(X[n, d + 3]) - mu[j, d + 3])
+        a0 += z0 * z0
+        a1 += z1 * z1
+        a2 += z2 * z2
+        a3 += z3 * z3
+        d += 4
+    while d < D:
+        z0 = s[j, d] * (F64(X[n, d]) - mu[j, d])
+        a0 += z0 * z0
+        d += 1
+    return (a0 + a1) + (a2 + a3)
+
+
+@cuda.jit(device=True)
+def _logsumexp(v, K):
+    m = -math.inf
+    for j in range(K):
+        if v[j] > m:
+            m = v[j]
+    tot = 0.0
+    for j in range(K):
+        tot += math.exp(v[j] - m)
+    return m + math.log(tot)
+
+
+@cuda.jit(device=True)
+def _weights_col(ell, i, g, smooth, exact, w, K):
+    """w[:, i] for sample i from ell[:, i]; returns its objective (``cpu_sgd._weights_row``)."""
+    if exact:
+        m = -math.inf
+        for j in range(K):
+            if ell[j, i] > m:
+                m = ell[j, i]
+        tot = 0.0
+        for j in range(K):
+            e = math.exp(ell[j, i] - m)
+            w[j, i] = e
+            tot += e
+        for j in range(K):
+            w[j, i] = w[j, i] / tot
+        return m + math.log(tot)
+    best = -math.inf
+    kbest = 0
+    if not smooth:
+        for k in range(K):
+            if ell[k, i] > best:
+                best = ell[k, i]
+                kbest = k
+        for j in range(K):
+            w[j, i] = 0.0
+        w[kbest, i] = 1.0
+        return best
+    for k in range(K):
+        v = 0.0
+        for j in range(K):
+            gkj = g[k, j]
+            if gkj != 0.0:  # truncated smoothing: exact zeros skipped, as on the CPU
+                v += gkj * ell[j, i]
+        if v > best:
+            best = v
+            kbest = k
+    for j in range(K):
+        w[j, i] = g[kbest, j]
+    return best
+
+
+@cuda.jit
+def sgd_loglik(X, rows, first, B, tile_rows, xi, mu, s, logdet, lse, ell):
+    """Phase 1: ell[j, i] = l_j(x_i) for the batch's B samples (rows first.. of the order)."""
+    j = cuda.blockIdx.x
+    i0 = cuda.blockIdx.y * tile_rows
+    t = cuda.threadIdx.x
+    T = cuda.blockDim.x
+    D = mu.shape[1]
+    c = -0.5 * D * LOG2PI
+    base = xi[j] - lse[0] + logdet[j] + c
+    stop = min(B, i0 + tile_rows)
+    for i in range(i0 + t, stop, T):
+        ell[j, i] = base - 0.5 * _sqnorm(X, _row(rows, first, i), mu, s, j, D)
+
+
+@cuda.jit
+def sgd_weights(ell, B, g, smooth, exact, xi, lse, eps, lam_pi, w, objs, out, b):
+    """Phase 2 (one block): weights and objectives per sample, out[b], the logit step and the
+    next batch's log-sum-exp of the logits."""
+    t = cuda.threadIdx.x
+    T = cuda.blockDim.x
+    K = xi.shape[0]
+    lse_old = lse[0]
+    for i in range(t, B, T):
+        objs[i] = _weights_col(ell, i, g, smooth, exact, w, K)
+    cuda.syncthreads()
+    inv = 1.0 / B
+    if t == 0:
+        tot = 0.0
+        for i in range(B):
+            tot += objs[i]
+        out[b] = tot * inv
+    for j in range(t, K, T):
+        pj = math.exp(xi[j] - lse_old)
+        gx = 0.0
+        for i in range(B):
+            gx += w[j, i] - pj
+        xi[j] += eps * lam_pi * gx * inv
+    cuda.syncthreads()
+    if t == 0:
+        lse[0] = _logsumexp(xi, K)
+
+
+@cuda.jit
+def sgd_update(X, rows, first, B, w, mu, s, eps, lam_mu, lam_s, s_min, s_max, update, logs,
+               logdet, xi, lse):
+    """Phase 3 (block j = component j): the mean/precision step of component j (``update``),
+    then log det_j.  With ``update`` False: log det of every component and (block 0) the
+    log-sum-exp of the logits, from the current state (a segment's prologue)."""
+    j = cuda.blockIdx.x
+    t = cuda.threadIdx.x
+    T = cuda.blockDim.x
+    D = mu.shape[1]
+    if update:
+        any_w = False
+        for i in range(B):
+            if w[j, i] != 0.0:
+                any_w = True
+        if not any_w:  # uniform over the block: the component is left as it is
+            return
+        inv = 1.0 / B
+        a = eps * lam_mu * inv
+        bb = eps * lam_s * inv
+        for d in range(t, D, T):
+            m = mu[j, d]
+            sj = s[j, d]
+            gm = 0.0
+            gs = 0.0
+            for i in range(B):
+                wij = w[j, i]
+                if wij != 0.0:
+                    diff = F64(X[_row(rows, first, i), d]) - m
+                    gm += wij * sj * sj * diff
+                    gs += wij * (1.0 / sj - sj * diff * diff)
+            mu[j, d] = m + a * gm
+            s[j, d] = min(max(sj + bb * gs, s_min), s_max)
+        cuda.syncthreads()
+    nch = (D + LOG_CHUNK - 1) // LOG_CHUNK
+    for ch in range(t, nch, T):
+        acc = 0.0
+        for d in range(ch * LOG_CHUNK, min(D, ch * LOG_CHUNK + LOG_CHUNK)):
+            acc += math.log(s[j, d])
+        logs[j, ch] = acc
+    cuda.syncthreads()
+    if t == 0:
+        tot = 0.0
+        for ch in range(nch):
+            tot += logs[j, ch]
+        logdet[j] = tot
+        if not update and j == 0:
+            lse[0] = _logsumexp(xi, xi.shape[0])
