@@ -371,7 +371,7 @@ def grid_stats_gpu(mode, Xd, wd, lo, h, shape, sigma, log_pi, acc=None, logp=Non
         nb = min(group, n_blocks - b0)
         kernel[nb, threads](int(mode), Xd, wd, *args, g.lconst, W, split_d, block_rows, b0,
                             part, logp_d)
-        gpu_estep.reduce_blocks[max(1, -(-S // 128)), 128](part, nb, b0 > 0, out)
+        gpu_estep.reduce_blocks[max(1, -(-S // threads)), threads](part, nb, b0 > 0, out)
     tot = out.copy_to_host()
     if mode != GRID_LOGP:
         acc[0] += tot[:M]

@@ -38,8 +38,9 @@ Work decomposition (one launch per pass, then ``gpu_estep.reduce_blocks``):
 NaN / infinity check): thread ``g`` scans one column of a fixed run of rows; min and max are
 exact, so any order gives the same bits.
 
-Status: checked on numba's CUDA simulator (tests/test_gpu_expansion.py); never run on a GPU.
-What to measure first on a real one:
+Status: checked on numba's CUDA simulator (tests/test_gpu_expansion.py), and typed and lowered
+for the real target (sm_90 LLVM IR, no atomics; PTX where NVVM is installed); never run on a
+GPU.  What to measure first on a real one:
 
 * phase 1 runs one thread per row and does the serial ``prod_d (2 W_d + 1)`` multiply-adds of
   the normaliser (441 per row for sigma = h in 2-D) -- the bulk of the arithmetic; the
@@ -89,6 +90,17 @@ def thread_split(counts, threads):
         if per[d] <= 1 or math.prod(T) * 2 > threads:
             return tuple(T)
         T[d] *= 2
+
+
+def first_owned(own, first, T):
+    """Offset, in a window whose first node has index ``first``, of the first node whose index
+    is ``own`` modulo ``T`` (the owner's residue): the owner's nodes are at that offset plus
+    multiples of T; none when it is not below the window's count.  Ownership goes by the
+    absolute node index, so a node has the same owner for every row of the block."""
+    return (own - first % T + T) % T
+
+
+_first_owned = cuda.jit(device=True)(first_owned)
 
 
 @functools.lru_cache(maxsize=None)
@@ -194,8 +206,7 @@ def build(D, R, T, TPB):
                         continue
                     mine = True
                     for d in range(D):  # first owned window position per dimension
-                        Td = split[d]
-                        o = (own[d] - FIRST[r, d] % Td + Td) % Td
+                        o = _first_owned(own[d], FIRST[r, d], split[d])
                         if o >= CNT[r, d]:
                             mine = False
                         odo[d] = o
@@ -216,7 +227,7 @@ def build(D, R, T, TPB):
                             odo[d] += split[d]
                             if odo[d] < CNT[r, d]:
                                 break
-                            odo[d] = (own[d] - FIRST[r, d] % split[d] + split[d]) % split[d]
+                            odo[d] = _first_owned(own[d], FIRST[r, d], split[d])
                             d -= 1
                         if d < 0:
                             break
