@@ -953,6 +953,20 @@ class GMMExpansion(DensityMixin, BaseEstimator):
         gpu.require_gpu()
         return expansion.gpu_launch()
 
+    @staticmethod
+    def _on_device(X, sample_weight, gpu):
+        """True when X lives on the GPU (and device="cuda"); ValueError for GPU arrays that
+        device="cpu" or host rows cannot take."""
+        from . import gpu as fgpu
+        if not (fgpu.is_device_array(X) or fgpu.is_device_array(sample_weight)):
+            return False
+        if gpu is None:
+            raise ValueError("X or sample_weight is a GPU array (__cuda_array_interface__): use "
+                             "device='cuda', or copy it to the host")
+        if not fgpu.is_device_array(X):
+            raise ValueError("sample_weight on the GPU needs X on the GPU too")
+        return True
+
     def _rows(self, X, sample_weight, *, fitting, gpu):
         """(host Stream or None, DeviceData or None, opened): the rows for node placement (the
         host copy when there is one) and for the passes (the device copy when there is one).
@@ -961,12 +975,7 @@ class GMMExpansion(DensityMixin, BaseEstimator):
         arrays are used in place and checked on the device; out-of-core sources stay host
         Streams (their blocks are uploaded pass by pass)."""
         from . import gpu as fgpu
-        if fgpu.is_device_array(X) or fgpu.is_device_array(sample_weight):
-            if gpu is None:
-                raise ValueError("X or sample_weight is a GPU array (__cuda_array_interface__): "
-                                 "use device='cuda', or copy it to the host")
-            if not fgpu.is_device_array(X):
-                raise ValueError("sample_weight on the GPU needs X on the GPU too")
+        if self._on_device(X, sample_weight, gpu):
             if not fitting:
                 self._check_fitted()
             dev = fgpu.device_rows(X, sample_weight, min_samples=2 if fitting else 1)
@@ -1076,7 +1085,7 @@ class GMMExpansion(DensityMixin, BaseEstimator):
         self._check_hyper()
         gpu = self._launch()
         from . import gpu as fgpu
-        if gpu is not None and fgpu.is_device_array(X):
+        if self._on_device(X, sample_weight, gpu):
             host, dev = None, fgpu.device_rows(X, sample_weight, min_samples=1)
         else:
             X = check_array(X, min_samples=1)
