@@ -2,7 +2,7 @@
 (``fastmix.expansion`` with ``gpu=``) and ``GMMExpansion(device="cuda")``.
 
 Without a GPU the module runs on numba's CUDA simulator (``_gpu``), so the inputs are tiny:
-N = 30 rows in blocks of 12 (two full blocks and a partial one), 4 threads per block (fewer than
+N = 24 rows in blocks of 10 (two full blocks and a partial one), 4 threads per block (fewer than
 the window nodes, so threads own several nodes of a row), grids of 25 (1-D) and 10 x 3 (2-D)
 nodes with bandwidths below the spacing, so that windows are narrower than the grid in 1-D and in
 the first dimension in 2-D, and rows beyond the outer nodes clip to them.
@@ -23,8 +23,8 @@ from fastmix import expansion, kernels, sources
 from fastmix import gpu as fgpu
 from fastmix.kernels import gpu_estep, gpu_expansion
 
-N = 30
-BLOCK_ROWS, THREADS = 12, 4
+N = 24
+BLOCK_ROWS, THREADS = 10, 4
 MODES = {"em": kernels.GRID_EM, "kde": kernels.GRID_KDE, "logp": kernels.GRID_LOGP}
 
 
@@ -357,7 +357,7 @@ def test_estimator_file_and_partial_fit_on_cuda(tmp_path, small_launch, gpu_call
     from_file = fastmix.GMMExpansion(device="cuda", **kw).fit(str(path))
     assert_close(from_file.weights_, ref_fit.weights_, 1e-12)
     pf = fastmix.GMMExpansion(device="cuda", **kw)
-    pf.partial_fit(X[:17]).partial_fit(X[17:])
+    pf.partial_fit(X[:13]).partial_fit(X[13:])
     assert_close(pf.weights_, ref_fit.weights_, 1e-12)
     assert_close(pf.lower_bound_, ref_fit.lower_bound_, 1e-13)
     assert_close(from_file.score_samples(str(path)), ref_fit.score_samples(X), 1e-13)
