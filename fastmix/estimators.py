@@ -947,6 +947,18 @@ class GMMExpansion(DensityMixin, BaseEstimator):
         Extent of the grid; default: the data range (a pass for out-of-core data).
     random_state : None, int or Generator (k-means++ centres)
     chunk_size : int or None (rows per kernel chunk, default 4096)
+    device : {"cpu", "cuda"}, default="cpu"
+        "cuda": the weight passes and ``score_samples``/``score`` run CUDA kernels
+        (``fastmix.kernels.gpu_expansion`` for tensor grids, the diag E-step kernel for
+        centres; ``pip install 'fastmix[cuda]'``).  In-memory NumPy rows are validated on the
+        host and copied to the device once per call; arrays that expose
+        ``__cuda_array_interface__`` (CuPy, PyTorch, numba) are used in place, checked on the
+        device (C-contiguous float32/float64, no NaN/infinity), and must be given with
+        device="cuda"; out-of-core sources and ``partial_fit`` upload their rows block by
+        block / call by call.  Node placement (data range, k-means++ centres) runs on the CPU:
+        k-means++ copies device rows to the host once, the range of device rows is a device
+        pass.  Results agree with "cpu" to rounding (different summation order) and are
+        bit-reproducible run to run.
 
     Attributes
     ----------
@@ -963,7 +975,7 @@ class GMMExpansion(DensityMixin, BaseEstimator):
     """
 
     def __init__(self, n_nodes=64, *, bandwidth=None, variant="em", n_iter=1, grid="auto",
-                 bounds=None, random_state=None, chunk_size=None):
+                 bounds=None, random_state=None, chunk_size=None, device="cpu"):
         self.n_nodes = n_nodes
         self.bandwidth = bandwidth
         self.variant = variant
@@ -972,6 +984,7 @@ class GMMExpansion(DensityMixin, BaseEstimator):
         self.bounds = bounds
         self.random_state = random_state
         self.chunk_size = chunk_size
+        self.device = device
 
     def _check_hyper(self):
         _check_int(self, "n_nodes", 2)  # a grid needs two nodes per dimension
@@ -985,6 +998,58 @@ class GMMExpansion(DensityMixin, BaseEstimator):
         if self.grid not in ("auto", "tensor", "kmeans++"):
             raise ValueError(f"grid must be 'auto', 'tensor' or 'kmeans++', got {self.grid!r}")
         _check_int(self, "chunk_size", 1, optional=True)
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+
+    def _launch(self):
+        """expansion.GPULaunch for device="cuda" (GPUUnavailableError without a GPU), else
+        None."""
+        if getattr(self, "device", "cpu") != "cuda":
+            return None
+        from . import gpu
+        gpu.require_gpu()
+        return expansion.gpu_launch()
+
+    @staticmethod
+    def _on_device(X, sample_weight, gpu):
+        """True when X lives on the GPU (and device="cuda"); ValueError for GPU arrays that
+        device="cpu" or host rows cannot take."""
+        from . import gpu as fgpu
+        if not (fgpu.is_device_array(X) or fgpu.is_device_array(sample_weight)):
+            return False
+        if gpu is None:
+            raise ValueError("X or sample_weight is a GPU array (__cuda_array_interface__): use "
+                             "device='cuda', or copy it to the host")
+        if not fgpu.is_device_array(X):
+            raise ValueError("sample_weight on the GPU needs X on the GPU too")
+        return True
+
+    def _rows(self, X, sample_weight, *, fitting, gpu):
+        """(host Stream or None, DeviceData or None, opened): the rows for node placement (the
+        host copy when there is one) and for the passes (the device copy when there is one).
+
+        device="cuda": in-memory arrays are validated on the host and uploaded once; device
+        arrays are used in place and checked on the device; out-of-core sources stay host
+        Streams (their blocks are uploaded pass by pass)."""
+        from . import gpu as fgpu
+        if self._on_device(X, sample_weight, gpu):
+            if not fitting:
+                self._check_fitted()
+            dev = fgpu.device_rows(X, sample_weight, min_samples=2 if fitting else 1)
+            if not fitting and dev.n_features != self.n_features_in_:
+                raise ValueError(f"X has {dev.n_features} features, but {type(self).__name__} "
+                                 f"is expecting {self.n_features_in_} features as input.")
+            return None, dev, False
+        data, opened = self._stream(X, sample_weight, fitting=fitting)
+        try:
+            dev = None
+            if gpu is not None and data.in_memory is not None:  # copied once per call
+                dev = fgpu.to_gpu(data.in_memory, data.weights)
+        except BaseException:
+            if opened:
+                data.close()
+            raise
+        return data, dev, opened
 
     @property
     def _chunk_rows(self):
@@ -1037,13 +1102,16 @@ class GMMExpansion(DensityMixin, BaseEstimator):
 
     def fit(self, X, y=None, sample_weight=None):
         """Learn the weights (one pass per step; see the class docstring).  X: (N, D) array or
-        any out-of-core data ``GaussianMixture.fit`` accepts; returns self."""
+        any out-of-core data ``GaussianMixture.fit`` accepts (or a device array with
+        device="cuda"); returns self."""
         self._check_hyper()
-        data, opened = self._stream(X, sample_weight, fitting=True)
+        gpu = self._launch()
+        host, dev, opened = self._rows(X, sample_weight, fitting=True, gpu=gpu)
+        data = dev if dev is not None else host  # the passes' rows
         try:
             rng = check_random_state(self.random_state)
             with kernels.blas_single_threaded():
-                nodes = self._make_nodes(data, rng)
+                nodes = self._make_nodes(host if host is not None else dev, rng)
                 M = nodes.n_nodes
                 weights = np.full(M, 1.0 / M)
                 steps = int(self.n_iter) if self.variant == "em" else 1
@@ -1051,12 +1119,12 @@ class GMMExpansion(DensityMixin, BaseEstimator):
                 for _ in range(steps):
                     with np.errstate(divide="ignore"):  # nodes with no data: weight 0
                         log_w = np.log(weights)
-                    acc = expansion.weights_pass(data, nodes, log_w, self.variant)
+                    acc = expansion.weights_pass(data, nodes, log_w, self.variant, gpu=gpu)
                     lbs.append(float(acc[1][0] / acc[1][1]))
                     weights = expansion.weights_from(acc, self.variant)
         finally:
             if opened:
-                data.close()
+                host.close()
         self._set_nodes(nodes, data.n_features)
         self.weights_ = weights
         self.lower_bound_ = lbs[-1]
@@ -1069,26 +1137,34 @@ class GMMExpansion(DensityMixin, BaseEstimator):
         """Add the one-pass statistics of the rows X (n, D) and update the weights: after any
         sequence of calls the weights equal those of ``fit`` on all rows (one step, uniform
         start), provided the grid is the same -- give ``bounds``, otherwise the first call's
-        data range fixes the grid.  Returns self."""
+        data range fixes the grid.  X: an array (with device="cuda" NumPy rows are uploaded
+        per call, device arrays used in place).  Returns self."""
         self._check_hyper()
-        X = check_array(X, min_samples=1)
-        sw = check_sample_weight(sample_weight, X.shape[0])
-        data = sources.as_stream(X, sw, self._chunk_rows)
+        gpu = self._launch()
+        from . import gpu as fgpu
+        if self._on_device(X, sample_weight, gpu):
+            host, dev = None, fgpu.device_rows(X, sample_weight, min_samples=1)
+        else:
+            X = check_array(X, min_samples=1)
+            sw = check_sample_weight(sample_weight, X.shape[0])
+            host = sources.as_stream(X, sw, self._chunk_rows)
+            dev = None if gpu is None else fgpu.to_gpu(X, sw)
+        D = (host if host is not None else dev).n_features
         with kernels.blas_single_threaded():
             if getattr(self, "_acc", None) is None:
                 if hasattr(self, "weights_"):
                     raise ValueError("partial_fit continues only a model built by partial_fit "
                                      "or a one-step fit")
-                self._set_nodes(self._make_nodes(data, check_random_state(self.random_state)),
-                                X.shape[1])
+                self._set_nodes(self._make_nodes(host if host is not None else dev,
+                                                 check_random_state(self.random_state)), D)
                 M = self._nodes.n_nodes
                 self._acc = [np.zeros(M), np.zeros(2)]
-            elif X.shape[1] != self.n_features_in_:
-                raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
+            elif D != self.n_features_in_:
+                raise ValueError(f"X has {D} features, but {type(self).__name__} is "
                                  f"expecting {self.n_features_in_} features as input.")
             M = self._nodes.n_nodes
-            expansion.weights_pass(data, self._nodes, np.full(M, -math.log(M)), self.variant,
-                                   self._acc)
+            expansion.weights_pass(dev if dev is not None else host, self._nodes,
+                                   np.full(M, -math.log(M)), self.variant, self._acc, gpu=gpu)
         self.weights_ = expansion.weights_from(self._acc, self.variant)
         self.lower_bound_ = float(self._acc[1][0] / self._acc[1][1])
         self.lower_bounds_ = [self.lower_bound_]
@@ -1096,13 +1172,15 @@ class GMMExpansion(DensityMixin, BaseEstimator):
         return self
 
     def score_samples(self, X):
-        """log p(x) of each row, (N,) float64."""
-        data, opened = self._stream(X, fitting=False)
+        """log p(x) of each row, (N,) float64 (a host array, also for device rows)."""
+        gpu = self._launch()
+        host, dev, opened = self._rows(X, None, fitting=False, gpu=gpu)
         try:
-            return expansion.log_prob(data, self._nodes, self.weights_)
+            return expansion.log_prob(dev if dev is not None else host, self._nodes,
+                                      self.weights_, gpu=gpu)
         finally:
             if opened:
-                data.close()
+                host.close()
 
     def score(self, X, y=None):
         """Mean log-likelihood per row."""

@@ -28,14 +28,23 @@ Weights (one pass each):
 
 Passes: one for the data range when ``bounds`` is not given (skipped for in-memory arrays:
 ``min``/``max``), one per weights step.
+
+GPU (``gpu=GPULaunch``, see ``gpu_launch``): the passes run the CUDA kernels -- the grid kernel
+``fastmix.kernels.gpu_expansion`` for tensor grids, the diag E-step kernel for centres -- on
+rows that live on the device (``fastmix.gpu.DeviceData``, uploaded once by the caller) or on
+the blocks of a host ``Stream``, each block uploaded as it is read (out-of-core sources).  The
+data range of device rows is a device pass (``column_range``); k-means++ centres copy device
+rows to the host (node placement runs on the CPU).  Results equal the CPU's up to rounding.
 """
 import math
 from typing import NamedTuple
 
 import numpy as np
 
-from . import kernels
+from . import kernels, sources
+from .gpu import DeviceData, to_gpu
 from .init import _subsample, kmeans_plusplus
+from .kernels import gpu as gk
 
 #: Largest tensor grid (nodes).
 MAX_NODES = 2**20
@@ -66,8 +75,42 @@ class Nodes(NamedTuple):
         return np.stack([m.reshape(-1) for m in mesh], axis=1)
 
 
+class GPULaunch(NamedTuple):
+    """Run the passes on the GPU with these launch shapes."""
+    grid_block_rows: int  # grid kernel (tensor grids)
+    grid_threads: int
+    block_rows: int       # diag E-step / log_prob kernels (centres)
+    threads: int
+
+
+def gpu_launch():
+    """A GPULaunch with ``fastmix.gpu``'s defaults (read at call time)."""
+    from . import gpu
+    return GPULaunch(gpu.DEFAULT_GRID_BLOCK_ROWS, gpu.DEFAULT_GRID_THREADS,
+                     gpu.DEFAULT_BLOCK_ROWS, gpu.DEFAULT_THREADS)
+
+
+def _device_pieces(data):
+    """(X, w) device pieces of ``data``: DeviceData as one piece, a host Stream block by block
+    (each block uploaded when it is read)."""
+    if isinstance(data, DeviceData):
+        yield data.X, data.w
+        return
+    for _, X, w in data.blocks():
+        piece = to_gpu(X, w)
+        yield piece.X, piece.w
+
+
 def data_range(data):
-    """(lo, hi) per feature: from memory, or one pass over a stream."""
+    """(lo, hi) per feature: from memory, one pass over a stream, or a device pass over
+    ``DeviceData`` (which also rejects NaN / infinity; the result is kept on ``data.range``)."""
+    if isinstance(data, DeviceData):
+        if data.range is None:
+            lo, hi, bad = gk.column_range_gpu(data.X)
+            if bad.any():
+                raise ValueError("Input X contains NaN or infinity")
+            data.range = (lo, hi)
+        return data.range
     X = data.in_memory
     if X is not None:
         return X.min(axis=0).astype(np.float64), X.max(axis=0).astype(np.float64)
@@ -108,6 +151,8 @@ def tensor_grid(lo, hi, n_nodes, bandwidth):
 def kmeanspp_nodes(data, lo, hi, n_nodes, bandwidth, rng):
     D = lo.shape[0]
     span = _check_range(lo, hi)
+    if isinstance(data, DeviceData):  # node placement runs on the CPU
+        data = sources.as_stream(*data.to_host())
     Xs, sws = _subsample(data, n_nodes, rng)
     if Xs.shape[0] < n_nodes:
         raise ValueError(f"n_nodes={n_nodes} centres need at least as many rows, got "
@@ -130,18 +175,24 @@ def _centre_params(nodes, log_pi, dtype):
                                 np.zeros(D, dt), nodes.centres, np.zeros(0))
 
 
-def weights_pass(data, nodes, log_pi, variant, acc=None):
+def weights_pass(data, nodes, log_pi, variant, acc=None, gpu=None):
     """One pass: [numerators (M,), [sum w log p, sum w]] of the weights step, added to ``acc``.
 
-    ``log_pi`` are the current weights (the log-likelihood is evaluated under them)."""
+    ``log_pi`` are the current weights (the log-likelihood is evaluated under them).  With
+    ``gpu`` (a GPULaunch) the pass runs on the GPU; ``data`` is then ``DeviceData`` or a host
+    Stream whose blocks are uploaded one by one."""
+    if not nodes.is_grid and variant != "em":
+        raise ValueError("variant='kde' needs a tensor grid (grid='tensor')")
+    if gpu is not None:
+        return _weights_pass_gpu(data, nodes, log_pi, variant, acc, gpu)
+    if isinstance(data, DeviceData):
+        raise ValueError("device data need a GPU pass (gpu=GPULaunch)")
     if nodes.is_grid:
         mode = kernels.GRID_EM if variant == "em" else kernels.GRID_KDE
         for _, X, w in data.blocks():
             acc = kernels.grid_stats(mode, X, w, nodes.lo, nodes.h, nodes.shape, nodes.sigma,
                                      log_pi, data.chunk_rows, acc)
         return acc
-    if variant != "em":
-        raise ValueError("variant='kde' needs a tensor grid (grid='tensor')")
     kp = _centre_params(nodes, log_pi, data.dtype)
     M, D = nodes.centres.shape
     total = kernels.Accumulator(kernels.DIAG, M, D)
@@ -151,6 +202,26 @@ def weights_pass(data, nodes, log_pi, variant, acc=None):
         acc = [np.zeros(M), np.zeros(2)]
     acc[0] += total.nk
     acc[1] += [total.ll, total.ws]
+    return acc
+
+
+def _weights_pass_gpu(data, nodes, log_pi, variant, acc, gpu):
+    if nodes.is_grid:
+        mode = kernels.GRID_EM if variant == "em" else kernels.GRID_KDE
+        for Xd, wd in _device_pieces(data):
+            acc = gk.grid_stats_gpu(mode, Xd, wd, nodes.lo, nodes.h, nodes.shape, nodes.sigma,
+                                    log_pi, acc, block_rows=gpu.grid_block_rows,
+                                    threads=gpu.grid_threads)
+        return acc
+    M = nodes.centres.shape[0]
+    kp = _centre_params(nodes, log_pi, data.dtype)
+    if acc is None:
+        acc = [np.zeros(M), np.zeros(2)]
+    for Xd, wd in _device_pieces(data):
+        nk, _, _, ll, ws = gk.estep_stats_gpu(Xd, wd, kp, block_rows=gpu.block_rows,
+                                              threads=gpu.threads)
+        acc[0] += nk
+        acc[1] += [ll, ws]
     return acc
 
 
@@ -164,18 +235,33 @@ def weights_from(acc, variant):
     return num / total
 
 
-def log_prob(data, nodes, weights):
-    """log p(x) (N,) of every row of ``data`` under the expansion."""
+def log_prob(data, nodes, weights, gpu=None):
+    """log p(x) (N,) of every row of ``data`` under the expansion (on the GPU with ``gpu``, a
+    GPULaunch: ``data`` is then DeviceData or a host Stream)."""
     with np.errstate(divide="ignore"):
         log_pi = np.log(weights)
     parts = []
-    for _, X, _ in data.blocks():
-        if nodes.is_grid:
-            out = np.empty(X.shape[0])
-            kernels.grid_stats(kernels.GRID_LOGP, X, None, nodes.lo, nodes.h, nodes.shape,
-                               nodes.sigma, log_pi, data.chunk_rows, logp=out)
-        else:
-            out = kernels.log_prob(X, _centre_params(nodes, log_pi, data.dtype),
-                                   data.chunk_rows)[0]
-        parts.append(out)
+    if gpu is not None:
+        for Xd, _ in _device_pieces(data):
+            if nodes.is_grid:
+                out = np.empty(Xd.shape[0])
+                gk.grid_stats_gpu(kernels.GRID_LOGP, Xd, None, nodes.lo, nodes.h, nodes.shape,
+                                  nodes.sigma, log_pi, logp=out,
+                                  block_rows=gpu.grid_block_rows, threads=gpu.grid_threads)
+            else:
+                out = gk.log_prob_gpu(Xd, _centre_params(nodes, log_pi, data.dtype),
+                                      block_rows=gpu.block_rows, threads=gpu.threads)[0]
+            parts.append(out)
+    else:
+        if isinstance(data, DeviceData):
+            raise ValueError("device data need a GPU pass (gpu=GPULaunch)")
+        for _, X, _ in data.blocks():
+            if nodes.is_grid:
+                out = np.empty(X.shape[0])
+                kernels.grid_stats(kernels.GRID_LOGP, X, None, nodes.lo, nodes.h, nodes.shape,
+                                   nodes.sigma, log_pi, data.chunk_rows, logp=out)
+            else:
+                out = kernels.log_prob(X, _centre_params(nodes, log_pi, data.dtype),
+                                       data.chunk_rows)[0]
+            parts.append(out)
     return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -21,6 +21,9 @@ from .kernels import gpu as gk
 
 DEFAULT_BLOCK_ROWS = gk.DEFAULT_BLOCK_ROWS
 DEFAULT_THREADS = gk.DEFAULT_THREADS
+#: Launch shape of the GMM-expansion grid kernel (``fastmix.expansion``).
+DEFAULT_GRID_BLOCK_ROWS = gk.DEFAULT_GRID_BLOCK_ROWS
+DEFAULT_GRID_THREADS = gk.DEFAULT_GRID_THREADS
 
 #: Resident data may use at most this fraction of the device's free memory; larger data are
 #: streamed from the host in chunks (``open_streamed``).
@@ -29,6 +32,7 @@ RESIDENT_FRACTION = 0.7
 GPUUnavailableError = gk.GPUUnavailableError
 gpu_available = gk.gpu_available
 require_gpu = gk.require_gpu
+is_device_array = gk.is_device_array
 
 
 @dataclass
@@ -37,6 +41,7 @@ class DeviceData:
     X: object        # device array, float32/float64 C-contiguous
     w: object        # device float64 (N,) or empty (no weights)
     streamed = False
+    range: tuple = None  # (lo, hi) per feature once computed (fastmix.expansion.data_range)
 
     @property
     def shape(self):
@@ -45,6 +50,22 @@ class DeviceData:
     @property
     def dtype(self):
         return np.dtype(self.X.dtype)
+
+    @property
+    def n_rows(self):
+        return int(self.X.shape[0])
+
+    @property
+    def n_features(self):
+        return int(self.X.shape[1])
+
+    @property
+    def weighted(self):
+        return self.w.shape[0] > 0
+
+    def to_host(self):
+        """(X, sample weights or None) copied to host NumPy arrays."""
+        return self.X.copy_to_host(), (self.w.copy_to_host() if self.weighted else None)
 
 
 def to_gpu(X, sample_weight=None, dtype=None):
@@ -220,3 +241,37 @@ class DeviceMarginals:
         Y = gk.marginal_rows(X, A, T, self.buf)
         return gk.estep_stats_gpu(Y, self.data.w, kp, block_rows=self.block_rows,
                                   threads=self.threads)
+
+
+def device_rows(X, sample_weight=None, min_samples=1):
+    """DeviceData for rows that already live on the device (``__cuda_array_interface__``),
+    checked there the way ``check_array`` / ``check_sample_weight`` check host arrays: 2-D
+    float32/float64 C-contiguous (never copied), at least ``min_samples`` rows, no NaN or
+    infinity; sample weights (host or device, float64 (N,)) finite, non-negative, with a
+    positive sum.  The checks are one device pass (``column_range``) whose per-feature ranges
+    are kept on the result (``range``)."""
+    from ._validation import check_sample_weight
+    Xd = gk.to_device(X)
+    N = Xd.shape[0]
+    if N < min_samples:
+        raise ValueError(f"Found array with {N} sample(s) (shape={tuple(Xd.shape)}) while a "
+                         f"minimum of {min_samples} is required.")
+    if Xd.shape[1] < 1:
+        raise ValueError("Found array with 0 feature(s) while a minimum of 1 is required.")
+    lo, hi, bad = gk.column_range_gpu(Xd)
+    if bad.any():
+        raise ValueError(f"Input X contains NaN or infinity ({int(bad.sum())} value(s), in "
+                         f"column(s) {np.flatnonzero(bad).tolist()[:8]})")
+    if sample_weight is not None and not gk.is_device_array(sample_weight):
+        sample_weight = check_sample_weight(sample_weight, N)
+    wd = gk.weights_to_device(sample_weight, N)
+    if gk.is_device_array(sample_weight):
+        wlo, whi, wbad = gk.column_range_gpu(wd.reshape(N, 1))
+        if wbad[0]:
+            raise ValueError("sample_weight contains NaN or infinity")
+        if wlo[0] < 0:
+            raise ValueError("sample_weight must be non-negative")
+        if not whi[0] > 0:
+            raise ValueError("sample_weight sums to zero: at least one row needs a positive "
+                             "weight")
+    return DeviceData(Xd, wd, (lo, hi))

@@ -199,6 +199,42 @@ def grid_window(h, sigma, cut):
     return np.ceil(reach).astype(np.int64)
 
 
+class GridLayout(NamedTuple):
+    """A tensor grid laid out for the grid kernels (CPU and GPU)."""
+    shape: np.ndarray    # (D,) int64 nodes per dimension
+    strides: np.ndarray  # (D,) int64 C-order strides of the node index
+    lo: np.ndarray       # (D,) float64 first node
+    h: np.ndarray        # (D,) float64 spacing
+    inv_sig: np.ndarray  # (D,) float64 1 / sigma
+    W: np.ndarray        # (D,) int64 window half-widths (grid_window at the float64 cut)
+    lconst: float        # log of one component's peak density, -sum log sigma - D/2 log 2 pi
+    pi: np.ndarray       # (M,) float64 node weights exp(log_pi)
+
+    @property
+    def n_nodes(self):
+        return int(np.prod(self.shape))
+
+    def window_counts(self):
+        """Window positions per dimension, min(2 W + 1, shape)."""
+        return np.minimum(2 * self.W + 1, self.shape)
+
+
+def grid_layout(lo, h, shape, sigma, log_pi):
+    """The ``GridLayout`` of a grid (``lo``, ``h``, ``shape``), bandwidth and log-weights."""
+    shape = np.asarray(shape, dtype=np.int64)
+    D = shape.shape[0]
+    strides = np.ones(D, np.int64)
+    for d in range(D - 2, -1, -1):
+        strides[d] = strides[d + 1] * shape[d + 1]
+    sigma = np.asarray(sigma, dtype=np.float64)
+    W = grid_window(h, sigma, CUT[np.dtype(np.float64)])
+    lconst = float(-np.log(sigma).sum() - 0.5 * D * math.log(2 * math.pi))
+    with np.errstate(under="ignore"):
+        pi = np.exp(np.asarray(log_pi, np.float64))
+    return GridLayout(shape, strides, np.asarray(lo, np.float64), np.asarray(h, np.float64),
+                      1.0 / sigma, W, lconst, pi)
+
+
 def grid_stats(mode, X, sw, lo, h, shape, sigma, log_pi, chunk_rows, acc=None, logp=None):
     """One pass of the GMM-expansion kernel (``cpu_expansion``) over X (N, D).
 
@@ -207,15 +243,8 @@ def grid_stats(mode, X, sw, lo, h, shape, sigma, log_pi, chunk_rows, acc=None, l
     if None) and returns it.  Slots of consecutive chunks are merged in order: the result does
     not depend on the number of threads."""
     N, D = X.shape
-    shape = np.asarray(shape, dtype=np.int64)
-    M = int(np.prod(shape))
-    strides = np.ones(D, np.int64)
-    for d in range(D - 2, -1, -1):
-        strides[d] = strides[d + 1] * shape[d + 1]
-    sigma = np.asarray(sigma, dtype=np.float64)
-    cut = CUT[np.dtype(np.float64)]
-    W = grid_window(h, sigma, cut)
-    lconst = float(-np.log(sigma).sum() - 0.5 * D * math.log(2 * math.pi))
+    g = grid_layout(lo, h, shape, sigma, log_pi)
+    M = g.n_nodes
     chunk_rows = int(chunk_rows)
     n_chunks = max(1, -(-N // chunk_rows))
     n_slots = int(min(n_chunks, max(1, SLOT_BYTES // (8 * M)), 4 * num_threads()))
@@ -224,11 +253,8 @@ def grid_stats(mode, X, sw, lo, h, shape, sigma, log_pi, chunk_rows, acc=None, l
     if acc is None:
         acc = [np.zeros(M), np.zeros(2)]
     out = logp if logp is not None else np.empty(0)
-    with np.errstate(under="ignore"):
-        pi = np.exp(np.asarray(log_pi, np.float64))
-    cpu_expansion.grid_pass(mode, X, _weights(sw), np.asarray(lo, np.float64),
-                            np.asarray(h, np.float64), shape, strides, 1.0 / sigma, pi, lconst,
-                            W, chunk_rows, acc_p, llws, out)
+    cpu_expansion.grid_pass(mode, X, _weights(sw), g.lo, g.h, g.shape, g.strides, g.inv_sig,
+                            g.pi, g.lconst, g.W, chunk_rows, acc_p, llws, out)
     for s in range(n_slots):  # fixed order
         acc[0] += acc_p[s]
         acc[1][0] += llws[s, 0]
@@ -254,4 +280,4 @@ def log_prob(X, kp, chunk_rows, want_resp=False):
 
 __all__ = ["Accumulator", "num_threads", "thread_limit", "blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG",
            "SPHERICAL", "LOWRANK", "n_factors", "estep_stats", "resp_stats", "nearest_stats", "log_prob", "nearest_params",
-           "s2_shape", "grid_stats", "grid_window", "GRID_EM", "GRID_KDE", "GRID_LOGP"]
+           "s2_shape", "grid_stats", "grid_window", "grid_layout", "GridLayout", "GRID_EM", "GRID_KDE", "GRID_LOGP"]

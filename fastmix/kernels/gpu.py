@@ -1,6 +1,7 @@
 """Python-facing wrappers of the CUDA kernels (``gpu_estep``; ``gpu_lowrank`` for the lowrank
-kind; ``gpu_sgd``; ``gpu_linalg``): probe, device arrays, E-step, log p, host -> device
-streaming, mini-batch SGD steps, BigLearn's marginal rows.
+kind; ``gpu_sgd``; ``gpu_linalg``; ``gpu_expansion``): probe, device arrays, E-step, log p,
+host -> device streaming, mini-batch SGD steps, BigLearn's marginal rows, the GMM-expansion
+grid pass.
 
 Importing this module never imports numba-cuda: ``gpu_available()`` / ``require_gpu()`` do, once,
 and say what is missing (the ``cuda`` extra, or a visible GPU).  Every function takes device
@@ -14,13 +15,18 @@ import importlib.util
 
 import numpy as np
 
-from . import CUT, LOWRANK, n_factors, s2_shape
+from . import CUT, GRID_LOGP, LOWRANK, grid_layout, n_factors, s2_shape
 
 #: Rows per block.  A constant, never derived from the device, so that the partition of the rows
 #: (and hence every rounding) is the same on every GPU: results are bit-identical run to run.
 DEFAULT_BLOCK_ROWS = 1024
 #: Threads per block.
 DEFAULT_THREADS = 256
+#: Rows per block of the GMM-expansion grid kernel: larger than the E-step's because each block
+#: zeroes and the reduction reads a slot of M node sums (see gpu_expansion's docstring).
+DEFAULT_GRID_BLOCK_ROWS = 4096
+#: Threads per block of the grid kernel.
+DEFAULT_GRID_THREADS = 128
 
 INSTALL_HINT = "pip install 'fastmix[cuda]'"
 
@@ -660,3 +666,83 @@ def sgd_minibatch_gpu(Xd, rows, first, n_rows, st, g, exact, eps, lam_pi, lam_mu
         update(Xd, rows, f, B, st.w, st.mu, st.s, eps, lam_mu, lam_s, s_min, s_max, True,
                st.logs, st.logdet, st.xi, st.lse)
     return out.copy_to_host()
+
+
+# ------------------------------------------------------------------ GMM expansion -----------
+def grid_stats_gpu(mode, Xd, wd, lo, h, shape, sigma, log_pi, acc=None, logp=None,
+                   block_rows=DEFAULT_GRID_BLOCK_ROWS, threads=DEFAULT_GRID_THREADS):
+    """One pass of the GMM-expansion grid kernel (``gpu_expansion``) over device rows ``Xd``:
+    what ``fastmix.kernels.grid_stats`` computes, with the same arguments (block_rows/threads
+    instead of chunk_rows).
+
+    Adds to ``acc`` = [node sums (M,), [sum w log p, sum w]] (made if None) and returns it;
+    GRID_LOGP writes log p of every row into the host array ``logp`` (N,).  ``wd`` from
+    ``weights_to_device`` (or None).  Deterministic for a given ``block_rows`` (the threads per
+    block do not change a bit); equal to the CPU kernel up to rounding."""
+    cuda = require_gpu()
+    from . import gpu_estep, gpu_expansion
+    N, D = Xd.shape
+    g = grid_layout(lo, h, shape, sigma, log_pi)
+    if g.shape.shape[0] != D:
+        raise ValueError(f"data have {D} features, the grid {g.shape.shape[0]}")
+    M = g.n_nodes
+    counts = g.window_counts()
+    T = int(counts.max())
+    threads = int(threads)
+    R = gpu_expansion.tile_rows(D, T, threads)
+    if R < 1:
+        raise ValueError(f"the GPU grid kernel stages a row's window ({T} nodes per dimension, "
+                         f"D={D}) in shared memory: "
+                         f"{gpu_expansion.shared_bytes_per_row(D, T)} bytes, more than "
+                         f"{gpu_expansion.SHARED_BYTES}; use a bandwidth closer to the grid "
+                         f"spacing, fewer nodes, or device='cpu'")
+    if mode == GRID_LOGP and (logp is None or logp.shape != (N,)):
+        raise ValueError(f"GRID_LOGP needs a host array logp of shape ({N},)")
+    if acc is None:
+        acc = [np.zeros(M), np.zeros(2)]
+    if wd is None:
+        wd = weights_to_device(None, N)
+    kernel = gpu_expansion.build(D, R, T, threads)
+    split = gpu_expansion.thread_split(counts, threads)
+    args = [cuda.to_device(np.ascontiguousarray(a)) for a in
+            (g.lo, g.h, g.shape, g.strides, g.inv_sig, g.pi)]
+    W, split_d = cuda.to_device(g.W), cuda.to_device(np.asarray(split, np.int64))
+    S = (0 if mode == GRID_LOGP else M) + 2
+    block_rows = int(block_rows)
+    n_blocks = max(1, -(-N // block_rows))
+    group = int(min(n_blocks, max(1, gpu_estep.PARTIAL_BYTES // (8 * S))))  # blocks per launch
+    part = _alloc(cuda, (group, S), np.float64,
+                  f"the per-block node sums ({group} blocks x {S} float64)")
+    out = _alloc(cuda, (S,), np.float64, "the node sums")
+    logp_d = _alloc(cuda, (N if mode == GRID_LOGP else 0,), np.float64, "log p per row")
+    for b0 in range(0, n_blocks, group):  # launch groups in order; each adds to the totals
+        nb = min(group, n_blocks - b0)
+        kernel[nb, threads](int(mode), Xd, wd, *args, g.lconst, W, split_d, block_rows, b0,
+                            part, logp_d)
+        gpu_estep.reduce_blocks[max(1, -(-S // threads)), threads](part, nb, b0 > 0, out)
+    tot = out.copy_to_host()
+    if mode != GRID_LOGP:
+        acc[0] += tot[:M]
+    acc[1][0] += tot[S - 2]
+    acc[1][1] += tot[S - 1]
+    if mode == GRID_LOGP:
+        logp[:] = logp_d.copy_to_host()
+    return acc
+
+
+def column_range_gpu(Xd, rows_per_thread=256, threads=128):
+    """(lo, hi, n_bad) per column (D,) of device rows: min and max of the finite values
+    (float64) and the number of NaN / infinite ones."""
+    cuda = require_gpu()
+    from . import gpu_expansion
+    N, D = Xd.shape
+    rows = int(rows_per_thread)
+    n_chunks = max(1, -(-N // rows))
+    lo = _alloc(cuda, (n_chunks, D), np.float64, "the column ranges")
+    hi = _alloc(cuda, (n_chunks, D), np.float64, "the column ranges")
+    bad = _alloc(cuda, (n_chunks, D), np.int64, "the column ranges")
+    threads = int(threads)
+    gpu_expansion.column_range[max(1, -(-(n_chunks * D) // threads)), threads](Xd, rows, lo, hi,
+                                                                               bad)
+    return (lo.copy_to_host().min(axis=0), hi.copy_to_host().max(axis=0),
+            bad.copy_to_host().sum(axis=0))
