@@ -389,6 +389,14 @@ class EStepPlan:
         return nk, s1, s2, float(tot[S - 2]), float(tot[S - 1])
 
 
+def resolve_formulation(kp, formulation="auto"):
+    """"fused" or "gemm": the E-step formulation ``EStepPlan`` runs for ``kp`` when asked for
+    ``formulation`` (see ``gpu_gemm.choose_formulation``)."""
+    require_gpu()
+    from . import gpu_gemm
+    return gpu_gemm.choose_formulation(kp, formulation)
+
+
 def estep_stats_gpu(Xd, wd, kp, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_THREADS,
                     formulation="auto"):
     """E-step on the GPU: (nk, s1, s2, ll, ws) as float64 host arrays, like
