@@ -68,18 +68,23 @@ it; without a shared centre (or for another kind) every setting falls back to th
 The thresholds are guesses: they must be measured on a GPU (``bench/gpu.py --cases estep
 --formulation fused|gemm``).
 
-Status: checked on numba's CUDA simulator (tests/test_gpu_gemm.py) and lowered for the real
-target (sm_90); not timed on a GPU.  Estimated cost at N = 1e6, D = 128, K = 1024, float32 data
-(an estimate from operation counts and H100 SXM peak rates, not a measurement):
+Status: checked on numba's CUDA simulator (tests/test_gpu_gemm.py) and typed and lowered to
+NVVM IR for the real target (sm_90; PTX where NVRTC is installed); not timed on a GPU.
+Estimated cost at N = 1e6, D = 128, K = 1024, float32 data, default constants (an estimate from
+operation counts and H100 SXM peak rates, not a measurement; an H100 PCIe has ~25 % less):
 
-* phase 1: 4 N K D = 5.2e11 float32 flops (two FMAs per row, component, feature) -> >= 8 ms at
-  67 TFLOP/s; writes L once, 8 N K = 8.2 GB -> >= 2.5 ms at 3.35 TB/s, overlapped with the
-  arithmetic.  Expect 10-16 ms (a SIMT GEMM in numba at 50-80 % of peak).
-* phase 2: reads and writes L, 16 N K = 16.4 GB -> >= 5 ms (memory-bound; 1e9 float64 exps).
-* phase 3: 4 N K D = 5.2e11 float64 flops -> >= 16 ms at 34 TFLOP/s (no FP64 tensor cores from
+* phase 1: 4 N K D = 5.2e11 float32 flops (two FMAs per row, component, feature) -> >= 7.8 ms
+  at 67 TFLOP/s; writes L once, 8 N K = 8.2 GB -> >= 2.4 ms at 3.35 TB/s, overlapped with the
+  arithmetic; X is re-read once per component tile (K / BK = 16 x 0.5 GB, mostly from L2: the
+  component tiles of a row tile are consecutive blocks).  Per feature a thread reads TM + 2 TN
+  = 12 shared values for 2 TM TN = 32 FMAs.  Expect 10-16 ms (a SIMT GEMM in numba at 50-80 %
+  of peak).
+* phase 2: reads and writes L, 16 N K = 16.4 GB -> >= 4.9 ms (memory-bound; 1e9 float64 exps).
+* phase 3: 4 N K D = 5.2e11 float64 flops -> >= 15.4 ms at 34 TFLOP/s (no FP64 tensor cores from
   numba); reads R ``D / SF`` = 2 times (16.4 GB, partly from L2) and writes the slab partials,
   ``8 SLABS S`` = 34 MB per chunk (0.5 GB per E-step).  Expect 20-30 ms: the limiting phase.
-* total: >= ~30 ms, likely 35-50 ms against the 40 ms target.  Next steps to measure: the
+* total (the phases of a chunk run one after the other on one stream): >= ~28 ms, likely
+  35-50 ms against the 40 ms target.  Next steps to measure: the
   float32-slab statistics (halves phase 3 for float32 data if the re-centring error allows),
   recomputing ``r`` from ``L`` in phase 3 (phase 2 then writes two doubles per row instead of L),
   and float32 L/R for float32 data (halves the traffic of phases 1-3).
