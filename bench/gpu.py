@@ -6,8 +6,13 @@ Cases (float32 data, diagonal covariances, synthetic mixture, fixed seed):
 * ``em-iter``  N = 1e6, D = 64,  K = 64:   one full EM iteration (E-step statistics on the
   device + M-step on the host), ``fastmix.gpu.run_em_gpu`` vs ``fastmix.em.run_em``.
   Target on an H100: <= 3 ms per iteration.
-* ``estep``    N = 1e6, D = 128, K = 1024: the fused E-step statistics alone,
-  ``kernels.gpu.estep_stats_gpu`` vs ``kernels.estep_stats``.
+* ``estep``    N = 1e6, D = 128, K = 1024: the E-step statistics alone,
+  ``kernels.gpu.estep_stats_gpu`` vs ``kernels.estep_stats``.  ``--formulation fused|gemm|auto``
+  picks the GPU kernels (``kernels.gpu_gemm``: the GEMM formulation needs a shared centre, i.e.
+  every mean within the float32 expansion limit of the mean of the means; with the default
+  ``--spread 3`` the D = 128 means are too far apart and "gemm" falls back to the fused kernel,
+  which the output says; ``--spread 1.5`` gives a shared centre).  The formulation that ran is
+  recorded in the results.
 * ``lowrank``  N = 60 000, D = 784, K = 16, q = 8 (the shape of bench/lowrank.py): one EM
   iteration of the mixture of factor analysers, GPU vs CPU.
 * ``stream``   a host array of ``--stream-gb`` GB (float32, D = 64, K = 64, diag) streamed
@@ -27,6 +32,7 @@ Usage::
     python bench/gpu.py                 # both cases
     python bench/gpu.py --quick         # N = 1e5 (smoke run)
     python bench/gpu.py --no-cpu        # GPU only
+    python bench/gpu.py --cases estep --spread 1.5 --formulation gemm    # vs --formulation fused
 
 Without a GPU (or without ``pip install 'fastmix[cuda]'``) the script says so and exits with
 status 2; it refuses to run on the CUDA simulator (NUMBA_ENABLE_CUDASIM=1): simulator timings
@@ -93,9 +99,9 @@ def run_stream(D, K, gb, repeats, cpu):
     return row
 
 
-def make_data(N, D, K, seed=0):
+def make_data(N, D, K, seed=0, spread=3.0):
     rng = np.random.default_rng(seed)
-    centres = (3.0 * rng.standard_normal((K, D))).astype(np.float32)
+    centres = (spread * rng.standard_normal((K, D))).astype(np.float32)
     X = rng.standard_normal((N, D), dtype=np.float32)
     X += centres[rng.integers(0, K, size=N)]
     return X
@@ -124,8 +130,8 @@ def median_time(fn, repeats):
     return statistics.median(times)
 
 
-def run_case(name, N, D, K, what, repeats, cpu, cpu_rows):
-    X = make_data(N, D, K)
+def run_case(name, N, D, K, what, repeats, cpu, cpu_rows, formulation="auto", spread=3.0):
+    X = make_data(N, D, K, spread=spread)
     params = start_params(X, K, q=8 if name == "lowrank" else None)
     kp = params.kernel_params(np.float32)
     t0 = time.perf_counter()
@@ -144,7 +150,12 @@ def run_case(name, N, D, K, what, repeats, cpu, cpu_rows):
             row["cpu_scaled"] = False
             row["lower_bound_gpu_minus_cpu"] = res.lower_bounds[1] - res_c.lower_bounds[1]
     else:
-        row["gpu_s"] = median_time(lambda: gk.estep_stats_gpu(Xd, wd, kp), repeats)
+        row["formulation"] = used = gk.resolve_formulation(kp, formulation)
+        row["spread"] = spread
+        print(f"  formulation: {used}" + ("" if used == formulation or formulation == "auto" else
+              f" (asked for {formulation}: no shared centre for these means; try --spread 1.5)"))
+        row["gpu_s"] = median_time(
+            lambda: gk.estep_stats_gpu(Xd, wd, kp, formulation=formulation), repeats)
         if cpu:
             n = min(N, cpu_rows)
             Xc = np.ascontiguousarray(X[:n])
@@ -166,6 +177,11 @@ def main(argv=None):
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--stream-gb", type=float, default=20.0,
                     help="size of the host array of the stream case (GB)")
+    ap.add_argument("--formulation", choices=("auto", "fused", "gemm"), default="auto",
+                    help="GPU E-step kernels of the estep case (kernels.gpu_gemm)")
+    ap.add_argument("--spread", type=float, default=3.0,
+                    help="scale of the mixture centres of the em-iter/estep data; the estep "
+                         "case's GEMM formulation needs a shared centre (e.g. 1.5)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = ap.parse_args(argv)
 
@@ -190,7 +206,8 @@ def main(argv=None):
         if args.quick:
             spec["N"] = 100_000
         rows.append(run_case(name, **spec, repeats=args.repeats, cpu=args.cpu,
-                             cpu_rows=args.cpu_rows))
+                             cpu_rows=args.cpu_rows, formulation=args.formulation,
+                             spread=args.spread))
 
     print(f"\nGPU: {gpu_name}   CPU: {platform.processor() or platform.machine()} "
           f"x {os.cpu_count()} cores, {kernels.num_threads()} numba threads\n")
@@ -200,7 +217,8 @@ def main(argv=None):
         cpu_ms = (f"{1e3 * r['cpu_s']:.1f}" + (" (scaled)" if r.get("cpu_scaled") else "")
                   if "cpu_s" in r else "-")
         sp = f"{r['speedup']:.1f}x" if "speedup" in r else "-"
-        print(f"| {r['what']} | {r['N']:.0e} | {r['D']} | {r['K']} | {1e3 * r['gpu_s']:.2f} | "
+        what = r["what"] + (f" [{r['formulation']}]" if "formulation" in r else "")
+        print(f"| {what} | {r['N']:.0e} | {r['D']} | {r['K']} | {1e3 * r['gpu_s']:.2f} | "
               f"{cpu_ms} | {sp} | {1e3 * r['upload_s']:.1f} |")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ with the ``test`` and ``cuda`` extras) or when neither a GPU nor the simulator i
 """
 import os
 import sys
+import threading
 
 import pytest
 
@@ -41,3 +42,52 @@ real_gpu = pytest.mark.skipif(SIM, reason="needs a real GPU (running on the CUDA
 def real_target_env():
     """os.environ without the simulator switch (for subprocesses that need the real target)."""
     return {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+
+
+class _AtomicAllocations(dict):
+    """The simulator's table of a block's shared arrays, made safe for threads.
+
+    ``FakeCUDAShared.array`` looks an array up (``get``) and, when it is missing, allocates it
+    and stores it (``[] =``) without a lock: two CUDA threads of a block (Python threads) can
+    both miss, and one then works on an array of its own -- garbage results, rarely (seen once
+    in six runs of tests/test_gpu_gemm.py with a short switch interval).  Here a miss holds a
+    lock until the array is stored, so the other threads wait and find it."""
+
+    def __init__(self):
+        super().__init__()
+        self._lock = threading.Lock()
+
+    def get(self, key, default=None):
+        self._lock.acquire()
+        found = super().get(key)
+        if found is not None:
+            self._lock.release()
+            return found
+        return default  # the caller stores the array next, which releases the lock
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self._lock.release()
+
+
+def _patch_simulator_shared_arrays():
+    """Install ``_AtomicAllocations`` in every simulated block (simulator only; skipped if
+    numba-cuda's simulator internals changed)."""
+    from numba.cuda.simulator import kernelapi
+    shared = kernelapi.FakeCUDAShared
+    if getattr(shared, "_fastmix_atomic", False):
+        return
+    if not isinstance(getattr(shared(0), "_allocations", None), dict):
+        return
+    init = shared.__init__
+
+    def atomic_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self._allocations = _AtomicAllocations()
+
+    shared.__init__ = atomic_init
+    shared._fastmix_atomic = True
+
+
+if SIM:
+    _patch_simulator_shared_arrays()

@@ -1,7 +1,7 @@
 """Python-facing wrappers of the CUDA kernels (``gpu_estep``; ``gpu_lowrank`` for the lowrank
-kind; ``gpu_sgd``; ``gpu_linalg``; ``gpu_expansion``): probe, device arrays, E-step, log p,
-host -> device streaming, mini-batch SGD steps, BigLearn's marginal rows, the GMM-expansion
-grid pass.
+kind; ``gpu_gemm``, the GEMM formulation of the diag E-step for many components; ``gpu_sgd``;
+``gpu_linalg``; ``gpu_expansion``): probe, device arrays, E-step, log p, host -> device
+streaming, mini-batch SGD steps, BigLearn's marginal rows, the GMM-expansion grid pass.
 
 Importing this module never imports numba-cuda: ``gpu_available()`` / ``require_gpu()`` do, once,
 and say what is missing (the ``cuda`` extra, or a visible GPU).  Every function takes device
@@ -307,16 +307,33 @@ class EStepPlan:
     ``launch`` adds the statistics of one device array of rows into a totals vector ``out``
     (float64 ``(S,)``, ``[nk | s1 | s2 | ll | ws]``) on a CUDA stream, without synchronising:
     ``estep_stats_gpu`` runs it once on resident data, ``StreamedEStep`` once per host chunk on
-    two streams."""
+    two streams.
 
-    def __init__(self, kp, dtype, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_THREADS):
-        from . import gpu_estep
+    ``formulation`` ("auto", "fused", "gemm"; ``gpu_gemm.choose_formulation``) picks the kernels
+    of the diag kind; ``self.formulation`` says which run.  With "gemm" (``gpu_gemm``) the
+    ``partials`` are the formulation's scratch buffers (L: min(gpu_gemm.CHUNK, rows) x K
+    float64, one set per launch stream), the totals are centred on the shared centre g, and
+    ``unpack`` converts them to the layout above; callers see no difference."""
+
+    def __init__(self, kp, dtype, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_THREADS,
+                 formulation="auto"):
+        from . import gpu_estep, gpu_gemm
         cuda = require_gpu()
         if np.dtype(dtype) != kp.means.dtype:
             raise ValueError(f"kernel parameters are {kp.means.dtype} but the data are "
                              f"{np.dtype(dtype)}")
         self.kp = kp
         self.K, self.D = kp.means64.shape
+        #: "fused" (gpu_estep / gpu_lowrank) or "gemm" (gpu_gemm): the formulation that runs
+        self.formulation = gpu_gemm.choose_formulation(kp, formulation)
+        self.cut = float(CUT[np.dtype(dtype)])
+        self._gemm = None
+        if self.formulation == "gemm":
+            self._gemm = gpu_gemm.GemmEStep(
+                kp, dtype, lambda shape, dt, what: _alloc(cuda, shape, dt, what), self.cut)
+            self.S = self._gemm.S
+            self.block_rows, self.threads = int(block_rows), int(threads)
+            return
         self.mod, (self.estep, _) = _kernels(kp, dtype, threads)
         self.q = n_factors(kp)
         self.lowrank = kp.kind == LOWRANK
@@ -328,13 +345,15 @@ class EStepPlan:
             self.params = tuple(cuda.to_device(a) for a in _layout(kp))
         self.block_rows = int(block_rows)
         self.threads = int(threads)
-        self.cut = float(CUT[np.dtype(dtype)])
         self.reduce = gpu_estep.reduce_blocks
         #: blocks per launch: a function of S only, so the grouping is reproducible
         self.group = int(max(1, gpu_estep.PARTIAL_BYTES // (8 * self.S)))
 
     def partials(self, n_rows):
-        """Device buffer for the per-block partials of a launch over up to ``n_rows`` rows."""
+        """Device buffer for the per-block partials of a launch over up to ``n_rows`` rows (the
+        GEMM formulation: its scratch buffers, ``gpu_gemm.Scratch``).  One per launch stream."""
+        if self._gemm is not None:
+            return self._gemm.partials(n_rows)
         nb = min(self.group, max(1, -(-int(n_rows) // self.block_rows)))
         return _alloc(require_gpu(), (nb, self.S), np.float64,
                       f"the per-block partial statistics ({nb} blocks x {self.S} float64)")
@@ -345,8 +364,12 @@ class EStepPlan:
 
     def launch(self, Xd, wd, part, out, stream=0):
         """out += the statistics of the rows of ``Xd`` (weights ``wd``, empty = all ones),
-        block groups launched and reduced in order on ``stream``."""
+        block groups launched and reduced in order on ``stream``.  ``part`` comes from
+        ``partials`` and is not used by another stream meanwhile."""
         _check(Xd, self.kp)
+        if self._gemm is not None:
+            self._gemm.launch(Xd, wd, part, out, stream)
+            return
         N = Xd.shape[0]
         n_blocks = max(1, -(-N // self.block_rows))
         group = part.shape[0]
@@ -357,7 +380,10 @@ class EStepPlan:
             self.reduce[max(1, -(-self.S // 128)), 128, stream](part, nb, True, out)
 
     def unpack(self, tot):
-        """(nk, s1, s2, ll, ws) host float64 arrays from a totals vector (host)."""
+        """(nk, s1, s2, ll, ws) host float64 arrays from a totals vector (host; totals of
+        several launches may be added first)."""
+        if self._gemm is not None:
+            return self._gemm.unpack(tot)
         K, D, S = self.K, self.D, self.S
         KD = K * D
         nk = tot[:K].copy()
@@ -369,15 +395,27 @@ class EStepPlan:
         return nk, s1, s2, float(tot[S - 2]), float(tot[S - 1])
 
 
-def estep_stats_gpu(Xd, wd, kp, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_THREADS):
-    """Fused E-step on the GPU: (nk, s1, s2, ll, ws) as float64 host arrays, like
+def resolve_formulation(kp, formulation="auto"):
+    """"fused" or "gemm": the E-step formulation ``EStepPlan`` runs for ``kp`` when asked for
+    ``formulation`` (see ``gpu_gemm.choose_formulation``)."""
+    require_gpu()
+    from . import gpu_gemm
+    return gpu_gemm.choose_formulation(kp, formulation)
+
+
+def estep_stats_gpu(Xd, wd, kp, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_THREADS,
+                    formulation="auto"):
+    """E-step on the GPU: (nk, s1, s2, ll, ws) as float64 host arrays, like
     ``fastmix.kernels.estep_stats``.  ``Xd`` from ``to_device``; ``wd`` from
-    ``weights_to_device`` (or None)."""
+    ``weights_to_device`` (or None).  ``formulation``: "auto", "fused" (one fused kernel,
+    ``gpu_estep``) or "gemm" (diag with a shared centre: densities and statistics as GEMMs,
+    ``gpu_gemm``; falls back to "fused" where it does not apply); see
+    ``gpu_gemm.choose_formulation``."""
     require_gpu()
     _check(Xd, kp)
     if wd is None:
         wd = weights_to_device(None, Xd.shape[0])
-    plan = EStepPlan(kp, Xd.dtype, block_rows, threads)
+    plan = EStepPlan(kp, Xd.dtype, block_rows, threads, formulation)
     out = plan.totals()
     plan.launch(Xd, wd, plan.partials(Xd.shape[0]), out)
     return plan.unpack(out.copy_to_host())
@@ -426,8 +464,13 @@ class StreamedEStep:
     """
 
     def __init__(self, capacity, D, dtype, weighted, block_rows=DEFAULT_BLOCK_ROWS,
-                 threads=DEFAULT_THREADS):
+                 threads=DEFAULT_THREADS, formulation="auto"):
         cuda = require_gpu()
+        from . import gpu_gemm
+        if formulation not in gpu_gemm.FORMULATIONS:
+            raise ValueError(f"formulation must be one of {gpu_gemm.FORMULATIONS}, got "
+                             f"{formulation!r}")
+        self.formulation = formulation
         self.capacity, self.D = int(capacity), int(D)
         self.dtype = np.dtype(dtype)
         self.block_rows, self.threads = int(block_rows), int(threads)
@@ -485,7 +528,7 @@ class StreamedEStep:
     def estep(self, blocks, kp):
         """(nk, s1, s2, ll, ws) of the rows of ``blocks`` (an iterable of (X, w or None) host
         arrays of at most ``capacity`` rows) under ``kp``."""
-        plan = EStepPlan(kp, self.dtype, self.block_rows, self.threads)
+        plan = EStepPlan(kp, self.dtype, self.block_rows, self.threads, self.formulation)
         part = [plan.partials(self.capacity) for _ in range(2)]
         out = [plan.totals() for _ in range(2)]
         i = -1
