@@ -8,7 +8,9 @@ on the simulator).  The importing module is skipped when numba-cuda is not insta
 with the ``test`` and ``cuda`` extras) or when neither a GPU nor the simulator is usable.
 """
 import os
+import subprocess
 import sys
+import textwrap
 import threading
 
 import pytest
@@ -42,6 +44,57 @@ real_gpu = pytest.mark.skipif(SIM, reason="needs a real GPU (running on the CUDA
 def real_target_env():
     """os.environ without the simulator switch (for subprocesses that need the real target)."""
     return {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+
+
+#: Prelude of the compile checks: the real CUDA target without a GPU (the current device's
+#: compute capability faked as sm_90), type shorthands, and ``check(kernels)``: type inference
+#: and lowering to LLVM IR of each (python function, signature) -- no CUDA libraries needed --
+#: with no atomics, then PTX where NVVM/NVRTC are installed (the cuda extra), again without
+#: atomics.  Prints PTX-OK, or IR-OK when the compiler libraries are missing.
+COMPILE_PRELUDE = textwrap.dedent("""
+    import numba.cuda.dispatcher as disp
+    from numba import cuda, types
+    from numba.cuda import compiler
+    if not (hasattr(disp, "get_current_device") and hasattr(compiler, "compile_cuda")):
+        print("SKIP: numba-cuda internals changed (get_current_device / compile_cuda)")
+        raise SystemExit
+    class Device:  # device functions ask the current device for its compute capability
+        compute_capability = (9, 0)
+    disp.get_current_device = lambda: Device()
+    f32, f64, i64, b1 = types.float32, types.float64, types.int64, types.boolean
+    A = lambda dt, nd: types.Array(dt, nd, "C")
+
+    def check(kernels):
+        for func, sig in kernels:
+            ir = compiler.compile_cuda(func, types.void, sig, cc=(9, 0)).library.get_llvm_str()
+            assert "atomicrmw" not in ir, "atomics in the LLVM IR of " + func.__name__
+        try:
+            for func, sig in kernels:
+                ptx = cuda.compile_ptx(func, sig, cc=(9, 0))[0]
+                assert "atom." not in ptx, "atomics in the PTX of " + func.__name__
+        except Exception as exc:
+            msg = (type(exc).__name__ + " " + str(exc)).lower()
+            if any(s in msg for s in ("nvvm", "nvrtc", "notfound", "supporterror")):
+                print("IR-OK")
+                return
+            raise
+        print("PTX-OK")
+""")
+
+
+def compile_check(body):
+    """Run ``COMPILE_PRELUDE`` + ``body`` (which calls ``check``) in a fresh process on the real
+    CUDA target (this one may be on the simulator, which never types the kernels); skip when
+    numba-cuda's internals changed.  Returns "PTX-OK" or "IR-OK"."""
+    code = COMPILE_PRELUDE + textwrap.dedent(body)
+    out = subprocess.run([sys.executable, "-c", code], env=real_target_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    if out.stdout.startswith("SKIP"):
+        pytest.skip(out.stdout.strip())
+    status = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+    assert status in ("PTX-OK", "IR-OK"), out.stdout
+    return status
 
 
 class _AtomicAllocations(dict):

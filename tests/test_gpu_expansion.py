@@ -8,11 +8,8 @@ nodes with bandwidths below the spacing, so that windows are narrower than the g
 the first dimension in 2-D, and rows beyond the outer nodes clip to them.
 ``FASTMIX_TEST_GPU=real`` runs the same tests on a GPU (and the ``real_gpu`` one).
 """
-import subprocess
-import sys
-import textwrap
 
-from _gpu import SIM, gk, real_gpu, real_target_env  # noqa: I001,F401  (first: the simulator)
+from _gpu import compile_check, gk, real_gpu  # noqa: I001  (first: sets up the simulator)
 import numpy as np
 import pytest
 
@@ -401,51 +398,20 @@ def test_estimator_errors(small_launch, monkeypatch):
 
 
 # ------------------------------------------------- real CUDA target, no GPU needed ----------
-COMPILE_CHECK = textwrap.dedent("""
-    import numba.cuda.dispatcher as disp
-    from numba import cuda, types
-    if not hasattr(disp, "get_current_device"):
-        print("SKIP: numba-cuda internals changed (dispatcher.get_current_device)")
-        raise SystemExit
-    class Device:
-        compute_capability = (9, 0)
-    disp.get_current_device = lambda: Device()
-    from numba.cuda import compiler
-    from fastmix.kernels import gpu_expansion as g
-    f32, f64, i64 = types.float32, types.float64, types.int64
-    A = lambda dt, nd: types.Array(dt, nd, "C")
-    grid = (g.build(2, 16, 9, 64).py_func,
-            (i64, A(f32, 2), A(f64, 1), A(f64, 1), A(f64, 1), A(i64, 1), A(i64, 1), A(f64, 1),
-             A(f64, 1), f64, A(i64, 1), A(i64, 1), i64, i64, A(f64, 2), A(f64, 1)))
-    rng = (g.column_range.py_func, (A(f32, 2), i64, A(f64, 2), A(f64, 2), A(i64, 2)))
-    for func, sig in (grid, rng):
-        # typing and lowering for the CUDA target (no NVVM needed) ...
-        ir = compiler.compile_cuda(func, types.void, sig, cc=(9, 0)).library.get_llvm_str()
-        assert "atomicrmw" not in ir, "atomics in the LLVM IR"
-    print("IR-OK")
-    try:  # ... and PTX where NVVM/NVRTC are installed (the cuda extra)
-        for func, sig in (grid, rng):
-            cuda.compile_ptx(func, sig, cc=(9, 0))
-    except Exception as exc:
-        msg = (type(exc).__name__ + " " + str(exc)).lower()
-        if any(s in msg for s in ("nvvm", "nvrtc", "notfound", "supporterror")):
-            print("NO-PTX: no CUDA compiler libraries:", type(exc).__name__)
-            raise SystemExit
-        raise
-    print("PTX-OK")
-""")
 
 
 def test_kernels_compile_for_a_real_gpu():
-    """Type inference and lowering for the real CUDA target (sm_90), which the simulator never
-    exercises, in a fresh process (this one may be on the simulator); no atomics in the IR.
-    PTX generation runs too where NVVM/NVRTC are installed."""
-    out = subprocess.run([sys.executable, "-c", COMPILE_CHECK], env=real_target_env(),
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    if out.stdout.startswith("SKIP"):
-        pytest.skip(out.stdout.strip())
-    assert "IR-OK" in out.stdout
+    """Type inference and lowering of the grid and column-range kernels for the real CUDA
+    target (sm_90), which the simulator never exercises; no atomics; PTX too where NVVM/NVRTC
+    are installed."""
+    compile_check("""
+        from fastmix.kernels import gpu_expansion as g
+        check([(g.build(2, 16, 9, 64).py_func,
+                (i64, A(f32, 2), A(f64, 1), A(f64, 1), A(f64, 1), A(i64, 1), A(i64, 1),
+                 A(f64, 1), A(f64, 1), f64, A(i64, 1), A(i64, 1), i64, i64, A(f64, 2),
+                 A(f64, 1))),
+               (g.column_range.py_func, (A(f32, 2), i64, A(f64, 2), A(f64, 2), A(i64, 2)))])
+    """)
 
 
 # --------------------------------------------------------------------- real GPU only --------

@@ -12,11 +12,9 @@ row slabs per chunk (20 = 8 + 8 + 4 rows, 5 = 5); a slab reduction of 32 threads
 default launch constants (``real_gpu``).
 """
 import contextlib
-import subprocess
 import sys
-import textwrap
 
-from _gpu import SIM, gk, real_gpu, real_target_env  # noqa: I001  (first: sets up the simulator)
+from _gpu import SIM, compile_check, gk, real_gpu  # noqa: I001  (first: sets up the simulator)
 import numpy as np
 import pytest
 
@@ -293,47 +291,18 @@ def test_real_gpu_default_tiles_match_cpu_and_fused():
 
 
 # ------------------------------------------------- real CUDA target, no GPU needed ----------
-COMPILE_CHECK = textwrap.dedent("""
-    import numba.cuda.dispatcher as disp
-    from numba import cuda, types
-    from numba.cuda import compiler
-    if not (hasattr(disp, "get_current_device") and hasattr(compiler, "compile_cuda")):
-        print("SKIP: numba-cuda internals changed (get_current_device / compile_cuda)")
-        raise SystemExit
-    class Device:  # device functions ask the current device for its compute capability
-        compute_capability = (9, 0)
-    disp.get_current_device = lambda: Device()
-    from fastmix.kernels import gpu_gemm as g
-    f64, i64 = types.float64, types.int64
-    A = lambda dt, nd: types.Array(dt, nd, "C")
-    ptx = True
-    dt = types.float32  # float64 data change only the dtype of X, g, W and the micro-tiles
-    dens, lse, stats = g.build("float32", 70, 9, g.Tiles.current())
-    sigs = ((dens, (A(dt, 2), A(dt, 1), A(dt, 2), A(f64, 1), i64, i64, A(f64, 2))),
-            (lse, (A(f64, 2), A(f64, 1), i64, i64, f64, A(f64, 2))),
-            (stats, (A(dt, 2), A(f64, 1), A(f64, 2), A(f64, 2), i64, i64, i64, A(f64, 2))))
-    for kern, sig in sigs:
-        compiler.compile_cuda(kern.py_func, types.void, sig, cc=(9, 0))
-        if not ptx:
-            continue
-        try:  # and PTX, when NVRTC (the cuda extra) is installed
-            cuda.compile_ptx(kern.py_func, sig, cc=(9, 0))
-        except Exception as exc:
-            msg = (type(exc).__name__ + " " + str(exc)).lower()
-            if not any(s in msg for s in ("nvvm", "nvrtc", "notfound", "supporterror")):
-                raise
-            ptx = False
-    print("PTX-OK" if ptx else "IR-OK")
-""")
 
 
 def test_gemm_kernels_compile_for_a_real_gpu():
     """Type inference and lowering of the three kernels (float32 data) with the default tiles
-    for the real CUDA target (the simulator never types them); PTX (sm_90) too when NVRTC is
-    installed.  In a fresh process because this one may be on the simulator."""
-    out = subprocess.run([sys.executable, "-c", COMPILE_CHECK], env=real_target_env(),
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    if out.stdout.startswith("SKIP"):
-        pytest.skip(out.stdout.strip())
-    assert out.stdout.strip() in ("PTX-OK", "IR-OK"), out.stdout
+    for the real CUDA target (the simulator never types them); no atomics; PTX (sm_90) too when
+    NVRTC is installed."""
+    compile_check("""
+        from fastmix.kernels import gpu_gemm as g
+        dt = f32  # float64 data change only the dtype of X, g, W and the micro-tiles
+        dens, lse, stats = g.build("float32", 70, 9, g.Tiles.current())
+        check([(dens.py_func, (A(dt, 2), A(dt, 1), A(dt, 2), A(f64, 1), i64, i64, A(f64, 2))),
+               (lse.py_func, (A(f64, 2), A(f64, 1), i64, i64, f64, A(f64, 2))),
+               (stats.py_func, (A(dt, 2), A(f64, 1), A(f64, 2), A(f64, 2), i64, i64, i64,
+                                A(f64, 2)))])
+    """)

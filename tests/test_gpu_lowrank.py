@@ -7,11 +7,8 @@ block) with 32-row tiles (the first block has two tiles, 32 + 8); 8 threads per 
 than the 92 statistic entries and the 96 (row, component) pairs of a tile.  With
 ``FASTMIX_TEST_GPU=real`` the same tests run on the device, plus the ``real_gpu`` ones.
 """
-import subprocess
-import sys
-import textwrap
 
-from _gpu import SIM, gk, real_gpu, real_target_env  # noqa: I001  (first: sets up the simulator)
+from _gpu import SIM, compile_check, gk, real_gpu  # noqa: I001  (first: sets up the simulator)
 import numpy as np
 import pytest
 
@@ -203,52 +200,23 @@ def test_shape_too_large_for_shared_memory():
 
 
 # ------------------------------------------------- real CUDA target, no GPU needed ----------
-COMPILE_CHECK = textwrap.dedent("""
-    import numba.cuda.dispatcher as disp
-    from numba import cuda, types
-    from numba.cuda import compiler
-    if not (hasattr(disp, "get_current_device") and hasattr(compiler, "compile_cuda")):
-        print("SKIP: numba-cuda internals changed (get_current_device / compile_cuda)")
-        raise SystemExit
-    class Device:  # device functions ask the current device for its compute capability
-        compute_capability = (9, 0)
-    disp.get_current_device = lambda: Device()
-    from fastmix.kernels import gpu_lowrank as g
-    f64, i64 = types.float64, types.int64
-    A = lambda dt, nd: types.Array(dt, nd, "C")
-    ptx = True
-    for name, dt in (("float32", types.float32), ("float64", f64)):
-        est, lp = g.build(name, 5, 6, 3, g.tile_rows(5, 6, 3, 4), 64)
-        sigs = ((est, (A(dt, 2), A(f64, 1), A(dt, 2), A(dt, 2), A(dt, 3), A(f64, 3), A(f64, 1),
-                       A(f64, 2), f64, i64, i64, A(f64, 2))),
-                (lp, (A(dt, 2), A(f64, 1), A(dt, 2), A(dt, 2), A(dt, 3), A(f64, 1), f64, i64,
-                      A(f64, 1), A(i64, 1), A(f64, 2))))
-        for kern, sig in sigs:
-            # type inference and lowering to NVVM IR (no CUDA libraries needed)
-            compiler.compile_cuda(kern.py_func, types.void, sig, cc=(9, 0))
-            if not ptx:
-                continue
-            try:  # and PTX, when NVRTC (the cuda extra) is installed
-                cuda.compile_ptx(kern.py_func, sig, cc=(9, 0))
-            except Exception as exc:
-                msg = (type(exc).__name__ + " " + str(exc)).lower()
-                if not any(s in msg for s in ("nvvm", "nvrtc", "notfound", "supporterror")):
-                    raise
-                ptx = False
-    print("PTX-OK" if ptx else "IR-OK")
-""")
 
 
 def test_lowrank_kernels_compile_for_a_real_gpu():
     """Type inference and lowering of both lowrank kernels (float32 and float64) for the real
-    CUDA target, which the simulator never exercises; PTX (sm_90) too when NVRTC is installed.
-    In a fresh process because this one may be on the simulator."""
-    out = subprocess.run([sys.executable, "-c", COMPILE_CHECK], env=real_target_env(),
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    if out.stdout.startswith("SKIP"):
-        pytest.skip(out.stdout.strip())
-    assert out.stdout.strip() in ("PTX-OK", "IR-OK"), out.stdout
+    CUDA target, which the simulator never exercises; no atomics; PTX (sm_90) too when NVRTC
+    is installed."""
+    compile_check("""
+        from fastmix.kernels import gpu_lowrank as g
+        kernels = []
+        for name, dt in (("float32", f32), ("float64", f64)):
+            est, lp = g.build(name, 5, 6, 3, g.tile_rows(5, 6, 3, 4), 64)
+            kernels.append((est.py_func, (A(dt, 2), A(f64, 1), A(dt, 2), A(dt, 2), A(dt, 3),
+                            A(f64, 3), A(f64, 1), A(f64, 2), f64, i64, i64, A(f64, 2))))
+            kernels.append((lp.py_func, (A(dt, 2), A(f64, 1), A(dt, 2), A(dt, 2), A(dt, 3),
+                            A(f64, 1), f64, i64, A(f64, 1), A(i64, 1), A(f64, 2))))
+        check(kernels)
+    """)
 
 
 # ---------------------------------------------------------- GaussianMixture(device="cuda") --

@@ -7,11 +7,8 @@ log-likelihood tile, the features and the components, so every strided loop runs
 once.  ``FASTMIX_TEST_GPU=real pytest tests/test_gpu_sgd.py`` runs the same tests on a GPU
 (and the ``real_gpu`` one).
 """
-import subprocess
-import sys
-import textwrap
 
-from _gpu import SIM, gk, real_gpu, real_target_env  # noqa: F401,I001  (first: the simulator)
+from _gpu import compile_check, gk, real_gpu  # noqa: I001  (first: sets up the simulator)
 import numpy as np
 import pytest
 
@@ -267,71 +264,24 @@ def test_missing_extra_error(monkeypatch):
 
 
 # ------------------------------------------------- real CUDA target, no GPU needed ----------
-PTX_CHECK = textwrap.dedent("""
-    import numba.cuda.dispatcher as disp
-    from numba import cuda, types
-    if not hasattr(disp, "get_current_device"):
-        print("SKIP: numba-cuda internals changed (dispatcher.get_current_device)")
-        raise SystemExit
-    class Device:  # device functions ask the current device for its compute capability
-        compute_capability = (9, 0)
-    disp.get_current_device = lambda: Device()
-    from fastmix.kernels import gpu_sgd as g
-    f64, i64, b1 = types.float64, types.int64, types.boolean
-    A = lambda dt, nd: types.Array(dt, nd, "C")
-    try:
-        ptx = []
-        for dt in (types.float32, f64):
-            ptx.append(cuda.compile_ptx(g.sgd_loglik.py_func, (
-                A(dt, 2), A(i64, 1), i64, i64, i64, A(f64, 1), A(f64, 2), A(f64, 2), A(f64, 1),
-                A(f64, 1), A(f64, 2)), cc=(9, 0))[0])
-            ptx.append(cuda.compile_ptx(g.sgd_update.py_func, (
-                A(dt, 2), A(i64, 1), i64, i64, A(f64, 2), A(f64, 2), A(f64, 2), f64, f64, f64,
-                f64, f64, b1, A(f64, 2), A(f64, 1), A(f64, 1), A(f64, 1)), cc=(9, 0))[0])
-        ptx.append(cuda.compile_ptx(g.sgd_weights.py_func, (
-            A(f64, 2), i64, A(f64, 2), b1, b1, A(f64, 1), A(f64, 1), f64, f64, A(f64, 2),
-            A(f64, 1), A(f64, 1), i64), cc=(9, 0))[0])
-    except Exception as exc:
-        msg = (type(exc).__name__ + " " + str(exc)).lower()
-        if any(s in msg for s in ("nvvm", "nvrtc", "notfound", "supporterror")):
-            print("SKIP: no CUDA compiler libraries (NVVM/NVRTC come with the cuda extra):",
-                  type(exc).__name__, str(exc)[:300])
-            raise SystemExit
-        raise
-    assert not any("atom." in p for p in ptx), "atomics in the SGD kernels"
-    print("PTX-OK")
-""")
-
-
-def _missing_compiler_libs():
-    """Why NVRTC/NVVM cannot be loaded (None if they can, or if the check is unavailable): saves
-    the subprocess below a few seconds where they are absent (as in CI)."""
-    try:
-        from cuda.pathfinder import load_nvidia_dynamic_lib
-    except ImportError:
-        return None
-    for lib in ("nvrtc", "nvvm"):
-        try:
-            load_nvidia_dynamic_lib(lib)
-        except Exception as exc:
-            return f"{type(exc).__name__}: {str(exc)[:200]}"
-    return None
 
 
 def test_sgd_kernels_compile_for_a_real_gpu():
-    """Type inference and code generation for the real CUDA target (sm_90 PTX), which the
-    simulator never exercises; and no atomics.  Needs NVVM/NVRTC (the cuda extra), not a GPU;
-    skipped without them; a fresh process because this one may be on the simulator."""
-    missing = _missing_compiler_libs()
-    if missing:
-        pytest.skip("no CUDA compiler libraries (NVVM/NVRTC come with the cuda extra): "
-                    + missing)
-    out = subprocess.run([sys.executable, "-c", PTX_CHECK], env=real_target_env(),
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    if out.stdout.startswith("SKIP"):
-        pytest.skip(out.stdout.strip())
-    assert "PTX-OK" in out.stdout
+    """Type inference and lowering of the three SGD kernels (float32 and float64 rows) for the
+    real CUDA target, which the simulator never exercises; no atomics; PTX too where
+    NVVM/NVRTC are installed."""
+    compile_check("""
+        from fastmix.kernels import gpu_sgd as g
+        kernels = [(g.sgd_weights.py_func, (A(f64, 2), i64, A(f64, 2), b1, b1, A(f64, 1),
+                    A(f64, 1), f64, f64, A(f64, 2), A(f64, 1), A(f64, 1), i64))]
+        for dt in (f32, f64):
+            kernels.append((g.sgd_loglik.py_func, (A(dt, 2), A(i64, 1), i64, i64, i64,
+                            A(f64, 1), A(f64, 2), A(f64, 2), A(f64, 1), A(f64, 1), A(f64, 2))))
+            kernels.append((g.sgd_update.py_func, (A(dt, 2), A(i64, 1), i64, i64, A(f64, 2),
+                            A(f64, 2), A(f64, 2), f64, f64, f64, f64, f64, b1, A(f64, 2),
+                            A(f64, 1), A(f64, 1), A(f64, 1))))
+        check(kernels)
+    """)
 
 
 # --------------------------------------------------------------------- real GPU only --------
