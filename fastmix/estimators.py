@@ -1482,8 +1482,8 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
         (``batch_size >= 2``) with ``covariance_type="diag"``; batch_size=1 (the per-sample
         streaming path), "lpd" and out-of-core or Dask inputs are CPU only and raise a
         ValueError.  In ``fit`` a NumPy array is copied to the device once (an array exposing
-        ``__cuda_array_interface__`` -- CuPy, PyTorch, numba -- is used in place, not checked
-        for NaN/inf, and not range-checked for the [0, 1] warning); each epoch sends its row
+        ``__cuda_array_interface__`` -- CuPy, PyTorch, numba -- is used in place and checked
+        for NaN/inf and its value range on the device); each epoch sends its row
         permutation (drawn on the host exactly as on the CPU path), the parameters stay on
         the device, and each annealing segment returns only its per-step losses.
         ``partial_fit`` uploads the batch and the state per call.  Batches are taken in the
@@ -1607,9 +1607,11 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
         return True
 
     # ---------------------------------------------------------------- state -----------------
-    def _start(self, X, rng, planned_steps, planned_known=False, n_features=None):
+    def _start(self, X, rng, planned_steps, planned_known=False, n_features=None,
+               value_range=None):
         """Initial state and schedule.  X: the first rows read (host); None (a device array
-        with init="uniform") needs ``n_features`` and skips the [0, 1] range warning."""
+        with init="uniform") needs ``n_features``, and ``value_range`` (lo, hi) for the [0, 1]
+        range warning."""
         K, D = self.n_components, (X.shape[1] if X is not None else int(n_features))
         S = int(self.n_directions)
         if self.covariance_type == "lpd" and S >= D:
@@ -1643,9 +1645,9 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
             window, int(self.time_t0 * planned), int(self.time_tinf * planned), sigma0)
         self.grid_shape_ = (n, n)
         self.n_features_in_ = D
-        if X is None:
+        if X is None and value_range is None:
             return
-        lo, hi = float(np.min(X)), float(np.max(X))
+        lo, hi = value_range if X is None else (float(np.min(X)), float(np.max(X)))
         if lo < -0.5 or hi > 1.5:
             warnings.warn(f"SGDGaussianMixture's defaults (mu_init, precision_max, learning "
                           f"rates) assume data scaled to [0, 1]; this data spans [{lo:.3g}, "
@@ -1722,13 +1724,15 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
 
     def _gpu_rows(self, X, min_samples):
         """(X for ``sgd.DeviceSGD``, the validated host array or None): a device array is
-        checked for shape and dtype only (in place), anything else by check_array."""
+        checked in place, on the device (``fastmix.gpu.device_rows``: shape, dtype, NaN/inf;
+        its value range is kept for the [0, 1] warning), anything else by check_array."""
+        self._device_range = None
         if sgd.is_device_array(X):
-            Xd = sgd.device_rows(X)
-            if Xd.shape[0] < min_samples:
-                raise ValueError(f"Found array with {Xd.shape[0]} sample(s) while a minimum of "
-                                 f"{min_samples} is required.")
-            return Xd, None
+            from . import gpu
+            dev = gpu.device_rows(X, None, min_samples=min_samples)
+            lo, hi = dev.range
+            self._device_range = (float(np.min(lo)), float(np.max(hi)))
+            return dev.X, None
         X = check_array(X, min_samples=min_samples)
         return X, X
 
@@ -1779,7 +1783,8 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
             n_rows = N if frac >= 1.0 else max(0, int(frac * N))
             if self._state is None:
                 self._start(self._host_rows(X, Xh, perm, n_rows, np.float64), rng,
-                            epochs * N / batch, True, n_features=D)
+                            epochs * N / batch, True, n_features=D,
+                            value_range=self._device_range)
                 dev = sgd.DeviceSGD(X, self._state, batch)
             self._consume_gpu(dev, None if perm is None else dev.order(perm), n_rows)
             done += 1.0
@@ -1795,7 +1800,8 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
             if getattr(self, "_state", None) is None:
                 self._start(self._host_rows(X, Xh, None, X.shape[0]),
                             check_random_state(self.random_state),
-                            100 * X.shape[0] / int(self.batch_size), n_features=X.shape[1])
+                            100 * X.shape[0] / int(self.batch_size), n_features=X.shape[1],
+                            value_range=self._device_range)
             elif X.shape[1] != self.n_features_in_:
                 raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
                                  f"expecting {self.n_features_in_} features as input.")

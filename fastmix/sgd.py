@@ -222,12 +222,6 @@ GPU_TILE_ROWS = gk.SGD_TILE_ROWS
 is_device_array = gk.is_device_array
 
 
-def device_rows(X):
-    """A device array (N, D) as the GPU driver will use it, in place (checked: 2-D,
-    float32/float64, C-contiguous)."""
-    return gk.to_device(X)
-
-
 class DeviceSGD:
     """Diagonal mini-batch SGD on the GPU (``fastmix.kernels.gpu_sgd``): the rows and the
     state (xi, mu, s) live on the device; each segment sends the smoothing g and returns its

@@ -211,6 +211,26 @@ def test_fit_device_array_in_place_with_kmeanspp(small_launch):
                            == Xd.__cuda_array_interface__["data"][0])
 
 
+def test_device_array_checked_on_the_device(small_launch):
+    """NaN/inf in a device array: a clear error before any step (fit and partial_fit); rows far
+    outside [0, 1] warn as on the host; too few rows are refused."""
+    cuda = gk.require_gpu()
+    X = _data(n=24, seed=3)
+    bad = X.copy()
+    bad[17, 2] = np.inf
+    for call in ("fit", "partial_fit"):
+        model = fastmix.SGDGaussianMixture(4, device="cuda", batch_size=BATCH)
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            getattr(model, call)(cuda.to_device(bad))
+        assert not hasattr(model, "means_")
+    with pytest.warns(UserWarning, match="scaled to"):
+        fastmix.SGDGaussianMixture(4, device="cuda", batch_size=BATCH,
+                                   random_state=0).fit(cuda.to_device(10.0 * X))
+    with pytest.raises(ValueError, match="minimum of 2"):
+        fastmix.SGDGaussianMixture(4, device="cuda", batch_size=BATCH).fit(
+            cuda.to_device(X[:1]))
+
+
 def test_partial_fit_device_cuda_matches_cpu(small_launch):
     """partial_fit uploads each batch and the state; three calls (16, 16, 12 rows: a partial
     batch) continue the annealing exactly as on the CPU."""
