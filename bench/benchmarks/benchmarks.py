@@ -20,7 +20,9 @@ short NumPy k-means.  Shapes are written ``(N, D, K)``.
   ``NUMBA_CACHE_DIR`` runs ``import fastmix`` and one small fit: the cold-JIT
   cost a new user (or a new environment) pays once.
 * ``DeviceEMIteration`` / ``DeviceEStepLarge``: the issue-9 GPU targets (CPU vs
-  "cuda"; the GPU cases are skipped on machines without one).
+  "cuda"); ``DeviceLowRankIteration``, ``DeviceStreamedIteration`` (a 1 GiB .npy file),
+  ``DeviceSGDMinibatch``, ``DeviceExpansion``: the other GPU paths against their CPU twins.
+  The "cuda" cases are skipped on machines without a GPU.
 * ``Quality.track_lower_bound``: final lower bound of a fixed-seed fit with
   fastmix's own default initialisation; ``track_n_iter`` its iteration count.
 * ``AgreementWithSklearn.track_lower_bound_gap_to_sklearn``: fastmix minus
@@ -535,3 +537,96 @@ class DeviceEStepLarge:
 
     def time_estep_stats(self):
         self.run()
+
+
+class DeviceLowRankIteration(LowRankIteration):
+    """``LowRankIteration`` (N = 60 000, D = 784, K = 16, q = 8, float32) on the CPU and with
+    ``device="cuda"`` (the GPU lowrank kernel; the warm-started fit uploads the rows once per
+    call, included).  The "cuda" case is skipped without a GPU."""
+
+    params = (["cpu", "cuda"],)
+    param_names = ["device"]
+
+    def setup(self, device):
+        if device == "cuda":
+            _require_gpu()
+        super().setup("float32")
+        self.model.set_params(device=device)
+        _fit_quietly(self.model, self.X)  # compile / warm up on the device
+
+    def time_em_iteration(self, device):
+        _fit_quietly(self.model, self.X)
+
+
+class DeviceStreamedIteration:
+    """One EM iteration over a float32 ``.npy`` file of 4 * 10^6 x 64 rows (1 GiB; diag,
+    K = 64): the CPU out-of-core pass against ``device="cuda"`` streaming the file through
+    pinned buffers on two CUDA streams.  The "cuda" case is skipped without a GPU."""
+
+    params = (["cpu", "cuda"],)
+    param_names = ["device"]
+    timeout = 900
+
+    def setup(self, device):
+        import tempfile
+        if device == "cuda":
+            _require_gpu()
+        n, d, k = 4_000_000, 64, 64
+        self.tmp = tempfile.TemporaryDirectory()
+        self.path = os.path.join(self.tmp.name, "x.npy")
+        out = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=(n, d))
+        step = 500_000
+        for i in range(0, n, step):
+            out[i:i + step] = make_mixture(step, d, k, seed=SEED + i // step,
+                                           dtype=np.float32)
+        out.flush()
+        del out
+        init = initial_parameters(make_mixture(100_000, d, k, seed=SEED, dtype=np.float32), k,
+                                  seed=SEED)["diag"]
+        self.model = _model(init, "diag", device=device)
+        _fit_quietly(self.model, self.path)  # compile
+
+    def teardown(self, device):
+        if hasattr(self, "tmp"):  # not when setup skipped the case
+            self.tmp.cleanup()
+
+    def time_em_iteration_from_file(self, device):
+        _fit_quietly(self.model, self.path)
+
+
+class DeviceSGDMinibatch:
+    """``SGDGaussianMixture.fit``, diag, mini-batch 256, D = 784, K = 25, 20 480 samples (one
+    epoch), on the CPU kernel and with ``device="cuda"``.  "cuda" skipped without a GPU."""
+
+    params = (["cpu", "cuda"],)
+    param_names = ["device"]
+
+    def setup(self, device):
+        from fastmix import SGDGaussianMixture
+        if device == "cuda":
+            _require_gpu()
+        rng = np.random.default_rng(SEED)
+        self.X = rng.uniform(0, 1, size=(20_480, 784))
+        self.model = SGDGaussianMixture(25, batch_size=256, random_state=SEED, device=device)
+        self.model.fit(self.X)  # compile
+
+    def time_sgd_fit_one_epoch(self, device):
+        self.model.fit(self.X)
+
+
+class DeviceExpansion(Expansion):
+    """``Expansion`` (10^6 rows, 2-D, 32 x 32 grid nodes) on the CPU and with
+    ``device="cuda"``.  "cuda" skipped without a GPU."""
+
+    params = (["cpu", "cuda"],)
+    param_names = ["device"]
+
+    def setup(self, device):
+        if device == "cuda":
+            _require_gpu()
+        super().setup(2)
+        self.model.set_params(device=device)
+        self.model.fit(self.X[:1000])  # compile
+
+    def time_expansion_fit(self, device):
+        self.model.fit(self.X)
