@@ -118,7 +118,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         ``fastmix/kernels/gpu_lowrank.py``, for shapes whose tile row
         ``8 K (1 + q) + D * itemsize + 16`` bytes fits 40 KiB of shared memory, else a
         ValueError).  Initialisation (k-means, lowrank's per-cluster PCA) runs on the CPU.
-        Dask arrays and ``algorithm="online"`` raise a ValueError naming what is CPU-only.
+        Online EM (``algorithm="online"``, ``partial_fit``) runs each batch's E-step on the
+        GPU (the batch uploaded, or used in place when it is a GPU array).  Dask arrays raise
+        a ValueError (CPU only).
         Results agree with "cpu" to rounding (different summation order) and are
         reproducible run to run.
     fixed : None or sequence of {"weights", "means", "covariances"}, default=None
@@ -224,15 +226,24 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if getattr(self, "device", "cpu") != "cuda":
             return None
         what = None
-        if algorithm != "batch":
-            what = f"algorithm={algorithm!r}"
-        elif X is not None and distributed.is_dask_array(X):
+        if X is not None and distributed.is_dask_array(X):
             what = "Dask arrays (fit them with device='cpu' on the cluster)"
         if what is not None:
             raise ValueError(f"device='cuda' does not support {what} yet; use device='cpu'")
         from . import gpu
         gpu.require_gpu()
         return gpu
+
+    def _gpu_estep(self):
+        """For online EM with ``device="cuda"``: ``estep(X, sw, params) -> Stats`` on the GPU
+        (each batch uploaded, or used in place when it is device data); None on the CPU."""
+        gpu = self._gpu()
+        if gpu is None:
+            return None
+
+        def estep(X, sw, params):
+            return gpu.e_step_stats(X, sw, params, gpu.DEFAULT_BLOCK_ROWS, gpu.DEFAULT_THREADS)
+        return estep
 
     def _q(self, D):
         """The number of factors for D features (lowrank), validated against D."""
@@ -508,7 +519,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                              "online EM is sequential by nature)")
         try:
             self._device_data = None
-            if gpu is not None:
+            if gpu is not None and algorithm == "batch":  # (online EM uploads batch by batch)
                 X0 = data.in_memory
                 if isinstance(data.source, gpu.DeviceSource):  # used in place, no copy
                     self._device_data = gpu.to_gpu(data.source.X, data.weights)
@@ -649,7 +660,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                                     t0=float(self.step_offset), kappa=float(self.step_decay),
                                     chunk_rows=self._chunk_rows, batch_rows=batch,
                                     lower_bound=prior.lower_bound, callback=callback,
-                                    on_block=on_block, fixed=self._fixed_groups())
+                                    on_block=on_block, fixed=self._fixed_groups(),
+                                    estep=self._gpu_estep())
             elif getattr(self, "_device_data", None) is not None:
                 from . import gpu
                 kw = dict(reg_covar=float(self.reg_covar), tol=float(self.tol),
@@ -689,10 +701,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         update.  Returns self.
         """
         self._check_hyper()
-        self._gpu(algorithm="online")  # raises for device="cuda": online EM is CPU only
-        X = check_array(X, min_samples=1)
-        sw = check_sample_weight(sample_weight, X.shape[0])
+        gpu = self._gpu(X, algorithm="online")
         fitted = hasattr(self, "means_")
+        if gpu is not None and _is_gpu_array(X):  # checked on the device, used in place
+            batch, sw = gpu.device_rows(X, sample_weight, min_samples=1), None
+            # the first call initialises on the host: the rows come back for that only
+            X, init_sw = batch.to_host() if not fitted else (batch, None)
+        else:
+            if _is_gpu_array(X):
+                raise ValueError(f"X is a GPU array ({type(X).__name__}); use device='cuda', or "
+                                 "copy it to the host first")
+            X = check_array(X, min_samples=1)
+            sw = init_sw = check_sample_weight(sample_weight, X.shape[0])
+            batch = X
         if fitted and X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
                              f"expecting {self.n_features_in_} features as input.")
@@ -702,16 +723,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     raise ValueError(f"the first partial_fit needs at least n_components="
                                      f"{self.n_components} rows, got {X.shape[0]}")
                 rng = check_random_state(self.random_state)
-                params = self._initial(X if sw is None else (X, sw), rng,
+                params = self._initial(X if init_sw is None else (X, init_sw), rng,
                                        self._user_init(X.shape[1]))
                 state = None
             else:
                 params = self._params()
                 state = getattr(self, "_online", None)
             params, state, ll = online_update(
-                X, sw, params, state, reg_covar=float(self.reg_covar),
+                batch, sw, params, state, reg_covar=float(self.reg_covar),
                 t0=float(self.step_offset), kappa=float(self.step_decay),
-                chunk_rows=self._chunk_rows, fixed=self._fixed_groups())
+                chunk_rows=self._chunk_rows, fixed=self._fixed_groups(),
+                estep=self._gpu_estep())
         self._set_params_from(params)
         self._online = state
         self.n_steps_ = state.t + 1

@@ -12,7 +12,9 @@ sets S directly (rho = 1).  The statistics are ``Stats`` divided by their total 
 blending, the running second moments are re-centred on the new batch's centres
 (``Stats.recentred``), so float64 centred sums are kept throughout.
 
-The driver never touches numba: each update is one kernel E-step over the batch.
+The driver never touches numba: each update is one kernel E-step over the batch -- the CPU
+kernels by default, or any ``estep(X, sample_weight, params) -> Stats`` (``fastmix.gpu``'s
+``e_step_stats`` for ``device="cuda"``).
 """
 import time
 from dataclasses import dataclass
@@ -44,10 +46,13 @@ class OnlineState:
     t: int = 0
 
 
-def online_update(X, sw, params, state, *, reg_covar, t0, kappa, chunk_rows, fixed=()):
+def online_update(X, sw, params, state, *, reg_covar, t0, kappa, chunk_rows, fixed=(),
+                  estep=None):
     """One stepwise-EM update on the batch ``X`` (N, D); returns (params, state, batch mean
-    log-likelihood under the parameters before the update)."""
-    batch = e_step_stats(X, sw, params, chunk_rows)
+    log-likelihood under the parameters before the update).  ``estep(X, sw, params)``
+    replaces the CPU E-step (e.g. the GPU's)."""
+    batch = (e_step_stats(X, sw, params, chunk_rows) if estep is None
+             else estep(X, sw, params))
     if not batch.ws > 0:
         return params, state, -np.inf
     avg = batch.scaled(1.0 / batch.ws)
@@ -61,13 +66,14 @@ def online_update(X, sw, params, state, *, reg_covar, t0, kappa, chunk_rows, fix
 
 def run_online(data, sample_weight, params, state, *, reg_covar, tol, max_passes, t0, kappa,
                chunk_rows, batch_rows, lower_bound=-np.inf, callback=None, on_block=None,
-               fixed=()):
+               fixed=(), estep=None):
     """Passes of stepwise EM over ``data`` in batches of ``batch_rows`` rows (whole chunks).
 
     The lower bound of a pass is the weighted mean of its batches' log-likelihoods (each under
     the parameters current when the batch was seen); passes stop when it changes by less than
     ``tol`` or after ``max_passes``.  ``callback(pass, lower_bound, change, seconds, params,
-    state)`` is called after each pass.  Returns an ``em.EMResult`` with ``state`` set."""
+    state)`` is called after each pass; ``estep`` as for ``online_update``.  Returns an
+    ``em.EMResult`` with ``state`` set."""
     stream = as_stream(data, sample_weight, chunk_rows).rebatched(batch_rows)
     result = EMResult(params, lower_bound, 0, False, state=state)
     for p in range(1, max_passes + 1):
@@ -77,7 +83,7 @@ def run_online(data, sample_weight, params, state, *, reg_covar, tol, max_passes
             bw = float(X.shape[0] if w is None else w.sum())
             result.params, result.state, bll = online_update(
                 X, w, result.params, result.state, reg_covar=reg_covar, t0=t0, kappa=kappa,
-                chunk_rows=stream.chunk_rows, fixed=fixed)
+                chunk_rows=stream.chunk_rows, fixed=fixed, estep=estep)
             if bw > 0:
                 ll += bll * bw
                 ws += bw
