@@ -49,6 +49,11 @@ def _match_means(fitted, true):
     return cost[r, c]
 
 
+def _gpu_name():
+    from . import gpu
+    return gpu.device_name()  # GPUUnavailableError (a one-line error) without a GPU
+
+
 def demo(argv=None):
     p = argparse.ArgumentParser(prog="fastmix demo",
                                 description="Fit a GMM to generated data and compare with the truth.")
@@ -62,6 +67,8 @@ def demo(argv=None):
     p.add_argument("--tol", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="fit on the CPU or on a CUDA GPU (pip install 'fastmix[cuda]')")
     args = p.parse_args(argv)
 
     import fastmix
@@ -71,14 +78,15 @@ def demo(argv=None):
     dtype = np.dtype(args.dtype)
     print(f"fastmix {fastmix.__version__} demo: {n:,} x {d} points ({dtype}), {k} true "
           f"components, covariance_type={args.covariance_type!r}, "
-          f"{kernels.num_threads()} threads")
+          + (f"{kernels.num_threads()} threads" if args.device == "cpu" else
+             f"device={args.device!r} ({_gpu_name()})"))
     t0 = time.perf_counter()
     X, _, true_means, _ = make_blobs(n, d, k, dtype=dtype, random_state=args.seed)
     print(f"generated {X.nbytes / 2**20:.0f} MiB in {time.perf_counter() - t0:.2f} s")
 
     gm = fastmix.GaussianMixture(k, covariance_type=args.covariance_type, max_iter=args.max_iter,
                                  tol=args.tol, random_state=args.seed,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, device=args.device)
     t0 = time.perf_counter()
     gm.fit(X)
     total = time.perf_counter() - t0
@@ -309,7 +317,12 @@ USER_ERRORS = (ValueError, TypeError, OSError, ImportError, FloatingPointError, 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "demo":
-        return demo(argv[1:])
+        try:
+            return demo(argv[1:])
+        except USER_ERRORS as exc:  # e.g. --device cuda without a GPU: one line
+            print(f"fastmix: error: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+                  file=sys.stderr)
+            return 1
     parser = _parser()
     if not argv:
         parser.print_usage(sys.stderr)

@@ -32,6 +32,7 @@ RESIDENT_FRACTION = 0.7
 GPUUnavailableError = gk.GPUUnavailableError
 gpu_available = gk.gpu_available
 require_gpu = gk.require_gpu
+device_name = gk.device_name
 is_device_array = gk.is_device_array
 
 

@@ -214,3 +214,9 @@ def test_device_option(tmp_path):
     r = _run("predict", out, data, "-o", labels, "--device", "cuda", "--quiet", env=sim)
     assert r.returncode == 0, r.stderr
     np.testing.assert_array_equal(np.load(labels), a.predict(X))
+    r = _run("demo", "-n", "64", "-d", "2", "-k", "2", "--max-iter", "2", "--no-progress",
+             "--device", "cuda", env=sim)
+    assert r.returncode == 0, r.stderr
+    assert "device='cuda' (CUDA simulator)" in r.stdout and "final lower bound" in r.stdout
+    msg = _one_line_error(_run("demo", "-n", "64", "--device", "cuda", env=real))
+    assert "fastmix[cuda]" in msg
