@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: demo test bench compare asv-quick clean
+.PHONY: demo demo-gpu test test-gpu bench bench-gpu compare asv-quick clean
 
 $(VENV)/.stamp-base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,23 @@ $(VENV)/.stamp-bench: $(VENV)/.stamp-base
 	$(PIP) install -q -e '.[bench,test]'
 	touch $@
 
+$(VENV)/.stamp-cuda: $(VENV)/.stamp-test
+	$(PIP) install -q -e '.[cuda,test]'
+	touch $@
+
 demo: $(VENV)/.stamp-base
 	$(PY) -m fastmix demo $(ARGS)
+
+# On a machine with an NVIDIA GPU (driver only; the CUDA 12 runtime comes from pip):
+demo-gpu: $(VENV)/.stamp-cuda
+	$(PY) -m fastmix demo --device cuda $(ARGS)
+
+test-gpu: $(VENV)/.stamp-cuda
+	FASTMIX_TEST_GPU=real $(PY) -m pytest -q tests/test_gpu.py tests/test_gpu_lowrank.py \
+		tests/test_gpu_gemm.py tests/test_gpu_sgd.py tests/test_gpu_expansion.py $(PYTEST_ARGS)
+
+bench-gpu: $(VENV)/.stamp-cuda
+	$(PY) bench/gpu.py $(ARGS)
 
 test: $(VENV)/.stamp-test
 	$(PY) -m pytest -q $(PYTEST_ARGS)
