@@ -302,11 +302,14 @@ def test_real_gpu_larger_problem(kind):
 
 def test_kernels_compile_for_a_real_gpu():
     """Type inference and lowering for the real CUDA target (sm_90), which the simulator never
-    exercises: the E-step and log_prob kernels of the four kinds and the block reduction, no
-    atomics; PTX too where NVVM/NVRTC are installed (the cuda extra; not in CI)."""
+    exercises: the E-step and log_prob kernels of the four kinds, the block reduction and
+    BigLearn's row transforms, no atomics; PTX too where NVVM/NVRTC are installed (the cuda
+    extra; not in CI)."""
     compile_check("""
-        from fastmix.kernels import gpu_estep as g
-        kernels = [(g.reduce_blocks.py_func, (A(f64, 2), i64, b1, A(f64, 1)))]
+        from fastmix.kernels import gpu_estep as g, gpu_linalg
+        kernels = [(g.reduce_blocks.py_func, (A(f64, 2), i64, b1, A(f64, 1))),
+                   (gpu_linalg._project.py_func, (A(f32, 2), A(f32, 2), A(f32, 2))),
+                   (gpu_linalg._gather.py_func, (A(f64, 2), A(i64, 1), A(f64, 2)))]
         for kind in range(4):
             est, lp = g.build(kind, "float32", 5, 4, g.tile_rows(kind, 5, 4, 4), 64)
             kernels.append((est.py_func, (A(f32, 2), A(f64, 1), A(f32, 2), A(f32, 2), A(f32, 3),
