@@ -81,11 +81,14 @@ def to_gpu(X, sample_weight=None, dtype=None):
 
 
 def e_step_stats(X, sample_weight, params, block_rows=DEFAULT_BLOCK_ROWS,
-                 threads=DEFAULT_THREADS):
-    """Sufficient statistics (``Stats``) of X under ``params``, computed on the GPU."""
+                 threads=DEFAULT_THREADS, scratch=None):
+    """Sufficient statistics (``Stats``) of X under ``params``, computed on the GPU.
+    ``scratch``: a ``kernels.gpu.DeviceScratch`` whose work buffers are reused (drivers keep
+    one per fit)."""
     data = to_gpu(X, sample_weight)
     kp = params.kernel_params(data.dtype)
-    out = gk.estep_stats_gpu(data.X, data.w, kp, block_rows=block_rows, threads=threads)
+    out = gk.estep_stats_gpu(data.X, data.w, kp, block_rows=block_rows, threads=threads,
+                             scratch=scratch)
     return stats_from_kernel(params.kind, out, kp)
 
 
@@ -105,10 +108,14 @@ def run_em_gpu(X, sample_weight, params, *, reg_covar, tol, max_iter,
     and stays there; the M-step runs on the host from the O(K D^2) statistics.  Same lower-bound
     convention, stopping rule, ``callback`` and ``fixed`` as ``run_em``."""
     data = to_gpu(X, sample_weight)
-    return em_loop(lambda p: e_step_stats(data, None, p, block_rows=block_rows,
-                                          threads=threads),
-                   params, reg_covar=reg_covar, tol=tol, max_iter=max_iter,
-                   lower_bound=lower_bound, callback=callback, fixed=fixed)
+    scratch = gk.DeviceScratch()  # the E-steps' work buffers, allocated once per fit
+    try:
+        return em_loop(lambda p: e_step_stats(data, None, p, block_rows=block_rows,
+                                              threads=threads, scratch=scratch),
+                       params, reg_covar=reg_covar, tol=tol, max_iter=max_iter,
+                       lower_bound=lower_bound, callback=callback, fixed=fixed)
+    finally:
+        scratch.clear()
 
 
 def fits_on_device(nbytes):
@@ -234,6 +241,7 @@ class DeviceMarginals:
         self.data = data
         self.block_rows, self.threads = block_rows, threads
         self.buf = None
+        self.scratch = gk.DeviceScratch()
 
     def __call__(self, _data, kp, A, T):
         X = self.data.X
@@ -241,7 +249,7 @@ class DeviceMarginals:
             self.buf = gk.marginal_buffer(X)
         Y = gk.marginal_rows(X, A, T, self.buf)
         return gk.estep_stats_gpu(Y, self.data.w, kp, block_rows=self.block_rows,
-                                  threads=self.threads)
+                                  threads=self.threads, scratch=self.scratch)
 
 
 def device_rows(X, sample_weight=None, min_samples=1):

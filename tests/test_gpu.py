@@ -565,3 +565,31 @@ def test_online_em_and_partial_fit_on_the_gpu_match_the_cpu(kind, small_launch, 
     with pytest.raises(ValueError, match="NaN or infinity"):
         on_device.partial_fit(gk.to_device(bad))
     assert on_device.n_steps_ == 3  # the model is unchanged
+
+
+def test_work_buffers_are_allocated_once_per_fit(monkeypatch):
+    """run_em_gpu keeps its E-steps' partials and totals in one DeviceScratch: 4 iterations
+    allocate them once, with the same result as fresh buffers every E-step; a new shape
+    replaces the buffer of its slot instead of adding one."""
+    X, sw, weights, means, covs = make_problem("full", seed=18)
+    start = gmm_params(weights, means, covs, "full")
+    allocs = []
+    real = gk._alloc
+    monkeypatch.setattr(gk, "_alloc", lambda cuda, shape, dt, what: allocs.append(what)
+                        or real(cuda, shape, dt, what))
+    kw = dict(reg_covar=1e-6, tol=0.0, max_iter=4, block_rows=BLOCK_ROWS, threads=THREADS)
+    res = fgpu.run_em_gpu(X, sw, start, **kw)
+    assert sum("partial statistics" in w for w in allocs) == 1
+    assert sum("totals" in w for w in allocs) == 1
+    p = start
+    for lb in res.lower_bounds[:4]:  # fresh buffers every E-step: the same numbers
+        st = fgpu.e_step_stats(X, sw, p, BLOCK_ROWS, THREADS)
+        assert st.mean_log_likelihood == pytest.approx(lb, rel=1e-12)
+        from fastmix._params import m_step
+        p = m_step(st, 1e-6)
+    scratch = gk.DeviceScratch()
+    a = scratch.alloc((4, 3), np.float64, "the per-block partial statistics (4 x 3)")
+    assert scratch.alloc((4, 3), np.float64, "the per-block partial statistics (4 x 3)") is a
+    b = scratch.alloc((5, 3), np.float64, "the per-block partial statistics (5 x 3)")
+    assert b is not a and len(scratch._bufs) == 1
+    assert scratch.alloc((4, 3), np.float64, "the statistics totals", slot=1) is not a

@@ -300,6 +300,34 @@ def _check(Xd, kp):
         raise ValueError(f"data have {Xd.shape[1]} features, the model {kp.means64.shape[1]}")
 
 
+class DeviceScratch:
+    """Device work buffers kept across the E-steps of one fit.
+
+    numba-cuda's default allocator calls cuMemAlloc / cuMemFree for every device array; an
+    E-step's partial statistics are one large buffer (64 MiB at N = 10^6, D = K = 64), so a
+    fit that allocated them per iteration would pay an allocation (and a deferred free) every
+    iteration.  ``alloc`` hands back the buffer it gave last time for the same (slot, what)
+    when shape and dtype match, else allocates and replaces it (so shapes that change, e.g.
+    BigLearn's marginals, keep one buffer per slot alive, not one per shape)."""
+
+    def __init__(self):
+        self._bufs = {}
+
+    def alloc(self, shape, dtype, what, slot=0):
+        shape, dt = tuple(int(n) for n in shape), np.dtype(dtype)
+        key = (slot, what.split(" (")[0])
+        held = self._bufs.get(key)
+        if held is not None and held[0] == (shape, dt):
+            return held[1]
+        self._bufs.pop(key, None)  # drop the old one before allocating its replacement
+        buf = _alloc(require_gpu(), shape, dt, what)
+        self._bufs[key] = ((shape, dt), buf)
+        return buf
+
+    def clear(self):
+        self._bufs.clear()
+
+
 class EStepPlan:
     """One E-step configuration on the device: the compiled kernels for (kind, dtype, K, D,
     threads), the parameters uploaded in the kernels' layout, and the fixed launch grouping.
@@ -316,9 +344,12 @@ class EStepPlan:
     ``unpack`` converts them to the layout above; callers see no difference."""
 
     def __init__(self, kp, dtype, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_THREADS,
-                 formulation="auto"):
+                 formulation="auto", scratch=None):
         from . import gpu_estep, gpu_gemm
         cuda = require_gpu()
+        #: where ``partials`` and ``totals`` come from: a ``DeviceScratch`` kept by the caller
+        #: across E-steps, or fresh allocations
+        self.scratch = scratch
         if np.dtype(dtype) != kp.means.dtype:
             raise ValueError(f"kernel parameters are {kp.means.dtype} but the data are "
                              f"{np.dtype(dtype)}")
@@ -349,18 +380,28 @@ class EStepPlan:
         #: blocks per launch: a function of S only, so the grouping is reproducible
         self.group = int(max(1, gpu_estep.PARTIAL_BYTES // (8 * self.S)))
 
-    def partials(self, n_rows):
-        """Device buffer for the per-block partials of a launch over up to ``n_rows`` rows (the
-        GEMM formulation: its scratch buffers, ``gpu_gemm.Scratch``).  One per launch stream."""
-        if self._gemm is not None:
-            return self._gemm.partials(n_rows)
-        nb = min(self.group, max(1, -(-int(n_rows) // self.block_rows)))
-        return _alloc(require_gpu(), (nb, self.S), np.float64,
-                      f"the per-block partial statistics ({nb} blocks x {self.S} float64)")
+    def _alloc(self, slot):
+        """alloc(shape, dtype, what) from the scratch (slot: one set per launch stream)."""
+        if self.scratch is None:
+            return lambda shape, dt, what: _alloc(require_gpu(), shape, dt, what)
+        return lambda shape, dt, what: self.scratch.alloc(shape, dt, what, slot)
 
-    def totals(self):
+    def partials(self, n_rows, slot=0):
+        """Device buffer for the per-block partials of a launch over up to ``n_rows`` rows (the
+        GEMM formulation: its scratch buffers, ``gpu_gemm.Scratch``).  One per launch stream
+        (``slot``)."""
+        if self._gemm is not None:
+            return self._gemm.partials(n_rows, self._alloc(slot))
+        nb = min(self.group, max(1, -(-int(n_rows) // self.block_rows)))
+        return self._alloc(slot)((nb, self.S), np.float64,
+                                 f"the per-block partial statistics ({nb} blocks x {self.S} "
+                                 f"float64)")
+
+    def totals(self, slot=0):
         """A zeroed float64 totals vector (S,) on the device."""
-        return require_gpu().to_device(np.zeros(self.S))
+        out = self._alloc(slot)((self.S,), np.float64, "the statistics totals")
+        out.copy_to_device(np.zeros(self.S))
+        return out
 
     def launch(self, Xd, wd, part, out, stream=0):
         """out += the statistics of the rows of ``Xd`` (weights ``wd``, empty = all ones),
@@ -404,18 +445,19 @@ def resolve_formulation(kp, formulation="auto"):
 
 
 def estep_stats_gpu(Xd, wd, kp, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_THREADS,
-                    formulation="auto"):
+                    formulation="auto", scratch=None):
     """E-step on the GPU: (nk, s1, s2, ll, ws) as float64 host arrays, like
     ``fastmix.kernels.estep_stats``.  ``Xd`` from ``to_device``; ``wd`` from
     ``weights_to_device`` (or None).  ``formulation``: "auto", "fused" (one fused kernel,
     ``gpu_estep``) or "gemm" (diag with a shared centre: densities and statistics as GEMMs,
     ``gpu_gemm``; falls back to "fused" where it does not apply); see
-    ``gpu_gemm.choose_formulation``."""
+    ``gpu_gemm.choose_formulation``.  ``scratch``: a ``DeviceScratch`` to take the work
+    buffers from (kept by a driver across iterations), else they are allocated here."""
     require_gpu()
     _check(Xd, kp)
     if wd is None:
         wd = weights_to_device(None, Xd.shape[0])
-    plan = EStepPlan(kp, Xd.dtype, block_rows, threads, formulation)
+    plan = EStepPlan(kp, Xd.dtype, block_rows, threads, formulation, scratch)
     out = plan.totals()
     plan.launch(Xd, wd, plan.partials(Xd.shape[0]), out)
     return plan.unpack(out.copy_to_host())
@@ -488,12 +530,14 @@ class StreamedEStep:
             from concurrent.futures import ThreadPoolExecutor
             self._pool = ThreadPoolExecutor(STAGING_THREADS, thread_name_prefix="fastmix-stage")
         self.bytes_sent = 0
+        self.scratch = DeviceScratch()  # partials and totals, reused by every pass
 
     def close(self):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
         self.pinned = self.dev = self.pinned_w = self.dev_w = self.streams = None
+        self.scratch.clear()
 
     def __enter__(self):
         return self
@@ -528,9 +572,10 @@ class StreamedEStep:
     def estep(self, blocks, kp):
         """(nk, s1, s2, ll, ws) of the rows of ``blocks`` (an iterable of (X, w or None) host
         arrays of at most ``capacity`` rows) under ``kp``."""
-        plan = EStepPlan(kp, self.dtype, self.block_rows, self.threads, self.formulation)
-        part = [plan.partials(self.capacity) for _ in range(2)]
-        out = [plan.totals() for _ in range(2)]
+        plan = EStepPlan(kp, self.dtype, self.block_rows, self.threads, self.formulation,
+                         self.scratch)
+        part = [plan.partials(self.capacity, slot) for slot in range(2)]
+        out = [plan.totals(slot) for slot in range(2)]
         i = -1
         for i, (X, w) in enumerate(blocks):
             j = i % 2

@@ -469,17 +469,19 @@ class GemmEStep:
         self.cut = float(cut)
         self._alloc = alloc
 
-    def partials(self, n_rows):
-        """Scratch buffers for launches over up to ``n_rows`` rows (one set per stream)."""
+    def partials(self, n_rows, alloc=None):
+        """Scratch buffers for launches over up to ``n_rows`` rows (one set per stream);
+        ``alloc(shape, dtype, what)`` overrides the constructor's allocator."""
         T = self.tiles
         rows = max(1, min(T.chunk, int(n_rows)))
         nsl = slab_rows(rows, T.slabs)[0]
+        alloc = self._alloc if alloc is None else alloc
         return Scratch(
-            self._alloc((rows, self.K), np.float64,
-                        f"the GEMM E-step's densities ({rows} rows x {self.K} float64)"),
-            self._alloc((rows, 2), np.float64, "the GEMM E-step's per-row log p"),
-            self._alloc((nsl, self.S), np.float64,
-                        f"the GEMM E-step's slab partials ({nsl} x {self.S} float64)"))
+            alloc((rows, self.K), np.float64,
+                  f"the GEMM E-step's densities ({rows} rows x {self.K} float64)"),
+            alloc((rows, 2), np.float64, "the GEMM E-step's per-row log p"),
+            alloc((nsl, self.S), np.float64,
+                  f"the GEMM E-step's slab partials ({nsl} x {self.S} float64)"))
 
     def launch(self, Xd, wd, scratch, out, stream=0):
         """out += [nk | S1u | S2u | ll | ws] of the rows of Xd, chunk after chunk on ``stream``."""
