@@ -26,7 +26,7 @@ DEFAULT_GRID_BLOCK_ROWS = gk.DEFAULT_GRID_BLOCK_ROWS
 DEFAULT_GRID_THREADS = gk.DEFAULT_GRID_THREADS
 
 #: Resident data may use at most this fraction of the device's free memory; larger data are
-#: streamed from the host in chunks (``open_streamed``).
+#: streamed from the host in chunks (``StreamedData``).
 RESIDENT_FRACTION = 0.7
 
 GPUUnavailableError = gk.GPUUnavailableError

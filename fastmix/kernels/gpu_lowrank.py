@@ -17,7 +17,7 @@ Work decomposition -- that of ``gpu_estep`` (read it first), with these differen
   ``[b * block_rows, (b + 1) * block_rows)`` (``block_rows`` from the caller) and the slot
   ``part[b, :]`` of ``S = K + K*D + K*(1+q)*(D+q+1) + 2`` float64 partials ``[nk | s1 | s2 | ll |
   ws]``; ``gpu_estep.reduce_blocks`` adds the slots in block order on the device, and the
-  launcher (``gpu._block_totals``) runs the blocks in fixed-size groups when the partials would
+  launcher (``gpu.EStepPlan.launch``) runs the blocks in fixed-size groups when the partials would
   exceed ``gpu_estep.PARTIAL_BYTES``.
 * **Tiles** of ``R`` rows in shared memory: X (data dtype), the weights, the ``R x K`` float64
   log-densities (then ``w * r``) and the ``R x K x q`` float64 posterior means ``E[z | x]``,
