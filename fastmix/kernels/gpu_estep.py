@@ -134,6 +134,42 @@ def make_row_lse(K):
 
 
 @functools.lru_cache(maxsize=None)
+def make_tile_steps(K, TPB):
+    """The steps every kind's kernels take once a tile's log-densities are in LR (R, K):
+
+    * ``tile_lse(LR, WS, LP, nr, cut, t)`` (E-step): one thread per row, LR[r] becomes
+      WS[r] * responsibilities and LP[r] the row's log p; ends with a barrier;
+    * ``tile_outputs(LR, r0, nr, cut, t, logp, labels, resp, want_resp)`` (log_prob): per-row
+      log p and argmax label, then (``want_resp``) the responsibilities written as coalesced
+      rows of ``resp``; ends with a barrier.
+
+    Every thread of the block must call them (they contain ``syncthreads``)."""
+    row_lse = make_row_lse(K)
+
+    @cuda.jit(device=True)
+    def tile_lse(LR, WS, LP, nr, cut, t):
+        for r in range(t, nr, TPB):  # one thread per row
+            lp, _ = row_lse(LR, r, cut, WS[r])
+            LP[r] = lp
+        cuda.syncthreads()
+
+    @cuda.jit(device=True)
+    def tile_outputs(LR, r0, nr, cut, t, logp, labels, resp, want_resp):
+        for r in range(t, nr, TPB):
+            lp, am = row_lse(LR, r, cut, 1.0)
+            logp[r0 + r] = lp
+            labels[r0 + r] = am
+        cuda.syncthreads()
+        if want_resp:
+            for p in range(t, nr * K, TPB):  # coalesced rows of resp
+                r = p // K
+                resp[r0 + r, p - r * K] = LR[r, p - r * K]
+        cuda.syncthreads()
+
+    return tile_lse, tile_outputs
+
+
+@functools.lru_cache(maxsize=None)
 def build(kind, dtype_name, K, D, R, TPB):
     """Compile-time specialised kernels ``(estep_partials, log_prob)`` for one shape."""
     DT = cuda.float32 if dtype_name == "float32" else cuda.float64
@@ -143,7 +179,7 @@ def build(kind, dtype_name, K, D, R, TPB):
     S = K + KD + S2 + 2
     ZR = R if kind == TIED else 1  # the tied kind stages (x - g) U per row
     load_tile = make_load_tile(D, TPB)
-    row_lse = make_row_lse(K)
+    tile_lse, tile_outputs = make_tile_steps(K, TPB)
 
     @cuda.jit(device=True)
     def tied_z(XS, g, PCT, ZS, nr, t):
@@ -270,10 +306,7 @@ def build(kind, dtype_name, K, D, R, TPB):
                 cuda.syncthreads()
             densities(XS, ZS, nr, MT, PT, PCT, lconst, LR, t)
             cuda.syncthreads()
-            for r in range(t, nr, TPB):  # one thread per row
-                lp, _ = row_lse(LR, r, cut, WS[r])
-                LP[r] = lp
-            cuda.syncthreads()
+            tile_lse(LR, WS, LP, nr, cut, t)
             for e in range(t, S, TPB):
                 part[b, e] += entry_sum(e, nr, XS, WS, LR, LP, C64, g64)
             cuda.syncthreads()  # the next tile overwrites the shared arrays
@@ -301,16 +334,7 @@ def build(kind, dtype_name, K, D, R, TPB):
                 cuda.syncthreads()
             densities(XS, ZS, nr, MT, PT, PCT, lconst, LR, t)
             cuda.syncthreads()
-            for r in range(t, nr, TPB):
-                lp, am = row_lse(LR, r, cut, 1.0)
-                logp[r0 + r] = lp
-                labels[r0 + r] = am
-            cuda.syncthreads()
-            if want_resp:
-                for p in range(t, nr * K, TPB):  # coalesced rows of resp
-                    r = p // K
-                    resp[r0 + r, p - r * K] = LR[r, p - r * K]
-            cuda.syncthreads()
+            tile_outputs(LR, r0, nr, cut, t, logp, labels, resp, want_resp)
 
     return estep_partials, log_prob
 

@@ -28,7 +28,7 @@ Work decomposition -- that of ``gpu_estep`` (read it first), with these differen
   coalesced.  The thread walks d = 0..D-1 once: ``y = x_d - mu_kd``, ``sum (y psi^-1/2)^2`` and
   the q projections ``z_a += y B_k[a, d]`` (a per-thread local array), all in the data dtype;
   then ``E[z|x] = C_k z`` in float64 into shared memory.
-* **Log-sum-exp** and responsibilities: one thread per row, ``gpu_estep.make_row_lse`` (the CPU's
+* **Log-sum-exp** and responsibilities: one thread per row, ``gpu_estep.make_tile_steps`` (the CPU's
   cut rule, component order).
 * **Statistics**: thread t owns entries ``t, t + TPB, ...`` of ``part[b]`` and adds each entry's
   tile sum (rows in order, float64, rows with ``w r = 0`` skipped as on the CPU) once per tile.
@@ -73,7 +73,7 @@ import functools
 
 from numba import cuda
 
-from .gpu_estep import MAX_TILE_ROWS, SHARED_BYTES, make_load_tile, make_row_lse
+from .gpu_estep import MAX_TILE_ROWS, SHARED_BYTES, make_load_tile, make_tile_steps
 
 
 def s2_size(K, D, q):
@@ -106,7 +106,7 @@ def build(dtype_name, K, D, q, R, TPB):
     S2 = K * P2
     S = K + KD + S2 + 2
     load_tile = make_load_tile(D, TPB)
-    row_lse = make_row_lse(K)
+    tile_lse, tile_outputs = make_tile_steps(K, TPB)
 
     @cuda.jit(device=True)
     def log_density(XS, r, k, MT, PT, BT, lconst, z):
@@ -217,10 +217,7 @@ def build(dtype_name, K, D, q, R, TPB):
             cuda.syncthreads()
             densities(XS, nr, MT, PT, BT, CT, lconst, LR, EZ, t)
             cuda.syncthreads()
-            for r in range(t, nr, TPB):  # one thread per row
-                lp, _ = row_lse(LR, r, cut, WS[r])
-                LP[r] = lp
-            cuda.syncthreads()
+            tile_lse(LR, WS, LP, nr, cut, t)
             for e in range(t, S, TPB):
                 part[b, e] += entry_sum(e, nr, XS, WS, LR, LP, EZ, C64)
             cuda.syncthreads()  # the next tile overwrites the shared arrays
@@ -248,15 +245,6 @@ def build(dtype_name, K, D, q, R, TPB):
                 k = p - r * K
                 LR[r, k] = log_density(XS, r, k, MT, PT, BT, lconst, z)
             cuda.syncthreads()
-            for r in range(t, nr, TPB):
-                lp, am = row_lse(LR, r, cut, 1.0)
-                logp[r0 + r] = lp
-                labels[r0 + r] = am
-            cuda.syncthreads()
-            if want_resp:
-                for p in range(t, nr * K, TPB):  # coalesced rows of resp
-                    r = p // K
-                    resp[r0 + r, p - r * K] = LR[r, p - r * K]
-            cuda.syncthreads()
+            tile_outputs(LR, r0, nr, cut, t, logp, labels, resp, want_resp)
 
     return estep_partials, log_prob
