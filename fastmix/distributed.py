@@ -213,20 +213,13 @@ class DaskData:
 
     # -------------------------------------------------------------------- plumbing ---------
     def _shared(self, obj):
-        """Parameters sent to the workers once (broadcast), referenced by every task."""
+        """Parameters referenced by every task of a pass: one graph literal (``delayed``), sent
+        with the graph, moved to the workers that need it, and recomputable anywhere if the
+        worker holding it dies.  (A broadcast ``scatter`` waited for every registered worker:
+        after a worker was killed mid-fit, one that was registered but not answering made the
+        next pass wait for the whole timeout; scattered data is also lost with its worker.)"""
         from dask import delayed
-        if self.client is None:
-            return delayed(obj, traverse=False)
-        try:
-            # a one-element list: the parameters travel as one object (a NamedTuple would be
-            # scattered element by element)
-            return self.client.scatter([obj], broadcast=True, hash=False,
-                                       timeout=DASK_TIMEOUT)[0]
-        except TimeoutError:
-            raise TimeoutError(f"the Dask cluster did not accept the parameters within "
-                               f"{DASK_TIMEOUT:g} s (scheduler lost?)") from None
-        except OSError as exc:
-            raise ConnectionError(f"lost the Dask scheduler ({exc})") from None
+        return delayed(obj, traverse=False)
 
     def _reduce_parts(self, parts):
         """Sum the per-block statistics (delayed) into one tuple on the client.
