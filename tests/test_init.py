@@ -1,19 +1,20 @@
-"""Initialisation helpers: k-means++ distances, blocked variances (against direct NumPy)."""
+"""Initialisation helpers: k-means distances, Lloyd, hard-assignment statistics (against direct
+NumPy / scikit-learn), and the choice among k-means runs."""
 import numpy as np
 import pytest
 
-from fastmix import init
+from fastmix import init, kernels
+from fastmix import kmeans as km
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("offset", [0.0, 1e4])
-def test_kmeans_plusplus_distances_match_direct(dtype, offset, monkeypatch):
-    monkeypatch.setattr(init, "SQDIST_BLOCK_BYTES", 4096)  # many row blocks
+def test_kmeans_plusplus_distances_match_direct(dtype, offset):
     rng = np.random.default_rng(0)
     X = (offset + rng.normal(size=(700, 13))).astype(dtype)
     X[5] = X[9]  # a duplicate row: its distance to the candidate 9 is exactly 0
     rows = [9, 100, 699]
-    got = init._Distances(X)(rows)
+    got = km.Distances(X, 64).to(X[rows])  # many chunks
     X64 = X.astype(np.float64)
     want = ((X64[:, None, :] - X64[rows][None, :, :]) ** 2).sum(axis=2)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * want.max())
@@ -21,14 +22,14 @@ def test_kmeans_plusplus_distances_match_direct(dtype, offset, monkeypatch):
     assert np.all(got >= 0)
 
 
-def test_blocked_variances_match_numpy(monkeypatch):
-    monkeypatch.setattr(init, "SQDIST_BLOCK_BYTES", 1024)
+def test_blocked_variances_match_numpy():
     rng = np.random.default_rng(1)
     X = rng.normal(loc=3.0, size=(500, 7))
     w = rng.uniform(0.1, 2.0, 500)
-    np.testing.assert_allclose(init._variances(X, None), X.var(axis=0), rtol=1e-12)
+    dist = km.Distances(X, 37)
+    np.testing.assert_allclose(km.variances(dist, None), X.var(axis=0), rtol=1e-12)
     mean = np.average(X, axis=0, weights=w)
-    np.testing.assert_allclose(init._variances(X, w),
+    np.testing.assert_allclose(km.variances(dist, w),
                                np.average((X - mean) ** 2, axis=0, weights=w), rtol=1e-12)
 
 
@@ -38,3 +39,81 @@ def test_kmeans_plusplus_on_fewer_distinct_rows_than_k():
     assert seeds.shape == (5, 3)
     assert {tuple(r) for r in seeds} <= {tuple(r) for r in np.eye(3)}
     assert len({tuple(r) for r in seeds}) == 3  # all distinct rows are found first
+
+
+def _direct_assign(X, C):
+    d = ((X.astype(np.float64)[:, None, :] - C[None, :, :]) ** 2).sum(axis=2)
+    return d.argmin(axis=1), d.min(axis=1)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_assign_matches_direct(dtype, weighted):
+    rng = np.random.default_rng(3)
+    X = (rng.normal(size=(1000, 5)) + 5.0).astype(dtype)
+    C = X[[3, 400, 777]].astype(np.float64) + 0.1
+    w = rng.uniform(0.1, 2.0, 1000) if weighted else None
+    labels, mind, nk, s1 = km.assign(km.Distances(X, 100), C, w)
+    lab, d = _direct_assign(X, C)
+    np.testing.assert_array_equal(labels, lab)
+    np.testing.assert_allclose(mind, d, rtol=1e-9, atol=1e-9)
+    ww = np.ones(1000) if w is None else w
+    np.testing.assert_allclose(nk, np.bincount(lab, ww, 3), rtol=1e-12)
+    for k in range(3):
+        np.testing.assert_allclose(s1[k], (ww[lab == k, None] * X[lab == k]).sum(axis=0),
+                                   rtol=1e-9)
+
+
+def test_lloyd_reaches_sklearn_fixed_point():
+    """From the same seeds, Lloyd converges to scikit-learn's centres."""
+    KMeans = pytest.importorskip("sklearn.cluster").KMeans
+    rng = np.random.default_rng(4)
+    X = np.concatenate([rng.normal(c, 1.0, size=(300, 4)) for c in (0.0, 4.0, 9.0)])
+    seeds = X[[0, 1, 2]].copy()  # three rows of one cluster: Lloyd has to move them far
+    centres, inertia, n_iter = km.lloyd(km.Distances(X, 128), None, seeds.copy(), 300, 0.0)
+    ref = KMeans(3, init=seeds, n_init=1, tol=0.0, algorithm="lloyd").fit(X)
+    order = np.argsort(centres[:, 0])
+    np.testing.assert_allclose(centres[order], ref.cluster_centers_[np.argsort(
+        ref.cluster_centers_[:, 0])], rtol=1e-10)
+    np.testing.assert_allclose(inertia, ref.inertia_, rtol=1e-10)
+    assert 1 < n_iter < 300
+
+
+def test_lloyd_moves_an_empty_cluster_to_the_farthest_row():
+    X = np.array([[0.0], [0.1], [0.2], [10.0]])
+    seeds = np.array([[0.1], [50.0]])  # the second centre is nobody's nearest
+    centres, _, _ = km.lloyd(km.Distances(X, 2), None, seeds, 1, 0.0)
+    assert centres[1, 0] == 10.0  # the row farthest from its centre
+    assert centres[0, 0] == pytest.approx(10.3 / 4)  # the mean of every row
+
+
+@pytest.mark.parametrize("kind", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_hard_stats_match_the_kernels_nearest_pass(kind, dtype):
+    rng = np.random.default_rng(5)
+    X = (rng.normal(size=(2000, 6)) * rng.uniform(0.5, 3, 6) + 2.0).astype(dtype)
+    w = rng.uniform(0.0, 2.0, 2000)
+    C = X[[10, 500, 1500, 1999]].astype(np.float64)
+    kp = kernels.nearest_params(C, X.dtype, kernels.KIND_CODES[kind])
+    want = kernels.nearest_stats(X, w, kp, 300)
+    acc = kernels.Accumulator(kp.kind, 4, 6)
+    got = km.hard_stats(X, w, kp.means64, kp.kind, kp.g64, 300, acc).result()
+    for a, b, name in zip(got, want, ("nk", "s1", "s2", "ll", "ws")):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+def test_start_is_chosen_by_likelihood_not_inertia():
+    """Of two sets of centres, the one whose mixture has the higher log-likelihood wins even
+    when its inertia is much larger: a tight cluster beside a long one."""
+    rng = np.random.default_rng(6)
+    X = np.concatenate([rng.normal(0.0, 0.001, size=(60, 2)),
+                        rng.normal([0, 8], [1.5, 6.0], size=(600, 2))])
+    tight_apart = np.array([[0.0, 0.0], [0.0, 8.0]])   # the tight cluster has its own centre
+    halves = np.array([[0.0, 2.2], [0.0, 12.25]])      # the long cluster cut in two
+    inertia = [float(((X[:, None] - C) ** 2).sum(axis=2).min(axis=1).sum())
+               for C in (tight_apart, halves)]
+    assert inertia[1] < 0.7 * inertia[0]
+    runs = [(tight_apart, inertia[0]), (halves, inertia[1])]
+    for order in (runs, runs[::-1]):
+        assert init._best_start(X, None, order, "full", 1e-6, 4096) is tight_apart
+    assert min(runs, key=lambda r: r[1])[0] is halves  # what choosing by inertia would give

@@ -143,10 +143,10 @@ def test_nearest_stats_parity(problem, dtype, chunk, weighted):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 def test_kmeanspp_sqdist_parity(dtype):
-    from fastmix.init import _Distances
+    from fastmix.kmeans import Distances
     rng = np.random.default_rng(2)
     X = rng.normal(size=(301, 7)).astype(dtype)
-    out = _Distances(X)([4, 200])
+    out = Distances(X, 64).to(X[[4, 200]])
     assert out.dtype == np.float64
     for j, r in enumerate([4, 200]):  # float64 arithmetic on the rows as given
         assert_close(out[:, j], ref.sqdist_to(X.astype(np.float64), X[r].astype(np.float64)),

@@ -11,7 +11,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from . import cpu_estep, cpu_expansion, cpu_lowrank
+from . import _threads, cpu_estep, cpu_expansion, cpu_lowrank
+from ._threads import run_ranges
 from .cpu_estep import DIAG, ESTEP, FULL, NEAREST, RESP, SPHERICAL, TIED
 
 LOWRANK = 4
@@ -153,13 +154,17 @@ def _pass(mode, X, sw, R, kp, chunk_rows, acc):
     s2_p = np.zeros((n_slots,) + shp)
     llws_p = np.zeros((n_slots, 8))
     run = _PASSES[kp.kind]
+    if kp.kind == DIAG and kp.g64.shape[0] != D:  # no shared centre: the row-at-a-time loop
+        run = cpu_estep.pass_diag_rows
     sw = _weights(sw)
     cut = CUT[X.dtype]
     with blas_single_threaded() if kp.kind != SPHERICAL else contextlib.nullcontext():
         for c0 in range(0, n_chunks, n_slots):
             n_here = min(n_slots, n_chunks - c0)
-            run(mode, X, sw, R, kp.means, kp.pc, kp.lconst, kp.tmeans, kp.g, kp.means64, kp.g64,
-                cut, chunk_rows, c0, nk_p[:n_here], s1_p[:n_here], s2_p[:n_here], llws_p[:n_here])
+            _threads.run_ranges(
+                lambda j0, j1: run(mode, X, sw, R, kp.means, kp.pc, kp.lconst, kp.tmeans, kp.g,
+                                   kp.means64, kp.g64, cut, chunk_rows, c0, j0, j1, nk_p, s1_p,
+                                   s2_p, llws_p), n_here)
             for j in range(n_here):  # fixed order
                 acc.nk += nk_p[j, :K]
                 acc.s1 += s1_p[j]
@@ -269,15 +274,20 @@ def log_prob(X, kp, chunk_rows, want_resp=False):
     logp = np.empty(N)
     labels = np.empty(N, dtype=np.int64)
     resp = np.empty((N if want_resp else 0, K))
+    chunk_rows = int(chunk_rows)
+    n_chunks = -(-N // chunk_rows)
+    cut = CUT[X.dtype]
     if kp.kind == LOWRANK:
-        cpu_lowrank.log_prob_lowrank(X, kp.means, kp.pc, kp.lconst, CUT[X.dtype],
-                                     int(chunk_rows), logp, labels, resp)
-        return logp, labels, (resp if want_resp else None)
-    cpu_estep.log_prob(kp.kind, X, kp.means, kp.pc, kp.lconst, kp.tmeans, kp.g, CUT[X.dtype],
-                       int(chunk_rows), logp, labels, resp)
+        _threads.run_ranges(lambda c0, c1: cpu_lowrank.log_prob_lowrank(
+            X, kp.means, kp.pc, kp.lconst, cut, chunk_rows, c0, c1, logp, labels, resp),
+            n_chunks)
+    else:
+        _threads.run_ranges(lambda c0, c1: cpu_estep.log_prob(
+            kp.kind, X, kp.means, kp.pc, kp.lconst, kp.tmeans, kp.g, cut, chunk_rows, c0, c1,
+            logp, labels, resp), n_chunks)
     return logp, labels, (resp if want_resp else None)
 
 
-__all__ = ["Accumulator", "num_threads", "thread_limit", "blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG",
+__all__ = ["Accumulator", "run_ranges", "num_threads", "thread_limit", "blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG",
            "SPHERICAL", "LOWRANK", "n_factors", "estep_stats", "resp_stats", "nearest_stats", "log_prob", "nearest_params",
            "s2_shape", "grid_stats", "grid_window", "grid_layout", "GridLayout", "GRID_EM", "GRID_KDE", "GRID_LOGP"]

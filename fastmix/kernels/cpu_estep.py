@@ -36,8 +36,6 @@ float32).
 import math
 
 import numpy as np
-from numba import prange
-
 from ._jit import kernel
 from ._math import EXP_MIN_ARG, exp_nonpos
 
@@ -270,10 +268,9 @@ DIAG_BLOCK = 256
 @kernel()
 def _chunk_diag(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means64, g64, cut,
                 nk, s1, s2):
-    """Diagonal covariances.
-
-    With a shared centre g (``g64`` has D entries; the caller picks it only when every mean is
-    close to g, see ``GMMParams.kernel_params``), a block of rows at a time with two GEMMs:
+    """Diagonal covariances about a shared centre g (``g64`` has D entries; the caller picks
+    one only when every mean is close to g, see ``GMMParams.kernel_params``, and runs
+    ``pass_diag_rows`` otherwise), a block of rows at a time with two GEMMs:
 
     * log-densities ``L = [u*u, u] @ W + c0`` with ``u = x - g`` (in X's dtype), i.e. the
       quadratic form expanded around g;
@@ -281,17 +278,14 @@ def _chunk_diag(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
       end of the chunk.
 
     Measured (one thread, D = K = 16, 2e5 rows): 285 -> 176 ns/row in float64, 231 -> 104 in
-    float32, against the row-at-a-time loop below, which remains the path without a shared
-    centre (and for k-means passes).
+    float32, against the row-at-a-time loop ``_chunk_diag_rows``, which remains the path
+    without a shared centre.
     """
     nk[:] = 0.0
     s1[:, :] = 0.0
     s2[:, :, :] = 0.0
     means64T = np.ascontiguousarray(means64.T)
     K, D = means64.shape
-    if g64.shape[0] != D:
-        return _chunk_diag_rows(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g,
-                                means64, g64, cut, nk, s1, s2)
     B = DIAG_BLOCK
     has_w = sw.shape[0] > 0
     W = _aligned(2 * D, K, X)
@@ -586,17 +580,19 @@ def _chunk_tied(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
     return ll, ws
 
 
-# One parallel pass per covariance kind.  Each compiles and links only its own chunk loop: a
-# single pass dispatching on ``kind`` compiled all four, roughly doubling a first fit's JIT time.
-# Iteration j owns slot j of every *_p buffer and fills it with the statistics of chunk c0 + j;
-# the caller merges the slots in chunk order, so results do not depend on the thread count.
+# One serial pass per covariance kind (and, for diag, per formulation), run over ranges of chunk
+# slots by ``_threads.run_ranges``.  Each compiles and links only its own chunk loop: a single
+# pass dispatching on ``kind`` compiled all four, roughly doubling a first fit's JIT time; the
+# diagonal row loop is compiled only when a pass needs it (no shared centre).  Call j in
+# [j0, j1) fills slot j of every *_p buffer with the statistics of chunk c0 + j; the caller
+# merges the slots in chunk order, so results do not depend on the thread count.
 
-@kernel(parallel=True)
+@kernel()
 def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows, c0,
-              nk_p, s1_p, s2_p, llws_p):
+              j0, j1, nk_p, s1_p, s2_p, llws_p):
     N = X.shape[0]
     K = means64.shape[0]
-    for j in prange(nk_p.shape[0]):
+    for j in range(j0, j1):
         start = (c0 + j) * chunk_rows
         stop = min(N, start + chunk_rows)
         llws_p[j, 0], llws_p[j, 1] = _chunk_diag(mode, X, sw, R, start, stop, means, pc, lconst,
@@ -604,12 +600,28 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
                                                  s1_p[j], s2_p[j])
 
 
-@kernel(parallel=True)
-def pass_spherical(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows, c0,
-                   nk_p, s1_p, s2_p, llws_p):
+@kernel()
+def pass_diag_rows(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
+                   c0, j0, j1, nk_p, s1_p, s2_p, llws_p):
     N = X.shape[0]
     K = means64.shape[0]
-    for j in prange(nk_p.shape[0]):
+    for j in range(j0, j1):
+        start = (c0 + j) * chunk_rows
+        stop = min(N, start + chunk_rows)
+        nk_p[j, :] = 0.0
+        s1_p[j] = 0.0
+        s2_p[j] = 0.0
+        llws_p[j, 0], llws_p[j, 1] = _chunk_diag_rows(mode, X, sw, R, start, stop, means, pc,
+                                                      lconst, tmeans, g, means64, g64, cut,
+                                                      nk_p[j, :K], s1_p[j], s2_p[j])
+
+
+@kernel()
+def pass_spherical(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows, c0,
+                   j0, j1, nk_p, s1_p, s2_p, llws_p):
+    N = X.shape[0]
+    K = means64.shape[0]
+    for j in range(j0, j1):
         start = (c0 + j) * chunk_rows
         stop = min(N, start + chunk_rows)
         llws_p[j, 0], llws_p[j, 1] = _chunk_spherical(mode, X, sw, R, start, stop, means, pc,
@@ -617,12 +629,12 @@ def pass_spherical(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, c
                                                       nk_p[j, :K], s1_p[j], s2_p[j])
 
 
-@kernel(parallel=True)
+@kernel()
 def pass_full(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows, c0,
-              nk_p, s1_p, s2_p, llws_p):
+              j0, j1, nk_p, s1_p, s2_p, llws_p):
     N = X.shape[0]
     K = means64.shape[0]
-    for j in prange(nk_p.shape[0]):
+    for j in range(j0, j1):
         start = (c0 + j) * chunk_rows
         stop = min(N, start + chunk_rows)
         llws_p[j, 0], llws_p[j, 1] = _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst,
@@ -630,12 +642,12 @@ def pass_full(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
                                                  s1_p[j], s2_p[j])
 
 
-@kernel(parallel=True)
+@kernel()
 def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows, c0,
-              nk_p, s1_p, s2_p, llws_p):
+              j0, j1, nk_p, s1_p, s2_p, llws_p):
     N = X.shape[0]
     K = means64.shape[0]
-    for j in prange(nk_p.shape[0]):
+    for j in range(j0, j1):
         start = (c0 + j) * chunk_rows
         stop = min(N, start + chunk_rows)
         llws_p[j, 0], llws_p[j, 1] = _chunk_tied(mode, X, sw, R, start, stop, means, pc, lconst,
@@ -646,16 +658,15 @@ def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
 PASSES = {DIAG: pass_diag, SPHERICAL: pass_spherical, FULL: pass_full, TIED: pass_tied}
 
 
-@kernel(parallel=True)
-def log_prob(kind, X, means, pc, lconst, tmeans, g, cut, chunk_rows, logp, labels, resp):
+@kernel()
+def log_prob(kind, X, means, pc, lconst, tmeans, g, cut, chunk_rows, c_lo, c_hi, logp, labels,
+             resp):
     """Per-row log p(x), hard labels (argmax of the weighted log-density) and, when ``resp`` has
-    N rows, responsibilities (float64).  Outputs are written in place; rows are independent.
-    """
+    N rows, responsibilities (float64), for the chunks ``[c_lo, c_hi)``.  Outputs are written in
+    place; rows are independent."""
     N, D = X.shape
-    K = means.shape[0]
     want_resp = resp.shape[0] == N
-    n_chunks = (N + chunk_rows - 1) // chunk_rows
-    for c in prange(n_chunks):  # iteration c owns rows [c*chunk_rows, ...) of every output
+    for c in range(c_lo, c_hi):  # call (c_lo, c_hi) owns rows [c*chunk_rows, ...) of every output
         start = c * chunk_rows
         stop = min(N, start + chunk_rows)
         _chunk_log_prob(kind, X, start, stop, means, pc, lconst, tmeans, g, cut, logp, labels,

@@ -33,7 +33,6 @@ float64.  Determinism: as in ``cpu_estep`` (fixed chunks, slots merged in chunk 
 caller, 64-byte-aligned BLAS operands).
 """
 import numpy as np
-from numba import prange
 
 from ._jit import kernel
 from .cpu_estep import ESTEP, _aligned, _row_resp, _row_responsibilities
@@ -164,12 +163,13 @@ def _chunk_lowrank(mode, X, sw, R, start, stop, means, pc, lconst, means64, cut,
     return ll, ws
 
 
-@kernel(parallel=True)
+@kernel()
 def pass_lowrank(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows, c0,
-                 nk_p, s1_p, s2_p, llws_p):
+                 j0, j1, nk_p, s1_p, s2_p, llws_p):
+    """Slots [j0, j1) of a pass (see ``cpu_estep.pass_diag``)."""
     N = X.shape[0]
     K = means64.shape[0]
-    for j in prange(nk_p.shape[0]):
+    for j in range(j0, j1):
         start = (c0 + j) * chunk_rows
         stop = min(N, start + chunk_rows)
         llws_p[j, 0], llws_p[j, 1] = _chunk_lowrank(mode, X, sw, R, start, stop, means, pc,
@@ -204,13 +204,13 @@ def _chunk_log_prob_lowrank(X, start, stop, means, pc, lconst, cut, logp, labels
                     resp[n, k] = r[k]
 
 
-@kernel(parallel=True)
-def log_prob_lowrank(X, means, pc, lconst, cut, chunk_rows, logp, labels, resp):
-    """Per-row log p(x), argmax labels and (when ``resp`` has N rows) responsibilities."""
+@kernel()
+def log_prob_lowrank(X, means, pc, lconst, cut, chunk_rows, c_lo, c_hi, logp, labels, resp):
+    """Per-row log p(x), argmax labels and (when ``resp`` has N rows) responsibilities, for the
+    chunks [c_lo, c_hi)."""
     N = X.shape[0]
     want_resp = resp.shape[0] == N
-    n_chunks = (N + chunk_rows - 1) // chunk_rows
-    for c in prange(n_chunks):
+    for c in range(c_lo, c_hi):
         start = c * chunk_rows
         stop = min(N, start + chunk_rows)
         _chunk_log_prob_lowrank(X, start, stop, means, pc, lconst, cut, logp, labels, resp,
