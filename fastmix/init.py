@@ -9,7 +9,7 @@ pass), then the ordinary M-step.
 ``"kmeans"``           hard assignment of every row to the nearest k-means centre, the
                        k-means chosen among KMEANS_SEEDINGS = 4 runs (greedy k-means++
                        seeding, then Lloyd to ``tol`` = 1e-4 of the mean feature variance or
-                       KMEANS_MAX_ITER = 300 iterations) by the log-likelihood of the
+                       KMEANS_MAX_ITER = 100 iterations) by the log-likelihood of the
                        Gaussian mixture each one starts (see "Choosing the k-means run").
                        k-means runs on a seeded uniform subsample of at most
                        ``max(KMEANS_LLOYD_ROWS, 50 K)`` rows, the choice on one of at most
@@ -78,9 +78,9 @@ kmeans_plusplus = _km.kmeans_plusplus
 
 KMEANS_SAMPLE = 2**16
 KMEANS_SEEDINGS = 4
-KMEANS_MAX_ITER = 300
+KMEANS_MAX_ITER = 100
 #: Rows of the subsample Lloyd runs on (at least 50 per centre).
-KMEANS_LLOYD_ROWS = 2**14
+KMEANS_LLOYD_ROWS = 2**13
 #: Temporary memory of one k-means++ distance evaluation (the sample is up to 65 536 x D).
 SQDIST_BLOCK_BYTES = 8 * 2**20
 
@@ -193,7 +193,7 @@ def kmeans_runs(Xs, sws, K, rng, chunk_rows, max_iter=KMEANS_MAX_ITER, tol=1e-4,
         Xs = np.ascontiguousarray(Xs[idx])
         sws = None if sws is None else sws[idx]
     w = None if sws is None else np.asarray(sws, dtype=np.float64)
-    dist = _km.Distances(Xs, chunk_rows)
+    dist = _km.Distances(Xs, _km.lloyd_chunk_rows(Xs.shape[1]))
     tol_abs = tol * float(np.mean(_km.variances(dist, w)))
     runs = []
     for _ in range(n_seedings):
@@ -330,7 +330,7 @@ def _initial(data, K, kind, method, rng, reg_covar):
         centres = _best_start(Xs, sws, runs, kind, reg_covar, data.chunk_rows)
         return _assign_to(data, centres, kind, reg_covar), sample
     if method == "k-means++":
-        return _assign_to(data, kmeans_plusplus(Xs, sws, K, rng, chunk_rows=data.chunk_rows),
+        return _assign_to(data, kmeans_plusplus(Xs, sws, K, rng),
                           kind, reg_covar), sample
     if method == "random_from_data":
         return _assign_to(data, _random_rows(data, K, rng), kind, reg_covar), sample

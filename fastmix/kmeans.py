@@ -22,22 +22,28 @@ import numpy as np
 
 from . import kernels
 
-#: Largest float64 temporary of one chunk's distance evaluation (bytes).
-BLOCK_BYTES = 8 * 2**20
+def lloyd_chunk_rows(D):
+    """Rows per chunk for k-means on an in-memory sample: ~1 MiB of float64 rows, between 2048
+    and 16384 rows (larger chunks than the E-step's: a Lloyd step costs microseconds of BLAS
+    per chunk, so the per-chunk Python work must stay small)."""
+    return int(max(2048, min(16384, 2**17 // max(1, D))))
 
 
 class Distances:
     """Squared distances from the rows of X (N, D) to centres, chunk by chunk (module
-    docstring).  ``chunk_rows`` fixes the chunks (and with them every rounding)."""
+    docstring).  ``chunk_rows`` fixes the chunks (and with them every rounding); ``centre`` is
+    the point the expansion is taken about (default: the mean of X)."""
 
-    def __init__(self, X, chunk_rows):
+    def __init__(self, X, chunk_rows, centre=None):
         self.X = X
         self.N, self.D = X.shape
-        self.m = np.mean(X, axis=0, dtype=np.float64)
-        self.chunk = int(max(1, min(chunk_rows, BLOCK_BYTES // max(1, 8 * max(self.D, 16)))))
+        self.m = (np.mean(X, axis=0, dtype=np.float64) if centre is None
+                  else np.asarray(centre, dtype=np.float64))
+        self.chunk = int(max(1, chunk_rows))
         self.n_chunks = -(-self.N // self.chunk)
         self.xn = np.empty(self.N)
-        kernels.run_ranges(self._norms, self.n_chunks)
+        with kernels.blas_single_threaded():
+            kernels.run_ranges(self._norms, self.n_chunks)
 
     def rows(self, c):
         return slice(c * self.chunk, min(self.N, (c + 1) * self.chunk))
@@ -49,15 +55,34 @@ class Distances:
             self.xn[sl] = np.einsum("ij,ij->i", d, d)
 
     def prepare(self, C):
-        """Per-call constants for the centres C (n_c, D): (C - m)^T, ||C - m||^2, m.(C - m)."""
+        """Per-call constants for the centres C (n_c, D): (C - m)^T, ||C - m||^2, m.(C - m),
+        C - m."""
         Cm = np.asarray(C, dtype=np.float64) - self.m
-        return np.ascontiguousarray(Cm.T), np.einsum("ij,ij->i", Cm, Cm), self.m @ Cm.T
+        return (np.ascontiguousarray(Cm.T), np.einsum("ij,ij->i", Cm, Cm), self.m @ Cm.T,
+                np.ascontiguousarray(Cm))
+
+    def rows64(self, c):
+        """The rows of chunk c as float64 (a view when X is float64)."""
+        Xb = self.X[self.rows(c)]
+        return Xb if Xb.dtype == np.float64 else Xb.astype(np.float64)
+
+    def chunk_dist_t(self, c, prep, Xb64=None):
+        """(n_c, rows of chunk c) squared distances, float64, clipped at 0: the layout in
+        which the nearest centre of each row is a few contiguous element-wise passes."""
+        _, cn, mc, Cm = prep
+        out = Cm @ (self.rows64(c) if Xb64 is None else Xb64).T
+        out -= mc[:, None]
+        out *= -2.0
+        out += cn[:, None]
+        out += self.xn[self.rows(c)]
+        np.maximum(out, 0.0, out=out)
+        return out
 
     def chunk_dist(self, c, prep):
-        """(rows of chunk c, n_c) squared distances, float64."""
-        CT, cn, mc = prep
-        Xb = self.X[self.rows(c)]
-        out = (Xb if Xb.dtype == np.float64 else Xb.astype(np.float64)) @ CT
+        """(rows of chunk c, n_c) squared distances, float64; values below 1e-12 of the
+        expansion's scale are exactly 0 (a row equal to a centre: k-means++ relies on it)."""
+        CT, cn, mc, _ = prep
+        out = self.rows64(c) @ CT
         out -= mc
         scale = self.xn[self.rows(c), None] + cn[None, :]
         out *= -2.0
@@ -78,7 +103,7 @@ class Distances:
         return out
 
 
-def kmeans_plusplus(X, sw, K, rng, n_trials=None, dist=None, chunk_rows=4096):
+def kmeans_plusplus(X, sw, K, rng, n_trials=None, dist=None):
     """Greedy k-means++ seeds (K, D) float64 among the rows of X (Arthur & Vassilvitskii, with
     ``2 + log K`` candidates per step as scikit-learn): one (N x D) (D x n_trials) product per
     step."""
@@ -87,7 +112,7 @@ def kmeans_plusplus(X, sw, K, rng, n_trials=None, dist=None, chunk_rows=4096):
     if n_trials is None:
         n_trials = 2 + int(math.log(K))
     if dist is None:
-        dist = Distances(X, chunk_rows)
+        dist = Distances(X, lloyd_chunk_rows(X.shape[1]))
     first = rng.choice(N, p=w / w.sum())
     centres = np.empty((K, X.shape[1]))
     centres[0] = X[first]
@@ -109,6 +134,24 @@ def kmeans_plusplus(X, sw, K, rng, n_trials=None, dist=None, chunk_rows=4096):
     return centres
 
 
+def _nearest(dt):
+    """(argmin, min) over the rows of dt (K, B) for each column; the first index wins ties, as
+    ``np.argmin``.  For few centres K contiguous passes are several times faster than
+    ``np.argmin(axis=0)`` (or ``argmin(axis=1)`` of the transpose)."""
+    K, B = dt.shape
+    if K > 32:
+        lab = np.argmin(dt, axis=0)
+        return lab, dt[lab, np.arange(B)]
+    best = dt[0].copy()
+    lab = np.zeros(B, np.int64)
+    better = np.empty(B, bool)
+    for k in range(1, K):
+        np.less(dt[k], best, out=better)
+        np.copyto(lab, k, where=better)
+        np.minimum(best, dt[k], out=best)
+    return lab, best
+
+
 def assign(dist, C, w=None, want_sums=True):
     """Nearest centre of every row: (labels (N,) int64, squared distance (N,), nk (K,),
     s1 (K, D)) -- nk and s1 the (weighted) counts and sums of each centre's rows, added in
@@ -123,17 +166,16 @@ def assign(dist, C, w=None, want_sums=True):
     def run(c0, c1):
         for c in range(c0, c1):
             sl = dist.rows(c)
-            d = dist.chunk_dist(c, prep)
-            lab = np.argmin(d, axis=1)
+            Xb64 = dist.rows64(c)
+            lab, dmin = _nearest(dist.chunk_dist_t(c, prep, Xb64))
             labels[sl] = lab
-            mind[sl] = d[np.arange(d.shape[0]), lab]
+            mind[sl] = dmin
             if want_sums:
                 wb = None if w is None else w[sl]
                 nk_p[c] = np.bincount(lab, wb, minlength=K)
-                onehot = np.zeros((d.shape[0], K))
-                onehot[np.arange(d.shape[0]), lab] = 1.0 if wb is None else wb
-                Xb = dist.X[sl]
-                s1_p[c] = onehot.T @ (Xb if Xb.dtype == np.float64 else Xb.astype(np.float64))
+                onehot_t = np.zeros((K, lab.shape[0]))
+                onehot_t[lab, np.arange(lab.shape[0])] = 1.0 if wb is None else wb
+                s1_p[c] = onehot_t @ Xb64
     with kernels.blas_single_threaded():
         kernels.run_ranges(run, dist.n_chunks)
     if not want_sums:
@@ -148,7 +190,7 @@ def assign(dist, C, w=None, want_sums=True):
 
 def lloyd(dist, sw, centres, max_iter=300, tol_abs=0.0):
     """Lloyd iterations from ``centres`` until the squared centre shift is at most ``tol_abs``
-    or no label changes; returns (centres, inertia, iterations).  An empty cluster is moved to
+    or no label changes; returns (centres, inertia of the last assignment, iterations).  An empty cluster is moved to
     the row farthest from its centre (the next farthest for the next empty one), as
     scikit-learn does."""
     w = None if sw is None else np.asarray(sw, dtype=np.float64)
@@ -168,8 +210,7 @@ def lloyd(dist, sw, centres, max_iter=300, tol_abs=0.0):
         if shift <= tol_abs or (prev is not None and np.array_equal(labels, prev)):
             break
         prev = labels
-    _, mind, _, _ = assign(dist, centres, w, want_sums=False)
-    inertia = float(mind.sum() if w is None else w @ mind)
+    inertia = float(mind.sum() if w is None else w @ mind)  # of the last assignment
     return centres, inertia, n_iter
 
 
@@ -190,7 +231,9 @@ def hard_stats(X, w, centres, kind, g64, chunk_rows, acc):
     ``kind`` (a ``kernels.KIND_CODES`` value): second moments centred on each centre (tied: on
     ``g64``), ll = minus the weighted inertia.  The rows are taken chunk by chunk in order."""
     K, D = centres.shape
-    dist = Distances(X, chunk_rows)
+    # chunks of exactly chunk_rows and an expansion centre that does not depend on the block:
+    # a file read in blocks of whole chunks gives the same statistics as the array in memory
+    dist = Distances(X, chunk_rows, centre=centres.mean(axis=0))
     wv = None if w is None else np.asarray(w, dtype=np.float64)
     labels, mind, nk, s1 = assign(dist, centres, wv)
     acc.nk += nk

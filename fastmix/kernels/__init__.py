@@ -282,9 +282,10 @@ def log_prob(X, kp, chunk_rows, want_resp=False):
             X, kp.means, kp.pc, kp.lconst, cut, chunk_rows, c0, c1, logp, labels, resp),
             n_chunks)
     else:
-        _threads.run_ranges(lambda c0, c1: cpu_estep.log_prob(
-            kp.kind, X, kp.means, kp.pc, kp.lconst, kp.tmeans, kp.g, cut, chunk_rows, c0, c1,
-            logp, labels, resp), n_chunks)
+        run = cpu_estep.LOG_PROBS[kp.kind]
+        _threads.run_ranges(lambda c0, c1: run(
+            X, kp.means, kp.pc, kp.lconst, kp.tmeans, kp.g, cut, chunk_rows, c0, c1, logp,
+            labels, resp), n_chunks)
     return logp, labels, (resp if want_resp else None)
 
 

@@ -223,28 +223,48 @@ def _row_resp(mode, X, n, R, lrow, resp, means64T, cut):
     return -dist
 
 
-# The four chunk loops below differ only in the kind-specific calls.  They are spelled out because
-# a shared loop dispatching on ``kind`` per row cost ~70 ns per row in call overhead (measured).
+# One serial pass per covariance kind (and, for diag, per formulation).  A call fills the slots
+# [j0, j1) of every *_p buffer, slot j with the statistics of chunk c0 + j alone (scratch
+# buffers are allocated once per call); ``_threads.run_ranges`` runs the calls on several
+# threads and the caller merges the slots in chunk order, so results do not depend on the
+# thread count.  Each pass compiles only its own loop: a single pass dispatching on ``kind``
+# compiled all four, roughly doubling a first fit's JIT time, and a separate per-chunk function
+# under a thin loop was optimised twice by LLVM (once alone, once linked into the loop: +1.4 s
+# for diag, measured from the overloads' pipeline timings).  The diagonal row loop is compiled
+# only when a pass needs it (no shared centre).  The loops are spelled out per kind because a
+# shared loop dispatching on ``kind`` per row cost ~70 ns per row in call overhead (measured).
 
 @kernel()
-def _chunk_diag_rows(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means64, g64,
-                     cut, nk, s1, s2):
+def pass_diag_rows(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
+                   c0, j0, j1, nk_p, s1_p, s2_p, llws_p):
     lrow = np.empty(means.shape[0], dtype=X.dtype)
     resp = np.zeros(means.shape[0])
     MT, PT = _transposed(means, pc)
     means64T = np.ascontiguousarray(means64.T)
     has_w = sw.shape[0] > 0
-    ll = 0.0
-    ws = 0.0
-    for n in range(start, stop):
-        wn = sw[n] if has_w else 1.0
-        if mode == ESTEP:
-            _logdens_diag(X, n, MT, PT, lconst, lrow)
-        ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
-        ws += wn
-        if wn != 0.0:
-            _acc_diag(X, n, wn, resp, means64, nk, s1, s2)
-    return ll, ws
+    K = means64.shape[0]
+    N = X.shape[0]
+    for slot in range(j0, j1):
+        start = (c0 + slot) * chunk_rows
+        stop = min(N, start + chunk_rows)
+        nk = nk_p[slot, :K]
+        s1 = s1_p[slot]
+        s2 = s2_p[slot]
+        nk[:] = 0.0
+        s1[:, :] = 0.0
+        s2[:, :, :] = 0.0
+        ll = 0.0
+        ws = 0.0
+        for n in range(start, stop):
+            wn = sw[n] if has_w else 1.0
+            if mode == ESTEP:
+                _logdens_diag(X, n, MT, PT, lconst, lrow)
+            ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
+            ws += wn
+            if wn != 0.0:
+                _acc_diag(X, n, wn, resp, means64, nk, s1, s2)
+        llws_p[slot, 0] = ll
+        llws_p[slot, 1] = ws
 
 
 @kernel()
@@ -266,8 +286,8 @@ DIAG_BLOCK = 256
 
 
 @kernel()
-def _chunk_diag(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means64, g64, cut,
-                nk, s1, s2):
+def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
+              c0, j0, j1, nk_p, s1_p, s2_p, llws_p):
     """Diagonal covariances about a shared centre g (``g64`` has D entries; the caller picks
     one only when every mean is close to g, see ``GMMParams.kernel_params``, and runs
     ``pass_diag_rows`` otherwise), a block of rows at a time with two GEMMs:
@@ -281,15 +301,12 @@ def _chunk_diag(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
     float32, against the row-at-a-time loop ``_chunk_diag_rows``, which remains the path
     without a shared centre.
     """
-    nk[:] = 0.0
-    s1[:, :] = 0.0
-    s2[:, :, :] = 0.0
     means64T = np.ascontiguousarray(means64.T)
     K, D = means64.shape
     B = DIAG_BLOCK
     has_w = sw.shape[0] > 0
     W = _aligned(2 * D, K, X)
-    c0 = np.empty(K)
+    cst = np.empty(K)
     for k in range(K):
         acc = 0.0
         for d in range(D):
@@ -298,74 +315,96 @@ def _chunk_diag(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
             W[d, k] = -0.5 * p
             W[D + d, k] = p * dl
             acc += p * dl * dl
-        c0[k] = lconst[k] - 0.5 * acc
+        cst[k] = lconst[k] - 0.5 * acc
     F = _aligned(B, 2 * D, X)
     L = _aligned(B, K, X)
-    G = _aligned(B, 2 * D, nk)
-    RB = _aligned(B, K, nk)
-    S = _aligned(K, 2 * D, nk)
+    G = _aligned(B, 2 * D, means64)
+    RB = _aligned(B, K, means64)
+    S = _aligned(K, 2 * D, means64)
     T = np.zeros((K, 2 * D))
     lrow = np.empty(K, dtype=X.dtype)
     resp = np.zeros(K)
-    ll = 0.0
-    ws = 0.0
-    for b0 in range(start, stop, B):
-        nb = min(B, stop - b0)
-        if mode == ESTEP:
+    K = means64.shape[0]
+    N = X.shape[0]
+    for slot in range(j0, j1):
+        start = (c0 + slot) * chunk_rows
+        stop = min(N, start + chunk_rows)
+        nk = nk_p[slot, :K]
+        s1 = s1_p[slot]
+        s2 = s2_p[slot]
+        nk[:] = 0.0
+        s1[:, :] = 0.0
+        s2[:, :, :] = 0.0
+        T[:, :] = 0.0
+        ll = 0.0
+        ws = 0.0
+        for b0 in range(start, stop, B):
+            nb = min(B, stop - b0)
+            if mode == ESTEP:
+                for b in range(nb):
+                    for d in range(D):
+                        u = X[b0 + b, d] - g[d]
+                        F[b, d] = u * u
+                        F[b, D + d] = u
+                np.dot(F[:nb], W, L[:nb])
             for b in range(nb):
+                n = b0 + b
+                wn = sw[n] if has_w else 1.0
+                for k in range(K):
+                    lrow[k] = L[b, k] + cst[k]
+                ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
+                ws += wn
+                for k in range(K):
+                    RB[b, k] = wn * resp[k]
+                    nk[k] += RB[b, k]
                 for d in range(D):
-                    u = X[b0 + b, d] - g[d]
-                    F[b, d] = u * u
-                    F[b, D + d] = u
-            np.dot(F[:nb], W, L[:nb])
-        for b in range(nb):
-            n = b0 + b
-            wn = sw[n] if has_w else 1.0
+                    u64 = np.float64(X[n, d]) - g64[d]
+                    G[b, d] = u64
+                    G[b, D + d] = u64 * u64
+            np.dot(RB[:nb].T, G[:nb], S)
             for k in range(K):
-                lrow[k] = L[b, k] + c0[k]
-            ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
-            ws += wn
-            for k in range(K):
-                RB[b, k] = wn * resp[k]
-                nk[k] += RB[b, k]
-            for d in range(D):
-                u64 = np.float64(X[n, d]) - g64[d]
-                G[b, d] = u64
-                G[b, D + d] = u64 * u64
-        np.dot(RB[:nb].T, G[:nb], S)
+                for d in range(2 * D):
+                    T[k, d] += S[k, d]
         for k in range(K):
-            for d in range(2 * D):
-                T[k, d] += S[k, d]
-    for k in range(K):
-        for d in range(D):
-            dl = means64[k, d] - g64[d]
-            s1[k, d] = T[k, d] + nk[k] * g64[d]
-            s2[k, 0, d] = T[k, D + d] - 2.0 * dl * T[k, d] + nk[k] * dl * dl
-    return ll, ws
+            for d in range(D):
+                dl = means64[k, d] - g64[d]
+                s1[k, d] = T[k, d] + nk[k] * g64[d]
+                s2[k, 0, d] = T[k, D + d] - 2.0 * dl * T[k, d] + nk[k] * dl * dl
+        llws_p[slot, 0] = ll
+        llws_p[slot, 1] = ws
 
 
 @kernel()
-def _chunk_spherical(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means64, g64, cut,
-                     nk, s1, s2):
-    nk[:] = 0.0
-    s1[:, :] = 0.0
-    s2[:, :, :] = 0.0
+def pass_spherical(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
+                   c0, j0, j1, nk_p, s1_p, s2_p, llws_p):
     lrow = np.empty(means.shape[0], dtype=X.dtype)
     resp = np.zeros(means.shape[0])
     MT, PT = _transposed(means, pc)
     means64T = np.ascontiguousarray(means64.T)
     has_w = sw.shape[0] > 0
-    ll = 0.0
-    ws = 0.0
-    for n in range(start, stop):
-        wn = sw[n] if has_w else 1.0
-        if mode == ESTEP:
-            _logdens_diag(X, n, MT, PT, lconst, lrow)
-        ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
-        ws += wn
-        if wn != 0.0:
-            _acc_spherical(X, n, wn, resp, means64, nk, s1, s2)
-    return ll, ws
+    K = means64.shape[0]
+    N = X.shape[0]
+    for slot in range(j0, j1):
+        start = (c0 + slot) * chunk_rows
+        stop = min(N, start + chunk_rows)
+        nk = nk_p[slot, :K]
+        s1 = s1_p[slot]
+        s2 = s2_p[slot]
+        nk[:] = 0.0
+        s1[:, :] = 0.0
+        s2[:, :, :] = 0.0
+        ll = 0.0
+        ws = 0.0
+        for n in range(start, stop):
+            wn = sw[n] if has_w else 1.0
+            if mode == ESTEP:
+                _logdens_diag(X, n, MT, PT, lconst, lrow)
+            ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
+            ws += wn
+            if wn != 0.0:
+                _acc_spherical(X, n, wn, resp, means64, nk, s1, s2)
+        llws_p[slot, 0] = ll
+        llws_p[slot, 1] = ws
 
 
 #: Rows per block in the full-covariance chunk loop.  Kept small so that OpenBLAS runs each
@@ -376,8 +415,8 @@ FULL_GEMM_MIN_ROWS = 8
 
 
 @kernel()
-def _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means64, g64, cut,
-                nk, s1, s2):
+def pass_full(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
+              c0, j0, j1, nk_p, s1_p, s2_p, llws_p):
     """Full covariances, a block of rows at a time with BLAS.
 
     Log-densities: ``Z = (X_b - mu_k) @ U_k`` per component (GEMM), then row sums of squares.
@@ -396,9 +435,6 @@ def _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
       centred on mu_k, and ``s2[k] += (r * Y)^T Y`` by GEMM; rows with r = 0 cost nothing, so
       this is the cheaper one when components are well separated.
     """
-    nk[:] = 0.0
-    s1[:, :] = 0.0
-    s2[:, :, :] = 0.0
     means64T = np.ascontiguousarray(means64.T)
     K, D = means.shape
     B = FULL_BLOCK
@@ -406,113 +442,128 @@ def _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means
     L = _aligned(B, K, X)
     Y = _aligned(B, D, X)
     Z = _aligned(B, D, X)
-    RB = _aligned(B, K, nk)
-    Yk = _aligned(B, D, nk)
-    Wk = _aligned(B, D, nk)
-    S = _aligned(D, D, nk)
+    RB = _aligned(B, K, means64)
+    Yk = _aligned(B, D, means64)
+    Wk = _aligned(B, D, means64)
+    S = _aligned(D, D, means64)
     lrow = np.empty(K, dtype=X.dtype)
     resp = np.zeros(K)
     half = X.dtype.type(0.5)
     shared = g64.shape[0] == D
     nsh = B if shared else 0
-    U = _aligned(nsh, D, nk)
-    W = _aligned(nsh, K * D, nk)
-    SB = _aligned(K * D if shared else 0, D, nk)
-    AB = _aligned(K if shared else 0, D, nk)
+    U = _aligned(nsh, D, means64)
+    W = _aligned(nsh, K * D, means64)
+    SB = _aligned(K * D if shared else 0, D, means64)
+    AB = _aligned(K if shared else 0, D, means64)
     G2 = np.zeros((K * D if shared else 0, D))
     A = np.zeros((K if shared else 0, D))
     nkA = np.zeros(K)
-    ll = 0.0
-    ws = 0.0
-    for b0 in range(start, stop, B):
-        nb = min(B, stop - b0)
-        if mode == ESTEP:
-            for k in range(K):
-                for b in range(nb):
-                    for d in range(D):
-                        Y[b, d] = X[b0 + b, d] - means[k, d]
-                np.dot(Y[:nb], pc[k], Z[:nb])
-                for b in range(nb):
-                    acc = X.dtype.type(0)
-                    for d in range(D):
-                        acc += Z[b, d] * Z[b, d]
-                    L[b, k] = lconst[k] - half * acc
-        for b in range(nb):
-            n = b0 + b
-            wn = sw[n] if has_w else 1.0
-            for k in range(K):
-                lrow[k] = L[b, k]
-            ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
-            ws += wn
-            for k in range(K):
-                RB[b, k] = wn * resp[k]
-        n_active = 0
-        for b in range(nb):
-            for k in range(K):
-                if RB[b, k] != 0.0:
-                    n_active += 1
-        if shared and 4 * n_active > nb * K:
-            # all components in one GEMM: G2[k*D + i, j] += sum_b r_bk u_bi u_bj, u = x - g
+    K = means64.shape[0]
+    N = X.shape[0]
+    for slot in range(j0, j1):
+        start = (c0 + slot) * chunk_rows
+        stop = min(N, start + chunk_rows)
+        nk = nk_p[slot, :K]
+        s1 = s1_p[slot]
+        s2 = s2_p[slot]
+        nk[:] = 0.0
+        s1[:, :] = 0.0
+        s2[:, :, :] = 0.0
+        G2[:, :] = 0.0
+        A[:, :] = 0.0
+        nkA[:] = 0.0
+        ll = 0.0
+        ws = 0.0
+        for b0 in range(start, stop, B):
+            nb = min(B, stop - b0)
+            if mode == ESTEP:
+                for k in range(K):
+                    for b in range(nb):
+                        for d in range(D):
+                            Y[b, d] = X[b0 + b, d] - means[k, d]
+                    np.dot(Y[:nb], pc[k], Z[:nb])
+                    for b in range(nb):
+                        acc = X.dtype.type(0)
+                        for d in range(D):
+                            acc += Z[b, d] * Z[b, d]
+                        L[b, k] = lconst[k] - half * acc
             for b in range(nb):
-                for i in range(D):
-                    U[b, i] = np.float64(X[b0 + b, i]) - g64[i]
+                n = b0 + b
+                wn = sw[n] if has_w else 1.0
+                for k in range(K):
+                    lrow[k] = L[b, k]
+                ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
+                ws += wn
+                for k in range(K):
+                    RB[b, k] = wn * resp[k]
+            n_active = 0
             for b in range(nb):
                 for k in range(K):
-                    r = RB[b, k]
-                    nkA[k] += r
+                    if RB[b, k] != 0.0:
+                        n_active += 1
+            if shared and 4 * n_active > nb * K:
+                # all components in one GEMM: G2[k*D + i, j] += sum_b r_bk u_bi u_bj, u = x - g
+                for b in range(nb):
                     for i in range(D):
-                        W[b, k * D + i] = r * U[b, i]
-            np.dot(W[:nb].T, U[:nb], SB)
-            np.dot(RB[:nb].T, U[:nb], AB)
-            for a in range(K * D):
-                for c in range(D):
-                    G2[a, c] += SB[a, c]
-            for k in range(K):
-                for i in range(D):
-                    A[k, i] += AB[k, i]
-            continue
-        for k in range(K):
-            m = 0
-            for b in range(nb):
-                wr = RB[b, k]
-                if wr == 0.0:
-                    continue
-                n = b0 + b
-                nk[k] += wr
-                for d in range(D):
-                    xd = np.float64(X[n, d])
-                    s1[k, d] += wr * xd
-                    yd = xd - means64[k, d]
-                    Yk[m, d] = yd
-                    Wk[m, d] = wr * yd
-                m += 1
-            if m == 0:
-                continue
-            if m < FULL_GEMM_MIN_ROWS:
-                for i in range(m):
-                    for a in range(D):
-                        wa = Wk[i, a]
-                        for c in range(D):
-                            s2[k, a, c] += wa * Yk[i, c]
-            else:
-                np.dot(Wk[:m].T, Yk[:m], S)
-                for a in range(D):
+                        U[b, i] = np.float64(X[b0 + b, i]) - g64[i]
+                for b in range(nb):
+                    for k in range(K):
+                        r = RB[b, k]
+                        nkA[k] += r
+                        for i in range(D):
+                            W[b, k * D + i] = r * U[b, i]
+                np.dot(W[:nb].T, U[:nb], SB)
+                np.dot(RB[:nb].T, U[:nb], AB)
+                for a in range(K * D):
                     for c in range(D):
-                        s2[k, a, c] += S[a, c]
-    if shared:
-        # add the blocks done by GEMM, re-centred on each component's mean:
-        # sum r (u - d)(u - d)^T with d = mu_k - g
-        for k in range(K):
-            nk[k] += nkA[k]
-            for i in range(D):
-                s1[k, i] += A[k, i] + nkA[k] * g64[i]
-            for i in range(D):
-                di = means64[k, i] - g64[i]
-                for j in range(D):
-                    dj = means64[k, j] - g64[j]
-                    s2[k, i, j] += (G2[k * D + i, j] - A[k, i] * dj - di * A[k, j]
-                                    + nkA[k] * di * dj)
-    return ll, ws
+                        G2[a, c] += SB[a, c]
+                for k in range(K):
+                    for i in range(D):
+                        A[k, i] += AB[k, i]
+                continue
+            for k in range(K):
+                m = 0
+                for b in range(nb):
+                    wr = RB[b, k]
+                    if wr == 0.0:
+                        continue
+                    n = b0 + b
+                    nk[k] += wr
+                    for d in range(D):
+                        xd = np.float64(X[n, d])
+                        s1[k, d] += wr * xd
+                        yd = xd - means64[k, d]
+                        Yk[m, d] = yd
+                        Wk[m, d] = wr * yd
+                    m += 1
+                if m == 0:
+                    continue
+                if m < FULL_GEMM_MIN_ROWS:
+                    for i in range(m):
+                        for a in range(D):
+                            wa = Wk[i, a]
+                            for c in range(D):
+                                s2[k, a, c] += wa * Yk[i, c]
+                else:
+                    np.dot(Wk[:m].T, Yk[:m], S)
+                    for a in range(D):
+                        for c in range(D):
+                            s2[k, a, c] += S[a, c]
+        if shared:
+            # add the blocks done by GEMM, re-centred on each component's mean:
+            # sum r (u - d)(u - d)^T with d = mu_k - g
+            for k in range(K):
+                nk[k] += nkA[k]
+                for i in range(D):
+                    s1[k, i] += A[k, i] + nkA[k] * g64[i]
+                for i in range(D):
+                    di = means64[k, i] - g64[i]
+                    for j in range(D):
+                        dj = means64[k, j] - g64[j]
+                        s2[k, i, j] += (G2[k * D + i, j] - A[k, i] * dj - di * A[k, j]
+                                        + nkA[k] * di * dj)
+        llws_p[slot, 0] = ll
+        llws_p[slot, 1] = ws
 
 
 #: Rows per block of the tied path.
@@ -520,182 +571,145 @@ TIED_BLOCK = 256
 
 
 @kernel()
-def _chunk_tied(mode, X, sw, R, start, stop, means, pc, lconst, tmeans, g, means64, g64, cut,
-                nk, s1, s2):
+def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
+              c0, j0, j1, nk_p, s1_p, s2_p, llws_p):
     """Tied covariance, a block of rows at a time: ``Z = (X_b - g) @ U`` is one GEMM for all
     components (then ``||z - (mu_k - g) U||^2`` per component), and the shared second moment
     ``sum w (x - g)(x - g)^T`` another.  Replaces a row loop with triangular inner loops that
     did not vectorise (tied was 2.6x slower in float64 than in float32, measured)."""
-    nk[:] = 0.0
-    s1[:, :] = 0.0
-    s2[:, :, :] = 0.0
     means64T = np.ascontiguousarray(means64.T)
     K, D = means64.shape
     B = TIED_BLOCK
     has_w = sw.shape[0] > 0
     Y = _aligned(B, D, X)
     Z = _aligned(B, D, X)
-    U = _aligned(B, D, nk)
-    WU = _aligned(B, D, nk)
-    S = _aligned(D, D, nk)
+    U = _aligned(B, D, means64)
+    WU = _aligned(B, D, means64)
+    S = _aligned(D, D, means64)
     lrow = np.empty(K, dtype=X.dtype)
     resp = np.zeros(K)
     half = X.dtype.type(0.5)
-    ll = 0.0
-    ws = 0.0
-    for b0 in range(start, stop, B):
-        nb = min(B, stop - b0)
-        if mode == ESTEP:
-            for b in range(nb):
-                for d in range(D):
-                    Y[b, d] = X[b0 + b, d] - g[d]
-            np.dot(Y[:nb], pc[0], Z[:nb])
-        for b in range(nb):
-            n = b0 + b
-            wn = sw[n] if has_w else 1.0
+    K = means64.shape[0]
+    N = X.shape[0]
+    for slot in range(j0, j1):
+        start = (c0 + slot) * chunk_rows
+        stop = min(N, start + chunk_rows)
+        nk = nk_p[slot, :K]
+        s1 = s1_p[slot]
+        s2 = s2_p[slot]
+        nk[:] = 0.0
+        s1[:, :] = 0.0
+        s2[:, :, :] = 0.0
+        ll = 0.0
+        ws = 0.0
+        for b0 in range(start, stop, B):
+            nb = min(B, stop - b0)
             if mode == ESTEP:
-                for k in range(K):
-                    acc = X.dtype.type(0)
-                    for j in range(D):
-                        t = Z[b, j] - tmeans[k, j]
-                        acc += t * t
-                    lrow[k] = lconst[k] - half * acc
-            ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
-            ws += wn
-            for d in range(D):
-                u = np.float64(X[n, d]) - g64[d]
-                U[b, d] = u
-                WU[b, d] = wn * u
-            for k in range(K):
-                wr = wn * resp[k]
-                if wr == 0.0:
-                    continue
-                nk[k] += wr
+                for b in range(nb):
+                    for d in range(D):
+                        Y[b, d] = X[b0 + b, d] - g[d]
+                np.dot(Y[:nb], pc[0], Z[:nb])
+            for b in range(nb):
+                n = b0 + b
+                wn = sw[n] if has_w else 1.0
+                if mode == ESTEP:
+                    for k in range(K):
+                        acc = X.dtype.type(0)
+                        for j in range(D):
+                            t = Z[b, j] - tmeans[k, j]
+                            acc += t * t
+                        lrow[k] = lconst[k] - half * acc
+                ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
+                ws += wn
                 for d in range(D):
-                    s1[k, d] += wr * np.float64(X[n, d])
-        np.dot(WU[:nb].T, U[:nb], S)
-        for i in range(D):
-            for j in range(D):
-                s2[0, i, j] += S[i, j]
-    return ll, ws
-
-
-# One serial pass per covariance kind (and, for diag, per formulation), run over ranges of chunk
-# slots by ``_threads.run_ranges``.  Each compiles and links only its own chunk loop: a single
-# pass dispatching on ``kind`` compiled all four, roughly doubling a first fit's JIT time; the
-# diagonal row loop is compiled only when a pass needs it (no shared centre).  Call j in
-# [j0, j1) fills slot j of every *_p buffer with the statistics of chunk c0 + j; the caller
-# merges the slots in chunk order, so results do not depend on the thread count.
-
-@kernel()
-def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows, c0,
-              j0, j1, nk_p, s1_p, s2_p, llws_p):
-    N = X.shape[0]
-    K = means64.shape[0]
-    for j in range(j0, j1):
-        start = (c0 + j) * chunk_rows
-        stop = min(N, start + chunk_rows)
-        llws_p[j, 0], llws_p[j, 1] = _chunk_diag(mode, X, sw, R, start, stop, means, pc, lconst,
-                                                 tmeans, g, means64, g64, cut, nk_p[j, :K],
-                                                 s1_p[j], s2_p[j])
-
-
-@kernel()
-def pass_diag_rows(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
-                   c0, j0, j1, nk_p, s1_p, s2_p, llws_p):
-    N = X.shape[0]
-    K = means64.shape[0]
-    for j in range(j0, j1):
-        start = (c0 + j) * chunk_rows
-        stop = min(N, start + chunk_rows)
-        nk_p[j, :] = 0.0
-        s1_p[j] = 0.0
-        s2_p[j] = 0.0
-        llws_p[j, 0], llws_p[j, 1] = _chunk_diag_rows(mode, X, sw, R, start, stop, means, pc,
-                                                      lconst, tmeans, g, means64, g64, cut,
-                                                      nk_p[j, :K], s1_p[j], s2_p[j])
-
-
-@kernel()
-def pass_spherical(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows, c0,
-                   j0, j1, nk_p, s1_p, s2_p, llws_p):
-    N = X.shape[0]
-    K = means64.shape[0]
-    for j in range(j0, j1):
-        start = (c0 + j) * chunk_rows
-        stop = min(N, start + chunk_rows)
-        llws_p[j, 0], llws_p[j, 1] = _chunk_spherical(mode, X, sw, R, start, stop, means, pc,
-                                                      lconst, tmeans, g, means64, g64, cut,
-                                                      nk_p[j, :K], s1_p[j], s2_p[j])
-
-
-@kernel()
-def pass_full(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows, c0,
-              j0, j1, nk_p, s1_p, s2_p, llws_p):
-    N = X.shape[0]
-    K = means64.shape[0]
-    for j in range(j0, j1):
-        start = (c0 + j) * chunk_rows
-        stop = min(N, start + chunk_rows)
-        llws_p[j, 0], llws_p[j, 1] = _chunk_full(mode, X, sw, R, start, stop, means, pc, lconst,
-                                                 tmeans, g, means64, g64, cut, nk_p[j, :K],
-                                                 s1_p[j], s2_p[j])
-
-
-@kernel()
-def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows, c0,
-              j0, j1, nk_p, s1_p, s2_p, llws_p):
-    N = X.shape[0]
-    K = means64.shape[0]
-    for j in range(j0, j1):
-        start = (c0 + j) * chunk_rows
-        stop = min(N, start + chunk_rows)
-        llws_p[j, 0], llws_p[j, 1] = _chunk_tied(mode, X, sw, R, start, stop, means, pc, lconst,
-                                                 tmeans, g, means64, g64, cut, nk_p[j, :K],
-                                                 s1_p[j], s2_p[j])
+                    u = np.float64(X[n, d]) - g64[d]
+                    U[b, d] = u
+                    WU[b, d] = wn * u
+                for k in range(K):
+                    wr = wn * resp[k]
+                    if wr == 0.0:
+                        continue
+                    nk[k] += wr
+                    for d in range(D):
+                        s1[k, d] += wr * np.float64(X[n, d])
+            np.dot(WU[:nb].T, U[:nb], S)
+            for i in range(D):
+                for j in range(D):
+                    s2[0, i, j] += S[i, j]
+        llws_p[slot, 0] = ll
+        llws_p[slot, 1] = ws
 
 
 PASSES = {DIAG: pass_diag, SPHERICAL: pass_spherical, FULL: pass_full, TIED: pass_tied}
 
 
 @kernel()
-def log_prob(kind, X, means, pc, lconst, tmeans, g, cut, chunk_rows, c_lo, c_hi, logp, labels,
-             resp):
+def log_prob_diag(X, means, pc, lconst, tmeans, g, cut, chunk_rows, c_lo, c_hi, logp, labels,
+                  resp):
     """Per-row log p(x), hard labels (argmax of the weighted log-density) and, when ``resp`` has
-    N rows, responsibilities (float64), for the chunks ``[c_lo, c_hi)``.  Outputs are written in
-    place; rows are independent."""
+    N rows, responsibilities (float64), for the rows of chunks ``[c_lo, c_hi)`` (diag and spherical).
+    Outputs are written in place; rows are independent.  One function per kind, so scoring
+    compiles only the kind it scores."""
     N, D = X.shape
+    K = means.shape[0]
     want_resp = resp.shape[0] == N
-    for c in range(c_lo, c_hi):  # call (c_lo, c_hi) owns rows [c*chunk_rows, ...) of every output
-        start = c * chunk_rows
-        stop = min(N, start + chunk_rows)
-        _chunk_log_prob(kind, X, start, stop, means, pc, lconst, tmeans, g, cut, logp, labels,
-                        resp, want_resp)
-
-
-@kernel()
-def _chunk_log_prob(kind, X, start, stop, means, pc, lconst, tmeans, g, cut, logp, labels, resp,
-                    want_resp):
-    K, D = means.shape
     lrow = np.empty(K, dtype=X.dtype)
-    z = np.empty(D, dtype=X.dtype)
     r = np.empty(K, dtype=np.float64)
-    if kind == DIAG or kind == SPHERICAL:
-        MT, PT = _transposed(means, pc)
-    else:  # unused
-        MT = np.empty((D, K), dtype=X.dtype)
-        PT = MT
-    for n in range(start, stop):
-        # per-row dispatch is fine here: scoring is not the hot loop of fitting
-        if kind == DIAG or kind == SPHERICAL:
-            _logdens_diag(X, n, MT, PT, lconst, lrow)
-        elif kind == FULL:
-            _logdens_full(X, n, means, pc, lconst, z, lrow)
-        else:
-            _logdens_tied(X, n, pc, lconst, tmeans, g, z, lrow)
+    MT, PT = _transposed(means, pc)
+    for n in range(c_lo * chunk_rows, min(N, c_hi * chunk_rows)):
+        _logdens_diag(X, n, MT, PT, lconst, lrow)
         lp, am = _row_responsibilities(lrow, r, cut)
         logp[n] = lp
         labels[n] = am
         if want_resp:
             for k in range(K):
                 resp[n, k] = r[k]
+
+
+@kernel()
+def log_prob_full(X, means, pc, lconst, tmeans, g, cut, chunk_rows, c_lo, c_hi, logp, labels,
+                  resp):
+    """Per-row log p(x), hard labels (argmax of the weighted log-density) and, when ``resp`` has
+    N rows, responsibilities (float64), for the rows of chunks ``[c_lo, c_hi)`` (full).
+    Outputs are written in place; rows are independent.  One function per kind, so scoring
+    compiles only the kind it scores."""
+    N, D = X.shape
+    K = means.shape[0]
+    want_resp = resp.shape[0] == N
+    lrow = np.empty(K, dtype=X.dtype)
+    r = np.empty(K, dtype=np.float64)
+    z = np.empty(D, dtype=X.dtype)
+    for n in range(c_lo * chunk_rows, min(N, c_hi * chunk_rows)):
+        _logdens_full(X, n, means, pc, lconst, z, lrow)
+        lp, am = _row_responsibilities(lrow, r, cut)
+        logp[n] = lp
+        labels[n] = am
+        if want_resp:
+            for k in range(K):
+                resp[n, k] = r[k]
+
+
+@kernel()
+def log_prob_tied(X, means, pc, lconst, tmeans, g, cut, chunk_rows, c_lo, c_hi, logp, labels,
+                  resp):
+    """Per-row log p(x), hard labels (argmax of the weighted log-density) and, when ``resp`` has
+    N rows, responsibilities (float64), for the rows of chunks ``[c_lo, c_hi)`` (tied).
+    Outputs are written in place; rows are independent.  One function per kind, so scoring
+    compiles only the kind it scores."""
+    N, D = X.shape
+    K = means.shape[0]
+    want_resp = resp.shape[0] == N
+    lrow = np.empty(K, dtype=X.dtype)
+    r = np.empty(K, dtype=np.float64)
+    z = np.empty(D, dtype=X.dtype)
+    for n in range(c_lo * chunk_rows, min(N, c_hi * chunk_rows)):
+        _logdens_tied(X, n, pc, lconst, tmeans, g, z, lrow)
+        lp, am = _row_responsibilities(lrow, r, cut)
+        logp[n] = lp
+        labels[n] = am
+        if want_resp:
+            for k in range(K):
+                resp[n, k] = r[k]
+
+
+LOG_PROBS = {DIAG: log_prob_diag, SPHERICAL: log_prob_diag, FULL: log_prob_full, TIED: log_prob_tied}

@@ -83,10 +83,8 @@ def _logdens_block(X, b0, nb, means, pc, BT, lconst, Y, Z, L):
 
 
 @kernel()
-def _chunk_lowrank(mode, X, sw, R, start, stop, means, pc, lconst, means64, cut, nk, s1, s2):
-    nk[:] = 0.0
-    s1[:, :] = 0.0
-    s2[:, :, :] = 0.0
+def pass_lowrank(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
+                 c0, j0, j1, nk_p, s1_p, s2_p, llws_p):
     K, D = means64.shape
     q = (pc.shape[1] - 1) // 2
     means64T = np.ascontiguousarray(means64.T)
@@ -96,85 +94,83 @@ def _chunk_lowrank(mode, X, sw, R, start, stop, means, pc, lconst, means64, cut,
     L = _aligned(Bk, K, X)
     Y = _aligned(Bk, D, X)
     Z = np.empty((K, Bk, q), dtype=X.dtype)
-    RB = _aligned(Bk, K, nk)
-    Y64 = _aligned(Bk, D, nk)
-    EZ = _aligned(Bk, q, nk)
-    S = _aligned(q, D, nk)
+    RB = _aligned(Bk, K, means64)
+    Y64 = _aligned(Bk, D, means64)
+    EZ = _aligned(Bk, q, means64)
+    S = _aligned(q, D, means64)
     lrow = np.empty(K, dtype=X.dtype)
     resp = np.zeros(K)
     zb = np.empty(q)
     ez = np.empty(q)
-    ll = 0.0
-    ws = 0.0
-    for b0 in range(start, stop, Bk):
-        nb = min(Bk, stop - b0)
-        _logdens_block(X, b0, nb, means, pc, BT, lconst, Y, Z, L)
-        for b in range(nb):
-            n = b0 + b
-            wn = sw[n] if has_w else 1.0
-            for k in range(K):
-                lrow[k] = L[b, k]
-            ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
-            ws += wn
-            for k in range(K):
-                RB[b, k] = wn * resp[k]
-        for k in range(K):
-            m = 0
-            for b in range(nb):
-                wr = RB[b, k]
-                if wr == 0.0:
-                    continue
-                n = b0 + b
-                nk[k] += wr
-                for d in range(D):
-                    xd = np.float64(X[n, d])
-                    s1[k, d] += wr * xd
-                    yd = xd - means64[k, d]
-                    Y64[m, d] = yd
-                    s2[k, 0, d] += wr * yd * yd
-                for a in range(q):
-                    zb[a] = np.float64(Z[k, b, a])
-                for a in range(q):  # E[z|x] = C (B d)
-                    e = 0.0
-                    for c in range(q):
-                        e += C[k, a, c] * zb[c]
-                    ez[a] = e
-                    EZ[m, a] = wr * e
-                    s2[k, 1 + a, D + q] += wr * e
-                for a in range(q):
-                    wa = EZ[m, a]
-                    for c in range(q):
-                        s2[k, 1 + a, D + c] += wa * ez[c]
-                m += 1
-            if m == 0:
-                continue
-            np.dot(EZ[:m].T, Y64[:m], S)
-            for a in range(q):
-                for d in range(D):
-                    s2[k, 1 + a, d] += S[a, d]
-    # Cov[z|x] = C C^T, the same for every row of a component: added once per chunk
-    for k in range(K):
-        for a in range(q):
-            for c in range(q):
-                acc = 0.0
-                for j in range(q):
-                    acc += C[k, a, j] * C[k, c, j]
-                s2[k, 1 + a, D + c] += nk[k] * acc
-    return ll, ws
-
-
-@kernel()
-def pass_lowrank(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows, c0,
-                 j0, j1, nk_p, s1_p, s2_p, llws_p):
-    """Slots [j0, j1) of a pass (see ``cpu_estep.pass_diag``)."""
-    N = X.shape[0]
     K = means64.shape[0]
-    for j in range(j0, j1):
-        start = (c0 + j) * chunk_rows
+    N = X.shape[0]
+    for slot in range(j0, j1):
+        start = (c0 + slot) * chunk_rows
         stop = min(N, start + chunk_rows)
-        llws_p[j, 0], llws_p[j, 1] = _chunk_lowrank(mode, X, sw, R, start, stop, means, pc,
-                                                    lconst, means64, cut, nk_p[j, :K], s1_p[j],
-                                                    s2_p[j])
+        nk = nk_p[slot, :K]
+        s1 = s1_p[slot]
+        s2 = s2_p[slot]
+        nk[:] = 0.0
+        s1[:, :] = 0.0
+        s2[:, :, :] = 0.0
+        ll = 0.0
+        ws = 0.0
+        for b0 in range(start, stop, Bk):
+            nb = min(Bk, stop - b0)
+            _logdens_block(X, b0, nb, means, pc, BT, lconst, Y, Z, L)
+            for b in range(nb):
+                n = b0 + b
+                wn = sw[n] if has_w else 1.0
+                for k in range(K):
+                    lrow[k] = L[b, k]
+                ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
+                ws += wn
+                for k in range(K):
+                    RB[b, k] = wn * resp[k]
+            for k in range(K):
+                m = 0
+                for b in range(nb):
+                    wr = RB[b, k]
+                    if wr == 0.0:
+                        continue
+                    n = b0 + b
+                    nk[k] += wr
+                    for d in range(D):
+                        xd = np.float64(X[n, d])
+                        s1[k, d] += wr * xd
+                        yd = xd - means64[k, d]
+                        Y64[m, d] = yd
+                        s2[k, 0, d] += wr * yd * yd
+                    for a in range(q):
+                        zb[a] = np.float64(Z[k, b, a])
+                    for a in range(q):  # E[z|x] = C (B d)
+                        e = 0.0
+                        for c in range(q):
+                            e += C[k, a, c] * zb[c]
+                        ez[a] = e
+                        EZ[m, a] = wr * e
+                        s2[k, 1 + a, D + q] += wr * e
+                    for a in range(q):
+                        wa = EZ[m, a]
+                        for c in range(q):
+                            s2[k, 1 + a, D + c] += wa * ez[c]
+                    m += 1
+                if m == 0:
+                    continue
+                np.dot(EZ[:m].T, Y64[:m], S)
+                for a in range(q):
+                    for d in range(D):
+                        s2[k, 1 + a, d] += S[a, d]
+        # Cov[z|x] = C C^T, the same for every row of a component: added once per chunk
+        for k in range(K):
+            for a in range(q):
+                for c in range(q):
+                    acc = 0.0
+                    for j in range(q):
+                        acc += C[k, a, j] * C[k, c, j]
+                    s2[k, 1 + a, D + c] += nk[k] * acc
+        llws_p[slot, 0] = ll
+        llws_p[slot, 1] = ws
 
 
 @kernel()
