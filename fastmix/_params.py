@@ -24,7 +24,7 @@ EPS = np.finfo(np.float64).eps
 #: Largest squared Mahalanobis distance of a mean from the shared centre of the GEMM kernels:
 #: float64 keeps >= 10 of 16 digits, float32 (whose diagonal log-densities are expanded in
 #: float32) >= 4 of 7.
-SHARED_MAX = {np.dtype(np.float64): 1e6, np.dtype(np.float32): 1e3}
+SHARED_MAX = kernels.SHARED_MAX
 
 
 class DegenerateComponentWarning(UserWarning):

@@ -16,13 +16,15 @@ Covariance parameters arrive as a 3-D array ``pc`` of precision-Cholesky factors
 kernel has the same signature: full ``(K, D, D)`` upper-triangular ``U_k`` with
 ``Sigma_k^-1 = U_k U_k^T``; tied ``(1, D, D)``; diag ``(K, 1, D)`` = ``1/sigma``; spherical
 ``(K, 1, 1)``.  ``lconst[k] = log pi_k + log det U_k - D/2 log(2 pi)`` (float64).  Each kind has
-its own chunk loop (``_chunk_<kind>``) and parallel pass (``pass_<kind>``); full, tied and diag
-work on blocks of rows with BLAS products, spherical and the k-means passes row by row.
+its own pass (``pass_<kind>``, a serial loop over chunk slots that ``kernels._pass`` runs on
+several threads); full, tied and diag work on blocks of rows with BLAS products (diag without
+a shared centre row by row, ``pass_diag_rows``).  Spherical models run through the diagonal
+passes with their precision repeated over the features (``kernels._pass``).
 
 Precision: the densities are evaluated in the dtype of ``X`` (float32 stays float32), the
 log-sum-exp and every accumulation in float64.
 
-Determinism: rows are cut into fixed chunks of ``chunk_rows`` rows.  Each parallel iteration owns
+Determinism: rows are cut into fixed chunks of ``chunk_rows`` rows.  Each chunk owns
 one slot of the partial-statistics buffers; the caller (``fastmix.kernels._pass``) merges the
 slots into the totals strictly in chunk order, so the result does not depend on the number of
 threads.  No floating-point re-association (see ``_jit.py``) and 64-byte-aligned BLAS operands
@@ -163,24 +165,6 @@ def _acc_diag(X, n, wn, resp, c, nk, s1, s2):
             s1[k, d] += wr * xd
             yd = xd - c[k, d]
             s2[k, 0, d] += wr * yd * yd
-
-
-@kernel()
-def _acc_spherical(X, n, wn, resp, c, nk, s1, s2):
-    K, D = c.shape
-    for k in range(K):
-        r = resp[k]
-        if r == 0.0:
-            continue
-        wr = wn * r
-        nk[k] += wr
-        acc = 0.0
-        for d in range(D):
-            xd = np.float64(X[n, d])
-            s1[k, d] += wr * xd
-            yd = xd - c[k, d]
-            acc += yd * yd
-        s2[k, 0, 0] += wr * acc
 
 
 @kernel(inline="always")
@@ -370,39 +354,6 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
                 dl = means64[k, d] - g64[d]
                 s1[k, d] = T[k, d] + nk[k] * g64[d]
                 s2[k, 0, d] = T[k, D + d] - 2.0 * dl * T[k, d] + nk[k] * dl * dl
-        llws_p[slot, 0] = ll
-        llws_p[slot, 1] = ws
-
-
-@kernel()
-def pass_spherical(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
-                   c0, j0, j1, nk_p, s1_p, s2_p, llws_p):
-    lrow = np.empty(means.shape[0], dtype=X.dtype)
-    resp = np.zeros(means.shape[0])
-    MT, PT = _transposed(means, pc)
-    means64T = np.ascontiguousarray(means64.T)
-    has_w = sw.shape[0] > 0
-    K = means64.shape[0]
-    N = X.shape[0]
-    for slot in range(j0, j1):
-        start = (c0 + slot) * chunk_rows
-        stop = min(N, start + chunk_rows)
-        nk = nk_p[slot, :K]
-        s1 = s1_p[slot]
-        s2 = s2_p[slot]
-        nk[:] = 0.0
-        s1[:, :] = 0.0
-        s2[:, :, :] = 0.0
-        ll = 0.0
-        ws = 0.0
-        for n in range(start, stop):
-            wn = sw[n] if has_w else 1.0
-            if mode == ESTEP:
-                _logdens_diag(X, n, MT, PT, lconst, lrow)
-            ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
-            ws += wn
-            if wn != 0.0:
-                _acc_spherical(X, n, wn, resp, means64, nk, s1, s2)
         llws_p[slot, 0] = ll
         llws_p[slot, 1] = ws
 
@@ -640,7 +591,8 @@ def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
         llws_p[slot, 1] = ws
 
 
-PASSES = {DIAG: pass_diag, SPHERICAL: pass_spherical, FULL: pass_full, TIED: pass_tied}
+# spherical models run through the diagonal passes (kernels._pass)
+PASSES = {DIAG: pass_diag, FULL: pass_full, TIED: pass_tied}
 
 
 @kernel()
