@@ -79,6 +79,8 @@ kmeans_plusplus = _km.kmeans_plusplus
 KMEANS_SAMPLE = 2**16
 KMEANS_SEEDINGS = 4
 KMEANS_MAX_ITER = 100
+#: Lloyd stops when the centres move by less than this fraction of the mean feature variance.
+KMEANS_TOL = 1e-4
 #: Rows of the subsample Lloyd runs on (at least 50 per centre).
 KMEANS_LLOYD_ROWS = 2**13
 #: Temporary memory of one k-means++ distance evaluation (the sample is up to 65 536 x D).
@@ -181,7 +183,7 @@ def _subsample(data, K, rng):
     return Xs, sws
 
 
-def kmeans_runs(Xs, sws, K, rng, chunk_rows, max_iter=KMEANS_MAX_ITER, tol=1e-4,
+def kmeans_runs(Xs, sws, K, rng, chunk_rows, max_iter=KMEANS_MAX_ITER, tol=None,
                 n_seedings=KMEANS_SEEDINGS):
     """Lloyd's k-means from ``n_seedings`` greedy k-means++ seedings on (a uniform subsample of
     at most ``max(KMEANS_LLOYD_ROWS, 50 K)`` rows of) the in-memory sample ``Xs``: a list of
@@ -194,16 +196,24 @@ def kmeans_runs(Xs, sws, K, rng, chunk_rows, max_iter=KMEANS_MAX_ITER, tol=1e-4,
         sws = None if sws is None else sws[idx]
     w = None if sws is None else np.asarray(sws, dtype=np.float64)
     dist = _km.Distances(Xs, _km.lloyd_chunk_rows(Xs.shape[1]))
-    tol_abs = tol * float(np.mean(_km.variances(dist, w)))
-    runs = []
-    for _ in range(n_seedings):
-        seeds = _km.kmeans_plusplus(Xs, w, K, rng, dist=dist)
-        centres, inertia, _ = _km.lloyd(dist, w, seeds, max_iter, tol_abs)
-        runs.append((centres, inertia))
+    tol_abs = (KMEANS_TOL if tol is None else tol) * float(np.mean(_km.variances(dist, w)))
+    # one generator per seeding, drawn up front: the seedings run side by side on the threads
+    # (each one's passes then run in its own thread) and give the same result on any number
+    draw = rng.integers if hasattr(rng, "integers") else rng.randint
+    child = [np.random.default_rng(int(s)) for s in draw(0, 2**31 - 1, size=n_seedings)]
+    runs = [None] * n_seedings
+
+    def run(i0, i1):
+        for i in range(i0, i1):
+            seeds = _km.kmeans_plusplus(Xs, w, K, child[i], dist=dist)
+            centres, inertia, _ = _km.lloyd(dist, w, seeds, max_iter, tol_abs)
+            runs[i] = (centres, inertia)
+    with kernels.blas_single_threaded():
+        kernels.run_ranges(run, n_seedings)
     return runs
 
 
-def kmeans(Xs, sws, K, rng, chunk_rows, max_iter=KMEANS_MAX_ITER, tol=1e-4,
+def kmeans(Xs, sws, K, rng, chunk_rows, max_iter=KMEANS_MAX_ITER, tol=None,
            n_seedings=KMEANS_SEEDINGS):
     """The centres (K, D) float64 of the k-means run (of ``kmeans_runs``) with the lowest
     inertia (plain k-means; the GMM initialisation chooses by likelihood instead)."""

@@ -51,7 +51,7 @@ class Distances:
     def _norms(self, c0, c1):
         for c in range(c0, c1):
             sl = self.rows(c)
-            d = self.X[sl].astype(np.float64) - self.m
+            d = np.asarray(self.X[sl], dtype=np.float64) - self.m
             self.xn[sl] = np.einsum("ij,ij->i", d, d)
 
     def prepare(self, C):
@@ -220,7 +220,7 @@ def variances(dist, w):
     acc = np.zeros(dist.D)
     for c in range(dist.n_chunks):
         sl = dist.rows(c)
-        d2 = (dist.X[sl].astype(np.float64) - mean) ** 2
+        d2 = (np.asarray(dist.X[sl], dtype=np.float64) - mean) ** 2
         acc += d2.sum(axis=0) if w is None else w[sl] @ d2
     return acc / (dist.N if w is None else w.sum())
 
@@ -243,7 +243,7 @@ def hard_stats(X, w, centres, kind, g64, chunk_rows, acc):
     for c in range(dist.n_chunks):  # second moments, in chunk order
         sl = dist.rows(c)
         lab = labels[sl]
-        Xb = X[sl].astype(np.float64)
+        Xb = np.asarray(X[sl], dtype=np.float64)
         wb = np.ones(Xb.shape[0]) if wv is None else wv[sl]
         if kind == kernels.TIED:
             U = Xb - g64

@@ -6,6 +6,7 @@ shape (N, D) and returns float64 statistics.
 """
 import contextlib
 import math
+import threading
 from typing import NamedTuple
 
 import numba
@@ -86,22 +87,42 @@ def thread_limit(n):
 
 
 _CONTROLLER = []
+_BLAS_LIMIT = {"depth": 0, "lock": threading.Lock()}
+
+
+@contextlib.contextmanager
+def _blas_limit():
+    ctl = _BLAS_LIMIT
+    with ctl["lock"]:
+        outer = ctl["depth"] == 0
+        ctl["depth"] += 1
+        limit = _CONTROLLER[0].limit(limits=1, user_api="blas") if outer else None
+    try:
+        yield
+    finally:
+        with ctl["lock"]:
+            ctl["depth"] -= 1
+            if limit is not None:
+                limit.restore_original_limits()
 
 
 def blas_single_threaded():
     """Context in which BLAS runs on one thread.
 
-    fastmix's parallelism is its own (Numba threads over chunks); BLAS calls inside the parallel
+    fastmix's parallelism is its own (threads over chunks); BLAS calls inside the parallel
     kernels and the small factorisations of the M-step must not start threads of their own.
     With OpenBLAS's default of one thread per core the full-covariance pass ran 2-4x slower, and
     16 x 16 ``solve_triangular`` calls took up to 450 us instead of 10 us when another process
     held a core (measured).  The threadpoolctl controller is built once (building one scans the
-    loaded libraries, ~5 ms).
+    loaded libraries, ~5 ms).  The limit is process-wide, so only the outermost of nested (or
+    concurrent) contexts sets and restores it: the estimators hold one for a whole fit and the
+    passes' own contexts inside cost nothing (each limit/restore pair took ~30 us, hundreds of
+    times in a small fit).
     """
     if not _CONTROLLER:
         from threadpoolctl import ThreadpoolController
         _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0].limit(limits=1, user_api="blas")
+    return _blas_limit()
 
 
 def _weights(sw):

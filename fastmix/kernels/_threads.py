@@ -23,6 +23,7 @@ import numba
 
 _POOL = []
 _LOCK = threading.Lock()
+_LOCAL = threading.local()
 #: Ranges per thread and pass (load balance against call overhead: one call costs ~10 us).
 RANGES_PER_THREAD = 4
 
@@ -44,12 +45,15 @@ def threads():
 def run_ranges(fn, n_items, n_threads=None):
     """Call ``fn(j0, j1)`` for contiguous ranges covering ``range(n_items)``, on up to
     ``n_threads`` threads (default ``threads()``); the calling thread takes part.  Returns when
-    every range is done; the first exception raised by a range is re-raised."""
+    every range is done; the first exception raised by a range is re-raised.  Called from
+    inside a range (nested parallelism, e.g. k-means seedings run side by side, each with its
+    own passes) it runs everything in the calling thread: the outer level already keeps the
+    threads busy, and waiting on the pool from a pool thread could deadlock."""
     n_items = int(n_items)
     if n_items <= 0:
         return
     t = min(threads() if n_threads is None else max(1, int(n_threads)), n_items)
-    if t == 1:
+    if t == 1 or getattr(_LOCAL, "busy", False):
         fn(0, n_items)
         return
     n_ranges = min(n_items, RANGES_PER_THREAD * t)
@@ -64,6 +68,7 @@ def run_ranges(fn, n_items, n_threads=None):
                 if i >= n_ranges or state["error"] is not None:
                     return
                 state["next"] = i + 1
+            _LOCAL.busy = True
             try:
                 fn(bounds[i], bounds[i + 1])
             except BaseException as exc:  # noqa: BLE001 -- re-raised in the caller
@@ -71,6 +76,8 @@ def run_ranges(fn, n_items, n_threads=None):
                     if state["error"] is None:
                         state["error"] = exc
                 return
+            finally:
+                _LOCAL.busy = False
 
     futures = [_pool().submit(worker) for _ in range(t - 1)]
     worker()
