@@ -59,6 +59,13 @@ PROFILES = {
         rss_types="full,tied,diag,spherical", rss_iters=2,
         jit_types="diag,full", jit_dtypes="float64", jit_n=20_000,
     ),
+    # the shape of PyCave's published benchmark (10^6 x 64, K = 64): diag and full
+    "pycave": dict(
+        n=1_000_000, d=64, k=64, types="diag,full", dtypes="float64,float32",
+        repeats=2, iters=3, sklearn_repeats=1, sklearn_iters=2,
+        rss_types="diag", rss_iters=1,
+        jit_types="diag", jit_dtypes="float64", jit_n=20_000,
+    ),
     "quick": dict(
         n=50_000, d=16, k=16, types="diag,full", dtypes="float64,float32",
         repeats=3, iters=3, sklearn_repeats=3, sklearn_iters=3,
@@ -83,6 +90,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         epilog=__doc__.split("\n\n", 1)[1],
     )
     p.add_argument("--quick", action="store_true", help="small configuration, < 1 min")
+    p.add_argument("--pycave", action="store_true",
+                   help="PyCave's benchmark shape: N = 1e6, D = 64, K = 64, diag and full")
     p.add_argument("--n", type=int, help="samples (default 1e6; quick 5e4)")
     p.add_argument("--d", type=int, help="features (default 16)")
     p.add_argument("--k", type=int, help="components (default 16)")
@@ -124,7 +133,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="directory for compare-<timestamp>.md/.json (default bench/results)")
     args = p.parse_args(argv)
 
-    profile = PROFILES["quick" if args.quick else "full"]
+    profile = PROFILES["quick" if args.quick else "pycave" if args.pycave else "full"]
     for key, value in profile.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -393,6 +402,54 @@ def measure_cold_start(args) -> list[dict]:
     return rows
 
 
+# --------------------------------------------------------------------------- roofline
+
+
+def measure_machine_rates(threads=None) -> dict:
+    """This machine's large-GEMM rate (float64 and float32, FLOP/s) and read bandwidth
+    (bytes/s), measured with NumPy on all threads: the roofs of the roofline columns."""
+    import numpy as np
+
+    rates = {}
+    n = 2048
+    for dt in ("float64", "float32"):
+        a = np.ones((n, n), dt)
+        b = np.ones((n, n), dt)
+        a @ b
+        best = min(_timed(lambda: a @ b)[0] for _ in range(3))
+        rates[dt] = 2.0 * n ** 3 / best
+    x = np.ones(2**27 // 8)  # 128 MiB, far beyond the caches
+    x.sum()
+    best = min(_timed(x.sum)[0] for _ in range(5))
+    rates["bandwidth"] = x.nbytes / best
+    return rates
+
+
+def iteration_cost(cov: str, dtype: str, n: int, d: int, k: int) -> dict:
+    """FLOPs and bytes of one fused EM iteration as fastmix computes it: the densities in the
+    data dtype, the statistics in float64, the data read once.
+
+    diag/spherical: [u*u, u] @ W (4NDK) and R^T [u, u*u] (4NDK); full: (X_b - mu_k) U_k for
+    every k (2ND^2K) and the second moments sum r u u^T for every k (2ND^2K); tied: one
+    (X_b - g) U (2ND^2), the distances to the K transformed means (3NDK) and sum u u^T (2ND^2).
+    """
+    if cov in ("diag", "spherical"):
+        dens, stats = 4.0 * n * d * k, 4.0 * n * d * k
+    elif cov == "full":
+        dens, stats = 2.0 * n * d * d * k, 2.0 * n * d * d * k
+    else:  # tied
+        dens, stats = 2.0 * n * d * d + 3.0 * n * d * k, 2.0 * n * d * d
+    itemsize = 4 if dtype == "float32" else 8
+    return {"flops_dtype": dens, "flops_f64": stats, "bytes": float(n * d * itemsize)}
+
+
+def roofline_seconds(cost: dict, dtype: str, rates: dict) -> float:
+    """Lower bound of an iteration: the GEMM work at the measured rates, or reading the data
+    at the measured bandwidth, whichever is longer."""
+    compute = cost["flops_dtype"] / rates[dtype] + cost["flops_f64"] / rates["float64"]
+    return max(compute, cost["bytes"] / rates["bandwidth"])
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -477,9 +534,10 @@ def build_markdown(report: dict) -> str:
         "scikit-learn is run on float64 only; float32 rows compare like with like.",
         "",
         f"| covariance | dtype | {labels['fastmix']} | {labels['sklearn']} | {labels['onedal']} "
-        "| sklearn / fastmix | oneDAL / fastmix |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| sklearn / fastmix | oneDAL / fastmix | roofline bound | fastmix / bound |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    rates = report.get("machine_rates") or {}
     timings = report["timings"]
 
     def per_iter(lib, cov, dtype):
@@ -498,12 +556,22 @@ def build_markdown(report: dict) -> str:
     for cov in cfg["types"]:
         for dtype in cfg["dtypes"]:
             fm = per_iter("fastmix", cov, dtype)
+            bound = (roofline_seconds(iteration_cost(cov, dtype, cfg["n"], cfg["d"], cfg["k"]),
+                                      dtype, rates) if rates else None)
             lines.append(
                 f"| {cov} | {dtype} | {cell('fastmix', cov, dtype)} | {cell('sklearn', cov, dtype)} "
                 f"| {cell('onedal', cov, dtype)} | {_fmt_ratio(per_iter('sklearn', cov, dtype), fm)} "
-                f"| {_fmt_ratio(per_iter('onedal', cov, dtype), fm)} |"
+                f"| {_fmt_ratio(per_iter('onedal', cov, dtype), fm)} "
+                f"| {_fmt_s(bound)} | {_fmt_ratio(fm, bound)} |"
             )
     lines.append("")
+    if rates:
+        lines += [f"Roofline: this machine's measured large-GEMM rate {rates['float64'] / 1e9:.1f} "
+                  f"GFLOP/s (float64) and {rates['float32'] / 1e9:.1f} GFLOP/s (float32) and read "
+                  f"bandwidth {rates['bandwidth'] / 1e9:.1f} GB/s (NumPy, all threads); the bound "
+                  "is an iteration's GEMM work at those rates (densities in the data dtype, "
+                  "statistics in float64; `iteration_cost` in this script) or one read of the data, "
+                  "whichever is longer. fastmix / bound = how far from that limit.", ""]
     if any(" †" in line for line in lines):
         lines += [f"† other processes took more than {NOISY_LOAD:.0%} of the CPU while this was "
                   "timed: see \"from minima\" and \"paired\" in the details.", ""]
@@ -789,6 +857,8 @@ def main(argv=None) -> int:
     if not args.no_jit and "fastmix" in libs:
         cold_rows = measure_cold_start(args)
 
+    _log("measuring the machine's GEMM rate and read bandwidth (roofline)")
+    machine_rates = measure_machine_rates()
     timestamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     report = {
         "timestamp": timestamp,
@@ -805,6 +875,7 @@ def main(argv=None) -> int:
         "environment": env_info,
         "labels": labels,
         "timings": timings,
+        "machine_rates": machine_rates,
         "agreement": agreement,
         "rss": rss_rows,
         "cold_start": cold_rows,

@@ -23,10 +23,11 @@ import numpy as np
 from . import kernels
 
 def lloyd_chunk_rows(D):
-    """Rows per chunk for k-means on an in-memory sample: ~1 MiB of float64 rows, between 2048
-    and 16384 rows (larger chunks than the E-step's: a Lloyd step costs microseconds of BLAS
-    per chunk, so the per-chunk Python work must stay small)."""
-    return int(max(2048, min(16384, 2**17 // max(1, D))))
+    """Rows per chunk for k-means on an in-memory sample: ~256 KiB of float64 rows, between
+    1024 and 8192 rows (larger chunks than the E-step's: a Lloyd step costs microseconds of
+    BLAS per chunk, so the per-chunk Python work must stay small; small enough that the
+    default 8192-row Lloyd sample still gives every thread chunks)."""
+    return int(max(1024, min(8192, 2**15 // max(1, D))))
 
 
 class Distances:
@@ -56,10 +57,12 @@ class Distances:
 
     def prepare(self, C):
         """Per-call constants for the centres C (n_c, D): (C - m)^T, ||C - m||^2, m.(C - m),
-        C - m."""
+        -2 (C - m) and ||C - m||^2 + 2 m.(C - m)."""
         Cm = np.asarray(C, dtype=np.float64) - self.m
-        return (np.ascontiguousarray(Cm.T), np.einsum("ij,ij->i", Cm, Cm), self.m @ Cm.T,
-                np.ascontiguousarray(Cm))
+        cn = np.einsum("ij,ij->i", Cm, Cm)
+        mc = self.m @ Cm.T
+        return (np.ascontiguousarray(Cm.T), cn, mc, np.ascontiguousarray(-2.0 * Cm),
+                cn + 2.0 * mc)
 
     def rows64(self, c):
         """The rows of chunk c as float64 (a view when X is float64)."""
@@ -67,21 +70,19 @@ class Distances:
         return Xb if Xb.dtype == np.float64 else Xb.astype(np.float64)
 
     def chunk_dist_t(self, c, prep, Xb64=None):
-        """(n_c, rows of chunk c) squared distances, float64, clipped at 0: the layout in
-        which the nearest centre of each row is a few contiguous element-wise passes."""
-        _, cn, mc, Cm = prep
-        out = Cm @ (self.rows64(c) if Xb64 is None else Xb64).T
-        out -= mc[:, None]
-        out *= -2.0
-        out += cn[:, None]
-        out += self.xn[self.rows(c)]
-        np.maximum(out, 0.0, out=out)
+        """(n_c, rows of chunk c) squared distances *less each row's own ||x - m||^2* (a
+        constant per row, so the nearest centre is the same), float64: the layout in which the
+        nearest centre of each row is a few contiguous element-wise passes.  Add
+        ``xn[rows]`` and clip at 0 for the distances themselves."""
+        Cm2, c0 = prep[3], prep[4]
+        out = Cm2 @ (self.rows64(c) if Xb64 is None else Xb64).T
+        out += c0[:, None]
         return out
 
     def chunk_dist(self, c, prep):
         """(rows of chunk c, n_c) squared distances, float64; values below 1e-12 of the
         expansion's scale are exactly 0 (a row equal to a centre: k-means++ relies on it)."""
-        CT, cn, mc, _ = prep
+        CT, cn, mc = prep[:3]
         out = self.rows64(c) @ CT
         out -= mc
         scale = self.xn[self.rows(c), None] + cn[None, :]
@@ -135,16 +136,16 @@ def kmeans_plusplus(X, sw, K, rng, n_trials=None, dist=None):
 
 
 def _nearest(dt):
-    """(argmin, min) over the rows of dt (K, B) for each column; the first index wins ties, as
-    ``np.argmin``.  For few centres K contiguous passes are several times faster than
-    ``np.argmin(axis=0)`` (or ``argmin(axis=1)`` of the transpose)."""
-    K, B = dt.shape
+    """(argmin, min) over axis 0 of dt (K, M): the nearest of K centres for each of M
+    columns (rows of the data, for S sets of centres side by side); the first index wins ties,
+    as ``np.argmin``.  For few centres K contiguous passes are ~2x faster than ``np.argmin``."""
+    K, M = dt.shape
     if K > 32:
         lab = np.argmin(dt, axis=0)
-        return lab, dt[lab, np.arange(B)]
+        return lab, np.take_along_axis(dt, lab[None, :], axis=0)[0]
     best = dt[0].copy()
-    lab = np.zeros(B, np.int64)
-    better = np.empty(B, bool)
+    lab = np.zeros(M, np.int64)
+    better = np.empty(M, bool)
     for k in range(1, K):
         np.less(dt[k], best, out=better)
         np.copyto(lab, k, where=better)
@@ -153,65 +154,97 @@ def _nearest(dt):
 
 
 def assign(dist, C, w=None, want_sums=True):
-    """Nearest centre of every row: (labels (N,) int64, squared distance (N,), nk (K,),
-    s1 (K, D)) -- nk and s1 the (weighted) counts and sums of each centre's rows, added in
-    chunk order (None without ``want_sums``)."""
-    K, D = C.shape
-    prep = dist.prepare(C)
-    labels = np.empty(dist.N, np.int64)
-    mind = np.empty(dist.N)
-    nk_p = np.zeros((dist.n_chunks, K))
-    s1_p = np.zeros((dist.n_chunks, K, D)) if want_sums else None
+    """Nearest centre of every row for one set of centres C (K, D) or for S sets at once
+    (S, K, D): labels (N,) / (S, N) int64, squared distances (N,) / (S, N), and -- with
+    ``want_sums`` -- the (weighted) counts nk (K,) / (S, K) and sums s1 (K, D) / (S, K, D) of
+    each centre's rows, added in chunk order.  All sets go through one (S K, D) x (D, rows)
+    product per chunk."""
+    one = C.ndim == 2
+    C3 = C[None] if one else C
+    S, K, D = C3.shape
+    # centre rows ordered (k, s): the distances of chunk c are (K, S, rows), so each centre
+    # index is one contiguous slice across all S sets
+    prep = dist.prepare(np.ascontiguousarray(C3.transpose(1, 0, 2)).reshape(K * S, D))
+    labels = np.empty((S, dist.N), np.int64)
+    mind = np.empty((S, dist.N))
+    nk_p = np.zeros((dist.n_chunks, K * S))
+    s1_p = np.zeros((dist.n_chunks, K * S, D)) if want_sums else None
+    sets = np.arange(S)[:, None]
 
     def run(c0, c1):
         for c in range(c0, c1):
             sl = dist.rows(c)
             Xb64 = dist.rows64(c)
-            lab, dmin = _nearest(dist.chunk_dist_t(c, prep, Xb64))
-            labels[sl] = lab
-            mind[sl] = dmin
+            B = Xb64.shape[0]
+            lab, dmin = _nearest(dist.chunk_dist_t(c, prep, Xb64).reshape(K, S * B))
+            lab = lab.reshape(S, B)
+            dmin = dmin.reshape(S, B) + dist.xn[sl]
+            labels[:, sl] = lab
+            mind[:, sl] = np.maximum(dmin, 0.0)
             if want_sums:
-                wb = None if w is None else w[sl]
-                nk_p[c] = np.bincount(lab, wb, minlength=K)
-                onehot_t = np.zeros((K, lab.shape[0]))
-                onehot_t[lab, np.arange(lab.shape[0])] = 1.0 if wb is None else wb
+                flat = (lab * S + sets).ravel()  # row (k, s) of the (K S, D) sums
+                wb = None if w is None else np.tile(w[sl], S)
+                nk_p[c] = np.bincount(flat, wb, minlength=K * S)
+                onehot_t = np.zeros((K * S, B))
+                onehot_t[flat, np.tile(np.arange(B), S)] = 1.0 if wb is None else wb
                 s1_p[c] = onehot_t @ Xb64
     with kernels.blas_single_threaded():
         kernels.run_ranges(run, dist.n_chunks)
-    if not want_sums:
-        return labels, mind, None, None
-    nk = np.zeros(K)
-    s1 = np.zeros((K, D))
-    for c in range(dist.n_chunks):  # fixed order
-        nk += nk_p[c]
-        s1 += s1_p[c]
+    if want_sums:
+        nk = np.zeros(K * S)
+        s1 = np.zeros((K * S, D))
+        for c in range(dist.n_chunks):  # fixed order
+            nk += nk_p[c]
+            s1 += s1_p[c]
+        nk = np.ascontiguousarray(nk.reshape(K, S).T)
+        s1 = np.ascontiguousarray(s1.reshape(K, S, D).transpose(1, 0, 2))
+    else:
+        nk = s1 = None
+    if one:
+        return labels[0], mind[0], None if nk is None else nk[0], None if s1 is None else s1[0]
     return labels, mind, nk, s1
 
 
-def lloyd(dist, sw, centres, max_iter=300, tol_abs=0.0):
-    """Lloyd iterations from ``centres`` until the squared centre shift is at most ``tol_abs``
-    or no label changes; returns (centres, inertia of the last assignment, iterations).  An empty cluster is moved to
-    the row farthest from its centre (the next farthest for the next empty one), as
+def lloyd_many(dist, sw, starts, max_iter=300, tol_abs=0.0):
+    """Lloyd iterations from each of the centre sets ``starts`` (list of (K, D)), all runs
+    sharing each pass over the rows (``assign`` of the runs still moving); a run stops when its
+    squared centre shift is at most ``tol_abs`` or none of its labels changes.  Returns a list
+    of (centres, inertia of the run's last assignment, iterations).  An empty cluster is moved
+    to the row farthest from its centre (the next farthest for the next empty one), as
     scikit-learn does."""
     w = None if sw is None else np.asarray(sw, dtype=np.float64)
-    prev = None
-    n_iter = 0
+    C = np.array(starts, dtype=np.float64)
+    S = C.shape[0]
+    moving = list(range(S))
+    prev = [None] * S
+    out = [None] * S
     for n_iter in range(1, max_iter + 1):
-        labels, mind, nk, s1 = assign(dist, centres, w)
-        new = centres.copy()
-        filled = nk > 0
-        new[filled] = s1[filled] / nk[filled, None]
-        empty = np.flatnonzero(~filled)
-        if empty.size:
-            far = np.argsort(-(mind if w is None else mind * (w > 0)), kind="stable")
-            new[empty] = dist.X[far[:empty.size]]
-        shift = float(((new - centres) ** 2).sum())
-        centres = new
-        if shift <= tol_abs or (prev is not None and np.array_equal(labels, prev)):
+        labels, mind, nk, s1 = assign(dist, C[moving], w)
+        still = []
+        for j, s in enumerate(moving):
+            new = C[s].copy()
+            filled = nk[j] > 0
+            new[filled] = s1[j][filled] / nk[j][filled, None]
+            empty = np.flatnonzero(~filled)
+            if empty.size:
+                far = np.argsort(-(mind[j] if w is None else mind[j] * (w > 0)), kind="stable")
+                new[empty] = dist.X[far[:empty.size]]
+            shift = float(((new - C[s]) ** 2).sum())
+            C[s] = new
+            out[s] = (C[s].copy(), float(mind[j].sum() if w is None else w @ mind[j]), n_iter)
+            if not (shift <= tol_abs or (prev[s] is not None and np.array_equal(labels[j], prev[s]))):
+                still.append(s)
+                prev[s] = labels[j]
+        moving = still
+        if not moving:
             break
-        prev = labels
-    inertia = float(mind.sum() if w is None else w @ mind)  # of the last assignment
-    return centres, inertia, n_iter
+    return out
+
+
+def lloyd(dist, sw, centres, max_iter=300, tol_abs=0.0):
+    """Lloyd iterations from ``centres`` (``lloyd_many`` with one start): (centres, inertia of
+    the last assignment, iterations)."""
+    return lloyd_many(dist, sw, [centres], max_iter, tol_abs)[0]
 
 
 def variances(dist, w):

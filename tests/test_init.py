@@ -117,3 +117,25 @@ def test_start_is_chosen_by_likelihood_not_inertia():
     for order in (runs, runs[::-1]):
         assert init._best_start(X, None, order, "full", 1e-6, 4096) is tight_apart
     assert min(runs, key=lambda r: r[1])[0] is halves  # what choosing by inertia would give
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_lloyd_runs_side_by_side_match_lone_runs(weighted):
+    """Several Lloyd runs sharing each pass (assign of an (S, K, D) stack) reach the same
+    centres as each run alone, with per-run stopping."""
+    rng = np.random.default_rng(8)
+    X = np.concatenate([rng.normal(c, 1.0, size=(400, 3)) for c in (0.0, 3.0, 7.0, 12.0)])
+    w = rng.uniform(0.2, 2.0, X.shape[0]) if weighted else None
+    dist = km.Distances(X, 300)
+    starts = [X[rng.choice(X.shape[0], 4, replace=False)].copy() for _ in range(5)]
+    together = km.lloyd_many(dist, w, starts, 100, 1e-9)
+    for start, (c, inertia, n_iter) in zip(starts, together):
+        alone = km.lloyd(dist, w, start.copy(), 100, 1e-9)
+        np.testing.assert_allclose(c, alone[0], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(inertia, alone[1], rtol=1e-12)
+        assert n_iter == alone[2]
+    labels, mind, nk, s1 = km.assign(dist, np.stack(starts), w)
+    for j, start in enumerate(starts):
+        one = km.assign(dist, start, w)
+        np.testing.assert_array_equal(labels[j], one[0])
+        np.testing.assert_allclose(s1[j], one[3], rtol=1e-12, atol=1e-12)

@@ -23,6 +23,11 @@ short NumPy k-means.  Shapes are written ``(N, D, K)``.
   "cuda"); ``DeviceLowRankIteration``, ``DeviceStreamedIteration`` (a 1 GiB .npy file),
   ``DeviceSGDMinibatch``, ``DeviceExpansion``: the other GPU paths against their CPU twins.
   The "cuda" cases are skipped on machines without a GPU.
+* ``FirstDefaultFit.timeraw_first_default_fit``: the same with a default fit (k-means start)
+  and ``predict``, for every covariance type and dtype.
+* ``EndToEnd.time_default_fit`` / ``track_loglik_minus_sklearn``: default fits on digits and
+  60 000 x 50 generated rows, and fastmix's final log-likelihood minus scikit-learn's (the
+  small version of ``bench/e2e.py``).
 * ``Quality.track_lower_bound``: final lower bound of a fixed-seed fit with
   fastmix's own default initialisation; ``track_n_iter`` its iteration count.
 * ``AgreementWithSklearn.track_lower_bound_gap_to_sklearn``: fastmix minus
@@ -257,6 +262,84 @@ class AgreementWithSklearn:
         return float(ours - theirs)
 
     track_lower_bound_gap_to_sklearn.unit = "mean log-likelihood"
+
+
+class EndToEnd:
+    """What a user times: a default ``GaussianMixture(K, covariance_type).fit(X)`` (k-means
+    start included), fastmix and scikit-learn side by side; the panel of bench/e2e.py in small.
+
+    ``track_loglik_minus_sklearn``: fastmix's mean final log-likelihood per row minus
+    scikit-learn's over seeds 0..4 (positive: fastmix ends in better optima)."""
+
+    params = (["digits", "mid"], ["diag", "full"])
+    param_names = ["data", "covariance_type"]
+    timeout = 900
+
+    def setup(self, data, covariance_type):
+        if data == "digits":
+            try:
+                from sklearn.datasets import load_digits
+            except ImportError:
+                raise NotImplementedError("scikit-learn is not installed")
+            self.X, self.K = np.ascontiguousarray(load_digits().data, dtype=np.float64), 10
+        else:
+            self.X, self.K = make_mixture(60_000, 50, 10, separation="overlap", seed=1), 10
+        _fit_quietly(GaussianMixture(self.K, covariance_type=covariance_type, max_iter=2),
+                     self.X[:2000])  # loads the compile cache
+
+    def time_default_fit(self, data, covariance_type):
+        _fit_quietly(GaussianMixture(self.K, covariance_type=covariance_type, random_state=SEED),
+                     self.X)
+
+    def track_loglik_minus_sklearn(self, data, covariance_type):
+        try:
+            from sklearn.mixture import GaussianMixture as SklearnGM
+        except ImportError:
+            raise NotImplementedError("scikit-learn is not installed")
+        gap = []
+        for seed in range(5):
+            ours = _fit_quietly(GaussianMixture(self.K, covariance_type=covariance_type,
+                                                random_state=seed), self.X).score(self.X)
+            theirs = _fit_quietly(SklearnGM(self.K, covariance_type=covariance_type,
+                                            random_state=seed), self.X).score(self.X)
+            gap.append(ours - theirs)
+        return float(np.mean(gap))
+
+    track_loglik_minus_sklearn.unit = "mean log-likelihood"
+
+
+class FirstDefaultFit:
+    """Cold start as a new user meets it: a fresh interpreter with an empty numba cache runs
+    ``import fastmix`` and one *default* fit (k-means start, up to 100 iterations) of
+    20 000 x 16 rows, K = 16, then ``predict``."""
+
+    params = (COVARIANCE_TYPES, DTYPES)
+    param_names = ["covariance_type", "dtype"]
+    number = 1
+    repeat = 1
+    rounds = 1
+    warmup_time = 0.0
+    timeout = 600
+
+    def timeraw_first_default_fit(self, covariance_type, dtype):
+        setup = f"""
+import atexit, os, shutil, tempfile
+cache_dir = tempfile.mkdtemp(prefix="fastmix-asv-cold-")
+atexit.register(shutil.rmtree, cache_dir, True)
+os.environ["NUMBA_CACHE_DIR"] = cache_dir
+import numpy as np
+rng = np.random.default_rng({SEED})
+centres = rng.normal(scale=2.0, size=(16, 16))
+X = (centres[rng.integers(16, size=20000)] + rng.standard_normal((20000, 16))).astype("{dtype}")
+"""
+        stmt = f"""
+import warnings
+from fastmix import GaussianMixture
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    GaussianMixture(16, covariance_type="{covariance_type}", random_state={SEED}).fit(X).predict(X)
+"""
+        return stmt, setup
 
 
 # ---------------------------------------------------------------- out of core ----------------
