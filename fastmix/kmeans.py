@@ -7,9 +7,17 @@ compile the diagonal pass besides the full one, and its row loop took ~30 ms per
 60 000 x 50, K = 10 (now ~5 ms).
 
 Distances: ``||x - c||^2 = ||x - m||^2 + ||c - m||^2 - 2 (x - m).(c - m)`` with ``m`` the
-sample's mean, one GEMM per chunk of rows, in float64 whatever the data dtype.  Centring on
-``m`` means the expansion cancels only the spread of the data, not its offset; values below
-1e-12 of ``||x - m||^2 + ||c - m||^2`` are exactly 0 (a row equal to a centre).
+sample's mean (or, for the assignment of the data to the chosen centres, the centres' mean,
+which does not depend on how the data are cut into blocks), one GEMM per chunk of rows, in
+float64 whatever the data dtype.  Centring on ``m`` means the expansion cancels only the spread
+of the data, not its offset.  For k-means++ values below 1e-12 of ``||x - m||^2 + ||c - m||^2``
+are exactly 0 (a row equal to a centre: it is never drawn again).  Lloyd compares
+``||c - m||^2 - 2 (x - m).(c - m)`` (the row's own term is the same for every centre) and
+adds ``||x - m||^2`` to the minimum only.
+
+Several Lloyd runs (the seedings) share every pass: their centres are stacked k-major into one
+(K S, D) matrix, one product per chunk gives all runs' distances, and the nearest centre is K
+contiguous element-wise passes over (S, rows).
 
 Determinism: rows are cut into fixed chunks of ``chunk_rows``; every chunk's labels and partial
 sums are computed by one call from that chunk alone, on the threads of
@@ -21,6 +29,7 @@ import math
 import numpy as np
 
 from . import kernels
+
 
 def lloyd_chunk_rows(D):
     """Rows per chunk for k-means on an in-memory sample: ~256 KiB of float64 rows, between

@@ -173,6 +173,21 @@ class FitExtraMemory(_FitCase):
     track_fit_extra_memory.unit = "MiB"
 
 
+def _cold_setup(dtype):
+    """``setup`` of a cold-start timeraw benchmark: an empty numba cache directory (numba reads
+    NUMBA_CACHE_DIR when it is first imported, inside ``stmt``) and 20 000 x 16 rows."""
+    return f"""
+import atexit, os, shutil, tempfile
+cache_dir = tempfile.mkdtemp(prefix="fastmix-asv-cold-")
+atexit.register(shutil.rmtree, cache_dir, True)
+os.environ["NUMBA_CACHE_DIR"] = cache_dir
+import numpy as np
+rng = np.random.default_rng({SEED})
+centres = rng.normal(scale=2.0, size=(16, 16))
+X = (centres[rng.integers(16, size=20000)] + rng.standard_normal((20000, 16))).astype("{dtype}")
+"""
+
+
 class FirstFit:
     """Cold start: import fastmix + first fit with an empty numba cache."""
 
@@ -185,18 +200,7 @@ class FirstFit:
     timeout = 600
 
     def timeraw_first_fit(self, covariance_type, dtype):
-        # ``setup`` runs untimed in the fresh interpreter; numba reads
-        # NUMBA_CACHE_DIR when it is first imported, inside ``stmt``.
-        setup = f"""
-import atexit, os, shutil, tempfile
-cache_dir = tempfile.mkdtemp(prefix="fastmix-asv-cold-")
-atexit.register(shutil.rmtree, cache_dir, True)
-os.environ["NUMBA_CACHE_DIR"] = cache_dir
-import numpy as np
-rng = np.random.default_rng({SEED})
-centres = rng.normal(scale=2.0, size=(16, 16))
-X = (centres[rng.integers(16, size=20000)] + rng.standard_normal((20000, 16))).astype("{dtype}")
-"""
+        setup = _cold_setup(dtype)  # runs untimed in the fresh interpreter
         stmt = f"""
 import warnings
 from fastmix import GaussianMixture
@@ -322,16 +326,7 @@ class FirstDefaultFit:
     timeout = 600
 
     def timeraw_first_default_fit(self, covariance_type, dtype):
-        setup = f"""
-import atexit, os, shutil, tempfile
-cache_dir = tempfile.mkdtemp(prefix="fastmix-asv-cold-")
-atexit.register(shutil.rmtree, cache_dir, True)
-os.environ["NUMBA_CACHE_DIR"] = cache_dir
-import numpy as np
-rng = np.random.default_rng({SEED})
-centres = rng.normal(scale=2.0, size=(16, 16))
-X = (centres[rng.integers(16, size=20000)] + rng.standard_normal((20000, 16))).astype("{dtype}")
-"""
+        setup = _cold_setup(dtype)
         stmt = f"""
 import warnings
 from fastmix import GaussianMixture
