@@ -210,8 +210,8 @@ def kmeans_runs(Xs, sws, K, rng, chunk_rows, max_iter=KMEANS_MAX_ITER, tol=None,
     def run(i0, i1):
         for i in range(i0, i1):
             seeds[i] = _km.kmeans_plusplus(Xs, w, K, child[i], dist=dist)
-    with kernels.blas_single_threaded():
-        kernels.run_ranges(run, n_seedings)
+    with kernels.blas_single_threaded():  # tiny samples: a thread hand-off costs more
+        kernels.run_ranges(run, n_seedings, 1 if Xs.size < 2**16 else None)
     # the Lloyd runs share their passes: one product per chunk for every run still moving
     return [(c, inertia) for c, inertia, _ in _km.lloyd_many(dist, w, seeds, max_iter, tol_abs)]
 
