@@ -426,8 +426,11 @@ def measure_machine_rates(threads=None) -> dict:
 
 
 def iteration_cost(cov: str, dtype: str, n: int, d: int, k: int) -> dict:
-    """FLOPs and bytes of one fused EM iteration as fastmix computes it: the densities in the
-    data dtype, the statistics in float64, the data read once.
+    """FLOPs and bytes of one fused EM iteration as fastmix computes it when every
+    responsibility is non-zero (dense work): the densities in the data dtype, the statistics in
+    float64, the data read once.  The full kernel skips rows whose responsibility for a
+    component is 0 in that component's second moments, so on separated data it can run below
+    this bound.
 
     diag/spherical: [u*u, u] @ W (4NDK) and R^T [u, u*u] (4NDK); full: (X_b - mu_k) U_k for
     every k (2ND^2K) and the second moments sum r u u^T for every k (2ND^2K); tied: one
@@ -569,9 +572,10 @@ def build_markdown(report: dict) -> str:
         lines += [f"Roofline: this machine's measured large-GEMM rate {rates['float64'] / 1e9:.1f} "
                   f"GFLOP/s (float64) and {rates['float32'] / 1e9:.1f} GFLOP/s (float32) and read "
                   f"bandwidth {rates['bandwidth'] / 1e9:.1f} GB/s (NumPy, all threads); the bound "
-                  "is an iteration's GEMM work at those rates (densities in the data dtype, "
+                  "is an iteration's dense GEMM work at those rates (densities in the data dtype, "
                   "statistics in float64; `iteration_cost` in this script) or one read of the data, "
-                  "whichever is longer. fastmix / bound = how far from that limit.", ""]
+                  "whichever is longer. fastmix / bound = how far from that limit (below 1: the "
+                  "full kernel skipped zero responsibilities).", ""]
     if any(" †" in line for line in lines):
         lines += [f"† other processes took more than {NOISY_LOAD:.0%} of the CPU while this was "
                   "timed: see \"from minima\" and \"paired\" in the details.", ""]

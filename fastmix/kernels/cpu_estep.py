@@ -287,7 +287,7 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
     """
     means64T = np.ascontiguousarray(means64.T)
     K, D = means64.shape
-    B = DIAG_BLOCK
+    B = np.int64(DIAG_BLOCK)  # not a Literal: _aligned compiles once per dtype
     has_w = sw.shape[0] > 0
     W = _aligned(2 * D, K, X)
     cst = np.empty(K)
@@ -388,7 +388,7 @@ def pass_full(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
     """
     means64T = np.ascontiguousarray(means64.T)
     K, D = means.shape
-    B = FULL_BLOCK
+    B = np.int64(FULL_BLOCK)  # not a Literal: _aligned compiles once per dtype
     has_w = sw.shape[0] > 0
     L = _aligned(B, K, X)
     Y = _aligned(B, D, X)
@@ -530,7 +530,7 @@ def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
     did not vectorise (tied was 2.6x slower in float64 than in float32, measured)."""
     means64T = np.ascontiguousarray(means64.T)
     K, D = means64.shape
-    B = TIED_BLOCK
+    B = np.int64(TIED_BLOCK)  # not a Literal: _aligned compiles once per dtype
     has_w = sw.shape[0] > 0
     Y = _aligned(B, D, X)
     Z = _aligned(B, D, X)

@@ -89,7 +89,7 @@ def pass_lowrank(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut
     q = (pc.shape[1] - 1) // 2
     means64T = np.ascontiguousarray(means64.T)
     BT, C = _factors(pc, D)
-    Bk = LOWRANK_BLOCK
+    Bk = np.int64(LOWRANK_BLOCK)  # not a Literal: _aligned compiles once per dtype
     has_w = sw.shape[0] > 0
     L = _aligned(Bk, K, X)
     Y = _aligned(Bk, D, X)
@@ -179,7 +179,7 @@ def _chunk_log_prob_lowrank(X, start, stop, means, pc, lconst, cut, logp, labels
     K, D = means.shape
     q = (pc.shape[1] - 1) // 2
     BT, _ = _factors(pc, D)
-    Bk = LOWRANK_BLOCK
+    Bk = np.int64(LOWRANK_BLOCK)  # not a Literal: _aligned compiles once per dtype
     L = _aligned(Bk, K, X)
     Y = _aligned(Bk, D, X)
     Z = np.empty((K, Bk, q), dtype=X.dtype)
