@@ -25,7 +25,7 @@ import sys
 
 import numpy as np
 
-from . import kernels
+from . import kernels, kmeans
 from ._validation import check_sample_weight, first_nonfinite_row
 from .sources import check_weights_block
 
@@ -57,7 +57,14 @@ def _client():
 
 
 # ------------------------------------------------------------------------- tasks ------------
-_PASSES = {"estep": kernels.estep_stats, "nearest": kernels.nearest_stats}
+def _hard_stats(X, w, kp, chunk_rows):
+    """Statistics of hard assignments to the centres in ``kp`` (k-means), as a local fit
+    computes them (``kmeans.hard_stats``, on BLAS)."""
+    acc = kernels.Accumulator.for_params(kp)
+    return kmeans.hard_stats(X, w, kp.means64, kp.kind, kp.g64, chunk_rows, acc).result()
+
+
+_PASSES = {"estep": kernels.estep_stats, "nearest": _hard_stats}
 
 
 def _check_block(X, w, offset):

@@ -269,7 +269,7 @@ def variances(dist, w):
 
 def hard_stats(X, w, centres, kind, g64, chunk_rows, acc):
     """Add the statistics of hard assignments to the nearest of ``centres`` (K, D) to ``acc``
-    (a ``kernels.Accumulator``), in the layout of ``kernels.nearest_stats`` for the covariance
+    (a ``kernels.Accumulator``), in the layout of the E-step statistics for the covariance
     ``kind`` (a ``kernels.KIND_CODES`` value): second moments centred on each centre (tied: on
     ``g64``), ll = minus the weighted inertia.  The rows are taken chunk by chunk in order."""
     K, D = centres.shape

@@ -131,11 +131,14 @@ def test_resp_stats_parity(problem, dtype, chunk, weighted):
 @pytest.mark.parametrize("chunk", CHUNKS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 def test_nearest_stats_parity(problem, dtype, chunk, weighted):
+    """k-means statistics (``fastmix.kmeans.hard_stats``, BLAS) against the NumPy reference."""
+    from fastmix.kmeans import hard_stats
     kind, X64, sw, weights, means, covs = problem
     X = X64.astype(dtype)
     sw = sw if weighted else None
     kp = kernels.nearest_params(means, X.dtype, kernels.KIND_CODES[kind])
-    out = kernels.nearest_stats(X, sw, kp, chunk)
+    out = hard_stats(X, sw, kp.means64, kp.kind, kp.g64, chunk,
+                     kernels.Accumulator.for_params(kp)).result()
     expected = ref.nearest_stats(X.astype(np.float64), sw, means, kind, kp.g64)
     # distances are float64 in the kernel too: only summation order differs
     _check_stats(out, expected, 1e-12, f"{kind}/{X.dtype}/chunk={chunk}")
@@ -308,8 +311,10 @@ def test_m_step_parity(problem, reg_covar):
 def test_m_step_from_nearest_stats(problem):
     """Initialisation path: stats_from_kernel on k-means statistics, then the M-step."""
     kind, X, sw, weights, means, covs = problem
+    from fastmix.kmeans import hard_stats
     kp = kernels.nearest_params(means, X.dtype, kernels.KIND_CODES[kind])
-    st = stats_from_kernel(kind, kernels.nearest_stats(X, sw, kp, 50), kp)
+    st = stats_from_kernel(kind, hard_stats(X, sw, kp.means64, kp.kind, kp.g64, 50,
+                                            kernels.Accumulator.for_params(kp)).result(), kp)
     new = m_step(st, 1e-6)
     d2 = ((X[:, None, :] - means[None]) ** 2).sum(axis=2)
     R = np.eye(K)[d2.argmin(axis=1)]

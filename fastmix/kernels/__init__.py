@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _threads, cpu_estep, cpu_expansion, cpu_lowrank
 from ._threads import run_ranges
-from .cpu_estep import DIAG, ESTEP, FULL, NEAREST, RESP, SPHERICAL, TIED
+from .cpu_estep import DIAG, ESTEP, FULL, RESP, SPHERICAL, TIED
 
 LOWRANK = 4
 KIND_CODES = {"full": FULL, "tied": TIED, "diag": DIAG, "spherical": SPHERICAL,
@@ -130,7 +130,8 @@ def _weights(sw):
 
 
 def nearest_params(centres, dtype, kind=SPHERICAL):
-    """KernelParams that carry only k-means centres (for NEAREST / RESP passes)."""
+    """KernelParams that carry only k-means centres (for RESP passes and the layout of
+    ``fastmix.kmeans.hard_stats``)."""
     centres = np.ascontiguousarray(centres, dtype=np.float64)
     K, D = centres.shape
     dt = np.dtype(dtype)
@@ -236,12 +237,6 @@ def resp_stats(X, sw, R, kp, chunk_rows, acc=None):
     return _pass(RESP, X, sw, R, kp, chunk_rows, acc)
 
 
-def nearest_stats(X, sw, kp, chunk_rows, acc=None):
-    """Hard assignment to the nearest of ``kp.means64``; ll is minus the (weighted) inertia."""
-    K = kp.means64.shape[0]
-    return _pass(NEAREST, X, sw, np.empty((0, K)), kp, chunk_rows, acc)
-
-
 GRID_EM, GRID_KDE, GRID_LOGP = cpu_expansion.EM, cpu_expansion.KDE, cpu_expansion.LOGP
 
 
@@ -338,5 +333,5 @@ def log_prob(X, kp, chunk_rows, want_resp=False):
 
 
 __all__ = ["Accumulator", "run_ranges", "num_threads", "thread_limit", "blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG",
-           "SPHERICAL", "LOWRANK", "n_factors", "estep_stats", "resp_stats", "nearest_stats", "log_prob", "nearest_params",
+           "SPHERICAL", "LOWRANK", "n_factors", "estep_stats", "resp_stats", "log_prob", "nearest_params",
            "s2_shape", "grid_stats", "grid_window", "grid_layout", "GridLayout", "GRID_EM", "GRID_KDE", "GRID_LOGP"]

@@ -42,7 +42,8 @@ from ._jit import kernel
 from ._math import EXP_MIN_ARG, exp_nonpos
 
 FULL, TIED, DIAG, SPHERICAL = 0, 1, 2, 3
-ESTEP, RESP, NEAREST = 0, 1, 2
+#: pass modes: fused E-step, statistics of given responsibilities (2 was the removed NEAREST)
+ESTEP, RESP = 0, 1
 
 
 # One small function per covariance kind and job: LLVM vectorises these simple loops, and did not
@@ -168,43 +169,18 @@ def _acc_diag(X, n, wn, resp, c, nk, s1, s2):
 
 
 @kernel(inline="always")
-def _nearest(x, n, means64T, dist):
-    """(index, squared distance) of the mean nearest to row x[n], in float64.  means64T is
-    (D, K); dist a (K,) float64 scratch."""
-    D, K = means64T.shape
-    for k in range(K):
-        dist[k] = 0.0
-    for d in range(D):
-        xd = np.float64(x[n, d])
-        for k in range(K):
-            t = xd - means64T[d, k]
-            dist[k] += t * t
-    best = np.inf
-    arg = 0
-    for k in range(K):
-        if dist[k] < best:
-            best = dist[k]
-            arg = k
-    return arg, best
-
-
-@kernel(inline="always")
-def _row_resp(mode, X, n, R, lrow, resp, means64T, cut):
+def _row_resp(mode, n, R, lrow, resp, cut):
     """Responsibilities of row n into ``resp`` for the pass's mode; returns the row's
-    contribution to ll (log p(x) for ESTEP, 0 for RESP, -||x - nearest||^2 for NEAREST)."""
+    contribution to ll (log p(x) for ESTEP, 0 for RESP: given responsibilities).  Hard
+    assignments to k-means centres are computed on BLAS (``fastmix.kmeans.hard_stats``): a
+    NEAREST mode here made every pass compile a third branch (~0.3 s of a first fit)."""
     K = resp.shape[0]
     if mode == ESTEP:
         logp, _ = _row_responsibilities(lrow, resp, cut)
         return logp
-    if mode == RESP:
-        for k in range(K):
-            resp[k] = R[n, k]
-        return 0.0
-    arg, dist = _nearest(X, n, means64T, resp)
     for k in range(K):
-        resp[k] = 0.0
-    resp[arg] = 1.0
-    return -dist
+        resp[k] = R[n, k]
+    return 0.0
 
 
 # One serial pass per covariance kind (and, for diag, per formulation).  A call fills the slots
@@ -224,7 +200,6 @@ def pass_diag_rows(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, c
     lrow = np.empty(means.shape[0], dtype=X.dtype)
     resp = np.zeros(means.shape[0])
     MT, PT = _transposed(means, pc)
-    means64T = np.ascontiguousarray(means64.T)
     has_w = sw.shape[0] > 0
     K = means64.shape[0]
     N = X.shape[0]
@@ -243,7 +218,7 @@ def pass_diag_rows(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, c
             wn = sw[n] if has_w else 1.0
             if mode == ESTEP:
                 _logdens_diag(X, n, MT, PT, lconst, lrow)
-            ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
+            ll += wn * _row_resp(mode, n, R, lrow, resp, cut)
             ws += wn
             if wn != 0.0:
                 _acc_diag(X, n, wn, resp, means64, nk, s1, s2)
@@ -285,7 +260,6 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
     float32, against the row-at-a-time loop ``_chunk_diag_rows``, which remains the path
     without a shared centre.
     """
-    means64T = np.ascontiguousarray(means64.T)
     K, D = means64.shape
     B = np.int64(DIAG_BLOCK)  # not a Literal: _aligned compiles once per dtype
     has_w = sw.shape[0] > 0
@@ -336,7 +310,7 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
                 wn = sw[n] if has_w else 1.0
                 for k in range(K):
                     lrow[k] = L[b, k] + cst[k]
-                ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
+                ll += wn * _row_resp(mode, n, R, lrow, resp, cut)
                 ws += wn
                 for k in range(K):
                     RB[b, k] = wn * resp[k]
@@ -386,7 +360,6 @@ def pass_full(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
       centred on mu_k, and ``s2[k] += (r * Y)^T Y`` by GEMM; rows with r = 0 cost nothing, so
       this is the cheaper one when components are well separated.
     """
-    means64T = np.ascontiguousarray(means64.T)
     K, D = means.shape
     B = np.int64(FULL_BLOCK)  # not a Literal: _aligned compiles once per dtype
     has_w = sw.shape[0] > 0
@@ -443,7 +416,7 @@ def pass_full(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
                 wn = sw[n] if has_w else 1.0
                 for k in range(K):
                     lrow[k] = L[b, k]
-                ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
+                ll += wn * _row_resp(mode, n, R, lrow, resp, cut)
                 ws += wn
                 for k in range(K):
                     RB[b, k] = wn * resp[k]
@@ -528,7 +501,6 @@ def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
     components (then ``||z - (mu_k - g) U||^2`` per component), and the shared second moment
     ``sum w (x - g)(x - g)^T`` another.  Replaces a row loop with triangular inner loops that
     did not vectorise (tied was 2.6x slower in float64 than in float32, measured)."""
-    means64T = np.ascontiguousarray(means64.T)
     K, D = means64.shape
     B = np.int64(TIED_BLOCK)  # not a Literal: _aligned compiles once per dtype
     has_w = sw.shape[0] > 0
@@ -570,7 +542,7 @@ def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
                             t = Z[b, j] - tmeans[k, j]
                             acc += t * t
                         lrow[k] = lconst[k] - half * acc
-                ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
+                ll += wn * _row_resp(mode, n, R, lrow, resp, cut)
                 ws += wn
                 for d in range(D):
                     u = np.float64(X[n, d]) - g64[d]

@@ -87,7 +87,6 @@ def pass_lowrank(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut
                  c0, j0, j1, nk_p, s1_p, s2_p, llws_p):
     K, D = means64.shape
     q = (pc.shape[1] - 1) // 2
-    means64T = np.ascontiguousarray(means64.T)
     BT, C = _factors(pc, D)
     Bk = np.int64(LOWRANK_BLOCK)  # not a Literal: _aligned compiles once per dtype
     has_w = sw.shape[0] > 0
@@ -123,7 +122,7 @@ def pass_lowrank(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut
                 wn = sw[n] if has_w else 1.0
                 for k in range(K):
                     lrow[k] = L[b, k]
-                ll += wn * _row_resp(mode, X, n, R, lrow, resp, means64T, cut)
+                ll += wn * _row_resp(mode, n, R, lrow, resp, cut)
                 ws += wn
                 for k in range(K):
                     RB[b, k] = wn * resp[k]
