@@ -216,14 +216,6 @@ def kmeans_runs(Xs, sws, K, rng, chunk_rows, max_iter=KMEANS_MAX_ITER, tol=None,
     return [(c, inertia) for c, inertia, _ in _km.lloyd_many(dist, w, seeds, max_iter, tol_abs)]
 
 
-def kmeans(Xs, sws, K, rng, chunk_rows, max_iter=KMEANS_MAX_ITER, tol=None,
-           n_seedings=KMEANS_SEEDINGS):
-    """The centres (K, D) float64 of the k-means run (of ``kmeans_runs``) with the lowest
-    inertia (plain k-means; the GMM initialisation chooses by likelihood instead)."""
-    runs = kmeans_runs(Xs, sws, K, rng, chunk_rows, max_iter, tol, n_seedings)
-    return min(runs, key=lambda r: r[1])[0]
-
-
 def _best_start(Xs, sws, runs, kind, reg_covar, chunk_rows):
     """The centres of the run whose mixture (hard-assignment M-step on the sample) has the
     highest log-likelihood on the sample (module docstring: "Choosing the k-means run")."""
