@@ -348,3 +348,32 @@ def test_run_em_float32_close_to_float64(problem):
     assert_close(r32.lower_bounds, r64.lower_bounds, 1e-4)
     assert_close(r32.params.means, r64.params.means, 1e-3)
     assert_close(r32.params.cov.covariances, r64.params.cov.covariances, 1e-3)
+
+
+# ------------------------------------------------- full kind: grouped log-density GEMMs -----
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-centre", "per-component"])
+@pytest.mark.parametrize("K,D", [(40, 16), (5, 100), (3, 7)])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_full_grouped_log_densities(dtype, K, D, shared):
+    """The full kind evaluates its log-densities as one GEMM per group of components sharing a
+    centre (kernels._full_layout): (40, 16) makes groups of 14, 14 and 12 components, (5, 100)
+    groups of 2, 2 and 1, (3, 7) one group; without a shared centre every component is its own
+    group.  N = 300 rows = two full blocks of 128 and a partial one."""
+    rng = np.random.default_rng(K * D)
+    spread = 3.0 if shared else (30.0 if dtype == np.float32 else 1000.0)
+    w, mu, cov = ref.random_model(rng, "full", K, D, spread=spread)
+    X64 = ref.sample_model(rng, w, mu, cov, "full", 300)
+    X = X64.astype(dtype)
+    means = mu + 0.3 * rng.normal(size=mu.shape)
+    covs = ref.random_covariances(rng, "full", K, D, scale=1.5)
+    kp = gmm_params(w, means, covs, "full").kernel_params(X.dtype)
+    assert (kp.g64.shape[0] == D) == shared, "the test does not reach the path it names"
+    sw = rng.uniform(0.0, 2.0, size=X.shape[0])
+    Xr = X.astype(np.float64)
+    rtol = RTOL[X.dtype]
+    _check_stats(kernels.estep_stats(X, sw, kp, 128), ref.estep_stats(Xr, sw, w, means, covs, "full"),
+                 rtol, f"full K={K} D={D} {X.dtype}")
+    logp, labels, resp = kernels.log_prob(X, kp, 128, want_resp=True)
+    elogp, eresp = ref.log_prob_resp(Xr, w, means, covs, "full")
+    assert_close(logp, elogp, rtol, "log p(x)")
+    np.testing.assert_allclose(resp, eresp, rtol=0, atol=1e-10 if dtype == np.float64 else 1e-3)

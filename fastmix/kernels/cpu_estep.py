@@ -337,6 +337,47 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
 FULL_BLOCK = 128
 #: Below this many active rows a component's block second moment is a plain loop, above it GEMM.
 FULL_GEMM_MIN_ROWS = 8
+#: Width (G * D columns) of one log-density GEMM of the full kind: G components share one
+#: product when they share a centre (``kernels._full_layout``).
+FULL_GROUP_COLS = 256
+
+
+@kernel()
+def _full_logdens_block(X, b0, nb, UT, C, T, lconst, Yf, Zf, acc, L):
+    """Weighted log-densities ``L[b, k]`` of rows ``b0 .. b0 + nb`` of the full kind.
+
+    ``z_k = (x - c) U_k - t_k``: the K components form groups of G = ceil(K / n_groups) that
+    share a centre c (``C[j]``, j = k // G) and one GEMM ``Z^T = [U_k ...]^T (X_b - c)^T``;
+    ``t_k = (mu_k - c) U_k`` (``T``).  Group j's transposed factors are
+    ``UT[j, (i*D + e)*D + a] = U_{jG+i}[a, e]``.  Layout built by ``kernels._full_layout``.
+    The sums of squares of ``z - t_k`` accumulate over the features in order, element-wise
+    over the rows (vectorised).  ``Yf``, ``Zf``: aligned scratch of FULL_BLOCK * D and
+    FULL_BLOCK * G * D entries; ``acc`` (FULL_BLOCK,), all in X's dtype."""
+    K, D = T.shape
+    half = X.dtype.type(0.5)
+    ng = C.shape[0]
+    G = (K + ng - 1) // ng
+    Y = Yf[:nb * D].reshape((nb, D))
+    for j in range(ng):
+        k0 = j * G
+        m = min(G, K - k0)
+        for b in range(nb):
+            for d in range(D):
+                Y[b, d] = X[b0 + b, d] - C[j, d]
+        ZT = Zf[:m * D * nb].reshape((m * D, nb))
+        np.dot(UT[j, :m * D * D].reshape((m * D, D)), Y.T, ZT)
+        for i in range(m):
+            k = k0 + i
+            for b in range(nb):
+                acc[b] = 0
+            for e in range(D):
+                t = T[k, e]
+                r = i * D + e
+                for b in range(nb):
+                    v = ZT[r, b] - t
+                    acc[b] += v * v
+            for b in range(nb):
+                L[b, k] = lconst[k] - half * acc[b]
 
 
 @kernel()
@@ -344,9 +385,11 @@ def pass_full(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
               c0, j0, j1, nk_p, s1_p, s2_p, llws_p):
     """Full covariances, a block of rows at a time with BLAS.
 
-    Log-densities: ``Z = (X_b - mu_k) @ U_k`` per component (GEMM), then row sums of squares.
-    Measured at D = K = 16 (one thread): the row-at-a-time loop took 710 ns per row for the
-    log-densities alone, the BLAS block 290 ns.
+    Log-densities: ``Z = (X_b - c) @ [U_k ...]`` per group of components (GEMM, see
+    ``_full_logdens_block``; ``pc``, ``g``, ``tmeans`` in the layout of ``kernels._full_layout``),
+    then sums of squares.  Measured at D = K = 16 (one thread): the
+    row-at-a-time loop took 710 ns per row for the log-densities alone, one GEMM per component
+    290 ns.
 
     Second moments, two ways:
 
@@ -364,15 +407,17 @@ def pass_full(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
     B = np.int64(FULL_BLOCK)  # not a Literal: _aligned compiles once per dtype
     has_w = sw.shape[0] > 0
     L = _aligned(B, K, X)
-    Y = _aligned(B, D, X)
-    Z = _aligned(B, D, X)
+    UT, C, T = pc, g, tmeans  # see _full_logdens_block and kernels._full_layout
+    G = (K + C.shape[0] - 1) // C.shape[0]
+    Yf = _aligned(1, B * D, X)[0]
+    Zf = _aligned(1, B * G * D, X)[0]
+    accb = np.empty(B, dtype=X.dtype)
     RB = _aligned(B, K, means64)
     Yk = _aligned(B, D, means64)
     Wk = _aligned(B, D, means64)
     S = _aligned(D, D, means64)
     lrow = np.empty(K, dtype=X.dtype)
     resp = np.zeros(K)
-    half = X.dtype.type(0.5)
     shared = g64.shape[0] == D
     nsh = B if shared else 0
     U = _aligned(nsh, D, means64)
@@ -401,16 +446,7 @@ def pass_full(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
         for b0 in range(start, stop, B):
             nb = min(B, stop - b0)
             if mode == ESTEP:
-                for k in range(K):
-                    for b in range(nb):
-                        for d in range(D):
-                            Y[b, d] = X[b0 + b, d] - means[k, d]
-                    np.dot(Y[:nb], pc[k], Z[:nb])
-                    for b in range(nb):
-                        acc = X.dtype.type(0)
-                        for d in range(D):
-                            acc += Z[b, d] * Z[b, d]
-                        L[b, k] = lconst[k] - half * acc
+                _full_logdens_block(X, b0, nb, UT, C, T, lconst, Yf, Zf, accb, L)
             for b in range(nb):
                 n = b0 + b
                 wn = sw[n] if has_w else 1.0
@@ -594,23 +630,33 @@ def log_prob_diag(X, means, pc, lconst, tmeans, g, cut, chunk_rows, c_lo, c_hi, 
 def log_prob_full(X, means, pc, lconst, tmeans, g, cut, chunk_rows, c_lo, c_hi, logp, labels,
                   resp):
     """Per-row log p(x), hard labels (argmax of the weighted log-density) and, when ``resp`` has
-    N rows, responsibilities (float64), for the rows of chunks ``[c_lo, c_hi)`` (full).
-    Outputs are written in place; rows are independent.  One function per kind, so scoring
-    compiles only the kind it scores."""
+    N rows, responsibilities (float64), for the rows of chunks ``[c_lo, c_hi)`` (full; the
+    log-densities a block of rows at a time, exactly as in ``pass_full``: ``pc``, ``g`` and
+    ``tmeans`` in the layout of ``kernels._full_layout``).  Outputs are written in place; rows are independent.  One function per kind, so
+    scoring compiles only the kind it scores."""
     N, D = X.shape
     K = means.shape[0]
     want_resp = resp.shape[0] == N
-    lrow = np.empty(K, dtype=X.dtype)
+    B = np.int64(FULL_BLOCK)
+    UT, C, T = pc, g, tmeans
+    G = (K + C.shape[0] - 1) // C.shape[0]
+    Yf = _aligned(1, B * D, X)[0]
+    Zf = _aligned(1, B * G * D, X)[0]
+    accb = np.empty(B, dtype=X.dtype)
+    L = _aligned(B, K, X)
     r = np.empty(K, dtype=np.float64)
-    z = np.empty(D, dtype=X.dtype)
-    for n in range(c_lo * chunk_rows, min(N, c_hi * chunk_rows)):
-        _logdens_full(X, n, means, pc, lconst, z, lrow)
-        lp, am = _row_responsibilities(lrow, r, cut)
-        logp[n] = lp
-        labels[n] = am
-        if want_resp:
-            for k in range(K):
-                resp[n, k] = r[k]
+    stop = min(N, c_hi * chunk_rows)
+    for b0 in range(c_lo * chunk_rows, stop, B):
+        nb = min(B, stop - b0)
+        _full_logdens_block(X, b0, nb, UT, C, T, lconst, Yf, Zf, accb, L)
+        for b in range(nb):
+            n = b0 + b
+            lp, am = _row_responsibilities(L[b], r, cut)
+            logp[n] = lp
+            labels[n] = am
+            if want_resp:
+                for k in range(K):
+                    resp[n, k] = r[k]
 
 
 @kernel()
