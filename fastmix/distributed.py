@@ -27,7 +27,7 @@ import numpy as np
 
 from . import kernels, kmeans
 from ._validation import check_sample_weight, first_nonfinite_row
-from .sources import check_weights_block
+from .sources import Source, Stream, check_weights_block
 
 #: Seconds a distributed pass (or a scatter) may take before fastmix gives up.
 DASK_TIMEOUT = float(os.environ.get("FASTMIX_DASK_TIMEOUT", "600"))
@@ -148,6 +148,19 @@ def _tree_sum(parts):
     return delayed(_sum_list, pure=True)([parts[0]])
 
 
+def _block_marginal_stats(block, wblock, kp, A, T, chunk_rows, offset, validate):
+    """Full-covariance statistics of the block's transformed, sliced rows ``(X A^T)[:, T]``
+    (``A`` None: ``X[:, T]``): BigLearn-EM's local step, as ``biglearn.marginal_stats``
+    computes it for a host block."""
+    X, w = _prepare(block, wblock, kp.means.dtype, offset, validate)
+    Y = X if A is None else X @ A.T.astype(X.dtype)
+    Y = np.ascontiguousarray(Y[:, T]) if len(T) < X.shape[1] else np.ascontiguousarray(Y)
+    with kernels.thread_limit(1):
+        acc = kernels.Accumulator(kernels.FULL, kp.means64.shape[0], len(T))
+        kernels.estep_stats(Y, w, kp, chunk_rows, acc)
+        return acc.result()
+
+
 def _block_log_prob(block, kp, chunk_rows, what):
     X = np.ascontiguousarray(block, dtype=kp.means.dtype)
     bad = first_nonfinite_row(X)
@@ -156,6 +169,11 @@ def _block_log_prob(block, kp, chunk_rows, what):
     with kernels.thread_limit(1):
         logp, labels, resp = kernels.log_prob(X, kp, chunk_rows, what == "proba")
     return {"logp": logp, "labels": labels, "proba": resp}[what]
+
+
+def _marginal_task(block, wblock, shared, chunk_rows, offset, validate):
+    kp, A, T = shared
+    return _block_marginal_stats(block, wblock, kp, A, T, chunk_rows, offset, validate)
 
 
 # ------------------------------------------------------------------------- data -------------
@@ -210,6 +228,7 @@ class DaskData:
                 self.weights = da.from_array(sw, chunks=(X.chunks[0],))
         self.validated = False
         self.client = _client()
+        self._stream = None
 
     @property
     def weighted(self):
@@ -316,6 +335,30 @@ class DaskData:
                  for (x, w, off), s in zip(blocks, seeds)]
         return self._finish_pass(self._reduce_parts(parts), validate)
 
+    def marginal_stats(self, kp, A, T):
+        """BigLearn-EM's statistics (nk, s1, s2, ll, ws) of the rows ``(X A^T)[:, T]``, one
+        task per block (the signature of ``biglearn.marginal_stats`` with the data bound)."""
+        from dask import delayed
+        validate = not self.validated
+        shared = self._shared((kp, A, np.asarray(T)))
+        task = delayed(_marginal_task, pure=False)
+        parts = [task(x, w, shared, self.chunk_rows, off, validate)
+                 for x, w, off in self._blocks()]
+        return self._finish_pass(self._reduce_parts(parts), validate)
+
+    def blocks(self, validate=None):
+        """The rows in order, as a host ``sources.Stream`` reads them: (start, X block, w block
+        or None) in blocks of whole kernel chunks (the dask blocks are computed one after the
+        other, the next while the current one is used, and re-cut into the block size a local
+        Stream uses, so a sequential consumer such as SGD sees the blocks it sees on a file of
+        the same rows).  Memory on the client: about two blocks."""
+        if self._stream is None:
+            self._stream = Stream(_DaskBlocks(self), self.chunk_rows)
+        self._stream.validated = self._stream.validated or self.validated
+        for item in self._stream.blocks(validate):
+            yield item
+        self.validated = self.validated or self._stream.validated
+
     def gather(self, idx):
         """Rows ``idx`` (sorted int64) and their weights, computed on the cluster."""
         X = np.ascontiguousarray(self._compute(self.X[idx]), dtype=self.dtype)
@@ -355,3 +398,24 @@ class DaskData:
                                      chunks=(self.X.chunks[0], (K,)), dtype=np.float64)
         return self.X.map_blocks(_block_log_prob, kp, self.chunk_rows, what, drop_axis=1,
                                  dtype=np.int64 if what == "labels" else np.float64)
+
+
+
+class _DaskBlocks(Source):
+    """A ``DaskData``'s row blocks computed one by one, in order (a sequential source)."""
+
+    def __init__(self, data):
+        self.data = data
+        self.name = data.name
+        self.n_rows, self.n_features = data.n_rows, data.n_features
+        self.dtype = data.dtype
+        self.has_weights = data.weights is not None
+
+    def pieces(self):
+        d = self.data
+        for i in range(d.X.numblocks[0]):
+            X = np.asarray(d._compute(d.X.blocks[i]))
+            if d.weights is None:
+                yield X
+            else:
+                yield X, np.asarray(d._compute(d.weights.blocks[i]))

@@ -1078,9 +1078,10 @@ class GMMExpansion(DensityMixin, BaseEstimator):
         return DEFAULT_CHUNK_ROWS if self.chunk_size is None else int(self.chunk_size)
 
     def _stream(self, X, sample_weight=None, *, fitting):
-        if distributed.is_dask_array(X):
-            raise ValueError("GMMExpansion does not take dask arrays yet; pass an array, a file "
-                             "path or another chunked source")
+        if distributed.is_dask_array(X) and not fitting:  # fit streams the blocks in order
+            raise ValueError("GMMExpansion scores dask arrays block by block: use "
+                             "X.map_blocks(model.score_samples, drop_axis=1, dtype=float) (or "
+                             "predict likewise)")
         return GaussianMixture._stream(self, X, sample_weight, fitting=fitting)
 
     _fitted_attr = "weights_"
@@ -1392,6 +1393,9 @@ class BigLearnGaussianMixture(GaussianMixture):
         try:
             self._check_rows(data.n_rows)
             dd, stats = None, biglearn.marginal_stats
+            if getattr(data, "is_dask", False):  # one task per block, statistics reduced
+                def stats(data, kp, A, T):
+                    return data.marginal_stats(kp, A, T)
             if gpu is not None:
                 dd, stats = self._device_marginals(gpu, data)
             rng = check_random_state(self.random_state)
