@@ -1724,6 +1724,10 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
             rng = check_random_state(self.random_state)
             epochs = float(self.n_epochs)
             N = data.n_rows
+            if N is None and not getattr(data.source, "_one_shot", False):
+                # CSV, callables: one counting (and checking) pass first, so that the schedule
+                # and a fractional last epoch are those of the same rows in memory
+                N = sum(Xb.shape[0] for _, Xb, _ in data.blocks())
             planned = None if N is None else epochs * N / int(self.batch_size)
             self._state = None
             done = 0.0
