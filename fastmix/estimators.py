@@ -1568,6 +1568,7 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
     _check_fitted = GaussianMixture._check_fitted
     __sklearn_is_fitted__ = GaussianMixture.__sklearn_is_fitted__
     _validate_predict_X = GaussianMixture._validate_predict_X
+    _device_stream = GaussianMixture._device_stream  # device="cpu": refuses GPU arrays
 
     @property
     def _chunk_rows(self):
