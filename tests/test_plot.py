@@ -278,3 +278,17 @@ def test_cli_plot_options_and_errors(tmp_path, capsys):
     assert cli_main(["plot", m, x, "-o", str(tmp_path / "nodir" / "c.png")]) == 1
     assert "cannot write" in capsys.readouterr().err
     assert not (tmp_path / "nodir").exists()
+
+
+def test_cli_plot_csv_is_sampled_in_one_pass(tmp_path, capsys):
+    """A CSV (no row count, sequential): rows are kept with probability n / N in one pass."""
+    pytest.importorskip("pyarrow.csv")
+    model, X = fitted("gm-full", 2)
+    model.save(tmp_path / "m.npz")
+    np.savetxt(tmp_path / "x.csv", X, delimiter=",", header="a,b", comments="")
+    assert cli_main(["plot", str(tmp_path / "m.npz"), str(tmp_path / "x.csv"), "-o",
+                     str(tmp_path / "f.png"), "--max-points", "100"]) == 0
+    err = capsys.readouterr().err
+    n = int(err.split(" with ")[1].split()[0])
+    assert 100 >= n and n < len(X)
+    assert _colours(tmp_path / "f.png") > 10
