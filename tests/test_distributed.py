@@ -259,3 +259,17 @@ def test_from_file_defaults_and_errors(tmp_path):
     np.save(paths["npy"], X[:10])  # the file changed after the array was made
     with pytest.raises(ValueError, match="changed since"):
         arr.compute()
+
+
+def test_biglearn_and_sgd_on_the_cluster(client, data):
+    """BigLearn's marginal steps as cluster tasks, SGD's blocks computed on the cluster and
+    streamed in order: the in-memory models (BigLearn to rounding, SGD bit for bit)."""
+    X = data[:12000]
+    dX = da.from_array(X, chunks=(2500, 4))
+    bl = lambda: fastmix.BigLearnGaussianMixture(5, n_outer=3, n_local_steps=2,  # noqa: E731
+                                                 init_params="kmeans", random_state=0)
+    assert_close(bl().fit(dX).means_, bl().fit(X).means_, 1e-10)
+    Xu = (X - X.min(0)) / (X.max(0) - X.min(0))
+    sgd = lambda: fastmix.SGDGaussianMixture(4, n_epochs=1, random_state=0)  # noqa: E731
+    np.testing.assert_array_equal(sgd().fit(da.from_array(Xu, chunks=(2500, 4))).means_,
+                                  sgd().fit(Xu).means_)
