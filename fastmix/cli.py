@@ -239,6 +239,69 @@ def cmd_info(args):
     return 0
 
 
+def _sample_rows(source, n, seed=0):
+    """At most ``n`` rows of a source (n_rows, D): a seeded uniform sample of the rows when the
+    source can be read at random, else rows kept with probability n / N in one pass (all rows,
+    then a sample of them, when N is unknown)."""
+    from .sources import Stream
+    rng = np.random.default_rng(seed)
+    N = source.n_rows
+    if N is not None and N <= n:
+        rows = np.arange(N)
+    elif N is not None and source.random_access:
+        rows = np.sort(rng.choice(N, n, replace=False))
+    else:
+        rows = None
+    if rows is not None and source.random_access:
+        return source.take(rows)
+    keep = []
+    for _, X, _ in Stream(source, 4096).blocks():
+        keep.append(X.copy() if N is None or N <= n else X[rng.random(X.shape[0]) < n / N])
+    X = np.concatenate(keep) if keep else np.empty((0, source.n_features))
+    if X.shape[0] > n:
+        X = X[np.sort(rng.choice(X.shape[0], n, replace=False))]
+    return X
+
+
+def cmd_plot(args):
+    import os
+
+    from . import plot
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if os.path.isdir(args.output) or not os.path.isdir(out_dir):
+        raise ValueError(f"cannot write {args.output}: "
+                         + ("it is a directory" if os.path.isdir(args.output)
+                            else f"no directory {os.path.dirname(args.output) or '.'}"))
+    model = _load(args.model)
+    D = int(model.n_features_in_)
+    feats = None if not args.features else [int(v) for v in args.features.split(",")]
+    view = args.view
+    if view == "auto":
+        view = "density" if D == 1 else ("2d" if D == 2 or (feats and len(feats) == 2)
+                                         else "corner")
+    X = None
+    if args.data is not None and view != "lower-bounds":
+        if args.max_points < 1:
+            raise ValueError(f"--max-points must be >= 1, got {args.max_points}")
+        with _open_data(args) as source:
+            if source.n_features != D:
+                raise ValueError(f"{args.data} has {source.n_features} features but the model "
+                                 f"has {D}")
+            X = _sample_rows(source, args.max_points)
+    if view == "lower-bounds":
+        plot.plot_lower_bounds(model, path=args.output)
+    elif view == "density":
+        plot.plot_density_1d(model, X, path=args.output, feature=feats[0] if feats else 0)
+    elif view == "2d":
+        plot.plot_2d(model, X, path=args.output, features=feats or (0, 1))
+    else:
+        plot.plot_corner(model, X, path=args.output, features=feats)
+    if not args.quiet:
+        rows = "" if X is None else f" with {X.shape[0]} data rows"
+        print(f"wrote the {view} plot{rows} to {args.output}", file=sys.stderr)
+    return 0
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="fastmix", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -303,6 +366,24 @@ def _parser():
     i.add_argument("model")
     _common(i)
     i.set_defaults(func=cmd_info)
+
+    g = sub.add_parser("plot", help="draw a model (and a sample of a data file) as a PNG "
+                                    "(needs matplotlib: pip install 'fastmix[plot]')")
+    g.add_argument("model")
+    g.add_argument("data", nargs="?", default=None,
+                   help="data file (.npy, file.h5:/dataset, .zarr, .parquet, .csv), optional")
+    g.add_argument("-o", "--output", required=True, help="PNG file to write")
+    g.add_argument("--view", default="auto",
+                   choices=["auto", "2d", "density", "corner", "lower-bounds"],
+                   help="auto (default): density for 1 feature, 2d for 2, corner for more")
+    g.add_argument("--features", default=None,
+                   help="comma-separated feature indices (2 for 2d, 1 for density; corner: "
+                        "default the first 6)")
+    g.add_argument("--columns", help="comma-separated feature columns (Parquet/CSV)")
+    g.add_argument("--max-points", type=int, default=5000,
+                   help="data rows drawn (a seeded uniform sample; default 5000)")
+    _common(g)
+    g.set_defaults(func=cmd_plot)
 
     sub.add_parser("demo", help="fit generated data and compare with the truth "
                                 "(fastmix demo --help)", add_help=False)

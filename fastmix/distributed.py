@@ -16,18 +16,24 @@ pass: identical to the local initialisation.  ``init_params="random"`` draws eac
 responsibilities on its worker from a seed drawn on the client (reproducible, but not the local
 draw); ``"random_from_data"`` with sample weights rejects zero-weight draws.
 
+Files: ``from_file(path)`` makes a dask array whose tasks read their own rows of a .npy, HDF5,
+Zarr or Parquet file (the graph holds paths and row ranges, not data).  Sequential consumers
+(SGD, ``GMMExpansion.fit``) read the blocks in order on the client (``DaskData.blocks``);
+BigLearn-EM's marginal steps are tasks per block like the E-step (``DaskData.marginal_stats``).
+
 Within a task the kernels run on one thread: parallelism comes from Dask (one task per worker
 thread).  Passes are bounded in time: ``DASK_TIMEOUT`` seconds (``FASTMIX_DASK_TIMEOUT``,
 default 600) per pass, after which a ``TimeoutError`` says the cluster did not answer.
 """
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from . import kernels, kmeans
 from ._validation import check_sample_weight, first_nonfinite_row
-from .sources import check_weights_block
+from .sources import Source, Stream, check_weights_block
 
 #: Seconds a distributed pass (or a scatter) may take before fastmix gives up.
 DASK_TIMEOUT = float(os.environ.get("FASTMIX_DASK_TIMEOUT", "600"))
@@ -148,6 +154,19 @@ def _tree_sum(parts):
     return delayed(_sum_list, pure=True)([parts[0]])
 
 
+def _block_marginal_stats(block, wblock, kp, A, T, chunk_rows, offset, validate):
+    """Full-covariance statistics of the block's transformed, sliced rows ``(X A^T)[:, T]``
+    (``A`` None: ``X[:, T]``): BigLearn-EM's local step, as ``biglearn.marginal_stats``
+    computes it for a host block."""
+    X, w = _prepare(block, wblock, kp.means.dtype, offset, validate)
+    Y = X if A is None else X @ A.T.astype(X.dtype)
+    Y = np.ascontiguousarray(Y[:, T]) if len(T) < X.shape[1] else np.ascontiguousarray(Y)
+    with kernels.thread_limit(1):
+        acc = kernels.Accumulator(kernels.FULL, kp.means64.shape[0], len(T))
+        kernels.estep_stats(Y, w, kp, chunk_rows, acc)
+        return acc.result()
+
+
 def _block_log_prob(block, kp, chunk_rows, what):
     X = np.ascontiguousarray(block, dtype=kp.means.dtype)
     bad = first_nonfinite_row(X)
@@ -156,6 +175,11 @@ def _block_log_prob(block, kp, chunk_rows, what):
     with kernels.thread_limit(1):
         logp, labels, resp = kernels.log_prob(X, kp, chunk_rows, what == "proba")
     return {"logp": logp, "labels": labels, "proba": resp}[what]
+
+
+def _marginal_task(block, wblock, shared, chunk_rows, offset, validate):
+    kp, A, T = shared
+    return _block_marginal_stats(block, wblock, kp, A, T, chunk_rows, offset, validate)
 
 
 # ------------------------------------------------------------------------- data -------------
@@ -210,6 +234,7 @@ class DaskData:
                 self.weights = da.from_array(sw, chunks=(X.chunks[0],))
         self.validated = False
         self.client = _client()
+        self._stream = None
 
     @property
     def weighted(self):
@@ -316,6 +341,30 @@ class DaskData:
                  for (x, w, off), s in zip(blocks, seeds)]
         return self._finish_pass(self._reduce_parts(parts), validate)
 
+    def marginal_stats(self, kp, A, T):
+        """BigLearn-EM's statistics (nk, s1, s2, ll, ws) of the rows ``(X A^T)[:, T]``, one
+        task per block (the signature of ``biglearn.marginal_stats`` with the data bound)."""
+        from dask import delayed
+        validate = not self.validated
+        shared = self._shared((kp, A, np.asarray(T)))
+        task = delayed(_marginal_task, pure=False)
+        parts = [task(x, w, shared, self.chunk_rows, off, validate)
+                 for x, w, off in self._blocks()]
+        return self._finish_pass(self._reduce_parts(parts), validate)
+
+    def blocks(self, validate=None):
+        """The rows in order, as a host ``sources.Stream`` reads them: (start, X block, w block
+        or None) in blocks of whole kernel chunks (the dask blocks are computed one after the
+        other, the next while the current one is used, and re-cut into the block size a local
+        Stream uses, so a sequential consumer such as SGD sees the blocks it sees on a file of
+        the same rows).  Memory on the client: about two blocks."""
+        if self._stream is None:
+            self._stream = Stream(_DaskBlocks(self), self.chunk_rows)
+        self._stream.validated = self._stream.validated or self.validated
+        for item in self._stream.blocks(validate):
+            yield item
+        self.validated = self.validated or self._stream.validated
+
     def gather(self, idx):
         """Rows ``idx`` (sorted int64) and their weights, computed on the cluster."""
         X = np.ascontiguousarray(self._compute(self.X[idx]), dtype=self.dtype)
@@ -355,3 +404,136 @@ class DaskData:
                                      chunks=(self.X.chunks[0], (K,)), dtype=np.float64)
         return self.X.map_blocks(_block_log_prob, kp, self.chunk_rows, what, drop_axis=1,
                                  dtype=np.int64 if what == "labels" else np.float64)
+
+
+
+class _DaskBlocks(Source):
+    """A ``DaskData``'s row blocks computed one by one, in order (a sequential source)."""
+
+    def __init__(self, data):
+        self.data = data
+        self.name = data.name
+        self.n_rows, self.n_features = data.n_rows, data.n_features
+        self.dtype = data.dtype
+        self.has_weights = data.weights is not None
+
+    def pieces(self):
+        d = self.data
+        for i in range(d.X.numblocks[0]):
+            X = np.asarray(d._compute(d.X.blocks[i]))
+            if d.weights is None:
+                yield X
+            else:
+                yield X, np.asarray(d._compute(d.weights.blocks[i]))
+
+
+# ------------------------------------------------------------------------- files ------------
+#: Default bytes per block of ``from_file`` (rows rounded to whole Zarr chunks / row groups).
+FILE_BLOCK_BYTES = 64 * 2**20
+
+
+def _read_file_block(path, start, stop, n_rows, kwargs):
+    """Rows start..stop-1 of a .npy / HDF5 / Zarr file, read where the task runs."""
+    from .sources import open_path
+    with open_path(path, **kwargs) as src:
+        if src.n_rows != n_rows:
+            raise ValueError(f"{path} changed since the dask array was made: {src.n_rows} rows "
+                             f"instead of {n_rows}")
+        out = np.empty((stop - start, src.n_features), src.dtype)
+        src.read_rows(start, stop, out)
+    return out
+
+
+def _read_parquet_groups(path, groups, kwargs):
+    """The rows of row groups ``groups`` of a Parquet file, read where the task runs."""
+    from .sources import _batch_to_numpy, open_path
+    with open_path(path, **kwargs) as src:
+        parts = [_batch_to_numpy(b, src.columns, None, src.dtype, src.name)
+                 for b in src._pf.iter_batches(row_groups=list(groups), columns=src.columns,
+                                               batch_size=src.batch_rows)]
+        if not parts:
+            return np.empty((0, src.n_features), src.dtype)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def from_file(path, chunk_rows=None, **source_kwargs):
+    """A ``dask.array.Array`` (N, D) of a file's rows whose blocks are read by the tasks that use
+    them: each task holds only the path and its row range, so the graph stays a few kB whatever
+    the file size (``da.from_array(np.load(path, mmap_mode="r"))`` puts the whole array into
+    the graph).  The workers must see the file under the same path (a shared file system);
+    relative paths are made absolute.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``x.npy``, ``x.h5:/group/dataset``, ``x.zarr`` (or ``x.zarr:/member``) or ``x.parquet``,
+        read by the readers of ``fastmix.sources``.
+    chunk_rows : int, optional
+        Rows per dask block.  Default: about 64 MiB of rows, rounded to whole Zarr chunks
+        (Zarr) or whole row groups (Parquet, whose blocks are always whole row groups: a
+        block gathers row groups until it has at least ``chunk_rows`` rows).
+    **source_kwargs
+        ``columns=[...]`` for Parquet (the feature columns; default all).
+
+    Returns
+    -------
+    dask.array.Array of shape (N, D), dtype float32 for float32 data, else float64 (the dtype
+    fastmix computes in), one block per row range, all features in each block.
+
+    Raises
+    ------
+    FileNotFoundError for a missing file; ValueError for CSV (no row index: a task could not
+    read its rows without reading the file from the start; convert it to Parquet or .npy),
+    a weight column (read weights as their own array: ``from_file(p, columns=["w"])[:, 0]``),
+    an unreadable file or a bad ``chunk_rows``.
+    """
+    import dask.array as da
+    from dask import delayed
+
+    from .sources import ParquetSource, ZarrSource, open_path, split_key
+    if "weight_column" in source_kwargs:
+        raise ValueError("from_file reads features only; read sample weights as their own "
+                         "array, e.g. from_file(path, columns=['w'])[:, 0]")
+    if chunk_rows is not None and (isinstance(chunk_rows, bool) or
+                                   not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1):
+        raise ValueError(f"chunk_rows must be a positive integer or None, got {chunk_rows!r}")
+    file, key = split_key(os.fspath(path))
+    if Path(file).suffix.lower() in (".csv", ".tsv", ".txt"):
+        raise ValueError(f"{path}: from_file does not read CSV files (no row index: every block "
+                         "would read the file from its start); convert it to Parquet or .npy, "
+                         "or fit the CSV path directly")
+    file = os.path.abspath(file)
+    path = file if key is None else f"{file}:{key}"
+    sizes = None  # Parquet: rows per row group
+    with open_path(path, **source_kwargs) as src:
+        N, D, dtype = src.n_rows, src.n_features, src.dtype
+        default = max(1, FILE_BLOCK_BYTES // (dtype.itemsize * D))
+        if isinstance(src, ParquetSource):
+            md = src._pf.metadata
+            sizes = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+        elif isinstance(src, ZarrSource) and chunk_rows is None:
+            z = src.z.chunks[0]
+            default = max(1, default // z) * z
+    target = default if chunk_rows is None else int(chunk_rows)
+    blocks = []
+    if sizes is not None:
+        read = delayed(_read_parquet_groups, pure=True)
+        group, rows = [], 0
+        for i, n in enumerate(sizes + [None]):
+            if n is None or (group and rows >= target):
+                if rows:
+                    blocks.append(da.from_delayed(read(path, tuple(group), source_kwargs),
+                                                  shape=(rows, D), dtype=dtype))
+                group, rows = [], 0
+            if n is not None:
+                group.append(i)
+                rows += n
+    else:
+        read = delayed(_read_file_block, pure=True)
+        for start in range(0, N, target):
+            stop = min(N, start + target)
+            blocks.append(da.from_delayed(read(path, start, stop, N, source_kwargs),
+                                          shape=(stop - start, D), dtype=dtype))
+    if not blocks:
+        raise ValueError(f"{path}: the file has no rows")
+    return blocks[0] if len(blocks) == 1 else da.concatenate(blocks, axis=0)

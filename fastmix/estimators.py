@@ -1078,9 +1078,10 @@ class GMMExpansion(DensityMixin, BaseEstimator):
         return DEFAULT_CHUNK_ROWS if self.chunk_size is None else int(self.chunk_size)
 
     def _stream(self, X, sample_weight=None, *, fitting):
-        if distributed.is_dask_array(X):
-            raise ValueError("GMMExpansion does not take dask arrays yet; pass an array, a file "
-                             "path or another chunked source")
+        if distributed.is_dask_array(X) and not fitting:  # fit streams the blocks in order
+            raise ValueError("GMMExpansion scores dask arrays block by block: use "
+                             "X.map_blocks(model.score_samples, drop_axis=1, dtype=float) (or "
+                             "predict likewise)")
         return GaussianMixture._stream(self, X, sample_weight, fitting=fitting)
 
     _fitted_attr = "weights_"
@@ -1392,6 +1393,9 @@ class BigLearnGaussianMixture(GaussianMixture):
         try:
             self._check_rows(data.n_rows)
             dd, stats = None, biglearn.marginal_stats
+            if getattr(data, "is_dask", False):  # one task per block, statistics reduced
+                def stats(data, kp, A, T):
+                    return data.marginal_stats(kp, A, T)
             if gpu is not None:
                 dd, stats = self._device_marginals(gpu, data)
             rng = check_random_state(self.random_state)
@@ -1564,6 +1568,7 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
     _check_fitted = GaussianMixture._check_fitted
     __sklearn_is_fitted__ = GaussianMixture.__sklearn_is_fitted__
     _validate_predict_X = GaussianMixture._validate_predict_X
+    _device_stream = GaussianMixture._device_stream  # device="cpu": refuses GPU arrays
 
     @property
     def _chunk_rows(self):
@@ -1720,6 +1725,10 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
             rng = check_random_state(self.random_state)
             epochs = float(self.n_epochs)
             N = data.n_rows
+            if N is None and not getattr(data.source, "_one_shot", False):
+                # CSV, callables: one counting (and checking) pass first, so that the schedule
+                # and a fractional last epoch are those of the same rows in memory
+                N = sum(Xb.shape[0] for _, Xb, _ in data.blocks())
             planned = None if N is None else epochs * N / int(self.batch_size)
             self._state = None
             done = 0.0

@@ -1,9 +1,27 @@
-"""Plots for :class:`fastmix.SGDGaussianMixture` (needs matplotlib: ``pip install 'fastmix[plot]'``).
+"""Plots of fitted fastmix models (needs matplotlib: ``pip install 'fastmix[plot]'``).
+
+Every model (``GaussianMixture`` of any covariance type, ``BigLearnGaussianMixture``,
+``SGDGaussianMixture`` diag or lpd, ``GMMExpansion``):
+
+* :func:`plot_2d` -- data (two features) with the components' 1- and 2-sigma ellipses and
+  contours of the mixture density (for D > 2: the components projected onto the two features,
+  i.e. the marginal mixture).
+* :func:`plot_density_1d` -- the mixture density of one feature (and its weighted components)
+  over a histogram of the data.
+* :func:`plot_lower_bounds` -- the lower bound / mean log-likelihood per iteration
+  (``lower_bounds_``; SGD: the objective per logged step from ``loss_curve_``).
+* :func:`plot_corner` -- a corner-style pairwise view for D > 2: 1-D marginals on the diagonal,
+  projected ellipses and density contours below it.
+* :func:`mixture_components` -- the (weights, means, dense covariances) all of these draw.
+
+SGD-specific:
 
 * :func:`plot_prototypes` -- the K = n x n means on their toroidal grid, one image per
   component (``image_shape`` given) or one heatmap row per component (otherwise).
 * :func:`plot_loss_curve` -- ``model.loss_curve_``: loss vs SGD step, sigma and the learning
   rate on a second y axis.
+
+``fastmix plot model.npz data.npy -o fig.png`` draws the suitable view from the command line.
 
 matplotlib is imported lazily inside the functions; nothing here changes the global backend.
 With ``path`` the figure is rendered through a private Agg canvas and written as PNG, so the
@@ -13,7 +31,8 @@ import math
 
 import numpy as np
 
-__all__ = ["plot_prototypes", "plot_loss_curve"]
+__all__ = ["plot_prototypes", "plot_loss_curve", "plot_2d", "plot_density_1d",
+           "plot_lower_bounds", "plot_corner", "mixture_components"]
 
 
 def _mpl():
@@ -186,5 +205,361 @@ def plot_loss_curve(model, path=None, ax=None, *, title=None, log_lr=True):
     ax.set_title(title or f"{type(model).__name__} loss curve")
     if own:
         fig.subplots_adjust(right=0.78)
+    _save(fig, path)
+    return fig
+
+
+# ------------------------------------------------------------------ mixtures ---------------
+def mixture_components(model):
+    """The fitted mixture as Gaussian components, whatever the estimator.
+
+    Parameters
+    ----------
+    model : fitted GaussianMixture (any covariance type, including lowrank),
+        BigLearnGaussianMixture, SGDGaussianMixture ("diag" or "lpd") or GMMExpansion.
+
+    Returns
+    -------
+    weights : (K,) float64, summing to 1
+    means : (K, D) float64
+    covariances : (K, D, D) float64, dense (GMMExpansion: diag(sigma_**2) for every node;
+        SGD "lpd": U^T diag(1/a) U + (I - U^T U)/r with a, r the direction and residual
+        precisions)
+
+    Raises
+    ------
+    ValueError if the model is not fitted or is not a mixture fastmix knows.
+    """
+    means = _fitted_means(model)
+    K, D = means.shape
+    weights = np.asarray(model.weights_, dtype=np.float64)
+    from .estimators import GMMExpansion
+    if isinstance(model, GMMExpansion):  # one bandwidth (standard deviations) for all nodes
+        sig2 = np.asarray(model.sigma_, dtype=np.float64) ** 2
+        return weights, means, np.broadcast_to(np.diag(sig2), (K, D, D)).copy()
+    if hasattr(model, "directions_"):  # SGD, local principal directions
+        U = np.asarray(model.directions_, dtype=np.float64)
+        a = np.asarray(model.direction_precisions_, dtype=np.float64)
+        r = np.asarray(model.residual_precisions_, dtype=np.float64)
+        eye = np.eye(D)
+        covs = np.stack([U[k].T @ (U[k] / a[k][:, None]) + (eye - U[k].T @ U[k]) / r[k]
+                         for k in range(K)])
+        return weights, means, covs
+    kind = getattr(model, "covariance_type", None)
+    cov = np.asarray(model.covariances_, dtype=np.float64)  # lowrank: the dense view
+    if kind in ("full", "lowrank"):
+        covs = cov
+    elif kind == "tied":
+        covs = np.broadcast_to(cov, (K, D, D)).copy()
+    elif kind == "diag":
+        covs = np.stack([np.diag(c) for c in cov])
+    elif kind == "spherical":
+        covs = cov[:, None, None] * np.eye(D)[None]
+    else:
+        raise ValueError(f"{type(model).__name__} with covariance_type={kind!r}: not a mixture "
+                         "fastmix.plot knows")
+    return weights, means, covs
+
+
+def _mixture_logpdf(P, weights, means, covs):
+    """log sum_k w_k N(p | m_k, S_k) for rows P (n, d), components in d dimensions."""
+    P = np.asarray(P, dtype=np.float64)
+    n, d = P.shape
+    out = np.full((n, len(weights)), -np.inf)
+    for k, (w, m, S) in enumerate(zip(weights, means, covs)):
+        if w <= 0:
+            continue
+        L = np.linalg.cholesky(S)
+        z = np.linalg.solve(L, (P - m).T)
+        out[:, k] = (np.log(w) - 0.5 * d * np.log(2 * np.pi) - np.log(np.diag(L)).sum()
+                     - 0.5 * np.einsum("ij,ij->j", z, z))
+    top = out.max(axis=1)
+    top = np.where(np.isfinite(top), top, 0.0)
+    return top + np.log(np.exp(out - top[:, None]).sum(axis=1))
+
+
+def _project(comps, features):
+    w, m, S = comps
+    f = list(features)
+    return w, m[:, f], S[:, f][:, :, f]
+
+
+def _check_X(X, D, what="X"):
+    if X is None:
+        return None
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim == 1 and D == 1:
+        X = X[:, None]
+    if X.ndim != 2 or X.shape[1] != D:
+        raise ValueError(f"{what} must be (n_samples, {D}) like the model, got shape {X.shape}")
+    return X
+
+
+def _check_features(features, D, n):
+    f = tuple(int(v) for v in features)
+    if len(f) != n or len(set(f)) != n or any(not 0 <= v < D for v in f):
+        raise ValueError(f"features must be {n} distinct indices in 0..{D - 1}, got {features!r}")
+    return f
+
+
+def _subsample(X, max_points, seed=0):
+    if X is None or X.shape[0] <= max_points:
+        return X
+    idx = np.sort(np.random.default_rng(seed).choice(X.shape[0], max_points, replace=False))
+    return X[idx]
+
+
+def _range(X, means, covs, dims):
+    """Plot limits per dimension: the data's, or the components' means +- 3 sigma."""
+    sd = np.sqrt(np.maximum(np.einsum("kii->ki", covs), 0.0))
+    lo = (means - 3 * sd).min(axis=0)
+    hi = (means + 3 * sd).max(axis=0)
+    if X is not None and X.shape[0]:
+        lo, hi = X.min(axis=0), X.max(axis=0)
+    pad = 0.05 * np.maximum(hi - lo, 1e-12)
+    return lo - pad, hi + pad
+
+
+def _ellipses(ax, means2, covs2, weights, n_sigma, color="k"):
+    from matplotlib.patches import Ellipse
+    drawn = 0
+    for w, m, S in zip(weights, means2, covs2):
+        if w <= 0:
+            continue
+        lam, V = np.linalg.eigh(S)
+        lam = np.maximum(lam, 0.0)
+        angle = np.degrees(np.arctan2(V[1, 1], V[0, 1]))
+        for j, ns in enumerate(n_sigma):
+            ax.add_patch(Ellipse(m, 2 * ns * np.sqrt(lam[1]), 2 * ns * np.sqrt(lam[0]),
+                                 angle=angle, fill=False, color=color, lw=1.2,
+                                 ls="-" if j == 0 else "--", alpha=0.9))
+            drawn += 1
+        ax.plot(m[0], m[1], "x", color=color, ms=5)
+    return drawn
+
+
+def _panel_2d(ax, comps2, X2, n_sigma, grid, density, levels):
+    w, m, S = comps2
+    lo, hi = _range(X2, m, S, 2)
+    if X2 is not None:
+        ax.scatter(X2[:, 0], X2[:, 1], s=3, c="C0", alpha=0.4, linewidths=0)
+    xs = np.linspace(lo[0], hi[0], grid)
+    ys = np.linspace(lo[1], hi[1], grid)
+    xx, yy = np.meshgrid(xs, ys)
+    P = np.column_stack([xx.ravel(), yy.ravel()])
+    dens = np.exp(density(P)).reshape(xx.shape)
+    ax.contour(xx, yy, dens, levels=levels, cmap="viridis", linewidths=0.8)
+    _ellipses(ax, m, S, w, n_sigma, color="C3")
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+
+
+def plot_2d(model, X=None, path=None, ax=None, *, features=(0, 1), n_sigma=(1, 2), grid=120,
+            levels=8, max_points=5000, title=None):
+    """Data with the components' ellipses (1 and 2 sigma) and contours of the mixture density.
+
+    Parameters
+    ----------
+    model : fitted mixture (see :func:`mixture_components`) with n_features D >= 2.
+    X : (n, D) array, optional -- drawn as points (at most ``max_points``, a seeded sample);
+        the plot range is the data's (else the components' means +- 3 sigma).
+    path : str or path-like, optional -- write the figure as PNG there.
+    ax : matplotlib Axes, optional -- draw into it instead of a new figure.
+    features : two feature indices (i, j), default (0, 1).  For D = 2 the density is the
+        model's own ``score_samples``; for D > 2 the components are projected onto (i, j) and
+        the contours show that marginal mixture.
+    n_sigma : ellipse radii in standard deviations (solid, then dashed).
+    grid, levels : density grid points per axis and number of contour levels.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    comps = mixture_components(model)
+    D = comps[1].shape[1]
+    if D < 2:
+        raise ValueError("plot_2d needs a model of at least 2 features; use plot_density_1d")
+    f = _check_features(features, D, 2)
+    X = _subsample(_check_X(X, D), max_points)
+    comps2 = _project(comps, f)
+    if D == 2 and f == (0, 1):
+        def density(P):
+            return model.score_samples(P)
+    else:
+        def density(P):
+            return _mixture_logpdf(P, *comps2)
+    own = ax is None
+    if own:
+        fig = _new_figure((6.0, 5.0))
+        ax = fig.add_subplot(1, 1, 1)
+    else:
+        fig = ax.figure
+    _panel_2d(ax, comps2, None if X is None else X[:, list(f)], n_sigma, grid, density, levels)
+    ax.set_xlabel(f"feature {f[0]}")
+    ax.set_ylabel(f"feature {f[1]}")
+    ax.set_title(title or f"{type(model).__name__} (K={len(comps[0])})")
+    _save(fig, path)
+    return fig
+
+
+def _panel_1d(ax, comps1, x1, bins, grid, density, components=True):
+    w, m, S = comps1
+    lo, hi = _range(x1, m, S, 1)
+    if x1 is not None:
+        ax.hist(x1[:, 0], bins=bins, density=True, color="C0", alpha=0.35)
+    xs = np.linspace(lo[0], hi[0], grid)
+    ax.plot(xs, np.exp(density(xs[:, None])), color="C3", lw=1.5, label="mixture")
+    if components:
+        sd = np.sqrt(S[:, 0, 0])
+        for k in np.flatnonzero(w > 0):
+            ax.plot(xs, w[k] * np.exp(-0.5 * ((xs - m[k, 0]) / sd[k]) ** 2)
+                    / (sd[k] * np.sqrt(2 * np.pi)), color="C1", lw=0.6, alpha=0.7)
+    ax.set_xlim(lo[0], hi[0])
+
+
+def plot_density_1d(model, X=None, path=None, ax=None, *, feature=0, bins=50, grid=400,
+                    components=True, title=None):
+    """The mixture density of one feature over a histogram of the data (``density=True``).
+
+    Parameters
+    ----------
+    model : fitted mixture (see :func:`mixture_components`), e.g. GaussianMixture or
+        GMMExpansion with D = 1 (the density is then the model's ``score_samples``); for D > 1
+        the 1-D marginal of feature ``feature``.
+    X : (n, D) array (or (n,) for D = 1), optional -- the histogram.
+    path, ax : as for :func:`plot_2d`.
+    bins : histogram bins;  grid : points of the density curve.
+    components : also draw each weighted component w_k N(x | m_k, s_k^2).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    comps = mixture_components(model)
+    D = comps[1].shape[1]
+    f = _check_features((feature,), D, 1)
+    X = _check_X(X, D)
+    comps1 = _project(comps, f)
+    if D == 1:
+        def density(P):
+            return model.score_samples(P)
+    else:
+        def density(P):
+            return _mixture_logpdf(P, *comps1)
+    own = ax is None
+    if own:
+        fig = _new_figure((6.0, 4.0))
+        ax = fig.add_subplot(1, 1, 1)
+    else:
+        fig = ax.figure
+    _panel_1d(ax, comps1, None if X is None else X[:, list(f)], bins, grid, density, components)
+    ax.set_xlabel(f"feature {f[0]}")
+    ax.set_ylabel("density")
+    ax.set_title(title or f"{type(model).__name__} (K={len(comps[0])})")
+    _save(fig, path)
+    return fig
+
+
+def plot_lower_bounds(model, path=None, ax=None, *, title=None):
+    """The lower bound per iteration: ``model.lower_bounds_`` (GaussianMixture: mean
+    log-likelihood before each M-step; BigLearnGaussianMixture: of the (marginal) data in each
+    outer iteration's last step; GMMExpansion: per weight step), or for SGDGaussianMixture the
+    objective (-loss) per logged step from ``loss_curve_``.
+
+    Parameters
+    ----------
+    model : fitted estimator; path, ax : as for :func:`plot_2d`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError if the model records no per-iteration history.
+    """
+    curve = getattr(model, "loss_curve_", None)
+    if curve is not None and len(curve):
+        arr = np.asarray(curve, dtype=np.float64)
+        x, y, xlabel, ylabel = arr[:, 0], -arr[:, 1], "SGD step", "objective (-loss)"
+    else:
+        lbs = getattr(model, "lower_bounds_", None)
+        if lbs is None or len(lbs) == 0:
+            raise ValueError(f"{type(model).__name__} has no lower_bounds_ (not fitted?)")
+        y = np.asarray(lbs, dtype=np.float64)
+        x = np.arange(1, len(y) + 1)
+        xlabel, ylabel = "iteration", "lower bound (mean log-likelihood)"
+    own = ax is None
+    if own:
+        fig = _new_figure((6.0, 4.0))
+        ax = fig.add_subplot(1, 1, 1)
+    else:
+        fig = ax.figure
+    ax.plot(x, y, "o-" if len(y) < 40 else "-", color="C0", lw=1.2, ms=3)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"{type(model).__name__}: {ylabel.split(' (')[0]} per "
+                          f"{xlabel.split()[-1]}")
+    _save(fig, path)
+    return fig
+
+
+def plot_corner(model, X=None, path=None, *, features=None, n_sigma=(1, 2), bins=40, grid=60,
+                levels=6, max_points=2000, title=None):
+    """A corner plot: for the chosen features, the 1-D marginal densities over histograms on
+    the diagonal and, below it, each pair's points with the projected components' ellipses and
+    the marginal mixture's density contours.  The panels above the diagonal are left out.
+
+    Parameters
+    ----------
+    model : fitted mixture (see :func:`mixture_components`) with D >= 2.
+    X : (n, D) array, optional (at most ``max_points`` points drawn, a seeded sample; the
+        histograms use all rows).
+    path : as for :func:`plot_2d`.
+    features : indices to show, default the first min(D, 6).
+
+    Returns
+    -------
+    matplotlib.figure.Figure with F (F + 1) / 2 axes for F features.
+    """
+    comps = mixture_components(model)
+    D = comps[1].shape[1]
+    if D < 2:
+        raise ValueError("plot_corner needs a model of at least 2 features; use "
+                         "plot_density_1d")
+    feats = tuple(range(min(D, 6))) if features is None else tuple(features)
+    feats = _check_features(feats, D, len(feats))
+    if len(feats) < 2:
+        raise ValueError("plot_corner needs at least 2 features")
+    X = _check_X(X, D)
+    Xs = _subsample(X, max_points)
+    F = len(feats)
+    fig = _new_figure((2.2 * F + 0.6, 2.2 * F + 0.6))
+    axes = fig.subplots(F, F, squeeze=False)
+    for i in range(F):
+        for j in range(F):
+            ax = axes[i, j]
+            if j > i:
+                ax.remove()
+                continue
+            if i == j:
+                c1 = _project(comps, (feats[i],))
+                _panel_1d(ax, c1, None if X is None else X[:, [feats[i]]], bins, 200,
+                          lambda P, c=c1: _mixture_logpdf(P, *c), components=False)
+                ax.set_yticks([])
+            else:
+                c2 = _project(comps, (feats[j], feats[i]))
+                _panel_2d(ax, c2, None if Xs is None else Xs[:, [feats[j], feats[i]]],
+                          n_sigma, grid, lambda P, c=c2: _mixture_logpdf(P, *c), levels)
+            if i == F - 1:
+                ax.set_xlabel(f"feature {feats[j]}")
+            else:
+                ax.set_xticklabels([])
+            if j == 0 and i > 0:
+                ax.set_ylabel(f"feature {feats[i]}")
+            elif j > 0:
+                ax.set_yticklabels([])
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.08, top=0.94, wspace=0.06, hspace=0.06)
+    fig.suptitle(title or f"{type(model).__name__} (K={len(comps[0])}, D={D})")
     _save(fig, path)
     return fig

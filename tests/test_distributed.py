@@ -187,3 +187,89 @@ def test_lost_scheduler_is_a_bounded_error(data, monkeypatch, tmp_path):
                 proc.kill()
         if c is not None:
             c.close(timeout=2)
+
+
+# ----------------------------------------------------------------- from_file ---------------
+def _graph_bytes(arr):
+    import cloudpickle
+    return len(cloudpickle.dumps(dict(arr.__dask_graph__())))
+
+
+def _write_formats(X, tmp):
+    h5py = pytest.importorskip("h5py")
+    zarr = pytest.importorskip("zarr")
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    np.save(tmp / "x.npy", X)
+    with h5py.File(tmp / "x.h5", "w") as f:
+        f.create_dataset("g/x", data=X, chunks=(min(1000, len(X)), X.shape[1]))
+    z = zarr.open_array(str(tmp / "x.zarr"), mode="w", shape=X.shape,
+                        chunks=(3000, X.shape[1]), dtype=X.dtype)
+    z[:] = X
+    pq.write_table(pa.table({f"c{j}": X[:, j] for j in range(X.shape[1])}),
+                   tmp / "x.parquet", row_group_size=4500)
+    return {"npy": tmp / "x.npy", "hdf5": f"{tmp / 'x.h5'}:/g/x", "zarr": str(tmp / "x.zarr"),
+            "parquet": tmp / "x.parquet"}
+
+
+@pytest.mark.parametrize("fmt", ["npy", "hdf5", "zarr", "parquet"])
+def test_from_file_graph_stays_small(tmp_path, fmt):
+    """A 6.4 MB file: the graph of from_file is a few kB (each task: path + row range), while
+    da.from_array of the memory-mapped file carries the data; the rows are the file's."""
+    X = np.random.default_rng(1).normal(size=(100_000, 8))
+    path = _write_formats(X, tmp_path)[fmt]
+    arr = fdist.from_file(path, chunk_rows=20_000)
+    assert arr.shape == X.shape and arr.dtype == np.float64
+    assert arr.numblocks[0] >= 4
+    assert _graph_bytes(arr) < 50_000
+    np.testing.assert_array_equal(arr.compute(), X)
+    if fmt == "npy":  # the yardstick: the array inside the graph
+        inside = da.from_array(np.load(path, mmap_mode="r"), chunks=(20_000, 8))
+        assert _graph_bytes(inside) > X.nbytes
+
+
+def test_from_file_fit_on_cluster_equals_in_memory_fit(client, data, tmp_path):
+    """Blocks read by the worker processes from the path: the model equals the in-memory fit
+    to rounding, for every format."""
+    local = gm("diag").fit(data)
+    for fmt, path in _write_formats(data, tmp_path).items():
+        arr = fdist.from_file(path, chunk_rows=9000)
+        on_cluster = gm("diag").fit(arr)
+        assert_close(on_cluster.means_, local.means_, 1e-12, err_msg=fmt)
+        assert_close(on_cluster.lower_bounds_, local.lower_bounds_, 1e-12, err_msg=fmt)
+
+
+def test_from_file_defaults_and_errors(tmp_path):
+    X = np.arange(60.0, dtype=np.float32).reshape(20, 3)
+    paths = _write_formats(X, tmp_path)
+    arr = fdist.from_file(paths["npy"])
+    assert arr.dtype == np.float32 and arr.numblocks[0] == 1
+    np.testing.assert_array_equal(arr.compute(), X)
+    cols = fdist.from_file(paths["parquet"], columns=["c2", "c0"])
+    np.testing.assert_array_equal(cols.compute(), X[:, [2, 0]])
+    np.savetxt(tmp_path / "x.csv", X, delimiter=",", header="a,b,c", comments="")
+    with pytest.raises(ValueError, match="does not read CSV"):
+        fdist.from_file(tmp_path / "x.csv")
+    with pytest.raises(ValueError, match="chunk_rows must be a positive integer"):
+        fdist.from_file(paths["npy"], chunk_rows=0)
+    with pytest.raises(ValueError, match="sample weights"):
+        fdist.from_file(paths["parquet"], weight_column="c0")
+    with pytest.raises(FileNotFoundError):
+        fdist.from_file(tmp_path / "missing.npy")
+    np.save(paths["npy"], X[:10])  # the file changed after the array was made
+    with pytest.raises(ValueError, match="changed since"):
+        arr.compute()
+
+
+def test_biglearn_and_sgd_on_the_cluster(client, data):
+    """BigLearn's marginal steps as cluster tasks, SGD's blocks computed on the cluster and
+    streamed in order: the in-memory models (BigLearn to rounding, SGD bit for bit)."""
+    X = data[:12000]
+    dX = da.from_array(X, chunks=(2500, 4))
+    bl = lambda: fastmix.BigLearnGaussianMixture(5, n_outer=3, n_local_steps=2,  # noqa: E731
+                                                 init_params="kmeans", random_state=0)
+    assert_close(bl().fit(dX).means_, bl().fit(X).means_, 1e-10)
+    Xu = (X - X.min(0)) / (X.max(0) - X.min(0))
+    sgd = lambda: fastmix.SGDGaussianMixture(4, n_epochs=1, random_state=0)  # noqa: E731
+    np.testing.assert_array_equal(sgd().fit(da.from_array(Xu, chunks=(2500, 4))).means_,
+                                  sgd().fit(Xu).means_)
