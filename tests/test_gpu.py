@@ -485,6 +485,68 @@ def test_gpu_array_bad_input(small_launch):
         fastmix.GaussianMixture(5, device="cuda").fit(gk.to_device(X[:4]))
 
 
+# ------------------------------------------------------------- CUDA's launch limits ---------
+def test_launch_shapes_are_checked_against_cudas_limits():
+    """The simulator runs any launch shape; a GPU refuses grids over (2^31 - 1, 65535, 65535)
+    blocks and blocks over (1024, 1024, 64) / 1024 threads: check_launch says which."""
+    ok = [((2**31 - 1, 65535, 65535), (1024,)), (7, (32, 32)), ((1, 1, 1), (1, 1, 64)),
+          (np.int64(5), np.int64(256))]
+    for grid, block in ok:
+        gk.check_launch(grid, block)
+    bad = [((2**31, 1), 8, "grid dimension x = 2147483648"),
+           ((1, 65536), 8, "grid dimension y = 65536"),
+           ((1, 1, 65536), 8, "grid dimension z = 65536"),
+           (0, 8, "grid dimension x = 0"),
+           (1, 1025, "block dimension x = 1025"),
+           (1, (1, 1025), "block dimension y = 1025"),
+           (1, (1, 1, 65), "block dimension z = 65"),
+           (1, (32, 33), "1056 threads per block"),
+           ((1, 1, 1, 1), 8, "1 to 3 dimensions")]
+    for grid, block, msg in bad:
+        with pytest.raises(ValueError, match=msg):
+            gk.check_launch(grid, block, "a test launch")
+    with pytest.raises(TypeError, match="must be integers"):
+        gk.check_launch(2.5, 8)
+
+
+def test_every_launch_is_checked():
+    """The wrappers launch through the check: too many threads per block is a clear error
+    before anything runs (the simulator would run it)."""
+    X, sw, weights, means, covs = make_problem("diag")
+    kp = gmm_params(weights, means, covs, "diag").kernel_params(np.float64)
+    with pytest.raises(ValueError, match="block dimension x = 1025 is outside CUDA's limit"):
+        gk.estep_stats_gpu(gk.to_device(X), None, kp, threads=1025)
+    with pytest.raises(ValueError, match="block dimension x = 2048"):
+        gk.log_prob_gpu(gk.to_device(X), kp, threads=2048)
+
+
+def test_project_puts_rows_on_grid_axis_x(monkeypatch):
+    """BigLearn's projection at N = 2e6 rows (not run: the launch is recorded): 125000 row tiles
+    go on grid axis x -- on y they exceed CUDA's 65535 -- and the launch passes the check."""
+    from fastmix.kernels import gpu_linalg
+    launches = []
+
+    class Recorder:
+        __name__ = "_project"
+
+        def __getitem__(self, config):
+            launches.append(config)
+            return lambda *args: None
+
+    class Shape:  # stands in for a device array: project reads only the shapes
+        def __init__(self, *shape):
+            self.shape = shape
+
+    monkeypatch.setattr(gpu_linalg, "_project", Recorder())
+    N, D, m = 2_000_000, 64, 6
+    gpu_linalg.project(Shape(N, D), Shape(D, m), Shape(N, m))
+    assert launches == [((125_000, 1), (16, 16), 0)]
+    with pytest.raises(ValueError, match="grid dimension y = 125000"):
+        gk.check_launch((1, 125_000), (16, 16))  # the former layout (rows on y)
+    grid, block = gpu_linalg.project_grid(N, 2000)
+    assert gk.check_launch(grid, block) == ((125_000, 125, 1), (16, 16, 1))
+
+
 # ------------------------------------------------------------------ BigLearn on the GPU -----
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 def test_marginal_rows_match_numpy(dtype):
