@@ -587,6 +587,33 @@ def test_biglearn_device_cuda_matches_cpu(small_launch, tmp_path):
         fastmix.BigLearnGaussianMixture(2, device="cuda").fit(str(tmp_path / "x.npy"))
 
 
+def test_biglearn_admission_counts_the_marginal_buffer(small_launch, monkeypatch):
+    """BigLearn on the GPU holds the rows and a marginal buffer of as many bytes: rows are
+    admitted when both fit in RESIDENT_FRACTION of the free memory (a faked free-memory
+    figure here), not when the rows alone do."""
+    import fastmix
+    assert fgpu.RESIDENT_FRACTION * 1000 == 700
+    monkeypatch.setattr(gk, "free_bytes", lambda: 1000)
+    assert fgpu.fits_on_device(700) and not fgpu.fits_on_device(701)
+    assert fgpu.DeviceMarginals.fits(350) and not fgpu.DeviceMarginals.fits(351)
+
+    X, *_ = make_problem("full", seed=16, n=64)
+    kw = dict(n_outer=2, n_local_steps=1, p_joint=0.2, p_marginal=0.4, p_transformed=0.4,
+              init_params="kmeans", random_state=2)
+    free = X.nbytes / fgpu.RESIDENT_FRACTION * 1.5  # the rows fit, rows + buffer do not
+    monkeypatch.setattr(gk, "free_bytes", lambda: free)
+    with pytest.raises(ValueError, match="needs rows that fit on the GPU"):
+        fastmix.BigLearnGaussianMixture(3, device="cuda", **kw).fit(X)
+    allocs = []
+    real = gk._alloc
+    monkeypatch.setattr(gk, "_alloc", lambda cuda, shape, dt, what: allocs.append(
+        (int(np.prod(shape)) * np.dtype(dt).itemsize, what)) or real(cuda, shape, dt, what))
+    free = 2 * X.nbytes / fgpu.RESIDENT_FRACTION * 1.01  # both fit
+    model = fastmix.BigLearnGaussianMixture(3, device="cuda", **kw).fit(X)
+    assert {"marginal", "transformed"} & set(model.step_kinds_)
+    assert [n for n, what in allocs if what.startswith("the marginal rows")] == [X.nbytes]
+
+
 # ----------------------------------------------------------- online EM on the GPU -----------
 @pytest.mark.parametrize("kind", ["diag", "full"])
 def test_online_em_and_partial_fit_on_the_gpu_match_the_cpu(kind, small_launch, monkeypatch):
