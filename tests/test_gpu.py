@@ -465,6 +465,49 @@ def test_estimator_fits_gpu_arrays_in_place(small_launch, monkeypatch):
     assert_close(dev.score(Xd), cpu.score(X), 1e-11)
 
 
+def test_foreign_cuda_arrays_are_used_in_place(small_launch, monkeypatch):
+    """Arrays of other libraries reach fastmix through ``__cuda_array_interface__`` only (no
+    numba type): ``to_device`` views their memory (a write to the owner's memory shows through,
+    nothing is uploaded), the estimator fits and predicts them in place like the same rows on
+    the host, device weights included; strided or non-float ones get clear errors."""
+    import fastmix
+    from _gpu import ForeignDeviceArray
+    cuda = gk.require_gpu()
+    X, sw, *_ = make_problem("diag", seed=14, n=64)
+    inner = cuda.to_device(X)
+    foreign = ForeignDeviceArray(inner)
+    assert not hasattr(foreign, "shape") and gk.is_device_array(foreign)
+    uploads = []
+    real_upload = gk._upload
+    monkeypatch.setattr(gk, "_upload", lambda cuda, a, what: uploads.append(what)
+                        or real_upload(cuda, a, what))
+    Xd = gk.to_device(foreign)
+    assert Xd.shape == X.shape and Xd.dtype == X.dtype
+    np.testing.assert_array_equal(Xd.copy_to_host(), X)
+    inner.copy_to_device(X + 1.0)  # the same memory: the view sees the owner's write
+    np.testing.assert_array_equal(Xd.copy_to_host(), X + 1.0)
+    inner.copy_to_device(X)
+    assert uploads == []
+
+    kw = dict(covariance_type="diag", max_iter=3, tol=0.0, random_state=0, chunk_size=16)
+    cpu = fastmix.GaussianMixture(3, **kw).fit(X, sample_weight=sw)
+    dev = fastmix.GaussianMixture(3, device="cuda", **kw).fit(
+        foreign, sample_weight=ForeignDeviceArray(cuda.to_device(sw)))
+    assert not [w for w in uploads if w.startswith("the data")]
+    assert_close(dev.lower_bounds_, cpu.lower_bounds_, 1e-11)
+    assert_close(dev.means_, cpu.means_, 1e-9)
+    assert_close(dev.score_samples(foreign), cpu.score_samples(X), 1e-11)
+    np.testing.assert_array_equal(dev.predict(foreign), cpu.predict(X))
+    np.testing.assert_array_equal(inner.copy_to_host(), X)  # never modified
+
+    with pytest.raises(ValueError, match="C-contiguous"):
+        gk.to_device(ForeignDeviceArray(inner[:, :2]))
+    with pytest.raises(ValueError, match="2-D float32/float64"):
+        gk.to_device(ForeignDeviceArray(cuda.to_device(X.astype(np.int64))))
+    with pytest.raises(ValueError, match="device sample weights must be float64"):
+        gk.weights_to_device(ForeignDeviceArray(cuda.to_device(sw.astype(np.float32))), 64)
+
+
 def test_gpu_array_bad_input(small_launch):
     import fastmix
     X, *_ = make_problem("diag", seed=15, n=64)

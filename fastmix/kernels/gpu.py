@@ -210,10 +210,36 @@ def is_device_array(a):
     return hasattr(a, "__cuda_array_interface__") or type(a).__name__ == "FakeCUDAArray"
 
 
+class _InterfaceView:
+    """Holds ``__array_interface__`` for NumPy and keeps the owner of the memory alive."""
+
+    def __init__(self, owner, interface):
+        self.owner = owner
+        self.__array_interface__ = interface
+
+
+def _simulated_view(a):
+    """The simulator's stand-in for ``cuda.as_cuda_array``: on numba's CUDA simulator device
+    memory is host memory, so the memory that ``a.__cuda_array_interface__`` describes (data
+    pointer, shape, typestr, strides) is viewed as a NumPy array -- no copy -- wrapped in the
+    simulator's device-array type."""
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+    face = a.__cuda_array_interface__
+    if face.get("mask") is not None:
+        raise ValueError("masked device arrays (__cuda_array_interface__ with a mask) are not "
+                         "supported")
+    view = {"shape": tuple(face["shape"]), "typestr": face["typestr"],
+            "data": tuple(face["data"]), "strides": face.get("strides"), "version": 3}
+    return FakeCUDAArray(np.asarray(_InterfaceView(a, view)))
+
+
 def _as_cuda_array(cuda, a):
-    """A numba view of a device array, sharing its memory (no copy)."""
-    if type(a).__name__ == "FakeCUDAArray" or not hasattr(cuda, "as_cuda_array"):
+    """A numba view of a device array, sharing its memory (no copy), made from its
+    ``__cuda_array_interface__`` (the simulator's own stand-ins as they are)."""
+    if type(a).__name__ == "FakeCUDAArray":
         return a
+    if simulated():
+        return _simulated_view(a)
     return cuda.as_cuda_array(a)
 
 
