@@ -1,0 +1,103 @@
+"""GPU kernels at their production launch shapes, on small problems.
+
+The other GPU test modules shrink the launch shapes (8 threads, 40-row blocks) so that the
+simulator can walk every code path on tiny inputs.  Here the kernels run with the constants a
+fit uses -- ``DEFAULT_BLOCK_ROWS`` = 1024 rows per block, ``DEFAULT_THREADS`` = 256 threads, the
+GEMM path's own tiles -- on N = 1100 rows (one full block and a partial one of 76 rows, whose
+last 32-row tile is partial too), so that the simulator walks the index arithmetic of the real
+launches: block offsets, tile strides, thread strides of 256, (row, component) pairs spread over
+more pairs than threads.  The launch groups (``gpu_estep.PARTIAL_BYTES``) need ~10^8 statistic
+entries before they split a launch, so the budget is lowered to one block per launch to take
+the grouped path (block offset ``b0``) at this N.  Everything is checked against
+``tests/reference.py`` (plain NumPy).  Each test takes ~5-20 s on the simulator.
+"""
+import sys
+
+from _gpu import SIM, gk  # noqa: I001  (first: sets up the simulator)
+import numpy as np
+import pytest
+
+import reference as ref
+from _helpers import assert_close, gmm_params, perturbed_problem
+from fastmix.kernels import gpu_estep
+
+N = 1100                      # 1024 + 76 rows: a full block and a partial one
+BLOCK_ROWS = gk.DEFAULT_BLOCK_ROWS
+THREADS = gk.DEFAULT_THREADS
+#: K = 10 components, D = 6 features: a 32-row tile has 320 (row, component) pairs, more than
+#: the 256 threads; diag: D = 9, 288 values to stage per tile (full: D = 4, for time).
+K, D = 10, 6
+DIMS = {"full": 4, "diag": 9}
+RTOL = 1e-10
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_simulator():
+    """A short GIL switch interval makes the simulator's thread hand-overs ~3x faster."""
+    if not SIM:
+        yield
+        return
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(5e-5)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Every launch (kernel name, grid, block) made through ``gk.configure``."""
+    seen = []
+    real = gk.configure
+
+    def recording(kernel, grid, block, stream=0):
+        seen.append((getattr(kernel, "__name__", "?"), grid, block))
+        return real(kernel, grid, block, stream)
+
+    monkeypatch.setattr(gk, "configure", recording)
+    return seen
+
+
+def test_production_shapes_are_the_defaults():
+    """The constants these tests call production are the ones the drivers use."""
+    from fastmix import gpu as fgpu
+    assert (BLOCK_ROWS, THREADS) == (fgpu.DEFAULT_BLOCK_ROWS, fgpu.DEFAULT_THREADS) == (1024, 256)
+    assert gpu_estep.MAX_TILE_ROWS == 32 and N % BLOCK_ROWS % 32 and N // BLOCK_ROWS == 1
+
+
+@pytest.mark.parametrize("kind", ref.KINDS)
+def test_fused_estep_at_production_shape_in_launch_groups(kind, launches, monkeypatch):
+    """Weighted E-step statistics, 1024-row blocks of 256 threads, one block per launch (two
+    launch groups, each reduced and added to the totals), against NumPy."""
+    d = DIMS.get(kind, D)
+    X, sw, weights, means, covs = perturbed_problem(kind, K, d, N, seed=ref.KINDS.index(kind))
+    kp = gmm_params(weights, means, covs, kind).kernel_params(np.float64)
+    S = gpu_estep.n_entries(kp.kind, K, d)
+    monkeypatch.setattr(gpu_estep, "PARTIAL_BYTES", 8 * S)  # groups of one block
+    nk, s1, s2, ll, ws = gk.estep_stats_gpu(gk.to_device(X), gk.weights_to_device(sw, N), kp,
+                                            block_rows=BLOCK_ROWS, threads=THREADS,
+                                            formulation="fused")
+    reduce_grid = -(-S // 128)
+    assert launches == [("estep_partials", 1, THREADS), ("reduce_blocks", reduce_grid, 128)] * 2
+    enk, es1, es2, ell, ews = ref.estep_stats(X, sw, weights, means, covs, kind)
+    assert_close(nk, enk, RTOL, f"{kind}: nk")
+    assert_close(s1, es1, RTOL, f"{kind}: s1")
+    assert_close(s2, es2, RTOL, f"{kind}: s2")
+    assert_close(ll, ell, RTOL, f"{kind}: ll")
+    assert_close(ws, ews, 1e-14, f"{kind}: ws")
+
+
+@pytest.mark.parametrize("kind", ["full", "tied"])
+def test_log_prob_at_production_shape(kind, launches):
+    """Per-row log p, labels and responsibilities from 1024-row blocks of 256 threads."""
+    X, _, weights, means, covs = perturbed_problem(kind, K, DIMS.get(kind, D), N, seed=7)
+    kp = gmm_params(weights, means, covs, kind).kernel_params(np.float64)
+    logp, labels, resp = gk.log_prob_gpu(gk.to_device(X), kp, want_resp=True,
+                                         block_rows=BLOCK_ROWS, threads=THREADS)
+    assert launches == [("log_prob", 2, THREADS)]
+    elogp, eresp = ref.log_prob_resp(X, weights, means, covs, kind)
+    assert_close(logp, elogp, RTOL, f"{kind}: log p")
+    assert_close(resp, eresp, 1e-9, f"{kind}: responsibilities", floor=1e-12)
+    np.testing.assert_array_equal(labels, np.argmax(ref.weighted_log_prob(X, weights, means, covs,
+                                                                          kind), axis=1))
