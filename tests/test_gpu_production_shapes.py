@@ -101,3 +101,48 @@ def test_log_prob_at_production_shape(kind, launches):
     assert_close(resp, eresp, 1e-9, f"{kind}: responsibilities", floor=1e-12)
     np.testing.assert_array_equal(labels, np.argmax(ref.weighted_log_prob(X, weights, means, covs,
                                                                           kind), axis=1))
+
+
+def test_lowrank_estep_at_production_shape(launches):
+    """The lowrank (MFA) kernel, 1024-row blocks of 256 threads, weighted, against the dense
+    NumPy reference (Cov[z | x] included)."""
+    from fastmix._params import GMMParams, LowRankCovariance
+    rng = np.random.default_rng(11)
+    q = 2
+    w, mu, W, psi = ref.random_mfa(rng, K, D, q, spread=1.5)
+    X, _ = ref.sample_mfa(rng, w, mu, W, psi, N)
+    model = (np.roll(w, 1), mu + 0.5 * rng.normal(size=mu.shape),
+             W + 0.3 * rng.normal(size=W.shape), rng.uniform(0.2, 0.8, size=(K, D)))
+    sw = rng.uniform(0.0, 3.0, size=N)
+    sw[::11] = 0.0
+    kp = GMMParams(np.asarray(model[0], float), model[1],
+                   LowRankCovariance(model[2], model[3], False)).kernel_params(np.float64)
+    got = gk.estep_stats_gpu(gk.to_device(X), gk.weights_to_device(sw, N), kp,
+                             block_rows=BLOCK_ROWS, threads=THREADS)
+    assert [(name, grid, block) for name, grid, block in launches if name != "reduce_blocks"] \
+        == [("estep_partials", 2, THREADS)]
+    want = ref.mfa_estep_stats(X, sw, *model)
+    for name, a, b in zip(("nk", "s1", "s2", "ll", "ws"), got, want):
+        assert_close(a, b, 1e-14 if name == "ws" else RTOL, f"lowrank: {name}")
+
+
+def test_gemm_estep_at_production_tiles(launches):
+    """The GEMM formulation of the diag E-step with its production tiles (64 x 64 density tiles
+    of 4 x 4 micro-tiles over 16-feature slabs, 32 threads per row, 64 x 64 statistics tiles,
+    16 row slabs) on 70 rows (row tiles 64 + 6; 14 slabs of 5 rows) and 40 components (one
+    partial component tile; lanes 0-7 of a row hold two components, 8-31 one), against NumPy.
+    Small: the simulator needs ~10 s for it."""
+    from fastmix.kernels import gpu_gemm
+    n, k, d = 70, 40, 3
+    assert (gpu_gemm.CHUNK, gpu_gemm.SLABS, gpu_gemm.BM, gpu_gemm.BK, gpu_gemm.ROW_THREADS,
+            gpu_gemm.SK, gpu_gemm.SF) == (65536, 16, 64, 64, 32, 64, 64)
+    X, sw, weights, means, covs = perturbed_problem("diag", k, d, n, seed=5)
+    kp = gmm_params(weights, means, covs, "diag").kernel_params(np.float64)
+    got = gk.estep_stats_gpu(gk.to_device(X), gk.weights_to_device(sw, n), kp,
+                             formulation="gemm")
+    assert [(name, grid, block) for name, grid, block in launches] == [
+        ("densities", (1, 2), 256), ("row_lse", 9, 256), ("stats", (1, 1, 14), 256),
+        ("reduce_blocks", -(-gpu_gemm.n_entries(k, d) // 128), 128)]
+    want = ref.estep_stats(X, sw, weights, means, covs, "diag")
+    for name, a, b in zip(("nk", "s1", "s2", "ll", "ws"), got, want):
+        assert_close(a, b, 1e-14 if name == "ws" else RTOL, f"gemm: {name}")

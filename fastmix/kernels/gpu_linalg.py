@@ -19,7 +19,7 @@ per byte in float32, compute-bound on the tiling below; cuBLAS would be ~5-10x f
 """
 from numba import cuda
 
-from .gpu import configure
+from . import gpu as _gpu  # configure: every launch checked against CUDA's limits
 
 #: Output tile edge (threads per block = TILE * TILE).
 TILE = 16
@@ -64,11 +64,11 @@ def project_grid(N, m):
 def project(Xd, P, Yd):
     """Yd (N, m) = Xd (N, D) @ P (D, m device array, the data dtype)."""
     grid, block = project_grid(Xd.shape[0], P.shape[1])
-    configure(_project, grid, block)(Xd, P, Yd)
+    _gpu.configure(_project, grid, block)(Xd, P, Yd)
 
 
 def gather(Xd, cols, Yd):
     """Yd (N, m) = Xd[:, cols] (cols: int64 device array)."""
     N, m = Yd.shape
     grid = (max(1, -(-N // TILE)), max(1, -(-m // TILE)))
-    configure(_gather, grid, (TILE, TILE))(Xd, cols, Yd)
+    _gpu.configure(_gather, grid, (TILE, TILE))(Xd, cols, Yd)
