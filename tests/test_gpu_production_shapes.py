@@ -146,3 +146,37 @@ def test_gemm_estep_at_production_tiles(launches):
     want = ref.estep_stats(X, sw, weights, means, covs, "diag")
     for name, a, b in zip(("nk", "s1", "s2", "ll", "ws"), got, want):
         assert_close(a, b, 1e-14 if name == "ws" else RTOL, f"gemm: {name}")
+
+
+def test_sgd_steps_at_production_shape(launches):
+    """Mini-batch SGD with the default launch shape (``SGD_THREADS`` = 128 threads,
+    ``SGD_TILE_ROWS`` = 128 samples per log-likelihood block) on batches of 300 rows (three
+    tiles, 128 + 128 + 44) over 450 permuted rows (a partial last batch of 150), against
+    NumPy's single-sample steps averaged per batch."""
+    assert (gk.SGD_THREADS, gk.SGD_TILE_ROWS) == (128, 128)
+    k, d, batch, n = 4, 4, 300, 450
+    eps, lam, s_min, s_max = 0.1, (1.0, 0.7, 0.5), 1e-6, 2.0
+    rng = np.random.default_rng(2)
+    X = rng.uniform(0, 1, size=(n, d))
+    state = (rng.normal(0, 0.1, size=k), rng.uniform(0.3, 0.7, size=(k, d)),
+             rng.uniform(1.0, 1.95, size=(k, d)))
+    order = rng.permutation(n)
+    g = ref.toroidal_smoothing(2, 0.8)
+    st = gk.SGDDeviceState(*state, batch)
+    out = gk.sgd_minibatch_gpu(gk.to_device(X), gk.rows_to_device(order), 0, n, st, g, False,
+                               eps, *lam, s_min, s_max)
+    got = [np.empty_like(a) for a in state]
+    st.download(*got)
+    assert sorted({(name, grid, block) for name, grid, block in launches}) == [
+        ("sgd_loglik", (k, 2), 128), ("sgd_loglik", (k, 3), 128), ("sgd_update", k, 128),
+        ("sgd_weights", 1, 128)]
+    cur = [a.copy() for a in state]
+    outs = []
+    for start in range(0, n, batch):
+        steps = [ref.sgd_step(x, *cur, g, False, eps, lam, -np.inf, np.inf)
+                 for x in X[order[start:start + batch]]]
+        cur = [np.mean([s[i] for s in steps], axis=0) for i in range(3)]
+        cur[2] = np.clip(cur[2], s_min, s_max)
+        outs.append(np.mean([s[3] for s in steps]))
+    for a, b, what in zip(got + [out], cur + [np.array(outs)], ("xi", "mu", "s", "out")):
+        assert_close(a, b, 1e-10, f"sgd: {what}")
