@@ -180,3 +180,39 @@ def test_sgd_steps_at_production_shape(launches):
         outs.append(np.mean([s[3] for s in steps]))
     for a, b, what in zip(got + [out], cur + [np.array(outs)], ("xi", "mu", "s", "out")):
         assert_close(a, b, 1e-10, f"sgd: {what}")
+
+
+@pytest.mark.parametrize("mode", ["em", "logp"])
+def test_grid_kernel_at_production_shape_in_launch_groups(mode, launches, monkeypatch):
+    """The GMM-expansion grid kernel with its defaults (``DEFAULT_GRID_BLOCK_ROWS`` = 4096
+    rows per block, ``DEFAULT_GRID_THREADS`` = 128 threads) on 4200 rows (4096 + 104) of a
+    1-D grid of 25 nodes, one block per launch (two launch groups), against NumPy's dense
+    evaluation of every node."""
+    from fastmix import kernels
+    from test_gpu_expansion import dense_reference
+    block_rows, threads = gk.DEFAULT_GRID_BLOCK_ROWS, gk.DEFAULT_GRID_THREADS
+    assert (block_rows, threads) == (4096, 128)
+    n, shape = 4200, (25,)
+    rng = np.random.default_rng(8)
+    X = rng.uniform(-2.4, 2.4, size=(n, 1))  # some rows beyond the outer nodes
+    sw = rng.uniform(0.0, 3.0, size=n)
+    sw[::7] = 0.0
+    lo, h = np.array([-2.0]), np.array([4.0 / 24])
+    sigma = 0.5 * h
+    pi = rng.dirichlet(np.ones(25))
+    pi[3] = 0.0
+    with np.errstate(divide="ignore"):
+        log_pi = np.log(pi / pi.sum())
+    m = {"em": kernels.GRID_EM, "logp": kernels.GRID_LOGP}[mode]
+    S = (0 if m == kernels.GRID_LOGP else 25) + 2
+    monkeypatch.setattr(gpu_estep, "PARTIAL_BYTES", 8 * S)  # groups of one block
+    logp = np.full(n, np.nan) if m == kernels.GRID_LOGP else None
+    acc = gk.grid_stats_gpu(m, gk.to_device(X), gk.weights_to_device(sw, n), lo, h, shape,
+                            sigma, log_pi, logp=logp, block_rows=block_rows, threads=threads)
+    assert launches == [("grid_partials", 1, threads), ("reduce_blocks", 1, threads)] * 2
+    nodes, llws, elogp = dense_reference(m, X, sw, lo, h, shape, sigma, log_pi)
+    assert_close(acc[1], llws, RTOL, f"{mode}: ll, ws")
+    if m == kernels.GRID_LOGP:
+        assert_close(logp, elogp, RTOL, "log p")
+    else:
+        assert_close(acc[0], nodes, RTOL, "node sums")
