@@ -2,14 +2,17 @@
 
 The other GPU test modules shrink the launch shapes (8 threads, 40-row blocks) so that the
 simulator can walk every code path on tiny inputs.  Here the kernels run with the constants a
-fit uses -- ``DEFAULT_BLOCK_ROWS`` = 1024 rows per block, ``DEFAULT_THREADS`` = 256 threads, the
-GEMM path's own tiles -- on N = 1100 rows (one full block and a partial one of 76 rows, whose
-last 32-row tile is partial too), so that the simulator walks the index arithmetic of the real
-launches: block offsets, tile strides, thread strides of 256, (row, component) pairs spread over
-more pairs than threads.  The launch groups (``gpu_estep.PARTIAL_BYTES``) need ~10^8 statistic
-entries before they split a launch, so the budget is lowered to one block per launch to take
-the grouped path (block offset ``b0``) at this N.  Everything is checked against
-``tests/reference.py`` (plain NumPy).  Each test takes ~5-20 s on the simulator.
+fit uses -- ``DEFAULT_BLOCK_ROWS`` = 1024 rows per block and ``DEFAULT_THREADS`` = 256 threads
+for the fused E-step (four kinds and lowrank) and log_prob, the GEMM path's own tiles, the SGD
+kernels' 128 threads and 128-sample tiles, the grid kernel's 4096-row blocks of 128 threads --
+on small problems: N = 1100 rows for the E-step (one full block and a partial one of 76 rows,
+whose last 32-row tile is partial too), so that the simulator walks the index arithmetic of the
+real launches: block offsets, tile strides, thread strides of 256, more (row, component) pairs
+than threads.  The launch groups (``gpu_estep.PARTIAL_BYTES``) need ~10^8 statistic entries
+before they split a launch, so the budget is lowered to one block per launch to take the grouped
+path (block offset ``b0``) at this N.  Every launch is recorded (through ``gk.configure``) to
+check the shape that ran.  Everything is checked against ``tests/reference.py`` (plain NumPy).
+Each test takes ~5-20 s on the simulator (one CPU core).
 """
 import sys
 
