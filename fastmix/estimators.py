@@ -1375,7 +1375,7 @@ class BigLearnGaussianMixture(GaussianMixture):
         """(device rows, the GPU marginal-statistics function) for ``device="cuda"``."""
         if isinstance(data.source, gpu.DeviceSource):
             dd = gpu.to_gpu(data.source.X, data.weights)
-        elif data.in_memory is not None and gpu.fits_on_device(data.in_memory.nbytes):
+        elif data.in_memory is not None and gpu.DeviceMarginals.fits(data.in_memory.nbytes):
             dd = gpu.to_gpu(data.in_memory, data.weights)
         else:
             raise ValueError("BigLearnGaussianMixture(device='cuda') needs rows that fit on the "

@@ -118,11 +118,13 @@ def run_em_gpu(X, sample_weight, params, *, reg_covar, tol, max_iter,
         scratch.clear()
 
 
-def fits_on_device(nbytes):
-    """True when ``nbytes`` of rows can stay resident (RESIDENT_FRACTION of the free device
-    memory; always True on the simulator, which reports none)."""
+def fits_on_device(nbytes, copies=1):
+    """True when ``nbytes`` of rows can stay resident, together with ``copies - 1`` device
+    buffers of the same size that the fit allocates next to them: ``copies * nbytes`` within
+    RESIDENT_FRACTION of the free device memory (always True on the simulator, which reports
+    none)."""
     free = gk.free_bytes()
-    return free is None or nbytes <= RESIDENT_FRACTION * free
+    return free is None or copies * nbytes <= RESIDENT_FRACTION * free
 
 
 class StreamedData:
@@ -235,7 +237,19 @@ class DeviceMarginals:
     """BigLearn-EM's marginal statistics (``fastmix.biglearn.marginal_stats``) for rows
     resident on the GPU: the (transformed) marginal rows are formed on the device
     (``kernels.gpu.marginal_rows``, into one reused buffer) and fed to the full-covariance
-    E-step kernel; only the statistics come back."""
+    E-step kernel; only the statistics come back.
+
+    The buffer holds N x D entries of the data dtype, as many bytes as the rows themselves:
+    rows admitted with ``DeviceMarginals.fits`` leave room for it."""
+
+    #: Arrays of the rows' size on the device during a fit: the rows and the marginal buffer.
+    ROW_COPIES = 2
+
+    @classmethod
+    def fits(cls, nbytes):
+        """True when rows of ``nbytes`` and the marginal buffer (``ROW_COPIES * nbytes``) fit
+        in RESIDENT_FRACTION of the free device memory (see ``fits_on_device``)."""
+        return fits_on_device(nbytes, cls.ROW_COPIES)
 
     def __init__(self, data, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_THREADS):
         self.data = data

@@ -144,3 +144,21 @@ def _patch_simulator_shared_arrays():
 
 if SIM:
     _patch_simulator_shared_arrays()
+
+
+class ForeignDeviceArray:
+    """A GPU array from another library (CuPy, PyTorch, ...) as fastmix meets one: an object
+    that exposes nothing but ``__cuda_array_interface__`` (version 3), here describing the memory
+    of a numba device array ``inner`` -- on the simulator, whose device memory is host memory,
+    the NumPy array underneath the simulator's stand-in."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    @property
+    def __cuda_array_interface__(self):
+        if not SIM:
+            return self.inner.__cuda_array_interface__
+        face = self.inner.__array_interface__  # the simulator forwards it to its NumPy array
+        return {"shape": face["shape"], "typestr": face["typestr"], "data": face["data"],
+                "strides": face["strides"], "version": 3}

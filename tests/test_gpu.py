@@ -465,6 +465,49 @@ def test_estimator_fits_gpu_arrays_in_place(small_launch, monkeypatch):
     assert_close(dev.score(Xd), cpu.score(X), 1e-11)
 
 
+def test_foreign_cuda_arrays_are_used_in_place(small_launch, monkeypatch):
+    """Arrays of other libraries reach fastmix through ``__cuda_array_interface__`` only (no
+    numba type): ``to_device`` views their memory (a write to the owner's memory shows through,
+    nothing is uploaded), the estimator fits and predicts them in place like the same rows on
+    the host, device weights included; strided or non-float ones get clear errors."""
+    import fastmix
+    from _gpu import ForeignDeviceArray
+    cuda = gk.require_gpu()
+    X, sw, *_ = make_problem("diag", seed=14, n=64)
+    inner = cuda.to_device(X)
+    foreign = ForeignDeviceArray(inner)
+    assert not hasattr(foreign, "shape") and gk.is_device_array(foreign)
+    uploads = []
+    real_upload = gk._upload
+    monkeypatch.setattr(gk, "_upload", lambda cuda, a, what: uploads.append(what)
+                        or real_upload(cuda, a, what))
+    Xd = gk.to_device(foreign)
+    assert Xd.shape == X.shape and Xd.dtype == X.dtype
+    np.testing.assert_array_equal(Xd.copy_to_host(), X)
+    inner.copy_to_device(X + 1.0)  # the same memory: the view sees the owner's write
+    np.testing.assert_array_equal(Xd.copy_to_host(), X + 1.0)
+    inner.copy_to_device(X)
+    assert uploads == []
+
+    kw = dict(covariance_type="diag", max_iter=3, tol=0.0, random_state=0, chunk_size=16)
+    cpu = fastmix.GaussianMixture(3, **kw).fit(X, sample_weight=sw)
+    dev = fastmix.GaussianMixture(3, device="cuda", **kw).fit(
+        foreign, sample_weight=ForeignDeviceArray(cuda.to_device(sw)))
+    assert not [w for w in uploads if w.startswith("the data")]
+    assert_close(dev.lower_bounds_, cpu.lower_bounds_, 1e-11)
+    assert_close(dev.means_, cpu.means_, 1e-9)
+    assert_close(dev.score_samples(foreign), cpu.score_samples(X), 1e-11)
+    np.testing.assert_array_equal(dev.predict(foreign), cpu.predict(X))
+    np.testing.assert_array_equal(inner.copy_to_host(), X)  # never modified
+
+    with pytest.raises(ValueError, match="C-contiguous"):
+        gk.to_device(ForeignDeviceArray(inner[:, :2]))
+    with pytest.raises(ValueError, match="2-D float32/float64"):
+        gk.to_device(ForeignDeviceArray(cuda.to_device(X.astype(np.int64))))
+    with pytest.raises(ValueError, match="device sample weights must be float64"):
+        gk.weights_to_device(ForeignDeviceArray(cuda.to_device(sw.astype(np.float32))), 64)
+
+
 def test_gpu_array_bad_input(small_launch):
     import fastmix
     X, *_ = make_problem("diag", seed=15, n=64)
@@ -483,6 +526,68 @@ def test_gpu_array_bad_input(small_launch):
         gm.predict(gk.require_gpu().to_device(X[:, 0].copy()))
     with pytest.raises(ValueError, match="n_samples >= n_components"):
         fastmix.GaussianMixture(5, device="cuda").fit(gk.to_device(X[:4]))
+
+
+# ------------------------------------------------------------- CUDA's launch limits ---------
+def test_launch_shapes_are_checked_against_cudas_limits():
+    """The simulator runs any launch shape; a GPU refuses grids over (2^31 - 1, 65535, 65535)
+    blocks and blocks over (1024, 1024, 64) / 1024 threads: check_launch says which."""
+    ok = [((2**31 - 1, 65535, 65535), (1024,)), (7, (32, 32)), ((1, 1, 1), (1, 1, 64)),
+          (np.int64(5), np.int64(256))]
+    for grid, block in ok:
+        gk.check_launch(grid, block)
+    bad = [((2**31, 1), 8, "grid dimension x = 2147483648"),
+           ((1, 65536), 8, "grid dimension y = 65536"),
+           ((1, 1, 65536), 8, "grid dimension z = 65536"),
+           (0, 8, "grid dimension x = 0"),
+           (1, 1025, "block dimension x = 1025"),
+           (1, (1, 1025), "block dimension y = 1025"),
+           (1, (1, 1, 65), "block dimension z = 65"),
+           (1, (32, 33), "1056 threads per block"),
+           ((1, 1, 1, 1), 8, "1 to 3 dimensions")]
+    for grid, block, msg in bad:
+        with pytest.raises(ValueError, match=msg):
+            gk.check_launch(grid, block, "a test launch")
+    with pytest.raises(TypeError, match="must be integers"):
+        gk.check_launch(2.5, 8)
+
+
+def test_every_launch_is_checked():
+    """The wrappers launch through the check: too many threads per block is a clear error
+    before anything runs (the simulator would run it)."""
+    X, sw, weights, means, covs = make_problem("diag")
+    kp = gmm_params(weights, means, covs, "diag").kernel_params(np.float64)
+    with pytest.raises(ValueError, match="block dimension x = 1025 is outside CUDA's limit"):
+        gk.estep_stats_gpu(gk.to_device(X), None, kp, threads=1025)
+    with pytest.raises(ValueError, match="block dimension x = 2048"):
+        gk.log_prob_gpu(gk.to_device(X), kp, threads=2048)
+
+
+def test_project_puts_rows_on_grid_axis_x(monkeypatch):
+    """BigLearn's projection at N = 2e6 rows (not run: the launch is recorded): 125000 row tiles
+    go on grid axis x -- on y they exceed CUDA's 65535 -- and the launch passes the check."""
+    from fastmix.kernels import gpu_linalg
+    launches = []
+
+    class Recorder:
+        __name__ = "_project"
+
+        def __getitem__(self, config):
+            launches.append(config)
+            return lambda *args: None
+
+    class Shape:  # stands in for a device array: project reads only the shapes
+        def __init__(self, *shape):
+            self.shape = shape
+
+    monkeypatch.setattr(gpu_linalg, "_project", Recorder())
+    N, D, m = 2_000_000, 64, 6
+    gpu_linalg.project(Shape(N, D), Shape(D, m), Shape(N, m))
+    assert launches == [((125_000, 1), (16, 16), 0)]
+    with pytest.raises(ValueError, match="grid dimension y = 125000"):
+        gk.check_launch((1, 125_000), (16, 16))  # the former layout (rows on y)
+    grid, block = gpu_linalg.project_grid(N, 2000)
+    assert gk.check_launch(grid, block) == ((125_000, 125, 1), (16, 16, 1))
 
 
 # ------------------------------------------------------------------ BigLearn on the GPU -----
@@ -523,6 +628,33 @@ def test_biglearn_device_cuda_matches_cpu(small_launch, tmp_path):
     np.save(tmp_path / "x.npy", X)
     with pytest.raises(ValueError, match="needs rows that fit on the GPU"):
         fastmix.BigLearnGaussianMixture(2, device="cuda").fit(str(tmp_path / "x.npy"))
+
+
+def test_biglearn_admission_counts_the_marginal_buffer(small_launch, monkeypatch):
+    """BigLearn on the GPU holds the rows and a marginal buffer of as many bytes: rows are
+    admitted when both fit in RESIDENT_FRACTION of the free memory (a faked free-memory
+    figure here), not when the rows alone do."""
+    import fastmix
+    assert fgpu.RESIDENT_FRACTION * 1000 == 700
+    monkeypatch.setattr(gk, "free_bytes", lambda: 1000)
+    assert fgpu.fits_on_device(700) and not fgpu.fits_on_device(701)
+    assert fgpu.DeviceMarginals.fits(350) and not fgpu.DeviceMarginals.fits(351)
+
+    X, *_ = make_problem("full", seed=16, n=64)
+    kw = dict(n_outer=2, n_local_steps=1, p_joint=0.2, p_marginal=0.4, p_transformed=0.4,
+              init_params="kmeans", random_state=2)
+    free = X.nbytes / fgpu.RESIDENT_FRACTION * 1.5  # the rows fit, rows + buffer do not
+    monkeypatch.setattr(gk, "free_bytes", lambda: free)
+    with pytest.raises(ValueError, match="needs rows that fit on the GPU"):
+        fastmix.BigLearnGaussianMixture(3, device="cuda", **kw).fit(X)
+    allocs = []
+    real = gk._alloc
+    monkeypatch.setattr(gk, "_alloc", lambda cuda, shape, dt, what: allocs.append(
+        (int(np.prod(shape)) * np.dtype(dt).itemsize, what)) or real(cuda, shape, dt, what))
+    free = 2 * X.nbytes / fgpu.RESIDENT_FRACTION * 1.01  # both fit
+    model = fastmix.BigLearnGaussianMixture(3, device="cuda", **kw).fit(X)
+    assert {"marginal", "transformed"} & set(model.step_kinds_)
+    assert [n for n, what in allocs if what.startswith("the marginal rows")] == [X.nbytes]
 
 
 # ----------------------------------------------------------- online EM on the GPU -----------

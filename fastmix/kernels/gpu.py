@@ -12,6 +12,7 @@ wrappers in ``fastmix.kernels`` return: float64 statistics ``(nk, s1, s2, ll, ws
 CUDA simulator: that is how the tests run on machines without a GPU.
 """
 import importlib.util
+import operator
 
 import numpy as np
 
@@ -29,6 +30,55 @@ DEFAULT_GRID_BLOCK_ROWS = 4096
 DEFAULT_GRID_THREADS = 128
 
 INSTALL_HINT = "pip install 'fastmix[cuda]'"
+
+#: CUDA's launch limits (every compute capability from 3.0 on): blocks per grid along x, y, z.
+MAX_GRID_DIMS = (2**31 - 1, 65535, 65535)
+#: Threads per block along x, y, z, and in all.
+MAX_BLOCK_DIMS = (1024, 1024, 64)
+MAX_THREADS_PER_BLOCK = 1024
+
+
+def _dims3(shape, what, name):
+    """A launch dimension (int or tuple of 1-3 ints) as a 3-tuple of Python ints."""
+    dims = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+    if not 1 <= len(dims) <= 3:
+        raise ValueError(f"the {name} of {what} must have 1 to 3 dimensions, got {shape!r}")
+    try:
+        dims = tuple(operator.index(d) for d in dims)
+    except TypeError:
+        raise TypeError(f"the {name} of {what} must be integers, got {shape!r}") from None
+    return dims + (1,) * (3 - len(dims))
+
+
+def check_launch(grid, block, what="a kernel"):
+    """Check a launch shape against CUDA's hardware limits before launching.
+
+    ``grid`` (blocks) and ``block`` (threads): an int or a tuple of 1 to 3 ints (x, y, z).
+    Every grid dimension must be in 1 .. (2^31 - 1, 65535, 65535) and every block dimension in
+    1 .. (1024, 1024, 64) with at most 1024 threads in all; numba's CUDA simulator does not check
+    these and a real device refuses the launch with an opaque error, so a ValueError naming the
+    dimension, its value and the limit is raised here instead.  Returns the (grid, block)
+    3-tuples."""
+    g = _dims3(grid, what, "grid")
+    b = _dims3(block, what, "block")
+    for name, dims, limits in (("grid", g, MAX_GRID_DIMS), ("block", b, MAX_BLOCK_DIMS)):
+        for axis, n, limit in zip("xyz", dims, limits):
+            if not 1 <= n <= limit:
+                raise ValueError(f"{what}: {name} dimension {axis} = {n} is outside CUDA's "
+                                 f"limit 1..{limit} (launch grid {g}, block {b}); the problem "
+                                 f"is too large for this launch shape")
+    if b[0] * b[1] * b[2] > MAX_THREADS_PER_BLOCK:
+        raise ValueError(f"{what}: {b[0] * b[1] * b[2]} threads per block (block {b}) exceed "
+                         f"CUDA's limit of {MAX_THREADS_PER_BLOCK}")
+    return g, b
+
+
+def configure(kernel, grid, block, stream=0):
+    """``kernel[grid, block, stream]`` after ``check_launch``: every launch goes through here."""
+    name = getattr(kernel, "__name__", None) or getattr(getattr(kernel, "py_func", None),
+                                                        "__name__", "a kernel")
+    check_launch(grid, block, f"the launch of {name}")
+    return kernel[grid, block, stream]
 
 
 class GPUUnavailableError(RuntimeError):
@@ -160,10 +210,36 @@ def is_device_array(a):
     return hasattr(a, "__cuda_array_interface__") or type(a).__name__ == "FakeCUDAArray"
 
 
+class _InterfaceView:
+    """Holds ``__array_interface__`` for NumPy and keeps the owner of the memory alive."""
+
+    def __init__(self, owner, interface):
+        self.owner = owner
+        self.__array_interface__ = interface
+
+
+def _simulated_view(a):
+    """The simulator's stand-in for ``cuda.as_cuda_array``: on numba's CUDA simulator device
+    memory is host memory, so the memory that ``a.__cuda_array_interface__`` describes (data
+    pointer, shape, typestr, strides) is viewed as a NumPy array -- no copy -- wrapped in the
+    simulator's device-array type."""
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+    face = a.__cuda_array_interface__
+    if face.get("mask") is not None:
+        raise ValueError("masked device arrays (__cuda_array_interface__ with a mask) are not "
+                         "supported")
+    view = {"shape": tuple(face["shape"]), "typestr": face["typestr"],
+            "data": tuple(face["data"]), "strides": face.get("strides"), "version": 3}
+    return FakeCUDAArray(np.asarray(_InterfaceView(a, view)))
+
+
 def _as_cuda_array(cuda, a):
-    """A numba view of a device array, sharing its memory (no copy)."""
-    if type(a).__name__ == "FakeCUDAArray" or not hasattr(cuda, "as_cuda_array"):
+    """A numba view of a device array, sharing its memory (no copy), made from its
+    ``__cuda_array_interface__`` (the simulator's own stand-ins as they are)."""
+    if type(a).__name__ == "FakeCUDAArray":
         return a
+    if simulated():
+        return _simulated_view(a)
     return cuda.as_cuda_array(a)
 
 
@@ -416,9 +492,9 @@ class EStepPlan:
         group = part.shape[0]
         for b0 in range(0, n_blocks, group):  # launch groups in order; each adds to the totals
             nb = min(group, n_blocks - b0)
-            self.estep[nb, self.threads, stream](Xd, wd, *self.params, self.cut,
-                                                 self.block_rows, b0, part)
-            self.reduce[max(1, -(-self.S // 128)), 128, stream](part, nb, True, out)
+            configure(self.estep, nb, self.threads, stream)(Xd, wd, *self.params, self.cut,
+                                                            self.block_rows, b0, part)
+            configure(self.reduce, max(1, -(-self.S // 128)), 128, stream)(part, nb, True, out)
 
     def unpack(self, tot):
         """(nk, s1, s2, ll, ws) host float64 arrays from a totals vector (host; totals of
@@ -640,7 +716,7 @@ def log_prob_gpu(Xd, kp, want_resp=False, block_rows=DEFAULT_BLOCK_ROWS,
     resp = _alloc(cuda, (N if want_resp else 0, K), np.float64,
                   f"the responsibilities ({N} x {K} float64)")
     nosw = cuda.to_device(np.empty(0, np.float64))
-    logprob[n_blocks, int(threads)](Xd, nosw, *params, float(CUT[np.dtype(Xd.dtype)]),
+    configure(logprob, n_blocks, int(threads))(Xd, nosw, *params, float(CUT[np.dtype(Xd.dtype)]),
                                     block_rows, logp, labels, resp)
     if not to_host:
         return logp, labels, (resp if want_resp else None)
@@ -739,17 +815,17 @@ def sgd_minibatch_gpu(Xd, rows, first, n_rows, st, g, exact, eps, lam_pi, lam_mu
     exact = bool(exact)
     eps, lam_pi, lam_mu, lam_s = float(eps), float(lam_pi), float(lam_mu), float(lam_s)
     s_min, s_max = float(s_min), float(s_max)
-    update = gpu_sgd.sgd_update[K, T]
+    update = configure(gpu_sgd.sgd_update, K, T)
     loglik = gpu_sgd.sgd_loglik
-    weights = gpu_sgd.sgd_weights[1, T]
+    weights = configure(gpu_sgd.sgd_weights, 1, T)
     # prologue: log det and the log-sum-exp from the state as it is now
     update(Xd, rows, first, 0, st.w, st.mu, st.s, eps, lam_mu, lam_s, s_min, s_max, False,
            st.logs, st.logdet, st.xi, st.lse)
     for b in range(n_steps):  # queued launches, no host synchronisation until the copy below
         f = first + b * batch
         B = min(batch, n_rows - b * batch)
-        loglik[(K, -(-B // st.tile_rows)), T](Xd, rows, f, B, st.tile_rows, st.xi, st.mu, st.s,
-                                              st.logdet, st.lse, st.ell)
+        configure(loglik, (K, -(-B // st.tile_rows)), T)(Xd, rows, f, B, st.tile_rows, st.xi,
+                                                         st.mu, st.s, st.logdet, st.lse, st.ell)
         weights(st.ell, B, gd, smooth, exact, st.xi, st.lse, eps, lam_pi, st.w, st.objs, out, b)
         update(Xd, rows, f, B, st.w, st.mu, st.s, eps, lam_mu, lam_s, s_min, s_max, True,
                st.logs, st.logdet, st.xi, st.lse)
@@ -805,9 +881,10 @@ def grid_stats_gpu(mode, Xd, wd, lo, h, shape, sigma, log_pi, acc=None, logp=Non
     logp_d = _alloc(cuda, (N if mode == GRID_LOGP else 0,), np.float64, "log p per row")
     for b0 in range(0, n_blocks, group):  # launch groups in order; each adds to the totals
         nb = min(group, n_blocks - b0)
-        kernel[nb, threads](int(mode), Xd, wd, *args, g.lconst, W, split_d, block_rows, b0,
-                            part, logp_d)
-        gpu_estep.reduce_blocks[max(1, -(-S // threads)), threads](part, nb, b0 > 0, out)
+        configure(kernel, nb, threads)(int(mode), Xd, wd, *args, g.lconst, W, split_d,
+                                       block_rows, b0, part, logp_d)
+        configure(gpu_estep.reduce_blocks, max(1, -(-S // threads)), threads)(part, nb, b0 > 0,
+                                                                              out)
     tot = out.copy_to_host()
     if mode != GRID_LOGP:
         acc[0] += tot[:M]
@@ -830,7 +907,7 @@ def column_range_gpu(Xd, rows_per_thread=256, threads=128):
     hi = _alloc(cuda, (n_chunks, D), np.float64, "the column ranges")
     bad = _alloc(cuda, (n_chunks, D), np.int64, "the column ranges")
     threads = int(threads)
-    gpu_expansion.column_range[max(1, -(-(n_chunks * D) // threads)), threads](Xd, rows, lo, hi,
-                                                                               bad)
+    configure(gpu_expansion.column_range, max(1, -(-(n_chunks * D) // threads)), threads)(
+        Xd, rows, lo, hi, bad)
     return (lo.copy_to_host().min(axis=0), hi.copy_to_host().max(axis=0),
             bad.copy_to_host().sum(axis=0))

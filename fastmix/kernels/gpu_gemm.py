@@ -97,6 +97,7 @@ import numpy as np
 from numba import cuda
 
 from .cpu_estep import DIAG
+from . import gpu as _gpu  # configure: every launch checked against CUDA's limits
 from .gpu_estep import EXP_MIN_ARG, reduce_blocks
 
 F64 = cuda.float64  # bound here: inside a kernel the simulator's stand-in module has no types
@@ -497,14 +498,16 @@ class GemmEStep:
         nred = max(1, -(-self.S // T.reduce_threads))
         for row0 in range(0, N, T.chunk):
             nc = min(T.chunk, N - row0)
-            self.dens[(g1[0], -(-nc // T.bm)), nt1, stream](Xd, self.g, self.W, self.c0, row0,
-                                                             nc, scratch.L)
-            self.lse[-(-nc // T.rows_per_block), T.rows_per_block * T.row_threads, stream](
+            _gpu.configure(self.dens, (g1[0], -(-nc // T.bm)), nt1, stream)(
+                Xd, self.g, self.W, self.c0, row0, nc, scratch.L)
+            _gpu.configure(self.lse, -(-nc // T.rows_per_block),
+                           T.rows_per_block * T.row_threads, stream)(
                 scratch.L, wd, row0, nc, self.cut, scratch.LLW)
             nsl, per = slab_rows(nc, T.slabs)
-            self.stats[(-(-D // T.sf), -(-K // T.sk), nsl), nt3, stream](
+            _gpu.configure(self.stats, (-(-D // T.sf), -(-K // T.sk), nsl), nt3, stream)(
                 Xd, self.g64, scratch.L, scratch.LLW, row0, nc, per, scratch.part)
-            reduce_blocks[nred, T.reduce_threads, stream](scratch.part, nsl, True, out)
+            _gpu.configure(reduce_blocks, nred, T.reduce_threads, stream)(
+                scratch.part, nsl, True, out)
 
     def unpack(self, tot):
         return to_layout(tot, self.kp.means64, self.kp.g64)

@@ -5,7 +5,8 @@ transformed marginal) or on ``X[:, T]`` (a plain marginal).  These kernels build
 device from the resident rows, so the data never leave the GPU:
 
 * ``project``: ``Y = X P`` with ``P = (A[T, :])^T`` (D, m), a shared-memory tiled product: a
-  block of TILE x TILE threads owns one TILE x TILE tile of Y (rows x columns), walks D in
+  block of TILE x TILE threads owns one TILE x TILE tile of Y (rows x columns; row tiles along
+  grid axis x, whose limit is 2^31 - 1 blocks, column tiles along y, limit 65535), walks D in
   TILE-wide slabs staging one slab of X and one of P in shared memory, and accumulates in
   float64 (rounded once to the data dtype at the end).  Each output has one writer and a fixed
   summation order: deterministic.
@@ -18,6 +19,8 @@ per byte in float32, compute-bound on the tiling below; cuBLAS would be ~5-10x f
 """
 from numba import cuda
 
+from . import gpu as _gpu  # configure: every launch checked against CUDA's limits
+
 #: Output tile edge (threads per block = TILE * TILE).
 TILE = 16
 F64 = cuda.float64  # bound here: inside a kernel the simulator's stand-in module has no types
@@ -29,8 +32,8 @@ def _project(X, P, Y):
     PS = cuda.shared.array((TILE, TILE), F64)
     tx = cuda.threadIdx.x  # column within the tile
     ty = cuda.threadIdx.y  # row within the tile
-    row = cuda.blockIdx.y * TILE + ty
-    col = cuda.blockIdx.x * TILE + tx
+    row = cuda.blockIdx.x * TILE + ty  # rows on grid axis x: N / TILE may exceed 65535
+    col = cuda.blockIdx.y * TILE + tx
     N, D = X.shape
     m = P.shape[1]
     acc = 0.0
@@ -52,16 +55,20 @@ def _gather(X, cols, Y):
         Y[n, j] = X[n, cols[j]]
 
 
+def project_grid(N, m):
+    """(grid, block) of ``project`` for N rows and m output columns: row tiles along grid
+    axis x, column tiles along y, TILE x TILE threads."""
+    return (max(1, -(-int(N) // TILE)), max(1, -(-int(m) // TILE))), (TILE, TILE)
+
+
 def project(Xd, P, Yd):
     """Yd (N, m) = Xd (N, D) @ P (D, m device array, the data dtype)."""
-    N = Xd.shape[0]
-    m = P.shape[1]
-    grid = (max(1, -(-m // TILE)), max(1, -(-N // TILE)))
-    _project[grid, (TILE, TILE)](Xd, P, Yd)
+    grid, block = project_grid(Xd.shape[0], P.shape[1])
+    _gpu.configure(_project, grid, block)(Xd, P, Yd)
 
 
 def gather(Xd, cols, Yd):
     """Yd (N, m) = Xd[:, cols] (cols: int64 device array)."""
     N, m = Yd.shape
     grid = (max(1, -(-N // TILE)), max(1, -(-m // TILE)))
-    _gather[grid, (TILE, TILE)](Xd, cols, Yd)
+    _gpu.configure(_gather, grid, (TILE, TILE))(Xd, cols, Yd)
