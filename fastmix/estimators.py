@@ -2066,6 +2066,8 @@ def load(path):
     """Load a model written by ``save``.  Raises FileNotFoundError for a missing path and
     ValueError for files that are not fastmix models, are truncated or damaged, or come from a
     newer format version."""
+    if os.path.isdir(path):
+        raise ValueError(f"{path!s} is a directory, not a fastmix model file (.npz)")
     with open(path, "rb") as fh:  # a missing file raises FileNotFoundError, as open() does
         magic = fh.read(4)
     if magic != b"PK\x03\x04":
