@@ -11,6 +11,7 @@ import numpy as np
 
 from . import kernels
 from ._base import BaseEstimator, DensityMixin
+from ._params import warn_at_caller
 from ._params import (COVARIANCE_TYPES, Covariance, DegenerateComponentWarning, FullCovariance,
                       GMMParams, LowRankCovariance)
 from ._stats import Stats
@@ -423,6 +424,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                                     data[1] if isinstance(data, tuple) else None,
                                     self.n_components, self.covariance_type, self.init_params,
                                     rng, self.reg_covar, self._chunk_rows, lowrank=lowrank)
+            if m is None and self.n_components > 1:
+                distinct = _n_distinct(params.means)
+                if distinct < self.n_components:  # as scikit-learn's KMeans warns
+                    warn_at_caller(f"Number of distinct clusters ({distinct}) found smaller than "
+                                   f"n_components ({self.n_components}). Possibly due to "
+                                   "duplicate points in X.", ConvergenceWarning)
             w = params.weights if w is None else w
             m = params.means if m is None else m
             cov = params.cov if cov is None else cov
@@ -2014,6 +2021,18 @@ def _atomic_write(path, write):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _n_distinct(means, rtol=1e-9):
+    """Number of distinct rows of ``means`` (K, D), rows closer than ``rtol`` times the largest
+    absolute value (max norm) counting as one: k-means on fewer distinct points than K returns
+    centres equal up to rounding."""
+    tol = rtol * max(1.0, float(np.max(np.abs(means))))
+    reps = []
+    for row in means:
+        if not any(np.max(np.abs(row - r)) <= tol for r in reps):
+            reps.append(row)
+    return len(reps)
 
 
 def _short(v):
