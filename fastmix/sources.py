@@ -917,6 +917,7 @@ class Stream:
         if validate and total and self.source.has_weights and not wsum > 0:  # a weight column
             raise ValueError(f"sample weights of {self.name} sum to zero: at least one row needs "
                              "a positive weight")
+        self.source.rows_read = total  # e.g. a CSV file's row count, once known
         if self.n_rows is None:
             self.n_rows = total
         elif self.n_rows != total:
