@@ -640,8 +640,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             diff += sources.record_differences(saved, record)
         if diff:
             raise ValueError(f"checkpoint {path!s} was written for other data or parameters "
-                             f"(checkpoint vs now: {'; '.join(diff)}); start over without resume (--resume) "
-                             "or use another checkpoint file")
+                             f"(checkpoint vs now: {'; '.join(diff)}); start over without "
+                             "resume (--resume) or use another checkpoint file")
         if ck.n_features_in_ != D:
             raise ValueError(f"checkpoint {path!s} is for {ck.n_features_in_} features, the data "
                              f"have {D}")
