@@ -297,13 +297,16 @@ class ZarrSource(Source):
             raise FileNotFoundError(f"No such file or directory: {path!s}")
         try:
             z = zarr.open(str(path), mode="r")
-            if key is not None:
-                z = z[key.strip("/")]
         except Exception as exc:  # zarr raises several types for unreadable stores
             if os.path.isdir(path):
                 where = "" if key is None else f"{self.name}: "
                 raise ValueError(f"{where}{path!s} is a directory that is not a Zarr array or "
                                  f"group ({exc})") from None
+            raise ValueError(f"{self.name} is not a readable Zarr array ({exc})") from None
+        try:
+            if key is not None:
+                z = z[key.strip("/")]
+        except Exception as exc:
             raise ValueError(f"{self.name} is not a readable Zarr array ({exc})") from None
         if not hasattr(z, "shape") or len(z.shape) != 2:
             raise ValueError(f"{self.name} is not a 2-D Zarr array")
