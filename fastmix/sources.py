@@ -1108,7 +1108,7 @@ def record_differences(saved, now):
     """What differs between two ``data_record`` dicts, as short phrases (empty when the data
     match).  A row count still unknown on either side is not compared."""
     out = []
-    if saved["n_rows"] is not None and now["n_rows"] is not None \
+    if saved.get("n_rows") is not None and now.get("n_rows") is not None \
             and saved["n_rows"] != now["n_rows"]:
         out.append(f"rows {saved['n_rows']} vs {now['n_rows']}")
     for key, what in (("n_features", "features"), ("dtype", "dtype"), ("columns", "columns"),
