@@ -71,6 +71,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     reg_covar : float, default=1e-6
         Added to the diagonal of every covariance (keeps collapsed components positive definite).
     max_iter : int, default=100
+        EM iterations at most (passes for ``algorithm="online"``); 0 fits the initialisation
+        only, as scikit-learn's ``GaussianMixture`` does.
     n_init : int, default=1
         Number of initialisations; the one with the highest final lower bound is kept.
     init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
@@ -2024,15 +2026,13 @@ def _atomic_write(path, write):
 
 
 def _n_distinct(means, rtol=1e-9):
-    """Number of distinct rows of ``means`` (K, D), rows closer than ``rtol`` times the largest
-    absolute value (max norm) counting as one: k-means on fewer distinct points than K returns
-    centres equal up to rounding."""
-    tol = rtol * max(1.0, float(np.max(np.abs(means))))
-    reps = []
-    for row in means:
-        if not any(np.max(np.abs(row - r)) <= tol for r in reps):
-            reps.append(row)
-    return len(reps)
+    """Number of distinct rows of ``means`` (K, D) after rounding to a grid of ``rtol`` times
+    the largest absolute value: k-means on fewer distinct points than K returns centres equal
+    up to rounding.  Two grids offset by half a step (the smaller count wins) keep centres that
+    differ by rounding from falling on either side of a grid line."""
+    step = rtol * max(1.0, float(np.max(np.abs(means))))
+    return min(np.unique(np.round(means / step + shift), axis=0).shape[0]
+               for shift in (0.0, 0.5))
 
 
 def _short(v):
