@@ -1091,16 +1091,18 @@ def data_record(data):
     """What a fit reads, for a checkpoint: rows (None until known), features, dtype, a content
     fingerprint (see ``fingerprint``), the columns read and the sample weights (a fingerprint,
     a weight column's name, or None).  ``data`` is a ``Stream`` or a Dask data wrapper."""
-    source = getattr(data, "source", None)
+    dask = getattr(data, "is_dask", False)
+    source = None if dask else getattr(data, "source", None)  # a Dask array: no fingerprint
     rec = {"n_rows": None if data.n_rows is None else int(data.n_rows),
            "n_features": int(data.n_features), "dtype": str(np.dtype(data.dtype)),
-           "kind": type(source).__name__ if source is not None else type(data).__name__,
+           "kind": "dask array" if dask else type(source).__name__,
            "fingerprint": fingerprint(source) if source is not None else None,
            "columns": list(getattr(source, "columns", None) or []) or None,
            "weight_column": getattr(source, "weight_column", None),
-           "weights": _weights_fingerprint(getattr(data, "weights", None))}
-    if getattr(data, "is_dask", False) and data.weights is not None:
-        rec["weights"] = {"dask": True}
+           "weights": None}
+    weights = getattr(data, "weights", None)
+    if weights is not None:  # a Dask array's weights are not read here either
+        rec["weights"] = {"dask": True} if dask else _weights_fingerprint(weights)
     return rec
 
 

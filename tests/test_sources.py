@@ -1182,3 +1182,16 @@ def test_record_differences_say_what_differs(tmp_path):
     diff = sources.record_differences(rec, sources.data_record(
         Stream(ArraySource(DATA), CHUNK, weights=WEIGHTS)))
     assert diff == ["sample weights none vs given"]
+
+
+def test_record_of_a_dask_array_reads_nothing():
+    """A Dask array (and its weights) get no fingerprint (that would compute blocks): the record
+    has its shape and says the contents cannot be compared with an in-memory array's."""
+    da = pytest.importorskip("dask.array")
+    from fastmix import distributed
+    data = distributed.DaskData(da.from_array(DATA, chunks=1000), da.ones(N, chunks=1000), CHUNK)
+    rec = sources.data_record(data)
+    assert rec["kind"] == "dask array" and rec["fingerprint"] is None
+    assert (rec["n_rows"], rec["n_features"], rec["weights"]) == (N, D, {"dask": True})
+    diff = sources.record_differences(rec, sources.data_record(Stream(ArraySource(DATA), CHUNK)))
+    assert "data read as dask array vs ArraySource (contents cannot be compared)" in diff
