@@ -58,9 +58,9 @@ def _gpu_name():
 
 
 def demo(argv=None):
-    p = argparse.ArgumentParser(prog="fastmix demo",
-                                description="Fit a GMM to generated data and compare with the truth.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="fastmix demo", description="Fit a GMM to generated data and compare with the truth.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("-n", "--n-samples", type=int, default=1_000_000, help="points generated")
     p.add_argument("-d", "--n-features", type=int, default=16, help="features")
     p.add_argument("-k", "--n-components", type=int, default=16,

@@ -379,7 +379,8 @@ def test_resume_refuses_a_checkpoint_of_other_data(X, tmp_path):
     rng = np.random.default_rng(7)
     other = X[rng.permutation(X.shape[0])]  # same shape, dtype, values; other rows order
     with pytest.raises(ValueError, match=r"ck\.npz was written for other data or parameters "
-                                         r"\(checkpoint vs now: contents differ \(sampled rows\)\)"):
+                                         r"\(checkpoint vs now: contents differ \(sampled "
+                                         r"rows\)\)"):
         _ck_fit(other, ck, 6)
     with pytest.raises(ValueError, match=r"rows 400 vs 300"):
         _ck_fit(X[:300], ck, 6)
