@@ -60,7 +60,7 @@ def _gpu_name():
 def demo(argv=None):
     p = argparse.ArgumentParser(
         prog="fastmix demo", description="Fit a GMM to generated data and compare with the truth.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_DefaultsFormatter)
     p.add_argument("-n", "--n-samples", type=int, default=1_000_000, help="points generated")
     p.add_argument("-d", "--n-features", type=int, default=16, help="features")
     p.add_argument("-k", "--n-components", type=int, default=16,
@@ -111,6 +111,19 @@ def demo(argv=None):
 
 
 # ------------------------------------------------------------------------- commands ---------
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help that ends each option with its default, unless the default is None/False or the
+    help text already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        shown = not (action.default is None or action.default is False
+                     or action.default == argparse.SUPPRESS)
+        if shown and "default" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
 def _common(p):
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -292,7 +305,7 @@ def _parser():
     p = argparse.ArgumentParser(prog="fastmix", description=__doc__.split("\n\n")[0])
     p.add_argument("--version", action="version", version=f"fastmix {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    fmt = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fmt = dict(formatter_class=_DefaultsFormatter)
 
     f = sub.add_parser("fit", help="fit a GMM to a data file, write the model (.npz)", **fmt)
     _data_args(f)
