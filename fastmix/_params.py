@@ -11,6 +11,8 @@ spherical (K,); ``precisions_cholesky`` the same shapes, upper-triangular for fu
 ``precision = U U^T``.  Everything here is float64.
 """
 import math
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -35,6 +37,18 @@ def _flip(a):
     return a[::-1, ::-1]
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn_at_caller(message, category):
+    """``warnings.warn`` attributed to the first frame outside the fastmix package (the user's
+    call of ``fit``, ``partial_fit`` ...), however deep inside fastmix the warning arises."""
+    frame, level = sys._getframe(0), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
 def _chol_lower(cov, what, reg_covar):
     """Lower Cholesky factor of ``cov``; if it is not positive definite (a collapsed component),
     add a growing multiple of the identity and warn rather than fail mid-fit."""
@@ -53,9 +67,9 @@ def _chol_lower(cov, what, reg_covar):
         except linalg.LinAlgError:
             jitter *= 10.0
             continue
-        warnings.warn(f"the covariance of {what} is not positive definite (collapsed component?); "
+        warn_at_caller(f"the covariance of {what} is not positive definite (collapsed component?); "
                       f"added {jitter:.3g} to its diagonal. Increase reg_covar to avoid this.",
-                      DegenerateComponentWarning, stacklevel=4)
+                      DegenerateComponentWarning)
         return L
     raise FloatingPointError(f"could not regularise the covariance of {what}")
 
@@ -249,9 +263,9 @@ def _floor_variances(var, reg_covar, what):
         if not np.all(np.isfinite(var)):
             raise FloatingPointError(f"non-finite variance in {what}")
         floor = max(reg_covar, 1e-10 * max(float(np.max(var)), 1.0))
-        warnings.warn(f"{int(bad.sum())} variance(s) of {what} collapsed to <= 0; floored at "
+        warn_at_caller(f"{int(bad.sum())} variance(s) of {what} collapsed to <= 0; floored at "
                       f"{floor:.3g}. Increase reg_covar to avoid this.",
-                      DegenerateComponentWarning, stacklevel=4)
+                      DegenerateComponentWarning)
         var = np.where(bad, floor, var)
     return var
 

@@ -33,6 +33,9 @@ def check_array(X, *, name="X", min_samples=1, n_features=None, estimator="Gauss
         arr = arr.astype(np.float64)  # raises TypeError naming the offending object
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if arr.size == 0 and arr.ndim < 2:
+        raise ValueError(f"{name} is empty (shape {arr.shape}): pass a 2-D array (n_samples, "
+                         f"n_features) with at least {min_samples} row(s)")
     if arr.ndim != 2:
         raise ValueError(f"Expected 2D array for {name}, got {arr.ndim}D array instead "
                          f"(shape {arr.shape}). Reshape your data with X.reshape(-1, 1) if it "

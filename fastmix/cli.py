@@ -6,14 +6,17 @@
 ``score``, ``predict``, ``sample`` and ``info`` use a saved model; ``demo`` fits generated data
 and compares with the truth.
 
-Every output file is written atomically (temporary file, then rename): a failed or killed run
-leaves no partial output.  Errors are one line on stderr and exit status 1 (2 for usage
-errors); ``--debug`` shows the traceback.  Progress bars (tqdm) go to stderr when it is a
-terminal, unless ``--quiet``.
+Every output path is checked before any work (its directory exists and is writable, it is not
+a directory), and every output file is written atomically (temporary file, then rename): a
+failed or killed run leaves no partial output.  Errors are one line on stderr and exit status 1
+(2 for usage errors); ``--debug`` shows the traceback.  Warnings are one line each
+(``warning: Category: message``).  Progress bars (tqdm) go to stderr when it is a terminal,
+unless ``--quiet``.
 """
 import argparse
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -55,17 +58,20 @@ def _gpu_name():
 
 
 def demo(argv=None):
-    p = argparse.ArgumentParser(prog="fastmix demo",
-                                description="Fit a GMM to generated data and compare with the truth.")
-    p.add_argument("-n", "--n-samples", type=int, default=1_000_000)
-    p.add_argument("-d", "--n-features", type=int, default=16)
-    p.add_argument("-k", "--n-components", type=int, default=16)
+    p = argparse.ArgumentParser(
+        prog="fastmix demo", description="Fit a GMM to generated data and compare with the truth.",
+        formatter_class=_DefaultsFormatter)
+    p.add_argument("-n", "--n-samples", type=int, default=1_000_000, help="points generated")
+    p.add_argument("-d", "--n-features", type=int, default=16, help="features")
+    p.add_argument("-k", "--n-components", type=int, default=16,
+                   help="true and fitted components")
     p.add_argument("--covariance-type", default="diag",
-                   choices=["full", "tied", "diag", "spherical"])
-    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    p.add_argument("--max-iter", type=int, default=100)
-    p.add_argument("--tol", type=float, default=1e-4)
-    p.add_argument("--seed", type=int, default=0)
+                   choices=["full", "tied", "diag", "spherical"], help="covariance type")
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"],
+                   help="data type")
+    p.add_argument("--max-iter", type=int, default=100, help="EM iterations at most")
+    p.add_argument("--tol", type=float, default=1e-4, help="convergence threshold")
+    p.add_argument("--seed", type=int, default=0, help="random seed (data and fit)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="fit on the CPU or on a CUDA GPU (pip install 'fastmix[cuda]')")
@@ -105,14 +111,35 @@ def demo(argv=None):
 
 
 # ------------------------------------------------------------------------- commands ---------
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help that ends each option with its default, unless the default is None/False or the
+    help text already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        shown = not (action.default is None or action.default is False
+                     or action.default == argparse.SUPPRESS)
+        if shown and "default" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
 def _common(p):
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
 def _data_args(p):
-    p.add_argument("data", help="data file: .npy, file.h5:/dataset, .zarr, .parquet or .csv")
-    p.add_argument("--columns", help="comma-separated feature columns (Parquet/CSV)")
+    p.add_argument("data", help="data file: .npy, file.h5:/dataset, .zarr, .parquet, or "
+                                "delimited text .csv/.tsv/.txt (not .npz)")
+    p.add_argument("--columns", help="comma-separated feature columns (Parquet/CSV; a CSV file "
+                                     "without a header has columns f0,f1,...)")
+    p.add_argument("--no-header", action="store_true",
+                   help="CSV: the first line is data (default: it is a header unless every "
+                        "field is a number)")
+    p.add_argument("--delimiter", default=None,
+                   help="CSV field delimiter, one character (default: tab for .tsv, sniffed "
+                        "for .txt, else ',')")
     p.add_argument("--chunk-rows", type=int, default=None,
                    help="rows per kernel chunk (default 4096)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
@@ -123,7 +150,36 @@ def _data_args(p):
 def _open_data(args, weight_column=None):
     from . import sources
     cols = None if not args.columns else [c.strip() for c in args.columns.split(",")]
-    return sources.open_path(args.data, columns=cols, weight_column=weight_column)
+    delimiter = args.delimiter
+    if delimiter is not None and delimiter.lower() in ("tab", "\\t"):
+        delimiter = "\t"
+    try:
+        return sources.open_path(args.data, columns=cols, weight_column=weight_column,
+                                 header=False if args.no_header else "infer",
+                                 delimiter=delimiter)
+    except ValueError as exc:  # the library's hint, in command line words
+        msg = str(exc).replace("pass columns=[...] with the numeric ones",
+                               "pass --columns with the numeric ones (comma-separated)")
+        if msg != str(exc):
+            raise ValueError(msg) from None
+        raise
+
+
+def _check_outputs(*paths):
+    """Every output path, before any work: a bad one fails now, naming the path given."""
+    from .sources import check_output_path
+    for what, path in paths:
+        if path is not None:
+            check_output_path(path, what)
+
+
+def _plural(n, word):
+    return f"{n} {word}" + ("" if n == 1 else ("es" if word.endswith("s") else "s"))
+
+
+def _label_dtype(n_components):
+    """The smallest unsigned integer dtype that holds labels 0 .. n_components - 1."""
+    return np.min_scalar_type(max(0, int(n_components) - 1))
 
 
 def _progress(args):
@@ -145,6 +201,7 @@ def _apply_chunk_rows(model, args):
 
 def cmd_fit(args):
     import fastmix
+    _check_outputs(("model file", args.output), ("checkpoint", args.checkpoint))
     weight_col = args.weight_column
     source = _open_data(args, weight_column=weight_col)
     gm = fastmix.GaussianMixture(
@@ -160,11 +217,13 @@ def cmd_fit(args):
                checkpoint=args.checkpoint, resume=args.resume)
     gm.save(args.output)
     if not args.quiet:
+        rows = source.n_rows if source.n_rows is not None else getattr(source, "rows_read", None)
         print(f"fitted {args.n_components} components ({args.covariance_type}) to "
-              f"{source.n_rows if source.n_rows is not None else '?'} x {source.n_features} "
-              f"rows of {args.data} in {time.perf_counter() - t0:.2f} s: {gm.n_iter_} "
-              f"{'passes' if args.online else 'iterations'}, converged={gm.converged_}, "
-              f"lower bound {gm.lower_bound_:.6f}; wrote {args.output}", file=sys.stderr)
+              f"{'?' if rows is None else rows} x {source.n_features} "
+              f"rows of {args.data} in {time.perf_counter() - t0:.2f} s: "
+              f"{_plural(gm.n_iter_, 'pass' if args.online else 'iteration')}, "
+              f"converged={gm.converged_}, lower bound {gm.lower_bound_:.6f}; "
+              f"wrote {args.output}", file=sys.stderr)
     return 0
 
 
@@ -183,10 +242,11 @@ def cmd_score(args):
 
 def cmd_predict(args):
     from .sources import NpyWriter
+    _check_outputs(("output file", args.output))
     gm = _load(args.model)
     _apply_chunk_rows(gm, args)
     tail = (gm.n_components,) if args.proba else ()
-    dtype = np.float64 if args.proba else np.int64
+    dtype = np.float64 if args.proba else _label_dtype(len(gm.weights_))
     with _open_data(args) as source:
         bar = None
         if _progress(args):
@@ -210,6 +270,7 @@ def cmd_predict(args):
 
 def cmd_sample(args):
     from .sources import NpyWriter
+    _check_outputs(("output file", args.output), ("labels file", args.labels))
     gm = _load(args.model)
     if args.n_samples < 1:
         raise ValueError(f"-n must be >= 1, got {args.n_samples}")
@@ -218,7 +279,7 @@ def cmd_sample(args):
     with NpyWriter(args.output, np.float64, (X.shape[1],)) as out:
         out.write(X)
     if args.labels:
-        with NpyWriter(args.labels, np.int64) as out:
+        with NpyWriter(args.labels, _label_dtype(len(gm.weights_))) as out:
             out.write(labels)
     if not args.quiet:
         print(f"wrote {X.shape[0]} x {X.shape[1]} samples to {args.output}", file=sys.stderr)
@@ -303,15 +364,21 @@ def cmd_plot(args):
 
 
 def _parser():
+    from . import __version__
     p = argparse.ArgumentParser(prog="fastmix", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"fastmix {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    fmt = dict(formatter_class=_DefaultsFormatter)
 
-    f = sub.add_parser("fit", help="fit a GMM to a data file, write the model (.npz)")
+    f = sub.add_parser("fit", help="fit a GMM to a data file, write the model (.npz)", **fmt)
     _data_args(f)
-    f.add_argument("-k", "--n-components", type=int, required=True)
+    f.add_argument("-k", "--n-components", type=int, required=True,
+                   help="number of mixture components")
     f.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
     f.add_argument("--covariance-type", default="full",
-                   choices=["full", "tied", "diag", "spherical", "lowrank"])
+                   choices=["full", "tied", "diag", "spherical", "lowrank"],
+                   help="covariance of each component (diag, as in the README's example, is "
+                        "much faster for many features)")
     f.add_argument("--n-factors", type=int, default=None,
                    help="factors per component for --covariance-type lowrank (default "
                         "min(10, D - 1))")
@@ -319,12 +386,15 @@ def _parser():
                    help="lowrank noise model (isotropic: mixture of probabilistic PCA)")
     f.add_argument("--max-iter", type=int, default=100,
                    help="EM iterations (passes with --online)")
-    f.add_argument("--tol", type=float, default=1e-3)
-    f.add_argument("--reg-covar", type=float, default=1e-6)
-    f.add_argument("--n-init", type=int, default=1)
+    f.add_argument("--tol", type=float, default=1e-3,
+                   help="stop when the mean log-likelihood changes by less")
+    f.add_argument("--reg-covar", type=float, default=1e-6,
+                   help="added to every covariance's diagonal")
+    f.add_argument("--n-init", type=int, default=1, help="initialisations (best one kept)")
     f.add_argument("--init", default="kmeans",
-                   choices=["kmeans", "k-means++", "random", "random_from_data"])
-    f.add_argument("--seed", type=int, default=0)
+                   choices=["kmeans", "k-means++", "random", "random_from_data"],
+                   help="initialisation method")
+    f.add_argument("--seed", type=int, default=0, help="random seed")
     f.add_argument("--weights", default=None,
                    help="sample weights: a .npy of N weights")
     f.add_argument("--weight-column", default=None,
@@ -339,26 +409,28 @@ def _parser():
     _common(f)
     f.set_defaults(func=cmd_fit)
 
-    s = sub.add_parser("score", help="mean log-likelihood of a data file under a model")
+    s = sub.add_parser("score", help="mean log-likelihood of a data file under a model", **fmt)
     s.add_argument("model")
     _data_args(s)
     _common(s)
     s.set_defaults(func=cmd_score)
 
-    r = sub.add_parser("predict", help="component labels (or --proba) of a data file")
+    r = sub.add_parser("predict", help="component labels (or --proba) of a data file", **fmt)
     r.add_argument("model")
     _data_args(r)
-    r.add_argument("-o", "--output", required=True, help=".npy file to write")
+    r.add_argument("-o", "--output", required=True,
+                   help=".npy file to write (labels in the smallest unsigned integer type that "
+                        "holds them)")
     r.add_argument("--proba", action="store_true", help="write responsibilities (N, K)")
     _common(r)
     r.set_defaults(func=cmd_predict)
 
-    m = sub.add_parser("sample", help="draw samples from a model")
+    m = sub.add_parser("sample", help="draw samples from a model", **fmt)
     m.add_argument("model")
     m.add_argument("-n", "--n-samples", type=int, required=True)
     m.add_argument("-o", "--output", required=True, help=".npy file to write (n, D)")
     m.add_argument("--labels", default=None, help="also write the component labels (.npy)")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seed", type=int, default=0, help="random seed")
     _common(m)
     m.set_defaults(func=cmd_sample)
 
@@ -395,7 +467,30 @@ USER_ERRORS = (ValueError, TypeError, OSError, ImportError, FloatingPointError, 
                MemoryError, GPUUnavailableError)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """warnings.showwarning for the command line: ``warning: Category: message``, one line."""
+    text = " ".join(str(message).split())
+    print(f"warning: {category.__name__}: {text}", file=sys.stderr if file is None else file)
+
+
+def _interrupted(args):
+    ck = getattr(args, "checkpoint", None)
+    if ck is None:
+        return "fastmix: interrupted"
+    import os
+    if os.path.exists(ck):
+        return (f"fastmix: interrupted; checkpoint {ck} holds the last finished iteration: "
+                f"run the same command with --checkpoint {ck} --resume to continue")
+    return f"fastmix: interrupted before the first checkpoint ({ck}) was written"
+
+
 def main(argv=None):
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        return _main(argv)
+
+
+def _main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "demo":
         try:
@@ -420,7 +515,7 @@ def main(argv=None):
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("fastmix: interrupted", file=sys.stderr)
+        print(_interrupted(args), file=sys.stderr)
         return 130
     except USER_ERRORS as exc:
         if args.debug:

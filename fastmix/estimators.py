@@ -11,6 +11,7 @@ import numpy as np
 
 from . import kernels
 from ._base import BaseEstimator, DensityMixin
+from ._params import warn_at_caller
 from ._params import (COVARIANCE_TYPES, Covariance, DegenerateComponentWarning, FullCovariance,
                       GMMParams, LowRankCovariance)
 from ._stats import Stats
@@ -70,6 +71,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     reg_covar : float, default=1e-6
         Added to the diagonal of every covariance (keeps collapsed components positive definite).
     max_iter : int, default=100
+        EM iterations at most (passes for ``algorithm="online"``); 0 fits the initialisation
+        only, as scikit-learn's ``GaussianMixture`` does.
     n_init : int, default=1
         Number of initialisations; the one with the highest final lower bound is kept.
     init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
@@ -423,6 +426,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                                     data[1] if isinstance(data, tuple) else None,
                                     self.n_components, self.covariance_type, self.init_params,
                                     rng, self.reg_covar, self._chunk_rows, lowrank=lowrank)
+            if m is None and self.n_components > 1:
+                distinct = _n_distinct(params.means)
+                if distinct < self.n_components:  # as scikit-learn's KMeans warns
+                    warn_at_caller(f"Number of distinct clusters ({distinct}) found smaller than "
+                                   f"n_components ({self.n_components}). Possibly due to "
+                                   "duplicate points in X.", ConvergenceWarning)
             w = params.weights if w is None else w
             m = params.means if m is None else m
             cov = params.cov if cov is None else cov
@@ -512,6 +521,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError("checkpoint needs n_init=1 (one initialisation to resume)")
         if resume and checkpoint is None:
             raise ValueError("resume=True needs a checkpoint path")
+        if checkpoint is not None:  # before any work: a bad path fails now, naming it
+            sources.check_output_path(checkpoint, "checkpoint")
         gpu = self._gpu(X, algorithm)
         data, opened = self._stream(X, sample_weight, fitting=True)
         if algorithm == "online" and getattr(data, "is_dask", False):
@@ -547,6 +558,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.lower_bounds_ = list(best.lower_bounds)
         self.iteration_times_ = list(best.iter_times)
         self.n_features_in_ = D
+        self._fitted_on = None  # set on checkpoint snapshots only
         if algorithm == "online":
             self._online = best.state
             self.n_steps_ = best.state.t + 1 if best.state is not None else 0
@@ -562,8 +574,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError(f"X has {D} features, but {type(self).__name__} is expecting "
                              f"{self.n_features_in_} features as input.")
         start = None
+        record = None if checkpoint is None else sources.data_record(data)
         if resume and os.path.exists(checkpoint):
-            start = self._from_checkpoint(checkpoint, D, algorithm)
+            start = self._from_checkpoint(checkpoint, D, algorithm, record)
             if start.converged or start.n_iter >= self.max_iter:
                 return start, D
         do_init = start is None and not (self.warm_start and hasattr(self, "converged_"))
@@ -586,17 +599,51 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 if self.max_iter == 0:
                     result = prior
                 else:
-                    result = self._run(data, prior, init, n_init, algorithm, checkpoint)
+                    result = self._run(data, prior, init, n_init, algorithm, checkpoint,
+                                       record)
                 if best is None or result.lower_bound > best.lower_bound:
                     best = result
         return best, D
 
-    def _from_checkpoint(self, path, D, algorithm):
+    #: Parameters that may change between a checkpoint and its resumption (they do not change
+    #: the iterations already done); every other parameter must match.
+    _RESUME_FREE = ("max_iter", "progress", "verbose", "verbose_interval", "device",
+                    "warm_start", "n_init")
+
+    def _from_checkpoint(self, path, D, algorithm, record=None):
+        """The fit state saved in checkpoint ``path``; ValueError when it was written for other
+        data (``record``: ``sources.data_record`` of this fit's data) or other parameters."""
         ck = load(path)
-        for name in ("n_components", "covariance_type"):
-            if getattr(ck, name) != getattr(self, name):
-                raise ValueError(f"checkpoint {path!s} has {name}={getattr(ck, name)!r}, this "
-                                 f"model {getattr(self, name)!r}")
+        if not isinstance(ck, GaussianMixture):
+            raise ValueError(f"checkpoint {path!s} holds a {type(ck).__name__}, not a "
+                             f"{type(self).__name__} checkpoint")
+        mine, theirs = self.get_params(), ck.get_params()
+        diff = []
+        for name in mine:
+            if name in self._RESUME_FREE:
+                continue
+            a, b = theirs.get(name), mine[name]
+            if name == "random_state" and not all(v is None or isinstance(v, (int, np.integer))
+                                                  for v in (a, b)):
+                continue  # a generator is not saved; nothing to compare
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                same = a is not None and b is not None and np.array_equal(
+                    np.asarray(a, np.float64), np.asarray(b, np.float64))
+            else:
+                same = a == b
+            if not same:
+                diff.append(f"{name}={_short(a)} vs {_short(b)}")
+        saved = getattr(ck, "_fitted_on", None)
+        if saved is None:
+            raise ValueError(f"checkpoint {path!s} does not record the data it was fitted on "
+                             "(not written as a checkpoint, or by an older fastmix); fit without "
+                             "resume or remove it")
+        if record is not None:
+            diff += sources.record_differences(saved, record)
+        if diff:
+            raise ValueError(f"checkpoint {path!s} was written for other data or parameters "
+                             f"(checkpoint vs now: {'; '.join(diff)}); start over without "
+                             "resume (--resume) or use another checkpoint file")
         if ck.n_features_in_ != D:
             raise ValueError(f"checkpoint {path!s} is for {ck.n_features_in_} features, the data "
                              f"have {D}")
@@ -605,9 +652,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return EMResult(ck._params(), ck.lower_bound_, ck.n_iter_, ck.converged_,
                         list(ck.lower_bounds_), [], state=getattr(ck, "_online", None))
 
-    def _checkpoint_saver(self, path, algorithm):
+    def _checkpoint_saver(self, path, algorithm, record=None, data=None):
         def save(result):
             snap = _clone(self)
+            if record is not None:  # a CSV file's row count is known after the first pass
+                n = record["n_rows"] if record["n_rows"] is not None else data.n_rows
+                snap._fitted_on = dict(record, n_rows=None if n is None else int(n))
             snap._set_params_from(result.params)
             snap.converged_ = bool(result.converged)
             snap.n_iter_ = int(result.n_iter)
@@ -618,7 +668,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             snap.save(path)
         return save
 
-    def _run(self, data, prior, init, n_init, algorithm, checkpoint):
+    def _run(self, data, prior, init, n_init, algorithm, checkpoint, record=None):
         bar = rows_bar = None
         total = self.max_iter
         if self.progress:
@@ -631,7 +681,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             if data.in_memory is None:
                 rows_bar = tqdm(total=data.n_rows, desc="rows", unit="row", unit_scale=True,
                                 leave=False, file=sys.stderr)
-        saver = None if checkpoint is None else self._checkpoint_saver(checkpoint, algorithm)
+        saver = None if checkpoint is None else self._checkpoint_saver(checkpoint, algorithm,
+                                                                       record, data)
         done = prior.n_iter
         history = list(prior.lower_bounds)
 
@@ -879,6 +930,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 "params": scalars, "converged_": self.converged_, "n_iter_": self.n_iter_,
                 "lower_bound_": self.lower_bound_, "lower_bounds_": self.lower_bounds_,
                 "n_features_in_": self.n_features_in_}
+        if getattr(self, "_fitted_on", None) is not None:  # a checkpoint: what it was fitted on
+            meta["fitted_on"] = self._fitted_on
         for name in self._fitted_names():
             arrays["fit__" + name] = getattr(self, name)
         state = getattr(self, "_online", None)
@@ -930,6 +983,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         est.lower_bound_ = float(meta["lower_bound_"])
         est.lower_bounds_ = [float(v) for v in meta["lower_bounds_"]]
         est.n_features_in_ = D
+        est._fitted_on = meta.get("fitted_on")
         est._online = None
         if "online" in meta:
             on = meta["online"]
@@ -1965,7 +2019,7 @@ MODEL_CLASSES = {"GaussianMixture": GaussianMixture, "GMMExpansion": GMMExpansio
 def _atomic_write(path, write):
     """Write a file through a temporary file in the same directory and an atomic rename: a
     reader (or a crash) never sees a half-written file."""
-    path = os.fspath(path)
+    path = sources.check_output_path(path)  # errors name the path given, not the temp file
     d = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:
@@ -1978,6 +2032,24 @@ def _atomic_write(path, write):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _n_distinct(means, rtol=1e-9):
+    """Number of distinct rows of ``means`` (K, D) after rounding to a grid of ``rtol`` times
+    the largest absolute value: k-means on fewer distinct points than K returns centres equal
+    up to rounding.  Two grids offset by half a step (the smaller count wins) keep centres that
+    differ by rounding from falling on either side of a grid line."""
+    step = rtol * max(1.0, float(np.max(np.abs(means))))
+    return min(np.unique(np.round(means / step + shift), axis=0).shape[0]
+               for shift in (0.0, 0.5))
+
+
+def _short(v):
+    """A parameter value for a one-line message."""
+    if isinstance(v, np.ndarray):
+        return f"array{v.shape}"
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
 
 
 def _clone(est):
@@ -2022,6 +2094,8 @@ def load(path):
     """Load a model written by ``save``.  Raises FileNotFoundError for a missing path and
     ValueError for files that are not fastmix models, are truncated or damaged, or come from a
     newer format version."""
+    if os.path.isdir(path):
+        raise ValueError(f"{path!s} is a directory, not a fastmix model file (.npz)")
     with open(path, "rb") as fh:  # a missing file raises FileNotFoundError, as open() does
         magic = fh.read(4)
     if magic != b"PK\x03\x04":

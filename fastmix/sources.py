@@ -16,7 +16,8 @@ ndarray                            ``ArraySource`` (rows are read as views, no c
 ``"x.zarr"`` / ``"x.zarr:/a/b"``   ``ZarrSource`` (zarr; extra ``io``)
 ``"x.parquet"``                    ``ParquetSource`` (pyarrow; numeric columns, optional
                                    ``columns``, read batch by batch; extra ``io``)
-``"x.csv"``                        ``CSVSource`` (pyarrow's streaming reader; extra ``io``)
+``"x.csv"`` / ``.tsv`` / ``.txt``  ``CSVSource`` (pyarrow's streaming reader; header
+                                   detected, ``header=``/``delimiter=`` options; extra ``io``)
 iterable of 2-D arrays             ``IterableSource``: must be re-iterable (a list, or an
                                    object whose ``__iter__`` starts over); a one-shot iterator
                                    can be read once only
@@ -296,9 +297,16 @@ class ZarrSource(Source):
             raise FileNotFoundError(f"No such file or directory: {path!s}")
         try:
             z = zarr.open(str(path), mode="r")
+        except Exception as exc:  # zarr raises several types for unreadable stores
+            if os.path.isdir(path):
+                where = "" if key is None else f"{self.name}: "
+                raise ValueError(f"{where}{path!s} is a directory that is not a Zarr array or "
+                                 f"group ({exc})") from None
+            raise ValueError(f"{self.name} is not a readable Zarr array ({exc})") from None
+        try:
             if key is not None:
                 z = z[key.strip("/")]
-        except Exception as exc:  # zarr raises several types for unreadable stores
+        except Exception as exc:
             raise ValueError(f"{self.name} is not a readable Zarr array ({exc})") from None
         if not hasattr(z, "shape") or len(z.shape) != 2:
             raise ValueError(f"{self.name} is not a 2-D Zarr array")
@@ -355,19 +363,28 @@ def _arrow_numeric(schema, columns, weight, name):
     return names, np.dtype(dtype)
 
 
-def _batch_to_numpy(batch, names, weight, dtype, name):
+def _first_null(col):
+    return int(np.argmax(np.asarray(col.is_null().to_numpy(zero_copy_only=False))))
+
+
+def _batch_to_numpy(batch, names, weight, dtype, name, start=0):
+    """A record batch as an (n, D) array (and (n,) weights); ``start`` is the batch's first row
+    in the file, for the row number of a missing value."""
     n = batch.num_rows
     X = np.empty((n, len(names)), dtype)
     for j, c in enumerate(names):
         col = batch.column(c)
         if col.null_count:
-            raise ValueError(f"{name}: column {c!r} has missing values (nulls)")
+            raise ValueError(f"{name}: column {c!r} has a missing value (null) in row "
+                             f"{start + _first_null(col)} (rows counted from 0, header "
+                             "excluded)")
         X[:, j] = col.to_numpy(zero_copy_only=False)
     if weight is None:
         return X
     w = batch.column(weight)
     if w.null_count:
-        raise ValueError(f"{name}: weight column {weight!r} has missing values (nulls)")
+        raise ValueError(f"{name}: weight column {weight!r} has a missing value (null) in row "
+                         f"{start + _first_null(w)} (rows counted from 0, header excluded)")
     return X, np.asarray(w.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
@@ -381,6 +398,7 @@ class ParquetSource(Source):
         except ImportError as exc:
             raise _missing_extra("pyarrow", exc) from None
         self.name = str(path)
+        self.path = path
         if not os.path.exists(path):
             raise FileNotFoundError(f"No such file: {path!s}")
         try:
@@ -397,10 +415,12 @@ class ParquetSource(Source):
 
     def pieces(self):
         cols = self.columns + ([self.weight_column] if self.weight_column else [])
+        start = 0
         try:
             for batch in self._pf.iter_batches(batch_size=self.batch_rows, columns=cols):
                 yield _batch_to_numpy(batch, self.columns, self.weight_column, self.dtype,
-                                      self.name)
+                                      self.name, start)
+                start += batch.num_rows
         except OSError as exc:  # ArrowInvalid/ArrowIOError derive from OSError or ValueError
             raise ValueError(f"{self.name}: damaged Parquet data ({exc})") from None
 
@@ -408,11 +428,46 @@ class ParquetSource(Source):
         self._pf.close()
 
 
-class CSVSource(Source):
-    """A CSV file with a header row, read by pyarrow's streaming reader (row count unknown
-    until the first pass)."""
+#: Delimiters tried, in order, on the first line of a ``.txt`` file (np.savetxt writes spaces).
+TXT_DELIMITERS = (",", "\t", ";", " ")
 
-    def __init__(self, path, columns=None, weight_column=None):
+
+def _first_line(path, limit=1 << 20):
+    with open(path, "rb") as fh:
+        line = fh.readline(limit)
+    return line.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
+
+
+def _is_number(field):
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+class CSVSource(Source):
+    """Delimited text read by pyarrow's streaming reader (row count unknown until the first
+    pass).
+
+    Parameters
+    ----------
+    path : str or Path
+    columns : list of str, optional
+        Feature columns (default: every column but ``weight_column``).  Without a header the
+        columns are named ``f0``, ``f1``, ...
+    weight_column : str, optional
+        Column of sample weights.
+    header : {"infer", True, False}, default="infer"
+        Whether the first line names the columns.  "infer": it does unless every field of it
+        is a number (or empty), so a file without a header never loses its first row.
+    delimiter : str (one character), optional
+        Default: tab for ``.tsv``; for ``.txt`` the first of ``,`` tab ``;`` space found in the
+        first line; otherwise ``,``.
+    """
+
+    def __init__(self, path, columns=None, weight_column=None, *, header="infer",
+                 delimiter=None):
         try:
             import pyarrow.csv as pcsv
         except ImportError as exc:
@@ -421,10 +476,45 @@ class CSVSource(Source):
         self.path = path
         if not os.path.exists(path):
             raise FileNotFoundError(f"No such file: {path!s}")
+        if os.path.isdir(path):
+            raise ValueError(f"{path!s} is a directory, not a CSV file")
+        if header not in ("infer", True, False):
+            raise ValueError(f"header must be 'infer', True or False, got {header!r}")
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"{self.name} is empty (no header, no rows)")
+        first = _first_line(path)
+        suffix = Path(str(path)).suffix.lower()
+        if delimiter is None:
+            if suffix == ".tsv":
+                delimiter = "\t"
+            elif suffix == ".txt":
+                delimiter = next((d for d in TXT_DELIMITERS if d in first), ",")
+            else:
+                delimiter = ","
+        if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\r\n\"":
+            raise ValueError(f"delimiter must be one character (not a quote or a line end), got "
+                             f"{delimiter!r}")
+        self.delimiter = delimiter
+        if header == "infer":
+            fields = [f.strip().strip('"').strip() for f in first.split(delimiter)]
+            header = not (all(_is_number(f) for f in fields if f)
+                          and any(fields))
+        self.header = bool(header)
         self._pcsv = pcsv
         self._types = self._include = None
         with self._open() as reader:
             schema = reader.schema
+            import pyarrow as pa
+            if all(pa.types.is_null(t) for t in schema.types):  # no values in the first block
+                try:
+                    empty = reader.read_next_batch().num_rows == 0
+                except StopIteration:
+                    empty = True
+                except Exception:
+                    empty = False
+                if empty:
+                    raise ValueError(f"{self.name} has no rows (only a header: "
+                                     f"{', '.join(schema.names[:8])})")
         self.columns, self.dtype = _arrow_numeric(schema, columns, weight_column, self.name)
         self.weight_column = weight_column
         self.has_weights = weight_column is not None
@@ -432,7 +522,6 @@ class CSVSource(Source):
         # types are inferred from the first block only: read the numeric columns as float64, so
         # that a column of whole numbers there and fractions further down still parses, and
         # convert only the columns used (an unused column may not parse as its first block did)
-        import pyarrow as pa
         used = self.columns + ([weight_column] if weight_column else [])
         self._types = {c: pa.float64() for c in used
                        if pa.types.is_integer(schema.field(c).type)
@@ -440,11 +529,11 @@ class CSVSource(Source):
         self._include = used
 
     def _open(self):
-        delimiter = "\t" if str(self.path).lower().endswith(".tsv") else ","
         try:
             return self._pcsv.open_csv(
-                self.path, read_options=self._pcsv.ReadOptions(block_size=BLOCK_BYTES // 4),
-                parse_options=self._pcsv.ParseOptions(delimiter=delimiter),
+                self.path, read_options=self._pcsv.ReadOptions(
+                    block_size=BLOCK_BYTES // 4, autogenerate_column_names=not self.header),
+                parse_options=self._pcsv.ParseOptions(delimiter=self.delimiter),
                 convert_options=self._pcsv.ConvertOptions(column_types=self._types or {},
                                                           include_columns=self._include or []))
         except Exception as exc:
@@ -452,6 +541,7 @@ class CSVSource(Source):
 
     def pieces(self):
         reader = self._open()
+        start = 0
         try:
             while True:
                 try:
@@ -461,7 +551,8 @@ class CSVSource(Source):
                 except Exception as exc:
                     raise ValueError(f"{self.name}: unreadable CSV data ({exc})") from None
                 yield _batch_to_numpy(batch, self.columns, self.weight_column, self.dtype,
-                                      self.name)
+                                      self.name, start)
+                start += batch.num_rows
         finally:
             reader.close()
 
@@ -547,11 +638,25 @@ def split_key(path):
     return head, (tail or None)
 
 
-def open_path(path, *, columns=None, weight_column=None, vector=False):
-    """A source for a file path, chosen by extension (see the module docstring).  ``vector``
-    lets a 1-D ``.npy`` read as one column (sample weights)."""
+def open_path(path, *, columns=None, weight_column=None, vector=False, header="infer",
+              delimiter=None):
+    """A source for a file path, chosen by extension.  ``vector`` lets a 1-D ``.npy`` read as
+    one column (sample weights); ``header`` and ``delimiter`` are for delimited text (see
+    ``CSVSource``).
+
+    Rules: ``.npy``; ``.h5``/``.hdf5``/``.hdf``/``.he5`` with ``:/dataset``; ``.zarr`` or any
+    other directory (a Zarr store); ``.parquet``/``.pq``; delimited text ``.csv``, ``.tsv`` and
+    ``.txt`` (as written by ``np.savetxt`` or a spreadsheet).  ``.npz`` archives (several arrays)
+    and other extensions are refused with a ValueError.
+    """
     file, key = split_key(path)
     suffix = Path(file).suffix.lower()
+    if (header != "infer" or delimiter is not None) and suffix not in (".csv", ".tsv", ".txt"):
+        raise ValueError(f"{path}: header and delimiter options are for delimited text files "
+                         "(.csv, .tsv, .txt)")
+    if suffix == ".npz":
+        raise ValueError(f"{path}: an .npz archive holds several arrays; save the data with "
+                         "np.save (.npy) or pass the array itself")
     if suffix == ".npy":
         if key:
             raise ValueError(f"{path}: a .npy file holds one array; no ':{key}' part")
@@ -568,11 +673,11 @@ def open_path(path, *, columns=None, weight_column=None, vector=False):
     if suffix in (".parquet", ".pq"):
         return ParquetSource(file, columns, weight_column)
     if suffix in (".csv", ".txt", ".tsv"):
-        return CSVSource(file, columns, weight_column)
+        return CSVSource(file, columns, weight_column, header=header, delimiter=delimiter)
     if not os.path.exists(file):
         raise FileNotFoundError(f"No such file: {file}")
     raise ValueError(f"{path}: unknown data format {suffix or '(no extension)'!r}; fastmix reads "
-                     ".npy, .h5/.hdf5, .zarr, .parquet and .csv")
+                     ".npy, .h5/.hdf5, .zarr, .parquet and delimited text (.csv, .tsv, .txt)")
 
 
 def _no_columns(what, columns, weight_column):
@@ -815,6 +920,7 @@ class Stream:
         if validate and total and self.source.has_weights and not wsum > 0:  # a weight column
             raise ValueError(f"sample weights of {self.name} sum to zero: at least one row needs "
                              "a positive weight")
+        self.source.rows_read = total  # e.g. a CSV file's row count, once known
         if self.n_rows is None:
             self.n_rows = total
         elif self.n_rows != total:
@@ -914,6 +1020,143 @@ def _prefetched(gen):
         t.join()
 
 
+# ------------------------------------------------------------------------ fingerprints -------
+#: Rows (or weight entries) hashed for a fingerprint, evenly spaced, first and last included.
+FINGERPRINT_ROWS = 64
+
+
+def _sampled_rows(n):
+    return np.unique(np.linspace(0, max(0, n - 1), min(n, FINGERPRINT_ROWS)).astype(np.int64))
+
+
+def _file_digest(path):
+    """Size + SHA-256 of the head, the tail and 14 evenly spaced 4 KiB blocks of a file."""
+    import hashlib
+    size = os.path.getsize(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        offsets = [0] + [int(x) for x in np.linspace(0, max(0, size - 4096), 14)]
+        offsets.append(max(0, size - 65536))
+        for i, off in enumerate(offsets):
+            fh.seek(off)
+            h.update(fh.read(65536 if i in (0, len(offsets) - 1) else 4096))
+    return size, h.hexdigest()[:32]
+
+
+def fingerprint(source):
+    """A cheap fingerprint of what a source holds, or None when it cannot be taken cheaply.
+
+    Random-access sources (arrays, memmaps, ``.npy``, HDF5, Zarr) hash
+    ``FINGERPRINT_ROWS`` evenly spaced rows in the compute dtype, so the same rows give the same
+    fingerprint whether they are in memory or in a file; Parquet and CSV files hash their size,
+    head, tail and sampled blocks of bytes.  Iterables, callables and other sources give None.
+    Returns a dict of JSON-serialisable values.
+    """
+    import hashlib
+    if isinstance(source, WeightedSource):
+        source = source.inner
+    if isinstance(source, (ArraySource, NpySource, HDF5Source, ZarrSource)):
+        rows = _sampled_rows(source.n_rows)
+        buf = np.empty((1, source.n_features), source.dtype)
+        h = hashlib.sha256()
+        for r in rows:
+            source.read_rows(int(r), int(r) + 1, buf)
+            h.update(buf.tobytes())
+        return {"kind": "rows", "n_rows": int(source.n_rows), "hash": h.hexdigest()[:32]}
+    path = getattr(source, "path", None) or getattr(source, "_path", None)
+    if isinstance(source, (ParquetSource, CSVSource)) and path is not None:
+        size, digest = _file_digest(path)
+        return {"kind": "file", "size": size, "hash": digest}
+    return None
+
+
+def _weights_fingerprint(w):
+    import hashlib
+    if w is None:
+        return None
+    n = _n_weights(w)
+    rows = _sampled_rows(n)
+    if isinstance(w, np.ndarray):
+        vals = np.asarray(w[rows], np.float64)
+    else:
+        vals = np.empty(len(rows), np.float64)
+        buf = np.empty((1, 1), np.float64)
+        for i, r in enumerate(rows):
+            w.read_rows(int(r), int(r) + 1, buf)
+            vals[i] = buf[0, 0]
+    return {"n": int(n), "hash": hashlib.sha256(vals.tobytes()).hexdigest()[:32]}
+
+
+def data_record(data):
+    """What a fit reads, for a checkpoint: rows (None until known), features, dtype, a content
+    fingerprint (see ``fingerprint``), the columns read and the sample weights (a fingerprint,
+    a weight column's name, or None).  ``data`` is a ``Stream`` or a Dask data wrapper."""
+    dask = getattr(data, "is_dask", False)
+    source = None if dask else getattr(data, "source", None)  # a Dask array: no fingerprint
+    rec = {"n_rows": None if data.n_rows is None else int(data.n_rows),
+           "n_features": int(data.n_features), "dtype": str(np.dtype(data.dtype)),
+           "kind": "dask array" if dask else type(source).__name__,
+           "fingerprint": fingerprint(source) if source is not None else None,
+           "columns": list(getattr(source, "columns", None) or []) or None,
+           "weight_column": getattr(source, "weight_column", None),
+           "weights": None}
+    weights = getattr(data, "weights", None)
+    if weights is not None:  # a Dask array's weights are not read here either
+        rec["weights"] = {"dask": True} if dask else _weights_fingerprint(weights)
+    return rec
+
+
+def record_differences(saved, now):
+    """What differs between two ``data_record`` dicts, as short phrases (empty when the data
+    match).  A row count still unknown on either side is not compared."""
+    out = []
+    if saved.get("n_rows") is not None and now.get("n_rows") is not None \
+            and saved["n_rows"] != now["n_rows"]:
+        out.append(f"rows {saved['n_rows']} vs {now['n_rows']}")
+    for key, what in (("n_features", "features"), ("dtype", "dtype"), ("columns", "columns"),
+                      ("weight_column", "weight column")):
+        if saved.get(key) != now.get(key):
+            out.append(f"{what} {saved.get(key)} vs {now.get(key)}")
+    if saved.get("fingerprint") != now.get("fingerprint"):
+        a, b = saved.get("fingerprint"), now.get("fingerprint")
+        if a is None or b is None or a.get("kind") != b.get("kind"):
+            out.append(f"data read as {saved.get('kind')} vs {now.get('kind')} (contents cannot "
+                       "be compared)")
+        else:
+            out.append("contents differ (sampled " +
+                       ("rows" if a["kind"] == "rows" else "file bytes") + ")")
+    if saved.get("weights") != now.get("weights"):
+        a, b = saved.get("weights"), now.get("weights")
+        out.append("sample weights " + ("given vs none" if b is None else "none vs given"
+                                        if a is None else "differ"))
+    return out
+
+
+def check_output_path(path, what="output file"):
+    """Check, before any work, that ``path`` can be written: it is not a directory and its
+    parent directory exists and is writable.  Raises an OSError naming ``path`` as given
+    (FileNotFoundError, NotADirectoryError, IsADirectoryError or PermissionError); returns
+    ``path`` as a string."""
+    s = os.fspath(path)
+    if not s:
+        raise FileNotFoundError(f"{what} path is empty")
+    if os.path.isdir(s):
+        raise IsADirectoryError(f"cannot write {what} {s}: it is a directory; give a file name")
+    parent = os.path.dirname(os.path.abspath(s))
+    if not os.path.exists(parent):
+        raise FileNotFoundError(f"cannot write {what} {s}: directory {os.path.dirname(s) or '.'}"
+                                " does not exist")
+    if not os.path.isdir(parent):
+        raise NotADirectoryError(f"cannot write {what} {s}: {os.path.dirname(s)} is not a "
+                                 "directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {what} {s}: directory {os.path.dirname(s) or '.'} "
+                              "is not writable")
+    if os.path.exists(s) and not os.path.isfile(s):
+        raise IsADirectoryError(f"cannot write {what} {s}: it exists and is not a regular file")
+    return s
+
+
 class NpyWriter:
     """Write a 1-D or 2-D ``.npy`` block by block, atomically: rows go to a temporary file in
     the target's directory, the header is rewritten with the final row count, and the file is
@@ -927,6 +1170,7 @@ class NpyWriter:
         self.dtype = np.dtype(dtype)
         self.tail = tuple(int(s) for s in tail_shape)
         self.rows = 0
+        check_output_path(path)  # errors name the path given, not the temporary file
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self.fh = open(self.tmp, "wb")
         self.fh.write(self._header())

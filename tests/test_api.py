@@ -1,5 +1,6 @@
 """The estimator's public behaviour: initialisations, n_init, warm_start, sample, sample_weight,
 fit_predict, progress and verbose output, and the sklearn-style conveniences."""
+import os
 import warnings
 
 import numpy as np
@@ -318,3 +319,132 @@ def test_clone_and_params(X):
 def test_fit_returns_self_and_ignores_y(X):
     gm = GM(2, random_state=0)
     assert gm.fit(X, np.arange(X.shape[0])) is gm
+
+
+# ------------------------------------------------ issue 18: outputs, checkpoints, warnings ----
+def test_fit_of_an_empty_list_says_x_is_empty():
+    with pytest.raises(ValueError, match=r"X is empty \(shape \(0,\)\): pass a 2-D array"):
+        GM(2).fit([])
+
+
+def test_max_iter_zero_is_accepted_like_scikit_learn(X):
+    """scikit-learn's GaussianMixture accepts max_iter=0 (the initialisation only; its KMeans
+    rejects 0): fastmix follows the mixture; negative values are refused."""
+    sk = pytest.importorskip("sklearn.mixture")
+    sk.GaussianMixture(2, max_iter=0).fit(X)  # would raise if scikit-learn started refusing 0
+    assert GM(2, max_iter=0, random_state=0).fit(X).n_iter_ == 0
+    with pytest.raises(ValueError, match="max_iter"):
+        GM(2, max_iter=-1).fit(X)
+
+
+def test_save_checks_its_path_and_names_it(X, tmp_path):
+    gm = GM(2, max_iter=3, random_state=0).fit(X)
+    with pytest.raises(FileNotFoundError, match=r"cannot write output file /nonexist/m\.npz: "
+                                                r"directory /nonexist does not exist") as e:
+        gm.save("/nonexist/m.npz")
+    assert ".tmp" not in str(e.value)
+    with pytest.raises(IsADirectoryError, match=f"cannot write output file {tmp_path}: it is a "
+                                                "directory"):
+        gm.save(tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_load_of_a_directory_says_so(tmp_path):
+    with pytest.raises(ValueError, match=f"{tmp_path} is a directory, not a fastmix model file"):
+        fastmix.load(tmp_path)
+
+
+def test_checkpoint_path_is_checked_before_any_work(X, tmp_path, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the data were read before the checkpoint path was checked")
+    monkeypatch.setattr(GM, "_stream", no_work)
+    with pytest.raises(FileNotFoundError, match=r"cannot write checkpoint /nonexist/ck\.npz"):
+        GM(2).fit(X, checkpoint="/nonexist/ck.npz")
+    with pytest.raises(IsADirectoryError, match=f"cannot write checkpoint {tmp_path}: it is a "
+                                                "directory"):
+        GM(2).fit(X, checkpoint=tmp_path)
+
+
+def _ck_fit(data, ck, max_iter, **kw):
+    kw.setdefault("random_state", 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastmix.ConvergenceWarning)
+        return GM(3, max_iter=max_iter, tol=0.0, chunk_size=64, **kw).fit(
+            data, checkpoint=ck, resume=True)
+
+
+def test_resume_refuses_a_checkpoint_of_other_data(X, tmp_path):
+    ck = tmp_path / "ck.npz"
+    _ck_fit(X, ck, 3)
+    rng = np.random.default_rng(7)
+    other = X[rng.permutation(X.shape[0])]  # same shape, dtype, values; other rows order
+    with pytest.raises(ValueError, match=r"ck\.npz was written for other data or parameters "
+                                         r"\(checkpoint vs now: contents differ \(sampled "
+                                         r"rows\)\)"):
+        _ck_fit(other, ck, 6)
+    with pytest.raises(ValueError, match=r"rows 400 vs 300"):
+        _ck_fit(X[:300], ck, 6)
+    # a file of the same shape but other contents
+    p = tmp_path / "other.npy"
+    np.save(p, other)
+    with pytest.raises(ValueError, match=r"contents differ"):
+        _ck_fit(str(p), ck, 6)
+    with pytest.raises(ValueError, match=r"sample weights none vs given"):
+        GM(3, max_iter=6, tol=0.0, chunk_size=64, random_state=0).fit(
+            X, sample_weight=np.ones(X.shape[0]), checkpoint=ck, resume=True)
+    # parameters that change the result
+    with pytest.raises(ValueError, match=r"reg_covar=1e-06 vs 0\.001"):
+        _ck_fit(X, ck, 6, reg_covar=1e-3)
+    with pytest.raises(ValueError, match=r"random_state=0 vs 1"):
+        _ck_fit(X, ck, 6, random_state=1)
+    assert fastmix.load(ck).n_iter_ == 3  # nothing was overwritten
+
+
+def test_resume_with_the_same_rows_from_a_file_is_bit_identical(X, tmp_path):
+    """The fingerprint follows the rows: the same data as a .npy resumes the in-memory fit, and
+    a larger max_iter continues it to exactly an uninterrupted fit."""
+    full = _ck_fit(X, tmp_path / "full.npz", 8)
+    ck = tmp_path / "ck.npz"
+    _ck_fit(X, ck, 3)
+    p = tmp_path / "x.npy"
+    np.save(p, X)
+    resumed = _ck_fit(str(p), ck, 8)
+    assert resumed.n_iter_ == 8
+    np.testing.assert_array_equal(resumed.means_, full.means_)
+    np.testing.assert_array_equal(resumed.covariances_, full.covariances_)
+    assert resumed.lower_bounds_ == full.lower_bounds_
+
+
+def test_a_plain_model_file_is_not_a_checkpoint(X, tmp_path):
+    m = tmp_path / "m.npz"
+    GM(3, max_iter=3, random_state=0).fit(X).save(m)
+    with pytest.raises(ValueError, match="does not record the data it was fitted on"):
+        _ck_fit(X, m, 6)
+
+
+def test_degenerate_component_warning_points_at_the_caller():
+    rng = np.random.default_rng(0)
+    Xd = np.concatenate([rng.normal(size=(200, 2)), np.tile([[5.0, 5.0]], (50, 1))])
+    for cov in ("diag", "full"):
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            GM(3, covariance_type=cov, reg_covar=0.0, random_state=0).fit(Xd)
+        deg = [w for w in rec if issubclass(w.category, fastmix.DegenerateComponentWarning)]
+        assert deg, cov
+        assert {w.filename for w in deg} == {__file__}, cov
+
+
+def test_duplicate_points_warn_like_scikit_learn_and_the_fit_completes():
+    Xd = np.concatenate([np.tile([[0.1, 0.7, 1.3]], (300, 1)),
+                         np.tile([[5.1, -0.7, 2.3]], (200, 1))])
+    for init in ("kmeans", "k-means++", "random_from_data"):
+        with pytest.warns(fastmix.ConvergenceWarning, match=r"Number of distinct clusters \(2\) "
+                                                            r"found smaller than n_components "
+                                                            r"\(3\)") as rec:
+            gm = GM(3, init_params=init, random_state=0).fit(Xd)
+        assert any(w.filename == __file__ for w in rec)
+        assert np.all(np.isfinite(gm.means_)) and gm.n_iter_ >= 1
+    with warnings.catch_warnings():  # distinct points: no such warning
+        warnings.simplefilter("error", fastmix.ConvergenceWarning)
+        rng = np.random.default_rng(0)
+        GM(3, random_state=0).fit(rng.normal(size=(300, 2)))

@@ -30,6 +30,7 @@ import json
 import os
 import signal
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -220,3 +221,144 @@ def test_device_option(tmp_path):
     assert "device='cuda' (CUDA simulator)" in r.stdout and "final lower bound" in r.stdout
     msg = _one_line_error(_run("demo", "-n", "64", "--device", "cuda", env=real))
     assert "fastmix[cuda]" in msg
+
+
+# ------------------------------------------------------------------------------- issue 18 ----
+def test_version_and_help_show_defaults(capsys):
+    with pytest.raises(SystemExit) as e:
+        from fastmix.cli import _parser
+        _parser().parse_args(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fastmix {fastmix.__version__}"
+    assert main(["fit", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: full)" in out and "README's example" in out
+    assert "--no-header" in out and "--delimiter" in out and "(default: 0.001)" in out
+
+
+def _spy_fit(monkeypatch):
+    calls = []
+    monkeypatch.setattr(fastmix.GaussianMixture, "fit",
+                        lambda self, *a, **k: calls.append(1) or self)
+    return calls
+
+
+def test_outputs_are_checked_before_any_work(datafile, tmp_path, monkeypatch, capsys):
+    path, X = datafile
+    model = tmp_path / "m.npz"
+    fastmix.GaussianMixture(2, max_iter=2, random_state=0).fit(X).save(model)
+    calls = _spy_fit(monkeypatch)
+    for bad, what in (("/nonexist/m.npz", "model file /nonexist/m.npz: directory /nonexist "
+                                          "does not exist"),
+                      (str(tmp_path), f"model file {tmp_path}: it is a directory")):
+        assert main(["fit", str(path), "-k", "2", "-o", bad, "--quiet"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"fastmix: error: cannot write {what}") and ".tmp" not in err
+    assert main(["fit", str(path), "-k", "2", "-o", str(tmp_path / "new.npz"), "--checkpoint",
+                 "/nonexist/ck.npz"]) == 1
+    assert "cannot write checkpoint /nonexist/ck.npz" in capsys.readouterr().err
+    assert calls == []  # the fit never started
+    monkeypatch.setattr(fastmix, "load", lambda *a, **k: calls.append(1))  # no model loaded
+    assert main(["predict", str(model), str(path), "-o", "/nonexist/l.npy"]) == 1
+    assert "cannot write output file /nonexist/l.npy" in capsys.readouterr().err
+    assert main(["sample", str(model), "-n", "5", "-o", str(tmp_path / "s.npy"), "--labels",
+                 "/nonexist/l.npy"]) == 1
+    assert "cannot write labels file /nonexist/l.npy" in capsys.readouterr().err
+    assert calls == [] and not (tmp_path / "s.npy").exists()
+
+
+def test_a_directory_as_model_file(tmp_path):
+    msg = _one_line_error(_run("info", tmp_path))
+    assert msg == f"fastmix: error: {tmp_path} is a directory, not a fastmix model file (.npz)"
+
+
+def test_resume_refuses_another_file_of_the_same_shape(datafile, tmp_path):
+    path, X = datafile
+    ck, out = tmp_path / "ck.npz", tmp_path / "m.npz"
+    r = _run("fit", path, "-k", "3", "-o", out, "--checkpoint", ck, "--max-iter", "3",
+             "--tol", "0", "--quiet")
+    assert r.returncode == 0, r.stderr
+    out.unlink()
+    other = tmp_path / "other.npy"
+    np.save(other, X[::-1].copy())
+    msg = _one_line_error(_run("fit", other, "-k", "3", "-o", out, "--checkpoint", ck,
+                               "--resume", "--max-iter", "6", "--tol", "0"))
+    assert "was written for other data" in msg and "contents differ" in msg
+    assert not out.exists()
+    msg = _one_line_error(_run("fit", path, "-k", "3", "-o", out, "--checkpoint", ck,
+                               "--resume", "--max-iter", "6", "--tol", "0",
+                               "--covariance-type", "diag"))
+    assert "covariance_type='full' vs 'diag'" in msg
+
+
+def test_warnings_are_one_line_and_the_summary_reads_well(tmp_path):
+    X, _, _, _ = make_blobs(3000, 2, 3, random_state=1)
+    csv = tmp_path / "x.csv"
+    np.savetxt(csv, X, delimiter=",", header="a,b", comments="")
+    r = _run("fit", csv, "-k", "3", "-o", tmp_path / "m.npz", "--max-iter", "1", "--tol", "0",
+             "--online")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines[0].startswith("warning: ConvergenceWarning: Best performing initialization")
+    assert len(lines) == 2 and "warnings.warn" not in r.stderr and ".py:" not in r.stderr
+    assert "to 3000 x 2 rows" in lines[1] and ": 1 pass," in lines[1]
+
+
+def test_csv_options_on_the_command_line(tmp_path, capsys):
+    X, _, _, _ = make_blobs(600, 2, 2, random_state=3)
+    nh = tmp_path / "nh.csv"
+    np.savetxt(nh, X, delimiter=";")
+    model = tmp_path / "m.npz"
+    assert main(["fit", str(nh), "-k", "2", "-o", str(model), "--delimiter", ";",
+                 "--no-header", "--quiet"]) == 0
+    ref = fastmix.GaussianMixture(2, random_state=0).fit(X)
+    np.testing.assert_allclose(fastmix.load(model).means_, ref.means_, rtol=1e-12)
+    # a first line with a text field looks like a header: --no-header keeps it as data
+    t = tmp_path / "t.csv"
+    t.write_text("".join(f"{a:.17g},{b:.17g},n{i}\n" for i, (a, b) in enumerate(X)))
+    assert main(["fit", str(t), "-k", "2", "-o", str(model), "--no-header", "--columns",
+                 "f0,f1", "--quiet"]) == 0
+    np.testing.assert_allclose(fastmix.load(model).means_, ref.means_, rtol=1e-12)
+    s = tmp_path / "s.csv"
+    s.write_text("a,b,name\n" + "".join(f"{a},{b},n{i}\n" for i, (a, b) in enumerate(X)))
+    assert main(["fit", str(s), "-k", "2", "-o", str(model)]) == 1
+    err = capsys.readouterr().err
+    assert "pass --columns with the numeric ones" in err and "columns=[" not in err
+    assert main(["fit", str(s), "-k", "2", "-o", str(model), "--columns", "a,b",
+                 "--quiet"]) == 0
+
+
+def test_labels_use_the_smallest_unsigned_dtype(datafile, tmp_path):
+    path, X = datafile
+    model = tmp_path / "m.npz"
+    gm = fastmix.GaussianMixture(3, max_iter=5, random_state=0).fit(X)
+    gm.save(model)
+    labels = tmp_path / "l.npy"
+    assert main(["predict", str(model), str(path), "-o", str(labels), "--quiet"]) == 0
+    got = np.load(labels)
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, gm.predict(X))
+    assert main(["sample", str(model), "-n", "50", "-o", str(tmp_path / "s.npy"), "--labels",
+                 str(labels), "--quiet"]) == 0
+    assert np.load(labels).dtype == np.uint8
+    from fastmix.cli import _label_dtype
+    assert [_label_dtype(k) for k in (1, 256, 257, 65537)] == [np.uint8, np.uint8, np.uint16,
+                                                              np.uint32]
+
+
+def test_ctrl_c_names_the_checkpoint_and_resume(datafile, tmp_path, monkeypatch, capsys):
+    path, X = datafile
+    ck = tmp_path / "ck.npz"
+    fit = fastmix.GaussianMixture.fit
+
+    def interrupted(self, *a, checkpoint=None, **k):  # one iteration checkpointed, then ^C
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit(fastmix.GaussianMixture(2, max_iter=1), X[:200], checkpoint=checkpoint)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(fastmix.GaussianMixture, "fit", interrupted)
+    assert main(["fit", str(path), "-k", "2", "-o", str(tmp_path / "m.npz"), "--checkpoint",
+                 str(ck), "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert f"checkpoint {ck} holds the last finished iteration" in err
+    assert f"--checkpoint {ck} --resume" in err

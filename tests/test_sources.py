@@ -632,8 +632,17 @@ def test_zarr_group_is_not_an_array(tmp_path):
     with pytest.raises(ValueError, match="is not a readable Zarr array"):
         gm().fit(f"{store}:/a/nope")
     (tmp_path / "empty.zarr").mkdir()
-    with pytest.raises(ValueError, match="empty.zarr is not a readable Zarr array"):
+    with pytest.raises(ValueError, match="empty.zarr is a directory that is not a Zarr array"):
         gm().fit(str(tmp_path / "empty.zarr"))
+
+
+def test_directory_is_not_taken_for_zarr_silently(tmp_path):
+    pytest.importorskip("zarr")
+    d = tmp_path / "adir"
+    d.mkdir()
+    (d / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match=r"adir is a directory that is not a Zarr array"):
+        gm().fit(str(d))
 
 
 def test_parquet_string_column(tmp_path):
@@ -661,7 +670,7 @@ def test_parquet_with_nulls(tmp_path):
     table = pa.table({"x0": DATA[:, 0], "x1": col})
     p = tmp_path / "nulls.parquet"
     pq.write_table(table, p, row_group_size=700)
-    with pytest.raises(ValueError, match=r"column 'x1' has missing values \(nulls\)"):
+    with pytest.raises(ValueError, match=r"column 'x1' has a missing value \(null\) in row 2500"):
         gm().fit(str(p))
 
 
@@ -842,7 +851,15 @@ def test_too_few_rows_for_components(tmp_path):
         gm().fit(write_npy(DATA[:2], tmp_path))
 
 
-@pytest.mark.parametrize("name", ["x.txtx", "x", "x.npz"])
+def test_npz_is_refused_with_a_reason(tmp_path):
+    p = tmp_path / "x.npz"
+    np.savez(p, X=DATA)
+    with pytest.raises(ValueError, match=r"x\.npz: an \.npz archive holds several arrays; save "
+                                         r"the data with np\.save"):
+        gm().fit(str(p))
+
+
+@pytest.mark.parametrize("name", ["x.txtx", "x"])
 def test_unknown_extension(name, tmp_path):
     p = tmp_path / name
     p.write_bytes(b"1,2\n3,4\n")
@@ -863,7 +880,8 @@ def test_bad_weight_in_weight_column(tmp_path):
                                          r"\(row 2100\)"):
         gm().fit(str(p), sample_weight="w")
     p = write_csv(DATA, tmp_path, w=w)  # pyarrow reads "nan" in a CSV as a missing value
-    with pytest.raises(ValueError, match=r"weight column 'w' has missing values"):
+    with pytest.raises(ValueError, match=r"weight column 'w' has a missing value \(null\) in "
+                                         r"row 2100 "):
         gm().fit(str(p), sample_weight="w")
 
 
@@ -1010,3 +1028,170 @@ def test_prefetch_thread_ends_when_consumer_stops(tmp_path):
     _, parts, _ = read_pass(stream)  # the stream still works
     np.testing.assert_array_equal(np.concatenate(parts), DATA)
     stream.close()
+
+
+# ------------------------------------------------------------------ CSV edges (issue 18) -----
+def _csv_rows(X, delimiter=","):
+    return "".join(delimiter.join(f"{v:.17g}" for v in row) + "\n" for row in X)
+
+
+def test_csv_header_only_or_empty_has_no_rows(tmp_path):
+    pytest.importorskip("pyarrow")
+    p = tmp_path / "h.csv"
+    p.write_text("a,b\n")
+    with pytest.raises(ValueError, match=r"h\.csv has no rows \(only a header: a, b\)"):
+        gm().fit(str(p))
+    p = tmp_path / "e.csv"
+    p.write_text("")
+    with pytest.raises(ValueError, match=r"e\.csv is empty"):
+        gm().fit(str(p))
+
+
+def test_csv_without_header_keeps_its_first_row(tmp_path):
+    """An all-numeric first line is data (header="infer"); header=False/True force it."""
+    pytest.importorskip("pyarrow")
+    p = tmp_path / "nh.csv"
+    p.write_text(_csv_rows(DATA))
+    src = as_source(p)
+    assert src.columns == ["f0", "f1", "f2", "f3"] and not src.header
+    _, parts, _ = read_pass(Stream(src, CHUNK))
+    np.testing.assert_array_equal(np.concatenate(parts), DATA)
+    assert_same_fit(gm("full").fit(str(p)), reference("full"))
+    # header=True: the first line names the columns (the user's choice)
+    src = sources.open_path(p, header=True)
+    _, parts, _ = read_pass(Stream(src, CHUNK))
+    np.testing.assert_array_equal(np.concatenate(parts), DATA[1:])
+    # header=False on a file with a header: the header line is not numeric
+    h = write_csv(DATA, tmp_path)
+    with pytest.raises(ValueError, match="non-numeric column"):
+        sources.open_path(h, header=False)
+    assert sources.open_path(h).columns == ["x0", "x1", "x2", "x3"]
+    with pytest.raises(ValueError, match="header must be 'infer', True or False"):
+        sources.CSVSource(p, header="yes")
+    with pytest.raises(ValueError, match="header and delimiter options are for delimited text"):
+        sources.open_path(write_npy(DATA, tmp_path), header=False)
+
+
+def test_csv_delimiter(tmp_path):
+    pytest.importorskip("pyarrow")
+    p = tmp_path / "semi.csv"
+    p.write_text("x0;x1;x2;x3\n" + _csv_rows(DATA, ";"))
+    src = sources.open_path(p, delimiter=";")
+    assert src.columns == ["x0", "x1", "x2", "x3"]
+    assert_same_fit(gm("full").fit(src), reference("full"))
+    with pytest.raises(ValueError, match="delimiter must be one character"):
+        sources.open_path(p, delimiter=";;")
+
+
+def test_txt_is_delimited_text_with_sniffed_delimiter(tmp_path):
+    """np.savetxt's default (spaces, no header) reads as the same rows."""
+    pytest.importorskip("pyarrow")
+    p = tmp_path / "x.txt"
+    np.savetxt(p, DATA, fmt="%.17g")
+    src = as_source(p)
+    assert src.delimiter == " " and src.columns == ["f0", "f1", "f2", "f3"]
+    _, parts, _ = read_pass(Stream(src, CHUNK))
+    np.testing.assert_array_equal(np.concatenate(parts), DATA)
+
+
+def test_csv_null_cell_names_its_row(tmp_path):
+    pytest.importorskip("pyarrow")
+    p = tmp_path / "nul.csv"
+    lines = _csv_rows(DATA).splitlines()
+    lines[2345] = lines[2345].rsplit(",", 1)[0] + ","  # empty last cell in data row 2345
+    p.write_text("x0,x1,x2,x3\n" + "\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"nul\.csv: column 'x3' has a missing value \(null\) "
+                                         r"in row 2345 "):
+        gm().fit(str(p))
+    w = WEIGHTS.astype(object)
+    p = tmp_path / "nulw.csv"
+    rows = [",".join(f"{v:.17g}" for v in DATA[i]) + "," + ("" if i == 1999 else f"{w[i]:.17g}")
+            for i in range(N)]
+    p.write_text("x0,x1,x2,x3,w\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=r"weight column 'w' has a missing value \(null\) in "
+                                         r"row 1999 "):
+        gm().fit(str(p), sample_weight="w")
+
+
+def test_rows_read_is_known_after_a_pass(tmp_path):
+    pytest.importorskip("pyarrow")
+    src = as_source(write_csv(DATA, tmp_path))
+    assert src.n_rows is None
+    read_pass(Stream(src, CHUNK))
+    assert src.rows_read == N
+
+
+# ---------------------------------------------------------------- output paths, fingerprints --
+def test_check_output_path(tmp_path):
+    ok = tmp_path / "m.npz"
+    assert sources.check_output_path(ok) == str(ok)
+    with pytest.raises(FileNotFoundError, match=r"cannot write output file /nonexist/m\.npz: "
+                                                r"directory /nonexist does not exist"):
+        sources.check_output_path("/nonexist/m.npz")
+    with pytest.raises(IsADirectoryError, match=f"cannot write checkpoint {tmp_path}: it is a "
+                                                "directory"):
+        sources.check_output_path(tmp_path, "checkpoint")
+    f = tmp_path / "file"
+    f.write_text("")
+    with pytest.raises(NotADirectoryError, match="is not a directory"):
+        sources.check_output_path(f / "m.npz")
+    if os.geteuid() != 0:  # root writes anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        try:
+            with pytest.raises(PermissionError, match="is not writable"):
+                sources.check_output_path(ro / "m.npz")
+        finally:
+            ro.chmod(0o700)
+
+
+def test_npy_writer_error_names_the_path_not_the_temporary_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"cannot write output file .*nope/l\.npy") as e:
+        NpyWriter(tmp_path / "nope" / "l.npy", np.int64)
+    assert ".tmp" not in str(e.value)
+
+
+def test_fingerprint_follows_the_rows_not_the_format(tmp_path):
+    a = sources.fingerprint(ArraySource(DATA))
+    assert a["kind"] == "rows" and a["n_rows"] == N
+    assert sources.fingerprint(NpySource(write_npy(DATA, tmp_path))) == a
+    rows = sources._sampled_rows(N)
+    other = DATA.copy()
+    other[rows[7]] += 1.0
+    assert sources.fingerprint(ArraySource(other)) != a
+    pytest.importorskip("pyarrow")
+    c = sources.fingerprint(as_source(write_csv(DATA, tmp_path)))
+    assert c["kind"] == "file" and c["size"] == os.path.getsize(tmp_path / "x.csv")
+    assert sources.fingerprint(IterableSource([DATA])) is None
+
+
+def test_record_differences_say_what_differs(tmp_path):
+    s1 = Stream(ArraySource(DATA), CHUNK)
+    rec = sources.data_record(s1)
+    assert sources.record_differences(rec, rec) == []
+    rows = sources._sampled_rows(N)
+    other = DATA.copy()
+    other[rows[3]] *= 2
+    diff = sources.record_differences(rec, sources.data_record(Stream(ArraySource(other),
+                                                                      CHUNK)))
+    assert diff == ["contents differ (sampled rows)"]
+    diff = sources.record_differences(rec, sources.data_record(
+        Stream(ArraySource(DATA.astype(np.float32)), CHUNK)))
+    assert "dtype float64 vs float32" in diff
+    diff = sources.record_differences(rec, sources.data_record(
+        Stream(ArraySource(DATA), CHUNK, weights=WEIGHTS)))
+    assert diff == ["sample weights none vs given"]
+
+
+def test_record_of_a_dask_array_reads_nothing():
+    """A Dask array (and its weights) get no fingerprint (that would compute blocks): the record
+    has its shape and says the contents cannot be compared with an in-memory array's."""
+    da = pytest.importorskip("dask.array")
+    from fastmix import distributed
+    data = distributed.DaskData(da.from_array(DATA, chunks=1000), da.ones(N, chunks=1000), CHUNK)
+    rec = sources.data_record(data)
+    assert rec["kind"] == "dask array" and rec["fingerprint"] is None
+    assert (rec["n_rows"], rec["n_features"], rec["weights"]) == (N, D, {"dask": True})
+    diff = sources.record_differences(rec, sources.data_record(Stream(ArraySource(DATA), CHUNK)))
+    assert "data read as dask array vs ArraySource (contents cannot be compared)" in diff
