@@ -503,7 +503,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             self.__dict__.pop(name, None)
         self.covariances_ = cast(params.cov.covariances)
         self.precisions_cholesky_ = cast(params.cov.precisions_cholesky)
-        self.precisions_ = cast(params.cov.precisions)
+        cov = params.cov
+        if np.dtype(dtype) != np.float64:  # from the stored (rounded) factor, as load rebuilds it
+            cov = type(cov)(np.asarray(self.covariances_, dtype=np.float64),
+                            np.asarray(self.precisions_cholesky_, dtype=np.float64))
+        self.precisions_ = cast(cov.precisions)
 
     def __getattr__(self, name):
         # Only reached when normal lookup fails: dense views of a fitted lowrank model.
