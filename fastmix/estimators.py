@@ -277,7 +277,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if not 1 <= q < D:
             raise ValueError(f"n_factors must be in [1, n_features - 1] = [1, {D - 1}] for "
                              f"covariance_type='lowrank', got {q}" + (
-                                 " (lowrank needs at least 2 features)" if D < 2 else ""))
+                                 f" (n_features = {D}: lowrank needs at least 2 features)"
+                                 if D < 2 else ""))
         return q
 
     def _fixed_groups(self):
@@ -1499,8 +1500,13 @@ class BigLearnGaussianMixture(GaussianMixture):
     def fit_predict(self, X, y=None, sample_weight=None):
         return self.fit(X, sample_weight=sample_weight).predict(X)
 
-    def partial_fit(self, X, y=None, sample_weight=None):
-        raise NotImplementedError("BigLearnGaussianMixture has no partial_fit")
+    @property
+    def partial_fit(self):
+        """Not available: BigLearn-EM is a batch method (the inherited
+        ``GaussianMixture.partial_fit`` is online EM, a different algorithm), so
+        ``hasattr(model, "partial_fit")`` is False, as scikit-learn's tools expect."""
+        raise AttributeError("BigLearnGaussianMixture has no partial_fit (BigLearn-EM is a batch "
+                             "method; use GaussianMixture.partial_fit for online EM)")
 
 
 class SGDGaussianMixture(DensityMixin, BaseEstimator):
@@ -1766,39 +1772,62 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
     # ---------------------------------------------------------------- fitting ---------------
     def fit(self, X, y=None, sample_weight=None):
         """``n_epochs`` passes of SGD over X (an array or any out-of-core source, read in
-        blocks; rows shuffled within each block when ``shuffle``).  Returns self."""
-        if sample_weight is not None:
-            raise ValueError("SGDGaussianMixture does not take sample weights")
+        blocks; rows shuffled within each block when ``shuffle``).  Returns self.
+
+        sample_weight : (N,) non-negative, optional (CPU only).  Frequency weights: each epoch
+            takes row i c_i times, c_i = floor(w_i) + Bernoulli(w_i - floor(w_i)), drawn
+            afresh per epoch, so E[c_i] = w_i: a row's weight scales its expected number of
+            SGD steps (its share of the gradient), integer weights are exactly repeated rows,
+            unit weights are the unweighted fit, and an epoch has about sum(w) / batch_size
+            steps (the SGD kernels themselves are unweighted).
+        """
         self._check_hyper()
         if self._on_gpu(X):
+            if sample_weight is not None:
+                raise ValueError("SGDGaussianMixture(device='cuda') does not take sample_weight "
+                                 "yet; use device='cpu'")
             return self._fit_gpu(X)
-        data, opened = GaussianMixture._stream(self, X, None, fitting=True)
+        data, opened = GaussianMixture._stream(self, X, sample_weight, fitting=True)
         try:
             rng = check_random_state(self.random_state)
             epochs = float(self.n_epochs)
+            batch = int(self.batch_size)
             N = data.n_rows
-            planned = None if N is None else epochs * N / int(self.batch_size)
+            if isinstance(data.weights, np.ndarray):  # rows per epoch: the total weight
+                N = float(data.weights.sum())
+            planned = None if N is None else epochs * N / batch
             self._state = None
             done = 0.0
             while done < epochs:
                 frac = min(1.0, epochs - done)
                 seen = 0
-                for _, Xb, _ in data.blocks():
+                for _, Xb, wb in data.blocks():
                     if frac < 1.0 and N is not None and seen >= frac * N:
                         break
-                    Xb = np.array(Xb[rng.permutation(Xb.shape[0])] if self.shuffle else Xb,
-                                  dtype=np.float64)
+                    rows = np.arange(Xb.shape[0]) if wb is None else _frequency_rows(wb, rng)
+                    if self.shuffle:
+                        rows = rows[rng.permutation(rows.shape[0])]
                     if frac < 1.0 and N is not None:
-                        Xb = Xb[:max(0, int(frac * N) - seen)]
-                    if self._state is None:
-                        self._start(Xb, rng, planned if planned is not None
-                                    else epochs * Xb.shape[0] * 10, planned is not None)
-                    self._consume(Xb)
-                    seen += Xb.shape[0]
+                        rows = rows[:max(0, int(frac * N) - seen)]
+                    # weights may repeat rows: pieces of whole mini-batches, each at most
+                    # sources.BLOCK_BYTES of float64 rows or one block; an unweighted block
+                    # is one piece
+                    size = max(Xb.shape[0], sources.BLOCK_BYTES // (8 * Xb.shape[1]), 1)
+                    piece = -(-size // batch) * batch
+                    for i in range(0, rows.shape[0], piece):
+                        Xp = np.array(Xb[rows[i:i + piece]], dtype=np.float64)
+                        if self._state is None:
+                            self._start(Xp, rng, planned if planned is not None
+                                        else epochs * Xp.shape[0] * 10, planned is not None)
+                        self._consume(Xp)
+                    seen += rows.shape[0]
                 done += 1.0
         finally:
             if opened:
                 data.close()
+        if getattr(self, "_state", None) is None:  # every row had weight < 1 and drew 0
+            raise ValueError("no row was drawn: the sample weights are all < 1 and every "
+                             "Bernoulli draw was 0; scale the weights up")
         return self
 
     def _gpu_rows(self, X, min_samples):
@@ -2031,6 +2060,18 @@ def _atomic_write(path, write):
 def _clone(est):
     """An unfitted copy with the same constructor parameters."""
     return type(est)(**{k: copy.deepcopy(v) for k, v in est.get_params().items()})
+
+
+def _frequency_rows(w, rng):
+    """Row indices (M,) int64 taking row i c_i times, c_i = floor(w_i) + Bernoulli(frac(w_i))
+    for weights w (n,) float64 >= 0 (E[c_i] = w_i; no random draw when all w_i are integers,
+    so integer weights give exactly ``np.repeat(arange(n), w)``)."""
+    w = np.asarray(w, dtype=np.float64)
+    counts = np.floor(w)
+    rest = w - counts
+    if np.any(rest > 0):
+        counts += rng.random(w.shape[0]) < rest
+    return np.repeat(np.arange(w.shape[0]), counts.astype(np.int64))
 
 
 def _is_column_name(sample_weight):
