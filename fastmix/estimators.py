@@ -1505,8 +1505,7 @@ class BigLearnGaussianMixture(GaussianMixture):
         """Not available: BigLearn-EM is a batch method (the inherited
         ``GaussianMixture.partial_fit`` is online EM, a different algorithm), so
         ``hasattr(model, "partial_fit")`` is False, as scikit-learn's tools expect."""
-        raise AttributeError("BigLearnGaussianMixture has no partial_fit (BigLearn-EM is a batch "
-                             "method; use GaussianMixture.partial_fit for online EM)")
+        raise AttributeError("BigLearnGaussianMixture has no partial_fit")
 
 
 class SGDGaussianMixture(DensityMixin, BaseEstimator):
