@@ -56,7 +56,8 @@ NOT_APPLICABLE = {
     # -- they call scikit-learn's private methods on the estimator ---------------------------
     "test_gaussian_mixture.py::test_gaussian_mixture_precisions_init":
         "calls GaussianMixture._set_parameters and ._initialize (sklearn internals)",
-    "test_gaussian_mixture.py::test_gaussian_mixture_all_init_does_not_estimate_gaussian_parameters":
+    "test_gaussian_mixture.py::"
+    "test_gaussian_mixture_all_init_does_not_estimate_gaussian_parameters":
         "counts calls of sklearn.mixture._gaussian_mixture._estimate_gaussian_parameters (mock)",
     # -- array API inputs (torch, cupy, array_api_strict ...); skipped anyway without them -----
     "test_gaussian_mixture.py::test_gaussian_mixture_array_api_compliance":
