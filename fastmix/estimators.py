@@ -50,8 +50,31 @@ def _is_gpu_array(X):
     return is_device_array(X)
 
 
-class ConvergenceWarning(UserWarning):
-    """EM stopped at ``max_iter`` before the lower bound changed by less than ``tol``."""
+try:  # scikit-learn's own warning when it is installed, so filters on its category catch ours
+    from sklearn.exceptions import ConvergenceWarning as _SkConvergenceWarning
+    _CONVERGENCE_BASES = (_SkConvergenceWarning,)
+except ImportError:  # scikit-learn is optional
+    _CONVERGENCE_BASES = (UserWarning,)
+
+
+def _fit_dtype(data):
+    """The dtype of the fitted attributes for data (an array, Stream or device batch):
+    float32 for float32 data, else float64."""
+    dtype = getattr(data, "dtype", None)
+    return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
+
+
+def _as_input_dtype(out, X):
+    """Per-row results ``out`` in float32 when the rows X are a float32 array (in memory,
+    memmap, dask or GPU array); unchanged otherwise (the kernels return float64)."""
+    if getattr(X, "dtype", None) == np.float32 and out.dtype != np.float32:
+        return out.astype(np.float32)
+    return out
+
+
+class ConvergenceWarning(*_CONVERGENCE_BASES):
+    """EM stopped at ``max_iter`` before the lower bound changed by less than ``tol``.  A
+    UserWarning (and scikit-learn's ConvergenceWarning when scikit-learn is installed)."""
 
 
 class GaussianMixture(DensityMixin, BaseEstimator):
@@ -135,7 +158,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     Attributes
     ----------
-    weights_ : (K,) float64
+    weights_ : (K,) float64 (float32 after a fit on float32 data, as for every fitted array)
     means_ : (K, D) float64
     covariances_, precisions_, precisions_cholesky_ : float64, shape by covariance_type
         full (K, D, D), tied (D, D), diag (K, D), spherical (K,).  For "lowrank" these dense
@@ -154,11 +177,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     Notes
     -----
     Densities are evaluated in the input's dtype (float32 stays float32); all statistics are
-    accumulated in float64, with second moments centred on the current means.  A component whose
-    covariance becomes singular (e.g. it collapses onto one point with ``reg_covar=0``) gets more
-    diagonal regularisation and a ``DegenerateComponentWarning`` -- the fit continues, and never
-    returns NaN parameters.  An empty component keeps its regularised covariance and a tiny
-    weight, as in scikit-learn.
+    accumulated in float64, with second moments centred on the current means, and the fitted
+    attributes are returned in the input's dtype (float32 data: float32 attributes, rounded from
+    the float64 parameters, as scikit-learn does).  A component whose covariance becomes
+    singular (e.g. it collapses onto one point with ``reg_covar=0``) gets more diagonal
+    regularisation and a ``DegenerateComponentWarning`` -- the fit continues, and never returns
+    NaN parameters.  This differs on purpose from scikit-learn, which stops with a ValueError
+    ("ill-defined empirical covariance") in that case.  An empty component keeps its
+    regularised covariance and a tiny weight, as in scikit-learn.
 
     Data too large for memory: ``fit``, ``score``, ``predict`` ... accept a path (``.npy``,
     ``file.h5:/dataset``, ``.zarr``, ``.parquet``, ``.csv``), an ``np.memmap``, a
@@ -254,7 +280,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if not 1 <= q < D:
             raise ValueError(f"n_factors must be in [1, n_features - 1] = [1, {D - 1}] for "
                              f"covariance_type='lowrank', got {q}" + (
-                                 " (lowrank needs at least 2 features)" if D < 2 else ""))
+                                 f" (n_features = {D}: lowrank needs at least 2 features)"
+                                 if D < 2 else ""))
         return q
 
     def _fixed_groups(self):
@@ -279,20 +306,31 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         K = self.n_components
         w = m = p = None
         if self.weights_init is not None:
+            # The messages start with scikit-learn's wording (code and tests match on it).
             w = np.array(self.weights_init, dtype=np.float64)
             if w.shape != (K,):
-                raise ValueError(f"weights_init should have shape ({K},), got {w.shape}")
-            if not np.all(np.isfinite(w)) or np.any(w < 0) or np.any(w > 1):
-                raise ValueError(f"weights_init should be in the range [0, 1], got min "
-                                 f"{np.min(w):.5g}, max {np.max(w):.5g}")
+                raise ValueError(f"The parameter 'weights' should have the shape of {(K,)}, "
+                                 f"but got {w.shape} (weights_init needs one weight per "
+                                 "component)")
+            if not np.all(np.isfinite(w)):
+                raise ValueError("weights_init contains NaN or infinity")
+            if np.any(w < 0) or np.any(w > 1):
+                # scikit-learn's message labels the smallest weight "max value" and the largest
+                # "min value"; kept verbatim for drop-in compatibility, then said plainly.
+                raise ValueError(f"The parameter 'weights' should be in the range [0, 1], but "
+                                 f"got max value {np.min(w):.5f}, min value {np.max(w):.5f} "
+                                 f"(weights_init: smallest weight {np.min(w):.5g}, largest "
+                                 f"{np.max(w):.5g})")
             if not abs(w.sum() - 1.0) < 1e-6:
-                raise ValueError(f"weights_init should be normalized, but got sum(weights) = "
-                                 f"{w.sum():.8g}")
+                raise ValueError(f"The parameter 'weights' should be normalized, but got "
+                                 f"sum(weights) = {w.sum():.5f} (weights_init sums to "
+                                 f"{w.sum():.8g}, more than 1e-6 away from 1)")
             w = w / w.sum()
         if self.means_init is not None:
             m = np.array(self.means_init, dtype=np.float64)
             if m.shape != (K, D):
-                raise ValueError(f"means_init should have shape ({K}, {D}), got {m.shape}")
+                raise ValueError(f"The parameter 'means' should have the shape of {(K, D)}, but "
+                                 f"got {m.shape} (means_init is (n_components, n_features))")
             if not np.all(np.isfinite(m)):
                 raise ValueError("means_init contains NaN or infinity")
         if self.covariance_type == "lowrank":
@@ -310,11 +348,20 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 p = L
         elif self.precisions_init is not None:
             cls = Covariance.registry[self.covariance_type]
+            ct = self.covariance_type
             p = np.array(self.precisions_init, dtype=np.float64)
             if p.shape != cls.shape(K, D):
-                raise ValueError(f"precisions_init for covariance_type={self.covariance_type!r} "
-                                 f"should have shape {cls.shape(K, D)}, got {p.shape}")
-            p = cls.from_precisions(p)  # validates: finite, symmetric positive definite
+                raise ValueError(f"The parameter '{ct} precision' should have the shape of "
+                                 f"{cls.shape(K, D)}, but got {p.shape} (precisions_init for "
+                                 f"covariance_type={ct!r})")
+            try:
+                p = cls.from_precisions(p)  # validates: finite, symmetric positive definite
+            except ValueError as e:
+                if "should be" not in str(e):  # NaN / infinity: fastmix's message as it is
+                    raise
+                need = "positive" if ct in ("diag", "spherical") else \
+                    "symmetric, positive-definite"
+                raise ValueError(f"'{ct} precision' should be {need}: {e}") from None
         return w, m, p
 
     #: The attribute whose presence means "fitted".
@@ -438,30 +485,39 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return GMMParams(w, m, cov)
 
     def _params(self):
+        """The fitted attributes as float64 GMMParams (float32 attributes are widened)."""
+        f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
         if self.covariance_type == "lowrank":
-            cov = LowRankCovariance(self.loadings_, self.noise_variances_,
+            cov = LowRankCovariance(f64(self.loadings_), f64(self.noise_variances_),
                                     self.noise == "isotropic")
         else:
             cls = Covariance.registry[self.covariance_type]
-            cov = cls(self.covariances_, self.precisions_cholesky_)
-        return GMMParams(self.weights_, self.means_, cov)
+            cov = cls(f64(self.covariances_), f64(self.precisions_cholesky_))
+        return GMMParams(f64(self.weights_), f64(self.means_), cov)
 
     _DENSE = ("covariances_", "precisions_", "precisions_cholesky_")
 
-    def _set_params_from(self, params):
-        self.weights_ = params.weights
-        self.means_ = params.means
+    def _set_params_from(self, params, dtype=np.float64):
+        """Set the fitted attributes from float64 ``params``, in ``dtype`` (the input's: a
+        float32 fit has float32 attributes, as in scikit-learn)."""
+        cast = lambda a: np.asarray(a, dtype=dtype)  # noqa: E731
+        self.weights_ = cast(params.weights)
+        self.means_ = cast(params.means)
         if params.kind == "lowrank":
-            self.loadings_ = params.cov.loadings
-            self.noise_variances_ = params.cov.noise_variances
+            self.loadings_ = cast(params.cov.loadings)
+            self.noise_variances_ = cast(params.cov.noise_variances)
             for name in self._DENSE:  # computed on access (__getattr__)
                 self.__dict__.pop(name, None)
             return
         for name in ("loadings_", "noise_variances_"):
             self.__dict__.pop(name, None)
-        self.covariances_ = params.cov.covariances
-        self.precisions_cholesky_ = params.cov.precisions_cholesky
-        self.precisions_ = params.cov.precisions
+        self.covariances_ = cast(params.cov.covariances)
+        self.precisions_cholesky_ = cast(params.cov.precisions_cholesky)
+        cov = params.cov
+        if np.dtype(dtype) != np.float64:  # from the stored (rounded) factor, as load rebuilds it
+            cov = type(cov)(np.asarray(self.covariances_, dtype=np.float64),
+                            np.asarray(self.precisions_cholesky_, dtype=np.float64))
+        self.precisions_ = cast(cov.precisions)
 
     def __getattr__(self, name):
         # Only reached when normal lookup fails: dense views of a fitted lowrank model.
@@ -472,7 +528,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 warnings.warn(f"materialising dense lowrank {name} for {D} features: "
                               f"{K * D * D * 8 / 2**20:.0f} MiB; use loadings_ and "
                               "noise_variances_ instead", UserWarning, stacklevel=2)
-            return getattr(self._params().cov, name[:-1])
+            return np.asarray(getattr(self._params().cov, name[:-1]),
+                              dtype=self.__dict__["loadings_"].dtype)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def fit(self, X, y=None, sample_weight=None, *, algorithm="batch", checkpoint=None,
@@ -551,7 +608,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             warnings.warn("Best performing initialization did not converge. Try different init "
                           "parameters, or increase max_iter, tol, or check for degenerate data.",
                           ConvergenceWarning, stacklevel=3)
-        self._set_params_from(best.params)
+        self._set_params_from(best.params, _fit_dtype(data))
         self.converged_ = bool(best.converged)
         self.n_iter_ = int(best.n_iter)
         self.lower_bound_ = float(best.lower_bound)
@@ -785,7 +842,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 t0=float(self.step_offset), kappa=float(self.step_decay),
                 chunk_rows=self._chunk_rows, fixed=self._fixed_groups(),
                 estep=self._gpu_estep())
-        self._set_params_from(params)
+        self._set_params_from(params, _fit_dtype(batch))
         self._online = state
         self.n_steps_ = state.t + 1
         self.n_iter_ = self.n_steps_
@@ -833,7 +890,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             return total, logp.shape[0], total / logp.shape[0]
         if not sources.is_out_of_core(X):
             logp = self.score_samples(X)
-            return float(np.sum(logp)), logp.shape[0], float(np.mean(logp))
+            # the mean of score_samples, as scikit-learn defines score; the total in float64
+            return float(np.sum(logp, dtype=np.float64)), logp.shape[0], float(np.mean(logp))
         data, opened = self._stream(X, fitting=False)
         try:
             total, n = inference.total_log_likelihood(data, self._params(), self._chunk_rows)
@@ -856,8 +914,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 data.close()
 
     def score_samples(self, X):
-        """log p(x) of each row, (N,) float64."""
-        return self._log_prob(X)[0]
+        """log p(x) of each row, (N,) float64 (float32 for float32 X, as in scikit-learn)."""
+        return _as_input_dtype(self._log_prob(X)[0], X)
 
     def score(self, X, y=None):
         """Mean log-likelihood per row (out-of-core data: read block by block)."""
@@ -868,8 +926,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return self._log_prob(X)[1]
 
     def predict_proba(self, X):
-        """Responsibilities (N, K) float64."""
-        return self._log_prob(X, want_resp=True)[2]
+        """Responsibilities (N, K) float64 (float32 for float32 X, as in scikit-learn)."""
+        return _as_input_dtype(self._log_prob(X, want_resp=True)[2], X)
 
     def sample(self, n_samples=1):
         """Draw ``n_samples`` points; returns (X (n, D) float64, labels (n,) int64)."""
@@ -977,7 +1035,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 raise ValueError(f"{name} contains NaN or infinity")
         if np.any(w < 0) or not abs(w.sum() - 1.0) < 1e-6:
             raise ValueError("weights_ are not a probability vector")
-        est._set_params_from(GMMParams(w, m, make_cov()))
+        est._set_params_from(GMMParams(w, m, make_cov()), _fit_dtype(arrays["fit__means_"]))
         est.converged_ = bool(meta["converged_"])
         est.n_iter_ = int(meta["n_iter_"])
         est.lower_bound_ = float(meta["lower_bound_"])
@@ -1500,8 +1558,12 @@ class BigLearnGaussianMixture(GaussianMixture):
     def fit_predict(self, X, y=None, sample_weight=None):
         return self.fit(X, sample_weight=sample_weight).predict(X)
 
-    def partial_fit(self, X, y=None, sample_weight=None):
-        raise NotImplementedError("BigLearnGaussianMixture has no partial_fit")
+    @property
+    def partial_fit(self):
+        """Not available: BigLearn-EM is a batch method (the inherited
+        ``GaussianMixture.partial_fit`` is online EM, a different algorithm), so
+        ``hasattr(model, "partial_fit")`` is False, as scikit-learn's tools expect."""
+        raise AttributeError("BigLearnGaussianMixture has no partial_fit")
 
 
 class SGDGaussianMixture(DensityMixin, BaseEstimator):
@@ -1768,43 +1830,66 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
     # ---------------------------------------------------------------- fitting ---------------
     def fit(self, X, y=None, sample_weight=None):
         """``n_epochs`` passes of SGD over X (an array or any out-of-core source, read in
-        blocks; rows shuffled within each block when ``shuffle``).  Returns self."""
-        if sample_weight is not None:
-            raise ValueError("SGDGaussianMixture does not take sample weights")
+        blocks; rows shuffled within each block when ``shuffle``).  Returns self.
+
+        sample_weight : (N,) non-negative, optional (CPU only).  Frequency weights: each epoch
+            takes row i c_i times, c_i = floor(w_i) + Bernoulli(w_i - floor(w_i)), drawn
+            afresh per epoch, so E[c_i] = w_i: a row's weight scales its expected number of
+            SGD steps (its share of the gradient), integer weights are exactly repeated rows,
+            unit weights are the unweighted fit, and an epoch has about sum(w) / batch_size
+            steps (the SGD kernels themselves are unweighted).
+        """
         self._check_hyper()
         if self._on_gpu(X):
+            if sample_weight is not None:
+                raise ValueError("SGDGaussianMixture(device='cuda') does not take sample_weight "
+                                 "yet; use device='cpu'")
             return self._fit_gpu(X)
-        data, opened = GaussianMixture._stream(self, X, None, fitting=True)
+        data, opened = GaussianMixture._stream(self, X, sample_weight, fitting=True)
         try:
             rng = check_random_state(self.random_state)
             epochs = float(self.n_epochs)
+            batch = int(self.batch_size)
             N = data.n_rows
             if N is None and not getattr(data.source, "_one_shot", False):
                 # CSV, callables: one counting (and checking) pass first, so that the schedule
                 # and a fractional last epoch are those of the same rows in memory
                 N = sum(Xb.shape[0] for _, Xb, _ in data.blocks())
-            planned = None if N is None else epochs * N / int(self.batch_size)
+            if isinstance(data.weights, np.ndarray):  # rows per epoch: the total weight
+                N = float(data.weights.sum())
+            planned = None if N is None else epochs * N / batch
             self._state = None
             done = 0.0
             while done < epochs:
                 frac = min(1.0, epochs - done)
                 seen = 0
-                for _, Xb, _ in data.blocks():
+                for _, Xb, wb in data.blocks():
                     if frac < 1.0 and N is not None and seen >= frac * N:
                         break
-                    Xb = np.array(Xb[rng.permutation(Xb.shape[0])] if self.shuffle else Xb,
-                                  dtype=np.float64)
+                    rows = np.arange(Xb.shape[0]) if wb is None else _frequency_rows(wb, rng)
+                    if self.shuffle:
+                        rows = rows[rng.permutation(rows.shape[0])]
                     if frac < 1.0 and N is not None:
-                        Xb = Xb[:max(0, int(frac * N) - seen)]
-                    if self._state is None:
-                        self._start(Xb, rng, planned if planned is not None
-                                    else epochs * Xb.shape[0] * 10, planned is not None)
-                    self._consume(Xb)
-                    seen += Xb.shape[0]
+                        rows = rows[:max(0, int(frac * N) - seen)]
+                    # weights may repeat rows: pieces of whole mini-batches, each at most
+                    # sources.BLOCK_BYTES of float64 rows or one block; an unweighted block
+                    # is one piece
+                    size = max(Xb.shape[0], sources.BLOCK_BYTES // (8 * Xb.shape[1]), 1)
+                    piece = -(-size // batch) * batch
+                    for i in range(0, rows.shape[0], piece):
+                        Xp = np.array(Xb[rows[i:i + piece]], dtype=np.float64)
+                        if self._state is None:
+                            self._start(Xp, rng, planned if planned is not None
+                                        else epochs * Xp.shape[0] * 10, planned is not None)
+                        self._consume(Xp)
+                    seen += rows.shape[0]
                 done += 1.0
         finally:
             if opened:
                 data.close()
+        if getattr(self, "_state", None) is None:  # every row had weight < 1 and drew 0
+            raise ValueError("no row was drawn: the sample weights are all < 1 and every "
+                             "Bernoulli draw was 0; scale the weights up")
         return self
 
     def _gpu_rows(self, X, min_samples):
@@ -2055,6 +2140,18 @@ def _short(v):
 def _clone(est):
     """An unfitted copy with the same constructor parameters."""
     return type(est)(**{k: copy.deepcopy(v) for k, v in est.get_params().items()})
+
+
+def _frequency_rows(w, rng):
+    """Row indices (M,) int64 taking row i c_i times, c_i = floor(w_i) + Bernoulli(frac(w_i))
+    for weights w (n,) float64 >= 0 (E[c_i] = w_i; no random draw when all w_i are integers,
+    so integer weights give exactly ``np.repeat(arange(n), w)``)."""
+    w = np.asarray(w, dtype=np.float64)
+    counts = np.floor(w)
+    rest = w - counts
+    if np.any(rest > 0):
+        counts += rng.random(w.shape[0]) < rest
+    return np.repeat(np.arange(w.shape[0]), counts.astype(np.int64))
 
 
 def _is_column_name(sample_weight):

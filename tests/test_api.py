@@ -448,3 +448,82 @@ def test_duplicate_points_warn_like_scikit_learn_and_the_fit_completes():
         warnings.simplefilter("error", fastmix.ConvergenceWarning)
         rng = np.random.default_rng(0)
         GM(3, random_state=0).fit(rng.normal(size=(300, 2)))
+
+# ------------------------------------------------------------ scikit-learn compatibility ----
+def test_convergence_warning_is_sklearns():
+    """A filter on scikit-learn's ConvergenceWarning catches fastmix's (as scikit-learn's own
+    tests and users' code do)."""
+    from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
+    assert issubclass(fastmix.ConvergenceWarning, SkConvergenceWarning)
+    Xs = np.random.default_rng(0).normal(size=(60, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SkConvergenceWarning)
+        with pytest.raises(SkConvergenceWarning, match="did not converge"):
+            GM(3, max_iter=1, tol=0.0, random_state=0).fit(Xs)
+
+
+@pytest.mark.parametrize("kind", list(KINDS) + ["lowrank"])
+def test_float32_fit_has_float32_attributes(X, kind):
+    """As in scikit-learn: a float32 fit returns float32 parameters (rounded from the float64
+    ones), float32 score_samples / predict_proba; predict and score keep working, and the model
+    equals the float64 fit to float32 accuracy."""
+    X32 = X.astype(np.float32)
+    kw = dict(covariance_type=kind, random_state=0, max_iter=30, tol=0.0,
+              weights_init=np.full(4, 0.25), means_init=X[::100])  # same start, same order
+    gm = GM(4, **kw).fit(X32)
+    names = FITTED_ATTRS + (("loadings_", "noise_variances_") if kind == "lowrank" else ())
+    for name in names:
+        assert getattr(gm, name).dtype == np.float32, name
+    assert gm.score_samples(X32).dtype == np.float32
+    assert gm.predict_proba(X32).dtype == np.float32
+    # float64 rows through the float32 model: float64 results
+    assert gm.score_samples(X).dtype == np.float64
+    ref64 = GM(4, **kw).fit(X)
+    # lowrank: factor-analysis EM converges slowly, so after 30 iterations the float32 and
+    # float64 runs still differ by ~0.5 % in the covariances (not a rounding of the result)
+    rtol = 1e-2 if kind == "lowrank" else 1e-3
+    for name in names:
+        assert getattr(ref64, name).dtype == np.float64, name
+        # lowrank: only W W^T + diag(psi) is identified (with q = D - 1 the split between the
+        # loadings and the noise variances drifts); its covariances_ are compared
+        if name not in ("loadings_", "noise_variances_"):
+            assert_close(getattr(gm, name), getattr(ref64, name), rtol, name)
+    np.testing.assert_array_equal(gm.predict(X32), ref64.predict(X))
+    assert gm.score(X32) == pytest.approx(ref64.score(X), rel=1e-5)
+    assert np.isfinite(gm.bic(X32))
+    # warm start from the float32 attributes continues the fit
+    gm.set_params(warm_start=True, max_iter=2)
+    gm.fit(X32)
+    assert gm.means_.dtype == np.float32
+
+
+def test_float32_model_survives_save_and_load(X, tmp_path):
+    gm = GM(3, covariance_type="full", random_state=0).fit(X.astype(np.float32))
+    path = tmp_path / "m.npz"
+    gm.save(path)
+    back = fastmix.load(path)
+    for name in FITTED_ATTRS:
+        assert getattr(back, name).dtype == np.float32, name
+        np.testing.assert_array_equal(getattr(back, name), getattr(gm, name))
+    np.testing.assert_array_equal(back.predict(X), gm.predict(X))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reg_covar_zero_on_collapsing_data_warns_and_recovers(kind):
+    """scikit-learn's test_regularisation data (two points, five copies each, 10 components,
+    reg_covar=0): scikit-learn raises "ill-defined empirical covariance"; fastmix, by design
+    (GaussianMixture's Notes), regularises the collapsed components, warns and returns a finite
+    model that puts half the weight on each point."""
+    Xc = np.vstack((np.ones((5, 5)), np.zeros((5, 5))))
+    for K in (10, 2):
+        with pytest.warns(fastmix.DegenerateComponentWarning, match="reg_covar"):
+            gm = GM(K, reg_covar=0, covariance_type=kind, random_state=0).fit(Xc)
+        for name in FITTED_ATTRS:
+            assert np.all(np.isfinite(getattr(gm, name))), name
+        big = np.argsort(gm.weights_)[-2:]
+        np.testing.assert_allclose(np.sort(gm.weights_[big]), [0.5, 0.5], atol=1e-6)
+        np.testing.assert_allclose(np.sort(gm.means_[big], axis=0), [[0.0] * 5, [1.0] * 5],
+                                   atol=1e-6)
+        labels = gm.predict(Xc)
+        assert len(set(labels[:5])) == 1 and len(set(labels[5:])) == 1 and labels[0] != labels[5]
+        assert np.all(np.isfinite(gm.score_samples(Xc)))

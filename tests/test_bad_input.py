@@ -129,6 +129,39 @@ def test_bad_weights_init(X, weights_init, match):
         GM(2, weights_init=weights_init).fit(X)
 
 
+def _not_pd_full():
+    p = np.stack([np.eye(3)] * 2)
+    p[1, 0, 0] = -1.0
+    return p
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(weights_init=[[0.5], [0.5]]),
+     r"^The parameter 'weights' should have the shape of \(2,\), but got \(2, 1\)"),
+    (dict(weights_init=[1.2, 1.5]),
+     r"^The parameter 'weights' should be in the range \[0, 1\], but got max value 1\.20000, "
+     r"min value 1\.50000 .*smallest weight 1\.2, largest 1\.5"),
+    (dict(weights_init=[0.2, 0.3]),
+     r"^The parameter 'weights' should be normalized, but got sum\(weights\) = 0\.50000"),
+    (dict(means_init=np.zeros((3, 3))),
+     r"^The parameter 'means' should have the shape of \(2, 3\), but got \(3, 3\)"),
+    (dict(covariance_type="diag", precisions_init=np.ones((3, 3))),
+     r"^The parameter 'diag precision' should have the shape of \(2, 3\), but got \(3, 3\)"),
+    (dict(covariance_type="full", precisions_init=_not_pd_full()),
+     r"^'full precision' should be symmetric, positive-definite: precisions_init\[1\]"),
+    (dict(covariance_type="tied", precisions_init=-np.eye(3)),
+     r"^'tied precision' should be symmetric, positive-definite: precisions_init"),
+    (dict(covariance_type="spherical", precisions_init=[1.0, -1.0]),
+     r"^'spherical precision' should be positive: precisions_init"),
+], ids=["weights-shape", "weights-range", "weights-sum", "means-shape", "prec-shape",
+        "full-not-pd", "tied-not-pd", "spherical-negative"])
+def test_init_errors_use_sklearns_wording(X, kwargs, match):
+    """Messages for bad *_init start with scikit-learn's wording (code and scikit-learn's own
+    tests match on it), then fastmix's detail."""
+    with pytest.raises(ValueError, match=match):
+        GM(2, **kwargs).fit(X)
+
+
 def _bad_precisions(kind, what, K=2, D=3):
     good = {"full": np.stack([np.eye(D)] * K), "tied": np.eye(D), "diag": np.ones((K, D)),
             "spherical": np.ones(K)}[kind]
@@ -335,9 +368,9 @@ def test_float32_stays_float32_in_the_kernels(X, monkeypatch):
     called = {n for n, _ in seen}
     assert {"estep_stats", "log_prob", "kmeans"} <= called
     assert all(dt == np.float32 for _, dt in seen), seen
-    # the fitted parameters are float64 regardless
+    # the fitted parameters come back in the input's dtype, as in scikit-learn
     for name in FITTED_ATTRS:
-        assert getattr(gm, name).dtype == np.float64
+        assert getattr(gm, name).dtype == np.float32
 
 
 @pytest.mark.parametrize("kind", KINDS)
