@@ -119,13 +119,23 @@ def test_dask_refusals_are_clear(X):
     what to do instead."""
     da = pytest.importorskip("dask.array")
     dX = da.from_array(X, chunks=(140, D))
-    with pytest.raises(ValueError, match="does not take sample weights"):
-        fastmix.SGDGaussianMixture(4).fit(dX, sample_weight=np.ones(N))
     ex = fastmix.GMMExpansion(9, random_state=0).fit(X)
     with pytest.raises(ValueError, match="map_blocks"):
         ex.score_samples(dX)
     with pytest.raises(ValueError, match="split the features"):
         fastmix.BigLearnGaussianMixture(3).fit(da.from_array(X, chunks=(140, 1)))
+
+
+def test_weighted_sgd_on_dask_equals_in_memory(X):
+    """SGD's frequency weights stream with a dask array's blocks: the same model as the
+    in-memory weighted fit."""
+    da = pytest.importorskip("dask.array")
+    w = np.random.default_rng(1).uniform(0.1, 2.0, N)
+    ref = fastmix.SGDGaussianMixture(4, random_state=0).fit(X, sample_weight=w)
+    got = fastmix.SGDGaussianMixture(4, random_state=0).fit(
+        da.from_array(X, chunks=(140, D)), sample_weight=da.from_array(w, chunks=97))
+    np.testing.assert_array_equal(got.means_, ref.means_)
+    np.testing.assert_array_equal(got.weights_, ref.weights_)
 
 
 def test_weighted_dask_streams_weights_in_step(X):
