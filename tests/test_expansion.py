@@ -140,3 +140,31 @@ def test_bad_data():
         fastmix.GMMExpansion(8).fit(bad)
     with pytest.raises(fastmix.NotFittedError):
         fastmix.GMMExpansion(8).score_samples(bad[:3])
+
+
+def test_window_is_clipped_to_the_grid():
+    """Issue 17 item 3: a row's window (2W+1)^D is clipped to the grid, so a small grid in many
+    dimensions fits (the unclipped window of 4 nodes in D=10 would need petabytes of scratch);
+    the densities match the dense reference (the window covers the whole grid here)."""
+    X = np.random.default_rng(4).random((40, 10))
+    gm = fastmix.GMMExpansion(n_nodes=4, grid="tensor").fit(X)
+    assert gm.grid_shape_ == (4,) * 10 and gm.weights_.shape == (4 ** 10,)
+    Y = np.random.default_rng(5).random((30, 3))
+    small = fastmix.GMMExpansion(3, grid="tensor", bandwidth=2.0, n_iter=2).fit(Y)
+    phi = _dense_phi(Y, small.means_, small.sigma_)
+    pi = np.full(27, 1 / 27)
+    for _ in range(2):
+        pi = (phi * pi / (phi @ pi)[:, None]).mean(axis=0)
+    assert_close(small.weights_, pi, 1e-11)
+    assert_close(small.score_samples(Y), np.log(phi @ pi), 1e-12)
+    assert np.all(np.isfinite(gm.score_samples(X[:5])))
+
+
+def test_too_big_grid_or_window_is_a_value_error(monkeypatch):
+    X = np.random.default_rng(4).random((40, 10))
+    with pytest.raises(ValueError, match=r"5 nodes per dimension in D=10 has 9,765,625 nodes"):
+        fastmix.GMMExpansion(n_nodes=5, grid="tensor").fit(X)
+    from fastmix import kernels
+    monkeypatch.setattr(kernels, "MAX_WINDOW_CELLS", 100)
+    with pytest.raises(ValueError, match=r"window of a row has 144 cells .*\[12, 12\], D=2"):
+        fastmix.GMMExpansion(12, bandwidth=5.0).fit(np.random.default_rng(0).normal(size=(50, 2)))
