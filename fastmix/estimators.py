@@ -996,8 +996,8 @@ class GMMExpansion(DensityMixin, BaseEstimator):
     n_features_in_ : int
     """
 
-    def __init__(self, n_nodes=64, *, bandwidth=None, variant="em", n_iter=1, grid="auto",
-                 bounds=None, random_state=None, chunk_size=None, device="cpu"):
+    def __init__(self, n_nodes="auto", *, bandwidth=None, variant="em", n_iter="auto",
+                 grid="auto", bounds=None, random_state=None, chunk_size=None, device="cpu"):
         self.n_nodes = n_nodes
         self.bandwidth = bandwidth
         self.variant = variant
@@ -1009,8 +1009,11 @@ class GMMExpansion(DensityMixin, BaseEstimator):
         self.device = device
 
     def _check_hyper(self):
-        _check_int(self, "n_nodes", 2)  # a grid needs two nodes per dimension
-        _check_int(self, "n_iter", 1)
+        for name, lo in (("n_nodes", 2), ("n_iter", 1)):  # a grid needs two nodes per dimension
+            v = getattr(self, name)
+            if not (isinstance(v, str) and v == "auto"):
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                    raise ValueError(f"{name} must be 'auto' or an integer >= {lo}, got {v!r}")
         b = self.bandwidth
         if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float, np.number))
                               or not (math.isfinite(b) and b > 0)):
@@ -1102,16 +1105,51 @@ class GMMExpansion(DensityMixin, BaseEstimator):
             return lo, hi
         return expansion.data_range(data)
 
-    def _make_nodes(self, data, rng):
-        lo, hi = self._bounds(data)
+    def _make_nodes(self, data, rng, select=True):
+        """(Nodes, weights steps).  ``select``: choose the automatic settings by the held-out
+        likelihood (fit); else the rule with expansion.AUTO_FACTOR and one step (partial_fit)."""
+        auto_nodes = isinstance(self.n_nodes, str)
+        steps = 1 if isinstance(self.n_iter, str) else int(self.n_iter)
+        if self.variant == "kde":
+            steps = 1
         grid = self.grid
         if grid == "auto":
             grid = "tensor" if data.n_features <= 2 else "kmeans++"
-        if grid == "tensor":
-            return expansion.tensor_grid(lo, hi, int(self.n_nodes), self.bandwidth)
-        if self.variant == "kde":
+        if grid != "tensor" and self.variant == "kde":
             raise ValueError("variant='kde' needs a tensor grid (grid='tensor')")
-        return expansion.kmeanspp_nodes(data, lo, hi, int(self.n_nodes), self.bandwidth, rng)
+        self.auto_ = None
+        if not auto_nodes:
+            lo, hi = self._bounds(data)
+            if grid == "tensor":
+                return expansion.tensor_grid(lo, hi, int(self.n_nodes), self.bandwidth), steps
+            return expansion.kmeanspp_nodes(data, lo, hi, int(self.n_nodes), self.bandwidth,
+                                            rng), steps
+        if grid != "tensor":  # D > 2: up to AUTO_CENTRES centres, at most one per sampled row
+            lo, hi = self._bounds(data)
+            return expansion.kmeanspp_nodes(data, lo, hi, expansion.AUTO_CENTRES, self.bandwidth, rng,
+                                            at_most_rows=True), steps
+        host = sources.as_stream(*data.to_host()) if isinstance(data, expansion.DeviceData) else data
+        Xs, ws = expansion.auto_sample(host, rng)
+        if self.bounds is not None:
+            lo, hi = self._bounds(data)
+        else:
+            lo, hi = expansion.auto_bounds(Xs, ws, *expansion.data_range(data))
+        N = host.n_rows if host.n_rows is not None else Xs.shape[0]
+        n_eff = N * expansion.n_effective(ws, Xs.shape[0]) / Xs.shape[0]
+        n_iter = None if isinstance(self.n_iter, str) else int(self.n_iter)
+        if select:
+            choice = expansion.auto_select(Xs, ws, lo, hi, n_eff, self.variant, self.bandwidth,
+                                           n_iter, self._chunk_rows)
+        else:
+            choice = expansion.AutoChoice(
+                expansion.AUTO_FACTOR if self.bandwidth is None else math.nan, 1, lo, hi,
+                expansion.auto_scale(Xs, ws), n_eff, {})
+        scale = np.where(choice.scale > 0, choice.scale, (hi - lo) / 4)
+        sigma = np.full(lo.shape[0], float(self.bandwidth)) if self.bandwidth is not None \
+            else expansion.rule_sigma(choice.factor, scale, n_eff)
+        self.auto_ = choice
+        steps = choice.n_iter if self.variant == "em" else 1
+        return expansion.auto_grid(lo, hi, sigma), steps
 
     def _set_nodes(self, nodes, D):
         self._nodes = nodes
@@ -1133,10 +1171,9 @@ class GMMExpansion(DensityMixin, BaseEstimator):
         try:
             rng = check_random_state(self.random_state)
             with kernels.blas_single_threaded():
-                nodes = self._make_nodes(host if host is not None else dev, rng)
+                nodes, steps = self._make_nodes(host if host is not None else dev, rng)
                 M = nodes.n_nodes
                 weights = np.full(M, 1.0 / M)
-                steps = int(self.n_iter) if self.variant == "em" else 1
                 lbs = []
                 for _ in range(steps):
                     with np.errstate(divide="ignore"):  # nodes with no data: weight 0
@@ -1178,7 +1215,8 @@ class GMMExpansion(DensityMixin, BaseEstimator):
                     raise ValueError("partial_fit continues only a model built by partial_fit "
                                      "or a one-step fit")
                 self._set_nodes(self._make_nodes(host if host is not None else dev,
-                                                 check_random_state(self.random_state)), D)
+                                                 check_random_state(self.random_state),
+                                                 select=False)[0], D)
                 M = self._nodes.n_nodes
                 self._acc = [np.zeros(M), np.zeros(2)]
             elif D != self.n_features_in_:
