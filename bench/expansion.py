@@ -410,8 +410,9 @@ def run_target(target, ns, Ms, Ks, repeats, log, keep_curves_at):
         by_bic = min(em_rows, key=lambda r: r["bic"])
         for r in {id(best): best, id(by_bic): by_bic}.values():
             K = r["K"]
-            _, _, ts = timed(lambda: fastmix.GaussianMixture(K, random_state=SEED, **EM_PARAMS),
-                             X, repeats - 1)
+            ts = [] if repeats < 2 else timed(
+                lambda: fastmix.GaussianMixture(K, random_state=SEED, **EM_PARAMS), X,
+                repeats - 1)[2]
             r["times_s"] = r["times_s"] + ts
             r["time_s"] = statistics.median(r["times_s"])
         best["best_ipe"] = True

@@ -276,6 +276,12 @@ def log_prob(data, nodes, weights, gpu=None):
 #: each feature, widened by AUTO_PAD times their distance on each side, within the data range.
 AUTO_QUANTILE = 0.001
 AUTO_PAD = 0.05
+#: ... but never closer to the extremes than the AUTO_TRIM_ROWS-th smallest / largest row of the
+#: sample (the quantile level is at least AUTO_TRIM_ROWS / n for a sample of n rows).
+AUTO_TRIM_ROWS = 5
+#: Held-out rows score at least log(AUTO_FLOOR / volume of the grid box) each, so that a row
+#: no fitted node reaches (log-density -inf) does not decide the selection alone.
+AUTO_FLOOR = 1e-6
 #: Bandwidth candidates: sigma_d = f * s_d * n ** (-1 / (D + 4)) for f in AUTO_FACTORS, with
 #: s_d = min(standard deviation, interquartile range / 1.349) of feature d and n the effective
 #: number of rows (sum w) ** 2 / sum w ** 2.
@@ -333,14 +339,15 @@ def auto_scale(Xs, ws):
 
 
 def auto_bounds(Xs, ws, lo, hi):
-    """Grid bounds (lo, hi) (D,): the AUTO_QUANTILE quantiles of the sample, widened by AUTO_PAD
-    of their distance, inside the data range [lo, hi]; the data range where the quantiles
-    coincide."""
-    D = Xs.shape[1]
+    """Grid bounds (lo, hi) (D,): the q and 1 - q quantiles of the sample, q = max(AUTO_QUANTILE,
+    AUTO_TRIM_ROWS / n), widened by AUTO_PAD of their distance, inside the data range
+    [lo, hi]; the data range where the quantiles coincide."""
+    n, D = Xs.shape
+    q = min(0.25, max(AUTO_QUANTILE, AUTO_TRIM_ROWS / n))
     qlo = np.empty(D)
     qhi = np.empty(D)
     for d in range(D):
-        qlo[d], qhi[d] = weighted_quantiles(Xs[:, d], ws, [AUTO_QUANTILE, 1 - AUTO_QUANTILE])
+        qlo[d], qhi[d] = weighted_quantiles(Xs[:, d], ws, [q, 1 - q])
     pad = AUTO_PAD * (qhi - qlo)
     a = np.maximum(lo, qlo - pad)
     b = np.minimum(hi, qhi + pad)
@@ -359,13 +366,15 @@ def auto_shape(lo, hi, sigma):
 
 
 def auto_grid(lo, hi, sigma):
-    """A tensor grid over [lo, hi] with bandwidth sigma (D,) and ``auto_shape`` nodes."""
+    """A tensor grid over [lo, hi] with ``auto_shape`` nodes and bandwidth max(sigma, spacing)
+    (D,) (the spacing exceeds sigma only where the node cap binds)."""
     lo = np.asarray(lo, np.float64)
     hi = np.asarray(hi, np.float64)
     span = _check_range(lo, hi)
     shape = auto_shape(lo, hi, sigma)
     h = span / (np.array(shape) - 1)
-    return Nodes(lo, h, shape, np.asarray(sigma, np.float64).copy(), np.zeros((0, lo.shape[0])))
+    return Nodes(lo, h, shape, np.maximum(np.asarray(sigma, np.float64), h),
+                 np.zeros((0, lo.shape[0])))
 
 
 def n_effective(w, n):
@@ -383,7 +392,7 @@ def rule_sigma(factor, scale, n_eff):
     return factor * scale * n_eff ** (-1.0 / (D + 4))
 
 
-def _steps(data, nodes, variant, steps, valid=None, inside=None):
+def _steps(data, nodes, variant, steps, valid=None, inside=None, floor=-np.inf):
     """Run up to ``steps`` weights steps on ``data``; with ``valid`` (a Stream) stop when the
     mean log-likelihood of its rows ``inside`` the grid stops increasing.  Returns (weights,
     accumulator of the last step, lower bounds, best held-out score, steps used)."""
@@ -400,7 +409,7 @@ def _steps(data, nodes, variant, steps, valid=None, inside=None):
         if valid is None:
             best = (np.nan, s + 1, weights, acc)
             continue
-        lp = log_prob(valid, nodes, weights)[inside]
+        lp = np.maximum(log_prob(valid, nodes, weights)[inside], floor)
         score = float(lp.mean()) if lp.size else -np.inf
         if not score > best[0]:
             break
@@ -436,12 +445,13 @@ def auto_select(Xs, ws, lo, hi, n_eff, variant, bandwidth, n_iter, chunk_rows):
     if ws is not None:  # held-out rows of zero weight do not count
         inside &= ws[held] > 0
     n_tr = n_effective(wt, train.n_rows)
+    floor = math.log(AUTO_FLOOR) - float(np.log(hi - lo).sum())
     scores = {}
     for f in factors:
         sigma = np.full(D, float(bandwidth)) if bandwidth is not None else \
             rule_sigma(f, scale, n_tr)
         nodes = auto_grid(lo, hi, sigma)
-        _, _, _, score, steps = _steps(train, nodes, variant, max_steps, valid, inside)
+        _, _, _, score, steps = _steps(train, nodes, variant, max_steps, valid, inside, floor)
         scores[f] = (score, steps)
         if len(scores) > 1 and score < max(v[0] for v in scores.values()):
             break  # past the best factor (the factors increase): the rest are not tried

@@ -187,32 +187,43 @@ def _skew_heavy_pdf(x):
 
 
 def _dense_em(X, means, sigma, steps):
-    phi = _dense_phi(X, means, sigma)
+    """Weights-only EM steps with responsibilities in log space (a row far outside the grid
+    goes to its nearest nodes, as in the kernel, instead of 0 / 0)."""
+    from scipy.special import softmax
+    logphi = -0.5 * (((X[:, None, :] - means[None, :, :]) / sigma) ** 2).sum(axis=2)
     pi = np.full(means.shape[0], 1.0 / means.shape[0])
     out = []
     for _ in range(steps):
-        pi = (phi * pi / (phi @ pi)[:, None]).mean(axis=0)
+        with np.errstate(divide="ignore"):
+            pi = softmax(logphi + np.log(pi), axis=1).mean(axis=0)
         out.append(pi)
     return out
 
 
-def test_auto_selection_matches_a_dense_reference():
-    """The automatic settings recomputed in plain NumPy: quantile bounds inside the data range,
-    the robust spread, the bandwidth rule per candidate on the non-held-out rows, early stopping
-    on the held-out mean log-likelihood, the first factor that scores below the best ends the
-    search; the final fit uses all rows with the rule at N."""
-    X = _skew_heavy(600, 7)
+@pytest.mark.parametrize("data", ["skew", "normal"])
+def test_auto_selection_matches_a_dense_reference(data):
+    """The automatic settings recomputed in plain NumPy: trimmed quantile bounds inside the data
+    range, the robust spread, the bandwidth rule per candidate on the non-held-out rows, early
+    stopping on the floored held-out mean log-likelihood of the rows inside the grid, the first
+    factor that scores below the best ends the search ("normal" stops after three factors);
+    the final fit uses all rows with the rule at N.  Three far outliers, two held out."""
+    X = _skew_heavy(600, 7) if data == "skew" else np.random.default_rng(0).normal(size=(600, 1))
+    X[0], X[5], X[1] = 1e3, -1e3, 2e3
     x = X[:, 0]
     gm = fastmix.GMMExpansion().fit(X)
     E = expansion
-    q = lambda p: np.quantile(x, p, method="inverted_cdf")  # noqa: E731
-    qlo, qhi = q(E.AUTO_QUANTILE), q(1 - E.AUTO_QUANTILE)
+    xs = np.sort(x)
+    q = lambda p: xs[np.searchsorted(np.arange(1, 601) / 600, p)]  # noqa: E731
+    t = max(E.AUTO_QUANTILE, E.AUTO_TRIM_ROWS / 600)
+    qlo, qhi = q(t), q(1 - t)
     pad = E.AUTO_PAD * (qhi - qlo)
     lo, hi = max(x.min(), qlo - pad), min(x.max(), qhi + pad)
+    assert -1e3 < lo and hi < 1e3
     scale = min(x.std(), (q(0.75) - q(0.25)) / 1.349)
     held = np.arange(600) % E.AUTO_HOLDOUT == 0
     tr, va = X[~held], X[held]
     va = va[(va[:, 0] >= lo) & (va[:, 0] <= hi)]
+    floor = np.log(E.AUTO_FLOOR / (hi - lo))
 
     def grid(sigma):
         n = int(np.clip(np.ceil((hi - lo) / sigma) + 1, 2, E.AUTO_MAX_PER_DIM[1]))
@@ -225,18 +236,21 @@ def test_auto_selection_matches_a_dense_reference():
         pv = _dense_phi(va, means, sig)
         best, steps = -np.inf, 0
         for s, pi in enumerate(_dense_em(tr, means, sig, E.AUTO_MAX_STEPS)):
-            sc = np.log(pv @ pi).mean()
+            with np.errstate(divide="ignore"):
+                sc = np.maximum(np.log(pv @ pi), floor).mean()
             if not sc > best:
                 break
             best, steps = sc, s + 1
         scores[f] = (best, steps)
         if best < max(v[0] for v in scores.values()):
             break
+    assert len(scores) == (4 if data == "skew" else 3)
     f = max(scores, key=lambda k: scores[k][0])
     assert gm.auto_.factor == f and gm.n_iter_ == scores[f][1]
     assert list(gm.auto_.scores) == list(scores)
     for k in scores:
         assert_close(gm.auto_.scores[k][0], scores[k][0], 1e-10)
+        assert gm.auto_.scores[k][1] == scores[k][1]
     sig = np.array([f * scale * 600 ** -0.2])
     means = grid(sig[0])
     assert_close(gm.sigma_, sig, 1e-12)
