@@ -328,3 +328,19 @@ def test_default_passes_check_estimator():
 def test_bad_auto_parameters(kw):
     with pytest.raises(ValueError, match="'auto' or an integer"):
         fastmix.GMMExpansion(**kw).fit(np.random.default_rng(0).normal(size=(100, 1)))
+
+
+def test_auto_selection_survives_unreachable_rows_and_the_node_cap():
+    """A held-out row in a gap no fitted node reaches has log-density -inf: the floor keeps
+    the candidates comparable.  A tiny spread over a wide range hits the node cap: the
+    bandwidth is then the spacing, not the (much smaller) rule."""
+    rng = np.random.default_rng(1)
+    X = np.concatenate([[500.0], rng.normal(0, 1, 500), rng.normal(1000, 1, 99)])[:, None]
+    gm = fastmix.GMMExpansion().fit(X)  # row 0 (held out) lies in the gap
+    assert gm.auto_.lo[0] < 500 < gm.auto_.hi[0]
+    assert all(np.isfinite(v[0]) and v[1] >= 1 for v in gm.auto_.scores.values())
+    Y = np.concatenate([rng.normal(0, 0.01, 900), rng.uniform(0, 1000, 100)])[:, None]
+    wide = fastmix.GMMExpansion().fit(Y)
+    h = (wide.bounds_[1, 0] - wide.bounds_[0, 0]) / (wide.grid_shape_[0] - 1)
+    assert wide.grid_shape_ == (expansion.AUTO_MAX_PER_DIM[1],)
+    assert wide.sigma_[0] == pytest.approx(h, rel=1e-12)
