@@ -948,26 +948,64 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
 class GMMExpansion(DensityMixin, BaseEstimator):
     """Density estimate by "GMM expansion": many fixed Gaussian components (an even grid, or
-    k-means++ centres in D > 2) with one shared bandwidth; only the weights are learned, in one
-    pass over the data (see ``fastmix.expansion`` for the exact rules).
+    k-means++ centres in D > 2) with one shared bandwidth; only the weights are learned, by
+    weights-only EM passes over the data (see ``fastmix.expansion`` for the exact rules).
+
+    Default settings (``n_nodes="auto"``), tensor grids (D <= 2):
+
+    * grid bounds: the q and 1 - q quantiles of each feature, q = max(0.001, 5 / n) on a sample
+      of n rows, widened by 5 % of their distance on each side and kept inside the data range
+      (``bounds`` overrides them).  Heavy tails therefore do not stretch the grid; rows beyond
+      it still count: the kernel evaluates them against the nodes nearest to them (the edge
+      nodes), so their share of the weight lands on the edge nodes (the weights sum to one) and
+      the density beyond the grid decays like the edge nodes' Gaussians.
+    * bandwidth: sigma_d = f * s_d * n ** (-1 / (D + 4)), s_d = min(standard deviation,
+      interquartile range / 1.349), n the effective number of rows ((sum w)^2 / sum w^2); node
+      spacing = sigma (ceil(span / sigma) + 1 nodes per dimension, at most 2048 in 1-D and 256
+      per dimension in 2-D; where that cap binds the bandwidth is the spacing).
+    * f in (0.25, 0.35, 0.5, 0.7) and the number of weights-only EM steps (at most 8) are
+      chosen by the held-out log-likelihood: on a sample of at most 20 000 rows (every k-th row
+      of in-memory data; a uniform sample of a stream), every 5th row is held out, each f is
+      fitted on the others with steps stopped when the held-out mean log-likelihood (rows
+      inside the grid, each at least log(1e-6 / grid volume)) stops increasing, and the search
+      over f (increasing) stops at the first f that scores below the best.  The model is then
+      fitted on all rows with that f (the rule at the full n) and that many steps.
+    * cost: the selection runs on the sample (at most 4 x 8 passes over 16 000 rows plus the
+      held-out scoring), the final fit ``n_iter_`` (<= 8) passes over the data, plus one pass
+      for the data range of an out-of-core source.  Below 100 rows there is no selection:
+      f = 0.5 and one step.  ``partial_fit`` never selects: its first call fixes the grid by
+      the rule with f = 0.5, and the weights are one step (as for explicit settings).
+    * D > 2 (k-means++ centres): min(64, rows in the k-means sample) centres, the spacing rule
+      for the bandwidth, one step.
+
+    ``bench/results/expansion.md`` compares these defaults with EM's best K on the benchmark
+    targets.  An explicit ``n_nodes`` keeps the plain rules below: grid over the data range
+    (or ``bounds``), bandwidth = spacing unless ``bandwidth`` is given, ``n_iter`` steps (1 for
+    ``n_iter="auto"``).
 
     Parameters
     ----------
-    n_nodes : int >= 2, default=64
-        Nodes per dimension of a tensor grid (M = n_nodes ** D), or the number of centres for
+    n_nodes : "auto" or int >= 2, default="auto"
+        "auto": chosen from the data (above).  An int: nodes per dimension of a tensor grid
+        (M = n_nodes ** D) over the data range, or the number of centres for
         ``grid="kmeans++"``.
     bandwidth : None or float > 0, default=None
-        sigma in data units (isotropic); None: the grid spacing in each dimension.
+        sigma in data units (isotropic).  None: chosen by the held-out likelihood with
+        ``n_nodes="auto"``, the grid spacing in each dimension with an explicit ``n_nodes``.
+        A number with ``n_nodes="auto"``: spacing = bandwidth, only the steps are chosen.
     variant : {"em", "kde"}, default="em"
-        "em": one weights-only EM step from uniform weights (``n_iter`` steps in all); "kde":
-        weights proportional to the kernel density at the nodes (tensor grids).
-    n_iter : int >= 1, default=1
-        Weights-only EM steps (passes) for ``variant="em"``.
+        "em": weights-only EM steps from uniform weights (``n_iter`` steps in all); "kde":
+        weights proportional to the kernel density at the nodes (tensor grids; one pass).
+    n_iter : "auto" or int >= 1, default="auto"
+        Weights-only EM steps (passes) for ``variant="em"``.  "auto": chosen by the held-out
+        likelihood with ``n_nodes="auto"`` on a tensor grid, else 1.
     grid : {"auto", "tensor", "kmeans++"}, default="auto"
         "auto" = "tensor" for D <= 2, "kmeans++" otherwise.
     bounds : None or (lo, hi) arrays of shape (D,), default=None
-        Extent of the grid; default: the data range (a pass for out-of-core data).
-    random_state : None, int or Generator (k-means++ centres)
+        Extent of the grid; default: trimmed quantiles (``n_nodes="auto"`` on a tensor grid)
+        or the data range (a pass for out-of-core data).
+    random_state : None, int or Generator (k-means++ centres; the selection sample of a
+        stream)
     chunk_size : int or None (rows per kernel chunk, default 4096)
     device : {"cpu", "cuda"}, default="cpu"
         "cuda": the weight passes and ``score_samples``/``score`` run CUDA kernels
@@ -977,10 +1015,11 @@ class GMMExpansion(DensityMixin, BaseEstimator):
         ``__cuda_array_interface__`` (CuPy, PyTorch, numba) are used in place, checked on the
         device (C-contiguous float32/float64, no NaN/infinity), and must be given with
         device="cuda"; out-of-core sources and ``partial_fit`` upload their rows block by
-        block / call by call.  Node placement (data range, k-means++ centres) runs on the CPU:
-        k-means++ copies device rows to the host once, the range of device rows is a device
-        pass.  Results agree with "cpu" to rounding (different summation order) and are
-        bit-reproducible run to run.
+        block / call by call.  Node placement (data range, k-means++ centres, the automatic
+        selection on its sample) runs on the CPU: k-means++ and the automatic settings copy
+        device rows to the host once, the range of device rows is a device pass.  Results
+        agree with "cpu" to rounding (different summation order) and are bit-reproducible run
+        to run.
 
     Attributes
     ----------
@@ -994,6 +1033,10 @@ class GMMExpansion(DensityMixin, BaseEstimator):
         one step).
     n_iter_ : int
     n_features_in_ : int
+    auto_ : expansion.AutoChoice or None
+        What the automatic settings chose on a tensor grid (factor f, steps, bounds, spread,
+        effective rows, held-out score and steps per tried f); None with an explicit
+        ``n_nodes`` or k-means++ centres.
     """
 
     def __init__(self, n_nodes="auto", *, bandwidth=None, variant="em", n_iter="auto",

@@ -29,6 +29,13 @@ Weights (one pass each):
 Passes: one for the data range when ``bounds`` is not given (skipped for in-memory arrays:
 ``min``/``max``), one per weights step.
 
+Automatic settings (``auto_*``, the estimator's ``n_nodes="auto"`` on a tensor grid): grid
+bounds from trimmed quantiles of a sample (``auto_bounds``; rows beyond the grid load its edge
+nodes, because the kernel clamps a row's nearest node into the grid), spacing = bandwidth
+(``auto_grid``), the bandwidth from the rule ``rule_sigma`` with a factor f, and f and the
+number of steps chosen on the sample by the held-out log-likelihood (``auto_select``).  The
+constants ``AUTO_*`` below are the rule's numbers.
+
 GPU (``gpu=GPULaunch``, see ``gpu_launch``): the passes run the CUDA kernels -- the grid kernel
 ``fastmix.kernels.gpu_expansion`` for tensor grids, the diag E-step kernel for centres -- on
 rows that live on the device (``fastmix.gpu.DeviceData``, uploaded once by the caller) or on
@@ -464,9 +471,9 @@ def auto_select(Xs, ws, lo, hi, n_eff, variant, bandwidth, n_iter, chunk_rows):
 
 
 def auto_sample(data, rng):
-    """The selection sample (Xs (n, D), ws (n,) or None) of a host Stream: every
-    ceil(N / AUTO_SAMPLE)-th row of in-memory data (deterministic), else the uniform sample of
-    ``init._subsample`` (``rng``)."""
+    """The selection sample (Xs (n, D), ws (n,) or None; n <= AUTO_SAMPLE) of a host Stream:
+    every ceil(N / AUTO_SAMPLE)-th row of in-memory data (deterministic), else every k-th row
+    of the uniform sample of ``init._subsample`` (``rng``)."""
     X = data.in_memory
     if X is not None:
         step = max(1, -(-X.shape[0] // AUTO_SAMPLE))
@@ -474,4 +481,6 @@ def auto_sample(data, rng):
         return (np.ascontiguousarray(X[::step], dtype=np.float64),
                 None if sw is None else np.asarray(sw[::step], np.float64))
     Xs, sws = _subsample(data, 1, rng)
-    return np.asarray(Xs, np.float64), None if sws is None else np.asarray(sws, np.float64)
+    step = max(1, -(-Xs.shape[0] // AUTO_SAMPLE))
+    return (np.ascontiguousarray(Xs[::step], dtype=np.float64),
+            None if sws is None else np.asarray(sws[::step], np.float64))

@@ -344,3 +344,18 @@ def test_auto_selection_survives_unreachable_rows_and_the_node_cap():
     h = (wide.bounds_[1, 0] - wide.bounds_[0, 0]) / (wide.grid_shape_[0] - 1)
     assert wide.grid_shape_ == (expansion.AUTO_MAX_PER_DIM[1],)
     assert wide.sigma_[0] == pytest.approx(h, rel=1e-12)
+
+
+def test_auto_defaults_from_a_file_equal_in_memory(tmp_path):
+    """A stream of at most init.KMEANS_SAMPLE rows is sampled whole, then thinned like the
+    in-memory rows (every k-th row): the same selection and model."""
+    X = _skew_heavy(30000, 2)
+    np.save(tmp_path / "x.npy", X)
+    mem = fastmix.GMMExpansion().fit(X)
+    disk = fastmix.GMMExpansion(chunk_size=1000).fit(str(tmp_path / "x.npy"))
+    assert list(disk.auto_.scores) == list(mem.auto_.scores) and disk.n_iter_ == mem.n_iter_
+    for f, (score, steps) in mem.auto_.scores.items():
+        assert_close(disk.auto_.scores[f][0], score, 1e-12)
+        assert disk.auto_.scores[f][1] == steps
+    np.testing.assert_array_equal(disk.means_, mem.means_)
+    assert_close(disk.weights_, mem.weights_, 1e-12)
