@@ -359,3 +359,12 @@ def test_auto_defaults_from_a_file_equal_in_memory(tmp_path):
         assert disk.auto_.scores[f][1] == steps
     np.testing.assert_array_equal(disk.means_, mem.means_)
     assert_close(disk.weights_, mem.weights_, 1e-12)
+
+
+def test_auto_model_save_load(tmp_path):
+    X = _bimodal(3000)[:, None]
+    gm = fastmix.GMMExpansion().fit(X)
+    gm.save(tmp_path / "a.npz")
+    back = fastmix.load(tmp_path / "a.npz")
+    assert back.n_nodes == "auto" and back.n_iter == "auto" and back.n_iter_ == gm.n_iter_
+    np.testing.assert_array_equal(back.score_samples(X[:50]), gm.score_samples(X[:50]))
