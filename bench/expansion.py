@@ -44,8 +44,8 @@ Default settings: ``GMMExpansion()`` (``n_nodes="auto"``, ``n_iter="auto"``) is 
 timed on every target and N (method ``expansion-default``); the first table of
 ``expansion.md`` compares it with EM's best K.
 
-Integration grids (skew+t2 above): 5-normals on [-10, 10] (h = 0.005); normal+t3+uniform on [-10, 10]
-(h = 0.005, the jumps of the uniform fall on nodes and the true density there is the mean of
+Integration grids (skew+t2 above): 5-normals on [-10, 10] (h = 0.005); normal+t3+uniform on
+[-10, 10] (h = 0.005, the jumps of the uniform fall on nodes and the true density there is the mean of
 its one-sided limits, which makes the trapezoid rule exact for the step) plus tails out to
 +-60 (h = 0.2); ring on [-5, 5]^2 with 120 x 120 points (h = 0.084, a quarter of the radial sd).
 The true mass outside each grid (< 1e-5) is reported.  Against grids 2-4x finer the IPEs

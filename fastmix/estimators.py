@@ -1169,9 +1169,11 @@ class GMMExpansion(DensityMixin, BaseEstimator):
                                             rng), steps
         if grid != "tensor":  # D > 2: up to AUTO_CENTRES centres, at most one per sampled row
             lo, hi = self._bounds(data)
-            return expansion.kmeanspp_nodes(data, lo, hi, expansion.AUTO_CENTRES, self.bandwidth, rng,
-                                            at_most_rows=True), steps
-        host = sources.as_stream(*data.to_host()) if isinstance(data, expansion.DeviceData) else data
+            return expansion.kmeanspp_nodes(data, lo, hi, expansion.AUTO_CENTRES,
+                                            self.bandwidth, rng, at_most_rows=True), steps
+        host = data
+        if isinstance(data, expansion.DeviceData):  # the selection runs on a host copy
+            host = sources.as_stream(*data.to_host())
         Xs, ws = expansion.auto_sample(host, rng)
         if self.bounds is not None:
             lo, hi = self._bounds(data)
