@@ -71,7 +71,8 @@ profiles: density averaged over the angle).
 
 How to run::
 
-    python bench/expansion.py            # the full run, about 2.5 minutes on 2 cores
+    python bench/expansion.py            # the full run, median of 3 fits (longer)
+    python bench/expansion.py --repeats 1  # one fit each: 278 s on 2 cores (committed results)
     python bench/expansion.py --quick    # smoke run: N = 1e3, 1e4, few M and K (~10 s)
     python bench/expansion.py --no-plot --out-dir /tmp/x
 
