@@ -1060,26 +1060,64 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
 class GMMExpansion(DensityMixin, BaseEstimator):
     """Density estimate by "GMM expansion": many fixed Gaussian components (an even grid, or
-    k-means++ centres in D > 2) with one shared bandwidth; only the weights are learned, in one
-    pass over the data (see ``fastmix.expansion`` for the exact rules).
+    k-means++ centres in D > 2) with one shared bandwidth; only the weights are learned, by
+    weights-only EM passes over the data (see ``fastmix.expansion`` for the exact rules).
+
+    Default settings (``n_nodes="auto"``), tensor grids (D <= 2):
+
+    * grid bounds: the q and 1 - q quantiles of each feature, q = max(0.001, 5 / n) on a sample
+      of n rows, widened by 5 % of their distance on each side and kept inside the data range
+      (``bounds`` overrides them).  Heavy tails therefore do not stretch the grid; rows beyond
+      it still count: the kernel evaluates them against the nodes nearest to them (the edge
+      nodes), so their share of the weight lands on the edge nodes (the weights sum to one) and
+      the density beyond the grid decays like the edge nodes' Gaussians.
+    * bandwidth: sigma_d = f * s_d * n ** (-1 / (D + 4)), s_d = min(standard deviation,
+      interquartile range / 1.349), n the effective number of rows ((sum w)^2 / sum w^2); node
+      spacing = sigma (ceil(span / sigma) + 1 nodes per dimension, at most 2048 in 1-D and 256
+      per dimension in 2-D; where that cap binds the bandwidth is the spacing).
+    * f in (0.25, 0.35, 0.5, 0.7) and the number of weights-only EM steps (at most 8) are
+      chosen by the held-out log-likelihood: on a sample of at most 20 000 rows (every k-th row
+      of in-memory data; a uniform sample of a stream), every 5th row is held out, each f is
+      fitted on the others with steps stopped when the held-out mean log-likelihood (rows
+      inside the grid, each at least log(1e-6 / grid volume)) stops increasing, and the search
+      over f (increasing) stops at the first f that scores below the best.  The model is then
+      fitted on all rows with that f (the rule at the full n) and that many steps.
+    * cost: the selection runs on the sample (at most 4 x 8 passes over 16 000 rows plus the
+      held-out scoring), the final fit ``n_iter_`` (<= 8) passes over the data, plus one pass
+      for the data range of an out-of-core source.  Below 100 rows there is no selection:
+      f = 0.5 and one step.  ``partial_fit`` never selects: its first call fixes the grid by
+      the rule with f = 0.5, and the weights are one step (as for explicit settings).
+    * D > 2 (k-means++ centres): min(64, rows in the k-means sample) centres, the spacing rule
+      for the bandwidth, one step.
+
+    ``bench/results/expansion.md`` compares these defaults with EM's best K on the benchmark
+    targets.  An explicit ``n_nodes`` keeps the plain rules below: grid over the data range
+    (or ``bounds``), bandwidth = spacing unless ``bandwidth`` is given, ``n_iter`` steps (1 for
+    ``n_iter="auto"``).
 
     Parameters
     ----------
-    n_nodes : int >= 2, default=64
-        Nodes per dimension of a tensor grid (M = n_nodes ** D), or the number of centres for
+    n_nodes : "auto" or int >= 2, default="auto"
+        "auto": chosen from the data (above).  An int: nodes per dimension of a tensor grid
+        (M = n_nodes ** D) over the data range, or the number of centres for
         ``grid="kmeans++"``.
     bandwidth : None or float > 0, default=None
-        sigma in data units (isotropic); None: the grid spacing in each dimension.
+        sigma in data units (isotropic).  None: chosen by the held-out likelihood with
+        ``n_nodes="auto"``, the grid spacing in each dimension with an explicit ``n_nodes``.
+        A number with ``n_nodes="auto"``: spacing = bandwidth, only the steps are chosen.
     variant : {"em", "kde"}, default="em"
-        "em": one weights-only EM step from uniform weights (``n_iter`` steps in all); "kde":
-        weights proportional to the kernel density at the nodes (tensor grids).
-    n_iter : int >= 1, default=1
-        Weights-only EM steps (passes) for ``variant="em"``.
+        "em": weights-only EM steps from uniform weights (``n_iter`` steps in all); "kde":
+        weights proportional to the kernel density at the nodes (tensor grids; one pass).
+    n_iter : "auto" or int >= 1, default="auto"
+        Weights-only EM steps (passes) for ``variant="em"``.  "auto": chosen by the held-out
+        likelihood with ``n_nodes="auto"`` on a tensor grid, else 1.
     grid : {"auto", "tensor", "kmeans++"}, default="auto"
         "auto" = "tensor" for D <= 2, "kmeans++" otherwise.
     bounds : None or (lo, hi) arrays of shape (D,), default=None
-        Extent of the grid; default: the data range (a pass for out-of-core data).
-    random_state : None, int or Generator (k-means++ centres)
+        Extent of the grid; default: trimmed quantiles (``n_nodes="auto"`` on a tensor grid)
+        or the data range (a pass for out-of-core data).
+    random_state : None, int or Generator (k-means++ centres; the selection sample of a
+        stream)
     chunk_size : int or None (rows per kernel chunk, default 4096)
     device : {"cpu", "cuda"}, default="cpu"
         "cuda": the weight passes and ``score_samples``/``score`` run CUDA kernels
@@ -1089,10 +1127,11 @@ class GMMExpansion(DensityMixin, BaseEstimator):
         ``__cuda_array_interface__`` (CuPy, PyTorch, numba) are used in place, checked on the
         device (C-contiguous float32/float64, no NaN/infinity), and must be given with
         device="cuda"; out-of-core sources and ``partial_fit`` upload their rows block by
-        block / call by call.  Node placement (data range, k-means++ centres) runs on the CPU:
-        k-means++ copies device rows to the host once, the range of device rows is a device
-        pass.  Results agree with "cpu" to rounding (different summation order) and are
-        bit-reproducible run to run.
+        block / call by call.  Node placement (data range, k-means++ centres, the automatic
+        selection on its sample) runs on the CPU: k-means++ and the automatic settings copy
+        device rows to the host once, the range of device rows is a device pass.  Results
+        agree with "cpu" to rounding (different summation order) and are bit-reproducible run
+        to run.
 
     Attributes
     ----------
@@ -1106,10 +1145,14 @@ class GMMExpansion(DensityMixin, BaseEstimator):
         one step).
     n_iter_ : int
     n_features_in_ : int
+    auto_ : expansion.AutoChoice or None
+        What the automatic settings chose on a tensor grid (factor f, steps, bounds, spread,
+        effective rows, held-out score and steps per tried f); None with an explicit
+        ``n_nodes`` or k-means++ centres.
     """
 
-    def __init__(self, n_nodes=64, *, bandwidth=None, variant="em", n_iter=1, grid="auto",
-                 bounds=None, random_state=None, chunk_size=None, device="cpu"):
+    def __init__(self, n_nodes="auto", *, bandwidth=None, variant="em", n_iter="auto",
+                 grid="auto", bounds=None, random_state=None, chunk_size=None, device="cpu"):
         self.n_nodes = n_nodes
         self.bandwidth = bandwidth
         self.variant = variant
@@ -1121,8 +1164,11 @@ class GMMExpansion(DensityMixin, BaseEstimator):
         self.device = device
 
     def _check_hyper(self):
-        _check_int(self, "n_nodes", 2)  # a grid needs two nodes per dimension
-        _check_int(self, "n_iter", 1)
+        for name, lo in (("n_nodes", 2), ("n_iter", 1)):  # a grid needs two nodes per dimension
+            v = getattr(self, name)
+            if not (isinstance(v, str) and v == "auto"):
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                    raise ValueError(f"{name} must be 'auto' or an integer >= {lo}, got {v!r}")
         b = self.bandwidth
         if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float, np.number))
                               or not (math.isfinite(b) and b > 0)):
@@ -1215,16 +1261,53 @@ class GMMExpansion(DensityMixin, BaseEstimator):
             return lo, hi
         return expansion.data_range(data)
 
-    def _make_nodes(self, data, rng):
-        lo, hi = self._bounds(data)
+    def _make_nodes(self, data, rng, select=True):
+        """(Nodes, weights steps).  ``select``: choose the automatic settings by the held-out
+        likelihood (fit); else the rule with expansion.AUTO_FACTOR and one step (partial_fit)."""
+        auto_nodes = isinstance(self.n_nodes, str)
+        steps = 1 if isinstance(self.n_iter, str) else int(self.n_iter)
+        if self.variant == "kde":
+            steps = 1
         grid = self.grid
         if grid == "auto":
             grid = "tensor" if data.n_features <= 2 else "kmeans++"
-        if grid == "tensor":
-            return expansion.tensor_grid(lo, hi, int(self.n_nodes), self.bandwidth)
-        if self.variant == "kde":
+        if grid != "tensor" and self.variant == "kde":
             raise ValueError("variant='kde' needs a tensor grid (grid='tensor')")
-        return expansion.kmeanspp_nodes(data, lo, hi, int(self.n_nodes), self.bandwidth, rng)
+        self.auto_ = None
+        if not auto_nodes:
+            lo, hi = self._bounds(data)
+            if grid == "tensor":
+                return expansion.tensor_grid(lo, hi, int(self.n_nodes), self.bandwidth), steps
+            return expansion.kmeanspp_nodes(data, lo, hi, int(self.n_nodes), self.bandwidth,
+                                            rng), steps
+        if grid != "tensor":  # D > 2: up to AUTO_CENTRES centres, at most one per sampled row
+            lo, hi = self._bounds(data)
+            return expansion.kmeanspp_nodes(data, lo, hi, expansion.AUTO_CENTRES,
+                                            self.bandwidth, rng, at_most_rows=True), steps
+        host = data
+        if isinstance(data, expansion.DeviceData):  # the selection runs on a host copy
+            host = sources.as_stream(*data.to_host())
+        Xs, ws = expansion.auto_sample(host, rng)
+        if self.bounds is not None:
+            lo, hi = self._bounds(data)
+        else:
+            lo, hi = expansion.auto_bounds(Xs, ws, *expansion.data_range(data))
+        N = host.n_rows if host.n_rows is not None else Xs.shape[0]
+        n_eff = N * expansion.n_effective(ws, Xs.shape[0]) / Xs.shape[0]
+        n_iter = None if isinstance(self.n_iter, str) else int(self.n_iter)
+        if select:
+            choice = expansion.auto_select(Xs, ws, lo, hi, n_eff, self.variant, self.bandwidth,
+                                           n_iter, self._chunk_rows)
+        else:
+            choice = expansion.AutoChoice(
+                expansion.AUTO_FACTOR if self.bandwidth is None else math.nan, 1, lo, hi,
+                expansion.auto_scale(Xs, ws), n_eff, {})
+        scale = np.where(choice.scale > 0, choice.scale, (hi - lo) / 4)
+        sigma = np.full(lo.shape[0], float(self.bandwidth)) if self.bandwidth is not None \
+            else expansion.rule_sigma(choice.factor, scale, n_eff)
+        self.auto_ = choice
+        steps = choice.n_iter if self.variant == "em" else 1
+        return expansion.auto_grid(lo, hi, sigma), steps
 
     def _set_nodes(self, nodes, D):
         self._nodes = nodes
@@ -1246,10 +1329,9 @@ class GMMExpansion(DensityMixin, BaseEstimator):
         try:
             rng = check_random_state(self.random_state)
             with kernels.blas_single_threaded():
-                nodes = self._make_nodes(host if host is not None else dev, rng)
+                nodes, steps = self._make_nodes(host if host is not None else dev, rng)
                 M = nodes.n_nodes
                 weights = np.full(M, 1.0 / M)
-                steps = int(self.n_iter) if self.variant == "em" else 1
                 lbs = []
                 for _ in range(steps):
                     with np.errstate(divide="ignore"):  # nodes with no data: weight 0
@@ -1291,7 +1373,8 @@ class GMMExpansion(DensityMixin, BaseEstimator):
                     raise ValueError("partial_fit continues only a model built by partial_fit "
                                      "or a one-step fit")
                 self._set_nodes(self._make_nodes(host if host is not None else dev,
-                                                 check_random_state(self.random_state)), D)
+                                                 check_random_state(self.random_state),
+                                                 select=False)[0], D)
                 M = self._nodes.n_nodes
                 self._acc = [np.zeros(M), np.zeros(2)]
             elif D != self.n_features_in_:

@@ -29,6 +29,13 @@ Weights (one pass each):
 Passes: one for the data range when ``bounds`` is not given (skipped for in-memory arrays:
 ``min``/``max``), one per weights step.
 
+Automatic settings (``auto_*``, the estimator's ``n_nodes="auto"`` on a tensor grid): grid
+bounds from trimmed quantiles of a sample (``auto_bounds``; rows beyond the grid load its edge
+nodes, because the kernel clamps a row's nearest node into the grid), spacing = bandwidth
+(``auto_grid``), the bandwidth from the rule ``rule_sigma`` with a factor f, and f and the
+number of steps chosen on the sample by the held-out log-likelihood (``auto_select``).  The
+constants ``AUTO_*`` below are the rule's numbers.
+
 GPU (``gpu=GPULaunch``, see ``gpu_launch``): the passes run the CUDA kernels -- the grid kernel
 ``fastmix.kernels.gpu_expansion`` for tensor grids, the diag E-step kernel for centres -- on
 rows that live on the device (``fastmix.gpu.DeviceData``, uploaded once by the caller) or on
@@ -148,12 +155,16 @@ def tensor_grid(lo, hi, n_nodes, bandwidth):
     return Nodes(lo, h, (n_nodes,) * D, sigma, np.zeros((0, D)))
 
 
-def kmeanspp_nodes(data, lo, hi, n_nodes, bandwidth, rng):
+def kmeanspp_nodes(data, lo, hi, n_nodes, bandwidth, rng, at_most_rows=False):
+    """``n_nodes`` k-means++ centres (at most as many as the sample has rows with
+    ``at_most_rows``) with the spacing-rule bandwidth (or ``bandwidth``)."""
     D = lo.shape[0]
     span = _check_range(lo, hi)
     if isinstance(data, DeviceData):  # node placement runs on the CPU
         data = sources.as_stream(*data.to_host())
     Xs, sws = _subsample(data, n_nodes, rng)
+    if at_most_rows:
+        n_nodes = max(1, min(n_nodes, Xs.shape[0]))
     if Xs.shape[0] < n_nodes:
         raise ValueError(f"n_nodes={n_nodes} centres need at least as many rows, got "
                          f"{Xs.shape[0]}")
@@ -265,3 +276,211 @@ def log_prob(data, nodes, weights, gpu=None):
                                        data.chunk_rows)[0]
             parts.append(out)
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+# ------------------------------------------------------------------ automatic settings ------
+#: Grid bounds of the automatic settings: the [AUTO_QUANTILE, 1 - AUTO_QUANTILE] quantiles of
+#: each feature, widened by AUTO_PAD times their distance on each side, within the data range.
+AUTO_QUANTILE = 0.001
+AUTO_PAD = 0.05
+#: ... but never closer to the extremes than the AUTO_TRIM_ROWS-th smallest / largest row of the
+#: sample (the quantile level is at least AUTO_TRIM_ROWS / n for a sample of n rows).
+AUTO_TRIM_ROWS = 5
+#: Held-out rows score at least log(AUTO_FLOOR / volume of the grid box) each, so that a row
+#: no fitted node reaches (log-density -inf) does not decide the selection alone.
+AUTO_FLOOR = 1e-6
+#: Bandwidth candidates: sigma_d = f * s_d * n ** (-1 / (D + 4)) for f in AUTO_FACTORS, with
+#: s_d = min(standard deviation, interquartile range / 1.349) of feature d and n the effective
+#: number of rows (sum w) ** 2 / sum w ** 2.
+AUTO_FACTORS = (0.25, 0.35, 0.5, 0.7)
+#: Factor used without a selection (fewer than AUTO_MIN_ROWS rows, partial_fit).
+AUTO_FACTOR = 0.5
+#: Most weights-only EM steps tried per candidate (early stopping on the held-out likelihood).
+AUTO_MAX_STEPS = 8
+#: Rows of the selection sample (a stride subsample of in-memory data, a uniform sample of
+#: ``init``'s k-means sample size of a stream); every AUTO_HOLDOUT-th row of it is held out.
+AUTO_SAMPLE = 20_000
+AUTO_HOLDOUT = 5
+#: Below this many rows the bandwidth is the rule with AUTO_FACTOR and one step (no selection).
+AUTO_MIN_ROWS = 100
+#: Centres of an automatic k-means++ expansion (D > 2), at most one per sampled row.
+AUTO_CENTRES = 64
+#: Most nodes per dimension of an automatic grid (D = 1, D = 2; in D > 2 also MAX_NODES ** (1/D)).
+AUTO_MAX_PER_DIM = {1: 2048, 2: 256}
+
+
+class AutoChoice(NamedTuple):
+    """What the automatic settings chose (kept on the estimator as ``auto_``)."""
+    factor: float         # bandwidth factor f (nan when the bandwidth was given)
+    n_iter: int           # weights steps
+    lo: np.ndarray        # (D,) grid bounds
+    hi: np.ndarray        # (D,)
+    scale: np.ndarray     # (D,) s_d
+    n_eff: float          # effective rows of the data
+    scores: dict          # f -> (held-out mean log-likelihood, steps) per candidate
+
+
+def weighted_quantiles(x, w, qs):
+    """Quantiles ``qs`` of the 1-D sample x (n,) with weights w (n,) (or None): the smallest x
+    whose weighted empirical CDF reaches q."""
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    if w is None:
+        cw = np.arange(1, xs.shape[0] + 1, dtype=np.float64)
+    else:
+        cw = np.cumsum(np.asarray(w, np.float64)[order])
+    cw /= cw[-1]
+    idx = np.searchsorted(cw, np.asarray(qs, np.float64), side="left")
+    return xs[np.minimum(idx, xs.shape[0] - 1)]
+
+
+def auto_scale(Xs, ws):
+    """Per-feature robust spread (D,) of the sample Xs (n, D) with weights ws (n,) or None:
+    min(standard deviation, IQR / 1.349), the standard deviation where the IQR is zero."""
+    w = np.ones(Xs.shape[0]) if ws is None else np.asarray(ws, np.float64)
+    mean = w @ Xs / w.sum()
+    sd = np.sqrt(np.maximum(w @ (Xs - mean) ** 2 / w.sum(), 0.0))
+    iqr = np.array([np.subtract(*weighted_quantiles(Xs[:, d], ws, [0.75, 0.25]))
+                    for d in range(Xs.shape[1])]) / 1.349
+    return np.where(iqr > 0, np.minimum(sd, iqr), sd)
+
+
+def auto_bounds(Xs, ws, lo, hi):
+    """Grid bounds (lo, hi) (D,): the q and 1 - q quantiles of the sample, q = max(AUTO_QUANTILE,
+    AUTO_TRIM_ROWS / n), widened by AUTO_PAD of their distance, inside the data range
+    [lo, hi]; the data range where the quantiles coincide."""
+    n, D = Xs.shape
+    q = min(0.25, max(AUTO_QUANTILE, AUTO_TRIM_ROWS / n))
+    qlo = np.empty(D)
+    qhi = np.empty(D)
+    for d in range(D):
+        qlo[d], qhi[d] = weighted_quantiles(Xs[:, d], ws, [q, 1 - q])
+    pad = AUTO_PAD * (qhi - qlo)
+    a = np.maximum(lo, qlo - pad)
+    b = np.minimum(hi, qhi + pad)
+    flat = ~(b > a)
+    return np.where(flat, lo, a), np.where(flat, hi, b)
+
+
+def auto_shape(lo, hi, sigma):
+    """Nodes per dimension of an automatic grid: spacing = bandwidth (ceil(span / sigma) + 1),
+    at most AUTO_MAX_PER_DIM (and MAX_NODES ** (1/D)), at least 2."""
+    D = lo.shape[0]
+    cap = min(AUTO_MAX_PER_DIM.get(D, AUTO_MAX_PER_DIM[2]),
+              int(math.floor(MAX_NODES ** (1.0 / D) + 1e-9)))
+    n = np.ceil((hi - lo) / sigma).astype(np.int64) + 1
+    return tuple(int(v) for v in np.clip(n, 2, max(2, cap)))
+
+
+def auto_grid(lo, hi, sigma):
+    """A tensor grid over [lo, hi] with ``auto_shape`` nodes and bandwidth max(sigma, spacing)
+    (D,) (the spacing exceeds sigma only where the node cap binds)."""
+    lo = np.asarray(lo, np.float64)
+    hi = np.asarray(hi, np.float64)
+    span = _check_range(lo, hi)
+    shape = auto_shape(lo, hi, sigma)
+    h = span / (np.array(shape) - 1)
+    return Nodes(lo, h, shape, np.maximum(np.asarray(sigma, np.float64), h),
+                 np.zeros((0, lo.shape[0])))
+
+
+def n_effective(w, n):
+    """(sum w) ** 2 / sum w ** 2 (n for unit weights)."""
+    if w is None:
+        return float(n)
+    w = np.asarray(w, np.float64)
+    s2 = float(w @ w)
+    return float(w.sum() ** 2 / s2) if s2 > 0 else float(n)
+
+
+def rule_sigma(factor, scale, n_eff):
+    """The bandwidth rule f * s_d * n ** (-1 / (D + 4)), (D,)."""
+    D = scale.shape[0]
+    return factor * scale * n_eff ** (-1.0 / (D + 4))
+
+
+def _steps(data, nodes, variant, steps, valid=None, inside=None, floor=-np.inf):
+    """Run up to ``steps`` weights steps on ``data``; with ``valid`` (a Stream) stop when the
+    mean log-likelihood of its rows ``inside`` the grid stops increasing.  Returns (weights,
+    accumulator of the last step, lower bounds, best held-out score, steps used)."""
+    M = nodes.n_nodes
+    weights = np.full(M, 1.0 / M)
+    best = (-np.inf, 0, weights, None)
+    lbs = []
+    for s in range(steps if variant == "em" else 1):
+        with np.errstate(divide="ignore"):
+            log_w = np.log(weights)
+        acc = weights_pass(data, nodes, log_w, variant)
+        lbs.append(float(acc[1][0] / acc[1][1]))
+        weights = weights_from(acc, variant)
+        if valid is None:
+            best = (np.nan, s + 1, weights, acc)
+            continue
+        lp = np.maximum(log_prob(valid, nodes, weights)[inside], floor)
+        score = float(lp.mean()) if lp.size else -np.inf
+        if not score > best[0]:
+            break
+        best = (score, s + 1, weights, acc)
+    return best[2], best[3], lbs[:best[1]], best[0], best[1]
+
+
+def auto_select(Xs, ws, lo, hi, n_eff, variant, bandwidth, n_iter, chunk_rows):
+    """Choose the bandwidth factor and the number of weights steps on the sample (Xs, ws) by
+    the held-out mean log-likelihood (rows inside the grid; every AUTO_HOLDOUT-th row held out,
+    the rest fitted), one candidate per AUTO_FACTORS in increasing order (or the given
+    ``bandwidth``), each with up to ``n_iter`` (or AUTO_MAX_STEPS) steps stopped early when the
+    held-out score drops; the candidates stop at the first factor that scores below the best.
+
+    Xs (n, D) float; ws (n,) or None; lo, hi (D,) the grid bounds; n_eff the effective rows of
+    the whole data (the rule scales with it).  Returns an AutoChoice."""
+    n, D = Xs.shape
+    scale = auto_scale(Xs, ws)
+    if not np.all(scale > 0):
+        scale = np.where(scale > 0, scale, (hi - lo) / 4)
+    max_steps = AUTO_MAX_STEPS if n_iter is None else int(n_iter)
+    factors = AUTO_FACTORS if bandwidth is None else ("given",)
+    if n < AUTO_MIN_ROWS:
+        return AutoChoice(AUTO_FACTOR if bandwidth is None else math.nan,
+                          1 if n_iter is None else int(n_iter), lo, hi, scale, n_eff, {})
+    held = np.zeros(n, bool)
+    held[::AUTO_HOLDOUT] = True
+    wt = None if ws is None else ws[~held]
+    train = sources.as_stream(np.ascontiguousarray(Xs[~held]), wt, chunk_rows)
+    Xv = np.ascontiguousarray(Xs[held])
+    valid = sources.as_stream(Xv, None, chunk_rows)
+    inside = np.all((Xv >= lo) & (Xv <= hi), axis=1)
+    if ws is not None:  # held-out rows of zero weight do not count
+        inside &= ws[held] > 0
+    n_tr = n_effective(wt, train.n_rows)
+    floor = math.log(AUTO_FLOOR) - float(np.log(hi - lo).sum())
+    scores = {}
+    for f in factors:
+        sigma = np.full(D, float(bandwidth)) if bandwidth is not None else \
+            rule_sigma(f, scale, n_tr)
+        nodes = auto_grid(lo, hi, sigma)
+        _, _, _, score, steps = _steps(train, nodes, variant, max_steps, valid, inside, floor)
+        scores[f] = (score, steps)
+        if len(scores) > 1 and score < max(v[0] for v in scores.values()):
+            break  # past the best factor (the factors increase): the rest are not tried
+    best = max(scores, key=lambda f: scores[f][0])
+    steps = scores[best][1]
+    f_best = best if bandwidth is None else math.nan
+    if n_iter is not None:
+        steps = int(n_iter)
+    return AutoChoice(f_best, max(1, steps), lo, hi, scale, n_eff, scores)
+
+
+def auto_sample(data, rng):
+    """The selection sample (Xs (n, D), ws (n,) or None; n <= AUTO_SAMPLE) of a host Stream:
+    every ceil(N / AUTO_SAMPLE)-th row of in-memory data (deterministic), else every k-th row
+    of the uniform sample of ``init._subsample`` (``rng``)."""
+    X = data.in_memory
+    if X is not None:
+        step = max(1, -(-X.shape[0] // AUTO_SAMPLE))
+        sw = data.weights
+        return (np.ascontiguousarray(X[::step], dtype=np.float64),
+                None if sw is None else np.asarray(sw[::step], np.float64))
+    Xs, sws = _subsample(data, 1, rng)
+    step = max(1, -(-Xs.shape[0] // AUTO_SAMPLE))
+    return (np.ascontiguousarray(Xs[::step], dtype=np.float64),
+            None if sws is None else np.asarray(sws[::step], np.float64))

@@ -429,3 +429,20 @@ def test_real_gpu_larger_problem(D):
         b = kernels.grid_stats(mode, X, None, lo, h, shape, h, log_pi, 4096)
         assert_close(a[0], b[0], 1e-11)
         assert_close(a[1], b[1], 1e-11)
+
+
+def test_estimator_auto_defaults_on_cuda(small_launch, gpu_calls):
+    """n_nodes="auto": the grid, bandwidth and steps are chosen on the CPU (from a host copy of
+    device rows), the weight passes run on the GPU; the same model as device="cpu".  120 rows:
+    the held-out selection runs (more than AUTO_MIN_ROWS)."""
+    cuda = gk.require_gpu()
+    rng = np.random.default_rng(15)
+    X = np.concatenate([rng.normal(-1, 0.3, 60), rng.standard_t(2, 60)])[:, None]
+    cpu = fastmix.GMMExpansion().fit(X)
+    dev = fastmix.GMMExpansion(device="cuda").fit(cuda.to_device(X))
+    assert cpu.auto_.scores and cpu.auto_.factor == dev.auto_.factor
+    assert gpu_calls == {"grid_stats_gpu": cpu.n_iter_}  # the final steps, on the GPU
+    np.testing.assert_array_equal(dev.means_, cpu.means_)
+    np.testing.assert_array_equal(dev.sigma_, cpu.sigma_)
+    assert_close(dev.weights_, cpu.weights_, 1e-12)
+    assert_close(dev.score_samples(X), cpu.score_samples(X), 1e-12)

@@ -296,6 +296,10 @@ def grid_window(h, sigma, cut):
     return np.ceil(reach).astype(np.int64)
 
 
+#: Largest window (nodes evaluated per row, after clipping to the grid) of the CPU grid kernel.
+MAX_WINDOW_CELLS = 2**22
+
+
 class GridLayout(NamedTuple):
     """A tensor grid laid out for the grid kernels (CPU and GPU)."""
     shape: np.ndarray    # (D,) int64 nodes per dimension
@@ -342,6 +346,12 @@ def grid_stats(mode, X, sw, lo, h, shape, sigma, log_pi, chunk_rows, acc=None, l
     N, D = X.shape
     g = grid_layout(lo, h, shape, sigma, log_pi)
     M = g.n_nodes
+    cells = int(np.prod(g.window_counts()))
+    if cells > MAX_WINDOW_CELLS:  # per-slot scratch of 16 bytes per window cell
+        raise ValueError(f"the grid kernel's window of a row has {cells:,} cells (nodes per "
+                         f"dimension {g.window_counts().tolist()}, D={D}), more than "
+                         f"MAX_WINDOW_CELLS={MAX_WINDOW_CELLS:,}; use fewer nodes or a smaller "
+                         "bandwidth")
     chunk_rows = int(chunk_rows)
     n_chunks = max(1, -(-N // chunk_rows))
     n_slots = int(min(n_chunks, max(1, SLOT_BYTES // (8 * M)), 4 * num_threads()))

@@ -118,9 +118,10 @@ def grid_pass(mode, X, sw, lo, h, shape, strides, inv_sig, pi, lconst, W, chunk_
     per = (n_chunks + n_slots - 1) // n_slots
     tmax = 1
     wsize = 1
-    for d in range(D):
-        tmax = max(tmax, 2 * W[d] + 1)
-        wsize *= 2 * W[d] + 1
+    for d in range(D):  # the window is clipped to the grid: min(2 W + 1, shape) per dimension
+        cnt = min(2 * W[d] + 1, shape[d])
+        tmax = max(tmax, cnt)
+        wsize *= cnt
     for s in prange(n_slots):
         terms = np.empty((D, tmax))
         widx = np.empty(wsize, np.int64)
