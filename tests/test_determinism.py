@@ -1,5 +1,5 @@
 """Same seed -> same model, bit for bit, on 1 or 2 Numba threads (README: "Results are
-bit-identical on 1 or 2 threads for a given chunk_size"; DESIGN.md section 2).
+bit-identical on 1 or 2 threads for a given chunk_size"; docs/design.md §2).
 
 Each thread count runs in its own interpreter (NUMBA_NUM_THREADS is read once, at import); the
 two run side by side and dump the same computations to an .npz, compared byte for byte:
@@ -7,7 +7,8 @@ two run side by side and dump the same computations to an .npz, compared byte fo
 A. seeded fits of every covariance type, float64 and float32, weighted, N = 20000 rows in
    chunks of 1000 (20 chunks, so both threads take part), plus their predictions;
 B. seeded fits with chunk_size=7 (many chunks; small blocks);
-K. the kernels alone (estep_stats, log_prob) on fixed parameters, chunk sizes 1, 7, 100, N.
+K. the kernels alone (estep_stats, log_prob) on fixed parameters, chunk sizes 1, 7, 100, N;
+E. GMMExpansion fits (its grid kernel) on 60 chunks, explicit and automatic settings.
 """
 import os
 import subprocess
@@ -71,6 +72,13 @@ SCRIPT = textwrap.dedent(r"""
                 arrays[f"K/{kind}/{chunk}/estep_stats/{name}"] = np.asarray(a)
             for name, a in zip(("logp", "labels", "resp"), kernels.log_prob(X, kp, chunk, True)):
                 arrays[f"K/{kind}/{chunk}/log_prob/{name}"] = a
+    # E: the GMM-expansion grid kernel (its own slots), a 2-D tensor grid, 60 chunks
+    rng = np.random.default_rng(7)
+    Xe = rng.standard_t(3, size=(60000, 2))
+    for n_nodes in (16, "auto"):
+        ex = fastmix.GMMExpansion(n_nodes, chunk_size=1000, random_state=0).fit(Xe)
+        arrays[f"E/{n_nodes}/weights_"] = ex.weights_
+        arrays[f"E/{n_nodes}/score_samples"] = ex.score_samples(Xe[:5000])
     np.savez(out_path, **arrays)
 """)
 
@@ -118,6 +126,13 @@ def test_bit_identical_on_one_and_two_threads(dumps):
 def test_bit_identical_on_one_and_two_threads_small_chunks(dumps):
     """Same promise with chunk_size=7 (many chunks, every kernel path)."""
     differing = _compare(*dumps, "B/")
+    assert not differing, f"not bit-identical on 1 vs 2 threads: {differing}"
+
+
+def test_expansion_bit_identical_on_one_and_two_threads(dumps):
+    """GMMExpansion's grid kernel: its slots of consecutive chunks must not depend on the
+    thread count (they did: 4 slots per thread, so 1 and 2 threads summed different groups)."""
+    differing = _compare(*dumps, "E/")
     assert not differing, f"not bit-identical on 1 vs 2 threads: {differing}"
 
 

@@ -336,6 +336,10 @@ def grid_layout(lo, h, shape, sigma, log_pi):
                       1.0 / sigma, W, lconst, pi)
 
 
+#: Slots of the grid kernel's pass (enough for 16 threads at 4 slots each).
+GRID_SLOTS = 64
+
+
 def grid_stats(mode, X, sw, lo, h, shape, sigma, log_pi, chunk_rows, acc=None, logp=None):
     """One pass of the GMM-expansion kernel (``cpu_expansion``) over X (N, D).
 
@@ -354,7 +358,9 @@ def grid_stats(mode, X, sw, lo, h, shape, sigma, log_pi, chunk_rows, acc=None, l
                          "bandwidth")
     chunk_rows = int(chunk_rows)
     n_chunks = max(1, -(-N // chunk_rows))
-    n_slots = int(min(n_chunks, max(1, SLOT_BYTES // (8 * M)), 4 * num_threads()))
+    # a fixed number of slots (not a multiple of the thread count): which chunks a slot sums,
+    # and so every bit of the result, must not depend on how many threads run them
+    n_slots = int(min(n_chunks, max(1, SLOT_BYTES // (8 * M)), GRID_SLOTS))
     acc_p = np.zeros((n_slots, M))
     llws = np.zeros((n_slots, 8))
     if acc is None:
