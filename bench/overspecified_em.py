@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Overspecified EM on N(0, I): exponential vs sublinear convergence (ALGORITHMS.md section 3).
+"""Overspecified EM on N(0, I): exponential vs sublinear convergence (docs/algorithms.md §3).
 
-Setup (ALGORITHMS.md section 3.3, seed paper 003, Assylbekov, Legg & Pak 2025)
+Setup (docs/algorithms.md §3.3; Assylbekov, Legg & Pak 2025)
 -----------------------------------------------------------------------------
 Data X ~ N(0, I_2).  We fit k = 3 components with identity covariances and *fixed*
 weights pi; the truth has one component, so the model is overspecified.  The start
@@ -11,7 +11,7 @@ theta0 = (0.5, 0).  Two weight settings: pi = (0.5, 0.3, 0.2) and uniform.
 Curves (all KLs are KL(N(0,I) || p) = E_{X~N(0,I)}[log phi(X) - log p(X)], computed by
 tensor Gauss-Hermite quadrature, ``--nodes`` x ``--nodes`` nodes):
 
-* population structured -- tied-means EM on theta (section 3.2):
+* population structured -- tied-means EM on theta (docs/algorithms.md §3.2):
   theta+ = sum_j R^-j E[gamma_j(X) X], expectations by quadrature.  Exactly
   theta + grad L(theta), and linearised theta+ = (I - A^T A) theta, A = sum_j pi_j R^j.
 * population generic -- EM on the three means separately, weights and identity
@@ -26,7 +26,7 @@ tensor Gauss-Hermite quadrature, ``--nodes`` x ``--nodes`` nodes):
   theta+ = (1/n) sum_i sum_j gamma_j(x_i) R^-j x_i, in NumPy on the same rows
   (``--no-structured-sample`` drops these curves).
 
-Prediction (section 3.2): the eigenvalues of A are the DFT of the weights,
+Prediction (docs/algorithms.md §3.2): the eigenvalues of A are the DFT of the weights,
 pi_hat(m) = sum_j pi_j w^(jm), w = exp(2 pi i / k).  theta contracts by
 rho = 1 - min_{m=1..k-1} |pi_hat(m)|^2 per iteration, and since KL ~ |A theta|^2 / 2 the
 KL shrinks by about rho^2.  For pi = (0.5, 0.3, 0.2): |pi_hat(1)|^2 = 0.07, rho = 0.93,
@@ -385,7 +385,7 @@ def main(argv=None):
         description="Overspecified EM on N(0, I_2) with k=3 simplex-initialised components and "
                     "fixed weights: population EM (Gauss-Hermite quadrature, structured and "
                     "generic) and sample EM (fastmix fixed=('weights','covariances')), KL per "
-                    "iteration vs the DFT prediction rho^2 (ALGORITHMS.md section 3).",
+                    "iteration vs the DFT prediction rho^2 (docs/algorithms.md §3).",
         epilog="Writes overspecified_em.png (log KL and KL ratio per iteration, one row per "
                "weight setting), overspecified_em.md (table, also printed) and "
                "overspecified_em.json (table and every curve) to --out-dir.  The module "

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""SGD-trained GMMs (Gepperth et al., ALGORITHMS.md section 1): annealing, EM, init, throughput.
+"""SGD-trained GMMs (Gepperth et al., docs/algorithms.md §1): annealing, EM, init, throughput.
 
 Data
 ----

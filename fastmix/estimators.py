@@ -1651,7 +1651,7 @@ class BigLearnGaussianMixture(GaussianMixture):
 
 class SGDGaussianMixture(DensityMixin, BaseEstimator):
     """Gaussian mixture (diagonal, or local principal directions) trained by streaming SGD on
-    the max-component objective with annealing (Gepperth & Pfulb; ALGORITHMS.md section 1,
+    the max-component objective with annealing (Gepperth & Pfulb; docs/algorithms.md §1,
     ``fastmix.sgd``).
 
     The K = n x n components sit on a toroidal grid; the objective per sample is the smoothed

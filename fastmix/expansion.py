@@ -1,4 +1,4 @@
-"""GMM-expansion driver (Lu, Wu, Ding & Yuan; ALGORITHMS.md section 4): many fixed Gaussian
+"""GMM-expansion driver (Lu, Wu, Ding & Yuan; docs/algorithms.md §4): many fixed Gaussian
 components, only their weights learned, in one pass over the data.
 
 Components ("nodes"):

@@ -30,7 +30,7 @@ Example::
 with its standard error.
 
 IPE is read here as the integrated absolute ("probability") error, 2x the total variation
-distance (ALGORITHMS.md section 4.3).
+distance (docs/algorithms.md §4.3).
 """
 from typing import NamedTuple
 

@@ -29,7 +29,7 @@ def fitted_arrays(model):
 
 def assert_reproducible(a, b, what=""):
     """``a`` and ``b`` come from identical computations: equal bits (fastmix promises
-    bit-identical results for a given chunk_size and seed, README and DESIGN.md section 2)."""
+    bit-identical results for a given chunk_size and seed, README and docs/design.md §2)."""
     a, b = np.asarray(a), np.asarray(b)
     assert a.dtype == b.dtype and a.shape == b.shape, what
     assert a.tobytes() == b.tobytes(), what

@@ -1,4 +1,4 @@
-"""Bad input is part of the contract (DESIGN.md section 5): each case gets a clear error, or a
+"""Bad input is part of the contract (docs/design.md §5): each case gets a clear error, or a
 documented and tested recovery -- never a silent NaN model or a crash."""
 import io
 import json

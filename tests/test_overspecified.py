@@ -1,4 +1,4 @@
-"""Overspecified EM (ALGORITHMS.md section 3): the DFT rate of population EM, and fastmix's
+"""Overspecified EM (docs/algorithms.md §3): the DFT rate of population EM, and fastmix's
 ``fixed=("weights", "covariances")`` EM against its population version.
 
 The NumPy pieces (Gauss-Hermite quadrature, structured and generic population EM, KL, the DFT
@@ -65,7 +65,7 @@ def test_dft_prediction():
 
 
 def test_structured_update_is_gradient_step(grid):
-    """theta+ = theta + grad L(theta) exactly (section 3.2); gradient by central differences."""
+    """theta+ = theta + grad L(theta) exactly (docs/algorithms.md §3.2); central differences."""
     theta = np.array([0.3, -0.2])
 
     def loglik(t):

@@ -1,4 +1,4 @@
-"""Invariants checked with hypothesis (DESIGN.md section 5).
+"""Invariants checked with hypothesis (docs/design.md §5).
 
 Examples are small (at most a few hundred rows) and few; each draws a seed and sizes, and the
 data come from NumPy with that seed.

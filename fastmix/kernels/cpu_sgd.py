@@ -1,4 +1,4 @@
-"""SGD kernels for Gepperth et al.'s max-component GMM training (ALGORITHMS.md section 1; CPU).
+"""SGD kernels for Gepperth et al.'s max-component GMM training (docs/algorithms.md §1; CPU).
 
 Model (the released code's parameterisation): logits ``xi`` (K,) with pi = softmax(xi), means
 ``mu`` (K, D) and square roots of the diagonal precisions ``s`` (K, D) > 0:
@@ -8,7 +8,7 @@ Model (the released code's parameterisation): logits ``xi`` (K,) with pi = softm
 Objectives per sample: the smoothed max-component ``max_k sum_j g_kj l_j`` (``g`` the (K, K)
 row-normalised grid smoothing; g = I gives the plain max-component bound) with weights
 w_j = g_{k* j} for the best-matching unit k*, or (``exact=True``) the log-likelihood, with
-w_j = softmax(l)_j.  Closed-form gradients (ALGORITHMS.md 1.3):
+w_j = softmax(l)_j.  Closed-form gradients (docs/algorithms.md §1.3):
 
     d xi_j = w_j - pi_j;   d mu_jd = w_j s_jd^2 (x_d - mu_jd);   d s_jd = w_j (1/s_jd - s_jd (x_d - mu_jd)^2)
 
@@ -321,7 +321,7 @@ def sgd_minibatch(X, batch, xi, mu, s, g, exact, eps, lam_pi, lam_mu, lam_s, s_m
 
 
 # ------------------------------------------------------------------------------------------
-# Local principal directions (ALGORITHMS.md 1.1, ICLR section 3.5) with an isotropic residual.
+# Local principal directions (docs/algorithms.md §1.1, ICLR section 3.5), isotropic residual.
 #
 # Component j: mean mu_j (D,), S orthonormal directions U_j (S, D) (rows), square roots of the
 # precisions along them a_j (S,) > 0 and of the isotropic precision in the orthogonal
@@ -339,7 +339,7 @@ def sgd_minibatch(X, batch, xi, mu, s, g, exact, eps, lam_pi, lam_mu, lam_s, s_m
 # and the directions by lambda_sigma; a and r clipped to [s_min, s_max]; after every step the
 # updated components' directions are re-orthonormalised in the kernel by modified Gram-Schmidt
 # on the rows, which is the QR factorisation U^T = Q R with diag(R) > 0 (the sign-fixed QR of
-# ALGORITHMS.md 1.1), up to rounding.
+# docs/algorithms.md §1.1), up to rounding.
 # ------------------------------------------------------------------------------------------
 @kernel(error_model="numpy")
 def _lpd_project(X, n, mu, U, j, z, y):
