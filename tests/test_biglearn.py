@@ -8,6 +8,7 @@ from fastmix import biglearn
 from fastmix._params import FullCovariance, GMMParams
 from fastmix.sources import as_stream
 
+import reference
 from _helpers import assert_close
 
 
@@ -68,6 +69,49 @@ def test_marginal_step_updates_only_the_marginal(transformed):
     Tc = [1, 3]
     assert_close(mb1[:, Tc], mb[:, Tc], 1e-9)  # the other coordinates are untouched
     assert_close(cb1[:, Tc][:, :, Tc], cb[:, Tc][:, :, Tc], 1e-8)
+
+
+def _anisotropic_start(X, K=3, seed=2):
+    """Correlated, anisotropic covariances (condition number ~10-100): A Sigma A^T != Sigma, so
+    a wrong rotation (A^T for A) or a wrong block changes the result."""
+    rng = np.random.default_rng(seed)
+    D = X.shape[1]
+    w = rng.dirichlet(np.full(K, 5.0))
+    m = X[rng.choice(X.shape[0], K, replace=False)]
+    c = reference.random_covariances(rng, "full", K, D, scale=np.var(X))
+    return w, m, c
+
+
+@pytest.mark.parametrize("kind", ["joint", "marginal", "transformed"])
+@pytest.mark.parametrize("alpha", [0.0, 0.25])
+def test_local_step_matches_numpy_reference(kind, alpha):
+    """Every step kind (and the weight smoothing) against tests/reference.py, from a correlated
+    anisotropic start."""
+    X = _data(D=4)
+    w, m, c = _anisotropic_start(X)
+    rng = np.random.default_rng(11)
+    A = biglearn.haar_orthogonal(rng, 4) if kind == "transformed" else None
+    T = np.arange(4) if kind == "joint" else np.array([0, 2, 3])
+    assert not np.allclose(A @ c[0] @ A.T if A is not None else c[0], np.diag(np.diag(c[0])))
+    w1, m1, c1, _ = biglearn.local_step(as_stream(X), w, m, c, A, T, alpha=alpha, eps=1e-8,
+                                        update="floor")
+    rw, rm, rc = reference.biglearn_local_step(X, w, m, c, A, T, alpha=alpha, eps=1e-8)
+    assert_close(w1, rw, 1e-9)
+    assert_close(m1, rm, 1e-9)
+    assert_close(c1, rc, 1e-8)
+
+
+def test_default_weight_smoothing_is_one_over_k():
+    """weight_smoothing=None means alpha = 1/K: the same fit as an explicit 1/K, another fit
+    than alpha = 0 (plain EM weights)."""
+    X = _data(600, D=3)
+    kw = dict(n_outer=6, random_state=3, init_params="kmeans")
+    d = fastmix.BigLearnGaussianMixture(3, **kw).fit(X)
+    e = fastmix.BigLearnGaussianMixture(3, weight_smoothing=1 / 3, **kw).fit(X)
+    z = fastmix.BigLearnGaussianMixture(3, weight_smoothing=0.0, **kw).fit(X)
+    np.testing.assert_array_equal(d.weights_, e.weights_)
+    np.testing.assert_array_equal(d.means_, e.means_)
+    assert np.max(np.abs(d.weights_ - z.weights_)) > 1e-3
 
 
 def test_psd_update_keeps_the_conditional():
