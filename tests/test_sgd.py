@@ -227,3 +227,38 @@ def test_default_window_fits_the_annealing_into_small_fits():
     X = _digits_like(1500)
     m = fastmix.SGDGaussianMixture(9, n_epochs=10, random_state=0).fit(X)
     assert m._schedule.window == 15000 // (int(np.ceil(np.log(0.01 / 0.75) / np.log(0.9))) + 2)
+
+
+def test_adaptive_schedule_on_a_scripted_loss_sequence():
+    """The annealing rule, pinned step by step: with window 1 the EMA is the last loss, and at
+    every check from the second on, r = (L_t - L_{t-1}) / (L_{t-1} - L_0) decays sigma and eps
+    by gamma iff -2 delta < r < delta (stalled); r >= delta (progress) and r <= -2 delta (the
+    loss jumped up) leave them alone."""
+    L0 = 10.0
+    losses, want = [L0], [False]  # the first check only records
+    def add(loss, decays):
+        losses.append(loss)
+        want.append(decays)
+    add(9.0, True)  # L_{t-1} = L0: zero denominator, r = 0 -> stalled
+    add(5.0, False)  # r = 4: progress
+    prev = 5.0
+    for r, decays in [(0.02, True), (-0.06, True), (-0.15, False), (0.0, True), (0.25, False),
+                      (0.049, True), (0.051, False), (-0.099, True), (-0.101, False),
+                      (-0.3, False), (0.03, True)]:
+        loss = prev + r * (prev - L0)
+        add(loss, decays)
+        prev = loss
+    sched = sgd.Schedule("adaptive", sigma=1.0, eps=0.1, sigma_min=1e-3, eps_min=1e-4,
+                         delta=0.05, gamma=0.8, window=1)
+    n_decays, sig = 0, []
+    for loss, decays in zip(losses, want):
+        sched.update(np.array([-loss]))  # objectives are maximised: loss = -objective
+        n_decays += decays
+        sig.append((sched.sigma, sched.eps))
+        assert_close(sched.sigma, 0.8 ** n_decays, 1e-12, err_msg=f"t={sched.t}")
+        assert_close(sched.eps, 0.1 * 0.8 ** n_decays, 1e-12, err_msg=f"t={sched.t}")
+    assert n_decays == 7 and sched.checks == len(losses)
+    # the floors: many stalled checks end at sigma_min / eps_min
+    for _ in range(60):
+        sched.update(np.array([-prev]))
+    assert sched.sigma == 1e-3 and sched.eps == 1e-4
