@@ -485,7 +485,8 @@ def lpd_orthonormalise(U):
 
 
 # ------------------------------------------------------------------------- BigLearn-EM ---
-def biglearn_local_step(X, weights, means, covariances, A, T, alpha, eps, pi_floor=1e-5):
+def biglearn_local_step(X, weights, means, covariances, A, T, alpha, eps, pi_floor=1e-5,
+                        update="floor"):
     """One BigLearn-EM local step (Cong & Li's reference M-step), from its definition.
 
     X (N, D); weights (K,); means (K, D); covariances (K, D, D); A (D, D) orthogonal or None
@@ -494,7 +495,10 @@ def biglearn_local_step(X, weights, means, covariances, A, T, alpha, eps, pi_flo
     (N max(pi~, pi_floor)), Sigma_TT = sum r (y_T - mu_T)(y_T - mu_T)^T / same denominator;
     only the T entries of A mu and the T x T block of A Sigma A^T are overwritten; eigenvalues
     are floored at ``eps`` in the rotated basis and again after mapping back (x = A^T y);
-    pi = (pi~ + alpha) / sum(pi~ + alpha).  Returns (weights, means, covariances).
+    pi = (pi~ + alpha) / sum(pi~ + alpha).  ``update="psd"``: the other coordinates Tc keep
+    their regression on y_T, B = Sigma_TcT Sigma_TT^-1, and conditional covariance
+    Sigma_Tc|T: mu_Tc += B (mu_T' - mu_T), Sigma_TcT = B Sigma_TT', Sigma_TcTc = Sigma_Tc|T
+    + B Sigma_TT' B^T.  Returns (weights, means, covariances).
     """
     X = np.asarray(X, dtype=np.float64)
     N, D = X.shape
@@ -522,8 +526,17 @@ def biglearn_local_step(X, weights, means, covariances, A, T, alpha, eps, pi_flo
         diff = Y - mu_T
         S_TT = (resp[:, k, None] * diff).T @ diff / denom[k]
         mb, Sb = mbar[k].copy(), Sbar[k].copy()
+        S_TT = 0.5 * (S_TT + S_TT.T)
+        Tc = np.setdiff1d(np.arange(D), T)
+        if update == "psd" and len(Tc):
+            B = Sb[np.ix_(Tc, T)] @ np.linalg.inv(Sb[np.ix_(T, T)])
+            S_cond = Sb[np.ix_(Tc, Tc)] - B @ Sb[np.ix_(T, Tc)]
+            mb[Tc] = mb[Tc] + B @ (mu_T - mb[T])
+            Sb[np.ix_(Tc, T)] = B @ S_TT
+            Sb[np.ix_(T, Tc)] = (B @ S_TT).T
+            Sb[np.ix_(Tc, Tc)] = S_cond + B @ S_TT @ B.T
         mb[T] = mu_T
-        Sb[np.ix_(T, T)] = 0.5 * (S_TT + S_TT.T)
+        Sb[np.ix_(T, T)] = S_TT
         Sb = floor(Sb)
         new_m[k] = R.T @ mb
         new_c[k] = floor(R.T @ Sb @ R)

@@ -82,11 +82,12 @@ def _anisotropic_start(X, K=3, seed=2):
     return w, m, c
 
 
+@pytest.mark.parametrize("update", ["floor", "psd"])
 @pytest.mark.parametrize("kind", ["joint", "marginal", "transformed"])
 @pytest.mark.parametrize("alpha", [0.0, 0.25])
-def test_local_step_matches_numpy_reference(kind, alpha):
-    """Every step kind (and the weight smoothing) against tests/reference.py, from a correlated
-    anisotropic start."""
+def test_local_step_matches_numpy_reference(kind, alpha, update):
+    """Every step kind, both merges (and the weight smoothing) against tests/reference.py, from
+    a correlated anisotropic start (the PSD merge's regression B is then far from 0)."""
     X = _data(D=4)
     w, m, c = _anisotropic_start(X)
     rng = np.random.default_rng(11)
@@ -94,8 +95,9 @@ def test_local_step_matches_numpy_reference(kind, alpha):
     T = np.arange(4) if kind == "joint" else np.array([0, 2, 3])
     assert not np.allclose(A @ c[0] @ A.T if A is not None else c[0], np.diag(np.diag(c[0])))
     w1, m1, c1, _ = biglearn.local_step(as_stream(X), w, m, c, A, T, alpha=alpha, eps=1e-8,
-                                        update="floor")
-    rw, rm, rc = reference.biglearn_local_step(X, w, m, c, A, T, alpha=alpha, eps=1e-8)
+                                        update=update)
+    rw, rm, rc = reference.biglearn_local_step(X, w, m, c, A, T, alpha=alpha, eps=1e-8,
+                                               update=update)
     assert_close(w1, rw, 1e-9)
     assert_close(m1, rm, 1e-9)
     assert_close(c1, rc, 1e-8)
