@@ -47,6 +47,17 @@ TESTS = {
     "fastmix/kernels/cpu_estep.py": ["tests/test_kernels.py"],
 }
 
+#: module -> the wider test set a survivor of the fast selection is re-run against (--recheck)
+RECHECK = {
+    "fastmix/biglearn.py": ["tests/test_biglearn.py"],
+    "fastmix/sgd.py": ["tests/test_sgd.py", "tests/test_sgd_kernels.py"],
+    "fastmix/em.py": ["tests/test_api.py", "tests/test_online.py", "tests/test_fixed.py",
+                      "tests/test_sklearn_parity.py"],
+    "fastmix/_params.py": ["tests/test_lowrank.py", "tests/test_api.py", "tests/test_kernels.py",
+                           "tests/test_mutation_pins.py"],
+    "fastmix/kernels/cpu_estep.py": ["tests/test_kernels.py"],
+}
+
 CMP_SWAP = {ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt,
             ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.Is: ast.IsNot, ast.IsNot: ast.Is,
             ast.In: ast.NotIn, ast.NotIn: ast.In}
@@ -172,7 +183,13 @@ def main(argv=None):
                     help="seconds per mutant (default 3x the baseline run, at least 60)")
     ap.add_argument("--workdir", default="/tmp/fastmix-mutate")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--recheck", default=None, metavar="JSON",
+                    help="re-run the survivors listed in an earlier --json against the wider "
+                         "test set of their module (RECHECK); a mutation is found again by its "
+                         "line and description in the current source")
     args = ap.parse_args(argv)
+    if args.recheck:
+        return recheck(args)
     modules = args.module or ["fastmix/biglearn.py", "fastmix/sgd.py", "fastmix/em.py",
                               "fastmix/_params.py"]
     for m in modules:
@@ -245,6 +262,46 @@ def main(argv=None):
         s = sum(r["status"] == "survived" for r in rs)
         print(f"\n{mod}: {k} killed, {s} survived, {len(rs) - k - s} invalid", end="")
     print()
+
+
+def recheck(args):
+    with open(args.recheck) as fh:
+        earlier = [r for r in json.load(fh) if r.get("status") == "survived"]
+    work = args.workdir
+    if os.path.exists(work):
+        shutil.rmtree(work)
+    for sub in ("fastmix", "tests"):
+        shutil.copytree(os.path.join(ROOT, sub), os.path.join(work, sub),
+                        ignore=shutil.ignore_patterns("*.pyc"))
+    shutil.copy2(os.path.join(ROOT, "pyproject.toml"), os.path.join(work, "pyproject.toml"))
+    out = []
+    for r in earlier:
+        mod = r["module"]
+        src_path = os.path.join(work, mod)
+        with open(os.path.join(ROOT, mod)) as fh:
+            original = fh.read()
+        tree = ast.parse(original)
+        points = [p for p in mutation_points(tree) if p[2] == r["line"] and p[3] == r["mutation"]]
+        status = "not found"
+        for point in points:
+            with open(src_path, "w") as fh:
+                fh.write(ast.unparse(apply(tree, point)))
+            status, sec, tail = run_tests(work, RECHECK[mod], args.timeout or 600)
+            if status == "survived":
+                break
+        with open(src_path, "w") as fh:
+            fh.write(original)
+        out.append(dict(r, recheck=status))
+        print(f"{mod}:{r['line']} {r['mutation']}: {status}  {r.get('source', '')[:70]}",
+              file=sys.stderr, flush=True)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=1)
+    print("| module | line | mutation | source | wider tests |")
+    print("|---|---|---|---|---|")
+    for r in out:
+        print(f"| {r['module']} | {r['line']} | {r['mutation']} | `{r.get('source', '')[:70]}` "
+              f"| {r['recheck']} |")
 
 
 if __name__ == "__main__":
