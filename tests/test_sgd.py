@@ -46,18 +46,23 @@ def test_toroidal_smoothing_truncated_like_reference(n, sigma):
         assert np.count_nonzero(g[0]) == 1 + 4 + 4 + 4
 
 
-def test_fit_equals_kernel_run_without_annealing():
-    """annealing='off', no shuffle: fit is exactly the kernel over the rows in order."""
+@pytest.mark.parametrize("lam", [(1.0, 1.0, 1.0), (0.5, 0.9, 0.7)])
+def test_fit_equals_kernel_run_without_annealing(lam):
+    """annealing='off', no shuffle: fit is exactly the kernel over the rows in order (distinct
+    learning-rate factors pin which one goes where)."""
     X = _digits_like()
-    m = fastmix.SGDGaussianMixture(9, annealing="off", shuffle=False, random_state=3).fit(X)
+    m = fastmix.SGDGaussianMixture(9, annealing="off", shuffle=False, random_state=3,
+                                   lambda_pi=lam[0], lambda_mu=lam[1],
+                                   lambda_sigma=lam[2]).fit(X)
     rng = np.random.default_rng(3)
     xi = np.full(9, 1 / 9)
     mu = rng.uniform(-0.01, 0.01, size=(9, 16))
     s = np.full((9, 16), np.sqrt(20.0))
     out = np.empty(X.shape[0])
-    cpu_sgd.sgd_step_single(X, xi, mu, s, np.eye(9), False, 0.05, 1, 1, 1, 1e-6, np.sqrt(20.0),
+    cpu_sgd.sgd_step_single(X, xi, mu, s, np.eye(9), False, 0.05, *lam, 1e-6, np.sqrt(20.0),
                             out)
     np.testing.assert_array_equal(m.means_, mu)
+    assert_close(m.weights_, np.exp(xi - xi.max()) / np.exp(xi - xi.max()).sum(), 1e-12)
     np.testing.assert_array_equal(m.precisions_, s ** 2)
     assert m.n_steps_ == X.shape[0]
 
