@@ -187,6 +187,11 @@ def test_haar_orthogonal_and_floor():
     rng = np.random.default_rng(0)
     Q = biglearn.haar_orthogonal(rng, 5)
     assert_close(Q @ Q.T, np.eye(5), 1e-12)
+    # Haar: the Q of G = Q R with diag(R) > 0 (the sign fix), G the same Gaussian draw
+    G = np.random.default_rng(0).standard_normal((5, 5))
+    R = Q.T @ G
+    assert_close(np.tril(R, -1), np.zeros((5, 5)), 1e-12, floor=1e-12)
+    assert np.all(np.diag(R) > 0)
     S = np.array([[[1.0, 0.0], [0.0, -2.0]]])
     F = biglearn.eig_floor(S, 0.1)
     assert_close(np.linalg.eigvalsh(F[0]), [0.1, 1.0], 1e-12)
@@ -211,6 +216,38 @@ def test_fit_reproducible_kinds_and_stream(tmp_path):
     back = fastmix.load(tmp_path / "b.npz")
     assert isinstance(back, fastmix.BigLearnGaussianMixture)
     np.testing.assert_array_equal(back.predict(X), a.predict(X))
+
+
+def test_draw_step_kinds():
+    """joint: every coordinate, no rotation; marginal: a subset, no rotation; transformed: a
+    subset of the rotated coordinates."""
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(200):
+        kind, A, T = biglearn.draw_step(rng, 6, (0.3, 0.3, 0.4), (2.0, 1.0))
+        seen.add(kind)
+        assert (A is not None) == (kind == "transformed")
+        if kind == "joint":
+            np.testing.assert_array_equal(T, np.arange(6))
+        else:
+            assert 1 <= len(T) <= 6 and np.all(np.diff(T) > 0)
+    assert seen == set(biglearn.STEP_KINDS)
+
+
+def test_polish_stops_at_max_iter_and_records_per_iteration_ll():
+    X = _data(400, D=3)
+    gm = fastmix.BigLearnGaussianMixture(3, n_outer=5, polish_max_iter=2, tol=0.0,
+                                         random_state=0).fit(X)
+    assert gm.n_polish_iter_ == 2 and not gm.converged_
+    assert len(gm.log_likelihoods_) == 5 and np.all(np.isfinite(gm.log_likelihoods_))
+    assert gm.log_likelihoods_ == gm.lower_bounds_
+    # a loose tol stops early, and the model is the one after exactly n_polish_iter_ steps
+    loose = fastmix.BigLearnGaussianMixture(3, n_outer=5, polish_max_iter=50, tol=1e-2,
+                                            random_state=0).fit(X)
+    assert loose.converged_ and 1 <= loose.n_polish_iter_ < 50
+    exact = fastmix.BigLearnGaussianMixture(3, n_outer=5, polish_max_iter=loose.n_polish_iter_,
+                                            tol=0.0, random_state=0).fit(X)
+    np.testing.assert_array_equal(exact.means_, loose.means_)
 
 
 def test_one_dimensional_data_uses_joint_steps():
