@@ -267,3 +267,24 @@ def test_adaptive_schedule_on_a_scripted_loss_sequence():
     for _ in range(60):
         sched.update(np.array([-prev]))
     assert sched.sigma == 1e-3 and sched.eps == 1e-4
+
+
+@pytest.mark.parametrize("cov,batch,kernel", [
+    ("diag", 1, "sgd_step_single"), ("diag", 8, "sgd_minibatch"),
+    ("lpd", 1, "sgd_lpd_step_single"), ("lpd", 8, "sgd_lpd_minibatch")])
+def test_every_kernel_gets_the_learning_rate_factors_in_order(cov, batch, kernel, monkeypatch):
+    """The driver hands (lambda_pi, lambda_mu, lambda_sigma) to each of the four step kernels
+    in their parameter order (the defaults are all 1, so a swap is otherwise invisible)."""
+    seen = []
+    real = getattr(cpu_sgd, kernel)
+
+    def spy(*args):
+        seen.append(tuple(float(v) for v in args[-6:-3]))
+        return real(*args)
+
+    monkeypatch.setattr(cpu_sgd, kernel, spy)
+    X = _digits_like(300, D=8)
+    fastmix.SGDGaussianMixture(4, covariance_type=cov, n_directions=2, batch_size=batch,
+                               n_epochs=1, lambda_pi=0.5, lambda_mu=0.9, lambda_sigma=0.7,
+                               random_state=0).fit(X)
+    assert seen and set(seen) == {(0.5, 0.9, 0.7)}
