@@ -144,3 +144,37 @@ def run_biglearn(data, params, rng, *, n_outer, n_local_steps, probs, beta, alph
         if callback is not None:
             callback(it, kind, res.params, float(ll))
     return res
+
+
+@dataclass
+class PolishResult:
+    params: GMMParams
+    n_iter: int = 0
+    converged: bool = False
+    log_likelihoods: list = field(default_factory=list)
+
+
+def polish(data, params, *, max_iter, tol, eps, update, stats=marginal_stats):
+    """Joint EM steps from ``params`` (plain EM weights: no smoothing) until the mean
+    log-likelihood gains less than ``tol`` or ``max_iter`` steps; a step's log-likelihood is
+    that of the model it starts from.  ``max_iter=0`` returns ``params`` unchanged."""
+    w = params.weights
+    m = params.means
+    c = params.cov.covariances
+    D = m.shape[1]
+    out = PolishResult(params)
+    prev = -np.inf
+    for it in range(1, max_iter + 1):
+        w1, m1, c1, ll = local_step(data, w, m, c, None, np.arange(D), alpha=0.0, eps=eps,
+                                    update=update, stats=stats)
+        ll = float(ll)
+        out.log_likelihoods.append(ll)
+        if ll - prev < tol:  # the model this step started from has converged: keep it
+            out.converged = True
+            out.n_iter = it - 1
+            return out
+        prev = ll
+        w, m, c = w1, m1, c1
+        out.params = GMMParams(w, m, FullCovariance.from_covariances(c))
+        out.n_iter = it
+    return out

@@ -482,3 +482,62 @@ def lpd_orthonormalise(U):
         Qm, R = np.linalg.qr(U[k].T)
         U[k] = (Qm * np.sign(np.diag(R))).T
     return U
+
+
+# ------------------------------------------------------------------------- BigLearn-EM ---
+def biglearn_local_step(X, weights, means, covariances, A, T, alpha, eps, pi_floor=1e-5,
+                        update="floor"):
+    """One BigLearn-EM local step (Cong & Li's reference M-step), from its definition.
+
+    X (N, D); weights (K,); means (K, D); covariances (K, D, D); A (D, D) orthogonal or None
+    (identity); T: the coordinates of y = A x the step sees.  E-step on the rows y_T under the
+    marginal mixture (pi, (A mu)_T, (A Sigma A^T)_TT); M-step pi~ = N_k / N, mu_T = S1 /
+    (N max(pi~, pi_floor)), Sigma_TT = sum r (y_T - mu_T)(y_T - mu_T)^T / same denominator;
+    only the T entries of A mu and the T x T block of A Sigma A^T are overwritten; eigenvalues
+    are floored at ``eps`` in the rotated basis and again after mapping back (x = A^T y);
+    pi = (pi~ + alpha) / sum(pi~ + alpha).  ``update="psd"``: the other coordinates Tc keep
+    their regression on y_T, B = Sigma_TcT Sigma_TT^-1, and conditional covariance
+    Sigma_Tc|T: mu_Tc += B (mu_T' - mu_T), Sigma_TcT = B Sigma_TT', Sigma_TcTc = Sigma_Tc|T
+    + B Sigma_TT' B^T.  Returns (weights, means, covariances).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    N, D = X.shape
+    K = len(weights)
+    R = np.eye(D) if A is None else np.asarray(A, dtype=np.float64)
+    T = np.asarray(T)
+    Y = (X @ R.T)[:, T]
+    mbar = np.array([R @ means[k] for k in range(K)])
+    Sbar = np.array([R @ covariances[k] @ R.T for k in range(K)])
+    _, resp = log_prob_resp(Y, weights, mbar[:, T], Sbar[:, T][:, :, T], "full")
+    nk = resp.sum(axis=0)
+    pi_t = nk / N
+    denom = N * np.maximum(pi_t, pi_floor)
+
+    def floor(S):
+        lam, V = np.linalg.eigh(S)
+        F = V @ np.diag(np.maximum(lam, eps)) @ V.T
+        return 0.5 * (F + F.T)
+
+    new_w = (pi_t + alpha) / np.sum(pi_t + alpha)
+    new_m = np.empty((K, D))
+    new_c = np.empty((K, D, D))
+    for k in range(K):
+        mu_T = resp[:, k] @ Y / denom[k]
+        diff = Y - mu_T
+        S_TT = (resp[:, k, None] * diff).T @ diff / denom[k]
+        mb, Sb = mbar[k].copy(), Sbar[k].copy()
+        S_TT = 0.5 * (S_TT + S_TT.T)
+        Tc = np.setdiff1d(np.arange(D), T)
+        if update == "psd" and len(Tc):
+            B = Sb[np.ix_(Tc, T)] @ np.linalg.inv(Sb[np.ix_(T, T)])
+            S_cond = Sb[np.ix_(Tc, Tc)] - B @ Sb[np.ix_(T, Tc)]
+            mb[Tc] = mb[Tc] + B @ (mu_T - mb[T])
+            Sb[np.ix_(Tc, T)] = B @ S_TT
+            Sb[np.ix_(T, Tc)] = (B @ S_TT).T
+            Sb[np.ix_(Tc, Tc)] = S_cond + B @ S_TT @ B.T
+        mb[T] = mu_T
+        Sb[np.ix_(T, T)] = S_TT
+        Sb = floor(Sb)
+        new_m[k] = R.T @ mb
+        new_c[k] = floor(R.T @ Sb @ R)
+    return new_w, new_m, new_c

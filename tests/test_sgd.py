@@ -46,18 +46,23 @@ def test_toroidal_smoothing_truncated_like_reference(n, sigma):
         assert np.count_nonzero(g[0]) == 1 + 4 + 4 + 4
 
 
-def test_fit_equals_kernel_run_without_annealing():
-    """annealing='off', no shuffle: fit is exactly the kernel over the rows in order."""
+@pytest.mark.parametrize("lam", [(1.0, 1.0, 1.0), (0.5, 0.9, 0.7)])
+def test_fit_equals_kernel_run_without_annealing(lam):
+    """annealing='off', no shuffle: fit is exactly the kernel over the rows in order (distinct
+    learning-rate factors pin which one goes where)."""
     X = _digits_like()
-    m = fastmix.SGDGaussianMixture(9, annealing="off", shuffle=False, random_state=3).fit(X)
+    m = fastmix.SGDGaussianMixture(9, annealing="off", shuffle=False, random_state=3,
+                                   lambda_pi=lam[0], lambda_mu=lam[1],
+                                   lambda_sigma=lam[2]).fit(X)
     rng = np.random.default_rng(3)
     xi = np.full(9, 1 / 9)
     mu = rng.uniform(-0.01, 0.01, size=(9, 16))
     s = np.full((9, 16), np.sqrt(20.0))
     out = np.empty(X.shape[0])
-    cpu_sgd.sgd_step_single(X, xi, mu, s, np.eye(9), False, 0.05, 1, 1, 1, 1e-6, np.sqrt(20.0),
+    cpu_sgd.sgd_step_single(X, xi, mu, s, np.eye(9), False, 0.05, *lam, 1e-6, np.sqrt(20.0),
                             out)
     np.testing.assert_array_equal(m.means_, mu)
+    assert_close(m.weights_, np.exp(xi - xi.max()) / np.exp(xi - xi.max()).sum(), 1e-12)
     np.testing.assert_array_equal(m.precisions_, s ** 2)
     assert m.n_steps_ == X.shape[0]
 
@@ -227,3 +232,59 @@ def test_default_window_fits_the_annealing_into_small_fits():
     X = _digits_like(1500)
     m = fastmix.SGDGaussianMixture(9, n_epochs=10, random_state=0).fit(X)
     assert m._schedule.window == 15000 // (int(np.ceil(np.log(0.01 / 0.75) / np.log(0.9))) + 2)
+
+
+def test_adaptive_schedule_on_a_scripted_loss_sequence():
+    """The annealing rule, pinned step by step: with window 1 the EMA is the last loss, and at
+    every check from the second on, r = (L_t - L_{t-1}) / (L_{t-1} - L_0) decays sigma and eps
+    by gamma iff -2 delta < r < delta (stalled); r >= delta (progress) and r <= -2 delta (the
+    loss jumped up) leave them alone."""
+    L0 = 10.0
+    losses, want = [L0], [False]  # the first check only records
+    def add(loss, decays):
+        losses.append(loss)
+        want.append(decays)
+    add(9.0, True)  # L_{t-1} = L0: zero denominator, r = 0 -> stalled
+    add(5.0, False)  # r = 4: progress
+    prev = 5.0
+    for r, decays in [(0.02, True), (-0.06, True), (-0.15, False), (0.0, True), (0.25, False),
+                      (0.049, True), (0.051, False), (-0.099, True), (-0.101, False),
+                      (-0.3, False), (0.03, True)]:
+        loss = prev + r * (prev - L0)
+        add(loss, decays)
+        prev = loss
+    sched = sgd.Schedule("adaptive", sigma=1.0, eps=0.1, sigma_min=1e-3, eps_min=1e-4,
+                         delta=0.05, gamma=0.8, window=1)
+    n_decays, sig = 0, []
+    for loss, decays in zip(losses, want):
+        sched.update(np.array([-loss]))  # objectives are maximised: loss = -objective
+        n_decays += decays
+        sig.append((sched.sigma, sched.eps))
+        assert_close(sched.sigma, 0.8 ** n_decays, 1e-12, err_msg=f"t={sched.t}")
+        assert_close(sched.eps, 0.1 * 0.8 ** n_decays, 1e-12, err_msg=f"t={sched.t}")
+    assert n_decays == 7 and sched.checks == len(losses)
+    # the floors: many stalled checks end at sigma_min / eps_min
+    for _ in range(60):
+        sched.update(np.array([-prev]))
+    assert sched.sigma == 1e-3 and sched.eps == 1e-4
+
+
+@pytest.mark.parametrize("cov,batch,kernel", [
+    ("diag", 1, "sgd_step_single"), ("diag", 8, "sgd_minibatch"),
+    ("lpd", 1, "sgd_lpd_step_single"), ("lpd", 8, "sgd_lpd_minibatch")])
+def test_every_kernel_gets_the_learning_rate_factors_in_order(cov, batch, kernel, monkeypatch):
+    """The driver hands (lambda_pi, lambda_mu, lambda_sigma) to each of the four step kernels
+    in their parameter order (the defaults are all 1, so a swap is otherwise invisible)."""
+    seen = []
+    real = getattr(cpu_sgd, kernel)
+
+    def spy(*args):
+        seen.append(tuple(float(v) for v in args[-6:-3]))
+        return real(*args)
+
+    monkeypatch.setattr(cpu_sgd, kernel, spy)
+    X = _digits_like(300, D=8)
+    fastmix.SGDGaussianMixture(4, covariance_type=cov, n_directions=2, batch_size=batch,
+                               n_epochs=1, lambda_pi=0.5, lambda_mu=0.9, lambda_sigma=0.7,
+                               random_state=0).fit(X)
+    assert seen and set(seen) == {(0.5, 0.9, 0.7)}
