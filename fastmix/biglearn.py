@@ -1,4 +1,4 @@
-"""BigLearn-EM driver (Cong & Li, AAAI 2024; ALGORITHMS.md section 2).
+"""BigLearn-EM driver (Cong & Li, AAAI 2024; docs/algorithms.md §2).
 
 Each outer iteration draws, from one seeded generator, a step kind -- joint (all coordinates),
 marginal (a random coordinate subset T) or orthogonally transformed marginal (a Haar-random
@@ -12,8 +12,8 @@ statistics code.  The M-step follows the reference code:
   denominator;
 * only the T entries of A mu_k and the T x T block of A Sigma_k A^T are overwritten;
 * covariance repair: ``"floor"`` (reference) -- eigenvalues below ``eig_floor`` raised to it, on
-  the whole transformed matrix and again after mapping back; ``"psd"`` (ALGORITHMS.md 2.4 item
-  2) -- the regression of y_Tc on y_T is kept, Sigma_TcT = B Sigma_TT', Sigma_TcTc =
+  the whole transformed matrix and again after mapping back; ``"psd"`` (docs/algorithms.md
+  §2.4.2) -- the regression of y_Tc on y_T is kept, Sigma_TcT = B Sigma_TT', Sigma_TcTc =
   Sigma_Tc|T + B Sigma_TT' B^T, mu_Tc += B (mu_T' - mu_T), which stays positive definite; the
   floor is then applied only as a safeguard;
 * pi = (pi~ + alpha) / sum (pi~ + alpha)  (``weight_smoothing`` alpha; 0 = plain EM weights).
@@ -47,7 +47,7 @@ def eig_floor(S, eps):
 
 
 def draw_step(rng, D, probs, beta):
-    """(kind, A or None, T) for one outer iteration (ALGORITHMS.md 2.2).  D = 1: always joint."""
+    """(kind, A or None, T) for one outer iteration (docs/algorithms.md §2.2); D = 1: joint."""
     u = rng.random()
     p_joint, p_marg, _ = probs
     if D == 1 or u < p_joint:

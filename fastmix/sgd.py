@@ -1,4 +1,4 @@
-"""SGD driver for Gepperth et al.'s GMM training (ALGORITHMS.md section 1): toroidal grid
+"""SGD driver for Gepperth et al.'s GMM training (docs/algorithms.md §1): toroidal grid
 smoothing, annealing schedules, and the segment loop around the ``kernels.cpu_sgd`` steps.
 
 The K = n x n components sit on a torus; the smoothing matrix g(sigma) has rows

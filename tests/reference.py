@@ -299,7 +299,7 @@ def sgd_objective_weights(x, xi, mu, s, g, exact):
 
 
 def sgd_step(x, xi, mu, s, g, exact, eps, lam, s_min, s_max):
-    """One batch-size-1 ascent step (closed-form gradients, ALGORITHMS.md 1.3), new arrays."""
+    """One batch-size-1 ascent step (closed-form gradients, docs/algorithms.md §1.3)."""
     from scipy.special import softmax
     ell, w, obj = sgd_objective_weights(x, xi, mu, s, g, exact)
     pi = softmax(xi)
@@ -446,7 +446,7 @@ def lpd_ell(x, xi, mu, U, a, r):
 def lpd_step(x, xi, mu, U, a, r, g, exact, eps, lam, s_min, s_max, orthonormalise=True):
     """One batch-size-1 ascent step of the LPD model (closed-form gradients as documented in
     fastmix/kernels/cpu_sgd.py), then numpy QR of each U_k^T with the signs fixed so that
-    diag(R) > 0 (ALGORITHMS.md 1.1; skipped with ``orthonormalise=False``); new arrays and
+    diag(R) > 0 (docs/algorithms.md §1.1; skipped with ``orthonormalise=False``); new arrays and
     the objective."""
     from scipy.special import logsumexp, softmax
     K, S, D = U.shape
