@@ -129,17 +129,21 @@ def _common(p):
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
-def _data_args(p):
-    p.add_argument("data", help="data file: .npy, file.h5:/dataset, .zarr, .parquet, or "
-                                "delimited text .csv/.tsv/.txt (not .npz)")
-    p.add_argument("--columns", help="comma-separated feature columns (Parquet/CSV; a CSV file "
-                                     "without a header has columns f0,f1,...)")
+def _csv_options(p):
     p.add_argument("--no-header", action="store_true",
                    help="CSV: the first line is data (default: it is a header unless every "
                         "field is a number)")
     p.add_argument("--delimiter", default=None,
                    help="CSV field delimiter, one character (default: tab for .tsv, sniffed "
                         "for .txt, else ',')")
+
+
+def _data_args(p):
+    p.add_argument("data", help="data file: .npy, file.h5:/dataset, .zarr, .parquet, or "
+                                "delimited text .csv/.tsv/.txt (not .npz)")
+    p.add_argument("--columns", help="comma-separated feature columns (Parquet/CSV; a CSV file "
+                                     "without a header has columns f0,f1,...)")
+    _csv_options(p)
     p.add_argument("--chunk-rows", type=int, default=None,
                    help="rows per kernel chunk (default 4096)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
@@ -452,6 +456,7 @@ def _parser():
                    help="comma-separated feature indices (2 for 2d, 1 for density; corner: "
                         "default the first 6)")
     g.add_argument("--columns", help="comma-separated feature columns (Parquet/CSV)")
+    _csv_options(g)
     g.add_argument("--max-points", type=int, default=5000,
                    help="data rows drawn (a seeded uniform sample; default 5000)")
     _common(g)
