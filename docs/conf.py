@@ -22,6 +22,7 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
+    "matplotlib.sphinxext.plot_directive",  # the figures of the user guide (extra ``plot``)
 ]
 
 # Markdown (MyST): $...$ and $$...$$ math, GitHub-style heading anchors so that the
@@ -40,6 +41,11 @@ numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 numpydoc_validation_checks = set()
+
+plot_include_source = True
+plot_html_show_source_link = False
+plot_html_show_formats = False
+plot_formats = [("png", 100)]
 
 html_theme = "pydata_sphinx_theme"
 html_title = f"fastmix {release}"
