@@ -1,5 +1,4 @@
 """Sphinx configuration of the fastmix documentation (``make docs``)."""
-import os
 import re
 import sys
 from pathlib import Path
@@ -115,7 +114,8 @@ def _docstring_compat(app, what, name, obj, options, lines):
         indent = len(line) - len(line.lstrip())
         if in_literal and stripped and indent <= literal_indent:
             in_literal = False
-        if stripped and prev_indent is not None and indent < prev_indent and out and out[-1].strip():
+        dedent = prev_indent is not None and indent < prev_indent
+        if stripped and dedent and out and out[-1].strip():
             out.append("")
         if stripped.startswith((">>>", "...")) or in_literal:
             out.append(line)  # doctest or literal block: leave as is
