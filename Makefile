@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: demo demo-gpu test test-gpu bench bench-gpu compare asv-quick clean
+.PHONY: demo demo-gpu test test-gpu bench bench-gpu compare asv-quick docs lint clean
 
 $(VENV)/.stamp-base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ $(VENV)/.stamp-test: $(VENV)/.stamp-base
 
 $(VENV)/.stamp-bench: $(VENV)/.stamp-base
 	$(PIP) install -q -e '.[bench,test]'
+	touch $@
+
+$(VENV)/.stamp-docs: $(VENV)/.stamp-base
+	$(PIP) install -q -e '.[docs]'
+	touch $@
+
+$(VENV)/.stamp-dev: $(VENV)/.stamp-base
+	$(PIP) install -q -e '.[dev]'
 	touch $@
 
 $(VENV)/.stamp-cuda: $(VENV)/.stamp-test
@@ -49,5 +57,13 @@ compare: $(VENV)/.stamp-bench
 asv-quick: $(VENV)/.stamp-bench
 	$(VENV)/bin/asv run --python=same --quick --show-stderr
 
+# HTML documentation into docs/_build/html; any Sphinx warning fails the build.  The user
+# guide's examples run as tests in `make test` (tests/test_docs.py).
+docs: $(VENV)/.stamp-docs
+	$(PY) -m sphinx -b html -W --keep-going -q docs docs/_build/html
+
+lint: $(VENV)/.stamp-dev
+	$(VENV)/bin/ruff check fastmix tests bench docs
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .asv
+	rm -rf $(VENV) build *.egg-info .pytest_cache .asv docs/_build docs/api/generated docs/benchmarks

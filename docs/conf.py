@@ -1,0 +1,140 @@
+"""Sphinx configuration of the fastmix documentation (``make docs``)."""
+import re
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(ROOT))  # document the fastmix of this checkout
+
+import fastmix  # noqa: E402
+
+project = "fastmix"
+author = "the fastmix developers"
+copyright = "the fastmix developers"
+version = release = fastmix.__version__
+
+extensions = [
+    "myst_parser",
+    "numpydoc",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "matplotlib.sphinxext.plot_directive",  # the figures of the user guide (extra ``plot``)
+]
+
+# Markdown (MyST): $...$ and $$...$$ math, GitHub-style heading anchors so that the
+# "#5-exact-em-kernels" links inside algorithms.md and design.md resolve.
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
+myst_heading_anchors = 4
+source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+
+exclude_patterns = ["_build", "README.md", "Thumbs.db", ".DS_Store"]
+
+# API reference: autosummary writes one page per public name into api/generated/.
+autosummary_generate = True
+autodoc_default_options = {"members": True, "inherited-members": False}
+autodoc_typehints = "none"
+numpydoc_show_class_members = False
+numpydoc_class_members_toctree = False
+numpydoc_xref_param_type = False
+numpydoc_validation_checks = set()
+
+plot_include_source = True
+plot_html_show_source_link = False
+plot_html_show_formats = False
+plot_formats = [("png", 100)]
+
+html_theme = "pydata_sphinx_theme"
+html_title = f"fastmix {release}"
+html_theme_options = {
+    "navigation_with_keys": False,
+    "show_toc_level": 2,
+}
+
+
+# -- benchmarks: one page per bench/results/*.md, with the figures that belong to it ----------
+def _write_benchmark_pages():
+    """Generate docs/benchmarks/<name>.md from bench/results/ (the folder is git-ignored).
+
+    A figure ``bench/results/<stem>*.png`` belongs to the results file with the longest name
+    ``<stem>.md`` that its name starts with; figures matching no results file get a page of
+    their own.
+    """
+    results = ROOT / "bench" / "results"
+    out = DOCS / "benchmarks"
+    out.mkdir(exist_ok=True)
+    for old in out.glob("*.md"):
+        old.unlink()
+    mds = sorted(results.glob("*.md"))
+    stems = sorted((p.stem for p in mds), key=len, reverse=True)
+    figures = {s: [] for s in stems}
+    orphans = []
+    for png in sorted(results.glob("*.png")):
+        owner = next((s for s in stems if png.stem == s or png.stem.startswith(s + "_")), None)
+        (figures[owner] if owner else orphans).append(png.name)
+    for md in mds:
+        text = [f"```{{include}} ../../bench/results/{md.name}\n:relative-images:\n```\n"]
+        for name in figures[md.stem]:
+            text.append(f"\n![{name}](../../bench/results/{name})\n")
+        (out / md.name).write_text("".join(text))
+    if orphans:
+        body = "# Other figures\n\n" + "".join(
+            f"## {n}\n\n![{n}](../../bench/results/{n})\n\n" for n in orphans)
+        (out / "zz-other-figures.md").write_text(body)
+
+
+_write_benchmark_pages()
+
+
+# -- docstring compatibility ------------------------------------------------------------------
+# Several docstrings predate numpydoc formatting and use plain-text conventions that reST reads
+# as markup: ``weights_`` (a trailing underscore is a hyperlink reference), ``|a - b|`` (a
+# substitution) and an indented continuation followed directly by an unindented line.  Until
+# those docstrings are rewritten, this hook (run before numpydoc's) escapes the first two and
+# inserts the blank line reST needs for the third.  It never touches ``literal`` text.
+_LITERAL = re.compile(r"(``.*?``|`[^`]*`)")
+_TRAILING_UNDERSCORE = re.compile(r"(?<![\w\\])([A-Za-z]\w*?)_(?![\w`])")
+_BARS = re.compile(r"(?<!\\)\|([^|\n]+?)(?<!\\)\|")
+
+
+def _escape_plain(text):
+    parts = _LITERAL.split(text)
+    for i in range(0, len(parts), 2):  # even parts are outside literals
+        parts[i] = _TRAILING_UNDERSCORE.sub(r"\1\\_", parts[i])
+        parts[i] = _BARS.sub(r"\\|\1\\|", parts[i])
+    return "".join(parts)
+
+
+def _docstring_compat(app, what, name, obj, options, lines):
+    out, prev_indent, in_literal, literal_indent = [], None, False, 0
+    for line in lines:
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if in_literal and stripped and indent <= literal_indent:
+            in_literal = False
+        dedent = prev_indent is not None and indent < prev_indent
+        if stripped and dedent and out and out[-1].strip():
+            out.append("")
+        if stripped.startswith((">>>", "...")) or in_literal:
+            out.append(line)  # doctest or literal block: leave as is
+        else:
+            out.append(_escape_plain(line))
+        if stripped.endswith("::") or stripped.startswith(".. "):
+            in_literal, literal_indent = True, indent
+        prev_indent = indent if stripped else prev_indent
+    lines[:] = out
+
+
+def _skip_foreign(app, what, name, obj, skip, options):
+    """Leave out the metadata-routing methods scikit-learn adds (``set_fit_request`` ...)."""
+    module = getattr(obj, "__module__", None) or ""
+    if module.startswith("sklearn.") or (name.startswith("set_") and name.endswith("_request")):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _docstring_compat, priority=400)
+    app.connect("autodoc-skip-member", _skip_foreign)
