@@ -47,26 +47,12 @@ _SGD_SHUFFLED_WEIGHTS = {
         "SGD's row order is random, and the check shuffles the weighted rows",
 }
 
-# GMMExpansion() places n_nodes=64 k-means++ centres when D > 2 and needs at least 64 rows;
-# these checks fit 10-56 rows.  Making the default adapt to small data is fixed on branch
-# h-exp (issue 17, item 2); GMMExpansion(n_nodes=8) above passes every check.
-_EXPANSION_FEW_ROWS = {name: "fixed on branch h-exp: GMMExpansion() needs >= 64 rows with "
-                             "D > 2, the check fits fewer" for name in (
-    "check_fit_score_takes_y", "check_dont_overwrite_parameters",
-    "check_n_features_in_after_fitting", "check_estimators_dtypes", "check_sample_weights_list",
-    "check_sample_weight_equivalence_on_dense_data", "check_dtype_object",
-    "check_pipeline_consistency", "check_estimators_nan_inf", "check_estimators_pickle",
-    "check_f_contiguous_array_estimator", "check_methods_sample_order_invariance",
-    "check_methods_subset_invariance", "check_dict_unchanged", "check_fit2d_predict1d")}
-
-
 def expected_failed_checks(estimator):
     if isinstance(estimator, fastmix.GMMExpansion):
-        return _EXPANSION_FEW_ROWS if estimator.n_nodes == 64 else {}
+        return {}  # every check passes, GMMExpansion() included (its default adapts to few rows)
     if isinstance(estimator, fastmix.SGDGaussianMixture):
         return _SGD_SHUFFLED_WEIGHTS
-    if isinstance(estimator, fastmix.BigLearnGaussianMixture):
-        return {}
+    # GaussianMixture and BigLearn (k-means start by default, like GaussianMixture)
     return _SHUFFLED_WEIGHTS
 
 
