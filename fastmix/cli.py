@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from .kernels.gpu import GPUUnavailableError  # imports no numba-cuda
+from .kernels.cuda import GPUUnavailableError  # imports no numba-cuda
 
 
 def make_blobs(n, d, k, dtype=np.float64, separation=8.0, random_state=0):

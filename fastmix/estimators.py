@@ -141,7 +141,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         iterators and larger arrays are streamed host -> device every iteration in ~64 MiB
         chunks (pinned staging buffers, two CUDA streams, transfer overlapping compute).
         Every covariance type (lowrank: a fused Woodbury kernel,
-        ``fastmix/kernels/gpu_lowrank.py``, for shapes whose tile row
+        ``fastmix/kernels/cuda/lowrank.py``, for shapes whose tile row
         ``8 K (1 + q) + D * itemsize + 16`` bytes fits 40 KiB of shared memory, else a
         ValueError).  Initialisation (k-means, lowrank's per-cluster PCA) runs on the CPU.
         Online EM (``algorithm="online"``, ``partial_fit``) runs each batch's E-step on the
@@ -1121,7 +1121,7 @@ class GMMExpansion(DensityMixin, BaseEstimator):
     chunk_size : int or None (rows per kernel chunk, default 4096)
     device : {"cpu", "cuda"}, default="cpu"
         "cuda": the weight passes and ``score_samples``/``score`` run CUDA kernels
-        (``fastmix.kernels.gpu_expansion`` for tensor grids, the diag E-step kernel for
+        (``fastmix.kernels.cuda.expansion`` for tensor grids, the diag E-step kernel for
         centres; ``pip install 'fastmix[cuda]'``).  In-memory NumPy rows are validated on the
         host and copied to the device once per call; arrays that expose
         ``__cuda_array_interface__`` (CuPy, PyTorch, numba) are used in place, checked on the
@@ -1511,7 +1511,7 @@ class BigLearnGaussianMixture(GaussianMixture):
     chunk_size : rows per kernel chunk.
     device : {"cpu", "cuda"}, default "cpu"
         "cuda": the rows stay on the GPU; every local step forms its (transformed) marginal
-        there (``fastmix.kernels.gpu_linalg``) and runs the full-covariance E-step kernel on
+        there (``fastmix.kernels.cuda.linalg``) and runs the full-covariance E-step kernel on
         it; only the statistics come back (the M-step and the covariance repair run on the
         host).  Needs rows that fit on the device (in-memory arrays or GPU arrays);
         initialisation and inference as for GaussianMixture(device="cuda").
@@ -1736,7 +1736,7 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
     random_state, chunk_size
     device : {"cpu", "cuda"}, default "cpu"
         "cuda": the SGD steps of ``fit`` and ``partial_fit`` run on the GPU
-        (``fastmix.kernels.gpu_sgd``, ``pip install 'fastmix[cuda]'``) for the mini-batch path
+        (``fastmix.kernels.cuda.sgd``, ``pip install 'fastmix[cuda]'``) for the mini-batch path
         (``batch_size >= 2``) with ``covariance_type="diag"``; batch_size=1 (the per-sample
         streaming path), "lpd" and out-of-core or Dask inputs are CPU only and raise a
         ValueError.  In ``fit`` a NumPy array is copied to the device once (an array exposing
