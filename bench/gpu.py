@@ -80,7 +80,7 @@ def h2d_bandwidth(nbytes=256 * 2**20, repeats=10):
 
 def run_stream(D, K, gb, repeats, cpu):
     """One streamed E-step over ``gb`` GB of host rows vs the pinned H2D bandwidth."""
-    from fastmix import sources
+    from fastmix import io as sources
     from fastmix.gpu import StreamedData
     N = int(gb * 1e9) // (4 * D)
     X = np.empty((N, D), np.float32)

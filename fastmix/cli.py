@@ -148,7 +148,7 @@ def _data_args(p):
 
 
 def _open_data(args, weight_column=None):
-    from . import sources
+    from . import io as sources
     cols = None if not args.columns else [c.strip() for c in args.columns.split(",")]
     delimiter = args.delimiter
     if delimiter is not None and delimiter.lower() in ("tab", "\\t"):
@@ -167,7 +167,7 @@ def _open_data(args, weight_column=None):
 
 def _check_outputs(*paths):
     """Every output path, before any work: a bad one fails now, naming the path given."""
-    from .sources import check_output_path
+    from .io import check_output_path
     for what, path in paths:
         if path is not None:
             check_output_path(path, what)
@@ -241,7 +241,7 @@ def cmd_score(args):
 
 
 def cmd_predict(args):
-    from .sources import NpyWriter
+    from .io import NpyWriter
     _check_outputs(("output file", args.output))
     gm = _load(args.model)
     _apply_chunk_rows(gm, args)
@@ -269,7 +269,7 @@ def cmd_predict(args):
 
 
 def cmd_sample(args):
-    from .sources import NpyWriter
+    from .io import NpyWriter
     _check_outputs(("output file", args.output), ("labels file", args.labels))
     gm = _load(args.model)
     if args.n_samples < 1:
@@ -304,7 +304,7 @@ def _sample_rows(source, n, seed=0):
     """At most ``n`` rows of a source (n_rows, D): a seeded uniform sample of the rows when the
     source can be read at random, else rows kept with probability n / N in one pass (all rows,
     then a sample of them, when N is unknown)."""
-    from .sources import Stream
+    from .io import Stream
     rng = np.random.default_rng(seed)
     N = source.n_rows
     if N is not None and N <= n:

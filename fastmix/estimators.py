@@ -16,7 +16,8 @@ from ._params import (COVARIANCE_TYPES, Covariance, DegenerateComponentWarning, 
                       GMMParams, LowRankCovariance)
 from ._stats import Stats
 from ._validation import NotFittedError, check_array, check_random_state, check_sample_weight
-from . import biglearn, distributed, expansion, inference, sgd, sources
+from . import biglearn, distributed, expansion, inference, sgd
+from . import io as sources
 from .em import DEFAULT_CHUNK_ROWS, EMResult, run_em
 from .init import _subsample, initial_params
 from .online import OnlineState, check_step_params, online_update, run_online
@@ -188,7 +189,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     Data too large for memory: ``fit``, ``score``, ``predict`` ... accept a path (``.npy``,
     ``file.h5:/dataset``, ``.zarr``, ``.parquet``, ``.csv``), an ``np.memmap``, a
-    ``fastmix.sources.Source``, a list of chunk arrays or a callable returning an iterator of
+    ``fastmix.io.Source``, a list of chunk arrays or a callable returning an iterator of
     chunks (see ``fastmix.sources``).  Such data are read in blocks with bounded memory; a
     batch fit gives bit-identically the model of the same rows in memory.
     """
@@ -540,7 +541,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         ----------
         X : array-like (N, D) of real numbers (float32 stays float32, others become float64),
             or out-of-core data: a path (``.npy``, ``file.h5:/dataset``, ``.zarr``,
-            ``.parquet``, ``.csv``), an ``np.memmap``, a ``fastmix.sources.Source``, a list of
+            ``.parquet``, ``.csv``), an ``np.memmap``, a ``fastmix.io.Source``, a list of
             (n_i, D) chunk arrays, or a callable returning an iterator of chunks.
         y : ignored
         sample_weight : (N,) non-negative weights, optional.  For out-of-core data also a
@@ -669,7 +670,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _from_checkpoint(self, path, D, algorithm, record=None):
         """The fit state saved in checkpoint ``path``; ValueError when it was written for other
-        data (``record``: ``sources.data_record`` of this fit's data) or other parameters."""
+        data (``record``: ``io.data_record`` of this fit's data) or other parameters."""
         ck = load(path)
         if not isinstance(ck, GaussianMixture):
             raise ValueError(f"checkpoint {path!s} holds a {type(ck).__name__}, not a "
@@ -1988,9 +1989,9 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):
                     if frac < 1.0 and N is not None:
                         rows = rows[:max(0, int(frac * N) - seen)]
                     # weights may repeat rows: pieces of whole mini-batches, each at most
-                    # sources.BLOCK_BYTES of float64 rows or one block; an unweighted block
+                    # io.base.BLOCK_BYTES of float64 rows or one block; an unweighted block
                     # is one piece
-                    size = max(Xb.shape[0], sources.BLOCK_BYTES // (8 * Xb.shape[1]), 1)
+                    size = max(Xb.shape[0], sources.base.BLOCK_BYTES // (8 * Xb.shape[1]), 1)
                     piece = -(-size // batch) * batch
                     for i in range(0, rows.shape[0], piece):
                         Xp = np.array(Xb[rows[i:i + piece]], dtype=np.float64)

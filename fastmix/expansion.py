@@ -48,7 +48,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import kernels, sources
+from . import io as sources, kernels
 from .gpu import DeviceData, to_gpu
 from .init import _subsample, kmeans_plusplus
 from .kernels import cuda as gk

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import sources
+from . import io as sources
 from ._params import stats_from_kernel
 from .em import em_loop
 from .kernels import cuda as gk

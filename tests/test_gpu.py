@@ -369,7 +369,7 @@ def small_chunks(monkeypatch):
 def test_streamed_estep_matches_resident(problem, weighted, small_chunks, monkeypatch):
     """Host chunks staged in pinned buffers on two streams: the resident statistics up to
     rounding, bit-identical pass to pass (buffers and streams reused), float32 too."""
-    from fastmix import sources
+    from fastmix import io as sources
     kind, X64, sw, weights, means, covs = problem
     sw = sw if weighted else None
     monkeypatch.setattr(gk, "_copy_rows", _counting(gk._copy_rows))

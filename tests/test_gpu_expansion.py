@@ -16,7 +16,8 @@ import pytest
 import fastmix
 import reference as ref
 from _helpers import assert_close, assert_reproducible
-from fastmix import expansion, kernels, sources
+from fastmix import expansion, kernels
+from fastmix import io as sources
 from fastmix import gpu as fgpu
 from fastmix.kernels.cuda import estep as gpu_estep, expansion as gpu_expansion
 
