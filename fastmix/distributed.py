@@ -468,7 +468,7 @@ def from_file(path, chunk_rows=None, **source_kwargs):
     ----------
     path : str or path-like
         ``x.npy``, ``x.h5:/group/dataset``, ``x.zarr`` (or ``x.zarr:/member``) or ``x.parquet``,
-        read by the readers of ``fastmix.sources``.
+        read by the readers of ``fastmix.io``.
     chunk_rows : int, optional
         Rows per dask block.  Default: about 64 MiB of rows, rounded to whole Zarr chunks
         (Zarr) or whole row groups (Parquet, whose blocks are always whole row groups: a

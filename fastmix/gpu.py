@@ -128,7 +128,7 @@ def fits_on_device(nbytes, copies=1):
 
 
 class StreamedData:
-    """A host ``fastmix.sources.Stream`` (in-memory array, memmap, file, iterator) read through
+    """A host ``fastmix.io.Stream`` (in-memory array, memmap, file, iterator) read through
     the GPU: blocks of ``gk.stream_chunk_rows`` rows (a whole number of the stream's chunks)
     staged in pinned memory and sent on two CUDA streams, overlapping transfer and compute
     (``fastmix.kernels.cuda.StreamedEStep``).  NaN/inf are checked on the host on the first
