@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from .kernels.cuda import GPUUnavailableError  # imports no numba-cuda
+from ._compute import GPUUnavailableError  # imports no numba-cuda
 
 
 def make_blobs(n, d, k, dtype=np.float64, separation=8.0, random_state=0):
@@ -78,13 +78,13 @@ def demo(argv=None):
     args = p.parse_args(argv)
 
     import fastmix
-    from fastmix import kernels
+    from fastmix import _compute
 
     n, d, k = args.n_samples, args.n_features, args.n_components
     dtype = np.dtype(args.dtype)
     print(f"fastmix {fastmix.__version__} demo: {n:,} x {d} points ({dtype}), {k} true "
           f"components, covariance_type={args.covariance_type!r}, "
-          + (f"{kernels.num_threads()} threads" if args.device == "cpu" else
+          + (f"{_compute.num_threads()} threads" if args.device == "cpu" else
              f"device={args.device!r} ({_gpu_name()})"))
     t0 = time.perf_counter()
     X, _, true_means, _ = make_blobs(n, d, k, dtype=dtype, random_state=args.seed)

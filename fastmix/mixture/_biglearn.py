@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from .. import kernels
+from .._compute import blas_single_threaded
 from .._params import FullCovariance, GMMParams
 from .._validation import check_random_state
 from .. import biglearn
@@ -178,7 +178,7 @@ class BigLearnGaussianMixture(GaussianMixture):
                 dd, stats = self._device_marginals(gpu, data)
             rng = check_random_state(self.random_state)
             K, D = self.n_components, data.n_features
-            with kernels.blas_single_threaded():
+            with blas_single_threaded():
                 if self.init_params == "random":
                     params = GMMParams(np.full(K, 1.0 / K), rng.standard_normal((K, D)),
                                        FullCovariance.from_covariances(np.repeat(

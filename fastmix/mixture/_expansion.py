@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from .. import kernels
+from .._compute import blas_single_threaded
 from .._validation import check_array, check_random_state, check_sample_weight
 from .. import distributed, expansion
 from .. import io as sources
@@ -276,7 +276,7 @@ class GMMExpansion(MixtureBase):
         data = dev if dev is not None else host  # the passes' rows
         try:
             rng = check_random_state(self.random_state)
-            with kernels.blas_single_threaded():
+            with blas_single_threaded():
                 nodes, steps = self._make_nodes(host if host is not None else dev, rng)
                 M = nodes.n_nodes
                 weights = np.full(M, 1.0 / M)
@@ -315,7 +315,7 @@ class GMMExpansion(MixtureBase):
             host = sources.as_stream(X, sw, self._chunk_rows)
             dev = None if gpu is None else fgpu.to_gpu(X, sw)
         D = (host if host is not None else dev).n_features
-        with kernels.blas_single_threaded():
+        with blas_single_threaded():
             if getattr(self, "_acc", None) is None:
                 if hasattr(self, "weights_"):
                     raise ValueError("partial_fit continues only a model built by partial_fit "

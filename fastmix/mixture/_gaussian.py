@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from .. import kernels
+from .._compute import KIND_CODES, blas_single_threaded, s2_shape
 from .._params import warn_at_caller
 from .._params import COVARIANCE_TYPES, Covariance, GMMParams, LowRankCovariance
 from .._stats import Stats
@@ -515,7 +515,7 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         do_init = start is None and not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
         rng = check_random_state(self.random_state)
-        with kernels.blas_single_threaded():
+        with blas_single_threaded():
             best = None
             for init in range(n_init):
                 if self.verbose:
@@ -638,7 +638,7 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         if fitted and X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
                              f"expecting {self.n_features_in_} features as input.")
-        with kernels.blas_single_threaded():
+        with blas_single_threaded():
             if not fitted:
                 if X.shape[0] < self.n_components:
                     raise ValueError(f"the first partial_fit needs at least n_components="
@@ -862,8 +862,8 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
                                               for f in ("nk", "s1", "s2", "centre", "gcentre")),
                        float(on["ll"]), float(on["ws"]))
             if st.nk.shape != (K,) or st.s1.shape != (K, D) \
-                    or st.s2.shape != kernels.s2_shape(
-                        kernels.KIND_CODES[est.covariance_type], K, D,
+                    or st.s2.shape != s2_shape(
+                        KIND_CODES[est.covariance_type], K, D,
                         est._q(D) if est.covariance_type == "lowrank" else 0):
                 raise ValueError("online statistics have inconsistent shapes")
             est._online = OnlineState(st, int(on["t"]))
