@@ -7,8 +7,8 @@ Cases (float32 data, diagonal covariances, synthetic mixture, fixed seed):
   device + M-step on the host), ``fastmix.gpu.run_em_gpu`` vs ``fastmix.em.run_em``.
   Target on an H100: <= 3 ms per iteration.
 * ``estep``    N = 1e6, D = 128, K = 1024: the E-step statistics alone,
-  ``kernels.gpu.estep_stats_gpu`` vs ``kernels.estep_stats``.  ``--formulation fused|gemm|auto``
-  picks the GPU kernels (``kernels.gpu_gemm``: the GEMM formulation needs a shared centre, i.e.
+  ``kernels.cuda.estep_stats_gpu`` vs ``kernels.estep_stats``.  ``--formulation fused|gemm|auto``
+  picks the GPU kernels (``kernels.cuda.gemm``: the GEMM formulation needs a shared centre, i.e.
   every mean within the float32 expansion limit of the mean of the means; with the default
   ``--spread 3`` the D = 128 means are too far apart and "gemm" falls back to the fused kernel,
   which the output says; ``--spread 1.5`` gives a shared centre).  The formulation that ran is
@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 from fastmix import kernels  # noqa: E402
 from fastmix._params import Covariance, GMMParams  # noqa: E402
 from fastmix.em import run_em  # noqa: E402
-from fastmix.kernels import gpu as gk  # noqa: E402
+from fastmix.kernels import cuda as gk  # noqa: E402
 
 CASES = {
     "em-iter": dict(N=1_000_000, D=64, K=64, what="EM iteration"),
@@ -80,7 +80,7 @@ def h2d_bandwidth(nbytes=256 * 2**20, repeats=10):
 
 def run_stream(D, K, gb, repeats, cpu):
     """One streamed E-step over ``gb`` GB of host rows vs the pinned H2D bandwidth."""
-    from fastmix import sources
+    from fastmix import io as sources
     from fastmix.gpu import StreamedData
     N = int(gb * 1e9) // (4 * D)
     X = np.empty((N, D), np.float32)
@@ -178,7 +178,7 @@ def main(argv=None):
     ap.add_argument("--stream-gb", type=float, default=20.0,
                     help="size of the host array of the stream case (GB)")
     ap.add_argument("--formulation", choices=("auto", "fused", "gemm"), default="auto",
-                    help="GPU E-step kernels of the estep case (kernels.gpu_gemm)")
+                    help="GPU E-step kernels of the estep case (kernels.cuda.gemm)")
     ap.add_argument("--spread", type=float, default=3.0,
                     help="scale of the mixture centres of the em-iter/estep data; the estep "
                          "case's GEMM formulation needs a shared centre (e.g. 1.5)")

@@ -45,8 +45,10 @@ def _fake_device():
 def kernels():
     """[(name, python function, signature, threads per block)] at the target shapes."""
     from numba import types
-    from fastmix.kernels import (gpu, gpu_estep, gpu_expansion, gpu_gemm, gpu_linalg,
-                                 gpu_lowrank, gpu_sgd)
+    from fastmix.kernels import cuda as gpu
+    from fastmix.kernels.cuda import (estep as gpu_estep, expansion as gpu_expansion,
+                                      gemm as gpu_gemm, linalg as gpu_linalg,
+                                      lowrank as gpu_lowrank, sgd as gpu_sgd)
     f32, f64, i64, b1 = types.float32, types.float64, types.int64, types.boolean
 
     def A(dt, nd):

@@ -73,7 +73,8 @@ def synthetic(n_train, n_test, D=784, K=16, q=8, seed=0, dtype=np.float64, truth
         X[idx] = means[k] + Z @ W[k].T + rng.standard_normal((idx.size, D)) * np.sqrt(psi[k])
     if not truth:
         return X[:n_train], X[n_train:]
-    from fastmix import inference, sources
+    from fastmix import inference
+    from fastmix import io as sources
     from fastmix._params import GMMParams, LowRankCovariance
     params = GMMParams(weights, means, LowRankCovariance(W, psi))
     total, n = inference.total_log_likelihood(sources.as_stream(X[n_train:], None, 4096), params,

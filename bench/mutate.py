@@ -44,7 +44,7 @@ TESTS = {
     "fastmix/sgd.py": ["tests/test_sgd.py", "-k", "not lpd and not avoids_degenerate"],
     "fastmix/em.py": ["tests/test_sklearn_parity.py", "tests/test_fixed.py"],
     "fastmix/_params.py": ["tests/test_sklearn_parity.py", "tests/test_fixed.py"],
-    "fastmix/kernels/cpu_estep.py": ["tests/test_kernels.py"],
+    "fastmix/kernels/cpu/estep.py": ["tests/test_kernels.py"],
 }
 
 #: module -> the wider test set a survivor of the fast selection is re-run against (--recheck)
@@ -55,7 +55,7 @@ RECHECK = {
                       "tests/test_sklearn_parity.py"],
     "fastmix/_params.py": ["tests/test_lowrank.py", "tests/test_api.py", "tests/test_kernels.py",
                            "tests/test_mutation_pins.py"],
-    "fastmix/kernels/cpu_estep.py": ["tests/test_kernels.py"],
+    "fastmix/kernels/cpu/estep.py": ["tests/test_kernels.py"],
 }
 
 CMP_SWAP = {ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt,

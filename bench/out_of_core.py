@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def write_file(path, rows, D, K, seed=0, block=1 << 20):
     """A K-component overlapping mixture, written block by block (bounded memory)."""
-    from fastmix.sources import NpyWriter
+    from fastmix.io import NpyWriter
     rng = np.random.default_rng(seed)
     means = rng.uniform(-4, 4, size=(K, D))
     scales = rng.uniform(0.5, 1.5, size=(K, D))

@@ -472,7 +472,7 @@ def kernel_throughput(repeats, log, N=5120, D=784, K=25, S=10):
     on 1 thread (sigma = 1.25, the default start on 5 x 5, and g = I) and batch 256 on 1 and
     2 threads (interleaved, medians of ``repeats``)."""
     import numba
-    from fastmix.kernels import cpu_sgd
+    from fastmix.kernels.cpu import sgd as cpu_sgd
     from fastmix.sgd import toroidal_smoothing
     X = np.random.default_rng(0).uniform(0, 1, size=(N, D))
 

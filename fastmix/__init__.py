@@ -10,8 +10,8 @@ Public names::
 """
 from ._params import DegenerateComponentWarning
 from ._validation import NotFittedError
-from .estimators import (BigLearnGaussianMixture, ConvergenceWarning, GaussianMixture,
-                         GMMExpansion, SGDGaussianMixture, load)
+from .mixture import (BigLearnGaussianMixture, ConvergenceWarning, GaussianMixture,
+                      GMMExpansion, SGDGaussianMixture, load)
 
 __version__ = "0.1.0"
 

@@ -13,7 +13,7 @@ s2        full (K, D, D)          sum w r (x - c_k)(x - c_k)^T
           tied (1, D, D)          sum w (x - g)(x - g)^T
           diag (K, 1, D)          sum w r (x - c_k)^2
           spherical (K, 1, 1)     sum w r ||x - c_k||^2
-          lowrank (K, 1+q, D+q+1) factor-analyser statistics (``kernels/cpu_lowrank.py``)
+          lowrank (K, 1+q, D+q+1) factor-analyser statistics (``kernels/cpu/lowrank.py``)
 centre    (K, D)                  c_k, the centres of s2 (non-tied kinds)
 gcentre   (D,)                    g, the centre of s2 (tied)
 ll        float                   sum w log p(x) under the model that produced r (0 if none)

@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from .kernels.gpu import GPUUnavailableError  # imports no numba-cuda
+from ._compute import GPUUnavailableError  # imports no numba-cuda
 
 
 def make_blobs(n, d, k, dtype=np.float64, separation=8.0, random_state=0):
@@ -78,13 +78,13 @@ def demo(argv=None):
     args = p.parse_args(argv)
 
     import fastmix
-    from fastmix import kernels
+    from fastmix import _compute
 
     n, d, k = args.n_samples, args.n_features, args.n_components
     dtype = np.dtype(args.dtype)
     print(f"fastmix {fastmix.__version__} demo: {n:,} x {d} points ({dtype}), {k} true "
           f"components, covariance_type={args.covariance_type!r}, "
-          + (f"{kernels.num_threads()} threads" if args.device == "cpu" else
+          + (f"{_compute.num_threads()} threads" if args.device == "cpu" else
              f"device={args.device!r} ({_gpu_name()})"))
     t0 = time.perf_counter()
     X, _, true_means, _ = make_blobs(n, d, k, dtype=dtype, random_state=args.seed)
@@ -152,7 +152,7 @@ def _data_args(p):
 
 
 def _open_data(args, weight_column=None):
-    from . import sources
+    from . import io as sources
     cols = None if not args.columns else [c.strip() for c in args.columns.split(",")]
     delimiter = args.delimiter
     if delimiter is not None and delimiter.lower() in ("tab", "\\t"):
@@ -171,7 +171,7 @@ def _open_data(args, weight_column=None):
 
 def _check_outputs(*paths):
     """Every output path, before any work: a bad one fails now, naming the path given."""
-    from .sources import check_output_path
+    from .io import check_output_path
     for what, path in paths:
         if path is not None:
             check_output_path(path, what)
@@ -245,7 +245,7 @@ def cmd_score(args):
 
 
 def cmd_predict(args):
-    from .sources import NpyWriter
+    from .io import NpyWriter
     _check_outputs(("output file", args.output))
     gm = _load(args.model)
     _apply_chunk_rows(gm, args)
@@ -273,7 +273,7 @@ def cmd_predict(args):
 
 
 def cmd_sample(args):
-    from .sources import NpyWriter
+    from .io import NpyWriter
     _check_outputs(("output file", args.output), ("labels file", args.labels))
     gm = _load(args.model)
     if args.n_samples < 1:
@@ -308,7 +308,7 @@ def _sample_rows(source, n, seed=0):
     """At most ``n`` rows of a source (n_rows, D): a seeded uniform sample of the rows when the
     source can be read at random, else rows kept with probability n / N in one pass (all rows,
     then a sample of them, when N is unknown)."""
-    from .sources import Stream
+    from .io import Stream
     rng = np.random.default_rng(seed)
     N = source.n_rows
     if N is not None and N <= n:

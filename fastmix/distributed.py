@@ -33,7 +33,7 @@ import numpy as np
 
 from . import kernels, kmeans
 from ._validation import check_sample_weight, first_nonfinite_row
-from .sources import Source, Stream, check_weights_block
+from .io import Source, Stream, check_weights_block
 
 #: Seconds a distributed pass (or a scatter) may take before fastmix gives up.
 DASK_TIMEOUT = float(os.environ.get("FASTMIX_DASK_TIMEOUT", "600"))
@@ -353,7 +353,7 @@ class DaskData:
         return self._finish_pass(self._reduce_parts(parts), validate)
 
     def blocks(self, validate=None):
-        """The rows in order, as a host ``sources.Stream`` reads them: (start, X block, w block
+        """The rows in order, as a host ``io.Stream`` reads them: (start, X block, w block
         or None) in blocks of whole kernel chunks (the dask blocks are computed one after the
         other, the next while the current one is used, and re-cut into the block size a local
         Stream uses, so a sequential consumer such as SGD sees the blocks it sees on a file of
@@ -434,7 +434,7 @@ FILE_BLOCK_BYTES = 64 * 2**20
 
 def _read_file_block(path, start, stop, n_rows, kwargs):
     """Rows start..stop-1 of a .npy / HDF5 / Zarr file, read where the task runs."""
-    from .sources import open_path
+    from .io import open_path
     with open_path(path, **kwargs) as src:
         if src.n_rows != n_rows:
             raise ValueError(f"{path} changed since the dask array was made: {src.n_rows} rows "
@@ -446,7 +446,8 @@ def _read_file_block(path, start, stop, n_rows, kwargs):
 
 def _read_parquet_groups(path, groups, kwargs):
     """The rows of row groups ``groups`` of a Parquet file, read where the task runs."""
-    from .sources import _batch_to_numpy, open_path
+    from .io import open_path
+    from .io.columnar import _batch_to_numpy
     with open_path(path, **kwargs) as src:
         parts = [_batch_to_numpy(b, src.columns, None, src.dtype, src.name)
                  for b in src._pf.iter_batches(row_groups=list(groups), columns=src.columns,
@@ -467,7 +468,7 @@ def from_file(path, chunk_rows=None, **source_kwargs):
     ----------
     path : str or path-like
         ``x.npy``, ``x.h5:/group/dataset``, ``x.zarr`` (or ``x.zarr:/member``) or ``x.parquet``,
-        read by the readers of ``fastmix.sources``.
+        read by the readers of ``fastmix.io``.
     chunk_rows : int, optional
         Rows per dask block.  Default: about 64 MiB of rows, rounded to whole Zarr chunks
         (Zarr) or whole row groups (Parquet, whose blocks are always whole row groups: a
@@ -490,7 +491,7 @@ def from_file(path, chunk_rows=None, **source_kwargs):
     import dask.array as da
     from dask import delayed
 
-    from .sources import ParquetSource, ZarrSource, open_path, split_key
+    from .io import ParquetSource, ZarrSource, open_path, split_key
     if "weight_column" in source_kwargs:
         raise ValueError("from_file reads features only; read sample weights as their own "
                          "array, e.g. from_file(path, columns=['w'])[:, 0]")

@@ -1,7 +1,7 @@
 """Batch EM driver: E-step statistics from a kernel, M-step from the statistics, repeat.
 
 The driver knows nothing about covariance types beyond handing ``Stats`` to ``m_step``; it never
-touches numba.  Data are a ``sources.Stream`` (blocks of whole chunks, from memory or disk) or
+touches numba.  Data are a ``io.Stream`` (blocks of whole chunks, from memory or disk) or
 an in-memory (N, D) float32/float64 C-contiguous array; both give bit-identical statistics for
 the same ``chunk_rows``.
 """
@@ -12,7 +12,7 @@ import numpy as np
 
 from . import kernels
 from ._params import GMMParams, m_step, stats_from_kernel
-from .sources import as_stream
+from .io import as_stream
 
 DEFAULT_CHUNK_ROWS = 4096
 

@@ -37,7 +37,7 @@ number of steps chosen on the sample by the held-out log-likelihood (``auto_sele
 constants ``AUTO_*`` below are the rule's numbers.
 
 GPU (``gpu=GPULaunch``, see ``gpu_launch``): the passes run the CUDA kernels -- the grid kernel
-``fastmix.kernels.gpu_expansion`` for tensor grids, the diag E-step kernel for centres -- on
+``fastmix.kernels.cuda.expansion`` for tensor grids, the diag E-step kernel for centres -- on
 rows that live on the device (``fastmix.gpu.DeviceData``, uploaded once by the caller) or on
 the blocks of a host ``Stream``, each block uploaded as it is read (out-of-core sources).  The
 data range of device rows is a device pass (``column_range``); k-means++ centres copy device
@@ -48,10 +48,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import kernels, sources
+from . import io as sources, kernels
 from .gpu import DeviceData, to_gpu
 from .init import _subsample, kmeans_plusplus
-from .kernels import gpu as gk
+from .kernels import cuda as gk
 
 #: Largest tensor grid (nodes).
 MAX_NODES = 2**20

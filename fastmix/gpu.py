@@ -2,9 +2,9 @@
 the small statistics out.
 
 The same three pieces as ``fastmix.em`` (kernel -> Stats -> m_step) with a different kernel:
-``fastmix.kernels.gpu.estep_stats_gpu`` returns the same (nk, s1, s2, ll, ws) tuple as the CPU
+``fastmix.kernels.cuda.estep_stats_gpu`` returns the same (nk, s1, s2, ll, ws) tuple as the CPU
 kernels, so the M-step, the lower bound and the stopping rule are ``fastmix.em``'s, unchanged.
-This module never touches numba; ``fastmix.kernels.gpu`` probes for numba-cuda and a GPU and
+This module never touches numba; ``fastmix.kernels.cuda`` probes for numba-cuda and a GPU and
 says what is missing (``pip install 'fastmix[cuda]'``).
 
 Results are deterministic (bit-identical run to run on one GPU for the same ``block_rows``);
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import sources
+from . import io as sources
 from ._params import stats_from_kernel
 from .em import em_loop
-from .kernels import gpu as gk
+from .kernels import cuda as gk
 
 DEFAULT_BLOCK_ROWS = gk.DEFAULT_BLOCK_ROWS
 DEFAULT_THREADS = gk.DEFAULT_THREADS
@@ -83,7 +83,7 @@ def to_gpu(X, sample_weight=None, dtype=None):
 def e_step_stats(X, sample_weight, params, block_rows=DEFAULT_BLOCK_ROWS,
                  threads=DEFAULT_THREADS, scratch=None):
     """Sufficient statistics (``Stats``) of X under ``params``, computed on the GPU.
-    ``scratch``: a ``kernels.gpu.DeviceScratch`` whose work buffers are reused (drivers keep
+    ``scratch``: a ``kernels.cuda.DeviceScratch`` whose work buffers are reused (drivers keep
     one per fit)."""
     data = to_gpu(X, sample_weight)
     kp = params.kernel_params(data.dtype)
@@ -128,10 +128,10 @@ def fits_on_device(nbytes, copies=1):
 
 
 class StreamedData:
-    """A host ``fastmix.sources.Stream`` (in-memory array, memmap, file, iterator) read through
+    """A host ``fastmix.io.Stream`` (in-memory array, memmap, file, iterator) read through
     the GPU: blocks of ``gk.stream_chunk_rows`` rows (a whole number of the stream's chunks)
     staged in pinned memory and sent on two CUDA streams, overlapping transfer and compute
-    (``fastmix.kernels.gpu.StreamedEStep``).  NaN/inf are checked on the host on the first
+    (``fastmix.kernels.cuda.StreamedEStep``).  NaN/inf are checked on the host on the first
     pass, as for the CPU kernels.  Use as a context manager, or ``close()``."""
 
     streamed = True
@@ -236,7 +236,7 @@ def check_log_prob(logp):
 class DeviceMarginals:
     """BigLearn-EM's marginal statistics (``fastmix.biglearn.marginal_stats``) for rows
     resident on the GPU: the (transformed) marginal rows are formed on the device
-    (``kernels.gpu.marginal_rows``, into one reused buffer) and fed to the full-covariance
+    (``kernels.cuda.marginal_rows``, into one reused buffer) and fed to the full-covariance
     E-step kernel; only the statistics come back.
 
     The buffer holds N x D entries of the data dtype, as many bytes as the rows themselves:

@@ -1,6 +1,6 @@
 """Inference driver: log-densities, labels and responsibilities of data read block by block.
 
-The estimator validates and prepares a ``sources.Stream``; this module walks its blocks and
+The estimator validates and prepares a ``io.Stream``; this module walks its blocks and
 calls the kernels, so no N-sized array is needed unless the caller collects one.
 """
 import numpy as np

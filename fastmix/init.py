@@ -25,7 +25,7 @@ scikit-learn differs for ``"k-means++"`` and ``"random_from_data"``: it initiali
 seed rows alone, so every initial covariance is just ``reg_covar`` and the first E-step is
 degenerate.  Assigning all rows to the seeds gives data-scaled covariances for one pass.
 
-Data come as a ``sources.Stream`` (from memory or disk).  The subsample is drawn so that a file
+Data come as a ``io.Stream`` (from memory or disk).  The subsample is drawn so that a file
 gives exactly the model the same data in memory gives:
 
 * row count known (arrays, ``.npy``, HDF5, Zarr, Parquet): the same seeded uniform choice of row
@@ -76,7 +76,7 @@ from . import kernels
 from . import kmeans as _km
 from ._params import DegenerateComponentWarning, GMMParams, m_step, stats_from_kernel
 from ._validation import first_nonfinite_row
-from .sources import as_stream
+from .io import as_stream
 
 kmeans_plusplus = _km.kmeans_plusplus
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from ._params import m_step
 from .em import EMResult, e_step_stats
-from .sources import as_stream
+from .io import as_stream
 
 
 def step_size(t, t0, kappa):

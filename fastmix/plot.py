@@ -233,7 +233,7 @@ def mixture_components(model):
     means = _fitted_means(model)
     K, D = means.shape
     weights = np.asarray(model.weights_, dtype=np.float64)
-    from .estimators import GMMExpansion
+    from .mixture import GMMExpansion
     if isinstance(model, GMMExpansion):  # one bandwidth (standard deviations) for all nodes
         sig2 = np.asarray(model.sigma_, dtype=np.float64) ** 2
         return weights, means, np.broadcast_to(np.diag(sig2), (K, D, D)).copy()

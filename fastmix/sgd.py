@@ -1,5 +1,5 @@
 """SGD driver for Gepperth et al.'s GMM training (docs/algorithms.md §1): toroidal grid
-smoothing, annealing schedules, and the segment loop around the ``kernels.cpu_sgd`` steps.
+smoothing, annealing schedules, and the segment loop around the ``kernels.cpu.sgd`` steps.
 
 The K = n x n components sit on a torus; the smoothing matrix g(sigma) has rows
 g_kj ~ exp(-d^2(k, j) / (2 sigma^2)) with the wrap-around grid distance d, normalised per row
@@ -18,7 +18,7 @@ g_kj ~ exp(-d^2(k, j) / (2 sigma^2)) with the wrap-around grid distance d, norma
 Data are read through the kernels in segments of consecutive steps during which sigma and the
 learning rate are constant (``run_segment``).  ``run_segment_gpu`` runs the same segments for
 the diagonal mini-batch path on the GPU (``DeviceSGD``: rows and state resident on the device,
-``fastmix.kernels.gpu_sgd``); both share the segment loop, so a given row order gives the same
+``fastmix.kernels.cuda.sgd``); both share the segment loop, so a given row order gives the same
 steps, schedule updates and objectives on either device, up to rounding.
 """
 import math
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .kernels import cpu_sgd
-from .kernels import gpu as gk
+from .kernels.cpu import sgd as cpu_sgd
+from .kernels import cuda as gk
 
 #: Steps per segment of the time schedule (sigma piecewise constant in between).
 TIME_SEGMENT = 100
@@ -223,7 +223,7 @@ is_device_array = gk.is_device_array
 
 
 class DeviceSGD:
-    """Diagonal mini-batch SGD on the GPU (``fastmix.kernels.gpu_sgd``): the rows and the
+    """Diagonal mini-batch SGD on the GPU (``fastmix.kernels.cuda.sgd``): the rows and the
     state (xi, mu, s) live on the device; each segment sends the smoothing g and returns its
     per-step objectives, nothing else.
 

@@ -30,7 +30,7 @@ if MODE != "real" and "numba.cuda" not in sys.modules:
 pytest.importorskip("numba_cuda", reason="numba-cuda is not installed (pip install "
                                          "'fastmix[cuda]', or the test extra)")
 
-from fastmix.kernels import gpu as gk  # noqa: E402
+from fastmix.kernels import cuda as gk  # noqa: E402
 
 if not gk.gpu_available():
     pytest.skip(f"no GPU and no simulator: {gk._probe()[1]}", allow_module_level=True)

@@ -339,7 +339,7 @@ def mfa_posterior(X, mean, W, psi):
 
 
 def mfa_estep_stats(X, sw, weights, means, loadings, noise_variances):
-    """(nk, s1, s2, ll, ws) in the layout of fastmix/kernels/cpu_lowrank.py, centred on the
+    """(nk, s1, s2, ll, ws) in the layout of fastmix/kernels/cpu/lowrank.py, centred on the
     model's means, from dense formulas."""
     X = np.asarray(X, dtype=np.float64)
     N, D = X.shape
@@ -445,7 +445,7 @@ def lpd_ell(x, xi, mu, U, a, r):
 
 def lpd_step(x, xi, mu, U, a, r, g, exact, eps, lam, s_min, s_max, orthonormalise=True):
     """One batch-size-1 ascent step of the LPD model (closed-form gradients as documented in
-    fastmix/kernels/cpu_sgd.py), then numpy QR of each U_k^T with the signs fixed so that
+    fastmix/kernels/cpu/sgd.py), then numpy QR of each U_k^T with the signs fixed so that
     diag(R) > 0 (docs/algorithms.md §1.1; skipped with ``orthonormalise=False``); new arrays and
     the objective."""
     from scipy.special import logsumexp, softmax

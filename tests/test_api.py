@@ -10,7 +10,7 @@ from sklearn.base import clone
 import fastmix
 import reference as ref
 from _helpers import FITTED_ATTRS, assert_close, assert_reproducible, assert_same_model
-from fastmix import estimators
+from fastmix.mixture import _gaussian
 
 KINDS = ref.KINDS
 INITS = ["kmeans", "k-means++", "random", "random_from_data"]
@@ -96,14 +96,14 @@ def test_partial_user_init(X):
 # ------------------------------------------------------------------------------- n_init -----
 def test_n_init_keeps_the_best(X, monkeypatch):
     results = []
-    real_run_em = estimators.run_em
+    real_run_em = _gaussian.run_em
 
     def recording_run_em(*args, **kwargs):
         res = real_run_em(*args, **kwargs)
         results.append(res)
         return res
 
-    monkeypatch.setattr(estimators, "run_em", recording_run_em)
+    monkeypatch.setattr(_gaussian, "run_em", recording_run_em)
     gm = GM(6, init_params="random", n_init=4, max_iter=5, tol=0.0, random_state=3).fit(X)
     assert len(results) == 4
     bounds = [r.lower_bound for r in results]
@@ -527,3 +527,17 @@ def test_reg_covar_zero_on_collapsing_data_warns_and_recovers(kind):
         labels = gm.predict(Xc)
         assert len(set(labels[:5])) == 1 and len(set(labels[5:])) == 1 and labels[0] != labels[5]
         assert np.all(np.isfinite(gm.score_samples(Xc)))
+
+
+def test_estimators_module_is_a_deprecated_alias_of_mixture():
+    """``fastmix.estimators`` (the module before ``fastmix.mixture``) still gives the same classes
+    for one release, with a DeprecationWarning on import."""
+    import importlib
+    import sys
+
+    import fastmix.mixture
+    sys.modules.pop("fastmix.estimators", None)
+    with pytest.warns(DeprecationWarning, match="fastmix.mixture"):
+        old = importlib.import_module("fastmix.estimators")
+    for name in fastmix.mixture.__all__:
+        assert getattr(old, name) is getattr(fastmix.mixture, name), name

@@ -6,7 +6,7 @@ import pytest
 import fastmix
 from fastmix import biglearn
 from fastmix._params import FullCovariance, GMMParams
-from fastmix.sources import as_stream
+from fastmix.io import as_stream
 
 import reference
 from _helpers import assert_close

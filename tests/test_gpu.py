@@ -1,4 +1,4 @@
-"""CUDA kernels (``fastmix.kernels.gpu_estep``) and the GPU EM driver (``fastmix.gpu``); the
+"""CUDA kernels (``fastmix.kernels.cuda.estep``) and the GPU EM driver (``fastmix.gpu``); the
 lowrank kernels have their own module, tests/test_gpu_lowrank.py.
 
 Without a GPU (CI) the module runs on numba's CUDA simulator: it sets ``NUMBA_ENABLE_CUDASIM=1``
@@ -109,7 +109,7 @@ def test_block_and_thread_shape_only_change_rounding():
 def test_launch_groups_when_partials_exceed_the_budget(monkeypatch):
     """With partials over PARTIAL_BYTES the blocks run in fixed-size groups, reduced in order:
     the same statistics up to rounding, still bit-reproducible."""
-    from fastmix.kernels import gpu_estep
+    from fastmix.kernels.cuda import estep as gpu_estep
     X, sw, weights, means, covs = make_problem("full", seed=5)
     kp = gmm_params(weights, means, covs, "full").kernel_params(np.float64)
     one = gpu_stats(X, sw, kp, block_rows=8)           # 7 blocks, one launch
@@ -240,7 +240,7 @@ def test_no_gpu_error_in_a_fresh_process():
     """Without the simulator and without a GPU, require_gpu() says so (and how to fix it)."""
     env = real_target_env()
     code = textwrap.dedent("""
-        from fastmix.kernels import gpu
+        from fastmix.kernels import cuda as gpu
         if gpu.gpu_available():
             print("HAS-GPU")
         else:
@@ -275,7 +275,7 @@ def test_out_of_memory_names_the_size(monkeypatch):
 
 
 def test_too_many_components_for_the_tile():
-    from fastmix.kernels import gpu_estep
+    from fastmix.kernels.cuda import estep as gpu_estep
     assert gpu_estep.tile_rows(kernels.DIAG, 10**5, 4, 4) == 0
     kp = kernels.nearest_params(np.zeros((6000, 2)), np.float32, kernels.DIAG)
     with pytest.raises(ValueError, match="do not fit"):
@@ -306,7 +306,7 @@ def test_kernels_compile_for_a_real_gpu():
     BigLearn's row transforms, no atomics; PTX too where NVVM/NVRTC are installed (the cuda
     extra; not in CI)."""
     compile_check("""
-        from fastmix.kernels import gpu_estep as g, gpu_linalg
+        from fastmix.kernels.cuda import estep as g, linalg as gpu_linalg
         kernels = [(g.reduce_blocks.py_func, (A(f64, 2), i64, b1, A(f64, 1))),
                    (gpu_linalg._project.py_func, (A(f32, 2), A(f32, 2), A(f32, 2))),
                    (gpu_linalg._gather.py_func, (A(f64, 2), A(i64, 1), A(f64, 2)))]
@@ -369,7 +369,7 @@ def small_chunks(monkeypatch):
 def test_streamed_estep_matches_resident(problem, weighted, small_chunks, monkeypatch):
     """Host chunks staged in pinned buffers on two streams: the resident statistics up to
     rounding, bit-identical pass to pass (buffers and streams reused), float32 too."""
-    from fastmix import sources
+    from fastmix import io as sources
     kind, X64, sw, weights, means, covs = problem
     sw = sw if weighted else None
     monkeypatch.setattr(gk, "_copy_rows", _counting(gk._copy_rows))
@@ -566,7 +566,7 @@ def test_every_launch_is_checked():
 def test_project_puts_rows_on_grid_axis_x(monkeypatch):
     """BigLearn's projection at N = 2e6 rows (not run: the launch is recorded): 125000 row tiles
     go on grid axis x -- on y they exceed CUDA's 65535 -- and the launch passes the check."""
-    from fastmix.kernels import gpu_linalg
+    from fastmix.kernels.cuda import linalg as gpu_linalg
     launches = []
 
     class Recorder:

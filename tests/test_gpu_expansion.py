@@ -1,4 +1,4 @@
-"""The GMM-expansion grid kernel on the GPU (``fastmix.kernels.gpu_expansion``), its driver hooks
+"""The GMM-expansion grid kernel on the GPU (``fastmix.kernels.cuda.expansion``), its driver hooks
 (``fastmix.expansion`` with ``gpu=``) and ``GMMExpansion(device="cuda")``.
 
 Without a GPU the module runs on numba's CUDA simulator (``_gpu``), so the inputs are tiny:
@@ -16,9 +16,10 @@ import pytest
 import fastmix
 import reference as ref
 from _helpers import assert_close, assert_reproducible
-from fastmix import expansion, kernels, sources
+from fastmix import expansion, kernels
+from fastmix import io as sources
 from fastmix import gpu as fgpu
-from fastmix.kernels import gpu_estep, gpu_expansion
+from fastmix.kernels.cuda import estep as gpu_estep, expansion as gpu_expansion
 
 N = 24
 BLOCK_ROWS, THREADS = 10, 4
@@ -405,7 +406,7 @@ def test_kernels_compile_for_a_real_gpu():
     target (sm_90), which the simulator never exercises; no atomics; PTX too where NVVM/NVRTC
     are installed."""
     compile_check("""
-        from fastmix.kernels import gpu_expansion as g
+        from fastmix.kernels.cuda import expansion as g
         check([(g.build(2, 16, 9, 64).py_func,
                 (i64, A(f32, 2), A(f64, 1), A(f64, 1), A(f64, 1), A(i64, 1), A(i64, 1),
                  A(f64, 1), A(f64, 1), f64, A(i64, 1), A(i64, 1), i64, i64, A(f64, 2),

@@ -1,4 +1,4 @@
-"""The GEMM formulation of the diagonal E-step on the GPU (``fastmix.kernels.gpu_gemm``).
+"""The GEMM formulation of the diagonal E-step on the GPU (``fastmix.kernels.cuda.gemm``).
 
 Without a GPU the module runs on numba's CUDA simulator (``_gpu`` sets it up), so the problem
 is tiny and the tiles are made tinier through the module's constants (``TINY``): N = 50 rows,
@@ -21,7 +21,7 @@ import pytest
 import reference as ref
 from _helpers import assert_close, assert_reproducible, gmm_params, perturbed_problem
 from fastmix import kernels
-from fastmix.kernels import gpu_gemm
+from fastmix.kernels.cuda import gemm as gpu_gemm
 
 N, D, K = 50, 5, 5
 GPU_RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-4}
@@ -298,7 +298,7 @@ def test_gemm_kernels_compile_for_a_real_gpu():
     for the real CUDA target (the simulator never types them); no atomics; PTX (sm_90) too when
     NVRTC is installed."""
     compile_check("""
-        from fastmix.kernels import gpu_gemm as g
+        from fastmix.kernels.cuda import gemm as g
         dt = f32  # float64 data change only the dtype of X, g, W and the micro-tiles
         dens, lse, stats = g.build("float32", 70, 9, g.Tiles.current())
         check([(dens.py_func, (A(dt, 2), A(dt, 1), A(dt, 2), A(f64, 1), i64, i64, A(f64, 2))),

@@ -8,7 +8,7 @@ import pytest
 
 import fastmix
 from fastmix.cli import make_blobs
-from fastmix.kernels import gpu as gk
+from fastmix.kernels import cuda as gk
 
 from _helpers import assert_close
 

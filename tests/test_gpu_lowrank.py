@@ -1,4 +1,4 @@
-"""CUDA kernels for lowrank covariances (``fastmix.kernels.gpu_lowrank``) and
+"""CUDA kernels for lowrank covariances (``fastmix.kernels.cuda.lowrank``) and
 ``GaussianMixture(covariance_type="lowrank", device="cuda")``.
 
 Without a GPU the module runs on numba's CUDA simulator (``_gpu`` sets it up), so inputs are
@@ -156,7 +156,7 @@ def test_bit_reproducible_and_unit_weights():
 def test_launch_groups_when_partials_exceed_the_budget(monkeypatch):
     """Partials over PARTIAL_BYTES: blocks run in fixed-size groups reduced in order, the same
     statistics up to rounding, still bit-reproducible."""
-    from fastmix.kernels import gpu_estep, gpu_lowrank
+    from fastmix.kernels.cuda import estep as gpu_estep, lowrank as gpu_lowrank
     X, sw, model = make_problem(seed=6)
     kp = params_of(model).kernel_params(np.float64)
     one = gpu_stats(X, sw, kp, block_rows=8)                 # 7 blocks, one launch
@@ -183,7 +183,7 @@ def test_launch_groups_when_partials_exceed_the_budget(monkeypatch):
 def test_shape_too_large_for_shared_memory():
     """A tile row of 8 K (1 + q) + D itemsize + 16 bytes over the shared-memory budget: a
     ValueError naming the shape, from both entry points (before any launch)."""
-    from fastmix.kernels import gpu_estep, gpu_lowrank
+    from fastmix.kernels.cuda import estep as gpu_estep, lowrank as gpu_lowrank
     K2, D2, q2 = 700, 10, 8
     assert gpu_lowrank.row_bytes(K2, D2, q2, 4) > gpu_estep.SHARED_BYTES
     assert gpu_lowrank.tile_rows(K2, D2, q2, 4) == 0
@@ -207,7 +207,7 @@ def test_lowrank_kernels_compile_for_a_real_gpu():
     CUDA target, which the simulator never exercises; no atomics; PTX (sm_90) too when NVRTC
     is installed."""
     compile_check("""
-        from fastmix.kernels import gpu_lowrank as g
+        from fastmix.kernels.cuda import lowrank as g
         kernels = []
         for name, dt in (("float32", f32), ("float64", f64)):
             est, lp = g.build(name, 5, 6, 3, g.tile_rows(5, 6, 3, 4), 64)

@@ -22,7 +22,7 @@ import pytest
 
 import reference as ref
 from _helpers import assert_close, gmm_params, perturbed_problem
-from fastmix.kernels import gpu_estep
+from fastmix.kernels.cuda import estep as gpu_estep
 
 N = 1100                      # 1024 + 76 rows: a full block and a partial one
 BLOCK_ROWS = gk.DEFAULT_BLOCK_ROWS
@@ -135,7 +135,7 @@ def test_gemm_estep_at_production_tiles(launches):
     16 row slabs) on 70 rows (row tiles 64 + 6; 14 slabs of 5 rows) and 40 components (one
     partial component tile; lanes 0-7 of a row hold two components, 8-31 one), against NumPy.
     Small: the simulator needs ~10 s for it."""
-    from fastmix.kernels import gpu_gemm
+    from fastmix.kernels.cuda import gemm as gpu_gemm
     n, k, d = 70, 40, 3
     assert (gpu_gemm.CHUNK, gpu_gemm.SLABS, gpu_gemm.BM, gpu_gemm.BK, gpu_gemm.ROW_THREADS,
             gpu_gemm.SK, gpu_gemm.SF) == (65536, 16, 64, 64, 32, 64, 64)

@@ -1,4 +1,4 @@
-"""SGDGaussianMixture(device="cuda") and its CUDA mini-batch step (``fastmix.kernels.gpu_sgd``).
+"""SGDGaussianMixture(device="cuda") and its CUDA mini-batch step (``fastmix.kernels.cuda.sgd``).
 
 Without a GPU the module runs on numba's CUDA simulator (``_gpu`` sets it up), so the inputs are
 tiny: K = 4 components (a 2 x 2 torus), D = 3-4 features, batches of 8 rows with a partial last
@@ -16,7 +16,7 @@ import fastmix
 import reference as ref
 from _helpers import assert_close, assert_reproducible
 from fastmix import sgd
-from fastmix.kernels import cpu_sgd
+from fastmix.kernels.cpu import sgd as cpu_sgd
 
 N, D, K, BATCH = 30, 4, 4, 8          # 4 steps: 8 + 8 + 8 + 6 rows
 THREADS, TILE = 3, 5                  # 2 log-likelihood tiles per full batch, 3 threads each
@@ -291,7 +291,7 @@ def test_sgd_kernels_compile_for_a_real_gpu():
     real CUDA target, which the simulator never exercises; no atomics; PTX too where
     NVVM/NVRTC are installed."""
     compile_check("""
-        from fastmix.kernels import gpu_sgd as g
+        from fastmix.kernels.cuda import sgd as g
         kernels = [(g.sgd_weights.py_func, (A(f64, 2), i64, A(f64, 2), b1, b1, A(f64, 1),
                     A(f64, 1), f64, f64, A(f64, 2), A(f64, 1), A(f64, 1), i64))]
         for dt in (f32, f64):

@@ -17,7 +17,7 @@ from fastmix._validation import first_nonfinite_row
 from fastmix._params import m_step, stats_from_kernel
 from fastmix._stats import Stats
 from fastmix.em import e_step_stats, run_em
-from fastmix.kernels._math import exp_nonpos
+from fastmix.kernels.cpu._math import exp_nonpos
 
 KINDS = ref.KINDS
 DTYPES = [np.float64, np.float32]

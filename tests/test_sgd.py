@@ -6,7 +6,7 @@ import pytest
 
 import fastmix
 from fastmix import sgd
-from fastmix.kernels import cpu_sgd
+from fastmix.kernels.cpu import sgd as cpu_sgd
 
 from _helpers import assert_close
 

@@ -3,7 +3,7 @@ NumPy reference of the closed-form gradients."""
 import numpy as np
 import pytest
 
-from fastmix.kernels import cpu_sgd
+from fastmix.kernels.cpu import sgd as cpu_sgd
 from fastmix.sgd import toroidal_smoothing
 
 import reference as ref
@@ -78,7 +78,7 @@ import sys
 import numba
 import numpy as np
 import fastmix
-from fastmix.kernels import cpu_sgd
+from fastmix.kernels.cpu import sgd as cpu_sgd
 from fastmix.sgd import toroidal_smoothing
 
 out_path, expected = sys.argv[1], int(sys.argv[2])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastmix
-from fastmix import estimators
+from fastmix.mixture import _base
 
 SGD = fastmix.SGDGaussianMixture
 CENTRES = np.array([[0.2, 0.2], [0.8, 0.2], [0.2, 0.8], [0.8, 0.8]])
@@ -81,10 +81,10 @@ def test_sgd_fractional_weights_match_repeated_rows_statistically():
 
 def test_frequency_rows():
     rng = np.random.default_rng(0)
-    np.testing.assert_array_equal(estimators._frequency_rows(np.array([2.0, 0.0, 1.0, 3.0]),
+    np.testing.assert_array_equal(_base._frequency_rows(np.array([2.0, 0.0, 1.0, 3.0]),
                                                              rng), [0, 0, 2, 3, 3, 3])
     w = np.array([0.25, 1.5, 2.75])
-    counts = np.mean([np.bincount(estimators._frequency_rows(w, rng), minlength=3)
+    counts = np.mean([np.bincount(_base._frequency_rows(w, rng), minlength=3)
                       for _ in range(4000)], axis=0)
     np.testing.assert_allclose(counts, w, atol=0.05)
 

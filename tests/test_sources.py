@@ -1,9 +1,9 @@
-"""Out-of-core data sources (fastmix/sources.py): bit-identical out-of-core fits, Stream blocks,
+"""Out-of-core data sources (fastmix/io/): bit-identical out-of-core fits, Stream blocks,
 inference on files, sample weights from files and columns, clear errors for bad input, the atomic
 NpyWriter and the prefetch thread.
 
-Every test shrinks ``sources.BLOCK_BYTES`` so that a few thousand rows are read in many blocks
-(and Parquet/CSV in many batches)."""
+Every test shrinks ``fastmix.io.base.BLOCK_BYTES`` so that a few thousand rows are read in many
+blocks (and Parquet/CSV in many batches)."""
 import functools
 import os
 import threading
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import fastmix
-from fastmix import sources
-from fastmix.sources import (ArraySource, IterableSource, NpySource, NpyWriter, Stream,
+from fastmix import io as sources
+from fastmix.io import (ArraySource, IterableSource, NpySource, NpyWriter, Stream,
                              as_source, as_stream, is_out_of_core)
 
 N, D, K, CHUNK = 3000, 4, 3, 256
@@ -24,7 +24,7 @@ SMALL_BLOCK_BYTES = 20_000  # float64, D=4: 625 rows -> blocks of 768 rows (3 ch
 
 @pytest.fixture(autouse=True)
 def _small_blocks(monkeypatch):
-    monkeypatch.setattr(sources, "BLOCK_BYTES", SMALL_BLOCK_BYTES)
+    monkeypatch.setattr(sources.base, "BLOCK_BYTES", SMALL_BLOCK_BYTES)
 
 
 def _make_data():
@@ -1156,7 +1156,7 @@ def test_fingerprint_follows_the_rows_not_the_format(tmp_path):
     a = sources.fingerprint(ArraySource(DATA))
     assert a["kind"] == "rows" and a["n_rows"] == N
     assert sources.fingerprint(NpySource(write_npy(DATA, tmp_path))) == a
-    rows = sources._sampled_rows(N)
+    rows = sources.record._sampled_rows(N)
     other = DATA.copy()
     other[rows[7]] += 1.0
     assert sources.fingerprint(ArraySource(other)) != a
@@ -1170,7 +1170,7 @@ def test_record_differences_say_what_differs(tmp_path):
     s1 = Stream(ArraySource(DATA), CHUNK)
     rec = sources.data_record(s1)
     assert sources.record_differences(rec, rec) == []
-    rows = sources._sampled_rows(N)
+    rows = sources.record._sampled_rows(N)
     other = DATA.copy()
     other[rows[3]] *= 2
     diff = sources.record_differences(rec, sources.data_record(Stream(ArraySource(other),
@@ -1195,3 +1195,16 @@ def test_record_of_a_dask_array_reads_nothing():
     assert (rec["n_rows"], rec["n_features"], rec["weights"]) == (N, D, {"dask": True})
     diff = sources.record_differences(rec, sources.data_record(Stream(ArraySource(DATA), CHUNK)))
     assert "data read as dask array vs ArraySource (contents cannot be compared)" in diff
+
+
+def test_sources_module_is_a_deprecated_alias_of_io():
+    """``fastmix.sources`` (the module before ``fastmix.io``) still gives the same objects for one
+    release, with a DeprecationWarning on import."""
+    import importlib
+    import sys
+    sys.modules.pop("fastmix.sources", None)
+    with pytest.warns(DeprecationWarning, match="fastmix.io"):
+        old = importlib.import_module("fastmix.sources")
+    for name in sources.__all__:
+        assert getattr(old, name) is getattr(sources, name), name
+    assert old.BLOCK_BYTES == sources.base.BLOCK_BYTES

@@ -1,4 +1,4 @@
-"""kernels._threads.run_ranges: every item exactly once, errors re-raised, nesting runs inline."""
+"""kernels.cpu._threads.run_ranges: every item exactly once, errors re-raised, nesting runs inline."""
 import threading
 
 import numpy as np

@@ -467,7 +467,7 @@ class SGDKernel:
 
     def setup(self, smoothing):
         import numba
-        from fastmix.kernels import cpu_sgd
+        from fastmix.kernels.cpu import sgd as cpu_sgd
         self.cpu_sgd = cpu_sgd
         numba.set_num_threads(1)
         rng = np.random.default_rng(SEED)
@@ -507,7 +507,7 @@ class SGDVariants:
     param_names = ["variant"]
 
     def setup(self, variant):
-        from fastmix.kernels import cpu_sgd
+        from fastmix.kernels.cpu import sgd as cpu_sgd
         from fastmix.sgd import toroidal_smoothing
         self.cpu_sgd = cpu_sgd
         self.n = 20480 if variant == "minibatch256" else 200
@@ -550,7 +550,7 @@ class SGDVariants:
 def _require_gpu():
     """asv skips a benchmark whose setup raises NotImplementedError: no GPU here (or only the
     CUDA simulator, whose timings mean nothing)."""
-    from fastmix.kernels import gpu as gk
+    from fastmix.kernels import cuda as gk
     if not gk.gpu_available() or gk.simulated():
         raise NotImplementedError("no CUDA GPU")
 
@@ -601,7 +601,7 @@ class DeviceEStepLarge:
     def setup(self):
         _require_gpu()
         from fastmix._params import Covariance, GMMParams
-        from fastmix.kernels import gpu as gk
+        from fastmix.kernels import cuda as gk
         n, d, k = 1_000_000, 128, 1024
         X = make_mixture(n, d, 16, seed=SEED, dtype=np.float32)
         rng = np.random.default_rng(SEED)

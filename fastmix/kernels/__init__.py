@@ -1,8 +1,8 @@
 """fastmix kernels: the only package that imports numba.
 
 Drivers call the plain-Python functions below; they prepare array types and call the compiled
-kernels in ``cpu_*.py``.  Every function here takes C-contiguous float32/float64 data ``X`` of
-shape (N, D) and returns float64 statistics.
+kernels in ``cpu/*.py`` (the CUDA kernels are in ``cuda/``).  Every function here takes
+C-contiguous float32/float64 data ``X`` of shape (N, D) and returns float64 statistics.
 """
 import contextlib
 import math
@@ -12,9 +12,10 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from . import _threads, cpu_estep, cpu_expansion, cpu_lowrank
-from ._threads import run_ranges
-from .cpu_estep import DIAG, ESTEP, FULL, RESP, SPHERICAL, TIED
+from .cpu import _threads
+from .cpu import estep as cpu_estep, expansion as cpu_expansion, lowrank as cpu_lowrank
+from .cpu._threads import run_ranges
+from .cpu.estep import DIAG, ESTEP, FULL, RESP, SPHERICAL, TIED
 
 LOWRANK = 4
 KIND_CODES = {"full": FULL, "tied": TIED, "diag": DIAG, "spherical": SPHERICAL,

@@ -73,7 +73,7 @@ import functools
 
 from numba import cuda
 
-from .gpu_estep import MAX_TILE_ROWS, SHARED_BYTES, make_load_tile, make_tile_steps
+from .estep import MAX_TILE_ROWS, SHARED_BYTES, make_load_tile, make_tile_steps
 
 
 def s2_size(K, D, q):

@@ -50,7 +50,7 @@ GPU.  What to measure first on a real one:
   block's slot (M doubles) stays in L2 only for small grids.  For M ~ 1e6 nodes compare with
   data sorted by cell (then a block's nodes form a small range that fits shared memory).
 * each block zeroes and the reduction reads ``M`` doubles per block: with large grids raise
-  ``block_rows`` (default 4096 in ``fastmix.kernels.gpu``) so that this stays small next to
+  ``block_rows`` (default 4096 in ``fastmix.kernels.cuda``) so that this stays small next to
   the ``block_rows * window`` updates, while keeping a few blocks per SM.
 * the owners' load balance: ``ceil(count_d / T_d)`` nodes per row and dimension for every
   thread, so windows much smaller than the thread grid leave threads idle.
@@ -60,7 +60,7 @@ import math
 
 from numba import cuda
 
-from .cpu_expansion import EM, KDE, LOGP  # noqa: F401  (the modes, shared with the CPU kernel)
+from ..cpu.expansion import EM, KDE, LOGP  # noqa: F401  (the modes, shared with the CPU kernel)
 
 F64 = cuda.float64
 

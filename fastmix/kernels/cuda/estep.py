@@ -56,7 +56,7 @@ import math
 
 from numba import cuda
 
-from .cpu_estep import DIAG, FULL, SPHERICAL, TIED
+from ..cpu.estep import DIAG, FULL, SPHERICAL, TIED
 
 EXP_MIN_ARG = -700.0
 

@@ -35,7 +35,7 @@ caller, 64-byte-aligned BLAS operands).
 import numpy as np
 
 from ._jit import kernel
-from .cpu_estep import ESTEP, _aligned, _row_resp, _row_responsibilities
+from .estep import ESTEP, _aligned, _row_resp, _row_responsibilities
 
 #: Rows per block.
 LOWRANK_BLOCK = 128

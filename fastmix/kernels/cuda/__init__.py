@@ -1,6 +1,6 @@
-"""Python-facing wrappers of the CUDA kernels (``gpu_estep``; ``gpu_lowrank`` for the lowrank
-kind; ``gpu_gemm``, the GEMM formulation of the diag E-step for many components; ``gpu_sgd``;
-``gpu_linalg``; ``gpu_expansion``): probe, device arrays, E-step, log p, host -> device
+"""Python-facing wrappers of the CUDA kernels (``estep``; ``lowrank`` for the lowrank
+kind; ``gemm``, the GEMM formulation of the diag E-step for many components; ``sgd``;
+``linalg``; ``expansion``, the modules of this package): probe, device arrays, E-step, log p, host -> device
 streaming, mini-batch SGD steps, BigLearn's marginal rows, the GMM-expansion grid pass.
 
 Importing this module never imports numba-cuda: ``gpu_available()`` / ``require_gpu()`` do, once,
@@ -16,7 +16,7 @@ import operator
 
 import numpy as np
 
-from . import CUT, GRID_LOGP, LOWRANK, grid_layout, n_factors, s2_shape
+from .. import CUT, GRID_LOGP, LOWRANK, grid_layout, n_factors, s2_shape
 
 #: Rows per block.  A constant, never derived from the device, so that the partition of the rows
 #: (and hence every rounding) is the same on every GPU: results are bit-identical run to run.
@@ -296,7 +296,7 @@ def _layout(kp):
 
     MT: means (D, K) (tied: transformed means (mu_k - g) U); PT: 1/sigma (D, K) for diag and
     spherical; PCT: upper-triangular factors (D, D, K) for full, (D, D, 1) for tied."""
-    from .cpu_estep import DIAG, FULL, SPHERICAL, TIED
+    from ..cpu.estep import DIAG, FULL, SPHERICAL, TIED
     dt = kp.means.dtype
     K, D = kp.means.shape
     one = np.zeros((1, 1), dt)
@@ -346,11 +346,11 @@ def _posterior_cov(kp):
 def _kernels(kp, dtype, threads):
     """(kernel module, (estep_partials, log_prob)) compiled for this model's kind and shape, or
     a ValueError when one row of the shared-memory tile does not fit."""
-    from . import gpu_estep
+    from . import estep as gpu_estep
     K, D = kp.means64.shape
     dt = np.dtype(dtype)
     if kp.kind == LOWRANK:
-        from . import gpu_lowrank
+        from . import lowrank as gpu_lowrank
         q = n_factors(kp)
         R = gpu_lowrank.tile_rows(K, D, q, dt.itemsize)
         if R < 1:
@@ -421,7 +421,7 @@ class EStepPlan:
 
     def __init__(self, kp, dtype, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_THREADS,
                  formulation="auto", scratch=None):
-        from . import gpu_estep, gpu_gemm
+        from . import estep as gpu_estep, gemm as gpu_gemm
         cuda = require_gpu()
         #: where ``partials`` and ``totals`` come from: a ``DeviceScratch`` kept by the caller
         #: across E-steps, or fresh allocations
@@ -516,7 +516,7 @@ def resolve_formulation(kp, formulation="auto"):
     """"fused" or "gemm": the E-step formulation ``EStepPlan`` runs for ``kp`` when asked for
     ``formulation`` (see ``gpu_gemm.choose_formulation``)."""
     require_gpu()
-    from . import gpu_gemm
+    from . import gemm as gpu_gemm
     return gpu_gemm.choose_formulation(kp, formulation)
 
 
@@ -584,7 +584,7 @@ class StreamedEStep:
     def __init__(self, capacity, D, dtype, weighted, block_rows=DEFAULT_BLOCK_ROWS,
                  threads=DEFAULT_THREADS, formulation="auto"):
         cuda = require_gpu()
-        from . import gpu_gemm
+        from . import gemm as gpu_gemm
         if formulation not in gpu_gemm.FORMULATIONS:
             raise ValueError(f"formulation must be one of {gpu_gemm.FORMULATIONS}, got "
                              f"{formulation!r}")
@@ -676,7 +676,7 @@ def marginal_rows(Xd, A, T, out=None):
     """Rows of a (transformed) marginal on the device: ``(Xd @ A.T)[:, T]`` when ``A`` (D, D)
     is given, else ``Xd[:, T]``; ``Xd`` itself when neither transforms nor drops a column.
     ``out``: a device buffer of at least N * len(T) entries of the data dtype, reused."""
-    from . import gpu_linalg
+    from . import linalg as gpu_linalg
     cuda = require_gpu()
     N, D = Xd.shape
     T = np.asarray(T, dtype=np.int64)
@@ -740,7 +740,7 @@ class SGDDeviceState:
 
     def __init__(self, xi, mu, s, batch, threads=None, tile_rows=None):
         cuda = require_gpu()
-        from . import gpu_sgd
+        from . import sgd as gpu_sgd
         xi = np.ascontiguousarray(xi, dtype=np.float64)
         mu = np.ascontiguousarray(mu, dtype=np.float64)
         s = np.ascontiguousarray(s, dtype=np.float64)
@@ -794,7 +794,7 @@ def sgd_minibatch_gpu(Xd, rows, first, n_rows, st, g, exact, eps, lam_pi, lam_mu
     ``st`` (``SGDDeviceState``) is updated in place on the device; returns the per-step
     objectives (ceil(n_rows / batch),) float64 on the host -- the only copy back."""
     cuda = require_gpu()
-    from . import gpu_sgd
+    from . import sgd as gpu_sgd
     if Xd.ndim != 2 or Xd.shape[1] != st.D:
         raise ValueError(f"data have shape {tuple(Xd.shape)}, the SGD state {st.D} features")
     first, n_rows = int(first), int(n_rows)
@@ -844,7 +844,7 @@ def grid_stats_gpu(mode, Xd, wd, lo, h, shape, sigma, log_pi, acc=None, logp=Non
     ``weights_to_device`` (or None).  Deterministic for a given ``block_rows`` (the threads per
     block do not change a bit); equal to the CPU kernel up to rounding."""
     cuda = require_gpu()
-    from . import gpu_estep, gpu_expansion
+    from . import estep as gpu_estep, expansion as gpu_expansion
     N, D = Xd.shape
     g = grid_layout(lo, h, shape, sigma, log_pi)
     if g.shape.shape[0] != D:
@@ -899,7 +899,7 @@ def column_range_gpu(Xd, rows_per_thread=256, threads=128):
     """(lo, hi, n_bad) per column (D,) of device rows: min and max of the finite values
     (float64) and the number of NaN / infinite ones."""
     cuda = require_gpu()
-    from . import gpu_expansion
+    from . import expansion as gpu_expansion
     N, D = Xd.shape
     rows = int(rows_per_thread)
     n_chunks = max(1, -(-N // rows))

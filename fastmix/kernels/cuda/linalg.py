@@ -19,7 +19,7 @@ per byte in float32, compute-bound on the tiling below; cuBLAS would be ~5-10x f
 """
 from numba import cuda
 
-from . import gpu as _gpu  # configure: every launch checked against CUDA's limits
+from .. import cuda as _gpu  # configure: every launch checked against CUDA's limits
 
 #: Output tile edge (threads per block = TILE * TILE).
 TILE = 16

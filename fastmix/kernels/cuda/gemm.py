@@ -96,9 +96,9 @@ from typing import NamedTuple
 import numpy as np
 from numba import cuda
 
-from .cpu_estep import DIAG
-from . import gpu as _gpu  # configure: every launch checked against CUDA's limits
-from .gpu_estep import EXP_MIN_ARG, reduce_blocks
+from ..cpu.estep import DIAG
+from .. import cuda as _gpu  # configure: every launch checked against CUDA's limits
+from .estep import EXP_MIN_ARG, reduce_blocks
 
 F64 = cuda.float64  # bound here: inside a kernel the simulator's stand-in module has no types
 

@@ -1,0 +1,57 @@
+"""Re-iterable collections of 2-D chunks (or callables returning an iterator of chunks) as a
+source."""
+import numpy as np
+
+from .base import Source, _compute_dtype
+
+
+class IterableSource(Source):
+    """Chunks from a re-iterable of 2-D arrays or a callable returning a fresh iterator.
+
+    The width and dtype come from the first chunk; later chunks must have the same width (a
+    float32 first chunk makes the whole source float32)."""
+
+    def __init__(self, obj, name=None):
+        self.obj = obj
+        self.name = name or type(obj).__name__
+        self._one_shot = iter(obj) is obj if not callable(obj) else False
+        self._used = False
+        first = None
+        it = self._iter()
+        for piece in it:
+            first = np.asarray(piece[0] if isinstance(piece, tuple) else piece)
+            break
+        if first is None:
+            raise ValueError(f"{self.name}: the source is empty (no chunks)")
+        if first.ndim != 2:
+            raise ValueError(f"{self.name}: chunk 0 has shape {first.shape}; chunks must be "
+                             "2-D (rows, features)")
+        self.n_features = first.shape[1]
+        self.dtype = _compute_dtype(first.dtype)
+        self.has_weights = isinstance(piece, tuple)
+        self._first = piece if self._one_shot else None
+        if isinstance(obj, (list, tuple)):  # a list of chunks: the row count is known
+            self.n_rows = sum(len(c[0] if isinstance(c, tuple) else c) for c in obj)
+
+    def _iter(self):
+        return iter(self.obj()) if callable(self.obj) else iter(self.obj)
+
+    def pieces(self):
+        if self._one_shot:
+            if self._used:
+                raise ValueError(f"{self.name} is a one-shot iterator and was already read; "
+                                 "pass a list, a re-iterable object or a callable returning a "
+                                 "fresh iterator for multi-pass fitting")
+            self._used = True
+            yield self._first
+            self._first = None
+            yield from self.obj
+        else:
+            yield from self._iter()
+
+
+def _chunk_iterable(data):
+    """An iterable of chunks, not an array-like (arrays, sparse matrices, data frames have a
+    ``shape`` or ``__array__``)."""
+    return (hasattr(data, "__iter__") and not hasattr(data, "__array__")
+            and not hasattr(data, "shape") and not isinstance(data, (str, bytes, dict)))

@@ -1,0 +1,408 @@
+"""``GMMExpansion``: fixed Gaussian grid, learned weights (one-pass density estimate)."""
+import json
+import math
+
+import numpy as np
+
+from .._compute import blas_single_threaded
+from .._validation import check_array, check_random_state, check_sample_weight
+from .. import distributed, expansion
+from .. import io as sources
+from ._base import DEVICES, MixtureBase, _check_int
+from ._persist import FORMAT_VERSION, _atomic_write, register
+
+
+@register
+class GMMExpansion(MixtureBase):
+    """Density estimate by "GMM expansion": many fixed Gaussian components (an even grid, or
+    k-means++ centres in D > 2) with one shared bandwidth; only the weights are learned, by
+    weights-only EM passes over the data (see ``fastmix.expansion`` for the exact rules).
+
+    Default settings (``n_nodes="auto"``), tensor grids (D <= 2):
+
+    * grid bounds: the q and 1 - q quantiles of each feature, q = max(0.001, 5 / n) on a sample
+      of n rows, widened by 5 % of their distance on each side and kept inside the data range
+      (``bounds`` overrides them).  Heavy tails therefore do not stretch the grid; rows beyond
+      it still count: the kernel evaluates them against the nodes nearest to them (the edge
+      nodes), so their share of the weight lands on the edge nodes (the weights sum to one) and
+      the density beyond the grid decays like the edge nodes' Gaussians.
+    * bandwidth: sigma_d = f * s_d * n ** (-1 / (D + 4)), s_d = min(standard deviation,
+      interquartile range / 1.349), n the effective number of rows ((sum w)^2 / sum w^2); node
+      spacing = sigma (ceil(span / sigma) + 1 nodes per dimension, at most 2048 in 1-D and 256
+      per dimension in 2-D; where that cap binds the bandwidth is the spacing).
+    * f in (0.25, 0.35, 0.5, 0.7) and the number of weights-only EM steps (at most 8) are
+      chosen by the held-out log-likelihood: on a sample of at most 20 000 rows (every k-th row
+      of in-memory data; a uniform sample of a stream), every 5th row is held out, each f is
+      fitted on the others with steps stopped when the held-out mean log-likelihood (rows
+      inside the grid, each at least log(1e-6 / grid volume)) stops increasing, and the search
+      over f (increasing) stops at the first f that scores below the best.  The model is then
+      fitted on all rows with that f (the rule at the full n) and that many steps.
+    * cost: the selection runs on the sample (at most 4 x 8 passes over 16 000 rows plus the
+      held-out scoring), the final fit ``n_iter_`` (<= 8) passes over the data, plus one pass
+      for the data range of an out-of-core source.  Below 100 rows there is no selection:
+      f = 0.5 and one step.  ``partial_fit`` never selects: its first call fixes the grid by
+      the rule with f = 0.5, and the weights are one step (as for explicit settings).
+    * D > 2 (k-means++ centres): min(64, rows in the k-means sample) centres, the spacing rule
+      for the bandwidth, one step.
+
+    ``bench/results/expansion.md`` compares these defaults with EM's best K on the benchmark
+    targets.  An explicit ``n_nodes`` keeps the plain rules below: grid over the data range
+    (or ``bounds``), bandwidth = spacing unless ``bandwidth`` is given, ``n_iter`` steps (1 for
+    ``n_iter="auto"``).
+
+    Parameters
+    ----------
+    n_nodes : "auto" or int >= 2, default="auto"
+        "auto": chosen from the data (above).  An int: nodes per dimension of a tensor grid
+        (M = n_nodes ** D) over the data range, or the number of centres for
+        ``grid="kmeans++"``.
+    bandwidth : None or float > 0, default=None
+        sigma in data units (isotropic).  None: chosen by the held-out likelihood with
+        ``n_nodes="auto"``, the grid spacing in each dimension with an explicit ``n_nodes``.
+        A number with ``n_nodes="auto"``: spacing = bandwidth, only the steps are chosen.
+    variant : {"em", "kde"}, default="em"
+        "em": weights-only EM steps from uniform weights (``n_iter`` steps in all); "kde":
+        weights proportional to the kernel density at the nodes (tensor grids; one pass).
+    n_iter : "auto" or int >= 1, default="auto"
+        Weights-only EM steps (passes) for ``variant="em"``.  "auto": chosen by the held-out
+        likelihood with ``n_nodes="auto"`` on a tensor grid, else 1.
+    grid : {"auto", "tensor", "kmeans++"}, default="auto"
+        "auto" = "tensor" for D <= 2, "kmeans++" otherwise.
+    bounds : None or (lo, hi) arrays of shape (D,), default=None
+        Extent of the grid; default: trimmed quantiles (``n_nodes="auto"`` on a tensor grid)
+        or the data range (a pass for out-of-core data).
+    random_state : None, int or Generator (k-means++ centres; the selection sample of a
+        stream)
+    chunk_size : int or None (rows per kernel chunk, default 4096)
+    device : {"cpu", "cuda"}, default="cpu"
+        "cuda": the weight passes and ``score_samples``/``score`` run CUDA kernels
+        (``fastmix.kernels.cuda.expansion`` for tensor grids, the diag E-step kernel for
+        centres; ``pip install 'fastmix[cuda]'``).  In-memory NumPy rows are validated on the
+        host and copied to the device once per call; arrays that expose
+        ``__cuda_array_interface__`` (CuPy, PyTorch, numba) are used in place, checked on the
+        device (C-contiguous float32/float64, no NaN/infinity), and must be given with
+        device="cuda"; out-of-core sources and ``partial_fit`` upload their rows block by
+        block / call by call.  Node placement (data range, k-means++ centres, the automatic
+        selection on its sample) runs on the CPU: k-means++ and the automatic settings copy
+        device rows to the host once, the range of device rows is a device pass.  Results
+        agree with "cpu" to rounding (different summation order) and are bit-reproducible run
+        to run.
+
+    Attributes
+    ----------
+    weights_ : (M,) float64
+    means_ : (M, D) float64 node positions
+    sigma_ : (D,) float64 bandwidth
+    grid_shape_ : tuple of int (tensor grid) or () (centres)
+    bounds_ : (2, D) float64
+    lower_bound_ : float
+        Mean log-likelihood of the data under the weights of the last pass (uniform weights for
+        one step).
+    n_iter_ : int
+    n_features_in_ : int
+    auto_ : expansion.AutoChoice or None
+        What the automatic settings chose on a tensor grid (factor f, steps, bounds, spread,
+        effective rows, held-out score and steps per tried f); None with an explicit
+        ``n_nodes`` or k-means++ centres.
+    """
+
+    def __init__(self, n_nodes="auto", *, bandwidth=None, variant="em", n_iter="auto",
+                 grid="auto", bounds=None, random_state=None, chunk_size=None, device="cpu"):
+        self.n_nodes = n_nodes
+        self.bandwidth = bandwidth
+        self.variant = variant
+        self.n_iter = n_iter
+        self.grid = grid
+        self.bounds = bounds
+        self.random_state = random_state
+        self.chunk_size = chunk_size
+        self.device = device
+
+    def _check_hyper(self):
+        for name, lo in (("n_nodes", 2), ("n_iter", 1)):  # a grid needs two nodes per dimension
+            v = getattr(self, name)
+            if not (isinstance(v, str) and v == "auto"):
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                    raise ValueError(f"{name} must be 'auto' or an integer >= {lo}, got {v!r}")
+        b = self.bandwidth
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float, np.number))
+                              or not (math.isfinite(b) and b > 0)):
+            raise ValueError(f"bandwidth must be None or a finite number > 0, got {b!r}")
+        if self.variant not in ("em", "kde"):
+            raise ValueError(f"variant must be 'em' or 'kde', got {self.variant!r}")
+        if self.grid not in ("auto", "tensor", "kmeans++"):
+            raise ValueError(f"grid must be 'auto', 'tensor' or 'kmeans++', got {self.grid!r}")
+        _check_int(self, "chunk_size", 1, optional=True)
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+
+    def _launch(self):
+        """expansion.GPULaunch for device="cuda" (GPUUnavailableError without a GPU), else
+        None."""
+        if getattr(self, "device", "cpu") != "cuda":
+            return None
+        from .. import gpu
+        gpu.require_gpu()
+        return expansion.gpu_launch()
+
+    @staticmethod
+    def _on_device(X, sample_weight, gpu):
+        """True when X lives on the GPU (and device="cuda"); ValueError for GPU arrays that
+        device="cpu" or host rows cannot take."""
+        from .. import gpu as fgpu
+        if not (fgpu.is_device_array(X) or fgpu.is_device_array(sample_weight)):
+            return False
+        if gpu is None:
+            raise ValueError("X or sample_weight is a GPU array (__cuda_array_interface__): use "
+                             "device='cuda', or copy it to the host")
+        if not fgpu.is_device_array(X):
+            raise ValueError("sample_weight on the GPU needs X on the GPU too")
+        return True
+
+    def _rows(self, X, sample_weight, *, fitting, gpu):
+        """(host Stream or None, DeviceData or None, opened): the rows for node placement (the
+        host copy when there is one) and for the passes (the device copy when there is one).
+
+        device="cuda": in-memory arrays are validated on the host and uploaded once; device
+        arrays are used in place and checked on the device; out-of-core sources stay host
+        Streams (their blocks are uploaded pass by pass)."""
+        from .. import gpu as fgpu
+        if self._on_device(X, sample_weight, gpu):
+            if not fitting:
+                self._check_fitted()
+            dev = fgpu.device_rows(X, sample_weight, min_samples=2 if fitting else 1)
+            if not fitting and dev.n_features != self.n_features_in_:
+                raise ValueError(f"X has {dev.n_features} features, but {type(self).__name__} "
+                                 f"is expecting {self.n_features_in_} features as input.")
+            return None, dev, False
+        data, opened = self._stream(X, sample_weight, fitting=fitting)
+        try:
+            dev = None
+            if gpu is not None and data.in_memory is not None:  # copied once per call
+                dev = fgpu.to_gpu(data.in_memory, data.weights)
+        except BaseException:
+            if opened:
+                data.close()
+            raise
+        return data, dev, opened
+
+    def _stream(self, X, sample_weight=None, *, fitting):
+        if distributed.is_dask_array(X) and not fitting:  # fit streams the blocks in order
+            raise ValueError("GMMExpansion scores dask arrays block by block: use "
+                             "X.map_blocks(model.score_samples, drop_axis=1, dtype=float) (or "
+                             "predict likewise)")
+        return super()._stream(X, sample_weight, fitting=fitting)
+
+    _fitted_attr = "weights_"
+
+    def _bounds(self, data):
+        D = data.n_features
+        if self.bounds is not None:
+            try:
+                lo, hi = (np.asarray(b, dtype=np.float64).reshape(-1) for b in self.bounds)
+            except (TypeError, ValueError):
+                raise ValueError("bounds must be a pair (lo, hi) of arrays of n_features "
+                                 "numbers") from None
+            if lo.shape != (D,) or hi.shape != (D,) or not (np.all(np.isfinite(lo))
+                                                            and np.all(np.isfinite(hi))):
+                raise ValueError(f"bounds must be two finite arrays of shape ({D},)")
+            return lo, hi
+        return expansion.data_range(data)
+
+    def _make_nodes(self, data, rng, select=True):
+        """(Nodes, weights steps).  ``select``: choose the automatic settings by the held-out
+        likelihood (fit); else the rule with expansion.AUTO_FACTOR and one step (partial_fit)."""
+        auto_nodes = isinstance(self.n_nodes, str)
+        steps = 1 if isinstance(self.n_iter, str) else int(self.n_iter)
+        if self.variant == "kde":
+            steps = 1
+        grid = self.grid
+        if grid == "auto":
+            grid = "tensor" if data.n_features <= 2 else "kmeans++"
+        if grid != "tensor" and self.variant == "kde":
+            raise ValueError("variant='kde' needs a tensor grid (grid='tensor')")
+        self.auto_ = None
+        if not auto_nodes:
+            lo, hi = self._bounds(data)
+            if grid == "tensor":
+                return expansion.tensor_grid(lo, hi, int(self.n_nodes), self.bandwidth), steps
+            return expansion.kmeanspp_nodes(data, lo, hi, int(self.n_nodes), self.bandwidth,
+                                            rng), steps
+        if grid != "tensor":  # D > 2: up to AUTO_CENTRES centres, at most one per sampled row
+            lo, hi = self._bounds(data)
+            return expansion.kmeanspp_nodes(data, lo, hi, expansion.AUTO_CENTRES,
+                                            self.bandwidth, rng, at_most_rows=True), steps
+        host = data
+        if isinstance(data, expansion.DeviceData):  # the selection runs on a host copy
+            host = sources.as_stream(*data.to_host())
+        Xs, ws = expansion.auto_sample(host, rng)
+        if self.bounds is not None:
+            lo, hi = self._bounds(data)
+        else:
+            lo, hi = expansion.auto_bounds(Xs, ws, *expansion.data_range(data))
+        N = host.n_rows if host.n_rows is not None else Xs.shape[0]
+        n_eff = N * expansion.n_effective(ws, Xs.shape[0]) / Xs.shape[0]
+        n_iter = None if isinstance(self.n_iter, str) else int(self.n_iter)
+        if select:
+            choice = expansion.auto_select(Xs, ws, lo, hi, n_eff, self.variant, self.bandwidth,
+                                           n_iter, self._chunk_rows)
+        else:
+            choice = expansion.AutoChoice(
+                expansion.AUTO_FACTOR if self.bandwidth is None else math.nan, 1, lo, hi,
+                expansion.auto_scale(Xs, ws), n_eff, {})
+        scale = np.where(choice.scale > 0, choice.scale, (hi - lo) / 4)
+        sigma = np.full(lo.shape[0], float(self.bandwidth)) if self.bandwidth is not None \
+            else expansion.rule_sigma(choice.factor, scale, n_eff)
+        self.auto_ = choice
+        steps = choice.n_iter if self.variant == "em" else 1
+        return expansion.auto_grid(lo, hi, sigma), steps
+
+    def _set_nodes(self, nodes, D):
+        self._nodes = nodes
+        self.means_ = nodes.means()
+        self.sigma_ = nodes.sigma.copy()
+        self.grid_shape_ = tuple(int(s) for s in nodes.shape)
+        self.bounds_ = np.stack([nodes.lo, nodes.lo + nodes.h * (np.array(nodes.shape) - 1)]
+                                if nodes.is_grid else [nodes.lo, nodes.lo + nodes.h])
+        self.n_features_in_ = D
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Learn the weights (one pass per step; see the class docstring).  X: (N, D) array or
+        any out-of-core data ``GaussianMixture.fit`` accepts (or a device array with
+        device="cuda"); returns self."""
+        self._check_hyper()
+        gpu = self._launch()
+        host, dev, opened = self._rows(X, sample_weight, fitting=True, gpu=gpu)
+        data = dev if dev is not None else host  # the passes' rows
+        try:
+            rng = check_random_state(self.random_state)
+            with blas_single_threaded():
+                nodes, steps = self._make_nodes(host if host is not None else dev, rng)
+                M = nodes.n_nodes
+                weights = np.full(M, 1.0 / M)
+                lbs = []
+                for _ in range(steps):
+                    with np.errstate(divide="ignore"):  # nodes with no data: weight 0
+                        log_w = np.log(weights)
+                    acc = expansion.weights_pass(data, nodes, log_w, self.variant, gpu=gpu)
+                    lbs.append(float(acc[1][0] / acc[1][1]))
+                    weights = expansion.weights_from(acc, self.variant)
+        finally:
+            if opened:
+                host.close()
+        self._set_nodes(nodes, data.n_features)
+        self.weights_ = weights
+        self.lower_bound_ = lbs[-1]
+        self.lower_bounds_ = lbs
+        self.n_iter_ = steps
+        self._acc = acc if steps == 1 else None
+        return self
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """Add the one-pass statistics of the rows X (n, D) and update the weights: after any
+        sequence of calls the weights equal those of ``fit`` on all rows (one step, uniform
+        start), provided the grid is the same -- give ``bounds``, otherwise the first call's
+        data range fixes the grid.  X: an array (with device="cuda" NumPy rows are uploaded
+        per call, device arrays used in place).  Returns self."""
+        self._check_hyper()
+        gpu = self._launch()
+        from .. import gpu as fgpu
+        if self._on_device(X, sample_weight, gpu):
+            host, dev = None, fgpu.device_rows(X, sample_weight, min_samples=1)
+        else:
+            X = check_array(X, min_samples=1)
+            sw = check_sample_weight(sample_weight, X.shape[0])
+            host = sources.as_stream(X, sw, self._chunk_rows)
+            dev = None if gpu is None else fgpu.to_gpu(X, sw)
+        D = (host if host is not None else dev).n_features
+        with blas_single_threaded():
+            if getattr(self, "_acc", None) is None:
+                if hasattr(self, "weights_"):
+                    raise ValueError("partial_fit continues only a model built by partial_fit "
+                                     "or a one-step fit")
+                self._set_nodes(self._make_nodes(host if host is not None else dev,
+                                                 check_random_state(self.random_state),
+                                                 select=False)[0], D)
+                M = self._nodes.n_nodes
+                self._acc = [np.zeros(M), np.zeros(2)]
+            elif D != self.n_features_in_:
+                raise ValueError(f"X has {D} features, but {type(self).__name__} is "
+                                 f"expecting {self.n_features_in_} features as input.")
+            M = self._nodes.n_nodes
+            expansion.weights_pass(dev if dev is not None else host, self._nodes,
+                                   np.full(M, -math.log(M)), self.variant, self._acc, gpu=gpu)
+        self.weights_ = expansion.weights_from(self._acc, self.variant)
+        self.lower_bound_ = float(self._acc[1][0] / self._acc[1][1])
+        self.lower_bounds_ = [self.lower_bound_]
+        self.n_iter_ = 1
+        return self
+
+    def score_samples(self, X):
+        """log p(x) of each row, (N,) float64 (a host array, also for device rows)."""
+        gpu = self._launch()
+        host, dev, opened = self._rows(X, None, fitting=False, gpu=gpu)
+        try:
+            return expansion.log_prob(dev if dev is not None else host, self._nodes,
+                                      self.weights_, gpu=gpu)
+        finally:
+            if opened:
+                host.close()
+
+    def score(self, X, y=None):
+        """Mean log-likelihood per row."""
+        return float(np.mean(self.score_samples(X)))
+
+    def sample(self, n_samples=1):
+        """Draw ``n_samples`` points: (X (n, D) float64, node index (n,) int64)."""
+        self._check_fitted()
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) \
+                or n_samples < 1:
+            raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}")
+        rng = check_random_state(self.random_state)
+        idx = rng.choice(self.weights_.shape[0], size=n_samples, p=self.weights_)
+        X = self.means_[idx] + rng.standard_normal((n_samples, self.means_.shape[1])) * \
+            self.sigma_
+        return X, idx.astype(np.int64)
+
+    def save(self, path):
+        """Write the model to a versioned ``.npz`` (atomically); load with ``fastmix.load``."""
+        self._check_fitted()
+        params = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
+                  for k, v in self.get_params().items() if k not in ("random_state", "bounds")}
+        nodes = self._nodes
+        meta = {"format_version": FORMAT_VERSION, "class": type(self).__name__,
+                "params": params, "lower_bound_": self.lower_bound_,
+                "lower_bounds_": self.lower_bounds_, "n_iter_": self.n_iter_,
+                "n_features_in_": self.n_features_in_, "shape": list(self.grid_shape_)}
+        arrays = {"weights": self.weights_, "lo": nodes.lo, "h": nodes.h, "sigma": nodes.sigma,
+                  "centres": nodes.centres}
+        if self.bounds is not None:
+            arrays["bounds"] = np.asarray(self.bounds, dtype=np.float64)
+        _atomic_write(path, lambda fh: np.savez(fh, meta=np.array(json.dumps(meta)), **arrays))
+
+    @classmethod
+    def _from_saved(cls, meta, arrays):
+        est = cls(**meta["params"])
+        if "bounds" in arrays:
+            est.bounds = arrays["bounds"]
+        est._check_hyper()
+        D = int(meta["n_features_in_"])
+        shape = tuple(int(s) for s in meta["shape"])
+        nodes = expansion.Nodes(np.asarray(arrays["lo"], np.float64),
+                                np.asarray(arrays["h"], np.float64), shape,
+                                np.asarray(arrays["sigma"], np.float64),
+                                np.asarray(arrays["centres"], np.float64))
+        w = np.asarray(arrays["weights"], np.float64)
+        if nodes.lo.shape != (D,) or nodes.sigma.shape != (D,) or w.shape != (nodes.n_nodes,):
+            raise ValueError("inconsistent shapes")
+        if not np.all(np.isfinite(w)) or np.any(w < 0) or not abs(w.sum() - 1) < 1e-6:
+            raise ValueError("weights are not a probability vector")
+        if not np.all(nodes.sigma > 0):
+            raise ValueError("bandwidth must be positive")
+        est._set_nodes(nodes, D)
+        est.weights_ = w
+        est.lower_bound_ = float(meta["lower_bound_"])
+        est.lower_bounds_ = [float(v) for v in meta["lower_bounds_"]]
+        est.n_iter_ = int(meta["n_iter_"])
+        est._acc = None
+        return est
