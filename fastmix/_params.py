@@ -548,7 +548,7 @@ class GMMParams:
             g64 = self.weights @ self.means
             tmeans = (self.means - g64) @ pc[0]
         elif self.kind in ("full", "diag"):
-            # A shared centre g for the GEMM formulations (cpu.estep._chunk_full/_chunk_diag),
+            # A shared centre g for the GEMM formulations (cpu_estep._chunk_full/_chunk_diag),
             # used only when every mean is within a squared Mahalanobis distance SHARED_MAX of g,
             # so that expanding around g loses at most log10(SHARED_MAX) digits.
             g64 = self.weights @ self.means

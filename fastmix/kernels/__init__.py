@@ -20,7 +20,7 @@ from .cpu.estep import DIAG, ESTEP, FULL, RESP, SPHERICAL, TIED
 LOWRANK = 4
 KIND_CODES = {"full": FULL, "tied": TIED, "diag": DIAG, "spherical": SPHERICAL,
               "lowrank": LOWRANK}
-_PASSES = dict(cpu.estep.PASSES)
+_PASSES = dict(cpu_estep.PASSES)
 _PASSES[LOWRANK] = cpu_lowrank.pass_lowrank
 
 #: Responsibilities below exp(cut) relative to a row's largest component are set to 0.
@@ -182,7 +182,7 @@ def _as_diag(kp, mode, dtype):
 
 def _aligned_empty(shape, dtype):
     """Uninitialised C-contiguous array whose data start on a 64-byte boundary (BLAS rounds
-    differently aligned operands differently; see ``cpu.estep._aligned``)."""
+    differently aligned operands differently; see ``cpu_estep._aligned``)."""
     dt = np.dtype(dtype)
     n = int(np.prod(shape))
     buf = np.empty(n + 64 // dt.itemsize, dtype=dt)
@@ -192,7 +192,7 @@ def _aligned_empty(shape, dtype):
 
 def _full_layout(kp, dtype, mode=ESTEP):
     """(UT, C, T): the full kind's parameters as one log-density GEMM per group of components
-    (``cpu.estep._full_logdens_block``), in ``dtype``.
+    (``cpu_estep._full_logdens_block``), in ``dtype``.
 
     ``z_k = (x - c) U_k - t_k`` with ``t_k = (mu_k - c) U_k`` (float64, then rounded).  With
     a shared centre (``kp.g64`` has D entries: every mean within a squared Mahalanobis distance
@@ -208,7 +208,7 @@ def _full_layout(kp, dtype, mode=ESTEP):
     if mode != ESTEP:
         return np.zeros((1, 0), dt), np.zeros((1, D), dt), np.zeros((K, D), dt)
     shared = kp.g64.shape[0] == D
-    ng = -(-K // max(1, min(K, cpu.estep.FULL_GROUP_COLS // D))) if shared else K
+    ng = -(-K // max(1, min(K, cpu_estep.FULL_GROUP_COLS // D))) if shared else K
     G = -(-K // ng)
     lanes = 64 // dt.itemsize
     per = G * D * D
@@ -254,7 +254,7 @@ def _pass(mode, X, sw, R, kp, chunk_rows, acc):
         pc, g, tmeans = _full_layout(kp, X.dtype, mode)
     run = _PASSES[kind]
     if kind == DIAG and g64.shape[0] != D:  # no shared centre: the row-at-a-time loop
-        run = cpu.estep.pass_diag_rows
+        run = cpu_estep.pass_diag_rows
     sw = _weights(sw)
     cut = CUT[X.dtype]
     with blas_single_threaded():
@@ -391,7 +391,7 @@ def log_prob(X, kp, chunk_rows, want_resp=False):
             X, kp.means, kp.pc, kp.lconst, cut, chunk_rows, c0, c1, logp, labels, resp),
             n_chunks)
     else:
-        run = cpu.estep.LOG_PROBS[kp.kind]
+        run = cpu_estep.LOG_PROBS[kp.kind]
         pc, g, tm = kp.pc, kp.g, kp.tmeans
         if kp.kind == FULL:  # the densities exactly as the pass evaluates them
             pc, g, tm = _full_layout(kp, X.dtype)

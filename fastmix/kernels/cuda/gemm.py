@@ -5,7 +5,7 @@ float64 entries, in global memory and read-modify-writes all of them once per sh
 of ``R`` rows.  For large ``K D`` the tile shrinks (``R = 4`` rows at K = 1024, D = 128) and that
 traffic (``16 S / R`` bytes per row, ~1 TB per E-step at N = 1e6) dominates.  This module
 computes the same statistics with the expanded form of the diagonal quadratic that the CPU
-kernel uses (``cpu.estep._chunk_diag``): with a shared centre ``g`` (``KernelParams.g64`` has D
+kernel uses (``cpu_estep._chunk_diag``): with a shared centre ``g`` (``KernelParams.g64`` has D
 entries, i.e. every mean is close enough to g) and ``u = x - g``,
 
     log pi_k N(x | mu_k, diag s_k^2) = [u*u, u] @ W[:, k] + c0[k]
@@ -186,7 +186,7 @@ def slab_rows(nc, slabs):
 
 def host_operands(kp):
     """(W (2D, K) data dtype, c0 (K,) float64, g (D,) data dtype, g64 (D,) float64), built as
-    ``cpu.estep._chunk_diag`` builds them."""
+    ``cpu_estep._chunk_diag`` builds them."""
     K, D = kp.means64.shape
     dt = kp.means.dtype
     p = np.asarray(kp.pc[:, 0, :], np.float64) ** 2             # (K, D)
@@ -204,7 +204,7 @@ def host_operands(kp):
 
 def to_layout(tot, means64, g64):
     """(nk, s1, s2 (K, 1, D), ll, ws) in the CPU layout from a host totals vector of this path:
-    re-centred from g onto each mean in float64, as ``cpu.estep._chunk_diag`` does."""
+    re-centred from g onto each mean in float64, as ``cpu_estep._chunk_diag`` does."""
     K, D = means64.shape
     KD = K * D
     nk = tot[:K].copy()
