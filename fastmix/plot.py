@@ -57,6 +57,22 @@ def _save(fig, path, dpi=100):
     fig.savefig(str(path), dpi=dpi, format="png")
 
 
+def _log_density(model, comps, exact):
+    """log-density on the plotted features: the model's own ``score_samples`` when they are
+    all its features (``exact``), else the projected mixture ``comps``'s."""
+    if exact:
+        return model.score_samples
+    return lambda P: _mixture_logpdf(P, *comps)
+
+
+def _figure_axes(ax, size):
+    """(figure, axes): a new one-panel figure of ``size`` inches, or ``ax`` and its figure."""
+    if ax is None:
+        fig = _new_figure(size)
+        return fig, fig.add_subplot(1, 1, 1)
+    return ax.figure, ax
+
+
 def _fitted_means(model):
     means = getattr(model, "means_", None)
     if means is None:
@@ -183,11 +199,7 @@ def plot_loss_curve(model, path=None, ax=None, *, title=None, log_lr=True):
                          f"shape {arr.shape}")
     step, loss, sigma, lr = arr.T
     own = ax is None
-    if own:
-        fig = _new_figure((7.0, 4.0))
-        ax = fig.add_subplot(1, 1, 1)
-    else:
-        fig = ax.figure
+    fig, ax = _figure_axes(ax, (7.0, 4.0))
     l1, = ax.plot(step, loss, color="C0", lw=1.2, label="loss (segment mean)")
     ax.set_xlabel("SGD step")
     ax.set_ylabel("loss = -objective")
@@ -382,18 +394,8 @@ def plot_2d(model, X=None, path=None, ax=None, *, features=(0, 1), n_sigma=(1, 2
     f = _check_features(features, D, 2)
     X = _subsample(_check_X(X, D), max_points)
     comps2 = _project(comps, f)
-    if D == 2 and f == (0, 1):
-        def density(P):
-            return model.score_samples(P)
-    else:
-        def density(P):
-            return _mixture_logpdf(P, *comps2)
-    own = ax is None
-    if own:
-        fig = _new_figure((6.0, 5.0))
-        ax = fig.add_subplot(1, 1, 1)
-    else:
-        fig = ax.figure
+    density = _log_density(model, comps2, exact=D == 2 and f == (0, 1))
+    fig, ax = _figure_axes(ax, (6.0, 5.0))
     _panel_2d(ax, comps2, None if X is None else X[:, list(f)], n_sigma, grid, density, levels)
     ax.set_xlabel(f"feature {f[0]}")
     ax.set_ylabel(f"feature {f[1]}")
@@ -440,18 +442,8 @@ def plot_density_1d(model, X=None, path=None, ax=None, *, feature=0, bins=50, gr
     f = _check_features((feature,), D, 1)
     X = _check_X(X, D)
     comps1 = _project(comps, f)
-    if D == 1:
-        def density(P):
-            return model.score_samples(P)
-    else:
-        def density(P):
-            return _mixture_logpdf(P, *comps1)
-    own = ax is None
-    if own:
-        fig = _new_figure((6.0, 4.0))
-        ax = fig.add_subplot(1, 1, 1)
-    else:
-        fig = ax.figure
+    density = _log_density(model, comps1, exact=D == 1)
+    fig, ax = _figure_axes(ax, (6.0, 4.0))
     _panel_1d(ax, comps1, None if X is None else X[:, list(f)], bins, grid, density, components)
     ax.set_xlabel(f"feature {f[0]}")
     ax.set_ylabel("density")
@@ -489,12 +481,7 @@ def plot_lower_bounds(model, path=None, ax=None, *, title=None):
         y = np.asarray(lbs, dtype=np.float64)
         x = np.arange(1, len(y) + 1)
         xlabel, ylabel = "iteration", "lower bound (mean log-likelihood)"
-    own = ax is None
-    if own:
-        fig = _new_figure((6.0, 4.0))
-        ax = fig.add_subplot(1, 1, 1)
-    else:
-        fig = ax.figure
+    fig, ax = _figure_axes(ax, (6.0, 4.0))
     ax.plot(x, y, "o-" if len(y) < 40 else "-", color="C0", lw=1.2, ms=3)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
