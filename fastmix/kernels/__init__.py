@@ -218,7 +218,9 @@ def _full_layout(kp, dtype, mode=ESTEP):
     P[:K] = np.transpose(kp.pc, (0, 2, 1))
     UT[:, :per] = P.reshape(ng, per)
     if shared:
-        C = np.ascontiguousarray(np.broadcast_to(kp.g, (ng, D)), dtype=dt)
+        # a writeable copy (a broadcast view is read-only: a second compiled signature)
+        C = np.empty((ng, D), dt)
+        C[:] = kp.g
         d = kp.means64 - kp.g.astype(np.float64)
         T = np.einsum("ka,kae->ke", d, kp.pc.astype(np.float64)).astype(dt)
     else:

@@ -372,9 +372,9 @@ def _full_logdens_block(X, b0, nb, UT, C, T, lconst, Yf, Zf, acc, L):
                 acc[b] = 0
             for e in range(D):
                 t = T[k, e]
-                r = i * D + e
+                o = (i * D + e) * nb  # row i*D + e of ZT, read through the flat buffer
                 for b in range(nb):
-                    v = ZT[r, b] - t
+                    v = Zf[o + b] - t
                     acc[b] += v * v
             for b in range(nb):
                 L[b, k] = lconst[k] - half * acc[b]
