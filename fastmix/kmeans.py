@@ -1,10 +1,14 @@
-"""k-means for the initialisation, on BLAS: k-means++ seeding, Lloyd, hard-assignment statistics.
+"""k-means for the initialisation: k-means++ seeding, Lloyd, hard-assignment statistics.
 
-Everything here is NumPy (matrix products and ``argmin``), so the default initialisation
-compiles nothing: before, k-means ran on the E-step kernels' NEAREST mode, which made a first
-diagonal fit compile the diagonal row loop besides the GEMM one (~4 s) and a first full fit
-compile the diagonal pass besides the full one, and its row loop took ~30 ms per Lloyd step at
-60 000 x 50, K = 10 (now ~5 ms).
+The distances are NumPy/BLAS products; the per-row work around them (nearest centre, counts and
+sums of a Lloyd pass; the candidates' potentials of a k-means++ step) is one small compiled
+loop each (``kernels.lloyd_chunk``, ``kernels.kmeanspp_step``).  History: k-means first ran on
+the E-step kernels' NEAREST mode (a first diagonal fit compiled a second diagonal pass, ~4 s,
+and a Lloyd step took ~30 ms at 60 000 x 50, K = 10); then on NumPy alone, where on small data
+the glue -- a dozen NumPy calls of a few microseconds per chunk and step -- was two thirds of
+the time (digits, 1797 x 64, K = 10: a Lloyd pass of the four seedings 0.9 ms, now 0.3 ms; the
+four k-means++ seedings 14 ms, now 4.5 ms).  The two loops cost ~0.6 s of compilation once
+(cached on disk).
 
 Distances: ``||x - c||^2 = ||x - m||^2 + ||c - m||^2 - 2 (x - m).(c - m)`` with ``m`` the
 sample's mean (or, for the assignment of the data to the chosen centres, the centres' mean,
@@ -16,8 +20,8 @@ are exactly 0 (a row equal to a centre: it is never drawn again).  Lloyd compare
 adds ``||x - m||^2`` to the minimum only.
 
 Several Lloyd runs (the seedings) share every pass: their centres are stacked k-major into one
-(K S, D) matrix, one product per chunk gives all runs' distances, and the nearest centre is K
-contiguous element-wise passes over (S, rows).
+(K S, D) matrix, one product per chunk gives all runs' distances, and one compiled loop finds
+each run's nearest centre and sums.
 
 Determinism: rows are cut into fixed chunks of ``chunk_rows``; every chunk's labels and partial
 sums are computed by one call from that chunk alone, on the threads of
@@ -52,6 +56,7 @@ class Distances:
         self.chunk = int(max(1, chunk_rows))
         self.n_chunks = -(-self.N // self.chunk)
         self.xn = np.empty(self.N)
+        self._X64 = None
         with kernels.blas_single_threaded():
             kernels.run_ranges(self._norms, self.n_chunks)
 
@@ -65,109 +70,65 @@ class Distances:
             self.xn[sl] = np.einsum("ij,ij->i", d, d)
 
     def prepare(self, C):
-        """Per-call constants for the centres C (n_c, D): (C - m)^T, ||C - m||^2, m.(C - m),
-        -2 (C - m) and ||C - m||^2 + 2 m.(C - m)."""
+        """Per-call constants for the centres C (n_c, D): -2 (C - m) and
+        ||C - m||^2 + 2 m.(C - m) (squared distance = x . first + second + ||x - m||^2)."""
         Cm = np.asarray(C, dtype=np.float64) - self.m
-        cn = np.einsum("ij,ij->i", Cm, Cm)
-        mc = self.m @ Cm.T
-        return (np.ascontiguousarray(Cm.T), cn, mc, np.ascontiguousarray(-2.0 * Cm),
-                cn + 2.0 * mc)
+        return (np.ascontiguousarray(-2.0 * Cm),
+                np.einsum("ij,ij->i", Cm, Cm) + 2.0 * (self.m @ Cm.T))
 
     def rows64(self, c):
         """The rows of chunk c as float64 (a view when X is float64)."""
         Xb = self.X[self.rows(c)]
         return Xb if Xb.dtype == np.float64 else Xb.astype(np.float64)
 
-    def chunk_dist_t(self, c, prep, Xb64=None):
-        """(n_c, rows of chunk c) squared distances *less each row's own ||x - m||^2* (a
-        constant per row, so the nearest centre is the same), float64: the layout in which the
-        nearest centre of each row is a few contiguous element-wise passes.  Add
-        ``xn[rows]`` and clip at 0 for the distances themselves."""
-        Cm2, c0 = prep[3], prep[4]
-        out = Cm2 @ (self.rows64(c) if Xb64 is None else Xb64).T
-        out += c0[:, None]
-        return out
-
-    def chunk_dist(self, c, prep):
-        """(rows of chunk c, n_c) squared distances, float64; values below 1e-12 of the
-        expansion's scale are exactly 0 (a row equal to a centre: k-means++ relies on it)."""
-        CT, cn, mc = prep[:3]
-        out = self.rows64(c) @ CT
-        out -= mc
-        scale = self.xn[self.rows(c), None] + cn[None, :]
-        out *= -2.0
-        out += scale
-        out[out <= 1e-12 * scale] = 0.0
-        return out
-
-    def to(self, C):
-        """(N, n_c) squared distances to the rows of C."""
-        prep = self.prepare(C)
-        out = np.empty((self.N, C.shape[0]))
-
-        def run(c0, c1):
-            for c in range(c0, c1):
-                out[self.rows(c)] = self.chunk_dist(c, prep)
-        with kernels.blas_single_threaded():
-            kernels.run_ranges(run, self.n_chunks)
-        return out
+    def X64(self):
+        """The rows as one float64 C-contiguous array (X itself when it already is; a float32
+        sample is converted once, not once per pass)."""
+        if self._X64 is None:
+            self._X64 = np.ascontiguousarray(self.X, dtype=np.float64)
+        return self._X64
 
 
 def kmeans_plusplus(X, sw, K, rng, n_trials=None, dist=None):
     """Greedy k-means++ seeds (K, D) float64 among the rows of X (Arthur & Vassilvitskii, with
-    ``2 + log K`` candidates per step as scikit-learn): one (N x D) (D x n_trials) product per
-    step."""
+    ``2 + log K`` candidates per step as scikit-learn): per step one (N x D) (D x n_trials)
+    product and one compiled row loop (``kernels.kmeanspp_step``) that keeps the candidate
+    with the lowest potential."""
     N = X.shape[0]
-    w = np.ones(N) if sw is None else np.asarray(sw, dtype=np.float64)
+    w = np.ones(N) if sw is None else np.ascontiguousarray(sw, dtype=np.float64)
     if n_trials is None:
         n_trials = 2 + int(math.log(K))
     if dist is None:
         dist = Distances(X, lloyd_chunk_rows(X.shape[1]))
-    first = rng.choice(N, p=w / w.sum())
-    centres = np.empty((K, X.shape[1]))
-    centres[0] = X[first]
-    mind = dist.to(X[[first]])[:, 0]
-    pot = float(w @ mind)
+    X64 = dist.X64()
+    mind = np.full(N, np.inf)
+    cum = np.empty(N)
+
+    def best_of(cand):
+        Cm = X64[cand] - dist.m
+        P = X64 @ Cm.T
+        t, _ = kernels.kmeanspp_step(P, Cm @ dist.m, np.einsum("ij,ij->i", Cm, Cm), dist.xn,
+                                     w, mind, cum)
+        return cand[t]
+
+    idx = np.empty(K, np.int64)
+    idx[0] = best_of(np.array([rng.choice(N, p=w / w.sum())]))
     for c in range(1, K):
-        if pot > 0:
-            cum = np.cumsum(w * mind)
+        if cum[-1] > 0:
             cand = np.searchsorted(cum, rng.random(n_trials) * cum[-1])
             cand = np.minimum(cand, N - 1)
         else:  # every row already coincides with a seed
             cand = rng.choice(N, n_trials)
-        dists = np.minimum(mind[:, None], dist.to(X[cand]))
-        pots = w @ dists
-        best = int(np.argmin(pots))
-        centres[c] = X[cand[best]]
-        mind = dists[:, best]
-        pot = float(pots[best])
-    return centres
+        idx[c] = best_of(cand)
+    return np.array(X[idx], dtype=np.float64)
 
 
-def _nearest(dt):
-    """(argmin, min) over axis 0 of dt (K, M): the nearest of K centres for each of M
-    columns (rows of the data, for S sets of centres side by side); the first index wins ties,
-    as ``np.argmin``.  For few centres K contiguous passes are ~2x faster than ``np.argmin``."""
-    K, M = dt.shape
-    if K > 32:
-        lab = np.argmin(dt, axis=0)
-        return lab, np.take_along_axis(dt, lab[None, :], axis=0)[0]
-    best = dt[0].copy()
-    lab = np.zeros(M, np.int64)
-    better = np.empty(M, bool)
-    for k in range(1, K):
-        np.less(dt[k], best, out=better)
-        np.copyto(lab, k, where=better)
-        np.minimum(best, dt[k], out=best)
-    return lab, best
-
-
-def assign(dist, C, w=None, want_sums=True):
+def assign(dist, C, w=None):
     """Nearest centre of every row for one set of centres C (K, D) or for S sets at once
-    (S, K, D): labels (N,) / (S, N) int64, squared distances (N,) / (S, N), and -- with
-    ``want_sums`` -- the (weighted) counts nk (K,) / (S, K) and sums s1 (K, D) / (S, K, D) of
-    each centre's rows, added in chunk order.  All sets go through one (S K, D) x (D, rows)
-    product per chunk."""
+    (S, K, D): labels (N,) / (S, N) int64, squared distances (N,) / (S, N), and the (weighted)
+    counts nk (K,) / (S, K) and sums s1 (K, D) / (S, K, D) of each centre's rows, added in
+    chunk order.  All sets go through one (S K, D) x (D, rows) product per chunk, in one
+    compiled call per chunk (``kernels.lloyd_chunk``: nearest centre, counts and sums)."""
     one = C.ndim == 2
     C3 = C[None] if one else C
     S, K, D = C3.shape
@@ -177,40 +138,30 @@ def assign(dist, C, w=None, want_sums=True):
     labels = np.empty((S, dist.N), np.int64)
     mind = np.empty((S, dist.N))
     nk_p = np.zeros((dist.n_chunks, K * S))
-    s1_p = np.zeros((dist.n_chunks, K * S, D)) if want_sums else None
-    sets = np.arange(S)[:, None]
+    s1_p = np.zeros((dist.n_chunks, K * S, D))
 
     def run(c0, c1):
         for c in range(c0, c1):
             sl = dist.rows(c)
             Xb64 = dist.rows64(c)
             B = Xb64.shape[0]
-            lab, dmin = _nearest(dist.chunk_dist_t(c, prep, Xb64).reshape(K, S * B))
-            lab = lab.reshape(S, B)
-            dmin = dmin.reshape(S, B) + dist.xn[sl]
+            lab = np.empty((S, B), np.int64)
+            dmin = np.empty((S, B))
+            kernels.lloyd_chunk(prep[0] @ Xb64.T, prep[1], dist.xn[sl], Xb64,
+                                None if w is None else w[sl], K, S, lab, dmin, nk_p[c], s1_p[c])
             labels[:, sl] = lab
-            mind[:, sl] = np.maximum(dmin, 0.0)
-            if want_sums:
-                flat = (lab * S + sets).ravel()  # row (k, s) of the (K S, D) sums
-                wb = None if w is None else np.tile(w[sl], S)
-                nk_p[c] = np.bincount(flat, wb, minlength=K * S)
-                onehot_t = np.zeros((K * S, B))
-                onehot_t[flat, np.tile(np.arange(B), S)] = 1.0 if wb is None else wb
-                s1_p[c] = onehot_t @ Xb64
+            mind[:, sl] = dmin
     with kernels.blas_single_threaded():
         kernels.run_ranges(run, dist.n_chunks)
-    if want_sums:
-        nk = np.zeros(K * S)
-        s1 = np.zeros((K * S, D))
-        for c in range(dist.n_chunks):  # fixed order
-            nk += nk_p[c]
-            s1 += s1_p[c]
-        nk = np.ascontiguousarray(nk.reshape(K, S).T)
-        s1 = np.ascontiguousarray(s1.reshape(K, S, D).transpose(1, 0, 2))
-    else:
-        nk = s1 = None
+    nk = np.zeros(K * S)
+    s1 = np.zeros((K * S, D))
+    for c in range(dist.n_chunks):  # fixed order
+        nk += nk_p[c]
+        s1 += s1_p[c]
+    nk = np.ascontiguousarray(nk.reshape(K, S).T)
+    s1 = np.ascontiguousarray(s1.reshape(K, S, D).transpose(1, 0, 2))
     if one:
-        return labels[0], mind[0], None if nk is None else nk[0], None if s1 is None else s1[0]
+        return labels[0], mind[0], nk[0], s1[0]
     return labels, mind, nk, s1
 
 

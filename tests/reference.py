@@ -197,6 +197,24 @@ def candidate_potentials(X, sw, cands, mind):
     return np.array([w @ np.minimum(mind, sqdist_to(X, c)) for c in np.asarray(cands, float)])
 
 
+def kmeans_plusplus(X, sw, K, rng, n_trials):
+    """Greedy k-means++ with direct squared distances, drawing from ``rng`` in the order
+    fastmix does (first row by weight, then ``n_trials`` uniforms per step)."""
+    X = np.asarray(X, float)
+    N = X.shape[0]
+    w = _weights_or_ones(sw, N)
+    idx = [int(rng.choice(N, p=w / w.sum()))]
+    mind = sqdist_to(X, X[idx[0]])
+    for _ in range(1, K):
+        cum = np.cumsum(w * mind)
+        cand = np.minimum(np.searchsorted(cum, rng.random(n_trials) * cum[-1]), N - 1)
+        pots = candidate_potentials(X, sw, X[cand], mind)
+        best = int(np.argmin(pots))
+        idx.append(int(cand[best]))
+        mind = np.minimum(mind, sqdist_to(X, X[cand[best]]))
+    return np.array(idx)
+
+
 # ---------------------------------------------------------------------------------- M-step ---
 def m_step(X, sw, resp, kind, reg_covar):
     """scikit-learn's M-step with sample weights: nk = sum w r + 10 eps, means = s1 / nk,

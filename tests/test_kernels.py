@@ -144,16 +144,30 @@ def test_nearest_stats_parity(problem, dtype, chunk, weighted):
     _check_stats(out, expected, 1e-12, f"{kind}/{X.dtype}/chunk={chunk}")
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-def test_kmeanspp_sqdist_parity(dtype):
+@pytest.mark.parametrize("weighted", [False, True])
+def test_kmeanspp_step_parity(weighted):
+    """The compiled k-means++ step: every candidate's potential against direct distances, the
+    lowest kept, the nearest-seed distances and their cumulative sum updated."""
     from fastmix.kmeans import Distances
     rng = np.random.default_rng(2)
-    X = rng.normal(size=(301, 7)).astype(dtype)
-    out = Distances(X, 64).to(X[[4, 200]])
-    assert out.dtype == np.float64
-    for j, r in enumerate([4, 200]):  # float64 arithmetic on the rows as given
-        assert_close(out[:, j], ref.sqdist_to(X.astype(np.float64), X[r].astype(np.float64)),
-                     1e-11)
+    X = rng.normal(loc=50.0, size=(301, 7))
+    X[10] = X[200]  # a duplicate of a candidate: its distance is exactly 0
+    w = rng.uniform(0.1, 2.0, 301) if weighted else np.ones(301)
+    dist = Distances(X, 64)
+    mind = ref.sqdist_to(X, X[0]) + rng.uniform(0, 5, 301)
+    mind[200] = mind[10] = 1e3  # far from the seeds so far: candidate 200 is the best
+    cand = np.array([4, 200, 33])
+    want = ref.candidate_potentials(X, w, X[cand], mind)
+    Cm = X[cand] - dist.m
+    got_mind, cum = mind.copy(), np.empty(301)
+    t, pot = kernels.kmeanspp_step(X @ Cm.T, Cm @ dist.m, np.einsum("ij,ij->i", Cm, Cm),
+                                   dist.xn, w, got_mind, cum)
+    assert t == int(np.argmin(want))
+    assert_close(pot, want.min(), 1e-11)
+    new = np.minimum(mind, ref.sqdist_to(X, X[cand[t]]))
+    assert_close(got_mind, new, 1e-9)
+    assert cand[t] == 200 and got_mind[200] == 0.0 and got_mind[10] == 0.0
+    assert_close(cum, np.cumsum(w * new), 1e-9)
 
 
 # ---------------------------------------------------------------------------- log_prob -----

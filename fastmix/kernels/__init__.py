@@ -14,6 +14,7 @@ import numpy as np
 
 from .cpu import _threads
 from .cpu import estep as cpu_estep, expansion as cpu_expansion, lowrank as cpu_lowrank
+from .cpu import kmeans as cpu_kmeans
 from .cpu._threads import run_ranges
 from .cpu.estep import DIAG, ESTEP, FULL, RESP, SPHERICAL, TIED
 
@@ -273,6 +274,20 @@ def _pass(mode, X, sw, R, kp, chunk_rows, acc):
                 acc.ll += llws_p[j, 0]
                 acc.ws += llws_p[j, 1]
     return acc.result()
+
+
+def lloyd_chunk(dt, c0, xn, Xb, w, K, S, labels, mind, nk, s1):
+    """The row loop of one chunk of a Lloyd pass for S sets of K centres (``cpu/kmeans.py``):
+    nearest centres into ``labels``/``mind`` (S, B), the chunk's counts and sums into ``nk``
+    (K S,) and ``s1`` (K S, D).  ``Xb`` (B, D) float64; ``w`` (B,) float64 or None."""
+    cpu_kmeans.lloyd_chunk(dt, c0, xn, Xb, _weights(w), K, S, labels, mind, nk, s1)
+
+
+def kmeanspp_step(P, mc, cn, xn, w, mind, cum):
+    """The row loop of one greedy k-means++ step (``cpu/kmeans.py``): (best candidate,
+    its potential); updates ``mind`` and ``cum`` in place."""
+    t, pot = cpu_kmeans.kmeanspp_step(P, mc, cn, xn, w, mind, cum)
+    return int(t), float(pot)
 
 
 def estep_stats(X, sw, kp, chunk_rows, acc=None):
