@@ -74,7 +74,7 @@ import numpy as np
 
 from . import kernels
 from . import kmeans as _km
-from ._params import DegenerateComponentWarning, GMMParams, m_step, stats_from_kernel
+from ._params import DegenerateComponentWarning, GMMParams, m_step, stats_from_kernel, warn_at_caller
 from ._validation import first_nonfinite_row
 from .io import as_stream
 
@@ -217,20 +217,23 @@ def kmeans_runs(Xs, sws, K, rng, chunk_rows, max_iter=KMEANS_MAX_ITER, tol=None,
 
 
 def _best_start(Xs, sws, runs, kind, reg_covar, chunk_rows):
-    """The centres of the run whose mixture (hard-assignment M-step on the sample) has the
-    highest log-likelihood on the sample (module docstring: "Choosing the k-means run")."""
+    """(centres, params): the centres of the run whose mixture (hard-assignment M-step on the
+    sample) has the highest log-likelihood on the sample (module docstring: "Choosing the
+    k-means run"), and that mixture (None when there was a single run)."""
     if len(runs) == 1:
-        return runs[0][0]
+        return runs[0][0], None
     sample = as_stream(Xs, sws, chunk_rows)
-    best, best_ll = runs[0][0], -np.inf
+    best, best_ll, best_params = runs[0][0], -np.inf, None
     for centres, _ in runs:
-        with warnings.catch_warnings():  # a rejected start's collapsed components do not matter
-            warnings.simplefilter("ignore", DegenerateComponentWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            # a rejected start's collapsed components do not matter; the chosen one's
+            # warnings are given again if its mixture is used (``_initial``)
+            warnings.simplefilter("always", DegenerateComponentWarning)
             params = _assign_to(sample, centres, kind, reg_covar)
         ll = kernels.estep_stats(Xs, sws, params.kernel_params(Xs.dtype), chunk_rows)[3]
         if ll > best_ll:  # NaN never wins
-            best, best_ll = centres, ll
-    return best
+            best, best_ll, best_params = centres, ll, (params, caught)
+    return best, best_params
 
 
 def _assign_to(data, centres, kind, reg_covar):
@@ -332,8 +335,13 @@ def _initial(data, K, kind, method, rng, reg_covar):
     sample = None if Xs is None else (Xs, sws)
     if method == "kmeans":
         runs = kmeans_runs(Xs, sws, K, rng, data.chunk_rows)
-        centres = _best_start(Xs, sws, runs, kind, reg_covar, data.chunk_rows)
-        return _assign_to(data, centres, kind, reg_covar), sample
+        centres, chosen = _best_start(Xs, sws, runs, kind, reg_covar, data.chunk_rows)
+        if chosen is None or Xs is not data.in_memory or sws is not data.weights:
+            return _assign_to(data, centres, kind, reg_covar), sample
+        # the sample is the data: the chosen mixture is already its hard-assignment M-step
+        for w in chosen[1]:
+            warn_at_caller(str(w.message), w.category)
+        return chosen[0], sample
     if method == "k-means++":
         return _assign_to(data, kmeans_plusplus(Xs, sws, K, rng),
                           kind, reg_covar), sample

@@ -175,30 +175,28 @@ def lloyd_many(dist, sw, starts, max_iter=300, tol_abs=0.0):
     w = None if sw is None else np.asarray(sw, dtype=np.float64)
     C = np.array(starts, dtype=np.float64)
     S = C.shape[0]
-    moving = list(range(S))
-    prev = [None] * S
-    out = [None] * S
+    mv = np.arange(S)                         # the runs still moving
+    prev = np.full((S, dist.N), -1, np.int64)  # each run's labels of its previous pass
+    inertia = np.zeros(S)
+    iters = np.zeros(S, np.int64)
     for n_iter in range(1, max_iter + 1):
-        labels, mind, nk, s1 = assign(dist, C[moving], w)
-        still = []
-        for j, s in enumerate(moving):
-            new = C[s].copy()
-            filled = nk[j] > 0
-            new[filled] = s1[j][filled] / nk[j][filled, None]
-            empty = np.flatnonzero(~filled)
-            if empty.size:
-                far = np.argsort(-(mind[j] if w is None else mind[j] * (w > 0)), kind="stable")
-                new[empty] = dist.X[far[:empty.size]]
-            shift = float(((new - C[s]) ** 2).sum())
-            C[s] = new
-            out[s] = (C[s].copy(), float(mind[j].sum() if w is None else w @ mind[j]), n_iter)
-            if not (shift <= tol_abs or (prev[s] is not None and np.array_equal(labels[j], prev[s]))):
-                still.append(s)
-                prev[s] = labels[j]
-        moving = still
-        if not moving:
+        labels, mind, nk, s1 = assign(dist, C[mv], w)
+        filled = nk > 0
+        new = np.where(filled[:, :, None], s1 / np.where(filled, nk, 1.0)[:, :, None], C[mv])
+        for j in np.flatnonzero(~filled.all(axis=1)):  # empty clusters (rare)
+            empty = np.flatnonzero(~filled[j])
+            far = np.argsort(-(mind[j] if w is None else mind[j] * (w > 0)), kind="stable")
+            new[j, empty] = dist.X[far[:empty.size]]
+        shift = ((new - C[mv]) ** 2).sum(axis=(1, 2))
+        C[mv] = new
+        inertia[mv] = mind.sum(axis=1) if w is None else mind @ w
+        iters[mv] = n_iter
+        keep = ~((shift <= tol_abs) | (labels == prev[mv]).all(axis=1))
+        prev[mv[keep]] = labels[keep]
+        mv = mv[keep]
+        if not mv.size:
             break
-    return out
+    return [(C[s].copy(), float(inertia[s]), int(iters[s])) for s in range(S)]
 
 
 def lloyd(dist, sw, centres, max_iter=300, tol_abs=0.0):

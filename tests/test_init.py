@@ -117,7 +117,7 @@ def test_start_is_chosen_by_likelihood_not_inertia():
     assert inertia[1] < 0.7 * inertia[0]
     runs = [(tight_apart, inertia[0]), (halves, inertia[1])]
     for order in (runs, runs[::-1]):
-        assert init._best_start(X, None, order, "full", 1e-6, 4096) is tight_apart
+        assert init._best_start(X, None, order, "full", 1e-6, 4096)[0] is tight_apart
     assert min(runs, key=lambda r: r[1])[0] is halves  # what choosing by inertia would give
 
 
