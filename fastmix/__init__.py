@@ -11,7 +11,8 @@ Public names::
 """
 from ._params import DegenerateComponentWarning
 from ._validation import NotFittedError
-from .mixture import (BayesianGaussianMixture, BigLearnGaussianMixture, ConvergenceWarning, GaussianMixture,
+from .mixture import (BayesianGaussianMixture, BigLearnGaussianMixture, ConvergenceWarning,
+                      GaussianMixture,
                       GMMExpansion, SGDGaussianMixture, load)
 
 __version__ = "0.1.0"
