@@ -423,6 +423,10 @@ def test_svi_passes_end_near_batch_vb():
         (np.abs(svi.means_ - batch.means_) / tol_means).max()
     tol_w = 5 * f * np.sqrt(pi * (1 - pi) / B)
     assert np.all(np.abs(svi.weights_ - pi) <= tol_w)
+    # the posterior's counts (nu_k = nu_0 + N_k, beta_k = beta_0 + N_k) are those of the whole
+    # data set (the chunks' statistics scaled by N / B), off by N times the weights' error
+    for name in ("degrees_of_freedom_", "mean_precision_"):
+        assert np.all(np.abs(getattr(svi, name) - getattr(batch, name)) <= N * tol_w), name
     # the bound: one batch iteration from the SVI posterior
     one = fastmix.BayesianGaussianMixture(max_iter=1, warm_start=True, **kw)
     one.set_params(max_iter=1)
