@@ -131,8 +131,15 @@ class Covariance:
         raise NotImplementedError
 
     @classmethod
-    def m_step(cls, stats, means, nk_eff, reg_covar):
+    def scatter(cls, stats, means, nk_eff, reg_covar):
+        """The weighted covariances about ``means`` from centred statistics, plus
+        ``reg_covar`` on the diagonal, in this kind's layout (float64 array; algorithms.md
+        5.9).  Shared by the EM M-step and the variational one (``fastmix.variational``)."""
         raise NotImplementedError
+
+    @classmethod
+    def m_step(cls, stats, means, nk_eff, reg_covar):
+        return cls.from_covariances(cls.scatter(stats, means, nk_eff, reg_covar), reg_covar)
 
     # --- derived quantities ------------------------------------------------------------------
     @property
@@ -184,13 +191,13 @@ class FullCovariance(Covariance):
         return cls(np.stack([_cov_from_prec_chol(U) for U in pcs]), pcs)
 
     @classmethod
-    def m_step(cls, stats, means, nk_eff, reg_covar):
+    def scatter(cls, stats, means, nk_eff, reg_covar):
         a, delta = _centred(stats, means, stats.centre)
         covs = (stats.s2 - a[:, :, None] * delta[:, None, :] - delta[:, :, None] * a[:, None, :]
                 + stats.nk[:, None, None] * delta[:, :, None] * delta[:, None, :])
         covs /= nk_eff[:, None, None]
         covs += reg_covar * np.eye(means.shape[1])
-        return cls.from_covariances(covs, reg_covar)
+        return covs
 
     @property
     def precisions(self):
@@ -229,13 +236,13 @@ class TiedCovariance(Covariance):
         return cls(_cov_from_prec_chol(U), U)
 
     @classmethod
-    def m_step(cls, stats, means, nk_eff, reg_covar):
+    def scatter(cls, stats, means, nk_eff, reg_covar):
         a, delta = _centred(stats, means, stats.gcentre[None, :])
         cov = (stats.s2[0] - a.T @ delta - delta.T @ a
                + (stats.nk[:, None] * delta).T @ delta)
         cov /= nk_eff.sum()
         cov += reg_covar * np.eye(means.shape[1])
-        return cls.from_covariances(cov, reg_covar)
+        return cov
 
     @property
     def precisions(self):
@@ -309,11 +316,10 @@ class DiagCovariance(_VarianceCovariance):
         return (K, D)
 
     @classmethod
-    def m_step(cls, stats, means, nk_eff, reg_covar):
+    def scatter(cls, stats, means, nk_eff, reg_covar):
         a, delta = _centred(stats, means, stats.centre)
         var = (stats.s2[:, 0, :] - 2.0 * a * delta + stats.nk[:, None] * delta * delta)
-        var = var / nk_eff[:, None] + reg_covar
-        return cls.from_covariances(var, reg_covar)
+        return var / nk_eff[:, None] + reg_covar
 
     def log_det_chol(self, K, D):
         return np.log(self.precisions_cholesky).sum(axis=1)
@@ -334,13 +340,12 @@ class SphericalCovariance(_VarianceCovariance):
         return (K,)
 
     @classmethod
-    def m_step(cls, stats, means, nk_eff, reg_covar):
+    def scatter(cls, stats, means, nk_eff, reg_covar):
         a, delta = _centred(stats, means, stats.centre)
         D = means.shape[1]
         var = (stats.s2[:, 0, 0] - 2.0 * (a * delta).sum(axis=1)
                + stats.nk * (delta * delta).sum(axis=1))
-        var = var / (nk_eff * D) + reg_covar
-        return cls.from_covariances(var, reg_covar)
+        return var / (nk_eff * D) + reg_covar
 
     def log_det_chol(self, K, D):
         return D * np.log(self.precisions_cholesky)

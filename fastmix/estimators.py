@@ -5,6 +5,7 @@ import warnings
 
 from ._params import DegenerateComponentWarning  # noqa: F401
 from ._validation import NotFittedError  # noqa: F401
+from .mixture import BayesianGaussianMixture  # noqa: F401
 from .mixture import (BigLearnGaussianMixture, ConvergenceWarning, GaussianMixture,  # noqa: F401
                       GMMExpansion, SGDGaussianMixture, load)
 from .mixture._persist import FORMAT_VERSION, MODEL_CLASSES  # noqa: F401

@@ -1,5 +1,6 @@
 """scikit-learn's own estimator checks (``check_estimator``) on every fastmix estimator:
-GaussianMixture for each covariance type (lowrank included), BigLearnGaussianMixture,
+GaussianMixture for each covariance type (lowrank included), BayesianGaussianMixture (both
+prior types), BigLearnGaussianMixture,
 SGDGaussianMixture and GMMExpansion.  The expected failures are listed below, each with its
 reason; every other check must pass."""
 import pytest
@@ -23,6 +24,10 @@ ESTIMATORS = [
     fastmix.SGDGaussianMixture(n_components=4, random_state=0),
     fastmix.GMMExpansion(),
     fastmix.GMMExpansion(n_nodes=8),
+    fastmix.BayesianGaussianMixture(n_components=2, random_state=0, max_iter=20),
+    fastmix.BayesianGaussianMixture(n_components=3, covariance_type="diag", random_state=0,
+                                    weight_concentration_prior_type="dirichlet_distribution",
+                                    max_iter=20),
 ]
 
 # The check fits weighted rows in *shuffled* order against repeated rows in the original

@@ -148,3 +148,68 @@ def test_sklearn_gaussian_mixture_suite_passes_on_fastmix(tmp_path):
     # both dtypes ran, and the suite is not a handful of tests
     assert any("float32" in n for n in passed) and any("float64" in n for n in passed)
     assert len(passed) >= 60, (len(passed), passed)
+
+
+# ---- BayesianGaussianMixture: sklearn/mixture/tests/test_bayesian_mixture.py (and the
+# BayesianGaussianMixture cases of test_mixture.py), both estimators imported from fastmix.
+BAYES_IMPORTS = {
+    "test_bayesian_mixture.py": (
+        "from sklearn.mixture import BayesianGaussianMixture\n",
+        "from fastmix import BayesianGaussianMixture\n"),
+    "test_mixture.py": (
+        "from sklearn.mixture import BayesianGaussianMixture, GaussianMixture\n",
+        "from fastmix import BayesianGaussianMixture, GaussianMixture\n"),
+}
+
+BAYES_NOT_APPLICABLE = {
+    # -- they test scikit-learn's private helpers and never construct the estimator ----------
+    "test_bayesian_mixture.py::test_log_dirichlet_norm":
+        "tests sklearn's _log_dirichlet_norm, not the estimator",
+    "test_bayesian_mixture.py::test_log_wishart_norm":
+        "tests sklearn's _log_wishart_norm, not the estimator",
+    # -- it calls scikit-learn's private methods on the estimator ----------------------------
+    "test_bayesian_mixture.py::test_compare_covar_type":
+        "calls BayesianGaussianMixture._check_parameters and ._initialize_parameters "
+        "(sklearn internals)",
+}
+
+
+@pytest.mark.skipif(not (SUITE / "test_bayesian_mixture.py").exists(),
+                    reason="this scikit-learn install does not ship its tests")
+def test_sklearn_bayesian_mixture_suite_passes_on_fastmix(tmp_path):
+    for name, (old, new) in BAYES_IMPORTS.items():
+        src = (SUITE / name).read_text()
+        assert src.count(old) == 1, f"{name}: the import line changed: {old!r}"
+        copy = src.replace(old, new)
+        assert not re.search(r"^from sklearn\.mixture import .*\bBayesianGaussianMixture\b",
+                             copy, re.M), f"{name}: another import of sklearn's estimator"
+        (tmp_path / name).write_text(copy)
+    (tmp_path / "conftest.py").write_text(PLUGIN.format(names=sorted(BAYES_NOT_APPLICABLE)))
+    env = dict(os.environ, SKLEARN_RUN_FLOAT32_TESTS="1",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env.pop("SKLEARN_TESTS_GLOBAL_RANDOM_SEED", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "sklearn.conftest", "-p",
+         "no:cacheprovider", "--rootdir", str(tmp_path), "-c", os.devnull,
+         "--junitxml", "junit.xml", "-W", "ignore::DeprecationWarning",
+         "test_bayesian_mixture.py", "test_mixture.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    tail = proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert (tmp_path / "junit.xml").exists(), tail
+    assert "from fastmix import BayesianGaussianMixture" in (
+        tmp_path / "test_bayesian_mixture.py").read_text()
+    import json
+    matched = set(json.loads((tmp_path / "not_applicable_matched.json").read_text()))
+    assert matched == set(BAYES_NOT_APPLICABLE), sorted(set(BAYES_NOT_APPLICABLE) - matched)
+    passed, failed = [], []
+    for case in ET.parse(tmp_path / "junit.xml").getroot().iter("testcase"):
+        node = f"{case.get('classname')}::{case.get('name')}"
+        if case.find("failure") is not None or case.find("error") is not None:
+            failed.append(node)
+        elif case.find("skipped") is None:
+            passed.append(node)
+    assert not failed, f"{len(failed)} failed: {failed}\n{tail}"
+    assert proc.returncode == 0, tail
+    # the BayesianGaussianMixture cases of test_mixture.py ran on fastmix's estimator
+    assert sum("estimator1" in n for n in passed) >= 2, passed
+    assert len(passed) >= 18, (len(passed), passed)

@@ -10,10 +10,13 @@ class                          module           what it fits
                                                 marginal steps)
 ``SGDGaussianMixture``         ``_sgd``         streaming SGD, max-component loss, annealing
 ``GMMExpansion``               ``_expansion``   fixed Gaussian grid, learned weights
+``BayesianGaussianMixture``    ``_bayesian``    variational Bayes (Dirichlet distribution /
+                                                process prior), batch or SVI
 =============================  ===============  ==============================================
 
 ``_persist`` holds the model file format: ``load`` and the registry of the classes it rebuilds.
 """
+from ._bayesian import BayesianGaussianMixture
 from ._biglearn import BigLearnGaussianMixture
 from ._expansion import GMMExpansion
 from ._gaussian import ConvergenceWarning, GaussianMixture
@@ -21,4 +24,4 @@ from ._persist import load
 from ._sgd import SGDGaussianMixture
 
 __all__ = ["GaussianMixture", "GMMExpansion", "BigLearnGaussianMixture", "SGDGaussianMixture",
-           "load", "ConvergenceWarning"]
+           "load", "ConvergenceWarning", "BayesianGaussianMixture"]
