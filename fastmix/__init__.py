@@ -7,14 +7,16 @@ Public names::
     BigLearnGaussianMixture  BigLearn-EM: joint, marginal and transformed-marginal EM steps
     SGDGaussianMixture       streaming SGD, max-component loss with annealing (diagonal)
     load              read a model written by ``model.save(path)``
+    select_mixture    choose K and the covariance type (BIC / ICL / held-out), one pass for all
 """
 from ._params import DegenerateComponentWarning
 from ._validation import NotFittedError
 from .mixture import (BigLearnGaussianMixture, ConvergenceWarning, GaussianMixture,
-                      GMMExpansion, SGDGaussianMixture, load)
+                      GMMExpansion, SGDGaussianMixture, SelectionResult, load,
+                      select_mixture)
 
 __version__ = "0.1.0"
 
 __all__ = ["GaussianMixture", "GMMExpansion", "BigLearnGaussianMixture", "SGDGaussianMixture",
-           "load", "ConvergenceWarning", "DegenerateComponentWarning",
-           "NotFittedError", "__version__"]
+           "load", "select_mixture", "SelectionResult", "ConvergenceWarning",
+           "DegenerateComponentWarning", "NotFittedError", "__version__"]

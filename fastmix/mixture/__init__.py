@@ -10,6 +10,8 @@ class                          module           what it fits
                                                 marginal steps)
 ``SGDGaussianMixture``         ``_sgd``         streaming SGD, max-component loss, annealing
 ``GMMExpansion``               ``_expansion``   fixed Gaussian grid, learned weights
+``select_mixture`` (function)  ``_selection``   GaussianMixture over a grid of K x covariance
+                                                types, one data pass per iteration for all
 =============================  ===============  ==============================================
 
 ``_persist`` holds the model file format: ``load`` and the registry of the classes it rebuilds.
@@ -18,7 +20,8 @@ from ._biglearn import BigLearnGaussianMixture
 from ._expansion import GMMExpansion
 from ._gaussian import ConvergenceWarning, GaussianMixture
 from ._persist import load
+from ._selection import SelectionResult, select_mixture
 from ._sgd import SGDGaussianMixture
 
 __all__ = ["GaussianMixture", "GMMExpansion", "BigLearnGaussianMixture", "SGDGaussianMixture",
-           "load", "ConvergenceWarning"]
+           "load", "ConvergenceWarning", "select_mixture", "SelectionResult"]
