@@ -41,7 +41,7 @@ import numpy as np
 from . import init as _init
 from . import kernels
 from . import kmeans as _km
-from ._params import Covariance, GMMParams, m_step, stats_from_kernel
+from ._params import Covariance, GMMParams, LowRankCovariance, m_step, stats_from_kernel
 from .io import Source
 
 CRITERIA = ("bic", "icl", "heldout")
@@ -134,6 +134,20 @@ class Candidate:
     @property
     def n_parameters(self):
         return self.params.n_parameters()
+
+
+def published(params, dtype):
+    """The parameters a fitted model publishes for data of ``dtype``: float32 data give
+    float32 attributes (``GaussianMixture._set_params_from``), so scores use those, rounded."""
+    if np.dtype(dtype) != np.float32:
+        return params
+    r = lambda a: np.asarray(np.asarray(a, dtype=np.float32), dtype=np.float64)  # noqa: E731
+    cov = params.cov
+    if params.kind == "lowrank":
+        cov = LowRankCovariance(r(cov.loadings), r(cov.noise_variances), cov.isotropic)
+    else:
+        cov = type(cov)(r(cov.covariances), r(cov.precisions_cholesky))
+    return GMMParams(r(params.weights), r(params.means), cov)
 
 
 def score_block(X, w, kp, chunk_rows, want_entropy):
@@ -388,7 +402,8 @@ def sweep(data, cands, *, reg_covar, tol, max_iter, criterion="bic", stats=None,
         if not active:
             break
         t0 = time.perf_counter()
-        kps = [c.params.kernel_params(dtype) for c in active]
+        kps = [(c.params if c.status == "running" else published(c.params, dtype))
+               .kernel_params(dtype) for c in active]
         for c, kp in zip(active, kps):
             c._t = time.perf_counter() - t0 if c.status == "running" else 0.0
         if getattr(data, "is_dask", False):

@@ -264,18 +264,21 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
 
         with blas_single_threaded():
             successor = None
+            # the starts read the data as a separate fit does (an in-memory array as one
+            # block: the k-means assignment statistics are summed per block), the EM passes
+            # in cache-sized blocks (the E-step adds chunk partials: no change)
             if start == "split":
                 first = [c for c in cands if c.n_components == ks[0]]
-                _sel.kmeans_starts(work, first, seed, reg_covar, lowrank, stats)
+                _sel.kmeans_starts(data, first, seed, reg_covar, lowrank, stats)
                 rng = np.random.default_rng(seed)
-                sample = _init_sample(work, ks[-1], rng)
+                sample = _init_sample(data, ks[-1], rng)
                 successor = _sel.split_successor({k: ks for k in kinds}, sample,
                                                  work.chunk_rows, float(reg_covar))
                 cands = first
             elif start == "hierarchical":
-                _sel.hierarchical_starts(work, cands, seed, reg_covar, lowrank, stats)
+                _sel.hierarchical_starts(data, cands, seed, reg_covar, lowrank, stats)
             else:
-                _sel.kmeans_starts(work, cands, seed, reg_covar, lowrank, stats)
+                _sel.kmeans_starts(data, cands, seed, reg_covar, lowrank, stats)
             try:
                 _sel.sweep(work, cands, reg_covar=float(reg_covar), tol=float(tol),
                            max_iter=int(max_iter), criterion=criterion, stats=stats,
