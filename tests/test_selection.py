@@ -347,3 +347,67 @@ def test_not_converged_warns(X):
     with pytest.warns(fastmix.ConvergenceWarning, match="did not converge"):
         select_mixture(X, n_components=[3], covariance_types="full", max_iter=1,
                        random_state=0)
+
+
+# --------------------------------------------------------------------------- plot and CLI --
+def test_plot_selection(X, tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    from fastmix import plot
+    res = select_mixture(X, n_components=range(1, 5), covariance_types=("full", "diag"),
+                         random_state=0)
+    path = tmp_path / "sel.png"
+    fig = plot.selection(res, path=path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ax = fig.axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    for kind in ("full", "diag"):
+        rows = res.results_["covariance_type"] == kind
+        np.testing.assert_array_equal(lines[kind].get_xdata(), [1, 2, 3, 4])
+        np.testing.assert_allclose(lines[kind].get_ydata(), res.results_["score"][rows])
+    chosen = [ln for name, ln in lines.items() if name.startswith("chosen")]
+    assert len(chosen) == 1
+    assert chosen[0].get_xdata()[0] == res.best_params_["n_components"] == 3
+    assert chosen[0].get_ydata()[0] == res.best_score_
+    # the JSON report draws the same picture
+    fig2 = plot.selection(res.to_dict())
+    l2 = {ln.get_label(): ln for ln in fig2.axes[0].get_lines()}
+    np.testing.assert_allclose(l2["full"].get_ydata(), lines["full"].get_ydata())
+    with pytest.raises(ValueError, match="SelectionResult"):
+        plot.selection(object())
+
+
+def test_cli_select(X, tmp_path, capsys):
+    import json
+
+    pytest.importorskip("matplotlib")
+    from fastmix.cli import main
+    data = tmp_path / "x.npy"
+    np.save(data, X)
+    out, rep = tmp_path / "best.npz", tmp_path / "sel.json"
+    argv = [str(data), "-k", "1:4", "--covariance-types", "full,spherical", "-o", str(out),
+            "--report", str(rep), "--seed", "3", "--chunk-rows", "256",
+            "--plot", str(tmp_path / "sel.png")]
+    assert main(["select"] + argv) == 0
+    assert "best by bic: K=3" in capsys.readouterr().err
+    best = fastmix.load(out)
+    report = json.loads(rep.read_text())
+    res = select_mixture(X, n_components=range(1, 5), covariance_types=("full", "spherical"),
+                         random_state=3, chunk_size=256)
+    assert report["best_params"] == res.best_params_
+    assert [c["score"] for c in report["candidates"]] == pytest.approx(
+        res.results_["score"].tolist(), rel=1e-12)
+    assert report["n_passes"] == res.n_passes_ and report["bytes_read"] == res.bytes_read_
+    assert _same_model(best, res.best_estimator_)
+    assert (tmp_path / "sel.png").read_bytes()[:4] == b"\x89PNG"
+    # errors: one line, status 1, no output files
+    bad = tmp_path / "bad.npz"
+    for extra, msg in ((["-k", "5:1"], "n_components is empty"),
+                       (["-k", "a:b"], "-k must be"),
+                       (["--criterion", "heldout", "--heldout-fraction", "1.5"],
+                        "heldout_fraction"),
+                       (["--covariance-types", "full,nope"], "covariance_types")):
+        assert main(["select", str(data), "-o", str(bad)] + extra) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err
+        assert not bad.exists()
