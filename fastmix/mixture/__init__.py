@@ -24,4 +24,6 @@ from ._selection import SelectionResult, select_mixture
 from ._sgd import SGDGaussianMixture
 
 __all__ = ["GaussianMixture", "GMMExpansion", "BigLearnGaussianMixture", "SGDGaussianMixture",
-           "load", "ConvergenceWarning", "select_mixture", "SelectionResult"]
+           "load", "ConvergenceWarning"]
+# select_mixture / SelectionResult are importable from here and public as fastmix.*; they are
+# not in __all__, which the deprecated alias fastmix.estimators mirrors (it predates them).
