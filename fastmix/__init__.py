@@ -8,15 +8,17 @@ Public names::
     SGDGaussianMixture       streaming SGD, max-component loss with annealing (diagonal)
     BayesianGaussianMixture  variational Bayes (Dirichlet distribution / process), batch or SVI
     load              read a model written by ``model.save(path)``
+    select_mixture    choose K and the covariance type (BIC / ICL / held-out), one pass for all
 """
 from ._params import DegenerateComponentWarning
 from ._validation import NotFittedError
 from .mixture import (BayesianGaussianMixture, BigLearnGaussianMixture, ConvergenceWarning,
-                      GaussianMixture,
-                      GMMExpansion, SGDGaussianMixture, load)
+                      GaussianMixture, GMMExpansion, SGDGaussianMixture, SelectionResult,
+                      load, select_mixture)
 
 __version__ = "0.1.0"
 
 __all__ = ["GaussianMixture", "GMMExpansion", "BigLearnGaussianMixture", "SGDGaussianMixture",
-           "load", "ConvergenceWarning", "DegenerateComponentWarning",
-           "NotFittedError", "__version__", "BayesianGaussianMixture"]
+           "load", "select_mixture", "SelectionResult", "ConvergenceWarning",
+           "DegenerateComponentWarning", "NotFittedError", "__version__",
+           "BayesianGaussianMixture"]

@@ -4,7 +4,9 @@
 ``file.h5:/dataset``, ``.zarr``, ``.parquet``, ``.csv``), read in blocks with bounded memory;
 ``--checkpoint FILE`` saves the model after every iteration and ``--resume`` continues from it.
 ``score``, ``predict``, ``sample`` and ``info`` use a saved model; ``demo`` fits generated data
-and compares with the truth.
+and compares with the truth.  ``fastmix select DATA -k 1:20 --covariance-types full,diag -o
+best.npz --report sel.json --plot sel.png`` fits every candidate with one read of the file per
+EM iteration and writes the best model (``fastmix.select_mixture``).
 
 Every output path is checked before any work (its directory exists and is writable, it is not
 a directory), and every output file is written atomically (temporary file, then rename): a
@@ -367,6 +369,59 @@ def cmd_plot(args):
     return 0
 
 
+def _k_range(text):
+    """-k for select: "1:20" (inclusive), "1:20:2", "3" or "1,2,5"."""
+    try:
+        if ":" in text:
+            parts = [int(v) for v in text.split(":")]
+            if len(parts) not in (2, 3):
+                raise ValueError
+            step = parts[2] if len(parts) == 3 else 1
+            if step < 1:
+                raise ValueError
+            return list(range(parts[0], parts[1] + 1, step))
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"-k must be LO:HI[:STEP], K or K1,K2,...; got {text!r}") from None
+
+
+def cmd_select(args):
+    import json
+
+    import fastmix
+    from .mixture._persist import _atomic_write
+    _check_outputs(("model file", args.output), ("report", args.report), ("plot", args.plot))
+    if args.device != "cpu":
+        raise ValueError("select runs on the CPU (--device cpu)")
+    ks = _k_range(args.n_components)
+    kinds = [k.strip() for k in args.covariance_types.split(",") if k.strip()]
+    if args.plot is not None:
+        from . import plot  # matplotlib missing: fail before the work
+        plot._mpl()
+    source = _open_data(args)
+    t0 = time.perf_counter()
+    with source:
+        res = fastmix.select_mixture(
+            source, n_components=ks, covariance_types=kinds, criterion=args.criterion,
+            heldout_fraction=args.heldout_fraction, start=args.start, tol=args.tol,
+            reg_covar=args.reg_covar, max_iter=args.max_iter, random_state=args.seed,
+            chunk_size=args.chunk_rows, n_factors=args.n_factors, progress=_progress(args))
+    res.best_estimator_.save(args.output)
+    if args.report is not None:
+        text = json.dumps(res.to_dict(), indent=1).encode()
+        _atomic_write(args.report, lambda fh: fh.write(text))
+    if args.plot is not None:
+        plot.selection(res, path=args.plot)
+    if not args.quiet:
+        b = res.best_params_
+        print(f"{len(res)} candidates on {args.data} in {time.perf_counter() - t0:.2f} s, "
+              f"{_plural(res.n_passes_, 'pass')} over the data "
+              f"({sum(res.bytes_read_) / 2**20:.1f} MiB read); best by {args.criterion}: "
+              f"K={b['n_components']}, {b['covariance_type']} (score {res.best_score_:.6g}); "
+              f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
 def _parser():
     from . import __version__
     p = argparse.ArgumentParser(prog="fastmix", description=__doc__.split("\n\n")[0])
@@ -461,6 +516,34 @@ def _parser():
                    help="data rows drawn (a seeded uniform sample; default 5000)")
     _common(g)
     g.set_defaults(func=cmd_plot)
+
+    c = sub.add_parser("select", help="choose K and the covariance type by BIC / ICL / "
+                                      "held-out score; write the best model (.npz)", **fmt)
+    _data_args(c)
+    c.add_argument("-k", "--n-components", default="1:9",
+                   help="numbers of components: LO:HI (inclusive), LO:HI:STEP, or K1,K2,...")
+    c.add_argument("--covariance-types", default="full,tied,diag,spherical",
+                   help="comma-separated covariance types to try (also lowrank)")
+    c.add_argument("--criterion", default="bic", choices=["bic", "icl", "heldout"],
+                   help="selection criterion (lower is better)")
+    c.add_argument("--heldout-fraction", type=float, default=0.2,
+                   help="share of rows held out for --criterion heldout")
+    c.add_argument("--start", default="kmeans", choices=["kmeans", "hierarchical", "split"],
+                   help="starts: k-means per candidate (= separate fits), Ward's hierarchical "
+                        "clustering of a sample, or split K into K+1")
+    c.add_argument("-o", "--output", required=True, help="best model file to write (.npz)")
+    c.add_argument("--report", default=None, help="JSON report of every candidate to write")
+    c.add_argument("--plot", default=None,
+                   help="PNG of the criterion against K to write (needs matplotlib)")
+    c.add_argument("--n-factors", type=int, default=None, help="factors for lowrank")
+    c.add_argument("--max-iter", type=int, default=100, help="EM iterations per candidate")
+    c.add_argument("--tol", type=float, default=1e-3,
+                   help="stop when the mean log-likelihood changes by less")
+    c.add_argument("--reg-covar", type=float, default=1e-6,
+                   help="added to every covariance's diagonal")
+    c.add_argument("--seed", type=int, default=0, help="random seed (starts, held-out split)")
+    _common(c)
+    c.set_defaults(func=cmd_select)
 
     sub.add_parser("demo", help="fit generated data and compare with the truth "
                                 "(fastmix demo --help)", add_help=False)

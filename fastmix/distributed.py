@@ -73,6 +73,21 @@ def _hard_stats(X, w, kp, chunk_rows):
 _PASSES = {"estep": kernels.estep_stats, "nearest": _hard_stats}
 
 
+def _block_many(block, wblock, jobs, chunk_rows, offset, validate):
+    """Several passes over one block while it is in memory (model selection: every candidate's
+    E-step, assignment or score): their tuples concatenated into one flat tuple."""
+    X, w = _prepare(block, wblock, jobs[0][1].means.dtype, offset, validate)
+    out = []
+    with kernels.thread_limit(1):
+        for mode, kp in jobs:
+            if mode in ("score", "score_entropy"):
+                from .selection import score_block
+                out.extend(score_block(X, w, kp, chunk_rows, mode == "score_entropy"))
+            else:
+                out.extend(_PASSES[mode](X, w, kp, chunk_rows))
+    return tuple(out)
+
+
 def _check_block(X, w, offset):
     bad = first_nonfinite_row(X)
     if bad >= 0:
@@ -327,6 +342,21 @@ class DaskData:
         parts = [task(x, w, mode, shared, self.chunk_rows, off, validate)
                  for x, w, off in self._blocks()]
         return self._finish_pass(self._reduce_parts(parts), validate)
+
+    def reduce_many(self, jobs):
+        """One distributed pass for many kernel passes ``jobs`` = [(mode, kp)] with mode
+        "estep", "nearest", "score" or "score_entropy" (``selection.score_block``): every task
+        runs all of them on its block; returns one 5-tuple per job."""
+        from dask import delayed
+        validate = not self.validated
+        shared = self._shared(list(jobs))
+        task = delayed(_block_many, pure=False)
+        parts = [task(x, w, shared, self.chunk_rows, off, validate)
+                 for x, w, off in self._blocks()]
+        flat = self._reduce_parts(parts)
+        if validate:
+            self.validated = True
+        return [tuple(flat[5 * i:5 * i + 5]) for i in range(len(jobs))]
 
     def random_resp(self, K, kp, rng):
         """Statistics of uniform random responsibilities drawn on the workers (block seeds

@@ -247,6 +247,13 @@ def _assign_to(data, centres, kind, reg_covar):
         for _, X, w in data.blocks():
             _km.hard_stats(X, w, kp.means64, kp.kind, kp.g64, data.chunk_rows, acc)
         out = acc.result()
+    return assigned_params(kind, out, kp, centres, reg_covar)
+
+
+def assigned_params(kind, out, kp, centres, reg_covar):
+    """The M-step of the hard-assignment statistics ``out`` (a kernel tuple for the centres of
+    ``kp``), with the seeds nobody is nearest to kept in place (``_assign_to``'s second half:
+    model selection runs the assignment passes of many starts side by side)."""
     stats = stats_from_kernel(kind, out, kp)
     params = m_step(stats, reg_covar)
     empty = stats.nk <= 0

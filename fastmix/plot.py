@@ -14,6 +14,11 @@ Every model (``GaussianMixture`` of any covariance type, ``BigLearnGaussianMixtu
   projected ellipses and density contours below it.
 * :func:`mixture_components` -- the (weights, means, dense covariances) all of these draw.
 
+Model selection (``fastmix.select_mixture``):
+
+* :func:`selection` -- the criterion against the number of components, one line per
+  covariance type, the chosen model marked.
+
 SGD-specific:
 
 * :func:`plot_prototypes` -- the K = n x n means on their toroidal grid, one image per
@@ -32,7 +37,7 @@ import math
 import numpy as np
 
 __all__ = ["plot_prototypes", "plot_loss_curve", "plot_2d", "plot_density_1d",
-           "plot_lower_bounds", "plot_corner", "mixture_components"]
+           "plot_lower_bounds", "plot_corner", "mixture_components", "selection"]
 
 
 def _mpl():
@@ -548,5 +553,53 @@ def plot_corner(model, X=None, path=None, *, features=None, n_sigma=(1, 2), bins
                 ax.set_yticklabels([])
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.08, top=0.94, wspace=0.06, hspace=0.06)
     fig.suptitle(title or f"{type(model).__name__} (K={len(comps[0])}, D={D})")
+    _save(fig, path)
+    return fig
+
+
+def selection(result, path=None, ax=None, *, title=None):
+    """The criterion of every candidate of ``fastmix.select_mixture`` against the number of
+    components, one line per covariance type, the chosen model circled.
+
+    Parameters
+    ----------
+    result : SelectionResult, or its ``to_dict()`` (the JSON report of ``fastmix select``)
+    path, ax : as for :func:`plot_2d`.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if isinstance(result, dict):
+        rows = result.get("candidates")
+        if not rows:
+            raise ValueError("the selection report has no candidates")
+        ks = np.array([r["n_components"] for r in rows])
+        kinds = np.array([r["covariance_type"] for r in rows])
+        scores = np.array([np.nan if r["score"] is None else r["score"] for r in rows],
+                          dtype=np.float64)
+        best, criterion = int(result["best_index"]), result["criterion"]
+    else:
+        r = getattr(result, "results_", None)
+        if r is None:
+            raise ValueError(f"expected a SelectionResult, got {type(result).__name__}")
+        ks, kinds = np.asarray(r["n_components"]), np.asarray(r["covariance_type"])
+        scores = np.asarray(r["score"], dtype=np.float64)
+        best, criterion = int(result.best_index_), result.criterion
+    fig, ax = _figure_axes(ax, (6.0, 4.0))
+    for i, kind in enumerate(dict.fromkeys(kinds.tolist())):
+        sel = kinds == kind
+        order = np.argsort(ks[sel])
+        ax.plot(ks[sel][order], scores[sel][order], "o-", color=f"C{i}", lw=1.2, ms=4,
+                label=kind)
+    ax.plot([ks[best]], [scores[best]], "o", ms=14, mfc="none", mec="k", mew=1.5,
+            label=f"chosen: K={ks[best]}, {kinds[best]}")
+    ax.set_xlabel("number of components K")
+    ax.set_ylabel(f"{criterion.upper() if criterion != 'heldout' else '-2 held-out log L'}"
+                  " (lower is better)")
+    ax.set_xticks(np.unique(ks) if np.unique(ks).size <= 25 else ax.get_xticks())
+    ax.legend(fontsize="small")
+    ax.set_title(title or f"model selection by {criterion}")
     _save(fig, path)
     return fig

@@ -12,6 +12,8 @@ class                          module           what it fits
 ``GMMExpansion``               ``_expansion``   fixed Gaussian grid, learned weights
 ``BayesianGaussianMixture``    ``_bayesian``    variational Bayes (Dirichlet distribution /
                                                 process prior), batch or SVI
+``select_mixture`` (function)  ``_selection``   GaussianMixture over a grid of K x covariance
+                                                types, one data pass per iteration for all
 =============================  ===============  ==============================================
 
 ``_persist`` holds the model file format: ``load`` and the registry of the classes it rebuilds.
@@ -21,7 +23,10 @@ from ._biglearn import BigLearnGaussianMixture
 from ._expansion import GMMExpansion
 from ._gaussian import ConvergenceWarning, GaussianMixture
 from ._persist import load
+from ._selection import SelectionResult, select_mixture
 from ._sgd import SGDGaussianMixture
 
 __all__ = ["GaussianMixture", "GMMExpansion", "BigLearnGaussianMixture", "SGDGaussianMixture",
            "load", "ConvergenceWarning", "BayesianGaussianMixture"]
+# select_mixture / SelectionResult are importable from here and public as fastmix.*; they are
+# not in __all__, which the deprecated alias fastmix.estimators mirrors (it predates them).

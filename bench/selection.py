@@ -1,0 +1,231 @@
+#!/usr/bin/env python
+"""Model selection (``fastmix.select_mixture``): starts, and the sweep against loops.
+
+Two studies, each writing ``bench/results/selection_<study>.json`` and ``.md``:
+
+``starts`` -- the three starts of ``select_mixture`` (independent k-means per candidate,
+    Ward's hierarchical clustering cut at every K, split K -> K + 1) on seeded mixtures from
+    ``_data.make_mixture`` (well separated and overlapping): the best BIC reached per
+    covariance type, the K it picked, the passes over the data and the time.
+
+``scale`` -- one sweep over K = 1..KMAX x covariance types on N x D data, end to end, against
+    (a) scikit-learn's ``GaussianMixture`` in a loop over the same grid with the same
+    max_iter / tol, and (b) one ``fastmix.GaussianMixture`` fit per candidate; plus, with
+    ``--npy``, the sweep on a ``.npy`` file: bytes read per EM pass and peak RSS (run in a
+    child process so its RSS is its own).
+
+    python bench/selection.py starts --n 20000 --seeds 3
+    python bench/selection.py scale --n 1000000 --d 16 --kmax 20 --types full,tied,diag,spherical
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+from _data import make_mixture  # noqa: E402
+
+import fastmix  # noqa: E402
+
+
+def _write(name, payload, md_lines):
+    out = os.path.join(HERE, "results", f"selection_{name}")
+    with open(out + ".json", "w") as fh:
+        json.dump(payload, fh, indent=1)
+    with open(out + ".md", "w") as fh:
+        fh.write("\n".join(md_lines) + "\n")
+    print("\n".join(md_lines))
+    print(f"wrote {out}.json / .md")
+
+
+def _env():
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "fastmix": fastmix.__version__, "cpus": os.cpu_count(),
+            "threads": os.environ.get("NUMBA_NUM_THREADS"),
+            "loadavg_start": os.getloadavg()}
+
+
+def starts(args):
+    kinds = args.types.split(",")
+    rows = []
+    for sep in ("well", "overlap"):
+        for seed in range(args.seeds):
+            X = make_mixture(args.n, args.d, args.k_true, separation=sep, seed=seed)
+            X = X[0] if isinstance(X, tuple) else X
+            for start in ("kmeans", "hierarchical", "split"):
+                t0 = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    res = fastmix.select_mixture(X, n_components=range(1, args.kmax + 1),
+                                                 covariance_types=kinds, start=start,
+                                                 random_state=seed, max_iter=args.max_iter)
+                dt = time.perf_counter() - t0
+                r = res.results_
+                for kind in kinds:
+                    sel = r["covariance_type"] == kind
+                    i = np.flatnonzero(sel)[np.argmin(r["bic"][sel])]
+                    rows.append(dict(separation=sep, seed=seed, start=start, kind=kind,
+                                     best_bic=float(r["bic"][i]), best_k=int(r["n_components"][i]),
+                                     iters=int(r["n_iter"][sel].sum()), passes=res.n_passes_,
+                                     seconds=dt))
+                print(sep, seed, start, f"{dt:.1f} s", res.best_params_, flush=True)
+    md = [f"# select_mixture starts: N = {args.n}, D = {args.d}, true K = {args.k_true}, "
+          f"K = 1..{args.kmax}, {args.seeds} seeds, max_iter {args.max_iter}", "",
+          f"environment: {_env()}", "",
+          "BIC difference to the k-means start (negative: the start reached a lower, better "
+          "BIC), K picked, EM iterations summed over K, passes over the data, seconds "
+          "(whole sweep of all types), per separation / seed / type:", "",
+          "| separation | seed | type | kmeans BIC | hier. - kmeans | split - kmeans | K "
+          "(km/hc/split) | iterations (km/hc/split) | passes (km/hc/split) | s (km/hc/split) |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    wins = {"hierarchical": [0, 0, 0], "split": [0, 0, 0]}
+    for sep in ("well", "overlap"):
+        for seed in range(args.seeds):
+            for kind in kinds:
+                g = {r["start"]: r for r in rows if r["separation"] == sep
+                     and r["seed"] == seed and r["kind"] == kind}
+                km = g["kmeans"]["best_bic"]
+                for s in wins:
+                    d = g[s]["best_bic"] - km
+                    wins[s][0 if d < -1e-6 * abs(km) else 2 if d > 1e-6 * abs(km) else 1] += 1
+                md.append(f"| {sep} | {seed} | {kind} | {km:.1f} | "
+                          f"{g['hierarchical']['best_bic'] - km:+.1f} | "
+                          f"{g['split']['best_bic'] - km:+.1f} | "
+                          + "/".join(str(g[s]["best_k"]) for s in
+                                     ("kmeans", "hierarchical", "split")) + " | "
+                          + "/".join(str(g[s]["iters"]) for s in
+                                     ("kmeans", "hierarchical", "split")) + " | "
+                          + "/".join(str(g[s]["passes"]) for s in
+                                     ("kmeans", "hierarchical", "split")) + " | "
+                          + "/".join(f"{g[s]['seconds']:.1f}" for s in
+                                     ("kmeans", "hierarchical", "split")) + " |")
+    md += ["", "Against the k-means start (better / same / worse best BIC): "
+           + "; ".join(f"{s}: {w[0]} / {w[1]} / {w[2]}" for s, w in wins.items())]
+    _write("starts", {"args": {k: v for k, v in vars(args).items() if k != "func"}, "env": _env(), "rows": rows}, md)
+
+
+def _sweep_child(path, ks, kinds, max_iter, tol):
+    """Run in a child: the sweep on a .npy file, print JSON with bytes per pass and peak RSS."""
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fastmix.select_mixture(path, n_components=ks, covariance_types=kinds,
+                                     random_state=0, max_iter=max_iter, tol=tol)
+    print(json.dumps({"seconds": time.perf_counter() - t0, "bytes_read": res.bytes_read_,
+                      "pass_kinds": res.pass_kinds_, "file_bytes": os.path.getsize(path),
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "best": res.best_params_}))
+
+
+def scale(args):
+    kinds = args.types.split(",")
+    ks = list(range(1, args.kmax + 1))
+    X = make_mixture(args.n, args.d, args.k_true, separation="overlap", seed=0)
+    X = X[0] if isinstance(X, tuple) else X
+    out = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "env": _env()}
+    kw = dict(max_iter=args.max_iter, tol=args.tol)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = fastmix.select_mixture(X, n_components=ks, covariance_types=kinds,
+                                     random_state=0, **kw)
+        out["select"] = {"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+                         "passes": res.n_passes_, "best": res.best_params_,
+                         "iters": int(res.results_["n_iter"].sum())}
+        print("select", out["select"], flush=True)
+        if not args.no_separate:
+            t0, c0 = time.perf_counter(), time.process_time()
+            for kind in kinds:
+                for K in ks:
+                    fastmix.GaussianMixture(K, covariance_type=kind, random_state=0,
+                                            **kw).fit(X)
+            out["separate"] = {"seconds": time.perf_counter() - t0,
+                               "cpu": time.process_time() - c0}
+            print("separate", out["separate"], flush=True)
+        if not args.no_sklearn:
+            from sklearn.mixture import GaussianMixture as SkGM
+            t0, c0 = time.perf_counter(), time.process_time()
+            sk_bic = {}
+            for kind in kinds:
+                for K in ks:
+                    sk_bic[f"{kind}{K}"] = SkGM(K, covariance_type=kind, random_state=0,
+                                                **kw).fit(X).bic(X)
+            out["sklearn"] = {"seconds": time.perf_counter() - t0,
+                              "cpu": time.process_time() - c0,
+                              "best": min(sk_bic, key=sk_bic.get)}
+            print("sklearn", out["sklearn"], flush=True)
+    if args.npy:
+        np.save(args.npy, X)
+        del X
+        code = (f"import sys; sys.path.insert(0, {HERE!r}); import selection as s; "
+                f"s._sweep_child({args.npy!r}, {ks!r}, {kinds!r}, {args.max_iter}, {args.tol})")
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               check=True)
+        out["npy"] = json.loads(child.stdout.strip().splitlines()[-1])
+        print("npy", {k: v for k, v in out["npy"].items() if k != "bytes_read"}, flush=True)
+    out["env"]["loadavg_end"] = os.getloadavg()
+    s = out["select"]
+    md = [f"# select_mixture at scale: N = {args.n}, D = {args.d}, K = 1..{args.kmax} x "
+          f"{kinds} ({len(ks) * len(kinds)} candidates), max_iter {args.max_iter}, tol "
+          f"{args.tol}", "", f"environment: {out['env']}", "",
+          "| run | wall s | process CPU s | vs select_mixture (wall) |", "|---|---|---|---|",
+          f"| select_mixture (one pass per iteration for all) | {s['seconds']:.1f} | "
+          f"{s['cpu']:.1f} | 1.0x |"]
+    for name, label in (("separate", "fastmix.GaussianMixture per candidate"),
+                        ("sklearn", "scikit-learn GaussianMixture loop")):
+        if name in out:
+            md.append(f"| {label} | {out[name]['seconds']:.1f} | {out[name]['cpu']:.1f} | "
+                      f"{out[name]['seconds'] / s['seconds']:.2f}x |")
+    md += ["", f"passes over the data: {s['passes']} (EM iterations of all candidates "
+           f"together: {s['iters']}); best: {s['best']}"
+           + (f"; scikit-learn's best: {out['sklearn']['best']}" if "sklearn" in out else "")]
+    if "npy" in out:
+        n = out["npy"]
+        em = [b for b, k in zip(n["bytes_read"], n["pass_kinds"]) if k == "em"]
+        md += ["", f"out of core ({args.npy}, {n['file_bytes'] / 2**20:.0f} MiB): "
+               f"{n['seconds']:.1f} s, {len(em)} EM passes, bytes per EM pass / file size = "
+               f"{min(em) / n['file_bytes']:.4f} .. {max(em) / n['file_bytes']:.4f}, "
+               f"peak RSS {n['peak_rss_mib']:.0f} MiB"]
+    _write("scale", out, md)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="study", required=True)
+    a = sub.add_parser("starts")
+    a.add_argument("--n", type=int, default=20000)
+    a.add_argument("--d", type=int, default=4)
+    a.add_argument("--k-true", type=int, default=6)
+    a.add_argument("--kmax", type=int, default=10)
+    a.add_argument("--seeds", type=int, default=3)
+    a.add_argument("--max-iter", type=int, default=100)
+    a.add_argument("--types", default="full,diag")
+    a.set_defaults(func=starts)
+    b = sub.add_parser("scale")
+    b.add_argument("--n", type=int, default=1_000_000)
+    b.add_argument("--d", type=int, default=16)
+    b.add_argument("--k-true", type=int, default=8)
+    b.add_argument("--kmax", type=int, default=20)
+    b.add_argument("--types", default="full,tied,diag,spherical")
+    b.add_argument("--max-iter", type=int, default=100)
+    b.add_argument("--tol", type=float, default=1e-3)
+    b.add_argument("--no-sklearn", action="store_true")
+    b.add_argument("--no-separate", action="store_true")
+    b.add_argument("--npy", default=None, help="also sweep this .npy file (written first)")
+    b.set_defaults(func=scale)
+    args = p.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,480 @@
+"""Model-selection driver: EM for many candidate mixtures (numbers of components x covariance
+types) with one read of the data per iteration for all of them.
+
+The loop (``sweep``) is ``em.em_loop`` run side by side: each pass over the data hands every
+block to the E-step of every candidate that is still running (``kernels.estep_stats`` into the
+candidate's own ``kernels.Accumulator``), so a block is read once -- from disk, or from memory
+into cache -- however many candidates use it.  After the pass each candidate takes its own
+M-step (``_params.m_step``) and stopping rule, exactly as a separate fit does; a candidate
+that stopped is scored in the next pass (log-likelihood of its final parameters, the entropy of
+its responsibilities for ICL, or the held-out log-likelihood) and then drops out.  Because the
+per-chunk partial statistics are added in chunk order whatever the block boundaries
+(``kernels.Accumulator``), each candidate's parameters are bit-identical to a separate
+``GaussianMixture`` fit from the same start.
+
+Starts (``kmeans_starts``, ``hierarchical_starts``, ``split_params``):
+
+* ``"kmeans"``: each candidate gets the start a separate ``GaussianMixture(n_components=K,
+  covariance_type=..., random_state=seed)`` gets.  Its random draws depend on K only, so the
+  k-means sample and the k-means runs are computed once per K (and the sample once per sample
+  size), and the assignment passes of all candidates share one read of the data.
+* ``"hierarchical"``: Ward's agglomerative clustering (the model-based hierarchical
+  agglomeration of the spherical, equal-volume model, as mclust uses to start EM) of a seeded
+  sample of at most ``HC_ROWS`` rows, cut at every K; then the same shared assignment pass.
+* ``"split"``: K = min(K) starts from k-means; each K + 1 starts from the converged K-component
+  model with its least Gaussian component split in two (Mardia's multivariate kurtosis of the
+  component's responsibility-weighted sample, the split along its principal axis), in the
+  spirit of Ueda et al. (2000), "SMEM algorithm for mixture models".  Candidates of one
+  covariance type then run one after the other, so the sweep needs more passes.
+
+Held-out scoring: row i is held out when a hash of (seed, i) falls below the fraction
+(SplitMix64), so the split does not depend on blocks, chunks or the source; a candidate is
+fitted with weight 0 on held-out rows and scored on them.
+"""
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import init as _init
+from . import kernels
+from . import kmeans as _km
+from ._params import Covariance, GMMParams, LowRankCovariance, m_step, stats_from_kernel
+from .io import Source
+
+CRITERIA = ("bic", "icl", "heldout")
+STARTS = ("kmeans", "hierarchical", "split")
+#: Rows of the in-memory blocks handed to every candidate in turn (bytes; whole chunks): small
+#: enough to stay in the last-level cache while the candidates' E-steps run on it.
+CACHE_BLOCK_BYTES = 4 * 2**20
+#: Rows of the sample the hierarchical start clusters (Ward's linkage is O(n^2) memory).
+HC_ROWS = 2000
+
+
+# ----------------------------------------------------------------------- held-out split -----
+def _splitmix64(x):
+    """SplitMix64 finaliser of uint64 ``x`` (vectorised)."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def heldout_mask(start, stop, fraction, seed):
+    """(stop - start,) bool: True for the held-out rows among rows start..stop-1.  Row i is held
+    out when the SplitMix64 hash of (seed, i) maps below ``fraction`` of [0, 1)."""
+    return _heldout_rows(np.arange(start, stop, dtype=np.uint64), fraction, seed)
+
+
+def _heldout_rows(rows, fraction, seed):
+    with np.errstate(over="ignore"):
+        key = _splitmix64(np.uint64(int(seed) & (2**64 - 1)))
+        u = _splitmix64(np.asarray(rows).astype(np.uint64) ^ key)
+    return (u >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction
+
+
+def train_weights_of_rows(rows, fraction, seed):
+    """Training weights (1.0, or 0.0 when held out) of the row indices ``rows`` (n,) int."""
+    return (~_heldout_rows(rows, fraction, seed)).astype(np.float64)
+
+
+class TrainingWeights(Source):
+    """The held-out split as a 1-D random-access weight source: 1.0 for training rows, 0.0 for
+    held-out rows (so any Stream reads it in step with the rows)."""
+
+    random_access = True
+    n_features = 1
+    dtype = np.dtype(np.float64)
+
+    def __init__(self, n_rows, fraction, seed):
+        self.n_rows = int(n_rows)
+        self.fraction = float(fraction)
+        self.seed = int(seed)
+        self.name = f"held-out split ({fraction:g})"
+
+    def read_rows(self, start, stop, out):
+        out[:, 0] = ~heldout_mask(start, stop, self.fraction, self.seed)
+
+    def take(self, rows):
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((rows.shape[0], 1))
+        for i, r in enumerate(rows):
+            self.read_rows(int(r), int(r) + 1, out[i:i + 1])
+        return out
+
+    def array(self):
+        out = np.empty((self.n_rows, 1))
+        self.read_rows(0, self.n_rows, out)
+        return out[:, 0]
+
+
+# ----------------------------------------------------------------------- candidates ---------
+@dataclass
+class Candidate:
+    """One model of the sweep and its EM state (the fields of ``em.EMResult``) and scores."""
+    n_components: int
+    covariance_type: str
+    params: GMMParams = None
+    lower_bound: float = -np.inf
+    n_iter: int = 0
+    converged: bool = False
+    lower_bounds: list = field(default_factory=list)
+    iter_times: list = field(default_factory=list)
+    seconds: float = 0.0           # time spent on this candidate: start, E-steps, M-steps, score
+    status: str = "waiting"        # waiting -> running -> scoring -> done
+    log_likelihood: float = np.nan  # sum of log p(x) of the final model (training rows)
+    heldout_log_likelihood: float = np.nan
+    entropy: float = np.nan        # -sum r log r of the final model's responsibilities
+    n_rows: int = 0                # rows scored (all rows; training rows for heldout)
+    n_heldout: int = 0
+
+    @property
+    def n_parameters(self):
+        return self.params.n_parameters()
+
+
+def published(params, dtype):
+    """The parameters a fitted model publishes for data of ``dtype``: float32 data give
+    float32 attributes (``GaussianMixture._set_params_from``), so scores use those, rounded."""
+    if np.dtype(dtype) != np.float32:
+        return params
+    r = lambda a: np.asarray(np.asarray(a, dtype=np.float32), dtype=np.float64)  # noqa: E731
+    cov = params.cov
+    if params.kind == "lowrank":
+        cov = LowRankCovariance(r(cov.loadings), r(cov.noise_variances), cov.isotropic)
+    else:
+        cov = type(cov)(r(cov.covariances), r(cov.precisions_cholesky))
+    return GMMParams(r(params.weights), r(params.means), cov)
+
+
+def score_block(X, w, kp, chunk_rows, want_entropy):
+    """(sum of w log p, sum of (1 - w) log p, -sum r log r, rows with w > 0, rows) of one block
+    under ``kp``; ``w`` None means every row is a training row."""
+    logp, _, resp = kernels.log_prob(X, kp, chunk_rows, want_entropy)
+    ent = 0.0
+    if want_entropy:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ent = -float(np.sum(np.where(resp > 0, resp * np.log(resp), 0.0)))
+    if w is None:
+        return float(np.sum(logp)), 0.0, ent, float(X.shape[0]), float(X.shape[0])
+    train = w > 0
+    return (float(np.sum(logp[train])), float(np.sum(logp[~train])), ent, float(train.sum()),
+            float(X.shape[0]))
+
+
+@dataclass
+class SweepStats:
+    """What a sweep read: passes over the data and the bytes of each."""
+    pass_bytes: list = field(default_factory=list)
+    pass_kinds: list = field(default_factory=list)   # "start", "em"
+
+    @property
+    def n_passes(self):
+        return len(self.pass_bytes)
+
+
+def _blocks(data, stats, what):
+    """The data's blocks, counting the bytes of the pass in ``stats``."""
+    n = 0
+    for start, X, w in data.blocks():
+        n += X.nbytes
+        yield start, X, w
+    stats.pass_bytes.append(n)
+    stats.pass_kinds.append(what)
+
+
+def cache_blocked(data, block_bytes=CACHE_BLOCK_BYTES):
+    """An in-memory Stream re-cut into cache-sized blocks of whole chunks (the statistics do not
+    change: the chunk partials are added in the same order); other data as they are."""
+    if getattr(data, "is_dask", False) or data.in_memory is None:
+        return data
+    rows = max(1, block_bytes // (data.dtype.itemsize * data.n_features) // data.chunk_rows)
+    return data.rebatched(rows * data.chunk_rows)
+
+
+# ----------------------------------------------------------------------- starts -------------
+def _assignment_pass(data, jobs, reg_covar, stats):
+    """Initial parameters for ``jobs`` = [(kind, centres)], one shared pass of hard
+    assignments (``init._assign_to`` for each, side by side)."""
+    kps = [kernels.nearest_params(c, data.dtype, kernels.KIND_CODES[k]) for k, c in jobs]
+    if getattr(data, "is_dask", False):
+        outs = data.reduce_many([("nearest", kp) for kp in kps])
+        stats.pass_bytes.append(data.n_rows * data.n_features * data.dtype.itemsize)
+        stats.pass_kinds.append("start")
+    else:
+        accs = [kernels.Accumulator(kp.kind, *kp.means64.shape) for kp in kps]
+        for _, X, w in _blocks(data, stats, "start"):
+            for kp, acc in zip(kps, accs):
+                _km.hard_stats(X, w, kp.means64, kp.kind, kp.g64, data.chunk_rows, acc)
+        outs = [acc.result() for acc in accs]
+    return [_init.assigned_params(k, out, kp, c, reg_covar)
+            for (k, c), kp, out in zip(jobs, kps, outs)]
+
+
+def _base_kind(kind):
+    return "diag" if kind == "lowrank" else kind
+
+
+def kmeans_starts(data, cands, seed, reg_covar, lowrank, stats):
+    """Set ``params`` of every candidate to the start ``GaussianMixture(random_state=seed)``
+    computes (``init.initial_params`` with init_params="kmeans"), sharing the sample and
+    k-means runs per K and the assignment pass across candidates."""
+    samples = {}   # sample size -> (Xs, sws, generator after drawing it)
+    per_k = {}     # K -> (Xs, sws, runs, generator after the k-means runs)
+    jobs = []
+    for c in cands:
+        K = c.n_components
+        t0 = time.perf_counter()
+        if K not in per_k:
+            n_max = max(_init.KMEANS_SAMPLE, 50 * K)
+            if n_max not in samples:
+                rng = np.random.default_rng(seed)
+                Xs, sws = _init._subsample(data, K, rng)
+                samples[n_max] = (Xs, sws, copy.deepcopy(rng))
+            Xs, sws, rng = samples[n_max]
+            rng = copy.deepcopy(rng)
+            if Xs.shape[0] < K:
+                raise ValueError(f"Expected n_samples >= n_components but got n_components = "
+                                 f"{K}, n_samples = {Xs.shape[0]}")
+            runs = _init.kmeans_runs(Xs, sws, K, rng, data.chunk_rows)
+            per_k[K] = (Xs, sws, runs, rng)
+        Xs, sws, runs, _ = per_k[K]
+        centres = _init._best_start(Xs, sws, runs, _base_kind(c.covariance_type), reg_covar,
+                                    data.chunk_rows)[0]
+        jobs.append((_base_kind(c.covariance_type), centres))
+        c.seconds += time.perf_counter() - t0
+    _finish_starts(data, cands, jobs, reg_covar, lowrank, stats,
+                   lambda c: per_k[c.n_components])
+
+
+def hierarchical_starts(data, cands, seed, reg_covar, lowrank, stats):
+    """Starts from Ward's hierarchical clustering of a seeded sample of at most HC_ROWS rows
+    (the k-means sample, subsampled), cut at each K; then one shared assignment pass."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    t0 = time.perf_counter()
+    Kmax = max(c.n_components for c in cands)
+    rng = np.random.default_rng(seed)
+    Xs, sws = _init._subsample(data, Kmax, rng)
+    if Xs.shape[0] < Kmax:
+        raise ValueError(f"Expected n_samples >= n_components but got n_components = {Kmax}, "
+                         f"n_samples = {Xs.shape[0]}")
+    if Xs.shape[0] > HC_ROWS:
+        idx = np.sort(rng.choice(Xs.shape[0], HC_ROWS, replace=False))
+        Xh = np.asarray(Xs[idx], dtype=np.float64)
+    else:
+        Xh = np.asarray(Xs, dtype=np.float64)
+    Z = linkage(Xh, method="ward")
+    centres = {}
+    for K in sorted({c.n_components for c in cands}):
+        lab = fcluster(Z, K, criterion="maxclust") - 1
+        C = np.array([Xh[lab == j].mean(axis=0) for j in range(lab.max() + 1)])
+        if C.shape[0] < K:  # ties in the tree: fill with the rows farthest from their centre
+            far = np.argsort(-((Xh - C[lab]) ** 2).sum(axis=1))[:K - C.shape[0]]
+            C = np.concatenate([C, Xh[far]])
+        centres[K] = C
+    dt = (time.perf_counter() - t0) / len(cands)
+    for c in cands:
+        c.seconds += dt
+    jobs = [(_base_kind(c.covariance_type), centres[c.n_components]) for c in cands]
+    _finish_starts(data, cands, jobs, reg_covar, lowrank, stats,
+                   lambda c: (Xs, sws, None, rng))
+
+
+def _finish_starts(data, cands, jobs, reg_covar, lowrank, stats, sample_of):
+    t0 = time.perf_counter()
+    params = _assignment_pass(data, jobs, reg_covar, stats)
+    dt = (time.perf_counter() - t0) / max(1, len(cands))
+    for c, p in zip(cands, params):
+        t1 = time.perf_counter()
+        if c.covariance_type == "lowrank":
+            Xs, sws, _, rng = sample_of(c)
+            p = _init._lowrank_from(p, (Xs, sws), copy.deepcopy(rng), reg_covar,
+                                    data.chunk_rows, **lowrank)
+        c.params = p
+        c.status = "running"
+        c.seconds += dt + time.perf_counter() - t1
+
+
+def _mahalanobis2(params, X):
+    """(n, K) squared Mahalanobis distances of the rows X to each component (numpy; full, tied,
+    diag, spherical)."""
+    K, D = params.means.shape
+    pc = params.cov.kernel_pc(K, D)
+    out = np.empty((X.shape[0], K))
+    for k in range(K):
+        Y = X - params.means[k]
+        U = pc[k if pc.shape[0] > 1 else 0]
+        Z = Y @ U if U.shape[0] == D and U.shape[1] == D else Y * U[0]
+        out[:, k] = np.einsum("ij,ij->i", Z, Z)
+    return out
+
+
+def split_params(params, Xs, sws, chunk_rows, reg_covar):
+    """K + 1 components from ``params``: the component whose responsibility-weighted sample is
+    least Gaussian by Mardia's multivariate kurtosis, |b_k - D (D + 2)| / sqrt(8 D (D + 2) /
+    n_k) largest, split in two along its principal axis (means mu +- sqrt(lambda_1)/2 v_1,
+    half the weight each, the variance along v_1 reduced by lambda_1/4)."""
+    K, D = params.means.shape
+    X = np.asarray(Xs, dtype=np.float64)
+    _, _, R = kernels.log_prob(np.ascontiguousarray(X), params.kernel_params(np.float64),
+                               chunk_rows, True)
+    if sws is not None:
+        R = R * np.asarray(sws, dtype=np.float64)[:, None]
+    d2 = _mahalanobis2(params, X)
+    nk = R.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b = (R * d2 ** 2).sum(axis=0) / nk
+        z = np.abs(b - D * (D + 2)) / np.sqrt(8.0 * D * (D + 2) / nk)
+    z = np.where(nk > D + 1, z, -np.inf)
+    k = int(np.argmax(z)) if np.any(np.isfinite(z)) else int(np.argmax(params.weights))
+    kind = params.kind
+    covs = params.cov.covariances
+    if kind == "full":
+        S = covs[k]
+    elif kind == "tied":
+        S = covs
+    elif kind == "diag":
+        S = np.diag(covs[k])
+    else:
+        S = np.eye(D) * covs[k]
+    lam, V = np.linalg.eigh(S)
+    v, l1 = V[:, -1], lam[-1]
+    a = 0.5 * math.sqrt(max(l1, 0.0))
+    means = np.concatenate([params.means, params.means[k:k + 1] + a * v])
+    means[k] -= a * v
+    weights = np.concatenate([params.weights, params.weights[k:k + 1] / 2])
+    weights[k] /= 2
+    if kind == "full":
+        new = S - a * a * np.outer(v, v)
+        cov = np.concatenate([covs, new[None]])
+        cov[k] = new
+    elif kind == "diag":
+        new = covs[k].copy()
+        j = int(np.argmax(new))
+        new[j] *= 0.75
+        cov = np.concatenate([covs, new[None]])
+        cov[k] = new
+    elif kind == "spherical":
+        cov = np.concatenate([covs, covs[k:k + 1]])
+    else:
+        cov = covs
+    return GMMParams(weights, means, Covariance.registry[kind].from_covariances(cov, reg_covar))
+
+
+def split_successor(kinds_ks, sample, chunk_rows, reg_covar):
+    """``successor`` for ``sweep``: when the candidate (K, kind) stops and K' (the next K asked
+    for that kind) exists, a running Candidate (K', kind) started by K' - K splits."""
+    Xs, sws = sample
+
+    def successor(c):
+        ks = kinds_ks[c.covariance_type]
+        i = ks.index(c.n_components)
+        if i + 1 >= len(ks):
+            return None
+        t0 = time.perf_counter()
+        p = c.params
+        for _ in range(ks[i + 1] - c.n_components):
+            p = split_params(p, Xs, sws, chunk_rows, reg_covar)
+        return Candidate(ks[i + 1], c.covariance_type, params=p, status="running",
+                         seconds=time.perf_counter() - t0)
+    return successor
+
+
+# ----------------------------------------------------------------------- the loop -----------
+def sweep(data, cands, *, reg_covar, tol, max_iter, criterion="bic", stats=None,
+          successor=None, callback=None):
+    """EM for every candidate whose status is "running", sharing each pass over ``data``
+    (module docstring).  ``successor(candidate)`` may return a new running Candidate when one
+    stops (split starts).  ``callback(n_pass, cands)`` after each pass.  Returns ``stats``
+    (a SweepStats)."""
+    stats = SweepStats() if stats is None else stats
+    want_entropy = criterion == "icl"
+    dtype = data.dtype
+    n_pass = 0
+    for c in cands:
+        if c.status == "running" and max_iter == 0:
+            c.status = "scoring"
+    while True:
+        active = [c for c in cands if c.status in ("running", "scoring")]
+        if not active:
+            break
+        t0 = time.perf_counter()
+        kps = [(c.params if c.status == "running" else published(c.params, dtype))
+               .kernel_params(dtype) for c in active]
+        for c, kp in zip(active, kps):
+            c._t = time.perf_counter() - t0 if c.status == "running" else 0.0
+        if getattr(data, "is_dask", False):
+            jobs = [("estep" if c.status == "running" else
+                     ("score_entropy" if want_entropy else "score"), kp)
+                    for c, kp in zip(active, kps)]
+            outs = data.reduce_many(jobs)
+            stats.pass_bytes.append(data.n_rows * data.n_features * dtype.itemsize)
+            stats.pass_kinds.append("em")
+            per = (time.perf_counter() - t0) / len(active)
+            for c in active:
+                c._t += per
+        else:
+            outs = []
+            for c, kp in zip(active, kps):
+                outs.append(kernels.Accumulator.for_params(kp) if c.status == "running"
+                            else np.zeros(5))
+            for _, X, w in _blocks(data, stats, "em"):
+                for c, kp, out in zip(active, kps, outs):
+                    t1 = time.perf_counter()
+                    if c.status == "running":
+                        kernels.estep_stats(X, w, kp, data.chunk_rows, out)
+                    else:
+                        out += score_block(X, w, kp, data.chunk_rows, want_entropy)
+                    c._t += time.perf_counter() - t1
+            outs = [o.result() if isinstance(o, kernels.Accumulator) else tuple(o) for o in outs]
+        n_pass += 1
+        for c, kp, out in zip(active, kps, outs):
+            t1 = time.perf_counter()
+            if c.status == "scoring":
+                ll_train, ll_held, ent, n_train, n_all = out
+                c.log_likelihood = float(ll_train)
+                c.heldout_log_likelihood = float(ll_held)
+                c.entropy = float(ent)
+                c.n_rows = int(round(n_train))
+                c.n_heldout = int(round(n_all - n_train))
+                c.status = "done"
+                c.seconds += c._t + time.perf_counter() - t1
+                continue
+            st = stats_from_kernel(c.params.kind, out, kp)
+            prev = c.lower_bound
+            c.params = m_step(st, reg_covar, (), c.params)
+            c.lower_bound = st.mean_log_likelihood
+            c.n_iter += 1
+            c.lower_bounds.append(c.lower_bound)
+            dt = c._t + time.perf_counter() - t1
+            c.iter_times.append(dt)
+            c.seconds += dt
+            if abs(c.lower_bound - prev) < tol:
+                c.converged = True
+            if c.converged or c.n_iter >= max_iter:
+                c.status = "scoring"
+                nxt = None if successor is None else successor(c)
+                if nxt is not None:
+                    cands.append(nxt)
+        if callback is not None:
+            callback(n_pass, cands)
+    for c in cands:
+        c.__dict__.pop("_t", None)
+    return stats
+
+
+def score(c, criterion):
+    """The candidate's criterion value (lower is better): BIC = -2 log L + p log n; ICL = BIC +
+    2 x entropy of the responsibilities; heldout = -2 x held-out log-likelihood."""
+    if criterion == "heldout":
+        return -2.0 * c.heldout_log_likelihood
+    bic = -2.0 * c.log_likelihood + c.n_parameters * math.log(c.n_rows)
+    return bic + 2.0 * c.entropy if criterion == "icl" else bic
+
+
+__all__ = ["CRITERIA", "STARTS", "Candidate", "SweepStats", "TrainingWeights", "heldout_mask",
+           "kmeans_starts", "hierarchical_starts", "split_params", "sweep", "score",
+           "score_block", "cache_blocked", "split_successor", "train_weights_of_rows"]
