@@ -132,6 +132,23 @@ def assign(dist, C, w=None):
     one = C.ndim == 2
     C3 = C[None] if one else C
     S, K, D = C3.shape
+    labels, mind, nk_p, s1_p = _assign_chunks(dist, C3, w)
+    nk = np.zeros(K * S)
+    s1 = np.zeros((K * S, D))
+    for c in range(dist.n_chunks):  # fixed order
+        nk += nk_p[c]
+        s1 += s1_p[c]
+    nk = np.ascontiguousarray(nk.reshape(K, S).T)
+    s1 = np.ascontiguousarray(s1.reshape(K, S, D).transpose(1, 0, 2))
+    if one:
+        return labels[0], mind[0], nk[0], s1[0]
+    return labels, mind, nk, s1
+
+
+def _assign_chunks(dist, C3, w=None):
+    """``assign`` of the S sets C3 (S, K, D), with the counts and sums per chunk: labels
+    (S, N), distances (S, N), nk_p (chunks, K S) and s1_p (chunks, K S, D), rows (k, s)."""
+    S, K, D = C3.shape
     # centre rows ordered (k, s): the distances of chunk c are (K, S, rows), so each centre
     # index is one contiguous slice across all S sets
     prep = dist.prepare(np.ascontiguousarray(C3.transpose(1, 0, 2)).reshape(K * S, D))
@@ -153,16 +170,7 @@ def assign(dist, C, w=None):
             mind[:, sl] = dmin
     with kernels.blas_single_threaded():
         kernels.run_ranges(run, dist.n_chunks)
-    nk = np.zeros(K * S)
-    s1 = np.zeros((K * S, D))
-    for c in range(dist.n_chunks):  # fixed order
-        nk += nk_p[c]
-        s1 += s1_p[c]
-    nk = np.ascontiguousarray(nk.reshape(K, S).T)
-    s1 = np.ascontiguousarray(s1.reshape(K, S, D).transpose(1, 0, 2))
-    if one:
-        return labels[0], mind[0], nk[0], s1[0]
-    return labels, mind, nk, s1
+    return labels, mind, nk_p, s1_p
 
 
 def lloyd_many(dist, sw, starts, max_iter=300, tol_abs=0.0):
@@ -220,19 +228,21 @@ def hard_stats(X, w, centres, kind, g64, chunk_rows, acc):
     """Add the statistics of hard assignments to the nearest of ``centres`` (K, D) to ``acc``
     (a ``kernels.Accumulator``), in the layout of the E-step statistics for the covariance
     ``kind`` (a ``kernels.KIND_CODES`` value): second moments centred on each centre (tied: on
-    ``g64``), ll = minus the weighted inertia.  The rows are taken chunk by chunk in order."""
+    ``g64``), ll = minus the weighted inertia.  Every statistic is added to ``acc`` chunk by
+    chunk, in order: a file read in blocks of whole chunks gives the statistics of the array in
+    memory bit for bit (sums per block, then added, did not: 1 ulp apart)."""
     K, D = centres.shape
-    # chunks of exactly chunk_rows and an expansion centre that does not depend on the block:
-    # a file read in blocks of whole chunks gives the same statistics as the array in memory
+    # chunks of exactly chunk_rows and an expansion centre that does not depend on the block
     dist = Distances(X, chunk_rows, centre=centres.mean(axis=0))
     wv = None if w is None else np.asarray(w, dtype=np.float64)
-    labels, mind, nk, s1 = assign(dist, centres, wv)
-    acc.nk += nk
-    acc.s1 += s1
-    acc.ll += -float(mind.sum() if wv is None else wv @ mind)
-    acc.ws += float(dist.N if wv is None else wv.sum())
-    for c in range(dist.n_chunks):  # second moments, in chunk order
+    labels, mind, nk_p, s1_p = _assign_chunks(dist, centres[None], wv)
+    labels, mind = labels[0], mind[0]
+    for c in range(dist.n_chunks):  # in chunk order
         sl = dist.rows(c)
+        acc.nk += nk_p[c]
+        acc.s1 += s1_p[c]
+        acc.ll += -float(mind[sl].sum() if wv is None else wv[sl] @ mind[sl])
+        acc.ws += float(mind[sl].shape[0] if wv is None else wv[sl].sum())
         lab = labels[sl]
         Xb = np.asarray(X[sl], dtype=np.float64)
         wb = np.ones(Xb.shape[0]) if wv is None else wv[sl]

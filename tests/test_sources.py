@@ -1208,3 +1208,20 @@ def test_sources_module_is_a_deprecated_alias_of_io():
     for name in sources.__all__:
         assert getattr(old, name) is getattr(sources, name), name
     assert old.BLOCK_BYTES == sources.base.BLOCK_BYTES
+
+
+@pytest.mark.parametrize("cov", COV_TYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_kmeans_start_from_a_file_in_blocks_equals_in_memory_on_inexact_data(cov, weighted,
+                                                                              tmp_path):
+    """The k-means start's hard-assignment statistics are added chunk by chunk, whatever the
+    blocks: on data whose sums round (unlike DATA's short decimals) a file read in blocks of
+    768 rows gives the in-memory start bit for bit (they were added per block: 1 ulp apart)."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(N, D)) * rng.uniform(0.5, 2.0, size=D) + rng.normal(scale=3, size=D)
+    w = rng.uniform(0.1, 3.0, N) if weighted else None
+    path = write_npy(X, tmp_path)
+    for max_iter in (0, 2):
+        ref = gm(cov, max_iter=max_iter).fit(X, sample_weight=w)
+        got = gm(cov, max_iter=max_iter).fit(str(path), sample_weight=w)
+        assert_same_fit(got, ref)
