@@ -167,18 +167,19 @@ class Accumulator:
 
 
 def _as_diag(kp, mode, dtype):
-    """(pc, g, g64) to run a spherical model through the diagonal passes: each component's
-    single precision factor repeated over the D features, and the shared centre of the GEMM
-    formulation (the mean of the means, used only when every mean is within a squared
-    Mahalanobis distance SHARED_MAX of it, as for diag; never for the k-means and
-    given-responsibility modes, whose ``pc`` carries no scale)."""
+    """(pc, g, g64) to run a spherical model through the diagonal passes: the shared centre
+    of the GEMM formulation (the mean of the means, used only when every mean is within a
+    squared Mahalanobis distance SHARED_MAX of it, as for diag; never for the
+    given-responsibility mode, whose ``pc`` carries no scale), with ``pc`` as it is (K, 1, 1)
+    for ``pass_diag``; without one, each component's single precision factor repeated over
+    the D features (K, 1, D) for the row loop ``pass_diag_rows``."""
     K, D = kp.means64.shape
-    pc = np.ascontiguousarray(np.broadcast_to(kp.pc[:, :, :1], (K, 1, D)))
     g64 = kp.means64.mean(axis=0)
     maha2 = (((kp.means64 - g64) * kp.pc[:, 0, :1].astype(np.float64)) ** 2).sum(axis=1)
     if mode != ESTEP or not np.max(maha2) < SHARED_MAX[np.dtype(dtype)]:
+        pc = np.ascontiguousarray(np.broadcast_to(kp.pc[:, :, :1], (K, 1, D)))
         return pc, np.zeros(D, dtype), np.zeros(0)
-    return pc, g64.astype(dtype), g64
+    return np.ascontiguousarray(kp.pc), g64.astype(dtype), g64
 
 
 def _aligned_empty(shape, dtype):
@@ -234,22 +235,16 @@ def _pass(mode, X, sw, R, kp, chunk_rows, acc):
     """Run the kind's pass over groups of chunks on ``_threads.run_ranges``; add the slots to
     ``acc`` in chunk order.
 
-    Spherical models run through the diagonal passes (their GEMM formulation: 2.4x faster than
-    a spherical row loop, measured) with the per-feature second moments summed at the merge."""
+    Spherical models run through the diagonal passes: ``pass_diag`` takes their (K, 1, 1)
+    factors as they are (GEMM formulation: 2.4x faster than a spherical row loop, measured);
+    without a shared centre ``pass_diag_rows`` gets them repeated over the features, and the
+    per-feature second moments are summed at the merge."""
     N = X.shape[0]
     K, D = kp.means64.shape
     q = n_factors(kp)
     kind = DIAG if kp.kind == SPHERICAL else kp.kind
     if acc is None:
         acc = Accumulator(kp.kind, K, D, q)
-    chunk_rows = int(chunk_rows)
-    n_chunks = max(1, -(-N // chunk_rows))
-    n_slots = min(n_chunks, _n_slots(kind, K, D, q))
-    # slots padded to whole cache lines (+8 doubles) so two threads never write one line
-    nk_p = np.zeros((n_slots, K + 8))
-    s1_p = np.zeros((n_slots, K, D))
-    s2_p = np.zeros((n_slots,) + s2_shape(kind, K, D, q))
-    llws_p = np.zeros((n_slots, 8))
     pc, g, g64, tmeans = kp.pc, kp.g, kp.g64, kp.tmeans
     if kp.kind == SPHERICAL:
         pc, g, g64 = _as_diag(kp, mode, X.dtype)
@@ -258,6 +253,16 @@ def _pass(mode, X, sw, R, kp, chunk_rows, acc):
     run = _PASSES[kind]
     if kind == DIAG and g64.shape[0] != D:  # no shared centre: the row-at-a-time loop
         run = cpu_estep.pass_diag_rows
+    chunk_rows = int(chunk_rows)
+    n_chunks = max(1, -(-N // chunk_rows))
+    n_slots = min(n_chunks, _n_slots(kind, K, D, q))
+    # slots padded to whole cache lines (+8 doubles) so two threads never write one line
+    nk_p = np.zeros((n_slots, K + 8))
+    s1_p = np.zeros((n_slots, K, D))
+    # spherical through pass_diag keeps its (K, 1, 1) shape; through the row loop (K, 1, D)
+    native = kp.kind == SPHERICAL and pc.shape[2] == 1
+    s2_p = np.zeros((n_slots,) + s2_shape(kp.kind if native else kind, K, D, q))
+    llws_p = np.zeros((n_slots, 8))
     sw = _weights(sw)
     cut = CUT[X.dtype]
     with blas_single_threaded():
@@ -270,7 +275,8 @@ def _pass(mode, X, sw, R, kp, chunk_rows, acc):
             for j in range(n_here):  # fixed order
                 acc.nk += nk_p[j, :K]
                 acc.s1 += s1_p[j]
-                acc.s2 += s2_p[j] if kind == kp.kind else s2_p[j].sum(axis=2, keepdims=True)
+                acc.s2 += (s2_p[j] if native or kind == kp.kind
+                           else s2_p[j].sum(axis=2, keepdims=True))
                 acc.ll += llws_p[j, 0]
                 acc.ws += llws_p[j, 1]
     return acc.result()

@@ -19,7 +19,8 @@ kernel has the same signature: full ``(K, D, D)`` upper-triangular ``U_k`` with
 its own pass (``pass_<kind>``, a serial loop over chunk slots that ``kernels._pass`` runs on
 several threads); full, tied and diag work on blocks of rows with BLAS products (diag without
 a shared centre row by row, ``pass_diag_rows``).  Spherical models run through the diagonal
-passes with their precision repeated over the features (``kernels._pass``).
+passes: ``pass_diag`` with one quadratic column ||x - g||^2 instead of D, the row loop with their
+precision repeated over the features (``kernels._pass``).
 
 Precision: the densities are evaluated in the dtype of ``X`` (float32 stays float32), the
 log-sum-exp and every accumulation in float64.
@@ -247,43 +248,50 @@ DIAG_BLOCK = 256
 @kernel()
 def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
               c0, j0, j1, nk_p, s1_p, s2_p, llws_p):
-    """Diagonal covariances about a shared centre g (``g64`` has D entries; the caller picks
-    one only when every mean is close to g, see ``GMMParams.kernel_params``, and runs
-    ``pass_diag_rows`` otherwise), a block of rows at a time with two GEMMs:
+    """Diagonal and spherical covariances about a shared centre g (``g64`` has D entries; the
+    caller picks one only when every mean is close to g, see ``GMMParams.kernel_params``, and
+    runs ``pass_diag_rows`` otherwise), a block of rows at a time with two GEMMs.  With
+    ``u = x - g`` and P quadratic columns -- P = D for diag (``pc`` (K, 1, D): the u_d^2), P = 1
+    for spherical (``pc`` (K, 1, 1): ||u||^2) --
 
-    * log-densities ``L = [u*u, u] @ W + c0`` with ``u = x - g`` (in X's dtype), i.e. the
-      quadratic form expanded around g;
-    * statistics ``[sum r u, sum r u*u] = R^T [u, u*u]`` (float64), re-centred on each mean at the
-      end of the chunk.
+    * log-densities ``L = [quad(u), u] @ W + c0`` (in X's dtype), i.e. the quadratic form
+      expanded around g;
+    * statistics ``[sum r u, sum r quad(u)] = R^T [u, quad(u)]`` (float64), re-centred on each
+      mean at the end of the chunk: ``s2`` (K, 1, P).
 
     Measured (one thread, D = K = 16, 2e5 rows): 285 -> 176 ns/row in float64, 231 -> 104 in
-    float32, against the row-at-a-time loop ``_chunk_diag_rows``, which remains the path
-    without a shared centre.
+    float32, against the row-at-a-time loop ``pass_diag_rows``, which remains the path
+    without a shared centre.  Spherical models use half the columns of diagonal ones (they
+    went through the diagonal layout with their precision repeated, at the diagonal's cost).
     """
     K, D = means64.shape
+    P = pc.shape[2]  # D (diag) or 1 (spherical)
     B = np.int64(DIAG_BLOCK)  # not a Literal: _aligned compiles once per dtype
     has_w = sw.shape[0] > 0
-    W = _aligned(2 * D, K, X)
+    W = _aligned(P + D, K, X)
     cst = np.empty(K)
     for k in range(K):
         acc = 0.0
         for d in range(D):
-            p = np.float64(pc[k, 0, d]) * np.float64(pc[k, 0, d])
+            p = np.float64(pc[k, 0, d if P == D else 0]) ** 2
             dl = means64[k, d] - g64[d]
-            W[d, k] = -0.5 * p
-            W[D + d, k] = p * dl
+            if P == D:
+                W[d, k] = -0.5 * p
+            W[P + d, k] = p * dl
             acc += p * dl * dl
+        if P != D:
+            W[0, k] = -0.5 * np.float64(pc[k, 0, 0]) ** 2
         cst[k] = lconst[k] - 0.5 * acc
-    F = _aligned(B, 2 * D, X)
+    F = _aligned(B, P + D, X)
     L = _aligned(B, K, X)
-    G = _aligned(B, 2 * D, means64)
+    G = _aligned(B, D + P, means64)
     RB = _aligned(B, K, means64)
-    S = _aligned(K, 2 * D, means64)
-    T = np.zeros((K, 2 * D))
+    S = _aligned(K, D + P, means64)
+    T = np.zeros((K, D + P))
     lrow = np.empty(K, dtype=X.dtype)
     resp = np.zeros(K)
-    K = means64.shape[0]
     N = X.shape[0]
+    zero = X.dtype.type(0)
     for slot in range(j0, j1):
         start = (c0 + slot) * chunk_rows
         stop = min(N, start + chunk_rows)
@@ -300,10 +308,16 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
             nb = min(B, stop - b0)
             if mode == ESTEP:
                 for b in range(nb):
+                    q = zero
                     for d in range(D):
                         u = X[b0 + b, d] - g[d]
-                        F[b, d] = u * u
-                        F[b, D + d] = u
+                        F[b, P + d] = u
+                        if P == D:
+                            F[b, d] = u * u
+                        else:
+                            q += u * u
+                    if P != D:
+                        F[b, 0] = q
                 np.dot(F[:nb], W, L[:nb])
             for b in range(nb):
                 n = b0 + b
@@ -315,19 +329,31 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
                 for k in range(K):
                     RB[b, k] = wn * resp[k]
                     nk[k] += RB[b, k]
+                q64 = 0.0
                 for d in range(D):
                     u64 = np.float64(X[n, d]) - g64[d]
                     G[b, d] = u64
-                    G[b, D + d] = u64 * u64
+                    if P == D:
+                        G[b, D + d] = u64 * u64
+                    else:
+                        q64 += u64 * u64
+                if P != D:
+                    G[b, D] = q64
             np.dot(RB[:nb].T, G[:nb], S)
             for k in range(K):
-                for d in range(2 * D):
+                for d in range(D + P):
                     T[k, d] += S[k, d]
         for k in range(K):
+            c = 0.0
             for d in range(D):
                 dl = means64[k, d] - g64[d]
                 s1[k, d] = T[k, d] + nk[k] * g64[d]
-                s2[k, 0, d] = T[k, D + d] - 2.0 * dl * T[k, d] + nk[k] * dl * dl
+                if P == D:
+                    s2[k, 0, d] = T[k, D + d] - 2.0 * dl * T[k, d] + nk[k] * dl * dl
+                else:
+                    c += -2.0 * dl * T[k, d] + nk[k] * dl * dl
+            if P != D:
+                s2[k, 0, 0] = T[k, D] + c
         llws_p[slot, 0] = ll
         llws_p[slot, 1] = ws
 
