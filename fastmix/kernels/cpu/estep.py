@@ -561,10 +561,10 @@ def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
               c0, j0, j1, nk_p, s1_p, s2_p, llws_p):
     """Tied covariance, a block of rows at a time: ``Z^T = U^T (X_b - g)^T`` is one GEMM for
     all components, then ``||z - (mu_k - g) U||^2`` per component with the rows innermost
-    (vectorised; the features-innermost sum stayed scalar: 402 -> see the note below); the
-    shared second moment ``sum w (x - g)(x - g)^T`` and the sums ``sum r (x - g)`` are two more
-    GEMMs (float64).  Replaces a row loop with triangular inner loops that did not vectorise
-    (tied was 2.6x slower in float64 than in float32, measured)."""
+    (vectorised; each row's sum still runs over the features in order); the shared second
+    moment ``sum w (x - g)(x - g)^T`` and the sums ``sum r (x - g)`` are two more GEMMs
+    (float64).  Measured (one thread, D = K = 16, 2e5 rows) against features innermost and a
+    per-row loop for the sums: 420 -> 245 ns/row in float64, 366 -> 198 in float32."""
     K, D = means64.shape
     B = np.int64(TIED_BLOCK)  # not a Literal: _aligned compiles once per dtype
     has_w = sw.shape[0] > 0
