@@ -543,8 +543,8 @@ class GMMParams:
         dt = np.dtype(dtype)
         K, D = self.means.shape
         code = kernels.KIND_CODES[self.kind]
-        with np.errstate(divide="ignore"):
-            logw = np.log(self.weights)
+        logw = np.full(K, -np.inf)  # log 0 = -inf without np.errstate (~20 us per call)
+        np.log(self.weights, out=logw, where=self.weights > 0)
         lconst = logw + self.cov.log_det_chol(K, D) - 0.5 * D * math.log(2.0 * math.pi)
         pc = np.ascontiguousarray(self.cov.kernel_pc(K, D), dtype=np.float64)
         tmeans = np.zeros((K, D))

@@ -191,7 +191,7 @@ def lloyd_many(dist, sw, starts, max_iter=300, tol_abs=0.0):
         labels, mind, nk, s1 = assign(dist, C[mv], w)
         filled = nk > 0
         new = np.where(filled[:, :, None], s1 / np.where(filled, nk, 1.0)[:, :, None], C[mv])
-        for j in np.flatnonzero(~filled.all(axis=1)):  # empty clusters (rare)
+        for j in ([] if filled.all() else np.flatnonzero(~filled.all(axis=1))):  # (rare)
             empty = np.flatnonzero(~filled[j])
             far = np.argsort(-(mind[j] if w is None else mind[j] * (w > 0)), kind="stable")
             new[j, empty] = dist.X[far[:empty.size]]

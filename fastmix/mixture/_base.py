@@ -151,6 +151,12 @@ def _n_distinct(means, rtol=1e-9):
     up to rounding.  Two grids offset by half a step (the smaller count wins) keep centres that
     differ by rounding from falling on either side of a grid line."""
     step = rtol * max(1.0, float(np.max(np.abs(means))))
+    K = means.shape[0]
+    if K <= 256:  # the common case, all far apart: no sorting (np.unique took ~0.3 ms)
+        gap = np.abs(means[:, None, :] - means[None, :, :]).max(axis=2)
+        gap[np.arange(K), np.arange(K)] = np.inf
+        if gap.min() > 4 * step:
+            return K
     return min(np.unique(np.round(means / step + shift), axis=0).shape[0]
                for shift in (0.0, 0.5))
 
