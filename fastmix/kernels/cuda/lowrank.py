@@ -17,7 +17,7 @@ Work decomposition -- that of ``gpu_estep`` (read it first), with these differen
   ``[b * block_rows, (b + 1) * block_rows)`` (``block_rows`` from the caller) and the slot
   ``part[b, :]`` of ``S = K + K*D + K*(1+q)*(D+q+1) + 2`` float64 partials ``[nk | s1 | s2 | ll |
   ws]``; ``gpu_estep.reduce_blocks`` adds the slots in block order on the device, and the
-  launcher (``gpu.EStepPlan.launch``) runs the blocks in fixed-size groups when the partials would
+  launcher (``estep.EStepPlan.launch``) runs the blocks in fixed-size groups when the partials would
   exceed ``gpu_estep.PARTIAL_BYTES``.
 * **Tiles** of ``R`` rows in shared memory: X (data dtype), the weights, the ``R x K`` float64
   log-densities (then ``w * r``) and the ``R x K x q`` float64 posterior means ``E[z | x]``,
@@ -71,8 +71,10 @@ for the shared tiles and constant loop bounds): a fit compiles once per shape.
 """
 import functools
 
+import numpy as np
 from numba import cuda
 
+from .. import n_factors
 from .estep import MAX_TILE_ROWS, SHARED_BYTES, make_load_tile, make_tile_steps
 
 
@@ -83,6 +85,27 @@ def s2_size(K, D, q):
 def n_entries(K, D, q):
     """Entries of one block's partial statistics: [nk | s1 | s2 | ll | ws]."""
     return K + K * D + s2_size(K, D, q) + 2
+
+
+def layout(kp):
+    """Host arrays in gpu_lowrank's layout, components last for coalesced reads: MT means
+    (D, K), PT psi^-1/2 (D, K), BT the projections B_k as (D, q, K), all in the data dtype;
+    CT the factors C_k as (q, q, K), lconst (K,) and the centres means64 (K, D) in float64."""
+    q = n_factors(kp)
+    pc = kp.pc
+    BT = np.transpose(pc[:, 1:1 + q, :], (2, 1, 0))            # [k, a, d] -> [d, a, k]
+    CT = np.transpose(pc[:, 1 + q:, :q], (1, 2, 0))            # [k, a, c] -> [a, c, k]
+    return [np.ascontiguousarray(a) for a in (kp.means.T, pc[:, 0, :].T, BT)] + [
+        np.ascontiguousarray(CT, np.float64), np.ascontiguousarray(kp.lconst, np.float64),
+        np.ascontiguousarray(kp.means64)]
+
+
+def posterior_cov(kp):
+    """Cov[z | x] = C_k C_k^T (K, q, q) float64 of a lowrank model: the same for every row of
+    a component, so the statistics add it once, times nk (as cpu_lowrank does)."""
+    q = n_factors(kp)
+    C = np.asarray(kp.pc[:, 1 + q:, :q], np.float64)
+    return np.einsum("kaj,kcj->kac", C, C)
 
 
 def row_bytes(K, D, q, itemsize):

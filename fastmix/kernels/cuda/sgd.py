@@ -1,4 +1,6 @@
-"""Mini-batch SGD step for the diagonal max-component GMM on the GPU (CUDA, numba-cuda).
+"""Mini-batch SGD step for the diagonal max-component GMM on the GPU (CUDA, numba-cuda), with
+its launcher (``SGDDeviceState``: the parameters kept on the device; ``sgd_minibatch_gpu``: a
+segment of mini-batch steps).
 
 The GPU twin of ``cpu_sgd.sgd_minibatch`` (see its docstring and ``cpu_sgd``'s for the model,
 the objectives and the gradients): the same inputs and outputs -- logits ``xi`` (K,), means
@@ -60,7 +62,11 @@ GPU.  What to measure first on a real device:
 """
 import math
 
+import numpy as np
 from numba import cuda
+
+from . import device
+from .device import SGD_THREADS, SGD_TILE_ROWS, require_gpu
 
 LOG2PI = math.log(2.0 * math.pi)
 #: Consecutive features per partial sum of log det (one thread each, added in order).
@@ -247,3 +253,95 @@ def sgd_update(X, rows, first, B, w, mu, s, eps, lam_mu, lam_s, s_min, s_max, up
         logdet[j] = tot
         if not update and j == 0:
             lse[0] = _logsumexp(xi, xi.shape[0])
+
+
+# ------------------------------------------------------------------ launcher ----------------
+class SGDDeviceState:
+    """The diagonal SGD parameters on the GPU -- logits xi (K,), means mu (K, D), square roots
+    of the precisions s (K, D), float64 copies of the host arrays given -- with the scratch of
+    mini-batches of up to ``batch`` rows and the launch shape (``threads`` per block,
+    ``tile_rows`` samples per log-likelihood block; neither changes the results).
+    ``sgd_minibatch_gpu`` updates them in place; ``download`` copies them back."""
+
+    def __init__(self, xi, mu, s, batch, threads=None, tile_rows=None):
+        cuda = require_gpu()
+        xi = np.ascontiguousarray(xi, dtype=np.float64)
+        mu = np.ascontiguousarray(mu, dtype=np.float64)
+        s = np.ascontiguousarray(s, dtype=np.float64)
+        K, D = mu.shape
+        if xi.shape != (K,) or s.shape != (K, D):
+            raise ValueError(f"inconsistent SGD state shapes: xi {xi.shape}, mu {mu.shape}, "
+                             f"s {s.shape}")
+        self.batch = int(batch)
+        if self.batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch!r}")
+        self.threads = int(SGD_THREADS if threads is None else threads)
+        self.tile_rows = int(SGD_TILE_ROWS if tile_rows is None else tile_rows)
+        if self.threads < 1 or self.tile_rows < 1:
+            raise ValueError("threads and tile_rows must be >= 1")
+        self.K, self.D = K, D
+        self.xi = device._upload(cuda, xi, "the SGD logits")
+        self.mu = device._upload(cuda, mu, "the SGD means")
+        self.s = device._upload(cuda, s, "the SGD precision roots")
+        nch = -(-D // LOG_CHUNK)
+        self.ell = device._alloc(cuda, (K, self.batch), np.float64,
+                                 f"the mini-batch log-likelihoods ({K} x {self.batch} float64)")
+        self.w = device._alloc(cuda, (K, self.batch), np.float64,
+                               f"the mini-batch weights ({K} x {self.batch} float64)")
+        self.objs = device._alloc(cuda, (self.batch,), np.float64, "the mini-batch objectives")
+        self.logs = device._alloc(cuda, (K, nch), np.float64, "the log-determinant partial sums")
+        self.logdet = device._alloc(cuda, (K,), np.float64, "the log-determinants")
+        self.lse = device._alloc(cuda, (1,), np.float64, "the log-sum-exp of the logits")
+        self.no_rows = cuda.to_device(np.empty(0, np.int64))
+
+    def download(self, xi, mu, s):
+        """Copy the device state into the host arrays xi, mu, s (in place)."""
+        xi[...] = self.xi.copy_to_host()
+        mu[...] = self.mu.copy_to_host()
+        s[...] = self.s.copy_to_host()
+
+
+def sgd_minibatch_gpu(Xd, rows, first, n_rows, st, g, exact, eps, lam_pi, lam_mu, lam_s, s_min,
+                      s_max):
+    """``cpu_sgd.sgd_minibatch`` on the GPU over ``n_rows`` rows: mini-batches of ``st.batch``
+    consecutive samples of the order ``rows[first:first + n_rows]`` (device int64 rows of
+    ``Xd``, from ``rows_to_device``) or, with ``rows`` None, of ``Xd[first:first + n_rows]``.
+    ``st`` (``SGDDeviceState``) is updated in place on the device; returns the per-step
+    objectives (ceil(n_rows / batch),) float64 on the host -- the only copy back."""
+    cuda = require_gpu()
+    from . import sgd as gpu_sgd
+    if Xd.ndim != 2 or Xd.shape[1] != st.D:
+        raise ValueError(f"data have shape {tuple(Xd.shape)}, the SGD state {st.D} features")
+    first, n_rows = int(first), int(n_rows)
+    limit = Xd.shape[0] if rows is None else rows.shape[0]
+    if first < 0 or n_rows < 0 or first + n_rows > limit:
+        raise ValueError(f"rows [{first}, {first + n_rows}) out of range (0..{limit})")
+    g = np.ascontiguousarray(g, dtype=np.float64)
+    K, batch, T = st.K, st.batch, st.threads
+    if g.shape != (K, K):
+        raise ValueError(f"smoothing has shape {g.shape}, expected ({K}, {K})")
+    n_steps = -(-n_rows // batch)
+    if n_steps == 0:
+        return np.empty(0)
+    smooth = not np.array_equal(g, np.eye(K))
+    gd = cuda.to_device(g)
+    rows = st.no_rows if rows is None else rows
+    out = device._alloc(cuda, (n_steps,), np.float64, "the per-step objectives")
+    exact = bool(exact)
+    eps, lam_pi, lam_mu, lam_s = float(eps), float(lam_pi), float(lam_mu), float(lam_s)
+    s_min, s_max = float(s_min), float(s_max)
+    update = device.configure(sgd_update, K, T)
+    loglik = sgd_loglik
+    weights = device.configure(sgd_weights, 1, T)
+    # prologue: log det and the log-sum-exp from the state as it is now
+    update(Xd, rows, first, 0, st.w, st.mu, st.s, eps, lam_mu, lam_s, s_min, s_max, False,
+           st.logs, st.logdet, st.xi, st.lse)
+    for b in range(n_steps):  # queued launches, no host synchronisation until the copy below
+        f = first + b * batch
+        B = min(batch, n_rows - b * batch)
+        device.configure(loglik, (K, -(-B // st.tile_rows)), T)(
+            Xd, rows, f, B, st.tile_rows, st.xi, st.mu, st.s, st.logdet, st.lse, st.ell)
+        weights(st.ell, B, gd, smooth, exact, st.xi, st.lse, eps, lam_pi, st.w, st.objs, out, b)
+        update(Xd, rows, f, B, st.w, st.mu, st.s, eps, lam_mu, lam_s, s_min, s_max, True,
+               st.logs, st.logdet, st.xi, st.lse)
+    return out.copy_to_host()
