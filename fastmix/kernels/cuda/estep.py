@@ -180,17 +180,109 @@ def make_tile_steps(K, TPB):
     return tile_lse, tile_outputs
 
 
+def make_block_steps(DT, K, D, R, TPB, S2, aux, stats_densities, lp_densities, s2_entry):
+    """The block skeleton of every fused E-step family (this module's kinds and ``lowrank``).
+
+    A family supplies, as device functions, what differs:
+
+    * ``stats_densities(XS, AUX, nr, P, LR, t)`` and ``lp_densities(...)``: the log-densities
+      of the tile's ``nr`` rows (XS, data dtype) into LR (R, K) float64, for the E-step and for
+      log_prob; every thread calls them, they may use barriers, and the E-step's may also fill
+      AUX, shared memory of shape and dtype ``aux = ((shape for the E-step, shape for
+      log_prob), dtype)`` that its statistics read;
+    * ``s2_entry(f, nr, XS, WS, LR, AUX, C)``: the tile's sum of entry f of s2 (rows in order,
+      float64; LR holds w r);
+
+    and gets two device functions, run by every thread of the block:
+
+    * ``block_partials(X, sw, P, C, cut, start, stop, b, part)``: the statistics
+      ``[nk | s1 | s2 | ll | ws]`` of rows ``start .. stop - 1`` into ``part[b, :]`` -- thread t
+      owns entries t, t + TPB, ...; tiles of R rows: load, densities, log-sum-exp (``w r`` and
+      log p), then each entry's tile sum added once (the module docstring's phases 1-4);
+    * ``block_log_prob(X, nosw, P, cut, start, stop, logp, labels, resp)``: per-row log p,
+      argmax label and (when resp has N rows) responsibilities.
+
+    ``P``: the density parameters, ``C``: what the statistics need besides (tuples of device
+    arrays, built by the kernels from their arguments)."""
+    F64 = cuda.float64
+    KD = K * D
+    S = K + KD + S2 + 2
+    (aux_stats, aux_lp), aux_dt = aux
+    load_tile = make_load_tile(D, TPB)
+    tile_lse, tile_outputs = make_tile_steps(K, TPB)
+
+    @cuda.jit(device=True)
+    def entry_sum(e, nr, XS, WS, LR, LP, AUX, C):
+        """Sum over the tile's rows (in order) of statistic entry e (float64); LR holds w r."""
+        acc = 0.0
+        if e < K:                                   # nk[k]
+            for r in range(nr):
+                acc += LR[r, e]
+        elif e < K + KD:                            # s1[k, d]
+            f = e - K
+            k = f // D
+            d = f - k * D
+            for r in range(nr):
+                wr = LR[r, k]
+                if wr != 0.0:
+                    acc += wr * F64(XS[r, d])
+        elif e < K + KD + S2:                       # the family's s2
+            acc = s2_entry(e - K - KD, nr, XS, WS, LR, AUX, C)
+        elif e == K + KD + S2:                      # ll
+            for r in range(nr):
+                acc += WS[r] * LP[r]
+        else:                                       # ws
+            for r in range(nr):
+                acc += WS[r]
+        return acc
+
+    @cuda.jit(device=True)
+    def block_partials(X, sw, P, C, cut, start, stop, b, part):
+        XS = cuda.shared.array((R, D), DT)
+        AUX = cuda.shared.array(aux_stats, aux_dt)
+        LR = cuda.shared.array((R, K), F64)
+        LP = cuda.shared.array(R, F64)
+        WS = cuda.shared.array(R, F64)
+        t = cuda.threadIdx.x
+        for e in range(t, S, TPB):  # thread t owns entries t, t + TPB, ... of part[b]
+            part[b, e] = 0.0
+        for r0 in range(start, stop, R):
+            nr = min(R, stop - r0)
+            load_tile(X, sw, r0, nr, XS, WS, t)
+            cuda.syncthreads()
+            stats_densities(XS, AUX, nr, P, LR, t)
+            cuda.syncthreads()
+            tile_lse(LR, WS, LP, nr, cut, t)
+            for e in range(t, S, TPB):
+                part[b, e] += entry_sum(e, nr, XS, WS, LR, LP, AUX, C)
+            cuda.syncthreads()  # the next tile overwrites the shared arrays
+
+    @cuda.jit(device=True)
+    def block_log_prob(X, nosw, P, cut, start, stop, logp, labels, resp):
+        XS = cuda.shared.array((R, D), DT)
+        AUX = cuda.shared.array(aux_lp, aux_dt)
+        LR = cuda.shared.array((R, K), F64)
+        WS = cuda.shared.array(R, F64)
+        t = cuda.threadIdx.x
+        want_resp = resp.shape[0] == X.shape[0]
+        for r0 in range(start, stop, R):
+            nr = min(R, stop - r0)
+            load_tile(X, nosw, r0, nr, XS, WS, t)
+            cuda.syncthreads()
+            lp_densities(XS, AUX, nr, P, LR, t)
+            cuda.syncthreads()
+            tile_outputs(LR, r0, nr, cut, t, logp, labels, resp, want_resp)
+
+    return block_partials, block_log_prob
+
+
 @functools.lru_cache(maxsize=None)
 def build(kind, dtype_name, K, D, R, TPB):
     """Compile-time specialised kernels ``(estep_partials, log_prob)`` for one shape."""
     DT = cuda.float32 if dtype_name == "float32" else cuda.float64
     F64 = cuda.float64
-    KD = K * D
     S2 = s2_size(kind, K, D)
-    S = K + KD + S2 + 2
     ZR = R if kind == TIED else 1  # the tied kind stages (x - g) U per row
-    load_tile = make_load_tile(D, TPB)
-    tile_lse, tile_outputs = make_tile_steps(K, TPB)
 
     @cuda.jit(device=True)
     def tied_z(XS, g, PCT, ZS, nr, t):
@@ -237,115 +329,70 @@ def build(kind, dtype_name, K, D, R, TPB):
             LR[r, k] = log_density(XS, ZS, r, k, MT, PT, PCT, lconst)
 
     @cuda.jit(device=True)
-    def entry_sum(e, nr, XS, WS, LR, LP, C64, g64):
-        """Sum over the tile's rows (in order) of statistic entry e (float64)."""
+    def tile_densities(XS, ZS, nr, P, LR, t):
+        MT, PT, PCT, g, lconst = P
+        if kind == TIED:
+            tied_z(XS, g, PCT, ZS, nr, t)
+            cuda.syncthreads()
+        densities(XS, ZS, nr, MT, PT, PCT, lconst, LR, t)
+
+    @cuda.jit(device=True)
+    def s2_entry(f, nr, XS, WS, LR, ZS, C):
+        """Sum over the tile's rows (in order) of entry f of s2 (float64); LR holds w r."""
+        C64, g64 = C
         acc = 0.0
-        if e < K:                                   # nk[k]
-            for r in range(nr):
-                acc += LR[r, e]
-        elif e < K + KD:                            # s1[k, d]
-            f = e - K
+        if kind == DIAG:                            # (k, 0, d)
             k = f // D
             d = f - k * D
             for r in range(nr):
                 wr = LR[r, k]
                 if wr != 0.0:
-                    acc += wr * F64(XS[r, d])
-        elif e < K + KD + S2:                       # s2
-            f = e - K - KD
-            if kind == DIAG:                        # (k, 0, d)
-                k = f // D
-                d = f - k * D
-                for r in range(nr):
-                    wr = LR[r, k]
-                    if wr != 0.0:
+                    y = F64(XS[r, d]) - C64[k, d]
+                    acc += wr * y * y
+        elif kind == SPHERICAL:                     # (k, 0, 0)
+            k = f
+            for r in range(nr):
+                wr = LR[r, k]
+                if wr != 0.0:
+                    q = 0.0
+                    for d in range(D):
                         y = F64(XS[r, d]) - C64[k, d]
-                        acc += wr * y * y
-            elif kind == SPHERICAL:                 # (k, 0, 0)
-                k = f
-                for r in range(nr):
-                    wr = LR[r, k]
-                    if wr != 0.0:
-                        q = 0.0
-                        for d in range(D):
-                            y = F64(XS[r, d]) - C64[k, d]
-                            q += y * y
-                        acc += wr * q
-            elif kind == FULL:                      # (k, i, j)
-                k = f // (D * D)
-                f2 = f - k * D * D
-                i = f2 // D
-                j = f2 - i * D
-                for r in range(nr):
-                    wr = LR[r, k]
-                    if wr != 0.0:
-                        acc += (wr * (F64(XS[r, i]) - C64[k, i])) * (F64(XS[r, j]) - C64[k, j])
-            else:                                   # TIED (0, i, j): sum w (x - g)(x - g)^T
-                i = f // D
-                j = f - i * D
-                for r in range(nr):
-                    acc += (WS[r] * (F64(XS[r, i]) - g64[i])) * (F64(XS[r, j]) - g64[j])
-        elif e == K + KD + S2:                      # ll
+                        q += y * y
+                    acc += wr * q
+        elif kind == FULL:                          # (k, i, j)
+            k = f // (D * D)
+            f2 = f - k * D * D
+            i = f2 // D
+            j = f2 - i * D
             for r in range(nr):
-                acc += WS[r] * LP[r]
-        else:                                       # ws
+                wr = LR[r, k]
+                if wr != 0.0:
+                    acc += (wr * (F64(XS[r, i]) - C64[k, i])) * (F64(XS[r, j]) - C64[k, j])
+        else:                                       # TIED (0, i, j): sum w (x - g)(x - g)^T
+            i = f // D
+            j = f - i * D
             for r in range(nr):
-                acc += WS[r]
+                acc += (WS[r] * (F64(XS[r, i]) - g64[i])) * (F64(XS[r, j]) - g64[j])
         return acc
+
+    block_partials, block_log_prob = make_block_steps(
+        DT, K, D, R, TPB, S2, (((ZR, D), (ZR, D)), DT), tile_densities, tile_densities, s2_entry)
 
     @cuda.jit
     def estep_partials(X, sw, MT, PT, PCT, g, lconst, C64, g64, cut, block_rows, b0, part):
         """Block b: the statistics of rows [(b0 + b) * block_rows, ...) into part[b, :]."""
-        XS = cuda.shared.array((R, D), DT)
-        ZS = cuda.shared.array((ZR, D), DT)
-        LR = cuda.shared.array((R, K), F64)
-        LP = cuda.shared.array(R, F64)
-        WS = cuda.shared.array(R, F64)
         b = cuda.blockIdx.x
-        t = cuda.threadIdx.x
-        N = X.shape[0]
         start = (b0 + b) * block_rows
-        stop = min(N, start + block_rows)
-        for e in range(t, S, TPB):  # thread t owns entries t, t + TPB, ... of part[b]
-            part[b, e] = 0.0
-        for r0 in range(start, stop, R):
-            nr = min(R, stop - r0)
-            load_tile(X, sw, r0, nr, XS, WS, t)
-            cuda.syncthreads()
-            if kind == TIED:
-                tied_z(XS, g, PCT, ZS, nr, t)
-                cuda.syncthreads()
-            densities(XS, ZS, nr, MT, PT, PCT, lconst, LR, t)
-            cuda.syncthreads()
-            tile_lse(LR, WS, LP, nr, cut, t)
-            for e in range(t, S, TPB):
-                part[b, e] += entry_sum(e, nr, XS, WS, LR, LP, C64, g64)
-            cuda.syncthreads()  # the next tile overwrites the shared arrays
+        block_partials(X, sw, (MT, PT, PCT, g, lconst), (C64, g64), cut, start,
+                       min(X.shape[0], start + block_rows), b, part)
 
     @cuda.jit
     def log_prob(X, nosw, MT, PT, PCT, g, lconst, cut, block_rows, logp, labels, resp):
         """Per-row log p, argmax label and (when resp has N rows) responsibilities; ``nosw`` is
         an empty float64 array (no weights)."""
-        XS = cuda.shared.array((R, D), DT)
-        ZS = cuda.shared.array((ZR, D), DT)
-        LR = cuda.shared.array((R, K), F64)
-        WS = cuda.shared.array(R, F64)
-        b = cuda.blockIdx.x
-        t = cuda.threadIdx.x
-        N = X.shape[0]
-        start = b * block_rows
-        stop = min(N, start + block_rows)
-        want_resp = resp.shape[0] == N
-        for r0 in range(start, stop, R):
-            nr = min(R, stop - r0)
-            load_tile(X, nosw, r0, nr, XS, WS, t)
-            cuda.syncthreads()
-            if kind == TIED:
-                tied_z(XS, g, PCT, ZS, nr, t)
-                cuda.syncthreads()
-            densities(XS, ZS, nr, MT, PT, PCT, lconst, LR, t)
-            cuda.syncthreads()
-            tile_outputs(LR, r0, nr, cut, t, logp, labels, resp, want_resp)
+        start = cuda.blockIdx.x * block_rows
+        block_log_prob(X, nosw, (MT, PT, PCT, g, lconst), cut, start,
+                       min(X.shape[0], start + block_rows), logp, labels, resp)
 
     return estep_partials, log_prob
 
