@@ -19,11 +19,11 @@ segments, and a segment of many batches returns only its ``out`` (n_steps,) to t
 
 1. ``sgd_loglik`` -- grid (K, ceil(B / tile_rows)): block (j, tile) computes
    l_j(x_i) = xi_j - lse + logdet_j - D/2 log 2 pi - 1/2 sum_d (s_jd (x_id - mu_jd))^2 for the
-   tile's samples, one thread per (j, i) pair (strided over the tile), the square norm in the
-   CPU kernel's 4 interleaved partial sums; into ``ell`` (K, batch).
+   tile's samples, one thread per (j, i) pair (strided over the tile), the square norm by the
+   CPU kernel's own function (4 interleaved partial sums); into ``ell`` (K, batch).
 2. ``sgd_weights`` -- one block: one thread per sample (strided) computes its weights w[:, i]
    (softmax for ``exact``; else the best-matching unit of the smoothed objective and its row of
-   g, or for g = I the argmax alone) and objective; then thread 0 adds the objectives in sample
+   g, or for g = I the argmax alone) and objective, with the CPU kernel's ``_weights_row``; then thread 0 adds the objectives in sample
    order into ``out[b]``; one thread per component updates its logit from sum_i (w_ji - pi_j)
    (samples in order); thread 0 then computes the log-sum-exp of the new logits for the next
    batch (components in order, as the CPU kernel).
@@ -65,6 +65,7 @@ import math
 import numpy as np
 from numba import cuda
 
+from ..cpu import sgd as cpu_sgd
 from . import device
 from .device import SGD_THREADS, SGD_TILE_ROWS, require_gpu
 
@@ -84,82 +85,21 @@ def _row(rows, first, i):
     return first + i
 
 
-@cuda.jit(device=True)
-def _sqnorm(X, n, mu, s, j, D):
-    """sum_d (s_jd (x_nd - mu_jd))^2 in the CPU kernel's 4 interleaved partial sums."""
-    a0 = 0.0
-    a1 = 0.0
-    a2 = 0.0
-    a3 = 0.0
-    d = 0
-    while d + 4 <= D:
-        z0 = s[j, d] * (F64(X[n, d]) - mu[j, d])
-        z1 = s[j, d + 1] * (F64(X[n, d + 1]) - mu[j, d + 1])
-        z2 = s[j, d + 2] * (F64(X[n, d + 2]) - mu[j, d + 2])
-        z3 = s[j, d + 3] * (F64(X[n, d + 3]) - mu[j, d + 3])
-        a0 += z0 * z0
-        a1 += z1 * z1
-        a2 += z2 * z2
-        a3 += z3 * z3
-        d += 4
-    while d < D:
-        z0 = s[j, d] * (F64(X[n, d]) - mu[j, d])
-        a0 += z0 * z0
-        d += 1
-    return (a0 + a1) + (a2 + a3)
+# The per-sample math is the CPU kernel's own Python source compiled for the device (one
+# definition for both targets, so they cannot drift apart); on the device float32 rows are
+# widened to float64 where they meet the float64 parameters, as the CPU path widens them first.
+def _on_device(cpu_kernel):
+    """A CPU kernel's Python function (``py_func``; the function itself when numba's JIT is
+    off) compiled as a CUDA device function."""
+    return cuda.jit(device=True)(getattr(cpu_kernel, "py_func", cpu_kernel))
 
 
-@cuda.jit(device=True)
-def _logsumexp(v, K):
-    m = -math.inf
-    for j in range(K):
-        if v[j] > m:
-            m = v[j]
-    tot = 0.0
-    for j in range(K):
-        tot += math.exp(v[j] - m)
-    return m + math.log(tot)
-
-
-@cuda.jit(device=True)
-def _weights_col(ell, i, g, smooth, exact, w, K):
-    """w[:, i] for sample i from ell[:, i]; returns its objective (``cpu_sgd._weights_row``)."""
-    if exact:
-        m = -math.inf
-        for j in range(K):
-            if ell[j, i] > m:
-                m = ell[j, i]
-        tot = 0.0
-        for j in range(K):
-            e = math.exp(ell[j, i] - m)
-            w[j, i] = e
-            tot += e
-        for j in range(K):
-            w[j, i] = w[j, i] / tot
-        return m + math.log(tot)
-    best = -math.inf
-    kbest = 0
-    if not smooth:
-        for k in range(K):
-            if ell[k, i] > best:
-                best = ell[k, i]
-                kbest = k
-        for j in range(K):
-            w[j, i] = 0.0
-        w[kbest, i] = 1.0
-        return best
-    for k in range(K):
-        v = 0.0
-        for j in range(K):
-            gkj = g[k, j]
-            if gkj != 0.0:  # truncated smoothing: exact zeros skipped, as on the CPU
-                v += gkj * ell[j, i]
-        if v > best:
-            best = v
-            kbest = k
-    for j in range(K):
-        w[j, i] = g[kbest, j]
-    return best
+#: sum_d (s_jd (x_nd - mu_jd))^2 in the CPU kernel's 4 interleaved partial sums
+_sqnorm = _on_device(cpu_sgd._sqnorm_row)
+#: log-sum-exp of a vector (components in order)
+_logsumexp = _on_device(cpu_sgd._logsumexp)
+#: a sample's weights w (K,) from its log-likelihoods ell (K,); returns its objective
+_weights = _on_device(cpu_sgd._weights_row)
 
 
 @cuda.jit
@@ -174,7 +114,7 @@ def sgd_loglik(X, rows, first, B, tile_rows, xi, mu, s, logdet, lse, ell):
     base = xi[j] - lse[0] + logdet[j] + c
     stop = min(B, i0 + tile_rows)
     for i in range(i0 + t, stop, T):
-        ell[j, i] = base - 0.5 * _sqnorm(X, _row(rows, first, i), mu, s, j, D)
+        ell[j, i] = base - 0.5 * _sqnorm(X, _row(rows, first, i), mu, s, j)
 
 
 @cuda.jit
@@ -186,7 +126,7 @@ def sgd_weights(ell, B, g, smooth, exact, xi, lse, eps, lam_pi, w, objs, out, b)
     K = xi.shape[0]
     lse_old = lse[0]
     for i in range(t, B, T):
-        objs[i] = _weights_col(ell, i, g, smooth, exact, w, K)
+        objs[i] = _weights(ell[:, i], g, smooth, exact, w[:, i])
     cuda.syncthreads()
     inv = 1.0 / B
     if t == 0:
@@ -202,7 +142,7 @@ def sgd_weights(ell, B, g, smooth, exact, xi, lse, eps, lam_pi, w, objs, out, b)
         xi[j] += eps * lam_pi * gx * inv
     cuda.syncthreads()
     if t == 0:
-        lse[0] = _logsumexp(xi, K)
+        lse[0] = _logsumexp(xi)
 
 
 @cuda.jit
@@ -252,7 +192,7 @@ def sgd_update(X, rows, first, B, w, mu, s, eps, lam_mu, lam_s, s_min, s_max, up
             tot += logs[j, ch]
         logdet[j] = tot
         if not update and j == 0:
-            lse[0] = _logsumexp(xi, xi.shape[0])
+            lse[0] = _logsumexp(xi)
 
 
 # ------------------------------------------------------------------ launcher ----------------
