@@ -186,7 +186,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     if not gk.gpu_available():
-        print(f"bench/gpu.py needs a CUDA GPU: {gk._probe()[1]}", file=sys.stderr)
+        print(f"bench/gpu.py needs a CUDA GPU: {gk.device._probe()[1]}", file=sys.stderr)
         return 2
     if gk.simulated():
         print("bench/gpu.py refuses to run on the CUDA simulator (NUMBA_ENABLE_CUDASIM=1): "

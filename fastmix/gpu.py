@@ -33,7 +33,6 @@ GPUUnavailableError = gk.GPUUnavailableError
 gpu_available = gk.gpu_available
 require_gpu = gk.require_gpu
 device_name = gk.device_name
-is_device_array = gk.is_device_array
 
 
 @dataclass

@@ -33,7 +33,7 @@ pytest.importorskip("numba_cuda", reason="numba-cuda is not installed (pip insta
 from fastmix.kernels import cuda as gk  # noqa: E402
 
 if not gk.gpu_available():
-    pytest.skip(f"no GPU and no simulator: {gk._probe()[1]}", allow_module_level=True)
+    pytest.skip(f"no GPU and no simulator: {gk.device._probe()[1]}", allow_module_level=True)
 
 #: True on numba's CUDA simulator.
 SIM = gk.simulated()

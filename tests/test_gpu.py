@@ -23,6 +23,7 @@ from _helpers import (RTOL, assert_close, assert_reproducible, gmm_params,
                       perturbed_problem)
 from fastmix import kernels
 from fastmix import gpu as fgpu
+from fastmix.kernels.cuda import device as gdev, stream as gstream
 from fastmix.em import run_em
 
 KINDS = ref.KINDS
@@ -228,12 +229,54 @@ def test_input_errors():
 def test_missing_extra_error(monkeypatch):
     """Without numba-cuda the probe names the extra to install."""
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(gk.importlib.util, "find_spec",
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "numba_cuda" else real_find_spec(name, *a))
-    monkeypatch.setattr(gk, "_PROBE", {})
+    monkeypatch.setattr(gdev, "_PROBE", {})
     assert not gk.gpu_available()
     with pytest.raises(gk.GPUUnavailableError, match=r"pip install 'fastmix\[cuda\]'"):
         fgpu.run_em_gpu(np.zeros((4, 2)), None, None, reg_covar=0, tol=0, max_iter=1)
+
+
+def test_importing_fastmix_loads_no_cuda_module():
+    """``import fastmix`` and the drivers' import-time reads of ``fastmix.kernels.cuda`` (launch
+    shapes, the probe's names) load neither numba-cuda nor a kernel module -- the simulator
+    switch in ``tests/_gpu.py`` depends on it; a kernel module loads on first use of one of its
+    names, and without a GPU that first use is a GPUUnavailableError."""
+    code = textwrap.dedent("""
+        import sys
+        import fastmix, fastmix.gpu, fastmix.sgd, fastmix.expansion
+        from fastmix.kernels import cuda as gk
+        gk.DEFAULT_BLOCK_ROWS, gk.SGD_THREADS, gk.STREAM_CHUNK_BYTES, gk.GPUUnavailableError
+        loaded = sorted(m for m in sys.modules
+                        if m == "numba.cuda" or m.startswith(("numba.cuda.", "numba_cuda",
+                                                              "fastmix.kernels.cuda.")))
+        print("LOADED", loaded)
+        if not gk.gpu_available():
+            try:
+                gk.estep_stats_gpu
+                print("NO-GPU first use: no error")
+            except gk.GPUUnavailableError:
+                print("NO-GPU first use: GPUUnavailableError, estep loaded:",
+                      "fastmix.kernels.cuda.estep" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], env=real_target_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "LOADED ['fastmix.kernels.cuda.device', 'fastmix.kernels.cuda.stream']" in out.stdout
+    if "NO-GPU" in out.stdout:
+        assert "NO-GPU first use: GPUUnavailableError, estep loaded: False" in out.stdout
+
+
+def test_package_names_resolve_in_their_modules():
+    """Every public name of ``fastmix.kernels.cuda`` is the object its module defines (the
+    package copies nothing); private helpers are not forwarded (patch them in their module)."""
+    for name in gk.__all__:
+        module = importlib.import_module(f"fastmix.kernels.cuda.{gk._OWNER[name]}")
+        assert getattr(gk, name) is getattr(module, name), name
+    assert set(gk.__all__) <= set(dir(gk))
+    for name in ("_alloc", "_upload", "_PROBE", "_copy_rows", "no_such_name"):
+        with pytest.raises(AttributeError, match=name):
+            getattr(gk, name)
 
 
 def test_no_gpu_error_in_a_fresh_process():
@@ -260,7 +303,7 @@ def test_no_gpu_error_in_a_fresh_process():
 
 def test_out_of_memory_names_the_size(monkeypatch):
     X, sw, weights, means, covs = make_problem("diag")
-    monkeypatch.setattr(gk, "_free_bytes", lambda cuda: 1000)
+    monkeypatch.setattr(gdev, "_free_bytes", lambda cuda: 1000)
     with pytest.raises(MemoryError, match=r"the data \(50, 3\) needs .*MiB of device memory"):
         gk.to_device(X)
 
@@ -269,9 +312,9 @@ def test_out_of_memory_names_the_size(monkeypatch):
         def device_array(shape, dtype):
             raise RuntimeError("[CUresult.CUDA_ERROR_OUT_OF_MEMORY] Call to cuMemAlloc failed")
 
-    monkeypatch.setattr(gk, "_free_bytes", lambda cuda: None)
+    monkeypatch.setattr(gdev, "_free_bytes", lambda cuda: None)
     with pytest.raises(MemoryError, match=r"partials needs 7\.6 MiB"):
-        gk._alloc(FakeCuda, (1000, 1000), np.float64, "partials")
+        gdev._alloc(FakeCuda, (1000, 1000), np.float64, "partials")
 
 
 def test_too_many_components_for_the_tile():
@@ -279,7 +322,7 @@ def test_too_many_components_for_the_tile():
     assert gpu_estep.tile_rows(kernels.DIAG, 10**5, 4, 4) == 0
     kp = kernels.nearest_params(np.zeros((6000, 2)), np.float32, kernels.DIAG)
     with pytest.raises(ValueError, match="do not fit"):
-        gk._kernels(kp, np.float32, 8)
+        gpu_estep._kernels(kp, np.float32, 8)
 
 
 # --------------------------------------------------------------------- real GPU only --------
@@ -361,8 +404,8 @@ def test_estimator_device_cuda_refuses_what_it_does_not_serve(tmp_path, small_la
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Streamed chunks of 16 rows of D = 3 float64 (each 2 blocks of 8 rows)."""
-    monkeypatch.setattr(gk, "STREAM_CHUNK_BYTES", 16 * D * 8)
-    monkeypatch.setattr(gk, "STAGING_THREADS", 2)
+    monkeypatch.setattr(gstream, "STREAM_CHUNK_BYTES", 16 * D * 8)
+    monkeypatch.setattr(gstream, "STAGING_THREADS", 2)
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
@@ -372,18 +415,18 @@ def test_streamed_estep_matches_resident(problem, weighted, small_chunks, monkey
     from fastmix import io as sources
     kind, X64, sw, weights, means, covs = problem
     sw = sw if weighted else None
-    monkeypatch.setattr(gk, "_copy_rows", _counting(gk._copy_rows))
+    monkeypatch.setattr(gstream, "_copy_rows", _counting(gstream._copy_rows))
     for dtype, rtol in ((np.float64, 1e-12), (np.float32, 1e-6)):
         X = X64.astype(dtype)
-        monkeypatch.setattr(gk, "STREAM_CHUNK_BYTES", 16 * D * X.itemsize)  # 16-row chunks
+        monkeypatch.setattr(gstream, "STREAM_CHUNK_BYTES", 16 * D * X.itemsize)  # 16-row chunks
         params = gmm_params(weights, means, covs, kind)
         resident = fgpu.e_step_stats(X, sw, params, block_rows=8, threads=THREADS)
         data = sources.as_stream(X, sw, 8)
         with fgpu.StreamedData(data, block_rows=8, threads=THREADS) as sd:
             assert sd.capacity == 16
-            gk._copy_rows.calls.clear()
+            gstream._copy_rows.calls.clear()
             a = sd.e_step_stats(params)
-            assert len(gk._copy_rows.calls) == -(-N // sd.capacity) >= 3  # both buffers reused
+            assert len(gstream._copy_rows.calls) == -(-N // sd.capacity) >= 3  # both buffers reused
             b = sd.e_step_stats(params)
             assert sd.streamer.bytes_sent == 2 * (X.nbytes + (N * 8 if weighted else 0))
         for name in ("nk", "s1", "s2", "ll", "ws"):
@@ -402,11 +445,11 @@ def _counting(fn):
 
 def test_staging_copy_in_threads_is_a_plain_copy(monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
-    monkeypatch.setattr(gk, "STAGING_THREADS", 3)
+    monkeypatch.setattr(gstream, "STAGING_THREADS", 3)
     src = np.random.default_rng(0).standard_normal((4096, 300))  # 9.4 MiB: split in 3
     dst = np.empty_like(src)
     with ThreadPoolExecutor(3) as pool:
-        gk._copy_rows(dst, src, pool)
+        gstream._copy_rows(dst, src, pool)
     np.testing.assert_array_equal(dst, src)
     with pytest.raises(ValueError, match="exceeds the staging capacity"):
         gk.StreamedEStep(4, 2, np.float64, False)._stage(0, np.zeros((5, 2)), None)
@@ -453,8 +496,8 @@ def test_estimator_fits_gpu_arrays_in_place(small_launch, monkeypatch):
     cpu = fastmix.GaussianMixture(3, **kw).fit(X, sample_weight=sw)
     Xd = gk.to_device(X)
     uploads = []
-    real_upload = gk._upload
-    monkeypatch.setattr(gk, "_upload", lambda cuda, a, what: uploads.append(what)
+    real_upload = gdev._upload
+    monkeypatch.setattr(gdev, "_upload", lambda cuda, a, what: uploads.append(what)
                         or real_upload(cuda, a, what))
     dev = fastmix.GaussianMixture(3, device="cuda", **kw).fit(Xd, sample_weight=gk.require_gpu().to_device(sw))
     assert not [w for w in uploads if w.startswith("the data")]  # rows never copied again
@@ -478,8 +521,8 @@ def test_foreign_cuda_arrays_are_used_in_place(small_launch, monkeypatch):
     foreign = ForeignDeviceArray(inner)
     assert not hasattr(foreign, "shape") and gk.is_device_array(foreign)
     uploads = []
-    real_upload = gk._upload
-    monkeypatch.setattr(gk, "_upload", lambda cuda, a, what: uploads.append(what)
+    real_upload = gdev._upload
+    monkeypatch.setattr(gdev, "_upload", lambda cuda, a, what: uploads.append(what)
                         or real_upload(cuda, a, what))
     Xd = gk.to_device(foreign)
     assert Xd.shape == X.shape and Xd.dtype == X.dtype
@@ -648,8 +691,8 @@ def test_biglearn_admission_counts_the_marginal_buffer(small_launch, monkeypatch
     with pytest.raises(ValueError, match="needs rows that fit on the GPU"):
         fastmix.BigLearnGaussianMixture(3, device="cuda", **kw).fit(X)
     allocs = []
-    real = gk._alloc
-    monkeypatch.setattr(gk, "_alloc", lambda cuda, shape, dt, what: allocs.append(
+    real = gdev._alloc
+    monkeypatch.setattr(gdev, "_alloc", lambda cuda, shape, dt, what: allocs.append(
         (int(np.prod(shape)) * np.dtype(dt).itemsize, what)) or real(cuda, shape, dt, what))
     free = 2 * X.nbytes / fgpu.RESIDENT_FRACTION * 1.01  # both fit
     model = fastmix.BigLearnGaussianMixture(3, device="cuda", **kw).fit(X)
@@ -706,8 +749,8 @@ def test_work_buffers_are_allocated_once_per_fit(monkeypatch):
     X, sw, weights, means, covs = make_problem("full", seed=18)
     start = gmm_params(weights, means, covs, "full")
     allocs = []
-    real = gk._alloc
-    monkeypatch.setattr(gk, "_alloc", lambda cuda, shape, dt, what: allocs.append(what)
+    real = gdev._alloc
+    monkeypatch.setattr(gdev, "_alloc", lambda cuda, shape, dt, what: allocs.append(what)
                         or real(cuda, shape, dt, what))
     kw = dict(reg_covar=1e-6, tol=0.0, max_iter=4, block_rows=BLOCK_ROWS, threads=THREADS)
     res = fgpu.run_em_gpu(X, sw, start, **kw)

@@ -19,7 +19,7 @@ from _helpers import assert_close, assert_reproducible
 from fastmix import expansion, kernels
 from fastmix import io as sources
 from fastmix import gpu as fgpu
-from fastmix.kernels.cuda import estep as gpu_estep, expansion as gpu_expansion
+from fastmix.kernels.cuda import device as gdev, estep as gpu_estep, expansion as gpu_expansion
 
 N = 24
 BLOCK_ROWS, THREADS = 10, 4
@@ -318,7 +318,7 @@ def test_estimator_device_arrays_used_in_place(small_launch, monkeypatch):
 
     def no_upload(*a, **k):
         raise AssertionError("device rows were uploaded again")
-    monkeypatch.setattr(gk, "_upload", no_upload)
+    monkeypatch.setattr(gdev, "_upload", no_upload)
     dev = fastmix.GMMExpansion(5, device="cuda").fit(Xd, sample_weight=wd)
     np.testing.assert_array_equal(dev.means_, host.means_)  # range found on the device
     assert_reproducible(dev.weights_, host.weights_)
@@ -391,7 +391,7 @@ def test_estimator_errors(small_launch, monkeypatch):
         gm.score_samples(cuda.to_device(rng.normal(size=(4, 3))))
     with pytest.raises(fastmix.NotFittedError):
         fastmix.GMMExpansion(4, device="cuda").score_samples(Xd)
-    monkeypatch.setattr(gk, "_PROBE", {"result": (None, "numba-cuda is not installed; "
+    monkeypatch.setattr(gdev, "_PROBE", {"result": (None, "numba-cuda is not installed; "
                                                   "install fastmix's cuda extra: "
                                                   + gk.INSTALL_HINT)})
     with pytest.raises(gk.GPUUnavailableError, match=r"pip install 'fastmix\[cuda\]'"):

@@ -21,7 +21,7 @@ import pytest
 import reference as ref
 from _helpers import assert_close, assert_reproducible, gmm_params, perturbed_problem
 from fastmix import kernels
-from fastmix.kernels.cuda import gemm as gpu_gemm
+from fastmix.kernels.cuda import gemm as gpu_gemm, stream as gstream
 
 N, D, K = 50, 5, 5
 GPU_RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-4}
@@ -166,7 +166,7 @@ def test_streamed_gemm_matches_resident(monkeypatch):
     chunks (16 + 8) on the two streams, each stream with its own scratch buffers: the resident
     statistics up to rounding, the same bits pass after pass."""
     X, sw, _, kp, resident = cached(np.float64, True)
-    monkeypatch.setattr(gk, "STREAM_CHUNK_BYTES", 24 * D * 8)
+    monkeypatch.setattr(gstream, "STREAM_CHUNK_BYTES", 24 * D * 8)
     capacity = gk.stream_chunk_rows(D, X.dtype, block_rows=8)
     assert capacity == 24
     streams = []

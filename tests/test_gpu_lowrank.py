@@ -16,6 +16,7 @@ import reference as ref
 from _helpers import RTOL, assert_close, assert_reproducible
 from fastmix import kernels
 from fastmix._params import GMMParams, LowRankCovariance
+from fastmix.kernels.cuda import stream as gstream
 
 N, D, K, Q = 50, 4, 3, 2
 BLOCK_ROWS, THREADS = 40, 8
@@ -256,7 +257,7 @@ def test_estimator_streams_a_file_through_the_lowrank_kernel(tmp_path, small_lau
                                                              monkeypatch):
     """A .npy file streamed host -> device in 16-row chunks: the CPU fit to rounding."""
     import fastmix
-    monkeypatch.setattr(gk, "STREAM_CHUNK_BYTES", 16 * D * 8)
+    monkeypatch.setattr(gstream, "STREAM_CHUNK_BYTES", 16 * D * 8)
     X, _, _ = make_problem(seed=9, n=60, q=2)
     np.save(tmp_path / "x.npy", X)
     kw = dict(covariance_type="lowrank", n_factors=2, max_iter=3, tol=0.0, random_state=0,

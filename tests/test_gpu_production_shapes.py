@@ -22,7 +22,7 @@ import pytest
 
 import reference as ref
 from _helpers import assert_close, gmm_params, perturbed_problem
-from fastmix.kernels.cuda import estep as gpu_estep
+from fastmix.kernels.cuda import device as gdev, estep as gpu_estep
 
 N = 1100                      # 1024 + 76 rows: a full block and a partial one
 BLOCK_ROWS = gk.DEFAULT_BLOCK_ROWS
@@ -52,13 +52,13 @@ def _fast_simulator():
 def launches(monkeypatch):
     """Every launch (kernel name, grid, block) made through ``gk.configure``."""
     seen = []
-    real = gk.configure
+    real = gdev.configure
 
     def recording(kernel, grid, block, stream=0):
         seen.append((getattr(kernel, "__name__", "?"), grid, block))
         return real(kernel, grid, block, stream)
 
-    monkeypatch.setattr(gk, "configure", recording)
+    monkeypatch.setattr(gdev, "configure", recording)
     return seen
 
 

@@ -17,6 +17,7 @@ import reference as ref
 from _helpers import assert_close, assert_reproducible
 from fastmix import sgd
 from fastmix.kernels.cpu import sgd as cpu_sgd
+from fastmix.kernels.cuda import device as gdev
 
 N, D, K, BATCH = 30, 4, 4, 8          # 4 steps: 8 + 8 + 8 + 6 rows
 THREADS, TILE = 3, 5                  # 2 log-likelihood tiles per full batch, 3 threads each
@@ -276,9 +277,9 @@ def test_missing_extra_error(monkeypatch):
     """Without numba-cuda the fit names the extra to install."""
     import importlib.util
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(gk.importlib.util, "find_spec",
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "numba_cuda" else real_find_spec(name, *a))
-    monkeypatch.setattr(gk, "_PROBE", {})
+    monkeypatch.setattr(gdev, "_PROBE", {})
     with pytest.raises(gk.GPUUnavailableError, match=r"pip install 'fastmix\[cuda\]'"):
         fastmix.SGDGaussianMixture(4, device="cuda", batch_size=BATCH).fit(_data(n=20))
 

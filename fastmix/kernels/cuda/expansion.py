@@ -1,4 +1,5 @@
-"""The GMM-expansion grid kernel on the GPU (CUDA, numba-cuda): the twin of ``cpu_expansion``.
+"""The GMM-expansion grid kernel on the GPU (CUDA, numba-cuda): the twin of ``cpu_expansion``,
+with its launchers (``grid_stats_gpu``, ``column_range_gpu``).
 
 Same semantics as ``cpu_expansion.grid_pass`` (read its docstring first): a tensor grid of
 nodes with one diagonal bandwidth, a window of ``W[d]`` steps either side of the row's nearest
@@ -58,9 +59,14 @@ GPU.  What to measure first on a real one:
 import functools
 import math
 
+import numpy as np
 from numba import cuda
 
+from .. import GRID_LOGP, grid_layout
 from ..cpu.expansion import EM, KDE, LOGP  # noqa: F401  (the modes, shared with the CPU kernel)
+from . import device, estep as gpu_estep
+from .device import (DEFAULT_GRID_BLOCK_ROWS, DEFAULT_GRID_THREADS, require_gpu,
+                     weights_to_device)
 
 F64 = cuda.float64
 
@@ -259,3 +265,82 @@ def column_range(X, rows, lo, hi, bad):
         lo[c, d] = mn
         hi[c, d] = mx
         bad[c, d] = nb
+
+
+# ------------------------------------------------------------------ launchers ---------------
+def grid_stats_gpu(mode, Xd, wd, lo, h, shape, sigma, log_pi, acc=None, logp=None,
+                   block_rows=DEFAULT_GRID_BLOCK_ROWS, threads=DEFAULT_GRID_THREADS):
+    """One pass of the GMM-expansion grid kernel (``gpu_expansion``) over device rows ``Xd``:
+    what ``fastmix.kernels.grid_stats`` computes, with the same arguments (block_rows/threads
+    instead of chunk_rows).
+
+    Adds to ``acc`` = [node sums (M,), [sum w log p, sum w]] (made if None) and returns it;
+    GRID_LOGP writes log p of every row into the host array ``logp`` (N,).  ``wd`` from
+    ``weights_to_device`` (or None).  Deterministic for a given ``block_rows`` (the threads per
+    block do not change a bit); equal to the CPU kernel up to rounding."""
+    cuda = require_gpu()
+    N, D = Xd.shape
+    g = grid_layout(lo, h, shape, sigma, log_pi)
+    if g.shape.shape[0] != D:
+        raise ValueError(f"data have {D} features, the grid {g.shape.shape[0]}")
+    M = g.n_nodes
+    counts = g.window_counts()
+    T = int(counts.max())
+    threads = int(threads)
+    R = tile_rows(D, T, threads)
+    if R < 1:
+        raise ValueError(f"the GPU grid kernel stages a row's window ({T} nodes per dimension, "
+                         f"D={D}) in shared memory: "
+                         f"{shared_bytes_per_row(D, T)} bytes, more than "
+                         f"{SHARED_BYTES}; use a bandwidth closer to the grid "
+                         f"spacing, fewer nodes, or device='cpu'")
+    if mode == GRID_LOGP and (logp is None or logp.shape != (N,)):
+        raise ValueError(f"GRID_LOGP needs a host array logp of shape ({N},)")
+    if acc is None:
+        acc = [np.zeros(M), np.zeros(2)]
+    if wd is None:
+        wd = weights_to_device(None, N)
+    kernel = build(D, R, T, threads)
+    split = thread_split(counts, threads)
+    args = [cuda.to_device(np.ascontiguousarray(a)) for a in
+            (g.lo, g.h, g.shape, g.strides, g.inv_sig, g.pi)]
+    W, split_d = cuda.to_device(g.W), cuda.to_device(np.asarray(split, np.int64))
+    S = (0 if mode == GRID_LOGP else M) + 2
+    block_rows = int(block_rows)
+    n_blocks = max(1, -(-N // block_rows))
+    group = int(min(n_blocks, max(1, gpu_estep.PARTIAL_BYTES // (8 * S))))  # blocks per launch
+    part = device._alloc(cuda, (group, S), np.float64,
+                         f"the per-block node sums ({group} blocks x {S} float64)")
+    out = device._alloc(cuda, (S,), np.float64, "the node sums")
+    logp_d = device._alloc(cuda, (N if mode == GRID_LOGP else 0,), np.float64, "log p per row")
+    for b0 in range(0, n_blocks, group):  # launch groups in order; each adds to the totals
+        nb = min(group, n_blocks - b0)
+        device.configure(kernel, nb, threads)(int(mode), Xd, wd, *args, g.lconst, W, split_d,
+                                              block_rows, b0, part, logp_d)
+        device.configure(gpu_estep.reduce_blocks, max(1, -(-S // threads)), threads)(
+            part, nb, b0 > 0, out)
+    tot = out.copy_to_host()
+    if mode != GRID_LOGP:
+        acc[0] += tot[:M]
+    acc[1][0] += tot[S - 2]
+    acc[1][1] += tot[S - 1]
+    if mode == GRID_LOGP:
+        logp[:] = logp_d.copy_to_host()
+    return acc
+
+
+def column_range_gpu(Xd, rows_per_thread=256, threads=128):
+    """(lo, hi, n_bad) per column (D,) of device rows: min and max of the finite values
+    (float64) and the number of NaN / infinite ones."""
+    cuda = require_gpu()
+    N, D = Xd.shape
+    rows = int(rows_per_thread)
+    n_chunks = max(1, -(-N // rows))
+    lo = device._alloc(cuda, (n_chunks, D), np.float64, "the column ranges")
+    hi = device._alloc(cuda, (n_chunks, D), np.float64, "the column ranges")
+    bad = device._alloc(cuda, (n_chunks, D), np.int64, "the column ranges")
+    threads = int(threads)
+    device.configure(column_range, max(1, -(-(n_chunks * D) // threads)), threads)(
+        Xd, rows, lo, hi, bad)
+    return (lo.copy_to_host().min(axis=0), hi.copy_to_host().max(axis=0),
+            bad.copy_to_host().sum(axis=0))

@@ -97,7 +97,7 @@ import numpy as np
 from numba import cuda
 
 from ..cpu.estep import DIAG
-from .. import cuda as _gpu  # configure: every launch checked against CUDA's limits
+from . import device  # device.configure: every launch checked against CUDA's limits
 from .estep import EXP_MIN_ARG, reduce_blocks
 
 F64 = cuda.float64  # bound here: inside a kernel the simulator's stand-in module has no types
@@ -498,15 +498,15 @@ class GemmEStep:
         nred = max(1, -(-self.S // T.reduce_threads))
         for row0 in range(0, N, T.chunk):
             nc = min(T.chunk, N - row0)
-            _gpu.configure(self.dens, (g1[0], -(-nc // T.bm)), nt1, stream)(
+            device.configure(self.dens, (g1[0], -(-nc // T.bm)), nt1, stream)(
                 Xd, self.g, self.W, self.c0, row0, nc, scratch.L)
-            _gpu.configure(self.lse, -(-nc // T.rows_per_block),
-                           T.rows_per_block * T.row_threads, stream)(
+            device.configure(self.lse, -(-nc // T.rows_per_block),
+                             T.rows_per_block * T.row_threads, stream)(
                 scratch.L, wd, row0, nc, self.cut, scratch.LLW)
             nsl, per = slab_rows(nc, T.slabs)
-            _gpu.configure(self.stats, (-(-D // T.sf), -(-K // T.sk), nsl), nt3, stream)(
+            device.configure(self.stats, (-(-D // T.sf), -(-K // T.sk), nsl), nt3, stream)(
                 Xd, self.g64, scratch.L, scratch.LLW, row0, nc, per, scratch.part)
-            _gpu.configure(reduce_blocks, nred, T.reduce_threads, stream)(
+            device.configure(reduce_blocks, nred, T.reduce_threads, stream)(
                 scratch.part, nsl, True, out)
 
     def unpack(self, tot):

@@ -1,4 +1,5 @@
-"""Row transforms on the GPU for BigLearn-EM's marginal steps (numba-cuda).
+"""Row transforms on the GPU for BigLearn-EM's marginal steps (numba-cuda), with their launchers
+(``marginal_buffer``, ``marginal_rows``).
 
 BigLearn's local step runs the ordinary full-covariance E-step on ``Y = (X A^T)[:, T]`` (a
 transformed marginal) or on ``X[:, T]`` (a plain marginal).  These kernels build ``Y`` on the
@@ -17,9 +18,11 @@ The product is O(N D m) flops against O(N (D + m)) bytes: for D = m = 64 that is
 per byte in float32, compute-bound on the tiling below; cuBLAS would be ~5-10x faster at large D
 (measure first, then consider CuPy's GEMM when it is installed).
 """
+import numpy as np
 from numba import cuda
 
-from .. import cuda as _gpu  # configure: every launch checked against CUDA's limits
+from . import device
+from .device import require_gpu
 
 #: Output tile edge (threads per block = TILE * TILE).
 TILE = 16
@@ -64,11 +67,39 @@ def project_grid(N, m):
 def project(Xd, P, Yd):
     """Yd (N, m) = Xd (N, D) @ P (D, m device array, the data dtype)."""
     grid, block = project_grid(Xd.shape[0], P.shape[1])
-    _gpu.configure(_project, grid, block)(Xd, P, Yd)
+    device.configure(_project, grid, block)(Xd, P, Yd)
 
 
 def gather(Xd, cols, Yd):
     """Yd (N, m) = Xd[:, cols] (cols: int64 device array)."""
     N, m = Yd.shape
     grid = (max(1, -(-N // TILE)), max(1, -(-m // TILE)))
-    _gpu.configure(_gather, grid, (TILE, TILE))(Xd, cols, Yd)
+    device.configure(_gather, grid, (TILE, TILE))(Xd, cols, Yd)
+
+
+# ------------------------------------------------------------------ launchers ---------------
+def marginal_buffer(Xd):
+    """A device buffer for ``marginal_rows`` of any subset of Xd's columns (N * D entries)."""
+    N, D = Xd.shape
+    return device._alloc(require_gpu(), (N * D,), Xd.dtype, f"the marginal rows ({N} x {D})")
+
+
+def marginal_rows(Xd, A, T, out=None):
+    """Rows of a (transformed) marginal on the device: ``(Xd @ A.T)[:, T]`` when ``A`` (D, D)
+    is given, else ``Xd[:, T]``; ``Xd`` itself when neither transforms nor drops a column.
+    ``out``: a device buffer of at least N * len(T) entries of the data dtype, reused."""
+    cuda = require_gpu()
+    N, D = Xd.shape
+    T = np.asarray(T, dtype=np.int64)
+    if A is None and len(T) == D and np.array_equal(T, np.arange(D)):
+        return Xd
+    m = len(T)
+    if out is None:
+        out = device._alloc(cuda, (N * m,), Xd.dtype, f"the marginal rows ({N} x {m})")
+    Yd = out[:N * m].reshape(N, m)
+    if A is None:
+        gather(Xd, cuda.to_device(T), Yd)
+    else:
+        P = np.ascontiguousarray(np.asarray(A)[T, :].T, dtype=Xd.dtype)  # (D, m)
+        project(Xd, cuda.to_device(P), Yd)
+    return Yd

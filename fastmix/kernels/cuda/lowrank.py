@@ -17,7 +17,7 @@ Work decomposition -- that of ``gpu_estep`` (read it first), with these differen
   ``[b * block_rows, (b + 1) * block_rows)`` (``block_rows`` from the caller) and the slot
   ``part[b, :]`` of ``S = K + K*D + K*(1+q)*(D+q+1) + 2`` float64 partials ``[nk | s1 | s2 | ll |
   ws]``; ``gpu_estep.reduce_blocks`` adds the slots in block order on the device, and the
-  launcher (``gpu.EStepPlan.launch``) runs the blocks in fixed-size groups when the partials would
+  launcher (``estep.EStepPlan.launch``) runs the blocks in fixed-size groups when the partials would
   exceed ``gpu_estep.PARTIAL_BYTES``.
 * **Tiles** of ``R`` rows in shared memory: X (data dtype), the weights, the ``R x K`` float64
   log-densities (then ``w * r``) and the ``R x K x q`` float64 posterior means ``E[z | x]``,
@@ -71,9 +71,11 @@ for the shared tiles and constant loop bounds): a fit compiles once per shape.
 """
 import functools
 
+import numpy as np
 from numba import cuda
 
-from .estep import MAX_TILE_ROWS, SHARED_BYTES, make_load_tile, make_tile_steps
+from .. import n_factors
+from .estep import MAX_TILE_ROWS, SHARED_BYTES, make_block_steps
 
 
 def s2_size(K, D, q):
@@ -83,6 +85,27 @@ def s2_size(K, D, q):
 def n_entries(K, D, q):
     """Entries of one block's partial statistics: [nk | s1 | s2 | ll | ws]."""
     return K + K * D + s2_size(K, D, q) + 2
+
+
+def layout(kp):
+    """Host arrays in gpu_lowrank's layout, components last for coalesced reads: MT means
+    (D, K), PT psi^-1/2 (D, K), BT the projections B_k as (D, q, K), all in the data dtype;
+    CT the factors C_k as (q, q, K), lconst (K,) and the centres means64 (K, D) in float64."""
+    q = n_factors(kp)
+    pc = kp.pc
+    BT = np.transpose(pc[:, 1:1 + q, :], (2, 1, 0))            # [k, a, d] -> [d, a, k]
+    CT = np.transpose(pc[:, 1 + q:, :q], (1, 2, 0))            # [k, a, c] -> [a, c, k]
+    return [np.ascontiguousarray(a) for a in (kp.means.T, pc[:, 0, :].T, BT)] + [
+        np.ascontiguousarray(CT, np.float64), np.ascontiguousarray(kp.lconst, np.float64),
+        np.ascontiguousarray(kp.means64)]
+
+
+def posterior_cov(kp):
+    """Cov[z | x] = C_k C_k^T (K, q, q) float64 of a lowrank model: the same for every row of
+    a component, so the statistics add it once, times nk (as cpu_lowrank does)."""
+    q = n_factors(kp)
+    C = np.asarray(kp.pc[:, 1 + q:, :q], np.float64)
+    return np.einsum("kaj,kcj->kac", C, C)
 
 
 def row_bytes(K, D, q, itemsize):
@@ -100,13 +123,9 @@ def build(dtype_name, K, D, q, R, TPB):
     """Compile-time specialised kernels ``(estep_partials, log_prob)`` for one shape."""
     DT = cuda.float32 if dtype_name == "float32" else cuda.float64
     F64 = cuda.float64
-    KD = K * D
     W2 = D + q + 1          # length of a row s2[k, i, :]
     P2 = (1 + q) * W2       # entries of s2[k]
     S2 = K * P2
-    S = K + KD + S2 + 2
-    load_tile = make_load_tile(D, TPB)
-    tile_lse, tile_outputs = make_tile_steps(K, TPB)
 
     @cuda.jit(device=True)
     def log_density(XS, r, k, MT, PT, BT, lconst, z):
@@ -129,8 +148,9 @@ def build(dtype_name, K, D, q, R, TPB):
         return lconst[k] - 0.5 * F64(acc - proj)
 
     @cuda.jit(device=True)
-    def densities(XS, nr, MT, PT, BT, CT, lconst, LR, EZ, t):
+    def stats_densities(XS, EZ, nr, P, LR, t):
         """LR[r, k] = log pi_k N(x_r | k) and EZ[r, k, :] = E[z | x_r, k] = C_k B_k y (float64)."""
+        MT, PT, BT, CT, lconst = P
         z = cuda.local.array(q, DT)
         for p in range(t, nr * K, TPB):  # (row, component) pairs, components fastest
             r = p // K
@@ -143,108 +163,68 @@ def build(dtype_name, K, D, q, R, TPB):
                 EZ[r, k, a] = e
 
     @cuda.jit(device=True)
-    def entry_sum(e, nr, XS, WS, LR, LP, EZ, C64):
-        """Sum over the tile's rows (in order) of statistic entry e (float64); LR holds w r."""
+    def lp_densities(XS, unused, nr, P, LR, t):
+        """LR[r, k] = log pi_k N(x_r | k) only (log_prob)."""
+        MT, PT, BT, lconst = P
+        z = cuda.local.array(q, DT)
+        for p in range(t, nr * K, TPB):
+            r = p // K
+            k = p - r * K
+            LR[r, k] = log_density(XS, r, k, MT, PT, BT, lconst, z)
+
+    @cuda.jit(device=True)
+    def s2_entry(f, nr, XS, WS, LR, EZ, C64):
+        """Sum over the tile's rows (in order) of entry f = s2[k, i, j] (float64); LR holds
+        w r."""
         acc = 0.0
-        if e < K:                                   # nk[k]
-            for r in range(nr):
-                acc += LR[r, e]
-        elif e < K + KD:                            # s1[k, d]
-            f = e - K
-            k = f // D
-            d = f - k * D
+        k = f // P2
+        f2 = f - k * P2
+        i = f2 // W2
+        j = f2 - i * W2
+        a = i - 1
+        if i == 0:
+            if j < D:                               # sum w r (x_j - c_j)^2; s2[k, 0, D:] = 0
+                for r in range(nr):
+                    wr = LR[r, k]
+                    if wr != 0.0:
+                        y = F64(XS[r, j]) - C64[k, j]
+                        acc += wr * y * y
+        elif j < D:                                 # sum w r E[z_a] (x_j - c_j)
             for r in range(nr):
                 wr = LR[r, k]
                 if wr != 0.0:
-                    acc += wr * F64(XS[r, d])
-        elif e < K + KD + S2:                       # s2[k, i, j]
-            f = e - K - KD
-            k = f // P2
-            f2 = f - k * P2
-            i = f2 // W2
-            j = f2 - i * W2
-            a = i - 1
-            if i == 0:
-                if j < D:                           # sum w r (x_j - c_j)^2; s2[k, 0, D:] = 0
-                    for r in range(nr):
-                        wr = LR[r, k]
-                        if wr != 0.0:
-                            y = F64(XS[r, j]) - C64[k, j]
-                            acc += wr * y * y
-            elif j < D:                             # sum w r E[z_a] (x_j - c_j)
-                for r in range(nr):
-                    wr = LR[r, k]
-                    if wr != 0.0:
-                        acc += (wr * EZ[r, k, a]) * (F64(XS[r, j]) - C64[k, j])
-            elif j < D + q:                         # sum w r E[z_a] E[z_b]
-                b = j - D
-                for r in range(nr):
-                    wr = LR[r, k]
-                    if wr != 0.0:
-                        acc += (wr * EZ[r, k, a]) * EZ[r, k, b]
-            else:                                   # sum w r E[z_a]
-                for r in range(nr):
-                    wr = LR[r, k]
-                    if wr != 0.0:
-                        acc += wr * EZ[r, k, a]
-        elif e == K + KD + S2:                      # ll
+                    acc += (wr * EZ[r, k, a]) * (F64(XS[r, j]) - C64[k, j])
+        elif j < D + q:                             # sum w r E[z_a] E[z_b]
+            b = j - D
             for r in range(nr):
-                acc += WS[r] * LP[r]
-        else:                                       # ws
+                wr = LR[r, k]
+                if wr != 0.0:
+                    acc += (wr * EZ[r, k, a]) * EZ[r, k, b]
+        else:                                       # sum w r E[z_a]
             for r in range(nr):
-                acc += WS[r]
+                wr = LR[r, k]
+                if wr != 0.0:
+                    acc += wr * EZ[r, k, a]
         return acc
+
+    block_partials, block_log_prob = make_block_steps(
+        DT, K, D, R, TPB, S2, (((R, K, q), 1), F64), stats_densities, lp_densities, s2_entry)
 
     @cuda.jit
     def estep_partials(X, sw, MT, PT, BT, CT, lconst, C64, cut, block_rows, b0, part):
         """Block b: the statistics of rows [(b0 + b) * block_rows, ...) into part[b, :]
         (without the Cov[z|x] term, which the launcher adds)."""
-        XS = cuda.shared.array((R, D), DT)
-        LR = cuda.shared.array((R, K), F64)
-        EZ = cuda.shared.array((R, K, q), F64)
-        LP = cuda.shared.array(R, F64)
-        WS = cuda.shared.array(R, F64)
         b = cuda.blockIdx.x
-        t = cuda.threadIdx.x
-        N = X.shape[0]
         start = (b0 + b) * block_rows
-        stop = min(N, start + block_rows)
-        for e in range(t, S, TPB):  # thread t owns entries t, t + TPB, ... of part[b]
-            part[b, e] = 0.0
-        for r0 in range(start, stop, R):
-            nr = min(R, stop - r0)
-            load_tile(X, sw, r0, nr, XS, WS, t)
-            cuda.syncthreads()
-            densities(XS, nr, MT, PT, BT, CT, lconst, LR, EZ, t)
-            cuda.syncthreads()
-            tile_lse(LR, WS, LP, nr, cut, t)
-            for e in range(t, S, TPB):
-                part[b, e] += entry_sum(e, nr, XS, WS, LR, LP, EZ, C64)
-            cuda.syncthreads()  # the next tile overwrites the shared arrays
+        block_partials(X, sw, (MT, PT, BT, CT, lconst), C64, cut, start,
+                       min(X.shape[0], start + block_rows), b, part)
 
     @cuda.jit
     def log_prob(X, nosw, MT, PT, BT, lconst, cut, block_rows, logp, labels, resp):
         """Per-row log p, argmax label and (when resp has N rows) responsibilities; ``nosw`` is
         an empty float64 array (no weights)."""
-        XS = cuda.shared.array((R, D), DT)
-        LR = cuda.shared.array((R, K), F64)
-        WS = cuda.shared.array(R, F64)
-        z = cuda.local.array(q, DT)
-        b = cuda.blockIdx.x
-        t = cuda.threadIdx.x
-        N = X.shape[0]
-        start = b * block_rows
-        stop = min(N, start + block_rows)
-        want_resp = resp.shape[0] == N
-        for r0 in range(start, stop, R):
-            nr = min(R, stop - r0)
-            load_tile(X, nosw, r0, nr, XS, WS, t)
-            cuda.syncthreads()
-            for p in range(t, nr * K, TPB):
-                r = p // K
-                k = p - r * K
-                LR[r, k] = log_density(XS, r, k, MT, PT, BT, lconst, z)
-            cuda.syncthreads()
-            tile_outputs(LR, r0, nr, cut, t, logp, labels, resp, want_resp)
+        start = cuda.blockIdx.x * block_rows
+        block_log_prob(X, nosw, (MT, PT, BT, lconst), cut, start,
+                       min(X.shape[0], start + block_rows), logp, labels, resp)
 
     return estep_partials, log_prob

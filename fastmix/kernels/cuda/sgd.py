@@ -1,4 +1,6 @@
-"""Mini-batch SGD step for the diagonal max-component GMM on the GPU (CUDA, numba-cuda).
+"""Mini-batch SGD step for the diagonal max-component GMM on the GPU (CUDA, numba-cuda), with
+its launcher (``SGDDeviceState``: the parameters kept on the device; ``sgd_minibatch_gpu``: a
+segment of mini-batch steps).
 
 The GPU twin of ``cpu_sgd.sgd_minibatch`` (see its docstring and ``cpu_sgd``'s for the model,
 the objectives and the gradients): the same inputs and outputs -- logits ``xi`` (K,), means
@@ -17,11 +19,11 @@ segments, and a segment of many batches returns only its ``out`` (n_steps,) to t
 
 1. ``sgd_loglik`` -- grid (K, ceil(B / tile_rows)): block (j, tile) computes
    l_j(x_i) = xi_j - lse + logdet_j - D/2 log 2 pi - 1/2 sum_d (s_jd (x_id - mu_jd))^2 for the
-   tile's samples, one thread per (j, i) pair (strided over the tile), the square norm in the
-   CPU kernel's 4 interleaved partial sums; into ``ell`` (K, batch).
+   tile's samples, one thread per (j, i) pair (strided over the tile), the square norm by the
+   CPU kernel's own function (4 interleaved partial sums); into ``ell`` (K, batch).
 2. ``sgd_weights`` -- one block: one thread per sample (strided) computes its weights w[:, i]
    (softmax for ``exact``; else the best-matching unit of the smoothed objective and its row of
-   g, or for g = I the argmax alone) and objective; then thread 0 adds the objectives in sample
+   g, or for g = I the argmax alone) and objective, with the CPU kernel's ``_weights_row``; then thread 0 adds the objectives in sample
    order into ``out[b]``; one thread per component updates its logit from sum_i (w_ji - pi_j)
    (samples in order); thread 0 then computes the log-sum-exp of the new logits for the next
    batch (components in order, as the CPU kernel).
@@ -60,7 +62,12 @@ GPU.  What to measure first on a real device:
 """
 import math
 
+import numpy as np
 from numba import cuda
+
+from ..cpu import sgd as cpu_sgd
+from . import device
+from .device import SGD_THREADS, SGD_TILE_ROWS, require_gpu
 
 LOG2PI = math.log(2.0 * math.pi)
 #: Consecutive features per partial sum of log det (one thread each, added in order).
@@ -78,82 +85,21 @@ def _row(rows, first, i):
     return first + i
 
 
-@cuda.jit(device=True)
-def _sqnorm(X, n, mu, s, j, D):
-    """sum_d (s_jd (x_nd - mu_jd))^2 in the CPU kernel's 4 interleaved partial sums."""
-    a0 = 0.0
-    a1 = 0.0
-    a2 = 0.0
-    a3 = 0.0
-    d = 0
-    while d + 4 <= D:
-        z0 = s[j, d] * (F64(X[n, d]) - mu[j, d])
-        z1 = s[j, d + 1] * (F64(X[n, d + 1]) - mu[j, d + 1])
-        z2 = s[j, d + 2] * (F64(X[n, d + 2]) - mu[j, d + 2])
-        z3 = s[j, d + 3] * (F64(X[n, d + 3]) - mu[j, d + 3])
-        a0 += z0 * z0
-        a1 += z1 * z1
-        a2 += z2 * z2
-        a3 += z3 * z3
-        d += 4
-    while d < D:
-        z0 = s[j, d] * (F64(X[n, d]) - mu[j, d])
-        a0 += z0 * z0
-        d += 1
-    return (a0 + a1) + (a2 + a3)
+# The per-sample math is the CPU kernel's own Python source compiled for the device (one
+# definition for both targets, so they cannot drift apart); on the device float32 rows are
+# widened to float64 where they meet the float64 parameters, as the CPU path widens them first.
+def _on_device(cpu_kernel):
+    """A CPU kernel's Python function (``py_func``; the function itself when numba's JIT is
+    off) compiled as a CUDA device function."""
+    return cuda.jit(device=True)(getattr(cpu_kernel, "py_func", cpu_kernel))
 
 
-@cuda.jit(device=True)
-def _logsumexp(v, K):
-    m = -math.inf
-    for j in range(K):
-        if v[j] > m:
-            m = v[j]
-    tot = 0.0
-    for j in range(K):
-        tot += math.exp(v[j] - m)
-    return m + math.log(tot)
-
-
-@cuda.jit(device=True)
-def _weights_col(ell, i, g, smooth, exact, w, K):
-    """w[:, i] for sample i from ell[:, i]; returns its objective (``cpu_sgd._weights_row``)."""
-    if exact:
-        m = -math.inf
-        for j in range(K):
-            if ell[j, i] > m:
-                m = ell[j, i]
-        tot = 0.0
-        for j in range(K):
-            e = math.exp(ell[j, i] - m)
-            w[j, i] = e
-            tot += e
-        for j in range(K):
-            w[j, i] = w[j, i] / tot
-        return m + math.log(tot)
-    best = -math.inf
-    kbest = 0
-    if not smooth:
-        for k in range(K):
-            if ell[k, i] > best:
-                best = ell[k, i]
-                kbest = k
-        for j in range(K):
-            w[j, i] = 0.0
-        w[kbest, i] = 1.0
-        return best
-    for k in range(K):
-        v = 0.0
-        for j in range(K):
-            gkj = g[k, j]
-            if gkj != 0.0:  # truncated smoothing: exact zeros skipped, as on the CPU
-                v += gkj * ell[j, i]
-        if v > best:
-            best = v
-            kbest = k
-    for j in range(K):
-        w[j, i] = g[kbest, j]
-    return best
+#: sum_d (s_jd (x_nd - mu_jd))^2 in the CPU kernel's 4 interleaved partial sums
+_sqnorm = _on_device(cpu_sgd._sqnorm_row)
+#: log-sum-exp of a vector (components in order)
+_logsumexp = _on_device(cpu_sgd._logsumexp)
+#: a sample's weights w (K,) from its log-likelihoods ell (K,); returns its objective
+_weights = _on_device(cpu_sgd._weights_row)
 
 
 @cuda.jit
@@ -168,7 +114,7 @@ def sgd_loglik(X, rows, first, B, tile_rows, xi, mu, s, logdet, lse, ell):
     base = xi[j] - lse[0] + logdet[j] + c
     stop = min(B, i0 + tile_rows)
     for i in range(i0 + t, stop, T):
-        ell[j, i] = base - 0.5 * _sqnorm(X, _row(rows, first, i), mu, s, j, D)
+        ell[j, i] = base - 0.5 * _sqnorm(X, _row(rows, first, i), mu, s, j)
 
 
 @cuda.jit
@@ -180,7 +126,7 @@ def sgd_weights(ell, B, g, smooth, exact, xi, lse, eps, lam_pi, w, objs, out, b)
     K = xi.shape[0]
     lse_old = lse[0]
     for i in range(t, B, T):
-        objs[i] = _weights_col(ell, i, g, smooth, exact, w, K)
+        objs[i] = _weights(ell[:, i], g, smooth, exact, w[:, i])
     cuda.syncthreads()
     inv = 1.0 / B
     if t == 0:
@@ -196,7 +142,7 @@ def sgd_weights(ell, B, g, smooth, exact, xi, lse, eps, lam_pi, w, objs, out, b)
         xi[j] += eps * lam_pi * gx * inv
     cuda.syncthreads()
     if t == 0:
-        lse[0] = _logsumexp(xi, K)
+        lse[0] = _logsumexp(xi)
 
 
 @cuda.jit
@@ -246,4 +192,96 @@ def sgd_update(X, rows, first, B, w, mu, s, eps, lam_mu, lam_s, s_min, s_max, up
             tot += logs[j, ch]
         logdet[j] = tot
         if not update and j == 0:
-            lse[0] = _logsumexp(xi, xi.shape[0])
+            lse[0] = _logsumexp(xi)
+
+
+# ------------------------------------------------------------------ launcher ----------------
+class SGDDeviceState:
+    """The diagonal SGD parameters on the GPU -- logits xi (K,), means mu (K, D), square roots
+    of the precisions s (K, D), float64 copies of the host arrays given -- with the scratch of
+    mini-batches of up to ``batch`` rows and the launch shape (``threads`` per block,
+    ``tile_rows`` samples per log-likelihood block; neither changes the results).
+    ``sgd_minibatch_gpu`` updates them in place; ``download`` copies them back."""
+
+    def __init__(self, xi, mu, s, batch, threads=None, tile_rows=None):
+        cuda = require_gpu()
+        xi = np.ascontiguousarray(xi, dtype=np.float64)
+        mu = np.ascontiguousarray(mu, dtype=np.float64)
+        s = np.ascontiguousarray(s, dtype=np.float64)
+        K, D = mu.shape
+        if xi.shape != (K,) or s.shape != (K, D):
+            raise ValueError(f"inconsistent SGD state shapes: xi {xi.shape}, mu {mu.shape}, "
+                             f"s {s.shape}")
+        self.batch = int(batch)
+        if self.batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch!r}")
+        self.threads = int(SGD_THREADS if threads is None else threads)
+        self.tile_rows = int(SGD_TILE_ROWS if tile_rows is None else tile_rows)
+        if self.threads < 1 or self.tile_rows < 1:
+            raise ValueError("threads and tile_rows must be >= 1")
+        self.K, self.D = K, D
+        self.xi = device._upload(cuda, xi, "the SGD logits")
+        self.mu = device._upload(cuda, mu, "the SGD means")
+        self.s = device._upload(cuda, s, "the SGD precision roots")
+        nch = -(-D // LOG_CHUNK)
+        self.ell = device._alloc(cuda, (K, self.batch), np.float64,
+                                 f"the mini-batch log-likelihoods ({K} x {self.batch} float64)")
+        self.w = device._alloc(cuda, (K, self.batch), np.float64,
+                               f"the mini-batch weights ({K} x {self.batch} float64)")
+        self.objs = device._alloc(cuda, (self.batch,), np.float64, "the mini-batch objectives")
+        self.logs = device._alloc(cuda, (K, nch), np.float64, "the log-determinant partial sums")
+        self.logdet = device._alloc(cuda, (K,), np.float64, "the log-determinants")
+        self.lse = device._alloc(cuda, (1,), np.float64, "the log-sum-exp of the logits")
+        self.no_rows = cuda.to_device(np.empty(0, np.int64))
+
+    def download(self, xi, mu, s):
+        """Copy the device state into the host arrays xi, mu, s (in place)."""
+        xi[...] = self.xi.copy_to_host()
+        mu[...] = self.mu.copy_to_host()
+        s[...] = self.s.copy_to_host()
+
+
+def sgd_minibatch_gpu(Xd, rows, first, n_rows, st, g, exact, eps, lam_pi, lam_mu, lam_s, s_min,
+                      s_max):
+    """``cpu_sgd.sgd_minibatch`` on the GPU over ``n_rows`` rows: mini-batches of ``st.batch``
+    consecutive samples of the order ``rows[first:first + n_rows]`` (device int64 rows of
+    ``Xd``, from ``rows_to_device``) or, with ``rows`` None, of ``Xd[first:first + n_rows]``.
+    ``st`` (``SGDDeviceState``) is updated in place on the device; returns the per-step
+    objectives (ceil(n_rows / batch),) float64 on the host -- the only copy back."""
+    cuda = require_gpu()
+    from . import sgd as gpu_sgd
+    if Xd.ndim != 2 or Xd.shape[1] != st.D:
+        raise ValueError(f"data have shape {tuple(Xd.shape)}, the SGD state {st.D} features")
+    first, n_rows = int(first), int(n_rows)
+    limit = Xd.shape[0] if rows is None else rows.shape[0]
+    if first < 0 or n_rows < 0 or first + n_rows > limit:
+        raise ValueError(f"rows [{first}, {first + n_rows}) out of range (0..{limit})")
+    g = np.ascontiguousarray(g, dtype=np.float64)
+    K, batch, T = st.K, st.batch, st.threads
+    if g.shape != (K, K):
+        raise ValueError(f"smoothing has shape {g.shape}, expected ({K}, {K})")
+    n_steps = -(-n_rows // batch)
+    if n_steps == 0:
+        return np.empty(0)
+    smooth = not np.array_equal(g, np.eye(K))
+    gd = cuda.to_device(g)
+    rows = st.no_rows if rows is None else rows
+    out = device._alloc(cuda, (n_steps,), np.float64, "the per-step objectives")
+    exact = bool(exact)
+    eps, lam_pi, lam_mu, lam_s = float(eps), float(lam_pi), float(lam_mu), float(lam_s)
+    s_min, s_max = float(s_min), float(s_max)
+    update = device.configure(sgd_update, K, T)
+    loglik = sgd_loglik
+    weights = device.configure(sgd_weights, 1, T)
+    # prologue: log det and the log-sum-exp from the state as it is now
+    update(Xd, rows, first, 0, st.w, st.mu, st.s, eps, lam_mu, lam_s, s_min, s_max, False,
+           st.logs, st.logdet, st.xi, st.lse)
+    for b in range(n_steps):  # queued launches, no host synchronisation until the copy below
+        f = first + b * batch
+        B = min(batch, n_rows - b * batch)
+        device.configure(loglik, (K, -(-B // st.tile_rows)), T)(
+            Xd, rows, f, B, st.tile_rows, st.xi, st.mu, st.s, st.logdet, st.lse, st.ell)
+        weights(st.ell, B, gd, smooth, exact, st.xi, st.lse, eps, lam_pi, st.w, st.objs, out, b)
+        update(Xd, rows, f, B, st.w, st.mu, st.s, eps, lam_mu, lam_s, s_min, s_max, True,
+               st.logs, st.logdet, st.xi, st.lse)
+    return out.copy_to_host()
