@@ -14,6 +14,7 @@ import numpy as np
 
 from .cpu import _threads
 from .cpu import estep as cpu_estep, expansion as cpu_expansion, lowrank as cpu_lowrank
+from .cpu import missing as cpu_missing
 from .cpu._threads import run_ranges
 from .cpu.estep import DIAG, ESTEP, FULL, RESP, SPHERICAL, TIED
 
@@ -229,6 +230,22 @@ def _full_layout(kp, dtype, mode=ESTEP):
     return UT, C, T
 
 
+def _pass_layout(kp, mode, dtype):
+    """(run, pc, g, g64, tmeans): the pass function of ``kp``'s kind and the parameters in its
+    layout (spherical through the diagonal passes, full in ``_full_layout``)."""
+    D = kp.means64.shape[1]
+    kind = DIAG if kp.kind == SPHERICAL else kp.kind
+    pc, g, g64, tmeans = kp.pc, kp.g, kp.g64, kp.tmeans
+    if kp.kind == SPHERICAL:
+        pc, g, g64 = _as_diag(kp, mode, dtype)
+    elif kp.kind == FULL:
+        pc, g, tmeans = _full_layout(kp, dtype, mode)
+    run = _PASSES[kind]
+    if kind == DIAG and g64.shape[0] != D:  # no shared centre: the row-at-a-time loop
+        run = cpu_estep.pass_diag_rows
+    return run, pc, g, g64, tmeans
+
+
 def _pass(mode, X, sw, R, kp, chunk_rows, acc):
     """Run the kind's pass over groups of chunks on ``_threads.run_ranges``; add the slots to
     ``acc`` in chunk order.
@@ -249,14 +266,7 @@ def _pass(mode, X, sw, R, kp, chunk_rows, acc):
     s1_p = np.zeros((n_slots, K, D))
     s2_p = np.zeros((n_slots,) + s2_shape(kind, K, D, q))
     llws_p = np.zeros((n_slots, 8))
-    pc, g, g64, tmeans = kp.pc, kp.g, kp.g64, kp.tmeans
-    if kp.kind == SPHERICAL:
-        pc, g, g64 = _as_diag(kp, mode, X.dtype)
-    elif kp.kind == FULL:
-        pc, g, tmeans = _full_layout(kp, X.dtype, mode)
-    run = _PASSES[kind]
-    if kind == DIAG and g64.shape[0] != D:  # no shared centre: the row-at-a-time loop
-        run = cpu_estep.pass_diag_rows
+    run, pc, g, g64, tmeans = _pass_layout(kp, mode, X.dtype)
     sw = _weights(sw)
     cut = CUT[X.dtype]
     with blas_single_threaded():
@@ -403,6 +413,148 @@ def log_prob(X, kp, chunk_rows, want_resp=False):
     return logp, labels, (resp if want_resp else None)
 
 
+# ------------------------------------------------------------------ missing values (NaN) ---
+def nan_chunks(X, chunk_rows):
+    """(n_chunks,) uint8: 1 where chunk c of X holds a NaN."""
+    chunk_rows = int(chunk_rows)
+    flags = np.zeros(max(1, -(-X.shape[0] // chunk_rows)), np.uint8)
+    cpu_missing.chunk_nan_flags(X, chunk_rows, flags)
+    return flags
+
+
+def _pattern_groups(X, chunk_rows, flags):
+    """(order, gstart, cgroup) of ``cpu_missing.pass_cov_missing``: the rows of each flagged
+    chunk grouped by missingness pattern (patterns in a fixed order: np.unique's)."""
+    N = X.shape[0]
+    order = np.arange(N, dtype=np.int64)
+    gstart = [0]
+    cgroup = np.zeros(flags.shape[0] + 1, np.int64)
+    for c in range(flags.shape[0]):
+        if flags[c]:
+            a, b = c * chunk_rows, min(N, (c + 1) * chunk_rows)
+            keys = np.packbits(np.isnan(X[a:b]), axis=1)
+            _, inv, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+            order[a:b] = a + np.argsort(inv.reshape(-1), kind="stable")
+            gstart.extend((a + np.cumsum(counts)).tolist())
+        cgroup[c + 1] = len(gstart) - 1
+    return order, np.asarray(gstart, np.int64), cgroup
+
+
+def _missing_args(kp, cov, logw, X, chunk_rows, flags):
+    """The masked pass of kp's kind and its leading arguments."""
+    if kp.kind in (DIAG, SPHERICAL):
+        K, D = kp.means64.shape
+        pc = np.ascontiguousarray(np.broadcast_to(kp.pc[:, :, :1], (K, 1, D))) \
+            if kp.kind == SPHERICAL else kp.pc
+        var = np.ascontiguousarray(np.broadcast_to(
+            np.asarray(cov, np.float64).reshape(K, -1), (K, D)))
+        return cpu_missing.pass_diag_missing, (X, None, kp.means, pc, kp.lconst, kp.means64,
+                                                var)
+    if kp.kind in (FULL, TIED):
+        order, gstart, cgroup = _pattern_groups(X, chunk_rows, flags)
+        cov = np.ascontiguousarray(cov, np.float64).reshape(-1, kp.means64.shape[1],
+                                                            kp.means64.shape[1])
+        g64 = kp.g64 if kp.kind == TIED else np.zeros(0)
+        return cpu_missing.pass_cov_missing, (X, None, kp.means64, cov,
+                                               np.ascontiguousarray(logw, np.float64),
+                                               kp.kind == TIED, g64, order, gstart, cgroup)
+    raise ValueError("missing values are supported for the full, tied, diag and spherical "
+                     "kinds only")
+
+
+def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None):
+    """Fused E-step of rows with missing entries (NaN, marginalised): (nk, s1, s2, ll, ws)
+    of the expected sufficient statistics (``cpu_missing``), in the layout of ``estep_stats``.
+
+    ``cov``: the model's float64 covariances in scikit-learn's layout (full (K, D, D), tied
+    (D, D), diag (K, D), spherical (K,)); ``logw`` (K,) float64 log-weights.  Chunks without
+    NaN run the ordinary pass (``flags``: ``nan_chunks(X, chunk_rows)`` if known); a block
+    without NaN is exactly ``estep_stats``."""
+    chunk_rows = int(chunk_rows)
+    if flags is None:
+        flags = nan_chunks(X, chunk_rows)
+    if not flags.any():
+        return estep_stats(X, sw, kp, chunk_rows, acc)
+    N = X.shape[0]
+    K, D = kp.means64.shape
+    kind = DIAG if kp.kind == SPHERICAL else kp.kind
+    if acc is None:
+        acc = Accumulator(kp.kind, K, D)
+    n_chunks = flags.shape[0]
+    n_slots = min(n_chunks, _n_slots(kind, K, D))
+    nk_p = np.zeros((n_slots, K + 8))
+    s1_p = np.zeros((n_slots, K, D))
+    s2_p = np.zeros((n_slots,) + s2_shape(kind, K, D))
+    llws_p = np.zeros((n_slots, 8))
+    run, pc, g, g64, tmeans = _pass_layout(kp, ESTEP, X.dtype)
+    masked, margs = _missing_args(kp, cov, logw, X, chunk_rows, flags)
+    sw = _weights(sw)
+    margs = (margs[0], sw) + margs[2:]
+    R = np.empty((0, K))
+    cut = CUT[X.dtype]
+    none_f, none_i, none_r = np.empty(0), np.empty(0, np.int64), np.empty((0, K))
+
+    def ranges(c0, j0, j1):
+        j = j0
+        while j < j1:  # maximal runs of chunks with (masked pass) and without NaN
+            e = j + 1
+            while e < j1 and flags[c0 + e] == flags[c0 + j]:
+                e += 1
+            if flags[c0 + j]:
+                masked(*margs, cut, chunk_rows, c0, j, e, nk_p, s1_p, s2_p, llws_p,
+                       none_f, none_i, none_r)
+            else:
+                run(ESTEP, X, sw, R, kp.means, pc, kp.lconst, tmeans, g, kp.means64, g64,
+                    cut, chunk_rows, c0, j, e, nk_p, s1_p, s2_p, llws_p)
+            j = e
+
+    with blas_single_threaded():
+        for c0 in range(0, n_chunks, n_slots):
+            n_here = min(n_slots, n_chunks - c0)
+            _threads.run_ranges(lambda j0, j1: ranges(c0, j0, j1), n_here)
+            for j in range(n_here):  # fixed order
+                acc.nk += nk_p[j, :K]
+                acc.s1 += s1_p[j]
+                acc.s2 += s2_p[j] if kind == kp.kind else s2_p[j].sum(axis=2, keepdims=True)
+                acc.ll += llws_p[j, 0]
+                acc.ws += llws_p[j, 1]
+    return acc.result()
+
+
+def log_prob_missing(X, kp, cov, logw, chunk_rows, want_resp=False):
+    """``log_prob`` of rows with missing entries: log p(x_o) of the observed coordinates,
+    labels and responsibilities.  Rows without NaN get exactly ``log_prob``'s values."""
+    logp, labels, resp = log_prob(X, kp, chunk_rows, want_resp)
+    rows = np.flatnonzero(np.isnan(X).any(axis=1))
+    if rows.size == 0:
+        return logp, labels, resp
+    Xm = np.ascontiguousarray(X[rows])
+    K, D = kp.means64.shape
+    chunk_rows = int(chunk_rows)
+    flags = nan_chunks(Xm, chunk_rows)
+    masked, margs = _missing_args(kp, cov, logw, Xm, chunk_rows, flags)
+    margs = (margs[0], _weights(None)) + margs[2:]
+    n = Xm.shape[0]
+    n_chunks = flags.shape[0]
+    kind = DIAG if kp.kind == SPHERICAL else kp.kind
+    lp = np.empty(n)
+    lab = np.empty(n, np.int64)
+    rs = np.empty((n if want_resp else 0, K))
+    nk_p = np.zeros((n_chunks, K + 8))
+    s1_p = np.zeros((n_chunks, K, D))
+    s2_p = np.zeros((n_chunks,) + s2_shape(kind, K, D))
+    llws_p = np.zeros((n_chunks, 8))
+    _threads.run_ranges(lambda j0, j1: masked(
+        *margs, CUT[X.dtype], chunk_rows, 0, j0, j1, nk_p, s1_p, s2_p, llws_p, lp, lab, rs),
+        n_chunks)
+    logp[rows] = lp
+    labels[rows] = lab
+    if want_resp:
+        resp[rows] = rs
+    return logp, labels, resp
+
+
 __all__ = ["Accumulator", "run_ranges", "num_threads", "thread_limit", "blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG",
            "SPHERICAL", "LOWRANK", "n_factors", "estep_stats", "resp_stats", "log_prob", "nearest_params",
-           "s2_shape", "grid_stats", "grid_window", "grid_layout", "GridLayout", "GRID_EM", "GRID_KDE", "GRID_LOGP"]
+           "s2_shape", "grid_stats", "grid_window", "grid_layout", "GridLayout", "GRID_EM", "GRID_KDE", "GRID_LOGP",
+           "nan_chunks", "estep_stats_missing", "log_prob_missing"]

@@ -1,0 +1,368 @@
+"""Masked EM kernels: rows with missing entries (NaN), marginalised exactly (CPU, Numba).
+
+A NaN entry is *missing at random*.  For a row with observed coordinates ``o`` and missing
+coordinates ``m`` the E-step uses the marginal of each component on ``o`` (drop the rows and
+columns ``m`` of Sigma_k), and the statistics are the *expected* sufficient statistics given
+``x_o`` and the component:
+
+* ``E[x_m | x_o, k] = mu_km + A_k (x_o - mu_ko)`` with ``A_k = Sigma_mo Sigma_oo^-1``;
+* ``E[(x - c)(x - c)^T | x_o, k] = (xhat_k - c)(xhat_k - c)^T + C_k`` on the ``m`` block, with
+  ``C_k = Sigma_mm - A_k Sigma_om`` the conditional covariance.
+
+So the slots hold exactly the ``(nk, s1, s2, ll, ws)`` of ``cpu_estep`` (same layout, same
+centres: ``means64``, tied ``g64``), ``ll`` being the observed-data log-likelihood, and the
+ordinary M-step applies unchanged.
+
+Two passes, with the slot signature of ``cpu_estep``'s (chunk ``c0 + j`` into slot ``j`` for
+``j`` in ``[j0, j1)``), so the wrapper (``kernels.estep_stats_missing``) runs them on the same
+fixed chunk slots and merges them in chunk order: results do not depend on the thread count.
+The wrapper only sends chunks that hold a NaN here; the other chunks go through the unchanged
+``cpu_estep`` passes, so data without NaN give today's statistics bit for bit.
+
+* ``pass_diag_missing`` (diag and spherical, the latter with its precision repeated over the
+  features): per-entry masking in the row loop -- a missing entry adds ``log sigma_kd +
+  log(2 pi) / 2`` back to the log-density instead of its square, and adds ``mu_kd`` to ``s1``
+  and ``sigma_kd^2`` to ``s2`` (centred on mu_k).  No factorisation.  Densities in X's dtype,
+  as in ``cpu_estep``; accumulation in float64.
+* ``pass_cov_missing`` (full and tied): the wrapper orders each chunk's rows by missingness
+  pattern (``order``; pattern groups ``gstart``).  Per group, each component's ``Sigma_oo`` is
+  factorised once (Cholesky, float64), with ``A_k`` and ``C_k``; each row then costs one
+  triangular solve per component for its log-density, and the group's weighted sums
+  ``sum w r y``, ``sum w r y y^T`` of ``y = x_o - mu_ko`` are mapped to the statistics once per
+  group (``[I; A_k]`` applied on both sides).  Cost per chunk: ``O(P K D^3)`` for P patterns
+  plus ``O(K D^2)`` per row; everything in float64.
+
+Both passes can also write per-row ``log p(x_o)``, labels and responsibilities (``logp``,
+``labels``, ``resp`` with N rows; empty arrays otherwise).
+"""
+import math
+
+import numpy as np
+
+from ._jit import kernel
+from .estep import _row_responsibilities
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+@kernel()
+def chunk_nan_flags(X, chunk_rows, flags):
+    """flags[c] = 1 if chunk c of X (rows ``c*chunk_rows ...``) holds a NaN, else 0."""
+    N, D = X.shape
+    for c in range(flags.shape[0]):
+        flags[c] = 0
+        for n in range(c * chunk_rows, min(N, (c + 1) * chunk_rows)):
+            bad = False
+            for d in range(D):
+                if X[n, d] != X[n, d]:
+                    bad = True
+            if bad:
+                flags[c] = 1
+                break
+
+
+@kernel()
+def pass_diag_missing(X, sw, means, pc, lconst, means64, var64, cut, chunk_rows, c0, j0, j1,
+                      nk_p, s1_p, s2_p, llws_p, logp, labels, resp_out):
+    """Masked diagonal pass (see the module docstring).  ``pc`` (K, 1, D) 1/sigma in X's dtype
+    (spherical: repeated), ``lconst`` (K,) as in cpu_estep, ``var64`` (K, D) float64 variances;
+    slots ``s2_p`` in the diag layout (K, 1, D)."""
+    K, D = means64.shape
+    N = X.shape[0]
+    MT = np.empty((D, K), dtype=X.dtype)
+    PT = np.empty((D, K), dtype=X.dtype)
+    LP = np.empty((D, K), dtype=X.dtype)  # log(1/sigma) - log(2 pi)/2: what a missing d removes
+    for k in range(K):
+        for d in range(D):
+            MT[d, k] = means[k, d]
+            PT[d, k] = pc[k, 0, d]
+            LP[d, k] = -0.5 * math.log(var64[k, d]) - 0.5 * LOG_2PI
+    out = np.empty(K, dtype=X.dtype)
+    sub = np.empty(K, dtype=X.dtype)
+    resp = np.zeros(K)
+    half = X.dtype.type(0.5)
+    has_w = sw.shape[0] > 0
+    want_logp = logp.shape[0] == N
+    want_resp = resp_out.shape[0] == N
+    for slot in range(j0, j1):
+        start = (c0 + slot) * chunk_rows
+        stop = min(N, start + chunk_rows)
+        nk = nk_p[slot, :K]
+        s1 = s1_p[slot]
+        s2 = s2_p[slot]
+        nk[:] = 0.0
+        s1[:, :] = 0.0
+        s2[:, :, :] = 0.0
+        ll = 0.0
+        ws = 0.0
+        for n in range(start, stop):
+            wn = sw[n] if has_w else 1.0
+            for k in range(K):
+                out[k] = 0
+                sub[k] = 0
+            for d in range(D):
+                xd = X[n, d]
+                if xd != xd:
+                    for k in range(K):
+                        sub[k] += LP[d, k]
+                else:
+                    for k in range(K):
+                        y = (xd - MT[d, k]) * PT[d, k]
+                        out[k] += y * y
+            for k in range(K):
+                out[k] = (lconst[k] - sub[k]) - half * out[k]
+            lp, am = _row_responsibilities(out, resp, cut)
+            if want_logp:
+                logp[n] = lp
+                labels[n] = am
+            if want_resp:
+                for k in range(K):
+                    resp_out[n, k] = resp[k]
+            ll += wn * lp
+            ws += wn
+            if wn == 0.0:
+                continue
+            for k in range(K):
+                r = resp[k]
+                if r == 0.0:
+                    continue
+                wr = wn * r
+                nk[k] += wr
+                for d in range(D):
+                    xd = np.float64(X[n, d])
+                    if xd != xd:  # E[x_d | k] = mu_kd: centred on mu_k, only the variance
+                        s1[k, d] += wr * means64[k, d]
+                        s2[k, 0, d] += wr * var64[k, d]
+                    else:
+                        s1[k, d] += wr * xd
+                        yd = xd - means64[k, d]
+                        s2[k, 0, d] += wr * yd * yd
+        llws_p[slot, 0] = ll
+        llws_p[slot, 1] = ws
+
+
+@kernel()
+def _cholesky(S, n, L):
+    """Lower Cholesky factor of the leading n x n block of S into L; False if not SPD."""
+    for j in range(n):
+        s = S[j, j]
+        for p in range(j):
+            s -= L[j, p] * L[j, p]
+        if not s > 0.0:
+            return False
+        ljj = math.sqrt(s)
+        L[j, j] = ljj
+        for i in range(j + 1, n):
+            t = S[i, j]
+            for p in range(j):
+                t -= L[i, p] * L[j, p]
+            L[i, j] = t / ljj
+        for i in range(j):
+            L[i, j] = 0.0
+    return True
+
+
+@kernel()
+def _pattern_factors(cov, kc, o, no, m, nm, Soo, L, Li, A, C):
+    """Factor Sigma_oo of covariance ``cov[kc]`` (observed indices o[:no], missing m[:nm]):
+    ``Li`` = L^-1 (no, no) with L L^T = Sigma_oo, ``A`` = Sigma_mo Sigma_oo^-1 (nm, no),
+    ``C`` = Sigma_mm - A Sigma_om (nm, nm).  Returns sum log diag L (-inf if not SPD)."""
+    for i in range(no):
+        for j in range(no):
+            Soo[i, j] = cov[kc, o[i], o[j]]
+    if not _cholesky(Soo, no, L):
+        return -np.inf
+    logdet = 0.0
+    for i in range(no):
+        logdet += math.log(L[i, i])
+    # Li = L^-1 by forward substitution, column by column
+    for j in range(no):
+        for i in range(no):
+            Li[i, j] = 0.0
+        Li[j, j] = 1.0 / L[j, j]
+        for i in range(j + 1, no):
+            t = 0.0
+            for p in range(j, i):
+                t -= L[i, p] * Li[p, j]
+            Li[i, j] = t / L[i, i]
+    # A = Sigma_mo Li^T Li: first T = Sigma_mo Li^T (nm, no), then A = T Li
+    for a in range(nm):
+        for i in range(no):
+            t = 0.0
+            for p in range(i + 1):
+                t += cov[kc, m[a], o[p]] * Li[i, p]
+            Soo[i, 0] = t  # reuse Soo's first column as scratch row
+        for j in range(no):
+            t = 0.0
+            for i in range(j, no):
+                t += Soo[i, 0] * Li[i, j]
+            A[a, j] = t
+    for a in range(nm):
+        for b in range(nm):
+            t = cov[kc, m[a], m[b]]
+            for j in range(no):
+                t -= A[a, j] * cov[kc, o[j], m[b]]
+            C[a, b] = t
+    return logdet
+
+
+@kernel()
+def pass_cov_missing(X, sw, means64, cov, logw, tied, g64, order, gstart, cgroup, cut,
+                     chunk_rows, c0, j0, j1, nk_p, s1_p, s2_p, llws_p, logp, labels, resp_out):
+    """Masked full (``tied`` False: cov (K, D, D)) or tied (``tied`` True: cov (1, D, D),
+    s2 (1, D, D) centred on g64) pass over pattern groups (see the module docstring).
+
+    ``order`` (N,) row indices, each chunk's rows grouped by missingness pattern; group ``i``
+    is ``order[gstart[i]:gstart[i + 1]]``; chunk c's groups are ``cgroup[c] .. cgroup[c+1]``
+    (chunks without NaN have no groups: never passed here)."""
+    K, D = means64.shape
+    N = X.shape[0]
+    Kc = cov.shape[0]
+    o = np.empty(D, np.int64)
+    m = np.empty(D, np.int64)
+    Soo = np.empty((D, D))
+    Lw = np.empty((D, D))
+    Li = np.zeros((Kc, D, D))
+    A = np.zeros((Kc, D, D))
+    C = np.zeros((Kc, D, D))
+    cst = np.empty(K)
+    lrow = np.empty(K)
+    resp = np.zeros(K)
+    y = np.empty(D)
+    z = np.empty(D)
+    nkg = np.empty(K)
+    ag = np.empty((K, D))
+    Sg = np.empty((K, D, D))
+    e = np.empty(D)
+    Pa = np.empty(D)
+    PS = np.empty((D, D))
+    has_w = sw.shape[0] > 0
+    want_logp = logp.shape[0] == N
+    want_resp = resp_out.shape[0] == N
+    for slot in range(j0, j1):
+        c = c0 + slot
+        nk = nk_p[slot, :K]
+        s1 = s1_p[slot]
+        s2 = s2_p[slot]
+        nk[:] = 0.0
+        s1[:, :] = 0.0
+        s2[:, :, :] = 0.0
+        ll = 0.0
+        ws = 0.0
+        for grp in range(cgroup[c], cgroup[c + 1]):
+            r0 = order[gstart[grp]]
+            no = 0
+            nm = 0
+            for d in range(D):
+                if X[r0, d] != X[r0, d]:
+                    m[nm] = d
+                    nm += 1
+                else:
+                    o[no] = d
+                    no += 1
+            logdet = np.zeros(Kc)
+            for kc in range(Kc):
+                logdet[kc] = _pattern_factors(cov, kc, o, no, m, nm, Soo, Lw, Li[kc], A[kc],
+                                              C[kc])
+            for k in range(K):
+                kc = k if Kc == K else 0
+                cst[k] = logw[k] - logdet[kc] - 0.5 * no * LOG_2PI
+                nkg[k] = 0.0
+                for i in range(no):
+                    ag[k, i] = 0.0
+                    for j in range(no):
+                        Sg[k, i, j] = 0.0
+            for q in range(gstart[grp], gstart[grp + 1]):
+                n = order[q]
+                wn = sw[n] if has_w else 1.0
+                for k in range(K):
+                    kc = k if Kc == K else 0
+                    for i in range(no):
+                        y[i] = np.float64(X[n, o[i]]) - means64[k, o[i]]
+                    acc = 0.0
+                    for i in range(no):
+                        t = 0.0
+                        for p in range(i + 1):
+                            t += Li[kc, i, p] * y[p]
+                        acc += t * t
+                    lrow[k] = cst[k] - 0.5 * acc
+                lp, am = _row_responsibilities(lrow, resp, cut)
+                if want_logp:
+                    logp[n] = lp
+                    labels[n] = am
+                if want_resp:
+                    for k in range(K):
+                        resp_out[n, k] = resp[k]
+                ll += wn * lp
+                ws += wn
+                if wn == 0.0:
+                    continue
+                for k in range(K):
+                    wr = wn * resp[k]
+                    if wr == 0.0:
+                        continue
+                    nkg[k] += wr
+                    for i in range(no):
+                        y[i] = np.float64(X[n, o[i]]) - means64[k, o[i]]
+                    for i in range(no):
+                        z[i] = wr * y[i]
+                        ag[k, i] += z[i]
+                    for i in range(no):
+                        zi = z[i]
+                        for j in range(no):
+                            Sg[k, i, j] += zi * y[j]
+            # the group's sums -> statistics: e = x_hat - mu_k = P y with P = [I; A_k]
+            for k in range(K):
+                if nkg[k] == 0.0:
+                    continue
+                kc = k if Kc == K else 0
+                nk[k] += nkg[k]
+                # Pa = P ag (D,), PS = P Sg P^T (D, D), both in the original feature order
+                for i in range(no):
+                    Pa[o[i]] = ag[k, i]
+                for a in range(nm):
+                    t = 0.0
+                    for j in range(no):
+                        t += A[kc, a, j] * ag[k, j]
+                    Pa[m[a]] = t
+                for d in range(D):
+                    s1[k, d] += nkg[k] * means64[k, d] + Pa[d]
+                # rows: PS[o_i, :] from Sg, PS[m_a, :] from A Sg; then columns the same way
+                for i in range(no):
+                    for j in range(no):
+                        Soo[i, j] = Sg[k, i, j]
+                for a in range(nm):  # (A Sg)[a, j] into Lw
+                    for j in range(no):
+                        t = 0.0
+                        for p in range(no):
+                            t += A[kc, a, p] * Sg[k, p, j]
+                        Lw[a, j] = t
+                for i in range(no):
+                    for j in range(no):
+                        PS[o[i], o[j]] = Soo[i, j]
+                    for b in range(nm):
+                        t = 0.0
+                        for p in range(no):
+                            t += Sg[k, i, p] * A[kc, b, p]
+                        PS[o[i], m[b]] = t
+                for a in range(nm):
+                    for j in range(no):
+                        PS[m[a], o[j]] = Lw[a, j]
+                    for b in range(nm):
+                        t = 0.0
+                        for p in range(no):
+                            t += Lw[a, p] * A[kc, b, p]
+                        PS[m[a], m[b]] = t + nkg[k] * C[kc, a, b]
+                if not tied:
+                    for i in range(D):
+                        for j in range(D):
+                            s2[k, i, j] += PS[i, j]
+                else:  # about g: e + d_k with d_k = mu_k - g
+                    for d in range(D):
+                        e[d] = means64[k, d] - g64[d]
+                    for i in range(D):
+                        for j in range(D):
+                            s2[0, i, j] += (PS[i, j] + Pa[i] * e[j] + e[i] * Pa[j]
+                                            + nkg[k] * e[i] * e[j])
+        llws_p[slot, 0] = ll
+        llws_p[slot, 1] = ws
