@@ -6,15 +6,16 @@ Public names::
     GMMExpansion      one-pass density estimate: fixed Gaussian grid, learned weights
     BigLearnGaussianMixture  BigLearn-EM: joint, marginal and transformed-marginal EM steps
     SGDGaussianMixture       streaming SGD, max-component loss with annealing (diagonal)
+    GaussianMixtureRegressor  Gaussian mixture regression: E[y | x] of a joint mixture
     load              read a model written by ``model.save(path)``
 """
 from ._params import DegenerateComponentWarning
 from ._validation import NotFittedError
 from .mixture import (BigLearnGaussianMixture, ConvergenceWarning, GaussianMixture,
-                      GMMExpansion, SGDGaussianMixture, load)
+                      GaussianMixtureRegressor, GMMExpansion, SGDGaussianMixture, load)
 
 __version__ = "0.1.0"
 
 __all__ = ["GaussianMixture", "GMMExpansion", "BigLearnGaussianMixture", "SGDGaussianMixture",
            "load", "ConvergenceWarning", "DegenerateComponentWarning",
-           "NotFittedError", "__version__"]
+           "NotFittedError", "__version__", "GaussianMixtureRegressor"]

@@ -423,10 +423,11 @@ def nan_chunks(X, chunk_rows):
 
 
 def _pattern_groups(X, chunk_rows, flags):
-    """(order, gstart, cgroup) of ``cpu_missing.pass_cov_missing``: the rows of each flagged
-    chunk grouped by missingness pattern (patterns in a fixed order: np.unique's)."""
+    """(order, gstart, cgroup) of ``cpu_missing.pass_cov_missing``: the rows of the flagged
+    chunks, each chunk's grouped by missingness pattern (patterns in np.unique's order);
+    group i is ``order[gstart[i]:gstart[i + 1]]``, chunk c's groups ``cgroup[c]:cgroup[c+1]``."""
     N = X.shape[0]
-    order = np.arange(N, dtype=np.int64)
+    order = []
     gstart = [0]
     cgroup = np.zeros(flags.shape[0] + 1, np.int64)
     for c in range(flags.shape[0]):
@@ -434,9 +435,10 @@ def _pattern_groups(X, chunk_rows, flags):
             a, b = c * chunk_rows, min(N, (c + 1) * chunk_rows)
             keys = np.packbits(np.isnan(X[a:b]), axis=1)
             _, inv, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-            order[a:b] = a + np.argsort(inv.reshape(-1), kind="stable")
-            gstart.extend((a + np.cumsum(counts)).tolist())
+            order.append(a + np.argsort(inv.reshape(-1), kind="stable"))
+            gstart.extend((gstart[-1] + np.cumsum(counts)).tolist())
         cgroup[c + 1] = len(gstart) - 1
+    order = np.concatenate(order).astype(np.int64) if order else np.zeros(0, np.int64)
     return order, np.asarray(gstart, np.int64), cgroup
 
 

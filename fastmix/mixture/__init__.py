@@ -10,6 +10,7 @@ class                          module           what it fits
                                                 marginal steps)
 ``SGDGaussianMixture``         ``_sgd``         streaming SGD, max-component loss, annealing
 ``GMMExpansion``               ``_expansion``   fixed Gaussian grid, learned weights
+``GaussianMixtureRegressor``   ``_regression``  Gaussian mixture regression (joint [X, y])
 =============================  ===============  ==============================================
 
 ``_persist`` holds the model file format: ``load`` and the registry of the classes it rebuilds.
@@ -18,7 +19,8 @@ from ._biglearn import BigLearnGaussianMixture
 from ._expansion import GMMExpansion
 from ._gaussian import ConvergenceWarning, GaussianMixture
 from ._persist import load
+from ._regression import GaussianMixtureRegressor
 from ._sgd import SGDGaussianMixture
 
 __all__ = ["GaussianMixture", "GMMExpansion", "BigLearnGaussianMixture", "SGDGaussianMixture",
-           "load", "ConvergenceWarning"]
+           "load", "ConvergenceWarning", "GaussianMixtureRegressor"]

@@ -212,9 +212,9 @@ def pass_cov_missing(X, sw, means64, cov, logw, tied, g64, order, gstart, cgroup
     """Masked full (``tied`` False: cov (K, D, D)) or tied (``tied`` True: cov (1, D, D),
     s2 (1, D, D) centred on g64) pass over pattern groups (see the module docstring).
 
-    ``order`` (N,) row indices, each chunk's rows grouped by missingness pattern; group ``i``
-    is ``order[gstart[i]:gstart[i + 1]]``; chunk c's groups are ``cgroup[c] .. cgroup[c+1]``
-    (chunks without NaN have no groups: never passed here)."""
+    ``order``: row indices of the chunks holding NaN, each chunk's rows grouped by
+    missingness pattern; group ``i`` is ``order[gstart[i]:gstart[i + 1]]``; chunk c's groups
+    are ``cgroup[c] .. cgroup[c+1]`` (none for chunks without NaN: never passed here)."""
     K, D = means64.shape
     N = X.shape[0]
     Kc = cov.shape[0]
