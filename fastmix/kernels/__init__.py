@@ -477,7 +477,6 @@ def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None):
         flags = nan_chunks(X, chunk_rows)
     if not flags.any():
         return estep_stats(X, sw, kp, chunk_rows, acc)
-    N = X.shape[0]
     K, D = kp.means64.shape
     kind = DIAG if kp.kind == SPHERICAL else kp.kind
     if acc is None:
