@@ -55,6 +55,9 @@ class GaussianMixtureRegressor(RegressorMixin, BaseEstimator):
         The fitted joint model over ``[x, y]`` (D + T features).
     n_features_in_ : int
     n_outputs_ : int
+    n_iter_ : int
+        EM iterations of the joint fit.
+    converged_ : bool
     """
 
     def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
@@ -112,7 +115,15 @@ class GaussianMixtureRegressor(RegressorMixin, BaseEstimator):
         self.mixture_ = mix.fit(Z, sample_weight=sw)
         self.n_features_in_ = X.shape[1]
         self.n_outputs_ = Y.shape[1]
+        self.n_iter_ = self.mixture_.n_iter_
+        self.converged_ = self.mixture_.converged_
         return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.input_tags.allow_nan = self.missing == "marginalize"
+        return tags
 
     def _check_fitted(self):
         if not hasattr(self, "mixture_"):
