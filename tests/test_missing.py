@@ -62,6 +62,22 @@ def test_expected_statistics_match_reference(kind, pattern, weighted):
         assert_close(got, exp, 1e-10, err_msg=f"{kind} {pattern} {name}")
 
 
+@pytest.mark.parametrize("kind", ("diag", "spherical"))
+def test_statistics_without_a_shared_centre_match_reference(kind):
+    """Means far apart (squared Mahalanobis distance > SHARED_MAX from their mean): the masked
+    row loop instead of the GEMM formulation."""
+    X, sw, w, mu, cov = _problem(kind, "mcar", True)
+    shift = 1e4 * np.arange(3)[:, None]
+    X = X + shift[np.arange(X.shape[0]) % 3]
+    mu = mu + shift
+    p = gmm_params(w, mu, cov, kind)
+    assert p.kernel_params(X.dtype).g64.shape[0] == 0 or kind == "spherical"
+    st = fm_missing.e_step_stats(X, sw, p, CHUNK)
+    want = ref.missing_estep_stats(X, sw, w, mu, cov, kind)
+    for got, exp in zip((st.nk, st.s1, st.s2, st.ll, st.ws), want):
+        assert_close(got, exp, 1e-10)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_float32_statistics_match_reference(kind):
     X, sw, w, mu, cov = _problem(kind, "mcar", True)

@@ -446,10 +446,13 @@ def _missing_args(kp, cov, logw, X, chunk_rows, flags):
     """The masked pass of kp's kind and its leading arguments."""
     if kp.kind in (DIAG, SPHERICAL):
         K, D = kp.means64.shape
-        pc = np.ascontiguousarray(np.broadcast_to(kp.pc[:, :, :1], (K, 1, D))) \
-            if kp.kind == SPHERICAL else kp.pc
+        _, pc, g, g64, _ = _pass_layout(kp, ESTEP, X.dtype)
         var = np.ascontiguousarray(np.broadcast_to(
             np.asarray(cov, np.float64).reshape(K, -1), (K, D)))
+        if g64.shape[0] == D:  # a shared centre: the GEMM formulation
+            return cpu_missing.pass_diag_missing_gemm, (
+                X, None, kp.means, pc, np.ascontiguousarray(logw, np.float64), kp.means64,
+                var, g, g64)
         return cpu_missing.pass_diag_missing, (X, None, kp.means, pc, kp.lconst, kp.means64,
                                                 var)
     if kp.kind in (FULL, TIED):

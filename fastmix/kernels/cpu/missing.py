@@ -19,8 +19,10 @@ fixed chunk slots and merges them in chunk order: results do not depend on the t
 The wrapper only sends chunks that hold a NaN here; the other chunks go through the unchanged
 ``cpu_estep`` passes, so data without NaN give today's statistics bit for bit.
 
-* ``pass_diag_missing`` (diag and spherical, the latter with its precision repeated over the
-  features): per-entry masking in the row loop -- a missing entry adds ``log sigma_kd +
+* ``pass_diag_missing_gemm`` (diag and spherical about a shared centre, as
+  ``cpu_estep.pass_diag``) and ``pass_diag_missing`` (without one, as ``pass_diag_rows``):
+  per-entry masking -- the GEMM pass carries the observed-entry indicator as a third block of
+  columns; the row pass -- a missing entry adds ``log sigma_kd +
   log(2 pi) / 2`` back to the log-density instead of its square, and adds ``mu_kd`` to ``s1``
   and ``sigma_kd^2`` to ``s2`` (centred on mu_k).  No factorisation.  Densities in X's dtype,
   as in ``cpu_estep``; accumulation in float64.
@@ -40,7 +42,7 @@ import math
 import numpy as np
 
 from ._jit import kernel
-from .estep import _row_responsibilities
+from .estep import _aligned, _row_responsibilities
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -364,5 +366,115 @@ def pass_cov_missing(X, sw, means64, cov, logw, tied, g64, order, gstart, cgroup
                         for j in range(D):
                             s2[0, i, j] += (PS[i, j] + Pa[i] * e[j] + e[i] * Pa[j]
                                             + nkg[k] * e[i] * e[j])
+        llws_p[slot, 0] = ll
+        llws_p[slot, 1] = ws
+
+
+#: Rows per block of the masked diagonal GEMM pass.
+DIAG_MISSING_BLOCK = 256
+
+
+@kernel()
+def pass_diag_missing_gemm(X, sw, means, pc, lconst, means64, var64, g, g64, cut, chunk_rows,
+                           c0, j0, j1, nk_p, s1_p, s2_p, llws_p, logp, labels, resp_out):
+    """Masked diagonal pass about a shared centre g (as ``cpu_estep.pass_diag``), a block of
+    rows at a time with two GEMMs.  With ``u`` = x - g on observed entries and 0 on missing
+    ones, ``o`` the 0/1 observed indicator and delta = mu_k - g:
+
+    * log-densities ``L = [u*u, u, o] @ W + log pi_k`` with
+      ``W = [-p/2; p delta; log(1/sigma) - log(2 pi)/2 - p delta^2/2]`` (X's dtype): the
+      observed-coordinate quadratic form and normalising constant in one product;
+    * statistics ``T = R^T [u, u*u, 1 - o]`` (float64), mapped at the end of the chunk to
+      ``s1 = T_1 + n_obs g + T_m mu``, ``s2 = T_2 - 2 delta T_1 + n_obs delta^2 + T_m var``
+      with ``n_obs = nk - T_m`` (missing entries: mean mu_kd, variance var_kd).
+
+    ``lconst`` here is log pi_k (the normalising constants are in W)."""
+    K, D = means64.shape
+    N = X.shape[0]
+    B = np.int64(DIAG_MISSING_BLOCK)
+    has_w = sw.shape[0] > 0
+    want_logp = logp.shape[0] == N
+    want_resp = resp_out.shape[0] == N
+    W = _aligned(3 * D, K, X)
+    for k in range(K):
+        for d in range(D):
+            p = np.float64(pc[k, 0, d]) * np.float64(pc[k, 0, d])
+            dl = means64[k, d] - g64[d]
+            W[d, k] = -0.5 * p
+            W[D + d, k] = p * dl
+            W[2 * D + d, k] = -0.5 * math.log(var64[k, d]) - 0.5 * LOG_2PI - 0.5 * p * dl * dl
+    F = _aligned(B, 3 * D, X)
+    L = _aligned(B, K, X)
+    G = _aligned(B, 3 * D, means64)
+    RB = _aligned(B, K, means64)
+    S = _aligned(K, 3 * D, means64)
+    T = np.zeros((K, 3 * D))
+    lrow = np.empty(K, dtype=X.dtype)
+    resp = np.zeros(K)
+    zero = X.dtype.type(0)
+    one = X.dtype.type(1)
+    for slot in range(j0, j1):
+        start = (c0 + slot) * chunk_rows
+        stop = min(N, start + chunk_rows)
+        nk = nk_p[slot, :K]
+        s1 = s1_p[slot]
+        s2 = s2_p[slot]
+        nk[:] = 0.0
+        s1[:, :] = 0.0
+        s2[:, :, :] = 0.0
+        T[:, :] = 0.0
+        ll = 0.0
+        ws = 0.0
+        for b0 in range(start, stop, B):
+            nb = min(B, stop - b0)
+            for b in range(nb):
+                for d in range(D):
+                    xd = X[b0 + b, d]
+                    if xd != xd:
+                        F[b, d] = zero
+                        F[b, D + d] = zero
+                        F[b, 2 * D + d] = zero
+                        G[b, d] = 0.0
+                        G[b, D + d] = 0.0
+                        G[b, 2 * D + d] = 1.0
+                    else:
+                        u = xd - g[d]
+                        F[b, d] = u * u
+                        F[b, D + d] = u
+                        F[b, 2 * D + d] = one
+                        u64 = np.float64(xd) - g64[d]
+                        G[b, d] = u64
+                        G[b, D + d] = u64 * u64
+                        G[b, 2 * D + d] = 0.0
+            np.dot(F[:nb], W, L[:nb])
+            for b in range(nb):
+                n = b0 + b
+                wn = sw[n] if has_w else 1.0
+                for k in range(K):
+                    lrow[k] = L[b, k] + lconst[k]
+                lp, am = _row_responsibilities(lrow, resp, cut)
+                if want_logp:
+                    logp[n] = lp
+                    labels[n] = am
+                if want_resp:
+                    for k in range(K):
+                        resp_out[n, k] = resp[k]
+                ll += wn * lp
+                ws += wn
+                for k in range(K):
+                    RB[b, k] = wn * resp[k]
+                    nk[k] += RB[b, k]
+            np.dot(RB[:nb].T, G[:nb], S)
+            for k in range(K):
+                for d in range(3 * D):
+                    T[k, d] += S[k, d]
+        for k in range(K):
+            for d in range(D):
+                dl = means64[k, d] - g64[d]
+                tm = T[k, 2 * D + d]
+                nobs = nk[k] - tm
+                s1[k, d] = T[k, d] + nobs * g64[d] + tm * means64[k, d]
+                s2[k, 0, d] = (T[k, D + d] - 2.0 * dl * T[k, d] + nobs * dl * dl
+                               + tm * var64[k, d])
         llws_p[slot, 0] = ll
         llws_p[slot, 1] = ws
