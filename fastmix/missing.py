@@ -26,7 +26,7 @@ from scipy import linalg, special
 from . import kernels
 from ._params import Covariance, GMMParams, stats_from_kernel
 from .em import em_loop
-from .io import as_stream
+from .io import Source, as_stream
 
 LOG_2PI = np.log(2.0 * np.pi)
 
@@ -62,13 +62,73 @@ def check_missing(X, *, name="X", columns=True):
     return True
 
 
-def mean_imputed(X):
-    """A copy of X with each NaN replaced by its column's observed mean (the start of EM)."""
-    Xf = np.array(X, dtype=np.float64)
-    nan = np.isnan(Xf)
-    col = np.nanmean(Xf, axis=0)
-    Xf[nan] = np.take(col, np.nonzero(nan)[1])
-    return Xf.astype(X.dtype)
+def column_means(data):
+    """(observed mean of each column (D,) float64, whether any entry is NaN) of a Stream, in
+    one pass (the first pass validates: inf and empty rows are errors).  Chunk by chunk in row
+    order, so a file read in blocks and the same rows in memory give the same bits.  A column
+    with no observed entry is a ValueError naming it."""
+    D = data.n_features
+    total = np.zeros(D)
+    count = np.zeros(D)
+    cr = data.chunk_rows
+    n = 0
+    for _, X, _ in data.blocks():
+        n += X.shape[0]
+        for a in range(0, X.shape[0], cr):
+            part = X[a:a + cr]
+            obs = ~np.isnan(part)
+            total += np.where(obs, part, 0).sum(axis=0, dtype=np.float64)
+            count += obs.sum(axis=0)
+    if n and np.any(count == 0):
+        bad = int(np.flatnonzero(count == 0)[0])
+        raise ValueError(f"column {bad} of {data.name} has every entry missing (NaN): its "
+                         "distribution cannot be estimated; drop the column")
+    return total / np.maximum(count, 1), bool(count.sum() < n * D)
+
+
+def fill(X, means):
+    """A copy of the block X with each NaN replaced by ``means`` (cast to X's dtype)."""
+    nan = np.isnan(X)
+    out = np.array(X)
+    out[nan] = np.take(means.astype(X.dtype), np.nonzero(nan)[1])
+    return out
+
+
+class ImputedSource(Source):
+    """A source whose NaN entries read as fixed column values (the k-means start of a fit with
+    missing entries sees column-mean-imputed rows; EM itself reads the NaN)."""
+
+    def __init__(self, inner, means):
+        self.inner = inner
+        self.means = np.asarray(means, dtype=np.float64)
+        self.name = inner.name
+        self.n_rows = inner.n_rows
+        self.n_features = inner.n_features
+        self.dtype = inner.dtype
+        self.random_access = inner.random_access
+        self.has_weights = inner.has_weights
+
+    def read_rows(self, start, stop, out):
+        self.inner.read_rows(start, stop, out)
+        nan = np.isnan(out)
+        if nan.any():
+            out[nan] = np.take(self.means.astype(out.dtype), np.nonzero(nan)[1])
+
+    def pieces(self):
+        for piece in self.inner.pieces():
+            if isinstance(piece, tuple):
+                yield fill(piece[0], self.means), piece[1]
+            else:
+                yield fill(piece, self.means)
+
+    def take(self, rows):
+        out = self.inner.take(rows)
+        if isinstance(out, tuple):
+            return (fill(out[0], self.means),) + tuple(out[1:])
+        return fill(out, self.means)
+
+    def close(self):  # the inner source belongs to the caller
+        pass
 
 
 # ---------------------------------------------------------------------------------- EM ------

@@ -125,6 +125,8 @@ class MixtureBase(DensityMixin, BaseEstimator):
                     weights.close()
                 raise
             stream.owns_weights = owns
+            if self._nan_allowed:  # NaN (and Parquet/CSV nulls) are missing values
+                stream.allow_nan = source.nulls_as_nan = True
             return stream, opened
         except BaseException:
             if opened:

@@ -349,12 +349,24 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
                              f"{self.n_components}, n_samples = {n_rows}")
 
     def _check_missing_fit(self, data, gpu, algorithm):
-        """Whether the (in-memory) training data hold NaN entries to marginalise; ValueError
-        for what the missing-value EM does not support yet (and for inf, empty rows/columns)."""
-        X0 = getattr(data, "in_memory", None)
-        if X0 is None:  # out-of-core, Dask, device data: their own checks reject NaN
-            return False
-        if not _missing.check_missing(X0):
+        """Whether the training data hold NaN entries to marginalise (their column means are
+        kept for the start); ValueError for inf, rows or columns with nothing observed, and
+        what the missing-value EM does not support yet.  Out-of-core data: one validating pass
+        (Parquet/CSV nulls read as NaN)."""
+        if getattr(data, "is_dask", False) or not hasattr(data, "allow_nan") \
+                or _is_gpu_array(getattr(data.source, "X", None)):
+            return False  # Dask and device data: their own checks reject NaN
+        X0 = data.in_memory
+        if X0 is not None:
+            if not _missing.check_missing(X0):  # errors name the row / column
+                return False
+        else:
+            data.allow_nan = True
+            for src in (data.source, getattr(data.source, "inner", None)):
+                if src is not None:
+                    src.nulls_as_nan = True
+        means, has_nan = _missing.column_means(data)
+        if not has_nan:
             return False
         what = None
         if algorithm != "batch":
@@ -366,15 +378,22 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         if what is not None:
             raise ValueError(f"missing='marginalize' with NaN entries does not support {what} "
                              "yet")
+        self._nan_means = means
         return True
 
     def _init_data(self, data):
-        """The rows the initialisation sees: with NaN entries, a column-mean-imputed copy (the
-        k-means start needs complete rows); EM itself then marginalises the NaN."""
+        """The rows the initialisation sees: with NaN entries, the rows with each NaN replaced
+        by its column's observed mean (the k-means start needs complete rows); EM itself then
+        marginalises the NaN."""
         if not getattr(self, "_nan_fit", False):
             return data
-        return sources.as_stream(_missing.mean_imputed(data.in_memory), data.weights,
-                                 self._chunk_rows)
+        if data.in_memory is not None:
+            return sources.as_stream(_missing.fill(data.in_memory, self._nan_means),
+                                     data.weights, self._chunk_rows)
+        stream = sources.Stream(_missing.ImputedSource(data.source, self._nan_means),
+                                self._chunk_rows, weights=data.weights)
+        stream.n_rows, stream.validated = data.n_rows, True
+        return stream
 
     # ------------------------------------------------------------------ fitting -------------
     def _initial(self, data, rng, user, sample_only=False):
