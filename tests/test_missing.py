@@ -414,3 +414,27 @@ def test_file_errors_name_the_chunk_and_row(tmp_path):
     # missing="error" keeps today's message for NaN in a file
     with pytest.raises(ValueError, match="NaN or infinity in chunk"):
         GaussianMixture(2, chunk_size=CHUNK).fit(str(tmp_path / "c.npy"))
+
+
+def test_iter_impute_and_cli_impute_equal_in_memory_impute(tmp_path):
+    from fastmix.cli import main
+    X, _, _, _, _ = _problem("full", "mcar", False, n=500)
+    path = str(tmp_path / "x.npy")
+    np.save(path, X)
+    assert main(["fit", path, "-k", "3", "--missing", "marginalize", "--seed", "0",
+                 "--chunk-rows", str(CHUNK), "-o", str(tmp_path / "m.npz"), "--quiet"]) == 0
+    import fastmix
+    gm = fastmix.load(str(tmp_path / "m.npz"))
+    assert gm.missing == "marginalize"
+    want, want_std = gm.impute(X, return_std=True)
+    blocks = list(gm.iter_impute(path, return_std=True))
+    assert_reproducible(np.concatenate([b[1][0] for b in blocks]), want)
+    assert main(["impute", str(tmp_path / "m.npz"), path, "-o", str(tmp_path / "f.npy"),
+                 "--std", str(tmp_path / "s.npy"), "--chunk-rows", str(CHUNK),
+                 "--quiet"]) == 0
+    assert_reproducible(np.load(tmp_path / "f.npy"), want)
+    assert_reproducible(np.load(tmp_path / "s.npy"), want_std)
+    # an error is one line and leaves no output file
+    assert main(["impute", str(tmp_path / "m.npz"), str(tmp_path / "nope.npy"), "-o",
+                 str(tmp_path / "g.npy")]) == 1
+    assert not (tmp_path / "g.npy").exists()

@@ -881,6 +881,28 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
             return _as_input_dtype(out[0], Xv), _as_input_dtype(out[1], Xv)
         return _as_input_dtype(out, Xv)
 
+    def iter_impute(self, X, return_std=False):
+        """``impute`` block by block, for data larger than memory (a path, memmap or
+        ``fastmix.io.Source``; NaN in ``.npy``, nulls in Parquet/CSV): yields (start_row,
+        filled (n, D) float64) or, with ``return_std``, (start_row, (filled, std)).  Out of
+        core, a row with nothing observed is an error naming its chunk and row."""
+        self._check_fitted()
+        if not sources.is_out_of_core(X):
+            yield 0, self.impute(X, return_std)
+            return
+        data, opened = self._stream(X, fitting=False)
+        try:
+            data.allow_nan = True
+            for src in (data.source, getattr(data.source, "inner", None)):
+                if src is not None:
+                    src.nulls_as_nan = True
+            params = self._params()
+            for start, block, _ in data.blocks():
+                yield start, _missing.impute(block, params, return_std)
+        finally:
+            if opened:
+                data.close()
+
     def sample_missing(self, X, n_samples=1, random_state=None):
         """Multiple imputation: ``n_samples`` completions of X, each NaN drawn from the
         conditional mixture given its row's observed entries.
