@@ -148,6 +148,9 @@ def e_step_stats(data, sample_weight, params, chunk_rows, on_block=None):
     data = as_stream(data, sample_weight, chunk_rows)
     kp = params.kernel_params(data.dtype)
     cov, logw = model_arrays(params)
+    if getattr(data, "is_dask", False):  # distributed.DaskData: one task per block
+        return stats_from_kernel(params.kind, data.reduce("estep_missing", (kp, cov, logw)),
+                                 kp)
     acc = kernels.Accumulator.for_params(kp)
     for _, X, w in data.blocks():
         kernels.estep_stats_missing(X, w, kp, cov, logw, data.chunk_rows, acc)

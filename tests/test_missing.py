@@ -438,3 +438,24 @@ def test_iter_impute_and_cli_impute_equal_in_memory_impute(tmp_path):
     assert main(["impute", str(tmp_path / "m.npz"), str(tmp_path / "nope.npy"), "-o",
                  str(tmp_path / "g.npy")]) == 1
     assert not (tmp_path / "g.npy").exists()
+
+
+@pytest.mark.parametrize("kind", ("full", "diag"))
+def test_dask_fit_matches_local_fit(kind):
+    da = pytest.importorskip("dask.array")
+    X, _, _, _, _ = _problem(kind, "mcar", False, n=600)
+    kw = dict(covariance_type=kind, missing="marginalize", random_state=0, chunk_size=CHUNK,
+              max_iter=6, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        local = GaussianMixture(3, **kw).fit(X)
+        dist = GaussianMixture(3, **kw).fit(da.from_array(X, chunks=(2 * CHUNK, 4)))
+    assert_close(dist.means_, local.means_, 1e-12)
+    assert_close(dist.covariances_, local.covariances_, 1e-12)
+    assert_close(dist.lower_bounds_, local.lower_bounds_, 1e-12)
+    Xd = da.from_array(X, chunks=(2 * CHUNK, 4))
+    assert_close(dist.score_samples(Xd).compute(), local.score_samples(X), 1e-12)
+    bad = X.copy()
+    bad[100] = np.nan
+    with pytest.raises(ValueError, match="row 100 has every entry missing"):
+        GaussianMixture(3, **kw).fit(da.from_array(bad, chunks=(2 * CHUNK, 4)))

@@ -353,11 +353,18 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         kept for the start); ValueError for inf, rows or columns with nothing observed, and
         what the missing-value EM does not support yet.  Out-of-core data: one validating pass
         (Parquet/CSV nulls read as NaN)."""
-        if getattr(data, "is_dask", False) or not hasattr(data, "allow_nan") \
-                or _is_gpu_array(getattr(data.source, "X", None)):
-            return False  # Dask and device data: their own checks reject NaN
+        if getattr(data, "is_dask", False):
+            data.allow_nan = True
+            means, has_nan = data.missing_summary()  # computed on the cluster
+            if not has_nan:
+                data.allow_nan = False
+                return False
+        elif not hasattr(data, "allow_nan") or _is_gpu_array(getattr(data.source, "X", None)):
+            return False  # device data: their own checks reject NaN
         X0 = data.in_memory
-        if X0 is not None:
+        if getattr(data, "is_dask", False):
+            pass
+        elif X0 is not None:
             if not _missing.check_missing(X0):  # errors name the row / column
                 return False
         else:
@@ -365,7 +372,8 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
             for src in (data.source, getattr(data.source, "inner", None)):
                 if src is not None:
                     src.nulls_as_nan = True
-        means, has_nan = _missing.column_means(data)
+        if not getattr(data, "is_dask", False):
+            means, has_nan = _missing.column_means(data)
         if not has_nan:
             return False
         what = None
@@ -387,6 +395,8 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         marginalises the NaN."""
         if not getattr(self, "_nan_fit", False):
             return data
+        if getattr(data, "is_dask", False):
+            return data.filled(self._nan_means)
         if data.in_memory is not None:
             return sources.as_stream(_missing.fill(data.in_memory, self._nan_means),
                                      data.weights, self._chunk_rows)
@@ -771,8 +781,10 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         data, opened = self._stream(X, fitting=False)
         if getattr(data, "is_dask", False):  # lazy dask arrays, computed on the cluster
             kp = self._params().kernel_params(data.dtype)
-            return (data.log_prob_arrays(kp, "logp"), data.log_prob_arrays(kp, "labels"),
-                    data.log_prob_arrays(kp, "proba") if want_resp else None)
+            miss = _missing.model_arrays(self._params()) if self._nan_allowed else None
+            return (data.log_prob_arrays(kp, "logp", miss),
+                    data.log_prob_arrays(kp, "labels", miss),
+                    data.log_prob_arrays(kp, "proba", miss) if want_resp else None)
         try:
             if gpu is not None:  # out-of-core, or larger than the device: block by block
                 return gpu.log_prob_blocks(data, self._params(), want_resp,
