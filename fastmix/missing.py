@@ -248,28 +248,34 @@ def conditional_params(params, observed, x_observed):
     return GMMParams(w, means[:, 0, :], Covariance.registry[kind].from_covariances(cov))
 
 
-def impute(X, params, return_std=False):
+def impute(X, params, return_std=False, chunk_rows=4096):
     """X with every NaN replaced by its conditional mean given the row's observed entries
     (float64 (N, D)), and the conditional standard deviations (0 on observed entries) when
-    ``return_std``.  A row with nothing observed gets the mixture's mean and std."""
-    X = np.asarray(X, dtype=np.float64)
-    out = X.copy()
-    std = np.zeros_like(X) if return_std else None
-    nan, inv, pats = _patterns(X)
-    covs = dense_covariances(params)
-    for p, pat in enumerate(pats):
-        if not pat.any():
-            continue
-        rows = np.flatnonzero(inv == p)
-        o, m = np.flatnonzero(~pat), np.flatnonzero(pat)
-        L, means, conds = _pattern_parts(params, covs, o, m, X[np.ix_(rows, o)])
-        r = special.softmax(L, axis=1)                                   # (n, K)
-        mean = np.einsum("nk,knd->nd", r, means)
-        out[np.ix_(rows, m)] = mean
+    ``return_std``: of the mixture, by the law of total variance over its components.  A row
+    with nothing observed gets the mixture's mean and std.  Rows with NaN go through the
+    masked kernels (one factorisation per pattern and component for full/tied)."""
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    out = X.astype(np.float64)
+    std = np.zeros_like(out) if return_std else None
+    rows = np.flatnonzero(np.isnan(X).any(axis=1))
+    if rows.size:
+        if params.kind == "lowrank":  # the masked kernels take dense covariances
+            params = GMMParams(params.weights, params.means,
+                               Covariance.registry["full"].from_covariances(
+                                   params.cov.covariances))
+        kp = params.kernel_params(X.dtype)
+        cov, logw = model_arrays(params)
+        mom = kernels.impute_moments(X[rows], kp, cov, logw, chunk_rows)
+        miss = np.isnan(X[rows])
+        block = out[rows]
+        block[miss] = mom[0][miss]
+        out[rows] = block
         if return_std:
-            var_k = np.diagonal(conds, axis1=1, axis2=2)                 # (K, |m|)
-            second = np.einsum("nk,knd->nd", r, means ** 2 + var_k[:, None, :])
-            std[np.ix_(rows, m)] = np.sqrt(np.maximum(second - mean ** 2, 0.0))
+            sd = np.zeros_like(block)
+            sd[miss] = np.sqrt(np.maximum(mom[1][miss] - mom[0][miss] ** 2, 0.0))
+            std[rows] = sd
     return (out, std) if return_std else out
 
 

@@ -459,3 +459,16 @@ def test_dask_fit_matches_local_fit(kind):
     bad[100] = np.nan
     with pytest.raises(ValueError, match="row 100 has every entry missing"):
         GaussianMixture(3, **kw).fit(da.from_array(bad, chunks=(2 * CHUNK, 4)))
+
+
+def test_impute_of_a_lowrank_model_uses_its_dense_covariances():
+    X, _, _, _, _ = _problem("full", "mcar", False)
+    lr = GaussianMixture(2, covariance_type="lowrank", n_factors=2, random_state=0,
+                         max_iter=5).fit(np.nan_to_num(X))
+    full = GaussianMixture(2, weights_init=lr.weights_, means_init=lr.means_,
+                           precisions_init=np.linalg.inv(lr.covariances_),
+                           max_iter=0).fit(np.nan_to_num(X))
+    a, sa = lr.impute(X, return_std=True)
+    b, sb = full.impute(X, return_std=True)
+    assert_close(a, b, 1e-8)
+    assert_close(sa, sb, 1e-8)

@@ -497,6 +497,7 @@ def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None):
     R = np.empty((0, K))
     cut = CUT[X.dtype]
     none_f, none_i, none_r = np.empty(0), np.empty(0, np.int64), np.empty((0, K))
+    none_m = np.empty((2, 0, D))
 
     def ranges(c0, j0, j1):
         j = j0
@@ -506,7 +507,7 @@ def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None):
                 e += 1
             if flags[c0 + j]:
                 masked(*margs, cut, chunk_rows, c0, j, e, nk_p, s1_p, s2_p, llws_p,
-                       none_f, none_i, none_r)
+                       none_f, none_i, none_r, none_m)
             else:
                 run(ESTEP, X, sw, R, kp.means, pc, kp.lconst, tmeans, g, kp.means64, g64,
                     cut, chunk_rows, c0, j, e, nk_p, s1_p, s2_p, llws_p)
@@ -525,6 +526,35 @@ def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None):
     return acc.result()
 
 
+def _masked_rows(Xm, kp, cov, logw, chunk_rows, want_resp, want_imp):
+    """Per-row outputs of the masked passes over the rows Xm (every chunk masked): log p(x_o)
+    (n,), labels (n,), responsibilities (n, K) or None, moments (2, n, D) or None."""
+    K, D = kp.means64.shape
+    chunk_rows = int(chunk_rows)
+    n = Xm.shape[0]
+    flags = np.ones(max(1, -(-n // chunk_rows)), np.uint8)
+    masked, margs = _missing_args(kp, cov, logw, Xm, chunk_rows, flags)
+    margs = (margs[0], _weights(None)) + margs[2:]
+    n_chunks = flags.shape[0]
+    kind = DIAG if kp.kind == SPHERICAL else kp.kind
+    lp = np.empty(n)
+    lab = np.empty(n, np.int64)
+    rs = np.empty((n if want_resp else 0, K))
+    imp = np.empty((2, n if want_imp else 0, D))
+    n_slots = min(n_chunks, _n_slots(kind, K, D))
+    nk_p = np.zeros((n_slots, K + 8))
+    s1_p = np.zeros((n_slots, K, D))
+    s2_p = np.zeros((n_slots,) + s2_shape(kind, K, D))
+    llws_p = np.zeros((n_slots, 8))
+    with blas_single_threaded():
+        for c0 in range(0, n_chunks, n_slots):
+            n_here = min(n_slots, n_chunks - c0)
+            _threads.run_ranges(lambda j0, j1: masked(
+                *margs, CUT[Xm.dtype], chunk_rows, c0, j0, j1, nk_p, s1_p, s2_p, llws_p, lp,
+                lab, rs, imp), n_here)
+    return lp, lab, (rs if want_resp else None), (imp if want_imp else None)
+
+
 def log_prob_missing(X, kp, cov, logw, chunk_rows, want_resp=False):
     """``log_prob`` of rows with missing entries: log p(x_o) of the observed coordinates,
     labels and responsibilities.  Rows without NaN get exactly ``log_prob``'s values."""
@@ -532,25 +562,8 @@ def log_prob_missing(X, kp, cov, logw, chunk_rows, want_resp=False):
     rows = np.flatnonzero(np.isnan(X).any(axis=1))
     if rows.size == 0:
         return logp, labels, resp
-    Xm = np.ascontiguousarray(X[rows])
-    K, D = kp.means64.shape
-    chunk_rows = int(chunk_rows)
-    flags = nan_chunks(Xm, chunk_rows)
-    masked, margs = _missing_args(kp, cov, logw, Xm, chunk_rows, flags)
-    margs = (margs[0], _weights(None)) + margs[2:]
-    n = Xm.shape[0]
-    n_chunks = flags.shape[0]
-    kind = DIAG if kp.kind == SPHERICAL else kp.kind
-    lp = np.empty(n)
-    lab = np.empty(n, np.int64)
-    rs = np.empty((n if want_resp else 0, K))
-    nk_p = np.zeros((n_chunks, K + 8))
-    s1_p = np.zeros((n_chunks, K, D))
-    s2_p = np.zeros((n_chunks,) + s2_shape(kind, K, D))
-    llws_p = np.zeros((n_chunks, 8))
-    _threads.run_ranges(lambda j0, j1: masked(
-        *margs, CUT[X.dtype], chunk_rows, 0, j0, j1, nk_p, s1_p, s2_p, llws_p, lp, lab, rs),
-        n_chunks)
+    lp, lab, rs, _ = _masked_rows(np.ascontiguousarray(X[rows]), kp, cov, logw, chunk_rows,
+                                  want_resp, False)
     logp[rows] = lp
     labels[rows] = lab
     if want_resp:
@@ -558,7 +571,13 @@ def log_prob_missing(X, kp, cov, logw, chunk_rows, want_resp=False):
     return logp, labels, resp
 
 
+def impute_moments(X, kp, cov, logw, chunk_rows):
+    """Conditional first and second moments (2, N, D) float64 of every entry of X given its
+    row's observed entries under the mixture (observed entries: x and x^2), by the masked
+    passes.  A row with nothing observed gets the mixture's moments."""
+    return _masked_rows(np.ascontiguousarray(X), kp, cov, logw, chunk_rows, False, True)[3]
+
 __all__ = ["Accumulator", "run_ranges", "num_threads", "thread_limit", "blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG",
            "SPHERICAL", "LOWRANK", "n_factors", "estep_stats", "resp_stats", "log_prob", "nearest_params",
            "s2_shape", "grid_stats", "grid_window", "grid_layout", "GridLayout", "GRID_EM", "GRID_KDE", "GRID_LOGP",
-           "nan_chunks", "estep_stats_missing", "log_prob_missing"]
+           "nan_chunks", "estep_stats_missing", "log_prob_missing", "impute_moments"]

@@ -34,8 +34,9 @@ The wrapper only sends chunks that hold a NaN here; the other chunks go through 
   group (``[I; A_k]`` applied on both sides).  Cost per chunk: ``O(P K D^3)`` for P patterns
   plus ``O(K D^2)`` per row; everything in float64.
 
-Both passes can also write per-row ``log p(x_o)``, labels and responsibilities (``logp``,
-``labels``, ``resp`` with N rows; empty arrays otherwise).
+The passes can also write per-row ``log p(x_o)``, labels and responsibilities (``logp``,
+``labels``, ``resp`` with N rows; empty arrays otherwise) and the conditional first and second
+moments of every entry given the row's observed ones (``imp`` (2, N, D): imputation).
 """
 import math
 
@@ -64,8 +65,59 @@ def chunk_nan_flags(X, chunk_rows, flags):
 
 
 @kernel()
+def _impute_diag(X, n, resp, means64, var64, imp):
+    """Conditional first and second moments of row n's entries (observed: x and x^2) into
+    imp[0, n], imp[1, n] (diagonal components: E[x_d | k] = mu_kd, Var = var_kd)."""
+    K, D = means64.shape
+    for d in range(D):
+        xd = np.float64(X[n, d])
+        if xd != xd:
+            m1 = 0.0
+            m2 = 0.0
+            for k in range(K):
+                r = resp[k]
+                if r != 0.0:
+                    mu = means64[k, d]
+                    m1 += r * mu
+                    m2 += r * (var64[k, d] + mu * mu)
+            imp[0, n, d] = m1
+            imp[1, n, d] = m2
+        else:
+            imp[0, n, d] = xd
+            imp[1, n, d] = xd * xd
+
+
+@kernel()
+def _impute_cov(X, n, resp, means64, o, no, m, nm, A, C, Kc, y, imp):
+    """As ``_impute_diag`` for full/tied components: E[x_m | x_o, k] = mu_km + A_k y_k and
+    E[x_m^2 | x_o, k] = C_k,mm + E[x_m | x_o, k]^2, mixed by the responsibilities."""
+    K, D = means64.shape
+    for d in range(D):
+        xd = np.float64(X[n, d])
+        if xd != xd:
+            imp[0, n, d] = 0.0
+            imp[1, n, d] = 0.0
+        else:
+            imp[0, n, d] = xd
+            imp[1, n, d] = xd * xd
+    for k in range(K):
+        r = resp[k]
+        if r == 0.0:
+            continue
+        kc = k if Kc == K else 0
+        for i in range(no):
+            y[i] = np.float64(X[n, o[i]]) - means64[k, o[i]]
+        for a in range(nm):
+            t = means64[k, m[a]]
+            for j in range(no):
+                t += A[kc, a, j] * y[j]
+            imp[0, n, m[a]] += r * t
+            imp[1, n, m[a]] += r * (C[kc, a, a] + t * t)
+
+
+@kernel()
 def pass_diag_missing(X, sw, means, pc, lconst, means64, var64, cut, chunk_rows, c0, j0, j1,
-                      nk_p, s1_p, s2_p, llws_p, logp, labels, resp_out):
+                      nk_p, s1_p, s2_p, llws_p, logp, labels, resp_out, imp):
     """Masked diagonal pass (see the module docstring).  ``pc`` (K, 1, D) 1/sigma in X's dtype
     (spherical: repeated), ``lconst`` (K,) as in cpu_estep, ``var64`` (K, D) float64 variances;
     slots ``s2_p`` in the diag layout (K, 1, D)."""
@@ -86,6 +138,7 @@ def pass_diag_missing(X, sw, means, pc, lconst, means64, var64, cut, chunk_rows,
     has_w = sw.shape[0] > 0
     want_logp = logp.shape[0] == N
     want_resp = resp_out.shape[0] == N
+    want_imp = imp.shape[1] == N
     for slot in range(j0, j1):
         start = (c0 + slot) * chunk_rows
         stop = min(N, start + chunk_rows)
@@ -120,6 +173,8 @@ def pass_diag_missing(X, sw, means, pc, lconst, means64, var64, cut, chunk_rows,
             if want_resp:
                 for k in range(K):
                     resp_out[n, k] = resp[k]
+            if want_imp:
+                _impute_diag(X, n, resp, means64, var64, imp)
             ll += wn * lp
             ws += wn
             if wn == 0.0:
@@ -210,7 +265,7 @@ def _pattern_factors(cov, kc, o, no, m, nm, Soo, L, Li, A, C):
 
 @kernel()
 def pass_cov_missing(X, sw, means64, cov, logw, tied, g64, order, gstart, cgroup, cut,
-                     chunk_rows, c0, j0, j1, nk_p, s1_p, s2_p, llws_p, logp, labels, resp_out):
+                     chunk_rows, c0, j0, j1, nk_p, s1_p, s2_p, llws_p, logp, labels, resp_out, imp):
     """Masked full (``tied`` False: cov (K, D, D)) or tied (``tied`` True: cov (1, D, D),
     s2 (1, D, D) centred on g64) pass over pattern groups (see the module docstring).
 
@@ -241,6 +296,7 @@ def pass_cov_missing(X, sw, means64, cov, logw, tied, g64, order, gstart, cgroup
     has_w = sw.shape[0] > 0
     want_logp = logp.shape[0] == N
     want_resp = resp_out.shape[0] == N
+    want_imp = imp.shape[1] == N
     for slot in range(j0, j1):
         c = c0 + slot
         nk = nk_p[slot, :K]
@@ -295,6 +351,8 @@ def pass_cov_missing(X, sw, means64, cov, logw, tied, g64, order, gstart, cgroup
                 if want_resp:
                     for k in range(K):
                         resp_out[n, k] = resp[k]
+                if want_imp:
+                    _impute_cov(X, n, resp, means64, o, no, m, nm, A, C, Kc, y, imp)
                 ll += wn * lp
                 ws += wn
                 if wn == 0.0:
@@ -376,7 +434,7 @@ DIAG_MISSING_BLOCK = 256
 
 @kernel()
 def pass_diag_missing_gemm(X, sw, means, pc, lconst, means64, var64, g, g64, cut, chunk_rows,
-                           c0, j0, j1, nk_p, s1_p, s2_p, llws_p, logp, labels, resp_out):
+                           c0, j0, j1, nk_p, s1_p, s2_p, llws_p, logp, labels, resp_out, imp):
     """Masked diagonal pass about a shared centre g (as ``cpu_estep.pass_diag``), a block of
     rows at a time with two GEMMs.  With ``u`` = x - g on observed entries and 0 on missing
     ones, ``o`` the 0/1 observed indicator and delta = mu_k - g:
@@ -395,6 +453,7 @@ def pass_diag_missing_gemm(X, sw, means, pc, lconst, means64, var64, g, g64, cut
     has_w = sw.shape[0] > 0
     want_logp = logp.shape[0] == N
     want_resp = resp_out.shape[0] == N
+    want_imp = imp.shape[1] == N
     W = _aligned(3 * D, K, X)
     for k in range(K):
         for d in range(D):
@@ -459,6 +518,8 @@ def pass_diag_missing_gemm(X, sw, means, pc, lconst, means64, var64, g, g64, cut
                 if want_resp:
                     for k in range(K):
                         resp_out[n, k] = resp[k]
+                if want_imp:
+                    _impute_diag(X, n, resp, means64, var64, imp)
                 ll += wn * lp
                 ws += wn
                 for k in range(K):
