@@ -426,7 +426,7 @@ def _pattern_groups(X, chunk_rows, flags):
     """(order, gstart, cgroup) of ``cpu_missing.pass_cov_missing``: the rows of the flagged
     chunks, each chunk's grouped by missingness pattern (patterns in np.unique's order);
     group i is ``order[gstart[i]:gstart[i + 1]]``, chunk c's groups ``cgroup[c]:cgroup[c+1]``."""
-    N = X.shape[0]
+    N, D = X.shape
     order = []
     gstart = [0]
     cgroup = np.zeros(flags.shape[0] + 1, np.int64)
@@ -434,6 +434,10 @@ def _pattern_groups(X, chunk_rows, flags):
         if flags[c]:
             a, b = c * chunk_rows, min(N, (c + 1) * chunk_rows)
             keys = np.packbits(np.isnan(X[a:b]), axis=1)
+            if D <= 64:  # one integer per pattern: a 1-D unique (np.unique(axis=0) is slow)
+                k8 = np.zeros((b - a, 8), np.uint8)
+                k8[:, :keys.shape[1]] = keys
+                keys = k8.view(np.uint64).reshape(-1)
             _, inv, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
             order.append(a + np.argsort(inv.reshape(-1), kind="stable"))
             gstart.extend((gstart[-1] + np.cumsum(counts)).tolist())
@@ -457,10 +461,15 @@ def _missing_args(kp, cov, logw, X, chunk_rows, flags):
                                                 var)
     if kp.kind in (FULL, TIED):
         order, gstart, cgroup = _pattern_groups(X, chunk_rows, flags)
-        cov = np.ascontiguousarray(cov, np.float64).reshape(-1, kp.means64.shape[1],
-                                                            kp.means64.shape[1])
+        D = kp.means64.shape[1]
+        cov = np.ascontiguousarray(cov, np.float64).reshape(-1, D, D)
+        # precisions and 1/2 log det Sigma for the precision form of few-row pattern groups
+        L = np.linalg.cholesky(cov)
+        Li = np.linalg.inv(L)
+        prec = np.ascontiguousarray(np.einsum("kpi,kpj->kij", Li, Li))
+        ldcov = np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
         g64 = kp.g64 if kp.kind == TIED else np.zeros(0)
-        return cpu_missing.pass_cov_missing, (X, None, kp.means64, cov,
+        return cpu_missing.pass_cov_missing, (X, None, kp.means64, cov, prec, ldcov,
                                                np.ascontiguousarray(logw, np.float64),
                                                kp.kind == TIED, g64, order, gstart, cgroup)
     raise ValueError("missing values are supported for the full, tied, diag and spherical "

@@ -28,7 +28,9 @@ The wrapper only sends chunks that hold a NaN here; the other chunks go through 
   as in ``cpu_estep``; accumulation in float64.
 * ``pass_cov_missing`` (full and tied): the wrapper orders each chunk's rows by missingness
   pattern (``order``; pattern groups ``gstart``).  Per group, each component's ``Sigma_oo`` is
-  factorised once (Cholesky, float64), with ``A_k`` and ``C_k``; each row then costs one
+  factorised once (Cholesky, float64), with ``A_k`` and ``C_k`` -- or, for groups of few rows
+  (every row its own pattern under independent missingness), the cheaper precision form
+  (``_pattern_factors_prec``: only ``P_mm`` is factorised, O(|m|^3)); each row then costs one
   triangular solve per component for its log-density, and the group's weighted sums
   ``sum w r y``, ``sum w r y y^T`` of ``y = x_o - mu_ko`` are mapped to the statistics once per
   group (``[I; A_k]`` applied on both sides).  Cost per chunk: ``O(P K D^3)`` for P patterns
@@ -264,8 +266,87 @@ def _pattern_factors(cov, kc, o, no, m, nm, Soo, L, Li, A, C):
 
 
 @kernel()
-def pass_cov_missing(X, sw, means64, cov, logw, tied, g64, order, gstart, cgroup, cut,
-                     chunk_rows, c0, j0, j1, nk_p, s1_p, s2_p, llws_p, logp, labels, resp_out, imp):
+def _pattern_factors_prec(prec, kc, o, no, m, nm, ldcov, Smm, Lw, Q, PM, A, C):
+    """The same factors from the precision matrix P = Sigma^-1 (cheaper when few entries are
+    missing): with P_mm = Lm Lm^T, ``C`` = P_mm^-1 (the conditional covariance), ``A`` =
+    -C P_mo, and for the log-density ``Q`` = P_oo and ``PM`` = P_mo, since
+    Sigma_oo^-1 = P_oo - P_om P_mm^-1 P_mo.  Returns 1/2 log det Sigma_oo =
+    1/2 log det Sigma + log det Lm (``ldcov[kc]`` = 1/2 log det Sigma)."""
+    for a in range(nm):
+        for b in range(nm):
+            Smm[a, b] = prec[kc, m[a], m[b]]
+    if not _cholesky(Smm, nm, Lw):
+        return -np.inf
+    logdet = ldcov[kc]
+    for a in range(nm):
+        logdet += math.log(Lw[a, a])
+    # Smm <- Lm^-1 (forward substitution), then C = Lm^-T Lm^-1
+    for j in range(nm):
+        for i in range(nm):
+            Smm[i, j] = 0.0
+        Smm[j, j] = 1.0 / Lw[j, j]
+        for i in range(j + 1, nm):
+            t = 0.0
+            for p in range(j, i):
+                t -= Lw[i, p] * Smm[p, j]
+            Smm[i, j] = t / Lw[i, i]
+    for a in range(nm):
+        for b in range(nm):
+            t = 0.0
+            for p in range(max(a, b), nm):
+                t += Smm[p, a] * Smm[p, b]
+            C[a, b] = t
+    for a in range(nm):
+        for j in range(no):
+            PM[a, j] = prec[kc, m[a], o[j]]
+    for a in range(nm):
+        for j in range(no):
+            t = 0.0
+            for b in range(nm):
+                t -= C[a, b] * PM[b, j]
+            A[a, j] = t
+    for i in range(no):
+        for j in range(no):
+            Q[i, j] = prec[kc, o[i], o[j]]
+    return logdet
+
+
+#: A pattern group uses the precision form when rows * (no^2 / 2 + nm no) is below
+#: no^3 / 3 + nm no^2 (its extra per-row cost below the factorisation it saves).
+
+@kernel()
+def _add_row(k, kc, wr, y, o, no, m, nm, A, C, means64, tied, g64, e, Pa, nk, s1, s2):
+    """One row's expected statistics for component k (weight ``wr``): e = x_hat - mu_k =
+    [y; A_k y]; s1 += wr x_hat, s2 += wr (e e^T + C_k) (tied: about g)."""
+    D = means64.shape[1]
+    for i in range(no):
+        e[o[i]] = y[i]
+    for a in range(nm):
+        t = 0.0
+        for j in range(no):
+            t += A[kc, a, j] * y[j]
+        e[m[a]] = t
+    nk[k] += wr
+    for d in range(D):
+        s1[k, d] += wr * (means64[k, d] + e[d])
+    kk = 0 if tied else k
+    if tied:
+        for d in range(D):
+            e[d] += means64[k, d] - g64[d]
+    for i in range(D):
+        Pa[i] = wr * e[i]
+    for i in range(D):
+        for j in range(D):
+            s2[kk, i, j] += Pa[i] * e[j]
+    for a in range(nm):
+        for b in range(nm):
+            s2[kk, m[a], m[b]] += wr * C[kc, a, b]
+
+
+@kernel()
+def pass_cov_missing(X, sw, means64, cov, prec, ldcov, logw, tied, g64, order, gstart, cgroup,
+                     cut, chunk_rows, c0, j0, j1, nk_p, s1_p, s2_p, llws_p, logp, labels,
+                     resp_out, imp):
     """Masked full (``tied`` False: cov (K, D, D)) or tied (``tied`` True: cov (1, D, D),
     s2 (1, D, D) centred on g64) pass over pattern groups (see the module docstring).
 
@@ -280,6 +361,7 @@ def pass_cov_missing(X, sw, means64, cov, logw, tied, g64, order, gstart, cgroup
     Soo = np.empty((D, D))
     Lw = np.empty((D, D))
     Li = np.zeros((Kc, D, D))
+    PM = np.zeros((Kc, D, D))
     A = np.zeros((Kc, D, D))
     C = np.zeros((Kc, D, D))
     cst = np.empty(K)
@@ -319,9 +401,15 @@ def pass_cov_missing(X, sw, means64, cov, logw, tied, g64, order, gstart, cgroup
                     o[no] = d
                     no += 1
             logdet = np.zeros(Kc)
+            rows = gstart[grp + 1] - gstart[grp]
+            use_prec = rows * (0.5 * no * no + nm * no) < no * no * no / 3.0 + nm * no * no
             for kc in range(Kc):
-                logdet[kc] = _pattern_factors(cov, kc, o, no, m, nm, Soo, Lw, Li[kc], A[kc],
-                                              C[kc])
+                if use_prec:  # Li holds P_oo
+                    logdet[kc] = _pattern_factors_prec(prec, kc, o, no, m, nm, ldcov, Soo, Lw,
+                                                       Li[kc], PM[kc], A[kc], C[kc])
+                else:
+                    logdet[kc] = _pattern_factors(cov, kc, o, no, m, nm, Soo, Lw, Li[kc],
+                                                  A[kc], C[kc])
             for k in range(K):
                 kc = k if Kc == K else 0
                 cst[k] = logw[k] - logdet[kc] - 0.5 * no * LOG_2PI
@@ -338,11 +426,28 @@ def pass_cov_missing(X, sw, means64, cov, logw, tied, g64, order, gstart, cgroup
                     for i in range(no):
                         y[i] = np.float64(X[n, o[i]]) - means64[k, o[i]]
                     acc = 0.0
-                    for i in range(no):
-                        t = 0.0
-                        for p in range(i + 1):
-                            t += Li[kc, i, p] * y[p]
-                        acc += t * t
+                    if use_prec:  # y^T P_oo y - v^T C v, v = P_mo y
+                        for i in range(no):
+                            t = 0.0
+                            for j in range(no):
+                                t += Li[kc, i, j] * y[j]
+                            acc += y[i] * t
+                        for a in range(nm):
+                            t = 0.0
+                            for j in range(no):
+                                t += PM[kc, a, j] * y[j]
+                            z[a] = t
+                        for a in range(nm):
+                            t = 0.0
+                            for b in range(nm):
+                                t += C[kc, a, b] * z[b]
+                            acc -= z[a] * t
+                    else:  # |L^-1 y|^2
+                        for i in range(no):
+                            t = 0.0
+                            for p in range(i + 1):
+                                t += Li[kc, i, p] * y[p]
+                            acc += t * t
                     lrow[k] = cst[k] - 0.5 * acc
                 lp, am = _row_responsibilities(lrow, resp, cut)
                 if want_logp:
@@ -361,15 +466,20 @@ def pass_cov_missing(X, sw, means64, cov, logw, tied, g64, order, gstart, cgroup
                     wr = wn * resp[k]
                     if wr == 0.0:
                         continue
-                    nkg[k] += wr
                     for i in range(no):
                         y[i] = np.float64(X[n, o[i]]) - means64[k, o[i]]
+                    if rows == 1:  # a one-row group: straight into the statistics
+                        kc = k if Kc == K else 0
+                        _add_row(k, kc, wr, y, o, no, m, nm, A, C, means64, tied, g64, e, Pa,
+                                 nk, s1, s2)
+                        continue
+                    nkg[k] += wr
                     for i in range(no):
                         z[i] = wr * y[i]
                         ag[k, i] += z[i]
-                    for i in range(no):
+                    for i in range(no):  # lower triangle; mirrored when the group ends
                         zi = z[i]
-                        for j in range(no):
+                        for j in range(i + 1):
                             Sg[k, i, j] += zi * y[j]
             # the group's sums -> statistics: e = x_hat - mu_k = P y with P = [I; A_k]
             for k in range(K):
@@ -377,6 +487,9 @@ def pass_cov_missing(X, sw, means64, cov, logw, tied, g64, order, gstart, cgroup
                     continue
                 kc = k if Kc == K else 0
                 nk[k] += nkg[k]
+                for i in range(no):
+                    for j in range(i + 1, no):
+                        Sg[k, i, j] = Sg[k, j, i]
                 # Pa = P ag (D,), PS = P Sg P^T (D, D), both in the original feature order
                 for i in range(no):
                     Pa[o[i]] = ag[k, i]
