@@ -459,6 +459,12 @@ def test_dask_fit_matches_local_fit(kind):
     bad[100] = np.nan
     with pytest.raises(ValueError, match="row 100 has every entry missing"):
         GaussianMixture(3, **kw).fit(da.from_array(bad, chunks=(2 * CHUNK, 4)))
+    # NaN stays an error with missing="error" (checked by the first pass over the blocks)
+    plain = GaussianMixture(3, covariance_type=kind, weights_init=local.weights_,
+                            means_init=local.means_, precisions_init=local.precisions_,
+                            chunk_size=CHUNK, max_iter=2)
+    with pytest.raises(ValueError, match="dask array: NaN or infinity in row"):
+        plain.fit(Xd)
 
 
 def test_impute_of_a_lowrank_model_uses_its_dense_covariances():
