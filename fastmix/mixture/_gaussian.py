@@ -128,7 +128,9 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         ``predict``, ``predict_proba``, ``score``, ``bic`` use the observed entries.  A row
         (or, in ``fit``, a column) with every entry missing is a ValueError; inf is always an
         error.  Data without NaN give exactly the model of ``missing="error"``.  Supported for
-        in-memory arrays, batch EM on the CPU and the full, tied, diag and spherical types.
+        batch EM on the CPU (arrays; files: NaN in ``.npy``, nulls in Parquet/CSV, the file
+        fit equal to the in-memory fit bit for bit; Dask arrays) and the full, tied, diag and
+        spherical types; online EM, ``device="cuda"`` and lowrank raise a ValueError.
         ``impute``, ``sample_missing`` and ``condition`` work whatever this setting.
 
     Attributes
