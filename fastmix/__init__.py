@@ -7,18 +7,19 @@ Public names::
     BigLearnGaussianMixture  BigLearn-EM: joint, marginal and transformed-marginal EM steps
     SGDGaussianMixture       streaming SGD, max-component loss with annealing (diagonal)
     BayesianGaussianMixture  variational Bayes (Dirichlet distribution / process), batch or SVI
+    GaussianMixtureRegressor  Gaussian mixture regression: E[y | x] of a joint mixture
     load              read a model written by ``model.save(path)``
     select_mixture    choose K and the covariance type (BIC / ICL / held-out), one pass for all
 """
 from ._params import DegenerateComponentWarning
 from ._validation import NotFittedError
 from .mixture import (BayesianGaussianMixture, BigLearnGaussianMixture, ConvergenceWarning,
-                      GaussianMixture, GMMExpansion, SGDGaussianMixture, SelectionResult,
-                      load, select_mixture)
+                      GaussianMixture, GaussianMixtureRegressor, GMMExpansion,
+                      SGDGaussianMixture, SelectionResult, load, select_mixture)
 
 __version__ = "0.1.0"
 
 __all__ = ["GaussianMixture", "GMMExpansion", "BigLearnGaussianMixture", "SGDGaussianMixture",
            "load", "select_mixture", "SelectionResult", "ConvergenceWarning",
            "DegenerateComponentWarning", "NotFittedError", "__version__",
-           "BayesianGaussianMixture"]
+           "BayesianGaussianMixture", "GaussianMixtureRegressor"]

@@ -17,11 +17,14 @@ class NotFittedError(*_NOT_FITTED_BASES):
     an AttributeError (and scikit-learn's NotFittedError when scikit-learn is installed)."""
 
 
-def check_array(X, *, name="X", min_samples=1, n_features=None, estimator="GaussianMixture"):
+def check_array(X, *, name="X", min_samples=1, n_features=None, estimator="GaussianMixture",
+                allow_nan=False):
     """Return X as a C-contiguous float32/float64 (N, D) array, never modifying the caller's.
 
     float32 stays float32; other real numeric types become float64.  Raises ValueError (or
-    TypeError for sparse / non-numeric objects) with a message saying what is wrong.
+    TypeError for sparse / non-numeric objects) with a message saying what is wrong.  With
+    ``allow_nan`` NaN and inf are left to the caller (``fastmix.missing.check_missing``: NaN is
+    a missing value, inf an error).
     """
     if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
         raise TypeError(f"sparse input is not supported for {name}; pass a dense array "
@@ -52,7 +55,7 @@ def check_array(X, *, name="X", min_samples=1, n_features=None, estimator="Gauss
     if n_features is not None and D != n_features:
         raise ValueError(f"X has {D} features, but {estimator} is expecting {n_features} "
                          "features as input.")
-    bad = first_nonfinite_row(arr)
+    bad = -1 if allow_nan else first_nonfinite_row(arr)
     if bad >= 0:
         raise ValueError(f"Input {name} contains NaN or infinity (first bad row: {bad}, "
                          f"values {arr[bad].tolist()[:8]})")

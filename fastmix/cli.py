@@ -1,12 +1,14 @@
-"""Command line: ``fastmix fit|score|predict|sample|info|demo`` (also ``python -m fastmix``).
+"""Command line: ``fastmix fit|score|predict|impute|sample|info|demo`` (also ``python -m
+fastmix``).
 
 ``fastmix fit DATA -k 64 -o model.npz`` fits from a file of any size (``.npy``,
 ``file.h5:/dataset``, ``.zarr``, ``.parquet``, ``.csv``), read in blocks with bounded memory;
 ``--checkpoint FILE`` saves the model after every iteration and ``--resume`` continues from it.
-``score``, ``predict``, ``sample`` and ``info`` use a saved model; ``demo`` fits generated data
-and compares with the truth.  ``fastmix select DATA -k 1:20 --covariance-types full,diag -o
-best.npz --report sel.json --plot sel.png`` fits every candidate with one read of the file per
-EM iteration and writes the best model (``fastmix.select_mixture``).
+``score``, ``predict``, ``impute`` (fill NaN / nulls with conditional means, block by block),
+``sample`` and ``info`` use a saved model; ``demo`` fits generated data and compares with the
+truth.  ``fastmix select DATA -k 1:20 --covariance-types full,diag -o best.npz --report
+sel.json --plot sel.png`` fits every candidate with one read of the file per EM iteration and
+writes the best model (``fastmix.select_mixture``).
 
 Every output path is checked before any work (its directory exists and is writable, it is not
 a directory), and every output file is written atomically (temporary file, then rename): a
@@ -16,6 +18,7 @@ failed or killed run leaves no partial output.  Errors are one line on stderr an
 unless ``--quiet``.
 """
 import argparse
+import contextlib
 import sys
 import time
 import warnings
@@ -215,7 +218,7 @@ def cmd_fit(args):
         reg_covar=args.reg_covar, max_iter=args.max_iter, n_init=args.n_init,
         init_params=args.init, random_state=args.seed, chunk_size=args.chunk_rows,
         progress=_progress(args), batch_size=args.batch_rows, n_factors=args.n_factors,
-        noise=args.noise, device=args.device)
+        noise=args.noise, device=args.device, missing=args.missing)
     t0 = time.perf_counter()
     with source:
         gm.fit(source, sample_weight=args.weights,
@@ -271,6 +274,42 @@ def cmd_predict(args):
     if not args.quiet:
         print(f"wrote {out.rows} {'responsibility rows' if args.proba else 'labels'} to "
               f"{args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_impute(args):
+    from .io import NpyWriter
+    _check_outputs(("output file", args.output), ("std file", args.std))
+    gm = _load(args.model)
+    _apply_chunk_rows(gm, args)
+    if not hasattr(gm, "impute"):
+        raise ValueError(f"{args.model} holds a {type(gm).__name__}; impute needs a "
+                         "GaussianMixture")
+    D = gm.n_features_in_
+    with _open_data(args) as source:
+        bar = None
+        if _progress(args):
+            from tqdm.auto import tqdm
+            bar = tqdm(total=source.n_rows, desc="impute", unit="row", unit_scale=True,
+                       file=sys.stderr)
+        try:
+            with NpyWriter(args.output, np.float64, (D,)) as out, \
+                    (NpyWriter(args.std, np.float64, (D,)) if args.std
+                     else contextlib.nullcontext()) as sd:
+                for _, block in gm.iter_impute(source, return_std=bool(args.std)):
+                    filled, std = block if args.std else (block, None)
+                    out.write(filled)
+                    if sd is not None:
+                        sd.write(std)
+                    if bar is not None:
+                        bar.update(filled.shape[0])
+        finally:
+            if bar is not None:
+                bar.close()
+    if not args.quiet:
+        print(f"wrote {out.rows} imputed rows to {args.output}"
+              + (f" and their conditional standard deviations to {args.std}" if args.std
+                 else ""), file=sys.stderr)
     return 0
 
 
@@ -459,6 +498,9 @@ def _parser():
     f.add_argument("--weight-column", default=None,
                    help="Parquet/CSV column holding sample weights")
     f.add_argument("--online", action="store_true", help="online (stepwise) EM")
+    f.add_argument("--missing", default="error", choices=["error", "marginalize"],
+                   help="NaN entries (and Parquet/CSV nulls): an error, or missing values "
+                        "marginalised exactly by EM")
     f.add_argument("--batch-rows", type=int, default=None,
                    help="rows per online-EM update (default 65536)")
     f.add_argument("--checkpoint", default=None,
@@ -483,6 +525,18 @@ def _parser():
     r.add_argument("--proba", action="store_true", help="write responsibilities (N, K)")
     _common(r)
     r.set_defaults(func=cmd_predict)
+
+    im = sub.add_parser("impute", help="fill the missing values (NaN, nulls) of a data file "
+                                       "with their conditional means", **fmt)
+    im.add_argument("model")
+    _data_args(im)
+    im.add_argument("-o", "--output", required=True,
+                    help=".npy file to write (float64, the rows with every NaN filled)")
+    im.add_argument("--std", default=None,
+                    help="also write the conditional standard deviations (0 where observed) "
+                         "to this .npy file")
+    _common(im)
+    im.set_defaults(func=cmd_impute)
 
     m = sub.add_parser("sample", help="draw samples from a model", **fmt)
     m.add_argument("model")

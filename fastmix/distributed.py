@@ -70,7 +70,15 @@ def _hard_stats(X, w, kp, chunk_rows):
     return kmeans.hard_stats(X, w, kp.means64, kp.kind, kp.g64, chunk_rows, acc).result()
 
 
-_PASSES = {"estep": kernels.estep_stats, "nearest": _hard_stats}
+def _estep_missing(X, w, shared, chunk_rows):
+    """The masked E-step of rows with NaN entries (``kernels.estep_stats_missing``);
+    ``shared`` = (KernelParams, covariances, log-weights)."""
+    kp, cov, logw = shared
+    return kernels.estep_stats_missing(X, w, kp, cov, logw, chunk_rows)
+
+
+_PASSES = {"estep": kernels.estep_stats, "nearest": _hard_stats,
+           "estep_missing": _estep_missing}
 
 
 def _block_many(block, wblock, jobs, chunk_rows, offset, validate):
@@ -88,8 +96,14 @@ def _block_many(block, wblock, jobs, chunk_rows, offset, validate):
     return tuple(out)
 
 
-def _check_block(X, w, offset):
-    bad = first_nonfinite_row(X)
+def _check_block(X, w, offset, allow_nan=False):
+    if allow_nan:  # NaN entries are missing values: only inf and empty rows are errors
+        from .io.stream import _check_missing_block
+        _check_missing_block(X, offset, max(1, X.shape[0]), f"dask array (block starting at "
+                                                             f"row {offset})")
+        bad = -1
+    else:
+        bad = first_nonfinite_row(X)
     if bad >= 0:
         raise ValueError(f"dask array: NaN or infinity in row {offset + bad} (block starting at "
                          f"row {offset}): {X[bad].tolist()[:8]}")
@@ -101,12 +115,13 @@ def _prepare(block, wblock, dtype, offset, validate):
     X = np.ascontiguousarray(block, dtype=dtype)
     w = None if wblock is None else np.ascontiguousarray(wblock, dtype=np.float64)
     if validate:
-        _check_block(X, w, offset)
+        _check_block(X, w, offset, allow_nan=validate == "nan")
     return X, w
 
 
 def _block_stats(block, wblock, mode, kp, chunk_rows, offset, validate):
-    X, w = _prepare(block, wblock, kp.means.dtype, offset, validate)
+    dtype = (kp[0] if mode == "estep_missing" else kp).means.dtype
+    X, w = _prepare(block, wblock, dtype, offset, validate)
     with kernels.thread_limit(1):
         return _PASSES[mode](X, w, kp, chunk_rows)
 
@@ -182,8 +197,14 @@ def _block_marginal_stats(block, wblock, kp, A, T, chunk_rows, offset, validate)
         return acc.result()
 
 
-def _block_log_prob(block, kp, chunk_rows, what):
+def _block_log_prob(block, kp, chunk_rows, what, missing=None):
     X = np.ascontiguousarray(block, dtype=kp.means.dtype)
+    if missing is not None:  # (covariances, log-weights): NaN entries are missing values
+        _check_block(X, None, 0, allow_nan=True)
+        with kernels.thread_limit(1):
+            logp, labels, resp = kernels.log_prob_missing(X, kp, missing[0], missing[1],
+                                                          chunk_rows, what == "proba")
+        return {"logp": logp, "labels": labels, "proba": resp}[what]
     bad = first_nonfinite_row(X)
     if bad >= 0:
         raise ValueError(f"dask array: NaN or infinity in a block (row {bad} of the block)")
@@ -250,6 +271,8 @@ class DaskData:
         self.validated = False
         self.client = _client()
         self._stream = None
+        #: NaN entries are missing values (validated as such; "estep_missing" passes)
+        self.allow_nan = False
 
     @property
     def weighted(self):
@@ -337,6 +360,8 @@ class DaskData:
         """(nk, s1, s2, ll, ws) of a kernel pass ("estep" or "nearest") over all blocks."""
         from dask import delayed
         validate = not self.validated
+        if validate and self.allow_nan:
+            validate = "nan"
         shared = self._shared(kp)
         task = delayed(_block_stats, pure=False)
         parts = [task(x, w, mode, shared, self.chunk_rows, off, validate)
@@ -426,14 +451,51 @@ class DaskData:
         raise ValueError(f"init_params='random_from_data' needs at least n_components={K} rows "
                          "with positive sample_weight; could not find them by sampling")
 
-    def log_prob_arrays(self, kp, what):
-        """Lazy per-row results as a dask array: "logp" (N,), "labels" (N,), "proba" (N, K)."""
+    def log_prob_arrays(self, kp, what, missing=None):
+        """Lazy per-row results as a dask array: "logp" (N,), "labels" (N,), "proba" (N, K).
+        ``missing`` = (covariances, log-weights): NaN entries are missing values (scored on
+        each row's observed entries)."""
         K = kp.means.shape[0]
         if what == "proba":
-            return self.X.map_blocks(_block_log_prob, kp, self.chunk_rows, what,
+            return self.X.map_blocks(_block_log_prob, kp, self.chunk_rows, what, missing,
                                      chunks=(self.X.chunks[0], (K,)), dtype=np.float64)
-        return self.X.map_blocks(_block_log_prob, kp, self.chunk_rows, what, drop_axis=1,
-                                 dtype=np.int64 if what == "labels" else np.float64)
+        return self.X.map_blocks(_block_log_prob, kp, self.chunk_rows, what, missing,
+                                 drop_axis=1, dtype=np.int64 if what == "labels" else np.float64)
+
+    def missing_summary(self):
+        """(observed mean of each column (D,) float64, whether any entry is NaN), computed on
+        the cluster; ValueError for inf, a row or a column with nothing observed."""
+        import dask.array as da
+        X = self.X.astype(self.dtype)
+        nan = da.isnan(X)
+        inf = da.isinf(X).any(axis=1)
+        empty = nan.all(axis=1)
+        count = (~nan).sum(axis=0)
+        total = da.where(nan, 0, X).sum(axis=0, dtype=np.float64)
+        any_inf, inf_row, any_empty, empty_row, count, total = self._compute(
+            (inf.any(), da.argmax(inf), empty.any(), da.argmax(empty), count, total))
+        if any_inf:
+            raise ValueError(f"dask array: infinity in row {int(inf_row)} (only NaN marks "
+                             "a missing value)")
+        if any_empty:
+            raise ValueError(f"dask array: row {int(empty_row)} has every entry missing "
+                             "(NaN): it carries no information; drop it")
+        count = np.asarray(count, dtype=np.float64)
+        if np.any(count == 0):
+            raise ValueError(f"column {int(np.flatnonzero(count == 0)[0])} of the dask array "
+                             "has every entry missing (NaN): drop the column")
+        return (np.asarray(total, np.float64) / count,
+                bool(count.sum() < float(self.n_rows) * self.n_features))
+
+    def filled(self, means):
+        """A DaskData of the same rows and weights with each NaN replaced by ``means``."""
+        import dask.array as da
+        X = self.X.astype(self.dtype)
+        out = DaskData(da.where(da.isnan(X), means.astype(self.dtype), X), None,
+                       self.chunk_rows)
+        out.weights = self.weights
+        out.validated = True
+        return out
 
 
 

@@ -8,6 +8,7 @@ from ._validation import NotFittedError  # noqa: F401
 from .mixture import BayesianGaussianMixture  # noqa: F401
 from .mixture import (BigLearnGaussianMixture, ConvergenceWarning, GaussianMixture,  # noqa: F401
                       GMMExpansion, SGDGaussianMixture, load)
+from .mixture import GaussianMixtureRegressor  # noqa: F401
 from .mixture._persist import FORMAT_VERSION, MODEL_CLASSES  # noqa: F401
 
 __all__ = ["GaussianMixture", "GMMExpansion", "BigLearnGaussianMixture", "SGDGaussianMixture",

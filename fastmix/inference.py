@@ -10,10 +10,19 @@ from . import kernels
 
 def iter_log_prob(data, params, chunk_rows, want_resp=False):
     """Yield (start_row, logp (n,) float64, labels (n,) int64, resp (n, K) float64 or None)
-    for each block of the Stream ``data`` under ``params``."""
+    for each block of the Stream ``data`` under ``params``.  A Stream whose NaN entries are
+    missing values (``allow_nan``) is scored on each row's observed entries."""
     kp = params.kernel_params(data.dtype)
+    masked = getattr(data, "allow_nan", False)
+    if masked:
+        from .missing import model_arrays
+        cov, logw = model_arrays(params)
     for start, X, _ in data.blocks():
-        logp, labels, resp = kernels.log_prob(X, kp, chunk_rows, want_resp)
+        if masked:
+            logp, labels, resp = kernels.log_prob_missing(X, kp, cov, logw, chunk_rows,
+                                                          want_resp)
+        else:
+            logp, labels, resp = kernels.log_prob(X, kp, chunk_rows, want_resp)
         yield start, logp, labels, resp
 
 

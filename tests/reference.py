@@ -559,3 +559,138 @@ def biglearn_local_step(X, weights, means, covariances, A, T, alpha, eps, pi_flo
         new_m[k] = R.T @ mb
         new_c[k] = floor(R.T @ Sb @ R)
     return new_w, new_m, new_c
+
+
+# ------------------------------------------------------------ missing values (NaN entries) ---
+def missing_row_parts(x, weights, means, covariances, kind):
+    """For one row x (D,) with NaN entries: weighted log-densities of the observed coordinates
+    (K,), and per component the completed row E[x | x_o, k] (K, D) and the conditional
+    covariance of the missing coordinates embedded in a (D, D) zero matrix (K, D, D).  From the
+    textbook formulas: the marginal N(x_o | mu_o, S_oo) and the Gaussian conditional
+    mu_m + S_mo S_oo^-1 (x_o - mu_o), S_mm - S_mo S_oo^-1 S_om, with explicit inverses."""
+    x = np.asarray(x, dtype=np.float64)
+    means = np.asarray(means, dtype=np.float64)
+    K, D = means.shape
+    covs = component_covariances(covariances, kind, K, D)
+    o = np.flatnonzero(~np.isnan(x))
+    m = np.flatnonzero(np.isnan(x))
+    with np.errstate(divide="ignore"):
+        logw = np.log(np.asarray(weights, float))
+    lw = np.empty(K)
+    xhat = np.empty((K, D))
+    cond = np.zeros((K, D, D))
+    for k in range(K):
+        S = covs[k]
+        Soo_inv = np.linalg.inv(S[np.ix_(o, o)])
+        lw[k] = logw[k] + multivariate_normal(mean=means[k, o], cov=S[np.ix_(o, o)]).logpdf(x[o])
+        xhat[k] = x
+        xhat[k, m] = means[k, m] + S[np.ix_(m, o)] @ Soo_inv @ (x[o] - means[k, o])
+        cond[k][np.ix_(m, m)] = S[np.ix_(m, m)] - S[np.ix_(m, o)] @ Soo_inv @ S[np.ix_(o, m)]
+    return lw, xhat, cond
+
+
+def missing_estep_stats(X, sw, weights, means, covariances, kind):
+    """Expected sufficient statistics (nk, s1, s2, ll, ws) of rows with NaN entries, row by row:
+    responsibilities from the observed-coordinate marginals, s1 = sum w r E[x | x_o, k], s2 the
+    expected second moments (the conditional covariance added), centred as ``estep_stats``'s
+    (means; tied: g = weights @ means); ll = sum w log p(x_o)."""
+    X = np.asarray(X, dtype=np.float64)
+    means = np.asarray(means, dtype=np.float64)
+    N, D = X.shape
+    K = means.shape[0]
+    w = _weights_or_ones(sw, N)
+    g = np.asarray(weights, float) @ means
+    nk = np.zeros(K)
+    s1 = np.zeros((K, D))
+    full = np.zeros((K, D, D))
+    tied = np.zeros((D, D))
+    ll = 0.0
+    for n in range(N):
+        lw, xhat, cond = missing_row_parts(X[n], weights, means, covariances, kind)
+        lp = special.logsumexp(lw)
+        r = special.softmax(lw)
+        ll += w[n] * lp
+        for k in range(K):
+            wr = w[n] * r[k]
+            nk[k] += wr
+            s1[k] += wr * xhat[k]
+            e = xhat[k] - means[k]
+            full[k] += wr * (np.outer(e, e) + cond[k])
+            t = xhat[k] - g
+            tied += wr * (np.outer(t, t) + cond[k])
+    if kind == "full":
+        s2 = full
+    elif kind == "tied":
+        s2 = tied[None]
+    elif kind == "diag":
+        s2 = np.diagonal(full, axis1=1, axis2=2)[:, None, :].copy()
+    else:
+        s2 = np.trace(full, axis1=1, axis2=2)[:, None, None].copy()
+    return nk, s1, s2, float(ll), float(w.sum())
+
+
+def missing_log_prob_resp(X, weights, means, covariances, kind):
+    """(log p(x_o) (N,), responsibilities (N, K)) of rows with NaN entries."""
+    rows = [missing_row_parts(x, weights, means, covariances, kind)[0] for x in X]
+    lw = np.array(rows)
+    return special.logsumexp(lw, axis=1), special.softmax(lw, axis=1)
+
+
+def missing_em(X, sw, weights, means, covariances, kind, reg_covar, n_iter):
+    """``n_iter`` EM iterations on the observed-data likelihood: E-step by
+    ``missing_row_parts``, M-step from the expected statistics (nk + 10 eps, as ``m_step``):
+    means = sum w r xhat / nk, covariances = sum w r [(xhat - mu)(xhat - mu)^T + C] / nk
+    (+ reg_covar; diagonal / its mean for diag / spherical; pooled for tied).
+    Returns dict(weights, means, covariances, lower_bounds)."""
+    X = np.asarray(X, dtype=np.float64)
+    N, D = X.shape
+    w = _weights_or_ones(sw, N)
+    lbs = []
+    for _ in range(n_iter):
+        K = np.asarray(means).shape[0]
+        parts = [missing_row_parts(x, weights, means, covariances, kind) for x in X]
+        lw = np.array([p[0] for p in parts])
+        lbs.append(float(w @ special.logsumexp(lw, axis=1) / w.sum()))
+        wr = w[:, None] * special.softmax(lw, axis=1)
+        nk = wr.sum(axis=0) + 10 * EPS
+        xhat = np.array([p[1] for p in parts])        # (N, K, D)
+        cond = np.array([p[2] for p in parts])        # (N, K, D, D)
+        new_means = np.einsum("nk,nkd->kd", wr, xhat) / nk[:, None]
+        covs = np.empty((K, D, D))
+        for k in range(K):
+            e = xhat[:, k] - new_means[k]
+            covs[k] = (wr[:, k, None] * e).T @ e + np.einsum("n,nij->ij", wr[:, k], cond[:, k])
+        if kind == "full":
+            cov = covs / nk[:, None, None] + reg_covar * np.eye(D)
+        elif kind == "tied":
+            cov = covs.sum(axis=0) / nk.sum() + reg_covar * np.eye(D)
+        else:
+            var = np.diagonal(covs, axis1=1, axis2=2) / nk[:, None] + reg_covar
+            cov = var if kind == "diag" else var.mean(axis=1)
+        weights, means, covariances = nk / nk.sum(), new_means, cov
+    return {"weights": weights, "means": means, "covariances": covariances,
+            "lower_bounds": lbs}
+
+
+def gmr_predict(X, weights, means, covariances, kind, n_inputs):
+    """Gaussian mixture regression from the joint model over [x, y] (x: the first n_inputs
+    coordinates): E[y | x] (N, n_out) and the mixture's conditional std (N, n_out), by the
+    textbook conditional of each component and the law of total variance."""
+    X = np.asarray(X, dtype=np.float64)
+    means = np.asarray(means, dtype=np.float64)
+    K, D = means.shape
+    covs = component_covariances(covariances, kind, K, D)
+    i, j = np.arange(n_inputs), np.arange(n_inputs, D)
+    mean = np.empty((X.shape[0], j.size))
+    std = np.empty((X.shape[0], j.size))
+    for n, x in enumerate(X):
+        lw = np.array([np.log(weights[k]) + multivariate_normal(
+            mean=means[k, i], cov=covs[k][np.ix_(i, i)]).logpdf(x) for k in range(K)])
+        r = special.softmax(lw)
+        mk = np.array([means[k, j] + covs[k][np.ix_(j, i)] @ np.linalg.solve(
+            covs[k][np.ix_(i, i)], x - means[k, i]) for k in range(K)])
+        vk = np.array([np.diag(covs[k][np.ix_(j, j)] - covs[k][np.ix_(j, i)] @ np.linalg.solve(
+            covs[k][np.ix_(i, i)], covs[k][np.ix_(i, j)])) for k in range(K)])
+        mean[n] = r @ mk
+        std[n] = np.sqrt(r @ (vk + mk ** 2) - mean[n] ** 2)
+    return mean, std

@@ -33,6 +33,9 @@ class Source:
     dtype = np.dtype(np.float64)
     random_access = False
     has_weights = False
+    #: Parquet/CSV: read a null feature value as NaN (a missing value for
+    #: ``GaussianMixture(missing="marginalize")``) instead of raising.
+    nulls_as_nan = False
 
     def read_rows(self, start, stop, out):  # pragma: no cover - interface
         raise NotImplementedError

@@ -136,13 +136,18 @@ def _first_null(col):
     return int(np.argmax(np.asarray(col.is_null().to_numpy(zero_copy_only=False))))
 
 
-def _batch_to_numpy(batch, names, weight, dtype, name, start=0):
+def _batch_to_numpy(batch, names, weight, dtype, name, start=0, nulls_as_nan=False):
     """A record batch as an (n, D) array (and (n,) weights); ``start`` is the batch's first row
-    in the file, for the row number of a missing value."""
+    in the file, for the row number of a missing value.  With ``nulls_as_nan`` a null feature
+    value becomes NaN (weights never may be null)."""
     n = batch.num_rows
     X = np.empty((n, len(names)), dtype)
     for j, c in enumerate(names):
         col = batch.column(c)
+        if col.null_count and nulls_as_nan:
+            X[:, j] = col.cast("float64").fill_null(float("nan")).to_numpy(
+                zero_copy_only=False)
+            continue
         if col.null_count:
             raise ValueError(f"{name}: column {c!r} has a missing value (null) in row "
                              f"{start + _first_null(col)} (rows counted from 0, header "
@@ -188,7 +193,7 @@ class ParquetSource(Source):
         try:
             for batch in self._pf.iter_batches(batch_size=self.batch_rows, columns=cols):
                 yield _batch_to_numpy(batch, self.columns, self.weight_column, self.dtype,
-                                      self.name, start)
+                                      self.name, start, self.nulls_as_nan)
                 start += batch.num_rows
         except OSError as exc:  # ArrowInvalid/ArrowIOError derive from OSError or ValueError
             raise ValueError(f"{self.name}: damaged Parquet data ({exc})") from None
@@ -321,7 +326,7 @@ class CSVSource(Source):
                 except Exception as exc:
                     raise ValueError(f"{self.name}: unreadable CSV data ({exc})") from None
                 yield _batch_to_numpy(batch, self.columns, self.weight_column, self.dtype,
-                                      self.name, start)
+                                      self.name, start, self.nulls_as_nan)
                 start += batch.num_rows
         finally:
             reader.close()

@@ -63,6 +63,8 @@ class Stream:
         self.validated = False
         self.passes = 0
         self.owns_weights = False  # set by whoever opened a weight source for this stream
+        #: NaN entries are missing values (checked: no inf, no row without an observed entry)
+        self.allow_nan = False
 
     def rebatched(self, block_rows):
         """A Stream over the same source and weights with another block size (its validation
@@ -70,6 +72,7 @@ class Stream:
         s = Stream(self.source, self.chunk_rows, weights=self.weights, block_rows=block_rows,
                    prefetch=self.prefetch)
         s.n_rows, s.validated = self.n_rows, self.validated
+        s.allow_nan = self.allow_nan
         return s
 
     @property
@@ -173,7 +176,9 @@ class Stream:
         total = 0
         wsum = 0.0
         for start, X, w in self._raw_blocks():
-            if validate:
+            if validate and self.allow_nan:
+                _check_missing_block(X, start, self.chunk_rows, self.name)
+            elif validate:
                 bad = first_nonfinite_row(X)
                 if bad >= 0:
                     row = start + bad
@@ -291,6 +296,21 @@ def _prefetched(gen):
     finally:
         stop.set()
         t.join()
+
+
+def _check_missing_block(X, start, chunk_rows, name):
+    """A block whose NaN entries are missing values: inf, or a row with every entry missing,
+    is a ValueError naming the chunk and the row."""
+    with np.errstate(invalid="ignore"):
+        inf = np.isinf(X).any(axis=1)
+    empty = np.isnan(X).all(axis=1)
+    for bad, what in ((inf, "infinity (only NaN marks a missing value)"),
+                      (empty, "every entry missing (NaN)")):
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            row = start + i
+            raise ValueError(f"{name}: {what} in chunk {row // chunk_rows} (rows of "
+                             f"{chunk_rows}), row {row}: {X[i].tolist()[:8]}")
 
 
 def as_stream(data, sample_weight=None, chunk_rows=4096, **kw):

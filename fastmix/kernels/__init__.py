@@ -15,6 +15,7 @@ import numpy as np
 from .cpu import _threads
 from .cpu import estep as cpu_estep, expansion as cpu_expansion, lowrank as cpu_lowrank
 from .cpu import kmeans as cpu_kmeans
+from .cpu import missing as cpu_missing
 from .cpu._threads import run_ranges
 from .cpu.estep import DIAG, ESTEP, FULL, RESP, SPHERICAL, TIED
 
@@ -166,20 +167,24 @@ class Accumulator:
         return self.nk, self.s1, self.s2, self.ll, self.ws
 
 
-def _as_diag(kp, mode, dtype):
+def _as_diag(kp, mode, dtype, native=False):
     """(pc, g, g64) to run a spherical model through the diagonal passes: the shared centre
     of the GEMM formulation (the mean of the means, used only when every mean is within a
     squared Mahalanobis distance SHARED_MAX of it, as for diag; never for the
-    given-responsibility mode, whose ``pc`` carries no scale), with ``pc`` as it is (K, 1, 1)
-    for ``pass_diag``; without one, each component's single precision factor repeated over
-    the D features (K, 1, D) for the row loop ``pass_diag_rows``."""
+    given-responsibility mode, whose ``pc`` carries no scale) and each component's single
+    precision factor repeated over the D features (K, 1, D) -- or, with ``native`` and a shared
+    centre, ``pc`` as it is (K, 1, 1): ``pass_diag`` then uses one quadratic column instead of
+    D."""
     K, D = kp.means64.shape
     g64 = kp.means64.mean(axis=0)
     maha2 = (((kp.means64 - g64) * kp.pc[:, 0, :1].astype(np.float64)) ** 2).sum(axis=1)
-    if mode != ESTEP or not np.max(maha2) < SHARED_MAX[np.dtype(dtype)]:
-        pc = np.ascontiguousarray(np.broadcast_to(kp.pc[:, :, :1], (K, 1, D)))
+    shared = mode == ESTEP and np.max(maha2) < SHARED_MAX[np.dtype(dtype)]
+    if native and shared:
+        return np.ascontiguousarray(kp.pc), g64.astype(dtype), g64
+    pc = np.ascontiguousarray(np.broadcast_to(kp.pc[:, :, :1], (K, 1, D)))
+    if not shared:
         return pc, np.zeros(D, dtype), np.zeros(0)
-    return np.ascontiguousarray(kp.pc), g64.astype(dtype), g64
+    return pc, g64.astype(dtype), g64
 
 
 def _aligned_empty(shape, dtype):
@@ -231,6 +236,24 @@ def _full_layout(kp, dtype, mode=ESTEP):
     return UT, C, T
 
 
+def _pass_layout(kp, mode, dtype, native_spherical=False):
+    """(run, pc, g, g64, tmeans): the pass function of ``kp``'s kind and the parameters in its
+    layout (spherical through the diagonal passes -- with ``native_spherical`` its (K, 1, 1)
+    factors as they are when ``pass_diag`` runs, see ``_as_diag`` -- full in
+    ``_full_layout``)."""
+    D = kp.means64.shape[1]
+    kind = DIAG if kp.kind == SPHERICAL else kp.kind
+    pc, g, g64, tmeans = kp.pc, kp.g, kp.g64, kp.tmeans
+    if kp.kind == SPHERICAL:
+        pc, g, g64 = _as_diag(kp, mode, dtype, native_spherical)
+    elif kp.kind == FULL:
+        pc, g, tmeans = _full_layout(kp, dtype, mode)
+    run = _PASSES[kind]
+    if kind == DIAG and g64.shape[0] != D:  # no shared centre: the row-at-a-time loop
+        run = cpu_estep.pass_diag_rows
+    return run, pc, g, g64, tmeans
+
+
 def _pass(mode, X, sw, R, kp, chunk_rows, acc):
     """Run the kind's pass over groups of chunks on ``_threads.run_ranges``; add the slots to
     ``acc`` in chunk order.
@@ -245,20 +268,13 @@ def _pass(mode, X, sw, R, kp, chunk_rows, acc):
     kind = DIAG if kp.kind == SPHERICAL else kp.kind
     if acc is None:
         acc = Accumulator(kp.kind, K, D, q)
-    pc, g, g64, tmeans = kp.pc, kp.g, kp.g64, kp.tmeans
-    if kp.kind == SPHERICAL:
-        pc, g, g64 = _as_diag(kp, mode, X.dtype)
-    elif kp.kind == FULL:
-        pc, g, tmeans = _full_layout(kp, X.dtype, mode)
-    run = _PASSES[kind]
-    if kind == DIAG and g64.shape[0] != D:  # no shared centre: the row-at-a-time loop
-        run = cpu_estep.pass_diag_rows
     chunk_rows = int(chunk_rows)
     n_chunks = max(1, -(-N // chunk_rows))
     n_slots = min(n_chunks, _n_slots(kind, K, D, q))
     # slots padded to whole cache lines (+8 doubles) so two threads never write one line
     nk_p = np.zeros((n_slots, K + 8))
     s1_p = np.zeros((n_slots, K, D))
+    run, pc, g, g64, tmeans = _pass_layout(kp, mode, X.dtype, native_spherical=True)
     # spherical through pass_diag keeps its (K, 1, 1) shape; through the row loop (K, 1, D)
     native = kp.kind == SPHERICAL and pc.shape[2] == 1
     s2_p = np.zeros((n_slots,) + s2_shape(kp.kind if native else kind, K, D, q))
@@ -424,6 +440,180 @@ def log_prob(X, kp, chunk_rows, want_resp=False):
     return logp, labels, (resp if want_resp else None)
 
 
+# ------------------------------------------------------------------ missing values (NaN) ---
+def nan_chunks(X, chunk_rows):
+    """(n_chunks,) uint8: 1 where chunk c of X holds a NaN."""
+    chunk_rows = int(chunk_rows)
+    flags = np.zeros(max(1, -(-X.shape[0] // chunk_rows)), np.uint8)
+    cpu_missing.chunk_nan_flags(X, chunk_rows, flags)
+    return flags
+
+
+def _pattern_groups(X, chunk_rows, flags):
+    """(order, gstart, cgroup) of ``cpu_missing.pass_cov_missing``: the rows of the flagged
+    chunks, each chunk's grouped by missingness pattern (patterns in np.unique's order);
+    group i is ``order[gstart[i]:gstart[i + 1]]``, chunk c's groups ``cgroup[c]:cgroup[c+1]``."""
+    N, D = X.shape
+    order = []
+    gstart = [0]
+    cgroup = np.zeros(flags.shape[0] + 1, np.int64)
+    for c in range(flags.shape[0]):
+        if flags[c]:
+            a, b = c * chunk_rows, min(N, (c + 1) * chunk_rows)
+            keys = np.packbits(np.isnan(X[a:b]), axis=1)
+            if D <= 64:  # one integer per pattern: a 1-D unique (np.unique(axis=0) is slow)
+                k8 = np.zeros((b - a, 8), np.uint8)
+                k8[:, :keys.shape[1]] = keys
+                keys = k8.view(np.uint64).reshape(-1)
+            _, inv, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+            order.append(a + np.argsort(inv.reshape(-1), kind="stable"))
+            gstart.extend((gstart[-1] + np.cumsum(counts)).tolist())
+        cgroup[c + 1] = len(gstart) - 1
+    order = np.concatenate(order).astype(np.int64) if order else np.zeros(0, np.int64)
+    return order, np.asarray(gstart, np.int64), cgroup
+
+
+def _missing_args(kp, cov, logw, X, chunk_rows, flags):
+    """The masked pass of kp's kind and its leading arguments."""
+    if kp.kind in (DIAG, SPHERICAL):
+        K, D = kp.means64.shape
+        _, pc, g, g64, _ = _pass_layout(kp, ESTEP, X.dtype)
+        var = np.ascontiguousarray(np.broadcast_to(
+            np.asarray(cov, np.float64).reshape(K, -1), (K, D)))
+        if g64.shape[0] == D:  # a shared centre: the GEMM formulation
+            return cpu_missing.pass_diag_missing_gemm, (
+                X, None, kp.means, pc, np.ascontiguousarray(logw, np.float64), kp.means64,
+                var, g, g64)
+        return cpu_missing.pass_diag_missing, (X, None, kp.means, pc, kp.lconst, kp.means64,
+                                                var)
+    if kp.kind in (FULL, TIED):
+        order, gstart, cgroup = _pattern_groups(X, chunk_rows, flags)
+        D = kp.means64.shape[1]
+        cov = np.ascontiguousarray(cov, np.float64).reshape(-1, D, D)
+        # precisions and 1/2 log det Sigma for the precision form of few-row pattern groups
+        L = np.linalg.cholesky(cov)
+        Li = np.linalg.inv(L)
+        prec = np.ascontiguousarray(np.einsum("kpi,kpj->kij", Li, Li))
+        ldcov = np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+        g64 = kp.g64 if kp.kind == TIED else np.zeros(0)
+        return cpu_missing.pass_cov_missing, (X, None, kp.means64, cov, prec, ldcov,
+                                               np.ascontiguousarray(logw, np.float64),
+                                               kp.kind == TIED, g64, order, gstart, cgroup)
+    raise ValueError("missing values are supported for the full, tied, diag and spherical "
+                     "kinds only")
+
+
+def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None):
+    """Fused E-step of rows with missing entries (NaN, marginalised): (nk, s1, s2, ll, ws)
+    of the expected sufficient statistics (``cpu_missing``), in the layout of ``estep_stats``.
+
+    ``cov``: the model's float64 covariances in scikit-learn's layout (full (K, D, D), tied
+    (D, D), diag (K, D), spherical (K,)); ``logw`` (K,) float64 log-weights.  Chunks without
+    NaN run the ordinary pass (``flags``: ``nan_chunks(X, chunk_rows)`` if known); a block
+    without NaN is exactly ``estep_stats``."""
+    chunk_rows = int(chunk_rows)
+    if flags is None:
+        flags = nan_chunks(X, chunk_rows)
+    if not flags.any():
+        return estep_stats(X, sw, kp, chunk_rows, acc)
+    K, D = kp.means64.shape
+    kind = DIAG if kp.kind == SPHERICAL else kp.kind
+    if acc is None:
+        acc = Accumulator(kp.kind, K, D)
+    n_chunks = flags.shape[0]
+    n_slots = min(n_chunks, _n_slots(kind, K, D))
+    nk_p = np.zeros((n_slots, K + 8))
+    s1_p = np.zeros((n_slots, K, D))
+    s2_p = np.zeros((n_slots,) + s2_shape(kind, K, D))
+    llws_p = np.zeros((n_slots, 8))
+    run, pc, g, g64, tmeans = _pass_layout(kp, ESTEP, X.dtype)
+    masked, margs = _missing_args(kp, cov, logw, X, chunk_rows, flags)
+    sw = _weights(sw)
+    margs = (margs[0], sw) + margs[2:]
+    R = np.empty((0, K))
+    cut = CUT[X.dtype]
+    none_f, none_i, none_r = np.empty(0), np.empty(0, np.int64), np.empty((0, K))
+    none_m = np.empty((2, 0, D))
+
+    def ranges(c0, j0, j1):
+        j = j0
+        while j < j1:  # maximal runs of chunks with (masked pass) and without NaN
+            e = j + 1
+            while e < j1 and flags[c0 + e] == flags[c0 + j]:
+                e += 1
+            if flags[c0 + j]:
+                masked(*margs, cut, chunk_rows, c0, j, e, nk_p, s1_p, s2_p, llws_p,
+                       none_f, none_i, none_r, none_m)
+            else:
+                run(ESTEP, X, sw, R, kp.means, pc, kp.lconst, tmeans, g, kp.means64, g64,
+                    cut, chunk_rows, c0, j, e, nk_p, s1_p, s2_p, llws_p)
+            j = e
+
+    with blas_single_threaded():
+        for c0 in range(0, n_chunks, n_slots):
+            n_here = min(n_slots, n_chunks - c0)
+            _threads.run_ranges(lambda j0, j1: ranges(c0, j0, j1), n_here)
+            for j in range(n_here):  # fixed order
+                acc.nk += nk_p[j, :K]
+                acc.s1 += s1_p[j]
+                acc.s2 += s2_p[j] if kind == kp.kind else s2_p[j].sum(axis=2, keepdims=True)
+                acc.ll += llws_p[j, 0]
+                acc.ws += llws_p[j, 1]
+    return acc.result()
+
+
+def _masked_rows(Xm, kp, cov, logw, chunk_rows, want_resp, want_imp):
+    """Per-row outputs of the masked passes over the rows Xm (every chunk masked): log p(x_o)
+    (n,), labels (n,), responsibilities (n, K) or None, moments (2, n, D) or None."""
+    K, D = kp.means64.shape
+    chunk_rows = int(chunk_rows)
+    n = Xm.shape[0]
+    flags = np.ones(max(1, -(-n // chunk_rows)), np.uint8)
+    masked, margs = _missing_args(kp, cov, logw, Xm, chunk_rows, flags)
+    margs = (margs[0], _weights(None)) + margs[2:]
+    n_chunks = flags.shape[0]
+    kind = DIAG if kp.kind == SPHERICAL else kp.kind
+    lp = np.empty(n)
+    lab = np.empty(n, np.int64)
+    rs = np.empty((n if want_resp else 0, K))
+    imp = np.empty((2, n if want_imp else 0, D))
+    n_slots = min(n_chunks, _n_slots(kind, K, D))
+    nk_p = np.zeros((n_slots, K + 8))
+    s1_p = np.zeros((n_slots, K, D))
+    s2_p = np.zeros((n_slots,) + s2_shape(kind, K, D))
+    llws_p = np.zeros((n_slots, 8))
+    with blas_single_threaded():
+        for c0 in range(0, n_chunks, n_slots):
+            n_here = min(n_slots, n_chunks - c0)
+            _threads.run_ranges(lambda j0, j1: masked(
+                *margs, CUT[Xm.dtype], chunk_rows, c0, j0, j1, nk_p, s1_p, s2_p, llws_p, lp,
+                lab, rs, imp), n_here)
+    return lp, lab, (rs if want_resp else None), (imp if want_imp else None)
+
+
+def log_prob_missing(X, kp, cov, logw, chunk_rows, want_resp=False):
+    """``log_prob`` of rows with missing entries: log p(x_o) of the observed coordinates,
+    labels and responsibilities.  Rows without NaN get exactly ``log_prob``'s values."""
+    logp, labels, resp = log_prob(X, kp, chunk_rows, want_resp)
+    rows = np.flatnonzero(np.isnan(X).any(axis=1))
+    if rows.size == 0:
+        return logp, labels, resp
+    lp, lab, rs, _ = _masked_rows(np.ascontiguousarray(X[rows]), kp, cov, logw, chunk_rows,
+                                  want_resp, False)
+    logp[rows] = lp
+    labels[rows] = lab
+    if want_resp:
+        resp[rows] = rs
+    return logp, labels, resp
+
+
+def impute_moments(X, kp, cov, logw, chunk_rows):
+    """Conditional first and second moments (2, N, D) float64 of every entry of X given its
+    row's observed entries under the mixture (observed entries: x and x^2), by the masked
+    passes.  A row with nothing observed gets the mixture's moments."""
+    return _masked_rows(np.ascontiguousarray(X), kp, cov, logw, chunk_rows, False, True)[3]
+
 __all__ = ["Accumulator", "run_ranges", "num_threads", "thread_limit", "blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG",
            "SPHERICAL", "LOWRANK", "n_factors", "estep_stats", "resp_stats", "log_prob", "nearest_params",
-           "s2_shape", "grid_stats", "grid_window", "grid_layout", "GridLayout", "GRID_EM", "GRID_KDE", "GRID_LOGP"]
+           "s2_shape", "grid_stats", "grid_window", "grid_layout", "GridLayout", "GRID_EM", "GRID_KDE", "GRID_LOGP",
+           "nan_chunks", "estep_stats_missing", "log_prob_missing", "impute_moments"]

@@ -14,6 +14,7 @@ class                          module           what it fits
                                                 process prior), batch or SVI
 ``select_mixture`` (function)  ``_selection``   GaussianMixture over a grid of K x covariance
                                                 types, one data pass per iteration for all
+``GaussianMixtureRegressor``   ``_regression``  Gaussian mixture regression (joint [X, y])
 =============================  ===============  ==============================================
 
 ``_persist`` holds the model file format: ``load`` and the registry of the classes it rebuilds.
@@ -23,10 +24,11 @@ from ._biglearn import BigLearnGaussianMixture
 from ._expansion import GMMExpansion
 from ._gaussian import ConvergenceWarning, GaussianMixture
 from ._persist import load
+from ._regression import GaussianMixtureRegressor
 from ._selection import SelectionResult, select_mixture
 from ._sgd import SGDGaussianMixture
 
 __all__ = ["GaussianMixture", "GMMExpansion", "BigLearnGaussianMixture", "SGDGaussianMixture",
-           "load", "ConvergenceWarning", "BayesianGaussianMixture"]
+           "load", "ConvergenceWarning", "BayesianGaussianMixture", "GaussianMixtureRegressor"]
 # select_mixture / SelectionResult are importable from here and public as fastmix.*; they are
 # not in __all__, which the deprecated alias fastmix.estimators mirrors (it predates them).

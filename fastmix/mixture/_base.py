@@ -75,9 +75,15 @@ class MixtureBase(DensityMixin, BaseEstimator):
     def __sklearn_is_fitted__(self):
         return hasattr(self, self._fitted_attr)
 
-    def _validate_predict_X(self, X):
+    @property
+    def _nan_allowed(self):
+        """NaN entries are missing values (``missing="marginalize"``), not an error."""
+        return getattr(self, "missing", "error") == "marginalize"
+
+    def _validate_predict_X(self, X, allow_nan=None):
         self._check_fitted()
-        return check_array(X, n_features=self.n_features_in_, estimator=type(self).__name__)
+        return check_array(X, n_features=self.n_features_in_, estimator=type(self).__name__,
+                           allow_nan=self._nan_allowed if allow_nan is None else allow_nan)
 
     # ------------------------------------------------------------------ data ----------------
     def _stream(self, X, sample_weight=None, *, fitting):
@@ -94,7 +100,7 @@ class MixtureBase(DensityMixin, BaseEstimator):
             return distributed.DaskData(X, sample_weight, self._chunk_rows), False
         if not sources.is_out_of_core(X):
             if fitting:
-                X = check_array(X, min_samples=2)
+                X = check_array(X, min_samples=2, allow_nan=self._nan_allowed)
                 sw = check_sample_weight(sample_weight, X.shape[0])
             else:
                 X = self._validate_predict_X(X)
@@ -119,6 +125,8 @@ class MixtureBase(DensityMixin, BaseEstimator):
                     weights.close()
                 raise
             stream.owns_weights = owns
+            if self._nan_allowed:  # NaN (and Parquet/CSV nulls) are missing values
+                stream.allow_nan = source.nulls_as_nan = True
             return stream, opened
         except BaseException:
             if opened:

@@ -14,6 +14,7 @@ from .._params import COVARIANCE_TYPES, Covariance, GMMParams, LowRankCovariance
 from .._stats import Stats
 from .._validation import check_array, check_random_state, check_sample_weight
 from .. import distributed, inference
+from .. import missing as _missing
 from .. import io as sources
 from ..em import EMResult, run_em
 from ..init import _subsample, initial_params
@@ -29,6 +30,10 @@ try:  # scikit-learn's own warning when it is installed, so filters on its categ
     _CONVERGENCE_BASES = (_SkConvergenceWarning,)
 except ImportError:  # scikit-learn is optional
     _CONVERGENCE_BASES = (UserWarning,)
+
+
+#: Values of ``GaussianMixture(missing=...)``.
+MISSING = ("error", "marginalize")
 
 
 class ConvergenceWarning(*_CONVERGENCE_BASES):
@@ -115,6 +120,18 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         M-step of the constrained model (e.g. covariances about fixed means).  Useful for
         known mixing proportions, fixed-bandwidth models and studies such as overspecified EM
         (``bench/overspecified_em.py``).
+    missing : {"error", "marginalize"}, default="error"
+        What a NaN entry means.  "error": bad input, a ValueError naming the row (as before).
+        "marginalize": a value missing at random; EM maximises the likelihood of the observed
+        entries exactly (the E-step on each row's observed coordinates, the M-step with the
+        expected sufficient statistics, ``fastmix.missing``), and ``score_samples``,
+        ``predict``, ``predict_proba``, ``score``, ``bic`` use the observed entries.  A row
+        (or, in ``fit``, a column) with every entry missing is a ValueError; inf is always an
+        error.  Data without NaN give exactly the model of ``missing="error"``.  Supported for
+        batch EM on the CPU (arrays; files: NaN in ``.npy``, nulls in Parquet/CSV, the file
+        fit equal to the in-memory fit bit for bit; Dask arrays) and the full, tied, diag and
+        spherical types; online EM, ``device="cuda"`` and lowrank raise a ValueError.
+        ``impute``, ``sample_missing`` and ``condition`` work whatever this setting.
 
     Attributes
     ----------
@@ -158,7 +175,7 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
                  means_init=None, precisions_init=None, random_state=None, warm_start=False,
                  verbose=0, verbose_interval=10, chunk_size=None, progress=False,
                  step_offset=1.0, step_decay=0.6, batch_size=None, fixed=None, n_factors=None,
-                 noise="diagonal", loadings_init=None, device="cpu"):
+                 noise="diagonal", loadings_init=None, device="cpu", missing="error"):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -183,6 +200,7 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         self.noise = noise
         self.loadings_init = loadings_init
         self.device = device
+        self.missing = missing
 
     # ------------------------------------------------------------------ validation ----------
     def _check_hyper(self):
@@ -208,6 +226,8 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
             raise ValueError(f"noise must be one of {NOISE_MODELS}, got {self.noise!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.missing not in MISSING:
+            raise ValueError(f"missing must be one of {MISSING}, got {self.missing!r}")
 
     def _gpu(self, X=None, algorithm="batch"):
         """fastmix.gpu when ``device="cuda"`` and the request is one it serves, else None (or a
@@ -329,6 +349,63 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         if n_rows < self.n_components:
             raise ValueError(f"Expected n_samples >= n_components but got n_components = "
                              f"{self.n_components}, n_samples = {n_rows}")
+
+    def _check_missing_fit(self, data, gpu, algorithm):
+        """Whether the training data hold NaN entries to marginalise (their column means are
+        kept for the start); ValueError for inf, rows or columns with nothing observed, and
+        what the missing-value EM does not support yet.  Out-of-core data: one validating pass
+        (Parquet/CSV nulls read as NaN)."""
+        if getattr(data, "is_dask", False):
+            data.allow_nan = True
+            means, has_nan = data.missing_summary()  # computed on the cluster
+            if not has_nan:
+                data.allow_nan = False
+                return False
+        elif not hasattr(data, "allow_nan") or _is_gpu_array(getattr(data.source, "X", None)):
+            return False  # device data: their own checks reject NaN
+        X0 = data.in_memory
+        if getattr(data, "is_dask", False):
+            pass
+        elif X0 is not None:
+            if not _missing.check_missing(X0):  # errors name the row / column
+                return False
+        else:
+            data.allow_nan = True
+            for src in (data.source, getattr(data.source, "inner", None)):
+                if src is not None:
+                    src.nulls_as_nan = True
+        if not getattr(data, "is_dask", False):
+            means, has_nan = _missing.column_means(data)
+        if not has_nan:
+            return False
+        what = None
+        if algorithm != "batch":
+            what = "algorithm='online' (use algorithm='batch')"
+        elif gpu is not None:
+            what = "device='cuda' (use device='cpu')"
+        elif self.covariance_type == "lowrank":
+            what = "covariance_type='lowrank' (use full, tied, diag or spherical)"
+        if what is not None:
+            raise ValueError(f"missing='marginalize' with NaN entries does not support {what} "
+                             "yet")
+        self._nan_means = means
+        return True
+
+    def _init_data(self, data):
+        """The rows the initialisation sees: with NaN entries, the rows with each NaN replaced
+        by its column's observed mean (the k-means start needs complete rows); EM itself then
+        marginalises the NaN."""
+        if not getattr(self, "_nan_fit", False):
+            return data
+        if getattr(data, "is_dask", False):
+            return data.filled(self._nan_means)
+        if data.in_memory is not None:
+            return sources.as_stream(_missing.fill(data.in_memory, self._nan_means),
+                                     data.weights, self._chunk_rows)
+        stream = sources.Stream(_missing.ImputedSource(data.source, self._nan_means),
+                                self._chunk_rows, weights=data.weights)
+        stream.n_rows, stream.validated = data.n_rows, True
+        return stream
 
     # ------------------------------------------------------------------ fitting -------------
     def _initial(self, data, rng, user, sample_only=False):
@@ -458,6 +535,14 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
             sources.check_output_path(checkpoint, "checkpoint")
         gpu = self._gpu(X, algorithm)
         data, opened = self._stream(X, sample_weight, fitting=True)
+        self._nan_fit = False
+        if self._nan_allowed:
+            try:
+                self._nan_fit = self._check_missing_fit(data, gpu, algorithm)
+            except BaseException:
+                if opened:
+                    data.close()
+                raise
         if algorithm == "online" and getattr(data, "is_dask", False):
             raise ValueError("algorithm='online' is not available for dask arrays (batch EM is; "
                              "online EM is sequential by nature)")
@@ -475,6 +560,7 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
                                                          gpu.DEFAULT_THREADS)
             best, D = self._fit_stream(data, algorithm, checkpoint, resume)
         finally:
+            self._nan_fit = False
             if getattr(self._device_data, "streamed", False):
                 self._device_data.close()
             self._device_data = None  # frees the device copy
@@ -523,7 +609,8 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
                 if start is not None:
                     prior = start
                 elif do_init:
-                    params = self._initial(data, rng, user, sample_only=algorithm == "online")
+                    params = self._initial(self._init_data(data), rng, user,
+                                           sample_only=algorithm == "online")
                     self._check_rows(data.n_rows)
                     prior = EMResult(params, -np.inf, 0, False)
                 else:
@@ -583,6 +670,13 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
                                     lower_bound=prior.lower_bound, callback=callback,
                                     on_block=on_block, fixed=self._fixed_groups(),
                                     estep=self._gpu_estep())
+            elif getattr(self, "_nan_fit", False):  # NaN entries: the masked E-step
+                result = _missing.run_em(data, None, prior.params,
+                                         reg_covar=float(self.reg_covar), tol=float(self.tol),
+                                         max_iter=int(self.max_iter) - done,
+                                         chunk_rows=self._chunk_rows,
+                                         lower_bound=prior.lower_bound, callback=callback,
+                                         on_block=on_block, fixed=self._fixed_groups())
             elif getattr(self, "_device_data", None) is not None:
                 from .. import gpu
                 kw = dict(reg_covar=float(self.reg_covar), tol=float(self.tol),
@@ -668,6 +762,11 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
 
     # ------------------------------------------------------------------ inference -----------
     def _log_prob(self, X, want_resp=False):
+        if self._nan_allowed and not _is_gpu_array(X) and not distributed.is_dask_array(X) \
+                and not sources.is_out_of_core(X):
+            X = self._validate_predict_X(X)
+            if _missing.check_missing(X, columns=False):  # observed coordinates only
+                return _missing.log_prob(X, self._params(), self._chunk_rows, want_resp)
         gpu = self._gpu(X)
         if gpu is not None and _is_gpu_array(X):  # in place; NaN/inf: non-finite log p
             self._device_stream(X, None, fitting=False)  # checks fitted and the shape
@@ -684,8 +783,10 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         data, opened = self._stream(X, fitting=False)
         if getattr(data, "is_dask", False):  # lazy dask arrays, computed on the cluster
             kp = self._params().kernel_params(data.dtype)
-            return (data.log_prob_arrays(kp, "logp"), data.log_prob_arrays(kp, "labels"),
-                    data.log_prob_arrays(kp, "proba") if want_resp else None)
+            miss = _missing.model_arrays(self._params()) if self._nan_allowed else None
+            return (data.log_prob_arrays(kp, "logp", miss),
+                    data.log_prob_arrays(kp, "labels", miss),
+                    data.log_prob_arrays(kp, "proba", miss) if want_resp else None)
         try:
             if gpu is not None:  # out-of-core, or larger than the device: block by block
                 return gpu.log_prob_blocks(data, self._params(), want_resp,
@@ -757,6 +858,135 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
                        for k, c in enumerate(counts)])
         y = np.repeat(np.arange(self.n_components, dtype=np.int64), counts)
         return X, y
+
+    # ------------------------------------------------------------------ missing values ------
+    def _missing_X(self, X, rows=True):
+        """X (N, D) in memory with NaN entries allowed; inf and (with ``rows``) rows with
+        nothing observed are errors naming the row."""
+        X = self._validate_predict_X(X, allow_nan=True)
+        if rows:
+            _missing.check_missing(X, columns=False)
+        elif np.isinf(X).any():
+            bad = int(np.flatnonzero(np.isinf(X).any(axis=1))[0])
+            raise ValueError(f"Input X contains infinity (first bad row: {bad}); only NaN "
+                             "marks a missing value")
+        return X
+
+    def impute(self, X, return_std=False):
+        """Fill the missing (NaN) entries of X with their conditional means under the model.
+
+        Parameters
+        ----------
+        X : array-like (N, D) of real numbers, NaN marking missing entries (any
+            ``missing`` setting).  A row with nothing observed gets the mixture's mean.
+        return_std : bool, default=False
+            Also return the conditional standard deviations: of the mixture (law of total
+            variance over the components), not of one component; 0 on observed entries.
+
+        Returns
+        -------
+        X_filled : (N, D) float64 (float32 for float32 X); observed entries unchanged.
+        std : (N, D), only with ``return_std``.
+        """
+        self._check_fitted()
+        Xv = self._missing_X(X, rows=False)
+        out = _missing.impute(Xv, self._params(), return_std)
+        if return_std:
+            return _as_input_dtype(out[0], Xv), _as_input_dtype(out[1], Xv)
+        return _as_input_dtype(out, Xv)
+
+    def iter_impute(self, X, return_std=False):
+        """``impute`` block by block, for data larger than memory (a path, memmap or
+        ``fastmix.io.Source``; NaN in ``.npy``, nulls in Parquet/CSV): yields (start_row,
+        filled (n, D) float64) or, with ``return_std``, (start_row, (filled, std)).  Out of
+        core, a row with nothing observed is an error naming its chunk and row."""
+        self._check_fitted()
+        if not sources.is_out_of_core(X):
+            yield 0, self.impute(X, return_std)
+            return
+        data, opened = self._stream(X, fitting=False)
+        try:
+            data.allow_nan = True
+            for src in (data.source, getattr(data.source, "inner", None)):
+                if src is not None:
+                    src.nulls_as_nan = True
+            params = self._params()
+            for start, block, _ in data.blocks():
+                yield start, _missing.impute(block, params, return_std)
+        finally:
+            if opened:
+                data.close()
+
+    def sample_missing(self, X, n_samples=1, random_state=None):
+        """Multiple imputation: ``n_samples`` completions of X, each NaN drawn from the
+        conditional mixture given its row's observed entries.
+
+        Parameters
+        ----------
+        X : array-like (N, D), NaN marking missing entries.
+        n_samples : int >= 1, default=1
+        random_state : None, int or numpy Generator
+            None uses the estimator's ``random_state``.
+
+        Returns
+        -------
+        (n_samples, N, D) float64; observed entries are copied unchanged.
+        """
+        self._check_fitted()
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) \
+                or n_samples < 1:
+            raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+        Xv = self._missing_X(X, rows=False)
+        rng = check_random_state(self.random_state if random_state is None else random_state)
+        return _missing.sample_missing(Xv, self._params(), int(n_samples), rng)
+
+    def condition(self, observed_indices, x_observed):
+        """The distribution of the other features given ``x[observed_indices] = x_observed``:
+        again a Gaussian mixture, returned as a fitted ``GaussianMixture`` over the remaining
+        features (in increasing index order).
+
+        Weights are proportional to ``pi_k N(x_o | mu_ko, Sigma_k,oo)``; means
+        ``mu_km + Sigma_k,mo Sigma_k,oo^-1 (x_o - mu_ko)``; covariances the Schur complements
+        ``Sigma_k,mm - Sigma_k,mo Sigma_k,oo^-1 Sigma_k,om`` (same covariance type; lowrank
+        models give "full").
+
+        Parameters
+        ----------
+        observed_indices : sequence of distinct ints in [0, D), at most D - 1 of them.
+        x_observed : (len(observed_indices),) finite real values.
+        """
+        self._check_fitted()
+        D = self.n_features_in_
+        o = np.asarray(observed_indices)
+        if o.ndim != 1 or o.dtype.kind not in "iu":
+            raise ValueError(f"observed_indices must be a 1-D sequence of integers, got "
+                             f"{observed_indices!r}")
+        if o.size and (o.min() < 0 or o.max() >= D):
+            raise ValueError(f"observed_indices must lie in [0, {D - 1}], got {o.tolist()}")
+        if np.unique(o).size != o.size:
+            raise ValueError(f"observed_indices has repeated entries: {o.tolist()}")
+        if o.size >= D:
+            raise ValueError(f"observed_indices names all {D} features: nothing is left to "
+                             "condition on")
+        x = np.asarray(x_observed, dtype=np.float64).reshape(-1)
+        if x.shape != (o.size,):
+            raise ValueError(f"x_observed has {x.size} values for {o.size} observed_indices")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("x_observed contains NaN or infinity")
+        params = _missing.conditional_params(self._params(), o, x)
+        est = GaussianMixture(self.n_components, covariance_type=params.kind,
+                              reg_covar=self.reg_covar, random_state=self.random_state,
+                              chunk_size=self.chunk_size, missing=self.missing)
+        est._set_params_from(params, self.means_.dtype)
+        est.converged_ = self.converged_
+        est.n_iter_ = 0
+        est.lower_bound_ = -np.inf
+        est.lower_bounds_ = []
+        est.iteration_times_ = []
+        est.n_features_in_ = D - o.size
+        est._fitted_on = None
+        est._online = None
+        return est
 
     def _n_parameters(self):
         return self._params().n_parameters()

@@ -1,0 +1,654 @@
+"""Masked EM kernels: rows with missing entries (NaN), marginalised exactly (CPU, Numba).
+
+A NaN entry is *missing at random*.  For a row with observed coordinates ``o`` and missing
+coordinates ``m`` the E-step uses the marginal of each component on ``o`` (drop the rows and
+columns ``m`` of Sigma_k), and the statistics are the *expected* sufficient statistics given
+``x_o`` and the component:
+
+* ``E[x_m | x_o, k] = mu_km + A_k (x_o - mu_ko)`` with ``A_k = Sigma_mo Sigma_oo^-1``;
+* ``E[(x - c)(x - c)^T | x_o, k] = (xhat_k - c)(xhat_k - c)^T + C_k`` on the ``m`` block, with
+  ``C_k = Sigma_mm - A_k Sigma_om`` the conditional covariance.
+
+So the slots hold exactly the ``(nk, s1, s2, ll, ws)`` of ``cpu_estep`` (same layout, same
+centres: ``means64``, tied ``g64``), ``ll`` being the observed-data log-likelihood, and the
+ordinary M-step applies unchanged.
+
+Two passes, with the slot signature of ``cpu_estep``'s (chunk ``c0 + j`` into slot ``j`` for
+``j`` in ``[j0, j1)``), so the wrapper (``kernels.estep_stats_missing``) runs them on the same
+fixed chunk slots and merges them in chunk order: results do not depend on the thread count.
+The wrapper only sends chunks that hold a NaN here; the other chunks go through the unchanged
+``cpu_estep`` passes, so data without NaN give today's statistics bit for bit.
+
+* ``pass_diag_missing_gemm`` (diag and spherical about a shared centre, as
+  ``cpu_estep.pass_diag``) and ``pass_diag_missing`` (without one, as ``pass_diag_rows``):
+  per-entry masking -- the GEMM pass carries the observed-entry indicator as a third block of
+  columns; the row pass -- a missing entry adds ``log sigma_kd +
+  log(2 pi) / 2`` back to the log-density instead of its square, and adds ``mu_kd`` to ``s1``
+  and ``sigma_kd^2`` to ``s2`` (centred on mu_k).  No factorisation.  Densities in X's dtype,
+  as in ``cpu_estep``; accumulation in float64.
+* ``pass_cov_missing`` (full and tied): the wrapper orders each chunk's rows by missingness
+  pattern (``order``; pattern groups ``gstart``).  Per group, each component's ``Sigma_oo`` is
+  factorised once (Cholesky, float64), with ``A_k`` and ``C_k`` -- or, for groups of few rows
+  (every row its own pattern under independent missingness), the cheaper precision form
+  (``_pattern_factors_prec``: only ``P_mm`` is factorised, O(|m|^3)); each row then costs one
+  triangular solve per component for its log-density, and the group's weighted sums
+  ``sum w r y``, ``sum w r y y^T`` of ``y = x_o - mu_ko`` are mapped to the statistics once per
+  group (``[I; A_k]`` applied on both sides).  Cost per chunk: ``O(P K D^3)`` for P patterns
+  plus ``O(K D^2)`` per row; everything in float64.
+
+The passes can also write per-row ``log p(x_o)``, labels and responsibilities (``logp``,
+``labels``, ``resp`` with N rows; empty arrays otherwise) and the conditional first and second
+moments of every entry given the row's observed ones (``imp`` (2, N, D): imputation).
+"""
+import math
+
+import numpy as np
+
+from ._jit import kernel
+from .estep import _aligned, _row_responsibilities
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+@kernel()
+def chunk_nan_flags(X, chunk_rows, flags):
+    """flags[c] = 1 if chunk c of X (rows ``c*chunk_rows ...``) holds a NaN, else 0."""
+    N, D = X.shape
+    for c in range(flags.shape[0]):
+        flags[c] = 0
+        for n in range(c * chunk_rows, min(N, (c + 1) * chunk_rows)):
+            bad = False
+            for d in range(D):
+                if X[n, d] != X[n, d]:
+                    bad = True
+            if bad:
+                flags[c] = 1
+                break
+
+
+@kernel()
+def _impute_diag(X, n, resp, means64, var64, imp):
+    """Conditional first and second moments of row n's entries (observed: x and x^2) into
+    imp[0, n], imp[1, n] (diagonal components: E[x_d | k] = mu_kd, Var = var_kd)."""
+    K, D = means64.shape
+    for d in range(D):
+        xd = np.float64(X[n, d])
+        if xd != xd:
+            m1 = 0.0
+            m2 = 0.0
+            for k in range(K):
+                r = resp[k]
+                if r != 0.0:
+                    mu = means64[k, d]
+                    m1 += r * mu
+                    m2 += r * (var64[k, d] + mu * mu)
+            imp[0, n, d] = m1
+            imp[1, n, d] = m2
+        else:
+            imp[0, n, d] = xd
+            imp[1, n, d] = xd * xd
+
+
+@kernel()
+def _impute_cov(X, n, resp, means64, o, no, m, nm, A, C, Kc, y, imp):
+    """As ``_impute_diag`` for full/tied components: E[x_m | x_o, k] = mu_km + A_k y_k and
+    E[x_m^2 | x_o, k] = C_k,mm + E[x_m | x_o, k]^2, mixed by the responsibilities."""
+    K, D = means64.shape
+    for d in range(D):
+        xd = np.float64(X[n, d])
+        if xd != xd:
+            imp[0, n, d] = 0.0
+            imp[1, n, d] = 0.0
+        else:
+            imp[0, n, d] = xd
+            imp[1, n, d] = xd * xd
+    for k in range(K):
+        r = resp[k]
+        if r == 0.0:
+            continue
+        kc = k if Kc == K else 0
+        for i in range(no):
+            y[i] = np.float64(X[n, o[i]]) - means64[k, o[i]]
+        for a in range(nm):
+            t = means64[k, m[a]]
+            for j in range(no):
+                t += A[kc, a, j] * y[j]
+            imp[0, n, m[a]] += r * t
+            imp[1, n, m[a]] += r * (C[kc, a, a] + t * t)
+
+
+@kernel()
+def pass_diag_missing(X, sw, means, pc, lconst, means64, var64, cut, chunk_rows, c0, j0, j1,
+                      nk_p, s1_p, s2_p, llws_p, logp, labels, resp_out, imp):
+    """Masked diagonal pass (see the module docstring).  ``pc`` (K, 1, D) 1/sigma in X's dtype
+    (spherical: repeated), ``lconst`` (K,) as in cpu_estep, ``var64`` (K, D) float64 variances;
+    slots ``s2_p`` in the diag layout (K, 1, D)."""
+    K, D = means64.shape
+    N = X.shape[0]
+    MT = np.empty((D, K), dtype=X.dtype)
+    PT = np.empty((D, K), dtype=X.dtype)
+    LP = np.empty((D, K), dtype=X.dtype)  # log(1/sigma) - log(2 pi)/2: what a missing d removes
+    for k in range(K):
+        for d in range(D):
+            MT[d, k] = means[k, d]
+            PT[d, k] = pc[k, 0, d]
+            LP[d, k] = -0.5 * math.log(var64[k, d]) - 0.5 * LOG_2PI
+    out = np.empty(K, dtype=X.dtype)
+    sub = np.empty(K, dtype=X.dtype)
+    resp = np.zeros(K)
+    half = X.dtype.type(0.5)
+    has_w = sw.shape[0] > 0
+    want_logp = logp.shape[0] == N
+    want_resp = resp_out.shape[0] == N
+    want_imp = imp.shape[1] == N
+    for slot in range(j0, j1):
+        start = (c0 + slot) * chunk_rows
+        stop = min(N, start + chunk_rows)
+        nk = nk_p[slot, :K]
+        s1 = s1_p[slot]
+        s2 = s2_p[slot]
+        nk[:] = 0.0
+        s1[:, :] = 0.0
+        s2[:, :, :] = 0.0
+        ll = 0.0
+        ws = 0.0
+        for n in range(start, stop):
+            wn = sw[n] if has_w else 1.0
+            for k in range(K):
+                out[k] = 0
+                sub[k] = 0
+            for d in range(D):
+                xd = X[n, d]
+                if xd != xd:
+                    for k in range(K):
+                        sub[k] += LP[d, k]
+                else:
+                    for k in range(K):
+                        y = (xd - MT[d, k]) * PT[d, k]
+                        out[k] += y * y
+            for k in range(K):
+                out[k] = (lconst[k] - sub[k]) - half * out[k]
+            lp, am = _row_responsibilities(out, resp, cut)
+            if want_logp:
+                logp[n] = lp
+                labels[n] = am
+            if want_resp:
+                for k in range(K):
+                    resp_out[n, k] = resp[k]
+            if want_imp:
+                _impute_diag(X, n, resp, means64, var64, imp)
+            ll += wn * lp
+            ws += wn
+            if wn == 0.0:
+                continue
+            for k in range(K):
+                r = resp[k]
+                if r == 0.0:
+                    continue
+                wr = wn * r
+                nk[k] += wr
+                for d in range(D):
+                    xd = np.float64(X[n, d])
+                    if xd != xd:  # E[x_d | k] = mu_kd: centred on mu_k, only the variance
+                        s1[k, d] += wr * means64[k, d]
+                        s2[k, 0, d] += wr * var64[k, d]
+                    else:
+                        s1[k, d] += wr * xd
+                        yd = xd - means64[k, d]
+                        s2[k, 0, d] += wr * yd * yd
+        llws_p[slot, 0] = ll
+        llws_p[slot, 1] = ws
+
+
+@kernel()
+def _cholesky(S, n, L):
+    """Lower Cholesky factor of the leading n x n block of S into L; False if not SPD."""
+    for j in range(n):
+        s = S[j, j]
+        for p in range(j):
+            s -= L[j, p] * L[j, p]
+        if not s > 0.0:
+            return False
+        ljj = math.sqrt(s)
+        L[j, j] = ljj
+        for i in range(j + 1, n):
+            t = S[i, j]
+            for p in range(j):
+                t -= L[i, p] * L[j, p]
+            L[i, j] = t / ljj
+        for i in range(j):
+            L[i, j] = 0.0
+    return True
+
+
+@kernel()
+def _pattern_factors(cov, kc, o, no, m, nm, Soo, L, Li, A, C):
+    """Factor Sigma_oo of covariance ``cov[kc]`` (observed indices o[:no], missing m[:nm]):
+    ``Li`` = L^-1 (no, no) with L L^T = Sigma_oo, ``A`` = Sigma_mo Sigma_oo^-1 (nm, no),
+    ``C`` = Sigma_mm - A Sigma_om (nm, nm).  Returns sum log diag L (-inf if not SPD)."""
+    for i in range(no):
+        for j in range(no):
+            Soo[i, j] = cov[kc, o[i], o[j]]
+    if not _cholesky(Soo, no, L):
+        return -np.inf
+    logdet = 0.0
+    for i in range(no):
+        logdet += math.log(L[i, i])
+    # Li = L^-1 by forward substitution, column by column
+    for j in range(no):
+        for i in range(no):
+            Li[i, j] = 0.0
+        Li[j, j] = 1.0 / L[j, j]
+        for i in range(j + 1, no):
+            t = 0.0
+            for p in range(j, i):
+                t -= L[i, p] * Li[p, j]
+            Li[i, j] = t / L[i, i]
+    # A = Sigma_mo Li^T Li: first T = Sigma_mo Li^T (nm, no), then A = T Li
+    for a in range(nm):
+        for i in range(no):
+            t = 0.0
+            for p in range(i + 1):
+                t += cov[kc, m[a], o[p]] * Li[i, p]
+            Soo[i, 0] = t  # reuse Soo's first column as scratch row
+        for j in range(no):
+            t = 0.0
+            for i in range(j, no):
+                t += Soo[i, 0] * Li[i, j]
+            A[a, j] = t
+    for a in range(nm):
+        for b in range(nm):
+            t = cov[kc, m[a], m[b]]
+            for j in range(no):
+                t -= A[a, j] * cov[kc, o[j], m[b]]
+            C[a, b] = t
+    return logdet
+
+
+@kernel()
+def _pattern_factors_prec(prec, kc, o, no, m, nm, ldcov, Smm, Lw, Q, PM, A, C):
+    """The same factors from the precision matrix P = Sigma^-1 (cheaper when few entries are
+    missing): with P_mm = Lm Lm^T, ``C`` = P_mm^-1 (the conditional covariance), ``A`` =
+    -C P_mo, and for the log-density ``Q`` = P_oo and ``PM`` = P_mo, since
+    Sigma_oo^-1 = P_oo - P_om P_mm^-1 P_mo.  Returns 1/2 log det Sigma_oo =
+    1/2 log det Sigma + log det Lm (``ldcov[kc]`` = 1/2 log det Sigma)."""
+    for a in range(nm):
+        for b in range(nm):
+            Smm[a, b] = prec[kc, m[a], m[b]]
+    if not _cholesky(Smm, nm, Lw):
+        return -np.inf
+    logdet = ldcov[kc]
+    for a in range(nm):
+        logdet += math.log(Lw[a, a])
+    # Smm <- Lm^-1 (forward substitution), then C = Lm^-T Lm^-1
+    for j in range(nm):
+        for i in range(nm):
+            Smm[i, j] = 0.0
+        Smm[j, j] = 1.0 / Lw[j, j]
+        for i in range(j + 1, nm):
+            t = 0.0
+            for p in range(j, i):
+                t -= Lw[i, p] * Smm[p, j]
+            Smm[i, j] = t / Lw[i, i]
+    for a in range(nm):
+        for b in range(nm):
+            t = 0.0
+            for p in range(max(a, b), nm):
+                t += Smm[p, a] * Smm[p, b]
+            C[a, b] = t
+    for a in range(nm):
+        for j in range(no):
+            PM[a, j] = prec[kc, m[a], o[j]]
+    for a in range(nm):
+        for j in range(no):
+            t = 0.0
+            for b in range(nm):
+                t -= C[a, b] * PM[b, j]
+            A[a, j] = t
+    for i in range(no):
+        for j in range(no):
+            Q[i, j] = prec[kc, o[i], o[j]]
+    return logdet
+
+
+#: A pattern group uses the precision form when rows * (no^2 / 2 + nm no) is below
+#: no^3 / 3 + nm no^2 (its extra per-row cost below the factorisation it saves).
+
+@kernel()
+def _add_row(k, kc, wr, y, o, no, m, nm, A, C, means64, tied, g64, e, Pa, nk, s1, s2):
+    """One row's expected statistics for component k (weight ``wr``): e = x_hat - mu_k =
+    [y; A_k y]; s1 += wr x_hat, s2 += wr (e e^T + C_k) (tied: about g)."""
+    D = means64.shape[1]
+    for i in range(no):
+        e[o[i]] = y[i]
+    for a in range(nm):
+        t = 0.0
+        for j in range(no):
+            t += A[kc, a, j] * y[j]
+        e[m[a]] = t
+    nk[k] += wr
+    for d in range(D):
+        s1[k, d] += wr * (means64[k, d] + e[d])
+    kk = 0 if tied else k
+    if tied:
+        for d in range(D):
+            e[d] += means64[k, d] - g64[d]
+    for i in range(D):
+        Pa[i] = wr * e[i]
+    for i in range(D):
+        for j in range(D):
+            s2[kk, i, j] += Pa[i] * e[j]
+    for a in range(nm):
+        for b in range(nm):
+            s2[kk, m[a], m[b]] += wr * C[kc, a, b]
+
+
+@kernel()
+def pass_cov_missing(X, sw, means64, cov, prec, ldcov, logw, tied, g64, order, gstart, cgroup,
+                     cut, chunk_rows, c0, j0, j1, nk_p, s1_p, s2_p, llws_p, logp, labels,
+                     resp_out, imp):
+    """Masked full (``tied`` False: cov (K, D, D)) or tied (``tied`` True: cov (1, D, D),
+    s2 (1, D, D) centred on g64) pass over pattern groups (see the module docstring).
+
+    ``order``: row indices of the chunks holding NaN, each chunk's rows grouped by
+    missingness pattern; group ``i`` is ``order[gstart[i]:gstart[i + 1]]``; chunk c's groups
+    are ``cgroup[c] .. cgroup[c+1]`` (none for chunks without NaN: never passed here)."""
+    K, D = means64.shape
+    N = X.shape[0]
+    Kc = cov.shape[0]
+    o = np.empty(D, np.int64)
+    m = np.empty(D, np.int64)
+    Soo = np.empty((D, D))
+    Lw = np.empty((D, D))
+    Li = np.zeros((Kc, D, D))
+    PM = np.zeros((Kc, D, D))
+    A = np.zeros((Kc, D, D))
+    C = np.zeros((Kc, D, D))
+    cst = np.empty(K)
+    lrow = np.empty(K)
+    resp = np.zeros(K)
+    y = np.empty(D)
+    z = np.empty(D)
+    nkg = np.empty(K)
+    ag = np.empty((K, D))
+    Sg = np.empty((K, D, D))
+    e = np.empty(D)
+    Pa = np.empty(D)
+    PS = np.empty((D, D))
+    has_w = sw.shape[0] > 0
+    want_logp = logp.shape[0] == N
+    want_resp = resp_out.shape[0] == N
+    want_imp = imp.shape[1] == N
+    for slot in range(j0, j1):
+        c = c0 + slot
+        nk = nk_p[slot, :K]
+        s1 = s1_p[slot]
+        s2 = s2_p[slot]
+        nk[:] = 0.0
+        s1[:, :] = 0.0
+        s2[:, :, :] = 0.0
+        ll = 0.0
+        ws = 0.0
+        for grp in range(cgroup[c], cgroup[c + 1]):
+            r0 = order[gstart[grp]]
+            no = 0
+            nm = 0
+            for d in range(D):
+                if X[r0, d] != X[r0, d]:
+                    m[nm] = d
+                    nm += 1
+                else:
+                    o[no] = d
+                    no += 1
+            logdet = np.zeros(Kc)
+            rows = gstart[grp + 1] - gstart[grp]
+            use_prec = rows * (0.5 * no * no + nm * no) < no * no * no / 3.0 + nm * no * no
+            for kc in range(Kc):
+                if use_prec:  # Li holds P_oo
+                    logdet[kc] = _pattern_factors_prec(prec, kc, o, no, m, nm, ldcov, Soo, Lw,
+                                                       Li[kc], PM[kc], A[kc], C[kc])
+                else:
+                    logdet[kc] = _pattern_factors(cov, kc, o, no, m, nm, Soo, Lw, Li[kc],
+                                                  A[kc], C[kc])
+            for k in range(K):
+                kc = k if Kc == K else 0
+                cst[k] = logw[k] - logdet[kc] - 0.5 * no * LOG_2PI
+                nkg[k] = 0.0
+                for i in range(no):
+                    ag[k, i] = 0.0
+                    for j in range(no):
+                        Sg[k, i, j] = 0.0
+            for q in range(gstart[grp], gstart[grp + 1]):
+                n = order[q]
+                wn = sw[n] if has_w else 1.0
+                for k in range(K):
+                    kc = k if Kc == K else 0
+                    for i in range(no):
+                        y[i] = np.float64(X[n, o[i]]) - means64[k, o[i]]
+                    acc = 0.0
+                    if use_prec:  # y^T P_oo y - v^T C v, v = P_mo y
+                        for i in range(no):
+                            t = 0.0
+                            for j in range(no):
+                                t += Li[kc, i, j] * y[j]
+                            acc += y[i] * t
+                        for a in range(nm):
+                            t = 0.0
+                            for j in range(no):
+                                t += PM[kc, a, j] * y[j]
+                            z[a] = t
+                        for a in range(nm):
+                            t = 0.0
+                            for b in range(nm):
+                                t += C[kc, a, b] * z[b]
+                            acc -= z[a] * t
+                    else:  # |L^-1 y|^2
+                        for i in range(no):
+                            t = 0.0
+                            for p in range(i + 1):
+                                t += Li[kc, i, p] * y[p]
+                            acc += t * t
+                    lrow[k] = cst[k] - 0.5 * acc
+                lp, am = _row_responsibilities(lrow, resp, cut)
+                if want_logp:
+                    logp[n] = lp
+                    labels[n] = am
+                if want_resp:
+                    for k in range(K):
+                        resp_out[n, k] = resp[k]
+                if want_imp:
+                    _impute_cov(X, n, resp, means64, o, no, m, nm, A, C, Kc, y, imp)
+                ll += wn * lp
+                ws += wn
+                if wn == 0.0:
+                    continue
+                for k in range(K):
+                    wr = wn * resp[k]
+                    if wr == 0.0:
+                        continue
+                    for i in range(no):
+                        y[i] = np.float64(X[n, o[i]]) - means64[k, o[i]]
+                    if rows == 1:  # a one-row group: straight into the statistics
+                        kc = k if Kc == K else 0
+                        _add_row(k, kc, wr, y, o, no, m, nm, A, C, means64, tied, g64, e, Pa,
+                                 nk, s1, s2)
+                        continue
+                    nkg[k] += wr
+                    for i in range(no):
+                        z[i] = wr * y[i]
+                        ag[k, i] += z[i]
+                    for i in range(no):  # lower triangle; mirrored when the group ends
+                        zi = z[i]
+                        for j in range(i + 1):
+                            Sg[k, i, j] += zi * y[j]
+            # the group's sums -> statistics: e = x_hat - mu_k = P y with P = [I; A_k]
+            for k in range(K):
+                if nkg[k] == 0.0:
+                    continue
+                kc = k if Kc == K else 0
+                nk[k] += nkg[k]
+                for i in range(no):
+                    for j in range(i + 1, no):
+                        Sg[k, i, j] = Sg[k, j, i]
+                # Pa = P ag (D,), PS = P Sg P^T (D, D), both in the original feature order
+                for i in range(no):
+                    Pa[o[i]] = ag[k, i]
+                for a in range(nm):
+                    t = 0.0
+                    for j in range(no):
+                        t += A[kc, a, j] * ag[k, j]
+                    Pa[m[a]] = t
+                for d in range(D):
+                    s1[k, d] += nkg[k] * means64[k, d] + Pa[d]
+                # rows: PS[o_i, :] from Sg, PS[m_a, :] from A Sg; then columns the same way
+                for i in range(no):
+                    for j in range(no):
+                        Soo[i, j] = Sg[k, i, j]
+                for a in range(nm):  # (A Sg)[a, j] into Lw
+                    for j in range(no):
+                        t = 0.0
+                        for p in range(no):
+                            t += A[kc, a, p] * Sg[k, p, j]
+                        Lw[a, j] = t
+                for i in range(no):
+                    for j in range(no):
+                        PS[o[i], o[j]] = Soo[i, j]
+                    for b in range(nm):
+                        t = 0.0
+                        for p in range(no):
+                            t += Sg[k, i, p] * A[kc, b, p]
+                        PS[o[i], m[b]] = t
+                for a in range(nm):
+                    for j in range(no):
+                        PS[m[a], o[j]] = Lw[a, j]
+                    for b in range(nm):
+                        t = 0.0
+                        for p in range(no):
+                            t += Lw[a, p] * A[kc, b, p]
+                        PS[m[a], m[b]] = t + nkg[k] * C[kc, a, b]
+                if not tied:
+                    for i in range(D):
+                        for j in range(D):
+                            s2[k, i, j] += PS[i, j]
+                else:  # about g: e + d_k with d_k = mu_k - g
+                    for d in range(D):
+                        e[d] = means64[k, d] - g64[d]
+                    for i in range(D):
+                        for j in range(D):
+                            s2[0, i, j] += (PS[i, j] + Pa[i] * e[j] + e[i] * Pa[j]
+                                            + nkg[k] * e[i] * e[j])
+        llws_p[slot, 0] = ll
+        llws_p[slot, 1] = ws
+
+
+#: Rows per block of the masked diagonal GEMM pass.
+DIAG_MISSING_BLOCK = 256
+
+
+@kernel()
+def pass_diag_missing_gemm(X, sw, means, pc, lconst, means64, var64, g, g64, cut, chunk_rows,
+                           c0, j0, j1, nk_p, s1_p, s2_p, llws_p, logp, labels, resp_out, imp):
+    """Masked diagonal pass about a shared centre g (as ``cpu_estep.pass_diag``), a block of
+    rows at a time with two GEMMs.  With ``u`` = x - g on observed entries and 0 on missing
+    ones, ``o`` the 0/1 observed indicator and delta = mu_k - g:
+
+    * log-densities ``L = [u*u, u, o] @ W + log pi_k`` with
+      ``W = [-p/2; p delta; log(1/sigma) - log(2 pi)/2 - p delta^2/2]`` (X's dtype): the
+      observed-coordinate quadratic form and normalising constant in one product;
+    * statistics ``T = R^T [u, u*u, 1 - o]`` (float64), mapped at the end of the chunk to
+      ``s1 = T_1 + n_obs g + T_m mu``, ``s2 = T_2 - 2 delta T_1 + n_obs delta^2 + T_m var``
+      with ``n_obs = nk - T_m`` (missing entries: mean mu_kd, variance var_kd).
+
+    ``lconst`` here is log pi_k (the normalising constants are in W)."""
+    K, D = means64.shape
+    N = X.shape[0]
+    B = np.int64(DIAG_MISSING_BLOCK)
+    has_w = sw.shape[0] > 0
+    want_logp = logp.shape[0] == N
+    want_resp = resp_out.shape[0] == N
+    want_imp = imp.shape[1] == N
+    W = _aligned(3 * D, K, X)
+    for k in range(K):
+        for d in range(D):
+            p = np.float64(pc[k, 0, d]) * np.float64(pc[k, 0, d])
+            dl = means64[k, d] - g64[d]
+            W[d, k] = -0.5 * p
+            W[D + d, k] = p * dl
+            W[2 * D + d, k] = -0.5 * math.log(var64[k, d]) - 0.5 * LOG_2PI - 0.5 * p * dl * dl
+    F = _aligned(B, 3 * D, X)
+    L = _aligned(B, K, X)
+    G = _aligned(B, 3 * D, means64)
+    RB = _aligned(B, K, means64)
+    S = _aligned(K, 3 * D, means64)
+    T = np.zeros((K, 3 * D))
+    lrow = np.empty(K, dtype=X.dtype)
+    resp = np.zeros(K)
+    zero = X.dtype.type(0)
+    one = X.dtype.type(1)
+    for slot in range(j0, j1):
+        start = (c0 + slot) * chunk_rows
+        stop = min(N, start + chunk_rows)
+        nk = nk_p[slot, :K]
+        s1 = s1_p[slot]
+        s2 = s2_p[slot]
+        nk[:] = 0.0
+        s1[:, :] = 0.0
+        s2[:, :, :] = 0.0
+        T[:, :] = 0.0
+        ll = 0.0
+        ws = 0.0
+        for b0 in range(start, stop, B):
+            nb = min(B, stop - b0)
+            for b in range(nb):
+                for d in range(D):
+                    xd = X[b0 + b, d]
+                    if xd != xd:
+                        F[b, d] = zero
+                        F[b, D + d] = zero
+                        F[b, 2 * D + d] = zero
+                        G[b, d] = 0.0
+                        G[b, D + d] = 0.0
+                        G[b, 2 * D + d] = 1.0
+                    else:
+                        u = xd - g[d]
+                        F[b, d] = u * u
+                        F[b, D + d] = u
+                        F[b, 2 * D + d] = one
+                        u64 = np.float64(xd) - g64[d]
+                        G[b, d] = u64
+                        G[b, D + d] = u64 * u64
+                        G[b, 2 * D + d] = 0.0
+            np.dot(F[:nb], W, L[:nb])
+            for b in range(nb):
+                n = b0 + b
+                wn = sw[n] if has_w else 1.0
+                for k in range(K):
+                    lrow[k] = L[b, k] + lconst[k]
+                lp, am = _row_responsibilities(lrow, resp, cut)
+                if want_logp:
+                    logp[n] = lp
+                    labels[n] = am
+                if want_resp:
+                    for k in range(K):
+                        resp_out[n, k] = resp[k]
+                if want_imp:
+                    _impute_diag(X, n, resp, means64, var64, imp)
+                ll += wn * lp
+                ws += wn
+                for k in range(K):
+                    RB[b, k] = wn * resp[k]
+                    nk[k] += RB[b, k]
+            np.dot(RB[:nb].T, G[:nb], S)
+            for k in range(K):
+                for d in range(3 * D):
+                    T[k, d] += S[k, d]
+        for k in range(K):
+            for d in range(D):
+                dl = means64[k, d] - g64[d]
+                tm = T[k, 2 * D + d]
+                nobs = nk[k] - tm
+                s1[k, d] = T[k, d] + nobs * g64[d] + tm * means64[k, d]
+                s2[k, 0, d] = (T[k, D + d] - 2.0 * dl * T[k, d] + nobs * dl * dl
+                               + tm * var64[k, d])
+        llws_p[slot, 0] = ll
+        llws_p[slot, 1] = ws
