@@ -228,6 +228,7 @@ def test_partial_fit_continues_after_load(tmp_path):
     a.partial_fit(X[900:])
     b.partial_fit(X[900:])
     assert b.n_steps_ == a.n_steps_ == 4
+    assert b.lower_bound_ == a.lower_bound_  # the running entropy term was saved too
     for name in ATTRS:
         np.testing.assert_array_equal(getattr(b, name), getattr(a, name))
 
@@ -438,6 +439,52 @@ def test_svi_passes_end_near_batch_vb():
     p = (K - 1) + 2 * K * D
     gap = batch.lower_bound_ - one.lower_bound_
     assert gap <= 5 * 0.5 * p * (N / B) * rho / (2 - rho), gap
+    # SVI's own lower_bound_, the bound of the running statistics: by the envelope theorem its
+    # first-order change with the statistics is the change of sum_n w_n lse_n, which a batch
+    # estimates (scaled by N / B) with standard deviation N sd(lse) / sqrt(B); the running
+    # average shrinks it by f as above.  5 such standard deviations.
+    sd = np.std(batch.score_samples(X))
+    assert abs(svi.lower_bound_ - batch.lower_bound_) <= 5 * f * N * sd / np.sqrt(B)
+    assert len(svi.lower_bounds_) == 4
+
+
+def test_svi_bound_of_one_batch_holding_every_row_is_the_batch_bound():
+    """With one batch of all the rows and rho = 1 the running statistics are an E-step's, so
+    SVI's lower bound is batch VB's (the first iteration from the same start)."""
+    X = blobs(n=1200, D=3, K=3, sep=1.5)  # overlapping: the entropy term matters
+    kw = dict(n_components=4, covariance_type="full", random_state=0, chunk_size=256)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = fastmix.BayesianGaussianMixture(max_iter=1, tol=0.0, **kw).fit(X)
+    svi = fastmix.BayesianGaussianMixture(total_samples=X.shape[0], **kw).partial_fit(X)
+    assert_rel(svi.lower_bound_, one.lower_bound_, 1e-12, "lower_bound_")
+    assert_rel(svi.means_, one.means_, 1e-12, "means_")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_svi_bound_blends_the_entropy_like_the_statistics(kind):
+    """A partial_fit step with rho = 2^-0.6 (the second): the bound equals scikit-learn's bound
+    formula (``bound_from_entropy``, checked against scikit-learn by the parity tests) of the
+    new posterior with the entropy term blended from the running value and the batch's,
+    computed here directly (sum_nk r log r of explicit responsibilities under the posterior
+    before the step) and scaled to total_samples (5 x the batch)."""
+    import copy
+    X = blobs(n=1200, D=3, K=3, sep=1.5)  # overlapping: the entropy term matters
+    X0, X1 = X[::2][:300], X[1::2][:300]
+    N = 1500.0
+    est = fastmix.BayesianGaussianMixture(n_components=4, covariance_type=kind, random_state=0,
+                                          total_samples=N, chunk_size=128)
+    est.partial_fit(X0)
+    h0 = est._online.neg_entropy
+    before = copy.deepcopy(est)
+    est.partial_fit(X1)
+    R = before.predict_proba(X1)  # the responsibilities of the step's E-step
+    h1 = float(np.sum(np.where(R > 0, R * np.log(np.where(R > 0, R, 1.0)), 0.0))) * N / 300
+    assert h1 < -1.0  # the entropy is not negligible on these data
+    rho = 2.0 ** -0.6
+    want = vb.bound_from_entropy((1 - rho) * h0 + rho * h1, est._vb_params())
+    assert_rel(est.lower_bound_, want, 1e-9, "lower_bound_")
+    assert est._online.t == 1
 
 
 # ------------------------------------------------------------------ checkpoints -----------

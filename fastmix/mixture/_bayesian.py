@@ -16,7 +16,7 @@ from .. import io as sources
 from .. import variational as vb
 from ..em import EMResult
 from ..io import as_stream
-from ..online import OnlineState, check_step_params
+from ..online import check_step_params
 from ._base import (ALGORITHMS, DEVICES, INIT_METHODS, ONLINE_BATCH_CHUNKS, MixtureBase,
                     _check_int, _fit_dtype, _is_gpu_array)
 from ._gaussian import ConvergenceWarning, GaussianMixture
@@ -47,7 +47,8 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
     covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
     tol : float, default=1e-3
         Iterations stop when the lower bound (a total over the rows, as in scikit-learn)
-        changes by less than ``tol``.
+        changes by less than ``tol``; SVI passes (``algorithm="online"``) when it changes by
+        less than ``tol`` per row (the change divided by the row count).
     reg_covar : float, default=1e-6
         Added to the diagonal of each component's sample covariance.
     max_iter : int, default=100
@@ -103,7 +104,11 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
     converged_ : bool ; n_iter_ : int
     lower_bound_ : float
         scikit-learn's variational lower bound (constants dropped) of the best
-        initialisation; for SVI the mean log-predictive of the last pass.
+        initialisation.  For SVI (``fit(algorithm="online")``, ``partial_fit``) the same bound
+        of the running statistics after the last step: the bound of a data set of
+        ``total_samples`` rows (the data's row count in ``fit``) whose expected statistics
+        are the running ones (``fastmix.variational``); on a stationary stream it approaches
+        the batch optimum's as the steps shrink.
     lower_bounds_ : list of float
     n_features_in_ : int
     n_steps_ : int (SVI steps done)
@@ -502,7 +507,8 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
         running statistics with step rho_t = (t + step_offset)^-step_decay (the first call
         initialises the model from ``X`` with ``init_params`` -- its priors from ``X`` too,
         when not given -- and sets the statistics, rho = 1); then the variational M-step.
-        ``lower_bound_`` is the mean log-predictive of ``X`` before the step.  Returns self.
+        ``lower_bound_`` is the lower bound of the running statistics after the step (see the
+        attribute), a total over ``total_samples`` rows.  Returns self.
         """
         self._check_hyper()
         if _is_gpu_array(X):
@@ -584,7 +590,9 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
         state = getattr(self, "_online", None)
         if state is not None:
             st = state.stats
+            h = getattr(state, "neg_entropy", None)
             meta["online"] = {"t": int(state.t), "ll": float(st.ll), "ws": float(st.ws),
+                              "neg_entropy": None if h is None else float(h),
                               "n_steps_": int(getattr(self, "n_steps_", state.t + 1))}
             for f in ("nk", "s1", "s2", "centre", "gcentre"):
                 arrays["online__" + f] = getattr(st, f)
@@ -651,6 +659,7 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
                        float(on["ll"]), float(on["ws"]))
             if st.nk.shape != (K,) or st.s1.shape != (K, D):
                 raise ValueError("online statistics have inconsistent shapes")
-            est._online = OnlineState(st, int(on["t"]))
+            h = on.get("neg_entropy")
+            est._online = vb.SVIState(st, int(on["t"]), None if h is None else float(h))
             est.n_steps_ = int(on["n_steps_"])
         return est
