@@ -446,6 +446,8 @@ def test_svi_passes_end_near_batch_vb():
     sd = np.std(batch.score_samples(X))
     assert abs(svi.lower_bound_ - batch.lower_bound_) <= 5 * f * N * sd / np.sqrt(B)
     assert len(svi.lower_bounds_) == 4
+    # the value of a pass is the bound of the final posterior and running statistics
+    assert svi.lower_bound_ == vb.bound_from_entropy(svi._online.neg_entropy, svi._vb_params())
 
 
 def test_svi_bound_of_one_batch_holding_every_row_is_the_batch_bound():
