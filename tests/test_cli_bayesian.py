@@ -178,3 +178,15 @@ def test_bad_priors_are_one_line_errors_and_write_nothing(datafile, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fastmix: error: ") and message in err[0], err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("view", ["2d", "lower-bounds"])
+def test_plot_takes_a_bayesian_model(datafile, tmp_path, capsys, view):
+    pytest.importorskip("matplotlib")
+    path, X = datafile
+    model = tmp_path / "m.npz"
+    _bgmm(X, max_iter=5).save(model)
+    png = tmp_path / "p.png"
+    assert main(["plot", str(model), str(path), "-o", str(png), "--view", view]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote the {view} plot" in capsys.readouterr().err
