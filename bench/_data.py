@@ -245,3 +245,37 @@ def mean_log_likelihood(
         m = lp.max(axis=1)
         total += float(np.sum(m + np.log(np.exp(lp - m[:, None]).sum(axis=1))))
     return total / n
+
+
+def responsibilities(
+    X: np.ndarray,
+    weights: np.ndarray,
+    means: np.ndarray,
+    covariances: np.ndarray,
+    covariance_type: str = "full",
+    chunk: int = 1 << 16,
+) -> np.ndarray:
+    """Posterior component probabilities (N, K) float64 of a Gaussian mixture, computed like
+    :func:`mean_log_likelihood` (independent of every library under test): the common
+    starting point of the variational (BayesianGaussianMixture) timings, whose libraries
+    start from responsibilities rather than parameters."""
+    weights = np.asarray(weights, dtype=np.float64).ravel()
+    means = np.asarray(means, dtype=np.float64)
+    k, d = means.shape
+    covs = full_covariances(covariances, covariance_type, k, d)
+    chols = np.linalg.cholesky(covs)
+    log_det = 2.0 * np.log(np.diagonal(chols, axis1=1, axis2=2)).sum(axis=1)
+    const = np.log(weights) - 0.5 * (d * np.log(2.0 * np.pi) + log_det)
+    inv_chols = np.linalg.inv(chols)
+    n = X.shape[0]
+    out = np.empty((n, k))
+    for start in range(0, n, chunk):
+        x = X[start:start + chunk].astype(np.float64, copy=False)
+        lp = out[start:start + x.shape[0]]
+        for j in range(k):
+            y = (x - means[j]) @ inv_chols[j].T
+            lp[:, j] = const[j] - 0.5 * np.einsum("ij,ij->i", y, y)
+        lp -= lp.max(axis=1, keepdims=True)
+        np.exp(lp, out=lp)
+        lp /= lp.sum(axis=1, keepdims=True)
+    return out

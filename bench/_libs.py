@@ -194,6 +194,64 @@ class OneDAL(Library):
         )
 
 
+class _BayesianLike(Library):
+    """Variational Bayes (``BayesianGaussianMixture``, default priors, Dirichlet-process
+    weights): exactly ``n_iter`` iterations from the initial responsibilities
+    ``init["resp"]`` (N, K), the start both libraries accept (scikit-learn's estimator takes no
+    initial parameters).  ``lower_bound`` is the variational bound (a total over the rows)."""
+
+    def supports(self, covariance_type, dtype):
+        return np.dtype(dtype) == np.float64
+
+    def _estimator(self, k, covariance_type, n_iter, reg_covar):
+        return self._module.BayesianGaussianMixture(
+            n_components=k, covariance_type=covariance_type, tol=0.0, reg_covar=reg_covar,
+            max_iter=n_iter, n_init=1, random_state=0)
+
+    def _fit_from_resp(self, est, X, resp):
+        raise NotImplementedError
+
+    def fit(self, X, init, covariance_type, n_iter, reg_covar=1e-6):
+        resp = init["resp"]
+        est = self._estimator(resp.shape[1], covariance_type, n_iter, reg_covar)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tol=0: never converged, by design
+            self._fit_from_resp(est, X, resp[:X.shape[0]])
+        return FitResult(
+            weights=np.asarray(est.weights_, dtype=np.float64),
+            means=np.asarray(est.means_, dtype=np.float64),
+            covariances=np.asarray(est.covariances_, dtype=np.float64),
+            lower_bound=float(np.ravel(est.lower_bound_)[0]),
+            n_iter=int(est.n_iter_),
+        )
+
+
+class FastmixBayesian(_BayesianLike):
+    key = "fastmix_bayes"
+    label = "fastmix BayesianGaussianMixture"
+    dists = ("fastmix",)
+
+    def _import(self):
+        return importlib.import_module("fastmix")
+
+    def _fit_from_resp(self, est, X, resp):
+        est._fit(X, None, resp=resp)  # the start scikit-learn's parity tests use
+
+
+class SklearnBayesian(_BayesianLike):
+    key = "sklearn_bayes"
+    label = "scikit-learn BayesianGaussianMixture"
+    dists = ("scikit-learn",)
+
+    def _import(self):
+        return importlib.import_module("sklearn.mixture")
+
+    def _fit_from_resp(self, est, X, resp):
+        # its own M-step from resp in place of its initialisation (the call it makes itself)
+        est._initialize_parameters = lambda X_, rs, xp=None: est._initialize(X_, resp)
+        est.fit(X)
+
+
 def make_library(key: str, *, stand_in: bool = False) -> Library:
     """Adapter for ``key`` in {"fastmix", "sklearn", "onedal"}."""
     if key == "fastmix":
@@ -202,7 +260,13 @@ def make_library(key: str, *, stand_in: bool = False) -> Library:
         return Sklearn()
     if key == "onedal":
         return OneDAL()
+    if key == "fastmix_bayes":
+        return FastmixBayesian()
+    if key == "sklearn_bayes":
+        return SklearnBayesian()
     raise ValueError(f"unknown library {key!r}")
 
 
 LIBRARY_KEYS = ("fastmix", "sklearn", "onedal")
+#: The variational libraries of bench/compare.py's BayesianGaussianMixture rows.
+BAYESIAN_KEYS = ("fastmix_bayes", "sklearn_bayes")

@@ -1,16 +1,26 @@
-"""BayesianGaussianMixture benchmarks: pruning over seeds vs scikit-learn, and the time of one
-variational iteration (E-step + M-step + bound) vs scikit-learn's and vs fastmix's own EM
-iteration of the same covariance type.  Writes bench/results/bayesian.md and .json.
+"""BayesianGaussianMixture benchmarks: pruning over seeds vs scikit-learn (with the default
+``weight_concentration_prior`` and with 0.01), the time of one variational iteration (E-step +
+M-step + bound) vs scikit-learn's and vs fastmix's own EM iteration of the same covariance
+type, and the peak RSS of a batch fit on a ``.npy`` memory map (and on the ``.npy`` path) next
+to GaussianMixture's.  Writes bench/results/bayesian.md and .json; parts skipped in a run keep
+their previous results there.
 
     python bench/bayesian.py [--n 1000000] [--d 16] [--k 16] [--repeats 5] [--seeds 10]
+                             [--priors default,0.01] [--rss-n 4000000]
+                             [--skip-pruning] [--skip-iterations] [--skip-rss]
 
 Times are process CPU seconds (``time.process_time``), medians of ``--repeats`` runs, so other
 load on a shared machine inflates them less than wall time; run with NUMBA_NUM_THREADS and
-OMP_NUM_THREADS set to the thread count to compare.
+OMP_NUM_THREADS set to the thread count to compare.  Peak RSS is measured in a fresh
+interpreter per case (``--rss-worker``): the peak (VmHWM, reset after a small warm-up fit) minus
+the RSS just before the fit; pages of a memory-mapped file that the fit reads count in it.
 """
 import argparse
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -31,12 +41,14 @@ def eight_blobs(seed, n_per=150):
     return np.vstack([c + rng.normal(size=(n_per, 2)) for c in centres])
 
 
-def pruning(seeds):
+def pruning(seeds, prior=1e-2):
+    """Per seed: components with weight > 1e-2 (fastmix, scikit-learn) and the two bounds, for
+    the DP prior with ``weight_concentration_prior=prior`` (None: the default 1/30)."""
     from sklearn.mixture import BayesianGaussianMixture as SK
     rows = []
     for seed in range(seeds):
         X = eight_blobs(seed)
-        kw = dict(n_components=30, random_state=seed, weight_concentration_prior=1e-2,
+        kw = dict(n_components=30, random_state=seed, weight_concentration_prior=prior,
                   max_iter=300)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -90,40 +102,169 @@ def iteration_times(n, d, k, repeats, kinds=("diag", "full")):
     return rows
 
 
+def _vm_mb(field):
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    return None
+
+
+def rss_worker(model, how, path, iters, kind):
+    """In a fresh interpreter: peak RSS above the RSS before one batch fit (``iters``
+    iterations, k-means start) of ``model`` ("bayesian" or "gmm") on the ``.npy`` at ``path``,
+    given as a memory map (``how="memmap"``) or as the path (read in blocks).  JSON on stdout."""
+    X = np.load(path, mmap_mode="r")
+    K = 16
+    cls = fastmix.BayesianGaussianMixture if model == "bayesian" else fastmix.GaussianMixture
+    kw = dict(n_components=K, covariance_type=kind, max_iter=iters, tol=0.0, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cls(**kw).fit(np.array(X[:20000]))  # compile / load the kernels outside the measure
+        data = X if how == "memmap" else str(path)
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset VmHWM
+        base = _vm_mb("VmRSS")
+        t = time.perf_counter()
+        est = cls(**kw).fit(data)
+        seconds = time.perf_counter() - t
+    peak = _vm_mb("VmHWM")
+    return dict(model=model, input=how, covariance_type=kind, n_iter=int(est.n_iter_),
+                data_mb=X.nbytes / 2**20, baseline_mb=base, peak_above_baseline_mb=peak - base,
+                rss_file_mb_after=_vm_mb("RssFile"), seconds=seconds)
+
+
+def peak_rss(n, d, iters, kind):
+    """rss_worker for (BayesianGaussianMixture, GaussianMixture) x (memmap, path) on one
+    generated float64 .npy of n x d, each in its own interpreter."""
+    rng = np.random.default_rng(0)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fastmix-bayes-rss-") as tmp:
+        path = os.path.join(tmp, "x.npy")
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(n, d))
+        centres = 3.0 * rng.normal(size=(16, d))
+        for s in range(0, n, 1 << 18):
+            e = min(n, s + (1 << 18))
+            out[s:e] = centres[rng.integers(0, 16, e - s)] + rng.normal(size=(e - s, d))
+        out.flush()
+        del out
+        for model in ("bayesian", "gmm"):
+            for how in ("memmap", "path"):
+                r = subprocess.run([sys.executable, __file__, "--rss-worker", model, how, path,
+                                    str(iters), kind], capture_output=True, text=True)
+                try:
+                    rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+                except (IndexError, ValueError):
+                    rows.append(dict(model=model, input=how, error=r.stderr.strip()[-300:]))
+    return rows
+
+
+def markdown(rep):
+    lines = ["# BayesianGaussianMixture", ""]
+    for part, title in (("pruning_by_prior", "pruning"), ("iterations", "iteration times"),
+                        ("rss", "peak RSS")):
+        m = rep.get("meta", {}).get(part)
+        if m:
+            lines.append(f"- {title}: measured {m['when']}, load average {m['loadavg'][0]:.2f} "
+                         f"{m['loadavg'][1]:.2f} {m['loadavg'][2]:.2f} on {m['cpus']} CPUs, "
+                         f"NUMBA_NUM_THREADS={m['threads']}; `{m['command']}`")
+    lines.append("")
+    for prior, prune in rep.get("pruning_by_prior", {}).items():
+        lines += [f"## Pruning: 8 separated components, n_components=30, DP prior "
+                  f"(weight_concentration_prior={prior}), {len(prune)} seeds", "",
+                  "| seed | fastmix: weights > 1e-2 | scikit-learn | fastmix bound | "
+                  "sklearn bound |", "|---|---|---|---|---|"]
+        lines += [f"| {s} | {f} | {k} | {lf:.1f} | {lk:.1f} |" for s, f, k, lf, lk in prune]
+        lines += ["", f"fastmix found 8 on {sum(r[1] == 8 for r in prune)} of {len(prune)} "
+                  f"seeds, scikit-learn on {sum(r[2] == 8 for r in prune)}.", ""]
+    times = rep.get("iterations")
+    if times:
+        a = rep["iterations_args"]
+        lines += [f"## One iteration, N = {a['n']}, D = {a['d']}, K = {a['k']} (CPU s, median of "
+                  f"{a['repeats']})", "",
+                  "| kind | fastmix VB | fastmix EM | scikit-learn VB | sklearn / fastmix VB | "
+                  "fastmix VB / EM |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['kind']} | {r['fastmix_vb']:.3f} | {r['fastmix_em']:.3f} | "
+                  f"{r['sklearn_vb']:.3f} | {r['speedup_vs_sklearn']:.1f} | "
+                  f"{r['vb_over_em']:.2f} |" for r in times]
+        lines.append("")
+    rss = rep.get("rss")
+    if rss:
+        lines += ["## Peak RSS of a batch fit (fresh interpreter per row)", "",
+                  "Peak RSS during `fit` (k-means start and the iterations) minus the RSS just "
+                  "before it. A memory map's pages count once the fit has read them (the "
+                  "kernel may drop them again under memory pressure); the path is read in "
+                  "blocks of 32 MiB (at most three alive).", "",
+                  "| model | input | covariance | iterations | data | peak above baseline | "
+                  "peak − data | seconds |", "|---|---|---|---:|---:|---:|---:|---:|"]
+        for r in rss:
+            if "error" in r:
+                lines.append(f"| {r['model']} | {r['input']} | error: {r['error']} | | | | | |")
+                continue
+            lines.append(f"| {r['model']} | {r['input']} | {r['covariance_type']} "
+                         f"| {r['n_iter']} | {r['data_mb']:.0f} MiB "
+                         f"| {r['peak_above_baseline_mb']:.0f} MiB "
+                         f"| {r['peak_above_baseline_mb'] - r['data_mb']:.0f} MiB "
+                         f"| {r['seconds']:.1f} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--rss-worker":
+        model, how, path, iters, kind = sys.argv[2:7]
+        print(json.dumps(rss_worker(model, how, path, int(iters), kind)))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--d", type=int, default=16)
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--priors", default="default,0.01",
+                    help="weight_concentration_prior values of the pruning tables; 'default' "
+                         "is 1 / n_components")
+    ap.add_argument("--rss-n", type=int, default=4_000_000, help="rows of the peak-RSS file")
+    ap.add_argument("--rss-iters", type=int, default=2)
+    ap.add_argument("--rss-kind", default="diag")
+    ap.add_argument("--skip-pruning", action="store_true")
+    ap.add_argument("--skip-iterations", action="store_true")
+    ap.add_argument("--skip-rss", action="store_true")
     a = ap.parse_args()
-    prune = pruning(a.seeds)
-    times = iteration_times(a.n, a.d, a.k, a.repeats)
-    threads = os.environ.get("NUMBA_NUM_THREADS", "default")
-    load = os.getloadavg()
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bayesian.json").write_text(json.dumps(dict(
-        args=vars(a), threads=threads, loadavg=load, pruning=prune, iterations=times), indent=1))
-    lines = ["# BayesianGaussianMixture", "",
-             f"Machine load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
-             f"NUMBA_NUM_THREADS={threads}.", "",
-             f"## Pruning: 8 separated components, n_components=30, DP prior "
-             f"(weight_concentration_prior=0.01), {a.seeds} seeds", "",
-             "| seed | fastmix: weights > 1e-2 | scikit-learn | fastmix bound | sklearn bound |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {s} | {f} | {k} | {lf:.1f} | {lk:.1f} |" for s, f, k, lf, lk in prune]
-    lines += ["", f"fastmix found 8 on {sum(r[1] == 8 for r in prune)} of {len(prune)} seeds, "
-              f"scikit-learn on {sum(r[2] == 8 for r in prune)}.", "",
-              f"## One iteration, N = {a.n}, D = {a.d}, K = {a.k} (CPU s, median of "
-              f"{a.repeats})", "",
-              "| kind | fastmix VB | fastmix EM | scikit-learn VB | sklearn / fastmix VB | "
-              "fastmix VB / EM |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['kind']} | {r['fastmix_vb']:.3f} | {r['fastmix_em']:.3f} | "
-              f"{r['sklearn_vb']:.3f} | {r['speedup_vs_sklearn']:.1f} | {r['vb_over_em']:.2f} |"
-              for r in times]
-    (RESULTS / "bayesian.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    path = RESULTS / "bayesian.json"
+    rep = json.loads(path.read_text()) if path.exists() else {}
+    rep.setdefault("meta", {})
+    if "args" in rep:  # the first layout (one run of both parts, prior 0.01 only): convert
+        old = rep.pop("args")
+        m = dict(when="(earlier run)", loadavg=rep.pop("loadavg"), cpus="?",
+                 threads=rep.pop("threads"), command="python bench/bayesian.py (first version)")
+        rep["pruning_by_prior"] = {"0.01": rep.pop("pruning")}
+        rep["iterations_args"] = {k: old[k] for k in ("n", "d", "k", "repeats")}
+        rep["meta"] = {"pruning_by_prior": m, "iterations": m}
+
+    def meta():
+        return dict(when=time.strftime("%Y-%m-%d %H:%M"), loadavg=os.getloadavg(),
+                    cpus=os.cpu_count(), threads=os.environ.get("NUMBA_NUM_THREADS", "default"),
+                    command="python bench/bayesian.py " + " ".join(sys.argv[1:]))
+    if not a.skip_pruning:
+        rep["pruning_by_prior"] = {}
+        for p in a.priors.split(","):
+            label = "1/30 (default)" if p == "default" else p
+            rep["pruning_by_prior"][label] = pruning(a.seeds,
+                                                     None if p == "default" else float(p))
+        rep["meta"]["pruning_by_prior"] = meta()
+    if not a.skip_iterations:
+        rep["iterations"] = iteration_times(a.n, a.d, a.k, a.repeats)
+        rep["iterations_args"] = dict(n=a.n, d=a.d, k=a.k, repeats=a.repeats)
+        rep["meta"]["iterations"] = meta()
+    if not a.skip_rss:
+        rep["rss"] = peak_rss(a.rss_n, a.d, a.rss_iters, a.rss_kind)
+        rep["meta"]["rss"] = meta()
+    path.write_text(json.dumps(rep, indent=1))
+    text = markdown(rep)
+    (RESULTS / "bayesian.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

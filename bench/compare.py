@@ -20,6 +20,12 @@ One run, one data set, one starting point for every library:
   baseline after imports and data loading (``bench/_worker.py rss``).
 * fastmix's cold start: first fit in a fresh interpreter with an empty
   ``NUMBA_CACHE_DIR``, then again with the cache filled.
+* BayesianGaussianMixture rows (``--bayes-types``, float64): fastmix's and
+  scikit-learn's variational iteration, timed the same way from the same
+  initial responsibilities (those of the shared start, ``_data.responsibilities``),
+  with the ratios to scikit-learn and to fastmix's own EM iteration of the same
+  covariance type, and the two variational lower bounds after the same
+  iterations.  ``--skip-bayesian`` leaves them out.
 
 The table is printed and written to ``bench/results/compare-<timestamp>.md``
 and ``.json``.  ``--quick`` runs a small configuration in under a minute.
@@ -57,20 +63,20 @@ PROFILES = {
         n=1_000_000, d=16, k=16, types="full,tied,diag,spherical", dtypes="float64,float32",
         repeats=5, iters=6, sklearn_repeats=3, sklearn_iters=4,
         rss_types="full,tied,diag,spherical", rss_iters=2,
-        jit_types="diag,full", jit_dtypes="float64", jit_n=20_000,
+        jit_types="diag,full", jit_dtypes="float64", jit_n=20_000, bayes_types="diag,full",
     ),
     # the shape of PyCave's published benchmark (10^6 x 64, K = 64): diag and full
     "pycave": dict(
         n=1_000_000, d=64, k=64, types="diag,full", dtypes="float64,float32",
         repeats=2, iters=3, sklearn_repeats=1, sklearn_iters=2,
         rss_types="diag", rss_iters=1,
-        jit_types="diag", jit_dtypes="float64", jit_n=20_000,
+        jit_types="diag", jit_dtypes="float64", jit_n=20_000, bayes_types="diag,full",
     ),
     "quick": dict(
         n=50_000, d=16, k=16, types="diag,full", dtypes="float64,float32",
         repeats=3, iters=3, sklearn_repeats=3, sklearn_iters=3,
         rss_types="diag", rss_iters=1,
-        jit_types="diag", jit_dtypes="float64", jit_n=5_000,
+        jit_types="diag", jit_dtypes="float64", jit_n=5_000, bayes_types="diag",
     ),
 }
 
@@ -117,6 +123,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--jit-types", help="covariance types for the cold start (default diag,full)")
     p.add_argument("--jit-dtypes", help="dtypes for the cold start (default float64)")
     p.add_argument("--jit-n", type=int, help="samples of the cold-start fit (default 20000)")
+    p.add_argument("--bayes-types",
+                   help="covariance types of the BayesianGaussianMixture rows (default diag,full; "
+                        "quick: diag)")
+    p.add_argument("--skip-bayesian", action="store_true",
+                   help="no BayesianGaussianMixture rows")
     p.add_argument("--quiet-wait", type=float, default=0.0,
                    help="before each timed row wait up to this many seconds for other processes "
                         "to use less than --quiet-threshold of the CPU (default 0: don't wait)")
@@ -144,6 +155,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.rss_types = [t for t in _split(args.rss_types) if t in args.types]
     args.jit_types = _split(args.jit_types)
     args.jit_dtypes = _split(args.jit_dtypes)
+    args.bayes_types = [] if args.skip_bayesian else _split(args.bayes_types)
     if min(args.iters, args.sklearn_iters) < 2:
         p.error("--iters and --sklearn-iters must be >= 2 (the 1-iteration run is subtracted)")
     return args
@@ -258,6 +270,113 @@ def time_per_iteration(lib, X, init, cov, n_iter, repeats, reg_covar) -> dict:
         "_res1": res1,
         "_resn": resn,
     }
+
+
+def measure_bayesian(args, X64, init, monitor, timings) -> tuple[list[dict], list[str]]:
+    """BayesianGaussianMixture rows: per-iteration times of fastmix's and scikit-learn's
+    variational iteration from the same initial responsibilities (float64), the variational
+    lower bounds after ``--check-iters`` iterations, and fastmix's EM iteration of the same
+    covariance type from ``timings`` (when it was timed in this run)."""
+    import _data
+    import _libs
+
+    notes, libs = [], {}
+    for key in _libs.BAYESIAN_KEYS:
+        if getattr(args, "skip_" + key.split("_")[0]):
+            continue
+        lib = _libs.make_library(key)
+        if not lib.available:
+            notes.append(f"{lib.label}: not available ({lib.unavailable_reason()}).")
+            continue
+        libs[key] = lib
+    rows = []
+    for cov in args.bayes_types:
+        p = init[cov]
+        _log(f"responsibilities of the shared start ({cov}) for the variational rows")
+        start = dict(p, resp=_data.responsibilities(X64, p["weights"], p["means"],
+                                                    p["covariances"], cov))
+        row = {"covariance_type": cov, "labels": {k: lib.label for k, lib in libs.items()}}
+        for key, lib in libs.items():
+            repeats = args.sklearn_repeats if key.startswith("sklearn") else args.repeats
+            n_iter = args.sklearn_iters if key.startswith("sklearn") else args.iters
+            _log(f"timing {key} {cov} float64: {repeats} × (1 and {n_iter} iterations)")
+            try:
+                lib.fit(X64[:WARMUP_ROWS], start, cov, 1, args.reg_covar)
+                waited = monitor.wait_for_quiet(args.quiet_threshold, args.quiet_wait)
+                mark = monitor.mark()
+                t = time_per_iteration(lib, X64, start, cov, n_iter, repeats, args.reg_covar)
+                t["other_load"] = monitor.share(mark)
+                t["waited_for_quiet"] = waited
+                t.pop("_res1")
+                resn = t.pop("_resn")
+                res_m = resn if n_iter == args.check_iters else lib.fit(
+                    X64, start, cov, args.check_iters, args.reg_covar)
+                t["lower_bound"] = res_m.lower_bound
+                t["lower_bound_iters"] = res_m.n_iter
+            except Exception as exc:
+                _log(f"  failed: {type(exc).__name__}: {exc}")
+                t = {"error": f"{type(exc).__name__}: {exc}"}
+            else:
+                _log(f"  per iteration {_fmt_s(t['per_iter'])}")
+            row[key] = t
+        em = timings.get("fastmix", {}).get(cov, {}).get("float64", {})
+        row["fastmix_em_per_iter"] = em.get("per_iter")
+        rows.append(row)
+    return rows, notes
+
+
+def bayesian_markdown(report: dict) -> list[str]:
+    rows = report.get("bayesian") or []
+    if not rows:
+        return []
+    cfg = report["config"]
+    lines = [
+        "## BayesianGaussianMixture: one variational iteration (float64)",
+        "",
+        "Each library runs exactly n variational iterations (E-step, M-step, lower bound; default "
+        "priors, Dirichlet-process weights) from the responsibilities of the shared start; "
+        "per iteration = (median t_n − median t_1) / (n − 1), as above. fastmix EM = the "
+        "per-iteration time of fastmix's GaussianMixture row of the same covariance type in this "
+        f"run. Lower bounds (variational, totals over the rows) after {cfg['check_iters']} "
+        "iterations.",
+        "",
+        "| library | covariance | n | repeats | 1 iteration | n iterations | per iteration "
+        "| paired min – max | other load |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        for key, label in row["labels"].items():
+            t = row.get(key, {})
+            if "error" in t:
+                lines.append(f"| {label} | {row['covariance_type']} | error: {t['error']} "
+                             "| | | | | | |")
+                continue
+            lines.append(
+                f"| {label} | {row['covariance_type']} | {t['n_iter']} | {t['repeats']} "
+                f"| {_fmt_s(t['t1_median'])} | {_fmt_s(t['tn_median'])} | {_fmt_s(t['per_iter'])} "
+                f"| {_fmt_s(t['per_iter_paired_min'])} – {_fmt_s(t['per_iter_paired_max'])} "
+                f"| {_fmt_pct(t.get('other_load'))} |")
+    lines += [
+        "",
+        "| covariance | fastmix VB | scikit-learn VB | fastmix EM | scikit-learn / fastmix VB "
+        "(target ≥ 10×) | fastmix VB / EM (target ≤ 1.3×) | lower bound fastmix "
+        "| scikit-learn | relative difference |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        fm = row.get("fastmix_bayes", {}).get("per_iter")
+        sk = row.get("sklearn_bayes", {}).get("per_iter")
+        em = row.get("fastmix_em_per_iter")
+        lf = row.get("fastmix_bayes", {}).get("lower_bound")
+        lk = row.get("sklearn_bayes", {}).get("lower_bound")
+        rel = None if lf is None or lk is None else abs(lf - lk) / abs(lk)
+        lines.append(
+            f"| {row['covariance_type']} | {_fmt_s(fm)} | {_fmt_s(sk)} | {_fmt_s(em)} "
+            f"| {_fmt_ratio(sk, fm)} | {_fmt_ratio(fm, em)} "
+            f"| {'–' if lf is None else f'{lf:.8g}'} | {'–' if lk is None else f'{lk:.8g}'} "
+            f"| {_fmt_sci(rel)} |")
+    lines.append("")
+    return lines
 
 
 # --------------------------------------------------------------------------- environment
@@ -691,6 +810,8 @@ def build_markdown(report: dict) -> str:
                 )
         lines.append("")
 
+    lines += bayesian_markdown(report)
+
     if report["notes"]:
         lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
     lines.append(
@@ -852,6 +973,12 @@ def main(argv=None) -> int:
     if "sklearn" in libs and "float32" in args.dtypes:
         notes.append("scikit-learn is timed on float64 only (it is the slow reference).")
 
+    # BayesianGaussianMixture rows (after the EM rows, whose fastmix times they quote).
+    bayesian_rows = []
+    if args.bayes_types:
+        bayesian_rows, bayes_notes = measure_bayesian(args, X64, init, monitor, timings)
+        notes += bayes_notes
+
     # Subprocess measurements.
     env_info = environment_info(libs)
     rss_rows, cold_rows = [], []
@@ -873,6 +1000,7 @@ def main(argv=None) -> int:
             "repeats": args.repeats, "iters": args.iters, "sklearn_repeats": args.sklearn_repeats,
             "sklearn_iters": args.sklearn_iters, "check_iters": args.check_iters,
             "rss_iters": args.rss_iters, "quick": args.quick, "stand_in": args.stand_in,
+            "bayes_types": args.bayes_types,
             "data_mb": {name: X.nbytes / 2**20 for name, X in arrays.items()},
             "generate_seconds": gen_seconds, "init_seconds": init_seconds,
         },
@@ -883,6 +1011,7 @@ def main(argv=None) -> int:
         "agreement": agreement,
         "rss": rss_rows,
         "cold_start": cold_rows,
+        "bayesian": bayesian_rows,
         "notes": notes,
         "other_load": monitor.share(monitor.start),
         "loadavg_start": load_start,

@@ -3,7 +3,9 @@ fastmix``).
 
 ``fastmix fit DATA -k 64 -o model.npz`` fits from a file of any size (``.npy``,
 ``file.h5:/dataset``, ``.zarr``, ``.parquet``, ``.csv``), read in blocks with bounded memory;
-``--checkpoint FILE`` saves the model after every iteration and ``--resume`` continues from it.
+``--checkpoint FILE`` saves the model after every iteration and ``--resume`` continues from it;
+``--model bayesian`` fits a variational ``BayesianGaussianMixture`` instead of a
+``GaussianMixture`` (``-k`` is then an upper bound on the components used).
 ``score``, ``predict``, ``impute`` (fill NaN / nulls with conditional means, block by block),
 ``sample`` and ``info`` use a saved model; ``demo`` fits generated data and compares with the
 truth.  ``fastmix select DATA -k 1:20 --covariance-types full,diag -o best.npz --report
@@ -208,17 +210,55 @@ def _apply_chunk_rows(model, args):
         model.set_params(device=args.device)
 
 
+#: ``fit`` options of ``--model bayesian`` only: (option, estimator parameter).
+BAYESIAN_OPTIONS = (("--weight-concentration-prior-type", "weight_concentration_prior_type"),
+                    ("--weight-concentration-prior", "weight_concentration_prior"),
+                    ("--mean-precision-prior", "mean_precision_prior"),
+                    ("--degrees-of-freedom-prior", "degrees_of_freedom_prior"))
+#: ``fit`` options of ``--model gmm`` only (``lowrank`` covariances): (option, dest, default).
+GMM_OPTIONS = (("--n-factors", "n_factors", None), ("--noise", "noise", "diagonal"),
+               ("--missing", "missing", "error"))
+#: Weight above which a component of a Bayesian model counts as used (``info``, ``fit``).
+EFFECTIVE_WEIGHT = 1e-2
+
+
+def _check_model_options(parser, args):
+    """Options that do not apply to ``--model`` are usage errors, not silently ignored."""
+    if args.model == "bayesian":
+        if args.covariance_type == "lowrank":
+            parser.error("--model bayesian supports --covariance-type full, tied, diag or "
+                         "spherical, not lowrank")
+        for opt, dest, default in GMM_OPTIONS:
+            if getattr(args, dest) != default:
+                parser.error(f"{opt} applies to --model gmm only")
+    else:
+        for opt, dest in BAYESIAN_OPTIONS:
+            if getattr(args, dest) is not None:
+                parser.error(f"{opt} applies to --model bayesian only")
+
+
+def _n_effective(model):
+    return int(np.sum(np.asarray(model.weights_) > EFFECTIVE_WEIGHT))
+
+
 def cmd_fit(args):
     import fastmix
     _check_outputs(("model file", args.output), ("checkpoint", args.checkpoint))
     weight_col = args.weight_column
     source = _open_data(args, weight_column=weight_col)
-    gm = fastmix.GaussianMixture(
-        args.n_components, covariance_type=args.covariance_type, tol=args.tol,
-        reg_covar=args.reg_covar, max_iter=args.max_iter, n_init=args.n_init,
-        init_params=args.init, random_state=args.seed, chunk_size=args.chunk_rows,
-        progress=_progress(args), batch_size=args.batch_rows, n_factors=args.n_factors,
-        noise=args.noise, device=args.device, missing=args.missing)
+    common = dict(covariance_type=args.covariance_type, tol=args.tol, reg_covar=args.reg_covar,
+                  max_iter=args.max_iter, n_init=args.n_init, init_params=args.init,
+                  random_state=args.seed, chunk_size=args.chunk_rows, progress=_progress(args),
+                  batch_size=args.batch_rows, device=args.device)
+    if args.model == "bayesian":
+        priors = {dest: getattr(args, dest) for _, dest in BAYESIAN_OPTIONS
+                  if getattr(args, dest) is not None}
+        gm = fastmix.BayesianGaussianMixture(n_components=args.n_components, **common,
+                                             **priors)
+    else:
+        gm = fastmix.GaussianMixture(args.n_components, n_factors=args.n_factors,
+                                     noise=args.noise, missing=args.missing,
+                                     **common)
     t0 = time.perf_counter()
     with source:
         gm.fit(source, sample_weight=args.weights,
@@ -227,7 +267,9 @@ def cmd_fit(args):
     gm.save(args.output)
     if not args.quiet:
         rows = source.n_rows if source.n_rows is not None else getattr(source, "rows_read", None)
-        print(f"fitted {args.n_components} components ({args.covariance_type}) to "
+        used = (f", {_n_effective(gm)} with weight > {EFFECTIVE_WEIGHT:g}"
+                if args.model == "bayesian" else "")
+        print(f"fitted {args.n_components} components ({args.covariance_type}{used}) to "
               f"{'?' if rows is None else rows} x {source.n_features} "
               f"rows of {args.data} in {time.perf_counter() - t0:.2f} s: "
               f"{_plural(gm.n_iter_, 'pass' if args.online else 'iteration')}, "
@@ -241,10 +283,12 @@ def cmd_score(args):
     _apply_chunk_rows(gm, args)
     with _open_data(args) as source:
         total, n, mean = gm._score_sum(source)
-    bic = -2 * total + gm._n_parameters() * np.log(n)
     print(f"{mean:.10g}")
     if not args.quiet:
-        print(f"rows {n}, mean log-likelihood {mean:.10g}, total {total:.10g}, BIC {bic:.10g}",
+        # BIC is a maximum-likelihood criterion: a Bayesian model has no parameter count
+        bic = (f", BIC {-2 * total + gm._n_parameters() * np.log(n):.10g}"
+               if hasattr(gm, "_n_parameters") else "")
+        print(f"rows {n}, mean log-likelihood {mean:.10g}, total {total:.10g}{bic}",
               file=sys.stderr)
     return 0
 
@@ -336,9 +380,14 @@ def cmd_info(args):
     gm = _load(args.model)
     info = {"class": type(gm).__name__, "n_components": gm.n_components,
             "covariance_type": gm.covariance_type, "n_features": gm.n_features_in_,
-            "converged": gm.converged_, "n_iter": gm.n_iter_, "lower_bound": gm.lower_bound_,
-            "n_parameters": int(gm._n_parameters()),
-            "weights": [round(float(w), 6) for w in gm.weights_]}
+            "converged": gm.converged_, "n_iter": gm.n_iter_, "lower_bound": gm.lower_bound_}
+    if hasattr(gm, "_n_parameters"):
+        info["n_parameters"] = int(gm._n_parameters())
+    if hasattr(gm, "weight_concentration_prior_type"):  # a Bayesian model
+        info["weight_concentration_prior_type"] = gm.weight_concentration_prior_type
+        info["weight_concentration_prior"] = float(gm.weight_concentration_prior_)
+        info[f"n_components_weight_above_{EFFECTIVE_WEIGHT:g}"] = _n_effective(gm)
+    info["weights"] = [round(float(w), 6) for w in gm.weights_]
     if getattr(gm, "_online", None) is not None:
         info["online_steps"] = int(gm.n_steps_)
     print(json.dumps(info, indent=1))
@@ -471,7 +520,11 @@ def _parser():
     f = sub.add_parser("fit", help="fit a GMM to a data file, write the model (.npz)", **fmt)
     _data_args(f)
     f.add_argument("-k", "--n-components", type=int, required=True,
-                   help="number of mixture components")
+                   help="number of mixture components (with --model bayesian an upper bound)")
+    f.add_argument("--model", default="gmm", choices=["gmm", "bayesian"],
+                   help="gmm: GaussianMixture (maximum likelihood, EM); bayesian: "
+                        "BayesianGaussianMixture (variational Bayes; surplus components get "
+                        "weights near 0)")
     f.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
     f.add_argument("--covariance-type", default="full",
                    choices=["full", "tied", "diag", "spherical", "lowrank"],
@@ -485,7 +538,8 @@ def _parser():
     f.add_argument("--max-iter", type=int, default=100,
                    help="EM iterations (passes with --online)")
     f.add_argument("--tol", type=float, default=1e-3,
-                   help="stop when the mean log-likelihood changes by less")
+                   help="stop when the mean log-likelihood changes by less (--model "
+                        "bayesian: the lower bound, a total over the rows as in scikit-learn)")
     f.add_argument("--reg-covar", type=float, default=1e-6,
                    help="added to every covariance's diagonal")
     f.add_argument("--n-init", type=int, default=1, help="initialisations (best one kept)")
@@ -497,10 +551,23 @@ def _parser():
                    help="sample weights: a .npy of N weights")
     f.add_argument("--weight-column", default=None,
                    help="Parquet/CSV column holding sample weights")
-    f.add_argument("--online", action="store_true", help="online (stepwise) EM")
+    f.add_argument("--online", action="store_true",
+                   help="online (stepwise) EM; with --model bayesian stochastic variational "
+                        "inference")
     f.add_argument("--missing", default="error", choices=["error", "marginalize"],
                    help="NaN entries (and Parquet/CSV nulls): an error, or missing values "
                         "marginalised exactly by EM")
+    b = f.add_argument_group("--model bayesian (defaults as in scikit-learn)")
+    b.add_argument("--weight-concentration-prior-type", default=None,
+                   choices=["dirichlet_process", "dirichlet_distribution"],
+                   help="prior on the weights (default dirichlet_process)")
+    b.add_argument("--weight-concentration-prior", type=float, default=None,
+                   help="concentration of the weight prior, > 0 (default 1 / n_components; "
+                        "smaller switches off more components)")
+    b.add_argument("--mean-precision-prior", type=float, default=None,
+                   help="precision of the prior on the means, > 0 (default 1)")
+    b.add_argument("--degrees-of-freedom-prior", type=float, default=None,
+                   help="Wishart degrees of freedom, > n_features - 1 (default n_features)")
     f.add_argument("--batch-rows", type=int, default=None,
                    help="rows per online-EM update (default 65536)")
     f.add_argument("--checkpoint", default=None,
@@ -647,13 +714,15 @@ def _main(argv=None):
         return 2
     try:
         args = parser.parse_args(argv)
+        if getattr(args, "resume", False) and not args.checkpoint:
+            parser.error("--resume needs --checkpoint FILE")
+        if args.command == "fit":
+            _check_model_options(parser, args)
     except SystemExit as exc:  # usage errors (status 2) and --help (status 0)
         return int(exc.code or 0)
     if args.command is None:
         parser.print_help()
         return 0
-    if getattr(args, "resume", False) and not args.checkpoint:
-        parser.error("--resume needs --checkpoint FILE")
     try:
         return args.func(args)
     except KeyboardInterrupt:

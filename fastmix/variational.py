@@ -28,6 +28,17 @@ used and ``S_k`` the second moments about the E-step's means (its centres), so n
 posterior are the prior's plus the expected sufficient statistics, so the natural-gradient
 step ``lambda <- (1 - rho) lambda + rho (prior + N/|B| s_B)`` is ``Stats.blend`` of running
 statistics scaled to the data size, followed by this M-step (``svi_update``).
+
+**SVI's lower bound.**  The global parameters after a step are the M-step of the running
+statistics, so the batch bound above applies to them with the running statistics in place of
+an E-step's: it needs only ``sum w r log r``, which ``SVIState`` carries as a running scalar
+blended exactly like the statistics (each batch's ``sum_r_log_rho - sum lse``, scaled to the
+data size).  The result is the variational lower bound of a data set of ``total_samples`` rows
+whose expected statistics are the running ones: with one batch holding all the rows and
+rho = 1 it is batch VB's bound; on a stationary stream it approaches the batch optimum's as
+rho_t -> 0.  It is not the exact bound of the current parameters on the whole data (that
+needs a pass with the parameters fixed), since each batch's responsibilities were computed
+under the parameters of its own step.
 """
 import math
 import time
@@ -316,12 +327,22 @@ def sum_r_log_rho(stats, gmm):
     return float(stats.nk @ lconst) - 0.5 * quad
 
 
+def neg_entropy(stats, gmm):
+    """sum_nk w_n r_nk log r_nk of an E-step under ``gmm`` from its statistics."""
+    return sum_r_log_rho(stats, gmm) - stats.ll
+
+
 def lower_bound(stats, old, new):
     """scikit-learn's variational lower bound (constants dropped) after the M-step that took
     ``old`` (the E-step's VBParams) to ``new`` with the E-step's statistics ``stats``."""
+    return bound_from_entropy(neg_entropy(stats, old.gmm()), new)
+
+
+def bound_from_entropy(neg_entropy, new):
+    """scikit-learn's bound of ``new``, the M-step of statistics whose responsibilities have
+    ``sum w r log r = neg_entropy``."""
     D = new.means.shape[1]
     K = new.n_components
-    neg_entropy = sum_r_log_rho(stats, old.gmm()) - stats.ll   # sum w r log r
     nu = new._nu()
     ldc = new.cov.log_det_chol(K, D) - 0.5 * D * np.log(nu)
     if new.kind == "tied":
@@ -384,55 +405,67 @@ class SVIResult:
     lower_bounds: list = field(default_factory=list)
 
 
+@dataclass
+class SVIState(OnlineState):
+    """SVI's running statistics (``OnlineState``) and their ``sum w r log r``, blended alike
+    (None: not known, e.g. a model saved without it; the next batch's value is taken)."""
+    neg_entropy: float = None
+
+
 def svi_update(X, sw, params, state, prior, *, total_samples, t0, kappa, chunk_rows,
                estep=None):
     """One SVI step on the rows ``X`` (n, D): the batch's statistics scaled by
     ``total_samples / n`` blended into the running statistics with step
     rho_t = (t + t0)^-kappa (the first batch sets them, rho = 1), then the M-step.  Returns
-    (params, state, mean log-predictive of the batch under the parameters before the step,
-    the batch's total weight)."""
-    batch = (e_step_stats(X, sw, params.gmm(), chunk_rows) if estep is None
-             else estep(X, sw, params.gmm()))
+    (params, state (``SVIState``), the lower bound of the running statistics after the step
+    (module docstring), the batch's total weight)."""
+    gmm = params.gmm()
+    batch = (e_step_stats(X, sw, gmm, chunk_rows) if estep is None else estep(X, sw, gmm))
     if not batch.ws > 0:
         return params, state, -np.inf, 0.0
-    scaled = batch.scaled(float(total_samples) / X.shape[0])
+    c = float(total_samples) / X.shape[0]
+    scaled = batch.scaled(c)
+    h = neg_entropy(batch, gmm) * c
     if state is None:
-        state = OnlineState(scaled, 0)
+        state = SVIState(scaled, 0, h)
     else:
         t = state.t + 1
-        state = OnlineState(state.stats.blend(scaled, step_size(t, t0, kappa)), t)
+        rho = step_size(t, t0, kappa)
+        old = getattr(state, "neg_entropy", None)
+        state = SVIState(state.stats.blend(scaled, rho), t,
+                         h if old is None else (1.0 - rho) * old + rho * h)
     new = m_step(*moments(state.stats, prior.reg_covar), prior)
-    return new, state, batch.mean_log_likelihood, batch.ws
+    return new, state, bound_from_entropy(state.neg_entropy, new), batch.ws
 
 
 def run_svi(data, sample_weight, params, state, prior, *, total_samples, tol, max_passes, t0,
             kappa, chunk_rows, batch_rows, lower_bound=-np.inf, callback=None, on_block=None,
             estep=None):
     """Passes of SVI over ``data`` in batches of ``batch_rows`` rows.  The value recorded per
-    pass is the weighted mean over its batches of the mean log-predictive ``log sum_k rho_k``
-    (each batch under the parameters before its step); passes stop when it changes by less
-    than ``tol`` or after ``max_passes``.  Returns an ``em.EMResult`` with ``state``."""
+    pass is the lower bound of the running statistics after its last step (``svi_update``; a
+    total over ``total_samples`` rows); passes stop when it changes by less than ``tol`` per
+    row (the change divided by ``total_samples``, passed to ``callback``) or after
+    ``max_passes``.  Returns an ``em.EMResult`` with ``state``."""
     stream = as_stream(data, sample_weight, chunk_rows).rebatched(batch_rows)
     result = EMResult(params, lower_bound, 0, False, state=state)
     for p in range(1, max_passes + 1):
         t_start = time.perf_counter()
-        ll = ws = 0.0
+        bound = -np.inf
         for _, X, w in stream.blocks():
-            result.params, result.state, bll, bw = svi_update(
+            result.params, result.state, b, bw = svi_update(
                 X, w, result.params, result.state, prior, total_samples=total_samples, t0=t0,
                 kappa=kappa, chunk_rows=stream.chunk_rows, estep=estep)
             if bw > 0:
-                ll += bll * bw
-                ws += bw
+                bound = b
             if on_block is not None:
                 on_block(X.shape[0])
         prev = result.lower_bound
-        result.lower_bound = ll / ws if ws > 0 else -np.inf
+        result.lower_bound = bound
         result.n_iter = p
         result.lower_bounds.append(result.lower_bound)
         dt = time.perf_counter() - t_start
         result.iter_times.append(dt)
-        change = result.lower_bound - prev
+        change = (result.lower_bound - prev) / float(total_samples)
         if callback is not None:
             callback(p, result.lower_bound, change, dt, result.params, result.state)
         if abs(change) < tol:
@@ -463,5 +496,5 @@ def initial_from_resp(X, sw, R, kind, prior, chunk_rows):
 
 
 __all__ = ["Prior", "VBParams", "make_prior", "data_moments", "moments", "m_step",
-           "lower_bound", "vb_step", "vb_loop", "run_vb", "svi_update", "run_svi",
+           "lower_bound", "bound_from_entropy", "neg_entropy", "SVIState", "vb_step", "vb_loop", "run_vb", "svi_update", "run_svi",
            "initial_from_params", "initial_from_resp", "PRIOR_TYPES", "VB_KINDS", "Stats"]

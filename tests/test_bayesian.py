@@ -228,6 +228,7 @@ def test_partial_fit_continues_after_load(tmp_path):
     a.partial_fit(X[900:])
     b.partial_fit(X[900:])
     assert b.n_steps_ == a.n_steps_ == 4
+    assert b.lower_bound_ == a.lower_bound_  # the running entropy term was saved too
     for name in ATTRS:
         np.testing.assert_array_equal(getattr(b, name), getattr(a, name))
 
@@ -438,3 +439,166 @@ def test_svi_passes_end_near_batch_vb():
     p = (K - 1) + 2 * K * D
     gap = batch.lower_bound_ - one.lower_bound_
     assert gap <= 5 * 0.5 * p * (N / B) * rho / (2 - rho), gap
+    # SVI's own lower_bound_, the bound of the running statistics: by the envelope theorem its
+    # first-order change with the statistics is the change of sum_n w_n lse_n, which a batch
+    # estimates (scaled by N / B) with standard deviation N sd(lse) / sqrt(B); the running
+    # average shrinks it by f as above.  5 such standard deviations.
+    sd = np.std(batch.score_samples(X))
+    assert abs(svi.lower_bound_ - batch.lower_bound_) <= 5 * f * N * sd / np.sqrt(B)
+    assert len(svi.lower_bounds_) == 4
+    # the value of a pass is the bound of the final posterior and running statistics
+    assert svi.lower_bound_ == vb.bound_from_entropy(svi._online.neg_entropy, svi._vb_params())
+
+
+def test_svi_bound_of_one_batch_holding_every_row_is_the_batch_bound():
+    """With one batch of all the rows and rho = 1 the running statistics are an E-step's, so
+    SVI's lower bound is batch VB's (the first iteration from the same start)."""
+    X = blobs(n=1200, D=3, K=3, sep=1.5)  # overlapping: the entropy term matters
+    kw = dict(n_components=4, covariance_type="full", random_state=0, chunk_size=256)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = fastmix.BayesianGaussianMixture(max_iter=1, tol=0.0, **kw).fit(X)
+    svi = fastmix.BayesianGaussianMixture(total_samples=X.shape[0], **kw).partial_fit(X)
+    assert_rel(svi.lower_bound_, one.lower_bound_, 1e-12, "lower_bound_")
+    assert_rel(svi.means_, one.means_, 1e-12, "means_")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_svi_bound_blends_the_entropy_like_the_statistics(kind):
+    """A partial_fit step with rho = 2^-0.6 (the second): the bound equals scikit-learn's bound
+    formula (``bound_from_entropy``, checked against scikit-learn by the parity tests) of the
+    new posterior with the entropy term blended from the running value and the batch's,
+    computed here directly (sum_nk r log r of explicit responsibilities under the posterior
+    before the step) and scaled to total_samples (5 x the batch)."""
+    import copy
+    X = blobs(n=1200, D=3, K=3, sep=1.5)  # overlapping: the entropy term matters
+    X0, X1 = X[::2][:300], X[1::2][:300]
+    N = 1500.0
+    est = fastmix.BayesianGaussianMixture(n_components=4, covariance_type=kind, random_state=0,
+                                          total_samples=N, chunk_size=128)
+    est.partial_fit(X0)
+    h0 = est._online.neg_entropy
+    before = copy.deepcopy(est)
+    est.partial_fit(X1)
+    R = before.predict_proba(X1)  # the responsibilities of the step's E-step
+    h1 = float(np.sum(np.where(R > 0, R * np.log(np.where(R > 0, R, 1.0)), 0.0))) * N / 300
+    assert h1 < -1.0  # the entropy is not negligible on these data
+    rho = 2.0 ** -0.6
+    want = vb.bound_from_entropy((1 - rho) * h0 + rho * h1, est._vb_params())
+    assert_rel(est.lower_bound_, want, 1e-9, "lower_bound_")
+    assert est._online.t == 1
+
+
+# ------------------------------------------------------------------ checkpoints -----------
+CK_ATTRS = ATTRS + ("precisions_", "weights_")
+
+
+def _bgmm(max_iter, **kw):
+    kw = dict(dict(n_components=5, covariance_type="full", random_state=0, tol=0.0,
+                   chunk_size=256), **kw)
+    return fastmix.BayesianGaussianMixture(max_iter=max_iter, **kw)
+
+
+def _interrupt_after(monkeypatch, module, name, calls):
+    """Make ``module.name`` raise KeyboardInterrupt on its call number ``calls + 1``."""
+    real = getattr(module, name)
+    count = [0]
+
+    def wrapped(*a, **k):
+        count[0] += 1
+        if count[0] > calls:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(module, name, wrapped)
+
+
+@pytest.mark.parametrize("algorithm, step, calls", [
+    ("batch", "vb_step", 3),        # killed in iteration 4: the checkpoint holds 3
+    ("online", "svi_update", 13)])  # killed in pass 3 (6 steps a pass): it holds 2 passes
+def test_interrupted_fit_resumed_equals_uninterrupted(tmp_path, monkeypatch, algorithm, step,
+                                                      calls):
+    X = blobs(n=3000, D=3, K=4)
+    kw = dict(batch_size=512) if algorithm == "online" else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = _bgmm(8, **kw).fit(X, algorithm=algorithm)
+        ck = tmp_path / "ck.npz"
+        with monkeypatch.context() as m:
+            _interrupt_after(m, vb, step, calls)
+            with pytest.raises(KeyboardInterrupt):
+                _bgmm(8, **kw).fit(X, algorithm=algorithm, checkpoint=ck, resume=True)
+        partial = fastmix.load(ck)
+        assert partial.n_iter_ == (3 if algorithm == "batch" else 2)
+        assert partial.lower_bounds_ == full.lower_bounds_[:partial.n_iter_]
+        # the file holds the same rows as the array: the resumed fit reads it
+        np.save(tmp_path / "x.npy", X)
+        resumed = _bgmm(8, **kw).fit(str(tmp_path / "x.npy"), algorithm=algorithm,
+                                     checkpoint=ck, resume=True)
+    assert resumed.n_iter_ == full.n_iter_ == 8
+    for name in CK_ATTRS:
+        assert np.asarray(getattr(resumed, name)).tobytes() == \
+            np.asarray(getattr(full, name)).tobytes(), name
+    for a, b in zip(np.atleast_2d(resumed.weight_concentration_),
+                    np.atleast_2d(full.weight_concentration_)):
+        assert a.tobytes() == b.tobytes()
+    assert resumed.lower_bounds_ == full.lower_bounds_
+    assert resumed.lower_bound_ == full.lower_bound_
+    assert resumed.n_steps_ == full.n_steps_
+    if algorithm == "online":  # the running statistics were restored, not restarted
+        assert resumed._online.t == full._online.t == 47
+        assert resumed._online.stats.s2.tobytes() == full._online.stats.s2.tobytes()
+    # a finished checkpoint is returned as it is
+    done = _bgmm(8, **kw).fit(X, algorithm=algorithm, checkpoint=ck, resume=True)
+    assert done.means_.tobytes() == full.means_.tobytes()
+
+
+def test_checkpoint_keeps_the_priors_set_from_the_data(tmp_path):
+    """The default priors come from the data and the start; the resumed fit uses the saved
+    ones (a checkpoint also records them, so ``load`` gives a usable model)."""
+    X = blobs(n=1500, D=3, K=3)
+    ck = tmp_path / "ck.npz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = _bgmm(2, covariance_type="diag").fit(X, checkpoint=ck)
+    back = fastmix.load(ck)
+    for name in ("mean_prior_", "covariance_prior_", "degrees_of_freedom_prior_",
+                 "weight_concentration_prior_", "mean_precision_prior_"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(a, name))
+    np.testing.assert_array_equal(back.score_samples(X), a.score_samples(X))
+
+
+def test_checkpoint_bad_use_raises_and_overwrites_nothing(tmp_path):
+    X = blobs(n=1500, D=3, K=3)
+    ck = tmp_path / "ck.npz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _bgmm(2).fit(X, checkpoint=ck)
+        with pytest.raises(ValueError, match="checkpoint needs n_init=1"):
+            _bgmm(4, n_init=2).fit(X, checkpoint=ck, resume=True)
+        with pytest.raises(ValueError, match="resume=True needs a checkpoint path"):
+            _bgmm(4).fit(X, resume=True)
+        with pytest.raises(FileNotFoundError, match=r"cannot write checkpoint /nonexist/c"):
+            _bgmm(4).fit(X, checkpoint="/nonexist/ck.npz")
+        with pytest.raises(ValueError, match=r"weight_concentration_prior_type="
+                                             r"'dirichlet_process' vs 'dirichlet_distribution'"):
+            _bgmm(4, weight_concentration_prior_type="dirichlet_distribution").fit(
+                X, checkpoint=ck, resume=True)
+        with pytest.raises(ValueError, match=r"contents differ"):
+            _bgmm(4).fit(X[::-1].copy(), checkpoint=ck, resume=True)
+        with pytest.raises(ValueError, match="written by a different algorithm"):
+            _bgmm(4).fit(X, algorithm="online", checkpoint=ck, resume=True)
+        gm = tmp_path / "gm.npz"
+        fastmix.GaussianMixture(3, max_iter=2, random_state=0, chunk_size=256).fit(
+            X, checkpoint=gm)
+        with pytest.raises(ValueError, match="holds a GaussianMixture, not a "
+                                             "BayesianGaussianMixture checkpoint"):
+            _bgmm(4, n_components=3).fit(X, checkpoint=gm, resume=True)
+        with pytest.raises(ValueError, match="holds a BayesianGaussianMixture, not a "
+                                             "GaussianMixture checkpoint"):
+            fastmix.GaussianMixture(5, max_iter=4, random_state=0, chunk_size=256).fit(
+                X, checkpoint=ck, resume=True)
+        plain = tmp_path / "plain.npz"
+        _bgmm(2).fit(X).save(plain)
+        with pytest.raises(ValueError, match="does not record the data it was fitted on"):
+            _bgmm(4).fit(X, checkpoint=plain, resume=True)
+    assert fastmix.load(ck).n_iter_ == 2

@@ -10,6 +10,15 @@ short NumPy k-means.  Shapes are written ``(N, D, K)``.
 * ``EMIteration.time_em_iteration_warm_start``: one more iteration of an
   already fitted ``warm_start=True`` model (no initialisation at all).
 * ``EMIterationLarge``: the same at N = 10^6 (the size of bench/compare.py).
+* ``BayesianIteration.time_vb_step``: one variational iteration (E-step, M-step,
+  lower bound; ``fastmix.variational.vb_step``) of a fitted
+  ``BayesianGaussianMixture``, beside ``time_em_iteration_warm_start`` of the
+  same covariance type (the issue's target: within 1.3x of it);
+  ``time_vb_iteration_warm_start``: the same through ``fit`` with
+  ``warm_start=True`` (which also recomputes the default priors from the data,
+  one more, lighter pass, as scikit-learn does on every ``fit``);
+  ``time_svi_step``: one ``partial_fit`` (stochastic variational) step on a
+  (4096, 16) chunk.
 * ``LowRankIteration.time_em_iteration``: one lowrank (MFA) EM iteration at
   N = 60 000, D = 784, K = 16, q = 8.
 * ``FitMemory.peakmem_fit``: asv's peak RSS of the benchmark process, which
@@ -115,6 +124,51 @@ class EMIterationLarge(EMIteration):
 
     params = (["diag", "full"], [(1_000_000, 16, 16)], DTYPES)
     timeout = 600
+
+
+class BayesianIteration:
+    """One variational iteration of a fitted ``warm_start`` BayesianGaussianMixture (no
+    initialisation, no prior pass), and the EM iteration of the same case for the ratio."""
+
+    params = (["diag", "full"], [(100_000, 16, 16)])
+    param_names = ["covariance_type", "shape"]
+    timeout = 300
+
+    def setup(self, covariance_type, shape):
+        from fastmix import BayesianGaussianMixture
+        self.X, self.init = _problem(shape, "float64", covariance_type)
+        self.vb = BayesianGaussianMixture(n_components=shape[2], covariance_type=covariance_type,
+                                          max_iter=1, tol=0.0, random_state=SEED,
+                                          warm_start=True)
+        _fit_quietly(self.vb, self.X)  # JIT warm-up, initialisation and the priors
+        _fit_quietly(self.vb, self.X)
+        from fastmix import variational
+        from fastmix.em import e_step_stats
+        params, prior = self.vb._vb_params(), self.vb._prior()
+        self.vb_step = lambda: variational.vb_step(lambda g: e_step_stats(self.X, None, g),
+                                                   params, prior)
+        self.em = _model(self.init, covariance_type, warm_start=True)
+        _fit_quietly(self.em, self.X)
+        chunks = make_mixture(40960, 16, 16, seed=SEED)
+        self.chunks = [chunks[i:i + 4096] for i in range(0, chunks.shape[0], 4096)]
+        self.svi = BayesianGaussianMixture(n_components=16, covariance_type=covariance_type,
+                                           random_state=SEED, total_samples=40960)
+        for c in self.chunks[:3]:
+            self.svi.partial_fit(c)
+        self.i = 3
+
+    def time_vb_step(self, covariance_type, shape):
+        self.vb_step()
+
+    def time_vb_iteration_warm_start(self, covariance_type, shape):
+        _fit_quietly(self.vb, self.X)
+
+    def time_em_iteration_warm_start(self, covariance_type, shape):
+        _fit_quietly(self.em, self.X)
+
+    def time_svi_step(self, covariance_type, shape):
+        self.svi.partial_fit(self.chunks[self.i % len(self.chunks)])
+        self.i += 1
 
 
 def _status_mb(field):

@@ -2,6 +2,7 @@
 on the EM kernels; the mathematics is in ``fastmix.variational``."""
 import json
 import math
+import os
 import sys
 import warnings
 
@@ -11,10 +12,11 @@ from .._compute import blas_single_threaded
 from .._params import Covariance
 from .._stats import Stats
 from .._validation import check_array, check_random_state, check_sample_weight
+from .. import io as sources
 from .. import variational as vb
 from ..em import EMResult
 from ..io import as_stream
-from ..online import OnlineState, check_step_params
+from ..online import check_step_params
 from ._base import (ALGORITHMS, DEVICES, INIT_METHODS, ONLINE_BATCH_CHUNKS, MixtureBase,
                     _check_int, _fit_dtype, _is_gpu_array)
 from ._gaussian import ConvergenceWarning, GaussianMixture
@@ -45,7 +47,8 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
     covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
     tol : float, default=1e-3
         Iterations stop when the lower bound (a total over the rows, as in scikit-learn)
-        changes by less than ``tol``.
+        changes by less than ``tol``; SVI passes (``algorithm="online"``) when it changes by
+        less than ``tol`` per row (the change divided by the row count).
     reg_covar : float, default=1e-6
         Added to the diagonal of each component's sample covariance.
     max_iter : int, default=100
@@ -101,7 +104,11 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
     converged_ : bool ; n_iter_ : int
     lower_bound_ : float
         scikit-learn's variational lower bound (constants dropped) of the best
-        initialisation; for SVI the mean log-predictive of the last pass.
+        initialisation.  For SVI (``fit(algorithm="online")``, ``partial_fit``) the same bound
+        of the running statistics after the last step: the bound of a data set of
+        ``total_samples`` rows (the data's row count in ``fit``) whose expected statistics
+        are the running ones (``fastmix.variational``); on a stationary stream it approaches
+        the batch optimum's as the steps shrink.
     lower_bounds_ : list of float
     n_features_in_ : int
     n_steps_ : int (SVI steps done)
@@ -264,7 +271,8 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
         self.precisions_ = cast(cov.precisions)
 
     # ------------------------------------------------------------------ fitting -------------
-    def fit(self, X, y=None, sample_weight=None, *, algorithm="batch"):
+    def fit(self, X, y=None, sample_weight=None, *, algorithm="batch", checkpoint=None,
+            resume=False):
         """Fit the variational posterior.
 
         Parameters
@@ -280,12 +288,20 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
             "batch": coordinate-ascent variational Bayes, one pass per iteration (a file
             gives bit-identically the in-memory fit).  "online": stochastic variational
             inference in batches of ``batch_size`` rows, ``max_iter`` passes at most.
+        checkpoint : path, optional
+            Save the model (atomically, with its priors and, for SVI, its running statistics)
+            after every iteration or pass.  Needs ``n_init=1``.
+        resume : bool, default=False
+            With ``checkpoint``: if the file exists, continue from it instead of starting
+            over; the result equals an uninterrupted fit's bit for bit.  The checkpoint must
+            have been written for the same data and parameters (``max_iter``, ``progress``,
+            ``verbose``, ``device``, ``warm_start`` and ``n_init`` may differ).
 
         Returns
         -------
         self
         """
-        self._fit(X, sample_weight, algorithm)
+        self._fit(X, sample_weight, algorithm, checkpoint=checkpoint, resume=resume)
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None):
@@ -293,12 +309,24 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
         X_mem = self._fit(X, sample_weight)
         return self.predict(X if X_mem is None else X_mem)
 
-    def _fit(self, X, sample_weight, algorithm="batch", resp=None):
+    _CHECKPOINT_CLASS = "BayesianGaussianMixture"
+
+    def _checkpoint_params(self):
+        return self._vb_params()
+
+    def _fit(self, X, sample_weight, algorithm="batch", resp=None, checkpoint=None,
+             resume=False):
         """Fit; ``resp`` (N, K): initial responsibilities instead of ``init_params`` (private:
         scikit-learn parity tests start both libraries from the same responsibilities)."""
         self._check_hyper()
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+        if checkpoint is not None and self.n_init != 1:
+            raise ValueError("checkpoint needs n_init=1 (one initialisation to resume)")
+        if resume and checkpoint is None:
+            raise ValueError("resume=True needs a checkpoint path")
+        if checkpoint is not None:  # before any work: a bad path fails now, naming it
+            sources.check_output_path(checkpoint, "checkpoint")
         gpu = self._gpu(X, algorithm)
         data, opened = self._stream(X, sample_weight, fitting=True)
         if algorithm == "online" and getattr(data, "is_dask", False):
@@ -315,7 +343,8 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
                 else:
                     device_data = gpu.StreamedData(data, gpu.DEFAULT_BLOCK_ROWS,
                                                    gpu.DEFAULT_THREADS)
-            best, prior, D = self._fit_stream(data, algorithm, resp, gpu, device_data)
+            best, prior, D = self._fit_stream(data, algorithm, resp, gpu, device_data,
+                                              checkpoint, resume)
         finally:
             if getattr(device_data, "streamed", False):
                 device_data.close()
@@ -334,11 +363,13 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
         self.lower_bounds_ = list(best.lower_bounds)
         self.iteration_times_ = list(best.iter_times)
         self.n_features_in_ = D
+        self._fitted_on = None  # set on checkpoint snapshots only
         self._online = best.state if algorithm == "online" else None
         self.n_steps_ = 0 if self._online is None else self._online.t + 1
         return data.in_memory
 
-    def _fit_stream(self, data, algorithm, resp, gpu, device_data):
+    def _fit_stream(self, data, algorithm, resp, gpu, device_data, checkpoint=None,
+                    resume=False):
         D = data.n_features
         self._check_rows(data.n_rows)
         self._check_prior_args(D)
@@ -346,6 +377,19 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
         if warm and D != self.n_features_in_:
             raise ValueError(f"X has {D} features, but {type(self).__name__} is expecting "
                              f"{self.n_features_in_} features as input.")
+        record = None if checkpoint is None else sources.data_record(data)
+        ckpt = dict(checkpoint=checkpoint, record=record)
+        if resume and os.path.exists(checkpoint):
+            ck = self._load_checkpoint(checkpoint, D, algorithm, record)
+            # the priors were set from the data and the start: continue with the saved ones
+            prior = ck._prior()
+            start = EMResult(ck._vb_params(), ck.lower_bound_, ck.n_iter_, ck.converged_,
+                             list(ck.lower_bounds_), [], state=ck._online)
+            if start.converged or start.n_iter >= self.max_iter:
+                return start, prior, D
+            with blas_single_threaded():
+                return self._run(data, start, prior, algorithm, 0, 1, gpu, device_data,
+                                 **ckpt), prior, D
         n_init = 1 if warm else self.n_init
         rng = check_random_state(self.random_state)
         prior = W = None
@@ -381,31 +425,50 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
                 else:
                     params = vb.initial_from_params(start, W, prior)
                     lb, state = -np.inf, None
+                start = EMResult(params, lb, 0, False, state=state)
                 if self.max_iter == 0:
-                    result = EMResult(params, lb, 0, False, state=state)
+                    result = start
                 else:
-                    result = self._run(data, params, lb, state, prior, algorithm, init, n_init,
-                                       gpu, device_data)
+                    result = self._run(data, start, prior, algorithm, init, n_init, gpu,
+                                       device_data, **ckpt)
                 if best is None or result.lower_bound > best.lower_bound:
                     best = result
         return best, prior, D
 
-    def _run(self, data, params, lb, state, prior, algorithm, init, n_init, gpu, device_data):
+    def _run(self, data, start, prior, algorithm, init, n_init, gpu, device_data,
+             checkpoint=None, record=None):
+        """The iterations from ``start`` (an EMResult of VBParams; ``start.n_iter`` already
+        done, e.g. by an interrupted fit whose checkpoint is resumed)."""
         bar = None
+        done = start.n_iter
         if self.progress:
             from tqdm.auto import tqdm
             desc = "SVI passes" if algorithm == "online" else (
                 "VB" if n_init == 1 else f"VB init {init + 1}/{n_init}")
-            bar = tqdm(total=self.max_iter, desc=desc, unit="it", file=sys.stderr)
+            bar = tqdm(total=self.max_iter, initial=done, desc=desc, unit="it",
+                       file=sys.stderr)
+        saver = None
+        if checkpoint is not None:
+            saver = self._checkpoint_saver(
+                checkpoint, algorithm, record, data,
+                prepare=lambda snap: snap._set_prior(prior, np.float64))
+        history = list(start.lower_bounds)
 
         def callback(n_iter, bound, change, dt, params, state=None):
+            it = done + n_iter
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(lower_bound=f"{bound:.6g}", change=f"{change:.3g}")
-            if self.verbose >= 2 and n_iter % self.verbose_interval == 0:
-                print(f"  Iteration {n_iter}\t time lapse {dt:.5f}s\t ll change {change:.5g}")
+            if self.verbose >= 2 and it % self.verbose_interval == 0:
+                print(f"  Iteration {it}\t time lapse {dt:.5f}s\t ll change {change:.5g}")
+            if saver is not None:
+                history.append(bound)
+                saver(EMResult(params, bound, it, abs(change) < self.tol, list(history),
+                               state=state))
 
-        kw = dict(tol=float(self.tol), lower_bound=lb, callback=callback)
+        params, state = start.params, start.state
+        kw = dict(tol=float(self.tol), lower_bound=start.lower_bound, callback=callback)
+        max_iter = int(self.max_iter) - done
         try:
             if algorithm == "online":
                 batch = self.batch_size or ONLINE_BATCH_CHUNKS * self._chunk_rows
@@ -413,7 +476,7 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
                 if n is None:  # one counting pass (CSV, iterators)
                     n = sum(X.shape[0] for _, X, _ in data.blocks())
                 result = vb.run_svi(data, None, params, state, prior, total_samples=n,
-                                    max_passes=int(self.max_iter), t0=float(self.step_offset),
+                                    max_passes=max_iter, t0=float(self.step_offset),
                                     kappa=float(self.step_decay), chunk_rows=self._chunk_rows,
                                     batch_rows=batch, estep=self._gpu_estep(), **kw)
             elif device_data is not None:
@@ -423,13 +486,15 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
                     def estep(g):
                         return gpu.e_step_stats(device_data, None, g, gpu.DEFAULT_BLOCK_ROWS,
                                                 gpu.DEFAULT_THREADS)
-                result = vb.vb_loop(estep, params, prior, max_iter=int(self.max_iter), **kw)
+                result = vb.vb_loop(estep, params, prior, max_iter=max_iter, **kw)
             else:
-                result = vb.run_vb(data, None, params, prior, max_iter=int(self.max_iter),
+                result = vb.run_vb(data, None, params, prior, max_iter=max_iter,
                                    chunk_rows=self._chunk_rows, **kw)
         finally:
             if bar is not None:
                 bar.close()
+        result.n_iter += done
+        result.lower_bounds = list(start.lower_bounds) + list(result.lower_bounds)
         if self.verbose:
             print(f"Initialization {'converged' if result.converged else 'did not converge'}. "
                   f"lower bound {result.lower_bound:.6g}")
@@ -442,7 +507,8 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
         running statistics with step rho_t = (t + step_offset)^-step_decay (the first call
         initialises the model from ``X`` with ``init_params`` -- its priors from ``X`` too,
         when not given -- and sets the statistics, rho = 1); then the variational M-step.
-        ``lower_bound_`` is the mean log-predictive of ``X`` before the step.  Returns self.
+        ``lower_bound_`` is the lower bound of the running statistics after the step (see the
+        attribute), a total over ``total_samples`` rows.  Returns self.
         """
         self._check_hyper()
         if _is_gpu_array(X):
@@ -509,6 +575,8 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
                 "params": scalars, "converged_": self.converged_, "n_iter_": self.n_iter_,
                 "lower_bound_": self.lower_bound_, "lower_bounds_": self.lower_bounds_,
                 "n_features_in_": self.n_features_in_,
+                **({"fitted_on": self._fitted_on}
+                   if getattr(self, "_fitted_on", None) is not None else {}),
                 "priors": {"weight_concentration_prior_": self.weight_concentration_prior_,
                            "mean_precision_prior_": self.mean_precision_prior_,
                            "degrees_of_freedom_prior_": self.degrees_of_freedom_prior_}}
@@ -522,8 +590,10 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
         state = getattr(self, "_online", None)
         if state is not None:
             st = state.stats
+            h = getattr(state, "neg_entropy", None)
             meta["online"] = {"t": int(state.t), "ll": float(st.ll), "ws": float(st.ws),
-                              "n_steps_": int(self.n_steps_)}
+                              "neg_entropy": None if h is None else float(h),
+                              "n_steps_": int(getattr(self, "n_steps_", state.t + 1))}
             for f in ("nk", "s1", "s2", "centre", "gcentre"):
                 arrays["online__" + f] = getattr(st, f)
         _atomic_write(path, lambda fh: np.savez(fh, meta=np.array(json.dumps(meta)), **arrays))
@@ -579,6 +649,7 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
         est.lower_bound_ = float(meta["lower_bound_"])
         est.lower_bounds_ = [float(v) for v in meta["lower_bounds_"]]
         est.n_features_in_ = D
+        est._fitted_on = meta.get("fitted_on")  # a checkpoint: what it was fitted on
         est._online = None
         est.n_steps_ = 0
         if "online" in meta:
@@ -588,6 +659,7 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
                        float(on["ll"]), float(on["ws"]))
             if st.nk.shape != (K,) or st.s1.shape != (K, D):
                 raise ValueError("online statistics have inconsistent shapes")
-            est._online = OnlineState(st, int(on["t"]))
+            h = on.get("neg_entropy")
+            est._online = vb.SVIState(st, int(on["t"]), None if h is None else float(h))
             est.n_steps_ = int(on["n_steps_"])
         return est

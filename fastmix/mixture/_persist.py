@@ -88,12 +88,25 @@ class CheckpointMixin:
     #: the iterations already done); every other parameter must match.
     _RESUME_FREE = ("max_iter", "progress", "verbose", "verbose_interval", "device",
                     "warm_start", "n_init")
+    #: The registered class whose checkpoints this estimator resumes from.
+    _CHECKPOINT_CLASS = "GaussianMixture"
+
+    def _checkpoint_params(self):
+        """The driver's parameters of a loaded checkpoint (what the fit loop continues from)."""
+        return self._params()
 
     def _from_checkpoint(self, path, D, algorithm, record=None):
         """The fit state saved in checkpoint ``path``; ValueError when it was written for other
         data (``record``: ``io.data_record`` of this fit's data) or other parameters."""
+        ck = self._load_checkpoint(path, D, algorithm, record)
+        return EMResult(ck._checkpoint_params(), ck.lower_bound_, ck.n_iter_, ck.converged_,
+                        list(ck.lower_bounds_), [], state=getattr(ck, "_online", None))
+
+    def _load_checkpoint(self, path, D, algorithm, record=None):
+        """The estimator saved in checkpoint ``path``, checked against this fit (see
+        ``_from_checkpoint``)."""
         ck = load(path)
-        if not isinstance(ck, MODEL_CLASSES["GaussianMixture"]):
+        if not isinstance(ck, MODEL_CLASSES[self._CHECKPOINT_CLASS]):
             raise ValueError(f"checkpoint {path!s} holds a {type(ck).__name__}, not a "
                              f"{type(self).__name__} checkpoint")
         mine, theirs = self.get_params(), ck.get_params()
@@ -128,12 +141,15 @@ class CheckpointMixin:
                              f"have {D}")
         if (getattr(ck, "_online", None) is not None) != (algorithm == "online"):
             raise ValueError(f"checkpoint {path!s} was written by a different algorithm")
-        return EMResult(ck._params(), ck.lower_bound_, ck.n_iter_, ck.converged_,
-                        list(ck.lower_bounds_), [], state=getattr(ck, "_online", None))
+        return ck
 
-    def _checkpoint_saver(self, path, algorithm, record=None, data=None):
+    def _checkpoint_saver(self, path, algorithm, record=None, data=None, prepare=None):
+        """``save(result)``: writes a snapshot of ``result`` to ``path``; ``prepare(snap)``, if
+        given, sets what else the estimator needs on the snapshot before it is written."""
         def save(result):
             snap = _clone(self)
+            if prepare is not None:
+                prepare(snap)
             if record is not None:  # a CSV file's row count is known after the first pass
                 n = record["n_rows"] if record["n_rows"] is not None else data.n_rows
                 snap._fitted_on = dict(record, n_rows=None if n is None else int(n))
