@@ -151,6 +151,7 @@ def test_checkpoint_and_resume(datafile, tmp_path):
      "--model bayesian supports --covariance-type full, tied, diag or spherical, not lowrank"),
     (["--model", "bayesian", "--n-factors", "2"], "--n-factors applies to --model gmm"),
     (["--model", "bayesian", "--noise", "isotropic"], "--noise applies to --model gmm"),
+    (["--model", "bayesian", "--missing", "marginalize"], "--missing applies to --model gmm"),
     (["--model", "mixture"], "argument --model: invalid choice: 'mixture'"),
 ])
 def test_options_of_the_other_model_are_usage_errors(datafile, tmp_path, capsys, argv,
