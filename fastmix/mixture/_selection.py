@@ -19,9 +19,10 @@ from ._gaussian import ConvergenceWarning, GaussianMixture
 
 
 class SelectionResult:
-    """What ``select_mixture`` found: every candidate's scores and the best model.
+    """What ``select_mixture`` found: every candidate's scores and the best model (the
+    attributes carry scikit-learn's ``GridSearchCV`` names where they apply).
 
-    Attributes (scikit-learn's ``GridSearchCV`` names where they apply)
+    Attributes
     ----------
     criterion : str
     results_ : dict of (n_candidates,) numpy arrays
