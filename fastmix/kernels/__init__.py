@@ -526,7 +526,11 @@ def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None):
     s1_p = np.zeros((n_slots, K, D))
     s2_p = np.zeros((n_slots,) + s2_shape(kind, K, D))
     llws_p = np.zeros((n_slots, 8))
-    run, pc, g, g64, tmeans = _pass_layout(kp, ESTEP, X.dtype)
+    # the chunks without NaN run exactly as in ``estep_stats`` (spherical: its (K, 1, 1)
+    # layout when pass_diag runs, with second moments in their own slots)
+    run, pc, g, g64, tmeans = _pass_layout(kp, ESTEP, X.dtype, native_spherical=True)
+    native = kp.kind == SPHERICAL and pc.shape[2] == 1
+    s2_q = np.zeros((n_slots,) + s2_shape(SPHERICAL, K, D)) if native else s2_p
     masked, margs = _missing_args(kp, cov, logw, X, chunk_rows, flags)
     sw = _weights(sw)
     margs = (margs[0], sw) + margs[2:]
@@ -546,7 +550,7 @@ def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None):
                        none_f, none_i, none_r, none_m)
             else:
                 run(ESTEP, X, sw, R, kp.means, pc, kp.lconst, tmeans, g, kp.means64, g64,
-                    cut, chunk_rows, c0, j, e, nk_p, s1_p, s2_p, llws_p)
+                    cut, chunk_rows, c0, j, e, nk_p, s1_p, s2_q, llws_p)
             j = e
 
     with blas_single_threaded():
@@ -556,7 +560,11 @@ def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None):
             for j in range(n_here):  # fixed order
                 acc.nk += nk_p[j, :K]
                 acc.s1 += s1_p[j]
-                acc.s2 += s2_p[j] if kind == kp.kind else s2_p[j].sum(axis=2, keepdims=True)
+                if native and not flags[c0 + j]:
+                    acc.s2 += s2_q[j]
+                else:
+                    acc.s2 += (s2_p[j] if kind == kp.kind
+                               else s2_p[j].sum(axis=2, keepdims=True))
                 acc.ll += llws_p[j, 0]
                 acc.ws += llws_p[j, 1]
     return acc.result()
