@@ -136,6 +136,9 @@ def scale(args):
     kw = dict(max_iter=args.max_iter, tol=args.tol)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # compile the kernels first (numba): the timings below are of warm runs
+        fastmix.select_mixture(X[:2000], n_components=[1, 2], covariance_types=kinds,
+                               random_state=0, max_iter=3)
         t0, c0 = time.perf_counter(), time.process_time()
         res = fastmix.select_mixture(X, n_components=ks, covariance_types=kinds,
                                      random_state=0, **kw)
@@ -154,21 +157,43 @@ def scale(args):
             print("separate", out["separate"], flush=True)
         if not args.no_sklearn:
             from sklearn.mixture import GaussianMixture as SkGM
+            Xs = X
+            if args.sklearn_n and args.sklearn_n < X.shape[0]:
+                # scikit-learn's loop on the first sklearn_n rows (the data are shuffled), and
+                # select_mixture on the same rows for the ratio measured on equal terms
+                Xs = X[:args.sklearn_n]
+                t0, c0 = time.perf_counter(), time.process_time()
+                rs = fastmix.select_mixture(Xs, n_components=ks, covariance_types=kinds,
+                                            random_state=0, **kw)
+                out["select_sub"] = {"n": Xs.shape[0], "seconds": time.perf_counter() - t0,
+                                     "cpu": time.process_time() - c0, "best": rs.best_params_,
+                                     "iters": int(rs.results_["n_iter"].sum())}
+                print("select_sub", out["select_sub"], flush=True)
             t0, c0 = time.perf_counter(), time.process_time()
-            sk_bic = {}
+            sk_bic, sk_iters = {}, 0
             for kind in kinds:
                 for K in ks:
-                    sk_bic[f"{kind}{K}"] = SkGM(K, covariance_type=kind, random_state=0,
-                                                **kw).fit(X).bic(X)
-            out["sklearn"] = {"seconds": time.perf_counter() - t0,
-                              "cpu": time.process_time() - c0,
+                    m = SkGM(K, covariance_type=kind, random_state=0, **kw).fit(Xs)
+                    sk_bic[f"{kind}{K}"] = m.bic(Xs)
+                    sk_iters += int(m.n_iter_)
+            out["sklearn"] = {"n": Xs.shape[0], "seconds": time.perf_counter() - t0,
+                              "cpu": time.process_time() - c0, "iters": sk_iters,
                               "best": min(sk_bic, key=sk_bic.get)}
             print("sklearn", out["sklearn"], flush=True)
     if args.npy:
-        np.save(args.npy, X)
+        n_ooc = args.npy_rows or X.shape[0]
+        ks_ooc = list(range(1, (args.npy_kmax or args.kmax) + 1))
+        it_ooc = args.npy_max_iter or args.max_iter
+        if n_ooc == X.shape[0]:
+            np.save(args.npy, X)
+        else:
+            Xo = make_mixture(n_ooc, args.d, args.k_true, separation="overlap", seed=1)
+            np.save(args.npy, Xo[0] if isinstance(Xo, tuple) else Xo)
+            del Xo
         del X
+        out["npy_grid"] = {"n": n_ooc, "kmax": ks_ooc[-1], "max_iter": it_ooc}
         code = (f"import sys; sys.path.insert(0, {HERE!r}); import selection as s; "
-                f"s._sweep_child({args.npy!r}, {ks!r}, {kinds!r}, {args.max_iter}, {args.tol})")
+                f"s._sweep_child({args.npy!r}, {ks_ooc!r}, {kinds!r}, {it_ooc}, {args.tol})")
         child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                check=True)
         out["npy"] = json.loads(child.stdout.strip().splitlines()[-1])
@@ -181,18 +206,32 @@ def scale(args):
           "| run | wall s | process CPU s | vs select_mixture (wall) |", "|---|---|---|---|",
           f"| select_mixture (one pass per iteration for all) | {s['seconds']:.1f} | "
           f"{s['cpu']:.1f} | 1.0x |"]
-    for name, label in (("separate", "fastmix.GaussianMixture per candidate"),
-                        ("sklearn", "scikit-learn GaussianMixture loop")):
-        if name in out:
-            md.append(f"| {label} | {out[name]['seconds']:.1f} | {out[name]['cpu']:.1f} | "
-                      f"{out[name]['seconds'] / s['seconds']:.2f}x |")
+    if "separate" in out:
+        md.append(f"| fastmix.GaussianMixture per candidate | {out['separate']['seconds']:.1f} | "
+                  f"{out['separate']['cpu']:.1f} | "
+                  f"{out['separate']['seconds'] / s['seconds']:.2f}x |")
+    if "sklearn" in out:
+        sk = out["sklearn"]
+        ref = out.get("select_sub", s)
+        if "select_sub" in out:
+            md.append(f"| select_mixture on the first {ref['n']} rows | {ref['seconds']:.1f} | "
+                      f"{ref['cpu']:.1f} | |")
+        md.append(f"| scikit-learn GaussianMixture loop ({sk['n']} rows) | {sk['seconds']:.1f} | "
+                  f"{sk['cpu']:.1f} | {sk['seconds'] / ref['seconds']:.2f}x (same rows) |")
+        if "select_sub" in out:
+            f = args.n / ref["n"]
+            md.append(f"| scikit-learn loop at N = {args.n}, extrapolated ({f:g} x its "
+                      f"{ref['n']}-row time) | ~{sk['seconds'] * f:.0f} | ~{sk['cpu'] * f:.0f} | "
+                      f"~{sk['seconds'] * f / s['seconds']:.1f}x |")
     md += ["", f"passes over the data: {s['passes']} (EM iterations of all candidates "
            f"together: {s['iters']}); best: {s['best']}"
            + (f"; scikit-learn's best: {out['sklearn']['best']}" if "sklearn" in out else "")]
     if "npy" in out:
         n = out["npy"]
+        g = out["npy_grid"]
         em = [b for b, k in zip(n["bytes_read"], n["pass_kinds"]) if k == "em"]
-        md += ["", f"out of core ({args.npy}, {n['file_bytes'] / 2**20:.0f} MiB): "
+        md += ["", f"out of core ({args.npy}, {n['file_bytes'] / 2**20:.0f} MiB, N = {g['n']}, "
+               f"K = 1..{g['kmax']} x {kinds}, max_iter {g['max_iter']}; best {n['best']}): "
                f"{n['seconds']:.1f} s, {len(em)} EM passes, bytes per EM pass / file size = "
                f"{min(em) / n['file_bytes']:.4f} .. {max(em) / n['file_bytes']:.4f}, "
                f"peak RSS {n['peak_rss_mib']:.0f} MiB"]
@@ -222,6 +261,11 @@ def main():
     b.add_argument("--no-sklearn", action="store_true")
     b.add_argument("--no-separate", action="store_true")
     b.add_argument("--npy", default=None, help="also sweep this .npy file (written first)")
+    b.add_argument("--sklearn-n", type=int, default=None,
+                   help="run scikit-learn's loop (and select_mixture again) on the first rows")
+    b.add_argument("--npy-rows", type=int, default=None, help="rows of the .npy (default --n)")
+    b.add_argument("--npy-kmax", type=int, default=None)
+    b.add_argument("--npy-max-iter", type=int, default=None)
     b.set_defaults(func=scale)
     args = p.parse_args()
     args.func(args)
