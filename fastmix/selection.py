@@ -81,22 +81,46 @@ def train_weights_of_rows(rows, fraction, seed):
     return (~_heldout_rows(rows, fraction, seed)).astype(np.float64)
 
 
+def split_weights(start, stop, w, fraction, seed):
+    """(training weights, held-out weights) of rows start..stop-1 whose sample weights are ``w``
+    ((stop - start,) float64, or None for weight 1): each row's weight goes to the side of the
+    split it falls on, the other side gets 0.0."""
+    held = heldout_mask(start, stop, fraction, seed)
+    if w is None:
+        return (~held).astype(np.float64), held.astype(np.float64)
+    return np.where(held, 0.0, w), np.where(held, w, 0.0)
+
+
 class TrainingWeights(Source):
-    """The held-out split as a 1-D random-access weight source: 1.0 for training rows, 0.0 for
-    held-out rows (so any Stream reads it in step with the rows)."""
+    """The held-out split as a 1-D random-access weight source: the sample weight (1.0 without
+    ``base``) for training rows, 0.0 for held-out rows (so any Stream reads it in step with the
+    rows).  ``base``: None, the (N,) sample weights, or a 1-D random-access Source of them."""
 
     random_access = True
     n_features = 1
     dtype = np.dtype(np.float64)
 
-    def __init__(self, n_rows, fraction, seed):
+    def __init__(self, n_rows, fraction, seed, base=None):
         self.n_rows = int(n_rows)
         self.fraction = float(fraction)
         self.seed = int(seed)
+        self.base = base
         self.name = f"held-out split ({fraction:g})"
+        if base is not None:
+            self.name = f"{getattr(base, 'name', 'sample_weight')} x {self.name}"
 
     def read_rows(self, start, stop, out):
-        out[:, 0] = ~heldout_mask(start, stop, self.fraction, self.seed)
+        b = self.base
+        if b is None:
+            out[:, 0] = ~heldout_mask(start, stop, self.fraction, self.seed)
+            return
+        if isinstance(b, np.ndarray):
+            w = b[start:stop]
+        else:
+            buf = np.empty((stop - start, 1))
+            b.read_rows(start, stop, buf)
+            w = buf[:, 0]
+        out[:, 0] = split_weights(start, stop, w, self.fraction, self.seed)[0]
 
     def take(self, rows):
         rows = np.asarray(rows, dtype=np.int64)
@@ -109,6 +133,39 @@ class TrainingWeights(Source):
         out = np.empty((self.n_rows, 1))
         self.read_rows(0, self.n_rows, out)
         return out[:, 0]
+
+
+class SplitColumnSource(Source):
+    """A sequential source that carries its own weight column (Parquet/CSV ``weight_column``,
+    an iterable of (X, w) pairs) with the held-out rows' weights set to 0.0."""
+
+    has_weights = True
+    random_access = False
+
+    def __init__(self, inner, fraction, seed):
+        self.inner = inner
+        self.name = inner.name
+        self.n_rows, self.n_features, self.dtype = inner.n_rows, inner.n_features, inner.dtype
+        self.fraction, self.seed = float(fraction), int(seed)
+
+    def pieces(self):
+        start = 0
+        for piece in self.inner.pieces():
+            X, w = piece
+            w = np.asarray(w, dtype=np.float64).reshape(-1)
+            yield X, split_weights(start, start + w.shape[0], w, self.fraction, self.seed)[0]
+            start += w.shape[0]
+
+    @property
+    def rows_read(self):
+        return getattr(self.inner, "rows_read", None)
+
+    @rows_read.setter
+    def rows_read(self, n):
+        self.inner.rows_read = n
+
+    def close(self):
+        self.inner.close()
 
 
 # ----------------------------------------------------------------------- candidates ---------
@@ -125,11 +182,11 @@ class Candidate:
     iter_times: list = field(default_factory=list)
     seconds: float = 0.0           # time spent on this candidate: start, E-steps, M-steps, score
     status: str = "waiting"        # waiting -> running -> scoring -> done
-    log_likelihood: float = np.nan  # sum of log p(x) of the final model (training rows)
-    heldout_log_likelihood: float = np.nan
-    entropy: float = np.nan        # -sum r log r of the final model's responsibilities
-    n_rows: int = 0                # rows scored (all rows; training rows for heldout)
-    n_heldout: int = 0
+    log_likelihood: float = np.nan  # sum of w log p(x) of the final model (training rows)
+    heldout_log_likelihood: float = np.nan  # sum of w log p(x) over the held-out rows
+    entropy: float = np.nan        # -sum w r log r of the final model's responsibilities
+    n_rows: float = 0.0            # sum of the training weights (rows, when unweighted)
+    n_heldout: float = 0.0         # sum of the held-out rows' weights
 
     @property
     def n_parameters(self):
@@ -150,19 +207,25 @@ def published(params, dtype):
     return GMMParams(r(params.weights), r(params.means), cov)
 
 
-def score_block(X, w, kp, chunk_rows, want_entropy):
-    """(sum of w log p, sum of (1 - w) log p, -sum r log r, rows with w > 0, rows) of one block
-    under ``kp``; ``w`` None means every row is a training row."""
+def score_block(X, w, kp, chunk_rows, want_entropy, held_w=None):
+    """(sum of w log p, sum of held_w log p, -sum_i w_i sum_k r_ik log r_ik, sum of w, sum of
+    held_w) of one block under ``kp``.  ``w``: training weights (None: every row a training
+    row of weight 1); ``held_w``: the held-out rows' weights, 0.0 elsewhere (None: no held-out
+    rows).  Rows of weight 0 are left out of the sums (their log p may be -inf)."""
     logp, _, resp = kernels.log_prob(X, kp, chunk_rows, want_entropy)
     ent = 0.0
     if want_entropy:
         with np.errstate(divide="ignore", invalid="ignore"):
-            ent = -float(np.sum(np.where(resp > 0, resp * np.log(resp), 0.0)))
+            rlogr = np.where(resp > 0, resp * np.log(resp), 0.0)
+        ent = -float(np.sum(rlogr) if w is None else np.sum((w * rlogr.sum(axis=1))[w > 0]))
+    held = (0.0, 0.0)
+    if held_w is not None:
+        h = held_w > 0
+        held = (float(np.sum((held_w * logp)[h])), float(np.sum(held_w[h])))
     if w is None:
-        return float(np.sum(logp)), 0.0, ent, float(X.shape[0]), float(X.shape[0])
+        return float(np.sum(logp)), held[0], ent, float(X.shape[0]), held[1]
     train = w > 0
-    return (float(np.sum(logp[train])), float(np.sum(logp[~train])), ent, float(train.sum()),
-            float(X.shape[0]))
+    return float(np.sum((w * logp)[train])), held[0], ent, float(np.sum(w[train])), held[1]
 
 
 @dataclass
@@ -385,11 +448,13 @@ def split_successor(kinds_ks, sample, chunk_rows, reg_covar):
 
 # ----------------------------------------------------------------------- the loop -----------
 def sweep(data, cands, *, reg_covar, tol, max_iter, criterion="bic", stats=None,
-          successor=None, callback=None):
+          successor=None, callback=None, split=None):
     """EM for every candidate whose status is "running", sharing each pass over ``data``
     (module docstring).  ``successor(candidate)`` may return a new running Candidate when one
-    stops (split starts).  ``callback(n_pass, cands)`` after each pass.  Returns ``stats``
-    (a SweepStats)."""
+    stops (split starts).  ``callback(n_pass, cands)`` after each pass.  ``split``: None, or
+    (fraction, seed) of the held-out split, applied here to the sample weights ``data`` reads
+    (``split_weights``; a dask array carries the training weights and ``held_weights``
+    instead).  Returns ``stats`` (a SweepStats)."""
     stats = SweepStats() if stats is None else stats
     want_entropy = criterion == "icl"
     dtype = data.dtype
@@ -410,7 +475,7 @@ def sweep(data, cands, *, reg_covar, tol, max_iter, criterion="bic", stats=None,
             jobs = [("estep" if c.status == "running" else
                      ("score_entropy" if want_entropy else "score"), kp)
                     for c, kp in zip(active, kps)]
-            outs = data.reduce_many(jobs)
+            outs = data.reduce_many(jobs, held=getattr(data, "held_weights", None))
             stats.pass_bytes.append(data.n_rows * data.n_features * dtype.itemsize)
             stats.pass_kinds.append("em")
             per = (time.perf_counter() - t0) / len(active)
@@ -421,25 +486,28 @@ def sweep(data, cands, *, reg_covar, tol, max_iter, criterion="bic", stats=None,
             for c, kp in zip(active, kps):
                 outs.append(kernels.Accumulator.for_params(kp) if c.status == "running"
                             else np.zeros(5))
-            for _, X, w in _blocks(data, stats, "em"):
+            for start, X, w in _blocks(data, stats, "em"):
+                held_w = None
+                if split is not None:
+                    w, held_w = split_weights(start, start + X.shape[0], w, *split)
                 for c, kp, out in zip(active, kps, outs):
                     t1 = time.perf_counter()
                     if c.status == "running":
                         kernels.estep_stats(X, w, kp, data.chunk_rows, out)
                     else:
-                        out += score_block(X, w, kp, data.chunk_rows, want_entropy)
+                        out += score_block(X, w, kp, data.chunk_rows, want_entropy, held_w)
                     c._t += time.perf_counter() - t1
             outs = [o.result() if isinstance(o, kernels.Accumulator) else tuple(o) for o in outs]
         n_pass += 1
         for c, kp, out in zip(active, kps, outs):
             t1 = time.perf_counter()
             if c.status == "scoring":
-                ll_train, ll_held, ent, n_train, n_all = out
+                ll_train, ll_held, ent, n_train, n_held = out
                 c.log_likelihood = float(ll_train)
                 c.heldout_log_likelihood = float(ll_held)
                 c.entropy = float(ent)
-                c.n_rows = int(round(n_train))
-                c.n_heldout = int(round(n_all - n_train))
+                c.n_rows = float(n_train)
+                c.n_heldout = float(n_held)
                 c.status = "done"
                 c.seconds += c._t + time.perf_counter() - t1
                 continue
@@ -468,7 +536,9 @@ def sweep(data, cands, *, reg_covar, tol, max_iter, criterion="bic", stats=None,
 
 def score(c, criterion):
     """The candidate's criterion value (lower is better): BIC = -2 log L + p log n; ICL = BIC +
-    2 x entropy of the responsibilities; heldout = -2 x held-out log-likelihood."""
+    2 x entropy of the responsibilities; heldout = -2 x held-out log-likelihood.  With sample
+    weights, log L and the entropy are weighted sums and n is the sum of the weights (weights
+    read as frequencies: integer weights score as repeated rows)."""
     if criterion == "heldout":
         return -2.0 * c.heldout_log_likelihood
     bic = -2.0 * c.log_likelihood + c.n_parameters * math.log(c.n_rows)
@@ -477,4 +547,5 @@ def score(c, criterion):
 
 __all__ = ["CRITERIA", "STARTS", "Candidate", "SweepStats", "TrainingWeights", "heldout_mask",
            "kmeans_starts", "hierarchical_starts", "split_params", "sweep", "score",
-           "score_block", "cache_blocked", "split_successor", "train_weights_of_rows"]
+           "score_block", "cache_blocked", "split_successor", "train_weights_of_rows",
+           "split_weights", "SplitColumnSource"]
