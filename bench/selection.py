@@ -55,21 +55,36 @@ def _env():
             "loadavg_start": os.getloadavg()}
 
 
+def _run_start(X, start, kinds, kmax, seed, max_iter):
+    """select_mixture with ``start`` = "kmeans", "hierarchical" or "split:<criterion>" (the
+    split start with fastmix.selection.SPLIT_CRITERION set to <criterion>)."""
+    from fastmix import selection as _sel
+    name, _, crit = start.partition(":")
+    old = _sel.SPLIT_CRITERION
+    if crit:
+        _sel.SPLIT_CRITERION = crit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fastmix.select_mixture(X, n_components=range(1, kmax + 1),
+                                          covariance_types=kinds, start=name,
+                                          random_state=seed, max_iter=max_iter)
+    finally:
+        _sel.SPLIT_CRITERION = old
+
+
 def starts(args):
     kinds = args.types.split(",")
+    names = args.starts.split(",")
     rows = []
     for sep in ("well", "overlap"):
         for seed in range(args.seeds):
             X = make_mixture(args.n, args.d, args.k_true, separation=sep, seed=seed)
             X = X[0] if isinstance(X, tuple) else X
-            for start in ("kmeans", "hierarchical", "split"):
-                t0 = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    res = fastmix.select_mixture(X, n_components=range(1, args.kmax + 1),
-                                                 covariance_types=kinds, start=start,
-                                                 random_state=seed, max_iter=args.max_iter)
-                dt = time.perf_counter() - t0
+            for start in names:
+                t0, c0 = time.perf_counter(), time.process_time()
+                res = _run_start(X, start, kinds, args.kmax, seed, args.max_iter)
+                dt, cpu = time.perf_counter() - t0, time.process_time() - c0
                 r = res.results_
                 for kind in kinds:
                     sel = r["covariance_type"] == kind
@@ -77,41 +92,45 @@ def starts(args):
                     rows.append(dict(separation=sep, seed=seed, start=start, kind=kind,
                                      best_bic=float(r["bic"][i]), best_k=int(r["n_components"][i]),
                                      iters=int(r["n_iter"][sel].sum()), passes=res.n_passes_,
-                                     seconds=dt))
+                                     seconds=dt, cpu=cpu))
                 print(sep, seed, start, f"{dt:.1f} s", res.best_params_, flush=True)
+    others = [n for n in names if n != "kmeans"]
+    slash = "/".join(names)
     md = [f"# select_mixture starts: N = {args.n}, D = {args.d}, true K = {args.k_true}, "
           f"K = 1..{args.kmax}, {args.seeds} seeds, max_iter {args.max_iter}", "",
           f"environment: {_env()}", "",
-          "BIC difference to the k-means start (negative: the start reached a lower, better "
-          "BIC), K picked, EM iterations summed over K, passes over the data, seconds "
-          "(whole sweep of all types), per separation / seed / type:", "",
-          "| separation | seed | type | kmeans BIC | hier. - kmeans | split - kmeans | K "
-          "(km/hc/split) | iterations (km/hc/split) | passes (km/hc/split) | s (km/hc/split) |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
-    wins = {"hierarchical": [0, 0, 0], "split": [0, 0, 0]}
+          "Starts: " + ", ".join(names) + " (split:<c>: K + 1 from the fitted K by splitting "
+          "the component chosen by criterion c of fastmix.selection.split_scores).", "",
+          "Best BIC per type for the k-means start, and each other start's best BIC minus it "
+          "(negative: that start reached a lower, better BIC); K picked, EM iterations summed "
+          "over K, passes over the data, process CPU seconds (whole sweep of all types), per "
+          "separation / seed / type:", "",
+          "| separation | seed | type | kmeans BIC | " + " | ".join(f"{n} - kmeans" for n in others)
+          + f" | K ({slash}) | iterations | passes | CPU s |",
+          "|---|---|---|---|" + "---|" * len(others) + "---|---|---|---|"]
+    wins = {n: [0, 0, 0] for n in others}
     for sep in ("well", "overlap"):
         for seed in range(args.seeds):
             for kind in kinds:
                 g = {r["start"]: r for r in rows if r["separation"] == sep
                      and r["seed"] == seed and r["kind"] == kind}
                 km = g["kmeans"]["best_bic"]
-                for s in wins:
-                    d = g[s]["best_bic"] - km
-                    wins[s][0 if d < -1e-6 * abs(km) else 2 if d > 1e-6 * abs(km) else 1] += 1
+                for n in others:
+                    d = g[n]["best_bic"] - km
+                    wins[n][0 if d < -1e-6 * abs(km) else 2 if d > 1e-6 * abs(km) else 1] += 1
                 md.append(f"| {sep} | {seed} | {kind} | {km:.1f} | "
-                          f"{g['hierarchical']['best_bic'] - km:+.1f} | "
-                          f"{g['split']['best_bic'] - km:+.1f} | "
-                          + "/".join(str(g[s]["best_k"]) for s in
-                                     ("kmeans", "hierarchical", "split")) + " | "
-                          + "/".join(str(g[s]["iters"]) for s in
-                                     ("kmeans", "hierarchical", "split")) + " | "
-                          + "/".join(str(g[s]["passes"]) for s in
-                                     ("kmeans", "hierarchical", "split")) + " | "
-                          + "/".join(f"{g[s]['seconds']:.1f}" for s in
-                                     ("kmeans", "hierarchical", "split")) + " |")
+                          + " | ".join(f"{g[n]['best_bic'] - km:+.1f}" for n in others) + " | "
+                          + "/".join(str(g[n]["best_k"]) for n in names) + " | "
+                          + "/".join(str(g[n]["iters"]) for n in names) + " | "
+                          + "/".join(str(g[n]["passes"]) for n in names) + " | "
+                          + "/".join(f"{g[n]['cpu']:.1f}" for n in names) + " |")
     md += ["", "Against the k-means start (better / same / worse best BIC): "
-           + "; ".join(f"{s}: {w[0]} / {w[1]} / {w[2]}" for s, w in wins.items())]
-    _write("starts", {"args": {k: v for k, v in vars(args).items() if k != "func"}, "env": _env(), "rows": rows}, md)
+           + "; ".join(f"{n}: {w[0]} / {w[1]} / {w[2]}" for n, w in wins.items())]
+    tot = {n: sum(r["best_bic"] for r in rows if r["start"] == n) for n in names}
+    md += ["", "Sum of the best BICs over all cases minus the k-means start's: "
+           + "; ".join(f"{n}: {tot[n] - tot['kmeans']:+.1f}" for n in others)]
+    _write("starts", {"args": {k: v for k, v in vars(args).items() if k != "func"},
+                      "env": _env(), "rows": rows}, md)
 
 
 def _sweep_child(path, ks, kinds, max_iter, tol):
@@ -235,7 +254,7 @@ def scale(args):
                f"{n['seconds']:.1f} s, {len(em)} EM passes, bytes per EM pass / file size = "
                f"{min(em) / n['file_bytes']:.4f} .. {max(em) / n['file_bytes']:.4f}, "
                f"peak RSS {n['peak_rss_mib']:.0f} MiB"]
-    _write("scale", out, md)
+    _write(args.name, out, md)
 
 
 def main():
@@ -249,6 +268,8 @@ def main():
     a.add_argument("--seeds", type=int, default=3)
     a.add_argument("--max-iter", type=int, default=100)
     a.add_argument("--types", default="full,diag")
+    a.add_argument("--starts", default="kmeans,hierarchical,split:kl,split:kl_empirical,"
+                   "split:kurtosis")
     a.set_defaults(func=starts)
     b = sub.add_parser("scale")
     b.add_argument("--n", type=int, default=1_000_000)
@@ -260,6 +281,7 @@ def main():
     b.add_argument("--tol", type=float, default=1e-3)
     b.add_argument("--no-sklearn", action="store_true")
     b.add_argument("--no-separate", action="store_true")
+    b.add_argument("--name", default="scale", help="results/selection_<name>.json/.md")
     b.add_argument("--npy", default=None, help="also sweep this .npy file (written first)")
     b.add_argument("--sklearn-n", type=int, default=None,
                    help="run scikit-learn's loop (and select_mixture again) on the first rows")

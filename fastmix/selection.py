@@ -375,23 +375,87 @@ def _mahalanobis2(params, X):
     return out
 
 
-def split_params(params, Xs, sws, chunk_rows, reg_covar):
-    """K + 1 components from ``params``: the component whose responsibility-weighted sample is
-    least Gaussian by Mardia's multivariate kurtosis, |b_k - D (D + 2)| / sqrt(8 D (D + 2) /
-    n_k) largest, split in two along its principal axis (means mu +- sqrt(lambda_1)/2 v_1,
-    half the weight each, the variance along v_1 reduced by lambda_1/4)."""
+#: How ``split_params`` chooses the component to split: "kl" (Ueda et al. 2000's local
+#: Kullback-Leibler divergence, the local density estimated by a kernel density estimate),
+#: "kl_empirical" (the same with the posterior-weighted empirical distribution itself, as the
+#: paper writes it) or "kurtosis" (Mardia's multivariate kurtosis).  bench/selection.py starts.
+SPLIT_CRITERION = "kl"
+SPLIT_CRITERIA = ("kl", "kl_empirical", "kurtosis")
+#: Rows of the sample the "kl" criterion's density estimate uses (it is O(rows^2) per component).
+KDE_ROWS = 1000
+
+
+def split_scores(params, Xs, sws, chunk_rows, criterion=None):
+    """(K,) float64: how badly each component fits its local data (largest: split first);
+    -inf for components with too little weight (n_k <= D + 1) to judge.
+
+    With r_ik the responsibilities on the sample (times its weights), n_k = sum_i r_ik and the
+    local distribution f_k putting mass a_ik = r_ik / n_k on row i:
+
+    * "kl": J_k = sum_i a_ik log(f^_k(x_i) / p_k(x_i)), the local KL divergence of Ueda et al.
+      (2000) with f_k smoothed into a leave-one-out kernel density estimate f^_k (Gaussian
+      kernel of covariance h^2 Sigma_k, h by Scott's rule for the effective size n_k^2 /
+      sum_i r_ik^2) on at most KDE_ROWS rows: close to 0 for a component whose data are
+      Gaussian, large where its data have more structure (two modes) than its Gaussian;
+    * "kl_empirical": J_k = sum_i a_ik log(a_ik / p_k(x_i)), f_k taken as it is (a discrete
+      distribution against a density: the score grows with the spread of the component and
+      falls with n_k);
+    * "kurtosis": Mardia's |b_k - D (D + 2)| / sqrt(8 D (D + 2) / n_k)."""
+    criterion = SPLIT_CRITERION if criterion is None else criterion
+    if criterion not in SPLIT_CRITERIA:
+        raise ValueError(f"split criterion must be one of {SPLIT_CRITERIA}, got {criterion!r}")
     K, D = params.means.shape
-    X = np.asarray(Xs, dtype=np.float64)
-    _, _, R = kernels.log_prob(np.ascontiguousarray(X), params.kernel_params(np.float64),
-                               chunk_rows, True)
-    if sws is not None:
-        R = R * np.asarray(sws, dtype=np.float64)[:, None]
-    d2 = _mahalanobis2(params, X)
+    X = np.ascontiguousarray(np.asarray(Xs, dtype=np.float64))
+    logp, _, resp = kernels.log_prob(X, params.kernel_params(np.float64), chunk_rows, True)
+    sw = None if sws is None else np.asarray(sws, dtype=np.float64)
+    R = resp if sw is None else resp * sw[:, None]
     nk = R.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        b = (R * d2 ** 2).sum(axis=0) / nk
-        z = np.abs(b - D * (D + 2)) / np.sqrt(8.0 * D * (D + 2) / nk)
-    z = np.where(nk > D + 1, z, -np.inf)
+    ok = nk > D + 1
+    z = np.full(K, -np.inf)
+    if criterion == "kurtosis":
+        d2 = _mahalanobis2(params, X)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            b = (R * d2 ** 2).sum(axis=0) / nk
+            z = np.abs(b - D * (D + 2)) / np.sqrt(8.0 * D * (D + 2) / nk)
+    elif criterion == "kl_empirical":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = R / nk
+            # log p_k(x) = log r_k(x) + log p(x) - log pi_k
+            logpk = np.log(resp) + logp[:, None] - np.log(params.weights)
+            z = np.sum(np.where(a > 0, a * (np.log(a) - logpk), 0.0), axis=0)
+    else:
+        pc = params.cov.kernel_pc(K, D)
+        for k in np.flatnonzero(ok):
+            a = R[:, k]
+            rows = np.flatnonzero(a > 0)
+            if rows.shape[0] > KDE_ROWS:  # the rows of largest weight carry the estimate
+                rows = np.sort(rows[np.argsort(-a[rows], kind="stable")[:KDE_ROWS]])
+            a = a[rows] / a[rows].sum()
+            U = pc[k if pc.shape[0] > 1 else 0]
+            Y = X[rows] - params.means[k]
+            Z = Y @ U if U.shape[0] == D and U.shape[1] == D else Y * U[0]
+            sq = np.einsum("ij,ij->i", Z, Z)
+            n_eff = 1.0 / np.sum(a ** 2)
+            h2 = n_eff ** (-2.0 / (D + 4))
+            d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (Z @ Z.T), 0.0)
+            E = -0.5 * d2 / h2
+            np.fill_diagonal(E, -np.inf)  # leave one out
+            m = E.max(axis=1, keepdims=True)
+            # log of sum_j a_j K_h(x_i - x_j) / (1 - a_i), relative to p_k(x_i)
+            with np.errstate(divide="ignore"):
+                lf = (m[:, 0] + np.log(np.exp(E - m) @ a) - np.log1p(-np.minimum(a, 1 - 1e-12))
+                      - 0.5 * D * math.log(h2) + 0.5 * sq)
+            z[k] = float(np.sum(a * lf))
+    return np.where(ok & np.isfinite(z), z, -np.inf)
+
+
+def split_params(params, Xs, sws, chunk_rows, reg_covar, criterion=None):
+    """K + 1 components from ``params``: the component that fits its local data worst
+    (``split_scores``, by default Ueda et al.'s local KL divergence) split in two along its
+    principal axis (means mu +- sqrt(lambda_1)/2 v_1, half the weight each, the variance along
+    v_1 reduced by lambda_1/4)."""
+    K, D = params.means.shape
+    z = split_scores(params, Xs, sws, chunk_rows, criterion)
     k = int(np.argmax(z)) if np.any(np.isfinite(z)) else int(np.argmax(params.weights))
     kind = params.kind
     covs = params.cov.covariances
