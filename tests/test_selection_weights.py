@@ -193,3 +193,24 @@ def test_no_training_weight_left():
     with pytest.raises(ValueError, match="zero on every training row"):
         select_mixture(X, n_components=[1, 2], sample_weight=held * 1.0, criterion="heldout",
                        heldout_fraction=0.3, random_state=0)
+
+
+def test_cli_select_with_weights(X, sw, tmp_path, capsys):
+    import json
+
+    from fastmix.cli import main
+    px, pw, rep = tmp_path / "x.npy", tmp_path / "w.npy", tmp_path / "sel.json"
+    np.save(px, X)
+    np.save(pw, sw)
+    assert main(["select", str(px), "-k", "1:3", "--covariance-types", "full,diag",
+                 "--weights", str(pw), "--criterion", "heldout", "--seed", "3",
+                 "-o", str(tmp_path / "best.npz"), "--report", str(rep)]) == 0
+    report = json.loads(rep.read_text())
+    res = select_mixture(str(px), n_components=range(1, 4), covariance_types=("full", "diag"),
+                         sample_weight=str(pw), criterion="heldout", random_state=3)
+    assert [c["score"] for c in report["candidates"]] == pytest.approx(
+        res.results_["score"].tolist(), rel=1e-12)
+    unweighted = select_mixture(str(px), n_components=range(1, 4),
+                                covariance_types=("full", "diag"), criterion="heldout",
+                                random_state=3)
+    assert not np.allclose(res.results_["score"], unweighted.results_["score"])
