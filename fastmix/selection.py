@@ -22,10 +22,16 @@ Starts (``kmeans_starts``, ``hierarchical_starts``, ``split_params``):
   agglomeration of the spherical, equal-volume model, as mclust uses to start EM) of a seeded
   sample of at most ``HC_ROWS`` rows, cut at every K; then the same shared assignment pass.
 * ``"split"``: K = min(K) starts from k-means; each K + 1 starts from the converged K-component
-  model with its least Gaussian component split in two (Mardia's multivariate kurtosis of the
-  component's responsibility-weighted sample, the split along its principal axis), in the
-  spirit of Ueda et al. (2000), "SMEM algorithm for mixture models".  Candidates of one
-  covariance type then run one after the other, so the sweep needs more passes.
+  model with the component that fits its local data worst split in two along its principal
+  axis (``split_scores``: by default the local Kullback-Leibler divergence of Ueda et al.
+  (2000), "SMEM algorithm for mixture models", with the local density smoothed by a kernel
+  estimate).  Candidates of one covariance type then run one after the other, so the sweep
+  needs more passes.
+
+Sample weights: the candidates read the weights a separate ``GaussianMixture.fit(X,
+sample_weight=...)`` reads; with the held-out split the training weights are the sample
+weights times the training mask, and ``sweep(split=...)`` applies the split block by block so
+that the held-out rows are scored with their own weights.
 
 Held-out scoring: row i is held out when a hash of (seed, i) falls below the fraction
 (SplitMix64), so the split does not depend on blocks, chunks or the source; a candidate is

@@ -191,8 +191,9 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
         "kmeans": each candidate starts where ``GaussianMixture(random_state=...)`` starts
         (its result equals that separate fit).  "hierarchical": Ward's hierarchical clustering
         of a sample of at most 2000 rows cut at every K (mclust-style).  "split": K + 1 starts
-        from the fitted K-component model with its least Gaussian component split (Ueda et
-        al. 2000); the candidates of a covariance type then run one after the other.  See the
+        from the fitted K-component model with the component of largest local KL divergence
+        between its data and its Gaussian split (Ueda et al. 2000); the candidates of a
+        covariance type then run one after the other.  See the
         user guide for measurements.
     tol, reg_covar, max_iter, chunk_size, n_factors :
         As for ``GaussianMixture`` (the same for every candidate; ``n_factors`` for
