@@ -156,9 +156,9 @@ def _seed(random_state):
 
 def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied", "diag",
                                                                     "spherical"),
-                   *, sample_weight=None, criterion="bic", heldout_fraction=0.2, start="kmeans", tol=1e-3,
-                   reg_covar=1e-6, max_iter=100, random_state=None, chunk_size=None,
-                   n_factors=None, progress=False, callback=None):
+                   *, sample_weight=None, criterion="bic", heldout_fraction=0.2,
+                   start="kmeans", tol=1e-3, reg_covar=1e-6, max_iter=100, random_state=None,
+                   chunk_size=None, n_factors=None, progress=False, callback=None):
     """Fit a Gaussian mixture for every number of components and covariance type and pick the
     best by BIC, ICL or held-out log-likelihood, reading the data once per EM iteration for all
     candidates together.
@@ -193,8 +193,7 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
         of a sample of at most 2000 rows cut at every K (mclust-style).  "split": K + 1 starts
         from the fitted K-component model with the component of largest local KL divergence
         between its data and its Gaussian split (Ueda et al. 2000); the candidates of a
-        covariance type then run one after the other.  See the
-        user guide for measurements.
+        covariance type then run one after the other.  See the user guide for measurements.
     tol, reg_covar, max_iter, chunk_size, n_factors :
         As for ``GaussianMixture`` (the same for every candidate; ``n_factors`` for
         "lowrank").
