@@ -330,11 +330,16 @@ def hierarchical_starts(data, cands, seed, reg_covar, lowrank, stats):
     if Xs.shape[0] < Kmax:
         raise ValueError(f"Expected n_samples >= n_components but got n_components = {Kmax}, "
                          f"n_samples = {Xs.shape[0]}")
-    if Xs.shape[0] > HC_ROWS:
-        idx = np.sort(rng.choice(Xs.shape[0], HC_ROWS, replace=False))
-        Xh = np.asarray(Xs[idx], dtype=np.float64)
+    # rows of weight 0 (held-out rows, rows a user weighted out) take no part in the clustering
+    Xp = Xs if sws is None else Xs[np.asarray(sws) > 0]
+    if Xp.shape[0] < Kmax:
+        raise ValueError(f"n_components asks for up to {Kmax} components but the hierarchical "
+                         f"start's sample has only {Xp.shape[0]} rows of positive weight")
+    if Xp.shape[0] > HC_ROWS:
+        idx = np.sort(rng.choice(Xp.shape[0], HC_ROWS, replace=False))
+        Xh = np.asarray(Xp[idx], dtype=np.float64)
     else:
-        Xh = np.asarray(Xs, dtype=np.float64)
+        Xh = np.asarray(Xp, dtype=np.float64)
     Z = linkage(Xh, method="ward")
     centres = {}
     for K in sorted({c.n_components for c in cands}):

@@ -214,3 +214,22 @@ def test_cli_select_with_weights(X, sw, tmp_path, capsys):
                                 covariance_types=("full", "diag"), criterion="heldout",
                                 random_state=3)
     assert not np.allclose(res.results_["score"], unweighted.results_["score"])
+
+
+@pytest.mark.parametrize("criterion", ["bic", "heldout"])
+def test_hierarchical_start_leaves_out_rows_of_weight_zero(X, sw, monkeypatch, criterion):
+    import scipy.cluster.hierarchy as hc
+    seen = []
+    orig = hc.linkage
+
+    def linkage(Y, *a, **k):
+        seen.append(np.array(Y))
+        return orig(Y, *a, **k)
+    monkeypatch.setattr(hc, "linkage", linkage)
+    select_mixture(X, n_components=[2, 3], covariance_types="full", sample_weight=sw,
+                   criterion=criterion, start="hierarchical", random_state=0)
+    fit_w = sw * ~sel.heldout_mask(0, X.shape[0], 0.2, 0) if criterion == "heldout" else sw
+    (Y,) = seen
+    rows = {r.tobytes() for r in Y}
+    assert rows <= {r.tobytes() for r in X[fit_w > 0]}
+    assert len(rows) == Y.shape[0] == np.count_nonzero(fit_w > 0)
