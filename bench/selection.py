@@ -16,6 +16,11 @@ Two studies, each writing ``bench/results/selection_<study>.json`` and ``.md``:
 
     python bench/selection.py starts --n 20000 --seeds 3
     python bench/selection.py scale --n 1000000 --d 16 --kmax 20 --types full,tied,diag,spherical
+
+``outofcore`` -- the sweep on a .npy file (written block by block if missing): bytes read per
+    pass and the sweep's own peak RSS (VmHWM of a child process).
+
+    python bench/selection.py outofcore --npy /tmp/x.npy --rows 8000000 --kmax 4
 """
 import argparse
 import json
@@ -142,8 +147,61 @@ def _sweep_child(path, ks, kinds, max_iter, tol):
                                      random_state=0, max_iter=max_iter, tol=tol)
     print(json.dumps({"seconds": time.perf_counter() - t0, "bytes_read": res.bytes_read_,
                       "pass_kinds": res.pass_kinds_, "file_bytes": os.path.getsize(path),
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "best": res.best_params_}))
+                      "peak_rss_mib": _peak_rss_mib(), "best": res.best_params_,
+                      "n_iter": res.results_["n_iter"].tolist()}))
+
+
+def _peak_rss_mib():
+    """Peak RSS of this process's own address space: VmHWM (Linux).  (getrusage's ru_maxrss
+    survives execve on Linux, so a child started from a big parent reports the parent's peak.)"""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def outofcore(args):
+    """The sweep on a .npy file written block by block (the parent never holds the data):
+    bytes read per pass and the sweep's peak RSS, in a child process."""
+    kinds = args.types.split(",")
+    ks = list(range(1, args.kmax + 1))
+    if not os.path.exists(args.npy):
+        out = np.lib.format.open_memmap(args.npy, mode="w+", dtype=np.float64,
+                                        shape=(args.rows, args.d))
+        step = 500_000
+        for i in range(0, args.rows, step):
+            m = min(step, args.rows - i)
+            X = make_mixture(m, args.d, args.k_true, separation="overlap", seed=1 + i // step)
+            out[i:i + m] = X[0] if isinstance(X, tuple) else X
+        out.flush()
+        del out
+    code = (f"import sys; sys.path.insert(0, {HERE!r}); import selection as s; "
+            f"s._sweep_child({args.npy!r}, {ks!r}, {kinds!r}, {args.max_iter}, {args.tol})")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True)
+    n = json.loads(child.stdout.strip().splitlines()[-1])
+    em = [b for b, k in zip(n["bytes_read"], n["pass_kinds"]) if k == "em"]
+    starts = [b for b, k in zip(n["bytes_read"], n["pass_kinds"]) if k == "start"]
+    md = [f"# select_mixture out of core: {args.npy}, {args.rows} x {args.d} float64 "
+          f"({n['file_bytes'] / 2**20:.0f} MiB), K = 1..{args.kmax} x {kinds} "
+          f"({len(ks) * len(kinds)} candidates), max_iter {args.max_iter}, tol {args.tol}", "",
+          f"environment: {_env()}", "",
+          f"- wall time {n['seconds']:.1f} s; best {n['best']}; EM iterations per candidate "
+          f"{n['n_iter']}",
+          f"- passes: {len(starts)} start pass(es) + {len(em)} EM passes (iterations of the "
+          f"slowest candidate + the scoring pass)",
+          f"- bytes read per EM pass / file size: {min(em) / n['file_bytes']:.4f} .. "
+          f"{max(em) / n['file_bytes']:.4f} (the .npy header is not counted); "
+          f"{len(ks) * len(kinds)} separate fits would read the file "
+          f"{len(ks) * len(kinds)} times per iteration",
+          f"- peak RSS of the sweep's process (VmHWM): {n['peak_rss_mib']:.0f} MiB"]
+    _write("outofcore", {"args": {k: v for k, v in vars(args).items() if k != "func"},
+                         "env": _env(), "result": n}, md)
+
 
 
 def scale(args):
@@ -289,6 +347,16 @@ def main():
     b.add_argument("--npy-kmax", type=int, default=None)
     b.add_argument("--npy-max-iter", type=int, default=None)
     b.set_defaults(func=scale)
+    c = sub.add_parser("outofcore")
+    c.add_argument("--npy", required=True, help=".npy path (written first if missing)")
+    c.add_argument("--rows", type=int, default=8_000_000)
+    c.add_argument("--d", type=int, default=16)
+    c.add_argument("--k-true", type=int, default=8)
+    c.add_argument("--kmax", type=int, default=4)
+    c.add_argument("--types", default="full,tied,diag,spherical")
+    c.add_argument("--max-iter", type=int, default=10)
+    c.add_argument("--tol", type=float, default=1e-3)
+    c.set_defaults(func=outofcore)
     args = p.parse_args()
     args.func(args)
 
