@@ -486,11 +486,12 @@ def cmd_select(args):
     if args.plot is not None:
         from . import plot  # matplotlib missing: fail before the work
         plot._mpl()
-    source = _open_data(args)
+    source = _open_data(args, weight_column=args.weight_column)
     t0 = time.perf_counter()
     with source:
         res = fastmix.select_mixture(
-            source, n_components=ks, covariance_types=kinds, criterion=args.criterion,
+            source, n_components=ks, covariance_types=kinds, sample_weight=args.weights,
+            criterion=args.criterion,
             heldout_fraction=args.heldout_fraction, start=args.start, tol=args.tol,
             reg_covar=args.reg_covar, max_iter=args.max_iter, random_state=args.seed,
             chunk_size=args.chunk_rows, n_factors=args.n_factors, progress=_progress(args))
@@ -653,6 +654,10 @@ def _parser():
                    help="starts: k-means per candidate (= separate fits), Ward's hierarchical "
                         "clustering of a sample, or split K into K+1")
     c.add_argument("-o", "--output", required=True, help="best model file to write (.npz)")
+    c.add_argument("--weights", default=None,
+                   help="sample weights: a .npy of N weights")
+    c.add_argument("--weight-column", default=None,
+                   help="Parquet/CSV column holding sample weights")
     c.add_argument("--report", default=None, help="JSON report of every candidate to write")
     c.add_argument("--plot", default=None,
                    help="PNG of the criterion against K to write (needs matplotlib)")

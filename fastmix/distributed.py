@@ -81,16 +81,18 @@ _PASSES = {"estep": kernels.estep_stats, "nearest": _hard_stats,
            "estep_missing": _estep_missing}
 
 
-def _block_many(block, wblock, jobs, chunk_rows, offset, validate):
+def _block_many(block, wblock, jobs, chunk_rows, offset, validate, hblock=None):
     """Several passes over one block while it is in memory (model selection: every candidate's
-    E-step, assignment or score): their tuples concatenated into one flat tuple."""
+    E-step, assignment or score): their tuples concatenated into one flat tuple.  ``hblock``:
+    the held-out rows' weights for the scores (None: no held-out rows)."""
     X, w = _prepare(block, wblock, jobs[0][1].means.dtype, offset, validate)
+    held = None if hblock is None else np.asarray(hblock, dtype=np.float64).reshape(-1)
     out = []
     with kernels.thread_limit(1):
         for mode, kp in jobs:
             if mode in ("score", "score_entropy"):
                 from .selection import score_block
-                out.extend(score_block(X, w, kp, chunk_rows, mode == "score_entropy"))
+                out.extend(score_block(X, w, kp, chunk_rows, mode == "score_entropy", held))
             else:
                 out.extend(_PASSES[mode](X, w, kp, chunk_rows))
     return tuple(out)
@@ -368,16 +370,20 @@ class DaskData:
                  for x, w, off in self._blocks()]
         return self._finish_pass(self._reduce_parts(parts), validate)
 
-    def reduce_many(self, jobs):
+    def reduce_many(self, jobs, held=None):
         """One distributed pass for many kernel passes ``jobs`` = [(mode, kp)] with mode
         "estep", "nearest", "score" or "score_entropy" (``selection.score_block``): every task
-        runs all of them on its block; returns one 5-tuple per job."""
+        runs all of them on its block; returns one 5-tuple per job.  ``held``: a dask array
+        (N,) of the held-out rows' weights the scores use (None: no held-out rows)."""
         from dask import delayed
         validate = not self.validated
         shared = self._shared(list(jobs))
         task = delayed(_block_many, pure=False)
-        parts = [task(x, w, shared, self.chunk_rows, off, validate)
-                 for x, w, off in self._blocks()]
+        blocks = self._blocks()
+        hb = [None] * len(blocks) if held is None else \
+            list(held.rechunk((self.X.chunks[0],)).to_delayed().ravel())
+        parts = [task(x, w, shared, self.chunk_rows, off, validate, h)
+                 for (x, w, off), h in zip(blocks, hb)]
         flat = self._reduce_parts(parts)
         if validate:
             self.validated = True

@@ -22,10 +22,16 @@ Starts (``kmeans_starts``, ``hierarchical_starts``, ``split_params``):
   agglomeration of the spherical, equal-volume model, as mclust uses to start EM) of a seeded
   sample of at most ``HC_ROWS`` rows, cut at every K; then the same shared assignment pass.
 * ``"split"``: K = min(K) starts from k-means; each K + 1 starts from the converged K-component
-  model with its least Gaussian component split in two (Mardia's multivariate kurtosis of the
-  component's responsibility-weighted sample, the split along its principal axis), in the
-  spirit of Ueda et al. (2000), "SMEM algorithm for mixture models".  Candidates of one
-  covariance type then run one after the other, so the sweep needs more passes.
+  model with the component that fits its local data worst split in two along its principal
+  axis (``split_scores``: by default the local Kullback-Leibler divergence of Ueda et al.
+  (2000), "SMEM algorithm for mixture models", with the local density smoothed by a kernel
+  estimate).  Candidates of one covariance type then run one after the other, so the sweep
+  needs more passes.
+
+Sample weights: the candidates read the weights a separate ``GaussianMixture.fit(X,
+sample_weight=...)`` reads; with the held-out split the training weights are the sample
+weights times the training mask, and ``sweep(split=...)`` applies the split block by block so
+that the held-out rows are scored with their own weights.
 
 Held-out scoring: row i is held out when a hash of (seed, i) falls below the fraction
 (SplitMix64), so the split does not depend on blocks, chunks or the source; a candidate is
@@ -81,22 +87,46 @@ def train_weights_of_rows(rows, fraction, seed):
     return (~_heldout_rows(rows, fraction, seed)).astype(np.float64)
 
 
+def split_weights(start, stop, w, fraction, seed):
+    """(training weights, held-out weights) of rows start..stop-1 whose sample weights are ``w``
+    ((stop - start,) float64, or None for weight 1): each row's weight goes to the side of the
+    split it falls on, the other side gets 0.0."""
+    held = heldout_mask(start, stop, fraction, seed)
+    if w is None:
+        return (~held).astype(np.float64), held.astype(np.float64)
+    return np.where(held, 0.0, w), np.where(held, w, 0.0)
+
+
 class TrainingWeights(Source):
-    """The held-out split as a 1-D random-access weight source: 1.0 for training rows, 0.0 for
-    held-out rows (so any Stream reads it in step with the rows)."""
+    """The held-out split as a 1-D random-access weight source: the sample weight (1.0 without
+    ``base``) for training rows, 0.0 for held-out rows (so any Stream reads it in step with the
+    rows).  ``base``: None, the (N,) sample weights, or a 1-D random-access Source of them."""
 
     random_access = True
     n_features = 1
     dtype = np.dtype(np.float64)
 
-    def __init__(self, n_rows, fraction, seed):
+    def __init__(self, n_rows, fraction, seed, base=None):
         self.n_rows = int(n_rows)
         self.fraction = float(fraction)
         self.seed = int(seed)
+        self.base = base
         self.name = f"held-out split ({fraction:g})"
+        if base is not None:
+            self.name = f"{getattr(base, 'name', 'sample_weight')} x {self.name}"
 
     def read_rows(self, start, stop, out):
-        out[:, 0] = ~heldout_mask(start, stop, self.fraction, self.seed)
+        b = self.base
+        if b is None:
+            out[:, 0] = ~heldout_mask(start, stop, self.fraction, self.seed)
+            return
+        if isinstance(b, np.ndarray):
+            w = b[start:stop]
+        else:
+            buf = np.empty((stop - start, 1))
+            b.read_rows(start, stop, buf)
+            w = buf[:, 0]
+        out[:, 0] = split_weights(start, stop, w, self.fraction, self.seed)[0]
 
     def take(self, rows):
         rows = np.asarray(rows, dtype=np.int64)
@@ -109,6 +139,39 @@ class TrainingWeights(Source):
         out = np.empty((self.n_rows, 1))
         self.read_rows(0, self.n_rows, out)
         return out[:, 0]
+
+
+class SplitColumnSource(Source):
+    """A sequential source that carries its own weight column (Parquet/CSV ``weight_column``,
+    an iterable of (X, w) pairs) with the held-out rows' weights set to 0.0."""
+
+    has_weights = True
+    random_access = False
+
+    def __init__(self, inner, fraction, seed):
+        self.inner = inner
+        self.name = inner.name
+        self.n_rows, self.n_features, self.dtype = inner.n_rows, inner.n_features, inner.dtype
+        self.fraction, self.seed = float(fraction), int(seed)
+
+    def pieces(self):
+        start = 0
+        for piece in self.inner.pieces():
+            X, w = piece
+            w = np.asarray(w, dtype=np.float64).reshape(-1)
+            yield X, split_weights(start, start + w.shape[0], w, self.fraction, self.seed)[0]
+            start += w.shape[0]
+
+    @property
+    def rows_read(self):
+        return getattr(self.inner, "rows_read", None)
+
+    @rows_read.setter
+    def rows_read(self, n):
+        self.inner.rows_read = n
+
+    def close(self):
+        self.inner.close()
 
 
 # ----------------------------------------------------------------------- candidates ---------
@@ -125,11 +188,11 @@ class Candidate:
     iter_times: list = field(default_factory=list)
     seconds: float = 0.0           # time spent on this candidate: start, E-steps, M-steps, score
     status: str = "waiting"        # waiting -> running -> scoring -> done
-    log_likelihood: float = np.nan  # sum of log p(x) of the final model (training rows)
-    heldout_log_likelihood: float = np.nan
-    entropy: float = np.nan        # -sum r log r of the final model's responsibilities
-    n_rows: int = 0                # rows scored (all rows; training rows for heldout)
-    n_heldout: int = 0
+    log_likelihood: float = np.nan  # sum of w log p(x) of the final model (training rows)
+    heldout_log_likelihood: float = np.nan  # sum of w log p(x) over the held-out rows
+    entropy: float = np.nan        # -sum w r log r of the final model's responsibilities
+    n_rows: float = 0.0            # sum of the training weights (rows, when unweighted)
+    n_heldout: float = 0.0         # sum of the held-out rows' weights
 
     @property
     def n_parameters(self):
@@ -150,19 +213,25 @@ def published(params, dtype):
     return GMMParams(r(params.weights), r(params.means), cov)
 
 
-def score_block(X, w, kp, chunk_rows, want_entropy):
-    """(sum of w log p, sum of (1 - w) log p, -sum r log r, rows with w > 0, rows) of one block
-    under ``kp``; ``w`` None means every row is a training row."""
+def score_block(X, w, kp, chunk_rows, want_entropy, held_w=None):
+    """(sum of w log p, sum of held_w log p, -sum_i w_i sum_k r_ik log r_ik, sum of w, sum of
+    held_w) of one block under ``kp``.  ``w``: training weights (None: every row a training
+    row of weight 1); ``held_w``: the held-out rows' weights, 0.0 elsewhere (None: no held-out
+    rows).  Rows of weight 0 are left out of the sums (their log p may be -inf)."""
     logp, _, resp = kernels.log_prob(X, kp, chunk_rows, want_entropy)
     ent = 0.0
     if want_entropy:
         with np.errstate(divide="ignore", invalid="ignore"):
-            ent = -float(np.sum(np.where(resp > 0, resp * np.log(resp), 0.0)))
+            rlogr = np.where(resp > 0, resp * np.log(resp), 0.0)
+        ent = -float(np.sum(rlogr) if w is None else np.sum((w * rlogr.sum(axis=1))[w > 0]))
+    held = (0.0, 0.0)
+    if held_w is not None:
+        h = held_w > 0
+        held = (float(np.sum((held_w * logp)[h])), float(np.sum(held_w[h])))
     if w is None:
-        return float(np.sum(logp)), 0.0, ent, float(X.shape[0]), float(X.shape[0])
+        return float(np.sum(logp)), held[0], ent, float(X.shape[0]), held[1]
     train = w > 0
-    return (float(np.sum(logp[train])), float(np.sum(logp[~train])), ent, float(train.sum()),
-            float(X.shape[0]))
+    return float(np.sum((w * logp)[train])), held[0], ent, float(np.sum(w[train])), held[1]
 
 
 @dataclass
@@ -261,11 +330,16 @@ def hierarchical_starts(data, cands, seed, reg_covar, lowrank, stats):
     if Xs.shape[0] < Kmax:
         raise ValueError(f"Expected n_samples >= n_components but got n_components = {Kmax}, "
                          f"n_samples = {Xs.shape[0]}")
-    if Xs.shape[0] > HC_ROWS:
-        idx = np.sort(rng.choice(Xs.shape[0], HC_ROWS, replace=False))
-        Xh = np.asarray(Xs[idx], dtype=np.float64)
+    # rows of weight 0 (held-out rows, rows a user weighted out) take no part in the clustering
+    Xp = Xs if sws is None else Xs[np.asarray(sws) > 0]
+    if Xp.shape[0] < Kmax:
+        raise ValueError(f"n_components asks for up to {Kmax} components but the hierarchical "
+                         f"start's sample has only {Xp.shape[0]} rows of positive weight")
+    if Xp.shape[0] > HC_ROWS:
+        idx = np.sort(rng.choice(Xp.shape[0], HC_ROWS, replace=False))
+        Xh = np.asarray(Xp[idx], dtype=np.float64)
     else:
-        Xh = np.asarray(Xs, dtype=np.float64)
+        Xh = np.asarray(Xp, dtype=np.float64)
     Z = linkage(Xh, method="ward")
     centres = {}
     for K in sorted({c.n_components for c in cands}):
@@ -312,23 +386,87 @@ def _mahalanobis2(params, X):
     return out
 
 
-def split_params(params, Xs, sws, chunk_rows, reg_covar):
-    """K + 1 components from ``params``: the component whose responsibility-weighted sample is
-    least Gaussian by Mardia's multivariate kurtosis, |b_k - D (D + 2)| / sqrt(8 D (D + 2) /
-    n_k) largest, split in two along its principal axis (means mu +- sqrt(lambda_1)/2 v_1,
-    half the weight each, the variance along v_1 reduced by lambda_1/4)."""
+#: How ``split_params`` chooses the component to split: "kl" (Ueda et al. 2000's local
+#: Kullback-Leibler divergence, the local density estimated by a kernel density estimate),
+#: "kl_empirical" (the same with the posterior-weighted empirical distribution itself, as the
+#: paper writes it) or "kurtosis" (Mardia's multivariate kurtosis).  bench/selection.py starts.
+SPLIT_CRITERION = "kl"
+SPLIT_CRITERIA = ("kl", "kl_empirical", "kurtosis")
+#: Rows of the sample the "kl" criterion's density estimate uses (it is O(rows^2) per component).
+KDE_ROWS = 1000
+
+
+def split_scores(params, Xs, sws, chunk_rows, criterion=None):
+    """(K,) float64: how badly each component fits its local data (largest: split first);
+    -inf for components with too little weight (n_k <= D + 1) to judge.
+
+    With r_ik the responsibilities on the sample (times its weights), n_k = sum_i r_ik and the
+    local distribution f_k putting mass a_ik = r_ik / n_k on row i:
+
+    * "kl": J_k = sum_i a_ik log(f^_k(x_i) / p_k(x_i)), the local KL divergence of Ueda et al.
+      (2000) with f_k smoothed into a leave-one-out kernel density estimate f^_k (Gaussian
+      kernel of covariance h^2 Sigma_k, h by Scott's rule for the effective size n_k^2 /
+      sum_i r_ik^2) on at most KDE_ROWS rows: close to 0 for a component whose data are
+      Gaussian, large where its data have more structure (two modes) than its Gaussian;
+    * "kl_empirical": J_k = sum_i a_ik log(a_ik / p_k(x_i)), f_k taken as it is (a discrete
+      distribution against a density: the score grows with the spread of the component and
+      falls with n_k);
+    * "kurtosis": Mardia's |b_k - D (D + 2)| / sqrt(8 D (D + 2) / n_k)."""
+    criterion = SPLIT_CRITERION if criterion is None else criterion
+    if criterion not in SPLIT_CRITERIA:
+        raise ValueError(f"split criterion must be one of {SPLIT_CRITERIA}, got {criterion!r}")
     K, D = params.means.shape
-    X = np.asarray(Xs, dtype=np.float64)
-    _, _, R = kernels.log_prob(np.ascontiguousarray(X), params.kernel_params(np.float64),
-                               chunk_rows, True)
-    if sws is not None:
-        R = R * np.asarray(sws, dtype=np.float64)[:, None]
-    d2 = _mahalanobis2(params, X)
+    X = np.ascontiguousarray(np.asarray(Xs, dtype=np.float64))
+    logp, _, resp = kernels.log_prob(X, params.kernel_params(np.float64), chunk_rows, True)
+    sw = None if sws is None else np.asarray(sws, dtype=np.float64)
+    R = resp if sw is None else resp * sw[:, None]
     nk = R.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        b = (R * d2 ** 2).sum(axis=0) / nk
-        z = np.abs(b - D * (D + 2)) / np.sqrt(8.0 * D * (D + 2) / nk)
-    z = np.where(nk > D + 1, z, -np.inf)
+    ok = nk > D + 1
+    z = np.full(K, -np.inf)
+    if criterion == "kurtosis":
+        d2 = _mahalanobis2(params, X)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            b = (R * d2 ** 2).sum(axis=0) / nk
+            z = np.abs(b - D * (D + 2)) / np.sqrt(8.0 * D * (D + 2) / nk)
+    elif criterion == "kl_empirical":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = R / nk
+            # log p_k(x) = log r_k(x) + log p(x) - log pi_k
+            logpk = np.log(resp) + logp[:, None] - np.log(params.weights)
+            z = np.sum(np.where(a > 0, a * (np.log(a) - logpk), 0.0), axis=0)
+    else:
+        pc = params.cov.kernel_pc(K, D)
+        for k in np.flatnonzero(ok):
+            a = R[:, k]
+            rows = np.flatnonzero(a > 0)
+            if rows.shape[0] > KDE_ROWS:  # the rows of largest weight carry the estimate
+                rows = np.sort(rows[np.argsort(-a[rows], kind="stable")[:KDE_ROWS]])
+            a = a[rows] / a[rows].sum()
+            U = pc[k if pc.shape[0] > 1 else 0]
+            Y = X[rows] - params.means[k]
+            Z = Y @ U if U.shape[0] == D and U.shape[1] == D else Y * U[0]
+            sq = np.einsum("ij,ij->i", Z, Z)
+            n_eff = 1.0 / np.sum(a ** 2)
+            h2 = n_eff ** (-2.0 / (D + 4))
+            d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (Z @ Z.T), 0.0)
+            E = -0.5 * d2 / h2
+            np.fill_diagonal(E, -np.inf)  # leave one out
+            m = E.max(axis=1, keepdims=True)
+            # log of sum_j a_j K_h(x_i - x_j) / (1 - a_i), relative to p_k(x_i)
+            with np.errstate(divide="ignore"):
+                lf = (m[:, 0] + np.log(np.exp(E - m) @ a) - np.log1p(-np.minimum(a, 1 - 1e-12))
+                      - 0.5 * D * math.log(h2) + 0.5 * sq)
+            z[k] = float(np.sum(a * lf))
+    return np.where(ok & np.isfinite(z), z, -np.inf)
+
+
+def split_params(params, Xs, sws, chunk_rows, reg_covar, criterion=None):
+    """K + 1 components from ``params``: the component that fits its local data worst
+    (``split_scores``, by default Ueda et al.'s local KL divergence) split in two along its
+    principal axis (means mu +- sqrt(lambda_1)/2 v_1, half the weight each, the variance along
+    v_1 reduced by lambda_1/4)."""
+    K, D = params.means.shape
+    z = split_scores(params, Xs, sws, chunk_rows, criterion)
     k = int(np.argmax(z)) if np.any(np.isfinite(z)) else int(np.argmax(params.weights))
     kind = params.kind
     covs = params.cov.covariances
@@ -385,11 +523,13 @@ def split_successor(kinds_ks, sample, chunk_rows, reg_covar):
 
 # ----------------------------------------------------------------------- the loop -----------
 def sweep(data, cands, *, reg_covar, tol, max_iter, criterion="bic", stats=None,
-          successor=None, callback=None):
+          successor=None, callback=None, split=None):
     """EM for every candidate whose status is "running", sharing each pass over ``data``
     (module docstring).  ``successor(candidate)`` may return a new running Candidate when one
-    stops (split starts).  ``callback(n_pass, cands)`` after each pass.  Returns ``stats``
-    (a SweepStats)."""
+    stops (split starts).  ``callback(n_pass, cands)`` after each pass.  ``split``: None, or
+    (fraction, seed) of the held-out split, applied here to the sample weights ``data`` reads
+    (``split_weights``; a dask array carries the training weights and ``held_weights``
+    instead).  Returns ``stats`` (a SweepStats)."""
     stats = SweepStats() if stats is None else stats
     want_entropy = criterion == "icl"
     dtype = data.dtype
@@ -410,7 +550,7 @@ def sweep(data, cands, *, reg_covar, tol, max_iter, criterion="bic", stats=None,
             jobs = [("estep" if c.status == "running" else
                      ("score_entropy" if want_entropy else "score"), kp)
                     for c, kp in zip(active, kps)]
-            outs = data.reduce_many(jobs)
+            outs = data.reduce_many(jobs, held=getattr(data, "held_weights", None))
             stats.pass_bytes.append(data.n_rows * data.n_features * dtype.itemsize)
             stats.pass_kinds.append("em")
             per = (time.perf_counter() - t0) / len(active)
@@ -421,25 +561,28 @@ def sweep(data, cands, *, reg_covar, tol, max_iter, criterion="bic", stats=None,
             for c, kp in zip(active, kps):
                 outs.append(kernels.Accumulator.for_params(kp) if c.status == "running"
                             else np.zeros(5))
-            for _, X, w in _blocks(data, stats, "em"):
+            for start, X, w in _blocks(data, stats, "em"):
+                held_w = None
+                if split is not None:
+                    w, held_w = split_weights(start, start + X.shape[0], w, *split)
                 for c, kp, out in zip(active, kps, outs):
                     t1 = time.perf_counter()
                     if c.status == "running":
                         kernels.estep_stats(X, w, kp, data.chunk_rows, out)
                     else:
-                        out += score_block(X, w, kp, data.chunk_rows, want_entropy)
+                        out += score_block(X, w, kp, data.chunk_rows, want_entropy, held_w)
                     c._t += time.perf_counter() - t1
             outs = [o.result() if isinstance(o, kernels.Accumulator) else tuple(o) for o in outs]
         n_pass += 1
         for c, kp, out in zip(active, kps, outs):
             t1 = time.perf_counter()
             if c.status == "scoring":
-                ll_train, ll_held, ent, n_train, n_all = out
+                ll_train, ll_held, ent, n_train, n_held = out
                 c.log_likelihood = float(ll_train)
                 c.heldout_log_likelihood = float(ll_held)
                 c.entropy = float(ent)
-                c.n_rows = int(round(n_train))
-                c.n_heldout = int(round(n_all - n_train))
+                c.n_rows = float(n_train)
+                c.n_heldout = float(n_held)
                 c.status = "done"
                 c.seconds += c._t + time.perf_counter() - t1
                 continue
@@ -468,7 +611,9 @@ def sweep(data, cands, *, reg_covar, tol, max_iter, criterion="bic", stats=None,
 
 def score(c, criterion):
     """The candidate's criterion value (lower is better): BIC = -2 log L + p log n; ICL = BIC +
-    2 x entropy of the responsibilities; heldout = -2 x held-out log-likelihood."""
+    2 x entropy of the responsibilities; heldout = -2 x held-out log-likelihood.  With sample
+    weights, log L and the entropy are weighted sums and n is the sum of the weights (weights
+    read as frequencies: integer weights score as repeated rows)."""
     if criterion == "heldout":
         return -2.0 * c.heldout_log_likelihood
     bic = -2.0 * c.log_likelihood + c.n_parameters * math.log(c.n_rows)
@@ -477,4 +622,5 @@ def score(c, criterion):
 
 __all__ = ["CRITERIA", "STARTS", "Candidate", "SweepStats", "TrainingWeights", "heldout_mask",
            "kmeans_starts", "hierarchical_starts", "split_params", "sweep", "score",
-           "score_block", "cache_blocked", "split_successor", "train_weights_of_rows"]
+           "score_block", "cache_blocked", "split_successor", "train_weights_of_rows",
+           "split_weights", "SplitColumnSource"]

@@ -694,3 +694,48 @@ def gmr_predict(X, weights, means, covariances, kind, n_inputs):
         mean[n] = r @ mk
         std[n] = np.sqrt(r @ (vk + mk ** 2) - mean[n] ** 2)
     return mean, std
+
+
+# --------------------------------------------------------------------- model selection ---
+def split_scores(X, sw, weights, means, covariances, kind, criterion, kde_rows):
+    """The split criteria of ``fastmix.selection.split_scores`` from their definitions, with
+    SciPy's Gaussian densities: r = responsibilities x sample weights, n_k = sum r_k, a_k =
+    r_k / n_k; "kl": sum_i a_i log(f_i / N(x_i | mu_k, Sigma_k)) with f_i the leave-one-out
+    kernel density sum_{j != i} a_j N(x_i | x_j, h^2 Sigma_k) / (1 - a_i), h^2 =
+    (1 / sum a^2)^(-2 / (D + 4)), on the kde_rows rows of largest a (ties: first rows);
+    "kl_empirical": sum_i a_i log(a_i / N(x_i | mu_k, Sigma_k)); "kurtosis": Mardia's
+    |sum_i a_i d_i^4 - D (D + 2)| / sqrt(8 D (D + 2) / n_k), d_i the Mahalanobis distance.
+    -inf where n_k <= D + 1."""
+    X = np.asarray(X, dtype=np.float64)
+    N, D = X.shape
+    K = means.shape[0]
+    _, resp = log_prob_resp(X, weights, means, covariances, kind)
+    R = resp * _weights_or_ones(sw, N)[:, None]
+    covs = component_covariances(covariances, kind, K, D)
+    out = np.full(K, -np.inf)
+    for k in range(K):
+        nk = R[:, k].sum()
+        if not nk > D + 1:
+            continue
+        a = R[:, k] / nk
+        logpk = multivariate_normal(mean=means[k], cov=covs[k]).logpdf(X)
+        if criterion == "kl_empirical":
+            pos = a > 0
+            out[k] = np.sum(a[pos] * (np.log(a[pos]) - logpk[pos]))
+        elif criterion == "kurtosis":
+            diff = X - means[k]
+            d2 = np.einsum("ij,jk,ik->i", diff, np.linalg.inv(covs[k]), diff)
+            out[k] = abs(np.sum(a * d2 ** 2) - D * (D + 2)) / np.sqrt(8.0 * D * (D + 2) / nk)
+        else:
+            rows = np.flatnonzero(a > 0)
+            rows = np.sort(rows[np.argsort(-a[rows], kind="stable")[:kde_rows]])
+            b = a[rows] / a[rows].sum()
+            h2 = (1.0 / np.sum(b ** 2)) ** (-2.0 / (D + 4))
+            total = 0.0
+            for t, i in enumerate(rows):
+                others = np.delete(np.arange(rows.size), t)
+                lk = multivariate_normal(mean=X[i], cov=h2 * covs[k]).logpdf(X[rows[others]])
+                f = special.logsumexp(np.atleast_1d(lk), b=b[others]) - np.log1p(-b[t])
+                total += b[t] * (f - logpk[i])
+            out[k] = total
+    return out

@@ -411,3 +411,38 @@ def test_cli_select(X, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0], err
         assert not bad.exists()
+
+
+# --------------------------------------------------------------------------- split criteria -
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("criterion", ["kl", "kl_empirical", "kurtosis"])
+def test_split_scores_against_reference(kind, criterion, monkeypatch):
+    import reference as ref
+    from fastmix._params import Covariance, GMMParams
+    rng = np.random.default_rng(11)
+    w, m, c = ref.random_model(rng, kind, 3, 3)
+    X = ref.sample_model(rng, w, m, c, kind, 400)
+    sw = rng.uniform(0.2, 2.0, X.shape[0])
+    monkeypatch.setattr(sel, "KDE_ROWS", 120)  # below the rows of every component: subsampled
+    p = GMMParams(w, m, Covariance.registry[kind].from_covariances(c))
+    got = sel.split_scores(p, X, sw, 64, criterion)
+    want = ref.split_scores(X, sw, w, m, c, kind, criterion, 120)
+    np.testing.assert_allclose(got, want, rtol=1e-8)
+    assert np.all(np.isfinite(got))
+
+
+@pytest.mark.parametrize("criterion", ["kl", "kurtosis"])
+def test_split_criterion_picks_the_bimodal_component(criterion):
+    # component 0 covers two clusters, 1 and 2 are Gaussian; the Gaussian ones score lower
+    rng = np.random.default_rng(3)
+    X = np.concatenate([rng.normal((-2.5, 0), 0.6, (600, 2)), rng.normal((2.5, 0), 0.6, (600, 2)),
+                        rng.normal((0, 12), 1.0, (800, 2)), rng.normal((12, 0), 2.0, (800, 2))])
+    from fastmix._params import Covariance, GMMParams
+    parts = (X[:1200], X[1200:2000], X[2000:])
+    p = GMMParams(np.array([1200, 800, 800]) / 2800, np.array([q.mean(0) for q in parts]),
+                  Covariance.registry["full"].from_covariances(
+                      np.stack([np.cov(q.T) for q in parts])))
+    z = sel.split_scores(p, X, None, 256, criterion)
+    assert int(np.argmax(z)) == 0, z
+    if criterion == "kl":
+        assert abs(z[1]) < 0.05 and abs(z[2]) < 0.05 and z[0] > 0.1, z  # ~0 when Gaussian

@@ -34,6 +34,11 @@ short NumPy k-means.  Shapes are written ``(N, D, K)``.
   The "cuda" cases are skipped on machines without a GPU.
 * ``FirstDefaultFit.timeraw_first_default_fit``: the same with a default fit (k-means start)
   and ``predict``, for every covariance type and dtype.
+* ``Selection.time_select_mixture`` / ``time_separate_fits``: ``select_mixture`` over K = 1..6 x
+  the four covariance types (24 candidates, 10 EM iterations each) against the same 24 fits
+  done one by one; ``SelectionNpyFile.track_em_pass_bytes_over_file_size`` (and ``_mib``):
+  bytes read per EM pass of the sweep on a ``.npy`` file (one read for all candidates: 1.0),
+  ``peakmem_select_npy_file`` its peak RSS.
 * ``EndToEnd.time_default_fit`` / ``track_loglik_minus_sklearn``: default fits on digits and
   60 000 x 50 generated rows, and fastmix's final log-likelihood minus scikit-learn's (the
   small version of ``bench/e2e.py``).
@@ -762,3 +767,70 @@ class DeviceExpansion(Expansion):
 
     def time_expansion_fit(self, device):
         self.model.fit(self.X)
+
+
+# ---------------------------------------------------------------- model selection ------------
+_SEL_KS = list(range(1, 7))
+_SEL_KW = dict(max_iter=10, tol=0.0, random_state=SEED)  # every candidate runs 10 iterations
+
+
+def _select_quietly(X, **kw):
+    from fastmix import select_mixture
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tol=0 -> ConvergenceWarning by design
+        return select_mixture(X, n_components=_SEL_KS, covariance_types=COVARIANCE_TYPES,
+                              **_SEL_KW, **kw)
+
+
+class Selection:
+    """``select_mixture`` at (N, D) = (50 000, 8), K = 1..6 x the four covariance types (24
+    candidates, k-means starts, exactly 10 EM iterations each): one shared pass per iteration
+    for every candidate (``time_select_mixture``) against the 24 ``GaussianMixture`` fits one
+    after the other (``time_separate_fits``; the same starts and results)."""
+
+    timeout = 600
+
+    def setup(self):
+        self.X = make_mixture(50_000, 8, 6, seed=SEED)
+        _select_quietly(self.X[:2000])  # compile
+
+    def time_select_mixture(self):
+        _select_quietly(self.X)
+
+    def time_separate_fits(self):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for kind in COVARIANCE_TYPES:
+                for k in _SEL_KS:
+                    GaussianMixture(k, covariance_type=kind, **_SEL_KW).fit(self.X)
+
+
+class SelectionNpyFile:
+    """The same sweep on a ``.npy`` file of 400 000 x 8 float64 rows (24 MiB), read in blocks:
+    bytes read per EM pass (every candidate's E-step on each block: one read of the file per
+    iteration, whatever the number of candidates) and the peak RSS of the sweep."""
+
+    timeout = 600
+
+    def setup_cache(self):
+        import tempfile
+        path = os.path.join(tempfile.mkdtemp(prefix="fastmix-asv-"), "sel.npy")
+        np.save(path, make_mixture(400_000, 8, 6, seed=SEED))
+        res = _select_quietly(path)  # compile + page cache
+        em = [b for b, kind in zip(res.bytes_read_, res.pass_kinds_) if kind == "em"]
+        return path, em, os.path.getsize(path)
+
+    def track_em_pass_bytes_over_file_size(self, cache):
+        path, em, size = cache
+        return max(em) / size
+
+    track_em_pass_bytes_over_file_size.unit = "ratio"
+
+    def track_em_pass_mib(self, cache):
+        path, em, size = cache
+        return max(em) / 2**20
+
+    track_em_pass_mib.unit = "MiB"
+
+    def peakmem_select_npy_file(self, cache):
+        _select_quietly(cache[0])

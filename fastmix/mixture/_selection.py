@@ -157,9 +157,9 @@ def _seed(random_state):
 
 def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied", "diag",
                                                                     "spherical"),
-                   *, criterion="bic", heldout_fraction=0.2, start="kmeans", tol=1e-3,
-                   reg_covar=1e-6, max_iter=100, random_state=None, chunk_size=None,
-                   n_factors=None, progress=False, callback=None):
+                   *, sample_weight=None, criterion="bic", heldout_fraction=0.2,
+                   start="kmeans", tol=1e-3, reg_covar=1e-6, max_iter=100, random_state=None,
+                   chunk_size=None, n_factors=None, progress=False, callback=None):
     """Fit a Gaussian mixture for every number of components and covariance type and pick the
     best by BIC, ICL or held-out log-likelihood, reading the data once per EM iteration for all
     candidates together.
@@ -172,6 +172,14 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
     n_components : int or iterable of int >= 1, default=range(1, 10)
         The numbers of components to try (mclust's default range).
     covariance_types : str or iterable of {"full", "tied", "diag", "spherical", "lowrank"}
+    sample_weight : (N,) non-negative float array, optional
+        Every candidate is fitted as ``GaussianMixture.fit(X, sample_weight=...)`` is.  For
+        out-of-core data also a path to a ``.npy`` of N weights, a 1-D random-access Source, or
+        the name of a weight column of a Parquet/CSV file; for a dask array X, a dask or numpy
+        array.  The weights count as frequencies in the scores: log L (and the ICL entropy) are
+        weighted sums and BIC's n is the sum of the weights, so integer weights score as
+        repeated rows.  With ``criterion="heldout"`` the weights multiply the training mask of
+        the split (the fit's weights) and weight the held-out rows' log-likelihoods.
     criterion : {"bic", "icl", "heldout"}, default="bic"
         Lower is better for all three.  "bic": -2 log L + p log N.  "icl": BIC + 2 x the
         entropy of the responsibilities, -sum_i sum_k r_ik log r_ik (Biernacki, Celeux &
@@ -184,9 +192,9 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
         "kmeans": each candidate starts where ``GaussianMixture(random_state=...)`` starts
         (its result equals that separate fit).  "hierarchical": Ward's hierarchical clustering
         of a sample of at most 2000 rows cut at every K (mclust-style).  "split": K + 1 starts
-        from the fitted K-component model with its least Gaussian component split (Ueda et
-        al. 2000); the candidates of a covariance type then run one after the other.  See the
-        user guide for measurements.
+        from the fitted K-component model with the component of largest local KL divergence
+        between its data and its Gaussian split (Ueda et al. 2000); the candidates of a
+        covariance type then run one after the other.  See the user guide for measurements.
     tol, reg_covar, max_iter, chunk_size, n_factors :
         As for ``GaussianMixture`` (the same for every candidate; ``n_factors`` for
         "lowrank").
@@ -238,7 +246,7 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
     seed = _seed(random_state)
     template["random_state"] = seed
     gm = GaussianMixture(n_components=ks[-1], **template)
-    data, opened = _open(gm, X, criterion, heldout_fraction, seed)
+    data, plain, split, opened = _open(gm, X, sample_weight, criterion, heldout_fraction, seed)
     try:
         D = data.n_features
         if "lowrank" in kinds:
@@ -248,7 +256,7 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
         _check_rows(data, ks[-1], criterion)
         cands = [_sel.Candidate(K, kind) for kind in kinds for K in ks]
         stats = _sel.SweepStats()
-        work = _sel.cache_blocked(data)
+        work = _sel.cache_blocked(plain)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -283,7 +291,7 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
             try:
                 _sel.sweep(work, cands, reg_covar=float(reg_covar), tol=float(tol),
                            max_iter=int(max_iter), criterion=criterion, stats=stats,
-                           successor=successor, callback=on_pass)
+                           successor=successor, callback=on_pass, split=split)
             finally:
                 if bar is not None:
                     bar.close()
@@ -299,7 +307,7 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
         return SelectionResult(criterion, cands, stats, template, _fit_dtype(data), seed)
     finally:
         if opened:
-            data.close()
+            plain.close()
 
 
 def _init_sample(data, K, rng):
@@ -318,35 +326,59 @@ def _check_rows(data, K, criterion):
                          f"{n} rows (need n_samples >= n_components)")
     if criterion == "heldout":
         w = data.weights
-        n_train = int(np.sum(w)) if isinstance(w, np.ndarray) else None
+        n_train = int(np.count_nonzero(w > 0)) if isinstance(w, np.ndarray) else None
         if n_train is not None and n_train < K:
             raise ValueError(f"n_components asks for up to {K} components but only {n_train} "
                              f"training rows remain after holding out; lower heldout_fraction")
 
 
-def _open(gm, X, criterion, fraction, seed):
-    """(Stream or DaskData, opened) with the held-out split as training weights."""
+def _open(gm, X, sample_weight, criterion, fraction, seed):
+    """(data, sweep_data, split, opened): ``data`` (a Stream or DaskData) reads X with the
+    weights a separate fit gets -- ``sample_weight``, times the training mask of the held-out
+    split for criterion="heldout" -- and serves the starts; ``sweep_data`` is what the EM passes
+    read (for "heldout" on local data: the plain sample weights, the sweep applying ``split``
+    block by block so that it also has the held-out rows' weights to score them)."""
     if criterion != "heldout":
-        return gm._stream(X, None, fitting=True)
+        data, opened = gm._stream(X, sample_weight, fitting=True)
+        return data, data, None, opened
+    split = (fraction, seed)
     if distributed.is_dask_array(X):
         import dask.array as da
+        plain = distributed.DaskData(X, sample_weight, gm._chunk_rows)
         rows = da.arange(X.shape[0], chunks=(X.chunks[0],))
-        w = rows.map_blocks(_sel.train_weights_of_rows, fraction, seed, dtype=np.float64)
-        return gm._stream(X, w, fitting=True)
+        train = rows.map_blocks(_sel.train_weights_of_rows, fraction, seed, dtype=np.float64)
+        base = plain.weights
+        w, held = (train, 1.0 - train) if base is None else (base * train, base * (1.0 - train))
+        data, opened = gm._stream(X, w, fitting=True)
+        data.held_weights = held
+        return data, data, None, opened
     if not sources.is_out_of_core(X):
         n = np.shape(X)[0] if np.ndim(X) >= 1 else 0
-        return gm._stream(X, _sel.TrainingWeights(n, fraction, seed).array() if n else None,
-                          fitting=True)
-    data, opened = gm._stream(X, None, fitting=True)
+        plain, opened = gm._stream(X, sample_weight, fitting=True)
+        if not n:
+            return plain, plain, split, opened
+        w = _sel.TrainingWeights(n, fraction, seed, base=plain.weights).array()
+        if not w.sum() > 0:
+            raise ValueError("sample_weight is zero on every training row of the held-out "
+                             "split: no row left to fit")
+        Xv = plain.in_memory
+        data = sources.as_stream(X if Xv is None else Xv, w, plain.chunk_rows)
+        return data, plain, split, opened
+    plain, opened = gm._stream(X, sample_weight, fitting=True)
     try:
-        if data.n_rows is None:  # count the rows (one validating pass)
-            for _ in data.blocks():
+        if plain.source.has_weights:  # a weight column, read in the data's own pieces
+            data = sources.Stream(_sel.SplitColumnSource(plain.source, fraction, seed),
+                                  plain.chunk_rows)
+            return data, plain, split, opened
+        if plain.n_rows is None:  # count the rows (one validating pass)
+            for _ in plain.blocks():
                 pass
-        weighted = sources.Stream(data.source, data.chunk_rows,
-                                  weights=_sel.TrainingWeights(data.n_rows, fraction, seed))
-        weighted.validated = data.validated
-        return weighted, opened
+        data = sources.Stream(plain.source, plain.chunk_rows,
+                              weights=_sel.TrainingWeights(plain.n_rows, fraction, seed,
+                                                           base=plain.weights))
+        data.n_rows, data.validated = plain.n_rows, plain.validated
+        return data, plain, split, opened
     except BaseException:
         if opened:
-            data.close()
+            plain.close()
         raise
