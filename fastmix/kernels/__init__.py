@@ -68,7 +68,7 @@ def n_factors(kp):
 
 def _n_slots(kind, K, D, q=0):
     """As many slots as SLOT_BYTES allows: one parallel region per pass when it fits."""
-    per_slot = 8 * (K + 16 + K * D + int(np.prod(s2_shape(kind, K, D, q))))
+    per_slot = 8 * (K + 16 + K * D + math.prod(s2_shape(kind, K, D, q)))
     return int(max(1, SLOT_BYTES // per_slot))
 
 
@@ -197,6 +197,38 @@ def _aligned_empty(shape, dtype):
     return buf[off:off + n].reshape(shape)
 
 
+_SCRATCH = threading.local()
+#: Bytes of cached scratch per thread above which the cache starts afresh.
+SCRATCH_CACHE_BYTES = 64 << 20
+
+
+def _scratch(spec):
+    """The aligned scratch arrays of ``spec`` ((shape, dtype), ...) for the calling thread:
+    allocated once per thread and spec and reused by every later call (a pass allocates
+    nothing: on small data a dozen allocations per call were measurable).  Kernels never
+    read scratch before writing it, so reuse cannot change a result."""
+    cache = getattr(_SCRATCH, "arrays", None)
+    if cache is None:
+        cache = _SCRATCH.arrays = {}
+    arrays = cache.get(spec)
+    if arrays is None:
+        arrays = tuple(_aligned_empty(shape, dt) for shape, dt in spec)
+        size = sum(a.nbytes for a in arrays)
+        if getattr(_SCRATCH, "nbytes", 0) + size > SCRATCH_CACHE_BYTES:
+            cache.clear()
+            _SCRATCH.nbytes = 0
+        cache[spec] = arrays
+        _SCRATCH.nbytes = getattr(_SCRATCH, "nbytes", 0) + size
+    return arrays
+
+
+def _with_scratch(fn, spec):
+    """``fn`` with the calling thread's scratch arrays of ``spec`` appended to its arguments."""
+    if not spec:
+        return fn
+    return lambda *args: fn(*args, *_scratch(spec))
+
+
 def _full_layout(kp, dtype, mode=ESTEP):
     """(UT, C, T): the full kind's parameters as one log-density GEMM per group of components
     (``cpu_estep._full_logdens_block``), in ``dtype``.
@@ -249,8 +281,16 @@ def _pass_layout(kp, mode, dtype, native_spherical=False):
     elif kp.kind == FULL:
         pc, g, tmeans = _full_layout(kp, dtype, mode)
     run = _PASSES[kind]
+    K = kp.means64.shape[0]
     if kind == DIAG and g64.shape[0] != D:  # no shared centre: the row-at-a-time loop
         run = cpu_estep.pass_diag_rows
+    elif kind == DIAG:
+        run = _with_scratch(run, cpu_estep.pass_scratch(DIAG, K, D, dtype, P=pc.shape[2]))
+    elif kind == FULL:
+        run = _with_scratch(run, cpu_estep.pass_scratch(
+            FULL, K, D, dtype, n_groups=g.shape[0], shared=g64.shape[0] == D))
+    elif kind == TIED:
+        run = _with_scratch(run, cpu_estep.pass_scratch(TIED, K, D, dtype))
     return run, pc, g, g64, tmeans
 
 
@@ -434,6 +474,8 @@ def log_prob(X, kp, chunk_rows, want_resp=False):
         pc, g, tm = kp.pc, kp.g, kp.tmeans
         if kp.kind == FULL:  # the densities exactly as the pass evaluates them
             pc, g, tm = _full_layout(kp, X.dtype)
+            run = _with_scratch(run, cpu_estep.log_prob_scratch(
+                FULL, K, kp.means64.shape[1], X.dtype, n_groups=g.shape[0]))
         _threads.run_ranges(lambda c0, c1: run(
             X, kp.means, pc, kp.lconst, tm, g, cut, chunk_rows, c0, c1, logp,
             labels, resp), n_chunks)
