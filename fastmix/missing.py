@@ -159,6 +159,16 @@ def e_step_stats(data, sample_weight, params, chunk_rows, on_block=None):
     return stats_from_kernel(params.kind, acc.result(), kp)
 
 
+def batch_estep(chunk_rows):
+    """``estep(X, sw, params) -> Stats`` for online EM (``online.online_update``) on batches
+    with NaN entries: the masked E-step of the batch.  A batch without NaN takes the ordinary
+    pass (``kernels.estep_stats_missing`` routes its chunks there), so it gives today's
+    statistics bit for bit."""
+    def estep(X, sw, params):
+        return e_step_stats(X, sw, params, chunk_rows)
+    return estep
+
+
 def run_em(data, sample_weight, params, *, reg_covar, tol, max_iter, chunk_rows,
            lower_bound=-np.inf, callback=None, on_block=None, fixed=()):
     """``em.run_em`` for data with missing entries: the same loop, the masked E-step.  The

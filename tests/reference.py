@@ -672,6 +672,44 @@ def missing_em(X, sw, weights, means, covariances, kind, reg_covar, n_iter):
             "lower_bounds": lbs}
 
 
+def missing_online_em(batches, weights, means, covariances, kind, reg_covar, t0, kappa):
+    """Stepwise online EM (Cappe & Moulines 2009) on batches with NaN entries, from raw
+    (uncentred) per-row averaged expected moments: for batch t (t = 0, 1, ...) with rows X and
+    weights sw (None: ones), s_t = sum w r [1, xhat, xhat xhat^T + C] / sum w, blended as
+    S_t = (1 - rho_t) S_{t-1} + rho_t s_t, rho_0 = 1, rho_t = (t + t0)^-kappa, then the M-step
+    from S_t (nk + 10 eps as ``m_step``).  Returns (weights, means, covariances)."""
+    S = None
+    for t, (X, sw) in enumerate(batches):
+        X = np.asarray(X, dtype=np.float64)
+        N, D = X.shape
+        K = np.asarray(means).shape[0]
+        w = _weights_or_ones(sw, N)
+        s0, s1, s2 = np.zeros(K), np.zeros((K, D)), np.zeros((K, D, D))
+        for n in range(N):
+            lw, xhat, cond = missing_row_parts(X[n], weights, means, covariances, kind)
+            r = special.softmax(lw)
+            for k in range(K):
+                wr = w[n] * r[k]
+                s0[k] += wr
+                s1[k] += wr * xhat[k]
+                s2[k] += wr * (np.outer(xhat[k], xhat[k]) + cond[k])
+        batch = [s0 / w.sum(), s1 / w.sum(), s2 / w.sum()]
+        rho = 1.0 if t == 0 else (t + t0) ** (-kappa)
+        S = batch if S is None else [(1 - rho) * a + rho * b for a, b in zip(S, batch)]
+        nk = S[0] + 10 * EPS
+        weights = nk / nk.sum()
+        means = S[1] / nk[:, None]
+        covs = S[2] / nk[:, None, None] - np.einsum("ki,kj->kij", means, means)
+        if kind == "full":
+            covariances = covs + reg_covar * np.eye(D)
+        elif kind == "tied":
+            covariances = np.einsum("k,kij->ij", nk, covs) / nk.sum() + reg_covar * np.eye(D)
+        else:
+            var = np.diagonal(covs, axis1=1, axis2=2) + reg_covar
+            covariances = var if kind == "diag" else var.mean(axis=1)
+    return weights, means, covariances
+
+
 def gmr_predict(X, weights, means, covariances, kind, n_inputs):
     """Gaussian mixture regression from the joint model over [x, y] (x: the first n_inputs
     coordinates): E[y | x] (N, n_out) and the mixture's conditional std (N, n_out), by the

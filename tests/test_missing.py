@@ -246,8 +246,6 @@ def test_bad_missing_parameter_and_unsupported_combinations():
         GaussianMixture(2, missing="drop").fit(np.nan_to_num(X))
     with pytest.raises(ValueError, match="lowrank"):
         GaussianMixture(2, covariance_type="lowrank", missing="marginalize").fit(X)
-    with pytest.raises(ValueError, match="algorithm='online'"):
-        GaussianMixture(2, missing="marginalize").fit(X, algorithm="online")
 
 
 def test_callers_array_is_not_modified():
