@@ -133,12 +133,17 @@ class ImputedSource(Source):
 
 # ---------------------------------------------------------------------------------- EM ------
 def model_arrays(params: GMMParams):
-    """(covariances in scikit-learn's layout, log-weights), float64, for the masked kernels."""
-    if params.kind not in ("full", "tied", "diag", "spherical"):
-        raise ValueError(f"missing values are not supported for covariance_type="
-                         f"{params.kind!r} (use full, tied, diag or spherical)")
+    """(covariances in scikit-learn's layout -- lowrank: (K, D, q + 1) ``[W_k | psi_k]``, never
+    the dense matrices --, log-weights), float64, for the masked kernels."""
     with np.errstate(divide="ignore"):
         logw = np.log(params.weights)
+    if params.kind == "lowrank":
+        cov = np.concatenate([params.cov.loadings, params.cov.noise_variances[:, :, None]],
+                             axis=2)
+        return cov, logw
+    if params.kind not in ("full", "tied", "diag", "spherical"):
+        raise ValueError(f"missing values are not supported for covariance_type="
+                         f"{params.kind!r}")
     return np.asarray(params.cov.covariances, np.float64), logw
 
 

@@ -126,5 +126,3 @@ def test_partial_fit_bad_input():
     assert np.all(np.isfinite(gm.means_)) and gm.n_steps_ == 2
     with pytest.raises(ValueError, match="NaN"):
         GaussianMixture(2, covariance_type="diag").partial_fit(X[:40])
-    with pytest.raises(ValueError, match="lowrank"):
-        GaussianMixture(2, covariance_type="lowrank", missing="marginalize").partial_fit(X[:40])

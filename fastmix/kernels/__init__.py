@@ -499,8 +499,11 @@ def _missing_args(kp, cov, logw, X, chunk_rows, flags):
         return cpu_missing.pass_cov_missing, (X, None, kp.means64, cov, prec, ldcov,
                                                np.ascontiguousarray(logw, np.float64),
                                                kp.kind == TIED, g64, order, gstart, cgroup)
-    raise ValueError("missing values are supported for the full, tied, diag and spherical "
-                     "kinds only")
+    if kp.kind == LOWRANK:  # cov: (K, D, q + 1) float64, [W_k | psi_k]
+        return cpu_missing.pass_lowrank_missing, (X, None, kp.means64,
+                                                   np.ascontiguousarray(cov, np.float64),
+                                                   np.ascontiguousarray(logw, np.float64))
+    raise ValueError(f"missing values are not supported for the kernel kind {kp.kind}")
 
 
 def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None):
@@ -517,14 +520,15 @@ def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None):
     if not flags.any():
         return estep_stats(X, sw, kp, chunk_rows, acc)
     K, D = kp.means64.shape
+    q = n_factors(kp)
     kind = DIAG if kp.kind == SPHERICAL else kp.kind
     if acc is None:
-        acc = Accumulator(kp.kind, K, D)
+        acc = Accumulator(kp.kind, K, D, q)
     n_chunks = flags.shape[0]
-    n_slots = min(n_chunks, _n_slots(kind, K, D))
+    n_slots = min(n_chunks, _n_slots(kind, K, D, q))
     nk_p = np.zeros((n_slots, K + 8))
     s1_p = np.zeros((n_slots, K, D))
-    s2_p = np.zeros((n_slots,) + s2_shape(kind, K, D))
+    s2_p = np.zeros((n_slots,) + s2_shape(kind, K, D, q))
     llws_p = np.zeros((n_slots, 8))
     # the chunks without NaN run exactly as in ``estep_stats`` (spherical: its (K, 1, 1)
     # layout when pass_diag runs, with second moments in their own slots)
@@ -585,10 +589,11 @@ def _masked_rows(Xm, kp, cov, logw, chunk_rows, want_resp, want_imp):
     lab = np.empty(n, np.int64)
     rs = np.empty((n if want_resp else 0, K))
     imp = np.empty((2, n if want_imp else 0, D))
-    n_slots = min(n_chunks, _n_slots(kind, K, D))
+    q = n_factors(kp)
+    n_slots = min(n_chunks, _n_slots(kind, K, D, q))
     nk_p = np.zeros((n_slots, K + 8))
     s1_p = np.zeros((n_slots, K, D))
-    s2_p = np.zeros((n_slots,) + s2_shape(kind, K, D))
+    s2_p = np.zeros((n_slots,) + s2_shape(kind, K, D, q))
     llws_p = np.zeros((n_slots, 8))
     with blas_single_threaded():
         for c0 in range(0, n_chunks, n_slots):

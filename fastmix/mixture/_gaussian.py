@@ -130,8 +130,9 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         error.  Data without NaN give exactly the model of ``missing="error"``.  Supported for
         batch EM on the CPU (arrays; files: NaN in ``.npy``, nulls in Parquet/CSV, the file
         fit equal to the in-memory fit bit for bit; Dask arrays), online EM (``partial_fit``,
-        ``fit(algorithm="online")``: each batch's expected statistics) and the full, tied,
-        diag and spherical types; ``device="cuda"`` and lowrank raise a ValueError.
+        ``fit(algorithm="online")``: each batch's expected statistics) and every covariance
+        type (lowrank: Woodbury on the observed rows of W and psi); ``device="cuda"`` raises
+        a ValueError.
         ``impute``, ``sample_missing`` and ``condition`` work whatever this setting.
 
     Attributes
@@ -379,27 +380,17 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
             means, has_nan = _missing.column_means(data)
         if not has_nan:
             return False
-        what = None
         if gpu is not None:
-            what = "device='cuda' (use device='cpu')"
-        elif self.covariance_type == "lowrank":
-            what = "covariance_type='lowrank' (use full, tied, diag or spherical)"
-        if what is not None:
-            raise ValueError(f"missing='marginalize' with NaN entries does not support {what} "
-                             "yet")
+            raise ValueError("missing='marginalize' with NaN entries does not support "
+                             "device='cuda' (use device='cpu') yet")
         self._nan_means = means
         return True
 
     def _check_missing_partial(self, gpu):
         """ValueError for what ``partial_fit`` with NaN entries does not support yet."""
-        what = None
         if gpu is not None:
-            what = "device='cuda' (use device='cpu')"
-        elif self.covariance_type == "lowrank":
-            what = "covariance_type='lowrank' (use full, tied, diag or spherical)"
-        if what is not None:
-            raise ValueError(f"missing='marginalize' with NaN entries does not support {what} "
-                             "yet")
+            raise ValueError("missing='marginalize' with NaN entries does not support "
+                             "device='cuda' (use device='cpu') yet")
 
     def _init_data(self, data):
         """The rows the initialisation sees: with NaN entries, the rows with each NaN replaced
