@@ -131,8 +131,9 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         batch EM on the CPU (arrays; files: NaN in ``.npy``, nulls in Parquet/CSV, the file
         fit equal to the in-memory fit bit for bit; Dask arrays), online EM (``partial_fit``,
         ``fit(algorithm="online")``: each batch's expected statistics) and every covariance
-        type (lowrank: Woodbury on the observed rows of W and psi); ``device="cuda"`` raises
-        a ValueError.
+        type (lowrank: Woodbury on the observed rows of W and psi); with ``device="cuda"``
+        batch EM of the diag and spherical types on data that fit on the device (masked GPU
+        kernel; scores of rows with NaN are computed on the CPU), a ValueError otherwise.
         ``impute``, ``sample_missing`` and ``condition`` work whatever this setting.
 
     Attributes
@@ -381,8 +382,16 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         if not has_nan:
             return False
         if gpu is not None:
-            raise ValueError("missing='marginalize' with NaN entries does not support "
-                             "device='cuda' (use device='cpu') yet")
+            what = None
+            if algorithm != "batch":
+                what = "online EM"
+            elif self.covariance_type not in ("diag", "spherical"):
+                what = f"covariance_type={self.covariance_type!r} (diag and spherical are)"
+            elif X0 is None or not gpu.fits_on_device(X0.nbytes):
+                what = "data streamed to the device (out-of-core, or larger than its memory)"
+            if what is not None:
+                raise ValueError(f"missing='marginalize' with NaN entries on device='cuda' does "
+                                 f"not support {what} yet; use device='cpu'")
         self._nan_means = means
         return True
 
@@ -673,7 +682,9 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
                                     estep=(_missing.batch_estep(self._chunk_rows)
                                            if getattr(self, "_nan_fit", False)
                                            else self._gpu_estep()))
-            elif getattr(self, "_nan_fit", False):  # NaN entries: the masked E-step
+            elif getattr(self, "_nan_fit", False) and getattr(self, "_device_data",
+                                                              None) is None:
+                # NaN entries: the masked E-step (on the GPU: below)
                 result = _missing.run_em(data, None, prior.params,
                                          reg_covar=float(self.reg_covar), tol=float(self.tol),
                                          max_iter=int(self.max_iter) - done,
@@ -690,7 +701,8 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
                 else:                           # rows resident on the device
                     result = gpu.run_em_gpu(self._device_data, None, prior.params,
                                             block_rows=gpu.DEFAULT_BLOCK_ROWS,
-                                            threads=gpu.DEFAULT_THREADS, **kw)
+                                            threads=gpu.DEFAULT_THREADS,
+                                            missing=getattr(self, "_nan_fit", False), **kw)
             else:
                 result = run_em(data, None, prior.params, reg_covar=float(self.reg_covar),
                                 tol=float(self.tol), max_iter=int(self.max_iter) - done,
