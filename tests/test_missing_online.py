@@ -14,8 +14,8 @@ from fastmix import missing as fm_missing
 from test_missing import CHUNK, KINDS, _holes, _init, _problem
 
 
-@pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind, weighted", [("full", True), ("tied", False), ("diag", True),
+                                             ("spherical", False)])
 def test_partial_fit_matches_stepwise_reference(kind, weighted):
     """Five partial_fit calls on batches with 20 % MCAR NaN from a given start equal the
     NumPy stepwise EM on the raw expected moments (t0 = 1, kappa = 0.7)."""
@@ -126,3 +126,37 @@ def test_partial_fit_bad_input():
     assert np.all(np.isfinite(gm.means_)) and gm.n_steps_ == 2
     with pytest.raises(ValueError, match="NaN"):
         GaussianMixture(2, covariance_type="diag").partial_fit(X[:40])
+
+
+@pytest.mark.parametrize("kind", ("full", "diag"))
+def test_in_memory_fit_groups_patterns_once(kind, monkeypatch):
+    """Batch EM on rows in memory reads their NaN layout (chunk flags, full/tied pattern
+    groups) once per fit, not once per iteration; the statistics are the uncached ones, bit for
+    bit."""
+    from fastmix import kernels
+    X, sw, w, mu, cov = _problem(kind, "mcar", True, n=300)
+    calls = {"flags": 0, "groups": 0}
+    flags, groups = kernels.nan_chunks, kernels._pattern_groups
+
+    def count_flags(*a):
+        calls["flags"] += 1
+        return flags(*a)
+
+    def count_groups(*a):
+        calls["groups"] += 1
+        return groups(*a)
+    monkeypatch.setattr(kernels, "nan_chunks", count_flags)
+    monkeypatch.setattr(kernels, "_pattern_groups", count_groups)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gm = _init(kind, w, mu, cov, max_iter=5, tol=0.0).fit(X, sample_weight=sw)
+    assert gm.n_iter_ == 5
+    assert calls == {"flags": 1, "groups": 1 if kind == "full" else 0}
+    cache = {}
+    p = gm._params()
+    plain = fm_missing.e_step_stats(X, sw, p, CHUNK)
+    for _ in range(2):  # the second from the cache
+        cached = fm_missing.e_step_stats(X, sw, p, CHUNK, cache=cache)
+        for f in ("nk", "s1", "s2"):
+            assert_reproducible(getattr(cached, f), getattr(plain, f), f)
+    assert len(cache) == 1

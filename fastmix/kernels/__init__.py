@@ -473,8 +473,19 @@ def _pattern_groups(X, chunk_rows, flags):
     return order, np.asarray(gstart, np.int64), cgroup
 
 
-def _missing_args(kp, cov, logw, X, chunk_rows, flags):
-    """The masked pass of kp's kind and its leading arguments."""
+def pattern_groups(X, chunk_rows, flags=None):
+    """(flags, groups): ``nan_chunks(X, chunk_rows)`` and the pattern grouping of the full and
+    tied masked pass (``_pattern_groups``), for a caller that runs several E-steps over the
+    same rows (``fastmix.missing.run_em`` on data in memory) to compute once and pass to
+    ``estep_stats_missing``."""
+    if flags is None:
+        flags = nan_chunks(X, chunk_rows)
+    return flags, _pattern_groups(X, int(chunk_rows), flags)
+
+
+def _missing_args(kp, cov, logw, X, chunk_rows, flags, groups=None):
+    """The masked pass of kp's kind and its leading arguments (``groups``: the pattern
+    grouping of X from ``pattern_groups``, computed here if None)."""
     if kp.kind in (DIAG, SPHERICAL):
         K, D = kp.means64.shape
         _, pc, g, g64, _ = _pass_layout(kp, ESTEP, X.dtype)
@@ -487,7 +498,8 @@ def _missing_args(kp, cov, logw, X, chunk_rows, flags):
         return cpu_missing.pass_diag_missing, (X, None, kp.means, pc, kp.lconst, kp.means64,
                                                 var)
     if kp.kind in (FULL, TIED):
-        order, gstart, cgroup = _pattern_groups(X, chunk_rows, flags)
+        order, gstart, cgroup = (_pattern_groups(X, chunk_rows, flags) if groups is None
+                                 else groups)
         D = kp.means64.shape[1]
         cov = np.ascontiguousarray(cov, np.float64).reshape(-1, D, D)
         # precisions and 1/2 log det Sigma for the precision form of few-row pattern groups
@@ -506,14 +518,15 @@ def _missing_args(kp, cov, logw, X, chunk_rows, flags):
     raise ValueError(f"missing values are not supported for the kernel kind {kp.kind}")
 
 
-def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None):
+def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None, groups=None):
     """Fused E-step of rows with missing entries (NaN, marginalised): (nk, s1, s2, ll, ws)
     of the expected sufficient statistics (``cpu_missing``), in the layout of ``estep_stats``.
 
     ``cov``: the model's float64 covariances in scikit-learn's layout (full (K, D, D), tied
     (D, D), diag (K, D), spherical (K,)); ``logw`` (K,) float64 log-weights.  Chunks without
-    NaN run the ordinary pass (``flags``: ``nan_chunks(X, chunk_rows)`` if known); a block
-    without NaN is exactly ``estep_stats``."""
+    NaN run the ordinary pass (``flags``: ``nan_chunks(X, chunk_rows)`` if known; ``groups``:
+    the full/tied pattern grouping, ``pattern_groups``, if known); a block without NaN is
+    exactly ``estep_stats``."""
     chunk_rows = int(chunk_rows)
     if flags is None:
         flags = nan_chunks(X, chunk_rows)
@@ -535,7 +548,7 @@ def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None):
     run, pc, g, g64, tmeans = _pass_layout(kp, ESTEP, X.dtype, native_spherical=True)
     native = kp.kind == SPHERICAL and pc.shape[2] == 1
     s2_q = np.zeros((n_slots,) + s2_shape(SPHERICAL, K, D)) if native else s2_p
-    masked, margs = _missing_args(kp, cov, logw, X, chunk_rows, flags)
+    masked, margs = _missing_args(kp, cov, logw, X, chunk_rows, flags, groups)
     sw = _weights(sw)
     margs = (margs[0], sw) + margs[2:]
     R = np.empty((0, K))
@@ -629,4 +642,5 @@ def impute_moments(X, kp, cov, logw, chunk_rows):
 __all__ = ["Accumulator", "run_ranges", "num_threads", "thread_limit", "blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG",
            "SPHERICAL", "LOWRANK", "n_factors", "estep_stats", "resp_stats", "log_prob", "nearest_params",
            "s2_shape", "grid_stats", "grid_window", "grid_layout", "GridLayout", "GRID_EM", "GRID_KDE", "GRID_LOGP",
-           "nan_chunks", "estep_stats_missing", "log_prob_missing", "impute_moments"]
+           "nan_chunks", "estep_stats_missing", "log_prob_missing", "impute_moments",
+           "pattern_groups"]
