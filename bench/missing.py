@@ -21,6 +21,8 @@ What is measured
 3. **Regression**: 5-fold ``cross_val_score`` (R^2) on scikit-learn's diabetes data of
    ``StandardScaler + GaussianMixtureRegressor(K)`` (K = 1, 2, 3, full), against
    ``KNeighborsRegressor`` (5 and 15 neighbours) and ``LinearRegression``.
+5. **Seconds per EM iteration** at the issue's shape (N = 10^6, D = 16, K = 16, 20 %
+   missing): see ``iteration``'s docstring.
 4. **Cost per E-step** (one masked pass = one EM iteration's data pass), N rows (default
    2e5, ``--rows``), D = 16, K = 16, float64, ``NUMBA_NUM_THREADS`` threads: complete data vs
    20 % MCAR for diag, and for full vs 20 % entries missing in 64 distinct patterns and vs
@@ -32,6 +34,11 @@ How to run (from the repository root)::
     .venv/bin/python bench/missing.py                 # ~3 min on 2 cores
     .venv/bin/python bench/missing.py --rows 1000000  # the issue's size for part 4
     .venv/bin/python bench/missing.py --only timing
+    NUMBA_NUM_THREADS=1 .venv/bin/python bench/missing.py --only iteration   # ~15 min
+    NUMBA_NUM_THREADS=2 .venv/bin/python bench/missing.py --only iteration
+
+``--only`` runs update ``bench/results/missing.{json,md}`` in place: the other parts' results
+are kept (part 5 is stored per NUMBA_NUM_THREADS).
 """
 import argparse
 import json
@@ -374,38 +381,51 @@ def report(res):
                      f"{r['missing_cpu'] / r['complete_cpu']:.2f} | {r['complete_wall']:.3f} | "
                      f"{r['missing_wall']:.3f} | {r['missing_wall'] / r['complete_wall']:.2f} |")
         L.append("")
-    if "iteration" in res:
-        L += ["## 5. Seconds per EM iteration (D = 16, K = 16, float64, 20 % missing)", "",
-              "`GaussianMixture.fit` from a fixed start (lowrank: q = 4, its k-means/PCA "
-              "start), median of `iteration_times_` (wall) over one run; CPU: process time of "
-              "a fit with 4 iterations minus that of one, over 3. Online: "
-              "one pass in batches of 65,536 rows. Ratios against the complete-data run of "
-              "the same kind, source and rows.", "",
-              "| kind | missing | source | algorithm | rows | s / iteration (wall) | "
-              "ratio (wall) | CPU s / iteration | ratio (CPU) |",
-              "|---|---|---|---|---|---|---|---|---|"]
-        base = {(r["kind"], r["source"], r["algorithm"], r["rows"]): r
-                for r in res["iteration"] if r["missing"] == "complete"}
-        for r in res["iteration"]:
-            b = base.get((r["kind"], r["source"], r["algorithm"], r["rows"]))
-            rw = f"{r['iter_wall'] / b['iter_wall']:.2f}" if b else "-"
-            rc = f"{r['fit_cpu_per_iter'] / b['fit_cpu_per_iter']:.2f}" if b else "-"
-            L.append(f"| {r['kind']} | {r['missing']} | {r['source']} | {r['algorithm']} | "
-                     f"{r['rows']:,} | {r['iter_wall']:.3f} | {rw} | "
-                     f"{r['fit_cpu_per_iter']:.3f} | {rc} |")
-        mem = {(r["kind"], r["missing"], r["rows"]): r for r in res["iteration"]
-               if r["source"] == "memory" and r["algorithm"] == "batch"}
-        L += ["", "File and Dask paths relative to memory (same kind, missingness, rows):", "",
-              "| kind | missing | npy / memory | dask / memory |", "|---|---|---|---|"]
-        for (kind, miss, n), m in mem.items():
-            o = {r["source"]: r["iter_wall"] / m["iter_wall"] for r in res["iteration"]
-                 if (r["kind"], r["missing"], r["rows"]) == (kind, miss, n)
-                 and r["source"] != "memory"}
-            if o:
-                L.append(f"| {kind} | {miss} | {o.get('npy', float('nan')):.2f} | "
-                         f"{o.get('dask', float('nan')):.2f} |")
-        L.append("")
+    for key in sorted(k for k in res if k.startswith("iteration")):
+        L += _iteration_report(res[key], res.get(key + "_meta", {}))
     return "\n".join(L)
+
+
+def _iteration_report(rows, meta):
+    L = []
+    threads = meta.get("threads", "default")
+    L += [f"## 5. Seconds per EM iteration (D = 16, K = 16, float64, 20 % missing), "
+          f"NUMBA_NUM_THREADS={threads}", "",
+          f"Load average {meta.get('load_start', float('nan')):.1f} at the start, "
+          f"{meta.get('load_end', float('nan')):.1f} at the end of this part.", "",
+          "`GaussianMixture.fit` from a fixed start (lowrank: q = 4, its k-means/PCA "
+          "start), median of `iteration_times_` (wall) over one run; CPU: process time of "
+          "a fit with 4 iterations minus that of one, over 3. Online: "
+          "one pass in batches of 65,536 rows. Ratios against the complete-data run of "
+          "the same kind, source and rows.", "",
+          "| kind | missing | source | algorithm | rows | s / iteration (wall) | "
+          "ratio (wall) | CPU s / iteration | ratio (CPU) |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    base = {(r["kind"], r["source"], r["algorithm"], r["rows"]): r
+            for r in rows if r["missing"] == "complete"}
+    for r in rows:
+        b = base.get((r["kind"], r["source"], r["algorithm"], r["rows"]))
+        rw = f"{r['iter_wall'] / b['iter_wall']:.2f}" if b else "-"
+        rc = f"{r['fit_cpu_per_iter'] / b['fit_cpu_per_iter']:.2f}" if b else "-"
+        L.append(f"| {r['kind']} | {r['missing']} | {r['source']} | {r['algorithm']} | "
+                 f"{r['rows']:,} | {r['iter_wall']:.3f} | {rw} | "
+                 f"{r['fit_cpu_per_iter']:.3f} | {rc} |")
+    mem = {(r["kind"], r["missing"], r["rows"]): r for r in rows
+           if r["source"] == "memory" and r["algorithm"] == "batch"}
+    L += ["", "File and Dask paths relative to memory (same kind, missingness, rows):", "",
+          "| kind | missing | npy / memory (wall) | dask / memory (wall) | npy / memory (CPU) "
+          "| dask / memory (CPU) |", "|---|---|---|---|---|---|"]
+    for (kind, miss, n), m in mem.items():
+        o = {r["source"]: (r["iter_wall"] / m["iter_wall"],
+                           r["fit_cpu_per_iter"] / m["fit_cpu_per_iter"]) for r in rows
+             if (r["kind"], r["missing"], r["rows"]) == (kind, miss, n)
+             and r["source"] != "memory"}
+        if o:
+            nan = (float("nan"), float("nan"))
+            a, b = o.get("npy", nan), o.get("dask", nan)
+            L.append(f"| {kind} | {miss} | {a[0]:.2f} | {b[0]:.2f} | {a[1]:.2f} | {b[1]:.2f} |")
+    L.append("")
+    return L
 
 
 def main():
@@ -430,9 +450,19 @@ def main():
     if "timing" in parts:
         res["timing"] = timing(args.rows)
     if "iteration" in parts:
-        res["iteration"] = iteration(args.iteration_rows, scratch=args.scratch)
+        threads = os.environ.get("NUMBA_NUM_THREADS", "default")
+        load = _load()
+        res[f"iteration_t{threads}"] = iteration(args.iteration_rows, scratch=args.scratch)
+        res[f"iteration_t{threads}_meta"] = {"threads": threads, "load_start": load,
+                                             "load_end": _load()}
     res["load_end"] = _load()
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    if args.only and os.path.exists(args.out + ".json"):  # keep the parts not re-run
+        with open(args.out + ".json") as fh:
+            old = json.load(fh)
+        old.update({k: v for k, v in res.items() if not k.startswith("load")})
+        res = dict(old, load_start=old.get("load_start", res["load_start"]),
+                   load_end=old.get("load_end", res["load_end"]))
     with open(args.out + ".json", "w") as fh:
         json.dump(res, fh, indent=1)
     text = report(res)
