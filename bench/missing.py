@@ -381,7 +381,7 @@ def report(res):
                      f"{r['missing_cpu'] / r['complete_cpu']:.2f} | {r['complete_wall']:.3f} | "
                      f"{r['missing_wall']:.3f} | {r['missing_wall'] / r['complete_wall']:.2f} |")
         L.append("")
-    for key in sorted(k for k in res if k.startswith("iteration")):
+    for key in sorted(k for k in res if k.startswith("iteration") and not k.endswith("_meta")):
         L += _iteration_report(res[key], res.get(key + "_meta", {}))
     return "\n".join(L)
 
