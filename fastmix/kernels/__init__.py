@@ -515,8 +515,19 @@ def _pattern_groups(X, chunk_rows, flags):
     return order, np.asarray(gstart, np.int64), cgroup
 
 
-def _missing_args(kp, cov, logw, X, chunk_rows, flags):
-    """The masked pass of kp's kind and its leading arguments."""
+def pattern_groups(X, chunk_rows, flags=None):
+    """(flags, groups): ``nan_chunks(X, chunk_rows)`` and the pattern grouping of the full and
+    tied masked pass (``_pattern_groups``), for a caller that runs several E-steps over the
+    same rows (``fastmix.missing.run_em`` on data in memory) to compute once and pass to
+    ``estep_stats_missing``."""
+    if flags is None:
+        flags = nan_chunks(X, chunk_rows)
+    return flags, _pattern_groups(X, int(chunk_rows), flags)
+
+
+def _missing_args(kp, cov, logw, X, chunk_rows, flags, groups=None):
+    """The masked pass of kp's kind and its leading arguments (``groups``: the pattern
+    grouping of X from ``pattern_groups``, computed here if None)."""
     if kp.kind in (DIAG, SPHERICAL):
         K, D = kp.means64.shape
         _, pc, g, g64, _ = _pass_layout(kp, ESTEP, X.dtype)
@@ -529,7 +540,8 @@ def _missing_args(kp, cov, logw, X, chunk_rows, flags):
         return cpu_missing.pass_diag_missing, (X, None, kp.means, pc, kp.lconst, kp.means64,
                                                 var)
     if kp.kind in (FULL, TIED):
-        order, gstart, cgroup = _pattern_groups(X, chunk_rows, flags)
+        order, gstart, cgroup = (_pattern_groups(X, chunk_rows, flags) if groups is None
+                                 else groups)
         D = kp.means64.shape[1]
         cov = np.ascontiguousarray(cov, np.float64).reshape(-1, D, D)
         # precisions and 1/2 log det Sigma for the precision form of few-row pattern groups
@@ -541,39 +553,44 @@ def _missing_args(kp, cov, logw, X, chunk_rows, flags):
         return cpu_missing.pass_cov_missing, (X, None, kp.means64, cov, prec, ldcov,
                                                np.ascontiguousarray(logw, np.float64),
                                                kp.kind == TIED, g64, order, gstart, cgroup)
-    raise ValueError("missing values are supported for the full, tied, diag and spherical "
-                     "kinds only")
+    if kp.kind == LOWRANK:  # cov: (K, D, q + 1) float64, [W_k | psi_k]
+        return cpu_missing.pass_lowrank_missing, (X, None, kp.means64,
+                                                   np.ascontiguousarray(cov, np.float64),
+                                                   np.ascontiguousarray(logw, np.float64))
+    raise ValueError(f"missing values are not supported for the kernel kind {kp.kind}")
 
 
-def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None):
+def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None, groups=None):
     """Fused E-step of rows with missing entries (NaN, marginalised): (nk, s1, s2, ll, ws)
     of the expected sufficient statistics (``cpu_missing``), in the layout of ``estep_stats``.
 
     ``cov``: the model's float64 covariances in scikit-learn's layout (full (K, D, D), tied
     (D, D), diag (K, D), spherical (K,)); ``logw`` (K,) float64 log-weights.  Chunks without
-    NaN run the ordinary pass (``flags``: ``nan_chunks(X, chunk_rows)`` if known); a block
-    without NaN is exactly ``estep_stats``."""
+    NaN run the ordinary pass (``flags``: ``nan_chunks(X, chunk_rows)`` if known; ``groups``:
+    the full/tied pattern grouping, ``pattern_groups``, if known); a block without NaN is
+    exactly ``estep_stats``."""
     chunk_rows = int(chunk_rows)
     if flags is None:
         flags = nan_chunks(X, chunk_rows)
     if not flags.any():
         return estep_stats(X, sw, kp, chunk_rows, acc)
     K, D = kp.means64.shape
+    q = n_factors(kp)
     kind = DIAG if kp.kind == SPHERICAL else kp.kind
     if acc is None:
-        acc = Accumulator(kp.kind, K, D)
+        acc = Accumulator(kp.kind, K, D, q)
     n_chunks = flags.shape[0]
-    n_slots = min(n_chunks, _n_slots(kind, K, D))
+    n_slots = min(n_chunks, _n_slots(kind, K, D, q))
     nk_p = np.zeros((n_slots, K + 8))
     s1_p = np.zeros((n_slots, K, D))
-    s2_p = np.zeros((n_slots,) + s2_shape(kind, K, D))
+    s2_p = np.zeros((n_slots,) + s2_shape(kind, K, D, q))
     llws_p = np.zeros((n_slots, 8))
     # the chunks without NaN run exactly as in ``estep_stats`` (spherical: its (K, 1, 1)
     # layout when pass_diag runs, with second moments in their own slots)
     run, pc, g, g64, tmeans = _pass_layout(kp, ESTEP, X.dtype, native_spherical=True)
     native = kp.kind == SPHERICAL and pc.shape[2] == 1
     s2_q = np.zeros((n_slots,) + s2_shape(SPHERICAL, K, D)) if native else s2_p
-    masked, margs = _missing_args(kp, cov, logw, X, chunk_rows, flags)
+    masked, margs = _missing_args(kp, cov, logw, X, chunk_rows, flags, groups)
     sw = _weights(sw)
     margs = (margs[0], sw) + margs[2:]
     R = np.empty((0, K))
@@ -627,10 +644,11 @@ def _masked_rows(Xm, kp, cov, logw, chunk_rows, want_resp, want_imp):
     lab = np.empty(n, np.int64)
     rs = np.empty((n if want_resp else 0, K))
     imp = np.empty((2, n if want_imp else 0, D))
-    n_slots = min(n_chunks, _n_slots(kind, K, D))
+    q = n_factors(kp)
+    n_slots = min(n_chunks, _n_slots(kind, K, D, q))
     nk_p = np.zeros((n_slots, K + 8))
     s1_p = np.zeros((n_slots, K, D))
-    s2_p = np.zeros((n_slots,) + s2_shape(kind, K, D))
+    s2_p = np.zeros((n_slots,) + s2_shape(kind, K, D, q))
     llws_p = np.zeros((n_slots, 8))
     with blas_single_threaded():
         for c0 in range(0, n_chunks, n_slots):
@@ -666,4 +684,5 @@ def impute_moments(X, kp, cov, logw, chunk_rows):
 __all__ = ["Accumulator", "run_ranges", "num_threads", "thread_limit", "blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG",
            "SPHERICAL", "LOWRANK", "n_factors", "estep_stats", "resp_stats", "log_prob", "nearest_params",
            "s2_shape", "grid_stats", "grid_window", "grid_layout", "GridLayout", "GRID_EM", "GRID_KDE", "GRID_LOGP",
-           "nan_chunks", "estep_stats_missing", "log_prob_missing", "impute_moments"]
+           "nan_chunks", "estep_stats_missing", "log_prob_missing", "impute_moments",
+           "pattern_groups"]
