@@ -138,9 +138,25 @@ def starts(args):
                       "env": _env(), "rows": rows}, md)
 
 
-def _sweep_child(path, ks, kinds, max_iter, tol):
-    """Run in a child: the sweep on a .npy file, print JSON with bytes per pass and peak RSS."""
+def _sweep_child(path, ks, kinds, max_iter, tol, log=None):
+    """Run in a child: the sweep on a .npy file, print JSON with bytes per pass and peak RSS.
+    ``log``: a path to which a JSON line is appended after every pass (kind, bytes, seconds
+    since the start, peak RSS so far), so that a run cut short still documents its passes."""
     t0 = time.perf_counter()
+    if log is not None:
+        from fastmix import selection as _sel
+        blocks = _sel._blocks
+
+        def logged(data, stats, what):
+            yield from blocks(data, stats, what)
+            with open(log, "a") as fh:
+                fh.write(json.dumps({"pass": stats.n_passes, "kind": what,
+                                     "bytes": stats.pass_bytes[-1],
+                                     "seconds": time.perf_counter() - t0,
+                                     "cpu": time.process_time(),
+                                     "peak_rss_mib": _peak_rss_mib(),
+                                     "loadavg": os.getloadavg()}) + "\n")
+        _sel._blocks = logged
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = fastmix.select_mixture(path, n_components=ks, covariance_types=kinds,
@@ -180,10 +196,12 @@ def outofcore(args):
         out.flush()
         del out
     code = (f"import sys; sys.path.insert(0, {HERE!r}); import selection as s; "
-            f"s._sweep_child({args.npy!r}, {ks!r}, {kinds!r}, {args.max_iter}, {args.tol})")
+            f"s._sweep_child({args.npy!r}, {ks!r}, {kinds!r}, {args.max_iter}, {args.tol}, "
+            f"{args.log!r})")
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True)
     n = json.loads(child.stdout.strip().splitlines()[-1])
+    args.rows, args.d = np.load(args.npy, mmap_mode="r").shape
     em = [b for b, k in zip(n["bytes_read"], n["pass_kinds"]) if k == "em"]
     starts = [b for b, k in zip(n["bytes_read"], n["pass_kinds"]) if k == "start"]
     md = [f"# select_mixture out of core: {args.npy}, {args.rows} x {args.d} float64 "
@@ -199,7 +217,7 @@ def outofcore(args):
           f"{len(ks) * len(kinds)} separate fits would read the file "
           f"{len(ks) * len(kinds)} times per iteration",
           f"- peak RSS of the sweep's process (VmHWM): {n['peak_rss_mib']:.0f} MiB"]
-    _write("outofcore", {"args": {k: v for k, v in vars(args).items() if k != "func"},
+    _write(args.name, {"args": {k: v for k, v in vars(args).items() if k != "func"},
                          "env": _env(), "result": n}, md)
 
 
@@ -356,6 +374,8 @@ def main():
     c.add_argument("--types", default="full,tied,diag,spherical")
     c.add_argument("--max-iter", type=int, default=10)
     c.add_argument("--tol", type=float, default=1e-3)
+    c.add_argument("--name", default="outofcore", help="results/selection_<name>.json/.md")
+    c.add_argument("--log", default=None, help="append a JSON line per pass to this file")
     c.set_defaults(func=outofcore)
     args = p.parse_args()
     args.func(args)

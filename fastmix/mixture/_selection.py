@@ -158,8 +158,9 @@ def _seed(random_state):
 def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied", "diag",
                                                                     "spherical"),
                    *, sample_weight=None, criterion="bic", heldout_fraction=0.2,
-                   start="kmeans", tol=1e-3, reg_covar=1e-6, max_iter=100, random_state=None,
-                   chunk_size=None, n_factors=None, progress=False, callback=None):
+                   start="kmeans", tol=1e-3, reg_covar=1e-6, max_iter=100, n_init=1,
+                   random_state=None, chunk_size=None, n_factors=None, progress=False,
+                   callback=None):
     """Fit a Gaussian mixture for every number of components and covariance type and pick the
     best by BIC, ICL or held-out log-likelihood, reading the data once per EM iteration for all
     candidates together.
@@ -198,6 +199,12 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
     tol, reg_covar, max_iter, chunk_size, n_factors :
         As for ``GaussianMixture`` (the same for every candidate; ``n_factors`` for
         "lowrank").
+    n_init : int >= 1, default=1
+        Initialisations per candidate: each candidate keeps the run with the highest final
+        lower bound, as ``GaussianMixture(n_init=...)`` does (with ``start="kmeans"`` it equals
+        that separate fit; the runs of all candidates share the passes over the data).  With
+        ``start="split"`` only the smallest K has several starts (the larger ones grow from
+        the best); ``start="hierarchical"`` is deterministic and takes ``n_init=1`` only.
     random_state : None, int, Generator or RandomState
         Seed of every candidate's start and of the held-out split (a generator is drawn from
         once for an integer seed, reported as ``random_state_``).
@@ -239,10 +246,15 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
                              f"{heldout_fraction!r}")
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be callable, got {callback!r}")
-    template = dict(tol=tol, reg_covar=reg_covar, max_iter=max_iter, chunk_size=chunk_size,
-                    n_factors=n_factors)
+    template = dict(tol=tol, reg_covar=reg_covar, max_iter=max_iter, n_init=n_init,
+                    chunk_size=chunk_size, n_factors=n_factors)
     for kind in kinds:  # GaussianMixture's checks and messages for the shared settings
         GaussianMixture(n_components=ks[0], covariance_type=kind, **template)._check_hyper()
+    n_init = int(n_init)
+    if n_init > 1 and start == "hierarchical":
+        raise ValueError(f"n_init={n_init} needs a random start: start='hierarchical' is "
+                         f"deterministic (every initialisation would be the same); use "
+                         f"n_init=1 or start='kmeans'")
     seed = _seed(random_state)
     template["random_state"] = seed
     gm = GaussianMixture(n_components=ks[-1], **template)
@@ -254,13 +266,20 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
         lowrank = dict(n_factors=gm._q(D) if "lowrank" in kinds else 0, isotropic=False,
                        loadings=None)
         _check_rows(data, ks[-1], criterion)
-        cands = [_sel.Candidate(K, kind) for kind in kinds for K in ks]
+        cands = []
+        for kind in kinds:
+            for K in ks:
+                runs = [_sel.Candidate(K, kind, init=i) for i in range(n_init)]
+                for r in runs:
+                    r.group = runs if n_init > 1 else None
+                cands += runs
+        n_models = len(ks) * len(kinds)
         stats = _sel.SweepStats()
         work = _sel.cache_blocked(plain)
         bar = None
         if progress:
             from tqdm.auto import tqdm
-            bar = tqdm(total=len(cands), desc="select", unit="model", file=sys.stderr)
+            bar = tqdm(total=n_models, desc="select", unit="model", file=sys.stderr)
 
         def on_pass(n_pass, cs):
             if bar is not None:
@@ -295,6 +314,7 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
             finally:
                 if bar is not None:
                     bar.close()
+        cands = _sel.best_runs(cands)  # one per model: the best of its n_init runs
         if start == "split":  # in the order of the grid
             order = {(kind, K): i for i, (kind, K) in
                      enumerate((kind, K) for kind in kinds for K in ks)}
