@@ -219,12 +219,15 @@ def published(params, dtype):
     return GMMParams(r(params.weights), r(params.means), cov)
 
 
-def score_block(X, w, kp, chunk_rows, want_entropy, held_w=None):
+def score_block(X, w, kp, chunk_rows, want_entropy, held_w=None, log_prob=None):
     """(sum of w log p, sum of held_w log p, -sum_i w_i sum_k r_ik log r_ik, sum of w, sum of
     held_w) of one block under ``kp``.  ``w``: training weights (None: every row a training
     row of weight 1); ``held_w``: the held-out rows' weights, 0.0 elsewhere (None: no held-out
-    rows).  Rows of weight 0 are left out of the sums (their log p may be -inf)."""
-    logp, _, resp = kernels.log_prob(X, kp, chunk_rows, want_entropy)
+    rows).  Rows of weight 0 are left out of the sums (their log p may be -inf).
+    ``log_prob(kp, want_resp)``: the block's (log p, labels, responsibilities) computed
+    elsewhere (the GPU), instead of ``kernels.log_prob`` on ``X``."""
+    logp, _, resp = (kernels.log_prob(X, kp, chunk_rows, want_entropy) if log_prob is None
+                     else log_prob(kp, want_entropy))
     ent = 0.0
     if want_entropy:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -559,15 +562,98 @@ def split_successor(kinds_ks, sample, chunk_rows, reg_covar):
     return successor
 
 
+# ----------------------------------------------------------------------- E-step engines -----
+class CpuEngine:
+    """The candidates' E-steps and scores on one block with the CPU kernels: statistics added
+    chunk by chunk into a ``kernels.Accumulator`` (bit-identical to a separate fit for any
+    blocks of whole chunks)."""
+
+    def __init__(self, chunk_rows):
+        self.chunk_rows = chunk_rows
+
+    def put(self, start, X, w):
+        return X, w
+
+    def accumulator(self, kp):
+        return kernels.Accumulator.for_params(kp)
+
+    def estep(self, blk, kp, acc):
+        kernels.estep_stats(blk[0], blk[1], kp, self.chunk_rows, acc)
+        return acc
+
+    @staticmethod
+    def result(acc):
+        return acc.result()
+
+    def log_prob(self, blk):
+        return None  # score_block runs kernels.log_prob on the host block
+
+    def close(self):
+        pass
+
+
+class GpuEngine:
+    """``device="cuda"``: each block is copied to the device once per pass and every running
+    candidate's E-step (``kernels.cuda.estep_stats_gpu``) and score (``log_prob_gpu``) run on
+    that copy; the (K, D^2)-sized statistics come back and are added on the host, block after
+    block.  With ``resident``, an in-memory array (one block) is copied once for the whole
+    sweep and stays on the device, as ``GaussianMixture(device="cuda")`` keeps it, so each
+    candidate's E-step is the very call a separate GPU fit makes (same launch shape
+    ``fastmix.gpu.DEFAULT_BLOCK_ROWS`` / ``DEFAULT_THREADS``): the same statistics bit for bit.
+    Starts are computed on the CPU, as ``GaussianMixture`` computes them."""
+
+    def __init__(self, resident):
+        from . import gpu
+        from .kernels import cuda as gk
+        self.gpu, self.gk = gpu, gk
+        gpu.require_gpu()
+        self.resident = resident
+        self.cached = {}
+        self.scratch = gk.DeviceScratch()
+
+    def put(self, start, X, w):
+        if self.resident and start in self.cached:
+            return self.cached[start]
+        blk = (self.gk.to_device(np.ascontiguousarray(X)),
+               self.gk.weights_to_device(w, X.shape[0]))
+        if self.resident:
+            self.cached[start] = blk
+        return blk
+
+    def _shape(self):
+        return dict(block_rows=self.gpu.DEFAULT_BLOCK_ROWS, threads=self.gpu.DEFAULT_THREADS)
+
+    def accumulator(self, kp):
+        return [None]
+
+    def estep(self, blk, kp, acc):
+        out = self.gk.estep_stats_gpu(blk[0], blk[1], kp, scratch=self.scratch, **self._shape())
+        acc[0] = out if acc[0] is None else tuple(a + b for a, b in zip(acc[0], out))
+        return acc
+
+    @staticmethod
+    def result(acc):
+        return acc[0]
+
+    def log_prob(self, blk):
+        return lambda kp, want_resp: self.gk.log_prob_gpu(blk[0], kp, want_resp,
+                                                          **self._shape())
+
+    def close(self):
+        self.cached.clear()
+        self.scratch.clear()
+
+
 # ----------------------------------------------------------------------- the loop -----------
 def sweep(data, cands, *, reg_covar, tol, max_iter, criterion="bic", stats=None,
-          successor=None, callback=None, split=None):
+          successor=None, callback=None, split=None, engine=None):
     """EM for every candidate whose status is "running", sharing each pass over ``data``
     (module docstring).  ``successor(candidate)`` may return a new running Candidate when one
     stops (split starts).  ``callback(n_pass, cands)`` after each pass.  ``split``: None, or
     (fraction, seed) of the held-out split, applied here to the sample weights ``data`` reads
     (``split_weights``; a dask array carries the training weights and ``held_weights``
-    instead).  Returns ``stats`` (a SweepStats)."""
+    instead).  ``engine``: where the E-steps run (``CpuEngine``, the default, or
+    ``GpuEngine``).  Returns ``stats`` (a SweepStats)."""
     stats = SweepStats() if stats is None else stats
     want_entropy = criterion == "icl"
     dtype = data.dtype
@@ -619,22 +705,27 @@ def sweep(data, cands, *, reg_covar, tol, max_iter, criterion="bic", stats=None,
             for c in active:
                 c._t += per
         else:
+            eng = CpuEngine(data.chunk_rows) if engine is None else engine
             outs = []
             for c, kp in zip(active, kps):
-                outs.append(kernels.Accumulator.for_params(kp) if c.status == "running"
-                            else np.zeros(5))
+                outs.append(eng.accumulator(kp) if c.status == "running" else np.zeros(5))
             for start, X, w in _blocks(data, stats, "em"):
                 held_w = None
                 if split is not None:
                     w, held_w = split_weights(start, start + X.shape[0], w, *split)
+                t1 = time.perf_counter()
+                blk = eng.put(start, X, w)
+                per = (time.perf_counter() - t1) / len(active)  # a copy to the device
                 for c, kp, out in zip(active, kps, outs):
                     t1 = time.perf_counter()
                     if c.status == "running":
-                        kernels.estep_stats(X, w, kp, data.chunk_rows, out)
+                        eng.estep(blk, kp, out)
                     else:
-                        out += score_block(X, w, kp, data.chunk_rows, want_entropy, held_w)
-                    c._t += time.perf_counter() - t1
-            outs = [o.result() if isinstance(o, kernels.Accumulator) else tuple(o) for o in outs]
+                        out += score_block(X, w, kp, data.chunk_rows, want_entropy, held_w,
+                                           eng.log_prob(blk))
+                    c._t += per + time.perf_counter() - t1
+            outs = [eng.result(o) if c.status == "running" else tuple(o)
+                    for c, o in zip(active, outs)]
         n_pass += 1
         for c, kp, out in zip(active, kps, outs):
             t1 = time.perf_counter()
@@ -695,4 +786,4 @@ def score(c, criterion):
 __all__ = ["CRITERIA", "STARTS", "Candidate", "SweepStats", "TrainingWeights", "heldout_mask",
            "kmeans_starts", "hierarchical_starts", "split_params", "sweep", "score",
            "score_block", "cache_blocked", "split_successor", "train_weights_of_rows",
-           "split_weights", "SplitColumnSource", "best_runs"]
+           "split_weights", "SplitColumnSource", "best_runs", "CpuEngine", "GpuEngine"]

@@ -159,8 +159,8 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
                                                                     "spherical"),
                    *, sample_weight=None, criterion="bic", heldout_fraction=0.2,
                    start="kmeans", tol=1e-3, reg_covar=1e-6, max_iter=100, n_init=1,
-                   random_state=None, chunk_size=None, n_factors=None, progress=False,
-                   callback=None):
+                   random_state=None, chunk_size=None, n_factors=None, device="cpu",
+                   progress=False, callback=None):
     """Fit a Gaussian mixture for every number of components and covariance type and pick the
     best by BIC, ICL or held-out log-likelihood, reading the data once per EM iteration for all
     candidates together.
@@ -205,6 +205,14 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
         that separate fit; the runs of all candidates share the passes over the data).  With
         ``start="split"`` only the smallest K has several starts (the larger ones grow from
         the best); ``start="hierarchical"`` is deterministic and takes ``n_init=1`` only.
+    device : {"cpu", "cuda"}, default="cpu"
+        Where the candidates' E-steps and scores run.  "cuda": on the GPU path of
+        ``GaussianMixture(device="cuda")`` (``pip install 'fastmix[cuda]'``): an in-memory
+        array that fits in device memory is copied once and stays there for the whole sweep
+        (each candidate's E-step is then the call a separate GPU fit makes); other data go to
+        the device block by block, each block once per pass for all candidates.  Starts are
+        computed on the CPU, as ``GaussianMixture`` computes them.  Dask arrays take
+        ``device="cpu"``.
     random_state : None, int, Generator or RandomState
         Seed of every candidate's start and of the held-out split (a generator is drawn from
         once for an integer seed, reported as ``random_state_``).
@@ -247,7 +255,7 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be callable, got {callback!r}")
     template = dict(tol=tol, reg_covar=reg_covar, max_iter=max_iter, n_init=n_init,
-                    chunk_size=chunk_size, n_factors=n_factors)
+                    chunk_size=chunk_size, n_factors=n_factors, device=device)
     for kind in kinds:  # GaussianMixture's checks and messages for the shared settings
         GaussianMixture(n_components=ks[0], covariance_type=kind, **template)._check_hyper()
     n_init = int(n_init)
@@ -258,7 +266,9 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
     seed = _seed(random_state)
     template["random_state"] = seed
     gm = GaussianMixture(n_components=ks[-1], **template)
+    gpu = gm._gpu(X)  # None on the CPU; says what is missing (or not supported) for "cuda"
     data, plain, split, opened = _open(gm, X, sample_weight, criterion, heldout_fraction, seed)
+    engine = None
     try:
         D = data.n_features
         if "lowrank" in kinds:
@@ -276,6 +286,11 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
         n_models = len(ks) * len(kinds)
         stats = _sel.SweepStats()
         work = _sel.cache_blocked(plain)
+        if gpu is not None:  # an in-memory array stays on the device when it fits there
+            Xm = work.in_memory
+            resident = Xm is not None and gpu.fits_on_device(Xm.nbytes) and \
+                (work.block_rows or 0) >= Xm.shape[0]
+            engine = _sel.GpuEngine(resident)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -310,10 +325,13 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
             try:
                 _sel.sweep(work, cands, reg_covar=float(reg_covar), tol=float(tol),
                            max_iter=int(max_iter), criterion=criterion, stats=stats,
-                           successor=successor, callback=on_pass, split=split)
+                           successor=successor, callback=on_pass, split=split,
+                           engine=engine)
             finally:
                 if bar is not None:
                     bar.close()
+                if engine is not None:
+                    engine.close()
         cands = _sel.best_runs(cands)  # one per model: the best of its n_init runs
         if start == "split":  # in the order of the grid
             order = {(kind, K): i for i, (kind, K) in
