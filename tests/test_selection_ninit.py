@@ -106,3 +106,21 @@ def test_n_init_split_start(X):
 def test_n_init_bad_input(X, kw, match):
     with pytest.raises(ValueError, match=match):
         select_mixture(X, n_components=[1, 2], random_state=0, **kw)
+
+
+def test_cli_select_n_init(X, tmp_path, capsys):
+    from fastmix import load
+    from fastmix.cli import main
+    data = tmp_path / "x.npy"
+    np.save(data, X)
+    out = tmp_path / "best.npz"
+    argv = ["select", str(data), "-k", "2:3", "--covariance-types", "diag", "-o", str(out),
+            "--seed", "1", "--chunk-rows", "128", "--n-init", "3"]
+    assert main(argv) == 0
+    res = select_mixture(X, n_components=[2, 3], covariance_types="diag", random_state=1,
+                         chunk_size=128, n_init=3)
+    assert _same_model(load(out), res.best_estimator_)
+    capsys.readouterr()
+    assert main(argv[:-1] + ["0"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "n_init" in err[0], err
