@@ -17,6 +17,11 @@ Two studies, each writing ``bench/results/selection_<study>.json`` and ``.md``:
     python bench/selection.py starts --n 20000 --seeds 3
     python bench/selection.py scale --n 1000000 --d 16 --kmax 20 --types full,tied,diag,spherical
 
+``inmemory`` -- select_mixture on an in-memory array against separate fits (with and without
+    ``.bic(X)``) and against its earlier 4 MiB blocks, process CPU time, one process per run.
+
+    NUMBA_NUM_THREADS=2 python bench/selection.py inmemory --n 200000 --kmax 20 --repeats 3
+
 ``outofcore`` -- the sweep on a .npy file (written block by block if missing): bytes read per
     pass and the sweep's own peak RSS (VmHWM of a child process).
 
@@ -333,6 +338,67 @@ def scale(args):
     _write(args.name, out, md)
 
 
+def _inmemory_child(mode, n, d, kmax, kinds):
+    """One run of the in-memory A/B in its own process: ``mode`` = "sweep" (select_mixture as
+    it is), "sweep4m" (its EM passes cut into 4 MiB blocks, the earlier default), "sep"
+    (one GaussianMixture fit per candidate) or "sepbic" (the same plus ``.bic(X)``, which a
+    hand-written selection loop needs).  Prints one JSON line: process CPU and wall seconds,
+    EM iterations."""
+    from fastmix import selection as _sel
+    X = make_mixture(n, d, 8, separation="overlap", seed=0)
+    X = X[0] if isinstance(X, tuple) else X
+    warnings.simplefilter("ignore")
+    fastmix.select_mixture(X[:3000], n_components=[1, 2], covariance_types=kinds,
+                           random_state=0, max_iter=3)  # compile first
+    for kind in kinds:
+        fastmix.GaussianMixture(2, covariance_type=kind, random_state=0,
+                                max_iter=2).fit(X[:3000]).bic(X[:3000])
+    if mode == "sweep4m":
+        _sel.CACHE_BLOCK_BYTES = 4 * 2**20
+    c0, t0 = time.process_time(), time.perf_counter()
+    if mode.startswith("sweep"):
+        r = fastmix.select_mixture(X, n_components=range(1, kmax + 1), covariance_types=kinds,
+                                   random_state=0)
+        its = int(r.results_["n_iter"].sum())
+    else:
+        its = 0
+        for kind in kinds:
+            for K in range(1, kmax + 1):
+                m = fastmix.GaussianMixture(K, covariance_type=kind, random_state=0).fit(X)
+                its += int(m.n_iter_)
+                if mode == "sepbic":
+                    m.bic(X)
+    print(json.dumps({"mode": mode, "cpu": time.process_time() - c0,
+                      "seconds": time.perf_counter() - t0, "iters": its,
+                      "load": os.getloadavg()[0]}))
+
+
+def inmemory(args):
+    """In memory: select_mixture against separate fits (with and without .bic), and against
+    its earlier 4 MiB blocks; every run its own process, the modes interleaved."""
+    kinds = args.types.split(",")
+    modes = args.modes.split(",")
+    rows = []
+    for rep in range(args.repeats):
+        for mode in modes:
+            code = (f"import sys; sys.path.insert(0, {HERE!r}); import selection as s; "
+                    f"s._inmemory_child({mode!r}, {args.n}, {args.d}, {args.kmax}, {kinds!r})")
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True)
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    md = [f"# select_mixture in memory: N = {args.n}, D = {args.d}, K = 1..{args.kmax} x "
+          f"{kinds}, threads {os.environ.get('NUMBA_NUM_THREADS')}, {args.repeats} repeats", "",
+          f"environment: {_env()}", "", "| run | median process CPU s | runs | EM iterations |",
+          "|---|---|---|---|"]
+    for mode in modes:
+        c = [r["cpu"] for r in rows if r["mode"] == mode]
+        md.append(f"| {mode} | {np.median(c):.1f} | {', '.join(f'{x:.1f}' for x in c)} | "
+                  f"{rows[modes.index(mode)]['iters']} |")
+    _write(args.name, {"args": {k: v for k, v in vars(args).items() if k != "func"},
+                       "env": _env(), "rows": rows}, md)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="study", required=True)
@@ -377,6 +443,15 @@ def main():
     c.add_argument("--name", default="outofcore", help="results/selection_<name>.json/.md")
     c.add_argument("--log", default=None, help="append a JSON line per pass to this file")
     c.set_defaults(func=outofcore)
+    e = sub.add_parser("inmemory")
+    e.add_argument("--n", type=int, default=200_000)
+    e.add_argument("--d", type=int, default=16)
+    e.add_argument("--kmax", type=int, default=20)
+    e.add_argument("--types", default="full,tied,diag,spherical")
+    e.add_argument("--modes", default="sweep,sweep4m,sep,sepbic")
+    e.add_argument("--repeats", type=int, default=3)
+    e.add_argument("--name", default="inmemory_run")
+    e.set_defaults(func=inmemory)
     args = p.parse_args()
     args.func(args)
 

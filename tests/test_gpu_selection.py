@@ -42,6 +42,9 @@ def test_sweep_on_the_device_equals_separate_gpu_fits_and_the_cpu_sweep(X, small
                                                                        monkeypatch):
     kw = dict(random_state=0, max_iter=3, tol=0.0, chunk_size=32)
     uploads = _count_uploads(monkeypatch)
+    scored = []
+    orig = gk.log_prob_gpu
+    monkeypatch.setattr(gk, "log_prob_gpu", lambda *a, **k: scored.append(1) or orig(*a, **k))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dev = fastmix.select_mixture(X, n_components=[1, 3], covariance_types=("full", "tied"),
@@ -50,6 +53,7 @@ def test_sweep_on_the_device_equals_separate_gpu_fits_and_the_cpu_sweep(X, small
                                      **kw)
     assert uploads == [X.shape[0]]  # copied once, resident for every pass and candidate
     assert dev.n_passes_ == 1 + 3 + 1
+    assert len(scored) == 4  # every candidate scored on the device
     for i in range(len(dev)):
         K, kind = int(dev.results_["n_components"][i]), str(dev.results_["covariance_type"][i])
         gm = _fit(kind, K, device="cuda", **kw)

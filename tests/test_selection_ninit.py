@@ -124,3 +124,21 @@ def test_cli_select_n_init(X, tmp_path, capsys):
     assert main(argv[:-1] + ["0"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "n_init" in err[0], err
+
+
+def test_n_init_lowrank_pca_draws_carry_to_the_next_start():
+    # D > 4 (q + 10): the lowrank start's PCA is a randomised SVD that draws from the
+    # generator, so initialisation 1 must continue after initialisation 0's PCA
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(600, 48)) + np.repeat(rng.normal(0, 3, (3, 48)), 200, axis=0)
+    kw = dict(random_state=0, chunk_size=128, n_factors=1, n_init=2, max_iter=5)
+    runs = {}
+    res = select_mixture(X, n_components=[3], covariance_types="lowrank",
+                         callback=lambda n, cs: runs.update(c=list(cs)), **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gm = GaussianMixture(3, covariance_type="lowrank", **kw).fit(X)
+        first = GaussianMixture(3, covariance_type="lowrank", **{**kw, "n_init": 1}).fit(X)
+    assert _same_model(gm, res.best_estimator_)
+    one = [c for c in runs["c"] if c.init == 1][0]
+    assert one.lower_bounds != list(first.lower_bounds_)  # a start of its own
