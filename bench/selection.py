@@ -22,6 +22,10 @@ Two studies, each writing ``bench/results/selection_<study>.json`` and ``.md``:
 
     NUMBA_NUM_THREADS=2 python bench/selection.py inmemory --n 200000 --kmax 20 --repeats 3
 
+``blocks`` -- one E-step as one call against 4 MiB blocks, and log_prob, per type and K.
+
+    NUMBA_NUM_THREADS=2 python bench/selection.py blocks --n 200000
+
 ``outofcore`` -- the sweep on a .npy file (written block by block if missing): bytes read per
     pass and the sweep's own peak RSS (VmHWM of a child process).
 
@@ -399,6 +403,48 @@ def inmemory(args):
                        "env": _env(), "rows": rows}, md)
 
 
+def blocks(args):
+    """One E-step (``kernels.estep_stats``) over N rows as one call against 4 MiB blocks of
+    whole chunks (the sweep's earlier in-memory blocking), and one ``kernels.log_prob`` (the
+    scoring pass), per covariance type and K: median process CPU ms of ``--repeats``."""
+    from fastmix import GaussianMixture, kernels
+    from fastmix.io import as_stream
+    X = make_mixture(args.n, args.d, 8, separation="overlap", seed=0)
+    X = X[0] if isinstance(X, tuple) else X
+    warnings.simplefilter("ignore")
+    whole = as_stream(X, None, 4096)
+    blocked = whole.rebatched(max(1, 4 * 2**20 // (8 * args.d) // 4096) * 4096)
+    rows = []
+    for kind in args.types.split(","):
+        for K in (2, 10, 20):
+            gm = GaussianMixture(K, covariance_type=kind, random_state=0,
+                                 max_iter=1).fit(X[:20000])
+            kp = gm._params().kernel_params(X.dtype)
+            t = {}
+            for name, st in (("whole", whole), ("blocked", blocked), ("log_prob", None)):
+                ts = []
+                for _ in range(args.repeats):
+                    c0 = time.process_time()
+                    if st is None:
+                        kernels.log_prob(X, kp, 4096, False)
+                    else:
+                        acc = kernels.Accumulator.for_params(kp)
+                        for _, Xb, w in st.blocks():
+                            kernels.estep_stats(Xb, w, kp, 4096, acc)
+                    ts.append(time.process_time() - c0)
+                t[name] = 1e3 * float(np.median(ts))
+            rows.append(dict(kind=kind, K=K, **t))
+            print(rows[-1], flush=True)
+    md = [f"# E-step over N = {args.n} x {args.d} rows: one call vs 4 MiB blocks; log_prob",
+          "", f"environment: {_env()}", "",
+          "| type | K | one call ms | 4 MiB blocks ms | blocks / one call | log_prob ms |",
+          "|---|---|---|---|---|---|"]
+    md += [f"| {r['kind']} | {r['K']} | {r['whole']:.1f} | {r['blocked']:.1f} | "
+           f"{r['blocked'] / r['whole']:.2f} | {r['log_prob']:.1f} |" for r in rows]
+    _write(args.name, {"args": {k: v for k, v in vars(args).items() if k != "func"},
+                       "env": _env(), "rows": rows}, md)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="study", required=True)
@@ -452,6 +498,13 @@ def main():
     e.add_argument("--repeats", type=int, default=3)
     e.add_argument("--name", default="inmemory_run")
     e.set_defaults(func=inmemory)
+    f = sub.add_parser("blocks")
+    f.add_argument("--n", type=int, default=200_000)
+    f.add_argument("--d", type=int, default=16)
+    f.add_argument("--types", default="full,tied,diag,spherical")
+    f.add_argument("--repeats", type=int, default=5)
+    f.add_argument("--name", default="blocks")
+    f.set_defaults(func=blocks)
     args = p.parse_args()
     args.func(args)
 

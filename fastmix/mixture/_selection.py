@@ -309,7 +309,8 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
             successor = None
             # the starts read the data as a separate fit does (an in-memory array as one
             # block: the k-means assignment statistics are summed per block), the EM passes
-            # in cache-sized blocks (the E-step adds chunk partials: no change)
+            # as ``cache_blocked`` cuts them (by default an in-memory array stays one block;
+            # the E-step adds chunk partials, so blocks change nothing)
             if start == "split":
                 first = [c for c in cands if c.n_components == ks[0]]
                 _sel.kmeans_starts(data, first, seed, reg_covar, lowrank, stats)
