@@ -142,3 +142,15 @@ def test_n_init_lowrank_pca_draws_carry_to_the_next_start():
     assert _same_model(gm, res.best_estimator_)
     one = [c for c in runs["c"] if c.init == 1][0]
     assert one.lower_bounds != list(first.lower_bounds_)  # a start of its own
+
+
+def test_n_init_dask_equals_local(X):
+    da = pytest.importorskip("dask.array")
+    kw = dict(n_components=[2, 3], covariance_types=("full", "diag"), random_state=0,
+              chunk_size=200, n_init=3)
+    local = select_mixture(X, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dist = select_mixture(da.from_array(X, chunks=(300, 3)), **kw)
+    np.testing.assert_allclose(dist.results_["score"], local.results_["score"], rtol=1e-10)
+    assert dist.n_passes_ == local.n_passes_ and dist.pass_kinds_.count("start") == 1

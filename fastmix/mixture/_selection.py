@@ -219,7 +219,8 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
     progress : bool, default=False
         A tqdm progress bar (stderr) over the candidates, with the pass count.
     callback : callable, optional
-        ``callback(n_pass, candidates)`` after every pass (``fastmix.selection.Candidate``).
+        ``callback(n_pass, candidates)`` after every pass (``fastmix.selection.Candidate``;
+        with ``n_init > 1`` one per run, ``init`` telling which).
 
     Returns
     -------
