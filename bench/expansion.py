@@ -239,7 +239,63 @@ class SkewHeavy(Target):
                                     + stats.t.sf(400 - self.loc, self.df)))
 
 
-TARGETS = {t.name: t for t in (FiveNormals(), NormalTUniform(), Ring(), SkewHeavy())}
+class SkewBananaT3(Target):
+    """Added for issue 17 item 4 (the second target nobody tuned for; designed, with its
+    parameters, before any fit on it was run): 2-D, a skewed, curved gamma "banana", a
+    correlated bivariate Student t with 3 degrees of freedom (heavy tails) and a narrow,
+    elongated normal."""
+    name = "banana+t3"
+    dim = 2
+    w = np.array([0.45, 0.35, 0.20])
+    k, theta = 2.0, 0.7               # x1 of the banana ~ Gamma(shape, scale)
+    curve, shift, bsd = 0.3, -1.5, 0.35  # x2 | x1 ~ N(curve (x1 - 1.4)^2 + shift, bsd^2)
+    t_loc = np.array([-3.0, 2.0])
+    t_shape = np.array([[0.6, 0.3], [0.3, 0.5]])
+    t_df = 3
+    n_mu = np.array([-1.0, -3.5])
+    n_sd = np.array([0.3, 0.9])
+
+    def _banana_mean(self, x1):
+        return self.curve * (x1 - self.k * self.theta) ** 2 + self.shift
+
+    def sample(self, n, rng):
+        c = rng.choice(3, size=n, p=self.w)
+        X = np.empty((n, 2))
+        m = c == 0
+        x1 = rng.gamma(self.k, self.theta, m.sum())
+        X[m] = np.stack([x1, self._banana_mean(x1) + self.bsd * rng.standard_normal(m.sum())],
+                        axis=1)
+        m = c == 1
+        X[m] = stats.multivariate_t.rvs(self.t_loc, self.t_shape, df=self.t_df,
+                                        size=int(m.sum()), random_state=rng).reshape(-1, 2)
+        m = c == 2
+        X[m] = self.n_mu + self.n_sd * rng.standard_normal((m.sum(), 2))
+        return X
+
+    def pdf(self, X):
+        x1, x2 = X[:, 0], X[:, 1]
+        banana = stats.gamma.pdf(x1, self.k, scale=self.theta) * stats.norm.pdf(
+            x2, self._banana_mean(x1), self.bsd)
+        t = stats.multivariate_t.pdf(X, self.t_loc, self.t_shape, df=self.t_df)
+        normal = stats.norm.pdf(x1, self.n_mu[0], self.n_sd[0]) * stats.norm.pdf(
+            x2, self.n_mu[1], self.n_sd[1])
+        return self.w[0] * banana + self.w[1] * t + self.w[2] * normal
+
+    def grid(self):
+        def axis(a, b):  # coarse tails (h = 1) around a fine core [a, b] (h = 0.08)
+            return np.concatenate([np.linspace(-40, a, int(a + 40) + 1)[:-1],
+                                   np.linspace(a, b, int(round((b - a) / 0.08)) + 1),
+                                   np.linspace(b, 40, int(40 - b) + 1)[1:]])
+        return axis(-8.0, 12.0), axis(-8.0, 16.0)
+
+    def mass_outside(self):  # 1 - the trapezoid integral of the true density over the grid
+        g = self.grid()
+        p = self.pdf(metrics.grid_points(g)).reshape(len(g[0]), len(g[1]))
+        return 1.0 - float(np.trapezoid(np.trapezoid(p, g[1], axis=1), g[0]))
+
+
+TARGETS = {t.name: t for t in (FiveNormals(), NormalTUniform(), Ring(), SkewHeavy(),
+                               SkewBananaT3())}
 
 
 # ------------------------------------------------------------------ KDE ---------------------
