@@ -88,7 +88,8 @@ def oracle(X, pts, p_true, grid, factors=ORACLE_FACTORS, max_steps=ORACLE_STEPS,
 #: target -> (N, bandwidth factors, most steps) for ``--bench-oracle``.
 BENCH_ORACLE = {"5-normals": [(10_000, ORACLE_FACTORS, ORACLE_STEPS),
                               (100_000, ORACLE_FACTORS, ORACLE_STEPS)],
-                "ring": [(100_000, (0.35, 0.5, 0.7, 1.0), 32)]}
+                "ring": [(100_000, (0.35, 0.5, 0.7, 1.0), 32)],
+                "banana+t3": [(10_000, (0.25, 0.35, 0.5, 0.7, 1.0), 32)]}
 
 
 def bench_oracle(out_dir):
