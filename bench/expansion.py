@@ -619,8 +619,8 @@ LIMITS_ARGUMENT = """\
 5-component Gaussian mixture, so EM with K = 5 fits the true model.  The expansion is a
 kernel-type estimator -- Gaussians of one fixed bandwidth on a grid, only the weights learned --
 and its error is a balance of smoothing bias (sigma must resolve the narrowest component,
-sd 0.4) and the variance of the weights.  The oracle table shows the balance: for each f the
-IPE falls with the first weights steps (each step undoes some of the smoothing) and then rises
+sd 0.4) and the variance of the weights.  The oracle table shows the balance: for each f
+narrow enough to resolve the components the IPE falls with the first weights steps (each step undoes some of the smoothing) and then rises
 again (longer runs approach the nonparametric maximum likelihood on the grid, which fits the
 noise); the best cell moves to a wider bandwidth with more steps as N grows.  Even that best
 cell, picked by looking at the true density, stays above EM at N = 1e4 and 1e5 on the
@@ -630,14 +630,15 @@ though: between 1e4 and 1e5 the oracle's IPE falls like N^(-0.39), EM's like N^(
 flatter than the N^(-1/2) of a parametric fit because EM's error includes its optimisation
 (one k-means++ start, tol 1e-5; one seed ends in a local optimum at N = 3e3) -- while the
 default's selection falls like N^(-0.34) and stays about 1.3 x EM at 1e5.  Nodes of several
-bandwidths at once, more steps, more factors and a selection sample of every row did not get
-below the single-bandwidth oracle (`expansion_variants.md`).
+bandwidths at once (oracle over steps 0.0296 against the single bandwidth's 0.0299 at 1e4),
+more steps, more factors and a selection sample of every row did not get materially below
+the single-bandwidth oracle (`expansion_variants.md`).
 
 **ring at 1e5: the rule is the limit.**  The oracle (f = 0.7, 16 steps) is 0.85 x EM, but the
 held-out selection runs on a 20 000-row sample, where the rule's f = 0.7 bandwidth (which
 scales as n^(-1/6)) is 36 % wider than at N = 1e5, and there it loses to f = 0.5 with 7 steps,
-also with up to 32 steps per candidate (measured: held-out -3.1574 against -3.1551; the choice
-and the IPE do not change).  Closing it needs the selection to see how the best
+also with up to 32 steps per candidate (measured with `AUTO_MAX_STEPS` set to 32: held-out
+-3.1574 against -3.1551; the choice and the IPE do not change).  Closing it needs the selection to see how the best
 (bandwidth, steps) pair moves with N -- a selection on all rows, which costs tens of passes
 over the data per candidate in 2-D, or a transfer rule for the steps as well as the bandwidth.
 
