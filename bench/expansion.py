@@ -3,7 +3,7 @@
 
 What it measures
 ----------------
-For three known targets and sample sizes N, the integrated absolute error
+For five known targets and sample sizes N, the integrated absolute error
 IPE = int |p_hat - p| (2x the total-variation distance; docs/algorithms.md §4.3), the
 integrated squared error ISE = int (p_hat - p)^2 (both by ``fastmix.metrics`` on a fine grid)
 and the fit time of
@@ -39,6 +39,13 @@ Targets (fixed parameters, fixed seeds; samples are nested: the first N rows of 
   + 0.20 (-3 + t_2) -- skewed, and heavy-tailed (t with 2 degrees of freedom has no variance);
   added after the automatic defaults were designed, as a target they were not tuned on.
   Integrated on [-20, 20] (h = 0.005) plus tails out to +-400 (h = 0.5).
+* ``banana+t3`` (2-D; issue 17 item 4's "target of your own design that nobody tuned for",
+  designed and committed before any fit on it): 0.45 of a curved, skewed banana
+  (x1 ~ Gamma(shape 2, scale 0.7), x2 | x1 ~ N(0.3 (x1 - 1.4)^2 - 1.5, 0.35^2)), 0.35 of a
+  bivariate Student t with 3 degrees of freedom (location (-3, 2), shape matrix
+  [[0.6, 0.3], [0.3, 0.5]]) and 0.20 of N((-1, -3.5), diag(0.3^2, 0.9^2)).  Integrated on
+  [-8, 12] x [-8, 16] (h = 0.08) plus tails out to +-40 (h = 1); its "mass outside" is
+  1 - the integral of the true density over that grid (quadrature error included).
 
 Default settings: ``GMMExpansion()`` (``n_nodes="auto"``, ``n_iter="auto"``) is fitted and
 timed on every target and N (method ``expansion-default``); the first table of
@@ -48,7 +55,7 @@ Integration grids (skew+t2 above): 5-normals on [-10, 10] (h = 0.005); normal+t3
 [-10, 10] (h = 0.005, the jumps of the uniform fall on nodes and the true density there is the mean of
 its one-sided limits, which makes the trapezoid rule exact for the step) plus tails out to
 +-60 (h = 0.2); ring on [-5, 5]^2 with 120 x 120 points (h = 0.084, a quarter of the radial sd).
-The true mass outside each grid (< 1e-5) is reported.  Against grids 2-4x finer the IPEs
+The true mass outside each grid (< 1e-5; banana+t3: see above) is reported.  Against grids 2-4x finer the IPEs
 change by < 2e-4 (checked for the finest expansions, M = 1024 in 1-D, 192 per dim. in 2-D).
 
 Timing: every fit is timed with ``time.perf_counter``; after a warm-up of every code path
@@ -239,7 +246,63 @@ class SkewHeavy(Target):
                                     + stats.t.sf(400 - self.loc, self.df)))
 
 
-TARGETS = {t.name: t for t in (FiveNormals(), NormalTUniform(), Ring(), SkewHeavy())}
+class SkewBananaT3(Target):
+    """Added for issue 17 item 4 (the second target nobody tuned for; designed, with its
+    parameters, before any fit on it was run): 2-D, a skewed, curved gamma "banana", a
+    correlated bivariate Student t with 3 degrees of freedom (heavy tails) and a narrow,
+    elongated normal."""
+    name = "banana+t3"
+    dim = 2
+    w = np.array([0.45, 0.35, 0.20])
+    k, theta = 2.0, 0.7               # x1 of the banana ~ Gamma(shape, scale)
+    curve, shift, bsd = 0.3, -1.5, 0.35  # x2 | x1 ~ N(curve (x1 - 1.4)^2 + shift, bsd^2)
+    t_loc = np.array([-3.0, 2.0])
+    t_shape = np.array([[0.6, 0.3], [0.3, 0.5]])
+    t_df = 3
+    n_mu = np.array([-1.0, -3.5])
+    n_sd = np.array([0.3, 0.9])
+
+    def _banana_mean(self, x1):
+        return self.curve * (x1 - self.k * self.theta) ** 2 + self.shift
+
+    def sample(self, n, rng):
+        c = rng.choice(3, size=n, p=self.w)
+        X = np.empty((n, 2))
+        m = c == 0
+        x1 = rng.gamma(self.k, self.theta, m.sum())
+        X[m] = np.stack([x1, self._banana_mean(x1) + self.bsd * rng.standard_normal(m.sum())],
+                        axis=1)
+        m = c == 1
+        X[m] = stats.multivariate_t.rvs(self.t_loc, self.t_shape, df=self.t_df,
+                                        size=int(m.sum()), random_state=rng).reshape(-1, 2)
+        m = c == 2
+        X[m] = self.n_mu + self.n_sd * rng.standard_normal((m.sum(), 2))
+        return X
+
+    def pdf(self, X):
+        x1, x2 = X[:, 0], X[:, 1]
+        banana = stats.gamma.pdf(x1, self.k, scale=self.theta) * stats.norm.pdf(
+            x2, self._banana_mean(x1), self.bsd)
+        t = stats.multivariate_t.pdf(X, self.t_loc, self.t_shape, df=self.t_df)
+        normal = stats.norm.pdf(x1, self.n_mu[0], self.n_sd[0]) * stats.norm.pdf(
+            x2, self.n_mu[1], self.n_sd[1])
+        return self.w[0] * banana + self.w[1] * t + self.w[2] * normal
+
+    def grid(self):
+        def axis(a, b):  # coarse tails (h = 1) around a fine core [a, b] (h = 0.08)
+            return np.concatenate([np.linspace(-40, a, int(a + 40) + 1)[:-1],
+                                   np.linspace(a, b, int(round((b - a) / 0.08)) + 1),
+                                   np.linspace(b, 40, int(40 - b) + 1)[1:]])
+        return axis(-8.0, 12.0), axis(-8.0, 16.0)
+
+    def mass_outside(self):  # 1 - the trapezoid integral of the true density over the grid
+        g = self.grid()
+        p = self.pdf(metrics.grid_points(g)).reshape(len(g[0]), len(g[1]))
+        return 1.0 - float(np.trapezoid(np.trapezoid(p, g[1], axis=1), g[0]))
+
+
+TARGETS = {t.name: t for t in (FiveNormals(), NormalTUniform(), Ring(), SkewHeavy(),
+                               SkewBananaT3())}
 
 
 # ------------------------------------------------------------------ KDE ---------------------
@@ -479,7 +542,124 @@ def fmt_t(s):
     return f"{1e3 * s:.1f} ms" if s < 1 else f"{s:.2f} s"
 
 
-def markdown(rows, summary, meta):
+def _load(out_dir, name):
+    path = os.path.join(out_dir, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def limits_section(summary, out_dir):
+    """The "where the default falls short" section: the targets and N >= 1e4 whose default IPE
+    ratio exceeds 1, with the oracle (``expansion_oracle.json``), the rates
+    (``expansion_rates.json``) and the variants tried (``expansion_variants.json``) when those
+    files are in ``out_dir`` (``bench/expansion_rates.py``, ``bench/expansion_variants.py``)."""
+    short = [s for s in summary if s["N"] >= 10_000 and s["default"]["ratio"] > 1.0]
+    L = ["", "## Where the default falls short of EM's best K, and why", ""]
+    if not short:
+        return L + ["Nowhere at N >= 1e4.", ""]
+    L.append("Default IPE ratio > 1 at N >= 1e4: " + ", ".join(
+        f"{s['target']} at {s['N']:.0e} ({s['default']['ratio']:.2f})" for s in short) + ".")
+    orc = _load(out_dir, "expansion_oracle.json")
+    if orc:
+        L += ["", "**Oracle** (`expansion_oracle.md`, by `bench/expansion_rates.py "
+              "--bench-oracle`): the best *true* IPE that the expansion reaches on these same "
+              "samples over its bandwidth factor f and the number of weights-only EM steps (the "
+              "settings the automatic rule chooses from, and beyond; the ranges of f and steps per "
+              "target are in that file).  No rule over these settings can beat it; where it is "
+              "above EM, the estimator family is the limit, not the rule.", "",
+              "| target | N | default IPE | oracle IPE (f, steps) | best-EM IPE | oracle / EM |",
+              "|" + "---|" * 6]
+        for key, v in orc.items():
+            name, N = key.rsplit(" ", 1)
+            ipe, f, steps = v["best"]
+            L.append(f"| {name} | {int(N):.0e} | {v['default']:.4f} | {ipe:.4f} ({f:g}, "
+                     f"{steps}) | {v['em']:.4f} | **{ipe / v['em']:.2f}** |")
+    rates = _load(out_dir, "expansion_rates.json")
+    if rates:
+        ns = rates["ns"]
+        mean = {m: [np.mean([r[m] for r in rates["rows"] if r["N"] == N]) for N in ns]
+                for m in ("em", "default", "oracle")}
+        sl = rates["slopes"]
+        L += ["", "**Rates on 5-normals** (`expansion_rates.md`, `expansion_rates.png`; "
+              f"mean IPE over {len({r['seed'] for r in rates['rows']})} seeds, EM with K = 5):",
+              "", "| N | " + " | ".join(f"{N:.0e}" for N in ns) + " |",
+              "|---|" + "---|" * len(ns)]
+        for m, lab in (("em", "EM K=5"), ("default", "default"), ("oracle", "oracle")):
+            L.append(f"| {lab} | " + " | ".join(f"{v:.4f}" for v in mean[m]) + " |")
+        L.append("| oracle / EM | " + " | ".join(
+            f"{o / e:.2f}" for o, e in zip(mean["oracle"], mean["em"])) + " |")
+        L += ["", f"Fitted slopes of log IPE on log N (N >= 1e4): EM {sl['em']:.2f}, default "
+              f"{sl['default']:.2f}, oracle {sl['oracle']:.2f}.", ""]
+    var = _load(out_dir, "expansion_variants.json")
+    if var:
+        L += ["", "**Variants tried** (`expansion_variants.md`): IPE / best EM on 5-normals "
+              "(and, for the selection variants, on the other 1-D targets, which must stay "
+              "<= 1):", ""]
+        for lab in ("default", "more-steps", "big-sample"):
+            rs = [r for r in var["rows"] if r["variant"] == lab]
+            L.append(f"* {lab}: " + ", ".join(
+                f"{r['target']} {r['N']:.0e} {r['ipe'] / r['em']:.2f} ({1e3 * r['time_s']:.0f}"
+                " ms)" for r in rs) + ".")
+        for N in sorted({r["N"] for r in var["multiscale"]}):
+            rs = [r for r in var["multiscale"] if r["N"] == N]
+            b = min(rs, key=lambda r: r["best"])
+            L.append(f"* multi-bandwidth dictionary, 5-normals {N:.0e}: best over scale sets "
+                     f"and steps (an oracle) {b['best']:.4f} = {b['best'] / b['em']:.2f} x EM "
+                     f"(scales {b['scales']}, {b['best_steps']} steps); converged weights "
+                     f"{min(r['converged'] for r in rs):.4f} at best.")
+    L += ["", LIMITS_ARGUMENT, ""]
+    return L
+
+
+#: The argument of the "falls short" section (the numbers are in the tables above it).
+LIMITS_ARGUMENT = """\
+**5-normals: at these N the estimator family is the limit.**  The sample is drawn from a
+5-component Gaussian mixture, so EM with K = 5 fits the true model.  The expansion is a
+kernel-type estimator -- Gaussians of one fixed bandwidth on a grid, only the weights learned --
+and its error is a balance of smoothing bias (sigma must resolve the narrowest component,
+sd 0.4) and the variance of the weights.  The oracle table shows the balance: for each f
+narrow enough to resolve the components the IPE falls with the first weights steps (each step undoes some of the smoothing) and then rises
+again (longer runs approach the nonparametric maximum likelihood on the grid, which fits the
+noise); the best cell moves to a wider bandwidth with more steps as N grows.  Even that best
+cell, picked by looking at the true density, stays above EM at N = 1e4 and 1e5 on the
+benchmark's samples, and above EM's mean over seeds at every N >= 1e4 in the rates table; so
+no rule for choosing f and the steps can meet the target here.  The gap narrows with N,
+though: between 1e4 and 1e5 the oracle's IPE falls like N^(-0.39), EM's like N^(-0.29) --
+flatter than the N^(-1/2) of a parametric fit because EM's error includes its optimisation
+(one k-means++ start, tol 1e-5; one seed ends in a local optimum at N = 3e3) -- while the
+default's selection falls like N^(-0.34) and stays about 1.3 x EM at 1e5.  Nodes of several
+bandwidths at once (oracle over steps 0.0296 against the single bandwidth's 0.0299 at 1e4),
+more steps, more factors and a selection sample of every row did not get materially below
+the single-bandwidth oracle (`expansion_variants.md`).
+
+**ring at 1e5: the rule is the limit.**  The oracle (f = 0.7, 16 steps) is 0.85 x EM, but the
+held-out selection runs on a 20 000-row sample, where the rule's f = 0.7 bandwidth (which
+scales as n^(-1/6)) is 36 % wider than at N = 1e5, and there it loses to f = 0.5 with 7 steps,
+also with up to 32 steps per candidate (measured with `AUTO_MAX_STEPS` set to 32: held-out
+-3.1574 against -3.1551; the choice and the IPE do not change).  Closing it needs the selection to see how the best
+(bandwidth, steps) pair moves with N -- a selection on all rows, which costs tens of passes
+over the data per candidate in 2-D, or a transfer rule for the steps as well as the bandwidth.
+
+**banana+t3 (the target added for this question, not tuned for): the family again.**  The
+defaults miss EM's best K at every N, and at N = 1e4 even the oracle is 1.41 x EM.  The target
+has narrow, curved and oblique features (the banana's ridge, sd 0.35 across it; the normal, sd
+0.3 in x1) beside a wide, heavy-tailed t: EM's full-covariance components line up with the
+ridge, while the expansion's one axis-aligned bandwidth must serve the narrowest feature and
+the flat tails alike.  Per-node bandwidths or oriented kernels might help there; they are not
+a single grid with one bandwidth any more, and were not tried.
+
+**What would close 5-normals** is a parametric stage, which is no longer an expansion: merge
+the nodes into a few full Gaussians and run EM from them (EM with a good start, at EM's cost per
+iteration), or choose between the expansion and a small-K EM by held-out likelihood (meets the
+target where a few Gaussians are the truth, at the cost of the EM fits).  On the 1-D targets
+that no finite Gaussian mixture fits (normal+t3+uniform, skew+t2: heavy tails, jumps, skew),
+EM's best K is itself a nonparametric approximation, and there the defaults beat it at
+N >= 1e4 (first table)."""
+
+
+def markdown(rows, summary, meta, out_dir=None):
     L = ["# GMM expansion vs EM vs KDE (docs/algorithms.md §4.4)", "",
          "Generated by `bench/expansion.py` (its docstring describes targets, grids and "
          "timing). " + meta, "",
@@ -535,6 +715,8 @@ def markdown(rows, summary, meta):
                   f"{s['bic_ipe']:.4f} (K={s['bic_K']})",
                   f"{s['kde_ipe']:.4f} ({fmt_t(s['kde_eval_s'])})"]
         L.append("| " + " | ".join(cells) + " |")
+    if out_dir is not None:
+        L += limits_section(summary, out_dir)
     L += ["", "## All fits", "",
           "Times: median of the repeats (EM: one fit, except the best-IPE and BIC K; "
           f"expansion-em{MULTI_STEPS}: one fit).  KDE: construction time; its evaluation on the "
@@ -660,7 +842,7 @@ def plot_2d(curves, summary_row, N, path):
 # ------------------------------------------------------------------ main --------------------
 def main(argv=None):
     p = argparse.ArgumentParser(
-        description="GMM expansion (one pass) vs full EM over K vs Scott KDE on three known "
+        description="GMM expansion (one pass) vs full EM over K vs Scott KDE on five known "
                     "targets: IPE, ISE, fit time (docs/algorithms.md §4.4).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
@@ -670,9 +852,20 @@ def main(argv=None):
     p.add_argument("--out-dir", default=None,
                    help="default: bench/results (bench/results/raw with --quick)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNGs")
+    p.add_argument("--render", action="store_true",
+                   help="only rewrite expansion.md from expansion.json (no fits), with the "
+                        "analysis of expansion_oracle/rates/variants.json if present")
     p.add_argument("--threads", type=int, default=1,
                    help="Numba threads for every method; 0 = Numba's default (all cores)")
     a = p.parse_args(argv)
+    if a.render:  # re-render the markdown from the JSON (and the analysis files beside it)
+        out = a.out_dir or RESULTS
+        d = _load(out, "expansion.json")
+        if d is None:
+            p.error(f"--render needs {out}/expansion.json")
+        with open(os.path.join(out, "expansion.md"), "w") as fh:
+            fh.write(markdown(d["rows"], d["summary"], d["meta"], out))
+        return
     if a.repeats < 1:
         p.error("--repeats must be >= 1")
     if a.quick:
@@ -716,7 +909,7 @@ def main(argv=None):
             f", {os.cpu_count()} cores; 1-min load average {load0:.2f} at start, {load1:.2f} at "
             f"end; run took {elapsed:.0f} s. True mass outside the integration grids: "
             + ", ".join(f"{n} {m:.1e}" for n, m in outside.items()) + ".")
-    md = markdown(rows, summary, meta)
+    md = markdown(rows, summary, meta, a.out_dir)
     os.makedirs(a.out_dir, exist_ok=True)
     with open(os.path.join(a.out_dir, stem + ".md"), "w") as fh:
         fh.write(md)

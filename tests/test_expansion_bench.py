@@ -1,0 +1,66 @@
+"""The targets of ``bench/expansion.py`` are the instrument of the expansion-vs-EM tables
+(``bench/results/expansion.md``): each target's sampler must draw from its ``pdf``, and the pdf
+must integrate to one over its integration grid (up to ``mass_outside``).  A wrong constant in
+either would silently change every IPE in the tables."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from fastmix import metrics
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "bench"))
+import expansion as bench  # noqa: E402
+
+#: Boxes (lo, hi) per target, through the bulk of each component.
+BOXES = {
+    "5-normals": [(-6.0, -4.0), (-3.0, -0.5), (-0.3, 0.3), (1.5, 3.0), (4.0, 8.0)],
+    "normal+t3+uniform": [(-5.0, -3.5), (-1.0, 0.5), (2.5, 4.0), (5.5, 6.5)],
+    "skew+t2": [(0.0, 1.0), (1.0, 3.0), (4.5, 5.5), (-6.0, -2.0)],
+    "ring": [((-4.0, -1.0), (-1.0, 1.0)), ((0.0, 2.0), (2.0, 4.0)), ((-1.0, 1.0), (-1.0, 1.0))],
+    "banana+t3": [((0.0, 1.4), (-2.0, -1.0)), ((2.0, 4.0), (-1.5, 0.5)), ((3.5, 8.0), (0.0, 8.0)),
+                  ((-4.0, -2.0), (1.0, 3.0)), ((-1.5, -0.5), (-5.0, -2.0)),
+                  ((-12.0, -5.0), (-2.0, 8.0))],
+}
+N_DRAW = 40_000
+
+
+def _box_mass(target, box):
+    """The integral of the true pdf over the box (trapezoid rule, 801 points per axis)."""
+    if target.dim == 1:
+        x = np.linspace(box[0], box[1], 801)
+        return float(np.trapezoid(target.pdf(x[:, None]), x))
+    axes = tuple(np.linspace(a, b, 401) for a, b in box)
+    p = target.pdf(metrics.grid_points(axes)).reshape(401, 401)
+    return float(np.trapezoid(np.trapezoid(p, axes[1], axis=1), axes[0]))
+
+
+@pytest.mark.parametrize("name", list(bench.TARGETS))
+def test_bench_target_sampler_matches_its_pdf(name):
+    T = bench.TARGETS[name]
+    X = T.sample(N_DRAW, np.random.default_rng(5))
+    assert X.shape == (N_DRAW, T.dim)
+    for box in BOXES[name]:
+        box = [box] if T.dim == 1 else box
+        inside = np.ones(N_DRAW, bool)
+        for d, (a, b) in enumerate(box):
+            inside &= (X[:, d] > a) & (X[:, d] < b)
+        p = _box_mass(T, box[0] if T.dim == 1 else box)
+        se = np.sqrt(p * (1 - p) / N_DRAW)
+        assert abs(inside.mean() - p) < 4.5 * se + 1e-3, (name, box, inside.mean(), p)
+
+
+@pytest.mark.parametrize("name", list(bench.TARGETS))
+def test_bench_target_pdf_integrates_to_one(name):
+    T = bench.TARGETS[name]
+    grid = T.grid()
+    p = T.pdf(metrics.grid_points(grid))
+    if T.dim == 2:
+        p = p.reshape(len(grid[0]), len(grid[1]))
+        total = float(np.trapezoid(np.trapezoid(p, grid[1], axis=1), grid[0]))
+    else:
+        total = float(np.trapezoid(p, grid))
+    assert abs(total - 1.0) < 2e-3, (name, total)
+    assert 0 <= T.mass_outside() < 1e-3
