@@ -39,7 +39,7 @@ autodoc_typehints = "none"
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
-numpydoc_validation_checks = set()
+numpydoc_validation_checks = {"all"}
 
 plot_include_source = True
 plot_html_show_source_link = False
@@ -136,5 +136,4 @@ def _skip_foreign(app, what, name, obj, skip, options):
 
 
 def setup(app):
-    app.connect("autodoc-process-docstring", _docstring_compat, priority=400)
     app.connect("autodoc-skip-member", _skip_foreign)

@@ -1,7 +1,9 @@
 """Columnar and text formats (extra ``io``): HDF5 datasets, Zarr arrays, Parquet files and
 delimited text (CSV/TSV/TXT), read block by block."""
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -10,11 +12,46 @@ from .base import Source, _compute_dtype, _missing_extra
 
 
 class HDF5Source(Source):
-    """An HDF5 dataset ``file.h5:/group/dataset`` (h5py)."""
+    """A 2-D HDF5 dataset read block by block (h5py; extra ``io``).
+
+    Paths of the form ``"file.h5:/group/dataset"`` given to an estimator open this source.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The HDF5 file.
+    key : str
+        The dataset inside the file, e.g. ``"/group/dataset"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        When the file is not HDF5, has no dataset ``key`` (the message lists the datasets), or
+        the dataset is not 2-D and numeric.
+    ImportError
+        When h5py is not installed.
+
+    See Also
+    --------
+    open_path : Chooses this class for ``.h5``, ``.hdf5``, ``.hdf`` and ``.he5`` files.
+
+    Examples
+    --------
+    >>> import h5py
+    >>> import numpy as np
+    >>> from fastmix.io import HDF5Source
+    >>> with h5py.File("data.h5", "w") as f:
+    ...     f["group/x"] = np.zeros((10, 3))
+    >>> with HDF5Source("data.h5", "/group/x") as src:
+    ...     print(src)
+    HDF5Source('data.h5:/group/x', rows=10, features=3, dtype=float64)
+    """
 
     random_access = True
 
-    def __init__(self, path, key):
+    def __init__(self, path: str | os.PathLike, key: str) -> None:
         try:
             import h5py
         except ImportError as exc:
@@ -52,11 +89,44 @@ class HDF5Source(Source):
 
 
 class ZarrSource(Source):
-    """A 2-D Zarr array (a directory store; ``store.zarr:/path/in/group`` for a member)."""
+    """A 2-D Zarr array read block by block (zarr; extra ``io``).
+
+    Paths ``"store.zarr"`` (an array) or ``"store.zarr:/path/in/group"`` (a member of a group)
+    given to an estimator open this source.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The Zarr store (a directory).
+    key : str, optional
+        The array inside a group store; None when the store is the array.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        When the store cannot be read, has no member ``key``, or it is not a 2-D numeric array.
+    ImportError
+        When zarr is not installed.
+
+    See Also
+    --------
+    open_path : Chooses this class for ``.zarr`` paths and other directories.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import zarr
+    >>> from fastmix.io import ZarrSource
+    >>> zarr.save("data.zarr", np.zeros((10, 3), dtype=np.float32))
+    >>> ZarrSource("data.zarr")
+    ZarrSource('data.zarr', rows=10, features=3, dtype=float32)
+    """
 
     random_access = True
 
-    def __init__(self, path, key=None):
+    def __init__(self, path: str | os.PathLike, key: str | None = None) -> None:
         try:
             import zarr
         except ImportError as exc:
@@ -85,11 +155,11 @@ class ZarrSource(Source):
         self._cached, self._cache = -1, None
 
     def read_rows(self, start, stop, out):
-        """Rows are copied out of whole decompressed Zarr chunks, the last one kept: blocks
-        that do not line up with the Zarr chunks (they are whole kernel chunks) still
-        decompress every Zarr chunk once per pass (reading z[start:stop] directly decompressed
-        a 1e6-row chunk four times per pass for 32 MB blocks: 2.8 s instead of 0.5 s per
-        iteration, measured).  Memory: one Zarr chunk."""
+        # Rows are copied out of whole decompressed Zarr chunks, the last one kept: blocks
+        # that do not line up with the Zarr chunks (they are whole kernel chunks) still
+        # decompress every Zarr chunk once per pass (reading z[start:stop] directly decompressed
+        # a 1e6-row chunk four times per pass for 32 MB blocks: 2.8 s instead of 0.5 s per
+        # iteration, measured).  Memory: one Zarr chunk.
         rows = self.z.chunks[0]
         pos = start
         while pos < stop:
@@ -163,10 +233,47 @@ def _batch_to_numpy(batch, names, weight, dtype, name, start=0, nulls_as_nan=Fal
 
 
 class ParquetSource(Source):
-    """A Parquet file read batch by batch (pyarrow).  ``columns`` selects the features (default:
-    all columns but ``weight_column``); ``weight_column`` names a column of sample weights."""
+    """A Parquet file read batch by batch (pyarrow; extra ``io``).
 
-    def __init__(self, path, columns=None, weight_column=None):
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The Parquet file.
+    columns : sequence of str, optional
+        The feature columns, in this order; default: every column but ``weight_column``.
+    weight_column : str, optional
+        A column of sample weights, read in step with the features (``has_weights``).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        When the file is not Parquet, a named column is missing, or a column used is not
+        numeric.  While reading: a null feature value (unless ``nulls_as_nan``) or weight, named
+        by row.
+    ImportError
+        When pyarrow is not installed.
+
+    See Also
+    --------
+    open_path : Chooses this class for ``.parquet`` and ``.pq`` files.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pyarrow as pa
+    >>> import pyarrow.parquet as pq
+    >>> from fastmix.io import ParquetSource
+    >>> table = pa.table({"a": np.arange(4.0), "b": np.ones(4), "w": [1.0, 2.0, 1.0, 2.0]})
+    >>> pq.write_table(table, "data.parquet")
+    >>> src = ParquetSource("data.parquet", weight_column="w")
+    >>> src.columns, src.n_rows, src.has_weights
+    (['a', 'b'], 4, True)
+    """
+
+    def __init__(self, path: str | os.PathLike, columns: Sequence[str] | None = None,
+                 weight_column: str | None = None) -> None:
         try:
             import pyarrow.parquet as pq
         except ImportError as exc:
@@ -221,12 +328,14 @@ def _is_number(field):
 
 
 class CSVSource(Source):
-    """Delimited text read by pyarrow's streaming reader (row count unknown until the first
-    pass).
+    """Delimited text (CSV, TSV, TXT) read by pyarrow's streaming reader (extra ``io``).
+
+    The row count is unknown (``n_rows`` is None) until the first pass over the file.
 
     Parameters
     ----------
-    path : str or Path
+    path : str or os.PathLike
+        The text file.
     columns : list of str, optional
         Feature columns (default: every column but ``weight_column``).  Without a header the
         columns are named ``f0``, ``f1``, ...
@@ -238,10 +347,41 @@ class CSVSource(Source):
     delimiter : str (one character), optional
         Default: tab for ``.tsv``; for ``.txt`` the first of ``,`` tab ``;`` space found in the
         first line; otherwise ``,``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        For a directory, an empty file, a file with a header and no rows, a bad ``header`` or
+        ``delimiter``, a missing or non-numeric column.  While reading: unparsable text or a
+        null value (unless ``nulls_as_nan``), named by row.
+    ImportError
+        When pyarrow is not installed.
+
+    See Also
+    --------
+    open_path : Chooses this class for ``.csv``, ``.tsv`` and ``.txt`` files.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix.io import CSVSource
+    >>> np.savetxt("data.csv", np.arange(6.0).reshape(3, 2), delimiter=",", header="x,y",
+    ...            comments="")
+    >>> src = CSVSource("data.csv")
+    >>> src.columns, src.header, src.n_rows
+    (['x', 'y'], True, None)
+    >>> np.vstack(list(src.pieces()))
+    array([[0., 1.],
+           [2., 3.],
+           [4., 5.]])
     """
 
-    def __init__(self, path, columns=None, weight_column=None, *, header="infer",
-                 delimiter=None):
+    def __init__(self, path: str | os.PathLike, columns: Sequence[str] | None = None,
+                 weight_column: str | None = None, *,
+                 header: Literal["infer", True, False] = "infer",
+                 delimiter: str | None = None) -> None:
         try:
             import pyarrow.csv as pcsv
         except ImportError as exc:

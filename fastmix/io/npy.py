@@ -10,11 +10,43 @@ from .base import Source, _compute_dtype
 
 
 class NpySource(Source):
-    """A ``.npy`` file read with ``readinto`` at computed offsets (no memory map)."""
+    """A ``.npy`` file read block by block at computed offsets (no memory map).
+
+    The header is parsed once; blocks are read with ``preadv`` into reused buffers, so the
+    resident memory stays bounded whatever the file size.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npy`` file, holding a C-ordered 2-D array of a real dtype.
+    vector : bool, default=False
+        Read a 1-D array as one column (a file of sample weights).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        When the file is not a readable ``.npy`` file, is truncated, holds a non-real dtype, is
+        not 2-D (1-D with ``vector``), or is stored in Fortran order.
+
+    See Also
+    --------
+    open_path : Chooses this class for ``.npy`` files.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix.io import NpySource
+    >>> np.save("data.npy", np.arange(12.0).reshape(4, 3))
+    >>> with NpySource("data.npy") as src:
+    ...     print(src, src.take(np.array([2])))
+    NpySource('data.npy', rows=4, features=3, dtype=float64) [[6. 7. 8.]]
+    """
 
     random_access = True
 
-    def __init__(self, path, vector=False):
+    def __init__(self, path: str | os.PathLike, vector: bool = False) -> None:
         self.path = Path(path)
         self.name = str(path)
         with open(self.path, "rb") as fh:  # FileNotFoundError for a missing file
@@ -78,7 +110,7 @@ class NpySource(Source):
             out[:n] = raw.view(self.file_dtype).reshape(n, self.n_features)
 
     def take(self, rows):
-        """One ``pread`` per row: cheap for the k-means subsample, and no memory map."""
+        # one pread per row: cheap for the k-means subsample, and no memory map
         out = np.empty((len(rows), self.n_features), self.dtype)
         if len(rows) > self.n_rows // 16:  # dense: one sequential pass is cheaper
             return Source.take(self, rows)
