@@ -250,7 +250,7 @@ class ArraySource(Source):
                       and X.flags.c_contiguous)
 
     def view_rows(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start`` to ``stop - 1`` of the array itself (a view when ``views`` is True).
+        """Return rows ``start`` to ``stop - 1`` of the array itself (a view when ``views``).
 
         Parameters
         ----------
@@ -272,9 +272,13 @@ class ArraySource(Source):
         return self.X[start:stop]
 
     def read_rows(self, start, stop, out):
+        # numpydoc ignore=GL08
+        # (the docstring of Source.read_rows applies and is shown)
         out[...] = self.X[start:stop]
 
     def take(self, rows):
+        # numpydoc ignore=GL08
+        # (the docstring of Source.take applies and is shown)
         return np.ascontiguousarray(self.X[rows], dtype=self.dtype)
 
 

@@ -78,6 +78,8 @@ class HDF5Source(Source):
         self.dtype = _compute_dtype(ds.dtype)
 
     def read_rows(self, start, stop, out):
+        # numpydoc ignore=GL08
+        # (the docstring of Source.read_rows applies and is shown)
         try:
             self.ds.read_direct(out, np.s_[start:stop], np.s_[0:stop - start])
         except (OSError, RuntimeError) as exc:
@@ -85,6 +87,8 @@ class HDF5Source(Source):
                              f"({exc})") from None
 
     def close(self):
+        # numpydoc ignore=GL08
+        # (the docstring of Source.close applies and is shown)
         self._f.close()
 
 
@@ -155,6 +159,8 @@ class ZarrSource(Source):
         self._cached, self._cache = -1, None
 
     def read_rows(self, start, stop, out):
+        # numpydoc ignore=GL08
+        # (the docstring of Source.read_rows applies and is shown)
         # Rows are copied out of whole decompressed Zarr chunks, the last one kept: blocks
         # that do not line up with the Zarr chunks (they are whole kernel chunks) still
         # decompress every Zarr chunk once per pass (reading z[start:stop] directly decompressed
@@ -295,6 +301,8 @@ class ParquetSource(Source):
         self.batch_rows = max(1024, _base.BLOCK_BYTES // (8 * self.n_features))
 
     def pieces(self):
+        # numpydoc ignore=GL08
+        # (the docstring of Source.pieces applies and is shown)
         cols = self.columns + ([self.weight_column] if self.weight_column else [])
         start = 0
         try:
@@ -306,6 +314,8 @@ class ParquetSource(Source):
             raise ValueError(f"{self.name}: damaged Parquet data ({exc})") from None
 
     def close(self):
+        # numpydoc ignore=GL08
+        # (the docstring of Source.close applies and is shown)
         self._pf.close()
 
 
@@ -455,6 +465,8 @@ class CSVSource(Source):
             raise ValueError(f"{self.name} is not a readable CSV file ({exc})") from None
 
     def pieces(self):
+        # numpydoc ignore=GL08
+        # (the docstring of Source.pieces applies and is shown)
         reader = self._open()
         start = 0
         try:

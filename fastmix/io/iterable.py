@@ -74,6 +74,8 @@ class IterableSource(Source):
         return iter(self.obj()) if callable(self.obj) else iter(self.obj)
 
     def pieces(self):
+        # numpydoc ignore=GL08
+        # (the docstring of Source.pieces applies and is shown)
         if self._one_shot:
             if self._used:
                 raise ValueError(f"{self.name} is a one-shot iterator and was already read; "

@@ -90,6 +90,8 @@ class NpySource(Source):
         return self._fh
 
     def read_rows(self, start, stop, out):
+        # numpydoc ignore=GL08
+        # (the docstring of Source.read_rows applies and is shown)
         fh = self._file()
         n = stop - start
         if self._direct:
@@ -110,6 +112,8 @@ class NpySource(Source):
             out[:n] = raw.view(self.file_dtype).reshape(n, self.n_features)
 
     def take(self, rows):
+        # numpydoc ignore=GL08
+        # (the docstring of Source.take applies and is shown)
         # one pread per row: cheap for the k-means subsample, and no memory map
         out = np.empty((len(rows), self.n_features), self.dtype)
         if len(rows) > self.n_rows // 16:  # dense: one sequential pass is cheaper
@@ -125,6 +129,8 @@ class NpySource(Source):
         return out
 
     def close(self):
+        # numpydoc ignore=GL08
+        # (the docstring of Source.close applies and is shown)
         if self._fh is not None:
             self._fh.close()
             self._fh = None
