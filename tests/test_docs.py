@@ -1,16 +1,23 @@
-"""The user guide's examples run: every ```pycon block of docs/user_guide/*.md is a doctest.
+"""The documentation's examples run.
 
-The blocks of one page run in order in one namespace (later examples use the names of earlier
-ones), in a temporary working directory, so files the examples write do not land in the
+* Every ```pycon block of docs/user_guide/*.md is a doctest.  The blocks of one page run in
+  order in one namespace (later examples use the names of earlier ones).
+* Every docstring example in the fastmix package (the Examples sections of the API reference)
+  is a doctest; each docstring runs in a namespace of its own, as ``python -m doctest`` would.
+
+Both run in a temporary working directory, so files the examples write do not land in the
 checkout.  Only the standard library's doctest is needed, not Sphinx.
 """
 import doctest
+import importlib
 import re
 from pathlib import Path
 
 import pytest
 
-GUIDE = Path(__file__).resolve().parent.parent / "docs" / "user_guide"
+ROOT = Path(__file__).resolve().parent.parent
+GUIDE = ROOT / "docs" / "user_guide"
+PACKAGE = ROOT / "fastmix"
 BLOCK = re.compile(r"^```pycon[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 # Pages that show no runnable example: the table of contents, and the GPU page (CI has no GPU).
 WITHOUT_EXAMPLES = {"index.md", "gpu.md"}
@@ -47,4 +54,32 @@ def test_user_guide_examples(page, tmp_path, monkeypatch):
     runner = doctest.DocTestRunner(optionflags=FLAGS)
     result = runner.run(test, out=report.append, clear_globs=True)
     assert result.attempted > 0
+    assert result.failed == 0, "".join(report)
+
+
+def _module_name(path):
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+# Modules whose source holds a docstring example (found without importing them).
+MODULES_WITH_EXAMPLES = sorted(_module_name(p) for p in PACKAGE.rglob("*.py")
+                               if ">>> " in p.read_text(encoding="utf-8"))
+
+
+def test_docstring_examples_are_found():
+    assert {"fastmix.io.base", "fastmix.metrics", "fastmix.plot"} <= set(MODULES_WITH_EXAMPLES)
+
+
+@pytest.mark.parametrize("name", MODULES_WITH_EXAMPLES)
+def test_docstring_examples(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(name)
+    tests = [t for t in doctest.DocTestFinder().find(module) if t.examples]
+    assert tests, f"{name} mentions '>>> ' but no docstring of it holds an example"
+    report = []
+    runner = doctest.DocTestRunner(optionflags=FLAGS)
+    for test in sorted(tests, key=lambda t: t.name):
+        runner.run(test, out=report.append)
+    result = runner.summarize(verbose=False)
     assert result.failed == 0, "".join(report)
