@@ -123,8 +123,8 @@ def _check_spd(mat, name):
 class Covariance:
     """Base class of the covariance types.  Subclasses set ``kind`` and implement the rest."""
 
-    kind = None
-    registry = {}
+    kind: str | None = None
+    registry: dict = {}
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)

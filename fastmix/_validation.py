@@ -7,7 +7,7 @@ import numpy as np
 
 try:  # scikit-learn's own error when it is installed, so sklearn's tooling recognises it
     from sklearn.exceptions import NotFittedError as _SkNotFitted
-    _NOT_FITTED_BASES = (_SkNotFitted,)
+    _NOT_FITTED_BASES: tuple[type, ...] = (_SkNotFitted,)
 except ImportError:  # pragma: no cover
     _NOT_FITTED_BASES = (ValueError, AttributeError)
 

@@ -627,6 +627,8 @@ def from_file(path: str | os.PathLike, chunk_rows: int | None = None,
     path = file if key is None else f"{file}:{key}"
     sizes = None  # Parquet: rows per row group
     with open_path(path, **source_kwargs) as src:
+        if src.n_rows is None:  # pragma: no cover - CSV is refused above; the others know it
+            raise ValueError(f"{path}: the number of rows is not known before reading")
         N, D, dtype = src.n_rows, src.n_features, src.dtype
         default = max(1, FILE_BLOCK_BYTES // (dtype.itemsize * D))
         if isinstance(src, ParquetSource):
@@ -639,7 +641,8 @@ def from_file(path: str | os.PathLike, chunk_rows: int | None = None,
     blocks = []
     if sizes is not None:
         read = delayed(_read_parquet_groups, pure=True)
-        group, rows = [], 0
+        group: list[int] = []
+        rows = 0
         for i, n in enumerate(sizes + [None]):
             if n is None or (group and rows >= target):
                 if rows:

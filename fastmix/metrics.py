@@ -33,7 +33,7 @@ IPE is read here as the integrated absolute ("probability") error, 2x the total 
 distance (docs/algorithms.md §4.3).
 """
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, Union
+from typing import Any, NamedTuple, Union
 
 import numpy as np
 
@@ -43,7 +43,7 @@ __all__ = ["grid_axes", "grid_points", "on_grid", "ipe", "ise", "kl_mc", "KLEsti
 Grid = Union[np.ndarray, Sequence[np.ndarray]]
 
 
-def _check_axis(a, name):
+def _check_axis(a: Any, name: str) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     if a.ndim != 1 or a.shape[0] < 2:
         raise ValueError(f"{name} must be a 1-D array of at least 2 points, got shape {a.shape}")
@@ -54,7 +54,7 @@ def _check_axis(a, name):
     return a
 
 
-def _axes(grid):
+def _axes(grid: Grid) -> tuple[np.ndarray, ...]:
     """The grid as a tuple of checked 1-D axes."""
     if isinstance(grid, (tuple, list)):
         if len(grid) == 0:
@@ -63,7 +63,7 @@ def _axes(grid):
     return (_check_axis(grid, "grid"),)
 
 
-def _shape(axes):
+def _shape(axes: Sequence[np.ndarray]) -> tuple[int, ...]:
     return tuple(a.shape[0] for a in axes)
 
 
@@ -104,20 +104,21 @@ def grid_axes(lo: float | Sequence[float], hi: float | Sequence[float],
     array([0. , 0.5, 1. , 1.5, 2. ])
     """
     scalar = np.ndim(lo) == 0 and np.ndim(hi) == 0
-    lo = np.atleast_1d(np.asarray(lo, dtype=np.float64))
-    hi = np.atleast_1d(np.asarray(hi, dtype=np.float64))
-    if lo.ndim != 1 or lo.shape != hi.shape:
-        raise ValueError(f"lo and hi must have the same 1-D shape, got {lo.shape} and {hi.shape}")
-    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(hi > lo)):
+    lo_a = np.atleast_1d(np.asarray(lo, dtype=np.float64))
+    hi_a = np.atleast_1d(np.asarray(hi, dtype=np.float64))
+    if lo_a.ndim != 1 or lo_a.shape != hi_a.shape:
+        raise ValueError(f"lo and hi must have the same 1-D shape, got {lo_a.shape} and "
+                         f"{hi_a.shape}")
+    if not (np.all(np.isfinite(lo_a)) and np.all(np.isfinite(hi_a)) and np.all(hi_a > lo_a)):
         raise ValueError("bounds must be finite with hi > lo")
     res = np.atleast_1d(np.asarray(resolution))
-    if res.ndim != 1 or res.shape[0] not in (1, lo.shape[0]):
-        raise ValueError(f"resolution must be one integer or {lo.shape[0]} of them")
+    if res.ndim != 1 or res.shape[0] not in (1, lo_a.shape[0]):
+        raise ValueError(f"resolution must be one integer or {lo_a.shape[0]} of them")
     if res.dtype.kind not in "iu" or np.any(res < 2):
         raise ValueError(f"resolution must be an integer >= 2 (points per axis), got "
                          f"{resolution!r}")
-    res = np.broadcast_to(res, lo.shape)
-    axes = tuple(np.linspace(a, b, int(n)) for a, b, n in zip(lo, hi, res))
+    res = np.broadcast_to(res, lo_a.shape)
+    axes = tuple(np.linspace(a, b, int(n)) for a, b, n in zip(lo_a, hi_a, res))
     return axes[0] if scalar else axes
 
 
@@ -198,14 +199,15 @@ def on_grid(f: Callable[[np.ndarray], np.ndarray], grid: Grid, *,
     return np.exp(v) if log else v
 
 
-def _integrate(values, axes):
+def _integrate(values: np.ndarray, axes: Sequence[np.ndarray]) -> float:
     out = values
     for a in reversed(axes):  # integrate out the last axis each time
         out = np.trapezoid(out, a, axis=-1)
     return float(out)
 
 
-def _pair(p_hat, p, grid):
+def _pair(p_hat: np.ndarray, p: np.ndarray,
+          grid: Grid) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
     axes = _axes(grid)
     shape = _shape(axes)
     p_hat = np.asarray(p_hat, dtype=np.float64)
@@ -360,7 +362,7 @@ def kl_mc(log_p: Callable[[np.ndarray], np.ndarray] | np.ndarray,
                          f"{np.shape(sample)}")
     n = S.shape[0]
 
-    def values(f, name):
+    def values(f: Callable[[np.ndarray], np.ndarray] | np.ndarray, name: str) -> np.ndarray:
         v = np.asarray(f(S) if callable(f) else f, dtype=np.float64)
         if v.shape not in ((n,), (n, 1)):
             raise ValueError(f"{name} must give ({n},) log-densities, got shape {v.shape}")

@@ -34,16 +34,19 @@ functions work headless whatever backend the session uses.
 """
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+#: (weights (K,), means (K, D), dense covariances (K, D, D)), as ``mixture_components`` returns
+Comps = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 __all__ = ["plot_prototypes", "plot_loss_curve", "plot_2d", "plot_density_1d",
            "plot_lower_bounds", "plot_corner", "mixture_components", "selection"]
 
 
-def _mpl():
+def _mpl() -> Any:
     try:
         import matplotlib  # noqa: F401
         from matplotlib.figure import Figure
@@ -52,20 +55,20 @@ def _mpl():
     return Figure
 
 
-def _new_figure(figsize):
+def _new_figure(figsize: tuple[float, float]) -> Any:
     """A Figure not registered with pyplot (no GUI backend involved)."""
     Figure = _mpl()
     return Figure(figsize=figsize)
 
 
-def _save(fig, path, dpi=100):
+def _save(fig: Any, path: str | os.PathLike | None, dpi: int = 100) -> None:
     """Write ``fig`` as PNG; the PNG path renders through Agg whatever the session backend."""
     if path is None:
         return
     fig.savefig(str(path), dpi=dpi, format="png")
 
 
-def _log_density(model, comps, exact):
+def _log_density(model: Any, comps: Comps, exact: bool) -> Callable[[np.ndarray], np.ndarray]:
     """log-density on the plotted features: the model's own ``score_samples`` when they are
     all its features (``exact``), else the projected mixture ``comps``'s."""
     if exact:
@@ -73,7 +76,7 @@ def _log_density(model, comps, exact):
     return lambda P: _mixture_logpdf(P, *comps)
 
 
-def _figure_axes(ax, size):
+def _figure_axes(ax: Any, size: tuple[float, float]) -> tuple[Any, Any]:
     """(figure, axes): a new one-panel figure of ``size`` inches, or ``ax`` and its figure."""
     if ax is None:
         fig = _new_figure(size)
@@ -81,7 +84,7 @@ def _figure_axes(ax, size):
     return ax.figure, ax
 
 
-def _fitted_means(model):
+def _fitted_means(model: Any) -> np.ndarray:
     means = getattr(model, "means_", None)
     if means is None:
         raise ValueError(f"{type(model).__name__} is not fitted (no means_)")
@@ -341,7 +344,8 @@ def mixture_components(model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return weights, means, covs
 
 
-def _mixture_logpdf(P, weights, means, covs):
+def _mixture_logpdf(P: np.ndarray, weights: np.ndarray, means: np.ndarray,
+                    covs: np.ndarray) -> np.ndarray:
     """log sum_k w_k N(p | m_k, S_k) for rows P (n, d), components in d dimensions."""
     P = np.asarray(P, dtype=np.float64)
     n, d = P.shape
@@ -358,13 +362,18 @@ def _mixture_logpdf(P, weights, means, covs):
     return top + np.log(np.exp(out - top[:, None]).sum(axis=1))
 
 
-def _project(comps, features):
+def _density_of(comps: Comps) -> Callable[[np.ndarray], np.ndarray]:
+    """The log-density of the mixture ``comps``, as a function of points (n, d)."""
+    return lambda P: _mixture_logpdf(P, *comps)
+
+
+def _project(comps: Comps, features: Sequence[int]) -> Comps:
     w, m, S = comps
     f = list(features)
     return w, m[:, f], S[:, f][:, :, f]
 
 
-def _check_X(X, D, what="X"):
+def _check_X(X: Any, D: int, what: str = "X") -> np.ndarray | None:
     if X is None:
         return None
     X = np.asarray(X, dtype=np.float64)
@@ -375,21 +384,22 @@ def _check_X(X, D, what="X"):
     return X
 
 
-def _check_features(features, D, n):
+def _check_features(features: Sequence[int], D: int, n: int) -> tuple[int, ...]:
     f = tuple(int(v) for v in features)
     if len(f) != n or len(set(f)) != n or any(not 0 <= v < D for v in f):
         raise ValueError(f"features must be {n} distinct indices in 0..{D - 1}, got {features!r}")
     return f
 
 
-def _subsample(X, max_points, seed=0):
+def _subsample(X: np.ndarray | None, max_points: int, seed: int = 0) -> np.ndarray | None:
     if X is None or X.shape[0] <= max_points:
         return X
     idx = np.sort(np.random.default_rng(seed).choice(X.shape[0], max_points, replace=False))
     return X[idx]
 
 
-def _range(X, means, covs, dims):
+def _range(X: np.ndarray | None, means: np.ndarray, covs: np.ndarray,
+           dims: int) -> tuple[np.ndarray, np.ndarray]:
     """Plot limits per dimension: the data's, or the components' means +- 3 sigma."""
     sd = np.sqrt(np.maximum(np.einsum("kii->ki", covs), 0.0))
     lo = (means - 3 * sd).min(axis=0)
@@ -400,7 +410,8 @@ def _range(X, means, covs, dims):
     return lo - pad, hi + pad
 
 
-def _ellipses(ax, means2, covs2, weights, n_sigma, color="k"):
+def _ellipses(ax: Any, means2: np.ndarray, covs2: np.ndarray, weights: np.ndarray,
+              n_sigma: Sequence[float], color: str = "k") -> int:
     from matplotlib.patches import Ellipse
     drawn = 0
     for w, m, S in zip(weights, means2, covs2):
@@ -418,7 +429,8 @@ def _ellipses(ax, means2, covs2, weights, n_sigma, color="k"):
     return drawn
 
 
-def _panel_2d(ax, comps2, X2, n_sigma, grid, density, levels):
+def _panel_2d(ax: Any, comps2: Comps, X2: np.ndarray | None, n_sigma: Sequence[float],
+              grid: int, density: Callable[[np.ndarray], np.ndarray], levels: int) -> None:
     w, m, S = comps2
     lo, hi = _range(X2, m, S, 2)
     if X2 is not None:
@@ -505,7 +517,8 @@ def plot_2d(model: Any, X: np.ndarray | None = None, path: str | os.PathLike | N
     return fig
 
 
-def _panel_1d(ax, comps1, x1, bins, grid, density, components=True):
+def _panel_1d(ax: Any, comps1: Comps, x1: np.ndarray | None, bins: Any, grid: int,
+              density: Callable[[np.ndarray], np.ndarray], components: bool = True) -> None:
     w, m, S = comps1
     lo, hi = _range(x1, m, S, 1)
     if x1 is not None:
@@ -627,6 +640,7 @@ def plot_lower_bounds(model: Any, path: str | os.PathLike | None = None, ax: Any
     True
     """
     curve = getattr(model, "loss_curve_", None)
+    x: np.ndarray
     if curve is not None and len(curve):
         arr = np.asarray(curve, dtype=np.float64)
         x, y, xlabel, ylabel = arr[:, 0], -arr[:, 1], "SGD step", "objective (-loss)"
@@ -727,12 +741,12 @@ def plot_corner(model: Any, X: np.ndarray | None = None,
             if i == j:
                 c1 = _project(comps, (feats[i],))
                 _panel_1d(ax, c1, None if X is None else X[:, [feats[i]]], bins, 200,
-                          lambda P, c=c1: _mixture_logpdf(P, *c), components=False)
+                          _density_of(c1), components=False)
                 ax.set_yticks([])
             else:
                 c2 = _project(comps, (feats[j], feats[i]))
                 _panel_2d(ax, c2, None if Xs is None else Xs[:, [feats[j], feats[i]]],
-                          n_sigma, grid, lambda P, c=c2: _mixture_logpdf(P, *c), levels)
+                          n_sigma, grid, _density_of(c2), levels)
             if i == F - 1:
                 ax.set_xlabel(f"feature {feats[j]}")
             else:

@@ -180,7 +180,7 @@ class Candidate:
     """One model of the sweep and its EM state (the fields of ``em.EMResult``) and scores."""
     n_components: int
     covariance_type: str
-    params: GMMParams = None
+    params: GMMParams | None = None
     lower_bound: float = -np.inf
     n_iter: int = 0
     converged: bool = False

@@ -83,3 +83,63 @@ def test_docstring_examples(name, tmp_path, monkeypatch):
         runner.run(test, out=report.append)
     result = runner.summarize(verbose=False)
     assert result.failed == 0, "".join(report)
+
+
+def _api_reference_names():
+    """The names docs/api.md documents (its autosummary tables), as (module, name) pairs."""
+    module, names, in_table = "fastmix", [], False
+    for line in (ROOT / "docs" / "api.md").read_text(encoding="utf-8").splitlines():
+        m = re.match(r"\.\. currentmodule:: (\S+)", line.strip())
+        if m:
+            module = m.group(1)
+        elif line.strip().startswith(".. autosummary::"):
+            in_table = True
+        elif in_table and line.startswith("```"):
+            in_table = False
+        elif in_table and re.fullmatch(r"   [A-Za-z_]\w*", line):
+            names.append((module, line.strip()))
+    return names
+
+
+API_NAMES = _api_reference_names()
+
+
+def test_api_reference_is_read():
+    assert ("fastmix", "GaussianMixture") in API_NAMES
+    assert ("fastmix.io", "open_path") in API_NAMES and ("fastmix.metrics", "ipe") in API_NAMES
+
+
+def _unannotated(func):
+    import inspect
+    sig = inspect.signature(func)
+    missing = [p.name for p in sig.parameters.values()
+               if p.name not in ("self", "cls") and p.annotation is inspect.Parameter.empty]
+    if sig.return_annotation is inspect.Signature.empty:
+        missing.append("return")
+    return missing
+
+
+def _public_callables(obj):
+    """A function itself; for a class, its constructor and public methods defined by fastmix."""
+    import inspect
+    if not inspect.isclass(obj):
+        return {obj.__name__: obj}
+    if issubclass(obj, (Warning, Exception)) or hasattr(obj, "_fields"):
+        return {}  # exceptions, warnings, named tuples: no code of their own to annotate
+    found = {}
+    if obj.__init__ is not object.__init__:
+        found["__init__"] = obj.__init__
+    for attr, value in inspect.getmembers(obj, inspect.isfunction):
+        if not attr.startswith("_") and value.__module__.startswith("fastmix"):
+            found[attr] = value
+    return found
+
+
+@pytest.mark.parametrize("module,name", API_NAMES, ids=lambda x: x)
+def test_public_api_is_annotated(module, name):
+    """Every function of the API reference, and every class's constructor and public methods,
+    has a type hint on each parameter and its return (checked against the code by mypy in
+    `make lint`)."""
+    obj = getattr(importlib.import_module(module), name)
+    missing = {attr: m for attr, f in _public_callables(obj).items() if (m := _unannotated(f))}
+    assert missing == {}, f"{module}.{name}: parameters without type hints: {missing}"

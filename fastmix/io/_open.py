@@ -13,7 +13,7 @@ from .iterable import IterableSource, _chunk_iterable
 from .npy import NpySource
 
 
-def split_key(path):
+def split_key(path: str | os.PathLike) -> tuple[str, str | None]:
     """``"file.h5:/group/data"`` -> ("file.h5", "/group/data"); a plain path -> (path, None)."""
     s = str(path)
     if os.path.exists(s) or ":" not in s:
@@ -111,7 +111,8 @@ def open_path(path: str | os.PathLike, *, columns: Sequence[str] | None = None,
                      ".npy, .h5/.hdf5, .zarr, .parquet and delimited text (.csv, .tsv, .txt)")
 
 
-def _no_columns(what, columns, weight_column):
+def _no_columns(what: object, columns: Sequence[str] | None,
+                weight_column: str | None) -> None:
     """Column names only mean something for Parquet/CSV: never ignore them silently."""
     if weight_column is not None:
         raise ValueError(f"sample_weight={weight_column!r} names a weight column, but {what} has "
@@ -187,7 +188,7 @@ def as_source(data: Any, *, columns: Sequence[str] | None = None,
     return None  # not a source: the caller treats it as array-like
 
 
-def is_out_of_core(data):
+def is_out_of_core(data: Any) -> bool:
     """True for inputs read chunk by chunk (paths, memmaps, sources, chunk lists, iterators,
     callables); False for in-memory array-likes, which are validated as a whole."""
     if isinstance(data, np.memmap):

@@ -12,14 +12,14 @@ import numpy as np
 BLOCK_BYTES = 32 * 2**20
 
 
-def _compute_dtype(dtype):
+def _compute_dtype(dtype: Any) -> np.dtype:
     dtype = np.dtype(dtype)
     if dtype.kind not in "biuf":
         raise ValueError(f"data must be numeric, got dtype {dtype}")
     return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
 
 
-def _missing_extra(module, exc):
+def _missing_extra(module: str, exc: BaseException) -> ImportError:
     return ImportError(f"reading this format needs {module}: pip install 'fastmix[io]' "
                        f"(or pip install {module})")
 
@@ -65,7 +65,7 @@ class Source:
     >>> class Squares(Source):
     ...     name, n_rows, n_features, random_access = "squares", 5, 2, True
     ...
-    ...     def read_rows(self, start, stop, out):
+    ...     def read_rows(self, start: int, stop: int, out: np.ndarray) -> None:
     ...         i = np.arange(start, stop, dtype=float)
     ...         out[:, 0], out[:, 1] = i, i * i
     >>> Squares().take(np.array([1, 3]))
@@ -135,6 +135,7 @@ class Source:
         >>> [b.shape for b in ArraySource(np.zeros((10, 3))).pieces()]
         [(10, 3)]
         """
+        assert self.n_rows is not None, "a random-access source knows its row count"
         step = max(1, BLOCK_BYTES // (self.dtype.itemsize * self.n_features))
         for start in range(0, self.n_rows, step):
             stop = min(self.n_rows, start + step)
@@ -170,6 +171,7 @@ class Source:
         """
         out = np.empty((len(rows), self.n_features), self.dtype)
         if self.random_access:
+            assert self.n_rows is not None, "a random-access source knows its row count"
             block = max(1, BLOCK_BYTES // (self.dtype.itemsize * self.n_features))
             buf = None
             for start in range(0, self.n_rows, block):
@@ -194,13 +196,13 @@ class Source:
         >>> ArraySource(np.zeros((2, 2))).close()
         """
 
-    def __enter__(self):
+    def __enter__(self) -> "Source":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         rows = "?" if self.n_rows is None else self.n_rows
         return f"{type(self).__name__}({self.name!r}, rows={rows}, features={self.n_features}, " \
                f"dtype={self.dtype})"
@@ -271,12 +273,12 @@ class ArraySource(Source):
         """
         return self.X[start:stop]
 
-    def read_rows(self, start, stop, out):
+    def read_rows(self, start: int, stop: int, out: np.ndarray) -> None:
         # numpydoc ignore=GL08
         # (the docstring of Source.read_rows applies and is shown)
         out[...] = self.X[start:stop]
 
-    def take(self, rows):
+    def take(self, rows: np.ndarray) -> np.ndarray:
         # numpydoc ignore=GL08
         # (the docstring of Source.take applies and is shown)
         return np.ascontiguousarray(self.X[rows], dtype=self.dtype)
@@ -286,7 +288,7 @@ class WeightedSource(Source):
     """Features from ``source`` and sample weights read in step from ``weights`` (a 1-D array
     or a random-access source of shape (N,) / (N, 1))."""
 
-    def __init__(self, source, weights):
+    def __init__(self, source: Source, weights: Any) -> None:
         self.inner = source
         self.name = source.name
         self.n_features = source.n_features
@@ -296,14 +298,14 @@ class WeightedSource(Source):
         self.has_weights = True
         self.random_access = source.random_access
 
-    def read_rows(self, start, stop, out):
+    def read_rows(self, start: int, stop: int, out: np.ndarray) -> None:
         self.inner.read_rows(start, stop, out)
 
-    def pieces(self):
+    def pieces(self) -> Iterator[Any]:
         return self.inner.pieces()
 
-    def take(self, rows):
+    def take(self, rows: np.ndarray) -> np.ndarray:
         return self.inner.take(rows)
 
-    def close(self):
+    def close(self) -> None:
         self.inner.close()

@@ -1,9 +1,9 @@
 """Columnar and text formats (extra ``io``): HDF5 datasets, Zarr arrays, Parquet files and
 delimited text (CSV/TSV/TXT), read block by block."""
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -77,7 +77,7 @@ class HDF5Source(Source):
         self.n_rows, self.n_features = ds.shape
         self.dtype = _compute_dtype(ds.dtype)
 
-    def read_rows(self, start, stop, out):
+    def read_rows(self, start: int, stop: int, out: np.ndarray) -> None:
         # numpydoc ignore=GL08
         # (the docstring of Source.read_rows applies and is shown)
         try:
@@ -86,7 +86,7 @@ class HDF5Source(Source):
             raise ValueError(f"{self.name}: rows {start}..{stop - 1} could not be read "
                              f"({exc})") from None
 
-    def close(self):
+    def close(self) -> None:
         # numpydoc ignore=GL08
         # (the docstring of Source.close applies and is shown)
         self._f.close()
@@ -156,9 +156,10 @@ class ZarrSource(Source):
         self.z = z
         self.n_rows, self.n_features = z.shape
         self.dtype = _compute_dtype(z.dtype)
-        self._cached, self._cache = -1, None
+        self._cached = -1
+        self._cache: Any = None  # the last Zarr chunk read
 
-    def read_rows(self, start, stop, out):
+    def read_rows(self, start: int, stop: int, out: np.ndarray) -> None:
         # numpydoc ignore=GL08
         # (the docstring of Source.read_rows applies and is shown)
         # Rows are copied out of whole decompressed Zarr chunks, the last one kept: blocks
@@ -184,7 +185,8 @@ class ZarrSource(Source):
             pos += n
 
 
-def _arrow_numeric(schema, columns, weight, name):
+def _arrow_numeric(schema: Any, columns: Sequence[str] | None, weight: str | None,
+                   name: str) -> tuple[list[str], np.dtype]:
     """Feature column names: the requested ones, or every column but the weight one; all must
     be numeric."""
     import pyarrow as pa
@@ -208,11 +210,12 @@ def _arrow_numeric(schema, columns, weight, name):
     return names, np.dtype(dtype)
 
 
-def _first_null(col):
+def _first_null(col: Any) -> int:
     return int(np.argmax(np.asarray(col.is_null().to_numpy(zero_copy_only=False))))
 
 
-def _batch_to_numpy(batch, names, weight, dtype, name, start=0, nulls_as_nan=False):
+def _batch_to_numpy(batch: Any, names: Sequence[str], weight: str | None, dtype: np.dtype,
+                    name: str, start: int = 0, nulls_as_nan: bool = False) -> Any:
     """A record batch as an (n, D) array (and (n,) weights); ``start`` is the batch's first row
     in the file, for the row number of a missing value.  With ``nulls_as_nan`` a null feature
     value becomes NaN (weights never may be null)."""
@@ -300,7 +303,7 @@ class ParquetSource(Source):
         self.n_rows = int(self._pf.metadata.num_rows)
         self.batch_rows = max(1024, _base.BLOCK_BYTES // (8 * self.n_features))
 
-    def pieces(self):
+    def pieces(self) -> Iterator[Any]:
         # numpydoc ignore=GL08
         # (the docstring of Source.pieces applies and is shown)
         cols = self.columns + ([self.weight_column] if self.weight_column else [])
@@ -313,7 +316,7 @@ class ParquetSource(Source):
         except OSError as exc:  # ArrowInvalid/ArrowIOError derive from OSError or ValueError
             raise ValueError(f"{self.name}: damaged Parquet data ({exc})") from None
 
-    def close(self):
+    def close(self) -> None:
         # numpydoc ignore=GL08
         # (the docstring of Source.close applies and is shown)
         self._pf.close()
@@ -323,13 +326,13 @@ class ParquetSource(Source):
 TXT_DELIMITERS = (",", "\t", ";", " ")
 
 
-def _first_line(path, limit=1 << 20):
+def _first_line(path: str | os.PathLike, limit: int = 1 << 20) -> str:
     with open(path, "rb") as fh:
         line = fh.readline(limit)
     return line.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
 
 
-def _is_number(field):
+def _is_number(field: str) -> bool:
     try:
         float(field)
     except ValueError:
@@ -452,7 +455,7 @@ class CSVSource(Source):
                        or pa.types.is_floating(schema.field(c).type)}
         self._include = used
 
-    def _open(self):
+    def _open(self) -> Any:
         try:
             return self._pcsv.open_csv(
                 self.path, read_options=self._pcsv.ReadOptions(
@@ -464,7 +467,7 @@ class CSVSource(Source):
         except Exception as exc:
             raise ValueError(f"{self.name} is not a readable CSV file ({exc})") from None
 
-    def pieces(self):
+    def pieces(self) -> Iterator[Any]:
         # numpydoc ignore=GL08
         # (the docstring of Source.pieces applies and is shown)
         reader = self._open()

@@ -1,5 +1,6 @@
 """Re-iterable collections of 2-D chunks (or callables returning an iterator of chunks) as a
 source."""
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -70,10 +71,10 @@ class IterableSource(Source):
         if isinstance(obj, (list, tuple)):  # a list of chunks: the row count is known
             self.n_rows = sum(len(c[0] if isinstance(c, tuple) else c) for c in obj)
 
-    def _iter(self):
+    def _iter(self) -> Iterator[Any]:
         return iter(self.obj()) if callable(self.obj) else iter(self.obj)
 
-    def pieces(self):
+    def pieces(self) -> Iterator[Any]:
         # numpydoc ignore=GL08
         # (the docstring of Source.pieces applies and is shown)
         if self._one_shot:
@@ -89,7 +90,7 @@ class IterableSource(Source):
             yield from self._iter()
 
 
-def _chunk_iterable(data):
+def _chunk_iterable(data: Any) -> bool:
     """An iterable of chunks, not an array-like (arrays, sparse matrices, data frames have a
     ``shape`` or ``__array__``)."""
     return (hasattr(data, "__iter__") and not hasattr(data, "__array__")

@@ -3,6 +3,8 @@ and ``NpyWriter`` (block-by-block atomic output), with ``check_output_path``."""
 import os
 import struct
 from pathlib import Path
+from io import FileIO
+from typing import Any
 
 import numpy as np
 
@@ -81,24 +83,24 @@ class NpySource(Source):
             raise ValueError(f"{self.name} is truncated: its header promises {self.n_rows} rows "
                              f"x {self.n_features} ({need} bytes) but the file has {size} bytes "
                              f"({max(0, size - self.offset) // max(1, self.row_bytes)} whole rows)")
-        self._fh = None
+        self._fh: FileIO | None = None
         self._direct = dtype == self.dtype  # native byte order, compute dtype: read in place
 
-    def _file(self):
+    def _file(self) -> FileIO:
         if self._fh is None:
             self._fh = open(self.path, "rb", buffering=0)
         return self._fh
 
-    def read_rows(self, start, stop, out):
+    def read_rows(self, start: int, stop: int, out: np.ndarray) -> None:
         # numpydoc ignore=GL08
         # (the docstring of Source.read_rows applies and is shown)
         fh = self._file()
         n = stop - start
         if self._direct:
-            target = memoryview(out[:n].reshape(-1).view(np.uint8))
+            target = out[:n].reshape(-1).view(np.uint8).data  # a memoryview
         else:
             raw = np.empty(n * self.row_bytes, np.uint8)
-            target = memoryview(raw)
+            target = raw.data
         pos = self.offset + start * self.row_bytes
         got = 0
         while got < len(target):
@@ -111,24 +113,24 @@ class NpySource(Source):
         if not self._direct:
             out[:n] = raw.view(self.file_dtype).reshape(n, self.n_features)
 
-    def take(self, rows):
+    def take(self, rows: np.ndarray) -> np.ndarray:
         # numpydoc ignore=GL08
         # (the docstring of Source.take applies and is shown)
         # one pread per row: cheap for the k-means subsample, and no memory map
         out = np.empty((len(rows), self.n_features), self.dtype)
-        if len(rows) > self.n_rows // 16:  # dense: one sequential pass is cheaper
+        if len(rows) > int(self.n_rows or 0) // 16:  # dense: one sequential pass is cheaper
             return Source.take(self, rows)
         fh = self._file()
         raw = np.empty(self.row_bytes, np.uint8)
         rview = raw.view(self.file_dtype)
         for i, r in enumerate(rows):
-            k = os.preadv(fh.fileno(), [memoryview(raw)], self.offset + int(r) * self.row_bytes)
+            k = os.preadv(fh.fileno(), [raw.data], self.offset + int(r) * self.row_bytes)
             if k != self.row_bytes:
                 raise ValueError(f"{self.name} is truncated at row {int(r)}")
             out[i] = rview
         return out
 
-    def close(self):
+    def close(self) -> None:
         # numpydoc ignore=GL08
         # (the docstring of Source.close applies and is shown)
         if self._fh is not None:
@@ -136,12 +138,13 @@ class NpySource(Source):
             self._fh = None
 
 
-def _pread_into(fh, target, pos):  # pragma: no cover - platforms without preadv
+def _pread_into(fh: FileIO, target: memoryview,
+                pos: int) -> int:  # pragma: no cover - platforms without preadv
     fh.seek(pos)
     return fh.readinto(target)
 
 
-def check_output_path(path, what="output file"):
+def check_output_path(path: str | os.PathLike, what: str = "output file") -> str:
     """Check, before any work, that ``path`` can be written: it is not a directory and its
     parent directory exists and is writable.  Raises an OSError naming ``path`` as given
     (FileNotFoundError, NotADirectoryError, IsADirectoryError or PermissionError); returns
@@ -174,7 +177,8 @@ class NpyWriter:
 
     HEADER = 128
 
-    def __init__(self, path, dtype, tail_shape=()):
+    def __init__(self, path: str | os.PathLike, dtype: Any,
+                 tail_shape: tuple[int, ...] = ()) -> None:
         self.path = Path(path)
         self.dtype = np.dtype(dtype)
         self.tail = tuple(int(s) for s in tail_shape)
@@ -184,7 +188,7 @@ class NpyWriter:
         self.fh = open(self.tmp, "wb")
         self.fh.write(self._header())
 
-    def _header(self):
+    def _header(self) -> bytes:
         d = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
              "shape": (self.rows,) + self.tail}
         body = repr(d).ljust(self.HEADER - 10 - 1) + "\n"
@@ -192,14 +196,14 @@ class NpyWriter:
             raise ValueError("array shape too long for the fixed .npy header")
         return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1")
 
-    def write(self, block):
+    def write(self, block: np.ndarray) -> None:
         block = np.ascontiguousarray(block, dtype=self.dtype)
         if block.shape[1:] != self.tail:
             raise ValueError(f"block of shape {block.shape} does not match {self.tail}")
         self.fh.write(block.data)
         self.rows += block.shape[0]
 
-    def commit(self):
+    def commit(self) -> None:
         self.fh.seek(0)
         self.fh.write(self._header())
         self.fh.flush()
@@ -207,16 +211,16 @@ class NpyWriter:
         self.fh.close()
         os.replace(self.tmp, self.path)
 
-    def abort(self):
+    def abort(self) -> None:
         if not self.fh.closed:
             self.fh.close()
         if self.tmp.exists():
             self.tmp.unlink()
 
-    def __enter__(self):
+    def __enter__(self) -> "NpyWriter":
         return self
 
-    def __exit__(self, exc_type, *rest):
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
         if exc_type is None:
             self.commit()
         else:
