@@ -1,7 +1,9 @@
 """Shared by the estimators of ``fastmix.mixture``: hyper-parameter choices, input helpers
 (sample weights, dtypes, GPU arrays) and the ``MixtureBase`` class."""
 import copy
+import math
 import os
+import warnings
 
 import numpy as np
 
@@ -9,7 +11,7 @@ from .._base import BaseEstimator, DensityMixin
 from .._validation import NotFittedError, check_array, check_sample_weight
 from .. import distributed
 from .. import io as sources
-from ..em import DEFAULT_CHUNK_ROWS
+from ..em import DEFAULT_CHUNK_ROWS, EMResult
 
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -22,15 +24,94 @@ ALGORITHMS = ("batch", "online")
 ONLINE_BATCH_CHUNKS = 16
 
 
-def _check_int(est, name, lo, optional=False):
-    """The hyper-parameter ``name`` of ``est`` is an integer >= lo (or None when
-    ``optional``), else ValueError."""
-    v = getattr(est, name)
-    if optional and v is None:
-        return
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}{' or None' if optional else ''}, "
-                         f"got {v!r}")
+# ---------------------------------------------------------------- parameter constraints -----
+# Each estimator declares ``_parameter_constraints``: a dict from every constructor parameter
+# to a list of the constraints one of which its value must meet (in the way of scikit-learn's
+# ``_parameter_constraints``, with fastmix's own small descriptors so that scikit-learn stays
+# optional).  ``None`` in a list admits None; ``ANY`` admits everything (arrays and objects
+# checked where they are used).  ``MixtureBase._validate_params`` checks the table, then the
+# estimator's ``_validate_extra`` hook checks what involves several parameters.
+
+def _is_number(v):
+    return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
+
+
+class Integer:
+    """An integer (not a bool) >= ``lo``."""
+
+    def __init__(self, lo):
+        self.lo = lo
+
+    def __call__(self, v):
+        return not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v >= self.lo
+
+    def __str__(self):
+        return f"an integer >= {self.lo}"
+
+
+class Real:
+    """A finite real number (not a bool) in the interval from ``lo`` to ``hi`` (None: no
+    bound), ``closed`` "left", "right", "both" or "neither"."""
+
+    def __init__(self, lo=None, hi=None, closed="left"):
+        self.lo, self.hi, self.closed = lo, hi, closed
+
+    def __call__(self, v):
+        if not _is_number(v) or not math.isfinite(v):
+            return False
+        left, right = self.closed in ("left", "both"), self.closed in ("right", "both")
+        if self.lo is not None and not (v >= self.lo if left else v > self.lo):
+            return False
+        return self.hi is None or (v <= self.hi if right else v < self.hi)
+
+    def __str__(self):
+        left, right = self.closed in ("left", "both"), self.closed in ("right", "both")
+        if self.hi is None and self.lo is None:
+            return "a finite number"
+        if self.hi is None:
+            return f"a finite number {'>=' if left else '>'} {self.lo}"
+        if self.lo is None:
+            return f"a finite number {'<=' if right else '<'} {self.hi}"
+        return f"a number in {'[' if left else '('}{self.lo}, {self.hi}{']' if right else ')'}"
+
+
+class Options:
+    """One of the given values (strings, compared with ==)."""
+
+    def __init__(self, *values):
+        self.values = tuple(values)
+
+    def __call__(self, v):
+        return isinstance(v, str) and v in self.values
+
+    def __str__(self):
+        return repr(self.values[0]) if len(self.values) == 1 else f"one of {self.values}"
+
+
+class _Any:
+    def __call__(self, v):
+        return True
+
+    def __str__(self):
+        return "anything"
+
+
+#: Admits every value (the parameter is checked where it is used).
+ANY = _Any()
+
+
+def validate_params(constraints, params):
+    """ValueError naming the first parameter of ``params`` (a dict) that meets none of its
+    ``constraints`` (a dict of lists as in ``_parameter_constraints``), e.g. ``"chunk_size
+    must be an integer >= 1 or None, got 0"``.  Checked in the table's order; a parameter
+    without an entry is not checked (tests/test_api.py checks that every estimator's table
+    covers exactly its parameters)."""
+    for name, allowed in constraints.items():
+        value = params[name]
+        if any(value is None if c is None else c(value) for c in allowed):
+            continue
+        said = " or ".join("None" if c is None else str(c) for c in allowed)
+        raise ValueError(f"{name} must be {said}, got {value!r}")
 
 
 def _is_gpu_array(X):
@@ -74,6 +155,101 @@ class MixtureBase(DensityMixin, BaseEstimator):
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, self._fitted_attr)
+
+    #: {parameter: [constraints]}; see ``validate_params``.
+    _parameter_constraints: dict = {}
+
+    def _validate_params(self):
+        """The constructor parameters against ``_parameter_constraints``, then
+        ``_validate_extra``; ValueError naming the first bad parameter."""
+        validate_params(self._parameter_constraints, self.get_params(deep=False))
+        self._validate_extra()
+
+    def _validate_extra(self):
+        """Checks a constraint table cannot express (several parameters together)."""
+
+    # ------------------------------------------------------------------ fitting -------------
+    # The set-up and bookkeeping of ``fit`` that GaussianMixture and BayesianGaussianMixture
+    # share (the iterations themselves differ: EM and variational Bayes).
+
+    def _check_fit_args(self, algorithm, checkpoint, resume):
+        """The parameters, then ``fit``'s ``algorithm``/``checkpoint``/``resume`` arguments,
+        before any work: a bad checkpoint path fails now, naming it."""
+        self._validate_params()
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+        if checkpoint is not None and self.n_init != 1:
+            raise ValueError("checkpoint needs n_init=1 (one initialisation to resume)")
+        if resume and checkpoint is None:
+            raise ValueError("resume=True needs a checkpoint path")
+        if checkpoint is not None:
+            sources.check_output_path(checkpoint, "checkpoint")
+
+    @staticmethod
+    def _device_data_for(gpu, data):
+        """The rows of ``data`` for batch iterations on the GPU (``gpu``: fastmix.gpu): a GPU
+        array used in place, in-memory rows (and weights) copied to the device once per fit
+        when they fit, else a StreamedData sending the rows through the device every pass."""
+        X0 = data.in_memory
+        if isinstance(data.source, gpu.DeviceSource):  # used in place, no copy
+            return gpu.to_gpu(data.source.X, data.weights)
+        if X0 is not None and gpu.fits_on_device(X0.nbytes):
+            return gpu.to_gpu(X0, data.weights)
+        return gpu.StreamedData(data, gpu.DEFAULT_BLOCK_ROWS, gpu.DEFAULT_THREADS)
+
+    def _set_fit_result(self, best, D, warning):
+        """Publish the run ``best`` (an EMResult) as the fit's attributes (not the
+        parameters); ``warning``: the class of the not-converged warning."""
+        if not best.converged and self.max_iter > 0:
+            warnings.warn("Best performing initialization did not converge. Try different init "
+                          "parameters, or increase max_iter, tol, or check for degenerate data.",
+                          warning, stacklevel=4)
+        self.converged_ = bool(best.converged)
+        self.n_iter_ = int(best.n_iter)
+        self.lower_bound_ = float(best.lower_bound)
+        self.lower_bounds_ = list(best.lower_bounds)
+        self.iteration_times_ = list(best.iter_times)
+        self.n_features_in_ = D
+        self._fitted_on = None  # set on checkpoint snapshots only
+
+    def _check_warm_features(self, D, warm):
+        if warm and hasattr(self, "n_features_in_") and D != self.n_features_in_:
+            raise ValueError(f"X has {D} features, but {type(self).__name__} is expecting "
+                             f"{self.n_features_in_} features as input.")
+
+    def _iteration_callback(self, done, history, bar=None, saver=None, rows_bar=None,
+                            data=None, timed=False):
+        """``callback(n_iter, bound, change, dt, params, state=None)`` for the driver loops:
+        advances the progress ``bar`` (and resets ``rows_bar`` to ``data.n_rows``, known after
+        the first pass for some sources), prints every
+        ``verbose_interval`` iterations with ``verbose >= 2``, and hands the state after
+        iteration ``done + n_iter`` to the checkpoint ``saver`` (``history``: the bounds so
+        far, extended in place)."""
+        def callback(n_iter, bound, change, dt, params, state=None):
+            it = done + n_iter
+            if bar is not None:
+                bar.update(1)
+                extra = dict(sec=f"{dt:.3f}") if timed else {}
+                bar.set_postfix(lower_bound=f"{bound:.6g}", change=f"{change:.3g}", **extra)
+            if rows_bar is not None:
+                rows_bar.reset(total=data.n_rows)
+            if self.verbose >= 2 and it % self.verbose_interval == 0:
+                print(f"  Iteration {it}\t time lapse {dt:.5f}s\t ll change {change:.5g}")
+            if saver is not None:
+                history.append(bound)
+                saver(EMResult(params, bound, it, abs(change) < self.tol, list(history),
+                               state=state))
+        return callback
+
+    def _finish_run(self, result, prior):
+        """``result`` of a run continued from ``prior`` (an EMResult): counts and bounds
+        include the prior's iterations; the per-initialisation summary with ``verbose``."""
+        result.n_iter += prior.n_iter
+        result.lower_bounds = list(prior.lower_bounds) + list(result.lower_bounds)
+        if self.verbose:
+            print(f"Initialization {'converged' if result.converged else 'did not converge'}. "
+                  f"lower bound {result.lower_bound:.6g}")
+        return result
 
     @property
     def _nan_allowed(self):

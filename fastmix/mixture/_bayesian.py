@@ -1,10 +1,8 @@
 """``BayesianGaussianMixture``: variational Bayes (batch, stochastic, out-of-core, Dask, GPU)
 on the EM kernels; the mathematics is in ``fastmix.variational``."""
 import json
-import math
 import os
 import sys
-import warnings
 
 import numpy as np
 
@@ -16,15 +14,10 @@ from .. import io as sources
 from .. import variational as vb
 from ..em import EMResult
 from ..io import as_stream
-from ..online import check_step_params
-from ._base import (ALGORITHMS, DEVICES, INIT_METHODS, ONLINE_BATCH_CHUNKS, MixtureBase,
-                    _check_int, _fit_dtype, _is_gpu_array)
+from ._base import (ANY, DEVICES, INIT_METHODS, ONLINE_BATCH_CHUNKS, Integer,
+                    MixtureBase, Options, Real, _fit_dtype, _is_gpu_array)
 from ._gaussian import ConvergenceWarning, GaussianMixture
-from ._persist import FORMAT_VERSION, CheckpointMixin, _atomic_write, register
-
-
-def _number(v):
-    return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
+from ._persist import CheckpointMixin, _atomic_write, _fit_meta, _save_online, register
 
 
 @register
@@ -167,34 +160,22 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
     weights_init = means_init = precisions_init = None  # read by _initial: never given
 
     # ------------------------------------------------------------------ validation ----------
-    def _check_hyper(self):
-        for name, lo in (("n_components", 1), ("max_iter", 0), ("n_init", 1), ("verbose", 0),
-                         ("verbose_interval", 1)):
-            _check_int(self, name, lo)
-        if self.covariance_type not in vb.VB_KINDS:
-            raise ValueError(f"covariance_type must be one of {vb.VB_KINDS}, got "
-                             f"{self.covariance_type!r}")
-        if self.init_params not in INIT_METHODS:
-            raise ValueError(f"init_params must be one of {INIT_METHODS}, got {self.init_params!r}")
-        if self.weight_concentration_prior_type not in vb.PRIOR_TYPES:
-            raise ValueError(f"weight_concentration_prior_type must be one of "
-                             f"{vb.PRIOR_TYPES}, got {self.weight_concentration_prior_type!r}")
-        for name in ("tol", "reg_covar"):
-            v = getattr(self, name)
-            if not _number(v) or not v >= 0 or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-        for name in ("weight_concentration_prior", "mean_precision_prior"):
-            v = getattr(self, name)
-            if v is not None:
-                vb._positive(v, name)
-        v = self.total_samples
-        if not _number(v) or not math.isfinite(v) or not v > 0:
-            raise ValueError(f"total_samples must be a finite number > 0, got {v!r}")
-        _check_int(self, "chunk_size", 1, optional=True)
-        _check_int(self, "batch_size", 1, optional=True)
-        check_step_params(self.step_offset, self.step_decay)
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+    _parameter_constraints = {
+        "n_components": [Integer(1)], "max_iter": [Integer(0)], "n_init": [Integer(1)],
+        "verbose": [Integer(0)], "verbose_interval": [Integer(1)],
+        "covariance_type": [Options(*vb.VB_KINDS)], "init_params": [Options(*INIT_METHODS)],
+        "weight_concentration_prior_type": [Options(*vb.PRIOR_TYPES)],
+        "tol": [Real(0)], "reg_covar": [Real(0)],
+        "weight_concentration_prior": [Real(0, closed="neither"), None],
+        "mean_precision_prior": [Real(0, closed="neither"), None],
+        "total_samples": [Real(0, closed="neither")],
+        "chunk_size": [Integer(1), None], "batch_size": [Integer(1), None],
+        "step_offset": [Real(0)], "step_decay": [Real(0.5, 1, closed="right")],
+        "device": [Options(*DEVICES)],
+        # checked against the data's dimension when the prior is made (_check_prior_args)
+        "mean_prior": [ANY], "degrees_of_freedom_prior": [ANY], "covariance_prior": [ANY],
+        "random_state": [ANY], "warm_start": [ANY], "progress": [ANY],
+    }
 
     def _make_prior(self, data, centre):
         mean, cov, W = vb.data_moments(data, None, self.covariance_type, centre,
@@ -318,15 +299,7 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
              resume=False):
         """Fit; ``resp`` (N, K): initial responsibilities instead of ``init_params`` (private:
         scikit-learn parity tests start both libraries from the same responsibilities)."""
-        self._check_hyper()
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-        if checkpoint is not None and self.n_init != 1:
-            raise ValueError("checkpoint needs n_init=1 (one initialisation to resume)")
-        if resume and checkpoint is None:
-            raise ValueError("resume=True needs a checkpoint path")
-        if checkpoint is not None:  # before any work: a bad path fails now, naming it
-            sources.check_output_path(checkpoint, "checkpoint")
+        self._check_fit_args(algorithm, checkpoint, resume)
         gpu = self._gpu(X, algorithm)
         data, opened = self._stream(X, sample_weight, fitting=True)
         if algorithm == "online" and getattr(data, "is_dask", False):
@@ -335,14 +308,7 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
         device_data = None
         try:
             if gpu is not None and algorithm == "batch":
-                X0 = data.in_memory
-                if isinstance(data.source, gpu.DeviceSource):
-                    device_data = gpu.to_gpu(data.source.X, data.weights)
-                elif X0 is not None and gpu.fits_on_device(X0.nbytes):
-                    device_data = gpu.to_gpu(X0, data.weights)
-                else:
-                    device_data = gpu.StreamedData(data, gpu.DEFAULT_BLOCK_ROWS,
-                                                   gpu.DEFAULT_THREADS)
+                device_data = self._device_data_for(gpu, data)
             best, prior, D = self._fit_stream(data, algorithm, resp, gpu, device_data,
                                               checkpoint, resume)
         finally:
@@ -350,20 +316,10 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
                 device_data.close()
             if opened:
                 data.close()
-        if not best.converged and self.max_iter > 0:
-            warnings.warn("Best performing initialization did not converge. Try different init "
-                          "parameters, or increase max_iter, tol, or check for degenerate data.",
-                          ConvergenceWarning, stacklevel=3)
+        self._set_fit_result(best, D, ConvergenceWarning)
         dtype = _fit_dtype(data)
         self._set_prior(prior, dtype)
         self._set_params_from(best.params, dtype)
-        self.converged_ = bool(best.converged)
-        self.n_iter_ = int(best.n_iter)
-        self.lower_bound_ = float(best.lower_bound)
-        self.lower_bounds_ = list(best.lower_bounds)
-        self.iteration_times_ = list(best.iter_times)
-        self.n_features_in_ = D
-        self._fitted_on = None  # set on checkpoint snapshots only
         self._online = best.state if algorithm == "online" else None
         self.n_steps_ = 0 if self._online is None else self._online.t + 1
         return data.in_memory
@@ -374,9 +330,7 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
         self._check_rows(data.n_rows)
         self._check_prior_args(D)
         warm = self.warm_start and hasattr(self, "converged_")
-        if warm and D != self.n_features_in_:
-            raise ValueError(f"X has {D} features, but {type(self).__name__} is expecting "
-                             f"{self.n_features_in_} features as input.")
+        self._check_warm_features(D, warm)
         record = None if checkpoint is None else sources.data_record(data)
         ckpt = dict(checkpoint=checkpoint, record=record)
         if resume and os.path.exists(checkpoint):
@@ -452,20 +406,7 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
             saver = self._checkpoint_saver(
                 checkpoint, algorithm, record, data,
                 prepare=lambda snap: snap._set_prior(prior, np.float64))
-        history = list(start.lower_bounds)
-
-        def callback(n_iter, bound, change, dt, params, state=None):
-            it = done + n_iter
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(lower_bound=f"{bound:.6g}", change=f"{change:.3g}")
-            if self.verbose >= 2 and it % self.verbose_interval == 0:
-                print(f"  Iteration {it}\t time lapse {dt:.5f}s\t ll change {change:.5g}")
-            if saver is not None:
-                history.append(bound)
-                saver(EMResult(params, bound, it, abs(change) < self.tol, list(history),
-                               state=state))
-
+        callback = self._iteration_callback(done, list(start.lower_bounds), bar, saver)
         params, state = start.params, start.state
         kw = dict(tol=float(self.tol), lower_bound=start.lower_bound, callback=callback)
         max_iter = int(self.max_iter) - done
@@ -493,12 +434,7 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
         finally:
             if bar is not None:
                 bar.close()
-        result.n_iter += done
-        result.lower_bounds = list(start.lower_bounds) + list(result.lower_bounds)
-        if self.verbose:
-            print(f"Initialization {'converged' if result.converged else 'did not converge'}. "
-                  f"lower bound {result.lower_bound:.6g}")
-        return result
+        return self._finish_run(result, start)
 
     def partial_fit(self, X, y=None, sample_weight=None):
         """One SVI step (Hoffman et al. 2013) with the rows ``X`` (n, D).
@@ -510,7 +446,7 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
         ``lower_bound_`` is the lower bound of the running statistics after the step (see the
         attribute), a total over ``total_samples`` rows.  Returns self.
         """
-        self._check_hyper()
+        self._validate_params()
         if _is_gpu_array(X):
             raise ValueError("partial_fit takes host arrays; copy the chunk to the host first")
         X = check_array(X, min_samples=1)
@@ -571,15 +507,10 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
                 scalars[k] = None
             else:
                 scalars[k] = v.item() if isinstance(v, np.generic) else v
-        meta = {"format_version": FORMAT_VERSION, "class": type(self).__name__,
-                "params": scalars, "converged_": self.converged_, "n_iter_": self.n_iter_,
-                "lower_bound_": self.lower_bound_, "lower_bounds_": self.lower_bounds_,
-                "n_features_in_": self.n_features_in_,
-                **({"fitted_on": self._fitted_on}
-                   if getattr(self, "_fitted_on", None) is not None else {}),
-                "priors": {"weight_concentration_prior_": self.weight_concentration_prior_,
-                           "mean_precision_prior_": self.mean_precision_prior_,
-                           "degrees_of_freedom_prior_": self.degrees_of_freedom_prior_}}
+        meta = _fit_meta(self, scalars)
+        meta["priors"] = {"weight_concentration_prior_": self.weight_concentration_prior_,
+                          "mean_precision_prior_": self.mean_precision_prior_,
+                          "degrees_of_freedom_prior_": self.degrees_of_freedom_prior_}
         for name in self._FITTED:
             arrays["fit__" + name] = np.asarray(getattr(self, name))
         wc = self.weight_concentration_
@@ -587,15 +518,8 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
             arrays["fit__wc_a"], arrays["fit__wc_b"] = wc
         else:
             arrays["fit__wc_a"] = wc
-        state = getattr(self, "_online", None)
-        if state is not None:
-            st = state.stats
-            h = getattr(state, "neg_entropy", None)
-            meta["online"] = {"t": int(state.t), "ll": float(st.ll), "ws": float(st.ws),
-                              "neg_entropy": None if h is None else float(h),
-                              "n_steps_": int(getattr(self, "n_steps_", state.t + 1))}
-            for f in ("nk", "s1", "s2", "centre", "gcentre"):
-                arrays["online__" + f] = getattr(st, f)
+        h = getattr(getattr(self, "_online", None), "neg_entropy", None)
+        _save_online(self, meta, arrays, neg_entropy=None if h is None else float(h))
         _atomic_write(path, lambda fh: np.savez(fh, meta=np.array(json.dumps(meta)), **arrays))
 
     @classmethod
@@ -605,7 +529,7 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
             if "init__" + k in arrays:
                 params[k] = arrays["init__" + k]
         est = cls(**params)
-        est._check_hyper()
+        est._validate_params()
         K, D = est.n_components, int(meta["n_features_in_"])
         kind = est.covariance_type
         shape = Covariance.registry[kind].shape(K, D)

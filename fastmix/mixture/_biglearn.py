@@ -1,5 +1,4 @@
 """``BigLearnGaussianMixture``: BigLearn-EM (joint, marginal and transformed-marginal steps)."""
-import math
 
 import numpy as np
 
@@ -8,7 +7,7 @@ from .._params import FullCovariance, GMMParams
 from .._validation import check_random_state
 from .. import biglearn
 from ..init import initial_params
-from ._base import DEVICES, INIT_METHODS, _check_int, _clone
+from ._base import ANY, DEVICES, INIT_METHODS, Integer, Options, Real, _clone
 from ._gaussian import GaussianMixture
 from ._persist import register
 
@@ -120,13 +119,18 @@ class BigLearnGaussianMixture(GaussianMixture):
     noise = "diagonal"
     loadings_init = None
 
-    def _check_hyper(self):
-        for name, lo in (("n_components", 1), ("n_local_steps", 1), ("n_outer", 0),
-                         ("polish_max_iter", 0), ("verbose", 0)):
-            _check_int(self, name, lo)
-        if not (isinstance(self.tol, (int, float, np.floating)) and math.isfinite(self.tol)
-                and self.tol >= 0):
-            raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
+    _parameter_constraints = {
+        "n_components": [Integer(1)], "n_local_steps": [Integer(1)], "n_outer": [Integer(0)],
+        "polish_max_iter": [Integer(0)], "verbose": [Integer(0)], "tol": [Real(0)],
+        # the three probabilities: together in _validate_extra
+        "p_joint": [ANY], "p_marginal": [ANY], "p_transformed": [ANY], "subset_beta": [ANY],
+        "eig_floor": [Real(0, closed="neither")], "weight_smoothing": [Real(0), None],
+        "cov_update": [Options("floor", "psd")], "init_params": [Options(*INIT_METHODS)],
+        "chunk_size": [Integer(1), None], "device": [Options(*DEVICES)],
+        "random_state": [ANY],
+    }
+
+    def _validate_extra(self):
         probs = np.array([self.p_joint, self.p_marginal, self.p_transformed], dtype=np.float64)
         if not np.all(np.isfinite(probs)) or np.any(probs < 0) or abs(probs.sum() - 1) > 1e-9:
             raise ValueError(f"p_joint, p_marginal, p_transformed must be non-negative and sum "
@@ -134,20 +138,6 @@ class BigLearnGaussianMixture(GaussianMixture):
         a, b = (float(v) for v in self.subset_beta)
         if not (a > 0 and b > 0):
             raise ValueError(f"subset_beta must be two positive numbers, got {self.subset_beta!r}")
-        if not (isinstance(self.eig_floor, (int, float, np.floating)) and self.eig_floor > 0):
-            raise ValueError(f"eig_floor must be > 0, got {self.eig_floor!r}")
-        ws = self.weight_smoothing
-        if ws is not None and not (isinstance(ws, (int, float, np.floating)) and ws >= 0
-                                   and math.isfinite(ws)):
-            raise ValueError(f"weight_smoothing must be None or a number >= 0, got {ws!r}")
-        if self.cov_update not in ("floor", "psd"):
-            raise ValueError(f"cov_update must be 'floor' or 'psd', got {self.cov_update!r}")
-        if self.init_params not in ("random",) + INIT_METHODS[:2] + INIT_METHODS[3:]:
-            raise ValueError(f"init_params must be 'random', 'kmeans', 'k-means++' or "
-                             f"'random_from_data', got {self.init_params!r}")
-        _check_int(self, "chunk_size", 1, optional=True)
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
 
     def _device_marginals(self, gpu, data):
         """(device rows, the GPU marginal-statistics function) for ``device="cuda"``."""
@@ -165,7 +155,7 @@ class BigLearnGaussianMixture(GaussianMixture):
         """Run ``n_outer`` BigLearn-EM iterations.  X as for ``GaussianMixture.fit``.
         ``callback(iteration, kind, model)`` after each outer iteration, with ``model`` a
         fitted copy of this estimator at that point (for monitoring, e.g. a test KL)."""
-        self._check_hyper()
+        self._validate_params()
         gpu = self._gpu(X)
         data, opened = self._stream(X, sample_weight, fitting=True)
         try:

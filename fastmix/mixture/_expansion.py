@@ -8,7 +8,7 @@ from .._compute import blas_single_threaded
 from .._validation import check_array, check_random_state, check_sample_weight
 from .. import distributed, expansion
 from .. import io as sources
-from ._base import DEVICES, MixtureBase, _check_int
+from ._base import ANY, DEVICES, Integer, MixtureBase, Options, Real
 from ._persist import FORMAT_VERSION, _atomic_write, register
 
 
@@ -118,23 +118,15 @@ class GMMExpansion(MixtureBase):
         self.chunk_size = chunk_size
         self.device = device
 
-    def _check_hyper(self):
-        for name, lo in (("n_nodes", 2), ("n_iter", 1)):  # a grid needs two nodes per dimension
-            v = getattr(self, name)
-            if not (isinstance(v, str) and v == "auto"):
-                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                    raise ValueError(f"{name} must be 'auto' or an integer >= {lo}, got {v!r}")
-        b = self.bandwidth
-        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float, np.number))
-                              or not (math.isfinite(b) and b > 0)):
-            raise ValueError(f"bandwidth must be None or a finite number > 0, got {b!r}")
-        if self.variant not in ("em", "kde"):
-            raise ValueError(f"variant must be 'em' or 'kde', got {self.variant!r}")
-        if self.grid not in ("auto", "tensor", "kmeans++"):
-            raise ValueError(f"grid must be 'auto', 'tensor' or 'kmeans++', got {self.grid!r}")
-        _check_int(self, "chunk_size", 1, optional=True)
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+    _parameter_constraints = {
+        "n_nodes": [Options("auto"), Integer(2)],  # a grid needs two nodes per dimension
+        "n_iter": [Options("auto"), Integer(1)],
+        "bandwidth": [None, Real(0, closed="neither")],
+        "variant": [Options("em", "kde")], "grid": [Options("auto", "tensor", "kmeans++")],
+        "chunk_size": [Integer(1), None], "device": [Options(*DEVICES)],
+        "bounds": [ANY],  # checked against the data (expansion.grid_bounds)
+        "random_state": [ANY],
+    }
 
     def _launch(self):
         """expansion.GPULaunch for device="cuda" (GPUUnavailableError without a GPU), else
@@ -270,7 +262,7 @@ class GMMExpansion(MixtureBase):
         """Learn the weights (one pass per step; see the class docstring).  X: (N, D) array or
         any out-of-core data ``GaussianMixture.fit`` accepts (or a device array with
         device="cuda"); returns self."""
-        self._check_hyper()
+        self._validate_params()
         gpu = self._launch()
         host, dev, opened = self._rows(X, sample_weight, fitting=True, gpu=gpu)
         data = dev if dev is not None else host  # the passes' rows
@@ -304,7 +296,7 @@ class GMMExpansion(MixtureBase):
         start), provided the grid is the same -- give ``bounds``, otherwise the first call's
         data range fixes the grid.  X: an array (with device="cuda" NumPy rows are uploaded
         per call, device arrays used in place).  Returns self."""
-        self._check_hyper()
+        self._validate_params()
         gpu = self._launch()
         from .. import gpu as fgpu
         if self._on_device(X, sample_weight, gpu):
@@ -385,7 +377,7 @@ class GMMExpansion(MixtureBase):
         est = cls(**meta["params"])
         if "bounds" in arrays:
             est.bounds = arrays["bounds"]
-        est._check_hyper()
+        est._validate_params()
         D = int(meta["n_features_in_"])
         shape = tuple(int(s) for s in meta["shape"])
         nodes = expansion.Nodes(np.asarray(arrays["lo"], np.float64),

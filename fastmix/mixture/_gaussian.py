@@ -18,11 +18,12 @@ from .. import missing as _missing
 from .. import io as sources
 from ..em import EMResult, run_em
 from ..init import _subsample, initial_params
-from ..online import OnlineState, check_step_params, online_update, run_online
-from ._base import (ALGORITHMS, DENSE_WARN_FEATURES, DEVICES, INIT_METHODS, NOISE_MODELS,
-                    ONLINE_BATCH_CHUNKS, MixtureBase, _as_input_dtype, _check_int, _fit_dtype,
-                    _is_gpu_array, _n_distinct)
-from ._persist import FORMAT_VERSION, CheckpointMixin, _atomic_write, register
+from ..online import OnlineState, online_update, run_online
+from ._base import (ANY, DENSE_WARN_FEATURES, DEVICES, INIT_METHODS,
+                    NOISE_MODELS, ONLINE_BATCH_CHUNKS, Integer, MixtureBase, Options, Real,
+                    _as_input_dtype, _fit_dtype, _is_gpu_array, _n_distinct)
+from ._conditional import MissingValuesMixin
+from ._persist import CheckpointMixin, _atomic_write, _fit_meta, _save_online, register
 
 
 try:  # scikit-learn's own warning when it is installed, so filters on its category catch ours
@@ -42,7 +43,7 @@ class ConvergenceWarning(*_CONVERGENCE_BASES):
 
 
 @register
-class GaussianMixture(CheckpointMixin, MixtureBase):
+class GaussianMixture(MissingValuesMixin, CheckpointMixin, MixtureBase):
     """Gaussian mixture model fitted by exact EM on fused Numba kernels.
 
     Same constructor, attributes and methods as ``sklearn.mixture.GaussianMixture``, plus
@@ -203,31 +204,23 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         self.missing = missing
 
     # ------------------------------------------------------------------ validation ----------
-    def _check_hyper(self):
-        for name, lo in (("n_components", 1), ("max_iter", 0), ("n_init", 1), ("verbose", 0),
-                         ("verbose_interval", 1)):
-            _check_int(self, name, lo)
-        if self.covariance_type not in COVARIANCE_TYPES:
-            raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}, "
-                             f"got {self.covariance_type!r}")
-        if self.init_params not in INIT_METHODS:
-            raise ValueError(f"init_params must be one of {INIT_METHODS}, got {self.init_params!r}")
-        for name in ("tol", "reg_covar"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float, np.floating, np.integer)) or not v >= 0 \
-                    or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-        _check_int(self, "chunk_size", 1, optional=True)
-        _check_int(self, "batch_size", 1, optional=True)
-        check_step_params(self.step_offset, self.step_decay)
+    _parameter_constraints = {
+        "n_components": [Integer(1)], "max_iter": [Integer(0)], "n_init": [Integer(1)],
+        "verbose": [Integer(0)], "verbose_interval": [Integer(1)],
+        "covariance_type": [Options(*COVARIANCE_TYPES)], "init_params": [Options(*INIT_METHODS)],
+        "tol": [Real(0)], "reg_covar": [Real(0)],
+        "chunk_size": [Integer(1), None], "batch_size": [Integer(1), None],
+        "step_offset": [Real(0)], "step_decay": [Real(0.5, 1, closed="right")],
+        "fixed": [ANY],  # a group name or a sequence of them: _validate_extra
+        "n_factors": [Integer(1), None], "noise": [Options(*NOISE_MODELS)],
+        "device": [Options(*DEVICES)], "missing": [Options(*MISSING)],
+        # arrays (validated against the data's shape in _user_init) and free-form values
+        "weights_init": [ANY], "means_init": [ANY], "precisions_init": [ANY],
+        "loadings_init": [ANY], "random_state": [ANY], "warm_start": [ANY], "progress": [ANY],
+    }
+
+    def _validate_extra(self):
         self._fixed_groups()
-        _check_int(self, "n_factors", 1, optional=True)
-        if self.noise not in NOISE_MODELS:
-            raise ValueError(f"noise must be one of {NOISE_MODELS}, got {self.noise!r}")
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
-        if self.missing not in MISSING:
-            raise ValueError(f"missing must be one of {MISSING}, got {self.missing!r}")
 
     def _gpu(self, X=None, algorithm="batch"):
         """fastmix.gpu when ``device="cuda"`` and the request is one it serves, else None (or a
@@ -350,63 +343,6 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
             raise ValueError(f"Expected n_samples >= n_components but got n_components = "
                              f"{self.n_components}, n_samples = {n_rows}")
 
-    def _check_missing_fit(self, data, gpu, algorithm):
-        """Whether the training data hold NaN entries to marginalise (their column means are
-        kept for the start); ValueError for inf, rows or columns with nothing observed, and
-        what the missing-value EM does not support yet.  Out-of-core data: one validating pass
-        (Parquet/CSV nulls read as NaN)."""
-        if getattr(data, "is_dask", False):
-            data.allow_nan = True
-            means, has_nan = data.missing_summary()  # computed on the cluster
-            if not has_nan:
-                data.allow_nan = False
-                return False
-        elif not hasattr(data, "allow_nan") or _is_gpu_array(getattr(data.source, "X", None)):
-            return False  # device data: their own checks reject NaN
-        X0 = data.in_memory
-        if getattr(data, "is_dask", False):
-            pass
-        elif X0 is not None:
-            if not _missing.check_missing(X0):  # errors name the row / column
-                return False
-        else:
-            data.allow_nan = True
-            for src in (data.source, getattr(data.source, "inner", None)):
-                if src is not None:
-                    src.nulls_as_nan = True
-        if not getattr(data, "is_dask", False):
-            means, has_nan = _missing.column_means(data)
-        if not has_nan:
-            return False
-        what = None
-        if algorithm != "batch":
-            what = "algorithm='online' (use algorithm='batch')"
-        elif gpu is not None:
-            what = "device='cuda' (use device='cpu')"
-        elif self.covariance_type == "lowrank":
-            what = "covariance_type='lowrank' (use full, tied, diag or spherical)"
-        if what is not None:
-            raise ValueError(f"missing='marginalize' with NaN entries does not support {what} "
-                             "yet")
-        self._nan_means = means
-        return True
-
-    def _init_data(self, data):
-        """The rows the initialisation sees: with NaN entries, the rows with each NaN replaced
-        by its column's observed mean (the k-means start needs complete rows); EM itself then
-        marginalises the NaN."""
-        if not getattr(self, "_nan_fit", False):
-            return data
-        if getattr(data, "is_dask", False):
-            return data.filled(self._nan_means)
-        if data.in_memory is not None:
-            return sources.as_stream(_missing.fill(data.in_memory, self._nan_means),
-                                     data.weights, self._chunk_rows)
-        stream = sources.Stream(_missing.ImputedSource(data.source, self._nan_means),
-                                self._chunk_rows, weights=data.weights)
-        stream.n_rows, stream.validated = data.n_rows, True
-        return stream
-
     # ------------------------------------------------------------------ fitting -------------
     def _initial(self, data, rng, user, sample_only=False):
         w, m, cov = user
@@ -524,15 +460,7 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
 
     def _fit(self, X, sample_weight, algorithm="batch", checkpoint=None, resume=False):
         """Fit; returns the validated in-memory array (None for out-of-core data)."""
-        self._check_hyper()
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-        if checkpoint is not None and self.n_init != 1:
-            raise ValueError("checkpoint needs n_init=1 (one initialisation to resume)")
-        if resume and checkpoint is None:
-            raise ValueError("resume=True needs a checkpoint path")
-        if checkpoint is not None:  # before any work: a bad path fails now, naming it
-            sources.check_output_path(checkpoint, "checkpoint")
+        self._check_fit_args(algorithm, checkpoint, resume)
         gpu = self._gpu(X, algorithm)
         data, opened = self._stream(X, sample_weight, fitting=True)
         self._nan_fit = False
@@ -549,15 +477,7 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         try:
             self._device_data = None
             if gpu is not None and algorithm == "batch":  # (online EM uploads batch by batch)
-                X0 = data.in_memory
-                if isinstance(data.source, gpu.DeviceSource):  # used in place, no copy
-                    self._device_data = gpu.to_gpu(data.source.X, data.weights)
-                elif X0 is not None and gpu.fits_on_device(X0.nbytes):
-                    # rows (and weights) go to the device once per fit and stay there
-                    self._device_data = gpu.to_gpu(X0, data.weights)
-                else:  # out-of-core, or larger than the device: streamed every iteration
-                    self._device_data = gpu.StreamedData(data, gpu.DEFAULT_BLOCK_ROWS,
-                                                         gpu.DEFAULT_THREADS)
+                self._device_data = self._device_data_for(gpu, data)
             best, D = self._fit_stream(data, algorithm, checkpoint, resume)
         finally:
             self._nan_fit = False
@@ -566,18 +486,8 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
             self._device_data = None  # frees the device copy
             if opened:
                 data.close()
-        if not best.converged and self.max_iter > 0:
-            warnings.warn("Best performing initialization did not converge. Try different init "
-                          "parameters, or increase max_iter, tol, or check for degenerate data.",
-                          ConvergenceWarning, stacklevel=3)
+        self._set_fit_result(best, D, ConvergenceWarning)
         self._set_params_from(best.params, _fit_dtype(data))
-        self.converged_ = bool(best.converged)
-        self.n_iter_ = int(best.n_iter)
-        self.lower_bound_ = float(best.lower_bound)
-        self.lower_bounds_ = list(best.lower_bounds)
-        self.iteration_times_ = list(best.iter_times)
-        self.n_features_in_ = D
-        self._fitted_on = None  # set on checkpoint snapshots only
         if algorithm == "online":
             self._online = best.state
             self.n_steps_ = best.state.t + 1 if best.state is not None else 0
@@ -589,9 +499,7 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         D = data.n_features
         self._check_rows(data.n_rows)
         user = self._user_init(D)
-        if hasattr(self, "n_features_in_") and self.warm_start and D != self.n_features_in_:
-            raise ValueError(f"X has {D} features, but {type(self).__name__} is expecting "
-                             f"{self.n_features_in_} features as input.")
+        self._check_warm_features(D, self.warm_start)
         start = None
         record = None if checkpoint is None else sources.data_record(data)
         if resume and os.path.exists(checkpoint):
@@ -641,23 +549,8 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         saver = None if checkpoint is None else self._checkpoint_saver(checkpoint, algorithm,
                                                                        record, data)
         done = prior.n_iter
-        history = list(prior.lower_bounds)
-
-        def callback(n_iter, lb, change, dt, params, state=None):
-            it = done + n_iter
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(lower_bound=f"{lb:.6g}", change=f"{change:.3g}",
-                                sec=f"{dt:.3f}")
-            if rows_bar is not None:
-                rows_bar.reset(total=data.n_rows)
-            if self.verbose >= 2 and it % self.verbose_interval == 0:
-                print(f"  Iteration {it}\t time lapse {dt:.5f}s\t ll change {change:.5g}")
-            if saver is not None:
-                history.append(lb)
-                saver(EMResult(params, lb, it, abs(change) < self.tol, list(history),
-                               state=state))
-
+        callback = self._iteration_callback(done, list(prior.lower_bounds), bar, saver,
+                                            rows_bar, data, timed=True)
         on_block = None if rows_bar is None else rows_bar.update
         try:
             if algorithm == "online":
@@ -698,12 +591,7 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
                 rows_bar.close()
             if bar is not None:
                 bar.close()
-        result.n_iter += done
-        result.lower_bounds = list(prior.lower_bounds) + list(result.lower_bounds)
-        if self.verbose:
-            print(f"Initialization {'converged' if result.converged else 'did not converge'}. "
-                  f"lower bound {result.lower_bound:.6g}")
-        return result
+        return self._finish_run(result, prior)
 
     def partial_fit(self, X, y=None, sample_weight=None):
         """One online (stepwise) EM update with the rows ``X`` (n, D); see ``fastmix.online``.
@@ -715,7 +603,7 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         ``lower_bound_`` is the mean log-likelihood of ``X`` under the parameters before the
         update.  Returns self.
         """
-        self._check_hyper()
+        self._validate_params()
         gpu = self._gpu(X, algorithm="online")
         fitted = hasattr(self, "means_")
         if gpu is not None and _is_gpu_array(X):  # checked on the device, used in place
@@ -859,135 +747,6 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
         y = np.repeat(np.arange(self.n_components, dtype=np.int64), counts)
         return X, y
 
-    # ------------------------------------------------------------------ missing values ------
-    def _missing_X(self, X, rows=True):
-        """X (N, D) in memory with NaN entries allowed; inf and (with ``rows``) rows with
-        nothing observed are errors naming the row."""
-        X = self._validate_predict_X(X, allow_nan=True)
-        if rows:
-            _missing.check_missing(X, columns=False)
-        elif np.isinf(X).any():
-            bad = int(np.flatnonzero(np.isinf(X).any(axis=1))[0])
-            raise ValueError(f"Input X contains infinity (first bad row: {bad}); only NaN "
-                             "marks a missing value")
-        return X
-
-    def impute(self, X, return_std=False):
-        """Fill the missing (NaN) entries of X with their conditional means under the model.
-
-        Parameters
-        ----------
-        X : array-like (N, D) of real numbers, NaN marking missing entries (any
-            ``missing`` setting).  A row with nothing observed gets the mixture's mean.
-        return_std : bool, default=False
-            Also return the conditional standard deviations: of the mixture (law of total
-            variance over the components), not of one component; 0 on observed entries.
-
-        Returns
-        -------
-        X_filled : (N, D) float64 (float32 for float32 X); observed entries unchanged.
-        std : (N, D), only with ``return_std``.
-        """
-        self._check_fitted()
-        Xv = self._missing_X(X, rows=False)
-        out = _missing.impute(Xv, self._params(), return_std)
-        if return_std:
-            return _as_input_dtype(out[0], Xv), _as_input_dtype(out[1], Xv)
-        return _as_input_dtype(out, Xv)
-
-    def iter_impute(self, X, return_std=False):
-        """``impute`` block by block, for data larger than memory (a path, memmap or
-        ``fastmix.io.Source``; NaN in ``.npy``, nulls in Parquet/CSV): yields (start_row,
-        filled (n, D) float64) or, with ``return_std``, (start_row, (filled, std)).  Out of
-        core, a row with nothing observed is an error naming its chunk and row."""
-        self._check_fitted()
-        if not sources.is_out_of_core(X):
-            yield 0, self.impute(X, return_std)
-            return
-        data, opened = self._stream(X, fitting=False)
-        try:
-            data.allow_nan = True
-            for src in (data.source, getattr(data.source, "inner", None)):
-                if src is not None:
-                    src.nulls_as_nan = True
-            params = self._params()
-            for start, block, _ in data.blocks():
-                yield start, _missing.impute(block, params, return_std)
-        finally:
-            if opened:
-                data.close()
-
-    def sample_missing(self, X, n_samples=1, random_state=None):
-        """Multiple imputation: ``n_samples`` completions of X, each NaN drawn from the
-        conditional mixture given its row's observed entries.
-
-        Parameters
-        ----------
-        X : array-like (N, D), NaN marking missing entries.
-        n_samples : int >= 1, default=1
-        random_state : None, int or numpy Generator
-            None uses the estimator's ``random_state``.
-
-        Returns
-        -------
-        (n_samples, N, D) float64; observed entries are copied unchanged.
-        """
-        self._check_fitted()
-        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) \
-                or n_samples < 1:
-            raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
-        Xv = self._missing_X(X, rows=False)
-        rng = check_random_state(self.random_state if random_state is None else random_state)
-        return _missing.sample_missing(Xv, self._params(), int(n_samples), rng)
-
-    def condition(self, observed_indices, x_observed):
-        """The distribution of the other features given ``x[observed_indices] = x_observed``:
-        again a Gaussian mixture, returned as a fitted ``GaussianMixture`` over the remaining
-        features (in increasing index order).
-
-        Weights are proportional to ``pi_k N(x_o | mu_ko, Sigma_k,oo)``; means
-        ``mu_km + Sigma_k,mo Sigma_k,oo^-1 (x_o - mu_ko)``; covariances the Schur complements
-        ``Sigma_k,mm - Sigma_k,mo Sigma_k,oo^-1 Sigma_k,om`` (same covariance type; lowrank
-        models give "full").
-
-        Parameters
-        ----------
-        observed_indices : sequence of distinct ints in [0, D), at most D - 1 of them.
-        x_observed : (len(observed_indices),) finite real values.
-        """
-        self._check_fitted()
-        D = self.n_features_in_
-        o = np.asarray(observed_indices)
-        if o.ndim != 1 or o.dtype.kind not in "iu":
-            raise ValueError(f"observed_indices must be a 1-D sequence of integers, got "
-                             f"{observed_indices!r}")
-        if o.size and (o.min() < 0 or o.max() >= D):
-            raise ValueError(f"observed_indices must lie in [0, {D - 1}], got {o.tolist()}")
-        if np.unique(o).size != o.size:
-            raise ValueError(f"observed_indices has repeated entries: {o.tolist()}")
-        if o.size >= D:
-            raise ValueError(f"observed_indices names all {D} features: nothing is left to "
-                             "condition on")
-        x = np.asarray(x_observed, dtype=np.float64).reshape(-1)
-        if x.shape != (o.size,):
-            raise ValueError(f"x_observed has {x.size} values for {o.size} observed_indices")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("x_observed contains NaN or infinity")
-        params = _missing.conditional_params(self._params(), o, x)
-        est = GaussianMixture(self.n_components, covariance_type=params.kind,
-                              reg_covar=self.reg_covar, random_state=self.random_state,
-                              chunk_size=self.chunk_size, missing=self.missing)
-        est._set_params_from(params, self.means_.dtype)
-        est.converged_ = self.converged_
-        est.n_iter_ = 0
-        est.lower_bound_ = -np.inf
-        est.lower_bounds_ = []
-        est.iteration_times_ = []
-        est.n_features_in_ = D - o.size
-        est._fitted_on = None
-        est._online = None
-        return est
-
     def _n_parameters(self):
         return self._params().n_parameters()
 
@@ -1027,21 +786,10 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
                 scalars[k] = None  # generators are not serialisable; documented
             else:
                 scalars[k] = v.item() if isinstance(v, np.generic) else v
-        meta = {"format_version": FORMAT_VERSION, "class": type(self).__name__,
-                "params": scalars, "converged_": self.converged_, "n_iter_": self.n_iter_,
-                "lower_bound_": self.lower_bound_, "lower_bounds_": self.lower_bounds_,
-                "n_features_in_": self.n_features_in_}
-        if getattr(self, "_fitted_on", None) is not None:  # a checkpoint: what it was fitted on
-            meta["fitted_on"] = self._fitted_on
+        meta = _fit_meta(self, scalars)
         for name in self._fitted_names():
             arrays["fit__" + name] = getattr(self, name)
-        state = getattr(self, "_online", None)
-        if state is not None:  # running statistics: partial_fit continues after load
-            st = state.stats
-            meta["online"] = {"t": int(state.t), "ll": float(st.ll), "ws": float(st.ws),
-                              "n_steps_": int(getattr(self, "n_steps_", state.t + 1))}
-            for f in ("nk", "s1", "s2", "centre", "gcentre"):
-                arrays["online__" + f] = getattr(st, f)
+        _save_online(self, meta, arrays)
         _atomic_write(path, lambda fh: np.savez(fh, meta=np.array(json.dumps(meta)), **arrays))
 
     @classmethod
@@ -1053,7 +801,7 @@ class GaussianMixture(CheckpointMixin, MixtureBase):
             if k in accepted:
                 params[k] = arrays.get("init__" + k)
         est = cls(**params)
-        est._check_hyper()
+        est._validate_params()
         w = np.asarray(arrays["fit__weights_"], dtype=np.float64)
         m = np.asarray(arrays["fit__means_"], dtype=np.float64)
         K, D = est.n_components, int(meta["n_features_in_"])

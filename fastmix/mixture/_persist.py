@@ -42,6 +42,33 @@ def _atomic_write(path, write):
         raise
 
 
+def _fit_meta(est, scalars):
+    """The ``meta`` entry of a saved EM-type model (GaussianMixture, BayesianGaussianMixture):
+    format, class, constructor ``scalars``, the fit's bookkeeping and, for a checkpoint, what
+    it was fitted on."""
+    meta = {"format_version": FORMAT_VERSION, "class": type(est).__name__,
+            "params": scalars, "converged_": est.converged_, "n_iter_": est.n_iter_,
+            "lower_bound_": est.lower_bound_, "lower_bounds_": est.lower_bounds_,
+            "n_features_in_": est.n_features_in_}
+    if getattr(est, "_fitted_on", None) is not None:  # a checkpoint: what it was fitted on
+        meta["fitted_on"] = est._fitted_on
+    return meta
+
+
+def _save_online(est, meta, arrays, **extra):
+    """The running statistics of online EM / SVI (``est._online``), when there are any, into
+    ``meta["online"]`` (with ``extra`` scalars) and ``arrays``: partial_fit continues after
+    load."""
+    state = getattr(est, "_online", None)
+    if state is None:
+        return
+    st = state.stats
+    meta["online"] = {"t": int(state.t), "ll": float(st.ll), "ws": float(st.ws), **extra,
+                      "n_steps_": int(getattr(est, "n_steps_", state.t + 1))}
+    for f in ("nk", "s1", "s2", "centre", "gcentre"):
+        arrays["online__" + f] = getattr(st, f)
+
+
 def load(path):
     """Load a model written by ``save``.  Raises FileNotFoundError for a missing path and
     ValueError for files that are not fastmix models, are truncated or damaged, or come from a

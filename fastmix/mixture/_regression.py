@@ -95,7 +95,7 @@ class GaussianMixtureRegressor(RegressorMixin, BaseEstimator):
         self
         """
         mix = self._mixture()
-        mix._check_hyper()
+        mix._validate_params()
         if mix.covariance_type == "lowrank":
             raise ValueError("covariance_type='lowrank' is not supported by "
                              "GaussianMixtureRegressor; use full, tied, diag or spherical")

@@ -242,7 +242,7 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
     template = dict(tol=tol, reg_covar=reg_covar, max_iter=max_iter, chunk_size=chunk_size,
                     n_factors=n_factors)
     for kind in kinds:  # GaussianMixture's checks and messages for the shared settings
-        GaussianMixture(n_components=ks[0], covariance_type=kind, **template)._check_hyper()
+        GaussianMixture(n_components=ks[0], covariance_type=kind, **template)._validate_params()
     seed = _seed(random_state)
     template["random_state"] = seed
     gm = GaussianMixture(n_components=ks[-1], **template)

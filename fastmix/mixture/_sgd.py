@@ -9,7 +9,8 @@ from .._params import Covariance, GMMParams
 from .._validation import check_array, check_random_state
 from .. import distributed, sgd
 from .. import io as sources
-from ._base import DEVICES, MixtureBase, _check_int, _frequency_rows
+from ._base import (ANY, DEVICES, Integer, MixtureBase, Options, Real, _frequency_rows,
+                    validate_params)
 from ._gaussian import GaussianMixture
 from ._persist import FORMAT_VERSION, _atomic_write, register
 
@@ -129,44 +130,33 @@ class SGDGaussianMixture(MixtureBase):
         self.chunk_size = chunk_size
         self.device = device
 
-    def _check_hyper(self):
-        _check_int(self, "n_components", 1)
-        _check_int(self, "batch_size", 1)
+    _parameter_constraints = {
+        "n_components": [Integer(1)], "batch_size": [Integer(1)],
+        **{name: [Real(0, closed="neither")]
+           for name in ("learning_rate", "learning_rate_min", "sigma_min", "precision_max",
+                        "mu_init", "n_epochs")},
+        **{name: [Real(0, 1, closed="both")] for name in ("lambda_pi", "lambda_mu",
+                                                         "lambda_sigma")},
+        "sigma0": [None, Real(0, closed="neither")],
+        "objective": [Options("mc", "loglik")], "annealing": [Options("adaptive", "time", "off")],
+        "init": [Options("uniform", "kmeans++")],
+        "time_t0": [Real(0, 1, closed="both")], "time_tinf": [Real(0, 1, closed="both")],
+        "anneal_window": [Integer(1), None], "covariance_type": [Options("diag", "lpd")],
+        "n_directions": [ANY],  # used with covariance_type="lpd" only: _validate_extra
+        "device": [Options(*DEVICES)], "chunk_size": [Integer(1), None],
+        "anneal_delta": [ANY], "anneal_gamma": [ANY], "mu_init_center": [ANY],
+        "shuffle": [ANY], "random_state": [ANY],
+    }
+
+    def _validate_extra(self):
         n = int(round(math.sqrt(self.n_components)))
         if n * n != self.n_components:
             raise ValueError(f"n_components must be a perfect square (the components sit on an "
                              f"n x n toroidal grid), got {self.n_components}; e.g. 16, 25, 64")
-        for name in ("learning_rate", "learning_rate_min", "sigma_min", "precision_max",
-                     "mu_init", "n_epochs"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or \
-                    not (math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
-        for name in ("lambda_pi", "lambda_mu", "lambda_sigma"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float, np.number)) and 0 <= v <= 1):
-                raise ValueError(f"{name} must be in [0, 1], got {v!r}")
-        if self.sigma0 is not None and not (isinstance(self.sigma0, (int, float, np.number))
-                                            and self.sigma0 > 0):
-            raise ValueError(f"sigma0 must be None or > 0, got {self.sigma0!r}")
-        if self.objective not in ("mc", "loglik"):
-            raise ValueError(f"objective must be 'mc' or 'loglik', got {self.objective!r}")
-        if self.annealing not in ("adaptive", "time", "off"):
-            raise ValueError(f"annealing must be 'adaptive', 'time' or 'off', got "
-                             f"{self.annealing!r}")
-        if self.init not in ("uniform", "kmeans++"):
-            raise ValueError(f"init must be 'uniform' or 'kmeans++', got {self.init!r}")
-        if not 0 <= self.time_t0 < self.time_tinf <= 1:
+        if not self.time_t0 < self.time_tinf:
             raise ValueError("need 0 <= time_t0 < time_tinf <= 1")
-        if self.anneal_window is not None:
-            _check_int(self, "anneal_window", 1)
-        if self.covariance_type not in ("diag", "lpd"):
-            raise ValueError(f"covariance_type must be 'diag' or 'lpd', got "
-                             f"{self.covariance_type!r}")
         if self.covariance_type == "lpd":
-            _check_int(self, "n_directions", 1)
-        if getattr(self, "device", "cpu") not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+            validate_params({"n_directions": [Integer(1)]}, self.get_params(deep=False))
 
     def _on_gpu(self, X=None):
         """True for ``device="cuda"`` when the request is one the GPU path serves (else a
@@ -278,7 +268,7 @@ class SGDGaussianMixture(MixtureBase):
             unit weights are the unweighted fit, and an epoch has about sum(w) / batch_size
             steps (the SGD kernels themselves are unweighted).
         """
-        self._check_hyper()
+        self._validate_params()
         if self._on_gpu(X):
             if sample_weight is not None:
                 raise ValueError("SGDGaussianMixture(device='cuda') does not take sample_weight "
@@ -403,7 +393,7 @@ class SGDGaussianMixture(MixtureBase):
         """SGD over the rows of the batch X (n, D) in order, continuing the annealing state;
         the first call initialises (time schedule: planned over ``100 * n`` steps).  Returns
         self."""
-        self._check_hyper()
+        self._validate_params()
         if self._on_gpu(X):
             X, Xh = self._gpu_rows(X, 1)
             if getattr(self, "_state", None) is None:
@@ -511,7 +501,7 @@ class SGDGaussianMixture(MixtureBase):
     @classmethod
     def _from_saved(cls, meta, arrays):
         est = cls(**meta["params"])
-        est._check_hyper()
+        est._validate_params()
         K, D = est.n_components, int(meta["n_features_in_"])
         S = int(est.n_directions)
         lpd = est.covariance_type == "lpd"
