@@ -38,6 +38,7 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
     n_components : int, default=1
         Number of components (an upper bound; unused ones get tiny weights).
     covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+        The covariance structure of the components.
     tol : float, default=1e-3
         Iterations stop when the lower bound (a total over the rows, as in scikit-learn)
         changes by less than ``tol``; SVI passes (``algorithm="online"``) when it changes by
@@ -51,20 +52,30 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
     init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
         fastmix's initialisations (``fastmix.init``): responsibilities, then the variational
         M-step, as scikit-learn does.
-    weight_concentration_prior_type : {"dirichlet_process", "dirichlet_distribution"}
-        default="dirichlet_process" (stick-breaking, truncated at ``n_components``).
-    weight_concentration_prior : float > 0 or None, default=None (1 / n_components)
-    mean_precision_prior : float > 0 or None, default=None (1.0)
-    mean_prior : array (D,) or None, default=None (the weighted mean of the data)
-    degrees_of_freedom_prior : float > D - 1 or None, default=None (D)
-    covariance_prior : float or array or None, default=None
+    weight_concentration_prior_type : {"dirichlet_process", "dirichlet_distribution"}, \
+default="dirichlet_process"
+        The prior on the weights: a stick-breaking process truncated at ``n_components``, or
+        a Dirichlet distribution.
+    weight_concentration_prior : float or None, default=None
+        Concentration of the weight prior (> 0); None means ``1 / n_components``.
+    mean_precision_prior : float or None, default=None
+        Precision of the prior on the means (> 0); None means 1.0.
+    mean_prior : array-like of shape (D,) or None, default=None
+        Mean of the prior on the means; None means the (weighted) mean of the data.
+    degrees_of_freedom_prior : float or None, default=None
+        Degrees of freedom of the Wishart prior (> D - 1); None means D.
+    covariance_prior : float, array-like or None, default=None
         full/tied (D, D) symmetric positive definite, diag (D,) positive, spherical a positive
         number; None: the data's unbiased (weighted) covariance, variances or mean variance.
-    random_state : None, int, numpy Generator or RandomState
+    random_state : int, numpy.random.Generator, numpy.random.RandomState or None, \
+default=None
+        Seeds the initialisation; fits with the same seed are bit-identical.
     warm_start : bool, default=False
         Continue from the previous fit's variational parameters.
     verbose : int, default=0
+        1 prints per-initialisation summaries, 2 also every ``verbose_interval`` iterations.
     verbose_interval : int, default=10
+        Iterations between progress lines with ``verbose=2``.
     chunk_size : int or None, default=None
         Rows per kernel chunk (default 4096); results are bit-identical for a given
         chunk_size whatever the number of threads.
@@ -86,15 +97,27 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
 
     Attributes
     ----------
-    weights_ : (K,) ; means_ : (K, D)
-    covariances_, precisions_, precisions_cholesky_ : shape by covariance type
-        full (K, D, D), tied (D, D), diag (K, D), spherical (K,); ``covariances_`` is the
-        normalised ``(nu_k W_k)^-1`` (scikit-learn's convention).
-    weight_concentration_ : tuple of two (K,) arrays (DP) or (K,) array
-    mean_precision_ : (K,) ; degrees_of_freedom_ : (K,) (float for tied)
-    weight_concentration_prior_, mean_precision_prior_, mean_prior_ (D,),
-    degrees_of_freedom_prior_, covariance_prior_ : the priors used
-    converged_ : bool ; n_iter_ : int
+    weights_ : numpy.ndarray of shape (K,)
+        Expected weights under the variational posterior.
+    means_ : numpy.ndarray of shape (K, D)
+        Posterior means of the component means.
+    covariances_, precisions_, precisions_cholesky_ : numpy.ndarray
+        Shape by covariance type: full (K, D, D), tied (D, D), diag (K, D), spherical (K,);
+        ``covariances_`` is the normalised ``(nu_k W_k)^-1`` (scikit-learn's convention).
+    weight_concentration_ : tuple of two numpy.ndarray of shape (K,), or numpy.ndarray
+        The posterior of the weights: Beta parameters (Dirichlet process) or Dirichlet
+        parameters (K,).
+    mean_precision_ : numpy.ndarray of shape (K,)
+        Posterior precisions of the means.
+    degrees_of_freedom_ : numpy.ndarray of shape (K,), or float for "tied"
+        Posterior Wishart degrees of freedom.
+    weight_concentration_prior_, mean_precision_prior_, mean_prior_, \
+degrees_of_freedom_prior_, covariance_prior_ : float or numpy.ndarray
+        The priors used (``mean_prior_`` of shape (D,)).
+    converged_ : bool
+        Whether the best initialisation converged.
+    n_iter_ : int
+        Iterations of the best initialisation.
     lower_bound_ : float
         scikit-learn's variational lower bound (constants dropped) of the best
         initialisation.  For SVI (``fit(algorithm="online")``, ``partial_fit``) the same bound
@@ -103,10 +126,32 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
         are the running ones (``fastmix.variational``); on a stationary stream it approaches
         the batch optimum's as the steps shrink.
     lower_bounds_ : list of float
+        The lower bound at each iteration of the best initialisation.
     n_features_in_ : int
-    n_steps_ : int (SVI steps done)
+        Number of features D seen in ``fit``.
+    n_steps_ : int
+        SVI steps done.
 
+    See Also
+    --------
+    GaussianMixture : Maximum-likelihood EM with the same kernels.
+
+    Notes
+    -----
     Fitted arrays are float64 (float32 after a fit on float32 data).
+
+    Examples
+    --------
+    Ten components offered, two clusters in the data: the surplus components get tiny weights.
+
+    >>> import numpy as np
+    >>> from fastmix import BayesianGaussianMixture
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(-4, 1, (300, 2)), rng.normal(4, 1, (300, 2))])
+    >>> bgm = BayesianGaussianMixture(n_components=10, weight_concentration_prior=1e-3,
+    ...                               max_iter=500, random_state=0).fit(X)
+    >>> int((bgm.weights_ > 0.05).sum())
+    2
     """
 
     def __init__(self, *, n_components=1, covariance_type="full", tol=1e-3, reg_covar=1e-6,
