@@ -303,18 +303,20 @@ degrees_of_freedom_prior_, covariance_prior_ : float or numpy.ndarray
 
         Parameters
         ----------
-        X : array-like (N, D) of real numbers (float32 stays float32), or out-of-core data
-            (a path, ``np.memmap``, ``fastmix.io.Source``, chunk list or callable; see
-            ``GaussianMixture.fit``), a Dask array or a GPU array (``device="cuda"``).
-        y : ignored
-        sample_weight : (N,) non-negative weights, optional (also a ``.npy`` path, a 1-D
-            source or a column name for out-of-core data).  Integer weights equal repeated
-            rows.
+        X : array-like of shape (N, D), out-of-core data, Dask or GPU array
+            Real numbers (float32 stays float32), or out-of-core data (a path, ``np.memmap``,
+            ``fastmix.io.Source``, chunk list or callable; see ``GaussianMixture.fit``), a Dask
+            array or a GPU array (``device="cuda"``).
+        y : None
+            Ignored; present for scikit-learn compatibility.
+        sample_weight : array-like of shape (N,), str or Source, optional
+            Non-negative weights (also a ``.npy`` path, a 1-D source or a column name for
+            out-of-core data).  Integer weights equal repeated rows.
         algorithm : {"batch", "online"}, default="batch"
             "batch": coordinate-ascent variational Bayes, one pass per iteration (a file
             gives bit-identically the in-memory fit).  "online": stochastic variational
             inference in batches of ``batch_size`` rows, ``max_iter`` passes at most.
-        checkpoint : path, optional
+        checkpoint : str or os.PathLike, optional
             Save the model (atomically, with its priors and, for SVI, its running statistics)
             after every iteration or pass.  Needs ``n_init=1``.
         resume : bool, default=False
@@ -325,13 +327,53 @@ degrees_of_freedom_prior_, covariance_prior_ : float or numpy.ndarray
 
         Returns
         -------
-        self
+        BayesianGaussianMixture
+            The fitted estimator (``self``).
+
+        Raises
+        ------
+        ValueError
+            For an invalid hyper-parameter or prior (named), invalid input (naming the first bad
+            row) or fewer rows than components.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import BayesianGaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> bgm = BayesianGaussianMixture(n_components=3, max_iter=500, random_state=0).fit(X)
+        >>> bgm.converged_, bgm.weights_.shape
+        (True, (3,))
         """
         self._fit(X, sample_weight, algorithm, checkpoint=checkpoint, resume=resume)
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None):
-        """Fit, then return the most probable component of each row (N,) int64."""
+        """Fit the model, then return the most probable component of each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            As for ``fit``.
+        y : None
+            Ignored; present for scikit-learn compatibility.
+        sample_weight : array-like of shape (N,), optional
+            Non-negative weights of the rows.
+
+        Returns
+        -------
+        numpy.ndarray of shape (N,), dtype int64
+            The component labels.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import BayesianGaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> bgm = BayesianGaussianMixture(n_components=3, max_iter=500, random_state=0)
+        >>> bgm.fit_predict(X).shape
+        (300,)
+        """
         X_mem = self._fit(X, sample_weight)
         return self.predict(X if X_mem is None else X_mem)
 
@@ -482,14 +524,45 @@ degrees_of_freedom_prior_, covariance_prior_ : float or numpy.ndarray
         return self._finish_run(result, start)
 
     def partial_fit(self, X, y=None, sample_weight=None):
-        """One SVI step (Hoffman et al. 2013) with the rows ``X`` (n, D).
+        """Do one SVI step (Hoffman et al. 2013) with the rows ``X``.
 
         The chunk's statistics are scaled by ``total_samples / n`` and blended into the
         running statistics with step rho_t = (t + step_offset)^-step_decay (the first call
         initialises the model from ``X`` with ``init_params`` -- its priors from ``X`` too,
         when not given -- and sets the statistics, rho = 1); then the variational M-step.
         ``lower_bound_`` is the lower bound of the running statistics after the step (see the
-        attribute), a total over ``total_samples`` rows.  Returns self.
+        attribute), a total over ``total_samples`` rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, D)
+            A batch of rows.
+        y : None
+            Ignored; present for scikit-learn compatibility.
+        sample_weight : array-like of shape (n,), optional
+            Non-negative weights of the rows.
+
+        Returns
+        -------
+        BayesianGaussianMixture
+            The updated estimator (``self``).
+
+        Raises
+        ------
+        ValueError
+            For invalid input (naming the first bad row), a first batch with fewer rows than
+            components, or a batch of another width.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import BayesianGaussianMixture
+        >>> rng = np.random.default_rng(0)
+        >>> bgm = BayesianGaussianMixture(n_components=3, total_samples=5000, random_state=0)
+        >>> for _ in range(5):
+        ...     bgm = bgm.partial_fit(rng.normal(size=(1000, 2)))
+        >>> bgm.n_steps_
+        5
         """
         self._validate_params()
         if _is_gpu_array(X):
@@ -541,8 +614,34 @@ degrees_of_freedom_prior_, covariance_prior_ : float or numpy.ndarray
     _ARRAY_PARAMS = ("mean_prior", "covariance_prior")
 
     def save(self, path):
-        """Write the model to a versioned ``.npz`` (no pickle, atomic); ``fastmix.load``
-        reads it.  A model trained with ``partial_fit`` keeps its running statistics."""
+        """Write the model to a versioned ``.npz`` file (no pickle), atomically.
+
+        Load it with ``fastmix.load``.  A model trained with ``partial_fit`` keeps its running
+        statistics, so ``partial_fit`` continues after loading.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        OSError
+            When ``path`` cannot be written.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import BayesianGaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> bgm = BayesianGaussianMixture(n_components=3, max_iter=500, random_state=0).fit(X)
+        >>> import fastmix
+        >>> bgm.save("bayes.npz")
+        >>> bool(np.array_equal(fastmix.load("bayes.npz").weights_, bgm.weights_))
+        True
+        """
         self._check_fitted()
         scalars, arrays = {}, {}
         for k, v in self.get_params().items():
