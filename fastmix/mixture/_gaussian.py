@@ -38,8 +38,22 @@ MISSING = ("error", "marginalize")
 
 
 class ConvergenceWarning(*_CONVERGENCE_BASES):
-    """EM stopped at ``max_iter`` before the lower bound changed by less than ``tol``.  A
-    UserWarning (and scikit-learn's ConvergenceWarning when scikit-learn is installed)."""
+    """Warned when EM stopped at ``max_iter`` before the lower bound settled within ``tol``.
+
+    A UserWarning, and scikit-learn's ConvergenceWarning when scikit-learn is installed.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> from fastmix import ConvergenceWarning, GaussianMixture
+    >>> X = np.random.default_rng(0).normal(size=(300, 2))
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     gm = GaussianMixture(3, max_iter=1, random_state=0).fit(X)
+    >>> any(issubclass(w.category, ConvergenceWarning) for w in caught), gm.converged_
+    (True, False)
+    """
 
 
 @register

@@ -70,9 +70,37 @@ def _save_online(est, meta, arrays, **extra):
 
 
 def load(path):
-    """Load a model written by ``save``.  Raises FileNotFoundError for a missing path and
-    ValueError for files that are not fastmix models, are truncated or damaged, or come from a
-    newer format version."""
+    """Load a model written by ``save`` (any fastmix estimator).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npz`` file.
+
+    Returns
+    -------
+    GaussianMixture, BayesianGaussianMixture, BigLearnGaussianMixture, SGDGaussianMixture or \
+    GMMExpansion
+        The fitted model, of the class that saved it.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        For a file that is not a fastmix model, is truncated or damaged, or comes from a newer
+        format version.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastmix
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> fastmix.GaussianMixture(2, random_state=0).fit(X).save("model.npz")
+    >>> model = fastmix.load("model.npz")
+    >>> type(model).__name__, model.means_.shape
+    ('GaussianMixture', (2, 2))
+    """
     if os.path.isdir(path):
         raise ValueError(f"{path!s} is a directory, not a fastmix model file (.npz)")
     with open(path, "rb") as fh:  # a missing file raises FileNotFoundError, as open() does

@@ -18,9 +18,11 @@ from ._base import _fit_dtype
 from ._gaussian import ConvergenceWarning, GaussianMixture
 
 
-class SelectionResult:
-    """What ``select_mixture`` found: every candidate's scores and the best model (the
-    attributes carry scikit-learn's ``GridSearchCV`` names where they apply).
+class SelectionResult:  # numpydoc ignore=PR01
+    # (made by select_mixture only: the constructor's arguments are internal)
+    """What ``select_mixture`` found: every candidate's scores and the best model.
+
+    The attributes carry scikit-learn's ``GridSearchCV`` names where they apply.
 
     Attributes
     ----------
@@ -46,6 +48,23 @@ class SelectionResult:
         Bytes read in each pass; with ``pass_kinds_`` ("start" or "em").
     random_state_ : int
         The seed every candidate's start used.
+
+    See Also
+    --------
+    select_mixture : Makes it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix import select_mixture
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(-4, 1, (200, 2)), rng.normal(4, 1, (200, 2))])
+    >>> result = select_mixture(X, n_components=range(1, 4), covariance_types="full",
+    ...                         random_state=0)
+    >>> result.best_params_
+    {'n_components': 2, 'covariance_type': 'full'}
+    >>> result.results_["n_components"]
+    array([1, 2, 3])
     """
 
     def __init__(self, criterion, cands, stats, template, dtype, seed):
@@ -85,7 +104,33 @@ class SelectionResult:
         return len(self._cands)
 
     def estimator(self, i):
-        """Candidate ``i`` (a row of ``results_``) as a fitted ``GaussianMixture``."""
+        """Return candidate ``i`` (a row of ``results_``) as a fitted ``GaussianMixture``.
+
+        Parameters
+        ----------
+        i : int
+            The row of ``results_``.
+
+        Returns
+        -------
+        GaussianMixture
+            The candidate's fitted model.
+
+        Raises
+        ------
+        IndexError
+            When ``i`` is not a row of ``results_``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import select_mixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> result = select_mixture(X, n_components=range(1, 3), covariance_types="diag",
+        ...                         random_state=0)
+        >>> result.estimator(1).n_components
+        2
+        """
         c = self._cands[i]
         est = GaussianMixture(**{**self._template, "n_components": c.n_components,
                                  "covariance_type": c.covariance_type})
@@ -101,7 +146,25 @@ class SelectionResult:
         return est
 
     def to_dict(self):
-        """A JSON-serialisable summary (the CLI's ``--report``)."""
+        """Summarise the result as a JSON-serialisable dict (the CLI's ``--report``).
+
+        Returns
+        -------
+        dict
+            The criterion, the best index and parameters, and one entry per candidate.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import select_mixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> result = select_mixture(X, n_components=range(1, 3), covariance_types="diag",
+        ...                         random_state=0)
+        >>> import json
+        >>> report = json.loads(json.dumps(result.to_dict()))
+        >>> report["criterion"], len(report["candidates"])
+        ('bic', 2)
+        """
         rows = []
         for i in range(len(self)):
             row = {}
