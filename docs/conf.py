@@ -1,5 +1,4 @@
 """Sphinx configuration of the fastmix documentation (``make docs``)."""
-import re
 import sys
 from pathlib import Path
 
@@ -100,45 +99,6 @@ def _write_benchmark_pages():
 
 
 _write_benchmark_pages()
-
-
-# -- docstring compatibility ------------------------------------------------------------------
-# Several docstrings predate numpydoc formatting and use plain-text conventions that reST reads
-# as markup: ``weights_`` (a trailing underscore is a hyperlink reference), ``|a - b|`` (a
-# substitution) and an indented continuation followed directly by an unindented line.  Until
-# those docstrings are rewritten, this hook (run before numpydoc's) escapes the first two and
-# inserts the blank line reST needs for the third.  It never touches ``literal`` text.
-_LITERAL = re.compile(r"(``.*?``|`[^`]*`)")
-_TRAILING_UNDERSCORE = re.compile(r"(?<![\w\\])([A-Za-z]\w*?)_(?![\w`])")
-_BARS = re.compile(r"(?<!\\)\|([^|\n]+?)(?<!\\)\|")
-
-
-def _escape_plain(text):
-    parts = _LITERAL.split(text)
-    for i in range(0, len(parts), 2):  # even parts are outside literals
-        parts[i] = _TRAILING_UNDERSCORE.sub(r"\1\\_", parts[i])
-        parts[i] = _BARS.sub(r"\\|\1\\|", parts[i])
-    return "".join(parts)
-
-
-def _docstring_compat(app, what, name, obj, options, lines):
-    out, prev_indent, in_literal, literal_indent = [], None, False, 0
-    for line in lines:
-        stripped = line.strip()
-        indent = len(line) - len(line.lstrip())
-        if in_literal and stripped and indent <= literal_indent:
-            in_literal = False
-        dedent = prev_indent is not None and indent < prev_indent
-        if stripped and dedent and out and out[-1].strip():
-            out.append("")
-        if stripped.startswith((">>>", "...")) or in_literal:
-            out.append(line)  # doctest or literal block: leave as is
-        else:
-            out.append(_escape_plain(line))
-        if stripped.endswith("::") or stripped.startswith(".. "):
-            in_literal, literal_indent = True, indent
-        prev_indent = indent if stripped else prev_indent
-    lines[:] = out
 
 
 def _skip_foreign(app, what, name, obj, skip, options):

@@ -7,12 +7,11 @@ import warnings
 
 import numpy as np
 
-from .._base import BaseEstimator, DensityMixin
-from .._validation import NotFittedError, check_array, check_sample_weight
 from .. import distributed
 from .. import io as sources
+from .._base import BaseEstimator, DensityMixin
+from .._validation import NotFittedError, check_array, check_sample_weight
 from ..em import DEFAULT_CHUNK_ROWS, EMResult
-
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 NOISE_MODELS = ("diagonal", "isotropic")

@@ -4,6 +4,8 @@ import json
 import os
 import sys
 
+from typing import Any
+
 import numpy as np
 
 from .._compute import blas_single_threaded
@@ -18,6 +20,7 @@ from ._base import (ANY, DEVICES, INIT_METHODS, ONLINE_BATCH_CHUNKS, Integer,
                     MixtureBase, Options, Real, _fit_dtype, _is_gpu_array)
 from ._gaussian import ConvergenceWarning, GaussianMixture
 from ._persist import CheckpointMixin, _atomic_write, _fit_meta, _save_online, register
+from ._typing import ArrayLike, DataLike, RandomStateLike
 
 
 @register
@@ -154,14 +157,18 @@ degrees_of_freedom_prior_, covariance_prior_ : float or numpy.ndarray
     2
     """
 
-    def __init__(self, *, n_components=1, covariance_type="full", tol=1e-3, reg_covar=1e-6,
-                 max_iter=100, n_init=1, init_params="kmeans",
-                 weight_concentration_prior_type="dirichlet_process",
-                 weight_concentration_prior=None, mean_precision_prior=None, mean_prior=None,
-                 degrees_of_freedom_prior=None, covariance_prior=None, random_state=None,
-                 warm_start=False, verbose=0, verbose_interval=10, chunk_size=None,
-                 progress=False, step_offset=1.0, step_decay=0.6, batch_size=None,
-                 total_samples=1e6, device="cpu"):
+    def __init__(self, *, n_components: int = 1, covariance_type: str = "full", tol: float = 1e-3,
+                 reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
+                 init_params: str = "kmeans",
+                 weight_concentration_prior_type: str = "dirichlet_process",
+                 weight_concentration_prior: float | None = None,
+                 mean_precision_prior: float | None = None, mean_prior: ArrayLike | None = None,
+                 degrees_of_freedom_prior: float | None = None,
+                 covariance_prior: float | ArrayLike | None = None,
+                 random_state: RandomStateLike = None, warm_start: bool = False, verbose: int = 0,
+                 verbose_interval: int = 10, chunk_size: int | None = None, progress: bool = False,
+                 step_offset: float = 1.0, step_decay: float = 0.6, batch_size: int | None = None,
+                 total_samples: float = 1e6, device: str = "cpu") -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -297,8 +304,9 @@ degrees_of_freedom_prior_, covariance_prior_ : float or numpy.ndarray
         self.precisions_ = cast(cov.precisions)
 
     # ------------------------------------------------------------------ fitting -------------
-    def fit(self, X, y=None, sample_weight=None, *, algorithm="batch", checkpoint=None,
-            resume=False):
+    def fit(self, X: DataLike, y: None = None, sample_weight: DataLike | None = None, *,
+            algorithm: str = "batch", checkpoint: str | os.PathLike | None = None,
+            resume: bool = False) -> "BayesianGaussianMixture":
         """Fit the variational posterior.
 
         Parameters
@@ -348,7 +356,8 @@ degrees_of_freedom_prior_, covariance_prior_ : float or numpy.ndarray
         self._fit(X, sample_weight, algorithm, checkpoint=checkpoint, resume=resume)
         return self
 
-    def fit_predict(self, X, y=None, sample_weight=None):
+    def fit_predict(self, X: DataLike, y: None = None,
+                    sample_weight: DataLike | None = None) -> np.ndarray:
         """Fit the model, then return the most probable component of each row.
 
         Parameters
@@ -523,7 +532,8 @@ degrees_of_freedom_prior_, covariance_prior_ : float or numpy.ndarray
                 bar.close()
         return self._finish_run(result, start)
 
-    def partial_fit(self, X, y=None, sample_weight=None):
+    def partial_fit(self, X: DataLike, y: None = None,
+                    sample_weight: DataLike | None = None) -> "BayesianGaussianMixture":
         """Do one SVI step (Hoffman et al. 2013) with the rows ``X``.
 
         The chunk's statistics are scaled by ``total_samples / n`` and blended into the
@@ -613,7 +623,7 @@ degrees_of_freedom_prior_, covariance_prior_ : float or numpy.ndarray
                "degrees_of_freedom_", "mean_prior_", "covariance_prior_")
     _ARRAY_PARAMS = ("mean_prior", "covariance_prior")
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike) -> None:
         """Write the model to a versioned ``.npz`` file (no pickle), atomically.
 
         Load it with ``fastmix.load``.  A model trained with ``partial_fit`` keeps its running
@@ -643,7 +653,8 @@ degrees_of_freedom_prior_, covariance_prior_ : float or numpy.ndarray
         True
         """
         self._check_fitted()
-        scalars, arrays = {}, {}
+        scalars: dict[str, Any] = {}
+        arrays: dict[str, Any] = {}
         for k, v in self.get_params().items():
             if k in self._ARRAY_PARAMS and v is not None and not np.isscalar(v):
                 arrays["init__" + k] = np.asarray(v, dtype=np.float64)

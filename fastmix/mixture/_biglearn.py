@@ -1,6 +1,8 @@
 """``BigLearnGaussianMixture``: BigLearn-EM (joint, marginal and transformed-marginal steps)."""
 
 import numpy as np
+from collections.abc import Callable
+from typing import Any
 
 from .._compute import blas_single_threaded
 from .._params import FullCovariance, GMMParams
@@ -10,6 +12,7 @@ from ..init import initial_params
 from ._base import ANY, DEVICES, INIT_METHODS, Integer, Options, Real, _clone
 from ._gaussian import GaussianMixture
 from ._persist import register
+from ._typing import DataLike, RandomStateLike
 
 
 @register
@@ -116,11 +119,13 @@ class BigLearnGaussianMixture(GaussianMixture):
 
     covariance_type = "full"
 
-    def __init__(self, n_components=1, *, p_joint=0.4, p_marginal=0.1, p_transformed=0.5,
-                 subset_beta=(5.0, 1.0), n_local_steps=5, n_outer=200, eig_floor=1e-6,
-                 weight_smoothing=None, cov_update="psd", init_params="kmeans",
-                 polish_max_iter=100, tol=1e-4, random_state=None, chunk_size=None, verbose=0,
-                 device="cpu"):
+    def __init__(self, n_components: int = 1, *, p_joint: float = 0.4, p_marginal: float = 0.1,
+                 p_transformed: float = 0.5, subset_beta: tuple[float, float] = (5.0, 1.0),
+                 n_local_steps: int = 5, n_outer: int = 200, eig_floor: float = 1e-6,
+                 weight_smoothing: float | None = None, cov_update: str = "psd",
+                 init_params: str = "kmeans", polish_max_iter: int = 100, tol: float = 1e-4,
+                 random_state: RandomStateLike = None, chunk_size: int | None = None,
+                 verbose: int = 0, device: str = "cpu") -> None:
         self.n_components = n_components
         self.p_joint = p_joint
         self.p_marginal = p_marginal
@@ -179,7 +184,10 @@ class BigLearnGaussianMixture(GaussianMixture):
                              "device='cpu'")
         return dd, gpu.DeviceMarginals(dd, gpu.DEFAULT_BLOCK_ROWS, gpu.DEFAULT_THREADS)
 
-    def fit(self, X, y=None, sample_weight=None, *, callback=None):
+    # BigLearn-EM takes a callback instead of GaussianMixture's online/checkpoint options
+    def fit(self, X: DataLike, y: None = None,  # type: ignore[override]
+            sample_weight: DataLike | None = None, *,
+            callback: Callable[..., Any] | None = None) -> "BigLearnGaussianMixture":
         """Run ``n_outer`` BigLearn-EM iterations, then joint EM steps to convergence.
 
         Parameters
@@ -275,7 +283,8 @@ class BigLearnGaussianMixture(GaussianMixture):
         self._online = None
         return self
 
-    def fit_predict(self, X, y=None, sample_weight=None):
+    def fit_predict(self, X: DataLike, y: None = None,
+                    sample_weight: DataLike | None = None) -> np.ndarray:
         """Fit the model, then return the most probable component of each row.
 
         Parameters

@@ -4,11 +4,14 @@ conditional distributions -- imputation (``impute``, ``iter_impute``), multiple 
 initialisation data of a fit with ``missing="marginalize"``.  The numerics live in
 ``fastmix.missing``; this module only adapts them to the estimator."""
 import numpy as np
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from .._validation import check_random_state
 from .. import missing as _missing
 from .. import io as sources
 from ._base import _as_input_dtype, _is_gpu_array
+from ._typing import ArrayLike, DataLike, RandomStateLike
 
 
 class MissingValuesMixin:
@@ -28,7 +31,7 @@ class MissingValuesMixin:
                              "marks a missing value")
         return X
 
-    def impute(self, X, return_std=False):
+    def impute(self, X: DataLike, return_std: bool = False) -> Any:
         """Fill the missing (NaN) entries of ``X`` with their conditional means under the model.
 
         Parameters
@@ -70,7 +73,7 @@ class MissingValuesMixin:
             return _as_input_dtype(out[0], Xv), _as_input_dtype(out[1], Xv)
         return _as_input_dtype(out, Xv)
 
-    def iter_impute(self, X, return_std=False):
+    def iter_impute(self, X: DataLike, return_std: bool = False) -> Iterator[tuple[int, Any]]:
         """Impute block by block, for data larger than memory.
 
         The data are a path, memmap or ``fastmix.io.Source`` (NaN in ``.npy``, nulls in
@@ -126,7 +129,8 @@ class MissingValuesMixin:
             if opened:
                 data.close()
 
-    def sample_missing(self, X, n_samples=1, random_state=None):
+    def sample_missing(self, X: DataLike, n_samples: int = 1,
+                       random_state: RandomStateLike = None) -> np.ndarray:
         """Draw completions of ``X`` (multiple imputation) from the model.
 
         Each NaN is drawn from the conditional mixture given its row's observed entries.
@@ -170,7 +174,7 @@ class MissingValuesMixin:
         rng = check_random_state(self.random_state if random_state is None else random_state)
         return _missing.sample_missing(Xv, self._params(), int(n_samples), rng)
 
-    def condition(self, observed_indices, x_observed):
+    def condition(self, observed_indices: Sequence[int], x_observed: ArrayLike) -> Any:
         """Condition the mixture on observed values of some features.
 
         The distribution of the other features given ``x[observed_indices] = x_observed`` is again

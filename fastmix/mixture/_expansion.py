@@ -1,6 +1,8 @@
 """``GMMExpansion``: fixed Gaussian grid, learned weights (one-pass density estimate)."""
 import json
 import math
+import os
+from typing import Any
 
 import numpy as np
 
@@ -10,6 +12,7 @@ from .. import distributed, expansion
 from .. import io as sources
 from ._base import ANY, DEVICES, Integer, MixtureBase, Options, Real
 from ._persist import FORMAT_VERSION, _atomic_write, register
+from ._typing import DataLike, RandomStateLike
 
 
 @register
@@ -127,8 +130,10 @@ class GMMExpansion(MixtureBase):
     -1.4
     """
 
-    def __init__(self, n_nodes="auto", *, bandwidth=None, variant="em", n_iter="auto",
-                 grid="auto", bounds=None, random_state=None, chunk_size=None, device="cpu"):
+    def __init__(self, n_nodes: int | str = "auto", *, bandwidth: float | None = None,
+                 variant: str = "em", n_iter: int | str = "auto", grid: str = "auto",
+                 bounds: Any = None, random_state: RandomStateLike = None,
+                 chunk_size: int | None = None, device: str = "cpu") -> None:
         self.n_nodes = n_nodes
         self.bandwidth = bandwidth
         self.variant = variant
@@ -279,7 +284,8 @@ class GMMExpansion(MixtureBase):
                                 if nodes.is_grid else [nodes.lo, nodes.lo + nodes.h])
         self.n_features_in_ = D
 
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X: DataLike, y: None = None,
+            sample_weight: DataLike | None = None) -> "GMMExpansion":
         """Learn the weights, one pass over the data per step (see the class docstring).
 
         Parameters
@@ -338,7 +344,8 @@ class GMMExpansion(MixtureBase):
         self._acc = acc if steps == 1 else None
         return self
 
-    def partial_fit(self, X, y=None, sample_weight=None):
+    def partial_fit(self, X: DataLike, y: None = None,
+                    sample_weight: DataLike | None = None) -> "GMMExpansion":
         """Add the one-pass statistics of the rows ``X`` and update the weights.
 
         After any sequence of calls the weights equal those of ``fit`` on all rows (one step,
@@ -402,13 +409,14 @@ class GMMExpansion(MixtureBase):
             M = self._nodes.n_nodes
             expansion.weights_pass(dev if dev is not None else host, self._nodes,
                                    np.full(M, -math.log(M)), self.variant, self._acc, gpu=gpu)
-        self.weights_ = expansion.weights_from(self._acc, self.variant)
-        self.lower_bound_ = float(self._acc[1][0] / self._acc[1][1])
+        acc: Any = self._acc
+        self.weights_ = expansion.weights_from(acc, self.variant)
+        self.lower_bound_ = float(acc[1][0] / acc[1][1])
         self.lower_bounds_ = [self.lower_bound_]
         self.n_iter_ = 1
         return self
 
-    def score_samples(self, X):
+    def score_samples(self, X: DataLike) -> np.ndarray:
         """Compute the log-density of the model at each row.
 
         Parameters
@@ -446,7 +454,7 @@ class GMMExpansion(MixtureBase):
             if opened:
                 host.close()
 
-    def score(self, X, y=None):
+    def score(self, X: DataLike, y: None = None) -> float:
         """Compute the mean log-likelihood per row.
 
         Parameters
@@ -479,7 +487,7 @@ class GMMExpansion(MixtureBase):
         """
         return float(np.mean(self.score_samples(X)))
 
-    def sample(self, n_samples=1):
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw points from the fitted density.
 
         Parameters
@@ -521,7 +529,7 @@ class GMMExpansion(MixtureBase):
             self.sigma_
         return X, idx.astype(np.int64)
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike) -> None:
         """Write the model to a versioned ``.npz`` file (no pickle), atomically.
 
         Load it with ``fastmix.load``.

@@ -5,6 +5,9 @@ import math
 import os
 import sys
 import warnings
+from collections.abc import Iterator, Sequence
+
+from typing import Any
 
 import numpy as np
 
@@ -24,11 +27,11 @@ from ._base import (ANY, DENSE_WARN_FEATURES, DEVICES, INIT_METHODS,
                     _as_input_dtype, _fit_dtype, _is_gpu_array, _n_distinct)
 from ._conditional import MissingValuesMixin
 from ._persist import CheckpointMixin, _atomic_write, _fit_meta, _save_online, register
-
+from ._typing import ArrayLike, DataLike, RandomStateLike
 
 try:  # scikit-learn's own warning when it is installed, so filters on its category catch ours
     from sklearn.exceptions import ConvergenceWarning as _SkConvergenceWarning
-    _CONVERGENCE_BASES = (_SkConvergenceWarning,)
+    _CONVERGENCE_BASES: tuple[type, ...] = (_SkConvergenceWarning,)
 except ImportError:  # scikit-learn is optional
     _CONVERGENCE_BASES = (UserWarning,)
 
@@ -37,7 +40,7 @@ except ImportError:  # scikit-learn is optional
 MISSING = ("error", "marginalize")
 
 
-class ConvergenceWarning(*_CONVERGENCE_BASES):
+class ConvergenceWarning(*_CONVERGENCE_BASES):  # type: ignore[misc]  # bases chosen at import
     """Warned when EM stopped at ``max_iter`` before the lower bound settled within ``tol``.
 
     A UserWarning, and scikit-learn's ConvergenceWarning when scikit-learn is installed.
@@ -110,6 +113,12 @@ default=None
     batch_size : int or None, default=None
         Rows per online-EM update in ``fit(algorithm="online")`` (rounded up to whole chunks;
         default 16 chunks = 65536 rows).
+    fixed : None or sequence of {"weights", "means", "covariances"}, default=None
+        Parameter groups EM keeps at their initial values (from ``weights_init`` /
+        ``means_init`` / ``precisions_init``, or from ``init_params``); the others get the
+        M-step of the constrained model (e.g. covariances about fixed means).  Useful for
+        known mixing proportions, fixed-bandwidth models and studies such as overspecified EM
+        (``bench/overspecified_em.py``).
     n_factors : int or None, default=None
         q, the number of factors of ``covariance_type="lowrank"`` (1 <= q < D); None means
         min(10, D - 1).  Ignored by the other covariance types.
@@ -137,12 +146,6 @@ default=None
         a ValueError (CPU only).
         Results agree with "cpu" to rounding (different summation order) and are
         reproducible run to run.
-    fixed : None or sequence of {"weights", "means", "covariances"}, default=None
-        Parameter groups EM keeps at their initial values (from ``weights_init`` /
-        ``means_init`` / ``precisions_init``, or from ``init_params``); the others get the
-        M-step of the constrained model (e.g. covariances about fixed means).  Useful for
-        known mixing proportions, fixed-bandwidth models and studies such as overspecified EM
-        (``bench/overspecified_em.py``).
     missing : {"error", "marginalize"}, default="error"
         What a NaN entry means.  "error": bad input, a ValueError naming the row (as before).
         "marginalize": a value missing at random; EM maximises the likelihood of the observed
@@ -205,12 +208,16 @@ default=None
     [0, 1]
     """
 
-    def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
-                 max_iter=100, n_init=1, init_params="kmeans", weights_init=None,
-                 means_init=None, precisions_init=None, random_state=None, warm_start=False,
-                 verbose=0, verbose_interval=10, chunk_size=None, progress=False,
-                 step_offset=1.0, step_decay=0.6, batch_size=None, fixed=None, n_factors=None,
-                 noise="diagonal", loadings_init=None, device="cpu", missing="error"):
+    def __init__(self, n_components: int = 1, *, covariance_type: str = "full", tol: float = 1e-3,
+                 reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
+                 init_params: str = "kmeans", weights_init: ArrayLike | None = None,
+                 means_init: ArrayLike | None = None, precisions_init: ArrayLike | None = None,
+                 random_state: RandomStateLike = None, warm_start: bool = False, verbose: int = 0,
+                 verbose_interval: int = 10, chunk_size: int | None = None, progress: bool = False,
+                 step_offset: float = 1.0, step_decay: float = 0.6, batch_size: int | None = None,
+                 fixed: Sequence[str] | None = None, n_factors: int | None = None,
+                 noise: str = "diagonal", loadings_init: ArrayLike | None = None,
+                 device: str = "cpu", missing: str = "error") -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -455,8 +462,9 @@ default=None
                               dtype=self.__dict__["loadings_"].dtype)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def fit(self, X, y=None, sample_weight=None, *, algorithm="batch", checkpoint=None,
-            resume=False):
+    def fit(self, X: DataLike, y: None = None, sample_weight: DataLike | None = None, *,
+            algorithm: str = "batch", checkpoint: str | os.PathLike | None = None,
+            resume: bool = False) -> "GaussianMixture":
         """Estimate the parameters with EM.
 
         Parameters
@@ -506,7 +514,8 @@ default=None
         self._fit(X, sample_weight, algorithm, checkpoint, resume)
         return self
 
-    def fit_predict(self, X, y=None, sample_weight=None):
+    def fit_predict(self, X: DataLike, y: None = None,
+                    sample_weight: DataLike | None = None) -> np.ndarray:
         """Fit the model, then return the most probable component of each row.
 
         Parameters
@@ -676,7 +685,8 @@ default=None
                 bar.close()
         return self._finish_run(result, prior)
 
-    def partial_fit(self, X, y=None, sample_weight=None):
+    def partial_fit(self, X: DataLike, y: None = None,
+                    sample_weight: DataLike | None = None) -> "GaussianMixture":
         """Do one online (stepwise) EM update with the rows ``X``; see ``fastmix.online``.
 
         The first call initialises the model from ``X`` (``init_params`` on these rows, which
@@ -816,7 +826,7 @@ default=None
                 data.close()
         return total, n, total / n
 
-    def iter_predict(self, X, proba=False):
+    def iter_predict(self, X: DataLike, proba: bool = False) -> Iterator[tuple[int, np.ndarray]]:
         """Predict labels (or responsibilities) block by block, for data larger than memory.
 
         Parameters
@@ -862,7 +872,7 @@ default=None
             if opened:
                 data.close()
 
-    def score_samples(self, X):
+    def score_samples(self, X: DataLike) -> np.ndarray:
         """Compute the log-density of the model at each row.
 
         Parameters
@@ -896,7 +906,7 @@ default=None
         """
         return _as_input_dtype(self._log_prob(X)[0], X)
 
-    def score(self, X, y=None):
+    def score(self, X: DataLike, y: None = None) -> float:
         """Compute the mean log-likelihood per row.
 
         Parameters
@@ -932,7 +942,7 @@ default=None
         """
         return self._score_sum(X)[2]
 
-    def predict(self, X):
+    def predict(self, X: DataLike) -> np.ndarray:
         """Predict the most probable component of each row.
 
         Parameters
@@ -966,7 +976,7 @@ default=None
         """
         return self._log_prob(X)[1]
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: DataLike) -> np.ndarray:
         """Compute the responsibilities: the posterior probability of each component per row.
 
         Parameters
@@ -1001,7 +1011,7 @@ default=None
         """
         return _as_input_dtype(self._log_prob(X, want_resp=True)[2], X)
 
-    def sample(self, n_samples=1):
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw points from the fitted mixture.
 
         Parameters
@@ -1050,7 +1060,7 @@ default=None
     def _n_parameters(self):
         return self._params().n_parameters()
 
-    def bic(self, X):
+    def bic(self, X: DataLike) -> float:
         """Compute the Bayesian information criterion on ``X`` (lower is better).
 
         The criterion is ``-2 log L + p log N``, with L the likelihood of ``X``, p the number of free
@@ -1089,7 +1099,7 @@ default=None
         total, n, _ = self._score_sum(X)
         return -2 * total + self._n_parameters() * math.log(n)
 
-    def aic(self, X):
+    def aic(self, X: DataLike) -> float:
         """Compute the Akaike information criterion on ``X`` (lower is better).
 
         The criterion is ``-2 log L + 2 p``, with L the likelihood of ``X``, p the number of free
@@ -1136,7 +1146,7 @@ default=None
     def _fitted_names(self):
         return self._FITTED_LOWRANK if self.covariance_type == "lowrank" else self._FITTED
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike) -> None:
         """Write the model to a versioned ``.npz`` file (no pickle), atomically.
 
         The file is written to a temporary name, then renamed.  Load it with ``fastmix.load``.
@@ -1168,8 +1178,8 @@ default=None
         """
         self._check_fitted()
         params = self.get_params()
-        scalars = {}
-        arrays = {}
+        scalars: dict[str, Any] = {}
+        arrays: dict[str, Any] = {}
         for k, v in params.items():
             if k in self._ARRAY_PARAMS:
                 if v is not None:

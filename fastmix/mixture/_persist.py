@@ -2,6 +2,7 @@
 classes, atomic writes) and fit checkpoints."""
 import json
 import os
+from typing import Any
 
 import numpy as np
 
@@ -9,12 +10,11 @@ from .. import io as sources
 from ..em import EMResult
 from ._base import _clone, _short
 
-
 FORMAT_VERSION = 1
 
 #: The estimator classes ``load`` rebuilds, by the class name saved in the file
 #: (filled by ``register``).
-MODEL_CLASSES = {}
+MODEL_CLASSES: dict[str, Any] = {}
 
 
 def register(cls):
@@ -69,7 +69,7 @@ def _save_online(est, meta, arrays, **extra):
         arrays["online__" + f] = getattr(st, f)
 
 
-def load(path):
+def load(path: str | os.PathLike) -> Any:
     """Load a model written by ``save`` (any fastmix estimator).
 
     Parameters
@@ -124,7 +124,7 @@ def load(path):
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(f"{path!s} has model format version {version!r}; this fastmix reads "
                          f"versions up to {FORMAT_VERSION}. Upgrade fastmix.")
-    cls = MODEL_CLASSES.get(meta.get("class"))
+    cls = MODEL_CLASSES.get(str(meta.get("class")))
     if cls is None:
         raise ValueError(f"{path!s} holds an unknown model class {meta.get('class')!r}")
     try:

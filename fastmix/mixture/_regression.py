@@ -6,16 +6,18 @@ of that mixture given ``x`` (``fastmix.missing``): again a mixture over ``y``, w
 ``predict(X, return_std=True)[1]``.
 """
 import numpy as np
+from typing import Any
 
 from .._base import BaseEstimator
 from .._validation import NotFittedError, check_array, check_sample_weight
 from .. import missing as _missing
 from ._gaussian import GaussianMixture
+from ._typing import ArrayLike, DataLike, RandomStateLike
 
 try:  # scikit-learn's mixin (score = R^2, regressor tags) when it is installed
     from sklearn.base import RegressorMixin
 except ImportError:  # pragma: no cover - scikit-learn is optional
-    class RegressorMixin:
+    class RegressorMixin:  # type: ignore[no-redef]  # stand-in without scikit-learn
         """Stand-in: ``score`` is the coefficient of determination R^2."""
         _estimator_type = "regressor"
 
@@ -78,9 +80,10 @@ see GaussianMixture
     True
     """
 
-    def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
-                 max_iter=100, n_init=1, init_params="kmeans", random_state=None,
-                 chunk_size=None, missing="error"):
+    def __init__(self, n_components: int = 1, *, covariance_type: str = "full", tol: float = 1e-3,
+                 reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
+                 init_params: str = "kmeans", random_state: RandomStateLike = None,
+                 chunk_size: int | None = None, missing: str = "error") -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -99,7 +102,8 @@ see GaussianMixture
                                random_state=self.random_state, chunk_size=self.chunk_size,
                                missing=self.missing)
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X: DataLike, y: ArrayLike,
+            sample_weight: DataLike | None = None) -> "GaussianMixtureRegressor":
         """Fit the joint mixture on ``[X, y]``.
 
         Parameters
@@ -179,7 +183,7 @@ see GaussianMixture
             _missing.check_missing(X, columns=False)
         return X
 
-    def predict(self, X, return_std=False):
+    def predict(self, X: DataLike, return_std: bool = False) -> Any:
         """Predict E[y | x] for each row.
 
         Parameters
@@ -227,7 +231,7 @@ see GaussianMixture
             mean, sd = mean[:, 0], sd[:, 0]
         return (mean, sd) if return_std else mean
 
-    def predict_distribution(self, x):
+    def predict_distribution(self, x: ArrayLike) -> Any:
         """Return the conditional distribution of y given one input row ``x``.
 
         Parameters

@@ -5,6 +5,8 @@ import math
 import numbers
 import sys
 import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +18,7 @@ from .. import io as sources
 from .. import selection as _sel
 from ._base import _fit_dtype
 from ._gaussian import ConvergenceWarning, GaussianMixture
+from ._typing import DataLike, RandomStateLike
 
 
 class SelectionResult:  # numpydoc ignore=PR01
@@ -67,7 +70,8 @@ class SelectionResult:  # numpydoc ignore=PR01
     array([1, 2, 3])
     """
 
-    def __init__(self, criterion, cands, stats, template, dtype, seed):
+    def __init__(self, criterion: str, cands: list, stats: Any, template: Any, dtype: Any,
+                 seed: int) -> None:
         self.criterion = criterion
         self._cands = cands
         self._template = template
@@ -103,7 +107,7 @@ class SelectionResult:  # numpydoc ignore=PR01
     def __len__(self):
         return len(self._cands)
 
-    def estimator(self, i):
+    def estimator(self, i: int) -> Any:
         """Return candidate ``i`` (a row of ``results_``) as a fitted ``GaussianMixture``.
 
         Parameters
@@ -145,7 +149,7 @@ class SelectionResult:  # numpydoc ignore=PR01
         est._online = None
         return est
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         """Summarise the result as a JSON-serialisable dict (the CLI's ``--report``).
 
         Returns
@@ -218,14 +222,19 @@ def _seed(random_state):
     return int(check_random_state(random_state).integers(0, 2**31 - 1))
 
 
-def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied", "diag",
+def select_mixture(X: DataLike, n_components: int | Iterable[int] = range(1, 10),
+                   covariance_types: str | Iterable[str] = ("full", "tied", "diag",
                                                                     "spherical"),
-                   *, sample_weight=None, criterion="bic", heldout_fraction=0.2,
-                   start="kmeans", tol=1e-3, reg_covar=1e-6, max_iter=100, random_state=None,
-                   chunk_size=None, n_factors=None, progress=False, callback=None):
-    """Fit a Gaussian mixture for every number of components and covariance type and pick the
-    best by BIC, ICL or held-out log-likelihood, reading the data once per EM iteration for all
-    candidates together.
+                   *, sample_weight: DataLike | None = None, criterion: str = "bic",
+                   heldout_fraction: float = 0.2, start: str = "kmeans", tol: float = 1e-3,
+                   reg_covar: float = 1e-6, max_iter: int = 100,
+                   random_state: RandomStateLike = None, chunk_size: int | None = None,
+                   n_factors: int | None = None, progress: bool = False,
+                   callback: Callable[..., Any] | None = None) -> "SelectionResult":
+    """Fit a Gaussian mixture for every K and covariance type, and pick the best.
+
+    The candidates are scored by BIC, ICL or held-out log-likelihood; the data are read once
+    per EM iteration for all candidates together.
 
     Parameters
     ----------
@@ -234,7 +243,8 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
         chunk arrays; a callable returning an iterator of chunks), or a dask array.
     n_components : int or iterable of int >= 1, default=range(1, 10)
         The numbers of components to try (mclust's default range).
-    covariance_types : str or iterable of {"full", "tied", "diag", "spherical", "lowrank"}
+    covariance_types : str or iterable of str, default=("full", "tied", "diag", "spherical")
+        The covariance types to try, among "full", "tied", "diag", "spherical", "lowrank".
     sample_weight : (N,) non-negative float array, optional
         Every candidate is fitted as ``GaussianMixture.fit(X, sample_weight=...)`` is.  For
         out-of-core data also a path to a ``.npy`` of N weights, a 1-D random-access Source, or
@@ -258,12 +268,15 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
         from the fitted K-component model with the component of largest local KL divergence
         between its data and its Gaussian split (Ueda et al. 2000); the candidates of a
         covariance type then run one after the other.  See the user guide for measurements.
-    tol, reg_covar, max_iter, chunk_size, n_factors :
-        As for ``GaussianMixture`` (the same for every candidate; ``n_factors`` for
-        "lowrank").
-    random_state : None, int, Generator or RandomState
+    tol, reg_covar, max_iter : float, float, int
+        As for ``GaussianMixture`` (the same for every candidate).
+    random_state : int, numpy.random.Generator, numpy.random.RandomState or None
         Seed of every candidate's start and of the held-out split (a generator is drawn from
         once for an integer seed, reported as ``random_state_``).
+    chunk_size : int or None, default=None
+        As for ``GaussianMixture``.
+    n_factors : int or None, default=None
+        As for ``GaussianMixture``, for "lowrank".
     progress : bool, default=False
         A tqdm progress bar (stderr) over the candidates, with the pass count.
     callback : callable, optional
@@ -302,8 +315,8 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
                              f"{heldout_fraction!r}")
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be callable, got {callback!r}")
-    template = dict(tol=tol, reg_covar=reg_covar, max_iter=max_iter, chunk_size=chunk_size,
-                    n_factors=n_factors)
+    template: dict[str, Any] = dict(tol=tol, reg_covar=reg_covar, max_iter=max_iter,
+                                    chunk_size=chunk_size, n_factors=n_factors)
     for kind in kinds:  # GaussianMixture's checks and messages for the shared settings
         GaussianMixture(n_components=ks[0], covariance_type=kind, **template)._validate_params()
     seed = _seed(random_state)

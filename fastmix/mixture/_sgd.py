@@ -2,6 +2,7 @@
 import json
 import math
 import warnings
+import os
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from ._base import (ANY, DEVICES, Integer, MixtureBase, Options, Real, _frequenc
                     validate_params)
 from ._gaussian import GaussianMixture
 from ._persist import FORMAT_VERSION, _atomic_write, register
+from ._typing import DataLike, RandomStateLike
 
 
 @register
@@ -141,14 +143,17 @@ class SGDGaussianMixture(MixtureBase):
     ((3, 3), (9, 2))
     """
 
-    def __init__(self, n_components=25, *, covariance_type="diag", n_directions=10,
-                 objective="mc", learning_rate=0.05,
-                 learning_rate_min=0.001, batch_size=1, annealing="adaptive", sigma0=None,
-                 sigma_min=0.01, anneal_window=None, anneal_delta=0.05, anneal_gamma=0.9,
-                 time_t0=0.3, time_tinf=0.8, precision_max=20.0, lambda_pi=1.0, lambda_mu=1.0,
-                 lambda_sigma=1.0, init="uniform", mu_init=0.01, mu_init_center=0.0,
-                 n_epochs=1.0, shuffle=True, random_state=None, chunk_size=None,
-                 device="cpu"):
+    def __init__(self, n_components: int = 25, *, covariance_type: str = "diag",
+                 n_directions: int = 10, objective: str = "mc", learning_rate: float = 0.05,
+                 learning_rate_min: float = 0.001, batch_size: int = 1,
+                 annealing: str = "adaptive", sigma0: float | None = None, sigma_min: float = 0.01,
+                 anneal_window: int | None = None, anneal_delta: float = 0.05,
+                 anneal_gamma: float = 0.9, time_t0: float = 0.3, time_tinf: float = 0.8,
+                 precision_max: float = 20.0, lambda_pi: float = 1.0, lambda_mu: float = 1.0,
+                 lambda_sigma: float = 1.0, init: str = "uniform", mu_init: float = 0.01,
+                 mu_init_center: float = 0.0, n_epochs: float = 1.0, shuffle: bool = True,
+                 random_state: RandomStateLike = None, chunk_size: int | None = None,
+                 device: str = "cpu") -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.n_directions = n_directions
@@ -304,7 +309,8 @@ class SGDGaussianMixture(MixtureBase):
         self.loss_curve_ = list(self._schedule.history)
 
     # ---------------------------------------------------------------- fitting ---------------
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X: DataLike, y: None = None,
+            sample_weight: DataLike | None = None) -> "SGDGaussianMixture":
         """Run ``n_epochs`` passes of SGD over ``X``.
 
         The data are read in blocks, the rows shuffled within each block when ``shuffle``.
@@ -463,7 +469,7 @@ class SGDGaussianMixture(MixtureBase):
             done += 1.0
         return self
 
-    def partial_fit(self, X, y=None):
+    def partial_fit(self, X: DataLike, y: None = None) -> "SGDGaussianMixture":
         """Run SGD over the rows of the batch ``X`` in order, continuing the annealing state.
 
         The first call initialises the model (time schedule: planned over ``100 * n`` steps).
@@ -538,7 +544,7 @@ class SGDGaussianMixture(MixtureBase):
         X = self._validate_predict_X(X)
         return sgd.lpd_log_prob(X, *self._state)
 
-    def score_samples(self, X):
+    def score_samples(self, X: DataLike) -> np.ndarray:
         """Compute the exact log-density of the model at each row.
 
         Parameters
@@ -573,7 +579,7 @@ class SGDGaussianMixture(MixtureBase):
             return m + np.log(np.exp(lp - m[:, None]).sum(axis=1))
         return self._gmm().score_samples(X)
 
-    def score(self, X, y=None):
+    def score(self, X: DataLike, y: None = None) -> float:
         """Compute the mean exact log-likelihood per row.
 
         Parameters
@@ -608,7 +614,7 @@ class SGDGaussianMixture(MixtureBase):
             return float(np.mean(self.score_samples(X)))
         return self._gmm().score(X)
 
-    def score_max_component(self, X):
+    def score_max_component(self, X: DataLike) -> float:
         """Compute the mean max-component bound per row.
 
         Parameters
@@ -647,7 +653,7 @@ class SGDGaussianMixture(MixtureBase):
                        for k in range(self.n_components)], axis=1)
         return float(lp.max(axis=1).mean())
 
-    def predict(self, X):
+    def predict(self, X: DataLike) -> np.ndarray:
         """Predict the most probable component of each row.
 
         Parameters
@@ -680,7 +686,7 @@ class SGDGaussianMixture(MixtureBase):
             return np.argmax(self._lpd_log_prob(X), axis=1).astype(np.int64)
         return self._gmm().predict(X)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: DataLike) -> np.ndarray:
         """Compute the responsibilities of the components for each row.
 
         Parameters
@@ -715,7 +721,7 @@ class SGDGaussianMixture(MixtureBase):
             return p / p.sum(axis=1, keepdims=True)
         return self._gmm().predict_proba(X)
 
-    def sample(self, n_samples=1):
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw points from the fitted mixture.
 
         Parameters
@@ -752,11 +758,12 @@ class SGDGaussianMixture(MixtureBase):
             if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) \
                     or n_samples < 1:
                 raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
-            return sgd.lpd_sample(check_random_state(self.random_state), self.weights_,
-                                  *self._state[1:], int(n_samples))
+            return sgd.lpd_sample(  # type: ignore[call-arg]  # "lpd" state: 5 arrays
+                check_random_state(self.random_state), self.weights_, *self._state[1:],
+                int(n_samples))
         return self._gmm().sample(n_samples)
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike) -> None:
         """Write the model to a versioned ``.npz`` file (no pickle), atomically.
 
         Load it with ``fastmix.load``.
