@@ -304,7 +304,7 @@ degrees_of_freedom_prior_, covariance_prior_ : float or numpy.ndarray
         self.precisions_ = cast(cov.precisions)
 
     # ------------------------------------------------------------------ fitting -------------
-    def fit(self, X: DataLike, y: None = None, sample_weight: DataLike | None = None, *,
+    def fit(self, X: DataLike, y: Any = None, sample_weight: DataLike | None = None, *,
             algorithm: str = "batch", checkpoint: str | os.PathLike | None = None,
             resume: bool = False) -> "BayesianGaussianMixture":
         """Fit the variational posterior.
@@ -356,7 +356,7 @@ degrees_of_freedom_prior_, covariance_prior_ : float or numpy.ndarray
         self._fit(X, sample_weight, algorithm, checkpoint=checkpoint, resume=resume)
         return self
 
-    def fit_predict(self, X: DataLike, y: None = None,
+    def fit_predict(self, X: DataLike, y: Any = None,
                     sample_weight: DataLike | None = None) -> np.ndarray:
         """Fit the model, then return the most probable component of each row.
 
@@ -532,7 +532,7 @@ degrees_of_freedom_prior_, covariance_prior_ : float or numpy.ndarray
                 bar.close()
         return self._finish_run(result, start)
 
-    def partial_fit(self, X: DataLike, y: None = None,
+    def partial_fit(self, X: DataLike, y: Any = None,
                     sample_weight: DataLike | None = None) -> "BayesianGaussianMixture":
         """Do one SVI step (Hoffman et al. 2013) with the rows ``X``.
 

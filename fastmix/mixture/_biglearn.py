@@ -185,7 +185,7 @@ class BigLearnGaussianMixture(GaussianMixture):
         return dd, gpu.DeviceMarginals(dd, gpu.DEFAULT_BLOCK_ROWS, gpu.DEFAULT_THREADS)
 
     # BigLearn-EM takes a callback instead of GaussianMixture's online/checkpoint options
-    def fit(self, X: DataLike, y: None = None,  # type: ignore[override]
+    def fit(self, X: DataLike, y: Any = None,  # type: ignore[override]
             sample_weight: DataLike | None = None, *,
             callback: Callable[..., Any] | None = None) -> "BigLearnGaussianMixture":
         """Run ``n_outer`` BigLearn-EM iterations, then joint EM steps to convergence.
@@ -283,7 +283,7 @@ class BigLearnGaussianMixture(GaussianMixture):
         self._online = None
         return self
 
-    def fit_predict(self, X: DataLike, y: None = None,
+    def fit_predict(self, X: DataLike, y: Any = None,
                     sample_weight: DataLike | None = None) -> np.ndarray:
         """Fit the model, then return the most probable component of each row.
 

@@ -284,7 +284,7 @@ class GMMExpansion(MixtureBase):
                                 if nodes.is_grid else [nodes.lo, nodes.lo + nodes.h])
         self.n_features_in_ = D
 
-    def fit(self, X: DataLike, y: None = None,
+    def fit(self, X: DataLike, y: Any = None,
             sample_weight: DataLike | None = None) -> "GMMExpansion":
         """Learn the weights, one pass over the data per step (see the class docstring).
 
@@ -344,7 +344,7 @@ class GMMExpansion(MixtureBase):
         self._acc = acc if steps == 1 else None
         return self
 
-    def partial_fit(self, X: DataLike, y: None = None,
+    def partial_fit(self, X: DataLike, y: Any = None,
                     sample_weight: DataLike | None = None) -> "GMMExpansion":
         """Add the one-pass statistics of the rows ``X`` and update the weights.
 
@@ -454,7 +454,7 @@ class GMMExpansion(MixtureBase):
             if opened:
                 host.close()
 
-    def score(self, X: DataLike, y: None = None) -> float:
+    def score(self, X: DataLike, y: Any = None) -> float:
         """Compute the mean log-likelihood per row.
 
         Parameters

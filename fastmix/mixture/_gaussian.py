@@ -462,7 +462,7 @@ default=None
                               dtype=self.__dict__["loadings_"].dtype)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def fit(self, X: DataLike, y: None = None, sample_weight: DataLike | None = None, *,
+    def fit(self, X: DataLike, y: Any = None, sample_weight: DataLike | None = None, *,
             algorithm: str = "batch", checkpoint: str | os.PathLike | None = None,
             resume: bool = False) -> "GaussianMixture":
         """Estimate the parameters with EM.
@@ -514,7 +514,7 @@ default=None
         self._fit(X, sample_weight, algorithm, checkpoint, resume)
         return self
 
-    def fit_predict(self, X: DataLike, y: None = None,
+    def fit_predict(self, X: DataLike, y: Any = None,
                     sample_weight: DataLike | None = None) -> np.ndarray:
         """Fit the model, then return the most probable component of each row.
 
@@ -685,7 +685,7 @@ default=None
                 bar.close()
         return self._finish_run(result, prior)
 
-    def partial_fit(self, X: DataLike, y: None = None,
+    def partial_fit(self, X: DataLike, y: Any = None,
                     sample_weight: DataLike | None = None) -> "GaussianMixture":
         """Do one online (stepwise) EM update with the rows ``X``; see ``fastmix.online``.
 
@@ -906,7 +906,7 @@ default=None
         """
         return _as_input_dtype(self._log_prob(X)[0], X)
 
-    def score(self, X: DataLike, y: None = None) -> float:
+    def score(self, X: DataLike, y: Any = None) -> float:
         """Compute the mean log-likelihood per row.
 
         Parameters

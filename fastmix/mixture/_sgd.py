@@ -1,8 +1,9 @@
 """``SGDGaussianMixture``: streaming SGD on the max-component objective with annealing."""
 import json
 import math
-import warnings
 import os
+import warnings
+from typing import Any
 
 import numpy as np
 
@@ -309,7 +310,7 @@ class SGDGaussianMixture(MixtureBase):
         self.loss_curve_ = list(self._schedule.history)
 
     # ---------------------------------------------------------------- fitting ---------------
-    def fit(self, X: DataLike, y: None = None,
+    def fit(self, X: DataLike, y: Any = None,
             sample_weight: DataLike | None = None) -> "SGDGaussianMixture":
         """Run ``n_epochs`` passes of SGD over ``X``.
 
@@ -469,7 +470,7 @@ class SGDGaussianMixture(MixtureBase):
             done += 1.0
         return self
 
-    def partial_fit(self, X: DataLike, y: None = None) -> "SGDGaussianMixture":
+    def partial_fit(self, X: DataLike, y: Any = None) -> "SGDGaussianMixture":
         """Run SGD over the rows of the batch ``X`` in order, continuing the annealing state.
 
         The first call initialises the model (time schedule: planned over ``100 * n`` steps).
@@ -579,7 +580,7 @@ class SGDGaussianMixture(MixtureBase):
             return m + np.log(np.exp(lp - m[:, None]).sum(axis=1))
         return self._gmm().score_samples(X)
 
-    def score(self, X: DataLike, y: None = None) -> float:
+    def score(self, X: DataLike, y: Any = None) -> float:
         """Compute the mean exact log-likelihood per row.
 
         Parameters
