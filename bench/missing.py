@@ -21,6 +21,8 @@ What is measured
 3. **Regression**: 5-fold ``cross_val_score`` (R^2) on scikit-learn's diabetes data of
    ``StandardScaler + GaussianMixtureRegressor(K)`` (K = 1, 2, 3, full), against
    ``KNeighborsRegressor`` (5 and 15 neighbours) and ``LinearRegression``.
+5. **Seconds per EM iteration** at the issue's shape (N = 10^6, D = 16, K = 16, 20 %
+   missing): see ``iteration``'s docstring.
 4. **Cost per E-step** (one masked pass = one EM iteration's data pass), N rows (default
    2e5, ``--rows``), D = 16, K = 16, float64, ``NUMBA_NUM_THREADS`` threads: complete data vs
    20 % MCAR for diag, and for full vs 20 % entries missing in 64 distinct patterns and vs
@@ -32,6 +34,11 @@ How to run (from the repository root)::
     .venv/bin/python bench/missing.py                 # ~3 min on 2 cores
     .venv/bin/python bench/missing.py --rows 1000000  # the issue's size for part 4
     .venv/bin/python bench/missing.py --only timing
+    NUMBA_NUM_THREADS=1 .venv/bin/python bench/missing.py --only iteration   # ~15 min
+    NUMBA_NUM_THREADS=2 .venv/bin/python bench/missing.py --only iteration
+
+``--only`` runs update ``bench/results/missing.{json,md}`` in place: the other parts' results
+are kept (part 5 is stored per NUMBA_NUM_THREADS).
 """
 import argparse
 import json
@@ -240,6 +247,83 @@ def timing(N, D=16, K=16):
     return rows
 
 
+def _holes(X, setting, rng):
+    X = X.copy()
+    if setting == "patterns64":
+        pats = rng.random((64, X.shape[1])) < 0.2
+        X[pats[rng.integers(0, 64, X.shape[0])]] = np.nan
+    elif setting == "mcar":
+        X[rng.random(X.shape) < 0.2] = np.nan
+    X[np.isnan(X).all(axis=1), 0] = 0.0
+    return X
+
+
+def iteration(N, D=16, K=16, iters=4, scratch=None):
+    """Part 5: seconds per EM iteration of ``GaussianMixture.fit`` (its ``iteration_times_``:
+    one iteration = the data pass and the M-step; the validation pass and the start are not
+    in it) from a fixed start, median over ``iters`` iterations of one run, for complete data
+    and 20 % missing, from memory, a ``.npy`` file and a Dask array (local threaded scheduler,
+    blocks of 2^17 rows), and for lowrank (q = 4) and online EM (one pass in batches of 2^16
+    rows) from memory.  CPU: process time of a fit with ``iters`` iterations minus that of the
+    same fit with one, divided by ``iters - 1`` (the start and validation passes cancel)."""
+    import tempfile
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(N, D)) + 2.0 * rng.integers(0, 4, size=(N, 1))
+    scratch = scratch or tempfile.mkdtemp()
+    rows = []
+
+    def run(kind, setting, source, algorithm="batch", n=N, **extra):
+        p = _params("full" if kind in ("full", "tied", "lowrank") else "diag", K, D,
+                    np.random.default_rng(1))
+        Xs = np.ascontiguousarray(X[:n]) if setting == "complete" else _holes(
+            X[:n], setting, np.random.default_rng(2))
+        data = Xs
+        if source == "npy":
+            data = os.path.join(scratch, f"missing_bench_{kind}_{setting}.npy")
+            np.save(data, Xs)
+        elif source == "dask":
+            import dask.array as da
+            data = da.from_array(Xs, chunks=(1 << 17, D))
+        kw = dict(covariance_type=kind, missing="marginalize", tol=0.0, max_iter=iters)
+        if kind == "lowrank":
+            kw.update(n_factors=4, random_state=0)
+        else:
+            prec = p.cov.precisions if kind == "full" else 1.0 / np.asarray(
+                p.cov.covariances)
+            kw.update(weights_init=p.weights, means_init=p.means, precisions_init=prec)
+        if algorithm == "online":
+            kw.update(batch_size=1 << 16, max_iter=2)
+        gm = fastmix.GaussianMixture(K, **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fastmix.GaussianMixture(K, **dict(kw, max_iter=1)).fit(Xs[:20000])  # compile
+            c0 = time.process_time()
+            fastmix.GaussianMixture(K, **dict(kw, max_iter=1)).fit(data, algorithm=algorithm)
+            c1 = time.process_time()
+            gm.fit(data, algorithm=algorithm)
+            c2 = time.process_time()
+        if source == "npy":
+            os.remove(data)
+        it = np.asarray(gm.iteration_times_)
+        # CPU of the extra iterations: (fit with all of them) - (fit with one), per iteration
+        rows.append({"kind": kind, "missing": setting, "source": source,
+                     "algorithm": algorithm, "rows": n,
+                     "iter_wall": float(np.median(it)), "iters": int(it.size),
+                     "fit_cpu_per_iter": ((c2 - c1) - (c1 - c0)) / max(1, it.size - 1)})
+        print(rows[-1], flush=True)
+
+    for kind, setting in (("diag", "complete"), ("diag", "mcar"), ("full", "complete"),
+                          ("full", "patterns64")):
+        for source in ("memory", "npy", "dask"):
+            run(kind, setting, source)
+    run("full", "complete", "memory", n=N // 10)
+    run("full", "mcar", "memory", n=N // 10)
+    for setting in ("complete", "mcar"):
+        run("lowrank", setting, "memory")
+        run("diag", setting, "memory", algorithm="online")
+    return rows
+
+
 def _load():
     try:
         return os.getloadavg()[0]
@@ -297,17 +381,65 @@ def report(res):
                      f"{r['missing_cpu'] / r['complete_cpu']:.2f} | {r['complete_wall']:.3f} | "
                      f"{r['missing_wall']:.3f} | {r['missing_wall'] / r['complete_wall']:.2f} |")
         L.append("")
+    for key in sorted(k for k in res if k.startswith("iteration") and not k.endswith("_meta")):
+        L += _iteration_report(res[key], res.get(key + "_meta", {}))
     return "\n".join(L)
+
+
+def _iteration_report(rows, meta):
+    L = []
+    threads = meta.get("threads", "default")
+    L += [f"## 5. Seconds per EM iteration (D = 16, K = 16, float64, 20 % missing), "
+          f"NUMBA_NUM_THREADS={threads}", "",
+          f"Load average {meta.get('load_start', float('nan')):.1f} at the start, "
+          f"{meta.get('load_end', float('nan')):.1f} at the end of this part.", "",
+          "`GaussianMixture.fit` from a fixed start (lowrank: q = 4, its k-means/PCA "
+          "start), median of `iteration_times_` (wall) over one run; CPU: process time of "
+          "a fit with 4 iterations minus that of one, over 3. Online: "
+          "one pass in batches of 65,536 rows. Ratios against the complete-data run of "
+          "the same kind, source and rows.", "",
+          "| kind | missing | source | algorithm | rows | s / iteration (wall) | "
+          "ratio (wall) | CPU s / iteration | ratio (CPU) |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    base = {(r["kind"], r["source"], r["algorithm"], r["rows"]): r
+            for r in rows if r["missing"] == "complete"}
+    for r in rows:
+        b = base.get((r["kind"], r["source"], r["algorithm"], r["rows"]))
+        rw = f"{r['iter_wall'] / b['iter_wall']:.2f}" if b else "-"
+        rc = f"{r['fit_cpu_per_iter'] / b['fit_cpu_per_iter']:.2f}" if b else "-"
+        L.append(f"| {r['kind']} | {r['missing']} | {r['source']} | {r['algorithm']} | "
+                 f"{r['rows']:,} | {r['iter_wall']:.3f} | {rw} | "
+                 f"{r['fit_cpu_per_iter']:.3f} | {rc} |")
+    mem = {(r["kind"], r["missing"], r["rows"]): r for r in rows
+           if r["source"] == "memory" and r["algorithm"] == "batch"}
+    L += ["", "File and Dask paths relative to memory (same kind, missingness, rows):", "",
+          "| kind | missing | npy / memory (wall) | dask / memory (wall) | npy / memory (CPU) "
+          "| dask / memory (CPU) |", "|---|---|---|---|---|---|"]
+    for (kind, miss, n), m in mem.items():
+        o = {r["source"]: (r["iter_wall"] / m["iter_wall"],
+                           r["fit_cpu_per_iter"] / m["fit_cpu_per_iter"]) for r in rows
+             if (r["kind"], r["missing"], r["rows"]) == (kind, miss, n)
+             and r["source"] != "memory"}
+        if o:
+            nan = (float("nan"), float("nan"))
+            a, b = o.get("npy", nan), o.get("dask", nan)
+            L.append(f"| {kind} | {miss} | {a[0]:.2f} | {b[0]:.2f} | {a[1]:.2f} | {b[1]:.2f} |")
+    L.append("")
+    return L
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=200_000, help="rows of the timing part")
-    ap.add_argument("--only", choices=["params", "impute", "regression", "timing"],
+    ap.add_argument("--only", choices=["params", "impute", "regression", "timing",
+                                       "iteration"],
                     action="append")
     ap.add_argument("--out", default=os.path.join(RESULTS, "missing"))
+    ap.add_argument("--iteration-rows", type=int, default=1_000_000,
+                    help="rows of the per-iteration part (5)")
+    ap.add_argument("--scratch", default=None, help="folder for the temporary .npy files")
     args = ap.parse_args()
-    parts = args.only or ["params", "impute", "regression", "timing"]
+    parts = args.only or ["params", "impute", "regression", "timing", "iteration"]
     res = {"load_start": _load()}
     if "params" in parts:
         res["params"] = parameter_error()
@@ -317,8 +449,20 @@ def main():
         res["regression"] = regression()
     if "timing" in parts:
         res["timing"] = timing(args.rows)
+    if "iteration" in parts:
+        threads = os.environ.get("NUMBA_NUM_THREADS", "default")
+        load = _load()
+        res[f"iteration_t{threads}"] = iteration(args.iteration_rows, scratch=args.scratch)
+        res[f"iteration_t{threads}_meta"] = {"threads": threads, "load_start": load,
+                                             "load_end": _load()}
     res["load_end"] = _load()
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    if args.only and os.path.exists(args.out + ".json"):  # keep the parts not re-run
+        with open(args.out + ".json") as fh:
+            old = json.load(fh)
+        old.update({k: v for k, v in res.items() if not k.startswith("load")})
+        res = dict(old, load_start=old.get("load_start", res["load_start"]),
+                   load_end=old.get("load_end", res["load_end"]))
     with open(args.out + ".json", "w") as fh:
         json.dump(res, fh, indent=1)
     text = report(res)

@@ -17,6 +17,15 @@ Two studies, each writing ``bench/results/selection_<study>.json`` and ``.md``:
     python bench/selection.py starts --n 20000 --seeds 3
     python bench/selection.py scale --n 1000000 --d 16 --kmax 20 --types full,tied,diag,spherical
 
+``inmemory`` -- select_mixture on an in-memory array against separate fits (with and without
+    ``.bic(X)``) and against its earlier 4 MiB blocks, process CPU time, one process per run.
+
+    NUMBA_NUM_THREADS=2 python bench/selection.py inmemory --n 200000 --kmax 20 --repeats 3
+
+``blocks`` -- one E-step as one call against 4 MiB blocks, and log_prob, per type and K.
+
+    NUMBA_NUM_THREADS=2 python bench/selection.py blocks --n 200000
+
 ``outofcore`` -- the sweep on a .npy file (written block by block if missing): bytes read per
     pass and the sweep's own peak RSS (VmHWM of a child process).
 
@@ -138,9 +147,25 @@ def starts(args):
                       "env": _env(), "rows": rows}, md)
 
 
-def _sweep_child(path, ks, kinds, max_iter, tol):
-    """Run in a child: the sweep on a .npy file, print JSON with bytes per pass and peak RSS."""
+def _sweep_child(path, ks, kinds, max_iter, tol, log=None):
+    """Run in a child: the sweep on a .npy file, print JSON with bytes per pass and peak RSS.
+    ``log``: a path to which a JSON line is appended after every pass (kind, bytes, seconds
+    since the start, peak RSS so far), so that a run cut short still documents its passes."""
     t0 = time.perf_counter()
+    if log is not None:
+        from fastmix import selection as _sel
+        blocks = _sel._blocks
+
+        def logged(data, stats, what):
+            yield from blocks(data, stats, what)
+            with open(log, "a") as fh:
+                fh.write(json.dumps({"pass": stats.n_passes, "kind": what,
+                                     "bytes": stats.pass_bytes[-1],
+                                     "seconds": time.perf_counter() - t0,
+                                     "cpu": time.process_time(),
+                                     "peak_rss_mib": _peak_rss_mib(),
+                                     "loadavg": os.getloadavg()}) + "\n")
+        _sel._blocks = logged
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = fastmix.select_mixture(path, n_components=ks, covariance_types=kinds,
@@ -180,10 +205,12 @@ def outofcore(args):
         out.flush()
         del out
     code = (f"import sys; sys.path.insert(0, {HERE!r}); import selection as s; "
-            f"s._sweep_child({args.npy!r}, {ks!r}, {kinds!r}, {args.max_iter}, {args.tol})")
+            f"s._sweep_child({args.npy!r}, {ks!r}, {kinds!r}, {args.max_iter}, {args.tol}, "
+            f"{args.log!r})")
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True)
     n = json.loads(child.stdout.strip().splitlines()[-1])
+    args.rows, args.d = np.load(args.npy, mmap_mode="r").shape
     em = [b for b, k in zip(n["bytes_read"], n["pass_kinds"]) if k == "em"]
     starts = [b for b, k in zip(n["bytes_read"], n["pass_kinds"]) if k == "start"]
     md = [f"# select_mixture out of core: {args.npy}, {args.rows} x {args.d} float64 "
@@ -199,7 +226,7 @@ def outofcore(args):
           f"{len(ks) * len(kinds)} separate fits would read the file "
           f"{len(ks) * len(kinds)} times per iteration",
           f"- peak RSS of the sweep's process (VmHWM): {n['peak_rss_mib']:.0f} MiB"]
-    _write("outofcore", {"args": {k: v for k, v in vars(args).items() if k != "func"},
+    _write(args.name, {"args": {k: v for k, v in vars(args).items() if k != "func"},
                          "env": _env(), "result": n}, md)
 
 
@@ -315,6 +342,109 @@ def scale(args):
     _write(args.name, out, md)
 
 
+def _inmemory_child(mode, n, d, kmax, kinds):
+    """One run of the in-memory A/B in its own process: ``mode`` = "sweep" (select_mixture as
+    it is), "sweep4m" (its EM passes cut into 4 MiB blocks, the earlier default), "sep"
+    (one GaussianMixture fit per candidate) or "sepbic" (the same plus ``.bic(X)``, which a
+    hand-written selection loop needs).  Prints one JSON line: process CPU and wall seconds,
+    EM iterations."""
+    from fastmix import selection as _sel
+    X = make_mixture(n, d, 8, separation="overlap", seed=0)
+    X = X[0] if isinstance(X, tuple) else X
+    warnings.simplefilter("ignore")
+    fastmix.select_mixture(X[:3000], n_components=[1, 2], covariance_types=kinds,
+                           random_state=0, max_iter=3)  # compile first
+    for kind in kinds:
+        fastmix.GaussianMixture(2, covariance_type=kind, random_state=0,
+                                max_iter=2).fit(X[:3000]).bic(X[:3000])
+    if mode == "sweep4m":
+        _sel.CACHE_BLOCK_BYTES = 4 * 2**20
+    c0, t0 = time.process_time(), time.perf_counter()
+    if mode.startswith("sweep"):
+        r = fastmix.select_mixture(X, n_components=range(1, kmax + 1), covariance_types=kinds,
+                                   random_state=0)
+        its = int(r.results_["n_iter"].sum())
+    else:
+        its = 0
+        for kind in kinds:
+            for K in range(1, kmax + 1):
+                m = fastmix.GaussianMixture(K, covariance_type=kind, random_state=0).fit(X)
+                its += int(m.n_iter_)
+                if mode == "sepbic":
+                    m.bic(X)
+    print(json.dumps({"mode": mode, "cpu": time.process_time() - c0,
+                      "seconds": time.perf_counter() - t0, "iters": its,
+                      "load": os.getloadavg()[0]}))
+
+
+def inmemory(args):
+    """In memory: select_mixture against separate fits (with and without .bic), and against
+    its earlier 4 MiB blocks; every run its own process, the modes interleaved."""
+    kinds = args.types.split(",")
+    modes = args.modes.split(",")
+    rows = []
+    for rep in range(args.repeats):
+        for mode in modes:
+            code = (f"import sys; sys.path.insert(0, {HERE!r}); import selection as s; "
+                    f"s._inmemory_child({mode!r}, {args.n}, {args.d}, {args.kmax}, {kinds!r})")
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True)
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    md = [f"# select_mixture in memory: N = {args.n}, D = {args.d}, K = 1..{args.kmax} x "
+          f"{kinds}, threads {os.environ.get('NUMBA_NUM_THREADS')}, {args.repeats} repeats", "",
+          f"environment: {_env()}", "", "| run | median process CPU s | runs | EM iterations |",
+          "|---|---|---|---|"]
+    for mode in modes:
+        c = [r["cpu"] for r in rows if r["mode"] == mode]
+        md.append(f"| {mode} | {np.median(c):.1f} | {', '.join(f'{x:.1f}' for x in c)} | "
+                  f"{rows[modes.index(mode)]['iters']} |")
+    _write(args.name, {"args": {k: v for k, v in vars(args).items() if k != "func"},
+                       "env": _env(), "rows": rows}, md)
+
+
+def blocks(args):
+    """One E-step (``kernels.estep_stats``) over N rows as one call against 4 MiB blocks of
+    whole chunks (the sweep's earlier in-memory blocking), and one ``kernels.log_prob`` (the
+    scoring pass), per covariance type and K: median process CPU ms of ``--repeats``."""
+    from fastmix import GaussianMixture, kernels
+    from fastmix.io import as_stream
+    X = make_mixture(args.n, args.d, 8, separation="overlap", seed=0)
+    X = X[0] if isinstance(X, tuple) else X
+    warnings.simplefilter("ignore")
+    whole = as_stream(X, None, 4096)
+    blocked = whole.rebatched(max(1, 4 * 2**20 // (8 * args.d) // 4096) * 4096)
+    rows = []
+    for kind in args.types.split(","):
+        for K in (2, 10, 20):
+            gm = GaussianMixture(K, covariance_type=kind, random_state=0,
+                                 max_iter=1).fit(X[:20000])
+            kp = gm._params().kernel_params(X.dtype)
+            t = {}
+            for name, st in (("whole", whole), ("blocked", blocked), ("log_prob", None)):
+                ts = []
+                for _ in range(args.repeats):
+                    c0 = time.process_time()
+                    if st is None:
+                        kernels.log_prob(X, kp, 4096, False)
+                    else:
+                        acc = kernels.Accumulator.for_params(kp)
+                        for _, Xb, w in st.blocks():
+                            kernels.estep_stats(Xb, w, kp, 4096, acc)
+                    ts.append(time.process_time() - c0)
+                t[name] = 1e3 * float(np.median(ts))
+            rows.append(dict(kind=kind, K=K, **t))
+            print(rows[-1], flush=True)
+    md = [f"# E-step over N = {args.n} x {args.d} rows: one call vs 4 MiB blocks; log_prob",
+          "", f"environment: {_env()}", "",
+          "| type | K | one call ms | 4 MiB blocks ms | blocks / one call | log_prob ms |",
+          "|---|---|---|---|---|---|"]
+    md += [f"| {r['kind']} | {r['K']} | {r['whole']:.1f} | {r['blocked']:.1f} | "
+           f"{r['blocked'] / r['whole']:.2f} | {r['log_prob']:.1f} |" for r in rows]
+    _write(args.name, {"args": {k: v for k, v in vars(args).items() if k != "func"},
+                       "env": _env(), "rows": rows}, md)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="study", required=True)
@@ -356,7 +486,25 @@ def main():
     c.add_argument("--types", default="full,tied,diag,spherical")
     c.add_argument("--max-iter", type=int, default=10)
     c.add_argument("--tol", type=float, default=1e-3)
+    c.add_argument("--name", default="outofcore", help="results/selection_<name>.json/.md")
+    c.add_argument("--log", default=None, help="append a JSON line per pass to this file")
     c.set_defaults(func=outofcore)
+    e = sub.add_parser("inmemory")
+    e.add_argument("--n", type=int, default=200_000)
+    e.add_argument("--d", type=int, default=16)
+    e.add_argument("--kmax", type=int, default=20)
+    e.add_argument("--types", default="full,tied,diag,spherical")
+    e.add_argument("--modes", default="sweep,sweep4m,sep,sepbic")
+    e.add_argument("--repeats", type=int, default=3)
+    e.add_argument("--name", default="inmemory_run")
+    e.set_defaults(func=inmemory)
+    f = sub.add_parser("blocks")
+    f.add_argument("--n", type=int, default=200_000)
+    f.add_argument("--d", type=int, default=16)
+    f.add_argument("--types", default="full,tied,diag,spherical")
+    f.add_argument("--repeats", type=int, default=5)
+    f.add_argument("--name", default="blocks")
+    f.set_defaults(func=blocks)
     args = p.parse_args()
     args.func(args)
 

@@ -480,8 +480,6 @@ def cmd_select(args):
     import fastmix
     from .mixture._persist import _atomic_write
     _check_outputs(("model file", args.output), ("report", args.report), ("plot", args.plot))
-    if args.device != "cpu":
-        raise ValueError("select runs on the CPU (--device cpu)")
     ks = _k_range(args.n_components)
     kinds = [k.strip() for k in args.covariance_types.split(",") if k.strip()]
     if args.plot is not None:
@@ -495,7 +493,8 @@ def cmd_select(args):
             criterion=args.criterion,
             heldout_fraction=args.heldout_fraction, start=args.start, tol=args.tol,
             reg_covar=args.reg_covar, max_iter=args.max_iter, random_state=args.seed,
-            chunk_size=args.chunk_rows, n_factors=args.n_factors, progress=_progress(args))
+            chunk_size=args.chunk_rows, n_factors=args.n_factors, n_init=args.n_init,
+            device=args.device, progress=_progress(args))
     res.best_estimator_.save(args.output)
     if args.report is not None:
         text = json.dumps(res.to_dict(), indent=1).encode()
@@ -664,6 +663,8 @@ def _parser():
                    help="PNG of the criterion against K to write (needs matplotlib)")
     c.add_argument("--n-factors", type=int, default=None, help="factors for lowrank")
     c.add_argument("--max-iter", type=int, default=100, help="EM iterations per candidate")
+    c.add_argument("--n-init", type=int, default=1,
+                   help="initialisations per candidate (the best one kept)")
     c.add_argument("--tol", type=float, default=1e-3,
                    help="stop when the mean log-likelihood changes by less")
     c.add_argument("--reg-covar", type=float, default=1e-6,

@@ -91,6 +91,18 @@ def e_step_stats(X, sample_weight, params, block_rows=DEFAULT_BLOCK_ROWS,
     return stats_from_kernel(params.kind, out, kp)
 
 
+def e_step_stats_missing(X, sample_weight, params, block_rows=DEFAULT_BLOCK_ROWS,
+                         threads=DEFAULT_THREADS):
+    """Expected sufficient statistics (``Stats``) of X with NaN entries (missing values,
+    marginalised; ``fastmix.missing``) on the GPU: the diag and spherical kinds
+    (``kernels.cuda.missing``); a ValueError for the others."""
+    data = to_gpu(X, sample_weight)
+    kp = params.kernel_params(data.dtype)
+    out = gk.estep_stats_missing_gpu(data.X, data.w, kp, params.cov.covariances,
+                                     block_rows=block_rows, threads=threads)
+    return stats_from_kernel(params.kind, out, kp)
+
+
 def log_prob(X, params, want_resp=False, block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_THREADS):
     """Per-row log p(x), labels and optionally responsibilities (host arrays), on the GPU."""
     data = to_gpu(X)
@@ -100,18 +112,23 @@ def log_prob(X, params, want_resp=False, block_rows=DEFAULT_BLOCK_ROWS, threads=
 
 def run_em_gpu(X, sample_weight, params, *, reg_covar, tol, max_iter,
                block_rows=DEFAULT_BLOCK_ROWS, threads=DEFAULT_THREADS, lower_bound=-np.inf,
-               callback=None, fixed=()):
+               callback=None, fixed=(), missing=False):
     """``fastmix.em.run_em`` on the GPU: up to ``max_iter`` EM iterations from ``params``.
 
     X is copied to the device once (or used in place if it is a device array / ``DeviceData``)
     and stays there; the M-step runs on the host from the O(K D^2) statistics.  Same lower-bound
-    convention, stopping rule, ``callback`` and ``fixed`` as ``run_em``."""
+    convention, stopping rule, ``callback`` and ``fixed`` as ``run_em``.  ``missing``: X holds
+    NaN entries to marginalise (``e_step_stats_missing``: diag and spherical)."""
     data = to_gpu(X, sample_weight)
     scratch = gk.DeviceScratch()  # the E-steps' work buffers, allocated once per fit
+
+    def estep(p):
+        if missing:
+            return e_step_stats_missing(data, None, p, block_rows=block_rows, threads=threads)
+        return e_step_stats(data, None, p, block_rows=block_rows, threads=threads,
+                            scratch=scratch)
     try:
-        return em_loop(lambda p: e_step_stats(data, None, p, block_rows=block_rows,
-                                              threads=threads, scratch=scratch),
-                       params, reg_covar=reg_covar, tol=tol, max_iter=max_iter,
+        return em_loop(estep, params, reg_covar=reg_covar, tol=tol, max_iter=max_iter,
                        lower_bound=lower_bound, callback=callback, fixed=fixed)
     finally:
         scratch.clear()

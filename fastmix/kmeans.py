@@ -157,19 +157,25 @@ def _assign_chunks(dist, C3, w=None):
     nk_p = np.zeros((dist.n_chunks, K * S))
     s1_p = np.zeros((dist.n_chunks, K * S, D))
 
+    one = dist.n_chunks == 1  # the labels and distances go straight to the outputs
+
     def run(c0, c1):
         for c in range(c0, c1):
             sl = dist.rows(c)
             Xb64 = dist.rows64(c)
             B = Xb64.shape[0]
-            lab = np.empty((S, B), np.int64)
-            dmin = np.empty((S, B))
+            lab = labels if one else np.empty((S, B), np.int64)
+            dmin = mind if one else np.empty((S, B))
             kernels.lloyd_chunk(prep[0] @ Xb64.T, prep[1], dist.xn[sl], Xb64,
                                 None if w is None else w[sl], K, S, lab, dmin, nk_p[c], s1_p[c])
-            labels[:, sl] = lab
-            mind[:, sl] = dmin
+            if not one:
+                labels[:, sl] = lab
+                mind[:, sl] = dmin
     with kernels.blas_single_threaded():
-        kernels.run_ranges(run, dist.n_chunks)
+        if one:
+            run(0, 1)
+        else:
+            kernels.run_ranges(run, dist.n_chunks)
     return labels, mind, nk_p, s1_p
 
 
@@ -188,14 +194,18 @@ def lloyd_many(dist, sw, starts, max_iter=300, tol_abs=0.0):
     inertia = np.zeros(S)
     iters = np.zeros(S, np.int64)
     for n_iter in range(1, max_iter + 1):
-        labels, mind, nk, s1 = assign(dist, C[mv], w)
+        Cmv = C[mv]
+        labels, mind, nk, s1 = assign(dist, Cmv, w)
         filled = nk > 0
-        new = np.where(filled[:, :, None], s1 / np.where(filled, nk, 1.0)[:, :, None], C[mv])
-        for j in ([] if filled.all() else np.flatnonzero(~filled.all(axis=1))):  # (rare)
-            empty = np.flatnonzero(~filled[j])
-            far = np.argsort(-(mind[j] if w is None else mind[j] * (w > 0)), kind="stable")
-            new[j, empty] = dist.X[far[:empty.size]]
-        shift = ((new - C[mv]) ** 2).sum(axis=(1, 2))
+        if filled.all():
+            new = s1 / nk[:, :, None]
+        else:  # (rare) empty clusters
+            new = np.where(filled[:, :, None], s1 / np.where(filled, nk, 1.0)[:, :, None], Cmv)
+            for j in np.flatnonzero(~filled.all(axis=1)):
+                empty = np.flatnonzero(~filled[j])
+                far = np.argsort(-(mind[j] if w is None else mind[j] * (w > 0)), kind="stable")
+                new[j, empty] = dist.X[far[:empty.size]]
+        shift = ((new - Cmv) ** 2).sum(axis=(1, 2))
         C[mv] = new
         inertia[mv] = mind.sum(axis=1) if w is None else mind @ w
         iters[mv] = n_iter

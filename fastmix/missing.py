@@ -133,18 +133,27 @@ class ImputedSource(Source):
 
 # ---------------------------------------------------------------------------------- EM ------
 def model_arrays(params: GMMParams):
-    """(covariances in scikit-learn's layout, log-weights), float64, for the masked kernels."""
-    if params.kind not in ("full", "tied", "diag", "spherical"):
-        raise ValueError(f"missing values are not supported for covariance_type="
-                         f"{params.kind!r} (use full, tied, diag or spherical)")
+    """(covariances in scikit-learn's layout -- lowrank: (K, D, q + 1) ``[W_k | psi_k]``, never
+    the dense matrices --, log-weights), float64, for the masked kernels."""
     with np.errstate(divide="ignore"):
         logw = np.log(params.weights)
+    if params.kind == "lowrank":
+        cov = np.concatenate([params.cov.loadings, params.cov.noise_variances[:, :, None]],
+                             axis=2)
+        return cov, logw
+    if params.kind not in ("full", "tied", "diag", "spherical"):
+        raise ValueError(f"missing values are not supported for covariance_type="
+                         f"{params.kind!r}")
     return np.asarray(params.cov.covariances, np.float64), logw
 
 
-def e_step_stats(data, sample_weight, params, chunk_rows, on_block=None):
+def e_step_stats(data, sample_weight, params, chunk_rows, on_block=None, cache=None):
     """Expected sufficient statistics (``Stats``) of data with NaN entries under ``params``:
-    one fused pass over the blocks of ``data`` (an array or ``io.Stream``)."""
+    one fused pass over the blocks of ``data`` (an array or ``io.Stream``).
+
+    ``cache``: a dict kept across E-steps over the same in-memory rows (``run_em``); it keeps
+    each block's NaN-chunk flags and full/tied pattern grouping (which depend on the rows
+    only), so they are computed once per fit instead of once per iteration."""
     data = as_stream(data, sample_weight, chunk_rows)
     kp = params.kernel_params(data.dtype)
     cov, logw = model_arrays(params)
@@ -153,10 +162,29 @@ def e_step_stats(data, sample_weight, params, chunk_rows, on_block=None):
                                  kp)
     acc = kernels.Accumulator.for_params(kp)
     for _, X, w in data.blocks():
-        kernels.estep_stats_missing(X, w, kp, cov, logw, data.chunk_rows, acc)
+        flags = groups = None
+        if cache is not None:
+            key = (X.__array_interface__["data"][0], X.shape, X.strides, X.dtype.str)
+            if key not in cache:
+                cache.clear()
+                cache[key] = (kernels.pattern_groups(X, data.chunk_rows)
+                              if params.kind in ("full", "tied")
+                              else (kernels.nan_chunks(X, data.chunk_rows), None))
+            flags, groups = cache[key]
+        kernels.estep_stats_missing(X, w, kp, cov, logw, data.chunk_rows, acc, flags, groups)
         if on_block is not None:
             on_block(X.shape[0])
     return stats_from_kernel(params.kind, acc.result(), kp)
+
+
+def batch_estep(chunk_rows):
+    """``estep(X, sw, params) -> Stats`` for online EM (``online.online_update``) on batches
+    with NaN entries: the masked E-step of the batch.  A batch without NaN takes the ordinary
+    pass (``kernels.estep_stats_missing`` routes its chunks there), so it gives today's
+    statistics bit for bit."""
+    def estep(X, sw, params):
+        return e_step_stats(X, sw, params, chunk_rows)
+    return estep
 
 
 def run_em(data, sample_weight, params, *, reg_covar, tol, max_iter, chunk_rows,
@@ -164,7 +192,9 @@ def run_em(data, sample_weight, params, *, reg_covar, tol, max_iter, chunk_rows,
     """``em.run_em`` for data with missing entries: the same loop, the masked E-step.  The
     lower bound is the mean observed-data log-likelihood."""
     data = as_stream(data, sample_weight, chunk_rows)
-    return em_loop(lambda p: e_step_stats(data, None, p, chunk_rows, on_block), params,
+    # rows in memory: their NaN layout is read once per fit (``e_step_stats``'s cache)
+    cache = {} if data.in_memory is not None else None
+    return em_loop(lambda p: e_step_stats(data, None, p, chunk_rows, on_block, cache), params,
                    reg_covar=reg_covar, tol=tol, max_iter=max_iter, lower_bound=lower_bound,
                    callback=callback, fixed=fixed)
 

@@ -3,8 +3,9 @@ types) with one read of the data per iteration for all of them.
 
 The loop (``sweep``) is ``em.em_loop`` run side by side: each pass over the data hands every
 block to the E-step of every candidate that is still running (``kernels.estep_stats`` into the
-candidate's own ``kernels.Accumulator``), so a block is read once -- from disk, or from memory
-into cache -- however many candidates use it.  After the pass each candidate takes its own
+candidate's own ``kernels.Accumulator``), so a block is read once from disk however many
+candidates use it; an in-memory array is one block (``CACHE_BLOCK_BYTES``), so each candidate's
+E-step is one parallel call over all rows, as in a separate fit.  After the pass each candidate takes its own
 M-step (``_params.m_step``) and stopping rule, exactly as a separate fit does; a candidate
 that stopped is scored in the next pass (log-likelihood of its final parameters, the entropy of
 its responsibilities for ICL, or the held-out log-likelihood) and then drops out.  Because the
@@ -52,9 +53,12 @@ from .io import Source
 
 CRITERIA = ("bic", "icl", "heldout")
 STARTS = ("kmeans", "hierarchical", "split")
-#: Rows of the in-memory blocks handed to every candidate in turn (bytes; whole chunks): small
-#: enough to stay in the last-level cache while the candidates' E-steps run on it.
-CACHE_BLOCK_BYTES = 4 * 2**20
+#: Bytes of the blocks (whole chunks) an in-memory array is cut into for the EM passes, or None
+#: (the default) for none: each candidate's E-step then runs over the whole array in one call,
+#: as a separate fit's does.  Cache-sized blocks (4 MiB) saved nothing measurable at D = 16 (the
+#: E-step is compute-bound) and cost one thread hand-off and one parameter layout per candidate
+#: and block (bench/results/selection_inmemory.md).
+CACHE_BLOCK_BYTES = None
 #: Rows of the sample the hierarchical start clusters (Ward's linkage is O(n^2) memory).
 HC_ROWS = 2000
 
@@ -193,6 +197,8 @@ class Candidate:
     entropy: float = np.nan        # -sum w r log r of the final model's responsibilities
     n_rows: float = 0.0            # sum of the training weights (rows, when unweighted)
     n_heldout: float = 0.0         # sum of the held-out rows' weights
+    init: int = 0                  # which of the model's n_init initialisations this run is
+    group: list = None             # the runs (Candidates) of the same model, n_init > 1 only
 
     @property
     def n_parameters(self):
@@ -213,12 +219,15 @@ def published(params, dtype):
     return GMMParams(r(params.weights), r(params.means), cov)
 
 
-def score_block(X, w, kp, chunk_rows, want_entropy, held_w=None):
+def score_block(X, w, kp, chunk_rows, want_entropy, held_w=None, log_prob=None):
     """(sum of w log p, sum of held_w log p, -sum_i w_i sum_k r_ik log r_ik, sum of w, sum of
     held_w) of one block under ``kp``.  ``w``: training weights (None: every row a training
     row of weight 1); ``held_w``: the held-out rows' weights, 0.0 elsewhere (None: no held-out
-    rows).  Rows of weight 0 are left out of the sums (their log p may be -inf)."""
-    logp, _, resp = kernels.log_prob(X, kp, chunk_rows, want_entropy)
+    rows).  Rows of weight 0 are left out of the sums (their log p may be -inf).
+    ``log_prob(kp, want_resp)``: the block's (log p, labels, responsibilities) computed
+    elsewhere (the GPU), instead of ``kernels.log_prob`` on ``X``."""
+    logp, _, resp = (kernels.log_prob(X, kp, chunk_rows, want_entropy) if log_prob is None
+                     else log_prob(kp, want_entropy))
     ent = 0.0
     if want_entropy:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -255,10 +264,12 @@ def _blocks(data, stats, what):
     stats.pass_kinds.append(what)
 
 
-def cache_blocked(data, block_bytes=CACHE_BLOCK_BYTES):
-    """An in-memory Stream re-cut into cache-sized blocks of whole chunks (the statistics do not
-    change: the chunk partials are added in the same order); other data as they are."""
-    if getattr(data, "is_dask", False) or data.in_memory is None:
+def cache_blocked(data, block_bytes=None):
+    """An in-memory Stream re-cut into blocks of ``block_bytes`` (default ``CACHE_BLOCK_BYTES``)
+    of whole chunks (the statistics do not change: the chunk partials are added in the same
+    order); other data, or a block size of None, as they are."""
+    block_bytes = CACHE_BLOCK_BYTES if block_bytes is None else block_bytes
+    if block_bytes is None or getattr(data, "is_dask", False) or data.in_memory is None:
         return data
     rows = max(1, block_bytes // (data.dtype.itemsize * data.n_features) // data.chunk_rows)
     return data.rebatched(rows * data.chunk_rows)
@@ -288,16 +299,27 @@ def _base_kind(kind):
 
 
 def kmeans_starts(data, cands, seed, reg_covar, lowrank, stats):
-    """Set ``params`` of every candidate to the start ``GaussianMixture(random_state=seed)``
-    computes (``init.initial_params`` with init_params="kmeans"), sharing the sample and
-    k-means runs per K and the assignment pass across candidates."""
-    samples = {}   # sample size -> (Xs, sws, generator after drawing it)
-    per_k = {}     # K -> (Xs, sws, runs, generator after the k-means runs)
-    jobs = []
-    for c in cands:
-        K = c.n_components
-        t0 = time.perf_counter()
-        if K not in per_k:
+    """Set ``params`` of every candidate to the start ``GaussianMixture(random_state=seed,
+    n_init=...)`` computes for its initialisation ``c.init`` (``init.initial_params`` with
+    init_params="kmeans"), sharing the sample and k-means runs per K and the assignment pass
+    across candidates.
+
+    The random draws of a start depend on K only (the sample size and Lloyd's subsample are
+    functions of K), so all covariance types of one K share them; initialisation i + 1 draws
+    from the generator as initialisation i left it, as ``GaussianMixture`` with ``n_init > 1``
+    does.  A lowrank candidate's PCA draws from that generator too (after the assignment pass),
+    so with lowrank candidates and ``n_init > 1`` the initialisations take one assignment pass
+    each; otherwise one pass serves them all."""
+    samples = {}   # sample size -> (Xs, sws, generator after drawing it), for initialisation 0
+    runs_of = {}   # (K, lowrank chain?, init) -> (Xs, sws, runs, generator after the runs)
+    chain = {}     # (K, lowrank chain?) -> generator as the previous initialisation left it
+
+    def runs_for(c):
+        K, lr = c.n_components, c.covariance_type == "lowrank" and c.init > 0
+        key = (K, lr, c.init)
+        if key in runs_of:
+            return runs_of[key]
+        if c.init == 0:  # the generator's first draws: shared by every K of one sample size
             n_max = max(_init.KMEANS_SAMPLE, 50 * K)
             if n_max not in samples:
                 rng = np.random.default_rng(seed)
@@ -305,18 +327,32 @@ def kmeans_starts(data, cands, seed, reg_covar, lowrank, stats):
                 samples[n_max] = (Xs, sws, copy.deepcopy(rng))
             Xs, sws, rng = samples[n_max]
             rng = copy.deepcopy(rng)
-            if Xs.shape[0] < K:
-                raise ValueError(f"Expected n_samples >= n_components but got n_components = "
-                                 f"{K}, n_samples = {Xs.shape[0]}")
-            runs = _init.kmeans_runs(Xs, sws, K, rng, data.chunk_rows)
-            per_k[K] = (Xs, sws, runs, rng)
-        Xs, sws, runs, _ = per_k[K]
-        centres = _init._best_start(Xs, sws, runs, _base_kind(c.covariance_type), reg_covar,
-                                    data.chunk_rows)[0]
-        jobs.append((_base_kind(c.covariance_type), centres))
-        c.seconds += time.perf_counter() - t0
-    _finish_starts(data, cands, jobs, reg_covar, lowrank, stats,
-                   lambda c: per_k[c.n_components])
+        else:
+            rng = chain[(K, c.covariance_type == "lowrank")]
+            Xs, sws = _init._subsample(data, K, rng)
+        if Xs.shape[0] < K:
+            raise ValueError(f"Expected n_samples >= n_components but got n_components = "
+                             f"{K}, n_samples = {Xs.shape[0]}")
+        runs = _init.kmeans_runs(Xs, sws, K, rng, data.chunk_rows)
+        runs_of[key] = (Xs, sws, runs, rng)
+        if not lr:  # the next initialisation continues from here (lowrank: after its PCA,
+            chain[(K, False)] = copy.deepcopy(rng)  # which _finish_starts records)
+        return runs_of[key]
+
+    n_init = 1 + max(c.init for c in cands)
+    rounds = [[c for c in cands if c.init == i] for i in range(n_init)] \
+        if any(c.covariance_type == "lowrank" for c in cands) else \
+        [sorted(cands, key=lambda c: c.init)]
+    for group in rounds:
+        jobs = []
+        for c in group:
+            t0 = time.perf_counter()
+            Xs, sws, runs, _ = runs_for(c)
+            centres = _init._best_start(Xs, sws, runs, _base_kind(c.covariance_type),
+                                        reg_covar, data.chunk_rows)[0]
+            jobs.append((_base_kind(c.covariance_type), centres))
+            c.seconds += time.perf_counter() - t0
+        _finish_starts(data, group, jobs, reg_covar, lowrank, stats, runs_for, chain)
 
 
 def hierarchical_starts(data, cands, seed, reg_covar, lowrank, stats):
@@ -357,7 +393,10 @@ def hierarchical_starts(data, cands, seed, reg_covar, lowrank, stats):
                    lambda c: (Xs, sws, None, rng))
 
 
-def _finish_starts(data, cands, jobs, reg_covar, lowrank, stats, sample_of):
+def _finish_starts(data, cands, jobs, reg_covar, lowrank, stats, sample_of, chain=None):
+    """The shared assignment pass of ``jobs``, then each lowrank candidate's PCA (drawing from
+    a copy of its sample's generator, which ``chain[(K, True)]`` then holds for the next
+    initialisation)."""
     t0 = time.perf_counter()
     params = _assignment_pass(data, jobs, reg_covar, stats)
     dt = (time.perf_counter() - t0) / max(1, len(cands))
@@ -365,8 +404,10 @@ def _finish_starts(data, cands, jobs, reg_covar, lowrank, stats, sample_of):
         t1 = time.perf_counter()
         if c.covariance_type == "lowrank":
             Xs, sws, _, rng = sample_of(c)
-            p = _init._lowrank_from(p, (Xs, sws), copy.deepcopy(rng), reg_covar,
-                                    data.chunk_rows, **lowrank)
+            rng = copy.deepcopy(rng)
+            p = _init._lowrank_from(p, (Xs, sws), rng, reg_covar, data.chunk_rows, **lowrank)
+            if chain is not None:
+                chain[(c.n_components, True)] = rng
         c.params = p
         c.status = "running"
         c.seconds += dt + time.perf_counter() - t1
@@ -521,22 +562,129 @@ def split_successor(kinds_ks, sample, chunk_rows, reg_covar):
     return successor
 
 
+# ----------------------------------------------------------------------- E-step engines -----
+class CpuEngine:
+    """The candidates' E-steps and scores on one block with the CPU kernels: statistics added
+    chunk by chunk into a ``kernels.Accumulator`` (bit-identical to a separate fit for any
+    blocks of whole chunks)."""
+
+    def __init__(self, chunk_rows):
+        self.chunk_rows = chunk_rows
+
+    def put(self, start, X, w):
+        return X, w
+
+    def accumulator(self, kp):
+        return kernels.Accumulator.for_params(kp)
+
+    def estep(self, blk, kp, acc):
+        kernels.estep_stats(blk[0], blk[1], kp, self.chunk_rows, acc)
+        return acc
+
+    @staticmethod
+    def result(acc):
+        return acc.result()
+
+    def log_prob(self, blk):
+        return None  # score_block runs kernels.log_prob on the host block
+
+    def close(self):
+        pass
+
+
+class GpuEngine:
+    """``device="cuda"``: each block is copied to the device once per pass and every running
+    candidate's E-step (``kernels.cuda.estep_stats_gpu``) and score (``log_prob_gpu``) run on
+    that copy; the (K, D^2)-sized statistics come back and are added on the host, block after
+    block.  With ``resident``, an in-memory array (one block) is copied once for the whole
+    sweep and stays on the device, as ``GaussianMixture(device="cuda")`` keeps it, so each
+    candidate's E-step is the very call a separate GPU fit makes (same launch shape
+    ``fastmix.gpu.DEFAULT_BLOCK_ROWS`` / ``DEFAULT_THREADS``): the same statistics bit for bit.
+    Starts are computed on the CPU, as ``GaussianMixture`` computes them."""
+
+    def __init__(self, resident):
+        from . import gpu
+        from .kernels import cuda as gk
+        self.gpu, self.gk = gpu, gk
+        gpu.require_gpu()
+        self.resident = resident
+        self.cached = {}
+        self.scratch = gk.DeviceScratch()
+
+    def put(self, start, X, w):
+        if self.resident and start in self.cached:
+            return self.cached[start]
+        blk = (self.gk.to_device(np.ascontiguousarray(X)),
+               self.gk.weights_to_device(w, X.shape[0]))
+        if self.resident:
+            self.cached[start] = blk
+        return blk
+
+    def _shape(self):
+        return dict(block_rows=self.gpu.DEFAULT_BLOCK_ROWS, threads=self.gpu.DEFAULT_THREADS)
+
+    def accumulator(self, kp):
+        return [None]
+
+    def estep(self, blk, kp, acc):
+        out = self.gk.estep_stats_gpu(blk[0], blk[1], kp, scratch=self.scratch, **self._shape())
+        acc[0] = out if acc[0] is None else tuple(a + b for a, b in zip(acc[0], out))
+        return acc
+
+    @staticmethod
+    def result(acc):
+        return acc[0]
+
+    def log_prob(self, blk):
+        return lambda kp, want_resp: self.gk.log_prob_gpu(blk[0], kp, want_resp,
+                                                          **self._shape())
+
+    def close(self):
+        self.cached.clear()
+        self.scratch.clear()
+
+
 # ----------------------------------------------------------------------- the loop -----------
 def sweep(data, cands, *, reg_covar, tol, max_iter, criterion="bic", stats=None,
-          successor=None, callback=None, split=None):
+          successor=None, callback=None, split=None, engine=None):
     """EM for every candidate whose status is "running", sharing each pass over ``data``
     (module docstring).  ``successor(candidate)`` may return a new running Candidate when one
     stops (split starts).  ``callback(n_pass, cands)`` after each pass.  ``split``: None, or
     (fraction, seed) of the held-out split, applied here to the sample weights ``data`` reads
     (``split_weights``; a dask array carries the training weights and ``held_weights``
-    instead).  Returns ``stats`` (a SweepStats)."""
+    instead).  ``engine``: where the E-steps run (``CpuEngine``, the default, or
+    ``GpuEngine``).  Returns ``stats`` (a SweepStats)."""
     stats = SweepStats() if stats is None else stats
     want_entropy = criterion == "icl"
     dtype = data.dtype
     n_pass = 0
-    for c in cands:
-        if c.status == "running" and max_iter == 0:
-            c.status = "scoring"
+
+    def stop(c, follow=True):
+        """``c`` stopped iterating: it is scored next -- or, one of the n_init runs of a model
+        (``c.group``), it waits until all of them stopped, and only the run with the highest
+        final lower bound (the first on ties, NaN never) is scored, as ``GaussianMixture``
+        keeps the best initialisation; the others are dropped."""
+        g = c.group
+        winner = c
+        if g is not None and len(g) > 1:
+            c.status = "stopped"
+            if any(r.status == "running" for r in g):
+                return
+            winner = g[0]
+            for r in g[1:]:
+                if r.lower_bound > winner.lower_bound:
+                    winner = r
+            for r in g:
+                r.status = "dropped"
+        winner.status = "scoring"
+        nxt = None if successor is None or not follow else successor(winner)
+        if nxt is not None:
+            cands.append(nxt)
+
+    if max_iter == 0:
+        for c in list(cands):
+            if c.status == "running":
+                stop(c, follow=False)
     while True:
         active = [c for c in cands if c.status in ("running", "scoring")]
         if not active:
@@ -557,22 +705,27 @@ def sweep(data, cands, *, reg_covar, tol, max_iter, criterion="bic", stats=None,
             for c in active:
                 c._t += per
         else:
+            eng = CpuEngine(data.chunk_rows) if engine is None else engine
             outs = []
             for c, kp in zip(active, kps):
-                outs.append(kernels.Accumulator.for_params(kp) if c.status == "running"
-                            else np.zeros(5))
+                outs.append(eng.accumulator(kp) if c.status == "running" else np.zeros(5))
             for start, X, w in _blocks(data, stats, "em"):
                 held_w = None
                 if split is not None:
                     w, held_w = split_weights(start, start + X.shape[0], w, *split)
+                t1 = time.perf_counter()
+                blk = eng.put(start, X, w)
+                per = (time.perf_counter() - t1) / len(active)  # a copy to the device
                 for c, kp, out in zip(active, kps, outs):
                     t1 = time.perf_counter()
                     if c.status == "running":
-                        kernels.estep_stats(X, w, kp, data.chunk_rows, out)
+                        eng.estep(blk, kp, out)
                     else:
-                        out += score_block(X, w, kp, data.chunk_rows, want_entropy, held_w)
-                    c._t += time.perf_counter() - t1
-            outs = [o.result() if isinstance(o, kernels.Accumulator) else tuple(o) for o in outs]
+                        out += score_block(X, w, kp, data.chunk_rows, want_entropy, held_w,
+                                           eng.log_prob(blk))
+                    c._t += per + time.perf_counter() - t1
+            outs = [eng.result(o) if c.status == "running" else tuple(o)
+                    for c, o in zip(active, outs)]
         n_pass += 1
         for c, kp, out in zip(active, kps, outs):
             t1 = time.perf_counter()
@@ -598,15 +751,25 @@ def sweep(data, cands, *, reg_covar, tol, max_iter, criterion="bic", stats=None,
             if abs(c.lower_bound - prev) < tol:
                 c.converged = True
             if c.converged or c.n_iter >= max_iter:
-                c.status = "scoring"
-                nxt = None if successor is None else successor(c)
-                if nxt is not None:
-                    cands.append(nxt)
+                stop(c)
         if callback is not None:
             callback(n_pass, cands)
     for c in cands:
         c.__dict__.pop("_t", None)
     return stats
+
+
+def best_runs(cands):
+    """The scored candidates of a finished sweep, in the order of ``cands``: one per model (the
+    best of its n_init runs), its ``seconds`` the time of all of its runs."""
+    out = []
+    for c in cands:
+        if c.status != "done":
+            continue
+        if c.group is not None:
+            c.seconds = sum(r.seconds for r in c.group)
+        out.append(c)
+    return out
 
 
 def score(c, criterion):
@@ -623,4 +786,4 @@ def score(c, criterion):
 __all__ = ["CRITERIA", "STARTS", "Candidate", "SweepStats", "TrainingWeights", "heldout_mask",
            "kmeans_starts", "hierarchical_starts", "split_params", "sweep", "score",
            "score_block", "cache_blocked", "split_successor", "train_weights_of_rows",
-           "split_weights", "SplitColumnSource"]
+           "split_weights", "SplitColumnSource", "best_runs", "CpuEngine", "GpuEngine"]

@@ -672,6 +672,141 @@ def missing_em(X, sw, weights, means, covariances, kind, reg_covar, n_iter):
             "lower_bounds": lbs}
 
 
+def missing_online_em(batches, weights, means, covariances, kind, reg_covar, t0, kappa):
+    """Stepwise online EM (Cappe & Moulines 2009) on batches with NaN entries, from raw
+    (uncentred) per-row averaged expected moments: for batch t (t = 0, 1, ...) with rows X and
+    weights sw (None: ones), s_t = sum w r [1, xhat, xhat xhat^T + C] / sum w, blended as
+    S_t = (1 - rho_t) S_{t-1} + rho_t s_t, rho_0 = 1, rho_t = (t + t0)^-kappa, then the M-step
+    from S_t (nk + 10 eps as ``m_step``).  Returns (weights, means, covariances)."""
+    S = None
+    for t, (X, sw) in enumerate(batches):
+        X = np.asarray(X, dtype=np.float64)
+        N, D = X.shape
+        K = np.asarray(means).shape[0]
+        w = _weights_or_ones(sw, N)
+        s0, s1, s2 = np.zeros(K), np.zeros((K, D)), np.zeros((K, D, D))
+        for n in range(N):
+            lw, xhat, cond = missing_row_parts(X[n], weights, means, covariances, kind)
+            r = special.softmax(lw)
+            for k in range(K):
+                wr = w[n] * r[k]
+                s0[k] += wr
+                s1[k] += wr * xhat[k]
+                s2[k] += wr * (np.outer(xhat[k], xhat[k]) + cond[k])
+        batch = [s0 / w.sum(), s1 / w.sum(), s2 / w.sum()]
+        rho = 1.0 if t == 0 else (t + t0) ** (-kappa)
+        S = batch if S is None else [(1 - rho) * a + rho * b for a, b in zip(S, batch)]
+        nk = S[0] + 10 * EPS
+        weights = nk / nk.sum()
+        means = S[1] / nk[:, None]
+        covs = S[2] / nk[:, None, None] - np.einsum("ki,kj->kij", means, means)
+        if kind == "full":
+            covariances = covs + reg_covar * np.eye(D)
+        elif kind == "tied":
+            covariances = np.einsum("k,kij->ij", nk, covs) / nk.sum() + reg_covar * np.eye(D)
+        else:
+            var = np.diagonal(covs, axis1=1, axis2=2) + reg_covar
+            covariances = var if kind == "diag" else var.mean(axis=1)
+    return weights, means, covariances
+
+
+def mfa_missing_row(x, weights, means, loadings, noise_variances):
+    """One row x (D,) with NaN entries under a mixture of factor analysers, from the dense
+    covariances and explicit inverses: weighted log-densities of the observed coordinates (K,)
+    and per component E[x - mu | x_o] (K, D), E[(x - mu)_d^2 | x_o] (K, D),
+    E[z (x - mu)^T | x_o] (K, q, D), E[z | x_o] (K, q), E[z z^T | x_o] (K, q, q).  The factors
+    z and x are jointly Gaussian with Cov(z, x) = W^T, so E[z | x_o] = W_o^T S_oo^-1 y,
+    Cov(z | x_o) = I - W_o^T S_oo^-1 W_o, Cov(z, x_m | x_o) = W_m^T - W_o^T S_oo^-1 S_om."""
+    x = np.asarray(x, dtype=np.float64)
+    W = np.asarray(loadings, dtype=np.float64)
+    K, D, q = W.shape
+    covs = mfa_covariances(W, noise_variances)
+    lw, xhat, cond = missing_row_parts(x, weights, means, covs, "full")
+    o = np.flatnonzero(~np.isnan(x))
+    m = np.flatnonzero(np.isnan(x))
+    e1 = xhat - means
+    e2 = e1 ** 2 + np.diagonal(cond, axis1=1, axis2=2)
+    ezx = np.empty((K, q, D))
+    ez = np.empty((K, q))
+    ezz = np.empty((K, q, q))
+    for k in range(K):
+        S = covs[k]
+        Sinv = np.linalg.inv(S[np.ix_(o, o)])
+        Wo, Wm = W[k][o], W[k][m]
+        ez[k] = Wo.T @ Sinv @ (x[o] - means[k, o])
+        ezz[k] = np.eye(q) - Wo.T @ Sinv @ Wo + np.outer(ez[k], ez[k])
+        ezx[k] = np.outer(ez[k], e1[k])
+        ezx[k][:, m] += Wm.T - Wo.T @ Sinv @ S[np.ix_(o, m)]
+    return lw, e1, e2, ezx, ez, ezz
+
+
+def mfa_missing_estep_stats(X, sw, weights, means, loadings, noise_variances):
+    """Expected statistics (nk, s1, s2, ll, ws) of rows with NaN entries under an MFA, row by
+    row (``mfa_missing_row``), in the layout of fastmix/kernels/cpu/lowrank.py centred on the
+    model's means."""
+    X = np.asarray(X, dtype=np.float64)
+    N, D = X.shape
+    K, _, q = np.shape(loadings)
+    w = _weights_or_ones(sw, N)
+    nk, s1, s2, ll = np.zeros(K), np.zeros((K, D)), np.zeros((K, 1 + q, D + q + 1)), 0.0
+    for n in range(N):
+        lw, e1, e2, ezx, ez, ezz = mfa_missing_row(X[n], weights, means, loadings,
+                                                   noise_variances)
+        ll += w[n] * special.logsumexp(lw)
+        wr = w[n] * special.softmax(lw)
+        nk += wr
+        s1 += wr[:, None] * (means + e1)
+        s2[:, 0, :D] += wr[:, None] * e2
+        s2[:, 1:, :D] += wr[:, None, None] * ezx
+        s2[:, 1:, D:D + q] += wr[:, None, None] * ezz
+        s2[:, 1:, D + q] += wr[:, None] * ez
+    return nk, s1, s2, float(ll), float(w.sum())
+
+
+def mfa_missing_em(X, sw, weights, means, loadings, noise_variances, reg_covar, n_iter,
+                   isotropic=False):
+    """``n_iter`` EM iterations of the mixture of factor analysers on the observed-data
+    likelihood: the M-step of ``mfa_em_step`` (Ghahramani & Hinton 1996) with the expected
+    statistics of ``mfa_missing_row`` (x_m, z both latent): [W, mu] = (sum r E[x z~^T])
+    (sum r E[z~ z~^T])^-1, psi = diag(sum r E[x x^T] - [W, mu] sum r E[z~ x^T]) / nk
+    (``isotropic``: its mean over the features).
+    Returns (weights, means, loadings, noise variances, lower bounds)."""
+    X = np.asarray(X, dtype=np.float64)
+    N, D = X.shape
+    K, _, q = np.shape(loadings)
+    w = _weights_or_ones(sw, N)
+    lbs = []
+    for _ in range(n_iter):
+        rows = [mfa_missing_row(x, weights, means, loadings, noise_variances) for x in X]
+        lw = np.array([r[0] for r in rows])
+        lbs.append(float(w @ special.logsumexp(lw, axis=1) / w.sum()))
+        wr = w[:, None] * special.softmax(lw, axis=1)
+        nk = wr.sum(axis=0) + 10 * EPS
+        new_m, new_W, new_psi = np.empty((K, D)), np.empty((K, D, q)), np.empty((K, D))
+        for k in range(K):
+            Ezz = np.zeros((q + 1, q + 1))
+            XZ = np.zeros((D, q + 1))
+            Exx = np.zeros(D)
+            mu = means[k]
+            for n, (_, e1, e2, ezx, ez, ezz) in enumerate(rows):
+                r = wr[n, k]
+                Ezz[:q, :q] += r * ezz[k]
+                Ezz[:q, q] += r * ez[k]
+                Ezz[q, :q] += r * ez[k]
+                Ezz[q, q] += r
+                XZ[:, :q] += r * (ezx[k].T + np.outer(mu, ez[k]))
+                XZ[:, q] += r * (mu + e1[k])
+                Exx += r * (e2[k] + 2 * mu * e1[k] + mu ** 2)
+            Wt = np.linalg.solve(Ezz, XZ.T).T
+            new_W[k], new_m[k] = Wt[:, :q], Wt[:, q]
+            new_psi[k] = (Exx - (Wt * XZ).sum(axis=1)) / nk[k]
+        if isotropic:
+            new_psi[:] = new_psi.mean(axis=1, keepdims=True)
+        weights, means, loadings = nk / nk.sum(), new_m, new_W
+        noise_variances = new_psi + reg_covar
+    return weights, means, loadings, noise_variances, lbs
+
+
 def gmr_predict(X, weights, means, covariances, kind, n_inputs):
     """Gaussian mixture regression from the joint model over [x, y] (x: the first n_inputs
     coordinates): E[y | x] (N, n_out) and the mixture's conditional std (N, n_out), by the

@@ -121,6 +121,26 @@ def test_start_is_chosen_by_likelihood_not_inertia():
     assert min(runs, key=lambda r: r[1])[0] is halves  # what choosing by inertia would give
 
 
+def test_runs_ending_on_the_same_centres_are_scored_once(monkeypatch):
+    """Runs whose centres are the same set (in any order) start the same mixture: only the
+    first is scored, and the choice is the one scoring every run would make."""
+    rng = np.random.default_rng(9)
+    X = np.concatenate([rng.normal(c, 1.0, size=(200, 2)) for c in (0.0, 6.0, 12.0)])
+    A = np.array([[0.0, 0.0], [6.0, 6.0], [12.0, 12.0]])
+    B = np.array([[0.0, 0.0], [3.0, 3.0], [12.0, 12.0]])
+    runs = [(B, 1.0), (A, 1.0), (A[[2, 0, 1]].copy(), 1.0), (B[::-1].copy(), 1.0)]
+    calls = []
+    real = kernels.estep_stats
+
+    def counting(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+    monkeypatch.setattr(init.kernels, "estep_stats", counting)
+    best, _ = init._best_start(X, None, runs, "diag", 1e-6, 4096)
+    assert len(calls) == 2
+    assert best is A
+
+
 @pytest.mark.parametrize("weighted", [False, True])
 def test_lloyd_runs_side_by_side_match_lone_runs(weighted):
     """Several Lloyd runs sharing each pass (assign of an (S, K, D) stack) reach the same

@@ -240,14 +240,10 @@ def test_nan_with_missing_error_is_todays_error():
         gm.score_samples(X)
 
 
-def test_bad_missing_parameter_and_unsupported_combinations():
+def test_bad_missing_parameter():
     X, _, _, _, _ = _problem("diag", "mcar", False)
     with pytest.raises(ValueError, match="missing must be one of"):
         GaussianMixture(2, missing="drop").fit(np.nan_to_num(X))
-    with pytest.raises(ValueError, match="lowrank"):
-        GaussianMixture(2, covariance_type="lowrank", missing="marginalize").fit(X)
-    with pytest.raises(ValueError, match="algorithm='online'"):
-        GaussianMixture(2, missing="marginalize").fit(X, algorithm="online")
 
 
 def test_callers_array_is_not_modified():

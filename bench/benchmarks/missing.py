@@ -11,6 +11,13 @@ one k-means start), with entries removed:
   dominate; it runs at N = 10^4 to keep the suite short.)
 * ``MissingFileIteration.time_em_iteration``: the same iteration on the 20 % MCAR data read
   from a ``.npy`` file, against memory.
+* ``MissingDaskIteration.time_em_iteration``: the same iteration on a Dask array (blocks of
+  2^15 rows, the local threaded scheduler), against memory.
+* ``MissingLowrankIteration.time_em_iteration``: one iteration of the lowrank kind (q = 4) by
+  the driver (``fastmix.missing.run_em`` / ``fastmix.em.run_em``, no start) from a fixed
+  model, complete vs 20 % MCAR.
+* ``MissingOnlinePass.time_partial_fit``: ``partial_fit`` over the 10^5 rows in batches of
+  8192 (diag), complete vs 20 % MCAR.
 * ``Impute.time_impute``: ``impute`` of the 20 % MCAR rows (conditional means, NumPy per
   pattern).
 """
@@ -111,3 +118,59 @@ class Impute:
 
     def time_impute(self, kind):
         self.model.impute(self.X)
+
+
+class MissingDaskIteration:
+    params = (["diag", "full"], ["memory", "dask"])
+    param_names = ["covariance_type", "source"]
+    timeout = 600
+
+    def setup(self, kind, source):
+        import dask.array as da
+        X, self.init = _problem(100_000, "patterns64" if kind == "full" else "mcar", kind)
+        self.data = X if source == "memory" else da.from_array(X, chunks=(1 << 15, 16))
+        _fit(self.init, kind, self.data)
+
+    def time_em_iteration(self, kind, source):
+        _fit(self.init, kind, self.data)
+
+
+class MissingLowrankIteration:
+    params = (["complete", "mcar"],)
+    param_names = ["missing"]
+    timeout = 600
+
+    def setup(self, setting):
+        from fastmix._params import GMMParams, LowRankCovariance
+        X, init = _problem(100_000, setting, "full")
+        rng = np.random.default_rng(SEED)
+        W = rng.normal(scale=0.5, size=(16, 16, 4))
+        psi = np.ones((16, 16))
+        self.X = X
+        self.params = GMMParams(init["weights"], init["means"], LowRankCovariance(W, psi))
+        self.time_em_iteration(setting)
+
+    def time_em_iteration(self, setting):
+        from fastmix import em, missing
+        run = missing.run_em if setting == "mcar" else em.run_em
+        kw = dict(reg_covar=1e-6, tol=0.0, max_iter=1)
+        if setting == "mcar":
+            kw["chunk_rows"] = 4096
+        run(self.X, None, self.params, **kw)
+
+
+class MissingOnlinePass:
+    params = (["complete", "mcar"],)
+    param_names = ["missing"]
+    timeout = 300
+
+    def setup(self, setting):
+        self.X, self.init = _problem(100_000, setting, "diag")
+        self.time_partial_fit(setting)
+
+    def time_partial_fit(self, setting):
+        gm = GaussianMixture(16, covariance_type="diag", missing="marginalize",
+                             weights_init=self.init["weights"], means_init=self.init["means"],
+                             precisions_init=self.init["precisions"])
+        for a in range(0, self.X.shape[0], 8192):
+            gm.partial_fit(self.X[a:a + 8192])

@@ -68,7 +68,7 @@ def n_factors(kp):
 
 def _n_slots(kind, K, D, q=0):
     """As many slots as SLOT_BYTES allows: one parallel region per pass when it fits."""
-    per_slot = 8 * (K + 16 + K * D + int(np.prod(s2_shape(kind, K, D, q))))
+    per_slot = 8 * (K + 16 + K * D + math.prod(s2_shape(kind, K, D, q)))
     return int(max(1, SLOT_BYTES // per_slot))
 
 
@@ -197,6 +197,38 @@ def _aligned_empty(shape, dtype):
     return buf[off:off + n].reshape(shape)
 
 
+_SCRATCH = threading.local()
+#: Bytes of cached scratch per thread above which the cache starts afresh.
+SCRATCH_CACHE_BYTES = 64 << 20
+
+
+def _scratch(spec):
+    """The aligned scratch arrays of ``spec`` ((shape, dtype), ...) for the calling thread:
+    allocated once per thread and spec and reused by every later call (a pass allocates
+    nothing: on small data a dozen allocations per call were measurable).  Kernels never
+    read scratch before writing it, so reuse cannot change a result."""
+    cache = getattr(_SCRATCH, "arrays", None)
+    if cache is None:
+        cache = _SCRATCH.arrays = {}
+    arrays = cache.get(spec)
+    if arrays is None:
+        arrays = tuple(_aligned_empty(shape, dt) for shape, dt in spec)
+        size = sum(a.nbytes for a in arrays)
+        if getattr(_SCRATCH, "nbytes", 0) + size > SCRATCH_CACHE_BYTES:
+            cache.clear()
+            _SCRATCH.nbytes = 0
+        cache[spec] = arrays
+        _SCRATCH.nbytes = getattr(_SCRATCH, "nbytes", 0) + size
+    return arrays
+
+
+def _with_scratch(fn, spec):
+    """``fn`` with the calling thread's scratch arrays of ``spec`` appended to its arguments."""
+    if not spec:
+        return fn
+    return lambda *args: fn(*args, *_scratch(spec))
+
+
 def _full_layout(kp, dtype, mode=ESTEP):
     """(UT, C, T): the full kind's parameters as one log-density GEMM per group of components
     (``cpu_estep._full_logdens_block``), in ``dtype``.
@@ -249,8 +281,16 @@ def _pass_layout(kp, mode, dtype, native_spherical=False):
     elif kp.kind == FULL:
         pc, g, tmeans = _full_layout(kp, dtype, mode)
     run = _PASSES[kind]
+    K = kp.means64.shape[0]
     if kind == DIAG and g64.shape[0] != D:  # no shared centre: the row-at-a-time loop
         run = cpu_estep.pass_diag_rows
+    elif kind == DIAG:
+        run = _with_scratch(run, cpu_estep.pass_scratch(DIAG, K, D, dtype, P=pc.shape[2]))
+    elif kind == FULL:
+        run = _with_scratch(run, cpu_estep.pass_scratch(
+            FULL, K, D, dtype, n_groups=g.shape[0], shared=g64.shape[0] == D))
+    elif kind == TIED:
+        run = _with_scratch(run, cpu_estep.pass_scratch(TIED, K, D, dtype))
     return run, pc, g, g64, tmeans
 
 
@@ -434,6 +474,8 @@ def log_prob(X, kp, chunk_rows, want_resp=False):
         pc, g, tm = kp.pc, kp.g, kp.tmeans
         if kp.kind == FULL:  # the densities exactly as the pass evaluates them
             pc, g, tm = _full_layout(kp, X.dtype)
+            run = _with_scratch(run, cpu_estep.log_prob_scratch(
+                FULL, K, kp.means64.shape[1], X.dtype, n_groups=g.shape[0]))
         _threads.run_ranges(lambda c0, c1: run(
             X, kp.means, pc, kp.lconst, tm, g, cut, chunk_rows, c0, c1, logp,
             labels, resp), n_chunks)
@@ -473,8 +515,19 @@ def _pattern_groups(X, chunk_rows, flags):
     return order, np.asarray(gstart, np.int64), cgroup
 
 
-def _missing_args(kp, cov, logw, X, chunk_rows, flags):
-    """The masked pass of kp's kind and its leading arguments."""
+def pattern_groups(X, chunk_rows, flags=None):
+    """(flags, groups): ``nan_chunks(X, chunk_rows)`` and the pattern grouping of the full and
+    tied masked pass (``_pattern_groups``), for a caller that runs several E-steps over the
+    same rows (``fastmix.missing.run_em`` on data in memory) to compute once and pass to
+    ``estep_stats_missing``."""
+    if flags is None:
+        flags = nan_chunks(X, chunk_rows)
+    return flags, _pattern_groups(X, int(chunk_rows), flags)
+
+
+def _missing_args(kp, cov, logw, X, chunk_rows, flags, groups=None):
+    """The masked pass of kp's kind and its leading arguments (``groups``: the pattern
+    grouping of X from ``pattern_groups``, computed here if None)."""
     if kp.kind in (DIAG, SPHERICAL):
         K, D = kp.means64.shape
         _, pc, g, g64, _ = _pass_layout(kp, ESTEP, X.dtype)
@@ -487,7 +540,8 @@ def _missing_args(kp, cov, logw, X, chunk_rows, flags):
         return cpu_missing.pass_diag_missing, (X, None, kp.means, pc, kp.lconst, kp.means64,
                                                 var)
     if kp.kind in (FULL, TIED):
-        order, gstart, cgroup = _pattern_groups(X, chunk_rows, flags)
+        order, gstart, cgroup = (_pattern_groups(X, chunk_rows, flags) if groups is None
+                                 else groups)
         D = kp.means64.shape[1]
         cov = np.ascontiguousarray(cov, np.float64).reshape(-1, D, D)
         # precisions and 1/2 log det Sigma for the precision form of few-row pattern groups
@@ -499,39 +553,44 @@ def _missing_args(kp, cov, logw, X, chunk_rows, flags):
         return cpu_missing.pass_cov_missing, (X, None, kp.means64, cov, prec, ldcov,
                                                np.ascontiguousarray(logw, np.float64),
                                                kp.kind == TIED, g64, order, gstart, cgroup)
-    raise ValueError("missing values are supported for the full, tied, diag and spherical "
-                     "kinds only")
+    if kp.kind == LOWRANK:  # cov: (K, D, q + 1) float64, [W_k | psi_k]
+        return cpu_missing.pass_lowrank_missing, (X, None, kp.means64,
+                                                   np.ascontiguousarray(cov, np.float64),
+                                                   np.ascontiguousarray(logw, np.float64))
+    raise ValueError(f"missing values are not supported for the kernel kind {kp.kind}")
 
 
-def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None):
+def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None, groups=None):
     """Fused E-step of rows with missing entries (NaN, marginalised): (nk, s1, s2, ll, ws)
     of the expected sufficient statistics (``cpu_missing``), in the layout of ``estep_stats``.
 
     ``cov``: the model's float64 covariances in scikit-learn's layout (full (K, D, D), tied
     (D, D), diag (K, D), spherical (K,)); ``logw`` (K,) float64 log-weights.  Chunks without
-    NaN run the ordinary pass (``flags``: ``nan_chunks(X, chunk_rows)`` if known); a block
-    without NaN is exactly ``estep_stats``."""
+    NaN run the ordinary pass (``flags``: ``nan_chunks(X, chunk_rows)`` if known; ``groups``:
+    the full/tied pattern grouping, ``pattern_groups``, if known); a block without NaN is
+    exactly ``estep_stats``."""
     chunk_rows = int(chunk_rows)
     if flags is None:
         flags = nan_chunks(X, chunk_rows)
     if not flags.any():
         return estep_stats(X, sw, kp, chunk_rows, acc)
     K, D = kp.means64.shape
+    q = n_factors(kp)
     kind = DIAG if kp.kind == SPHERICAL else kp.kind
     if acc is None:
-        acc = Accumulator(kp.kind, K, D)
+        acc = Accumulator(kp.kind, K, D, q)
     n_chunks = flags.shape[0]
-    n_slots = min(n_chunks, _n_slots(kind, K, D))
+    n_slots = min(n_chunks, _n_slots(kind, K, D, q))
     nk_p = np.zeros((n_slots, K + 8))
     s1_p = np.zeros((n_slots, K, D))
-    s2_p = np.zeros((n_slots,) + s2_shape(kind, K, D))
+    s2_p = np.zeros((n_slots,) + s2_shape(kind, K, D, q))
     llws_p = np.zeros((n_slots, 8))
     # the chunks without NaN run exactly as in ``estep_stats`` (spherical: its (K, 1, 1)
     # layout when pass_diag runs, with second moments in their own slots)
     run, pc, g, g64, tmeans = _pass_layout(kp, ESTEP, X.dtype, native_spherical=True)
     native = kp.kind == SPHERICAL and pc.shape[2] == 1
     s2_q = np.zeros((n_slots,) + s2_shape(SPHERICAL, K, D)) if native else s2_p
-    masked, margs = _missing_args(kp, cov, logw, X, chunk_rows, flags)
+    masked, margs = _missing_args(kp, cov, logw, X, chunk_rows, flags, groups)
     sw = _weights(sw)
     margs = (margs[0], sw) + margs[2:]
     R = np.empty((0, K))
@@ -585,10 +644,11 @@ def _masked_rows(Xm, kp, cov, logw, chunk_rows, want_resp, want_imp):
     lab = np.empty(n, np.int64)
     rs = np.empty((n if want_resp else 0, K))
     imp = np.empty((2, n if want_imp else 0, D))
-    n_slots = min(n_chunks, _n_slots(kind, K, D))
+    q = n_factors(kp)
+    n_slots = min(n_chunks, _n_slots(kind, K, D, q))
     nk_p = np.zeros((n_slots, K + 8))
     s1_p = np.zeros((n_slots, K, D))
-    s2_p = np.zeros((n_slots,) + s2_shape(kind, K, D))
+    s2_p = np.zeros((n_slots,) + s2_shape(kind, K, D, q))
     llws_p = np.zeros((n_slots, 8))
     with blas_single_threaded():
         for c0 in range(0, n_chunks, n_slots):
@@ -624,4 +684,5 @@ def impute_moments(X, kp, cov, logw, chunk_rows):
 __all__ = ["Accumulator", "run_ranges", "num_threads", "thread_limit", "blas_single_threaded", "KernelParams", "KIND_CODES", "FULL", "TIED", "DIAG",
            "SPHERICAL", "LOWRANK", "n_factors", "estep_stats", "resp_stats", "log_prob", "nearest_params",
            "s2_shape", "grid_stats", "grid_window", "grid_layout", "GridLayout", "GRID_EM", "GRID_KDE", "GRID_LOGP",
-           "nan_chunks", "estep_stats_missing", "log_prob_missing", "impute_moments"]
+           "nan_chunks", "estep_stats_missing", "log_prob_missing", "impute_moments",
+           "pattern_groups"]

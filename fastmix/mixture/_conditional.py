@@ -276,18 +276,25 @@ class MissingValuesMixin:
             means, has_nan = _missing.column_means(data)
         if not has_nan:
             return False
-        what = None
-        if algorithm != "batch":
-            what = "algorithm='online' (use algorithm='batch')"
-        elif gpu is not None:
-            what = "device='cuda' (use device='cpu')"
-        elif self.covariance_type == "lowrank":
-            what = "covariance_type='lowrank' (use full, tied, diag or spherical)"
-        if what is not None:
-            raise ValueError(f"missing='marginalize' with NaN entries does not support {what} "
-                             "yet")
+        if gpu is not None:
+            what = None
+            if algorithm != "batch":
+                what = "online EM"
+            elif self.covariance_type not in ("diag", "spherical"):
+                what = f"covariance_type={self.covariance_type!r} (diag and spherical are)"
+            elif X0 is None or not gpu.fits_on_device(X0.nbytes):
+                what = "data streamed to the device (out-of-core, or larger than its memory)"
+            if what is not None:
+                raise ValueError(f"missing='marginalize' with NaN entries on device='cuda' does "
+                                 f"not support {what} yet; use device='cpu'")
         self._nan_means = means
         return True
+
+    def _check_missing_partial(self, gpu):
+        """ValueError for what ``partial_fit`` with NaN entries does not support yet."""
+        if gpu is not None:
+            raise ValueError("missing='marginalize' with NaN entries does not support "
+                             "device='cuda' (use device='cpu') yet")
 
     def _init_data(self, data):
         """The rows the initialisation sees: with NaN entries, the rows with each NaN replaced

@@ -155,8 +155,11 @@ default=None
         (or, in ``fit``, a column) with every entry missing is a ValueError; inf is always an
         error.  Data without NaN give exactly the model of ``missing="error"``.  Supported for
         batch EM on the CPU (arrays; files: NaN in ``.npy``, nulls in Parquet/CSV, the file
-        fit equal to the in-memory fit bit for bit; Dask arrays) and the full, tied, diag and
-        spherical types; online EM, ``device="cuda"`` and lowrank raise a ValueError.
+        fit equal to the in-memory fit bit for bit; Dask arrays), online EM (``partial_fit``,
+        ``fit(algorithm="online")``: each batch's expected statistics) and every covariance
+        type (lowrank: Woodbury on the observed rows of W and psi); with ``device="cuda"``
+        batch EM of the diag and spherical types on data that fit on the device (masked GPU
+        kernel; scores of rows with NaN are computed on the CPU), a ValueError otherwise.
         ``impute``, ``sample_missing`` and ``condition`` work whatever this setting.
 
     Attributes
@@ -654,8 +657,12 @@ default=None
                                     chunk_rows=self._chunk_rows, batch_rows=batch,
                                     lower_bound=prior.lower_bound, callback=callback,
                                     on_block=on_block, fixed=self._fixed_groups(),
-                                    estep=self._gpu_estep())
-            elif getattr(self, "_nan_fit", False):  # NaN entries: the masked E-step
+                                    estep=(_missing.batch_estep(self._chunk_rows)
+                                           if getattr(self, "_nan_fit", False)
+                                           else self._gpu_estep()))
+            elif getattr(self, "_nan_fit", False) and getattr(self, "_device_data",
+                                                              None) is None:
+                # NaN entries: the masked E-step (on the GPU: below)
                 result = _missing.run_em(data, None, prior.params,
                                          reg_covar=float(self.reg_covar), tol=float(self.tol),
                                          max_iter=int(self.max_iter) - done,
@@ -672,7 +679,8 @@ default=None
                 else:                           # rows resident on the device
                     result = gpu.run_em_gpu(self._device_data, None, prior.params,
                                             block_rows=gpu.DEFAULT_BLOCK_ROWS,
-                                            threads=gpu.DEFAULT_THREADS, **kw)
+                                            threads=gpu.DEFAULT_THREADS,
+                                            missing=getattr(self, "_nan_fit", False), **kw)
             else:
                 result = run_em(data, None, prior.params, reg_covar=float(self.reg_covar),
                                 tol=float(self.tol), max_iter=int(self.max_iter) - done,
@@ -730,6 +738,7 @@ default=None
         self._validate_params()
         gpu = self._gpu(X, algorithm="online")
         fitted = hasattr(self, "means_")
+        estep = None
         if gpu is not None and _is_gpu_array(X):  # checked on the device, used in place
             batch, sw = gpu.device_rows(X, sample_weight, min_samples=1), None
             # the first call initialises on the host: the rows come back for that only
@@ -738,9 +747,18 @@ default=None
             if _is_gpu_array(X):
                 raise ValueError(f"X is a GPU array ({type(X).__name__}); use device='cuda', or "
                                  "copy it to the host first")
-            X = check_array(X, min_samples=1)
+            X = check_array(X, min_samples=1, allow_nan=self._nan_allowed)
             sw = init_sw = check_sample_weight(sample_weight, X.shape[0])
             batch = X
+            # NaN entries (missing="marginalize"): inf, empty rows and -- for the first call,
+            # which initialises from these rows -- empty columns are errors naming them
+            has_nan = self._nan_allowed and _missing.check_missing(X, columns=not fitted)
+            if has_nan:
+                self._check_missing_partial(gpu)
+                if not fitted:  # the start sees column-mean-imputed rows (as fit's does)
+                    X = _missing.fill(X, _missing.column_means(
+                        sources.as_stream(X, None, self._chunk_rows))[0])
+                estep = _missing.batch_estep(self._chunk_rows)
         if fitted and X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
                              f"expecting {self.n_features_in_} features as input.")
@@ -760,7 +778,7 @@ default=None
                 batch, sw, params, state, reg_covar=float(self.reg_covar),
                 t0=float(self.step_offset), kappa=float(self.step_decay),
                 chunk_rows=self._chunk_rows, fixed=self._fixed_groups(),
-                estep=self._gpu_estep())
+                estep=estep if estep is not None else self._gpu_estep())
         self._set_params_from(params, _fit_dtype(batch))
         self._online = state
         self.n_steps_ = state.t + 1

@@ -227,9 +227,9 @@ def select_mixture(X: DataLike, n_components: int | Iterable[int] = range(1, 10)
                                                                     "spherical"),
                    *, sample_weight: DataLike | None = None, criterion: str = "bic",
                    heldout_fraction: float = 0.2, start: str = "kmeans", tol: float = 1e-3,
-                   reg_covar: float = 1e-6, max_iter: int = 100,
+                   reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
                    random_state: RandomStateLike = None, chunk_size: int | None = None,
-                   n_factors: int | None = None, progress: bool = False,
+                   n_factors: int | None = None, device: str = "cpu", progress: bool = False,
                    callback: Callable[..., Any] | None = None) -> "SelectionResult":
     """Fit a Gaussian mixture for every K and covariance type, and pick the best.
 
@@ -270,6 +270,12 @@ def select_mixture(X: DataLike, n_components: int | Iterable[int] = range(1, 10)
         covariance type then run one after the other.  See the user guide for measurements.
     tol, reg_covar, max_iter : float, float, int
         As for ``GaussianMixture`` (the same for every candidate).
+    n_init : int, default=1
+        Initialisations per candidate: each candidate keeps the run with the highest final
+        lower bound, as ``GaussianMixture(n_init=...)`` does (with ``start="kmeans"`` it equals
+        that separate fit; the runs of all candidates share the passes over the data).  With
+        ``start="split"`` only the smallest K has several starts (the larger ones grow from
+        the best); ``start="hierarchical"`` is deterministic and takes ``n_init=1`` only.
     random_state : int, numpy.random.Generator, numpy.random.RandomState or None
         Seed of every candidate's start and of the held-out split (a generator is drawn from
         once for an integer seed, reported as ``random_state_``).
@@ -277,10 +283,19 @@ def select_mixture(X: DataLike, n_components: int | Iterable[int] = range(1, 10)
         As for ``GaussianMixture``.
     n_factors : int or None, default=None
         As for ``GaussianMixture``, for "lowrank".
+    device : {"cpu", "cuda"}, default="cpu"
+        Where the candidates' E-steps and scores run.  "cuda": on the GPU path of
+        ``GaussianMixture(device="cuda")`` (``pip install 'fastmix[cuda]'``): an in-memory
+        array that fits in device memory is copied once and stays there for the whole sweep
+        (each candidate's E-step is then the call a separate GPU fit makes); other data go to
+        the device block by block, each block once per pass for all candidates.  Starts are
+        computed on the CPU, as ``GaussianMixture`` computes them.  Dask arrays take
+        ``device="cpu"``.
     progress : bool, default=False
         A tqdm progress bar (stderr) over the candidates, with the pass count.
     callback : callable, optional
-        ``callback(n_pass, candidates)`` after every pass (``fastmix.selection.Candidate``).
+        ``callback(n_pass, candidates)`` after every pass (``fastmix.selection.Candidate``;
+        with ``n_init > 1`` one per run, ``init`` telling which).
 
     Returns
     -------
@@ -316,13 +331,21 @@ def select_mixture(X: DataLike, n_components: int | Iterable[int] = range(1, 10)
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be callable, got {callback!r}")
     template: dict[str, Any] = dict(tol=tol, reg_covar=reg_covar, max_iter=max_iter,
-                                    chunk_size=chunk_size, n_factors=n_factors)
+                                    n_init=n_init, chunk_size=chunk_size, n_factors=n_factors,
+                                    device=device)
     for kind in kinds:  # GaussianMixture's checks and messages for the shared settings
         GaussianMixture(n_components=ks[0], covariance_type=kind, **template)._validate_params()
+    n_init = int(n_init)
+    if n_init > 1 and start == "hierarchical":
+        raise ValueError(f"n_init={n_init} needs a random start: start='hierarchical' is "
+                         f"deterministic (every initialisation would be the same); use "
+                         f"n_init=1 or start='kmeans'")
     seed = _seed(random_state)
     template["random_state"] = seed
     gm = GaussianMixture(n_components=ks[-1], **template)
+    gpu = gm._gpu(X)  # None on the CPU; says what is missing (or not supported) for "cuda"
     data, plain, split, opened = _open(gm, X, sample_weight, criterion, heldout_fraction, seed)
+    engine = None
     try:
         D = data.n_features
         if "lowrank" in kinds:
@@ -330,13 +353,25 @@ def select_mixture(X: DataLike, n_components: int | Iterable[int] = range(1, 10)
         lowrank = dict(n_factors=gm._q(D) if "lowrank" in kinds else 0, isotropic=False,
                        loadings=None)
         _check_rows(data, ks[-1], criterion)
-        cands = [_sel.Candidate(K, kind) for kind in kinds for K in ks]
+        cands = []
+        for kind in kinds:
+            for K in ks:
+                runs = [_sel.Candidate(K, kind, init=i) for i in range(n_init)]
+                for r in runs:
+                    r.group = runs if n_init > 1 else None
+                cands += runs
+        n_models = len(ks) * len(kinds)
         stats = _sel.SweepStats()
         work = _sel.cache_blocked(plain)
+        if gpu is not None:  # an in-memory array stays on the device when it fits there
+            Xm = work.in_memory
+            resident = Xm is not None and gpu.fits_on_device(Xm.nbytes) and \
+                (work.block_rows or 0) >= Xm.shape[0]
+            engine = _sel.GpuEngine(resident)
         bar = None
         if progress:
             from tqdm.auto import tqdm
-            bar = tqdm(total=len(cands), desc="select", unit="model", file=sys.stderr)
+            bar = tqdm(total=n_models, desc="select", unit="model", file=sys.stderr)
 
         def on_pass(n_pass, cs):
             if bar is not None:
@@ -351,7 +386,8 @@ def select_mixture(X: DataLike, n_components: int | Iterable[int] = range(1, 10)
             successor = None
             # the starts read the data as a separate fit does (an in-memory array as one
             # block: the k-means assignment statistics are summed per block), the EM passes
-            # in cache-sized blocks (the E-step adds chunk partials: no change)
+            # as ``cache_blocked`` cuts them (by default an in-memory array stays one block;
+            # the E-step adds chunk partials, so blocks change nothing)
             if start == "split":
                 first = [c for c in cands if c.n_components == ks[0]]
                 _sel.kmeans_starts(data, first, seed, reg_covar, lowrank, stats)
@@ -367,10 +403,14 @@ def select_mixture(X: DataLike, n_components: int | Iterable[int] = range(1, 10)
             try:
                 _sel.sweep(work, cands, reg_covar=float(reg_covar), tol=float(tol),
                            max_iter=int(max_iter), criterion=criterion, stats=stats,
-                           successor=successor, callback=on_pass, split=split)
+                           successor=successor, callback=on_pass, split=split,
+                           engine=engine)
             finally:
                 if bar is not None:
                     bar.close()
+                if engine is not None:
+                    engine.close()
+        cands = _sel.best_runs(cands)  # one per model: the best of its n_init runs
         if start == "split":  # in the order of the grid
             order = {(kind, K): i for i, (kind, K) in
                      enumerate((kind, K) for kind in kinds for K in ks)}

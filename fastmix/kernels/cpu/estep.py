@@ -247,7 +247,7 @@ DIAG_BLOCK = 256
 
 @kernel()
 def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
-              c0, j0, j1, nk_p, s1_p, s2_p, llws_p):
+              c0, j0, j1, nk_p, s1_p, s2_p, llws_p, W, F, L, G, RB, S):
     """Diagonal and spherical covariances about a shared centre g (``g64`` has D entries; the
     caller picks one only when every mean is close to g, see ``GMMParams.kernel_params``, and
     runs ``pass_diag_rows`` otherwise), a block of rows at a time with two GEMMs.  With
@@ -266,9 +266,8 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
     """
     K, D = means64.shape
     P = pc.shape[2]  # D (diag) or 1 (spherical)
-    B = np.int64(DIAG_BLOCK)  # not a Literal: _aligned compiles once per dtype
+    B = F.shape[0]  # DIAG_BLOCK; W, F, L, G, RB, S: aligned scratch (pass_scratch)
     has_w = sw.shape[0] > 0
-    W = _aligned(P + D, K, X)
     cst = np.empty(K)
     for k in range(K):
         acc = 0.0
@@ -282,11 +281,6 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
         if P != D:
             W[0, k] = -0.5 * np.float64(pc[k, 0, 0]) ** 2
         cst[k] = lconst[k] - 0.5 * acc
-    F = _aligned(B, P + D, X)
-    L = _aligned(B, K, X)
-    G = _aligned(B, D + P, means64)
-    RB = _aligned(B, K, means64)
-    S = _aligned(K, D + P, means64)
     T = np.zeros((K, D + P))
     lrow = np.empty(K, dtype=X.dtype)
     resp = np.zeros(K)
@@ -408,7 +402,7 @@ def _full_logdens_block(X, b0, nb, UT, C, T, lconst, Yf, Zf, acc, L):
 
 @kernel()
 def pass_full(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
-              c0, j0, j1, nk_p, s1_p, s2_p, llws_p):
+              c0, j0, j1, nk_p, s1_p, s2_p, llws_p, L, Yf, Zf, RB, Yk, Wk, S, Pf, SB):
     """Full covariances, a block of rows at a time with BLAS.
 
     Log-densities: ``Z = (X_b - c) @ [U_k ...]`` per group of components (GEMM, see
@@ -434,26 +428,16 @@ def pass_full(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
       this is the cheaper one when components are well separated.
     """
     K, D = means.shape
-    B = np.int64(FULL_BLOCK)  # not a Literal: _aligned compiles once per dtype
+    B = L.shape[0]  # FULL_BLOCK; L ... SB: aligned scratch (pass_scratch)
     has_w = sw.shape[0] > 0
-    L = _aligned(B, K, X)
     UT, C, T = pc, g, tmeans  # see _full_logdens_block and kernels._full_layout
-    G = (K + C.shape[0] - 1) // C.shape[0]
-    Yf = _aligned(1, B * D, X)[0]
-    Zf = _aligned(1, B * G * D, X)[0]
     accb = np.empty(B, dtype=X.dtype)
-    RB = _aligned(B, K, means64)
-    Yk = _aligned(B, D, means64)
-    Wk = _aligned(B, D, means64)
-    S = _aligned(D, D, means64)
     lrow = np.empty(K, dtype=X.dtype)
     resp = np.zeros(K)
     shared = g64.shape[0] == D
-    nsh = B if shared else 0
     ntri = D * (D + 1) // 2
     ncol = ntri + D  # [u_i u_j for i <= j, u_i]
-    Pf = _aligned(1, ncol * nsh, means64)[0]  # (ncol, nb) transposed products, C order
-    SB = _aligned(K if shared else 0, ncol, means64)
+    # Pf (ncol * nsh,): the (ncol, nb) transposed products, C order; SB (K or 0, ncol)
     G2 = np.zeros((K if shared else 0, ncol))
     nkA = np.zeros(K)
     K = means64.shape[0]
@@ -566,7 +550,7 @@ TIED_BLOCK = 256
 
 @kernel()
 def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
-              c0, j0, j1, nk_p, s1_p, s2_p, llws_p):
+              c0, j0, j1, nk_p, s1_p, s2_p, llws_p, Y, Zf, UT, L, U, WU, RB, S, SK):
     """Tied covariance, a block of rows at a time: ``Z^T = U^T (X_b - g)^T`` is one GEMM for
     all components, then ``||z - (mu_k - g) U||^2`` per component with the rows innermost
     (vectorised; each row's sum still runs over the features in order); the shared second
@@ -574,21 +558,12 @@ def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
     (float64).  Measured (one thread, D = K = 16, 2e5 rows) against features innermost and a
     per-row loop for the sums: 420 -> 245 ns/row in float64, 366 -> 198 in float32."""
     K, D = means64.shape
-    B = np.int64(TIED_BLOCK)  # not a Literal: _aligned compiles once per dtype
+    B = Y.shape[0]  # TIED_BLOCK; Y ... SK: aligned scratch (pass_scratch)
     has_w = sw.shape[0] > 0
-    Y = _aligned(B, D, X)
-    Zf = _aligned(1, D * B, X)[0]
-    UT = _aligned(D, D, X)
     for i in range(D):
         for j in range(D):
             UT[j, i] = pc[0, i, j]
-    L = _aligned(B, K, X)
     accb = np.empty(B, dtype=X.dtype)
-    U = _aligned(B, D, means64)
-    WU = _aligned(B, D, means64)
-    RB = _aligned(B, K, means64)
-    S = _aligned(D, D, means64)
-    SK = _aligned(K, D, means64)
     A = np.zeros((K, D))
     lrow = np.empty(K, dtype=X.dtype)
     resp = np.zeros(K)
@@ -657,6 +632,42 @@ def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
 PASSES = {DIAG: pass_diag, FULL: pass_full, TIED: pass_tied}
 
 
+def pass_scratch(kind, K, D, dtype, P=0, n_groups=1, shared=False):
+    """((shape, dtype), ...): the aligned scratch arrays ``PASSES[kind]`` takes after its
+    statistics buffers, in order (``kernels._scratch`` allocates them 64-byte aligned and keeps
+    them per thread).  Allocating them inside the kernels (``_aligned``) cost ~0.3 s of every
+    first fit's compilation (measured, diag: 5.15 -> 4.86 s of CPU); a pass call then
+    allocates nothing but a few small accumulators.  ``P``: quadratic columns of the diagonal
+    pass (D diag, 1 spherical); ``n_groups``: component groups of the full layout
+    (``kernels._full_layout``); ``shared``: the full pass has a shared centre."""
+    x, f8 = np.dtype(dtype), np.dtype(np.float64)
+    if kind == DIAG:
+        B = DIAG_BLOCK
+        return (((P + D, K), x), ((B, P + D), x), ((B, K), x),
+                ((B, D + P), f8), ((B, K), f8), ((K, D + P), f8))
+    if kind == FULL:
+        B = FULL_BLOCK
+        G = -(-K // n_groups)
+        ncol = D * (D + 1) // 2 + D
+        return (((B, K), x), ((B * D,), x), ((B * G * D,), x), ((B, K), f8), ((B, D), f8),
+                ((B, D), f8), ((D, D), f8), ((ncol * B if shared else 0,), f8),
+                ((K if shared else 0, ncol), f8))
+    if kind == TIED:
+        B = TIED_BLOCK
+        return (((B, D), x), ((D * B,), x), ((D, D), x), ((B, K), x), ((B, D), f8),
+                ((B, D), f8), ((B, K), f8), ((D, D), f8), ((K, D), f8))
+    return ()
+
+
+def log_prob_scratch(kind, K, D, dtype, n_groups=1):
+    """The aligned scratch arrays ``LOG_PROBS[kind]`` takes last (as ``pass_scratch``)."""
+    if kind != FULL:
+        return ()
+    x = np.dtype(dtype)
+    B = FULL_BLOCK
+    return (((B * D,), x), ((B * (-(-K // n_groups)) * D,), x), ((B, K), x))
+
+
 @kernel()
 def log_prob_diag(X, means, pc, lconst, tmeans, g, cut, chunk_rows, c_lo, c_hi, logp, labels,
                   resp):
@@ -682,7 +693,7 @@ def log_prob_diag(X, means, pc, lconst, tmeans, g, cut, chunk_rows, c_lo, c_hi, 
 
 @kernel()
 def log_prob_full(X, means, pc, lconst, tmeans, g, cut, chunk_rows, c_lo, c_hi, logp, labels,
-                  resp):
+                  resp, Yf, Zf, L):
     """Per-row log p(x), hard labels (argmax of the weighted log-density) and, when ``resp`` has
     N rows, responsibilities (float64), for the rows of chunks ``[c_lo, c_hi)`` (full; the
     log-densities a block of rows at a time, exactly as in ``pass_full``: ``pc``, ``g`` and
@@ -691,13 +702,9 @@ def log_prob_full(X, means, pc, lconst, tmeans, g, cut, chunk_rows, c_lo, c_hi, 
     N, D = X.shape
     K = means.shape[0]
     want_resp = resp.shape[0] == N
-    B = np.int64(FULL_BLOCK)
+    B = L.shape[0]  # FULL_BLOCK; Yf, Zf, L: aligned scratch (log_prob_scratch)
     UT, C, T = pc, g, tmeans
-    G = (K + C.shape[0] - 1) // C.shape[0]
-    Yf = _aligned(1, B * D, X)[0]
-    Zf = _aligned(1, B * G * D, X)[0]
     accb = np.empty(B, dtype=X.dtype)
-    L = _aligned(B, K, X)
     r = np.empty(K, dtype=np.float64)
     stop = min(N, c_hi * chunk_rows)
     for b0 in range(c_lo * chunk_rows, stop, B):

@@ -652,3 +652,179 @@ def pass_diag_missing_gemm(X, sw, means, pc, lconst, means64, var64, g, g64, cut
                                + tm * var64[k, d])
         llws_p[slot, 0] = ll
         llws_p[slot, 1] = ws
+
+
+@kernel()
+def pass_lowrank_missing(X, sw, means64, WP, logw, cut, chunk_rows, c0, j0, j1, nk_p, s1_p,
+                         s2_p, llws_p, logp, labels, resp_out, imp):
+    """Masked pass of the mixture of factor analysers (``Sigma_k = W_k W_k^T + diag(psi_k)``),
+    row by row, in float64.  ``WP`` (K, D, q + 1) float64: ``W_k`` in its first q columns,
+    ``psi_k`` in the last.  Statistics in ``cpu_lowrank``'s layout (centred on ``means64``).
+
+    For a row with observed coordinates o and missing m, Woodbury on the observed rows of W
+    and psi: ``M_o = I + W_o^T Psi_o^-1 W_o = M_k - W_m^T Psi_m^-1 W_m`` (a downdate of the
+    component's M_k, O(|m| q^2)), factorised ``M_o = L L^T`` (q x q, O(q^3 / 3)); with
+    ``b = W_o^T Psi_o^-1 y``, ``y = x_o - mu_o``:
+
+    * ``log N(x_o) = -1/2 (|o| log 2 pi + log det M_o + sum_o log psi + y^T Psi_o^-1 y
+      - b^T M_o^-1 b)``;
+    * ``E[z | x_o] = M_o^-1 b``, ``Cov[z | x_o] = M_o^-1`` (the posterior of the factors);
+    * ``x_m = mu_m + W_m z + eps_m`` with eps_m independent of x_o given z, so
+      ``E[x_d - mu_d | x_o] = w_d^T E[z]``, ``E[(x_d - mu_d)^2 | x_o] = w_d^T E[z z^T] w_d +
+      psi_d``, ``E[z (x_d - mu_d) | x_o] = E[z z^T] w_d`` for d in m.
+
+    These are the expected complete-data statistics of the factor-analyser M-step (Ghahramani
+    & Hinton 1996), so ``LowRankCovariance.m_step_joint`` applies unchanged.  No grouping by
+    pattern: the per-row factorisation is of a q x q matrix.  ``imp`` is not written (imputation
+    of a lowrank model runs on its dense covariances)."""
+    K, D = means64.shape
+    q = WP.shape[2] - 1
+    N = X.shape[0]
+    M = np.zeros((K, q, q))
+    ipsi = np.empty((K, D))
+    lpsi = np.empty((K, D))
+    for k in range(K):
+        for a in range(q):
+            M[k, a, a] = 1.0
+        for d in range(D):
+            ip = 1.0 / WP[k, d, q]
+            ipsi[k, d] = ip
+            lpsi[k, d] = math.log(WP[k, d, q])
+            for a in range(q):
+                wa = WP[k, d, a] * ip
+                for b in range(q):
+                    M[k, a, b] += wa * WP[k, d, b]
+    miss = np.empty(D, np.bool_)
+    Mo = np.empty((q, q))
+    Lk = np.empty((K, q, q))
+    Ez = np.empty((K, q))
+    Y = np.empty((K, D))
+    bv = np.empty(q)
+    u = np.empty(q)
+    Li = np.empty((q, q))
+    Ezz = np.empty((q, q))
+    lrow = np.empty(K)
+    resp = np.zeros(K)
+    has_w = sw.shape[0] > 0
+    want_logp = logp.shape[0] == N
+    want_resp = resp_out.shape[0] == N
+    for slot in range(j0, j1):
+        start = (c0 + slot) * chunk_rows
+        stop = min(N, start + chunk_rows)
+        nk = nk_p[slot, :K]
+        s1 = s1_p[slot]
+        s2 = s2_p[slot]
+        nk[:] = 0.0
+        s1[:, :] = 0.0
+        s2[:, :, :] = 0.0
+        ll = 0.0
+        ws = 0.0
+        for n in range(start, stop):
+            wn = sw[n] if has_w else 1.0
+            no = 0
+            for d in range(D):
+                miss[d] = X[n, d] != X[n, d]
+                if not miss[d]:
+                    no += 1
+            for k in range(K):
+                for a in range(q):
+                    for b in range(q):
+                        Mo[a, b] = M[k, a, b]
+                for d in range(D):
+                    if miss[d]:  # downdate: M_o = M_k - w_d w_d^T / psi_d
+                        for a in range(q):
+                            wa = WP[k, d, a] * ipsi[k, d]
+                            for b in range(q):
+                                Mo[a, b] -= wa * WP[k, d, b]
+                L = Lk[k]
+                if not _cholesky(Mo, q, L):
+                    lrow[k] = -np.inf
+                    continue
+                logdet = 0.0
+                for a in range(q):
+                    logdet += 2.0 * math.log(L[a, a])
+                    bv[a] = 0.0
+                quad = 0.0
+                for d in range(D):
+                    if miss[d]:
+                        Y[k, d] = 0.0
+                        continue
+                    yd = np.float64(X[n, d]) - means64[k, d]
+                    Y[k, d] = yd
+                    t = yd * ipsi[k, d]
+                    quad += yd * t
+                    logdet += lpsi[k, d]
+                    for a in range(q):
+                        bv[a] += WP[k, d, a] * t
+                for a in range(q):  # L u = b
+                    t = bv[a]
+                    for p in range(a):
+                        t -= L[a, p] * u[p]
+                    u[a] = t / L[a, a]
+                    quad -= u[a] * u[a]
+                for a in range(q - 1, -1, -1):  # L^T Ez = u
+                    t = u[a]
+                    for p in range(a + 1, q):
+                        t -= L[p, a] * Ez[k, p]
+                    Ez[k, a] = t / L[a, a]
+                lrow[k] = logw[k] - 0.5 * (no * LOG_2PI + logdet + quad)
+            lp, am = _row_responsibilities(lrow, resp, cut)
+            if want_logp:
+                logp[n] = lp
+                labels[n] = am
+            if want_resp:
+                for k in range(K):
+                    resp_out[n, k] = resp[k]
+            ll += wn * lp
+            ws += wn
+            if wn == 0.0:
+                continue
+            for k in range(K):
+                wr = wn * resp[k]
+                if wr == 0.0:
+                    continue
+                L = Lk[k]
+                # Ezz = M_o^-1 + Ez Ez^T, M_o^-1 = L^-T L^-1
+                for j in range(q):
+                    for i in range(q):
+                        Li[i, j] = 0.0
+                    Li[j, j] = 1.0 / L[j, j]
+                    for i in range(j + 1, q):
+                        t = 0.0
+                        for p in range(j, i):
+                            t -= L[i, p] * Li[p, j]
+                        Li[i, j] = t / L[i, i]
+                for a in range(q):
+                    for b in range(q):
+                        t = Ez[k, a] * Ez[k, b]
+                        for p in range(max(a, b), q):
+                            t += Li[p, a] * Li[p, b]
+                        Ezz[a, b] = t
+                nk[k] += wr
+                for d in range(D):
+                    if miss[d]:
+                        e = 0.0
+                        for a in range(q):
+                            e += WP[k, d, a] * Ez[k, a]
+                            t = 0.0
+                            for b in range(q):
+                                t += Ezz[a, b] * WP[k, d, b]
+                            u[a] = t
+                        e2 = WP[k, d, q]
+                        for a in range(q):
+                            e2 += WP[k, d, a] * u[a]
+                            s2[k, 1 + a, d] += wr * u[a]
+                        s1[k, d] += wr * (means64[k, d] + e)
+                        s2[k, 0, d] += wr * e2
+                    else:
+                        e = Y[k, d]
+                        s1[k, d] += wr * (means64[k, d] + e)
+                        s2[k, 0, d] += wr * e * e
+                        for a in range(q):
+                            s2[k, 1 + a, d] += wr * Ez[k, a] * e
+                for a in range(q):
+                    for b in range(q):
+                        s2[k, 1 + a, D + b] += wr * Ezz[a, b]
+                    s2[k, 1 + a, D + q] += wr * Ez[k, a]
+        llws_p[slot, 0] = ll
+        llws_p[slot, 1] = ws

@@ -17,6 +17,8 @@ the names below; each lives in the module of its family, with its kernels beside
 ``sgd``            mini-batch SGD: ``SGDDeviceState``, ``sgd_minibatch_gpu``
 ``linalg``         BigLearn's marginal rows: ``marginal_buffer``, ``marginal_rows``
 ``expansion``      the GMM-expansion grid pass: ``grid_stats_gpu``, ``column_range_gpu``
+``missing``        the masked diag/spherical E-step (NaN entries marginalised):
+                   ``estep_stats_missing_gpu``, ``log_prob_missing_gpu``
 =================  ================================================================================
 
 Importing this package imports nothing but this file: ``device`` and ``stream`` (NumPy only) load
@@ -52,6 +54,7 @@ _MODULES = {
     "sgd": ("SGDDeviceState", "sgd_minibatch_gpu"),
     "linalg": ("marginal_buffer", "marginal_rows"),
     "expansion": ("grid_stats_gpu", "column_range_gpu"),
+    "missing": ("estep_stats_missing_gpu", "log_prob_missing_gpu"),
 }
 #: modules importable without numba-cuda (the others import it)
 _HOST_ONLY = ("device", "stream")

@@ -180,7 +180,8 @@ def make_tile_steps(K, TPB):
     return tile_lse, tile_outputs
 
 
-def make_block_steps(DT, K, D, R, TPB, S2, aux, stats_densities, lp_densities, s2_entry):
+def make_block_steps(DT, K, D, R, TPB, S2, aux, stats_densities, lp_densities, s2_entry,
+                     s1_entry=None):
     """The block skeleton of every fused E-step family (this module's kinds and ``lowrank``).
 
     A family supplies, as device functions, what differs:
@@ -192,6 +193,8 @@ def make_block_steps(DT, K, D, R, TPB, S2, aux, stats_densities, lp_densities, s
       log_prob), dtype)`` that its statistics read;
     * ``s2_entry(f, nr, XS, WS, LR, AUX, C)``: the tile's sum of entry f of s2 (rows in order,
       float64; LR holds w r);
+    * optionally ``s1_entry(k, d, nr, XS, LR, C)``: the tile's sum of s1[k, d] (default: the
+      sum of w r x_d; the masked kernels of ``cuda.missing`` put mu_kd for a missing x_d);
 
     and gets two device functions, run by every thread of the block:
 
@@ -211,6 +214,16 @@ def make_block_steps(DT, K, D, R, TPB, S2, aux, stats_densities, lp_densities, s
     load_tile = make_load_tile(D, TPB)
     tile_lse, tile_outputs = make_tile_steps(K, TPB)
 
+    if s1_entry is None:
+        @cuda.jit(device=True)
+        def s1_entry(k, d, nr, XS, LR, C):
+            acc = 0.0
+            for r in range(nr):
+                wr = LR[r, k]
+                if wr != 0.0:
+                    acc += wr * F64(XS[r, d])
+            return acc
+
     @cuda.jit(device=True)
     def entry_sum(e, nr, XS, WS, LR, LP, AUX, C):
         """Sum over the tile's rows (in order) of statistic entry e (float64); LR holds w r."""
@@ -221,11 +234,7 @@ def make_block_steps(DT, K, D, R, TPB, S2, aux, stats_densities, lp_densities, s
         elif e < K + KD:                            # s1[k, d]
             f = e - K
             k = f // D
-            d = f - k * D
-            for r in range(nr):
-                wr = LR[r, k]
-                if wr != 0.0:
-                    acc += wr * F64(XS[r, d])
+            acc = s1_entry(k, f - k * D, nr, XS, LR, C)
         elif e < K + KD + S2:                       # the family's s2
             acc = s2_entry(e - K - KD, nr, XS, WS, LR, AUX, C)
         elif e == K + KD + S2:                      # ll
