@@ -1,4 +1,5 @@
 """Sphinx configuration of the fastmix documentation (``make docs``)."""
+import re
 import sys
 from pathlib import Path
 
@@ -68,6 +69,10 @@ html_theme_options = {
 
 
 # -- benchmarks: one page per bench/results/*.md, with the figures that belong to it ----------
+# a relative link to a file other than another results page (those are pages here too)
+_RELATIVE_LINK = re.compile(r"\]\((?![a-z]+:|#|/)(?![^)\s]*\.md(?:#[^)\s]*)?\))([^)\s]+)\)")
+
+
 def _write_benchmark_pages():
     """Generate docs/benchmarks/<name>.md from bench/results/ (the folder is git-ignored).
 
@@ -88,7 +93,10 @@ def _write_benchmark_pages():
         owner = next((s for s in stems if png.stem == s or png.stem.startswith(s + "_")), None)
         (figures[owner] if owner else orphans).append(png.name)
     for md in mds:
-        text = [f"```{{include}} ../../bench/results/{md.name}\n:relative-images:\n```\n"]
+        # the page is a copy of the results file whose relative links to files (figures, the
+        # JSON twins of the tables) point back into bench/results/, where the files are
+        body = _RELATIVE_LINK.sub(r"](../../bench/results/\1)", md.read_text(encoding="utf-8"))
+        text = [body]
         for name in figures[md.stem]:
             text.append(f"\n![{name}](../../bench/results/{name})\n")
         (out / md.name).write_text("".join(text))
