@@ -7,11 +7,12 @@ import warnings
 
 import numpy as np
 
-from .. import distributed
-from .. import io as sources
 from .._base import BaseEstimator, DensityMixin
 from .._validation import NotFittedError, check_array, check_sample_weight
+from .. import distributed
+from .. import io as sources
 from ..em import DEFAULT_CHUNK_ROWS, EMResult
+
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 NOISE_MODELS = ("diagonal", "isotropic")
