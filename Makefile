@@ -62,8 +62,10 @@ asv-quick: $(VENV)/.stamp-bench
 docs: $(VENV)/.stamp-docs
 	$(PY) -m sphinx -b html -W --keep-going -q docs docs/_build/html
 
+# ruff (style and errors) and mypy (types; the level is set in pyproject.toml, [tool.mypy])
 lint: $(VENV)/.stamp-dev
 	$(VENV)/bin/ruff check fastmix tests bench docs
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .asv docs/_build docs/api/generated docs/benchmarks

@@ -39,7 +39,21 @@ autodoc_typehints = "none"
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
-numpydoc_validation_checks = set()
+# numpydoc validation: any failure of these checks on a documented object is a Sphinx warning,
+# so it fails `make docs` (-W).  The set every public class, method and function holds:
+#   GL08 has a docstring                SS01 has a one-line summary   SS03 ending with a period
+#   SS05 starting with a verb           SS06 fitting on one line
+#   PR01 every parameter documented     PR02 no unknown parameter     PR03 in signature order
+#   PR04 each with a type               PR06 types spelled int/bool/str  PR07 and a description
+#   PR10 "name : type" spacing          RT01 a Returns section if it returns something
+#   RT03 each return with a description YD01 a Yields section for generators
+#   EX01 an Examples section (the examples run in `make test`, tests/test_docs.py)
+# Not checked: extended summaries (ES01), See Also (SA01), capitalisation and final periods of
+# descriptions (PR08/PR09/RT04/RT05), type punctuation (PR05), GL01-GL03 layout.
+numpydoc_validation_checks = {"GL08", "SS01", "SS03", "SS05", "SS06", "PR01", "PR02", "PR03",
+                              "PR04", "PR06", "PR07", "PR10", "RT01", "RT03", "YD01", "EX01"}
+# A class's constructor is documented (and validated) in the class docstring.
+numpydoc_validation_exclude = {r"\.__init__$"}
 
 plot_include_source = True
 plot_html_show_source_link = False
@@ -55,6 +69,10 @@ html_theme_options = {
 
 
 # -- benchmarks: one page per bench/results/*.md, with the figures that belong to it ----------
+# a relative link to a file other than another results page (those are pages here too)
+_RELATIVE_LINK = re.compile(r"\]\((?![a-z]+:|#|/)(?![^)\s]*\.md(?:#[^)\s]*)?\))([^)\s]+)\)")
+
+
 def _write_benchmark_pages():
     """Generate docs/benchmarks/<name>.md from bench/results/ (the folder is git-ignored).
 
@@ -75,7 +93,10 @@ def _write_benchmark_pages():
         owner = next((s for s in stems if png.stem == s or png.stem.startswith(s + "_")), None)
         (figures[owner] if owner else orphans).append(png.name)
     for md in mds:
-        text = [f"```{{include}} ../../bench/results/{md.name}\n:relative-images:\n```\n"]
+        # the page is a copy of the results file whose relative links to files (figures, the
+        # JSON twins of the tables) point back into bench/results/, where the files are
+        body = _RELATIVE_LINK.sub(r"](../../bench/results/\1)", md.read_text(encoding="utf-8"))
+        text = [body]
         for name in figures[md.stem]:
             text.append(f"\n![{name}](../../bench/results/{name})\n")
         (out / md.name).write_text("".join(text))
@@ -88,53 +109,20 @@ def _write_benchmark_pages():
 _write_benchmark_pages()
 
 
-# -- docstring compatibility ------------------------------------------------------------------
-# Several docstrings predate numpydoc formatting and use plain-text conventions that reST reads
-# as markup: ``weights_`` (a trailing underscore is a hyperlink reference), ``|a - b|`` (a
-# substitution) and an indented continuation followed directly by an unindented line.  Until
-# those docstrings are rewritten, this hook (run before numpydoc's) escapes the first two and
-# inserts the blank line reST needs for the third.  It never touches ``literal`` text.
-_LITERAL = re.compile(r"(``.*?``|`[^`]*`)")
-_TRAILING_UNDERSCORE = re.compile(r"(?<![\w\\])([A-Za-z]\w*?)_(?![\w`])")
-_BARS = re.compile(r"(?<!\\)\|([^|\n]+?)(?<!\\)\|")
-
-
-def _escape_plain(text):
-    parts = _LITERAL.split(text)
-    for i in range(0, len(parts), 2):  # even parts are outside literals
-        parts[i] = _TRAILING_UNDERSCORE.sub(r"\1\\_", parts[i])
-        parts[i] = _BARS.sub(r"\\|\1\\|", parts[i])
-    return "".join(parts)
-
-
-def _docstring_compat(app, what, name, obj, options, lines):
-    out, prev_indent, in_literal, literal_indent = [], None, False, 0
-    for line in lines:
-        stripped = line.strip()
-        indent = len(line) - len(line.lstrip())
-        if in_literal and stripped and indent <= literal_indent:
-            in_literal = False
-        dedent = prev_indent is not None and indent < prev_indent
-        if stripped and dedent and out and out[-1].strip():
-            out.append("")
-        if stripped.startswith((">>>", "...")) or in_literal:
-            out.append(line)  # doctest or literal block: leave as is
-        else:
-            out.append(_escape_plain(line))
-        if stripped.endswith("::") or stripped.startswith(".. "):
-            in_literal, literal_indent = True, indent
-        prev_indent = indent if stripped else prev_indent
-    lines[:] = out
-
-
 def _skip_foreign(app, what, name, obj, skip, options):
-    """Leave out the metadata-routing methods scikit-learn adds (``set_fit_request`` ...)."""
+    """Leave out members fastmix does not define: the metadata-routing methods scikit-learn adds
+    (``set_fit_request`` ...) and the methods of built-in bases (``tuple.count`` of a named
+    tuple)."""
     module = getattr(obj, "__module__", None) or ""
     if module.startswith("sklearn.") or (name.startswith("set_") and name.endswith("_request")):
         return True
+    owner = getattr(obj, "__objclass__", None)
+    if owner is not None and getattr(owner, "__module__", "") == "builtins":
+        return True
+    if (getattr(obj, "__doc__", None) or "").startswith("Alias for field number"):
+        return True  # a named tuple's field: documented in the class docstring
     return None
 
 
 def setup(app):
-    app.connect("autodoc-process-docstring", _docstring_compat, priority=400)
     app.connect("autodoc-skip-member", _skip_foreign)

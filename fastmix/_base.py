@@ -10,7 +10,7 @@ try:  # pragma: no cover - exercised by whichever environment runs the tests
 except ImportError:  # pragma: no cover
     HAVE_SKLEARN = False
 
-    class BaseEstimator:
+    class BaseEstimator:  # type: ignore[no-redef]  # stand-in without scikit-learn
         """Minimal scikit-learn-compatible parameter handling."""
 
         @classmethod
@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover
                 changed.append(f"{k}={v!r}")
             return f"{type(self).__name__}({', '.join(changed)})"
 
-    class DensityMixin:
+    class DensityMixin:  # type: ignore[no-redef]
         _estimator_type = "DensityEstimator"
 
         def score(self, X, y=None):

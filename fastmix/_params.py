@@ -30,7 +30,26 @@ SHARED_MAX = kernels.SHARED_MAX
 
 
 class DegenerateComponentWarning(UserWarning):
-    """A component's covariance became singular during fitting and was regularised further."""
+    """Warned when a component's covariance became singular in fitting and was regularised.
+
+    The component (typically one sitting on duplicated points, with ``reg_covar=0``) gets a
+    small multiple of the identity added to its covariance, so the model stays finite; a larger
+    ``reg_covar`` avoids it.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> from fastmix import DegenerateComponentWarning, GaussianMixture
+    >>> X = np.vstack((np.ones((5, 2)), np.zeros((5, 2))))  # two points, five copies each
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     gm = GaussianMixture(2, reg_covar=0, random_state=0).fit(X)
+    >>> any(issubclass(w.category, DegenerateComponentWarning) for w in caught)
+    True
+    >>> gm.weights_
+    array([0.5, 0.5])
+    """
 
 
 def _flip(a):
@@ -104,8 +123,8 @@ def _check_spd(mat, name):
 class Covariance:
     """Base class of the covariance types.  Subclasses set ``kind`` and implement the rest."""
 
-    kind = None
-    registry = {}
+    kind: str | None = None
+    registry: dict = {}
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)

@@ -78,7 +78,7 @@ class Stats:
                 and all(np.array_equal(getattr(self, f), getattr(other, f))
                         for f in ("nk", "s1", "s2", "centre", "gcentre")))
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
 
     @property
     def mean_log_likelihood(self):

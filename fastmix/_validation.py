@@ -7,14 +7,27 @@ import numpy as np
 
 try:  # scikit-learn's own error when it is installed, so sklearn's tooling recognises it
     from sklearn.exceptions import NotFittedError as _SkNotFitted
-    _NOT_FITTED_BASES = (_SkNotFitted,)
+    _NOT_FITTED_BASES: tuple[type, ...] = (_SkNotFitted,)
 except ImportError:  # pragma: no cover
     _NOT_FITTED_BASES = (ValueError, AttributeError)
 
 
-class NotFittedError(*_NOT_FITTED_BASES):
-    """Raised when a method needing a fitted model is called before ``fit``.  A ValueError and
-    an AttributeError (and scikit-learn's NotFittedError when scikit-learn is installed)."""
+class NotFittedError(*_NOT_FITTED_BASES):  # type: ignore[misc]  # bases chosen at import
+    """Raised when a method needing a fitted model is called before ``fit``.
+
+    It is a ValueError and an AttributeError, and scikit-learn's NotFittedError when
+    scikit-learn is installed, so code written for either catches it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix import GaussianMixture, NotFittedError
+    >>> try:
+    ...     GaussianMixture(2).predict(np.zeros((3, 2)))
+    ... except NotFittedError as exc:
+    ...     print(exc)
+    This GaussianMixture instance is not fitted yet. Call 'fit' with appropriate arguments before using this estimator.
+    """
 
 
 def check_array(X, *, name="X", min_samples=1, n_features=None, estimator="GaussianMixture",

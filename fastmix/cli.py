@@ -24,6 +24,7 @@ import contextlib
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -699,7 +700,38 @@ def _interrupted(args):
     return f"fastmix: interrupted before the first checkpoint ({ck}) was written"
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``fastmix`` command line (the console script and ``python -m fastmix``).
+
+    Commands: ``demo``, ``fit``, ``score``, ``predict``, ``impute``, ``sample``, ``info``,
+    ``plot`` and ``select``; ``fastmix COMMAND --help`` describes each.  Errors in the input
+    print one line, ``fastmix: error: ...``, on stderr instead of a traceback.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name; default: ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success, 1 for an error in the data or model files, 2 for a
+        usage error.
+
+    Examples
+    --------
+    Messages go to stderr (``--quiet`` leaves them out):
+
+    >>> import numpy as np
+    >>> from fastmix.cli import main
+    >>> np.save("data.npy", np.random.default_rng(0).normal(size=(500, 2)))
+    >>> main(["fit", "data.npy", "-k", "2", "--seed", "0", "-o", "model.npz", "--quiet"])
+    0
+    >>> main(["predict", "model.npz", "data.npy", "-o", "labels.npy", "--quiet"])
+    0
+    >>> np.load("labels.npy").shape
+    (500,)
+    """
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
         return _main(argv)

@@ -28,6 +28,7 @@ default 600) per pass, after which a ``TimeoutError`` says the cluster did not a
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -555,16 +556,18 @@ def _read_parquet_groups(path, groups, kwargs):
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def from_file(path, chunk_rows=None, **source_kwargs):
-    """A ``dask.array.Array`` (N, D) of a file's rows whose blocks are read by the tasks that use
-    them: each task holds only the path and its row range, so the graph stays a few kB whatever
-    the file size (``da.from_array(np.load(path, mmap_mode="r"))`` puts the whole array into
-    the graph).  The workers must see the file under the same path (a shared file system);
+def from_file(path: str | os.PathLike, chunk_rows: int | None = None,
+              **source_kwargs: Any) -> Any:
+    """Open a file as a dask array whose blocks are read by the tasks that use them.
+
+    Each task holds only the path and its row range, so the graph stays a few kB whatever the
+    file size (``da.from_array(np.load(path, mmap_mode="r"))`` puts the whole array into the
+    graph).  The workers must see the file under the same path (a shared file system);
     relative paths are made absolute.
 
     Parameters
     ----------
-    path : str or path-like
+    path : str or os.PathLike
         ``x.npy``, ``x.h5:/group/dataset``, ``x.zarr`` (or ``x.zarr:/member``) or ``x.parquet``,
         read by the readers of ``fastmix.io``.
     chunk_rows : int, optional
@@ -576,15 +579,34 @@ def from_file(path, chunk_rows=None, **source_kwargs):
 
     Returns
     -------
-    dask.array.Array of shape (N, D), dtype float32 for float32 data, else float64 (the dtype
-    fastmix computes in), one block per row range, all features in each block.
+    dask.array.Array of shape (N, D)
+        The rows, of dtype float32 for float32 data, else float64 (the dtype fastmix computes
+        in); one block per row range, all features in each block.
 
     Raises
     ------
-    FileNotFoundError for a missing file; ValueError for CSV (no row index: a task could not
-    read its rows without reading the file from the start; convert it to Parquet or .npy),
-    a weight column (read weights as their own array: ``from_file(p, columns=["w"])[:, 0]``),
-    an unreadable file or a bad ``chunk_rows``.
+    FileNotFoundError
+        When the file does not exist.
+    ValueError
+        For CSV (no row index: a task could not read its rows without reading the file from the
+        start; convert it to Parquet or .npy), a weight column (read weights as their own
+        array: ``from_file(p, columns=["w"])[:, 0]``), an unreadable file or a bad
+        ``chunk_rows``.
+
+    See Also
+    --------
+    fastmix.io.open_path : The readers used, one per format.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix.distributed import from_file
+    >>> np.save("data.npy", np.arange(20.0).reshape(10, 2))
+    >>> X = from_file("data.npy", chunk_rows=4)
+    >>> X.shape, X.chunks[0]
+    ((10, 2), (4, 4, 2))
+    >>> float(X.sum().compute())
+    190.0
     """
     import dask.array as da
     from dask import delayed
@@ -605,6 +627,8 @@ def from_file(path, chunk_rows=None, **source_kwargs):
     path = file if key is None else f"{file}:{key}"
     sizes = None  # Parquet: rows per row group
     with open_path(path, **source_kwargs) as src:
+        if src.n_rows is None:  # pragma: no cover - CSV is refused above; the others know it
+            raise ValueError(f"{path}: the number of rows is not known before reading")
         N, D, dtype = src.n_rows, src.n_features, src.dtype
         default = max(1, FILE_BLOCK_BYTES // (dtype.itemsize * D))
         if isinstance(src, ParquetSource):
@@ -617,7 +641,8 @@ def from_file(path, chunk_rows=None, **source_kwargs):
     blocks = []
     if sizes is not None:
         read = delayed(_read_parquet_groups, pure=True)
-        group, rows = [], 0
+        group: list[int] = []
+        rows = 0
         for i, n in enumerate(sizes + [None]):
             if n is None or (group and rows >= target):
                 if rows:

@@ -41,7 +41,7 @@ class DeviceData:
     X: object        # device array, float32/float64 C-contiguous
     w: object        # device float64 (N,) or empty (no weights)
     streamed = False
-    range: tuple = None  # (lo, hi) per feature once computed (fastmix.expansion.data_range)
+    range: tuple | None = None  # (lo, hi) per feature once computed (fastmix.expansion.data_range)
 
     @property
     def shape(self):

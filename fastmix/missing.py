@@ -20,6 +20,8 @@ its standard deviation (of the mixture, not of one component); ``sample_missing`
 it.  These are NumPy, grouped by missingness pattern (one factorisation of ``Sigma_oo`` per
 pattern and component): they run once, not per EM iteration.
 """
+from typing import Any
+
 import numpy as np
 from scipy import linalg, special
 
@@ -138,8 +140,8 @@ def model_arrays(params: GMMParams):
     with np.errstate(divide="ignore"):
         logw = np.log(params.weights)
     if params.kind == "lowrank":
-        cov = np.concatenate([params.cov.loadings, params.cov.noise_variances[:, :, None]],
-                             axis=2)
+        lowrank: Any = params.cov  # a LowRankCovariance
+        cov = np.concatenate([lowrank.loadings, lowrank.noise_variances[:, :, None]], axis=2)
         return cov, logw
     if params.kind not in ("full", "tied", "diag", "spherical"):
         raise ValueError(f"missing values are not supported for covariance_type="

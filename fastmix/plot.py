@@ -33,14 +33,20 @@ With ``path`` the figure is rendered through a private Agg canvas and written as
 functions work headless whatever backend the session uses.
 """
 import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+
+#: (weights (K,), means (K, D), dense covariances (K, D, D)), as ``mixture_components`` returns
+Comps = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 __all__ = ["plot_prototypes", "plot_loss_curve", "plot_2d", "plot_density_1d",
            "plot_lower_bounds", "plot_corner", "mixture_components", "selection"]
 
 
-def _mpl():
+def _mpl() -> Any:
     try:
         import matplotlib  # noqa: F401
         from matplotlib.figure import Figure
@@ -49,20 +55,20 @@ def _mpl():
     return Figure
 
 
-def _new_figure(figsize):
+def _new_figure(figsize: tuple[float, float]) -> Any:
     """A Figure not registered with pyplot (no GUI backend involved)."""
     Figure = _mpl()
     return Figure(figsize=figsize)
 
 
-def _save(fig, path, dpi=100):
+def _save(fig: Any, path: str | os.PathLike | None, dpi: int = 100) -> None:
     """Write ``fig`` as PNG; the PNG path renders through Agg whatever the session backend."""
     if path is None:
         return
     fig.savefig(str(path), dpi=dpi, format="png")
 
 
-def _log_density(model, comps, exact):
+def _log_density(model: Any, comps: Comps, exact: bool) -> Callable[[np.ndarray], np.ndarray]:
     """log-density on the plotted features: the model's own ``score_samples`` when they are
     all its features (``exact``), else the projected mixture ``comps``'s."""
     if exact:
@@ -70,7 +76,7 @@ def _log_density(model, comps, exact):
     return lambda P: _mixture_logpdf(P, *comps)
 
 
-def _figure_axes(ax, size):
+def _figure_axes(ax: Any, size: tuple[float, float]) -> tuple[Any, Any]:
     """(figure, axes): a new one-panel figure of ``size`` inches, or ``ax`` and its figure."""
     if ax is None:
         fig = _new_figure(size)
@@ -78,7 +84,7 @@ def _figure_axes(ax, size):
     return ax.figure, ax
 
 
-def _fitted_means(model):
+def _fitted_means(model: Any) -> np.ndarray:
     means = getattr(model, "means_", None)
     if means is None:
         raise ValueError(f"{type(model).__name__} is not fitted (no means_)")
@@ -88,30 +94,54 @@ def _fitted_means(model):
     return means
 
 
-def plot_prototypes(model, image_shape=None, path=None, ax=None, *, cmap="gray",
-                    title=None, vmin=None, vmax=None):
+def plot_prototypes(model: Any, image_shape: Sequence[int] | None = None,
+                    path: str | os.PathLike | None = None, ax: Any = None, *,
+                    cmap: str = "gray", title: str | None = None, vmin: float | None = None,
+                    vmax: float | None = None) -> Any:
     """Show the prototypes (means) of an SGD-trained mixture on their n x n grid.
 
     Parameters
     ----------
-    model : fitted estimator with ``means_`` (K, D) and, for the grid layout, ``grid_shape_``
+    model : SGDGaussianMixture or other fitted estimator
+        A fitted model with ``means_`` (K, D) and, for the grid layout, ``grid_shape_``
         (n, n) (``SGDGaussianMixture``); without ``grid_shape_`` a near-square grid is used.
-    image_shape : tuple of ints with product D, e.g. (8, 8) for the digits, or None
-        Each prototype ``means_[k]`` is reshaped to ``image_shape`` and drawn in panel
-        (row, col) = divmod(k, n): K image panels in an n x n figure.  With None the means
-        are shown as a (K, D) heatmap, one row per component (a single panel).
-    path : str or path-like, optional -- write the figure as PNG there.
-    ax : matplotlib Axes, optional (heatmap mode only) -- draw into it instead of a new figure.
-    cmap, title, vmin, vmax : display options (vmin/vmax default: the range of all means).
+    image_shape : tuple of int, optional
+        Shape with product D, e.g. (8, 8) for the digits.  Each prototype ``means_[k]`` is
+        reshaped to it and drawn in panel (row, col) = divmod(k, n): K image panels in an
+        n x n figure.  With None the means are shown as a (K, D) heatmap, one row per
+        component (a single panel).
+    path : str or os.PathLike, optional
+        Write the figure there as PNG (rendered through Agg, whatever the session's backend).
+    ax : matplotlib.axes.Axes, optional
+        Heatmap mode only: draw into these axes instead of a new figure.
+    cmap : str, default="gray"
+        The colour map.
+    title : str, optional
+        The figure title; default: the estimator and K.
+    vmin, vmax : float, optional
+        The colour range; default: the range of all means.
 
     Returns
     -------
     matplotlib.figure.Figure
+        The figure drawn.
 
     Raises
     ------
-    ValueError if the model is not fitted, ``prod(image_shape) != D``, or ``ax`` is given in
-    image mode.
+    ValueError
+        When the model is not fitted, ``prod(image_shape) != D``, or ``ax`` is given in image
+        mode.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix import SGDGaussianMixture
+    >>> X = np.random.default_rng(0).uniform(size=(2000, 4))
+    >>> sgd = SGDGaussianMixture(4, n_epochs=1, random_state=0).fit(X)
+    >>> from fastmix.plot import plot_prototypes
+    >>> fig = plot_prototypes(sgd, image_shape=(2, 2), path="prototypes.png")
+    >>> len(fig.axes)
+    4
     """
     means = _fitted_means(model)
     K, D = means.shape
@@ -175,25 +205,45 @@ def plot_prototypes(model, image_shape=None, path=None, ax=None, *, cmap="gray",
     return fig
 
 
-def plot_loss_curve(model, path=None, ax=None, *, title=None, log_lr=True):
-    """Loss vs SGD step from ``model.loss_curve_``, with sigma and the learning rate.
+def plot_loss_curve(model: Any, path: str | os.PathLike | None = None, ax: Any = None, *,
+                    title: str | None = None, log_lr: bool = True) -> Any:
+    """Plot the loss against the SGD step from ``model.loss_curve_``, with sigma and the rate.
 
     Parameters
     ----------
-    model : fitted estimator with ``loss_curve_``: a list of (step, mean loss of the segment,
-        sigma, learning rate) tuples, i.e. an (S, 4) table (``SGDGaussianMixture``).
-    path : str or path-like, optional -- write the figure as PNG there.
-    ax : matplotlib Axes, optional -- the loss is drawn into it (sigma and the learning rate on
-        ``ax.twinx()``); otherwise a new figure.
-    title : str, optional;  log_lr : put the learning rate on a log-scaled third axis.
+    model : SGDGaussianMixture
+        A fitted model with ``loss_curve_``: a list of (step, mean loss of the segment, sigma,
+        learning rate) tuples, i.e. an (S, 4) table.
+    path : str or os.PathLike, optional
+        Write the figure there as PNG (rendered through Agg, whatever the session's backend).
+    ax : matplotlib.axes.Axes, optional
+        Draw the loss into these axes (sigma and the learning rate on ``ax.twinx()``) instead
+        of a new figure.
+    title : str, optional
+        The title; default: the estimator's name.
+    log_lr : bool, default=True
+        Put the learning rate on a log-scaled third axis.
 
     Returns
     -------
     matplotlib.figure.Figure
+        The figure drawn.
 
     Raises
     ------
-    ValueError if the model has no (or an empty / malformed) ``loss_curve_``.
+    ValueError
+        When the model has no (or an empty or malformed) ``loss_curve_``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix import SGDGaussianMixture
+    >>> X = np.random.default_rng(0).uniform(size=(2000, 4))
+    >>> sgd = SGDGaussianMixture(4, n_epochs=1, random_state=0).fit(X)
+    >>> from fastmix.plot import plot_loss_curve
+    >>> fig = plot_loss_curve(sgd, path="loss.png")
+    >>> len(fig.axes)  # loss, sigma, learning rate
+    3
     """
     curve = getattr(model, "loss_curve_", None)
     if curve is None or len(curve) == 0:
@@ -227,25 +277,41 @@ def plot_loss_curve(model, path=None, ax=None, *, title=None, log_lr=True):
 
 
 # ------------------------------------------------------------------ mixtures ---------------
-def mixture_components(model):
-    """The fitted mixture as Gaussian components, whatever the estimator.
+def mixture_components(model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the fitted mixture as Gaussian components with dense covariances.
 
     Parameters
     ----------
-    model : fitted GaussianMixture (any covariance type, including lowrank),
-        BigLearnGaussianMixture, SGDGaussianMixture ("diag" or "lpd") or GMMExpansion.
+    model : fitted estimator
+        A GaussianMixture (any covariance type, including lowrank), BigLearnGaussianMixture,
+        SGDGaussianMixture ("diag" or "lpd") or GMMExpansion.
 
     Returns
     -------
-    weights : (K,) float64, summing to 1
-    means : (K, D) float64
-    covariances : (K, D, D) float64, dense (GMMExpansion: diag(sigma_**2) for every node;
-        SGD "lpd": U^T diag(1/a) U + (I - U^T U)/r with a, r the direction and residual
-        precisions)
+    weights : numpy.ndarray of shape (K,), dtype float64
+        The mixture weights, summing to 1.
+    means : numpy.ndarray of shape (K, D), dtype float64
+        The component means.
+    covariances : numpy.ndarray of shape (K, D, D), dtype float64
+        Dense covariances.  GMMExpansion: ``diag(sigma_**2)`` for every node; SGD "lpd":
+        ``U.T @ diag(1/a) @ U + (I - U.T @ U) / r`` with a, r the direction and residual
+        precisions.
 
     Raises
     ------
-    ValueError if the model is not fitted or is not a mixture fastmix knows.
+    ValueError
+        When the model is not fitted or is not a mixture fastmix knows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix import GaussianMixture
+    >>> X = np.random.default_rng(0).normal(size=(400, 3))
+    >>> gm = GaussianMixture(2, covariance_type="diag", random_state=0).fit(X)
+    >>> from fastmix.plot import mixture_components
+    >>> weights, means, covs = mixture_components(gm)
+    >>> covs.shape, bool(np.allclose(covs[0], np.diag(gm.covariances_[0])))
+    ((2, 3, 3), True)
     """
     means = _fitted_means(model)
     K, D = means.shape
@@ -278,7 +344,8 @@ def mixture_components(model):
     return weights, means, covs
 
 
-def _mixture_logpdf(P, weights, means, covs):
+def _mixture_logpdf(P: np.ndarray, weights: np.ndarray, means: np.ndarray,
+                    covs: np.ndarray) -> np.ndarray:
     """log sum_k w_k N(p | m_k, S_k) for rows P (n, d), components in d dimensions."""
     P = np.asarray(P, dtype=np.float64)
     n, d = P.shape
@@ -295,13 +362,18 @@ def _mixture_logpdf(P, weights, means, covs):
     return top + np.log(np.exp(out - top[:, None]).sum(axis=1))
 
 
-def _project(comps, features):
+def _density_of(comps: Comps) -> Callable[[np.ndarray], np.ndarray]:
+    """The log-density of the mixture ``comps``, as a function of points (n, d)."""
+    return lambda P: _mixture_logpdf(P, *comps)
+
+
+def _project(comps: Comps, features: Sequence[int]) -> Comps:
     w, m, S = comps
     f = list(features)
     return w, m[:, f], S[:, f][:, :, f]
 
 
-def _check_X(X, D, what="X"):
+def _check_X(X: Any, D: int, what: str = "X") -> np.ndarray | None:
     if X is None:
         return None
     X = np.asarray(X, dtype=np.float64)
@@ -312,21 +384,22 @@ def _check_X(X, D, what="X"):
     return X
 
 
-def _check_features(features, D, n):
+def _check_features(features: Sequence[int], D: int, n: int) -> tuple[int, ...]:
     f = tuple(int(v) for v in features)
     if len(f) != n or len(set(f)) != n or any(not 0 <= v < D for v in f):
         raise ValueError(f"features must be {n} distinct indices in 0..{D - 1}, got {features!r}")
     return f
 
 
-def _subsample(X, max_points, seed=0):
+def _subsample(X: np.ndarray | None, max_points: int, seed: int = 0) -> np.ndarray | None:
     if X is None or X.shape[0] <= max_points:
         return X
     idx = np.sort(np.random.default_rng(seed).choice(X.shape[0], max_points, replace=False))
     return X[idx]
 
 
-def _range(X, means, covs, dims):
+def _range(X: np.ndarray | None, means: np.ndarray, covs: np.ndarray,
+           dims: int) -> tuple[np.ndarray, np.ndarray]:
     """Plot limits per dimension: the data's, or the components' means +- 3 sigma."""
     sd = np.sqrt(np.maximum(np.einsum("kii->ki", covs), 0.0))
     lo = (means - 3 * sd).min(axis=0)
@@ -337,7 +410,8 @@ def _range(X, means, covs, dims):
     return lo - pad, hi + pad
 
 
-def _ellipses(ax, means2, covs2, weights, n_sigma, color="k"):
+def _ellipses(ax: Any, means2: np.ndarray, covs2: np.ndarray, weights: np.ndarray,
+              n_sigma: Sequence[float], color: str = "k") -> int:
     from matplotlib.patches import Ellipse
     drawn = 0
     for w, m, S in zip(weights, means2, covs2):
@@ -355,7 +429,8 @@ def _ellipses(ax, means2, covs2, weights, n_sigma, color="k"):
     return drawn
 
 
-def _panel_2d(ax, comps2, X2, n_sigma, grid, density, levels):
+def _panel_2d(ax: Any, comps2: Comps, X2: np.ndarray | None, n_sigma: Sequence[float],
+              grid: int, density: Callable[[np.ndarray], np.ndarray], levels: int) -> None:
     w, m, S = comps2
     lo, hi = _range(X2, m, S, 2)
     if X2 is not None:
@@ -371,26 +446,59 @@ def _panel_2d(ax, comps2, X2, n_sigma, grid, density, levels):
     ax.set_ylim(lo[1], hi[1])
 
 
-def plot_2d(model, X=None, path=None, ax=None, *, features=(0, 1), n_sigma=(1, 2), grid=120,
-            levels=8, max_points=5000, title=None):
-    """Data with the components' ellipses (1 and 2 sigma) and contours of the mixture density.
+def plot_2d(model: Any, X: np.ndarray | None = None, path: str | os.PathLike | None = None,
+            ax: Any = None, *, features: Sequence[int] = (0, 1),
+            n_sigma: Sequence[float] = (1, 2), grid: int = 120, levels: int = 8,
+            max_points: int = 5000, title: str | None = None) -> Any:
+    """Plot data with the components' ellipses and contours of the mixture density.
 
     Parameters
     ----------
-    model : fitted mixture (see :func:`mixture_components`) with n_features D >= 2.
-    X : (n, D) array, optional -- drawn as points (at most ``max_points``, a seeded sample);
-        the plot range is the data's (else the components' means +- 3 sigma).
-    path : str or path-like, optional -- write the figure as PNG there.
-    ax : matplotlib Axes, optional -- draw into it instead of a new figure.
-    features : two feature indices (i, j), default (0, 1).  For D = 2 the density is the
-        model's own ``score_samples``; for D > 2 the components are projected onto (i, j) and
-        the contours show that marginal mixture.
-    n_sigma : ellipse radii in standard deviations (solid, then dashed).
-    grid, levels : density grid points per axis and number of contour levels.
+    model : fitted estimator
+        A fitted mixture (see ``mixture_components``) with D >= 2 features.
+    X : numpy.ndarray of shape (n, D), optional
+        Data drawn as points (at most ``max_points``, a seeded sample); the plot range is the
+        data's (else the components' means +- 3 sigma).
+    path : str or os.PathLike, optional
+        Write the figure there as PNG (rendered through Agg, whatever the session's backend).
+    ax : matplotlib.axes.Axes, optional
+        Draw into these axes instead of a new figure.
+    features : tuple of two int, default=(0, 1)
+        The feature indices (i, j) on the axes.  For D = 2 the density is the model's own
+        ``score_samples``; for D > 2 the components are projected onto (i, j) and the contours
+        show that marginal mixture.
+    n_sigma : sequence of float, default=(1, 2)
+        Ellipse radii in standard deviations (solid, then dashed).
+    grid : int, default=120
+        Density grid points per axis.
+    levels : int, default=8
+        Number of contour levels.
+    max_points : int, default=5000
+        At most this many points of ``X`` are drawn.
+    title : str, optional
+        The title; default: the estimator and K.
 
     Returns
     -------
     matplotlib.figure.Figure
+        The figure drawn.
+
+    Raises
+    ------
+    ValueError
+        When the model is not fitted or has fewer than 2 features, ``X`` does not have D
+        columns, or ``features`` are not two distinct valid indices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix import GaussianMixture
+    >>> X = np.random.default_rng(0).normal(size=(400, 3))
+    >>> gm = GaussianMixture(2, random_state=0).fit(X)
+    >>> from fastmix.plot import plot_2d
+    >>> fig = plot_2d(gm, X, path="mixture.png", features=(0, 2))
+    >>> fig.axes[0].get_xlabel()
+    'feature 0'
     """
     comps = mixture_components(model)
     D = comps[1].shape[1]
@@ -409,7 +517,8 @@ def plot_2d(model, X=None, path=None, ax=None, *, features=(0, 1), n_sigma=(1, 2
     return fig
 
 
-def _panel_1d(ax, comps1, x1, bins, grid, density, components=True):
+def _panel_1d(ax: Any, comps1: Comps, x1: np.ndarray | None, bins: Any, grid: int,
+              density: Callable[[np.ndarray], np.ndarray], components: bool = True) -> None:
     w, m, S = comps1
     lo, hi = _range(x1, m, S, 1)
     if x1 is not None:
@@ -424,23 +533,55 @@ def _panel_1d(ax, comps1, x1, bins, grid, density, components=True):
     ax.set_xlim(lo[0], hi[0])
 
 
-def plot_density_1d(model, X=None, path=None, ax=None, *, feature=0, bins=50, grid=400,
-                    components=True, title=None):
-    """The mixture density of one feature over a histogram of the data (``density=True``).
+def plot_density_1d(model: Any, X: np.ndarray | None = None,
+                    path: str | os.PathLike | None = None, ax: Any = None, *,
+                    feature: int = 0, bins: Any = 50, grid: int = 400,
+                    components: bool = True, title: str | None = None) -> Any:
+    """Plot the mixture density of one feature over a histogram of the data.
 
     Parameters
     ----------
-    model : fitted mixture (see :func:`mixture_components`), e.g. GaussianMixture or
-        GMMExpansion with D = 1 (the density is then the model's ``score_samples``); for D > 1
-        the 1-D marginal of feature ``feature``.
-    X : (n, D) array (or (n,) for D = 1), optional -- the histogram.
-    path, ax : as for :func:`plot_2d`.
-    bins : histogram bins;  grid : points of the density curve.
-    components : also draw each weighted component w_k N(x | m_k, s_k^2).
+    model : fitted estimator
+        A fitted mixture (see ``mixture_components``).  With D = 1 the density is the model's
+        own ``score_samples``; for D > 1 the 1-D marginal of feature ``feature``.
+    X : numpy.ndarray of shape (n, D), or (n,) for D = 1, optional
+        Data shown as a histogram (``density=True``).
+    path : str or os.PathLike, optional
+        Write the figure there as PNG (rendered through Agg, whatever the session's backend).
+    ax : matplotlib.axes.Axes, optional
+        Draw into these axes instead of a new figure.
+    feature : int, default=0
+        The feature shown.
+    bins : int or sequence of float, default=50
+        Histogram bins, as for ``matplotlib.axes.Axes.hist``.
+    grid : int, default=400
+        Points of the density curve.
+    components : bool, default=True
+        Also draw each weighted component :math:`w_k N(x | m_k, s_k^2)`.
+    title : str, optional
+        The title; default: the estimator and K.
 
     Returns
     -------
     matplotlib.figure.Figure
+        The figure drawn.
+
+    Raises
+    ------
+    ValueError
+        When the model is not fitted, ``X`` does not have D columns or ``feature`` is out of
+        range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix import GaussianMixture
+    >>> X = np.random.default_rng(0).normal(size=(400, 3))
+    >>> gm = GaussianMixture(2, random_state=0).fit(X)
+    >>> from fastmix.plot import plot_density_1d
+    >>> fig = plot_density_1d(gm, X, path="density.png", feature=1)
+    >>> fig.axes[0].get_ylabel()
+    'density'
     """
     comps = mixture_components(model)
     D = comps[1].shape[1]
@@ -457,25 +598,49 @@ def plot_density_1d(model, X=None, path=None, ax=None, *, feature=0, bins=50, gr
     return fig
 
 
-def plot_lower_bounds(model, path=None, ax=None, *, title=None):
-    """The lower bound per iteration: ``model.lower_bounds_`` (GaussianMixture: mean
-    log-likelihood before each M-step; BigLearnGaussianMixture: of the (marginal) data in each
-    outer iteration's last step; GMMExpansion: per weight step), or for SGDGaussianMixture the
-    objective (-loss) per logged step from ``loss_curve_``.
+def plot_lower_bounds(model: Any, path: str | os.PathLike | None = None, ax: Any = None, *,
+                      title: str | None = None) -> Any:
+    """Plot the lower bound per iteration, or the SGD objective per logged step.
+
+    The values are ``model.lower_bounds_`` (GaussianMixture: the mean log-likelihood before each
+    M-step; BigLearnGaussianMixture: of the (marginal) data in each outer iteration's last step;
+    GMMExpansion: per weight step), or for SGDGaussianMixture the objective (-loss) per logged
+    step from ``loss_curve_``.
 
     Parameters
     ----------
-    model : fitted estimator; path, ax : as for :func:`plot_2d`.
+    model : fitted estimator
+        The model whose history is drawn.
+    path : str or os.PathLike, optional
+        Write the figure there as PNG (rendered through Agg, whatever the session's backend).
+    ax : matplotlib.axes.Axes, optional
+        Draw into these axes instead of a new figure.
+    title : str, optional
+        The title; default: the estimator and the quantity.
 
     Returns
     -------
     matplotlib.figure.Figure
+        The figure drawn.
 
     Raises
     ------
-    ValueError if the model records no per-iteration history.
+    ValueError
+        When the model records no per-iteration history.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix import GaussianMixture
+    >>> X = np.random.default_rng(0).normal(size=(400, 3))
+    >>> gm = GaussianMixture(2, random_state=0).fit(X)
+    >>> from fastmix.plot import plot_lower_bounds
+    >>> fig = plot_lower_bounds(gm, path="lower_bounds.png")
+    >>> len(fig.axes[0].lines[0].get_ydata()) == len(gm.lower_bounds_)
+    True
     """
     curve = getattr(model, "loss_curve_", None)
+    x: np.ndarray
     if curve is not None and len(curve):
         arr = np.asarray(curve, dtype=np.float64)
         x, y, xlabel, ylabel = arr[:, 0], -arr[:, 1], "SGD step", "objective (-loss)"
@@ -496,23 +661,62 @@ def plot_lower_bounds(model, path=None, ax=None, *, title=None):
     return fig
 
 
-def plot_corner(model, X=None, path=None, *, features=None, n_sigma=(1, 2), bins=40, grid=60,
-                levels=6, max_points=2000, title=None):
-    """A corner plot: for the chosen features, the 1-D marginal densities over histograms on
-    the diagonal and, below it, each pair's points with the projected components' ellipses and
-    the marginal mixture's density contours.  The panels above the diagonal are left out.
+def plot_corner(model: Any, X: np.ndarray | None = None,
+                path: str | os.PathLike | None = None, *,
+                features: Sequence[int] | None = None, n_sigma: Sequence[float] = (1, 2),
+                bins: Any = 40, grid: int = 60, levels: int = 6, max_points: int = 2000,
+                title: str | None = None) -> Any:
+    """Draw a corner plot: marginal densities on the diagonal, pairwise views below it.
+
+    For the chosen features, the diagonal shows the 1-D marginal densities over histograms
+    and, below it, each pair's points with the projected components' ellipses and the
+    marginal mixture's density contours.  The panels above the diagonal are left out.
 
     Parameters
     ----------
-    model : fitted mixture (see :func:`mixture_components`) with D >= 2.
-    X : (n, D) array, optional (at most ``max_points`` points drawn, a seeded sample; the
-        histograms use all rows).
-    path : as for :func:`plot_2d`.
-    features : indices to show, default the first min(D, 6).
+    model : fitted estimator
+        A fitted mixture (see ``mixture_components``) with D >= 2 features.
+    X : numpy.ndarray of shape (n, D), optional
+        Data: at most ``max_points`` points drawn (a seeded sample); the histograms use all
+        rows.
+    path : str or os.PathLike, optional
+        Write the figure there as PNG (rendered through Agg, whatever the session's backend).
+    features : sequence of int, optional
+        The feature indices shown, at least 2; default: the first min(D, 6).
+    n_sigma : sequence of float, default=(1, 2)
+        Ellipse radii in standard deviations.
+    bins : int or sequence of float, default=40
+        Histogram bins.
+    grid : int, default=60
+        Density grid points per axis.
+    levels : int, default=6
+        Number of contour levels.
+    max_points : int, default=2000
+        At most this many points of ``X`` are drawn.
+    title : str, optional
+        The figure title; default: the estimator, K and D.
 
     Returns
     -------
-    matplotlib.figure.Figure with F (F + 1) / 2 axes for F features.
+    matplotlib.figure.Figure
+        The figure, with F (F + 1) / 2 axes for F features.
+
+    Raises
+    ------
+    ValueError
+        When the model is not fitted or has fewer than 2 features, ``X`` does not have D
+        columns, or ``features`` holds fewer than 2 valid distinct indices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix import GaussianMixture
+    >>> X = np.random.default_rng(0).normal(size=(400, 3))
+    >>> gm = GaussianMixture(2, random_state=0).fit(X)
+    >>> from fastmix.plot import plot_corner
+    >>> fig = plot_corner(gm, X, path="corner.png")
+    >>> len(fig.axes)  # 3 (3 + 1) / 2
+    6
     """
     comps = mixture_components(model)
     D = comps[1].shape[1]
@@ -537,12 +741,12 @@ def plot_corner(model, X=None, path=None, *, features=None, n_sigma=(1, 2), bins
             if i == j:
                 c1 = _project(comps, (feats[i],))
                 _panel_1d(ax, c1, None if X is None else X[:, [feats[i]]], bins, 200,
-                          lambda P, c=c1: _mixture_logpdf(P, *c), components=False)
+                          _density_of(c1), components=False)
                 ax.set_yticks([])
             else:
                 c2 = _project(comps, (feats[j], feats[i]))
                 _panel_2d(ax, c2, None if Xs is None else Xs[:, [feats[j], feats[i]]],
-                          n_sigma, grid, lambda P, c=c2: _mixture_logpdf(P, *c), levels)
+                          n_sigma, grid, _density_of(c2), levels)
             if i == F - 1:
                 ax.set_xlabel(f"feature {feats[j]}")
             else:
@@ -557,19 +761,45 @@ def plot_corner(model, X=None, path=None, *, features=None, n_sigma=(1, 2), bins
     return fig
 
 
-def selection(result, path=None, ax=None, *, title=None):
-    """The criterion of every candidate of ``fastmix.select_mixture`` against the number of
-    components, one line per covariance type, the chosen model circled.
+def selection(result: Any, path: str | os.PathLike | None = None, ax: Any = None, *,
+              title: str | None = None) -> Any:
+    """Plot the criterion of every ``select_mixture`` candidate against the number of components.
+
+    One line per covariance type; the chosen model is circled.
 
     Parameters
     ----------
-    result : SelectionResult, or its ``to_dict()`` (the JSON report of ``fastmix select``)
-    path, ax : as for :func:`plot_2d`.
+    result : SelectionResult or dict
+        The result of ``fastmix.select_mixture``, or its ``to_dict()`` (the JSON report of
+        ``fastmix select``).
+    path : str or os.PathLike, optional
+        Write the figure there as PNG (rendered through Agg, whatever the session's backend).
+    ax : matplotlib.axes.Axes, optional
+        Draw into these axes instead of a new figure.
     title : str, optional
+        The title; default: the criterion.
 
     Returns
     -------
     matplotlib.figure.Figure
+        The figure drawn.
+
+    Raises
+    ------
+    ValueError
+        When ``result`` is neither a SelectionResult nor a report with candidates.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix import select_mixture
+    >>> from fastmix.plot import selection
+    >>> X = np.random.default_rng(0).normal(size=(300, 2))
+    >>> result = select_mixture(X, n_components=range(1, 4), covariance_types=("full", "diag"),
+    ...                         random_state=0)
+    >>> fig = selection(result, path="selection.png")
+    >>> len(fig.axes[0].lines)  # two covariance types and the chosen model
+    3
     """
     if isinstance(result, dict):
         rows = result.get("candidates")

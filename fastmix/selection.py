@@ -184,7 +184,7 @@ class Candidate:
     """One model of the sweep and its EM state (the fields of ``em.EMResult``) and scores."""
     n_components: int
     covariance_type: str
-    params: GMMParams = None
+    params: GMMParams | None = None
     lower_bound: float = -np.inf
     n_iter: int = 0
     converged: bool = False
@@ -198,7 +198,7 @@ class Candidate:
     n_rows: float = 0.0            # sum of the training weights (rows, when unweighted)
     n_heldout: float = 0.0         # sum of the held-out rows' weights
     init: int = 0                  # which of the model's n_init initialisations this run is
-    group: list = None             # the runs (Candidates) of the same model, n_init > 1 only
+    group: list | None = None      # the runs (Candidates) of the same model, n_init > 1 only
 
     @property
     def n_parameters(self):

@@ -409,7 +409,7 @@ class SVIResult:
 class SVIState(OnlineState):
     """SVI's running statistics (``OnlineState``) and their ``sum w r log r``, blended alike
     (None: not known, e.g. a model saved without it; the next batch's value is taken)."""
-    neg_entropy: float = None
+    neg_entropy: float | None = None
 
 
 def svi_update(X, sw, params, state, prior, *, total_samples, t0, kappa, chunk_rows,

@@ -1,7 +1,9 @@
 """Columnar and text formats (extra ``io``): HDF5 datasets, Zarr arrays, Parquet files and
 delimited text (CSV/TSV/TXT), read block by block."""
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -10,11 +12,46 @@ from .base import Source, _compute_dtype, _missing_extra
 
 
 class HDF5Source(Source):
-    """An HDF5 dataset ``file.h5:/group/dataset`` (h5py)."""
+    """A 2-D HDF5 dataset read block by block (h5py; extra ``io``).
+
+    Paths of the form ``"file.h5:/group/dataset"`` given to an estimator open this source.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The HDF5 file.
+    key : str
+        The dataset inside the file, e.g. ``"/group/dataset"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        When the file is not HDF5, has no dataset ``key`` (the message lists the datasets), or
+        the dataset is not 2-D and numeric.
+    ImportError
+        When h5py is not installed.
+
+    See Also
+    --------
+    open_path : Chooses this class for ``.h5``, ``.hdf5``, ``.hdf`` and ``.he5`` files.
+
+    Examples
+    --------
+    >>> import h5py
+    >>> import numpy as np
+    >>> from fastmix.io import HDF5Source
+    >>> with h5py.File("data.h5", "w") as f:
+    ...     f["group/x"] = np.zeros((10, 3))
+    >>> with HDF5Source("data.h5", "/group/x") as src:
+    ...     print(src)
+    HDF5Source('data.h5:/group/x', rows=10, features=3, dtype=float64)
+    """
 
     random_access = True
 
-    def __init__(self, path, key):
+    def __init__(self, path: str | os.PathLike, key: str) -> None:
         try:
             import h5py
         except ImportError as exc:
@@ -40,23 +77,60 @@ class HDF5Source(Source):
         self.n_rows, self.n_features = ds.shape
         self.dtype = _compute_dtype(ds.dtype)
 
-    def read_rows(self, start, stop, out):
+    def read_rows(self, start: int, stop: int, out: np.ndarray) -> None:
+        # numpydoc ignore=GL08
+        # (the docstring of Source.read_rows applies and is shown)
         try:
             self.ds.read_direct(out, np.s_[start:stop], np.s_[0:stop - start])
         except (OSError, RuntimeError) as exc:
             raise ValueError(f"{self.name}: rows {start}..{stop - 1} could not be read "
                              f"({exc})") from None
 
-    def close(self):
+    def close(self) -> None:
+        # numpydoc ignore=GL08
+        # (the docstring of Source.close applies and is shown)
         self._f.close()
 
 
 class ZarrSource(Source):
-    """A 2-D Zarr array (a directory store; ``store.zarr:/path/in/group`` for a member)."""
+    """A 2-D Zarr array read block by block (zarr; extra ``io``).
+
+    Paths ``"store.zarr"`` (an array) or ``"store.zarr:/path/in/group"`` (a member of a group)
+    given to an estimator open this source.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The Zarr store (a directory).
+    key : str, optional
+        The array inside a group store; None when the store is the array.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        When the store cannot be read, has no member ``key``, or it is not a 2-D numeric array.
+    ImportError
+        When zarr is not installed.
+
+    See Also
+    --------
+    open_path : Chooses this class for ``.zarr`` paths and other directories.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import zarr
+    >>> from fastmix.io import ZarrSource
+    >>> zarr.save("data.zarr", np.zeros((10, 3), dtype=np.float32))
+    >>> ZarrSource("data.zarr")
+    ZarrSource('data.zarr', rows=10, features=3, dtype=float32)
+    """
 
     random_access = True
 
-    def __init__(self, path, key=None):
+    def __init__(self, path: str | os.PathLike, key: str | None = None) -> None:
         try:
             import zarr
         except ImportError as exc:
@@ -82,14 +156,17 @@ class ZarrSource(Source):
         self.z = z
         self.n_rows, self.n_features = z.shape
         self.dtype = _compute_dtype(z.dtype)
-        self._cached, self._cache = -1, None
+        self._cached = -1
+        self._cache: Any = None  # the last Zarr chunk read
 
-    def read_rows(self, start, stop, out):
-        """Rows are copied out of whole decompressed Zarr chunks, the last one kept: blocks
-        that do not line up with the Zarr chunks (they are whole kernel chunks) still
-        decompress every Zarr chunk once per pass (reading z[start:stop] directly decompressed
-        a 1e6-row chunk four times per pass for 32 MB blocks: 2.8 s instead of 0.5 s per
-        iteration, measured).  Memory: one Zarr chunk."""
+    def read_rows(self, start: int, stop: int, out: np.ndarray) -> None:
+        # numpydoc ignore=GL08
+        # (the docstring of Source.read_rows applies and is shown)
+        # Rows are copied out of whole decompressed Zarr chunks, the last one kept: blocks
+        # that do not line up with the Zarr chunks (they are whole kernel chunks) still
+        # decompress every Zarr chunk once per pass (reading z[start:stop] directly decompressed
+        # a 1e6-row chunk four times per pass for 32 MB blocks: 2.8 s instead of 0.5 s per
+        # iteration, measured).  Memory: one Zarr chunk.
         rows = self.z.chunks[0]
         pos = start
         while pos < stop:
@@ -108,7 +185,8 @@ class ZarrSource(Source):
             pos += n
 
 
-def _arrow_numeric(schema, columns, weight, name):
+def _arrow_numeric(schema: Any, columns: Sequence[str] | None, weight: str | None,
+                   name: str) -> tuple[list[str], np.dtype]:
     """Feature column names: the requested ones, or every column but the weight one; all must
     be numeric."""
     import pyarrow as pa
@@ -132,11 +210,12 @@ def _arrow_numeric(schema, columns, weight, name):
     return names, np.dtype(dtype)
 
 
-def _first_null(col):
+def _first_null(col: Any) -> int:
     return int(np.argmax(np.asarray(col.is_null().to_numpy(zero_copy_only=False))))
 
 
-def _batch_to_numpy(batch, names, weight, dtype, name, start=0, nulls_as_nan=False):
+def _batch_to_numpy(batch: Any, names: Sequence[str], weight: str | None, dtype: np.dtype,
+                    name: str, start: int = 0, nulls_as_nan: bool = False) -> Any:
     """A record batch as an (n, D) array (and (n,) weights); ``start`` is the batch's first row
     in the file, for the row number of a missing value.  With ``nulls_as_nan`` a null feature
     value becomes NaN (weights never may be null)."""
@@ -163,10 +242,47 @@ def _batch_to_numpy(batch, names, weight, dtype, name, start=0, nulls_as_nan=Fal
 
 
 class ParquetSource(Source):
-    """A Parquet file read batch by batch (pyarrow).  ``columns`` selects the features (default:
-    all columns but ``weight_column``); ``weight_column`` names a column of sample weights."""
+    """A Parquet file read batch by batch (pyarrow; extra ``io``).
 
-    def __init__(self, path, columns=None, weight_column=None):
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The Parquet file.
+    columns : sequence of str, optional
+        The feature columns, in this order; default: every column but ``weight_column``.
+    weight_column : str, optional
+        A column of sample weights, read in step with the features (``has_weights``).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        When the file is not Parquet, a named column is missing, or a column used is not
+        numeric.  While reading: a null feature value (unless ``nulls_as_nan``) or weight, named
+        by row.
+    ImportError
+        When pyarrow is not installed.
+
+    See Also
+    --------
+    open_path : Chooses this class for ``.parquet`` and ``.pq`` files.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pyarrow as pa
+    >>> import pyarrow.parquet as pq
+    >>> from fastmix.io import ParquetSource
+    >>> table = pa.table({"a": np.arange(4.0), "b": np.ones(4), "w": [1.0, 2.0, 1.0, 2.0]})
+    >>> pq.write_table(table, "data.parquet")
+    >>> src = ParquetSource("data.parquet", weight_column="w")
+    >>> src.columns, src.n_rows, src.has_weights
+    (['a', 'b'], 4, True)
+    """
+
+    def __init__(self, path: str | os.PathLike, columns: Sequence[str] | None = None,
+                 weight_column: str | None = None) -> None:
         try:
             import pyarrow.parquet as pq
         except ImportError as exc:
@@ -187,7 +303,9 @@ class ParquetSource(Source):
         self.n_rows = int(self._pf.metadata.num_rows)
         self.batch_rows = max(1024, _base.BLOCK_BYTES // (8 * self.n_features))
 
-    def pieces(self):
+    def pieces(self) -> Iterator[Any]:
+        # numpydoc ignore=GL08
+        # (the docstring of Source.pieces applies and is shown)
         cols = self.columns + ([self.weight_column] if self.weight_column else [])
         start = 0
         try:
@@ -198,7 +316,9 @@ class ParquetSource(Source):
         except OSError as exc:  # ArrowInvalid/ArrowIOError derive from OSError or ValueError
             raise ValueError(f"{self.name}: damaged Parquet data ({exc})") from None
 
-    def close(self):
+    def close(self) -> None:
+        # numpydoc ignore=GL08
+        # (the docstring of Source.close applies and is shown)
         self._pf.close()
 
 
@@ -206,13 +326,13 @@ class ParquetSource(Source):
 TXT_DELIMITERS = (",", "\t", ";", " ")
 
 
-def _first_line(path, limit=1 << 20):
+def _first_line(path: str | os.PathLike, limit: int = 1 << 20) -> str:
     with open(path, "rb") as fh:
         line = fh.readline(limit)
     return line.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
 
 
-def _is_number(field):
+def _is_number(field: str) -> bool:
     try:
         float(field)
     except ValueError:
@@ -221,12 +341,14 @@ def _is_number(field):
 
 
 class CSVSource(Source):
-    """Delimited text read by pyarrow's streaming reader (row count unknown until the first
-    pass).
+    """Delimited text (CSV, TSV, TXT) read by pyarrow's streaming reader (extra ``io``).
+
+    The row count is unknown (``n_rows`` is None) until the first pass over the file.
 
     Parameters
     ----------
-    path : str or Path
+    path : str or os.PathLike
+        The text file.
     columns : list of str, optional
         Feature columns (default: every column but ``weight_column``).  Without a header the
         columns are named ``f0``, ``f1``, ...
@@ -238,10 +360,41 @@ class CSVSource(Source):
     delimiter : str (one character), optional
         Default: tab for ``.tsv``; for ``.txt`` the first of ``,`` tab ``;`` space found in the
         first line; otherwise ``,``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        For a directory, an empty file, a file with a header and no rows, a bad ``header`` or
+        ``delimiter``, a missing or non-numeric column.  While reading: unparsable text or a
+        null value (unless ``nulls_as_nan``), named by row.
+    ImportError
+        When pyarrow is not installed.
+
+    See Also
+    --------
+    open_path : Chooses this class for ``.csv``, ``.tsv`` and ``.txt`` files.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix.io import CSVSource
+    >>> np.savetxt("data.csv", np.arange(6.0).reshape(3, 2), delimiter=",", header="x,y",
+    ...            comments="")
+    >>> src = CSVSource("data.csv")
+    >>> src.columns, src.header, src.n_rows
+    (['x', 'y'], True, None)
+    >>> np.vstack(list(src.pieces()))
+    array([[0., 1.],
+           [2., 3.],
+           [4., 5.]])
     """
 
-    def __init__(self, path, columns=None, weight_column=None, *, header="infer",
-                 delimiter=None):
+    def __init__(self, path: str | os.PathLike, columns: Sequence[str] | None = None,
+                 weight_column: str | None = None, *,
+                 header: Literal["infer", True, False] = "infer",
+                 delimiter: str | None = None) -> None:
         try:
             import pyarrow.csv as pcsv
         except ImportError as exc:
@@ -302,7 +455,7 @@ class CSVSource(Source):
                        or pa.types.is_floating(schema.field(c).type)}
         self._include = used
 
-    def _open(self):
+    def _open(self) -> Any:
         try:
             return self._pcsv.open_csv(
                 self.path, read_options=self._pcsv.ReadOptions(
@@ -314,7 +467,9 @@ class CSVSource(Source):
         except Exception as exc:
             raise ValueError(f"{self.name} is not a readable CSV file ({exc})") from None
 
-    def pieces(self):
+    def pieces(self) -> Iterator[Any]:
+        # numpydoc ignore=GL08
+        # (the docstring of Source.pieces applies and is shown)
         reader = self._open()
         start = 0
         try:

@@ -3,6 +3,8 @@ and ``NpyWriter`` (block-by-block atomic output), with ``check_output_path``."""
 import os
 import struct
 from pathlib import Path
+from io import FileIO
+from typing import Any
 
 import numpy as np
 
@@ -10,11 +12,43 @@ from .base import Source, _compute_dtype
 
 
 class NpySource(Source):
-    """A ``.npy`` file read with ``readinto`` at computed offsets (no memory map)."""
+    """A ``.npy`` file read block by block at computed offsets (no memory map).
+
+    The header is parsed once; blocks are read with ``preadv`` into reused buffers, so the
+    resident memory stays bounded whatever the file size.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npy`` file, holding a C-ordered 2-D array of a real dtype.
+    vector : bool, default=False
+        Read a 1-D array as one column (a file of sample weights).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        When the file is not a readable ``.npy`` file, is truncated, holds a non-real dtype, is
+        not 2-D (1-D with ``vector``), or is stored in Fortran order.
+
+    See Also
+    --------
+    open_path : Chooses this class for ``.npy`` files.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix.io import NpySource
+    >>> np.save("data.npy", np.arange(12.0).reshape(4, 3))
+    >>> with NpySource("data.npy") as src:
+    ...     print(src, src.take(np.array([2])))
+    NpySource('data.npy', rows=4, features=3, dtype=float64) [[6. 7. 8.]]
+    """
 
     random_access = True
 
-    def __init__(self, path, vector=False):
+    def __init__(self, path: str | os.PathLike, vector: bool = False) -> None:
         self.path = Path(path)
         self.name = str(path)
         with open(self.path, "rb") as fh:  # FileNotFoundError for a missing file
@@ -49,22 +83,24 @@ class NpySource(Source):
             raise ValueError(f"{self.name} is truncated: its header promises {self.n_rows} rows "
                              f"x {self.n_features} ({need} bytes) but the file has {size} bytes "
                              f"({max(0, size - self.offset) // max(1, self.row_bytes)} whole rows)")
-        self._fh = None
+        self._fh: FileIO | None = None
         self._direct = dtype == self.dtype  # native byte order, compute dtype: read in place
 
-    def _file(self):
+    def _file(self) -> FileIO:
         if self._fh is None:
             self._fh = open(self.path, "rb", buffering=0)
         return self._fh
 
-    def read_rows(self, start, stop, out):
+    def read_rows(self, start: int, stop: int, out: np.ndarray) -> None:
+        # numpydoc ignore=GL08
+        # (the docstring of Source.read_rows applies and is shown)
         fh = self._file()
         n = stop - start
         if self._direct:
-            target = memoryview(out[:n].reshape(-1).view(np.uint8))
+            target = out[:n].reshape(-1).view(np.uint8).data  # a memoryview
         else:
             raw = np.empty(n * self.row_bytes, np.uint8)
-            target = memoryview(raw)
+            target = raw.data
         pos = self.offset + start * self.row_bytes
         got = 0
         while got < len(target):
@@ -77,33 +113,38 @@ class NpySource(Source):
         if not self._direct:
             out[:n] = raw.view(self.file_dtype).reshape(n, self.n_features)
 
-    def take(self, rows):
-        """One ``pread`` per row: cheap for the k-means subsample, and no memory map."""
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        # numpydoc ignore=GL08
+        # (the docstring of Source.take applies and is shown)
+        # one pread per row: cheap for the k-means subsample, and no memory map
         out = np.empty((len(rows), self.n_features), self.dtype)
-        if len(rows) > self.n_rows // 16:  # dense: one sequential pass is cheaper
+        if len(rows) > int(self.n_rows or 0) // 16:  # dense: one sequential pass is cheaper
             return Source.take(self, rows)
         fh = self._file()
         raw = np.empty(self.row_bytes, np.uint8)
         rview = raw.view(self.file_dtype)
         for i, r in enumerate(rows):
-            k = os.preadv(fh.fileno(), [memoryview(raw)], self.offset + int(r) * self.row_bytes)
+            k = os.preadv(fh.fileno(), [raw.data], self.offset + int(r) * self.row_bytes)
             if k != self.row_bytes:
                 raise ValueError(f"{self.name} is truncated at row {int(r)}")
             out[i] = rview
         return out
 
-    def close(self):
+    def close(self) -> None:
+        # numpydoc ignore=GL08
+        # (the docstring of Source.close applies and is shown)
         if self._fh is not None:
             self._fh.close()
             self._fh = None
 
 
-def _pread_into(fh, target, pos):  # pragma: no cover - platforms without preadv
+def _pread_into(fh: FileIO, target: memoryview,
+                pos: int) -> int:  # pragma: no cover - platforms without preadv
     fh.seek(pos)
     return fh.readinto(target)
 
 
-def check_output_path(path, what="output file"):
+def check_output_path(path: str | os.PathLike, what: str = "output file") -> str:
     """Check, before any work, that ``path`` can be written: it is not a directory and its
     parent directory exists and is writable.  Raises an OSError naming ``path`` as given
     (FileNotFoundError, NotADirectoryError, IsADirectoryError or PermissionError); returns
@@ -136,7 +177,8 @@ class NpyWriter:
 
     HEADER = 128
 
-    def __init__(self, path, dtype, tail_shape=()):
+    def __init__(self, path: str | os.PathLike, dtype: Any,
+                 tail_shape: tuple[int, ...] = ()) -> None:
         self.path = Path(path)
         self.dtype = np.dtype(dtype)
         self.tail = tuple(int(s) for s in tail_shape)
@@ -146,7 +188,7 @@ class NpyWriter:
         self.fh = open(self.tmp, "wb")
         self.fh.write(self._header())
 
-    def _header(self):
+    def _header(self) -> bytes:
         d = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
              "shape": (self.rows,) + self.tail}
         body = repr(d).ljust(self.HEADER - 10 - 1) + "\n"
@@ -154,14 +196,14 @@ class NpyWriter:
             raise ValueError("array shape too long for the fixed .npy header")
         return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1")
 
-    def write(self, block):
+    def write(self, block: np.ndarray) -> None:
         block = np.ascontiguousarray(block, dtype=self.dtype)
         if block.shape[1:] != self.tail:
             raise ValueError(f"block of shape {block.shape} does not match {self.tail}")
         self.fh.write(block.data)
         self.rows += block.shape[0]
 
-    def commit(self):
+    def commit(self) -> None:
         self.fh.seek(0)
         self.fh.write(self._header())
         self.fh.flush()
@@ -169,16 +211,16 @@ class NpyWriter:
         self.fh.close()
         os.replace(self.tmp, self.path)
 
-    def abort(self):
+    def abort(self) -> None:
         if not self.fh.closed:
             self.fh.close()
         if self.tmp.exists():
             self.tmp.unlink()
 
-    def __enter__(self):
+    def __enter__(self) -> "NpyWriter":
         return self
 
-    def __exit__(self, exc_type, *rest):
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
         if exc_type is None:
             self.commit()
         else:

@@ -89,7 +89,7 @@ def thread_limit(n):
         numba.set_num_threads(old)
 
 
-_CONTROLLER = []
+_CONTROLLER: list = []
 _BLAS_LIMIT = {"depth": 0, "lock": threading.Lock()}
 
 

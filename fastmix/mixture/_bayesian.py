@@ -4,6 +4,8 @@ import json
 import os
 import sys
 
+from typing import Any
+
 import numpy as np
 
 from .._compute import blas_single_threaded
@@ -18,6 +20,7 @@ from ._base import (ANY, DEVICES, INIT_METHODS, ONLINE_BATCH_CHUNKS, Integer,
                     MixtureBase, Options, Real, _fit_dtype, _is_gpu_array)
 from ._gaussian import ConvergenceWarning, GaussianMixture
 from ._persist import CheckpointMixin, _atomic_write, _fit_meta, _save_online, register
+from ._typing import ArrayLike, DataLike, RandomStateLike
 
 
 @register
@@ -38,6 +41,7 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
     n_components : int, default=1
         Number of components (an upper bound; unused ones get tiny weights).
     covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+        The covariance structure of the components.
     tol : float, default=1e-3
         Iterations stop when the lower bound (a total over the rows, as in scikit-learn)
         changes by less than ``tol``; SVI passes (``algorithm="online"``) when it changes by
@@ -51,20 +55,30 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
     init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
         fastmix's initialisations (``fastmix.init``): responsibilities, then the variational
         M-step, as scikit-learn does.
-    weight_concentration_prior_type : {"dirichlet_process", "dirichlet_distribution"}
-        default="dirichlet_process" (stick-breaking, truncated at ``n_components``).
-    weight_concentration_prior : float > 0 or None, default=None (1 / n_components)
-    mean_precision_prior : float > 0 or None, default=None (1.0)
-    mean_prior : array (D,) or None, default=None (the weighted mean of the data)
-    degrees_of_freedom_prior : float > D - 1 or None, default=None (D)
-    covariance_prior : float or array or None, default=None
+    weight_concentration_prior_type : {"dirichlet_process", "dirichlet_distribution"}, \
+default="dirichlet_process"
+        The prior on the weights: a stick-breaking process truncated at ``n_components``, or
+        a Dirichlet distribution.
+    weight_concentration_prior : float or None, default=None
+        Concentration of the weight prior (> 0); None means ``1 / n_components``.
+    mean_precision_prior : float or None, default=None
+        Precision of the prior on the means (> 0); None means 1.0.
+    mean_prior : array-like of shape (D,) or None, default=None
+        Mean of the prior on the means; None means the (weighted) mean of the data.
+    degrees_of_freedom_prior : float or None, default=None
+        Degrees of freedom of the Wishart prior (> D - 1); None means D.
+    covariance_prior : float, array-like or None, default=None
         full/tied (D, D) symmetric positive definite, diag (D,) positive, spherical a positive
         number; None: the data's unbiased (weighted) covariance, variances or mean variance.
-    random_state : None, int, numpy Generator or RandomState
+    random_state : int, numpy.random.Generator, numpy.random.RandomState or None, \
+default=None
+        Seeds the initialisation; fits with the same seed are bit-identical.
     warm_start : bool, default=False
         Continue from the previous fit's variational parameters.
     verbose : int, default=0
+        1 prints per-initialisation summaries, 2 also every ``verbose_interval`` iterations.
     verbose_interval : int, default=10
+        Iterations between progress lines with ``verbose=2``.
     chunk_size : int or None, default=None
         Rows per kernel chunk (default 4096); results are bit-identical for a given
         chunk_size whatever the number of threads.
@@ -86,15 +100,27 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
 
     Attributes
     ----------
-    weights_ : (K,) ; means_ : (K, D)
-    covariances_, precisions_, precisions_cholesky_ : shape by covariance type
-        full (K, D, D), tied (D, D), diag (K, D), spherical (K,); ``covariances_`` is the
-        normalised ``(nu_k W_k)^-1`` (scikit-learn's convention).
-    weight_concentration_ : tuple of two (K,) arrays (DP) or (K,) array
-    mean_precision_ : (K,) ; degrees_of_freedom_ : (K,) (float for tied)
-    weight_concentration_prior_, mean_precision_prior_, mean_prior_ (D,),
-    degrees_of_freedom_prior_, covariance_prior_ : the priors used
-    converged_ : bool ; n_iter_ : int
+    weights_ : numpy.ndarray of shape (K,)
+        Expected weights under the variational posterior.
+    means_ : numpy.ndarray of shape (K, D)
+        Posterior means of the component means.
+    covariances_, precisions_, precisions_cholesky_ : numpy.ndarray
+        Shape by covariance type: full (K, D, D), tied (D, D), diag (K, D), spherical (K,);
+        ``covariances_`` is the normalised ``(nu_k W_k)^-1`` (scikit-learn's convention).
+    weight_concentration_ : tuple of two numpy.ndarray of shape (K,), or numpy.ndarray
+        The posterior of the weights: Beta parameters (Dirichlet process) or Dirichlet
+        parameters (K,).
+    mean_precision_ : numpy.ndarray of shape (K,)
+        Posterior precisions of the means.
+    degrees_of_freedom_ : numpy.ndarray of shape (K,), or float for "tied"
+        Posterior Wishart degrees of freedom.
+    weight_concentration_prior_, mean_precision_prior_, mean_prior_, \
+degrees_of_freedom_prior_, covariance_prior_ : float or numpy.ndarray
+        The priors used (``mean_prior_`` of shape (D,)).
+    converged_ : bool
+        Whether the best initialisation converged.
+    n_iter_ : int
+        Iterations of the best initialisation.
     lower_bound_ : float
         scikit-learn's variational lower bound (constants dropped) of the best
         initialisation.  For SVI (``fit(algorithm="online")``, ``partial_fit``) the same bound
@@ -103,20 +129,46 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
         are the running ones (``fastmix.variational``); on a stationary stream it approaches
         the batch optimum's as the steps shrink.
     lower_bounds_ : list of float
+        The lower bound at each iteration of the best initialisation.
     n_features_in_ : int
-    n_steps_ : int (SVI steps done)
+        Number of features D seen in ``fit``.
+    n_steps_ : int
+        SVI steps done.
 
+    See Also
+    --------
+    GaussianMixture : Maximum-likelihood EM with the same kernels.
+
+    Notes
+    -----
     Fitted arrays are float64 (float32 after a fit on float32 data).
+
+    Examples
+    --------
+    Ten components offered, two clusters in the data: the surplus components get tiny weights.
+
+    >>> import numpy as np
+    >>> from fastmix import BayesianGaussianMixture
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(-4, 1, (300, 2)), rng.normal(4, 1, (300, 2))])
+    >>> bgm = BayesianGaussianMixture(n_components=10, weight_concentration_prior=1e-3,
+    ...                               max_iter=500, random_state=0).fit(X)
+    >>> int((bgm.weights_ > 0.05).sum())
+    2
     """
 
-    def __init__(self, *, n_components=1, covariance_type="full", tol=1e-3, reg_covar=1e-6,
-                 max_iter=100, n_init=1, init_params="kmeans",
-                 weight_concentration_prior_type="dirichlet_process",
-                 weight_concentration_prior=None, mean_precision_prior=None, mean_prior=None,
-                 degrees_of_freedom_prior=None, covariance_prior=None, random_state=None,
-                 warm_start=False, verbose=0, verbose_interval=10, chunk_size=None,
-                 progress=False, step_offset=1.0, step_decay=0.6, batch_size=None,
-                 total_samples=1e6, device="cpu"):
+    def __init__(self, *, n_components: int = 1, covariance_type: str = "full", tol: float = 1e-3,
+                 reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
+                 init_params: str = "kmeans",
+                 weight_concentration_prior_type: str = "dirichlet_process",
+                 weight_concentration_prior: float | None = None,
+                 mean_precision_prior: float | None = None, mean_prior: ArrayLike | None = None,
+                 degrees_of_freedom_prior: float | None = None,
+                 covariance_prior: float | ArrayLike | None = None,
+                 random_state: RandomStateLike = None, warm_start: bool = False, verbose: int = 0,
+                 verbose_interval: int = 10, chunk_size: int | None = None, progress: bool = False,
+                 step_offset: float = 1.0, step_decay: float = 0.6, batch_size: int | None = None,
+                 total_samples: float = 1e6, device: str = "cpu") -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -252,24 +304,27 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
         self.precisions_ = cast(cov.precisions)
 
     # ------------------------------------------------------------------ fitting -------------
-    def fit(self, X, y=None, sample_weight=None, *, algorithm="batch", checkpoint=None,
-            resume=False):
+    def fit(self, X: DataLike, y: Any = None, sample_weight: DataLike | None = None, *,
+            algorithm: str = "batch", checkpoint: str | os.PathLike | None = None,
+            resume: bool = False) -> "BayesianGaussianMixture":
         """Fit the variational posterior.
 
         Parameters
         ----------
-        X : array-like (N, D) of real numbers (float32 stays float32), or out-of-core data
-            (a path, ``np.memmap``, ``fastmix.io.Source``, chunk list or callable; see
-            ``GaussianMixture.fit``), a Dask array or a GPU array (``device="cuda"``).
-        y : ignored
-        sample_weight : (N,) non-negative weights, optional (also a ``.npy`` path, a 1-D
-            source or a column name for out-of-core data).  Integer weights equal repeated
-            rows.
+        X : array-like of shape (N, D), out-of-core data, Dask or GPU array
+            Real numbers (float32 stays float32), or out-of-core data (a path, ``np.memmap``,
+            ``fastmix.io.Source``, chunk list or callable; see ``GaussianMixture.fit``), a Dask
+            array or a GPU array (``device="cuda"``).
+        y : None
+            Ignored; present for scikit-learn compatibility.
+        sample_weight : array-like of shape (N,), str or Source, optional
+            Non-negative weights (also a ``.npy`` path, a 1-D source or a column name for
+            out-of-core data).  Integer weights equal repeated rows.
         algorithm : {"batch", "online"}, default="batch"
             "batch": coordinate-ascent variational Bayes, one pass per iteration (a file
             gives bit-identically the in-memory fit).  "online": stochastic variational
             inference in batches of ``batch_size`` rows, ``max_iter`` passes at most.
-        checkpoint : path, optional
+        checkpoint : str or os.PathLike, optional
             Save the model (atomically, with its priors and, for SVI, its running statistics)
             after every iteration or pass.  Needs ``n_init=1``.
         resume : bool, default=False
@@ -280,13 +335,54 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
 
         Returns
         -------
-        self
+        BayesianGaussianMixture
+            The fitted estimator (``self``).
+
+        Raises
+        ------
+        ValueError
+            For an invalid hyper-parameter or prior (named), invalid input (naming the first bad
+            row) or fewer rows than components.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import BayesianGaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> bgm = BayesianGaussianMixture(n_components=3, max_iter=500, random_state=0).fit(X)
+        >>> bgm.converged_, bgm.weights_.shape
+        (True, (3,))
         """
         self._fit(X, sample_weight, algorithm, checkpoint=checkpoint, resume=resume)
         return self
 
-    def fit_predict(self, X, y=None, sample_weight=None):
-        """Fit, then return the most probable component of each row (N,) int64."""
+    def fit_predict(self, X: DataLike, y: Any = None,
+                    sample_weight: DataLike | None = None) -> np.ndarray:
+        """Fit the model, then return the most probable component of each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            As for ``fit``.
+        y : None
+            Ignored; present for scikit-learn compatibility.
+        sample_weight : array-like of shape (N,), optional
+            Non-negative weights of the rows.
+
+        Returns
+        -------
+        numpy.ndarray of shape (N,), dtype int64
+            The component labels.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import BayesianGaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> bgm = BayesianGaussianMixture(n_components=3, max_iter=500, random_state=0)
+        >>> bgm.fit_predict(X).shape
+        (300,)
+        """
         X_mem = self._fit(X, sample_weight)
         return self.predict(X if X_mem is None else X_mem)
 
@@ -436,15 +532,47 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
                 bar.close()
         return self._finish_run(result, start)
 
-    def partial_fit(self, X, y=None, sample_weight=None):
-        """One SVI step (Hoffman et al. 2013) with the rows ``X`` (n, D).
+    def partial_fit(self, X: DataLike, y: Any = None,
+                    sample_weight: DataLike | None = None) -> "BayesianGaussianMixture":
+        """Do one SVI step (Hoffman et al. 2013) with the rows ``X``.
 
         The chunk's statistics are scaled by ``total_samples / n`` and blended into the
         running statistics with step rho_t = (t + step_offset)^-step_decay (the first call
         initialises the model from ``X`` with ``init_params`` -- its priors from ``X`` too,
         when not given -- and sets the statistics, rho = 1); then the variational M-step.
         ``lower_bound_`` is the lower bound of the running statistics after the step (see the
-        attribute), a total over ``total_samples`` rows.  Returns self.
+        attribute), a total over ``total_samples`` rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, D)
+            A batch of rows.
+        y : None
+            Ignored; present for scikit-learn compatibility.
+        sample_weight : array-like of shape (n,), optional
+            Non-negative weights of the rows.
+
+        Returns
+        -------
+        BayesianGaussianMixture
+            The updated estimator (``self``).
+
+        Raises
+        ------
+        ValueError
+            For invalid input (naming the first bad row), a first batch with fewer rows than
+            components, or a batch of another width.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import BayesianGaussianMixture
+        >>> rng = np.random.default_rng(0)
+        >>> bgm = BayesianGaussianMixture(n_components=3, total_samples=5000, random_state=0)
+        >>> for _ in range(5):
+        ...     bgm = bgm.partial_fit(rng.normal(size=(1000, 2)))
+        >>> bgm.n_steps_
+        5
         """
         self._validate_params()
         if _is_gpu_array(X):
@@ -495,11 +623,38 @@ class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
                "degrees_of_freedom_", "mean_prior_", "covariance_prior_")
     _ARRAY_PARAMS = ("mean_prior", "covariance_prior")
 
-    def save(self, path):
-        """Write the model to a versioned ``.npz`` (no pickle, atomic); ``fastmix.load``
-        reads it.  A model trained with ``partial_fit`` keeps its running statistics."""
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model to a versioned ``.npz`` file (no pickle), atomically.
+
+        Load it with ``fastmix.load``.  A model trained with ``partial_fit`` keeps its running
+        statistics, so ``partial_fit`` continues after loading.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        OSError
+            When ``path`` cannot be written.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import BayesianGaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> bgm = BayesianGaussianMixture(n_components=3, max_iter=500, random_state=0).fit(X)
+        >>> import fastmix
+        >>> bgm.save("bayes.npz")
+        >>> bool(np.array_equal(fastmix.load("bayes.npz").weights_, bgm.weights_))
+        True
+        """
         self._check_fitted()
-        scalars, arrays = {}, {}
+        scalars: dict[str, Any] = {}
+        arrays: dict[str, Any] = {}
         for k, v in self.get_params().items():
             if k in self._ARRAY_PARAMS and v is not None and not np.isscalar(v):
                 arrays["init__" + k] = np.asarray(v, dtype=np.float64)

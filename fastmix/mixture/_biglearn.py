@@ -1,6 +1,8 @@
 """``BigLearnGaussianMixture``: BigLearn-EM (joint, marginal and transformed-marginal steps)."""
 
 import numpy as np
+from collections.abc import Callable
+from typing import Any
 
 from .._compute import blas_single_threaded
 from .._params import FullCovariance, GMMParams
@@ -10,13 +12,16 @@ from ..init import initial_params
 from ._base import ANY, DEVICES, INIT_METHODS, Integer, Options, Real, _clone
 from ._gaussian import GaussianMixture
 from ._persist import register
+from ._typing import DataLike, RandomStateLike
 
 
 @register
 class BigLearnGaussianMixture(GaussianMixture):
-    """Full-covariance Gaussian mixture fitted by BigLearn-EM (Cong & Li, AAAI 2024): EM steps on
-    the joint, on random marginals and on random orthogonally transformed marginals of the data
-    (see ``fastmix.biglearn`` for the exact update), then joint EM steps to convergence.
+    """Full-covariance Gaussian mixture fitted by BigLearn-EM (Cong & Li, AAAI 2024).
+
+    EM steps on the joint, on random marginals and on random orthogonally transformed
+    marginals of the data (see ``fastmix.biglearn`` for the exact update), then joint EM steps
+    to convergence.
 
     The step kinds, their probabilities, the subset sizes, the local steps and the weight
     smoothing default to the reference code's.  Three defaults differ from it, because on real
@@ -34,6 +39,7 @@ class BigLearnGaussianMixture(GaussianMixture):
     Parameters
     ----------
     n_components : int
+        Number of mixture components K.
     p_joint, p_marginal, p_transformed : float >= 0 summing to 1, default 0.4 / 0.1 / 0.5
         Probabilities of the three step kinds.  ``p_joint=1, weight_smoothing=0`` is plain
         (joint) EM with the reference's M-step.
@@ -60,39 +66,66 @@ class BigLearnGaussianMixture(GaussianMixture):
     tol : float >= 0, default 1e-4
         Convergence threshold of those joint steps (GaussianMixture's is 1e-3; the steps
         are few and cheap next to the ``5 n_outer`` local steps).
-    random_state : one seeded generator drives every draw (step kind, subset, orthogonal A).
-    chunk_size : rows per kernel chunk.
+    random_state : int, numpy.random.Generator or None, default=None
+        One seeded generator drives every draw (step kind, subset, orthogonal A).
+    chunk_size : int or None, default=None
+        Rows per kernel chunk (default 4096).
+    verbose : int, default=0
+        Print a line per outer iteration when positive.
     device : {"cpu", "cuda"}, default "cpu"
         "cuda": the rows stay on the GPU; every local step forms its (transformed) marginal
         there (``fastmix.kernels.cuda.linalg``) and runs the full-covariance E-step kernel on
         it; only the statistics come back (the M-step and the covariance repair run on the
         host).  Needs rows that fit on the device (in-memory arrays or GPU arrays);
         initialisation and inference as for GaussianMixture(device="cuda").
-    verbose : int
 
     Attributes
     ----------
-    weights_, means_, covariances_, precisions_, precisions_cholesky_ : as GaussianMixture (full)
-    step_kinds_ : list of str, the kind of each outer iteration
-    log_likelihoods_ : list of float, the mean log-likelihood of the (marginal) data in the last
-        E-step of each outer iteration (the joint log-likelihood for joint steps)
-    lower_bound_ : mean joint log-likelihood of the training data under the final model
-    n_iter_ : outer iterations run
-    n_polish_iter_ : joint EM steps run after them
-    converged_ : whether those joint steps met ``tol`` (False when ``polish_max_iter=0``)
+    weights_, means_, covariances_, precisions_, precisions_cholesky_ : numpy.ndarray
+        As for ``GaussianMixture`` with ``covariance_type="full"``.
+    step_kinds_ : list of str
+        The kind of each outer iteration.
+    log_likelihoods_ : list of float
+        The mean log-likelihood of the (marginal) data in the last E-step of each outer
+        iteration (the joint log-likelihood for joint steps).
+    lower_bound_ : float
+        Mean joint log-likelihood of the training data under the final model.
+    n_iter_ : int
+        Outer iterations run.
+    n_polish_iter_ : int
+        Joint EM steps run after them.
+    converged_ : bool
+        Whether those joint steps met ``tol`` (False when ``polish_max_iter=0``).
+
+    See Also
+    --------
+    GaussianMixture : Plain EM, whose methods (``predict``, ``score_samples`` ...) this class
+        shares.
 
     Notes
     -----
     D = 1: every step is a joint step (a marginal of one coordinate is the joint).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix import BigLearnGaussianMixture
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(-3, 1, (200, 3)), rng.normal(3, 1, (200, 3))])
+    >>> bl = BigLearnGaussianMixture(2, n_outer=10, random_state=0).fit(X)
+    >>> len(bl.step_kinds_), np.sort(bl.means_[:, 0]).round(0)
+    (10, array([-3.,  3.]))
     """
 
     covariance_type = "full"
 
-    def __init__(self, n_components=1, *, p_joint=0.4, p_marginal=0.1, p_transformed=0.5,
-                 subset_beta=(5.0, 1.0), n_local_steps=5, n_outer=200, eig_floor=1e-6,
-                 weight_smoothing=None, cov_update="psd", init_params="kmeans",
-                 polish_max_iter=100, tol=1e-4, random_state=None, chunk_size=None, verbose=0,
-                 device="cpu"):
+    def __init__(self, n_components: int = 1, *, p_joint: float = 0.4, p_marginal: float = 0.1,
+                 p_transformed: float = 0.5, subset_beta: tuple[float, float] = (5.0, 1.0),
+                 n_local_steps: int = 5, n_outer: int = 200, eig_floor: float = 1e-6,
+                 weight_smoothing: float | None = None, cov_update: str = "psd",
+                 init_params: str = "kmeans", polish_max_iter: int = 100, tol: float = 1e-4,
+                 random_state: RandomStateLike = None, chunk_size: int | None = None,
+                 verbose: int = 0, device: str = "cpu") -> None:
         self.n_components = n_components
         self.p_joint = p_joint
         self.p_marginal = p_marginal
@@ -151,10 +184,45 @@ class BigLearnGaussianMixture(GaussianMixture):
                              "device='cpu'")
         return dd, gpu.DeviceMarginals(dd, gpu.DEFAULT_BLOCK_ROWS, gpu.DEFAULT_THREADS)
 
-    def fit(self, X, y=None, sample_weight=None, *, callback=None):
-        """Run ``n_outer`` BigLearn-EM iterations.  X as for ``GaussianMixture.fit``.
-        ``callback(iteration, kind, model)`` after each outer iteration, with ``model`` a
-        fitted copy of this estimator at that point (for monitoring, e.g. a test KL)."""
+    # BigLearn-EM takes a callback instead of GaussianMixture's online/checkpoint options
+    def fit(self, X: DataLike, y: Any = None,  # type: ignore[override]
+            sample_weight: DataLike | None = None, *,
+            callback: Callable[..., Any] | None = None) -> "BigLearnGaussianMixture":
+        """Run ``n_outer`` BigLearn-EM iterations, then joint EM steps to convergence.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            As for ``GaussianMixture.fit``.
+        y : None
+            Ignored; present for scikit-learn compatibility.
+        sample_weight : array-like of shape (N,), optional
+            Non-negative weights of the rows.
+        callback : callable, optional
+            ``callback(iteration, kind, model)`` after each outer iteration, with ``model`` a
+            fitted copy of this estimator at that point (for monitoring, e.g. a test KL).
+
+        Returns
+        -------
+        BigLearnGaussianMixture
+            The fitted estimator (``self``).
+
+        Raises
+        ------
+        ValueError
+            For an invalid hyper-parameter (named) or invalid input (naming the first bad row).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import BigLearnGaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> kinds = []
+        >>> bl = BigLearnGaussianMixture(2, n_outer=5, random_state=0).fit(
+        ...     X, callback=lambda it, kind, model: kinds.append(kind))
+        >>> len(kinds)
+        5
+        """
         self._validate_params()
         gpu = self._gpu(X)
         data, opened = self._stream(X, sample_weight, fitting=True)
@@ -215,12 +283,45 @@ class BigLearnGaussianMixture(GaussianMixture):
         self._online = None
         return self
 
-    def fit_predict(self, X, y=None, sample_weight=None):
+    def fit_predict(self, X: DataLike, y: Any = None,
+                    sample_weight: DataLike | None = None) -> np.ndarray:
+        """Fit the model, then return the most probable component of each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            As for ``GaussianMixture.fit``.
+        y : None
+            Ignored; present for scikit-learn compatibility.
+        sample_weight : array-like of shape (N,), optional
+            Non-negative weights of the rows.
+
+        Returns
+        -------
+        numpy.ndarray of shape (N,), dtype int64
+            The component labels.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import BigLearnGaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> BigLearnGaussianMixture(2, n_outer=5, random_state=0).fit_predict(X).shape
+        (300,)
+        """
         return self.fit(X, sample_weight=sample_weight).predict(X)
 
     @property
     def partial_fit(self):
-        """Not available: BigLearn-EM is a batch method (the inherited
-        ``GaussianMixture.partial_fit`` is online EM, a different algorithm), so
-        ``hasattr(model, "partial_fit")`` is False, as scikit-learn's tools expect."""
+        """Not available: BigLearn-EM is a batch method.
+
+        The inherited ``GaussianMixture.partial_fit`` is online EM, a different algorithm, so
+        ``hasattr(model, "partial_fit")`` is False, as scikit-learn's tools expect.
+
+        Examples
+        --------
+        >>> from fastmix import BigLearnGaussianMixture
+        >>> hasattr(BigLearnGaussianMixture(2), "partial_fit")
+        False
+        """
         raise AttributeError("BigLearnGaussianMixture has no partial_fit")

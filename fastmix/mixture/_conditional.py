@@ -4,11 +4,14 @@ conditional distributions -- imputation (``impute``, ``iter_impute``), multiple 
 initialisation data of a fit with ``missing="marginalize"``.  The numerics live in
 ``fastmix.missing``; this module only adapts them to the estimator."""
 import numpy as np
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from .._validation import check_random_state
 from .. import missing as _missing
 from .. import io as sources
 from ._base import _as_input_dtype, _is_gpu_array
+from ._typing import ArrayLike, DataLike, RandomStateLike
 
 
 class MissingValuesMixin:
@@ -28,21 +31,40 @@ class MissingValuesMixin:
                              "marks a missing value")
         return X
 
-    def impute(self, X, return_std=False):
-        """Fill the missing (NaN) entries of X with their conditional means under the model.
+    def impute(self, X: DataLike, return_std: bool = False) -> Any:
+        """Fill the missing (NaN) entries of ``X`` with their conditional means under the model.
 
         Parameters
         ----------
-        X : array-like (N, D) of real numbers, NaN marking missing entries (any
-            ``missing`` setting).  A row with nothing observed gets the mixture's mean.
+        X : array-like of shape (N, D)
+            Real numbers, NaN marking missing entries (whatever the ``missing`` setting).  A row
+            with nothing observed gets the mixture's mean.
         return_std : bool, default=False
             Also return the conditional standard deviations: of the mixture (law of total
             variance over the components), not of one component; 0 on observed entries.
 
         Returns
         -------
-        X_filled : (N, D) float64 (float32 for float32 X); observed entries unchanged.
-        std : (N, D), only with ``return_std``.
+        X_filled : numpy.ndarray of shape (N, D)
+            float64 (float32 for float32 ``X``); observed entries unchanged.
+        std : numpy.ndarray of shape (N, D)
+            The conditional standard deviations; only with ``return_std``.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``X`` has another number of features or holds infinity (naming the row).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GaussianMixture
+        >>> X = np.random.default_rng(0).multivariate_normal([0, 0], [[1, 0.9], [0.9, 1]], 500)
+        >>> gm = GaussianMixture(1, random_state=0).fit(X)
+        >>> gm.impute([[1.0, np.nan]]).round(1)  # strongly correlated features
+        array([[1. , 0.9]])
         """
         self._check_fitted()
         Xv = self._missing_X(X, rows=False)
@@ -51,11 +73,45 @@ class MissingValuesMixin:
             return _as_input_dtype(out[0], Xv), _as_input_dtype(out[1], Xv)
         return _as_input_dtype(out, Xv)
 
-    def iter_impute(self, X, return_std=False):
-        """``impute`` block by block, for data larger than memory (a path, memmap or
-        ``fastmix.io.Source``; NaN in ``.npy``, nulls in Parquet/CSV): yields (start_row,
-        filled (n, D) float64) or, with ``return_std``, (start_row, (filled, std)).  Out of
-        core, a row with nothing observed is an error naming its chunk and row."""
+    def iter_impute(self, X: DataLike, return_std: bool = False) -> Iterator[tuple[int, Any]]:
+        """Impute block by block, for data larger than memory.
+
+        The data are a path, memmap or ``fastmix.io.Source`` (NaN in ``.npy``, nulls in
+        Parquet/CSV); in-memory arrays are imputed in one block.  Out of core, a row with nothing
+        observed is an error naming its chunk and row.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            The data, NaN (or null) marking missing entries.
+        return_std : bool, default=False
+            Also yield the conditional standard deviations (see ``impute``).
+
+        Yields
+        ------
+        start : int
+            The first row of the block.
+        filled : numpy.ndarray of shape (n, D), or tuple of two such arrays
+            The block imputed, or with ``return_std`` the pair ``(filled, std)``.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            For bad input, naming the chunk and row.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GaussianMixture
+        >>> X = np.random.default_rng(0).multivariate_normal([0, 0], [[1, 0.9], [0.9, 1]], 500)
+        >>> gm = GaussianMixture(1, random_state=0).fit(X)
+        >>> np.save("gaps.npy", np.array([[1.0, np.nan], [np.nan, -1.0]]))
+        >>> [(start, block.round(1)) for start, block in gm.iter_impute("gaps.npy")]
+        [(0, array([[ 1. ,  0.9],
+               [-0.9, -1. ]]))]
+        """
         self._check_fitted()
         if not sources.is_out_of_core(X):
             yield 0, self.impute(X, return_std)
@@ -73,20 +129,42 @@ class MissingValuesMixin:
             if opened:
                 data.close()
 
-    def sample_missing(self, X, n_samples=1, random_state=None):
-        """Multiple imputation: ``n_samples`` completions of X, each NaN drawn from the
-        conditional mixture given its row's observed entries.
+    def sample_missing(self, X: DataLike, n_samples: int = 1,
+                       random_state: RandomStateLike = None) -> np.ndarray:
+        """Draw completions of ``X`` (multiple imputation) from the model.
+
+        Each NaN is drawn from the conditional mixture given its row's observed entries.
 
         Parameters
         ----------
-        X : array-like (N, D), NaN marking missing entries.
-        n_samples : int >= 1, default=1
-        random_state : None, int or numpy Generator
-            None uses the estimator's ``random_state``.
+        X : array-like of shape (N, D)
+            Real numbers, NaN marking missing entries.
+        n_samples : int, default=1
+            Number of completions, at least 1.
+        random_state : int, numpy.random.Generator or None, default=None
+            Seeds the draws; None uses the estimator's ``random_state``.
 
         Returns
         -------
-        (n_samples, N, D) float64; observed entries are copied unchanged.
+        numpy.ndarray of shape (n_samples, N, D), dtype float64
+            The completions; observed entries are copied unchanged.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``n_samples`` is not an integer >= 1, or ``X`` is invalid (naming the row).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GaussianMixture
+        >>> X = np.random.default_rng(0).multivariate_normal([0, 0], [[1, 0.9], [0.9, 1]], 500)
+        >>> gm = GaussianMixture(1, random_state=0).fit(X)
+        >>> draws = gm.sample_missing([[1.0, np.nan]], n_samples=3, random_state=0)
+        >>> draws.shape, bool(np.all(draws[:, 0, 0] == 1.0))
+        ((3, 1, 2), True)
         """
         self._check_fitted()
         if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) \
@@ -96,20 +174,45 @@ class MissingValuesMixin:
         rng = check_random_state(self.random_state if random_state is None else random_state)
         return _missing.sample_missing(Xv, self._params(), int(n_samples), rng)
 
-    def condition(self, observed_indices, x_observed):
-        """The distribution of the other features given ``x[observed_indices] = x_observed``:
-        again a Gaussian mixture, returned as a fitted ``GaussianMixture`` over the remaining
-        features (in increasing index order).
+    def condition(self, observed_indices: Sequence[int], x_observed: ArrayLike) -> Any:
+        """Condition the mixture on observed values of some features.
 
-        Weights are proportional to ``pi_k N(x_o | mu_ko, Sigma_k,oo)``; means
-        ``mu_km + Sigma_k,mo Sigma_k,oo^-1 (x_o - mu_ko)``; covariances the Schur complements
-        ``Sigma_k,mm - Sigma_k,mo Sigma_k,oo^-1 Sigma_k,om`` (same covariance type; lowrank
-        models give "full").
+        The distribution of the other features given ``x[observed_indices] = x_observed`` is again
+        a Gaussian mixture, returned as a fitted ``GaussianMixture`` over the remaining features
+        (in increasing index order).  Weights are proportional to
+        ``pi_k N(x_o | mu_ko, Sigma_k,oo)``; means ``mu_km + Sigma_k,mo Sigma_k,oo^-1 (x_o - mu_ko)``;
+        covariances the Schur complements ``Sigma_k,mm - Sigma_k,mo Sigma_k,oo^-1 Sigma_k,om``
+        (same covariance type; lowrank models give "full").
 
         Parameters
         ----------
-        observed_indices : sequence of distinct ints in [0, D), at most D - 1 of them.
-        x_observed : (len(observed_indices),) finite real values.
+        observed_indices : sequence of int
+            Distinct feature indices in [0, D), at most D - 1 of them.
+        x_observed : array-like of shape (len(observed_indices),)
+            Their finite values.
+
+        Returns
+        -------
+        GaussianMixture
+            The conditional mixture, fitted, over the D - len(observed_indices) other features.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            For indices out of range, repeated or naming every feature, or values that do not
+            match them in number or are not finite.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GaussianMixture
+        >>> X = np.random.default_rng(0).multivariate_normal([0, 0], [[1, 0.9], [0.9, 1]], 500)
+        >>> gm = GaussianMixture(1, random_state=0).fit(X)
+        >>> cond = gm.condition([0], [1.0])
+        >>> cond.means_.round(1), cond.n_features_in_
+        (array([[0.9]]), 1)
         """
         self._check_fitted()
         D = self.n_features_in_

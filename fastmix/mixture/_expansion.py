@@ -1,6 +1,8 @@
 """``GMMExpansion``: fixed Gaussian grid, learned weights (one-pass density estimate)."""
 import json
 import math
+import os
+from typing import Any
 
 import numpy as np
 
@@ -10,13 +12,16 @@ from .. import distributed, expansion
 from .. import io as sources
 from ._base import ANY, DEVICES, Integer, MixtureBase, Options, Real
 from ._persist import FORMAT_VERSION, _atomic_write, register
+from ._typing import DataLike, RandomStateLike
 
 
 @register
 class GMMExpansion(MixtureBase):
-    """Density estimate by "GMM expansion": many fixed Gaussian components (an even grid, or
-    k-means++ centres in D > 2) with one shared bandwidth; only the weights are learned, by
-    weights-only EM passes over the data (see ``fastmix.expansion`` for the exact rules).
+    """Density estimate by "GMM expansion": many fixed Gaussians, only their weights learned.
+
+    The components are an even grid, or k-means++ centres in D > 2, with one shared bandwidth;
+    only the weights are learned, by weights-only EM passes over the data (see
+    ``fastmix.expansion`` for the exact rules).
 
     Default settings (``n_nodes="auto"``), tensor grids (D <= 2):
 
@@ -71,9 +76,10 @@ class GMMExpansion(MixtureBase):
     bounds : None or (lo, hi) arrays of shape (D,), default=None
         Extent of the grid; default: trimmed quantiles (``n_nodes="auto"`` on a tensor grid)
         or the data range (a pass for out-of-core data).
-    random_state : None, int or Generator (k-means++ centres; the selection sample of a
-        stream)
-    chunk_size : int or None (rows per kernel chunk, default 4096)
+    random_state : int, numpy.random.Generator or None, default=None
+        Seeds the k-means++ centres and the selection sample of a stream.
+    chunk_size : int or None, default=None
+        Rows per kernel chunk (default 4096).
     device : {"cpu", "cuda"}, default="cpu"
         "cuda": the weight passes and ``score_samples``/``score`` run CUDA kernels
         (``fastmix.kernels.cuda.expansion`` for tensor grids, the diag E-step kernel for
@@ -90,24 +96,44 @@ class GMMExpansion(MixtureBase):
 
     Attributes
     ----------
-    weights_ : (M,) float64
-    means_ : (M, D) float64 node positions
-    sigma_ : (D,) float64 bandwidth
-    grid_shape_ : tuple of int (tensor grid) or () (centres)
-    bounds_ : (2, D) float64
+    weights_ : numpy.ndarray of shape (M,), dtype float64
+        The learned weights of the M nodes.
+    means_ : numpy.ndarray of shape (M, D), dtype float64
+        The node positions.
+    sigma_ : numpy.ndarray of shape (D,), dtype float64
+        The bandwidth.
+    grid_shape_ : tuple of int
+        The tensor grid's shape, or () for centres.
+    bounds_ : numpy.ndarray of shape (2, D), dtype float64
+        The grid's extent.
     lower_bound_ : float
         Mean log-likelihood of the data under the weights of the last pass (uniform weights for
         one step).
     n_iter_ : int
+        Weight steps run.
     n_features_in_ : int
+        Number of features D seen in ``fit``.
     auto_ : expansion.AutoChoice or None
         What the automatic settings chose on a tensor grid (factor f, steps, bounds, spread,
         effective rows, held-out score and steps per tried f); None with an explicit
         ``n_nodes`` or k-means++ centres.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix import GMMExpansion
+    >>> X = np.random.default_rng(0).normal(size=(2000, 1))
+    >>> ge = GMMExpansion(random_state=0).fit(X)
+    >>> ge.means_.shape[0] == ge.weights_.shape[0], bool(np.isclose(ge.weights_.sum(), 1))
+    (True, True)
+    >>> round(float(ge.score(X)), 1)  # N(0, 1): -1.42 per row
+    -1.4
     """
 
-    def __init__(self, n_nodes="auto", *, bandwidth=None, variant="em", n_iter="auto",
-                 grid="auto", bounds=None, random_state=None, chunk_size=None, device="cpu"):
+    def __init__(self, n_nodes: int | str = "auto", *, bandwidth: float | None = None,
+                 variant: str = "em", n_iter: int | str = "auto", grid: str = "auto",
+                 bounds: Any = None, random_state: RandomStateLike = None,
+                 chunk_size: int | None = None, device: str = "cpu") -> None:
         self.n_nodes = n_nodes
         self.bandwidth = bandwidth
         self.variant = variant
@@ -258,10 +284,38 @@ class GMMExpansion(MixtureBase):
                                 if nodes.is_grid else [nodes.lo, nodes.lo + nodes.h])
         self.n_features_in_ = D
 
-    def fit(self, X, y=None, sample_weight=None):
-        """Learn the weights (one pass per step; see the class docstring).  X: (N, D) array or
-        any out-of-core data ``GaussianMixture.fit`` accepts (or a device array with
-        device="cuda"); returns self."""
+    def fit(self, X: DataLike, y: Any = None,
+            sample_weight: DataLike | None = None) -> "GMMExpansion":
+        """Learn the weights, one pass over the data per step (see the class docstring).
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            As for ``GaussianMixture.fit``; with ``device="cuda"`` also a device array.
+        y : None
+            Ignored; present for scikit-learn compatibility.
+        sample_weight : array-like of shape (N,), optional
+            Non-negative weights of the rows.
+
+        Returns
+        -------
+        GMMExpansion
+            The fitted estimator (``self``).
+
+        Raises
+        ------
+        ValueError
+            For an invalid hyper-parameter (named) or invalid input (naming the first bad row).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GMMExpansion
+        >>> X = np.random.default_rng(0).normal(size=(2000, 1))
+        >>> ge = GMMExpansion(n_nodes=50).fit(X)
+        >>> ge.grid_shape_, ge.n_iter_
+        ((50,), 1)
+        """
         self._validate_params()
         gpu = self._launch()
         host, dev, opened = self._rows(X, sample_weight, fitting=True, gpu=gpu)
@@ -290,12 +344,44 @@ class GMMExpansion(MixtureBase):
         self._acc = acc if steps == 1 else None
         return self
 
-    def partial_fit(self, X, y=None, sample_weight=None):
-        """Add the one-pass statistics of the rows X (n, D) and update the weights: after any
-        sequence of calls the weights equal those of ``fit`` on all rows (one step, uniform
-        start), provided the grid is the same -- give ``bounds``, otherwise the first call's
-        data range fixes the grid.  X: an array (with device="cuda" NumPy rows are uploaded
-        per call, device arrays used in place).  Returns self."""
+    def partial_fit(self, X: DataLike, y: Any = None,
+                    sample_weight: DataLike | None = None) -> "GMMExpansion":
+        """Add the one-pass statistics of the rows ``X`` and update the weights.
+
+        After any sequence of calls the weights equal those of ``fit`` on all rows (one step,
+        uniform start), provided the grid is the same: give ``bounds``, otherwise the first call's
+        data range fixes the grid.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, D)
+            A batch of rows (with ``device="cuda"`` NumPy rows are uploaded per call, device
+            arrays used in place).
+        y : None
+            Ignored; present for scikit-learn compatibility.
+        sample_weight : array-like of shape (n,), optional
+            Non-negative weights of the rows.
+
+        Returns
+        -------
+        GMMExpansion
+            The updated estimator (``self``).
+
+        Raises
+        ------
+        ValueError
+            For invalid input (naming the first bad row) or a batch of another width.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GMMExpansion
+        >>> X = np.random.default_rng(0).normal(size=(2000, 1))
+        >>> kw = dict(n_nodes=50, bounds=([-4.0], [4.0]))
+        >>> ge = GMMExpansion(**kw).partial_fit(X[:1000]).partial_fit(X[1000:])
+        >>> bool(np.allclose(ge.weights_, GMMExpansion(**kw).fit(X).weights_))
+        True
+        """
         self._validate_params()
         gpu = self._launch()
         from .. import gpu as fgpu
@@ -323,14 +409,42 @@ class GMMExpansion(MixtureBase):
             M = self._nodes.n_nodes
             expansion.weights_pass(dev if dev is not None else host, self._nodes,
                                    np.full(M, -math.log(M)), self.variant, self._acc, gpu=gpu)
-        self.weights_ = expansion.weights_from(self._acc, self.variant)
-        self.lower_bound_ = float(self._acc[1][0] / self._acc[1][1])
+        acc: Any = self._acc
+        self.weights_ = expansion.weights_from(acc, self.variant)
+        self.lower_bound_ = float(acc[1][0] / acc[1][1])
         self.lower_bounds_ = [self.lower_bound_]
         self.n_iter_ = 1
         return self
 
-    def score_samples(self, X):
-        """log p(x) of each row, (N,) float64 (a host array, also for device rows)."""
+    def score_samples(self, X: DataLike) -> np.ndarray:
+        """Compute the log-density of the model at each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            As for ``GaussianMixture.fit``; with ``device="cuda"`` also a device array.
+
+        Returns
+        -------
+        numpy.ndarray of shape (N,), dtype float64
+            log p(x) of each row (a host array, also for device rows).
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``X`` has another number of features than the fit's or NaN / inf values.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GMMExpansion
+        >>> X = np.random.default_rng(0).normal(size=(2000, 1))
+        >>> ge = GMMExpansion(n_nodes=50).fit(X)
+        >>> ge.score_samples(X[:3]).shape
+        (3,)
+        """
         gpu = self._launch()
         host, dev, opened = self._rows(X, None, fitting=False, gpu=gpu)
         try:
@@ -340,12 +454,71 @@ class GMMExpansion(MixtureBase):
             if opened:
                 host.close()
 
-    def score(self, X, y=None):
-        """Mean log-likelihood per row."""
+    def score(self, X: DataLike, y: Any = None) -> float:
+        """Compute the mean log-likelihood per row.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            As for ``GaussianMixture.fit``; with ``device="cuda"`` also a device array.
+        y : None
+            Ignored; present for scikit-learn compatibility.
+
+        Returns
+        -------
+        float
+            The mean of ``score_samples(X)``.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``X`` has another number of features than the fit's or NaN / inf values.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GMMExpansion
+        >>> X = np.random.default_rng(0).normal(size=(2000, 1))
+        >>> ge = GMMExpansion(n_nodes=50).fit(X)
+        >>> bool(np.isclose(ge.score(X), ge.score_samples(X).mean()))
+        True
+        """
         return float(np.mean(self.score_samples(X)))
 
-    def sample(self, n_samples=1):
-        """Draw ``n_samples`` points: (X (n, D) float64, node index (n,) int64)."""
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw points from the fitted density.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of points, at least 1.
+
+        Returns
+        -------
+        X : numpy.ndarray of shape (n_samples, D), dtype float64
+            The points.
+        nodes : numpy.ndarray of shape (n_samples,), dtype int64
+            The node each point was drawn from.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``n_samples`` is not an integer >= 1.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GMMExpansion
+        >>> X = np.random.default_rng(0).normal(size=(2000, 1))
+        >>> ge = GMMExpansion(n_nodes=50).fit(X)
+        >>> Xs, nodes = ge.sample(5)
+        >>> Xs.shape, nodes.shape
+        ((5, 1), (5,))
+        """
         self._check_fitted()
         if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) \
                 or n_samples < 1:
@@ -356,8 +529,34 @@ class GMMExpansion(MixtureBase):
             self.sigma_
         return X, idx.astype(np.int64)
 
-    def save(self, path):
-        """Write the model to a versioned ``.npz`` (atomically); load with ``fastmix.load``."""
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model to a versioned ``.npz`` file (no pickle), atomically.
+
+        Load it with ``fastmix.load``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        OSError
+            When ``path`` cannot be written.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GMMExpansion
+        >>> X = np.random.default_rng(0).normal(size=(2000, 1))
+        >>> ge = GMMExpansion(n_nodes=50).fit(X)
+        >>> import fastmix
+        >>> ge.save("expansion.npz")
+        >>> bool(np.array_equal(fastmix.load("expansion.npz").weights_, ge.weights_))
+        True
+        """
         self._check_fitted()
         params = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
                   for k, v in self.get_params().items() if k not in ("random_state", "bounds")}

@@ -5,6 +5,9 @@ import math
 import os
 import sys
 import warnings
+from collections.abc import Iterator, Sequence
+
+from typing import Any
 
 import numpy as np
 
@@ -24,11 +27,11 @@ from ._base import (ANY, DENSE_WARN_FEATURES, DEVICES, INIT_METHODS,
                     _as_input_dtype, _fit_dtype, _is_gpu_array, _n_distinct)
 from ._conditional import MissingValuesMixin
 from ._persist import CheckpointMixin, _atomic_write, _fit_meta, _save_online, register
-
+from ._typing import ArrayLike, DataLike, RandomStateLike
 
 try:  # scikit-learn's own warning when it is installed, so filters on its category catch ours
     from sklearn.exceptions import ConvergenceWarning as _SkConvergenceWarning
-    _CONVERGENCE_BASES = (_SkConvergenceWarning,)
+    _CONVERGENCE_BASES: tuple[type, ...] = (_SkConvergenceWarning,)
 except ImportError:  # scikit-learn is optional
     _CONVERGENCE_BASES = (UserWarning,)
 
@@ -37,9 +40,23 @@ except ImportError:  # scikit-learn is optional
 MISSING = ("error", "marginalize")
 
 
-class ConvergenceWarning(*_CONVERGENCE_BASES):
-    """EM stopped at ``max_iter`` before the lower bound changed by less than ``tol``.  A
-    UserWarning (and scikit-learn's ConvergenceWarning when scikit-learn is installed)."""
+class ConvergenceWarning(*_CONVERGENCE_BASES):  # type: ignore[misc]  # bases chosen at import
+    """Warned when EM stopped at ``max_iter`` before the lower bound settled within ``tol``.
+
+    A UserWarning, and scikit-learn's ConvergenceWarning when scikit-learn is installed.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> from fastmix import ConvergenceWarning, GaussianMixture
+    >>> X = np.random.default_rng(0).normal(size=(300, 2))
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     gm = GaussianMixture(3, max_iter=1, random_state=0).fit(X)
+    >>> any(issubclass(w.category, ConvergenceWarning) for w in caught), gm.converged_
+    (True, False)
+    """
 
 
 @register
@@ -52,6 +69,7 @@ class GaussianMixture(MissingValuesMixin, CheckpointMixin, MixtureBase):
     Parameters
     ----------
     n_components : int, default=1
+        Number of mixture components K.
     covariance_type : {"full", "tied", "diag", "spherical", "lowrank"}, default="full"
         "lowrank": mixture of factor analysers, Sigma_k = W_k W_k^T + diag(psi_k) with
         ``W_k`` (D, n_factors); costs O(K D q) per row and per iteration, never O(D^2).
@@ -66,14 +84,21 @@ class GaussianMixture(MissingValuesMixin, CheckpointMixin, MixtureBase):
         Number of initialisations; the one with the highest final lower bound is kept.
     init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
         See ``fastmix.init`` for exactly what each does (fastmix's own k-means, no scikit-learn).
-    weights_init : array (K,), means_init : array (K, D), precisions_init : array
-        Initial values (precisions in scikit-learn's layout for the covariance type).
-    random_state : None, int, numpy Generator or RandomState
+    weights_init : array-like of shape (K,), optional
+        Initial weights.
+    means_init : array-like of shape (K, D), optional
+        Initial means.
+    precisions_init : array-like, optional
+        Initial precisions, in scikit-learn's layout for the covariance type.
+    random_state : int, numpy.random.Generator, numpy.random.RandomState or None, \
+default=None
+        Seeds the initialisation; fits with the same seed are bit-identical.
     warm_start : bool, default=False
         Continue from the previous fit's parameters (``n_init`` is then 1).
     verbose : int, default=0
         1 prints per-initialisation summaries, 2 also every ``verbose_interval`` iterations.
     verbose_interval : int, default=10
+        Iterations between progress lines with ``verbose=2``.
     chunk_size : int or None, default=None
         Rows per kernel chunk (default 4096).  Results are bit-identical for a given
         chunk_size whatever the number of threads.
@@ -88,6 +113,12 @@ class GaussianMixture(MissingValuesMixin, CheckpointMixin, MixtureBase):
     batch_size : int or None, default=None
         Rows per online-EM update in ``fit(algorithm="online")`` (rounded up to whole chunks;
         default 16 chunks = 65536 rows).
+    fixed : None or sequence of {"weights", "means", "covariances"}, default=None
+        Parameter groups EM keeps at their initial values (from ``weights_init`` /
+        ``means_init`` / ``precisions_init``, or from ``init_params``); the others get the
+        M-step of the constrained model (e.g. covariances about fixed means).  Useful for
+        known mixing proportions, fixed-bandwidth models and studies such as overspecified EM
+        (``bench/overspecified_em.py``).
     n_factors : int or None, default=None
         q, the number of factors of ``covariance_type="lowrank"`` (1 <= q < D); None means
         min(10, D - 1).  Ignored by the other covariance types.
@@ -115,12 +146,6 @@ class GaussianMixture(MissingValuesMixin, CheckpointMixin, MixtureBase):
         a ValueError (CPU only).
         Results agree with "cpu" to rounding (different summation order) and are
         reproducible run to run.
-    fixed : None or sequence of {"weights", "means", "covariances"}, default=None
-        Parameter groups EM keeps at their initial values (from ``weights_init`` /
-        ``means_init`` / ``precisions_init``, or from ``init_params``); the others get the
-        M-step of the constrained model (e.g. covariances about fixed means).  Useful for
-        known mixing proportions, fixed-bandwidth models and studies such as overspecified EM
-        (``bench/overspecified_em.py``).
     missing : {"error", "marginalize"}, default="error"
         What a NaN entry means.  "error": bad input, a ValueError naming the row (as before).
         "marginalize": a value missing at random; EM maximises the likelihood of the observed
@@ -172,14 +197,30 @@ class GaussianMixture(MissingValuesMixin, CheckpointMixin, MixtureBase):
     ``fastmix.io.Source``, a list of chunk arrays or a callable returning an iterator of
     chunks (see ``fastmix.io``).  Such data are read in blocks with bounded memory; a
     batch fit gives bit-identically the model of the same rows in memory.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix import GaussianMixture
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(-4, 1, (300, 2)), rng.normal(4, 1, (300, 2))])
+    >>> gm = GaussianMixture(2, covariance_type="diag", random_state=0).fit(X)
+    >>> np.sort(gm.means_[:, 0]).round(1)
+    array([-4.1,  3.9])
+    >>> sorted(gm.predict([[-4.0, -4.0], [4.0, 4.0]]).tolist())  # one point per cluster
+    [0, 1]
     """
 
-    def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
-                 max_iter=100, n_init=1, init_params="kmeans", weights_init=None,
-                 means_init=None, precisions_init=None, random_state=None, warm_start=False,
-                 verbose=0, verbose_interval=10, chunk_size=None, progress=False,
-                 step_offset=1.0, step_decay=0.6, batch_size=None, fixed=None, n_factors=None,
-                 noise="diagonal", loadings_init=None, device="cpu", missing="error"):
+    def __init__(self, n_components: int = 1, *, covariance_type: str = "full", tol: float = 1e-3,
+                 reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
+                 init_params: str = "kmeans", weights_init: ArrayLike | None = None,
+                 means_init: ArrayLike | None = None, precisions_init: ArrayLike | None = None,
+                 random_state: RandomStateLike = None, warm_start: bool = False, verbose: int = 0,
+                 verbose_interval: int = 10, chunk_size: int | None = None, progress: bool = False,
+                 step_offset: float = 1.0, step_decay: float = 0.6, batch_size: int | None = None,
+                 fixed: Sequence[str] | None = None, n_factors: int | None = None,
+                 noise: str = "diagonal", loadings_init: ArrayLike | None = None,
+                 device: str = "cpu", missing: str = "error") -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -424,40 +465,91 @@ class GaussianMixture(MissingValuesMixin, CheckpointMixin, MixtureBase):
                               dtype=self.__dict__["loadings_"].dtype)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def fit(self, X, y=None, sample_weight=None, *, algorithm="batch", checkpoint=None,
-            resume=False):
+    def fit(self, X: DataLike, y: Any = None, sample_weight: DataLike | None = None, *,
+            algorithm: str = "batch", checkpoint: str | os.PathLike | None = None,
+            resume: bool = False) -> "GaussianMixture":
         """Estimate the parameters with EM.
 
         Parameters
         ----------
-        X : array-like (N, D) of real numbers (float32 stays float32, others become float64),
-            or out-of-core data: a path (``.npy``, ``file.h5:/dataset``, ``.zarr``,
-            ``.parquet``, ``.csv``), an ``np.memmap``, a ``fastmix.io.Source``, a list of
-            (n_i, D) chunk arrays, or a callable returning an iterator of chunks.
-        y : ignored
-        sample_weight : (N,) non-negative weights, optional.  For out-of-core data also a
-            path to a ``.npy`` of N weights, a 1-D random-access Source, or the name of a
-            weight column of a Parquet/CSV file.
+        X : array-like of shape (N, D), or out-of-core data
+            Real numbers; or a path (``.npy``, ``file.h5:/dataset``, ``.zarr``, ``.parquet``,
+            ``.csv``), an ``np.memmap``, a ``fastmix.io.Source``, a list of (n_i, D) chunk arrays,
+            or a callable returning an iterator of chunks, read block by block.
+            Float32 data stay float32; other real types become float64.
+        y : None
+            Ignored; present for scikit-learn compatibility.
+        sample_weight : array-like of shape (N,), str, os.PathLike or Source, optional
+            Non-negative weights of the rows.  For out-of-core data also a path to a ``.npy`` of
+            N weights, a 1-D random-access Source, or the name of a weight column of a
+            Parquet/CSV file.
         algorithm : {"batch", "online"}, default="batch"
             "batch": exact EM, one pass over the data per iteration (out-of-core data give
             bit-identically the in-memory model for the same ``chunk_size``).  "online":
             stepwise EM (``fastmix.online``) in batches of ``batch_size`` rows, initialised
             from the k-means sample alone; ``max_iter`` bounds the passes.
-        checkpoint : path, optional
-            Save the model (atomically) after every iteration/pass.  Needs ``n_init=1``.
+        checkpoint : str or os.PathLike, optional
+            Save the model (atomically) after every iteration or pass.  Needs ``n_init=1``.
         resume : bool, default=False
             With ``checkpoint``: if the file exists, continue from it instead of starting
             over; the result equals an uninterrupted fit's.
 
         Returns
         -------
-        self
+        GaussianMixture
+            The fitted estimator (``self``).
+
+        Raises
+        ------
+        ValueError
+            For an invalid hyper-parameter (named), invalid input (naming the first bad row),
+            fewer rows than components, or an unreadable file.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> gm = GaussianMixture(2, random_state=0).fit(X)
+        >>> gm.converged_, gm.means_.shape
+        (True, (2, 2))
         """
         self._fit(X, sample_weight, algorithm, checkpoint, resume)
         return self
 
-    def fit_predict(self, X, y=None, sample_weight=None):
-        """Fit, then return the most probable component of each row (N,) int64."""
+    def fit_predict(self, X: DataLike, y: Any = None,
+                    sample_weight: DataLike | None = None) -> np.ndarray:
+        """Fit the model, then return the most probable component of each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            Real numbers; or a path (``.npy``, ``file.h5:/dataset``, ``.zarr``, ``.parquet``,
+            ``.csv``), an ``np.memmap``, a ``fastmix.io.Source``, a list of (n_i, D) chunk arrays,
+            or a callable returning an iterator of chunks, read block by block.
+        y : None
+            Ignored; present for scikit-learn compatibility.
+        sample_weight : array-like of shape (N,), optional
+            Non-negative weights of the rows (as in ``fit``).
+
+        Returns
+        -------
+        numpy.ndarray of shape (N,), dtype int64
+            The component labels.
+
+        Raises
+        ------
+        ValueError
+            As ``fit``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> GaussianMixture(2, random_state=0).fit_predict(X).shape
+        (300,)
+        """
         X_mem = self._fit(X, sample_weight)
         return self.predict(X if X_mem is None else X_mem)
 
@@ -601,15 +693,47 @@ class GaussianMixture(MissingValuesMixin, CheckpointMixin, MixtureBase):
                 bar.close()
         return self._finish_run(result, prior)
 
-    def partial_fit(self, X, y=None, sample_weight=None):
-        """One online (stepwise) EM update with the rows ``X`` (n, D); see ``fastmix.online``.
+    def partial_fit(self, X: DataLike, y: Any = None,
+                    sample_weight: DataLike | None = None) -> "GaussianMixture":
+        """Do one online (stepwise) EM update with the rows ``X``; see ``fastmix.online``.
 
         The first call initialises the model from ``X`` (``init_params`` on these rows, which
         need n >= n_components) and sets the running statistics from it.  Each later call
         blends ``X``'s statistics in with step rho_t = (t + step_offset)^-step_decay.  After a
         batch ``fit``, the first call continues from the fitted parameters.
         ``lower_bound_`` is the mean log-likelihood of ``X`` under the parameters before the
-        update.  Returns self.
+        update.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, D)
+            A batch of rows.
+        y : None
+            Ignored; present for scikit-learn compatibility.
+        sample_weight : array-like of shape (n,), optional
+            Non-negative weights of the rows.
+
+        Returns
+        -------
+        GaussianMixture
+            The updated estimator (``self``).
+
+        Raises
+        ------
+        ValueError
+            For invalid input (naming the first bad row), a first batch with fewer rows than
+            components, or a batch of another width.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GaussianMixture
+        >>> rng = np.random.default_rng(0)
+        >>> gm = GaussianMixture(2, random_state=0)
+        >>> for _ in range(5):
+        ...     gm = gm.partial_fit(rng.normal(size=(500, 2)))
+        >>> gm.n_steps_
+        5
         """
         self._validate_params()
         gpu = self._gpu(X, algorithm="online")
@@ -720,10 +844,43 @@ class GaussianMixture(MissingValuesMixin, CheckpointMixin, MixtureBase):
                 data.close()
         return total, n, total / n
 
-    def iter_predict(self, X, proba=False):
-        """Labels (or responsibilities with ``proba=True``) block by block: yields
-        (start_row, labels (n,) int64 | resp (n, K) float64).  For data larger than memory
-        (e.g. writing labels of a file to another file); the arrays are new for each block."""
+    def iter_predict(self, X: DataLike, proba: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """Predict labels (or responsibilities) block by block, for data larger than memory.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            Real numbers; or a path (``.npy``, ``file.h5:/dataset``, ``.zarr``, ``.parquet``,
+            ``.csv``), an ``np.memmap``, a ``fastmix.io.Source``, a list of (n_i, D) chunk arrays,
+            or a callable returning an iterator of chunks, read block by block.
+        proba : bool, default=False
+            Yield responsibilities instead of labels.
+
+        Yields
+        ------
+        start : int
+            The first row of the block.
+        labels_or_resp : numpy.ndarray of shape (n,), dtype int64, or of shape (n, K)
+            The labels of the block's rows, or with ``proba`` their responsibilities (float64,
+            float32 for float32 data); a new array for each block.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``X`` has another number of features than the fit's, or NaN / inf values (NaN is
+            allowed with ``missing="marginalize"``), naming the first bad row.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> gm = GaussianMixture(2, random_state=0).fit(X)
+        >>> [(start, labels.shape) for start, labels in gm.iter_predict(X)]
+        [(0, (300,))]
+        """
         data, opened = self._stream(X, fitting=False)
         try:
             for start, _, labels, resp in inference.iter_log_prob(data, self._params(),
@@ -733,24 +890,177 @@ class GaussianMixture(MissingValuesMixin, CheckpointMixin, MixtureBase):
             if opened:
                 data.close()
 
-    def score_samples(self, X):
-        """log p(x) of each row, (N,) float64 (float32 for float32 X, as in scikit-learn)."""
+    def score_samples(self, X: DataLike) -> np.ndarray:
+        """Compute the log-density of the model at each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            Real numbers; or a path (``.npy``, ``file.h5:/dataset``, ``.zarr``, ``.parquet``,
+            ``.csv``), an ``np.memmap``, a ``fastmix.io.Source``, a list of (n_i, D) chunk arrays,
+            or a callable returning an iterator of chunks, read block by block.
+
+        Returns
+        -------
+        numpy.ndarray of shape (N,)
+            log p(x) of each row, float64 (float32 for float32 data, as in scikit-learn).
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``X`` has another number of features than the fit's, or NaN / inf values (NaN is
+            allowed with ``missing="marginalize"``), naming the first bad row.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> gm = GaussianMixture(2, random_state=0).fit(X)
+        >>> gm.score_samples(X[:3]).shape
+        (3,)
+        """
         return _as_input_dtype(self._log_prob(X)[0], X)
 
-    def score(self, X, y=None):
-        """Mean log-likelihood per row (out-of-core data: read block by block)."""
+    def score(self, X: DataLike, y: Any = None) -> float:
+        """Compute the mean log-likelihood per row.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            Real numbers; or a path (``.npy``, ``file.h5:/dataset``, ``.zarr``, ``.parquet``,
+            ``.csv``), an ``np.memmap``, a ``fastmix.io.Source``, a list of (n_i, D) chunk arrays,
+            or a callable returning an iterator of chunks, read block by block.
+        y : None
+            Ignored; present for scikit-learn compatibility.
+
+        Returns
+        -------
+        float
+            The mean of ``score_samples(X)`` (out-of-core data read block by block).
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``X`` has another number of features than the fit's, or NaN / inf values (NaN is
+            allowed with ``missing="marginalize"``), naming the first bad row.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> gm = GaussianMixture(2, random_state=0).fit(X)
+        >>> bool(np.isclose(gm.score(X), gm.score_samples(X).mean()))
+        True
+        """
         return self._score_sum(X)[2]
 
-    def predict(self, X):
-        """Most probable component of each row, (N,) int64."""
+    def predict(self, X: DataLike) -> np.ndarray:
+        """Predict the most probable component of each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            Real numbers; or a path (``.npy``, ``file.h5:/dataset``, ``.zarr``, ``.parquet``,
+            ``.csv``), an ``np.memmap``, a ``fastmix.io.Source``, a list of (n_i, D) chunk arrays,
+            or a callable returning an iterator of chunks, read block by block.
+
+        Returns
+        -------
+        numpy.ndarray of shape (N,), dtype int64
+            The component labels.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``X`` has another number of features than the fit's, or NaN / inf values (NaN is
+            allowed with ``missing="marginalize"``), naming the first bad row.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> gm = GaussianMixture(2, random_state=0).fit(X)
+        >>> gm.predict(X[:5]).shape
+        (5,)
+        """
         return self._log_prob(X)[1]
 
-    def predict_proba(self, X):
-        """Responsibilities (N, K) float64 (float32 for float32 X, as in scikit-learn)."""
+    def predict_proba(self, X: DataLike) -> np.ndarray:
+        """Compute the responsibilities: the posterior probability of each component per row.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            Real numbers; or a path (``.npy``, ``file.h5:/dataset``, ``.zarr``, ``.parquet``,
+            ``.csv``), an ``np.memmap``, a ``fastmix.io.Source``, a list of (n_i, D) chunk arrays,
+            or a callable returning an iterator of chunks, read block by block.
+
+        Returns
+        -------
+        numpy.ndarray of shape (N, K)
+            Rows summing to 1; float64 (float32 for float32 data, as in scikit-learn).
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``X`` has another number of features than the fit's, or NaN / inf values (NaN is
+            allowed with ``missing="marginalize"``), naming the first bad row.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> gm = GaussianMixture(2, random_state=0).fit(X)
+        >>> resp = gm.predict_proba(X[:4])
+        >>> resp.shape, bool(np.allclose(resp.sum(axis=1), 1))
+        ((4, 2), True)
+        """
         return _as_input_dtype(self._log_prob(X, want_resp=True)[2], X)
 
-    def sample(self, n_samples=1):
-        """Draw ``n_samples`` points; returns (X (n, D) float64, labels (n,) int64)."""
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw points from the fitted mixture.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of points, at least 1.
+
+        Returns
+        -------
+        X : numpy.ndarray of shape (n_samples, D), dtype float64
+            The points, grouped by component.
+        labels : numpy.ndarray of shape (n_samples,), dtype int64
+            The component each point was drawn from.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``n_samples`` is not an integer >= 1.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> gm = GaussianMixture(2, random_state=0).fit(X)
+        >>> Xs, labels = gm.sample(10)
+        >>> Xs.shape, labels.shape
+        ((10, 2), (10,))
+        """
         self._check_fitted()
         if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) \
                 or n_samples < 1:
@@ -768,14 +1078,80 @@ class GaussianMixture(MissingValuesMixin, CheckpointMixin, MixtureBase):
     def _n_parameters(self):
         return self._params().n_parameters()
 
-    def bic(self, X):
-        """Bayesian information criterion on X (lower is better)."""
+    def bic(self, X: DataLike) -> float:
+        """Compute the Bayesian information criterion on ``X`` (lower is better).
+
+        The criterion is ``-2 log L + p log N``, with L the likelihood of ``X``, p the number of free
+        parameters and N the number of rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            Real numbers; or a path (``.npy``, ``file.h5:/dataset``, ``.zarr``, ``.parquet``,
+            ``.csv``), an ``np.memmap``, a ``fastmix.io.Source``, a list of (n_i, D) chunk arrays,
+            or a callable returning an iterator of chunks, read block by block.
+
+        Returns
+        -------
+        float
+            The criterion.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``X`` has another number of features than the fit's, or NaN / inf values (NaN is
+            allowed with ``missing="marginalize"``), naming the first bad row.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> gm = GaussianMixture(2, random_state=0).fit(X)
+        >>> bool(GaussianMixture(1).fit(X).bic(X) < gm.bic(X))  # one Gaussian is enough
+        True
+        """
         self._check_fitted()
         total, n, _ = self._score_sum(X)
         return -2 * total + self._n_parameters() * math.log(n)
 
-    def aic(self, X):
-        """Akaike information criterion on X (lower is better)."""
+    def aic(self, X: DataLike) -> float:
+        """Compute the Akaike information criterion on ``X`` (lower is better).
+
+        The criterion is ``-2 log L + 2 p``, with L the likelihood of ``X``, p the number of free
+        parameters and N the number of rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            Real numbers; or a path (``.npy``, ``file.h5:/dataset``, ``.zarr``, ``.parquet``,
+            ``.csv``), an ``np.memmap``, a ``fastmix.io.Source``, a list of (n_i, D) chunk arrays,
+            or a callable returning an iterator of chunks, read block by block.
+
+        Returns
+        -------
+        float
+            The criterion.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``X`` has another number of features than the fit's, or NaN / inf values (NaN is
+            allowed with ``missing="marginalize"``), naming the first bad row.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> gm = GaussianMixture(2, random_state=0).fit(X)
+        >>> bool(GaussianMixture(1).fit(X).aic(X) < gm.aic(X))  # one Gaussian is enough
+        True
+        """
         self._check_fitted()
         total, n, _ = self._score_sum(X)
         return -2 * total + 2 * self._n_parameters()
@@ -788,14 +1164,40 @@ class GaussianMixture(MissingValuesMixin, CheckpointMixin, MixtureBase):
     def _fitted_names(self):
         return self._FITTED_LOWRANK if self.covariance_type == "lowrank" else self._FITTED
 
-    def save(self, path):
-        """Write the model to a versioned ``.npz`` (no pickle; atomically: temporary file, then
-        rename).  Load with ``fastmix.load``.  A model trained with ``partial_fit`` keeps its
-        running statistics, so ``partial_fit`` continues after loading."""
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model to a versioned ``.npz`` file (no pickle), atomically.
+
+        The file is written to a temporary name, then renamed.  Load it with ``fastmix.load``.
+        A model trained with ``partial_fit`` keeps its running statistics, so ``partial_fit``
+        continues after loading.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        OSError
+            When ``path`` cannot be written (its directory is missing, it is a directory ...).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> gm = GaussianMixture(2, random_state=0).fit(X)
+        >>> import fastmix
+        >>> gm.save("model.npz")
+        >>> bool(np.array_equal(fastmix.load("model.npz").means_, gm.means_))
+        True
+        """
         self._check_fitted()
         params = self.get_params()
-        scalars = {}
-        arrays = {}
+        scalars: dict[str, Any] = {}
+        arrays: dict[str, Any] = {}
         for k, v in params.items():
             if k in self._ARRAY_PARAMS:
                 if v is not None:

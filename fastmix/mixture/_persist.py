@@ -2,6 +2,7 @@
 classes, atomic writes) and fit checkpoints."""
 import json
 import os
+from typing import Any
 
 import numpy as np
 
@@ -9,12 +10,11 @@ from .. import io as sources
 from ..em import EMResult
 from ._base import _clone, _short
 
-
 FORMAT_VERSION = 1
 
 #: The estimator classes ``load`` rebuilds, by the class name saved in the file
 #: (filled by ``register``).
-MODEL_CLASSES = {}
+MODEL_CLASSES: dict[str, Any] = {}
 
 
 def register(cls):
@@ -69,10 +69,38 @@ def _save_online(est, meta, arrays, **extra):
         arrays["online__" + f] = getattr(st, f)
 
 
-def load(path):
-    """Load a model written by ``save``.  Raises FileNotFoundError for a missing path and
-    ValueError for files that are not fastmix models, are truncated or damaged, or come from a
-    newer format version."""
+def load(path: str | os.PathLike) -> Any:
+    """Load a model written by ``save`` (any fastmix estimator).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npz`` file.
+
+    Returns
+    -------
+    GaussianMixture, BayesianGaussianMixture, BigLearnGaussianMixture, SGDGaussianMixture or \
+    GMMExpansion
+        The fitted model, of the class that saved it.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        For a file that is not a fastmix model, is truncated or damaged, or comes from a newer
+        format version.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastmix
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> fastmix.GaussianMixture(2, random_state=0).fit(X).save("model.npz")
+    >>> model = fastmix.load("model.npz")
+    >>> type(model).__name__, model.means_.shape
+    ('GaussianMixture', (2, 2))
+    """
     if os.path.isdir(path):
         raise ValueError(f"{path!s} is a directory, not a fastmix model file (.npz)")
     with open(path, "rb") as fh:  # a missing file raises FileNotFoundError, as open() does
@@ -96,7 +124,7 @@ def load(path):
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(f"{path!s} has model format version {version!r}; this fastmix reads "
                          f"versions up to {FORMAT_VERSION}. Upgrade fastmix.")
-    cls = MODEL_CLASSES.get(meta.get("class"))
+    cls = MODEL_CLASSES.get(str(meta.get("class")))
     if cls is None:
         raise ValueError(f"{path!s} holds an unknown model class {meta.get('class')!r}")
     try:

@@ -6,16 +6,18 @@ of that mixture given ``x`` (``fastmix.missing``): again a mixture over ``y``, w
 ``predict(X, return_std=True)[1]``.
 """
 import numpy as np
+from typing import Any
 
 from .._base import BaseEstimator
 from .._validation import NotFittedError, check_array, check_sample_weight
 from .. import missing as _missing
 from ._gaussian import GaussianMixture
+from ._typing import ArrayLike, DataLike, RandomStateLike
 
 try:  # scikit-learn's mixin (score = R^2, regressor tags) when it is installed
     from sklearn.base import RegressorMixin
 except ImportError:  # pragma: no cover - scikit-learn is optional
-    class RegressorMixin:
+    class RegressorMixin:  # type: ignore[no-redef]  # stand-in without scikit-learn
         """Stand-in: ``score`` is the coefficient of determination R^2."""
         _estimator_type = "regressor"
 
@@ -39,11 +41,15 @@ class GaussianMixtureRegressor(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_components, covariance_type, tol, reg_covar, max_iter, n_init, init_params,
-    random_state, chunk_size :
-        Those of the joint ``GaussianMixture`` (``covariance_type="full"`` by default: the
-        other types have no covariance between x and y inside a component, so each component
-        predicts its constant mean).
+    n_components : int, default=1
+        Number of components of the joint mixture.
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+        As for ``GaussianMixture``; "full" by default because the other types have no
+        covariance between x and y inside a component, so each component predicts its
+        constant mean.
+    tol, reg_covar, max_iter, n_init, init_params, random_state, chunk_size : \
+see GaussianMixture
+        Those of the joint ``GaussianMixture``.
     missing : {"error", "marginalize"}, default="error"
         "marginalize": NaN entries of X (and y) in ``fit`` are marginalised by the joint EM,
         and NaN inputs in ``predict`` are integrated out (the conditional given the observed
@@ -54,15 +60,30 @@ class GaussianMixtureRegressor(RegressorMixin, BaseEstimator):
     mixture_ : GaussianMixture
         The fitted joint model over ``[x, y]`` (D + T features).
     n_features_in_ : int
+        Number of input features D.
     n_outputs_ : int
+        Number of outputs T.
     n_iter_ : int
         EM iterations of the joint fit.
     converged_ : bool
+        Whether the joint fit converged.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix import GaussianMixtureRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.uniform(-3, 3, size=(1000, 1))
+    >>> y = np.sin(X[:, 0]) + 0.05 * rng.normal(size=1000)
+    >>> gmr = GaussianMixtureRegressor(8, random_state=0).fit(X, y)
+    >>> bool(np.abs(gmr.predict([[1.0]]) - np.sin(1.0)) < 0.1)
+    True
     """
 
-    def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
-                 max_iter=100, n_init=1, init_params="kmeans", random_state=None,
-                 chunk_size=None, missing="error"):
+    def __init__(self, n_components: int = 1, *, covariance_type: str = "full", tol: float = 1e-3,
+                 reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
+                 init_params: str = "kmeans", random_state: RandomStateLike = None,
+                 chunk_size: int | None = None, missing: str = "error") -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -81,18 +102,39 @@ class GaussianMixtureRegressor(RegressorMixin, BaseEstimator):
                                random_state=self.random_state, chunk_size=self.chunk_size,
                                missing=self.missing)
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X: DataLike, y: ArrayLike,
+            sample_weight: DataLike | None = None) -> "GaussianMixtureRegressor":
         """Fit the joint mixture on ``[X, y]``.
 
         Parameters
         ----------
-        X : array-like (N, D) real
-        y : array-like (N,) or (N, T) real
-        sample_weight : (N,) non-negative weights, optional
+        X : array-like of shape (N, D)
+            The inputs, real numbers (NaN allowed with ``missing="marginalize"``).
+        y : array-like of shape (N,) or (N, T)
+            The outputs.
+        sample_weight : array-like of shape (N,), optional
+            Non-negative weights of the rows.
 
         Returns
         -------
-        self
+        GaussianMixtureRegressor
+            The fitted estimator (``self``).
+
+        Raises
+        ------
+        ValueError
+            When ``X`` and ``y`` have different row counts, or hold invalid values (naming the row).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GaussianMixtureRegressor
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(500, 1))
+        >>> y = 2 * X[:, 0] + 0.1 * rng.normal(size=500)
+        >>> gmr = GaussianMixtureRegressor(2, random_state=0).fit(X, y)
+        >>> gmr.n_features_in_, gmr.n_outputs_, gmr.mixture_.n_features_in_
+        (1, 1, 2)
         """
         mix = self._mixture()
         mix._validate_params()
@@ -141,12 +183,43 @@ class GaussianMixtureRegressor(RegressorMixin, BaseEstimator):
             _missing.check_missing(X, columns=False)
         return X
 
-    def predict(self, X, return_std=False):
-        """E[y | x] for each row, (N,) or (N, T) float64 as y was.
+    def predict(self, X: DataLike, return_std: bool = False) -> Any:
+        """Predict E[y | x] for each row.
 
-        With ``return_std=True`` also the conditional standard deviation of y given x: of the
-        conditional *mixture* (law of total variance: the spread of the components' means
-        included), not of one component.
+        Parameters
+        ----------
+        X : array-like of shape (N, D)
+            The inputs (NaN inputs are integrated out with ``missing="marginalize"``).
+        return_std : bool, default=False
+            Also return the conditional standard deviation of y given x: of the conditional
+            *mixture* (law of total variance: the spread of the components' means included), not
+            of one component.
+
+        Returns
+        -------
+        y_mean : numpy.ndarray of shape (N,) or (N, T), dtype float64
+            The conditional means, shaped as ``y`` was.
+        y_std : numpy.ndarray of shape (N,) or (N, T), dtype float64
+            The conditional standard deviations; only with ``return_std``.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``X`` has another number of features than the fit's or invalid values.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GaussianMixtureRegressor
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(500, 1))
+        >>> y = 2 * X[:, 0] + 0.1 * rng.normal(size=500)
+        >>> gmr = GaussianMixtureRegressor(2, random_state=0).fit(X, y)
+        >>> mean, std = gmr.predict([[1.0]], return_std=True)
+        >>> mean.round(1), std.shape
+        (array([2.]), (1,))
         """
         X = self._inputs(X)
         N, D = X.shape
@@ -158,9 +231,38 @@ class GaussianMixtureRegressor(RegressorMixin, BaseEstimator):
             mean, sd = mean[:, 0], sd[:, 0]
         return (mean, sd) if return_std else mean
 
-    def predict_distribution(self, x):
-        """The conditional distribution of y given one input row ``x`` (D,): a fitted
-        ``GaussianMixture`` over the T outputs (see ``GaussianMixture.condition``)."""
+    def predict_distribution(self, x: ArrayLike) -> Any:
+        """Return the conditional distribution of y given one input row ``x``.
+
+        Parameters
+        ----------
+        x : array-like of shape (D,)
+            One input row.
+
+        Returns
+        -------
+        GaussianMixture
+            A fitted mixture over the T outputs (see ``GaussianMixture.condition``).
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``x`` does not hold D finite values.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GaussianMixtureRegressor
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(500, 1))
+        >>> y = 2 * X[:, 0] + 0.1 * rng.normal(size=500)
+        >>> gmr = GaussianMixtureRegressor(2, random_state=0).fit(X, y)
+        >>> dist = gmr.predict_distribution([1.0])
+        >>> dist.means_.shape[1], float(dist.weights_.sum())
+        (1, 1.0)
+        """
         self._check_fitted()
         x = np.asarray(x, dtype=np.float64).reshape(-1)
         if x.shape != (self.n_features_in_,):

@@ -5,6 +5,8 @@ import math
 import numbers
 import sys
 import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -16,11 +18,14 @@ from .. import io as sources
 from .. import selection as _sel
 from ._base import _fit_dtype
 from ._gaussian import ConvergenceWarning, GaussianMixture
+from ._typing import DataLike, RandomStateLike
 
 
-class SelectionResult:
-    """What ``select_mixture`` found: every candidate's scores and the best model (the
-    attributes carry scikit-learn's ``GridSearchCV`` names where they apply).
+class SelectionResult:  # numpydoc ignore=PR01
+    # (made by select_mixture only: the constructor's arguments are internal)
+    """What ``select_mixture`` found: every candidate's scores and the best model.
+
+    The attributes carry scikit-learn's ``GridSearchCV`` names where they apply.
 
     Attributes
     ----------
@@ -46,9 +51,27 @@ class SelectionResult:
         Bytes read in each pass; with ``pass_kinds_`` ("start" or "em").
     random_state_ : int
         The seed every candidate's start used.
+
+    See Also
+    --------
+    select_mixture : Makes it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix import select_mixture
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(-4, 1, (200, 2)), rng.normal(4, 1, (200, 2))])
+    >>> result = select_mixture(X, n_components=range(1, 4), covariance_types="full",
+    ...                         random_state=0)
+    >>> result.best_params_
+    {'n_components': 2, 'covariance_type': 'full'}
+    >>> result.results_["n_components"]
+    array([1, 2, 3])
     """
 
-    def __init__(self, criterion, cands, stats, template, dtype, seed):
+    def __init__(self, criterion: str, cands: list, stats: Any, template: Any, dtype: Any,
+                 seed: int) -> None:
         self.criterion = criterion
         self._cands = cands
         self._template = template
@@ -84,8 +107,34 @@ class SelectionResult:
     def __len__(self):
         return len(self._cands)
 
-    def estimator(self, i):
-        """Candidate ``i`` (a row of ``results_``) as a fitted ``GaussianMixture``."""
+    def estimator(self, i: int) -> Any:
+        """Return candidate ``i`` (a row of ``results_``) as a fitted ``GaussianMixture``.
+
+        Parameters
+        ----------
+        i : int
+            The row of ``results_``.
+
+        Returns
+        -------
+        GaussianMixture
+            The candidate's fitted model.
+
+        Raises
+        ------
+        IndexError
+            When ``i`` is not a row of ``results_``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import select_mixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> result = select_mixture(X, n_components=range(1, 3), covariance_types="diag",
+        ...                         random_state=0)
+        >>> result.estimator(1).n_components
+        2
+        """
         c = self._cands[i]
         est = GaussianMixture(**{**self._template, "n_components": c.n_components,
                                  "covariance_type": c.covariance_type})
@@ -100,8 +149,26 @@ class SelectionResult:
         est._online = None
         return est
 
-    def to_dict(self):
-        """A JSON-serialisable summary (the CLI's ``--report``)."""
+    def to_dict(self) -> dict:
+        """Summarise the result as a JSON-serialisable dict (the CLI's ``--report``).
+
+        Returns
+        -------
+        dict
+            The criterion, the best index and parameters, and one entry per candidate.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import select_mixture
+        >>> X = np.random.default_rng(0).normal(size=(300, 2))
+        >>> result = select_mixture(X, n_components=range(1, 3), covariance_types="diag",
+        ...                         random_state=0)
+        >>> import json
+        >>> report = json.loads(json.dumps(result.to_dict()))
+        >>> report["criterion"], len(report["candidates"])
+        ('bic', 2)
+        """
         rows = []
         for i in range(len(self)):
             row = {}
@@ -155,15 +222,19 @@ def _seed(random_state):
     return int(check_random_state(random_state).integers(0, 2**31 - 1))
 
 
-def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied", "diag",
+def select_mixture(X: DataLike, n_components: int | Iterable[int] = range(1, 10),
+                   covariance_types: str | Iterable[str] = ("full", "tied", "diag",
                                                                     "spherical"),
-                   *, sample_weight=None, criterion="bic", heldout_fraction=0.2,
-                   start="kmeans", tol=1e-3, reg_covar=1e-6, max_iter=100, n_init=1,
-                   random_state=None, chunk_size=None, n_factors=None, device="cpu",
-                   progress=False, callback=None):
-    """Fit a Gaussian mixture for every number of components and covariance type and pick the
-    best by BIC, ICL or held-out log-likelihood, reading the data once per EM iteration for all
-    candidates together.
+                   *, sample_weight: DataLike | None = None, criterion: str = "bic",
+                   heldout_fraction: float = 0.2, start: str = "kmeans", tol: float = 1e-3,
+                   reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
+                   random_state: RandomStateLike = None, chunk_size: int | None = None,
+                   n_factors: int | None = None, device: str = "cpu", progress: bool = False,
+                   callback: Callable[..., Any] | None = None) -> "SelectionResult":
+    """Fit a Gaussian mixture for every K and covariance type, and pick the best.
+
+    The candidates are scored by BIC, ICL or held-out log-likelihood; the data are read once
+    per EM iteration for all candidates together.
 
     Parameters
     ----------
@@ -172,7 +243,8 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
         chunk arrays; a callable returning an iterator of chunks), or a dask array.
     n_components : int or iterable of int >= 1, default=range(1, 10)
         The numbers of components to try (mclust's default range).
-    covariance_types : str or iterable of {"full", "tied", "diag", "spherical", "lowrank"}
+    covariance_types : str or iterable of str, default=("full", "tied", "diag", "spherical")
+        The covariance types to try, among "full", "tied", "diag", "spherical", "lowrank".
     sample_weight : (N,) non-negative float array, optional
         Every candidate is fitted as ``GaussianMixture.fit(X, sample_weight=...)`` is.  For
         out-of-core data also a path to a ``.npy`` of N weights, a 1-D random-access Source, or
@@ -196,15 +268,21 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
         from the fitted K-component model with the component of largest local KL divergence
         between its data and its Gaussian split (Ueda et al. 2000); the candidates of a
         covariance type then run one after the other.  See the user guide for measurements.
-    tol, reg_covar, max_iter, chunk_size, n_factors :
-        As for ``GaussianMixture`` (the same for every candidate; ``n_factors`` for
-        "lowrank").
-    n_init : int >= 1, default=1
+    tol, reg_covar, max_iter : float, float, int
+        As for ``GaussianMixture`` (the same for every candidate).
+    n_init : int, default=1
         Initialisations per candidate: each candidate keeps the run with the highest final
         lower bound, as ``GaussianMixture(n_init=...)`` does (with ``start="kmeans"`` it equals
         that separate fit; the runs of all candidates share the passes over the data).  With
         ``start="split"`` only the smallest K has several starts (the larger ones grow from
         the best); ``start="hierarchical"`` is deterministic and takes ``n_init=1`` only.
+    random_state : int, numpy.random.Generator, numpy.random.RandomState or None
+        Seed of every candidate's start and of the held-out split (a generator is drawn from
+        once for an integer seed, reported as ``random_state_``).
+    chunk_size : int or None, default=None
+        As for ``GaussianMixture``.
+    n_factors : int or None, default=None
+        As for ``GaussianMixture``, for "lowrank".
     device : {"cpu", "cuda"}, default="cpu"
         Where the candidates' E-steps and scores run.  "cuda": on the GPU path of
         ``GaussianMixture(device="cuda")`` (``pip install 'fastmix[cuda]'``): an in-memory
@@ -213,9 +291,6 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
         the device block by block, each block once per pass for all candidates.  Starts are
         computed on the CPU, as ``GaussianMixture`` computes them.  Dask arrays take
         ``device="cpu"``.
-    random_state : None, int, Generator or RandomState
-        Seed of every candidate's start and of the held-out split (a generator is drawn from
-        once for an integer seed, reported as ``random_state_``).
     progress : bool, default=False
         A tqdm progress bar (stderr) over the candidates, with the pass count.
     callback : callable, optional
@@ -255,8 +330,9 @@ def select_mixture(X, n_components=range(1, 10), covariance_types=("full", "tied
                              f"{heldout_fraction!r}")
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be callable, got {callback!r}")
-    template = dict(tol=tol, reg_covar=reg_covar, max_iter=max_iter, n_init=n_init,
-                    chunk_size=chunk_size, n_factors=n_factors, device=device)
+    template: dict[str, Any] = dict(tol=tol, reg_covar=reg_covar, max_iter=max_iter,
+                                    n_init=n_init, chunk_size=chunk_size, n_factors=n_factors,
+                                    device=device)
     for kind in kinds:  # GaussianMixture's checks and messages for the shared settings
         GaussianMixture(n_components=ks[0], covariance_type=kind, **template)._validate_params()
     n_init = int(n_init)

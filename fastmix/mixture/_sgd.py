@@ -1,7 +1,9 @@
 """``SGDGaussianMixture``: streaming SGD on the max-component objective with annealing."""
 import json
 import math
+import os
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -13,13 +15,15 @@ from ._base import (ANY, DEVICES, Integer, MixtureBase, Options, Real, _frequenc
                     validate_params)
 from ._gaussian import GaussianMixture
 from ._persist import FORMAT_VERSION, _atomic_write, register
+from ._typing import DataLike, RandomStateLike
 
 
 @register
 class SGDGaussianMixture(MixtureBase):
-    """Gaussian mixture (diagonal, or local principal directions) trained by streaming SGD on
-    the max-component objective with annealing (Gepperth & Pfulb; docs/algorithms.md §1,
-    ``fastmix.sgd``).
+    """Gaussian mixture trained by streaming SGD on the max-component objective with annealing.
+
+    Diagonal covariances, or local principal directions (Gepperth & Pfulb;
+    docs/algorithms.md §1, ``fastmix.sgd``).
 
     The K = n x n components sit on a toroidal grid; the objective per sample is the smoothed
     max-component log-likelihood max_k sum_j g_kj(sigma) l_j(x), with sigma annealed towards 0
@@ -30,7 +34,8 @@ class SGDGaussianMixture(MixtureBase):
 
     Parameters
     ----------
-    n_components : int, a perfect square (default 25 = 5 x 5)
+    n_components : int, default=25
+        Number of components K, a perfect square (25 = 5 x 5).
     covariance_type : {"diag", "lpd"}, default "diag"
         "diag": square roots of diagonal precisions.  "lpd": local principal directions
         (ICLR section 3.5): each component keeps ``n_directions`` = S orthonormal directions
@@ -46,28 +51,51 @@ class SGDGaussianMixture(MixtureBase):
         pulls them towards high-variance directions (with a = r at the start they drifted to
         low-variance ones in our tests -- a local optimum; fastmix's choice, unverified).
         The directions and r share ``lambda_sigma`` with a.
-    n_directions : int, default 10 -- S for "lpd" (1 <= S < n_features); unused for "diag"
+    n_directions : int, default=10
+        S, the directions of "lpd" (1 <= S < n_features); unused for "diag".
     objective : {"mc", "loglik"}, default "mc"
-    learning_rate : float > 0, default 0.05 (eps0);  learning_rate_min : default 0.001
-    batch_size : int >= 1, default 1 (the streaming fast path)
+        The smoothed max-component objective, or the exact log-likelihood.
+    learning_rate : float, default=0.05
+        eps0, the initial learning rate (> 0).
+    learning_rate_min : float, default=0.001
+        The learning rate's floor.
+    batch_size : int, default=1
+        Rows per SGD step (>= 1; 1 is the streaming fast path).
     annealing : {"adaptive", "time", "off"}, default "adaptive"
-    sigma0 : float or None (default n / 4);  sigma_min : default 0.01
-    anneal_window : int or None, anneal_delta 0.05, anneal_gamma 0.9 (adaptive schedule)
-        None: ceil(1 / learning_rate_min) (1000, the released code), but in ``fit`` on data
-        of known length at most planned_steps / (m + 2), m the number of gamma-decays from
-        sigma0 to sigma_min, so that small data sets have room to anneal fully
-        (``fastmix.sgd.default_window``); ``partial_fit`` streams keep 1000.
-    time_t0, time_tinf : fractions of the planned steps where the time schedule starts and ends
-        its decay (default 0.3, 0.8)
-    precision_max : float, default 20 (D_max: variances >= 1 / precision_max)
-    lambda_pi, lambda_mu, lambda_sigma : learning-rate factors, default 1
+        The schedule of sigma.
+    sigma0 : float or None, default=None
+        The initial sigma; None means n / 4.
+    sigma_min : float, default=0.01
+        The final sigma.
+    anneal_window : int or None, default=None
+        Steps per window of the adaptive schedule.  None: ceil(1 / learning_rate_min)
+        (1000, the released code), but in ``fit`` on data of known length at most
+        planned_steps / (m + 2), m the number of gamma-decays from sigma0 to sigma_min, so
+        that small data sets have room to anneal fully (``fastmix.sgd.default_window``);
+        ``partial_fit`` streams keep 1000.
+    anneal_delta : float, default=0.05
+        Relative loss change below which the adaptive schedule decays sigma.
+    anneal_gamma : float, default=0.9
+        The adaptive schedule's decay factor of sigma.
+    time_t0, time_tinf : float, default=0.3, 0.8
+        Fractions of the planned steps where the time schedule starts and ends its decay.
+    precision_max : float, default=20
+        D_max: variances stay >= 1 / precision_max.
+    lambda_pi, lambda_mu, lambda_sigma : float, default=1.0
+        Learning-rate factors of the weights, means and precisions.
     init : {"uniform", "kmeans++"}, default "uniform"
         "uniform": means U[mu_init_center - mu_init, mu_init_center + mu_init] (0 +- 0.01), all
         precisions precision_max, uniform weights; "kmeans++": seeds from the first batch.
-    mu_init, mu_init_center : floats, default 0.01, 0.0
-    n_epochs : float, default 1.0 -- passes over the data in ``fit``
-    shuffle : bool, default True -- shuffle the rows within each block read
-    random_state, chunk_size
+    mu_init, mu_init_center : float, default=0.01, 0.0
+        The half-width and centre of the uniform initial means.
+    n_epochs : float, default=1.0
+        Passes over the data in ``fit``.
+    shuffle : bool, default=True
+        Shuffle the rows within each block read.
+    random_state : int, numpy.random.Generator or None, default=None
+        Seeds the initialisation and the shuffles.
+    chunk_size : int or None, default=None
+        Rows per kernel chunk of the inference methods (default 4096).
     device : {"cpu", "cuda"}, default "cpu"
         "cuda": the SGD steps of ``fit`` and ``partial_fit`` run on the GPU
         (``fastmix.kernels.cuda.sgd``, ``pip install 'fastmix[cuda]'``) for the mini-batch path
@@ -85,23 +113,48 @@ class SGDGaussianMixture(MixtureBase):
 
     Attributes
     ----------
-    weights_ (K,), means_ (K, D)
-    "diag": precisions_ (K, D), covariances_ (K, D)
-    "lpd": directions_ (K, S, D) (orthonormal rows), direction_precisions_ (K, S),
-        residual_precisions_ (K,)
-    grid_shape_ : (n, n); prototypes on the grid: ``means_.reshape(n, n, D)``
-    loss_curve_ : list of (step, mean loss of the segment, sigma, learning rate)
-    sigma_, learning_rate_ : current annealing state;  n_steps_ : SGD steps taken
+    weights_ : numpy.ndarray of shape (K,)
+        The weights.
+    means_ : numpy.ndarray of shape (K, D)
+        The means.
+    precisions_, covariances_ : numpy.ndarray of shape (K, D)
+        "diag" only: the diagonal precisions and variances.
+    directions_ : numpy.ndarray of shape (K, S, D)
+        "lpd" only: orthonormal rows, the local principal directions.
+    direction_precisions_ : numpy.ndarray of shape (K, S)
+        "lpd" only: precisions along the directions.
+    residual_precisions_ : numpy.ndarray of shape (K,)
+        "lpd" only: the isotropic precision on the orthogonal complement.
+    grid_shape_ : tuple of int
+        (n, n); prototypes on the grid: ``means_.reshape(n, n, D)``.
+    loss_curve_ : list of tuple
+        (step, mean loss of the segment, sigma, learning rate) per logged segment.
+    sigma_, learning_rate_ : float
+        The current annealing state.
+    n_steps_ : int
+        SGD steps taken.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmix import SGDGaussianMixture
+    >>> X = np.random.default_rng(0).uniform(size=(5000, 2))  # data scaled to [0, 1]
+    >>> sgd = SGDGaussianMixture(9, batch_size=16, n_epochs=2, random_state=0).fit(X)
+    >>> sgd.grid_shape_, sgd.means_.shape
+    ((3, 3), (9, 2))
     """
 
-    def __init__(self, n_components=25, *, covariance_type="diag", n_directions=10,
-                 objective="mc", learning_rate=0.05,
-                 learning_rate_min=0.001, batch_size=1, annealing="adaptive", sigma0=None,
-                 sigma_min=0.01, anneal_window=None, anneal_delta=0.05, anneal_gamma=0.9,
-                 time_t0=0.3, time_tinf=0.8, precision_max=20.0, lambda_pi=1.0, lambda_mu=1.0,
-                 lambda_sigma=1.0, init="uniform", mu_init=0.01, mu_init_center=0.0,
-                 n_epochs=1.0, shuffle=True, random_state=None, chunk_size=None,
-                 device="cpu"):
+    def __init__(self, n_components: int = 25, *, covariance_type: str = "diag",
+                 n_directions: int = 10, objective: str = "mc", learning_rate: float = 0.05,
+                 learning_rate_min: float = 0.001, batch_size: int = 1,
+                 annealing: str = "adaptive", sigma0: float | None = None, sigma_min: float = 0.01,
+                 anneal_window: int | None = None, anneal_delta: float = 0.05,
+                 anneal_gamma: float = 0.9, time_t0: float = 0.3, time_tinf: float = 0.8,
+                 precision_max: float = 20.0, lambda_pi: float = 1.0, lambda_mu: float = 1.0,
+                 lambda_sigma: float = 1.0, init: str = "uniform", mu_init: float = 0.01,
+                 mu_init_center: float = 0.0, n_epochs: float = 1.0, shuffle: bool = True,
+                 random_state: RandomStateLike = None, chunk_size: int | None = None,
+                 device: str = "cpu") -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.n_directions = n_directions
@@ -257,16 +310,44 @@ class SGDGaussianMixture(MixtureBase):
         self.loss_curve_ = list(self._schedule.history)
 
     # ---------------------------------------------------------------- fitting ---------------
-    def fit(self, X, y=None, sample_weight=None):
-        """``n_epochs`` passes of SGD over X (an array or any out-of-core source, read in
-        blocks; rows shuffled within each block when ``shuffle``).  Returns self.
+    def fit(self, X: DataLike, y: Any = None,
+            sample_weight: DataLike | None = None) -> "SGDGaussianMixture":
+        """Run ``n_epochs`` passes of SGD over ``X``.
 
-        sample_weight : (N,) non-negative, optional (CPU only).  Frequency weights: each epoch
-            takes row i c_i times, c_i = floor(w_i) + Bernoulli(w_i - floor(w_i)), drawn
-            afresh per epoch, so E[c_i] = w_i: a row's weight scales its expected number of
-            SGD steps (its share of the gradient), integer weights are exactly repeated rows,
-            unit weights are the unweighted fit, and an epoch has about sum(w) / batch_size
-            steps (the SGD kernels themselves are unweighted).
+        The data are read in blocks, the rows shuffled within each block when ``shuffle``.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            An array or any out-of-core source ``GaussianMixture.fit`` accepts.
+        y : None
+            Ignored; present for scikit-learn compatibility.
+        sample_weight : array-like of shape (N,), optional
+            Non-negative frequency weights (CPU only): each epoch takes row i c_i times,
+            c_i = floor(w_i) + Bernoulli(w_i - floor(w_i)), drawn afresh per epoch, so
+            E[c_i] = w_i: a row's weight scales its expected number of SGD steps (its share of
+            the gradient), integer weights are exactly repeated rows, unit weights are the
+            unweighted fit, and an epoch has about sum(w) / batch_size steps (the SGD kernels
+            themselves are unweighted).
+
+        Returns
+        -------
+        SGDGaussianMixture
+            The fitted estimator (``self``).
+
+        Raises
+        ------
+        ValueError
+            For an invalid hyper-parameter (named) or invalid input (naming the first bad row).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import SGDGaussianMixture
+        >>> X = np.random.default_rng(0).uniform(size=(2000, 2))
+        >>> sgd = SGDGaussianMixture(4, random_state=0).fit(X)
+        >>> sgd.n_steps_ > 0, len(sgd.loss_curve_) > 0
+        (True, True)
         """
         self._validate_params()
         if self._on_gpu(X):
@@ -389,10 +470,39 @@ class SGDGaussianMixture(MixtureBase):
             done += 1.0
         return self
 
-    def partial_fit(self, X, y=None):
-        """SGD over the rows of the batch X (n, D) in order, continuing the annealing state;
-        the first call initialises (time schedule: planned over ``100 * n`` steps).  Returns
-        self."""
+    def partial_fit(self, X: DataLike, y: Any = None) -> "SGDGaussianMixture":
+        """Run SGD over the rows of the batch ``X`` in order, continuing the annealing state.
+
+        The first call initialises the model (time schedule: planned over ``100 * n`` steps).
+
+        Parameters
+        ----------
+        X : array-like of shape (n, D)
+            A batch of rows.
+        y : None
+            Ignored; present for scikit-learn compatibility.
+
+        Returns
+        -------
+        SGDGaussianMixture
+            The updated estimator (``self``).
+
+        Raises
+        ------
+        ValueError
+            For invalid input (naming the first bad row) or a batch of another width.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import SGDGaussianMixture
+        >>> rng = np.random.default_rng(0)
+        >>> sgd = SGDGaussianMixture(4, random_state=0)
+        >>> for _ in range(3):
+        ...     sgd = sgd.partial_fit(rng.uniform(size=(500, 2)))
+        >>> sgd.n_steps_
+        1500
+        """
         self._validate_params()
         if self._on_gpu(X):
             X, Xh = self._gpu_rows(X, 1)
@@ -435,22 +545,105 @@ class SGDGaussianMixture(MixtureBase):
         X = self._validate_predict_X(X)
         return sgd.lpd_log_prob(X, *self._state)
 
-    def score_samples(self, X):
-        """Exact log p(x) of each row (N,) float64."""
+    def score_samples(self, X: DataLike) -> np.ndarray:
+        """Compute the exact log-density of the model at each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            As for ``GaussianMixture.fit``.
+
+        Returns
+        -------
+        numpy.ndarray of shape (N,), dtype float64
+            log p(x) of each row.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``X`` has another number of features than the fit's or NaN / inf values.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import SGDGaussianMixture
+        >>> X = np.random.default_rng(0).uniform(size=(2000, 2))
+        >>> sgd = SGDGaussianMixture(4, random_state=0).fit(X)
+        >>> sgd.score_samples(X[:3]).shape
+        (3,)
+        """
         if self.covariance_type == "lpd":
             lp = self._lpd_log_prob(X)
             m = lp.max(axis=1)
             return m + np.log(np.exp(lp - m[:, None]).sum(axis=1))
         return self._gmm().score_samples(X)
 
-    def score(self, X, y=None):
-        """Mean exact log-likelihood per row."""
+    def score(self, X: DataLike, y: Any = None) -> float:
+        """Compute the mean exact log-likelihood per row.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            As for ``GaussianMixture.fit``.
+        y : None
+            Ignored; present for scikit-learn compatibility.
+
+        Returns
+        -------
+        float
+            The mean of ``score_samples(X)``.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``X`` has another number of features than the fit's or NaN / inf values.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import SGDGaussianMixture
+        >>> X = np.random.default_rng(0).uniform(size=(2000, 2))
+        >>> sgd = SGDGaussianMixture(4, random_state=0).fit(X)
+        >>> bool(np.isclose(sgd.score(X), sgd.score_samples(X).mean()))
+        True
+        """
         if self.covariance_type == "lpd":
             return float(np.mean(self.score_samples(X)))
         return self._gmm().score(X)
 
-    def score_max_component(self, X):
-        """Mean max-component bound max_k log(pi_k N(x | k)) per row (<= score)."""
+    def score_max_component(self, X: DataLike) -> float:
+        """Compute the mean max-component bound per row.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            As for ``GaussianMixture.fit``.
+
+        Returns
+        -------
+        float
+            The mean of max_k log(pi_k N(x | k)), at most ``score(X)``.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``X`` has another number of features than the fit's or NaN / inf values.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import SGDGaussianMixture
+        >>> X = np.random.default_rng(0).uniform(size=(2000, 2))
+        >>> sgd = SGDGaussianMixture(4, random_state=0).fit(X)
+        >>> bool(sgd.score_max_component(X) <= sgd.score(X))
+        True
+        """
         if self.covariance_type == "lpd":
             return float(self._lpd_log_prob(X).max(axis=1).mean())
         gm = self._gmm()
@@ -461,33 +654,144 @@ class SGDGaussianMixture(MixtureBase):
                        for k in range(self.n_components)], axis=1)
         return float(lp.max(axis=1).mean())
 
-    def predict(self, X):
-        """Most probable component (N,) int64."""
+    def predict(self, X: DataLike) -> np.ndarray:
+        """Predict the most probable component of each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            As for ``GaussianMixture.fit``.
+
+        Returns
+        -------
+        numpy.ndarray of shape (N,), dtype int64
+            The component labels.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``X`` has another number of features than the fit's or NaN / inf values.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import SGDGaussianMixture
+        >>> X = np.random.default_rng(0).uniform(size=(2000, 2))
+        >>> sgd = SGDGaussianMixture(4, random_state=0).fit(X)
+        >>> sgd.predict(X[:5]).shape
+        (5,)
+        """
         if self.covariance_type == "lpd":
             return np.argmax(self._lpd_log_prob(X), axis=1).astype(np.int64)
         return self._gmm().predict(X)
 
-    def predict_proba(self, X):
-        """Responsibilities (N, K)."""
+    def predict_proba(self, X: DataLike) -> np.ndarray:
+        """Compute the responsibilities of the components for each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, D), or out-of-core data
+            As for ``GaussianMixture.fit``.
+
+        Returns
+        -------
+        numpy.ndarray of shape (N, K)
+            Rows summing to 1.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``X`` has another number of features than the fit's or NaN / inf values.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import SGDGaussianMixture
+        >>> X = np.random.default_rng(0).uniform(size=(2000, 2))
+        >>> sgd = SGDGaussianMixture(4, random_state=0).fit(X)
+        >>> bool(np.allclose(sgd.predict_proba(X[:5]).sum(axis=1), 1))
+        True
+        """
         if self.covariance_type == "lpd":
             lp = self._lpd_log_prob(X)
             p = np.exp(lp - lp.max(axis=1, keepdims=True))
             return p / p.sum(axis=1, keepdims=True)
         return self._gmm().predict_proba(X)
 
-    def sample(self, n_samples=1):
-        """(X (n, D), labels (n,)) from the fitted mixture."""
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw points from the fitted mixture.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of points, at least 1.
+
+        Returns
+        -------
+        X : numpy.ndarray of shape (n_samples, D), dtype float64
+            The points.
+        labels : numpy.ndarray of shape (n_samples,), dtype int64
+            The component each point was drawn from.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        ValueError
+            When ``n_samples`` is not an integer >= 1.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import SGDGaussianMixture
+        >>> X = np.random.default_rng(0).uniform(size=(2000, 2))
+        >>> sgd = SGDGaussianMixture(4, random_state=0).fit(X)
+        >>> Xs, labels = sgd.sample(5)
+        >>> Xs.shape, labels.shape
+        ((5, 2), (5,))
+        """
         if self.covariance_type == "lpd":
             self._check_fitted()
             if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) \
                     or n_samples < 1:
                 raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
-            return sgd.lpd_sample(check_random_state(self.random_state), self.weights_,
-                                  *self._state[1:], int(n_samples))
+            return sgd.lpd_sample(  # type: ignore[call-arg]  # "lpd" state: 5 arrays
+                check_random_state(self.random_state), self.weights_, *self._state[1:],
+                int(n_samples))
         return self._gmm().sample(n_samples)
 
-    def save(self, path):
-        """Write the model (versioned .npz, atomically); load with ``fastmix.load``."""
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model to a versioned ``.npz`` file (no pickle), atomically.
+
+        Load it with ``fastmix.load``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write.
+
+        Raises
+        ------
+        NotFittedError
+            When the model is not fitted.
+        OSError
+            When ``path`` cannot be written.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import SGDGaussianMixture
+        >>> X = np.random.default_rng(0).uniform(size=(2000, 2))
+        >>> sgd = SGDGaussianMixture(4, random_state=0).fit(X)
+        >>> import fastmix
+        >>> sgd.save("sgd.npz")
+        >>> bool(np.array_equal(fastmix.load("sgd.npz").means_, sgd.means_))
+        True
+        """
         self._check_fitted()
         params = {k: v for k, v in self.get_params().items() if k != "random_state"}
         meta = {"format_version": FORMAT_VERSION, "class": type(self).__name__,

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 
-_POOL = []
+_POOL: list = []
 _LOCK = threading.Lock()
 _LOCAL = threading.local()
 #: Ranges per thread and pass (load balance against call overhead: one call costs ~10 us).

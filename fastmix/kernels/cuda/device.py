@@ -98,7 +98,7 @@ class GPUUnavailableError(RuntimeError):
     visible."""
 
 
-_PROBE = {}
+_PROBE: dict = {}
 
 
 def _probe():
