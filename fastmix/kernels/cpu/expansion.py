@@ -25,9 +25,15 @@ import math
 import numpy as np
 from numba import prange
 
+from .. import _shared
 from ._jit import kernel
 
 EM, KDE, LOGP = 0, 1, 2
+
+#: The window and factors of a row in one dimension (kernels/_shared.py, shared with the GPU).
+_window_factors = kernel()(_shared.window_factors)
+#: A row's normaliser over its window, recording the nodes (kernels/_shared.py).
+_window_sum = kernel()(_shared.window_sum)
 
 
 @kernel()
@@ -45,53 +51,13 @@ def _row(mode, X, n, wn, lo, h, shape, strides, inv_sig, pi, lconst, W, acc, llw
     odo = ints[2]
     base = 0.0  # sum_d max_j t_d(j): the log of the factor taken out of every node value
     for d in range(D):
-        pos = (X[n, d] - lo[d]) / h[d]
-        k = int(math.floor(pos + 0.5))
-        if k < 0:
-            k = 0
-        elif k > shape[d] - 1:
-            k = shape[d] - 1
-        a = k - W[d]
-        if a < 0:
-            a = 0
-        b = k + W[d]
-        if b > shape[d] - 1:
-            b = shape[d] - 1
+        a, c, tmax = _window_factors(X[n, d], lo[d], h[d], shape[d], W[d], inv_sig[d],
+                                     terms[d])
         first[d] = a
-        count[d] = b - a + 1
-        tmax = -np.inf
-        for j in range(b - a + 1):
-            z = (X[n, d] - (lo[d] + (a + j) * h[d])) * inv_sig[d]
-            t = -0.5 * z * z
-            terms[d, j] = t
-            if t > tmax:
-                tmax = t
-        for j in range(b - a + 1):
-            terms[d, j] = math.exp(terms[d, j] - tmax)
+        count[d] = c
         base += tmax
-        odo[d] = 0
     # odometer over the window: node index and pi_i * prod_d factor
-    m = 0
-    s = 0.0
-    while True:
-        idx = 0
-        f = 1.0
-        for d in range(D):
-            idx += (first[d] + odo[d]) * strides[d]
-            f *= terms[d, odo[d]]
-        widx[m] = idx
-        wval[m] = f
-        s += pi[idx] * f
-        m += 1
-        d = D - 1
-        while d >= 0:
-            odo[d] += 1
-            if odo[d] < count[d]:
-                break
-            odo[d] = 0
-            d -= 1
-        if d < 0:
-            break
+    s, m = _window_sum(first, count, terms, strides, pi, odo, widx, wval)
     lp = lconst + base + math.log(s) if s > 0.0 else -np.inf
     if mode == EM:
         if s > 0.0:

@@ -62,7 +62,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from .. import GRID_LOGP, grid_layout
+from .. import GRID_LOGP, _shared, grid_layout
 from ..cpu.expansion import EM, KDE, LOGP  # noqa: F401  (the modes, shared with the CPU kernel)
 from . import device, estep as gpu_estep
 from .device import (DEFAULT_GRID_BLOCK_ROWS, DEFAULT_GRID_THREADS, require_gpu,
@@ -107,6 +107,10 @@ def first_owned(own, first, T):
 
 
 _first_owned = cuda.jit(device=True)(first_owned)
+#: The window and factors of a row in one dimension, as on the CPU (kernels/_shared.py).
+_window_factors = cuda.jit(device=True)(_shared.window_factors)
+#: A row's normaliser over its window, as on the CPU (kernels/_shared.py).
+_window_sum = cuda.jit(device=True)(_shared.window_sum)
 
 
 @functools.lru_cache(maxsize=None)
@@ -152,44 +156,14 @@ def build(D, R, T, TPB):
                 wn = sw[n] if sw.shape[0] > 0 else 1.0
                 base = 0.0
                 for d in range(D):
-                    x = F64(X[n, d])
-                    k = int(math.floor((x - lo[d]) / h[d] + 0.5))
-                    if k < 0:
-                        k = 0
-                    elif k > shape[d] - 1:
-                        k = shape[d] - 1
-                    a = max(k - W[d], 0)
-                    c = min(k + W[d], shape[d] - 1) - a + 1
+                    a, c, tmax = _window_factors(F64(X[n, d]), lo[d], h[d], shape[d], W[d],
+                                                 inv_sig[d], FS[r, d])
                     FIRST[r, d] = a
                     CNT[r, d] = c
-                    tmax = -math.inf
-                    for j in range(c):
-                        z = (x - (lo[d] + (a + j) * h[d])) * inv_sig[d]
-                        tj = -0.5 * z * z
-                        FS[r, d, j] = tj
-                        if tj > tmax:
-                            tmax = tj
-                    for j in range(c):
-                        FS[r, d, j] = math.exp(FS[r, d, j] - tmax)
                     base += tmax
-                    odo[d] = 0
-                s = 0.0
-                while True:  # the window in C order (last dimension fastest), as on the CPU
-                    idx = 0
-                    f = 1.0
-                    for d in range(D):
-                        idx += (FIRST[r, d] + odo[d]) * strides[d]
-                        f *= FS[r, d, odo[d]]
-                    s += pi[idx] * f
-                    d = D - 1
-                    while d >= 0:
-                        odo[d] += 1
-                        if odo[d] < CNT[r, d]:
-                            break
-                        odo[d] = 0
-                        d -= 1
-                    if d < 0:
-                        break
+                # the window in C order (last dimension fastest), as on the CPU; nothing
+                # recorded (empty widx / wval)
+                s, _ = _window_sum(FIRST[r], CNT[r], FS[r], strides, pi, odo, odo[:0], SC[:0])
                 lp = lconst + base + math.log(s) if s > 0.0 else -math.inf
                 if mode == EM:
                     SC[r] = wn / s if s > 0.0 else 0.0
