@@ -65,27 +65,3 @@ def test_sgd_row_functions_match_numpy(impl):
     np.testing.assert_array_equal(w, g[k])
     assert obj == pytest.approx((g @ ell)[k], rel=1e-13)
 
-
-@pytest.mark.parametrize("impl", ["python", "cpu"])
-@pytest.mark.parametrize("record", [True, False])
-def test_window_sum_matches_numpy(impl, record):
-    fn = _shared.window_sum if impl == "python" else cpu_expansion._window_sum
-    rng = np.random.default_rng(2)
-    shape = np.array([7, 5, 6])
-    strides = np.array([30, 6, 1])  # C order of the grid
-    pi = rng.uniform(size=int(shape.prod()))
-    first = np.array([2, 0, 3])
-    count = np.array([3, 2, 3])
-    terms = rng.uniform(0.1, 1.0, size=(3, 4))
-    odo = np.full(3, 99)  # reset by the function
-    size = int(count.prod()) if record else 0
-    widx, wval = np.full(size, -1), np.full(size, np.nan)
-    s, m = fn(first, count, terms, strides, pi, odo, widx, wval)
-    grid = np.meshgrid(*(np.arange(c) for c in count), indexing="ij")  # C order when raveled
-    idx = sum((first[d] + grid[d]) * strides[d] for d in range(3)).ravel()
-    val = np.prod([terms[d][grid[d]] for d in range(3)], axis=0).ravel()
-    assert m == count.prod()
-    assert s == pytest.approx(np.sum(pi[idx] * val), rel=1e-13)
-    if record:
-        np.testing.assert_array_equal(widx, idx)
-        np.testing.assert_allclose(wval, val, rtol=1e-14)

@@ -9,8 +9,7 @@ no allocation, and each function works on scalars and 1-D/2-D arrays or views pa
 * SGD (``cpu.sgd`` / ``cuda.sgd``; docs/algorithms.md §1): ``sqnorm_row``, ``logsumexp``,
   ``weights_row``.
 * GMM expansion (``cpu.expansion`` / ``cuda.expansion``): ``window_factors``, the window and
-  the separable density factors of one row in one dimension; ``window_sum``, the row's
-  normaliser over its window.
+  the separable density factors of one row in one dimension.
 """
 import math
 
@@ -128,39 +127,3 @@ def window_factors(x, lo, h, n_nodes, W, inv_sig, terms):
     for j in range(b - a + 1):
         terms[j] = math.exp(terms[j] - tmax)
     return a, b - a + 1, tmax
-
-
-def window_sum(first, count, terms, strides, pi, odo, widx, wval):
-    """s = sum over a row's window of pi_i prod_d terms[d, j_d], the window's nodes in C order
-    (last dimension fastest): dimension d's positions j_d = 0 .. count[d] - 1 from node
-    first[d]; node index i = sum_d (first[d] + j_d) strides[d].  ``odo`` (D,) int scratch.
-    With ``widx``/``wval`` non-empty, also records each node's index and factor product (the
-    CPU kernel's accumulation reuses them; the GPU kernel's owners recompute theirs).  Returns
-    (s, number of window nodes)."""
-    D = first.shape[0]
-    for d in range(D):
-        odo[d] = 0
-    record = widx.shape[0] > 0
-    m = 0
-    s = 0.0
-    while True:
-        idx = 0
-        f = 1.0
-        for d in range(D):
-            idx += (first[d] + odo[d]) * strides[d]
-            f *= terms[d, odo[d]]
-        if record:
-            widx[m] = idx
-            wval[m] = f
-        s += pi[idx] * f
-        m += 1
-        d = D - 1
-        while d >= 0:
-            odo[d] += 1
-            if odo[d] < count[d]:
-                break
-            odo[d] = 0
-            d -= 1
-        if d < 0:
-            break
-    return s, m

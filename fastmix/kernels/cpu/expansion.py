@@ -32,8 +32,6 @@ EM, KDE, LOGP = 0, 1, 2
 
 #: The window and factors of a row in one dimension (kernels/_shared.py, shared with the GPU).
 _window_factors = kernel()(_shared.window_factors)
-#: A row's normaliser over its window, recording the nodes (kernels/_shared.py).
-_window_sum = kernel()(_shared.window_sum)
 
 
 @kernel()
@@ -56,8 +54,29 @@ def _row(mode, X, n, wn, lo, h, shape, strides, inv_sig, pi, lconst, W, acc, llw
         first[d] = a
         count[d] = c
         base += tmax
+        odo[d] = 0
     # odometer over the window: node index and pi_i * prod_d factor
-    s, m = _window_sum(first, count, terms, strides, pi, odo, widx, wval)
+    m = 0
+    s = 0.0
+    while True:
+        idx = 0
+        f = 1.0
+        for d in range(D):
+            idx += (first[d] + odo[d]) * strides[d]
+            f *= terms[d, odo[d]]
+        widx[m] = idx
+        wval[m] = f
+        s += pi[idx] * f
+        m += 1
+        d = D - 1
+        while d >= 0:
+            odo[d] += 1
+            if odo[d] < count[d]:
+                break
+            odo[d] = 0
+            d -= 1
+        if d < 0:
+            break
     lp = lconst + base + math.log(s) if s > 0.0 else -np.inf
     if mode == EM:
         if s > 0.0:

@@ -109,8 +109,6 @@ def first_owned(own, first, T):
 _first_owned = cuda.jit(device=True)(first_owned)
 #: The window and factors of a row in one dimension, as on the CPU (kernels/_shared.py).
 _window_factors = cuda.jit(device=True)(_shared.window_factors)
-#: A row's normaliser over its window, as on the CPU (kernels/_shared.py).
-_window_sum = cuda.jit(device=True)(_shared.window_sum)
 
 
 @functools.lru_cache(maxsize=None)
@@ -161,9 +159,24 @@ def build(D, R, T, TPB):
                     FIRST[r, d] = a
                     CNT[r, d] = c
                     base += tmax
-                # the window in C order (last dimension fastest), as on the CPU; nothing
-                # recorded (empty widx / wval)
-                s, _ = _window_sum(FIRST[r], CNT[r], FS[r], strides, pi, odo, odo[:0], SC[:0])
+                    odo[d] = 0
+                s = 0.0
+                while True:  # the window in C order (last dimension fastest), as on the CPU
+                    idx = 0
+                    f = 1.0
+                    for d in range(D):
+                        idx += (FIRST[r, d] + odo[d]) * strides[d]
+                        f *= FS[r, d, odo[d]]
+                    s += pi[idx] * f
+                    d = D - 1
+                    while d >= 0:
+                        odo[d] += 1
+                        if odo[d] < CNT[r, d]:
+                            break
+                        odo[d] = 0
+                        d -= 1
+                    if d < 0:
+                        break
                 lp = lconst + base + math.log(s) if s > 0.0 else -math.inf
                 if mode == EM:
                     SC[r] = wn / s if s > 0.0 else 0.0
