@@ -1,4 +1,8 @@
 """Small assertion helpers shared by the test modules."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 
 #: Relative tolerances of kernel results against the float64 reference, by data dtype.
@@ -66,3 +70,34 @@ def gmm_params(weights, means, covs, kind):
     from fastmix._params import Covariance, GMMParams
     cov = Covariance.registry[kind].from_covariances(covs)
     return GMMParams(np.asarray(weights, float), np.asarray(means, float), cov)
+
+
+def run_on_threads(script, tmp_path, name, args=(), thread_counts=(1, 2), timeout=400):
+    """Run the Python source ``script`` once per Numba thread count, each in its own
+    interpreter (NUMBA_NUM_THREADS is read once, at import), side by side, with the on-disk
+    kernel cache like any other run.  The script is called as ``script OUT.npz THREADS *args``
+    and saves its arrays to OUT.npz; returns one dict of arrays per thread count."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(script)
+    procs = []
+    for threads in thread_counts:
+        out = tmp_path / f"{name}_{threads}.npz"
+        env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
+        env.pop("FASTMIX_NUMBA_CACHE", None)
+        proc = subprocess.Popen([sys.executable, str(path), str(out), str(threads), *args],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        procs.append((proc, out))
+    results = []
+    for proc, out in procs:
+        _, stderr = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, stderr[-3000:]
+        with np.load(out) as z:
+            results.append({k: z[k] for k in z.files})
+    return results
+
+
+def differing_arrays(one, two, keys):
+    """The keys whose arrays in ``one`` and ``two`` differ in dtype, shape or any bit."""
+    return [k for k in keys if one[k].dtype != two[k].dtype or one[k].shape != two[k].shape
+            or one[k].tobytes() != two[k].tobytes()]

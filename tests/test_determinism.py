@@ -11,12 +11,12 @@ K. the kernels alone (estep_stats, log_prob) on fixed parameters, chunk sizes 1,
 E. GMMExpansion fits (its grid kernel) on 60 chunks, explicit and automatic settings.
 """
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
+
+from _helpers import differing_arrays, run_on_threads
 
 SCRIPT = textwrap.dedent(r"""
     import sys
@@ -86,25 +86,8 @@ SCRIPT = textwrap.dedent(r"""
 @pytest.fixture(scope="module")
 def dumps(tmp_path_factory):
     """The arrays dumped by the script on 1 and 2 threads (the two run side by side)."""
-    tmp_path = tmp_path_factory.mktemp("determinism")
-    script = tmp_path / "fit_models.py"
-    script.write_text(SCRIPT)
-    procs = []
-    for threads in (1, 2):
-        out = tmp_path / f"models_{threads}.npz"
-        env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
-        env.pop("FASTMIX_NUMBA_CACHE", None)  # use the on-disk kernel cache like any other run
-        proc = subprocess.Popen([sys.executable, str(script), str(out), str(threads),
-                                 os.path.dirname(os.path.abspath(__file__))], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        procs.append((proc, out))
-    results = []
-    for proc, out in procs:
-        _, stderr = proc.communicate(timeout=400)
-        assert proc.returncode == 0, stderr[-3000:]
-        with np.load(out) as z:
-            results.append({k: z[k] for k in z.files})
-    return results
+    return run_on_threads(SCRIPT, tmp_path_factory.mktemp("determinism"), "fit_models",
+                          args=(os.path.dirname(os.path.abspath(__file__)),), timeout=400)
 
 
 def _compare(one, two, prefix):
@@ -113,9 +96,7 @@ def _compare(one, two, prefix):
     for k in keys:
         if one[k].dtype.kind == "f":
             assert np.all(np.isfinite(one[k])), k
-    return [k for k in keys
-            if one[k].dtype != two[k].dtype or one[k].shape != two[k].shape
-            or one[k].tobytes() != two[k].tobytes()]
+    return differing_arrays(one, two, keys)
 
 
 def test_bit_identical_on_one_and_two_threads(dumps):

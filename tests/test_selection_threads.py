@@ -2,13 +2,12 @@
 parameters, lower bounds, iterations and scores (as tests/test_determinism.py does for single
 fits: each thread count in its own interpreter, the two side by side, arrays compared byte for
 byte)."""
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
+
+from _helpers import differing_arrays, run_on_threads
 
 SCRIPT = textwrap.dedent(r"""
     import sys
@@ -54,24 +53,8 @@ SCRIPT = textwrap.dedent(r"""
 
 @pytest.fixture(scope="module")
 def dumps(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("selection_threads")
-    script = tmp_path / "sweep.py"
-    script.write_text(SCRIPT)
-    procs = []
-    for threads in (1, 2):
-        out = tmp_path / f"sweep_{threads}.npz"
-        env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
-        env.pop("FASTMIX_NUMBA_CACHE", None)
-        proc = subprocess.Popen([sys.executable, str(script), str(out), str(threads)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        procs.append((proc, out))
-    results = []
-    for proc, out in procs:
-        _, stderr = proc.communicate(timeout=600)
-        assert proc.returncode == 0, stderr[-3000:]
-        with np.load(out) as z:
-            results.append({k: z[k] for k in z.files})
-    return results
+    return run_on_threads(SCRIPT, tmp_path_factory.mktemp("selection_threads"), "sweep",
+                          timeout=600)
 
 
 @pytest.mark.parametrize("run", ["bic", "heldout_weighted", "icl_split", "hierarchical"])
@@ -84,6 +67,5 @@ def test_sweep_bit_identical_on_one_and_two_threads(dumps, run):
         if one[k].dtype.kind == "f" and "heldout_log_likelihood" not in k \
                 and "entropy" not in k and "bic" not in k:
             assert np.all(np.isfinite(one[k])), k
-    differing = [k for k in keys if one[k].dtype != two[k].dtype
-                 or one[k].shape != two[k].shape or one[k].tobytes() != two[k].tobytes()]
+    differing = differing_arrays(one, two, keys)
     assert not differing, f"not bit-identical on 1 vs 2 threads: {differing}"

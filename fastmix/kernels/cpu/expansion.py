@@ -25,9 +25,13 @@ import math
 import numpy as np
 from numba import prange
 
+from .. import _shared
 from ._jit import kernel
 
 EM, KDE, LOGP = 0, 1, 2
+
+#: The window and factors of a row in one dimension (kernels/_shared.py, shared with the GPU).
+_window_factors = kernel()(_shared.window_factors)
 
 
 @kernel()
@@ -45,29 +49,10 @@ def _row(mode, X, n, wn, lo, h, shape, strides, inv_sig, pi, lconst, W, acc, llw
     odo = ints[2]
     base = 0.0  # sum_d max_j t_d(j): the log of the factor taken out of every node value
     for d in range(D):
-        pos = (X[n, d] - lo[d]) / h[d]
-        k = int(math.floor(pos + 0.5))
-        if k < 0:
-            k = 0
-        elif k > shape[d] - 1:
-            k = shape[d] - 1
-        a = k - W[d]
-        if a < 0:
-            a = 0
-        b = k + W[d]
-        if b > shape[d] - 1:
-            b = shape[d] - 1
+        a, c, tmax = _window_factors(X[n, d], lo[d], h[d], shape[d], W[d], inv_sig[d],
+                                     terms[d])
         first[d] = a
-        count[d] = b - a + 1
-        tmax = -np.inf
-        for j in range(b - a + 1):
-            z = (X[n, d] - (lo[d] + (a + j) * h[d])) * inv_sig[d]
-            t = -0.5 * z * z
-            terms[d, j] = t
-            if t > tmax:
-                tmax = t
-        for j in range(b - a + 1):
-            terms[d, j] = math.exp(terms[d, j] - tmax)
+        count[d] = c
         base += tmax
         odo[d] = 0
     # odometer over the window: node index and pi_i * prod_d factor

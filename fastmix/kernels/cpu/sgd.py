@@ -28,40 +28,20 @@ import numpy as np
 
 from numba import prange
 
+from .. import _shared
+from .._shared import LANES  # noqa: F401  (re-exported: tests size data by it)
 from ._jit import kernel
 
 LOG2PI = math.log(2.0 * math.pi)
 
 
-#: Independent partial sums / products per row (fixed order, so results do not depend on
-#: the machine or thread count; several chains let the CPU overlap the floating-point latency).
-LANES = 4
-
-
-@kernel()
-def _sqnorm_row(X, n, mu, s, j):
-    """sum_d (s_jd (x_nd - mu_jd))^2 in LANES interleaved partial sums (d mod LANES)."""
-    D = mu.shape[1]
-    a0 = 0.0
-    a1 = 0.0
-    a2 = 0.0
-    a3 = 0.0
-    d = 0
-    while d + 4 <= D:
-        z0 = s[j, d] * (X[n, d] - mu[j, d])
-        z1 = s[j, d + 1] * (X[n, d + 1] - mu[j, d + 1])
-        z2 = s[j, d + 2] * (X[n, d + 2] - mu[j, d + 2])
-        z3 = s[j, d + 3] * (X[n, d + 3] - mu[j, d + 3])
-        a0 += z0 * z0
-        a1 += z1 * z1
-        a2 += z2 * z2
-        a3 += z3 * z3
-        d += 4
-    while d < D:
-        z0 = s[j, d] * (X[n, d] - mu[j, d])
-        a0 += z0 * z0
-        d += 1
-    return (a0 + a1) + (a2 + a3)
+# The per-sample math shared with the CUDA kernel (kernels/_shared.py), compiled for the CPU.
+#: sum_d (s_jd (x_nd - mu_jd))^2 in LANES interleaved partial sums (d mod LANES)
+_sqnorm_row = kernel()(_shared.sqnorm_row)
+#: a sample's weights w (K,) from its log-likelihoods ell (K,); returns its objective
+_weights_row = kernel()(_shared.weights_row)
+#: log-sum-exp of a vector (components in order)
+_logsumexp = kernel()(_shared.logsumexp)
 
 
 @kernel()
@@ -81,59 +61,6 @@ def _is_identity(g):
             if g[k, j] != (1.0 if k == j else 0.0):
                 return False
     return True
-
-
-@kernel()
-def _weights_row(ell, g, smooth, exact, w):
-    """Fill w (K,) for one sample; returns the objective value.  ``smooth`` False means
-    g = I: the best-matching unit is argmax_j l_j, found without the K x K product."""
-    K = ell.shape[0]
-    if exact:
-        m = -np.inf
-        for j in range(K):
-            if ell[j] > m:
-                m = ell[j]
-        tot = 0.0
-        for j in range(K):
-            w[j] = math.exp(ell[j] - m)
-            tot += w[j]
-        for j in range(K):
-            w[j] /= tot
-        return m + math.log(tot)
-    best = -np.inf
-    kbest = 0
-    if not smooth:
-        for k in range(K):
-            if ell[k] > best:
-                best = ell[k]
-                kbest = k
-        w[:] = 0.0
-        w[kbest] = 1.0
-        return best
-    for k in range(K):
-        v = 0.0
-        for j in range(K):
-            gkj = g[k, j]
-            if gkj != 0.0:  # truncated smoothing (fastmix.sgd.toroidal_smoothing): exact zeros
-                v += gkj * ell[j]
-        if v > best:
-            best = v
-            kbest = k
-    for j in range(K):
-        w[j] = g[kbest, j]
-    return best
-
-
-@kernel()
-def _logsumexp(v):
-    m = -np.inf
-    for j in range(v.shape[0]):
-        if v[j] > m:
-            m = v[j]
-    tot = 0.0
-    for j in range(v.shape[0]):
-        tot += math.exp(v[j] - m)
-    return m + math.log(tot)
 
 
 @kernel()

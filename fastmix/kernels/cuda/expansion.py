@@ -62,7 +62,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from .. import GRID_LOGP, grid_layout
+from .. import GRID_LOGP, _shared, grid_layout
 from ..cpu.expansion import EM, KDE, LOGP  # noqa: F401  (the modes, shared with the CPU kernel)
 from . import device, estep as gpu_estep
 from .device import (DEFAULT_GRID_BLOCK_ROWS, DEFAULT_GRID_THREADS, require_gpu,
@@ -107,6 +107,8 @@ def first_owned(own, first, T):
 
 
 _first_owned = cuda.jit(device=True)(first_owned)
+#: The window and factors of a row in one dimension, as on the CPU (kernels/_shared.py).
+_window_factors = cuda.jit(device=True)(_shared.window_factors)
 
 
 @functools.lru_cache(maxsize=None)
@@ -152,25 +154,10 @@ def build(D, R, T, TPB):
                 wn = sw[n] if sw.shape[0] > 0 else 1.0
                 base = 0.0
                 for d in range(D):
-                    x = F64(X[n, d])
-                    k = int(math.floor((x - lo[d]) / h[d] + 0.5))
-                    if k < 0:
-                        k = 0
-                    elif k > shape[d] - 1:
-                        k = shape[d] - 1
-                    a = max(k - W[d], 0)
-                    c = min(k + W[d], shape[d] - 1) - a + 1
+                    a, c, tmax = _window_factors(F64(X[n, d]), lo[d], h[d], shape[d], W[d],
+                                                 inv_sig[d], FS[r, d])
                     FIRST[r, d] = a
                     CNT[r, d] = c
-                    tmax = -math.inf
-                    for j in range(c):
-                        z = (x - (lo[d] + (a + j) * h[d])) * inv_sig[d]
-                        tj = -0.5 * z * z
-                        FS[r, d, j] = tj
-                        if tj > tmax:
-                            tmax = tj
-                    for j in range(c):
-                        FS[r, d, j] = math.exp(FS[r, d, j] - tmax)
                     base += tmax
                     odo[d] = 0
                 s = 0.0

@@ -65,7 +65,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ..cpu import sgd as cpu_sgd
+from .. import _shared
 from . import device
 from .device import SGD_THREADS, SGD_TILE_ROWS, require_gpu
 
@@ -85,21 +85,15 @@ def _row(rows, first, i):
     return first + i
 
 
-# The per-sample math is the CPU kernel's own Python source compiled for the device (one
+# The per-sample math is kernels/_shared.py's, which the CPU kernel compiles too (one
 # definition for both targets, so they cannot drift apart); on the device float32 rows are
 # widened to float64 where they meet the float64 parameters, as the CPU path widens them first.
-def _on_device(cpu_kernel):
-    """A CPU kernel's Python function (``py_func``; the function itself when numba's JIT is
-    off) compiled as a CUDA device function."""
-    return cuda.jit(device=True)(getattr(cpu_kernel, "py_func", cpu_kernel))
-
-
 #: sum_d (s_jd (x_nd - mu_jd))^2 in the CPU kernel's 4 interleaved partial sums
-_sqnorm = _on_device(cpu_sgd._sqnorm_row)
+_sqnorm = cuda.jit(device=True)(_shared.sqnorm_row)
 #: log-sum-exp of a vector (components in order)
-_logsumexp = _on_device(cpu_sgd._logsumexp)
+_logsumexp = cuda.jit(device=True)(_shared.logsumexp)
 #: a sample's weights w (K,) from its log-likelihoods ell (K,); returns its objective
-_weights = _on_device(cpu_sgd._weights_row)
+_weights = cuda.jit(device=True)(_shared.weights_row)
 
 
 @cuda.jit
