@@ -296,8 +296,10 @@ def markdown(rep):
         lines += ["## Peak RSS of a batch fit (fresh interpreter per row)", "",
                   "Peak RSS during `fit` (k-means start and the iterations) minus the RSS just "
                   "before it. A memory map's pages count once the fit has read them (the "
-                  "kernel may drop them again under memory pressure); the path is read in "
-                  "blocks of 32 MiB (at most three alive).", "",
+                  "kernel may drop them again under memory pressure) and its blocks are "
+                  "copied out in 8 MiB pieces (`io.base.MEMMAP_BLOCK_BYTES`; 32 MiB before "
+                  "this change, which put 96 MiB of buffers on top of the data); the path is "
+                  "read in blocks of 32 MiB (at most three alive).", "",
                   "| model | input | covariance | iterations | data | peak above baseline | "
                   "peak − data | seconds |", "|---|---|---|---:|---:|---:|---:|---:|"]
         for r in rss:
