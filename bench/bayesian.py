@@ -8,6 +8,15 @@ their previous results there.
     python bench/bayesian.py [--n 1000000] [--d 16] [--k 16] [--repeats 5] [--seeds 10]
                              [--priors default,0.01] [--rss-n 4000000]
                              [--skip-pruning] [--skip-iterations] [--skip-rss]
+                             [--svi-file /tmp/fastmix-8gb.npy --svi-passes 2]
+
+``--svi-file PATH`` adds the stochastic-variational run on a large ``.npy`` (the out-of-core
+benchmark's 8 GB file, 6.25e7 x 16 float64 from ``bench/out_of_core.py``'s generator; written
+to PATH first if absent, as ``PATH.part`` renamed when complete, and left there):
+``BayesianGaussianMixture(16, covariance_type="diag").fit(PATH, algorithm="online")`` for
+``--svi-passes`` passes in a fresh interpreter, the file read block by block, with the peak RSS
+and the lower bound after every SVI step and every pass (plotted to
+``bench/results/bayesian_svi_8gb.png``).
 
 Times are process CPU seconds (``time.process_time``), medians of ``--repeats`` runs, so other
 load on a shared machine inflates them less than wall time; run with NUMBA_NUM_THREADS and
@@ -159,10 +168,104 @@ def peak_rss(n, d, iters, kind):
     return rows
 
 
+def svi_worker(path, passes, batch_rows):
+    """In a fresh interpreter: SVI passes over the ``.npy`` at ``path`` (read in blocks, not
+    memory-mapped).  The bound after each SVI step is recorded by wrapping
+    ``variational.svi_update`` (instrumentation of this benchmark only).  JSON on stdout."""
+    import fastmix.variational as fv
+    steps = []
+    t_start = [None]
+    inner = fv.svi_update
+
+    def recording(*a, **kw):
+        out = inner(*a, **kw)
+        if t_start[0] is None:
+            t_start[0] = time.perf_counter()
+        steps.append((time.perf_counter() - t_start[0], float(out[2]), float(out[3])))
+        return out
+    fv.svi_update = recording
+    D = np.load(path, mmap_mode="r").shape[1]
+    rng = np.random.default_rng(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = rng.normal(size=(20000, D))
+        fastmix.BayesianGaussianMixture(n_components=16, covariance_type="diag", max_iter=1,
+                                        random_state=0).fit(small, algorithm="online")
+        steps.clear()
+        t_start[0] = None
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset VmHWM
+        base = _vm_mb("VmRSS")
+        est = fastmix.BayesianGaussianMixture(n_components=16, covariance_type="diag",
+                                              max_iter=passes, tol=0.0, random_state=0,
+                                              batch_size=batch_rows)
+        t = time.perf_counter()
+        est.fit(str(path), algorithm="online")
+        seconds = time.perf_counter() - t
+    n_rows = int(np.load(path, mmap_mode="r").shape[0])
+    return dict(path=str(path), rows=n_rows, d=D, bytes=os.path.getsize(path),
+                passes=int(est.n_iter_), batch_rows=batch_rows or 16 * 4096,
+                n_steps=int(est.n_steps_), pass_bounds=list(est.lower_bounds_),
+                pass_seconds=list(est.iteration_times_), steps=steps, seconds=seconds,
+                baseline_mb=base, peak_above_baseline_mb=_vm_mb("VmHWM") - base,
+                peak_rss_mb=_vm_mb("VmHWM"), n_effective=int(np.sum(est.weights_ > 1e-2)),
+                threads=int(__import__("numba").get_num_threads()))
+
+
+def ensure_big_file(path, gb=8.0, d=16, k=16):
+    """The out-of-core benchmark's file (``bench/out_of_core.write_file``) at ``path``, unless
+    it exists: written to ``path + ".part"`` and renamed when complete."""
+    if os.path.exists(path):
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from out_of_core import write_file
+    rows = int(gb * 1e9 // (8 * d))
+    part = path + ".part"
+    write_file(part, rows, d, k)
+    os.replace(part, path)
+
+
+def svi_plot(run, png):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    steps = np.array([(t, b) for t, b, w in run["steps"] if w > 0])
+    n = run["rows"]
+    per_pass = max(1, -(-n // run["batch_rows"]))
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
+    x = np.arange(1, len(steps) + 1) / per_pass
+    ax[0].plot(x, steps[:, 1] / n, lw=1, label="after each SVI step")
+    ax[0].plot(np.arange(1, len(run["pass_bounds"]) + 1), np.array(run["pass_bounds"]) / n, "o",
+               color="C3", label="end of each pass (lower_bounds_)")
+    ax[0].set_xlabel("passes over the file")
+    ax[0].set_ylabel("lower bound per row")
+    ax[0].set_title(f"SVI on {run['bytes'] / 1e9:.1f} GB .npy ({n:.3g} x {run['d']}), "
+                    f"{run['batch_rows']} rows per step", fontsize=10)
+    ax[0].legend(fontsize=8)
+    tail = steps[len(steps) // 10:]
+    ax[1].plot(x[len(steps) // 10:], tail[:, 1] / n, lw=1)
+    ax[1].set_xlabel("passes over the file")
+    ax[1].set_title("the same, without the first 10 % of the steps", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def svi_big(path, passes, batch_rows):
+    ensure_big_file(path)
+    cmd = [sys.executable, __file__, "--svi-worker", path, str(passes), str(batch_rows or 0)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"SVI worker failed:\n{r.stderr[-2000:]}")
+    run = json.loads(r.stdout.strip().splitlines()[-1])
+    svi_plot(run, RESULTS / "bayesian_svi_8gb.png")
+    return run
+
+
 def markdown(rep):
     lines = ["# BayesianGaussianMixture", ""]
     for part, title in (("pruning_by_prior", "pruning"), ("iterations", "iteration times"),
-                        ("rss", "peak RSS")):
+                        ("rss", "peak RSS"), ("svi_big", "SVI on the 8 GB file")):
         m = rep.get("meta", {}).get(part)
         if m:
             lines.append(f"- {title}: measured {m['when']}, load average {m['loadavg'][0]:.2f} "
@@ -193,8 +296,10 @@ def markdown(rep):
         lines += ["## Peak RSS of a batch fit (fresh interpreter per row)", "",
                   "Peak RSS during `fit` (k-means start and the iterations) minus the RSS just "
                   "before it. A memory map's pages count once the fit has read them (the "
-                  "kernel may drop them again under memory pressure); the path is read in "
-                  "blocks of 32 MiB (at most three alive).", "",
+                  "kernel may drop them again under memory pressure) and its blocks are "
+                  "copied out in 8 MiB pieces (`io.base.MEMMAP_BLOCK_BYTES`; 32 MiB before "
+                  "this change, which put 96 MiB of buffers on top of the data); the path is "
+                  "read in blocks of 32 MiB (at most three alive).", "",
                   "| model | input | covariance | iterations | data | peak above baseline | "
                   "peak − data | seconds |", "|---|---|---|---:|---:|---:|---:|---:|"]
         for r in rss:
@@ -207,6 +312,25 @@ def markdown(rep):
                          f"| {r['peak_above_baseline_mb'] - r['data_mb']:.0f} MiB "
                          f"| {r['seconds']:.1f} |")
         lines.append("")
+    run = rep.get("svi_big")
+    if run:
+        n = run["rows"]
+        lines += [f"## SVI on the out-of-core benchmark's {run['bytes'] / 1e9:.1f} GB .npy", "",
+                  f"`BayesianGaussianMixture(16, covariance_type=\"diag\").fit(path, "
+                  f"algorithm=\"online\")` on {n:,} x {run['d']} float64 read from the file "
+                  f"in blocks, {run['batch_rows']} rows per SVI step "
+                  f"({run['n_steps']} steps in {run['passes']} passes; before them one pass "
+                  f"for the prior's data moments and a k-means start on a sample); "
+                  f"{run['threads']} numba threads. The bound is that of the running "
+                  f"statistics (see `lower_bound_`), per row.", "",
+                  "| pass | lower bound per row | seconds |", "|---:|---:|---:|"]
+        lines += [f"| {i + 1} | {b / n:.6f} | {t:.1f} |"
+                  for i, (b, t) in enumerate(zip(run["pass_bounds"], run["pass_seconds"]))]
+        lines += ["", f"Whole fit {run['seconds']:.0f} s; peak RSS {run['peak_rss_mb']:.0f} "
+                  f"MiB, {run['peak_above_baseline_mb']:.0f} MiB above the interpreter before "
+                  f"the fit, for {run['bytes'] / 2**20:.0f} MiB of data; components with weight "
+                  f"> 1e-2: {run['n_effective']} (the file has 16).", "",
+                  "![SVI lower bound](bayesian_svi_8gb.png)", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -214,6 +338,10 @@ def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--rss-worker":
         model, how, path, iters, kind = sys.argv[2:7]
         print(json.dumps(rss_worker(model, how, path, int(iters), kind)))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--svi-worker":
+        path, passes, batch = sys.argv[2:5]
+        print(json.dumps(svi_worker(path, int(passes), int(batch) or None)))
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -230,6 +358,11 @@ def main():
     ap.add_argument("--skip-pruning", action="store_true")
     ap.add_argument("--skip-iterations", action="store_true")
     ap.add_argument("--skip-rss", action="store_true")
+    ap.add_argument("--svi-file", default=None,
+                    help="run SVI on this large .npy (written first if absent, e.g. "
+                         "/tmp/fastmix-8gb.npy)")
+    ap.add_argument("--svi-passes", type=int, default=2)
+    ap.add_argument("--svi-batch-rows", type=int, default=None)
     a = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "bayesian.json"
@@ -261,6 +394,9 @@ def main():
     if not a.skip_rss:
         rep["rss"] = peak_rss(a.rss_n, a.d, a.rss_iters, a.rss_kind)
         rep["meta"]["rss"] = meta()
+    if a.svi_file:
+        rep["svi_big"] = svi_big(a.svi_file, a.svi_passes, a.svi_batch_rows)
+        rep["meta"]["svi_big"] = meta()
     path.write_text(json.dumps(rep, indent=1))
     text = markdown(rep)
     (RESULTS / "bayesian.md").write_text(text)

@@ -215,7 +215,9 @@ def _apply_chunk_rows(model, args):
 BAYESIAN_OPTIONS = (("--weight-concentration-prior-type", "weight_concentration_prior_type"),
                     ("--weight-concentration-prior", "weight_concentration_prior"),
                     ("--mean-precision-prior", "mean_precision_prior"),
-                    ("--degrees-of-freedom-prior", "degrees_of_freedom_prior"))
+                    ("--degrees-of-freedom-prior", "degrees_of_freedom_prior"),
+                    ("--mean-prior", "mean_prior"),
+                    ("--covariance-prior", "covariance_prior"))
 #: ``fit`` options of ``--model gmm`` only (``lowrank`` covariances): (option, dest, default).
 GMM_OPTIONS = (("--n-factors", "n_factors", None), ("--noise", "noise", "diagonal"),
                ("--missing", "missing", "error"))
@@ -238,6 +240,67 @@ def _check_model_options(parser, args):
                 parser.error(f"{opt} applies to --model bayesian only")
 
 
+def _numbers(text):
+    """An array option's value (``--mean-prior``, ``--covariance-prior``): comma-separated
+    numbers, or the path of a ``.npy`` file (float64; its shape is checked against the data's
+    number of features by ``_prior_arrays``).  Bad values are usage errors naming the option."""
+    text = text.strip()
+    if text.lower().endswith(".npy"):
+        try:
+            a = np.load(text, allow_pickle=False)
+        except FileNotFoundError:
+            raise argparse.ArgumentTypeError(f"no such file: {text}") from None
+        except (OSError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(f"cannot read {text} as a .npy array: "
+                                             f"{exc}") from None
+        if a.dtype.kind not in "iuf":
+            raise argparse.ArgumentTypeError(f"{text} holds {a.dtype} values, not numbers")
+        return np.asarray(a, dtype=np.float64)
+    try:
+        a = np.array([float(v) for v in text.split(",")], dtype=np.float64)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers or a .npy file, got {text!r}") from None
+    if not np.all(np.isfinite(a)):
+        raise argparse.ArgumentTypeError(f"NaN or infinity in {text!r}")
+    return a
+
+
+def _prior_arrays(args, D, usage_error):
+    """``--mean-prior`` and ``--covariance-prior`` in the estimator's shapes for ``D``
+    features: the mean as (D,); the covariance as a number (spherical), (D,) (diag) or (D, D)
+    (full, tied; comma-separated values are read row by row).  A wrong count or shape, or a
+    prior the estimator rejects (not positive definite, ...), is a usage error naming the
+    option, before any pass over the data."""
+    from . import variational
+    out = {}
+    m = args.mean_prior
+    if m is not None:
+        if m.size != D or m.ndim > 1:
+            usage_error(f"argument --mean-prior: needs {D} values (one per feature), got "
+                        f"{'shape ' + str(m.shape) if m.ndim > 1 else m.size}")
+        out["mean_prior"] = m.reshape(D)
+    c = args.covariance_prior
+    kind = args.covariance_type
+    if c is not None:
+        want = {"spherical": (), "diag": (D,)}.get(kind, (D, D))
+        if c.shape != want and not (c.ndim == 1 and c.size == int(np.prod(want))):
+            what = {"spherical": "1 value", "diag": f"{D} values (one per feature)"}.get(
+                kind, f"{D * D} values or a {D} x {D} .npy")
+            usage_error(f"argument --covariance-prior: --covariance-type {kind} needs {what}, "
+                        f"got {'shape ' + str(c.shape) if c.ndim != 1 else c.size}")
+        c = c.reshape(want)
+        out["covariance_prior"] = float(c) if kind == "spherical" else c
+    if out:
+        try:  # the estimator's own checks of the values, with placeholder data moments
+            variational.make_prior(kind, "dirichlet_process", 1, D, (np.zeros(D), np.eye(D)),
+                                   **out)
+        except ValueError as exc:
+            opt = "--mean-prior" if "mean_prior" in str(exc) else "--covariance-prior"
+            usage_error(f"argument {opt}: {exc}")
+    return out
+
+
 def _n_effective(model):
     return int(np.sum(np.asarray(model.weights_) > EFFECTIVE_WEIGHT))
 
@@ -251,17 +314,18 @@ def cmd_fit(args):
                   max_iter=args.max_iter, n_init=args.n_init, init_params=args.init,
                   random_state=args.seed, chunk_size=args.chunk_rows, progress=_progress(args),
                   batch_size=args.batch_rows, device=args.device)
-    if args.model == "bayesian":
-        priors = {dest: getattr(args, dest) for _, dest in BAYESIAN_OPTIONS
-                  if getattr(args, dest) is not None}
-        gm = fastmix.BayesianGaussianMixture(n_components=args.n_components, **common,
-                                             **priors)
-    else:
-        gm = fastmix.GaussianMixture(args.n_components, n_factors=args.n_factors,
-                                     noise=args.noise, missing=args.missing,
-                                     **common)
     t0 = time.perf_counter()
     with source:
+        if args.model == "bayesian":
+            priors = {dest: getattr(args, dest) for _, dest in BAYESIAN_OPTIONS
+                      if getattr(args, dest) is not None}
+            priors.update(_prior_arrays(args, source.n_features, args.usage_error))
+            gm = fastmix.BayesianGaussianMixture(n_components=args.n_components, **common,
+                                                 **priors)
+        else:
+            gm = fastmix.GaussianMixture(args.n_components, n_factors=args.n_factors,
+                                         noise=args.noise, missing=args.missing,
+                                         **common)
         gm.fit(source, sample_weight=args.weights,
                algorithm="online" if args.online else "batch",
                checkpoint=args.checkpoint, resume=args.resume)
@@ -569,6 +633,14 @@ def _parser():
                    help="precision of the prior on the means, > 0 (default 1)")
     b.add_argument("--degrees-of-freedom-prior", type=float, default=None,
                    help="Wishart degrees of freedom, > n_features - 1 (default n_features)")
+    b.add_argument("--mean-prior", type=_numbers, default=None, metavar="VALUES",
+                   help="prior mean of the means: n_features comma-separated numbers or a "
+                        ".npy file (default the data's mean)")
+    b.add_argument("--covariance-prior", type=_numbers, default=None, metavar="VALUES",
+                   help="Wishart prior covariance: full/tied a symmetric positive-definite "
+                        "n_features x n_features .npy (or its values row by row, "
+                        "comma-separated), diag n_features positive values, spherical one "
+                        "(default the data's covariance)")
     f.add_argument("--batch-rows", type=int, default=None,
                    help="rows per online-EM update (default 65536)")
     f.add_argument("--checkpoint", default=None,
@@ -576,7 +648,7 @@ def _parser():
     f.add_argument("--resume", action="store_true",
                    help="continue from --checkpoint if it exists")
     _common(f)
-    f.set_defaults(func=cmd_fit)
+    f.set_defaults(func=cmd_fit, usage_error=f.error)
 
     s = sub.add_parser("score", help="mean log-likelihood of a data file under a model", **fmt)
     s.add_argument("model")
@@ -763,6 +835,8 @@ def _main(argv=None):
         return 0
     try:
         return args.func(args)
+    except SystemExit as exc:  # a usage error found once the data is open (usage_error)
+        return int(exc.code or 0)
     except KeyboardInterrupt:
         print(_interrupted(args), file=sys.stderr)
         return 130

@@ -139,6 +139,92 @@ def test_checkpoint_and_resume(datafile, tmp_path):
     assert not (tmp_path / "x.npz").exists()
 
 
+@pytest.mark.parametrize("kind, cov_as", [("full", "npy"), ("tied", "values"),
+                                           ("diag", "values"), ("spherical", "values")])
+def test_mean_and_covariance_prior_options(datafile, tmp_path, kind, cov_as):
+    """--mean-prior / --covariance-prior (comma-separated values or a .npy) give the fit of
+    the estimator with the same arrays, bit for bit."""
+    path, X = datafile
+    D = X.shape[1]
+    mean = np.array([0.5, -1.25, 2.0])
+    cov = {"full": np.cov(X.T) * 0.5, "tied": np.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.25],
+                                                         [0.0, 0.25, 3.0]]),
+           "diag": np.array([1.5, 0.75, 2.0]), "spherical": 1.75}[kind]
+    if cov_as == "npy":
+        np.save(tmp_path / "cov.npy", cov)
+        np.save(tmp_path / "mean.npy", mean)
+        args = ["--mean-prior", tmp_path / "mean.npy", "--covariance-prior", tmp_path / "cov.npy"]
+    else:
+        args = ["--mean-prior", ",".join(map(str, mean.tolist())), "--covariance-prior",
+                ",".join(map(str, np.ravel(cov).tolist()))]
+    model = tmp_path / "m.npz"
+    assert _fit(path, "-k", "5", "--model", "bayesian", "--covariance-type", kind, "-o", model,
+                "--max-iter", "4", "--tol", "0", *args) == 0
+    bm = fastmix.load(model)
+    ref = _bgmm(X, n_components=5, covariance_type=kind, max_iter=4, tol=0.0, mean_prior=mean,
+                covariance_prior=cov)
+    assert bm.mean_prior_.tobytes() == mean.tobytes()
+    assert np.asarray(bm.covariance_prior_).tobytes() == np.asarray(cov).tobytes()
+    assert bm.mean_prior_.shape == (D,)
+    for name in ("means_", "covariances_", "degrees_of_freedom_", "mean_precision_"):
+        assert np.asarray(getattr(bm, name)).tobytes() == \
+            np.asarray(getattr(ref, name)).tobytes(), name
+    assert bm.lower_bounds_ == ref.lower_bounds_
+    default = _bgmm(X, n_components=5, covariance_type=kind, max_iter=4, tol=0.0)
+    assert bm.means_.tobytes() != default.means_.tobytes()  # the priors took effect
+
+
+@pytest.fixture(scope="module")
+def prior_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("priors")
+    np.save(d / "neg.npy", -np.eye(3))
+    np.save(d / "cov2.npy", np.eye(2))
+    np.save(d / "text.npy", np.array(["a", "b", "c"]))
+    np.save(d / "nan.npy", np.array([0.0, np.nan, 1.0]))
+    (d / "junk.npy").write_bytes(b"not a .npy file")
+    return d
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--mean-prior", "1,2"], "argument --mean-prior: needs 3 values (one per feature), got 2"),
+    (["--mean-prior", "1,x,3"], "argument --mean-prior: expected comma-separated numbers or a "
+                                ".npy file, got '1,x,3'"),
+    (["--mean-prior", "1,nan,3"], "argument --mean-prior: NaN or infinity in '1,nan,3'"),
+    (["--mean-prior", "{d}/nan.npy"], "argument --mean-prior: mean_prior contains NaN"),
+    (["--mean-prior", "{d}/missing.npy"], "argument --mean-prior: no such file: "),
+    (["--mean-prior", "{d}/junk.npy"], "argument --mean-prior: cannot read "),
+    (["--mean-prior", "{d}/text.npy"], "argument --mean-prior: {d}/text.npy holds <U1 values"),
+    (["--covariance-prior", "1,0,0,1"], "argument --covariance-prior: --covariance-type full "
+                                        "needs 9 values or a 3 x 3 .npy, got 4"),
+    (["--covariance-prior", "{d}/cov2.npy"], "argument --covariance-prior: --covariance-type "
+                                             "full needs 9 values or a 3 x 3 .npy, got shape"),
+    (["--covariance-prior", "{d}/neg.npy"], "argument --covariance-prior: 'full "
+                                            "covariance_prior' should be symmetric, positive-"
+                                            "definite"),
+    (["--covariance-prior", "1,2,0,0,1,0,0,0,1", "--covariance-type", "tied"],
+     "'tied covariance_prior' should be symmetric, positive-definite: covariance_prior should "
+     "be symmetric, positive-definite (it is not symmetric)"),
+    (["--covariance-prior", "1,-1,1", "--covariance-type", "diag"],
+     "argument --covariance-prior: 'diag covariance_prior' should be positive"),
+    (["--covariance-prior", "1,1", "--covariance-type", "diag"],
+     "argument --covariance-prior: --covariance-type diag needs 3 values (one per feature)"),
+    (["--covariance-prior", "0", "--covariance-type", "spherical"],
+     "argument --covariance-prior: covariance_prior must be a finite number > 0"),
+    (["--covariance-prior", "1,2", "--covariance-type", "spherical"],
+     "argument --covariance-prior: --covariance-type spherical needs 1 value, got 2"),
+])
+def test_bad_mean_and_covariance_priors_are_usage_errors(datafile, prior_files, tmp_path,
+                                                          capsys, argv, message):
+    path, _ = datafile
+    out = tmp_path / "m.npz"
+    argv = [a.format(d=prior_files) for a in argv]
+    assert main(["fit", str(path), "-k", "3", "--model", "bayesian", "-o", str(out),
+                 *argv]) == 2
+    err = capsys.readouterr().err
+    assert "fastmix fit: error: " in err and message.format(d=prior_files) in err, err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--weight-concentration-prior", "0.1"],
      "--weight-concentration-prior applies to --model bayesian only"),
@@ -147,6 +233,8 @@ def test_checkpoint_and_resume(datafile, tmp_path):
     (["--mean-precision-prior", "2"], "--mean-precision-prior applies to --model bayesian"),
     (["--degrees-of-freedom-prior", "4"],
      "--degrees-of-freedom-prior applies to --model bayesian"),
+    (["--mean-prior", "1,2,3"], "--mean-prior applies to --model bayesian only"),
+    (["--covariance-prior", "1"], "--covariance-prior applies to --model bayesian only"),
     (["--model", "bayesian", "--covariance-type", "lowrank"],
      "--model bayesian supports --covariance-type full, tied, diag or spherical, not lowrank"),
     (["--model", "bayesian", "--n-factors", "2"], "--n-factors applies to --model gmm"),

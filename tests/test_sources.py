@@ -450,6 +450,26 @@ def test_array_source_reads_views_and_memmap_copies(tmp_path):
         assert not isinstance(Xb, np.memmap) and not np.shares_memory(Xb, mm)
 
 
+def test_memmap_blocks_are_small_copies(tmp_path, monkeypatch):
+    """A memory map's block copies come on top of its resident pages, so its blocks are
+    MEMMAP_BLOCK_BYTES (or BLOCK_BYTES when smaller); a file read keeps BLOCK_BYTES."""
+    from fastmix.io import base
+    monkeypatch.setattr(base, "BLOCK_BYTES", 32 * 2**20)  # the default (this file shrinks it)
+    X = np.random.default_rng(0).normal(size=(300_000, 8))  # 19.2 MB: several 8 MiB blocks
+    path = write_npy(X, tmp_path)
+    mm = np.load(path, mmap_mode="r")
+    row = X.shape[1] * 8
+    stream = as_stream(mm, chunk_rows=CHUNK)
+    assert base.MEMMAP_BLOCK_BYTES < stream.block_rows * row + CHUNK * row
+    assert stream.block_rows * row <= base.MEMMAP_BLOCK_BYTES
+    assert Stream(as_source(path), CHUNK).block_rows * row >= base.BLOCK_BYTES
+    blocks = [Xb.copy() for _, Xb, _ in stream.blocks()]
+    assert len(blocks) == -(-X.shape[0] // stream.block_rows) >= 3
+    assert np.array_equal(np.concatenate(blocks), X)
+    monkeypatch.setattr(base, "BLOCK_BYTES", 2**20)  # a smaller BLOCK_BYTES still applies
+    assert as_stream(mm, chunk_rows=CHUNK).block_rows * row <= 2**20
+
+
 def test_stream_notices_a_list_that_changed(tmp_path):
     parts = chunks_of(DATA)
     stream = Stream(as_source(parts), CHUNK)

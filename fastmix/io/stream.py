@@ -40,7 +40,8 @@ class Stream:
         Sample weights read in step with the rows (a source with a weight column carries its
         own).
     block_rows : int, optional
-        Rows per block (rounded up to a multiple of chunk_rows); default ~BLOCK_BYTES.
+        Rows per block (rounded up to a multiple of chunk_rows); default ~BLOCK_BYTES
+        (``source.block_bytes`` where the source has one: a memory map's MEMMAP_BLOCK_BYTES).
     prefetch : bool
         Read the next block in a background thread.
     """
@@ -50,7 +51,8 @@ class Stream:
         self.chunk_rows = int(chunk_rows)
         D = source.n_features
         if block_rows is None:
-            block_rows = _base.BLOCK_BYTES // (source.dtype.itemsize * D)
+            block_bytes = getattr(source, "block_bytes", None) or _base.BLOCK_BYTES
+            block_rows = block_bytes // (source.dtype.itemsize * D)
         self.block_rows = max(1, -(-int(block_rows) // self.chunk_rows)) * self.chunk_rows
         self.prefetch = prefetch
         self.weights = weights
