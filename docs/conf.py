@@ -34,7 +34,10 @@ exclude_patterns = ["_build", "README.md", "Thumbs.db", ".DS_Store"]
 
 # API reference: autosummary writes one page per public name into api/generated/.
 autosummary_generate = True
-autodoc_default_options = {"members": True, "inherited-members": False}
+# Inherited members are shown (the estimators share methods through mixins, e.g.
+# ``mixture._shared.GaussianMixtureMethods``); ``_skip_foreign`` leaves out what is inherited
+# from outside fastmix (scikit-learn's base classes, built-in exception and tuple methods).
+autodoc_default_options = {"members": True, "inherited-members": True}
 autodoc_typehints = "none"
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
@@ -116,6 +119,10 @@ def _skip_foreign(app, what, name, obj, skip, options):
     module = getattr(obj, "__module__", None) or ""
     if module.startswith("sklearn.") or (name.startswith("set_") and name.endswith("_request")):
         return True
+    defined_in = getattr(obj, "__module__", None) or getattr(
+        getattr(obj, "fget", None), "__module__", None)
+    if what == "class" and defined_in is not None and not defined_in.startswith("fastmix"):
+        return True  # inherited from another library's class
     owner = getattr(obj, "__objclass__", None)
     if owner is not None and getattr(owner, "__module__", "") == "builtins":
         return True

@@ -268,6 +268,14 @@ class ArraySource(Source):
         -------
         int
             Bytes per block.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix.io import ArraySource
+        >>> from fastmix.io.base import BLOCK_BYTES
+        >>> ArraySource(np.zeros((4, 2))).block_bytes == BLOCK_BYTES
+        True
         """
         if isinstance(self.X, np.memmap):
             return min(MEMMAP_BLOCK_BYTES, BLOCK_BYTES)

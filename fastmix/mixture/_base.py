@@ -24,6 +24,32 @@ ALGORITHMS = ("batch", "online")
 ONLINE_BATCH_CHUNKS = 16
 
 
+try:  # scikit-learn's own warning when it is installed, so filters on its category catch ours
+    from sklearn.exceptions import ConvergenceWarning as _SkConvergenceWarning
+    _CONVERGENCE_BASES: tuple[type, ...] = (_SkConvergenceWarning,)
+except ImportError:  # scikit-learn is optional
+    _CONVERGENCE_BASES = (UserWarning,)
+
+
+class ConvergenceWarning(*_CONVERGENCE_BASES):  # type: ignore[misc]  # bases chosen at import
+    """Warned when EM stopped at ``max_iter`` before the lower bound settled within ``tol``.
+
+    A UserWarning, and scikit-learn's ConvergenceWarning when scikit-learn is installed.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> from fastmix import ConvergenceWarning, GaussianMixture
+    >>> X = np.random.default_rng(0).normal(size=(300, 2))
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     gm = GaussianMixture(3, max_iter=1, random_state=0).fit(X)
+    >>> any(issubclass(w.category, ConvergenceWarning) for w in caught), gm.converged_
+    (True, False)
+    """
+
+
 # ---------------------------------------------------------------- parameter constraints -----
 # Each estimator declares ``_parameter_constraints``: a dict from every constructor parameter
 # to a list of the constraints one of which its value must meet (in the way of scikit-learn's

@@ -20,11 +20,12 @@ from ._base import (ANY, DEVICES, INIT_METHODS, ONLINE_BATCH_CHUNKS, Integer,
                     MixtureBase, Options, Real, _fit_dtype, _is_gpu_array)
 from ._gaussian import ConvergenceWarning, GaussianMixture
 from ._persist import CheckpointMixin, _atomic_write, _fit_meta, _save_online, register
+from ._shared import GaussianMixtureMethods
 from ._typing import ArrayLike, DataLike, RandomStateLike
 
 
 @register
-class BayesianGaussianMixture(CheckpointMixin, MixtureBase):
+class BayesianGaussianMixture(GaussianMixtureMethods, CheckpointMixin, MixtureBase):
     """Variational Bayesian Gaussian mixture on fastmix's fused E-step kernels.
 
     Same constructor, attributes and methods as ``sklearn.mixture.BayesianGaussianMixture``
@@ -194,21 +195,6 @@ degrees_of_freedom_prior_, covariance_prior_ : float or numpy.ndarray
         self.total_samples = total_samples
         self.device = device
 
-    # GaussianMixture's data and inference plumbing, shared as plain functions (a
-    # BayesianGaussianMixture is not a GaussianMixture): it calls ``self._params()``, which
-    # here returns the variational kernel parameters.
-    _gpu = GaussianMixture._gpu
-    _gpu_estep = GaussianMixture._gpu_estep
-    _check_rows = GaussianMixture._check_rows
-    _initial = GaussianMixture._initial
-    _log_prob = GaussianMixture._log_prob
-    _score_sum = GaussianMixture._score_sum
-    iter_predict = GaussianMixture.iter_predict
-    score_samples = GaussianMixture.score_samples
-    score = GaussianMixture.score
-    predict = GaussianMixture.predict
-    predict_proba = GaussianMixture.predict_proba
-    sample = GaussianMixture.sample
     weights_init = means_init = precisions_init = None  # read by _initial: never given
 
     # ------------------------------------------------------------------ validation ----------
