@@ -55,6 +55,7 @@ compare: $(VENV)/.stamp-bench
 	$(PY) bench/compare.py $(ARGS)
 
 asv-quick: $(VENV)/.stamp-bench
+	$(VENV)/bin/asv machine --yes > /dev/null  # a fresh machine has no asv machine file
 	$(VENV)/bin/asv run --python=same --quick --show-stderr
 
 # HTML documentation into docs/_build/html; any Sphinx warning fails the build.  The user
