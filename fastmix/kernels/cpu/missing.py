@@ -222,6 +222,21 @@ def _cholesky(S, n, L):
 
 
 @kernel()
+def _lower_inverse(L, n, out):
+    """``out[:n, :n] = L[:n, :n]^-1`` for lower-triangular L, by forward substitution column by
+    column (the two pattern factorisations below share it)."""
+    for j in range(n):
+        for i in range(n):
+            out[i, j] = 0.0
+        out[j, j] = 1.0 / L[j, j]
+        for i in range(j + 1, n):
+            t = 0.0
+            for p in range(j, i):
+                t -= L[i, p] * out[p, j]
+            out[i, j] = t / L[i, i]
+
+
+@kernel()
 def _pattern_factors(cov, kc, o, no, m, nm, Soo, L, Li, A, C):
     """Factor Sigma_oo of covariance ``cov[kc]`` (observed indices o[:no], missing m[:nm]):
     ``Li`` = L^-1 (no, no) with L L^T = Sigma_oo, ``A`` = Sigma_mo Sigma_oo^-1 (nm, no),
@@ -234,16 +249,7 @@ def _pattern_factors(cov, kc, o, no, m, nm, Soo, L, Li, A, C):
     logdet = 0.0
     for i in range(no):
         logdet += math.log(L[i, i])
-    # Li = L^-1 by forward substitution, column by column
-    for j in range(no):
-        for i in range(no):
-            Li[i, j] = 0.0
-        Li[j, j] = 1.0 / L[j, j]
-        for i in range(j + 1, no):
-            t = 0.0
-            for p in range(j, i):
-                t -= L[i, p] * Li[p, j]
-            Li[i, j] = t / L[i, i]
+    _lower_inverse(L, no, Li)  # Li = L^-1
     # A = Sigma_mo Li^T Li: first T = Sigma_mo Li^T (nm, no), then A = T Li
     for a in range(nm):
         for i in range(no):
@@ -280,16 +286,7 @@ def _pattern_factors_prec(prec, kc, o, no, m, nm, ldcov, Smm, Lw, Q, PM, A, C):
     logdet = ldcov[kc]
     for a in range(nm):
         logdet += math.log(Lw[a, a])
-    # Smm <- Lm^-1 (forward substitution), then C = Lm^-T Lm^-1
-    for j in range(nm):
-        for i in range(nm):
-            Smm[i, j] = 0.0
-        Smm[j, j] = 1.0 / Lw[j, j]
-        for i in range(j + 1, nm):
-            t = 0.0
-            for p in range(j, i):
-                t -= Lw[i, p] * Smm[p, j]
-            Smm[i, j] = t / Lw[i, i]
+    _lower_inverse(Lw, nm, Smm)  # Smm <- Lm^-1, then C = Lm^-T Lm^-1
     for a in range(nm):
         for b in range(nm):
             t = 0.0
