@@ -362,7 +362,7 @@ FULL_GEMM_MIN_ROWS = 8
 FULL_GROUP_COLS = 256
 
 
-@kernel()
+@kernel(inline="always")
 def _full_logdens_block(X, b0, nb, UT, C, T, lconst, Yf, Zf, acc, L):
     """Weighted log-densities ``L[b, k]`` of rows ``b0 .. b0 + nb`` of the full kind.
 
@@ -372,20 +372,25 @@ def _full_logdens_block(X, b0, nb, UT, C, T, lconst, Yf, Zf, acc, L):
     ``UT[j, (i*D + e)*D + a] = U_{jG+i}[a, e]``.  Layout built by ``kernels._full_layout``.
     The sums of squares of ``z - t_k`` accumulate over the features in order, element-wise
     over the rows (vectorised).  ``Yf``, ``Zf``: aligned scratch of FULL_BLOCK * D and
-    FULL_BLOCK * G * D entries; ``acc`` (FULL_BLOCK,), all in X's dtype."""
+    FULL_BLOCK * G * D entries; ``acc`` (FULL_BLOCK,), all in X's dtype.
+
+    Inlined into its callers (each compiles it anyway): compiled on its own it was optimised
+    twice, alone and linked into the pass.  Both products here and the pass's statistics GEMMs
+    use C-contiguous operands (``YT`` is filled transposed), so the first fit compiles one
+    BLAS wrapper fewer (each layout combination of ``np.dot`` is its own)."""
     K, D = T.shape
     half = X.dtype.type(0.5)
     ng = C.shape[0]
     G = (K + ng - 1) // ng
-    Y = Yf[:nb * D].reshape((nb, D))
+    YT = Yf[:D * nb].reshape((D, nb))
     for j in range(ng):
         k0 = j * G
         m = min(G, K - k0)
         for b in range(nb):
             for d in range(D):
-                Y[b, d] = X[b0 + b, d] - C[j, d]
+                YT[d, b] = X[b0 + b, d] - C[j, d]
         ZT = Zf[:m * D * nb].reshape((m * D, nb))
-        np.dot(UT[j, :m * D * D].reshape((m * D, D)), Y.T, ZT)
+        np.dot(UT[j, :m * D * D].reshape((m * D, D)), YT, ZT)
         for i in range(m):
             k = k0 + i
             for b in range(nb):
@@ -402,7 +407,8 @@ def _full_logdens_block(X, b0, nb, UT, C, T, lconst, Yf, Zf, acc, L):
 
 @kernel()
 def pass_full(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
-              c0, j0, j1, nk_p, s1_p, s2_p, llws_p, L, Yf, Zf, RB, Yk, Wk, S, Pf, SB):
+              c0, j0, j1, nk_p, s1_p, s2_p, llws_p, L, Yf, Zf, RB, Yk, Wk, S, Pf, SBT,
+              accb, lrow, resp, G2, nkA):
     """Full covariances, a block of rows at a time with BLAS.
 
     Log-densities: ``Z = (X_b - c) @ [U_k ...]`` per group of components (GEMM, see
@@ -428,19 +434,14 @@ def pass_full(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
       this is the cheaper one when components are well separated.
     """
     K, D = means.shape
-    B = L.shape[0]  # FULL_BLOCK; L ... SB: aligned scratch (pass_scratch)
+    B = L.shape[0]  # FULL_BLOCK; L ... nkA: aligned scratch (pass_scratch)
     has_w = sw.shape[0] > 0
     UT, C, T = pc, g, tmeans  # see _full_logdens_block and kernels._full_layout
-    accb = np.empty(B, dtype=X.dtype)
-    lrow = np.empty(K, dtype=X.dtype)
-    resp = np.zeros(K)
     shared = g64.shape[0] == D
     ntri = D * (D + 1) // 2
     ncol = ntri + D  # [u_i u_j for i <= j, u_i]
-    # Pf (ncol * nsh,): the (ncol, nb) transposed products, C order; SB (K or 0, ncol)
-    G2 = np.zeros((K if shared else 0, ncol))
-    nkA = np.zeros(K)
-    K = means64.shape[0]
+    # Pf (ncol * nsh,): the (ncol, nb) transposed products, C order; SBT (ncol or 0, K);
+    # G2 (K or 0, ncol)
     N = X.shape[0]
     for slot in range(j0, j1):
         start = (c0 + slot) * chunk_rows
@@ -488,10 +489,10 @@ def pass_full(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
                         for b in range(nb):
                             PT[t + j - i, b] = PT[ntri + i, b] * PT[ntri + j, b]
                     t += D - i
-                np.dot(RB[:nb].T, PT.T, SB)
+                np.dot(PT, RB[:nb], SBT)
                 for k in range(K):
                     for c in range(ncol):
-                        G2[k, c] += SB[k, c]
+                        G2[k, c] += SBT[c, k]
                 continue
             for k in range(K):
                 m = 0
@@ -550,7 +551,8 @@ TIED_BLOCK = 256
 
 @kernel()
 def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
-              c0, j0, j1, nk_p, s1_p, s2_p, llws_p, Y, Zf, UT, L, U, WU, RB, S, SK):
+              c0, j0, j1, nk_p, s1_p, s2_p, llws_p, Yf, Zf, UT, L, U, WU, RB, S, SK,
+              accb, A, lrow, resp):
     """Tied covariance, a block of rows at a time: ``Z^T = U^T (X_b - g)^T`` is one GEMM for
     all components, then ``||z - (mu_k - g) U||^2`` per component with the rows innermost
     (vectorised; each row's sum still runs over the features in order); the shared second
@@ -558,15 +560,11 @@ def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
     (float64).  Measured (one thread, D = K = 16, 2e5 rows) against features innermost and a
     per-row loop for the sums: 420 -> 245 ns/row in float64, 366 -> 198 in float32."""
     K, D = means64.shape
-    B = Y.shape[0]  # TIED_BLOCK; Y ... SK: aligned scratch (pass_scratch)
+    B = L.shape[0]  # TIED_BLOCK; Yf ... resp: aligned scratch (pass_scratch)
     has_w = sw.shape[0] > 0
     for i in range(D):
         for j in range(D):
             UT[j, i] = pc[0, i, j]
-    accb = np.empty(B, dtype=X.dtype)
-    A = np.zeros((K, D))
-    lrow = np.empty(K, dtype=X.dtype)
-    resp = np.zeros(K)
     half = X.dtype.type(0.5)
     N = X.shape[0]
     for slot in range(j0, j1):
@@ -584,11 +582,12 @@ def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
         for b0 in range(start, stop, B):
             nb = min(B, stop - b0)
             if mode == ESTEP:
+                YT = Yf[:D * nb].reshape((D, nb))  # filled transposed: C-contiguous operands
                 for b in range(nb):
                     for d in range(D):
-                        Y[b, d] = X[b0 + b, d] - g[d]
+                        YT[d, b] = X[b0 + b, d] - g[d]
                 Zb = Zf[:D * nb].reshape((D, nb))  # (D, nb) C-contiguous
-                np.dot(UT, Y[:nb].T, Zb)
+                np.dot(UT, YT, Zb)
                 for k in range(K):
                     for b in range(nb):
                         accb[b] = 0
@@ -651,11 +650,13 @@ def pass_scratch(kind, K, D, dtype, P=0, n_groups=1, shared=False):
         ncol = D * (D + 1) // 2 + D
         return (((B, K), x), ((B * D,), x), ((B * G * D,), x), ((B, K), f8), ((B, D), f8),
                 ((B, D), f8), ((D, D), f8), ((ncol * B if shared else 0,), f8),
-                ((K if shared else 0, ncol), f8))
+                ((ncol if shared else 0, K), f8), ((B,), x), ((K,), x), ((K,), f8),
+                ((K if shared else 0, ncol), f8), ((K,), f8))
     if kind == TIED:
         B = TIED_BLOCK
-        return (((B, D), x), ((D * B,), x), ((D, D), x), ((B, K), x), ((B, D), f8),
-                ((B, D), f8), ((B, K), f8), ((D, D), f8), ((K, D), f8))
+        return (((D * B,), x), ((D * B,), x), ((D, D), x), ((B, K), x), ((B, D), f8),
+                ((B, D), f8), ((B, K), f8), ((D, D), f8), ((K, D), f8), ((B,), x), ((K, D), f8),
+                ((K,), x), ((K,), f8))
     return ()
 
 
@@ -665,7 +666,8 @@ def log_prob_scratch(kind, K, D, dtype, n_groups=1):
         return ()
     x = np.dtype(dtype)
     B = FULL_BLOCK
-    return (((B * D,), x), ((B * (-(-K // n_groups)) * D,), x), ((B, K), x))
+    return (((B * D,), x), ((B * (-(-K // n_groups)) * D,), x), ((B, K), x), ((B,), x),
+            ((K,), np.dtype(np.float64)))
 
 
 @kernel()
@@ -693,7 +695,7 @@ def log_prob_diag(X, means, pc, lconst, tmeans, g, cut, chunk_rows, c_lo, c_hi, 
 
 @kernel()
 def log_prob_full(X, means, pc, lconst, tmeans, g, cut, chunk_rows, c_lo, c_hi, logp, labels,
-                  resp, Yf, Zf, L):
+                  resp, Yf, Zf, L, accb, r):
     """Per-row log p(x), hard labels (argmax of the weighted log-density) and, when ``resp`` has
     N rows, responsibilities (float64), for the rows of chunks ``[c_lo, c_hi)`` (full; the
     log-densities a block of rows at a time, exactly as in ``pass_full``: ``pc``, ``g`` and
@@ -702,10 +704,8 @@ def log_prob_full(X, means, pc, lconst, tmeans, g, cut, chunk_rows, c_lo, c_hi, 
     N, D = X.shape
     K = means.shape[0]
     want_resp = resp.shape[0] == N
-    B = L.shape[0]  # FULL_BLOCK; Yf, Zf, L: aligned scratch (log_prob_scratch)
+    B = L.shape[0]  # FULL_BLOCK; Yf ... r: aligned scratch (log_prob_scratch)
     UT, C, T = pc, g, tmeans
-    accb = np.empty(B, dtype=X.dtype)
-    r = np.empty(K, dtype=np.float64)
     stop = min(N, c_hi * chunk_rows)
     for b0 in range(c_lo * chunk_rows, stop, B):
         nb = min(B, stop - b0)
