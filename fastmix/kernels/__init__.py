@@ -476,6 +476,9 @@ def log_prob(X, kp, chunk_rows, want_resp=False):
             pc, g, tm = _full_layout(kp, X.dtype)
             run = _with_scratch(run, cpu_estep.log_prob_scratch(
                 FULL, K, kp.means64.shape[1], X.dtype, n_groups=g.shape[0]))
+        elif kp.kind == TIED:
+            run = _with_scratch(run, cpu_estep.log_prob_scratch(
+                TIED, K, kp.means64.shape[1], X.dtype))
         _threads.run_ranges(lambda c0, c1: run(
             X, kp.means, pc, kp.lconst, tm, g, cut, chunk_rows, c0, c1, logp,
             labels, resp), n_chunks)

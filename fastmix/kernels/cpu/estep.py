@@ -104,24 +104,6 @@ def _logdens_full(X, n, means, pc, lconst, z, out):
         out[k] = lconst[k] - half * acc
 
 
-@kernel()
-def _logdens_tied(X, n, pc, lconst, tmeans, g, z, out):
-    K, D = tmeans.shape
-    half = X.dtype.type(0.5)
-    for j in range(D):
-        z[j] = 0
-    for i in range(D):
-        yi = X[n, i] - g[i]
-        for j in range(i, D):
-            z[j] += yi * pc[0, i, j]
-    for k in range(K):
-        acc = X.dtype.type(0)
-        for j in range(D):
-            y = z[j] - tmeans[k, j]
-            acc += y * y
-        out[k] = lconst[k] - half * acc
-
-
 @kernel(inline="always")
 def _row_responsibilities(lrow, resp, cut):
     """log-sum-exp of ``lrow`` (K,); writes responsibilities (float64) into ``resp``.
@@ -549,6 +531,33 @@ def pass_full(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
 TIED_BLOCK = 256
 
 
+@kernel(inline="always")
+def _tied_logdens_block(X, b0, nb, UT, g, tmeans, lconst, Yf, Zf, acc, L):
+    """Weighted log-densities ``L[b, k]`` of rows ``b0 .. b0 + nb`` of the tied kind:
+    ``Z^T = U^T (X_b - g)^T`` (one GEMM for all components, ``UT`` = U^T), then
+    ``||z - t_k||^2`` with ``t_k = (mu_k - g) U`` (``tmeans``) per component with the rows
+    innermost (vectorised; each row's sum runs over the features in order).  ``Yf``, ``Zf``:
+    scratch of D * TIED_BLOCK entries, ``acc`` (TIED_BLOCK,), in X's dtype."""
+    K, D = tmeans.shape
+    half = X.dtype.type(0.5)
+    YT = Yf[:D * nb].reshape((D, nb))  # filled transposed: C-contiguous operands
+    for b in range(nb):
+        for d in range(D):
+            YT[d, b] = X[b0 + b, d] - g[d]
+    Zb = Zf[:D * nb].reshape((D, nb))
+    np.dot(UT, YT, Zb)
+    for k in range(K):
+        for b in range(nb):
+            acc[b] = 0
+        for j in range(D):
+            t = tmeans[k, j]
+            for b in range(nb):
+                v = Zb[j, b] - t
+                acc[b] += v * v
+        for b in range(nb):
+            L[b, k] = lconst[k] - half * acc[b]
+
+
 @kernel()
 def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
               c0, j0, j1, nk_p, s1_p, s2_p, llws_p, Yf, Zf, UT, L, U, WU, RB, S, SK,
@@ -565,7 +574,6 @@ def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
     for i in range(D):
         for j in range(D):
             UT[j, i] = pc[0, i, j]
-    half = X.dtype.type(0.5)
     N = X.shape[0]
     for slot in range(j0, j1):
         start = (c0 + slot) * chunk_rows
@@ -582,22 +590,7 @@ def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
         for b0 in range(start, stop, B):
             nb = min(B, stop - b0)
             if mode == ESTEP:
-                YT = Yf[:D * nb].reshape((D, nb))  # filled transposed: C-contiguous operands
-                for b in range(nb):
-                    for d in range(D):
-                        YT[d, b] = X[b0 + b, d] - g[d]
-                Zb = Zf[:D * nb].reshape((D, nb))  # (D, nb) C-contiguous
-                np.dot(UT, YT, Zb)
-                for k in range(K):
-                    for b in range(nb):
-                        accb[b] = 0
-                    for j in range(D):
-                        t = tmeans[k, j]
-                        for b in range(nb):
-                            v = Zb[j, b] - t
-                            accb[b] += v * v
-                    for b in range(nb):
-                        L[b, k] = lconst[k] - half * accb[b]
+                _tied_logdens_block(X, b0, nb, UT, g, tmeans, lconst, Yf, Zf, accb, L)
             for b in range(nb):
                 n = b0 + b
                 wn = sw[n] if has_w else 1.0
@@ -662,9 +655,13 @@ def pass_scratch(kind, K, D, dtype, P=0, n_groups=1, shared=False):
 
 def log_prob_scratch(kind, K, D, dtype, n_groups=1):
     """The aligned scratch arrays ``LOG_PROBS[kind]`` takes last (as ``pass_scratch``)."""
+    x = np.dtype(dtype)
+    if kind == TIED:
+        B = TIED_BLOCK
+        return (((D * B,), x), ((D * B,), x), ((D, D), x), ((B, K), x), ((B,), x),
+                ((K,), np.dtype(np.float64)))
     if kind != FULL:
         return ()
-    x = np.dtype(dtype)
     B = FULL_BLOCK
     return (((B * D,), x), ((B * (-(-K // n_groups)) * D,), x), ((B, K), x), ((B,), x),
             ((K,), np.dtype(np.float64)))
@@ -722,25 +719,31 @@ def log_prob_full(X, means, pc, lconst, tmeans, g, cut, chunk_rows, c_lo, c_hi, 
 
 @kernel()
 def log_prob_tied(X, means, pc, lconst, tmeans, g, cut, chunk_rows, c_lo, c_hi, logp, labels,
-                  resp):
+                  resp, Yf, Zf, UT, L, accb, r):
     """Per-row log p(x), hard labels (argmax of the weighted log-density) and, when ``resp`` has
-    N rows, responsibilities (float64), for the rows of chunks ``[c_lo, c_hi)`` (tied).
-    Outputs are written in place; rows are independent.  One function per kind, so scoring
-    compiles only the kind it scores."""
+    N rows, responsibilities (float64), for the rows of chunks ``[c_lo, c_hi)`` (tied; the
+    log-densities a block of rows at a time, exactly as in ``pass_tied``).  Outputs are written
+    in place; rows are independent.  One function per kind, so scoring compiles only the kind
+    it scores."""
     N, D = X.shape
     K = means.shape[0]
     want_resp = resp.shape[0] == N
-    lrow = np.empty(K, dtype=X.dtype)
-    r = np.empty(K, dtype=np.float64)
-    z = np.empty(D, dtype=X.dtype)
-    for n in range(c_lo * chunk_rows, min(N, c_hi * chunk_rows)):
-        _logdens_tied(X, n, pc, lconst, tmeans, g, z, lrow)
-        lp, am = _row_responsibilities(lrow, r, cut)
-        logp[n] = lp
-        labels[n] = am
-        if want_resp:
-            for k in range(K):
-                resp[n, k] = r[k]
+    B = L.shape[0]  # TIED_BLOCK; Yf ... r: aligned scratch (log_prob_scratch)
+    for i in range(D):
+        for j in range(D):
+            UT[j, i] = pc[0, i, j]
+    stop = min(N, c_hi * chunk_rows)
+    for b0 in range(c_lo * chunk_rows, stop, B):
+        nb = min(B, stop - b0)
+        _tied_logdens_block(X, b0, nb, UT, g, tmeans, lconst, Yf, Zf, accb, L)
+        for b in range(nb):
+            n = b0 + b
+            lp, am = _row_responsibilities(L[b], r, cut)
+            logp[n] = lp
+            labels[n] = am
+            if want_resp:
+                for k in range(K):
+                    resp[n, k] = r[k]
 
 
 LOG_PROBS = {DIAG: log_prob_diag, SPHERICAL: log_prob_diag, FULL: log_prob_full, TIED: log_prob_tied}
