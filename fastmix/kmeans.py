@@ -133,11 +133,14 @@ def assign(dist, C, w=None):
     C3 = C[None] if one else C
     S, K, D = C3.shape
     labels, mind, nk_p, s1_p = _assign_chunks(dist, C3, w)
-    nk = np.zeros(K * S)
-    s1 = np.zeros((K * S, D))
-    for c in range(dist.n_chunks):  # fixed order
-        nk += nk_p[c]
-        s1 += s1_p[c]
+    if dist.n_chunks == 1:  # 0 + x is x (the kernel's sums start at +0, never -0)
+        nk, s1 = nk_p[0], s1_p[0]
+    else:
+        nk = np.zeros(K * S)
+        s1 = np.zeros((K * S, D))
+        for c in range(dist.n_chunks):  # fixed order
+            nk += nk_p[c]
+            s1 += s1_p[c]
     nk = np.ascontiguousarray(nk.reshape(K, S).T)
     s1 = np.ascontiguousarray(s1.reshape(K, S, D).transpose(1, 0, 2))
     if one:
@@ -154,8 +157,8 @@ def _assign_chunks(dist, C3, w=None):
     prep = dist.prepare(np.ascontiguousarray(C3.transpose(1, 0, 2)).reshape(K * S, D))
     labels = np.empty((S, dist.N), np.int64)
     mind = np.empty((S, dist.N))
-    nk_p = np.zeros((dist.n_chunks, K * S))
-    s1_p = np.zeros((dist.n_chunks, K * S, D))
+    nk_p = np.empty((dist.n_chunks, K * S))  # the kernel overwrites each chunk's sums
+    s1_p = np.empty((dist.n_chunks, K * S, D))
 
     one = dist.n_chunks == 1  # the labels and distances go straight to the outputs
 
