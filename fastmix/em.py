@@ -70,7 +70,7 @@ class EMResult:
 
 def run_em(data, sample_weight, params, *, reg_covar, tol, max_iter,
            chunk_rows=DEFAULT_CHUNK_ROWS, lower_bound=-np.inf, callback=None, on_block=None,
-           fixed=()):
+           fixed=(), first_stats=None):
     """Run up to ``max_iter`` EM iterations from ``params``.
 
     Like scikit-learn, the lower bound reported for an iteration is the mean log-likelihood of
@@ -78,22 +78,25 @@ def run_em(data, sample_weight, params, *, reg_covar, tol, max_iter,
     ``tol``.  ``callback(n_iter, lower_bound, change, seconds, params)`` is called after each
     iteration (``params`` are the new parameters, e.g. for checkpoints).  ``fixed`` names
     parameter groups kept at their starting values (see ``_params.m_step``).
+    ``first_stats``: the statistics of ``params`` on these rows when the caller has them (the
+    k-means start scores its mixture with exactly this E-step); the first iteration then uses
+    them instead of a pass.
     """
     data = as_stream(data, sample_weight, chunk_rows)
     return em_loop(lambda p: e_step_stats(data, None, p, on_block=on_block), params,
                    reg_covar=reg_covar, tol=tol, max_iter=max_iter, lower_bound=lower_bound,
-                   callback=callback, fixed=fixed)
+                   callback=callback, fixed=fixed, first_stats=first_stats)
 
 
 def em_loop(estep, params, *, reg_covar, tol, max_iter, lower_bound=-np.inf, callback=None,
-            fixed=()):
+            fixed=(), first_stats=None):
     """The EM iteration itself, for any ``estep(params) -> Stats`` (CPU passes over a Stream,
     the GPU driver's device-resident kernel); see ``run_em`` for the conventions."""
     result = EMResult(params, lower_bound, 0, False)
     for n_iter in range(1, max_iter + 1):
         t0 = time.perf_counter()
         prev = result.lower_bound
-        stats = estep(result.params)
+        stats = estep(result.params) if n_iter > 1 or first_stats is None else first_stats
         result.params = m_step(stats, reg_covar, fixed, result.params)
         result.lower_bound = stats.mean_log_likelihood
         result.n_iter = n_iter
