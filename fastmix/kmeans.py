@@ -57,8 +57,11 @@ class Distances:
         self.n_chunks = -(-self.N // self.chunk)
         self.xn = np.empty(self.N)
         self._X64 = None
-        with kernels.blas_single_threaded():
-            kernels.run_ranges(self._norms, self.n_chunks)
+        if self.n_chunks == 1:  # (small data: no thread pool, nothing for BLAS to do)
+            self._norms(0, 1)
+        else:
+            with kernels.blas_single_threaded():
+                kernels.run_ranges(self._norms, self.n_chunks)
 
     def rows(self, c):
         return slice(c * self.chunk, min(self.N, (c + 1) * self.chunk))
