@@ -79,9 +79,9 @@ def _lapack(name):
     return fn
 
 
-def _is_matrix64(*arrays):
-    return all(isinstance(a, np.ndarray) and a.dtype == np.float64 and a.ndim == 2 and a.size
-               for a in arrays)
+def _is_matrix64(a):
+    """A plain, non-empty 2-D float64 ndarray (what the direct LAPACK calls below take)."""
+    return type(a) is np.ndarray and a.dtype == np.float64 and a.ndim == 2 and a.size > 0
 
 
 def cholesky_lower(a):
@@ -105,7 +105,8 @@ def solve_triangular(a, b, lower):
     matrices: SciPy's own LAPACK call (``dtrtrs``, on ``a`` or on its transpose exactly as
     SciPy chooses by memory order) without its wrapper (SciPy 1.17: ~80 us a call for a
     13 x 13 system whose solve takes ~10 us).  Other inputs go to SciPy."""
-    if not _is_matrix64(a, b) or a.shape[0] != a.shape[1] or a.shape[0] != b.shape[0]:
+    if not (_is_matrix64(a) and _is_matrix64(b)) or a.shape[0] != a.shape[1] \
+            or a.shape[0] != b.shape[0]:
         return linalg.solve_triangular(a, b, lower=lower, check_finite=False)
     trtrs = _lapack("trtrs")
     if a.flags.f_contiguous:
