@@ -35,11 +35,6 @@ import numpy as np
 from . import kernels
 
 
-#: Elements of the largest temporary array of the row-norm loop (64 KiB of float64): below
-#: malloc's threshold for mapping fresh pages.
-TEMP_ELEMENTS = 2**13
-
-
 def lloyd_chunk_rows(D):
     """Rows per chunk for k-means on an in-memory sample: ~256 KiB of float64 rows, between
     1024 and 8192 rows (larger chunks than the E-step's: a Lloyd step costs microseconds of
@@ -62,7 +57,6 @@ class Distances:
         self.n_chunks = -(-self.N // self.chunk)
         self.xn = np.empty(self.N)
         self._X64 = None
-        self._dt = {}  # chunk -> reused output of the chunk's distance product (Lloyd)
         if self.n_chunks == 1:  # (small data: no thread pool, nothing for BLAS to do)
             self._norms(0, 1)
         else:
@@ -73,26 +67,10 @@ class Distances:
         return slice(c * self.chunk, min(self.N, (c + 1) * self.chunk))
 
     def _norms(self, c0, c1):
-        # in blocks of ~64 KiB: each row's sum is the same, and no temporary is large enough
-        # for malloc to map fresh pages for it (a chunk-sized one cost ~1 ms of page faults
-        # per call at 1797 x 64 on the benchmark machine, more than the arithmetic)
-        step = max(1, TEMP_ELEMENTS // max(1, self.D))
         for c in range(c0, c1):
             sl = self.rows(c)
-            for r in range(sl.start, sl.stop, step):
-                e = min(sl.stop, r + step)
-                d = np.asarray(self.X[r:e], dtype=np.float64) - self.m
-                self.xn[r:e] = np.einsum("ij,ij->i", d, d)
-
-    def product(self, c, P, Xb64):
-        """``P @ Xb64.T`` for chunk c (P (n, D), Xb64 the chunk's rows), written into a
-        buffer kept for the chunk: the same product (one GEMM), without a fresh (n, rows)
-        array for every Lloyd pass (its pages were a large part of a small pass)."""
-        n, B = P.shape[0], Xb64.shape[0]
-        buf = self._dt.get(c)
-        if buf is None or buf.shape[0] < n * B:
-            buf = self._dt[c] = np.empty(n * B)
-        return np.matmul(P, Xb64.T, out=buf[:n * B].reshape(n, B))
+            d = np.asarray(self.X[sl], dtype=np.float64) - self.m
+            self.xn[sl] = np.einsum("ij,ij->i", d, d)
 
     def prepare(self, C):
         """Per-call constants for the centres C (n_c, D): -2 (C - m) and
@@ -207,7 +185,7 @@ def _assign_chunks(dist, C3, w=None):
             B = Xb64.shape[0]
             lab = labels if one else np.empty((S, B), np.int64)
             dmin = mind if one else np.empty((S, B))
-            kernels.lloyd_chunk(dist.product(c, prep[0], Xb64), prep[1], dist.xn[sl], Xb64,
+            kernels.lloyd_chunk(prep[0] @ Xb64.T, prep[1], dist.xn[sl], Xb64,
                                 None if w is None else w[sl], K, S, lab, dmin, nk_p[c], s1_p[c])
             if not one:
                 labels[:, sl] = lab
@@ -301,12 +279,11 @@ def hard_stats(X, w, centres, kind, g64, chunk_rows, acc):
             U = Xb - g64
             acc.s2[0] += (wb[:, None] * U).T @ U
             continue
-        Y = centres[lab]
-        np.subtract(Xb, Y, out=Y)  # Xb - centres[lab] with one (N, D) array, not two
+        Y = Xb - centres[lab]
         if kind == kernels.DIAG:
             onehot = np.zeros((Xb.shape[0], K))
             onehot[np.arange(Xb.shape[0]), lab] = wb
-            acc.s2[:, 0, :] += onehot.T @ np.multiply(Y, Y, out=Y)
+            acc.s2[:, 0, :] += onehot.T @ (Y * Y)
         elif kind == kernels.SPHERICAL:
             acc.s2[:, 0, 0] += np.bincount(lab, wb * np.einsum("ij,ij->i", Y, Y), minlength=K)
         else:  # FULL
