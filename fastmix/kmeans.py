@@ -279,11 +279,12 @@ def hard_stats(X, w, centres, kind, g64, chunk_rows, acc):
             U = Xb - g64
             acc.s2[0] += (wb[:, None] * U).T @ U
             continue
-        Y = Xb - centres[lab]
+        Y = centres[lab]
+        np.subtract(Xb, Y, out=Y)  # Xb - centres[lab] in one (N, D) array, not two
         if kind == kernels.DIAG:
             onehot = np.zeros((Xb.shape[0], K))
             onehot[np.arange(Xb.shape[0]), lab] = wb
-            acc.s2[:, 0, :] += onehot.T @ (Y * Y)
+            acc.s2[:, 0, :] += onehot.T @ np.multiply(Y, Y, out=Y)
         elif kind == kernels.SPHERICAL:
             acc.s2[:, 0, 0] += np.bincount(lab, wb * np.einsum("ij,ij->i", Y, Y), minlength=K)
         else:  # FULL
