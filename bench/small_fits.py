@@ -75,6 +75,7 @@ def main(argv=None):
     ap.add_argument("--baseline-label", default=None,
                     help="how the report names the baseline (e.g. its commit)")
     ap.add_argument("--tag", default=None)
+    ap.add_argument("--note", default="", help="a sentence for the report (e.g. the load)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
@@ -131,7 +132,8 @@ def main(argv=None):
              f"over seeds 0..{args.seeds - 1}; {meta['cpus']} CPUs, NUMBA_NUM_THREADS="
              f"{meta['numba_threads']}; load = 1-minute load average at the row's end "
              "(other processes).  `python bench/small_fits.py --help` for the method."
-             + (f"  baseline: {meta['baseline']}." if has_base else ""), "",
+             + (f"  baseline: {meta['baseline']}." if has_base else "")
+             + (f"  {args.note}" if args.note else ""), "",
              head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         ms = r["ms"]
