@@ -220,9 +220,10 @@ def kmeans_runs(Xs, sws, K, rng, chunk_rows, max_iter=KMEANS_MAX_ITER, tol=None,
 
 
 def _best_start(Xs, sws, runs, kind, reg_covar, chunk_rows):
-    """(centres, params): the centres of the run whose mixture (hard-assignment M-step on the
+    """(centres, chosen): the centres of the run whose mixture (hard-assignment M-step on the
     sample) has the highest log-likelihood on the sample (module docstring: "Choosing the
-    k-means run"), and that mixture (None when there was a single run)."""
+    k-means run"), and (that mixture, the warnings its M-step gave, its E-step ``Stats`` on
+    the sample) -- None when there was a single run."""
     if len(runs) == 1:
         return runs[0][0], None
     sample = as_stream(Xs, sws, chunk_rows)
@@ -243,9 +244,12 @@ def _best_start(Xs, sws, runs, kind, reg_covar, chunk_rows):
             seen.add(key)
             n0 = len(caught)
             params = _assign_to(sample, centres, kind, reg_covar)
-            ll = kernels.estep_stats(Xs, sws, params.kernel_params(Xs.dtype), chunk_rows)[3]
+            kp = params.kernel_params(Xs.dtype)
+            out = kernels.estep_stats(Xs, sws, kp, chunk_rows)
+            ll = out[3]
             if ll > best_ll:  # NaN never wins
-                best, best_ll, best_params = centres, ll, (params, caught[n0:])
+                best, best_ll = centres, ll
+                best_params = (params, caught[n0:], stats_from_kernel(params.kind, out, kp))
     return best, best_params
 
 
@@ -331,21 +335,30 @@ def _random_rows(data, K, rng):
     return Xs.astype(np.float64)
 
 
-def initial_params(data, sw, K, kind, method, rng, reg_covar, chunk_rows, lowrank=None):
+def initial_params(data, sw, K, kind, method, rng, reg_covar, chunk_rows, lowrank=None,
+                   first_estep=None):
     """GMMParams from one of the methods in the module docstring.  ``data`` is a Stream or an
     in-memory array (then ``sw`` are its weights).  ``lowrank``: for kind "lowrank",
-    dict(n_factors, isotropic, loadings (K, D, q) or None)."""
+    dict(n_factors, isotropic, loadings (K, D, q) or None).  ``first_estep``: a list to which
+    the E-step ``Stats`` of the returned parameters on all of ``data`` (chunks of
+    ``chunk_rows``) are appended when the start computed them anyway -- the k-means start
+    whose sample is the whole data scores its mixture so -- for EM's first iteration
+    (``em.run_em(first_stats=...)``)."""
     data = as_stream(data, sw, chunk_rows)
     if kind == "lowrank":
-        base, sample = _initial(data, K, "diag", method, rng, reg_covar)
+        base, sample, _ = _initial(data, K, "diag", method, rng, reg_covar)
         if sample is None:
             sample = _subsample(data, K, rng)
         return _lowrank_from(base, sample, rng, reg_covar, data.chunk_rows, **lowrank)
-    return _initial(data, K, kind, method, rng, reg_covar)[0]
+    params, _, stats = _initial(data, K, kind, method, rng, reg_covar)
+    if stats is not None and first_estep is not None:
+        first_estep.append(stats)
+    return params
 
 
 def _initial(data, K, kind, method, rng, reg_covar):
-    """(GMMParams, the k-means sample (Xs, sws) or None)."""
+    """(GMMParams, the k-means sample (Xs, sws) or None, the parameters' E-step Stats on all
+    of ``data`` or None)."""
     Xs = sws = None
     if method in ("kmeans", "k-means++"):
         Xs, sws = _subsample(data, K, rng)
@@ -357,18 +370,19 @@ def _initial(data, K, kind, method, rng, reg_covar):
         runs = kmeans_runs(Xs, sws, K, rng, data.chunk_rows)
         centres, chosen = _best_start(Xs, sws, runs, kind, reg_covar, data.chunk_rows)
         if chosen is None or Xs is not data.in_memory or sws is not data.weights:
-            return _assign_to(data, centres, kind, reg_covar), sample
-        # the sample is the data: the chosen mixture is already its hard-assignment M-step
+            return _assign_to(data, centres, kind, reg_covar), sample, None
+        # the sample is the data: the chosen mixture is already its hard-assignment M-step,
+        # and its scoring E-step is the first E-step of EM from it
         for w in chosen[1]:
             warn_at_caller(str(w.message), w.category)
-        return chosen[0], sample
+        return chosen[0], sample, chosen[2]
     if method == "k-means++":
         return _assign_to(data, kmeans_plusplus(Xs, sws, K, rng),
-                          kind, reg_covar), sample
+                          kind, reg_covar), sample, None
     if method == "random_from_data":
-        return _assign_to(data, _random_rows(data, K, rng), kind, reg_covar), sample
+        return _assign_to(data, _random_rows(data, K, rng), kind, reg_covar), sample, None
     if method == "random":
-        return _random_resp(data, K, kind, rng, reg_covar), sample
+        return _random_resp(data, K, kind, rng, reg_covar), sample, None
     raise ValueError(f"unknown init_params {method!r}")
 
 

@@ -134,10 +134,12 @@ def validate_params(constraints, params):
     covers exactly its parameters)."""
     for name, allowed in constraints.items():
         value = params[name]
-        if any(value is None if c is None else c(value) for c in allowed):
-            continue
-        said = " or ".join("None" if c is None else str(c) for c in allowed)
-        raise ValueError(f"{name} must be {said}, got {value!r}")
+        for c in allowed:  # (a loop, not any() over a generator: ~25 per fit)
+            if value is None if c is None else c(value):
+                break
+        else:
+            said = " or ".join("None" if c is None else str(c) for c in allowed)
+            raise ValueError(f"{name} must be {said}, got {value!r}")
 
 
 def _is_gpu_array(X):

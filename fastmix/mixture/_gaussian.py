@@ -520,11 +520,13 @@ default=None
             for init in range(n_init):
                 if self.verbose:
                     print(f"Initialization {init}")
+                first = []  # the start's E-step of its mixture on all rows, when it did one
                 if start is not None:
                     prior = start
                 elif do_init:
                     params = self._initial(self._init_data(data), rng, user,
-                                           sample_only=algorithm == "online")
+                                           sample_only=algorithm == "online",
+                                           first_estep=first)
                     self._check_rows(data.n_rows)
                     prior = EMResult(params, -np.inf, 0, False)
                 else:
@@ -534,12 +536,13 @@ default=None
                     result = prior
                 else:
                     result = self._run(data, prior, init, n_init, algorithm, checkpoint,
-                                       record)
+                                       record, first[0] if first else None)
                 if best is None or result.lower_bound > best.lower_bound:
                     best = result
         return best, D
 
-    def _run(self, data, prior, init, n_init, algorithm, checkpoint, record=None):
+    def _run(self, data, prior, init, n_init, algorithm, checkpoint, record=None,
+             first_stats=None):
         bar = rows_bar = None
         total = self.max_iter
         if self.progress:
@@ -596,7 +599,8 @@ default=None
                 result = run_em(data, None, prior.params, reg_covar=float(self.reg_covar),
                                 tol=float(self.tol), max_iter=int(self.max_iter) - done,
                                 lower_bound=prior.lower_bound, callback=callback,
-                                on_block=on_block, fixed=self._fixed_groups())
+                                on_block=on_block, fixed=self._fixed_groups(),
+                                first_stats=first_stats)
         finally:
             if rows_bar is not None:
                 rows_bar.close()

@@ -62,9 +62,14 @@ class GaussianMixtureMethods:
             raise ValueError(f"Expected n_samples >= n_components but got n_components = "
                              f"{self.n_components}, n_samples = {n_rows}")
 
-    def _initial(self, data, rng, user, sample_only=False):
+    def _initial(self, data, rng, user, sample_only=False, first_estep=None):
+        """The initial GMMParams: ``user``'s (weights, means, covariance) where given, the
+        rest from ``init_params``.  ``first_estep``: a list that receives the E-step Stats of
+        the returned parameters on all rows when the start computed them (see
+        ``init.initial_params``; only when every group came from the start)."""
         w, m, cov = user
         if w is None or m is None or cov is None or self.covariance_type == "lowrank":
+            whole = w is None and m is None and cov is None and not sample_only
             if sample_only:  # online EM: initialise from the k-means sample alone
                 Xs, sws = _subsample(data, self.n_components, rng)
                 self._check_rows(Xs.shape[0])
@@ -79,7 +84,8 @@ class GaussianMixtureMethods:
             params = initial_params(data[0] if isinstance(data, tuple) else data,
                                     data[1] if isinstance(data, tuple) else None,
                                     self.n_components, self.covariance_type, self.init_params,
-                                    rng, self.reg_covar, self._chunk_rows, lowrank=lowrank)
+                                    rng, self.reg_covar, self._chunk_rows, lowrank=lowrank,
+                                    first_estep=first_estep if whole else None)
             if m is None and self.n_components > 1:
                 distinct = _n_distinct(params.means)
                 if distinct < self.n_components:  # as scikit-learn's KMeans warns
