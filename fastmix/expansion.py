@@ -484,3 +484,112 @@ def auto_sample(data, rng):
     step = max(1, -(-Xs.shape[0] // AUTO_SAMPLE))
     return (np.ascontiguousarray(Xs[::step], dtype=np.float64),
             None if sws is None else np.asarray(sws[::step], np.float64))
+
+
+# ------------------------------------------------------------------ parametric stage --------
+#: The parametric stage (the estimator's ``parametric="auto"``, docs/user_guide/expansion.md):
+#: every k-th row is held out, k = max(STACK_EVERY, ceil(N / STACK_HOLDOUT)), the expansion
+#: and EM mixtures are fitted on the other rows and combined by the held-out likelihood.
+STACK_HOLDOUT = 50_000
+STACK_EVERY = 5
+#: Below this many rows (or effective rows) the stage is skipped (the pure expansion).
+STACK_MIN_ROWS = 500
+#: Numbers of components tried for the EM mixture, in this order, until the held-out score
+#: has not improved for STACK_PATIENCE candidates; K * (parameters per component) stays below
+#: (training rows) / STACK_ROWS_PER_PARAM.
+STACK_KS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32)
+STACK_PATIENCE = 2
+STACK_ROWS_PER_PARAM = 10
+#: EM starts (k-means++ seeds) per K in the sweep; the sweep's tolerance and rows; the chosen
+#: mixture's tolerance and iterations when it is refitted (training rows, then all rows).
+STACK_INITS = 5
+STACK_SWEEP_TOL = 1e-3
+STACK_SWEEP_ROWS = 20_000
+STACK_TOL = 1e-5
+STACK_MAX_ITER = 1000
+#: The expansion is kept only if the combination beats the EM mixture alone on the held-out
+#: rows by at least STACK_MIN_Z standard errors of the paired per-row difference.
+STACK_MIN_Z = 1.0
+
+
+def holdout_mask(n):
+    """Boolean mask (n,) of the held-out rows of the parametric stage: every k-th row from the
+    first, k = max(STACK_EVERY, ceil(n / STACK_HOLDOUT))."""
+    k = max(STACK_EVERY, -(-n // STACK_HOLDOUT))
+    held = np.zeros(n, bool)
+    held[::k] = True
+    return held
+
+
+def stack_max_components(n_train, D):
+    """Largest K the stage tries for ``n_train`` training rows in D dimensions (full
+    covariances: D + D (D + 1) / 2 + 1 parameters per component)."""
+    per = D + D * (D + 1) // 2 + 1
+    return int(n_train // (STACK_ROWS_PER_PARAM * per))
+
+
+def mix_log_prob(log_p, weights):
+    """log sum_j weights_j p_j(x) (n,) from the members' log-densities ``log_p`` (n, J) and
+    the mixing weights (J,) (members of weight 0 are left out)."""
+    keep = np.flatnonzero(np.asarray(weights) > 0)
+    A = log_p[:, keep] + np.log(np.asarray(weights, np.float64)[keep])
+    m = A.max(axis=1)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return m + np.log(np.exp(A - m[:, None]).sum(axis=1))
+
+
+def stack_weights(log_p, w=None, tol=1e-9, max_iter=2000):
+    """Mixing weights (J,) of J density estimates that maximise the held-out log-likelihood
+    sum_n w_n log sum_j pi_j p_j(x_n) over the simplex (Smyth & Wolpert 1999), by EM on the
+    weights (the objective is concave in pi; EM increases it monotonically).
+
+    log_p (n, J): log-densities of the held-out rows under each member; w (n,) row weights or
+    None.  Rows where every member has log-density -inf are ignored.  Stops when no weight
+    moves by more than ``tol``."""
+    log_p = np.asarray(log_p, np.float64)
+    n, J = log_p.shape
+    w = np.ones(n) if w is None else np.asarray(w, np.float64)
+    ok = np.isfinite(log_p.max(axis=1)) & (w > 0)
+    log_p, w = log_p[ok], w[ok]
+    if log_p.shape[0] == 0:
+        return np.full(J, 1.0 / J)
+    P = np.exp(log_p - log_p.max(axis=1)[:, None])  # row scaling does not change the maximiser
+    pi = np.full(J, 1.0 / J)
+    for _ in range(max_iter):
+        mix = P @ pi
+        new = pi * ((w / mix) @ P) / w.sum()
+        new /= new.sum()
+        done = np.abs(new - pi).max() <= tol
+        pi = new
+        if done:
+            break
+    return pi
+
+
+
+def stack_alpha(lp_exp, lp_par, w=None):
+    """(alpha, z): the weight of the expansion in alpha * expansion + (1 - alpha) * EM that
+    maximises the held-out log-likelihood (``stack_weights``; lp_exp, lp_par (n,) the two
+    members' log-densities of the held-out rows, w (n,) their weights or None), and the gain
+    of that combination over EM alone in standard errors, z = mean(d) / (sd(d) / sqrt(n_eff))
+    with d the per-row difference of log-densities.  alpha is 0 when z < STACK_MIN_Z: the
+    expansion must earn its place (the simpler, parametric model is kept otherwise)."""
+    lp_exp = np.asarray(lp_exp, np.float64)
+    lp_par = np.asarray(lp_par, np.float64)
+    if lp_exp.shape[0] == 0:
+        return 0.0, math.nan
+    alpha = float(stack_weights(np.stack([lp_exp, lp_par], axis=1), w)[0])
+    if alpha <= 0.0:
+        return 0.0, 0.0
+    d = mix_log_prob(np.stack([lp_exp, lp_par], axis=1), [alpha, 1.0 - alpha]) - lp_par
+    ww = np.ones(d.shape[0]) if w is None else np.asarray(w, np.float64)
+    ok = np.isfinite(d) & (ww > 0)
+    d, ww = d[ok], ww[ok]
+    if d.shape[0] < 2:
+        return 0.0, math.nan
+    mean = float(np.average(d, weights=ww))
+    sd = math.sqrt(float(np.average((d - mean) ** 2, weights=ww)))
+    se = sd / math.sqrt(n_effective(ww, d.shape[0]))
+    z = mean / se if se > 0 else (math.inf if mean > 0 else 0.0)
+    return (alpha if z >= STACK_MIN_Z else 0.0), z
