@@ -32,23 +32,55 @@ def fitted():
     return X, fastmix.GMMExpansion(random_state=0).fit(X)
 
 
-def test_stack_weights_match_reference():
+def test_best_alpha_matches_reference():
     rng = np.random.default_rng(3)
     n = 600
     X = rng.normal(size=n)
-    log_p = np.stack([multivariate_normal(0.3, 1.4).logpdf(X), multivariate_normal(0, 0.8).logpdf(X),
-                      multivariate_normal(-0.2, 1.0).logpdf(X)], axis=1)
+    lp_a = multivariate_normal(0.3, 1.4).logpdf(X)
+    lp_b = multivariate_normal(0.0, 0.8).logpdf(X)
     w = rng.uniform(0.5, 2.0, n)
     for ww in (None, w):
-        pi = expansion.stack_weights(log_p, ww)
-        want, best = ref.stack_weights(log_p, ww)
-        assert_close(pi, want, 1e-5)
-        got = np.average(np.log(np.exp(log_p) @ pi), weights=ww)
+        alpha = expansion.best_alpha(lp_a, lp_b, ww)
+        want, best = ref.stack_weights(np.stack([lp_a, lp_b], axis=1), ww)
+        assert 0 < alpha < 1 and abs(alpha - want[0]) < 1e-5
+        got = np.average(np.log(alpha * np.exp(lp_a) + (1 - alpha) * np.exp(lp_b)), weights=ww)
         assert got >= best - 1e-12  # at least as good as SciPy's optimum
-    # two members: a one-dimensional concave problem, interior optimum
-    pi = expansion.stack_weights(log_p[:, :2])
-    assert 0 < pi[0] < 1 and abs(pi.sum() - 1) < 1e-12
-    assert_close(pi, ref.stack_weights(log_p[:, :2])[0], 1e-5)
+    lp_true = multivariate_normal(0.0, 1.0).logpdf(X)  # boundary optima
+    assert expansion.best_alpha(lp_true, lp_true - 1.0) == 1.0
+    assert expansion.best_alpha(lp_true - 1.0, lp_true) == 0.0
+
+
+def _cross_fitted_z(lp_exp, lp_par):
+    """z of the held-out gain, each half scored with the reference alpha of the other half."""
+    d = np.empty(lp_exp.size)
+    for part in (slice(0, None, 2), slice(1, None, 2)):
+        other = np.ones(lp_exp.size, bool)
+        other[part] = False
+        a = ref.stack_weights(np.stack([lp_exp[other], lp_par[other]], axis=1))[0][0]
+        d[part] = np.log(a * np.exp(lp_exp[part]) + (1 - a) * np.exp(lp_par[part])) \
+            - lp_par[part]
+    return d.mean() / (d.std() / np.sqrt(d.size))
+
+
+def test_stack_alpha_keeps_the_expansion_only_when_it_earns_it():
+    """alpha maximises the held-out likelihood; it is set to 0 unless the combination beats EM
+    alone by STACK_MIN_Z standard errors of the per-row difference, each half of the held-out
+    rows scored with the alpha of the other half (plain NumPy / SciPy here)."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=2000)
+    lp_par = multivariate_normal(0.0, 1.0).logpdf(x)  # the true density
+    for lp_exp, earns in ((multivariate_normal(0.05, 1.1).logpdf(x), False),
+                          (np.log(0.5 * np.exp(lp_par) + 0.5 * multivariate_normal(
+                              1.5, 0.3).pdf(x)), False),
+                          (np.log(0.9 * np.exp(lp_par) + 0.1 * multivariate_normal(
+                              0.0, 0.5).pdf(x)), True)):
+        x_par = lp_par if not earns else multivariate_normal(0.3, 1.5).logpdf(x)
+        alpha, z = expansion.stack_alpha(lp_exp, x_par)
+        z_ref = _cross_fitted_z(lp_exp, x_par)
+        assert abs(z - z_ref) < 1e-3 * max(1.0, abs(z_ref))
+        assert (z_ref >= expansion.STACK_MIN_Z) == earns
+        a_ref = ref.stack_weights(np.stack([lp_exp, x_par], axis=1))[0][0]
+        assert alpha == (pytest.approx(a_ref, abs=1e-5) if earns else 0.0)
 
 
 def test_mix_log_prob_and_holdout_mask():
@@ -91,6 +123,14 @@ def test_choice_follows_the_held_out_likelihood(fitted):
     assert ge.alpha_ < 0.5      # ... and EM carries most of the weight
     Y = _normals(20000, seed=1)  # fresh rows: the combination beats the pure expansion
     assert ge.score(Y) > fastmix.GMMExpansion(parametric=None).fit(X).score(Y)
+
+
+def test_rows_beyond_the_grid_do_not_choose_alpha():
+    X = _normals(3000, seed=3)
+    X[0], X[5], X[10] = 1e6, -1e6, 0.0  # rows 0 and 5 are held out, far beyond the grid
+    ge = fastmix.GMMExpansion(random_state=0).fit(X)
+    assert ge.stack_.n_inside == ge.stack_.n_heldout - 2
+    assert np.all(np.isfinite(ge.score_samples(X[:6])))  # EM's tails reach them
 
 
 def test_reproducible_and_weighted():

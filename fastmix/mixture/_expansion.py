@@ -62,6 +62,27 @@ class GMMExpansion(MixtureBase):
     * D > 2 (k-means++ centres): min(64, rows in the k-means sample) centres, the spacing rule
       for the bandwidth, one step.
 
+    Parametric stage (``parametric="auto"``, the default, with ``n_nodes="auto"`` on in-memory
+    rows on the CPU, at least 500 rows and effective rows): the result is the combination
+    ``alpha * expansion + (1 - alpha) * EM`` of the expansion above and a full-covariance
+    Gaussian mixture fitted by EM, a stacked density estimate (Smyth & Wolpert 1999,
+    "Linearly combining density estimators via stacking").  Every 5th row is held out (at most
+    50 000 rows); on the others the expansion is fitted with the rules above, and EM mixtures
+    with K = 1, 2, 3, 4, 5, 6, 8, ..., 32 components (5 k-means++ starts each, tolerance 1e-3,
+    on at most 20 000 of the rows; the sweep stops when two K in a row do not improve the
+    held-out likelihood); the (K, start) of the highest held-out log-likelihood is refined
+    (tolerance 1e-5).  alpha maximises the held-out log-likelihood of the combination on the
+    held-out rows inside the grid (a concave 1-D problem) and is set to 0 unless the
+    combination beats the EM mixture alone by at least one standard error of the per-row
+    difference.  Then the expansion is refitted on all rows (exactly
+    ``GMMExpansion(parametric=None)``'s model) and the EM mixture on all rows from its
+    training fit.  ``stack_`` records the choice; ``weights_``, ``means_`` and
+    ``covariances_`` list the nodes then the EM components, so the model is one Gaussian
+    mixture.  Cost: about twice the expansion's fit plus the EM sweep (at 10^5 rows in 2-D,
+    10-25 s on one core; ``bench/results/expansion.md``).  Out-of-core sources, Dask arrays,
+    ``device="cuda"``, explicit ``n_nodes`` and ``partial_fit`` get the expansion alone.
+    ``parametric=None`` always does.
+
     ``bench/results/expansion.md`` compares these defaults with EM's best K on the benchmark
     targets.  An explicit ``n_nodes`` keeps the plain rules below: grid over the data range
     (or ``bounds``), bandwidth = spacing unless ``bandwidth`` is given, ``n_iter`` steps (1 for
@@ -105,13 +126,29 @@ class GMMExpansion(MixtureBase):
         device rows to the host once, the range of device rows is a device pass.  Results
         agree with "cpu" to rounding (different summation order) and are bit-reproducible run
         to run.
+    parametric : "auto" or None, default="auto"
+        "auto": the parametric stage above (where it applies); None: the expansion alone (the
+        estimator as it was before the stage, bit for bit).
 
     Attributes
     ----------
-    weights_ : numpy.ndarray of shape (M,), dtype float64
-        The learned weights of the M nodes.
-    means_ : numpy.ndarray of shape (M, D), dtype float64
-        The node positions.
+    weights_ : numpy.ndarray of shape (M,) or (M + K,), dtype float64
+        The weights of the M nodes; with the parametric stage alpha_ times them, followed by
+        (1 - alpha_) times the K EM components' weights (they sum to one).
+    means_ : numpy.ndarray of shape (M, D) or (M + K, D), dtype float64
+        The node positions (then the EM components' means).
+    covariances_ : numpy.ndarray of shape (M, D, D) or (M + K, D, D), dtype float64
+        diag(sigma_ ** 2) for each node (then the EM components' covariances); built on
+        access.
+    node_weights_ : numpy.ndarray of shape (M,), dtype float64
+        The expansion's own weights (sum to one).
+    alpha_ : float
+        The expansion's weight in the combination (1.0 without the parametric stage).
+    stack_ : StackChoice or None
+        What the parametric stage chose: alpha, n_components (K), scores (K -> held-out mean
+        log-likelihood of its best start), n_heldout, n_inside (held-out rows inside the grid,
+        those that chose alpha) and z (the combination's held-out gain over EM alone, in
+        standard errors); None without the stage.
     sigma_ : numpy.ndarray of shape (D,), dtype float64
         The bandwidth.
     grid_shape_ : tuple of int
@@ -140,6 +177,8 @@ class GMMExpansion(MixtureBase):
     (True, True)
     >>> round(float(ge.score(X)), 1)  # N(0, 1): -1.42 per row
     -1.4
+    >>> ge.stack_.n_components, ge.alpha_  # one Gaussian fits: EM alone carries the model
+    (1, 0.0)
     """
 
     def __init__(self, n_nodes: int | str = "auto", *, bandwidth: float | None = None,
