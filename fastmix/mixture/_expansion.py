@@ -429,9 +429,8 @@ class GMMExpansion(MixtureBase):
         if self.parametric != "auto" or not isinstance(self.n_nodes, str) or dev is not None \
                 or host is None or host.in_memory is None:
             return False
-        n = host.in_memory.shape[0]
-        return n >= expansion.STACK_MIN_ROWS and \
-            expansion.n_effective(host.weights, n) >= expansion.STACK_MIN_ROWS
+        n = host.in_memory.shape[0]  # the effective rows are at most n
+        return expansion.n_effective(host.weights, n) >= expansion.STACK_MIN_ROWS
 
     def _fit_parametric(self, host, rng):
         """The parametric stage (class docstring): hold rows out, fit the expansion and EM
