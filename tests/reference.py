@@ -878,8 +878,8 @@ def split_scores(X, sw, weights, means, covariances, kind, criterion, kde_rows):
 
 def stack_weights(log_p, w=None):
     """Mixing weights pi (J,) on the simplex maximising sum_n w_n log sum_j pi_j p_j(x_n)
-    (stacked density estimates), by SciPy's SLSQP on pi = softmax(theta)-free simplex
-    constraints; log_p (n, J) the members' log-densities."""
+    (stacked density estimates), by SciPy's SLSQP with the simplex as bounds and an equality
+    constraint; log_p (n, J) the members' log-densities.  Returns (pi, the maximum)."""
     from scipy import optimize
     n, J = log_p.shape
     w = np.ones(n) if w is None else np.asarray(w, dtype=np.float64)
