@@ -484,3 +484,127 @@ def auto_sample(data, rng):
     step = max(1, -(-Xs.shape[0] // AUTO_SAMPLE))
     return (np.ascontiguousarray(Xs[::step], dtype=np.float64),
             None if sws is None else np.asarray(sws[::step], np.float64))
+
+
+# ------------------------------------------------------------------ parametric stage --------
+#: The parametric stage (the estimator's ``parametric="auto"``, docs/user_guide/expansion.md):
+#: every k-th row is held out, k = max(STACK_EVERY, ceil(N / STACK_HOLDOUT)), the expansion
+#: and EM mixtures are fitted on the other rows and combined by the held-out likelihood.
+STACK_HOLDOUT = 50_000
+STACK_EVERY = 5
+#: Below this many rows (or effective rows) the stage is skipped (the pure expansion).
+STACK_MIN_ROWS = 500
+#: Numbers of components tried for the EM mixture, in this order, until the held-out score
+#: has not improved for STACK_PATIENCE candidates; K * (parameters per component) stays below
+#: (training rows) / STACK_ROWS_PER_PARAM.
+STACK_KS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32)
+STACK_PATIENCE = 2
+STACK_ROWS_PER_PARAM = 10
+#: EM starts (k-means++ seeds) per K in the sweep; the sweep's tolerance and rows; the chosen
+#: mixture's tolerance and iterations when it is refitted (training rows, then all rows).
+STACK_INITS = 5
+STACK_SWEEP_TOL = 1e-3
+STACK_SWEEP_ROWS = 20_000
+STACK_TOL = 1e-5
+STACK_MAX_ITER = 1000
+#: The expansion is kept only if the combination beats the EM mixture alone on the held-out
+#: rows by at least STACK_MIN_Z standard errors of the paired per-row difference.
+STACK_MIN_Z = 1.0
+
+
+def holdout_mask(n):
+    """Boolean mask (n,) of the held-out rows of the parametric stage: every k-th row from the
+    first, k = max(STACK_EVERY, ceil(n / STACK_HOLDOUT))."""
+    k = max(STACK_EVERY, -(-n // STACK_HOLDOUT))
+    held = np.zeros(n, bool)
+    held[::k] = True
+    return held
+
+
+def stack_max_components(n_train, D):
+    """Largest K the stage tries for ``n_train`` training rows in D dimensions (full
+    covariances: D + D (D + 1) / 2 + 1 parameters per component)."""
+    per = D + D * (D + 1) // 2 + 1
+    return int(n_train // (STACK_ROWS_PER_PARAM * per))
+
+
+def mix_log_prob(log_p, weights):
+    """log sum_j weights_j p_j(x) (n,) from the members' log-densities ``log_p`` (n, J) and
+    the mixing weights (J,) (members of weight 0 are left out)."""
+    keep = np.flatnonzero(np.asarray(weights) > 0)
+    A = log_p[:, keep] + np.log(np.asarray(weights, np.float64)[keep])
+    m = A.max(axis=1)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return m + np.log(np.exp(A - m[:, None]).sum(axis=1))
+
+
+def best_alpha(lp_exp, lp_par, w=None):
+    """The alpha in [0, 1] that maximises sum_n w_n log(alpha p_exp(x_n) + (1 - alpha)
+    p_par(x_n)) (the held-out log-likelihood of the two-member stack; Smyth & Wolpert 1999),
+    from the members' log-densities lp_exp, lp_par (n,) and row weights w (n,) or None.
+
+    The objective is concave in alpha, so its derivative decreases: alpha is 0 where the
+    derivative at 0 is <= 0, 1 where the derivative at 1 is >= 0, else the root of the
+    derivative by bisection (to 1e-12).  Rows where both members have density 0 are ignored."""
+    lp_exp = np.asarray(lp_exp, np.float64)
+    lp_par = np.asarray(lp_par, np.float64)
+    w = np.ones(lp_exp.shape[0]) if w is None else np.asarray(w, np.float64)
+    m = np.maximum(lp_exp, lp_par)
+    ok = np.isfinite(m) & (w > 0)
+    if not ok.any():
+        return 0.0
+    e, g, w = np.exp(lp_exp[ok] - m[ok]), np.exp(lp_par[ok] - m[ok]), w[ok]
+    diff = e - g
+
+    def slope(a):
+        return float(w @ (diff / (g + a * diff)))
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if not slope(0.0) > 0:
+            return 0.0
+        if slope(1.0) >= 0:
+            return 1.0
+    lo, hi = 0.0, 1.0
+    while hi - lo > 1e-12:
+        mid = 0.5 * (lo + hi)
+        if slope(mid) > 0:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+
+def stack_alpha(lp_exp, lp_par, w=None):
+    """(alpha, z): the weight of the expansion in alpha * expansion + (1 - alpha) * EM that
+    maximises the held-out log-likelihood (``best_alpha``; lp_exp, lp_par (n,) the two
+    members' log-densities of the held-out rows, w (n,) their weights or None), and the gain
+    of the combination over EM alone in standard errors, measured out of sample: the held-out
+    rows are split in two (even and odd positions), each half is scored with the alpha chosen
+    on the other half, d = log p_combined - log p_EM per row, z = mean(d) / (sd(d) /
+    sqrt(n_eff)).  alpha is 0 when z < STACK_MIN_Z: the expansion must earn its place (the
+    simpler, parametric model is kept otherwise)."""
+    lp_exp = np.asarray(lp_exp, np.float64)
+    lp_par = np.asarray(lp_par, np.float64)
+    n = lp_exp.shape[0]
+    ww = np.ones(n) if w is None else np.asarray(w, np.float64)
+    if n < 4:
+        return 0.0, math.nan
+    alpha = best_alpha(lp_exp, lp_par, ww)
+    d = np.empty(n)
+    for part in (slice(0, None, 2), slice(1, None, 2)):
+        other = np.ones(n, bool)
+        other[part] = False
+        a = best_alpha(lp_exp[other], lp_par[other], ww[other])
+        d[part] = mix_log_prob(np.stack([lp_exp[part], lp_par[part]], axis=1),
+                               [a, 1.0 - a]) - lp_par[part]
+    ok = np.isfinite(d) & (ww > 0)
+    d, ww = d[ok], ww[ok]
+    if d.shape[0] < 2:
+        return 0.0, math.nan
+    mean = float(np.average(d, weights=ww))
+    sd = math.sqrt(float(np.average((d - mean) ** 2, weights=ww)))
+    se = sd / math.sqrt(n_effective(ww, d.shape[0]))
+    z = mean / se if se > 0 else (math.inf if mean > 0 else 0.0)
+    return (alpha if z >= STACK_MIN_Z else 0.0), z

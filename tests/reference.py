@@ -874,3 +874,25 @@ def split_scores(X, sw, weights, means, covariances, kind, criterion, kde_rows):
                 total += b[t] * (f - logpk[i])
             out[k] = total
     return out
+
+
+def stack_weights(log_p, w=None):
+    """Mixing weights pi (J,) on the simplex maximising sum_n w_n log sum_j pi_j p_j(x_n)
+    (stacked density estimates), by SciPy's SLSQP with the simplex as bounds and an equality
+    constraint; log_p (n, J) the members' log-densities.  Returns (pi, the maximum)."""
+    from scipy import optimize
+    n, J = log_p.shape
+    w = np.ones(n) if w is None else np.asarray(w, dtype=np.float64)
+    P = np.exp(log_p)
+
+    def neg(pi):
+        return -np.sum(w * np.log(P @ pi)) / w.sum()
+
+    def grad(pi):
+        return -(w / (P @ pi)) @ P / w.sum()
+
+    res = optimize.minimize(neg, np.full(J, 1.0 / J), jac=grad, method="SLSQP",
+                            bounds=[(0.0, 1.0)] * J,
+                            constraints=[{"type": "eq", "fun": lambda pi: pi.sum() - 1.0}],
+                            options={"ftol": 1e-14, "maxiter": 1000})
+    return res.x, -res.fun

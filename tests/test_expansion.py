@@ -210,7 +210,7 @@ def test_auto_selection_matches_a_dense_reference(data):
     X = _skew_heavy(600, 7) if data == "skew" else np.random.default_rng(0).normal(size=(600, 1))
     X[0], X[5], X[1] = 1e3, -1e3, 2e3
     x = X[:, 0]
-    gm = fastmix.GMMExpansion().fit(X)
+    gm = fastmix.GMMExpansion(parametric=None).fit(X)  # the expansion's own rules
     E = expansion
     xs = np.sort(x)
     q = lambda p: xs[np.searchsorted(np.arange(1, 601) / 600, p)]  # noqa: E731
@@ -263,7 +263,7 @@ def test_auto_default_beats_the_old_default_on_a_skewed_heavy_tailed_mixture():
     skew+t2, another sample).  The old default (64 nodes over the raw range, one step) has IPE
     > 0.3 here; on the bench's sample EM's best K has 0.031 and the automatic default 0.031."""
     X = _skew_heavy(50000, 0)
-    gm = fastmix.GMMExpansion().fit(X)
+    gm = fastmix.GMMExpansion(parametric=None).fit(X)  # the expansion alone
     old = fastmix.GMMExpansion(64, n_iter=1).fit(X)
     xs = np.linspace(-30, 30, 12001)
     true = _skew_heavy_pdf(xs)
@@ -282,7 +282,7 @@ def test_auto_grid_covers_outliers():
     log-density is finite."""
     rng = np.random.default_rng(3)
     X = np.concatenate([rng.normal(size=20000), [1e6, -1e6, 5e5]])[:, None]
-    gm = fastmix.GMMExpansion().fit(X)
+    gm = fastmix.GMMExpansion(parametric=None).fit(X)  # the expansion alone
     assert np.all(np.abs(gm.bounds_) < 5)
     assert abs(gm.weights_.sum() - 1) < 1e-12
     assert gm.weights_[-1] > 1e-4 and gm.weights_[0] > 1e-4  # the outliers' mass
@@ -298,7 +298,7 @@ def test_explicit_parameters_keep_the_old_rules():
     assert gm.n_iter_ == 1 and gm.auto_ is None and gm.grid_shape_ == (64,)
     np.testing.assert_allclose(gm.bounds_[:, 0], [X.min(), X.max()])
     np.testing.assert_allclose(gm.sigma_, (X.max() - X.min()) / 63)
-    fixed = fastmix.GMMExpansion(bandwidth=0.2, n_iter=3).fit(X)  # auto grid, given sigma
+    fixed = fastmix.GMMExpansion(bandwidth=0.2, n_iter=3, parametric=None).fit(X)  # given sigma
     assert fixed.n_iter_ == 3 and np.all(fixed.sigma_ == 0.2)
     assert np.allclose(np.diff(fixed.means_[:, 0]), 0.2, rtol=0.05)
 
@@ -336,11 +336,11 @@ def test_auto_selection_survives_unreachable_rows_and_the_node_cap():
     bandwidth is then the spacing, not the (much smaller) rule."""
     rng = np.random.default_rng(1)
     X = np.concatenate([[500.0], rng.normal(0, 1, 500), rng.normal(1000, 1, 99)])[:, None]
-    gm = fastmix.GMMExpansion().fit(X)  # row 0 (held out) lies in the gap
+    gm = fastmix.GMMExpansion(parametric=None).fit(X)  # row 0 (held out) lies in the gap
     assert gm.auto_.lo[0] < 500 < gm.auto_.hi[0]
     assert all(np.isfinite(v[0]) and v[1] >= 1 for v in gm.auto_.scores.values())
     Y = np.concatenate([rng.normal(0, 0.01, 900), rng.uniform(0, 1000, 100)])[:, None]
-    wide = fastmix.GMMExpansion().fit(Y)
+    wide = fastmix.GMMExpansion(parametric=None).fit(Y)
     h = (wide.bounds_[1, 0] - wide.bounds_[0, 0]) / (wide.grid_shape_[0] - 1)
     assert wide.grid_shape_ == (expansion.AUTO_MAX_PER_DIM[1],)
     assert wide.sigma_[0] == pytest.approx(h, rel=1e-12)
@@ -351,7 +351,7 @@ def test_auto_defaults_from_a_file_equal_in_memory(tmp_path):
     in-memory rows (every k-th row): the same selection and model."""
     X = _skew_heavy(30000, 2)
     np.save(tmp_path / "x.npy", X)
-    mem = fastmix.GMMExpansion().fit(X)
+    mem = fastmix.GMMExpansion(parametric=None).fit(X)  # files get no parametric stage
     disk = fastmix.GMMExpansion(chunk_size=1000).fit(str(tmp_path / "x.npy"))
     assert list(disk.auto_.scores) == list(mem.auto_.scores) and disk.n_iter_ == mem.n_iter_
     for f, (score, steps) in mem.auto_.scores.items():

@@ -2,17 +2,29 @@
 import json
 import math
 import os
-from typing import Any
+import warnings
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .._compute import blas_single_threaded
 from .._validation import check_array, check_random_state, check_sample_weight
-from .. import distributed, expansion
+from .. import distributed, expansion, inference
 from .. import io as sources
-from ._base import ANY, DEVICES, Integer, MixtureBase, Options, Real
+from .._params import DegenerateComponentWarning, FullCovariance, GMMParams
+from ._base import ANY, DEVICES, ConvergenceWarning, Integer, MixtureBase, Options, Real
 from ._persist import FORMAT_VERSION, _atomic_write, register
 from ._typing import DataLike, RandomStateLike
+
+
+class StackChoice(NamedTuple):
+    """What the parametric stage chose (``GMMExpansion.stack_``)."""
+    alpha: float      # weight of the expansion in the combination
+    n_components: int  # K of the EM mixture
+    scores: dict      # K -> held-out mean log-likelihood of the best start with K components
+    n_heldout: int    # rows held out
+    n_inside: int     # held-out rows inside the grid (those that chose alpha)
+    z: float          # gain of the combination over EM alone, in standard errors
 
 
 @register
@@ -49,6 +61,27 @@ class GMMExpansion(MixtureBase):
       the rule with f = 0.5, and the weights are one step (as for explicit settings).
     * D > 2 (k-means++ centres): min(64, rows in the k-means sample) centres, the spacing rule
       for the bandwidth, one step.
+
+    Parametric stage (``parametric="auto"``, the default, with ``n_nodes="auto"`` on in-memory
+    rows on the CPU, at least 500 rows and effective rows): the result is the combination
+    ``alpha * expansion + (1 - alpha) * EM`` of the expansion above and a full-covariance
+    Gaussian mixture fitted by EM, a stacked density estimate (Smyth & Wolpert 1999,
+    "Linearly combining density estimators via stacking").  Every 5th row is held out (at most
+    50 000 rows); on the others the expansion is fitted with the rules above, and EM mixtures
+    with K = 1, 2, 3, 4, 5, 6, 8, ..., 32 components (5 k-means++ starts each, tolerance 1e-3,
+    on at most 20 000 of the rows; the sweep stops when two K in a row do not improve the
+    held-out likelihood); the (K, start) of the highest held-out log-likelihood is refined
+    (tolerance 1e-5).  alpha maximises the held-out log-likelihood of the combination on the
+    held-out rows inside the grid (a concave 1-D problem) and is set to 0 unless the
+    combination beats the EM mixture alone by at least one standard error of the per-row
+    difference.  Then the expansion is refitted on all rows (exactly
+    ``GMMExpansion(parametric=None)``'s model) and the EM mixture on all rows from its
+    training fit.  ``stack_`` records the choice; ``weights_``, ``means_`` and
+    ``covariances_`` list the nodes then the EM components, so the model is one Gaussian
+    mixture.  Cost: about twice the expansion's fit plus the EM sweep (at 10^5 rows in 2-D,
+    10-25 s on one core; ``bench/results/expansion.md``).  Out-of-core sources, Dask arrays,
+    ``device="cuda"``, explicit ``n_nodes`` and ``partial_fit`` get the expansion alone.
+    ``parametric=None`` always does.
 
     ``bench/results/expansion.md`` compares these defaults with EM's best K on the benchmark
     targets.  An explicit ``n_nodes`` keeps the plain rules below: grid over the data range
@@ -93,13 +126,29 @@ class GMMExpansion(MixtureBase):
         device rows to the host once, the range of device rows is a device pass.  Results
         agree with "cpu" to rounding (different summation order) and are bit-reproducible run
         to run.
+    parametric : "auto" or None, default="auto"
+        "auto": the parametric stage above (where it applies); None: the expansion alone (the
+        estimator as it was before the stage, bit for bit).
 
     Attributes
     ----------
-    weights_ : numpy.ndarray of shape (M,), dtype float64
-        The learned weights of the M nodes.
-    means_ : numpy.ndarray of shape (M, D), dtype float64
-        The node positions.
+    weights_ : numpy.ndarray of shape (M,) or (M + K,), dtype float64
+        The weights of the M nodes; with the parametric stage alpha_ times them, followed by
+        (1 - alpha_) times the K EM components' weights (they sum to one).
+    means_ : numpy.ndarray of shape (M, D) or (M + K, D), dtype float64
+        The node positions (then the EM components' means).
+    covariances_ : numpy.ndarray of shape (M, D, D) or (M + K, D, D), dtype float64
+        diag(sigma_ ** 2) for each node (then the EM components' covariances); built on
+        access.
+    node_weights_ : numpy.ndarray of shape (M,), dtype float64
+        The expansion's own weights (sum to one).
+    alpha_ : float
+        The expansion's weight in the combination (1.0 without the parametric stage).
+    stack_ : StackChoice or None
+        What the parametric stage chose: alpha, n_components (K), scores (K -> held-out mean
+        log-likelihood of its best start), n_heldout, n_inside (held-out rows inside the grid,
+        those that chose alpha) and z (the combination's held-out gain over EM alone, in
+        standard errors); None without the stage.
     sigma_ : numpy.ndarray of shape (D,), dtype float64
         The bandwidth.
     grid_shape_ : tuple of int
@@ -128,12 +177,15 @@ class GMMExpansion(MixtureBase):
     (True, True)
     >>> round(float(ge.score(X)), 1)  # N(0, 1): -1.42 per row
     -1.4
+    >>> ge.stack_.n_components, ge.alpha_  # one Gaussian fits: EM alone carries the model
+    (1, 0.0)
     """
 
     def __init__(self, n_nodes: int | str = "auto", *, bandwidth: float | None = None,
                  variant: str = "em", n_iter: int | str = "auto", grid: str = "auto",
                  bounds: Any = None, random_state: RandomStateLike = None,
-                 chunk_size: int | None = None, device: str = "cpu") -> None:
+                 chunk_size: int | None = None, device: str = "cpu",
+                 parametric: str | None = "auto") -> None:
         self.n_nodes = n_nodes
         self.bandwidth = bandwidth
         self.variant = variant
@@ -143,6 +195,7 @@ class GMMExpansion(MixtureBase):
         self.random_state = random_state
         self.chunk_size = chunk_size
         self.device = device
+        self.parametric = parametric
 
     _parameter_constraints = {
         "n_nodes": [Options("auto"), Integer(2)],  # a grid needs two nodes per dimension
@@ -151,7 +204,7 @@ class GMMExpansion(MixtureBase):
         "variant": [Options("em", "kde")], "grid": [Options("auto", "tensor", "kmeans++")],
         "chunk_size": [Integer(1), None], "device": [Options(*DEVICES)],
         "bounds": [ANY],  # checked against the data (expansion.grid_bounds)
-        "random_state": [ANY],
+        "random_state": [ANY], "parametric": [Options("auto"), None],
     }
 
     def _launch(self):
@@ -322,6 +375,8 @@ class GMMExpansion(MixtureBase):
         data = dev if dev is not None else host  # the passes' rows
         try:
             rng = check_random_state(self.random_state)
+            if self._stage_applies(host, dev) and self._fit_parametric(host, rng):
+                return self
             with blas_single_threaded():
                 nodes, steps = self._make_nodes(host if host is not None else dev, rng)
                 M = nodes.n_nodes
@@ -337,12 +392,132 @@ class GMMExpansion(MixtureBase):
             if opened:
                 host.close()
         self._set_nodes(nodes, data.n_features)
-        self.weights_ = weights
+        self._set_weights(weights)
         self.lower_bound_ = lbs[-1]
         self.lower_bounds_ = lbs
         self.n_iter_ = steps
         self._acc = acc if steps == 1 else None
         return self
+
+    def _set_weights(self, node_weights, alpha=1.0, param=None, stack=None):
+        """Publish the weights: the nodes' alone (pure expansion), or the nodes' times alpha
+        followed by the parametric components' times 1 - alpha."""
+        self.node_weights_ = node_weights
+        self.alpha_ = float(alpha)
+        self._param = param
+        self.stack_ = stack
+        if param is None:
+            self.weights_ = node_weights
+            return
+        self.weights_ = np.concatenate([alpha * node_weights, (1.0 - alpha) * param.weights])
+        self.means_ = np.concatenate([self._nodes.means(), param.means])
+
+    @property
+    def covariances_(self) -> np.ndarray:
+        """(M + K, D, D) float64: diag(sigma_ ** 2) for each node, then the parametric
+        components' covariances (built on access)."""
+        self._check_fitted()
+        M, D = self._nodes.n_nodes, self.n_features_in_
+        nodes = np.broadcast_to(np.diag(self.sigma_ ** 2), (M, D, D))
+        if self._param is None:
+            return nodes.copy()
+        return np.concatenate([nodes, self._param.cov.covariances])
+
+    def _stage_applies(self, host, dev):
+        """Whether ``fit`` runs the parametric stage: parametric="auto" with automatic nodes,
+        in-memory rows on the CPU, at least STACK_MIN_ROWS rows (and effective rows)."""
+        if self.parametric != "auto" or not isinstance(self.n_nodes, str) or dev is not None \
+                or host is None or host.in_memory is None:
+            return False
+        n = host.in_memory.shape[0]  # the effective rows are at most n
+        return expansion.n_effective(host.weights, n) >= expansion.STACK_MIN_ROWS
+
+    def _fit_parametric(self, host, rng):
+        """The parametric stage (class docstring): hold rows out, fit the expansion and EM
+        mixtures on the others, choose K and the weight alpha of the expansion by the held-out
+        likelihood, refit both on all rows.  False (nothing set) when no mixture fits."""
+        X, sw = host.in_memory, host.weights
+        N, D = X.shape
+        held = expansion.holdout_mask(N)
+        Xt, Xh = np.ascontiguousarray(X[~held]), np.ascontiguousarray(X[held])
+        wt, wh = (None, None) if sw is None else (sw[~held], sw[held])
+        pure = {**self.get_params(), "parametric": None}
+        exp_t = type(self)(**pure).fit(Xt, sample_weight=wt)
+        lp_exp = exp_t.score_samples(Xh)
+        inside = np.all((Xh >= exp_t.bounds_[0]) & (Xh <= exp_t.bounds_[1]), axis=1)
+        seeds = [int(v) for v in rng.integers(0, 2**31 - 1, size=expansion.STACK_INITS)]
+        em_t, K, scores = self._choose_em(Xt, wt, Xh, wh, seeds)
+        if em_t is None:  # no mixture could be fitted (e.g. too few distinct rows)
+            return False
+        chosen = dict(tol=expansion.STACK_TOL, max_iter=expansion.STACK_MAX_ITER)
+        em_t = self._em_member(K, Xt, wt, warm=em_t, **chosen)
+        lp_par = em_t.score_samples(Xh)
+        ok = inside if wh is None else inside & (wh > 0)
+        alpha, z = expansion.stack_alpha(lp_exp[ok], lp_par[ok], None if wh is None else wh[ok])
+        final = type(self)(**pure).fit(X, sample_weight=sw)  # the pure default on all rows
+        em = self._em_member(K, X, sw, warm=em_t, **chosen)
+        param = GMMParams(np.asarray(em.weights_, np.float64), np.asarray(em.means_, np.float64),
+                          FullCovariance.from_covariances(np.asarray(em.covariances_,
+                                                                     np.float64)))
+        self._nodes = final._nodes
+        for name in ("sigma_", "grid_shape_", "bounds_", "n_features_in_", "auto_",
+                     "lower_bound_", "lower_bounds_", "n_iter_"):
+            setattr(self, name, getattr(final, name))
+        self.means_ = final.means_
+        self._acc = None
+        self._set_weights(final.weights_, alpha, param,
+                          StackChoice(alpha, K, scores, int(held.sum()), int(inside.sum()), z))
+        return True
+
+    @staticmethod
+    def _em_member(K, X, w, warm=None, seed=None, **kw):
+        """A full-covariance GaussianMixture with K components fitted on (X, w), from a
+        k-means++ start (``seed``) or from the fitted mixture ``warm``."""
+        from ._gaussian import GaussianMixture
+        if warm is not None:
+            kw.update(weights_init=warm.weights_, means_init=warm.means_,
+                      precisions_init=warm.precisions_)
+        with warnings.catch_warnings():  # a member's warnings are not the caller's business
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("ignore", DegenerateComponentWarning)
+            return GaussianMixture(K, covariance_type="full", random_state=seed, **kw).fit(
+                X, sample_weight=w)
+
+    def _choose_em(self, Xt, wt, Xh, wh, seeds):
+        """(chosen mixture, its K, {K: held-out score}): for K in STACK_KS (while the
+        training sample allows it), STACK_INITS k-means++ starts each, on a stride sample of at
+        most STACK_SWEEP_ROWS training rows, scored by the held-out weighted mean
+        log-likelihood; the sweep stops after STACK_PATIENCE K without improvement.  The best
+        (K, start) is chosen."""
+        step = max(1, -(-Xt.shape[0] // expansion.STACK_SWEEP_ROWS))
+        Xs, ws = Xt[::step], None if wt is None else wt[::step]
+        kmax = max(1, expansion.stack_max_components(Xs.shape[0], Xt.shape[1]))
+        scores, tops, best, bad = {}, {}, None, 0  # best: the K of the best score
+        for K in expansion.STACK_KS:
+            if K > kmax:
+                break
+            top = None
+            for seed in seeds[:1] if K == 1 else seeds:
+                try:
+                    em = self._em_member(K, Xs, ws, seed=seed, tol=expansion.STACK_SWEEP_TOL)
+                except (ValueError, np.linalg.LinAlgError):
+                    continue  # e.g. more components than distinct rows
+                lp = em.score_samples(Xh)
+                v = float(np.average(lp, weights=wh))
+                if top is None or v > top[0]:
+                    top = (v, em)
+            if top is None:
+                break
+            scores[K], tops[K] = top[0], top
+            if best is None or top[0] > scores[best]:
+                best, bad = K, 0
+            else:
+                bad += 1
+                if bad >= expansion.STACK_PATIENCE:
+                    break
+        if best is None:
+            return None, 0, scores
+        return tops[best][1], best, scores
 
     def partial_fit(self, X: DataLike, y: Any = None,
                     sample_weight: DataLike | None = None) -> "GMMExpansion":
@@ -410,7 +585,7 @@ class GMMExpansion(MixtureBase):
             expansion.weights_pass(dev if dev is not None else host, self._nodes,
                                    np.full(M, -math.log(M)), self.variant, self._acc, gpu=gpu)
         acc: Any = self._acc
-        self.weights_ = expansion.weights_from(acc, self.variant)
+        self._set_weights(expansion.weights_from(acc, self.variant))
         self.lower_bound_ = float(acc[1][0] / acc[1][1])
         self.lower_bounds_ = [self.lower_bound_]
         self.n_iter_ = 1
@@ -448,8 +623,15 @@ class GMMExpansion(MixtureBase):
         gpu = self._launch()
         host, dev, opened = self._rows(X, None, fitting=False, gpu=gpu)
         try:
-            return expansion.log_prob(dev if dev is not None else host, self._nodes,
-                                      self.weights_, gpu=gpu)
+            lp = expansion.log_prob(dev if dev is not None else host, self._nodes,
+                                    self.node_weights_, gpu=gpu)
+            if self._param is None:
+                return lp
+            if host is None:  # device rows: the parametric part is scored on the host
+                host = sources.as_stream(*dev.to_host())
+            lp_par = inference.log_prob(host, self._param, self._chunk_rows)[0]
+            return expansion.mix_log_prob(np.stack([lp, lp_par], axis=1),
+                                          [self.alpha_, 1.0 - self.alpha_])
         finally:
             if opened:
                 host.close()
@@ -527,6 +709,11 @@ class GMMExpansion(MixtureBase):
         idx = rng.choice(self.weights_.shape[0], size=n_samples, p=self.weights_)
         X = self.means_[idx] + rng.standard_normal((n_samples, self.means_.shape[1])) * \
             self.sigma_
+        M = self._nodes.n_nodes
+        for k in np.unique(idx[idx >= M]) if self._param is not None else ():
+            rows = np.flatnonzero(idx == k)  # a parametric component: its own covariance
+            L = np.linalg.cholesky(self._param.cov.covariances[k - M])
+            X[rows] = self.means_[k] + rng.standard_normal((rows.size, L.shape[0])) @ L.T
         return X, idx.astype(np.int64)
 
     def save(self, path: str | os.PathLike) -> None:
@@ -565,8 +752,16 @@ class GMMExpansion(MixtureBase):
                 "params": params, "lower_bound_": self.lower_bound_,
                 "lower_bounds_": self.lower_bounds_, "n_iter_": self.n_iter_,
                 "n_features_in_": self.n_features_in_, "shape": list(self.grid_shape_)}
-        arrays = {"weights": self.weights_, "lo": nodes.lo, "h": nodes.h, "sigma": nodes.sigma,
-                  "centres": nodes.centres}
+        arrays = {"weights": self.node_weights_, "lo": nodes.lo, "h": nodes.h,
+                  "sigma": nodes.sigma, "centres": nodes.centres}
+        if self._param is not None:
+            meta["alpha"] = self.alpha_
+            meta["stack"] = {"n_components": self.stack_.n_components,
+                             "scores": {str(k): v for k, v in self.stack_.scores.items()},
+                             "n_heldout": self.stack_.n_heldout,
+                             "n_inside": self.stack_.n_inside, "z": self.stack_.z}
+            arrays.update(param_weights=self._param.weights, param_means=self._param.means,
+                          param_covariances=self._param.cov.covariances)
         if self.bounds is not None:
             arrays["bounds"] = np.asarray(self.bounds, dtype=np.float64)
         _atomic_write(path, lambda fh: np.savez(fh, meta=np.array(json.dumps(meta)), **arrays))
@@ -591,7 +786,25 @@ class GMMExpansion(MixtureBase):
         if not np.all(nodes.sigma > 0):
             raise ValueError("bandwidth must be positive")
         est._set_nodes(nodes, D)
-        est.weights_ = w
+        param, alpha, stack = None, 1.0, None
+        if "alpha" in meta:  # a model with the parametric stage
+            alpha = float(meta["alpha"])
+            if not 0.0 <= alpha <= 1.0:
+                raise ValueError("alpha is not in [0, 1]")
+            pw = np.asarray(arrays["param_weights"], np.float64)
+            pm = np.asarray(arrays["param_means"], np.float64)
+            pc = np.asarray(arrays["param_covariances"], np.float64)
+            K = pw.shape[0]
+            if pw.ndim != 1 or pm.shape != (K, D) or pc.shape != (K, D, D):
+                raise ValueError("inconsistent shapes of the parametric components")
+            if not np.all(np.isfinite(pw)) or np.any(pw < 0) or not abs(pw.sum() - 1) < 1e-6:
+                raise ValueError("parametric weights are not a probability vector")
+            param = GMMParams(pw, pm, FullCovariance.from_covariances(pc))
+            st = meta["stack"]
+            stack = StackChoice(alpha, int(st["n_components"]),
+                                {int(k): float(v) for k, v in st["scores"].items()},
+                                int(st["n_heldout"]), int(st["n_inside"]), float(st["z"]))
+        est._set_weights(w, alpha, param, stack)
         est.lower_bound_ = float(meta["lower_bound_"])
         est.lower_bounds_ = [float(v) for v in meta["lower_bounds_"]]
         est.n_iter_ = int(meta["n_iter_"])
