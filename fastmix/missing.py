@@ -163,6 +163,9 @@ def e_step_stats(data, sample_weight, params, chunk_rows, on_block=None, cache=N
         return stats_from_kernel(params.kind, data.reduce("estep_missing", (kp, cov, logw)),
                                  kp)
     acc = kernels.Accumulator.for_params(kp)
+    # full/tied: each missingness pattern factorised once per E-step, for all the blocks
+    table = (kernels.PatternTable(np.reshape(cov, (-1,) + cov.shape[-2:]))
+             if params.kind in ("full", "tied") else None)
     for _, X, w in data.blocks():
         flags = groups = None
         if cache is not None:
@@ -173,7 +176,12 @@ def e_step_stats(data, sample_weight, params, chunk_rows, on_block=None, cache=N
                               if params.kind in ("full", "tied")
                               else (kernels.nan_chunks(X, data.chunk_rows), None))
             flags, groups = cache[key]
-        kernels.estep_stats_missing(X, w, kp, cov, logw, data.chunk_rows, acc, flags, groups)
+        if table is not None:
+            kernels.estep_stats_missing_cov(X, w, kp, cov, logw, data.chunk_rows, acc, flags,
+                                            groups, table)
+        else:
+            kernels.estep_stats_missing(X, w, kp, cov, logw, data.chunk_rows, acc, flags,
+                                        groups)
         if on_block is not None:
             on_block(X.shape[0])
     return stats_from_kernel(params.kind, acc.result(), kp)

@@ -686,3 +686,139 @@ __all__ = ["Accumulator", "run_ranges", "num_threads", "thread_limit", "blas_sin
            "s2_shape", "grid_stats", "grid_window", "grid_layout", "GridLayout", "GRID_EM", "GRID_KDE", "GRID_LOGP",
            "nan_chunks", "estep_stats_missing", "log_prob_missing", "impute_moments",
            "pattern_groups"]
+
+
+# ------------- missing values, full/tied: each pattern factorised once per E-step (issue 21) ---
+#: Memory budget (bytes) of one E-step's table of pattern factors (``PatternTable``): three
+#: (D, D) float64 matrices per pattern and covariance -- 48 KiB per pattern at K = D = 16, so
+#: the default holds about 1300 patterns there.  Patterns beyond it are factorised per chunk.
+PATTERN_TABLE_BYTES = 64 * 2**20
+
+
+class PatternTable:
+    """One E-step's factors of the missingness patterns of full/tied models
+    (``cpu_missing.pattern_factor_table``), filled as blocks of rows bring new patterns and kept
+    across the blocks of that E-step: each pattern is factorised once per E-step instead of once
+    per chunk it appears in.  ``cov``: float64 covariances (K, D, D) (tied: (1, D, D))."""
+
+    def __init__(self, cov, budget=None):
+        self.cov = np.ascontiguousarray(cov, np.float64)
+        Kc, D = self.cov.shape[0], self.cov.shape[1]
+        per = 3 * Kc * D * D * 8
+        budget = PATTERN_TABLE_BYTES if budget is None else budget
+        self.capacity = int(budget // per)
+        self.index = {}
+        self.size = 0
+        self.LiT = np.zeros((0, Kc * D * D))
+        self.AT = np.zeros((0, Kc, D, D))
+        self.CT = np.zeros((0, Kc, D, D))
+        self.ldT = np.zeros((0, Kc))
+
+    def rows(self, pats):
+        """Table rows of the patterns ``pats`` (n, D) bool (True = missing), factorising the new
+        ones; -1 for a pattern that does not fit the budget."""
+        keys = [p.tobytes() for p in np.packbits(pats, axis=1)]
+        first = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        room = max(0, self.capacity - self.size)
+        new_keys = [k for k in first if k not in self.index][:room]
+        if new_keys:
+            sel = np.asarray([first[k] for k in new_keys], np.int64)
+            Kc, D = self.cov.shape[0], self.cov.shape[1]
+            n = len(new_keys)
+            LiT = np.zeros((n, Kc * D * D))
+            AT = np.zeros((n, Kc, D, D))
+            CT = np.zeros((n, Kc, D, D))
+            ldT = np.zeros((n, Kc))
+            cpu_missing.pattern_factor_table(self.cov, np.ascontiguousarray(
+                pats[sel], np.uint8), LiT, AT, CT, ldT)
+            self.LiT = np.concatenate([self.LiT, LiT])
+            self.AT = np.concatenate([self.AT, AT])
+            self.CT = np.concatenate([self.CT, CT])
+            self.ldT = np.concatenate([self.ldT, ldT])
+            for k in new_keys:
+                self.index[k] = self.size
+                self.size += 1
+        return np.asarray([self.index.get(k, -1) for k in keys], np.int64)
+
+
+def estep_stats_missing_cov(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None, groups=None,
+                            table=None):
+    """``estep_stats_missing`` for full and tied models, with each missingness pattern
+    factorised once per E-step: ``table`` (a ``PatternTable`` of ``cov``, shared by the blocks
+    of one E-step; a new one if None).  Pattern groups of at least
+    ``cpu_missing.COV_GEMM_MIN_ROWS`` rows in their chunk run in GEMM blocks about the model's
+    shared centre (``cpu_missing.pass_cov_missing_tab``), when it has one; the others exactly
+    as in ``estep_stats_missing``.  A group's arithmetic depends only on its rows and the model
+    (not on the table), so a file read in blocks of whole chunks still gives the in-memory
+    statistics bit for bit, and 1 and 2 threads agree bit for bit."""
+    if kp.kind not in (FULL, TIED):
+        return estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc, flags, groups)
+    chunk_rows = int(chunk_rows)
+    if flags is None:
+        flags = nan_chunks(X, chunk_rows)
+    if not flags.any():
+        return estep_stats(X, sw, kp, chunk_rows, acc)
+    if groups is None:
+        groups = _pattern_groups(X, chunk_rows, flags)
+    K, D = kp.means64.shape
+    if acc is None:
+        acc = Accumulator(kp.kind, K, D)
+    _, margs = _missing_args(kp, cov, logw, X, chunk_rows, flags, groups)
+    order, gstart, cgroup = groups
+    # the shared centre of the complete passes; for tied (which always has one) only when
+    # every mean is within a squared Mahalanobis distance SHARED_MAX of it, as for full, so
+    # that re-centring the group sums loses at most log10(SHARED_MAX) digits
+    c64 = np.ascontiguousarray(kp.g64, np.float64)
+    if kp.kind == TIED and not np.max(np.square(kp.tmeans, dtype=np.float64).sum(axis=1)) < \
+            SHARED_MAX[np.dtype(np.float64)]:
+        c64 = np.zeros(0)
+    gtab = np.full(gstart.shape[0] - 1, -2, np.int64)
+    if c64.shape[0] == D and gtab.size:
+        if table is None:
+            table = PatternTable(margs[3])
+        big = np.flatnonzero(np.diff(gstart) >= cpu_missing.COV_GEMM_MIN_ROWS)
+        if big.size:
+            gtab[big] = table.rows(np.isnan(X[order[gstart[big]]]))
+    if table is None:
+        table = PatternTable(margs[3], budget=0)
+    args = margs[:9] + (c64, order, gstart, cgroup, gtab, table.LiT, table.AT, table.CT,
+                        table.ldT)
+    sw = _weights(sw)
+    args = (args[0], sw) + args[2:]
+    n_chunks = flags.shape[0]
+    n_slots = min(n_chunks, _n_slots(kp.kind, K, D))
+    nk_p = np.zeros((n_slots, K + 8))
+    s1_p = np.zeros((n_slots, K, D))
+    s2_p = np.zeros((n_slots,) + s2_shape(kp.kind, K, D))
+    llws_p = np.zeros((n_slots, 8))
+    run, pc, g, g64, tmeans = _pass_layout(kp, ESTEP, X.dtype)
+    R = np.empty((0, K))
+    cut = CUT[X.dtype]
+
+    def ranges(c0, j0, j1):
+        j = j0
+        while j < j1:  # maximal runs of chunks with (masked pass) and without NaN
+            e = j + 1
+            while e < j1 and flags[c0 + e] == flags[c0 + j]:
+                e += 1
+            if flags[c0 + j]:
+                cpu_missing.pass_cov_missing_tab(*args, cut, chunk_rows, c0, j, e, nk_p, s1_p,
+                                                 s2_p, llws_p)
+            else:
+                run(ESTEP, X, sw, R, kp.means, pc, kp.lconst, tmeans, g, kp.means64, g64,
+                    cut, chunk_rows, c0, j, e, nk_p, s1_p, s2_p, llws_p)
+            j = e
+
+    with blas_single_threaded():
+        for c0 in range(0, n_chunks, n_slots):
+            n_here = min(n_slots, n_chunks - c0)
+            _threads.run_ranges(lambda j0, j1: ranges(c0, j0, j1), n_here)
+            for j in range(n_here):  # fixed order
+                acc.nk += nk_p[j, :K]
+                acc.s1 += s1_p[j]
+                acc.s2 += s2_p[j]
+                acc.ll += llws_p[j, 0]
+                acc.ws += llws_p[j, 1]
+    return acc.result()
