@@ -341,15 +341,15 @@ def _add_row(k, kc, wr, y, o, no, m, nm, A, C, means64, tied, g64, e, Pa, nk, s1
 
 
 @kernel()
-def _group_stats(k, nkg, ag, Sg, o, no, m, nm, A, C, means64, tied, g64, Soo, Lw, Pa, PS, e,
-                 nk, s1, s2):
+def _group_stats(k, nkg, ag, Sg, o, no, m, nm, A, C, means64, tied, g64, Lw, Pa, PS, e, nk,
+                 s1, s2):
     """A pattern group's weighted sums for component k -- ``nkg`` = sum w r, ``ag`` = sum w r y,
     ``Sg`` (symmetric) = sum w r y y^T of y = x_o - mu_ko -- into the statistics: e = x_hat -
     mu_k = P y with P = [I; A_k], plus ``nkg C_k`` on the missing block (tied: about g).
-    ``Soo``, ``Lw``, ``Pa``, ``PS``, ``e``: scratch."""
+    ``Lw``, ``Pa``, ``PS``, ``e``: scratch."""
     D = means64.shape[1]
     nk[k] += nkg
-    # Pa = P ag (D,), PS = P Sg P^T (D, D), both in the original feature order
+    # Pa = P ag (D,) in the original feature order
     for i in range(no):
         Pa[o[i]] = ag[i]
     for a in range(nm):
@@ -359,24 +359,37 @@ def _group_stats(k, nkg, ag, Sg, o, no, m, nm, A, C, means64, tied, g64, Soo, Lw
         Pa[m[a]] = t
     for d in range(D):
         s1[k, d] += nkg * means64[k, d] + Pa[d]
-    # rows: PS[o_i, :] from Sg, PS[m_a, :] from A Sg; then columns the same way
+    # P Sg P^T: the o block is Sg, the (m, o) block Lw = A Sg (row by row of Sg, vectorised
+    # over j), the (o, m) block its transpose (Sg is symmetric), the (m, m) block Lw A^T
+    for a in range(nm):
+        for j in range(no):
+            Lw[a, j] = 0.0
+        for p in range(no):
+            c = A[a, p]
+            for j in range(no):
+                Lw[a, j] += c * Sg[p, j]
+    if not tied:  # straight into s2[k], each entry once
+        for i in range(no):
+            oi = o[i]
+            for j in range(no):
+                s2[k, oi, o[j]] += Sg[i, j]
+            for b in range(nm):
+                s2[k, oi, m[b]] += Lw[b, i]
+        for a in range(nm):
+            ma = m[a]
+            for j in range(no):
+                s2[k, ma, o[j]] += Lw[a, j]
+            for b in range(nm):
+                t = 0.0
+                for p in range(no):
+                    t += Lw[a, p] * A[b, p]
+                s2[k, ma, m[b]] += t + nkg * C[a, b]
+        return
     for i in range(no):
         for j in range(no):
-            Soo[i, j] = Sg[i, j]
-    for a in range(nm):  # (A Sg)[a, j] into Lw
-        for j in range(no):
-            t = 0.0
-            for p in range(no):
-                t += A[a, p] * Sg[p, j]
-            Lw[a, j] = t
-    for i in range(no):
-        for j in range(no):
-            PS[o[i], o[j]] = Soo[i, j]
+            PS[o[i], o[j]] = Sg[i, j]
         for b in range(nm):
-            t = 0.0
-            for p in range(no):
-                t += Sg[i, p] * A[b, p]
-            PS[o[i], m[b]] = t
+            PS[o[i], m[b]] = Lw[b, i]
     for a in range(nm):
         for j in range(no):
             PS[m[a], o[j]] = Lw[a, j]
@@ -385,17 +398,12 @@ def _group_stats(k, nkg, ag, Sg, o, no, m, nm, A, C, means64, tied, g64, Soo, Lw
             for p in range(no):
                 t += Lw[a, p] * A[b, p]
             PS[m[a], m[b]] = t + nkg * C[a, b]
-    if not tied:
-        for i in range(D):
-            for j in range(D):
-                s2[k, i, j] += PS[i, j]
-    else:  # about g: e + d_k with d_k = mu_k - g
-        for d in range(D):
-            e[d] = means64[k, d] - g64[d]
-        for i in range(D):
-            for j in range(D):
-                s2[0, i, j] += (PS[i, j] + Pa[i] * e[j] + e[i] * Pa[j]
-                                + nkg * e[i] * e[j])
+    # about g: e + d_k with d_k = mu_k - g
+    for d in range(D):
+        e[d] = means64[k, d] - g64[d]
+    for i in range(D):
+        for j in range(D):
+            s2[0, i, j] += (PS[i, j] + Pa[i] * e[j] + e[i] * Pa[j] + nkg * e[i] * e[j])
 
 
 @kernel()
@@ -514,7 +522,7 @@ def _cov_group(X, sw, means64, cov, prec, ldcov, logw, tied, g64, order, g0, g1,
             for j in range(i + 1, no):
                 Sg[k, i, j] = Sg[k, j, i]
         _group_stats(k, nkg[k], ag[k], Sg[k], o, no, m, nm, A[kc], C[kc], means64,
-                     tied, g64, Soo, Lw, Pa, PS, e, nk, s1, s2)
+                     tied, g64, Lw, Pa, PS, e, nk, s1, s2)
     return ll, ws
 
 
@@ -1084,6 +1092,219 @@ def pass_cov_missing_tab(X, sw, means64, cov, prec, ldcov, logw, tied, g64, c64,
                         Sg[k, j, i] = v
                     t0 += no - i
                 _group_stats(k, nkg[k], ag[k], Sg[k], o, no, m, nm, A[kc], C[kc], means64,
-                             tied, g64, Soo, Lw, Pa, PS, e, nk, s1, s2)
+                             tied, g64, Lw, Pa, PS, e, nk, s1, s2)
+        llws_p[slot, 0] = ll
+        llws_p[slot, 1] = ws
+
+
+# -------------------------------------------- lowrank: factors once per pattern and E-step ---
+@kernel()
+def _lowrank_pattern_factors(WP, M, lpsi, k, miss, Mo, L, Li, Minv):
+    """For component k and the missingness pattern ``miss`` (D,) bool: ``Li`` = L^-1 with
+    L L^T = M_o = M_k - W_m^T Psi_m^-1 W_m (q x q), ``Minv`` = M_o^-1 = Li^T Li, and returns
+    log det M_o + sum_o log psi (the row-independent part of log det Sigma_oo), -inf if M_o is
+    not SPD."""
+    D = WP.shape[1]
+    q = WP.shape[2] - 1
+    for a in range(q):
+        for b in range(q):
+            Mo[a, b] = M[k, a, b]
+    ld = 0.0
+    for d in range(D):
+        if miss[d]:  # downdate: M_o = M_k - w_d w_d^T / psi_d
+            ip = 1.0 / WP[k, d, q]
+            for a in range(q):
+                wa = WP[k, d, a] * ip
+                for b in range(q):
+                    Mo[a, b] -= wa * WP[k, d, b]
+        else:
+            ld += lpsi[k, d]
+    if not _cholesky(Mo, q, L):
+        return -np.inf
+    for a in range(q):
+        ld += 2.0 * math.log(L[a, a])
+    _lower_inverse(L, q, Li)
+    for a in range(q):
+        for b in range(q):
+            t = 0.0
+            for p in range(max(a, b), q):
+                t += Li[p, a] * Li[p, b]
+            Minv[a, b] = t
+    return ld
+
+
+@kernel()
+def _lowrank_model(WP):
+    """(M (K, q, q) = I + W^T Psi^-1 W, 1/psi (K, D), log psi (K, D)) of ``WP`` (K, D, q+1)."""
+    K, D = WP.shape[0], WP.shape[1]
+    q = WP.shape[2] - 1
+    M = np.zeros((K, q, q))
+    ipsi = np.empty((K, D))
+    lpsi = np.empty((K, D))
+    for k in range(K):
+        for a in range(q):
+            M[k, a, a] = 1.0
+        for d in range(D):
+            ip = 1.0 / WP[k, d, q]
+            ipsi[k, d] = ip
+            lpsi[k, d] = math.log(WP[k, d, q])
+            for a in range(q):
+                wa = WP[k, d, a] * ip
+                for b in range(q):
+                    M[k, a, b] += wa * WP[k, d, b]
+    return M, ipsi, lpsi
+
+
+@kernel()
+def lowrank_pattern_table(WP, pats, LT, MT, ldT):
+    """``_lowrank_pattern_factors`` of each pattern ``pats[p]`` (D,) uint8 (1 = missing) and
+    component k into ``LT[p, k]`` (L^-1), ``MT[p, k]`` (M_o^-1), ``ldT[p, k]``."""
+    K = WP.shape[0]
+    q = WP.shape[2] - 1
+    M, _, lpsi = _lowrank_model(WP)
+    Mo = np.empty((q, q))
+    L = np.empty((q, q))
+    for p in range(pats.shape[0]):
+        miss = pats[p] != 0
+        for k in range(K):
+            ldT[p, k] = _lowrank_pattern_factors(WP, M, lpsi, k, miss, Mo, L, LT[p, k],
+                                                 MT[p, k])
+
+
+@kernel()
+def pass_lowrank_missing_tab(X, sw, means64, WP, logw, pid, LT, MT, ldT, cut, chunk_rows, c0,
+                             j0, j1, nk_p, s1_p, s2_p, llws_p):
+    """``pass_lowrank_missing`` (statistics only) with the per-pattern factors -- L^-1 and
+    M_o^-1 of each component's q x q ``M_o``, and the row-independent part of the log
+    determinant -- read from the E-step's table (``lowrank_pattern_table``; row ``pid[n]`` for
+    row n) instead of factorised per row: a row then costs O(K (D q + |m| q^2)) with no
+    factorisation, logarithm or division.  ``pid[n] == -1`` (a table over its memory budget):
+    the same factors computed for the row.  Per row, E[z | x_o] = M_o^-1 b = Li^T (Li b),
+    E[z z^T | x_o] = M_o^-1 + E[z] E[z]^T, and for a missing d ``E[z (x_d - mu_d)] =
+    E[z z^T] w_d``, ``E[(x_d - mu_d)^2] = psi_d + w_d^T E[z z^T] w_d``."""
+    K, D = means64.shape
+    q = WP.shape[2] - 1
+    N = X.shape[0]
+    M, ipsi, lpsi = _lowrank_model(WP)
+    miss = np.empty(D, np.bool_)
+    o = np.empty(D, np.int64)
+    m = np.empty(D, np.int64)
+    xo = np.empty(D)
+    Mo = np.empty((q, q))
+    L = np.empty((q, q))
+    Lr = np.empty((K, q, q))
+    Mr = np.empty((K, q, q))
+    ldr = np.empty(K)
+    Ez = np.empty((K, q))
+    Y = np.empty((K, D))
+    bv = np.empty(q)
+    u = np.empty(q)
+    lrow = np.empty(K)
+    resp = np.zeros(K)
+    has_w = sw.shape[0] > 0
+    for slot in range(j0, j1):
+        start = (c0 + slot) * chunk_rows
+        stop = min(N, start + chunk_rows)
+        nk = nk_p[slot, :K]
+        s1 = s1_p[slot]
+        s2 = s2_p[slot]
+        nk[:] = 0.0
+        s1[:, :] = 0.0
+        s2[:, :, :] = 0.0
+        ll = 0.0
+        ws = 0.0
+        for n in range(start, stop):
+            wn = sw[n] if has_w else 1.0
+            no = 0
+            nm = 0
+            for d in range(D):
+                miss[d] = X[n, d] != X[n, d]
+                if miss[d]:
+                    m[nm] = d
+                    nm += 1
+                else:
+                    o[no] = d
+                    xo[no] = np.float64(X[n, d])
+                    no += 1
+            p = pid[n]
+            if p < 0:
+                for k in range(K):
+                    ldr[k] = _lowrank_pattern_factors(WP, M, lpsi, k, miss, Mo, L, Lr[k],
+                                                      Mr[k])
+                LK = Lr
+                MK = Mr
+                LD = ldr
+            else:
+                LK = LT[p]
+                MK = MT[p]
+                LD = ldT[p]
+            for k in range(K):
+                if LD[k] == -np.inf:
+                    lrow[k] = -np.inf
+                    continue
+                for a in range(q):
+                    bv[a] = 0.0
+                quad = 0.0
+                for i in range(no):
+                    d = o[i]
+                    yd = xo[i] - means64[k, d]
+                    Y[k, d] = yd
+                    t = yd * ipsi[k, d]
+                    quad += yd * t
+                    for a in range(q):
+                        bv[a] += WP[k, d, a] * t
+                for a in range(q):  # u = L^-1 b
+                    t = 0.0
+                    for c in range(a + 1):
+                        t += LK[k, a, c] * bv[c]
+                    u[a] = t
+                    quad -= t * t
+                for a in range(q):  # E[z] = L^-T u
+                    t = 0.0
+                    for c in range(a, q):
+                        t += LK[k, c, a] * u[c]
+                    Ez[k, a] = t
+                lrow[k] = logw[k] - 0.5 * (no * LOG_2PI + LD[k] + quad)
+            lp, _ = _row_responsibilities(lrow, resp, cut)
+            ll += wn * lp
+            ws += wn
+            if wn == 0.0:
+                continue
+            for k in range(K):
+                wr = wn * resp[k]
+                if wr == 0.0:
+                    continue
+                nk[k] += wr
+                # e = E[x - mu_k | x_o]: y on o, W_m E[z] on m; then the dense updates (the
+                # E[z] E[z]^T part of E[z z^T]), vectorised over the features
+                ek = Y[k]
+                for a in range(nm):
+                    d = m[a]
+                    t = 0.0
+                    for b in range(q):
+                        t += WP[k, d, b] * Ez[k, b]
+                    ek[d] = t
+                for d in range(D):
+                    s1[k, d] += wr * (means64[k, d] + ek[d])
+                    s2[k, 0, d] += wr * ek[d] * ek[d]
+                for a in range(q):
+                    wa = wr * Ez[k, a]
+                    for d in range(D):
+                        s2[k, 1 + a, d] += wa * ek[d]
+                    for b in range(q):
+                        s2[k, 1 + a, D + b] += wr * MK[k, a, b] + wa * Ez[k, b]
+                    s2[k, 1 + a, D + q] += wa
+                # the M_o^-1 part on m: E[z (x_d - mu_d)] += M_o^-1 w_d,
+                # E[(x_d - mu_d)^2] += psi_d + w_d^T M_o^-1 w_d
+                for i in range(nm):
+                    d = m[i]
+                    e2 = WP[k, d, q]
+                    for a in range(q):
+                        t = 0.0
+                        for b in range(q):
+                            t += MK[k, a, b] * WP[k, d, b]
+                        e2 += WP[k, d, a] * t
+                        s2[k, 1 + a, d] += wr * t
+                    s2[k, 0, d] += wr * e2
         llws_p[slot, 0] = ll
         llws_p[slot, 1] = ws
