@@ -258,14 +258,16 @@ def _holes(X, setting, rng):
     return X
 
 
-def iteration(N, D=16, K=16, iters=4, scratch=None):
+def iteration(N, D=16, K=16, iters=4, scratch=None, repeats=1, kinds=None):
     """Part 5: seconds per EM iteration of ``GaussianMixture.fit`` (its ``iteration_times_``:
     one iteration = the data pass and the M-step; the validation pass and the start are not
     in it) from a fixed start, median over ``iters`` iterations of one run, for complete data
     and 20 % missing, from memory, a ``.npy`` file and a Dask array (local threaded scheduler,
     blocks of 2^17 rows), and for lowrank (q = 4) and online EM (one pass in batches of 2^16
     rows) from memory.  CPU: process time of a fit with ``iters`` iterations minus that of the
-    same fit with one, divided by ``iters - 1`` (the start and validation passes cancel)."""
+    same fit with one, divided by ``iters - 1`` (the start and validation passes cancel).
+    With ``repeats`` > 1 both are medians over that many runs; ``kinds`` restricts the part to
+    those covariance types (diag also covers online EM)."""
     import tempfile
     rng = np.random.default_rng(0)
     X = rng.normal(size=(N, D)) + 2.0 * rng.integers(0, 4, size=(N, 1))
@@ -293,34 +295,44 @@ def iteration(N, D=16, K=16, iters=4, scratch=None):
             kw.update(weights_init=p.weights, means_init=p.means, precisions_init=prec)
         if algorithm == "online":
             kw.update(batch_size=1 << 16, max_iter=2)
-        gm = fastmix.GaussianMixture(K, **kw)
+        walls, cpus = [], []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fastmix.GaussianMixture(K, **dict(kw, max_iter=1)).fit(Xs[:20000])  # compile
-            c0 = time.process_time()
-            fastmix.GaussianMixture(K, **dict(kw, max_iter=1)).fit(data, algorithm=algorithm)
-            c1 = time.process_time()
-            gm.fit(data, algorithm=algorithm)
-            c2 = time.process_time()
+            for _ in range(repeats):
+                gm = fastmix.GaussianMixture(K, **kw)
+                c0 = time.process_time()
+                fastmix.GaussianMixture(K, **dict(kw, max_iter=1)).fit(data,
+                                                                       algorithm=algorithm)
+                c1 = time.process_time()
+                gm.fit(data, algorithm=algorithm)
+                c2 = time.process_time()
+                it = np.asarray(gm.iteration_times_)
+                walls.append(float(np.median(it)))
+                # CPU of the extra iterations: (fit with all of them) - (fit with one)
+                cpus.append(((c2 - c1) - (c1 - c0)) / max(1, it.size - 1))
         if source == "npy":
             os.remove(data)
-        it = np.asarray(gm.iteration_times_)
-        # CPU of the extra iterations: (fit with all of them) - (fit with one), per iteration
         rows.append({"kind": kind, "missing": setting, "source": source,
                      "algorithm": algorithm, "rows": n,
-                     "iter_wall": float(np.median(it)), "iters": int(it.size),
-                     "fit_cpu_per_iter": ((c2 - c1) - (c1 - c0)) / max(1, it.size - 1)})
+                     "iter_wall": float(np.median(walls)), "iters": int(it.size),
+                     "repeats": repeats, "fit_cpu_per_iter": float(np.median(cpus))})
         print(rows[-1], flush=True)
 
+    kinds = kinds or ("diag", "full", "lowrank")
     for kind, setting in (("diag", "complete"), ("diag", "mcar"), ("full", "complete"),
                           ("full", "patterns64")):
-        for source in ("memory", "npy", "dask"):
-            run(kind, setting, source)
-    run("full", "complete", "memory", n=N // 10)
-    run("full", "mcar", "memory", n=N // 10)
+        if kind in kinds:
+            for source in ("memory", "npy", "dask"):
+                run(kind, setting, source)
+    if "full" in kinds:
+        run("full", "complete", "memory", n=N // 10)
+        run("full", "mcar", "memory", n=N // 10)
     for setting in ("complete", "mcar"):
-        run("lowrank", setting, "memory")
-        run("diag", setting, "memory", algorithm="online")
+        if "lowrank" in kinds:
+            run("lowrank", setting, "memory")
+        if "diag" in kinds:
+            run("diag", setting, "memory", algorithm="online")
     return rows
 
 
@@ -392,9 +404,12 @@ def _iteration_report(rows, meta):
     L += [f"## 5. Seconds per EM iteration (D = 16, K = 16, float64, 20 % missing), "
           f"NUMBA_NUM_THREADS={threads}", "",
           f"Load average {meta.get('load_start', float('nan')):.1f} at the start, "
-          f"{meta.get('load_end', float('nan')):.1f} at the end of this part.", "",
+          f"{meta.get('load_end', float('nan')):.1f} at the end of this part"
+          + (f"; kinds {', '.join(meta['kinds'])} only" if meta.get("kinds") else "")
+          + (f"; medians of {meta['repeats']} runs" if meta.get("repeats", 1) > 1 else "")
+          + ".", "",
           "`GaussianMixture.fit` from a fixed start (lowrank: q = 4, its k-means/PCA "
-          "start), median of `iteration_times_` (wall) over one run; CPU: process time of "
+          "start), median of `iteration_times_` (wall) within a run; CPU: process time of "
           "a fit with 4 iterations minus that of one, over 3. Online: "
           "one pass in batches of 65,536 rows. Ratios against the complete-data run of "
           "the same kind, source and rows.", "",
@@ -438,6 +453,10 @@ def main():
     ap.add_argument("--iteration-rows", type=int, default=1_000_000,
                     help="rows of the per-iteration part (5)")
     ap.add_argument("--scratch", default=None, help="folder for the temporary .npy files")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="runs per configuration of part 5 (medians)")
+    ap.add_argument("--kinds", default=None,
+                    help="comma-separated covariance types of part 5 (diag,full,lowrank)")
     args = ap.parse_args()
     parts = args.only or ["params", "impute", "regression", "timing", "iteration"]
     res = {"load_start": _load()}
@@ -452,9 +471,12 @@ def main():
     if "iteration" in parts:
         threads = os.environ.get("NUMBA_NUM_THREADS", "default")
         load = _load()
-        res[f"iteration_t{threads}"] = iteration(args.iteration_rows, scratch=args.scratch)
-        res[f"iteration_t{threads}_meta"] = {"threads": threads, "load_start": load,
-                                             "load_end": _load()}
+        kinds = args.kinds.split(",") if args.kinds else None
+        key = f"iteration_t{threads}" + ("_" + "-".join(kinds) if kinds else "")
+        res[key] = iteration(args.iteration_rows, scratch=args.scratch, repeats=args.repeats,
+                             kinds=kinds)
+        res[key + "_meta"] = {"threads": threads, "load_start": load, "load_end": _load(),
+                              "repeats": args.repeats, "kinds": kinds}
     res["load_end"] = _load()
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     if args.only and os.path.exists(args.out + ".json"):  # keep the parts not re-run

@@ -72,9 +72,14 @@ def _hard_stats(X, w, kp, chunk_rows):
 
 
 def _estep_missing(X, w, shared, chunk_rows):
-    """The masked E-step of rows with NaN entries (``kernels.estep_stats_missing``);
-    ``shared`` = (KernelParams, covariances, log-weights)."""
+    """The masked E-step of rows with NaN entries (``kernels.estep_stats_missing``; full, tied
+    and lowrank with each pattern factorised once per block, as a local fit does once per
+    E-step); ``shared`` = (KernelParams, covariances, log-weights)."""
     kp, cov, logw = shared
+    if kp.kind in (kernels.FULL, kernels.TIED):
+        return kernels.estep_stats_missing_cov(X, w, kp, cov, logw, chunk_rows)
+    if kp.kind == kernels.LOWRANK:
+        return kernels.estep_stats_missing_lowrank(X, w, kp, cov, logw, chunk_rows)
     return kernels.estep_stats_missing(X, w, kp, cov, logw, chunk_rows)
 
 

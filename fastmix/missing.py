@@ -155,7 +155,8 @@ def e_step_stats(data, sample_weight, params, chunk_rows, on_block=None, cache=N
 
     ``cache``: a dict kept across E-steps over the same in-memory rows (``run_em``); it keeps
     each block's NaN-chunk flags and full/tied pattern grouping (which depend on the rows
-    only), so they are computed once per fit instead of once per iteration."""
+    only; lowrank: each row's pattern), so they are computed once per fit instead of once per
+    iteration."""
     data = as_stream(data, sample_weight, chunk_rows)
     kp = params.kernel_params(data.dtype)
     cov, logw = model_arrays(params)
@@ -163,17 +164,34 @@ def e_step_stats(data, sample_weight, params, chunk_rows, on_block=None, cache=N
         return stats_from_kernel(params.kind, data.reduce("estep_missing", (kp, cov, logw)),
                                  kp)
     acc = kernels.Accumulator.for_params(kp)
+    # full/tied/lowrank: each missingness pattern factorised once per E-step, for all blocks
+    table = None
+    if params.kind in ("full", "tied"):
+        table = kernels.PatternTable(np.reshape(cov, (-1,) + cov.shape[-2:]))
+    elif params.kind == "lowrank":
+        table = kernels.PatternTable(cov, lowrank=True)
     for _, X, w in data.blocks():
         flags = groups = None
         if cache is not None:
             key = (X.__array_interface__["data"][0], X.shape, X.strides, X.dtype.str)
             if key not in cache:
                 cache.clear()
-                cache[key] = (kernels.pattern_groups(X, data.chunk_rows)
-                              if params.kind in ("full", "tied")
-                              else (kernels.nan_chunks(X, data.chunk_rows), None))
+                if params.kind in ("full", "tied"):
+                    cache[key] = kernels.pattern_groups(X, data.chunk_rows)
+                elif params.kind == "lowrank":
+                    cache[key] = (kernels.nan_chunks(X, data.chunk_rows), kernels.row_patterns(X))
+                else:
+                    cache[key] = (kernels.nan_chunks(X, data.chunk_rows), None)
             flags, groups = cache[key]
-        kernels.estep_stats_missing(X, w, kp, cov, logw, data.chunk_rows, acc, flags, groups)
+        if params.kind in ("full", "tied"):
+            kernels.estep_stats_missing_cov(X, w, kp, cov, logw, data.chunk_rows, acc, flags,
+                                            groups, table)
+        elif params.kind == "lowrank":
+            kernels.estep_stats_missing_lowrank(X, w, kp, cov, logw, data.chunk_rows, acc, flags,
+                                                groups, table)
+        else:
+            kernels.estep_stats_missing(X, w, kp, cov, logw, data.chunk_rows, acc, flags,
+                                        groups)
         if on_block is not None:
             on_block(X.shape[0])
     return stats_from_kernel(params.kind, acc.result(), kp)

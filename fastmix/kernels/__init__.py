@@ -711,3 +711,189 @@ __all__ = ["Accumulator", "run_ranges", "num_threads", "thread_limit", "blas_sin
            "s2_shape", "grid_stats", "grid_window", "grid_layout", "GridLayout", "GRID_EM", "GRID_KDE", "GRID_LOGP",
            "nan_chunks", "estep_stats_missing", "log_prob_missing", "impute_moments",
            "pattern_groups"]
+
+
+# ------------- missing values: each missingness pattern factorised once per E-step (issue 21) ---
+#: Memory budget (bytes) of one E-step's table of pattern factors (``PatternTable``).  Full /
+#: tied: three (D, D) float64 matrices per pattern and covariance -- 48 KiB per pattern at
+#: K = D = 16, so the default holds about 1300 patterns there; lowrank: two (q, q) matrices and
+#: a log-determinant per pattern and component -- 4.1 KiB at K = 16, q = 4, about 16000
+#: patterns.  Patterns beyond it are factorised where they occur (per chunk for full/tied,
+#: per row for lowrank), with the same arithmetic.
+PATTERN_TABLE_BYTES = 64 * 2**20
+
+
+class PatternTable:
+    """One E-step's factors of the missingness patterns, filled as blocks of rows bring new
+    patterns and kept across the blocks of that E-step: each pattern is factorised once per
+    E-step instead of once per chunk (full/tied: ``cpu_missing.pattern_factor_table``) or once
+    per row (lowrank: ``cpu_missing.lowrank_pattern_table``) it appears in.
+
+    ``cov``: float64 covariances (K, D, D) (tied: (1, D, D)), or with ``lowrank`` the packed
+    ``[W_k | psi_k]`` (K, D, q + 1).  ``arrays``: the factor arrays, one row per pattern."""
+
+    def __init__(self, cov, budget=None, lowrank=False):
+        self.cov = np.ascontiguousarray(cov, np.float64)
+        self.lowrank = lowrank
+        Kc, D = self.cov.shape[0], self.cov.shape[1]
+        if lowrank:
+            q = self.cov.shape[2] - 1
+            shapes = ((Kc, q, q), (Kc, q, q), (Kc,))
+        else:
+            shapes = ((Kc * D * D,), (Kc, D, D), (Kc, D, D), (Kc,))
+        per = 8 * sum(math.prod(sh) for sh in shapes)
+        budget = PATTERN_TABLE_BYTES if budget is None else budget
+        self.capacity = int(budget // per)
+        self.index = {}
+        self.size = 0
+        self.arrays = tuple(np.zeros((0,) + sh) for sh in shapes)
+
+    def rows(self, pats):
+        """Table rows of the patterns ``pats`` (n, D) bool (True = missing), factorising the new
+        ones; -1 for a pattern that does not fit the budget."""
+        keys = [p.tobytes() for p in np.packbits(pats, axis=1)]
+        first = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        room = max(0, self.capacity - self.size)
+        new_keys = [k for k in first if k not in self.index][:room]
+        if new_keys:
+            sel = np.asarray([first[k] for k in new_keys], np.int64)
+            new = tuple(np.zeros((len(new_keys),) + a.shape[1:]) for a in self.arrays)
+            fn = (cpu_missing.lowrank_pattern_table if self.lowrank
+                  else cpu_missing.pattern_factor_table)
+            fn(self.cov, np.ascontiguousarray(pats[sel], np.uint8), *new)
+            self.arrays = tuple(np.concatenate([a, b]) for a, b in zip(self.arrays, new))
+            for k in new_keys:
+                self.index[k] = self.size
+                self.size += 1
+        return np.asarray([self.index.get(k, -1) for k in keys], np.int64)
+
+
+def row_patterns(X):
+    """(inverse (N,) int64, patterns (P, D) bool): each row's missingness pattern as an index
+    into the distinct patterns of X (True = missing), the most frequent first."""
+    nan = np.isnan(X)
+    keys = np.packbits(nan, axis=1)
+    if X.shape[1] <= 64:  # one integer per pattern: a 1-D unique (np.unique(axis=0) is slow)
+        k8 = np.zeros((X.shape[0], 8), np.uint8)
+        k8[:, :keys.shape[1]] = keys
+        keys = k8.view(np.uint64).reshape(-1)
+    _, first, inv, counts = np.unique(keys, axis=0, return_index=True, return_inverse=True,
+                                      return_counts=True)
+    order = np.argsort(-counts, kind="stable")  # the most frequent first (a table over its
+    rank = np.empty_like(order)                 # budget then holds the most rows)
+    rank[order] = np.arange(order.size)
+    return rank[inv.reshape(-1)].astype(np.int64), nan[first[order]]
+
+
+def _masked_slots(X, sw, kp, chunk_rows, acc, flags, masked):
+    """Run ``masked(c0, j0, j1, nk_p, s1_p, s2_p, llws_p)`` on the chunks with NaN and the
+    ordinary pass on the others, on the fixed chunk slots of ``estep_stats_missing``, and add
+    the slots to ``acc`` in chunk order (full, tied, lowrank)."""
+    K, D = kp.means64.shape
+    q = n_factors(kp)
+    if acc is None:
+        acc = Accumulator(kp.kind, K, D, q)
+    n_chunks = flags.shape[0]
+    n_slots = min(n_chunks, _n_slots(kp.kind, K, D, q))
+    nk_p = np.zeros((n_slots, K + 8))
+    s1_p = np.zeros((n_slots, K, D))
+    s2_p = np.zeros((n_slots,) + s2_shape(kp.kind, K, D, q))
+    llws_p = np.zeros((n_slots, 8))
+    run, pc, g, g64, tmeans = _pass_layout(kp, ESTEP, X.dtype)
+    R = np.empty((0, K))
+    cut = CUT[X.dtype]
+
+    def ranges(c0, j0, j1):
+        j = j0
+        while j < j1:  # maximal runs of chunks with (masked pass) and without NaN
+            e = j + 1
+            while e < j1 and flags[c0 + e] == flags[c0 + j]:
+                e += 1
+            if flags[c0 + j]:
+                masked(cut, c0, j, e, nk_p, s1_p, s2_p, llws_p)
+            else:
+                run(ESTEP, X, sw, R, kp.means, pc, kp.lconst, tmeans, g, kp.means64, g64,
+                    cut, chunk_rows, c0, j, e, nk_p, s1_p, s2_p, llws_p)
+            j = e
+
+    with blas_single_threaded():
+        for c0 in range(0, n_chunks, n_slots):
+            n_here = min(n_slots, n_chunks - c0)
+            _threads.run_ranges(lambda j0, j1: ranges(c0, j0, j1), n_here)
+            for j in range(n_here):  # fixed order
+                acc.nk += nk_p[j, :K]
+                acc.s1 += s1_p[j]
+                acc.s2 += s2_p[j]
+                acc.ll += llws_p[j, 0]
+                acc.ws += llws_p[j, 1]
+    return acc.result()
+
+
+def estep_stats_missing_cov(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None, groups=None,
+                            table=None):
+    """``estep_stats_missing`` for full and tied models, with each missingness pattern
+    factorised once per E-step: ``table`` (a ``PatternTable`` of ``cov``, shared by the blocks
+    of one E-step; a new one if None).  Pattern groups of at least
+    ``cpu_missing.COV_GEMM_MIN_ROWS`` rows in their chunk run in GEMM blocks about the model's
+    shared centre (``cpu_missing.pass_cov_missing_tab``), when it has one; the others exactly
+    as in ``estep_stats_missing``.  A group's arithmetic depends only on its rows and the model
+    (not on the table), so a file read in blocks of whole chunks still gives the in-memory
+    statistics bit for bit, and 1 and 2 threads agree bit for bit."""
+    if kp.kind not in (FULL, TIED):
+        return estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc, flags, groups)
+    chunk_rows = int(chunk_rows)
+    if flags is None:
+        flags = nan_chunks(X, chunk_rows)
+    if not flags.any():
+        return estep_stats(X, sw, kp, chunk_rows, acc)
+    if groups is None:
+        groups = _pattern_groups(X, chunk_rows, flags)
+    D = kp.means64.shape[1]
+    _, margs = _missing_args(kp, cov, logw, X, chunk_rows, flags, groups)
+    order, gstart, cgroup = groups
+    # the shared centre of the complete passes; for tied (which always has one) only when
+    # every mean is within a squared Mahalanobis distance SHARED_MAX of it, as for full, so
+    # that re-centring the group sums loses at most log10(SHARED_MAX) digits
+    c64 = np.ascontiguousarray(kp.g64, np.float64)
+    if kp.kind == TIED and not np.max(np.square(kp.tmeans, dtype=np.float64).sum(axis=1)) < \
+            SHARED_MAX[np.dtype(np.float64)]:
+        c64 = np.zeros(0)
+    gtab = np.full(gstart.shape[0] - 1, -2, np.int64)
+    if table is None:
+        table = PatternTable(margs[3])
+    if c64.shape[0] == D and gtab.size:
+        big = np.flatnonzero(np.diff(gstart) >= cpu_missing.COV_GEMM_MIN_ROWS)
+        if big.size:
+            gtab[big] = table.rows(np.isnan(X[order[gstart[big]]]))
+    sw = _weights(sw)
+    args = (X, sw) + margs[2:9] + (c64, order, gstart, cgroup, gtab) + table.arrays
+    return _masked_slots(X, sw, kp, chunk_rows, acc, flags, lambda cut, c0, j0, j1, *slots:
+                         cpu_missing.pass_cov_missing_tab(*args, cut, chunk_rows, c0, j0, j1,
+                                                          *slots))
+
+
+def estep_stats_missing_lowrank(X, sw, kp, WP, logw, chunk_rows, acc=None, flags=None,
+                                patterns=None, table=None):
+    """``estep_stats_missing`` for lowrank models with each pattern's q x q factors computed
+    once per E-step (``cpu_missing.pass_lowrank_missing_tab``).  ``WP`` (K, D, q + 1) float64
+    ``[W_k | psi_k]``; ``patterns``: ``row_patterns(X)`` if known; ``table``: a ``PatternTable``
+    of WP with ``lowrank=True``, shared by the blocks of one E-step (a new one if None).  A row's
+    arithmetic does not depend on the table, so a file read in blocks of whole chunks gives the
+    in-memory statistics bit for bit, and 1 and 2 threads agree bit for bit."""
+    chunk_rows = int(chunk_rows)
+    if flags is None:
+        flags = nan_chunks(X, chunk_rows)
+    if not flags.any():
+        return estep_stats(X, sw, kp, chunk_rows, acc)
+    WP = np.ascontiguousarray(WP, np.float64)
+    inv, pats = row_patterns(X) if patterns is None else patterns
+    if table is None:
+        table = PatternTable(WP, lowrank=True)
+    pid = table.rows(pats)[inv]
+    sw = _weights(sw)
+    args = (X, sw, kp.means64, WP, np.ascontiguousarray(logw, np.float64), pid) + table.arrays
+    return _masked_slots(X, sw, kp, chunk_rows, acc, flags, lambda cut, c0, j0, j1, *slots:
+                         cpu_missing.pass_lowrank_missing_tab(*args, cut, chunk_rows, c0, j0, j1,
+                                                              *slots))

@@ -341,6 +341,192 @@ def _add_row(k, kc, wr, y, o, no, m, nm, A, C, means64, tied, g64, e, Pa, nk, s1
 
 
 @kernel()
+def _group_stats(k, nkg, ag, Sg, o, no, m, nm, A, C, means64, tied, g64, Lw, Pa, PS, e, nk,
+                 s1, s2):
+    """A pattern group's weighted sums for component k -- ``nkg`` = sum w r, ``ag`` = sum w r y,
+    ``Sg`` (symmetric) = sum w r y y^T of y = x_o - mu_ko -- into the statistics: e = x_hat -
+    mu_k = P y with P = [I; A_k], plus ``nkg C_k`` on the missing block (tied: about g).
+    ``Lw``, ``Pa``, ``PS``, ``e``: scratch."""
+    D = means64.shape[1]
+    nk[k] += nkg
+    # Pa = P ag (D,) in the original feature order
+    for i in range(no):
+        Pa[o[i]] = ag[i]
+    for a in range(nm):
+        t = 0.0
+        for j in range(no):
+            t += A[a, j] * ag[j]
+        Pa[m[a]] = t
+    for d in range(D):
+        s1[k, d] += nkg * means64[k, d] + Pa[d]
+    # P Sg P^T: the o block is Sg, the (m, o) block Lw = A Sg (row by row of Sg, vectorised
+    # over j), the (o, m) block its transpose (Sg is symmetric), the (m, m) block Lw A^T
+    for a in range(nm):
+        for j in range(no):
+            Lw[a, j] = 0.0
+        for p in range(no):
+            c = A[a, p]
+            for j in range(no):
+                Lw[a, j] += c * Sg[p, j]
+    if not tied:  # straight into s2[k], each entry once
+        for i in range(no):
+            oi = o[i]
+            for j in range(no):
+                s2[k, oi, o[j]] += Sg[i, j]
+            for b in range(nm):
+                s2[k, oi, m[b]] += Lw[b, i]
+        for a in range(nm):
+            ma = m[a]
+            for j in range(no):
+                s2[k, ma, o[j]] += Lw[a, j]
+            for b in range(nm):
+                t = 0.0
+                for p in range(no):
+                    t += Lw[a, p] * A[b, p]
+                s2[k, ma, m[b]] += t + nkg * C[a, b]
+        return
+    for i in range(no):
+        for j in range(no):
+            PS[o[i], o[j]] = Sg[i, j]
+        for b in range(nm):
+            PS[o[i], m[b]] = Lw[b, i]
+    for a in range(nm):
+        for j in range(no):
+            PS[m[a], o[j]] = Lw[a, j]
+        for b in range(nm):
+            t = 0.0
+            for p in range(no):
+                t += Lw[a, p] * A[b, p]
+            PS[m[a], m[b]] = t + nkg * C[a, b]
+    # about g: e + d_k with d_k = mu_k - g
+    for d in range(D):
+        e[d] = means64[k, d] - g64[d]
+    for i in range(D):
+        for j in range(D):
+            s2[0, i, j] += (PS[i, j] + Pa[i] * e[j] + e[i] * Pa[j] + nkg * e[i] * e[j])
+
+
+@kernel()
+def _cov_group(X, sw, means64, cov, prec, ldcov, logw, tied, g64, order, g0, g1, cut, o, m,
+               Soo, Lw, Li, PM, A, C, cst, lrow, resp, y, z, nkg, ag, Sg, e, Pa, PS, nk, s1, s2,
+               logp, labels, resp_out, imp):
+    """One pattern group (rows ``order[g0:g1]``) of ``pass_cov_missing``, its own
+    factorisation per component: adds to the statistics (nk, s1, s2) and the per-row outputs;
+    returns (sum w log p(x_o), sum w)."""
+    K, D = means64.shape
+    N = X.shape[0]
+    Kc = cov.shape[0]
+    has_w = sw.shape[0] > 0
+    want_logp = logp.shape[0] == N
+    want_resp = resp_out.shape[0] == N
+    want_imp = imp.shape[1] == N
+    ll = 0.0
+    ws = 0.0
+    r0 = order[g0]
+    no = 0
+    nm = 0
+    for d in range(D):
+        if X[r0, d] != X[r0, d]:
+            m[nm] = d
+            nm += 1
+        else:
+            o[no] = d
+            no += 1
+    logdet = np.zeros(Kc)
+    rows = g1 - g0
+    use_prec = rows * (0.5 * no * no + nm * no) < no * no * no / 3.0 + nm * no * no
+    for kc in range(Kc):
+        if use_prec:  # Li holds P_oo
+            logdet[kc] = _pattern_factors_prec(prec, kc, o, no, m, nm, ldcov, Soo, Lw,
+                                               Li[kc], PM[kc], A[kc], C[kc])
+        else:
+            logdet[kc] = _pattern_factors(cov, kc, o, no, m, nm, Soo, Lw, Li[kc],
+                                          A[kc], C[kc])
+    for k in range(K):
+        kc = k if Kc == K else 0
+        cst[k] = logw[k] - logdet[kc] - 0.5 * no * LOG_2PI
+        nkg[k] = 0.0
+        for i in range(no):
+            ag[k, i] = 0.0
+            for j in range(no):
+                Sg[k, i, j] = 0.0
+    for q in range(g0, g1):
+        n = order[q]
+        wn = sw[n] if has_w else 1.0
+        for k in range(K):
+            kc = k if Kc == K else 0
+            for i in range(no):
+                y[i] = np.float64(X[n, o[i]]) - means64[k, o[i]]
+            acc = 0.0
+            if use_prec:  # y^T P_oo y - v^T C v, v = P_mo y
+                for i in range(no):
+                    t = 0.0
+                    for j in range(no):
+                        t += Li[kc, i, j] * y[j]
+                    acc += y[i] * t
+                for a in range(nm):
+                    t = 0.0
+                    for j in range(no):
+                        t += PM[kc, a, j] * y[j]
+                    z[a] = t
+                for a in range(nm):
+                    t = 0.0
+                    for b in range(nm):
+                        t += C[kc, a, b] * z[b]
+                    acc -= z[a] * t
+            else:  # |L^-1 y|^2
+                for i in range(no):
+                    t = 0.0
+                    for p in range(i + 1):
+                        t += Li[kc, i, p] * y[p]
+                    acc += t * t
+            lrow[k] = cst[k] - 0.5 * acc
+        lp, am = _row_responsibilities(lrow, resp, cut)
+        if want_logp:
+            logp[n] = lp
+            labels[n] = am
+        if want_resp:
+            for k in range(K):
+                resp_out[n, k] = resp[k]
+        if want_imp:
+            _impute_cov(X, n, resp, means64, o, no, m, nm, A, C, Kc, y, imp)
+        ll += wn * lp
+        ws += wn
+        if wn == 0.0:
+            continue
+        for k in range(K):
+            wr = wn * resp[k]
+            if wr == 0.0:
+                continue
+            for i in range(no):
+                y[i] = np.float64(X[n, o[i]]) - means64[k, o[i]]
+            if rows == 1:  # a one-row group: straight into the statistics
+                kc = k if Kc == K else 0
+                _add_row(k, kc, wr, y, o, no, m, nm, A, C, means64, tied, g64, e, Pa,
+                         nk, s1, s2)
+                continue
+            nkg[k] += wr
+            for i in range(no):
+                z[i] = wr * y[i]
+                ag[k, i] += z[i]
+            for i in range(no):  # lower triangle; mirrored when the group ends
+                zi = z[i]
+                for j in range(i + 1):
+                    Sg[k, i, j] += zi * y[j]
+    # the group's sums -> statistics: e = x_hat - mu_k = P y with P = [I; A_k]
+    for k in range(K):
+        if nkg[k] == 0.0:
+            continue
+        kc = k if Kc == K else 0
+        for i in range(no):
+            for j in range(i + 1, no):
+                Sg[k, i, j] = Sg[k, j, i]
+        _group_stats(k, nkg[k], ag[k], Sg[k], o, no, m, nm, A[kc], C[kc], means64,
+                     tied, g64, Lw, Pa, PS, e, nk, s1, s2)
+    return ll, ws
+
+
+@kernel()
 def pass_cov_missing(X, sw, means64, cov, prec, ldcov, logw, tied, g64, order, gstart, cgroup,
                      cut, chunk_rows, c0, j0, j1, nk_p, s1_p, s2_p, llws_p, logp, labels,
                      resp_out, imp):
@@ -351,7 +537,6 @@ def pass_cov_missing(X, sw, means64, cov, prec, ldcov, logw, tied, g64, order, g
     missingness pattern; group ``i`` is ``order[gstart[i]:gstart[i + 1]]``; chunk c's groups
     are ``cgroup[c] .. cgroup[c+1]`` (none for chunks without NaN: never passed here)."""
     K, D = means64.shape
-    N = X.shape[0]
     Kc = cov.shape[0]
     o = np.empty(D, np.int64)
     m = np.empty(D, np.int64)
@@ -372,10 +557,6 @@ def pass_cov_missing(X, sw, means64, cov, prec, ldcov, logw, tied, g64, order, g
     e = np.empty(D)
     Pa = np.empty(D)
     PS = np.empty((D, D))
-    has_w = sw.shape[0] > 0
-    want_logp = logp.shape[0] == N
-    want_resp = resp_out.shape[0] == N
-    want_imp = imp.shape[1] == N
     for slot in range(j0, j1):
         c = c0 + slot
         nk = nk_p[slot, :K]
@@ -387,153 +568,12 @@ def pass_cov_missing(X, sw, means64, cov, prec, ldcov, logw, tied, g64, order, g
         ll = 0.0
         ws = 0.0
         for grp in range(cgroup[c], cgroup[c + 1]):
-            r0 = order[gstart[grp]]
-            no = 0
-            nm = 0
-            for d in range(D):
-                if X[r0, d] != X[r0, d]:
-                    m[nm] = d
-                    nm += 1
-                else:
-                    o[no] = d
-                    no += 1
-            logdet = np.zeros(Kc)
-            rows = gstart[grp + 1] - gstart[grp]
-            use_prec = rows * (0.5 * no * no + nm * no) < no * no * no / 3.0 + nm * no * no
-            for kc in range(Kc):
-                if use_prec:  # Li holds P_oo
-                    logdet[kc] = _pattern_factors_prec(prec, kc, o, no, m, nm, ldcov, Soo, Lw,
-                                                       Li[kc], PM[kc], A[kc], C[kc])
-                else:
-                    logdet[kc] = _pattern_factors(cov, kc, o, no, m, nm, Soo, Lw, Li[kc],
-                                                  A[kc], C[kc])
-            for k in range(K):
-                kc = k if Kc == K else 0
-                cst[k] = logw[k] - logdet[kc] - 0.5 * no * LOG_2PI
-                nkg[k] = 0.0
-                for i in range(no):
-                    ag[k, i] = 0.0
-                    for j in range(no):
-                        Sg[k, i, j] = 0.0
-            for q in range(gstart[grp], gstart[grp + 1]):
-                n = order[q]
-                wn = sw[n] if has_w else 1.0
-                for k in range(K):
-                    kc = k if Kc == K else 0
-                    for i in range(no):
-                        y[i] = np.float64(X[n, o[i]]) - means64[k, o[i]]
-                    acc = 0.0
-                    if use_prec:  # y^T P_oo y - v^T C v, v = P_mo y
-                        for i in range(no):
-                            t = 0.0
-                            for j in range(no):
-                                t += Li[kc, i, j] * y[j]
-                            acc += y[i] * t
-                        for a in range(nm):
-                            t = 0.0
-                            for j in range(no):
-                                t += PM[kc, a, j] * y[j]
-                            z[a] = t
-                        for a in range(nm):
-                            t = 0.0
-                            for b in range(nm):
-                                t += C[kc, a, b] * z[b]
-                            acc -= z[a] * t
-                    else:  # |L^-1 y|^2
-                        for i in range(no):
-                            t = 0.0
-                            for p in range(i + 1):
-                                t += Li[kc, i, p] * y[p]
-                            acc += t * t
-                    lrow[k] = cst[k] - 0.5 * acc
-                lp, am = _row_responsibilities(lrow, resp, cut)
-                if want_logp:
-                    logp[n] = lp
-                    labels[n] = am
-                if want_resp:
-                    for k in range(K):
-                        resp_out[n, k] = resp[k]
-                if want_imp:
-                    _impute_cov(X, n, resp, means64, o, no, m, nm, A, C, Kc, y, imp)
-                ll += wn * lp
-                ws += wn
-                if wn == 0.0:
-                    continue
-                for k in range(K):
-                    wr = wn * resp[k]
-                    if wr == 0.0:
-                        continue
-                    for i in range(no):
-                        y[i] = np.float64(X[n, o[i]]) - means64[k, o[i]]
-                    if rows == 1:  # a one-row group: straight into the statistics
-                        kc = k if Kc == K else 0
-                        _add_row(k, kc, wr, y, o, no, m, nm, A, C, means64, tied, g64, e, Pa,
-                                 nk, s1, s2)
-                        continue
-                    nkg[k] += wr
-                    for i in range(no):
-                        z[i] = wr * y[i]
-                        ag[k, i] += z[i]
-                    for i in range(no):  # lower triangle; mirrored when the group ends
-                        zi = z[i]
-                        for j in range(i + 1):
-                            Sg[k, i, j] += zi * y[j]
-            # the group's sums -> statistics: e = x_hat - mu_k = P y with P = [I; A_k]
-            for k in range(K):
-                if nkg[k] == 0.0:
-                    continue
-                kc = k if Kc == K else 0
-                nk[k] += nkg[k]
-                for i in range(no):
-                    for j in range(i + 1, no):
-                        Sg[k, i, j] = Sg[k, j, i]
-                # Pa = P ag (D,), PS = P Sg P^T (D, D), both in the original feature order
-                for i in range(no):
-                    Pa[o[i]] = ag[k, i]
-                for a in range(nm):
-                    t = 0.0
-                    for j in range(no):
-                        t += A[kc, a, j] * ag[k, j]
-                    Pa[m[a]] = t
-                for d in range(D):
-                    s1[k, d] += nkg[k] * means64[k, d] + Pa[d]
-                # rows: PS[o_i, :] from Sg, PS[m_a, :] from A Sg; then columns the same way
-                for i in range(no):
-                    for j in range(no):
-                        Soo[i, j] = Sg[k, i, j]
-                for a in range(nm):  # (A Sg)[a, j] into Lw
-                    for j in range(no):
-                        t = 0.0
-                        for p in range(no):
-                            t += A[kc, a, p] * Sg[k, p, j]
-                        Lw[a, j] = t
-                for i in range(no):
-                    for j in range(no):
-                        PS[o[i], o[j]] = Soo[i, j]
-                    for b in range(nm):
-                        t = 0.0
-                        for p in range(no):
-                            t += Sg[k, i, p] * A[kc, b, p]
-                        PS[o[i], m[b]] = t
-                for a in range(nm):
-                    for j in range(no):
-                        PS[m[a], o[j]] = Lw[a, j]
-                    for b in range(nm):
-                        t = 0.0
-                        for p in range(no):
-                            t += Lw[a, p] * A[kc, b, p]
-                        PS[m[a], m[b]] = t + nkg[k] * C[kc, a, b]
-                if not tied:
-                    for i in range(D):
-                        for j in range(D):
-                            s2[k, i, j] += PS[i, j]
-                else:  # about g: e + d_k with d_k = mu_k - g
-                    for d in range(D):
-                        e[d] = means64[k, d] - g64[d]
-                    for i in range(D):
-                        for j in range(D):
-                            s2[0, i, j] += (PS[i, j] + Pa[i] * e[j] + e[i] * Pa[j]
-                                            + nkg[k] * e[i] * e[j])
+            lg, wg = _cov_group(X, sw, means64, cov, prec, ldcov, logw, tied, g64, order,
+                                gstart[grp], gstart[grp + 1], cut, o, m, Soo, Lw, Li, PM, A,
+                                C, cst, lrow, resp, y, z, nkg, ag, Sg, e, Pa, PS, nk, s1, s2,
+                                logp, labels, resp_out, imp)
+            ll += lg
+            ws += wg
         llws_p[slot, 0] = ll
         llws_p[slot, 1] = ws
 
@@ -823,5 +863,448 @@ def pass_lowrank_missing(X, sw, means64, WP, logw, cut, chunk_rows, c0, j0, j1, 
                     for b in range(q):
                         s2[k, 1 + a, D + b] += wr * Ezz[a, b]
                     s2[k, 1 + a, D + q] += wr * Ez[k, a]
+        llws_p[slot, 0] = ll
+        llws_p[slot, 1] = ws
+
+
+# ----------------------------------------- full / tied: factors once per E-step, GEMM rows ---
+#: Pattern groups of at least this many rows in their chunk take the block path
+#: (``pass_cov_missing_tab``): factors from the E-step's table, log-densities and second
+#: moments by GEMM over the group's rows; smaller groups keep ``_cov_group``'s row loop.
+COV_GEMM_MIN_ROWS = 16
+#: Rows per GEMM block of a pattern group.
+COV_BLOCK = 128
+
+
+@kernel()
+def pattern_factor_table(cov, pats, LiT, AT, CT, ldT):
+    """Factors of each missingness pattern ``pats[p]`` (D,) uint8 (1 = missing) and each
+    covariance ``cov[kc]``, by ``_pattern_factors`` (Cholesky form): ``LiT[p]`` the stacked
+    L_kc^-1 as a C-ordered (Kc * no, no) matrix in its first Kc * no * no entries, ``AT[p,
+    kc]`` A (nm, no), ``CT[p, kc]`` C (nm, nm), ``ldT[p, kc]`` = sum log diag L (-inf if
+    Sigma_oo is not SPD).  The numbers are those ``_cov_group`` computes (same function, same
+    inputs), wherever in the data the pattern first appears."""
+    Kc, D = cov.shape[0], cov.shape[1]
+    o = np.empty(D, np.int64)
+    m = np.empty(D, np.int64)
+    Soo = np.empty((D, D))
+    L = np.empty((D, D))
+    Li = np.empty((D, D))
+    for p in range(pats.shape[0]):
+        no = 0
+        nm = 0
+        for d in range(D):
+            if pats[p, d]:
+                m[nm] = d
+                nm += 1
+            else:
+                o[no] = d
+                no += 1
+        for kc in range(Kc):
+            ldT[p, kc] = _pattern_factors(cov, kc, o, no, m, nm, Soo, L, Li, AT[p, kc],
+                                          CT[p, kc])
+            base = kc * no * no
+            for i in range(no):
+                for j in range(no):
+                    LiT[p, base + i * no + j] = Li[i, j] if j <= i else 0.0
+
+
+@kernel()
+def pass_cov_missing_tab(X, sw, means64, cov, prec, ldcov, logw, tied, g64, c64, order, gstart,
+                         cgroup, gtab, LiT, AT, CT, ldT, cut, chunk_rows, c0, j0, j1, nk_p,
+                         s1_p, s2_p, llws_p):
+    """``pass_cov_missing`` (statistics only) with each pattern's factors computed once per
+    E-step.  Group ``grp`` with ``gtab[grp] >= 0`` reads its factors from the table (``LiT``,
+    ``AT``, ``CT``, ``ldT`` of ``pattern_factor_table``, row ``gtab[grp]``) and runs its rows
+    in blocks of COV_BLOCK, as ``cpu_estep.pass_full`` does for complete rows, about the shared
+    centre ``c64`` (D,): ``Z = [L_k^-1 ...] (X_o - c_o)^T`` by GEMM gives the log-densities
+    (``|z_k - L_k^-1 (mu_ko - c_o)|^2``), and ``R^T [u_i u_j (i <= j), u_i]`` (u = x_o - c_o)
+    by GEMM the group's weighted sums for every component, re-centred on mu_ko at the group's
+    end (``_group_stats``).  ``gtab[grp] == -1``: the same, with the factors computed here (a
+    table that would outgrow its memory budget); ``-2``: ``_cov_group``'s row loop (groups of
+    fewer than COV_GEMM_MIN_ROWS rows).  The arithmetic of a group depends only on its rows
+    and the model, never on which table slot (or none) holds its factors."""
+    K, D = means64.shape
+    Kc = cov.shape[0]
+    B = COV_BLOCK
+    ntri = D * (D + 1) // 2
+    o = np.empty(D, np.int64)
+    m = np.empty(D, np.int64)
+    Soo = np.empty((D, D))
+    Lw = np.empty((D, D))
+    Li = np.zeros((Kc, D, D))
+    PM = np.zeros((Kc, D, D))
+    A = np.zeros((Kc, D, D))
+    C = np.zeros((Kc, D, D))
+    cst = np.empty(K)
+    lrow = np.empty(K)
+    resp = np.zeros(K)
+    y = np.empty(D)
+    z = np.empty(D)
+    nkg = np.empty(K)
+    ag = np.empty((K, D))
+    Sg = np.empty((K, D, D))
+    e = np.empty(D)
+    Pa = np.empty(D)
+    PS = np.empty((D, D))
+    none_f = np.empty(0)
+    none_i = np.empty(0, np.int64)
+    none_r = np.empty((0, K))
+    none_m = np.empty((2, 0, D))
+    # aligned GEMM scratch (BLAS rounds alike only for alike-aligned operands)
+    LSf = _aligned(Kc * D, D, y).reshape(-1)  # the group's stacked L_k^-1 (Kc * no, no)
+    YT = _aligned(D, B, y)            # (no, nb): x_o - c_o, rows innermost
+    ZT = _aligned(Kc * D, B, y)       # (Kc * no, nb)
+    PT = _aligned(ntri + D, B, y)     # (ncol, nb): [u_i u_j (i <= j), u_i]
+    RB = _aligned(B, K, y)            # (nb, K): w r
+    SB = _aligned(K, ntri + D, y)     # (K, ncol)
+    G2 = np.empty((K, ntri + D))
+    T = np.empty((K, D))              # t_k = L_k^-1 (mu_ko - c_o)
+    acc = np.empty(B)
+    ld = np.empty(Kc)
+    has_w = sw.shape[0] > 0
+    for slot in range(j0, j1):
+        c = c0 + slot
+        nk = nk_p[slot, :K]
+        s1 = s1_p[slot]
+        s2 = s2_p[slot]
+        nk[:] = 0.0
+        s1[:, :] = 0.0
+        s2[:, :, :] = 0.0
+        ll = 0.0
+        ws = 0.0
+        for grp in range(cgroup[c], cgroup[c + 1]):
+            g0 = gstart[grp]
+            g1 = gstart[grp + 1]
+            p = gtab[grp]
+            if p == -2:
+                lg, wg = _cov_group(X, sw, means64, cov, prec, ldcov, logw, tied, g64, order,
+                                    g0, g1, cut, o, m, Soo, Lw, Li, PM, A, C, cst, lrow, resp,
+                                    y, z, nkg, ag, Sg, e, Pa, PS, nk, s1, s2, none_f, none_i,
+                                    none_r, none_m)
+                ll += lg
+                ws += wg
+                continue
+            r0 = order[g0]
+            no = 0
+            nm = 0
+            for d in range(D):
+                if X[r0, d] != X[r0, d]:
+                    m[nm] = d
+                    nm += 1
+                else:
+                    o[no] = d
+                    no += 1
+            LSg = LSf[:Kc * no * no].reshape((Kc * no, no))
+            if p >= 0:
+                for i in range(Kc * no * no):
+                    LSf[i] = LiT[p, i]
+                for kc in range(Kc):
+                    ld[kc] = ldT[p, kc]
+                    for a in range(nm):
+                        for j in range(no):
+                            A[kc, a, j] = AT[p, kc, a, j]
+                        for b in range(nm):
+                            C[kc, a, b] = CT[p, kc, a, b]
+            else:
+                for kc in range(Kc):
+                    ld[kc] = _pattern_factors(cov, kc, o, no, m, nm, Soo, Lw, Li[kc], A[kc],
+                                              C[kc])
+                    for i in range(no):
+                        for j in range(no):
+                            LSg[kc * no + i, j] = Li[kc, i, j] if j <= i else 0.0
+            ncol = no * (no + 1) // 2 + no
+            for k in range(K):
+                kc = k if Kc == K else 0
+                cst[k] = logw[k] - ld[kc] - 0.5 * no * LOG_2PI
+                for i in range(no):
+                    t = 0.0
+                    for j in range(i + 1):
+                        t += LSg[kc * no + i, j] * (means64[k, o[j]] - c64[o[j]])
+                    T[k, i] = t
+                nkg[k] = 0.0
+                for j in range(ncol):
+                    G2[k, j] = 0.0
+            for b0 in range(g0, g1, B):
+                nb = min(B, g1 - b0)
+                Y = YT.reshape(-1)[:no * nb].reshape((no, nb))
+                for b in range(nb):
+                    n = order[b0 + b]
+                    for i in range(no):
+                        Y[i, b] = np.float64(X[n, o[i]]) - c64[o[i]]
+                Z = ZT.reshape(-1)[:Kc * no * nb].reshape((Kc * no, nb))
+                np.dot(LSg, Y, Z)
+                for k in range(K):
+                    kc = k if Kc == K else 0
+                    for b in range(nb):
+                        acc[b] = 0.0
+                    for i in range(no):
+                        t = T[k, i]
+                        for b in range(nb):
+                            v = Z[kc * no + i, b] - t
+                            acc[b] += v * v
+                    for b in range(nb):
+                        RB[b, k] = cst[k] - 0.5 * acc[b]
+                for b in range(nb):
+                    n = order[b0 + b]
+                    wn = sw[n] if has_w else 1.0
+                    for k in range(K):
+                        lrow[k] = RB[b, k]
+                    lp, _ = _row_responsibilities(lrow, resp, cut)
+                    ll += wn * lp
+                    ws += wn
+                    for k in range(K):
+                        RB[b, k] = wn * resp[k]
+                        nkg[k] += RB[b, k]
+                P = PT.reshape(-1)[:ncol * nb].reshape((ncol, nb))
+                ntri_o = ncol - no
+                t0 = 0
+                for i in range(no):
+                    for j in range(i, no):
+                        for b in range(nb):
+                            P[t0 + j - i, b] = Y[i, b] * Y[j, b]
+                    t0 += no - i
+                for i in range(no):
+                    for b in range(nb):
+                        P[ntri_o + i, b] = Y[i, b]
+                S = SB.reshape(-1)[:K * ncol].reshape((K, ncol))
+                np.dot(RB[:nb].T, P.T, S)
+                for k in range(K):
+                    for j in range(ncol):
+                        G2[k, j] += S[k, j]
+            # re-centre on mu_ko: sums about d = mu_ko - c_o, then into the statistics
+            ntri_o = ncol - no
+            for k in range(K):
+                if nkg[k] == 0.0:
+                    continue
+                kc = k if Kc == K else 0
+                for i in range(no):
+                    ag[k, i] = G2[k, ntri_o + i] - nkg[k] * (means64[k, o[i]] - c64[o[i]])
+                t0 = 0
+                for i in range(no):
+                    di = means64[k, o[i]] - c64[o[i]]
+                    ai = G2[k, ntri_o + i]
+                    for j in range(i, no):
+                        dj = means64[k, o[j]] - c64[o[j]]
+                        v = (G2[k, t0 + j - i] - ai * dj - di * G2[k, ntri_o + j]
+                             + nkg[k] * di * dj)
+                        Sg[k, i, j] = v
+                        Sg[k, j, i] = v
+                    t0 += no - i
+                _group_stats(k, nkg[k], ag[k], Sg[k], o, no, m, nm, A[kc], C[kc], means64,
+                             tied, g64, Lw, Pa, PS, e, nk, s1, s2)
+        llws_p[slot, 0] = ll
+        llws_p[slot, 1] = ws
+
+
+# -------------------------------------------- lowrank: factors once per pattern and E-step ---
+@kernel()
+def _lowrank_pattern_factors(WP, M, lpsi, k, miss, Mo, L, Li, Minv):
+    """For component k and the missingness pattern ``miss`` (D,) bool: ``Li`` = L^-1 with
+    L L^T = M_o = M_k - W_m^T Psi_m^-1 W_m (q x q), ``Minv`` = M_o^-1 = Li^T Li, and returns
+    log det M_o + sum_o log psi (the row-independent part of log det Sigma_oo), -inf if M_o is
+    not SPD."""
+    D = WP.shape[1]
+    q = WP.shape[2] - 1
+    for a in range(q):
+        for b in range(q):
+            Mo[a, b] = M[k, a, b]
+    ld = 0.0
+    for d in range(D):
+        if miss[d]:  # downdate: M_o = M_k - w_d w_d^T / psi_d
+            ip = 1.0 / WP[k, d, q]
+            for a in range(q):
+                wa = WP[k, d, a] * ip
+                for b in range(q):
+                    Mo[a, b] -= wa * WP[k, d, b]
+        else:
+            ld += lpsi[k, d]
+    if not _cholesky(Mo, q, L):
+        return -np.inf
+    for a in range(q):
+        ld += 2.0 * math.log(L[a, a])
+    _lower_inverse(L, q, Li)
+    for a in range(q):
+        for b in range(q):
+            t = 0.0
+            for p in range(max(a, b), q):
+                t += Li[p, a] * Li[p, b]
+            Minv[a, b] = t
+    return ld
+
+
+@kernel()
+def _lowrank_model(WP):
+    """(M (K, q, q) = I + W^T Psi^-1 W, 1/psi (K, D), log psi (K, D)) of ``WP`` (K, D, q+1)."""
+    K, D = WP.shape[0], WP.shape[1]
+    q = WP.shape[2] - 1
+    M = np.zeros((K, q, q))
+    ipsi = np.empty((K, D))
+    lpsi = np.empty((K, D))
+    for k in range(K):
+        for a in range(q):
+            M[k, a, a] = 1.0
+        for d in range(D):
+            ip = 1.0 / WP[k, d, q]
+            ipsi[k, d] = ip
+            lpsi[k, d] = math.log(WP[k, d, q])
+            for a in range(q):
+                wa = WP[k, d, a] * ip
+                for b in range(q):
+                    M[k, a, b] += wa * WP[k, d, b]
+    return M, ipsi, lpsi
+
+
+@kernel()
+def lowrank_pattern_table(WP, pats, LT, MT, ldT):
+    """``_lowrank_pattern_factors`` of each pattern ``pats[p]`` (D,) uint8 (1 = missing) and
+    component k into ``LT[p, k]`` (L^-1), ``MT[p, k]`` (M_o^-1), ``ldT[p, k]``."""
+    K = WP.shape[0]
+    q = WP.shape[2] - 1
+    M, _, lpsi = _lowrank_model(WP)
+    Mo = np.empty((q, q))
+    L = np.empty((q, q))
+    for p in range(pats.shape[0]):
+        miss = pats[p] != 0
+        for k in range(K):
+            ldT[p, k] = _lowrank_pattern_factors(WP, M, lpsi, k, miss, Mo, L, LT[p, k],
+                                                 MT[p, k])
+
+
+@kernel()
+def pass_lowrank_missing_tab(X, sw, means64, WP, logw, pid, LT, MT, ldT, cut, chunk_rows, c0,
+                             j0, j1, nk_p, s1_p, s2_p, llws_p):
+    """``pass_lowrank_missing`` (statistics only) with the per-pattern factors -- L^-1 and
+    M_o^-1 of each component's q x q ``M_o``, and the row-independent part of the log
+    determinant -- read from the E-step's table (``lowrank_pattern_table``; row ``pid[n]`` for
+    row n) instead of factorised per row: a row then costs O(K (D q + |m| q^2)) with no
+    factorisation, logarithm or division.  ``pid[n] == -1`` (a table over its memory budget):
+    the same factors computed for the row.  Per row, E[z | x_o] = M_o^-1 b = Li^T (Li b),
+    E[z z^T | x_o] = M_o^-1 + E[z] E[z]^T, and for a missing d ``E[z (x_d - mu_d)] =
+    E[z z^T] w_d``, ``E[(x_d - mu_d)^2] = psi_d + w_d^T E[z z^T] w_d``."""
+    K, D = means64.shape
+    q = WP.shape[2] - 1
+    N = X.shape[0]
+    M, ipsi, lpsi = _lowrank_model(WP)
+    miss = np.empty(D, np.bool_)
+    o = np.empty(D, np.int64)
+    m = np.empty(D, np.int64)
+    xo = np.empty(D)
+    Mo = np.empty((q, q))
+    L = np.empty((q, q))
+    Lr = np.empty((K, q, q))
+    Mr = np.empty((K, q, q))
+    ldr = np.empty(K)
+    Ez = np.empty((K, q))
+    Y = np.empty((K, D))
+    bv = np.empty(q)
+    u = np.empty(q)
+    lrow = np.empty(K)
+    resp = np.zeros(K)
+    has_w = sw.shape[0] > 0
+    for slot in range(j0, j1):
+        start = (c0 + slot) * chunk_rows
+        stop = min(N, start + chunk_rows)
+        nk = nk_p[slot, :K]
+        s1 = s1_p[slot]
+        s2 = s2_p[slot]
+        nk[:] = 0.0
+        s1[:, :] = 0.0
+        s2[:, :, :] = 0.0
+        ll = 0.0
+        ws = 0.0
+        for n in range(start, stop):
+            wn = sw[n] if has_w else 1.0
+            no = 0
+            nm = 0
+            for d in range(D):
+                miss[d] = X[n, d] != X[n, d]
+                if miss[d]:
+                    m[nm] = d
+                    nm += 1
+                else:
+                    o[no] = d
+                    xo[no] = np.float64(X[n, d])
+                    no += 1
+            p = pid[n]
+            if p < 0:
+                for k in range(K):
+                    ldr[k] = _lowrank_pattern_factors(WP, M, lpsi, k, miss, Mo, L, Lr[k],
+                                                      Mr[k])
+                LK = Lr
+                MK = Mr
+                LD = ldr
+            else:
+                LK = LT[p]
+                MK = MT[p]
+                LD = ldT[p]
+            for k in range(K):
+                if LD[k] == -np.inf:
+                    lrow[k] = -np.inf
+                    continue
+                for a in range(q):
+                    bv[a] = 0.0
+                quad = 0.0
+                for i in range(no):
+                    d = o[i]
+                    yd = xo[i] - means64[k, d]
+                    Y[k, d] = yd
+                    t = yd * ipsi[k, d]
+                    quad += yd * t
+                    for a in range(q):
+                        bv[a] += WP[k, d, a] * t
+                for a in range(q):  # u = L^-1 b
+                    t = 0.0
+                    for c in range(a + 1):
+                        t += LK[k, a, c] * bv[c]
+                    u[a] = t
+                    quad -= t * t
+                for a in range(q):  # E[z] = L^-T u
+                    t = 0.0
+                    for c in range(a, q):
+                        t += LK[k, c, a] * u[c]
+                    Ez[k, a] = t
+                lrow[k] = logw[k] - 0.5 * (no * LOG_2PI + LD[k] + quad)
+            lp, _ = _row_responsibilities(lrow, resp, cut)
+            ll += wn * lp
+            ws += wn
+            if wn == 0.0:
+                continue
+            for k in range(K):
+                wr = wn * resp[k]
+                if wr == 0.0:
+                    continue
+                nk[k] += wr
+                # e = E[x - mu_k | x_o]: y on o, W_m E[z] on m; then the dense updates (the
+                # E[z] E[z]^T part of E[z z^T]), vectorised over the features
+                ek = Y[k]
+                for a in range(nm):
+                    d = m[a]
+                    t = 0.0
+                    for b in range(q):
+                        t += WP[k, d, b] * Ez[k, b]
+                    ek[d] = t
+                for d in range(D):
+                    s1[k, d] += wr * (means64[k, d] + ek[d])
+                    s2[k, 0, d] += wr * ek[d] * ek[d]
+                for a in range(q):
+                    wa = wr * Ez[k, a]
+                    for d in range(D):
+                        s2[k, 1 + a, d] += wa * ek[d]
+                    for b in range(q):
+                        s2[k, 1 + a, D + b] += wr * MK[k, a, b] + wa * Ez[k, b]
+                    s2[k, 1 + a, D + q] += wa
+                # the M_o^-1 part on m: E[z (x_d - mu_d)] += M_o^-1 w_d,
+                # E[(x_d - mu_d)^2] += psi_d + w_d^T M_o^-1 w_d
+                for i in range(nm):
+                    d = m[i]
+                    e2 = WP[k, d, q]
+                    for a in range(q):
+                        t = 0.0
+                        for b in range(q):
+                            t += MK[k, a, b] * WP[k, d, b]
+                        e2 += WP[k, d, a] * t
+                        s2[k, 1 + a, d] += wr * t
+                    s2[k, 0, d] += wr * e2
         llws_p[slot, 0] = ll
         llws_p[slot, 1] = ws
