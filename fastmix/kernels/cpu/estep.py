@@ -283,11 +283,11 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
             p = np.float64(pc[k, 0, d if P == D else 0]) ** 2
             dl = means64[k, d] - g64[d]
             if P == D:
-                W[k, d] = -0.5 * p
-            W[k, P + d] = p * dl
+                W[d, k] = -0.5 * p
+            W[P + d, k] = p * dl
             acc += p * dl * dl
         if P != D:
-            W[k, 0] = -0.5 * np.float64(pc[k, 0, 0]) ** 2
+            W[0, k] = -0.5 * np.float64(pc[k, 0, 0]) ** 2
         cst[k] = lconst[k] - 0.5 * acc
     T = np.zeros((K, P + D))
     mx = np.empty(B)
@@ -337,26 +337,33 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
                     if P != D:
                         G[b, 0] = q64
             if mode == ESTEP:
-                LT = L[:K * nb].reshape((K, nb))
-                np.dot(W, F[:nb].T, LT)
+                np.dot(F[:nb], W, L[:nb])
                 for b in range(nb):
                     mx[b] = -np.inf
                 for k in range(K):
                     ck = cst[k]
                     for b in range(nb):  # rounded to X's dtype, as the densities
-                        v = LT[k, b] + ck
-                        LT[k, b] = v
-                        mx[b] = LT[k, b] if LT[k, b] > mx[b] else mx[b]
+                        v = np.float64(X.dtype.type(L[b, k] + ck))
+                        RT[k, b] = v
+                        mx[b] = v if v > mx[b] else mx[b]
                 for b in range(nb):
                     sm[b] = 0.0
                     if mx[b] == -np.inf:  # every component impossible: not with finite data
                         mx[b] = 0.0
                         sm[b] = -1.0
-                for k in range(K):
+                for k in range(0, K - 1, 2):  # two independent exponentials per step
                     for b in range(nb):  # element-wise: vectorises (branch-free exp)
-                        t = max(np.float64(LT[k, b]) - mx[b], EXP_MIN_ARG)
+                        t = max(RT[k, b] - mx[b], EXP_MIN_ARG)
+                        t1 = max(RT[k + 1, b] - mx[b], EXP_MIN_ARG)
                         e = exp_nonpos(t)
+                        e1 = exp_nonpos(t1)
                         RT[k, b] = e if t > cut else 0.0
+                        RT[k + 1, b] = e1 if t1 > cut else 0.0
+                if K % 2 == 1:
+                    for b in range(nb):
+                        t = max(RT[K - 1, b] - mx[b], EXP_MIN_ARG)
+                        e = exp_nonpos(t)
+                        RT[K - 1, b] = e if t > cut else 0.0
                 for k in range(K):
                     for b in range(nb):  # each row's sum over k, in order
                         sm[b] += RT[k, b]
@@ -702,7 +709,7 @@ def pass_scratch(kind, K, D, dtype, P=0, n_groups=1, shared=False):
     x, f8 = np.dtype(dtype), np.dtype(np.float64)
     if kind == DIAG:
         B = DIAG_BLOCK
-        return (((K, P + D), x), ((B, P + D), x), ((K * B,), x),
+        return (((P + D, K), x), ((B, P + D), x), ((B, K), x),
                 ((0 if x == f8 else B, P + D), f8), ((K * B,), f8), ((K, P + D), f8))
     if kind == FULL:
         B = FULL_BLOCK
