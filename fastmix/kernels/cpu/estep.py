@@ -337,15 +337,26 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
                     if P != D:
                         G[b, 0] = q64
             if mode == ESTEP:
-                np.dot(F[:nb], W, L[:nb])
                 for b in range(nb):
                     mx[b] = -np.inf
-                for k in range(K):
-                    ck = cst[k]
-                    for b in range(nb):  # rounded to X's dtype, as the densities
-                        v = np.float64(X.dtype.type(L[b, k] + ck))
-                        RT[k, b] = v
-                        mx[b] = v if v > mx[b] else mx[b]
+                if f64:  # the densities come out transposed, (K, nb)
+                    LT = L[:K * nb].reshape((K, nb))
+                    np.dot(W.T, F[:nb].T, LT)
+                    for k in range(K):
+                        ck = cst[k]
+                        for b in range(nb):
+                            v = np.float64(LT[k, b]) + ck
+                            RT[k, b] = v
+                            mx[b] = v if v > mx[b] else mx[b]
+                else:  # sgemm is ~2x faster with the rows as its long side (measured)
+                    LB = L[:nb * K].reshape((nb, K))
+                    np.dot(F[:nb], W, LB)
+                    for k in range(K):
+                        ck = cst[k]
+                        for b in range(nb):  # rounded to X's dtype, as the densities
+                            v = np.float64(X.dtype.type(LB[b, k] + ck))
+                            RT[k, b] = v
+                            mx[b] = v if v > mx[b] else mx[b]
                 for b in range(nb):
                     sm[b] = 0.0
                     if mx[b] == -np.inf:  # every component impossible: not with finite data
@@ -709,7 +720,7 @@ def pass_scratch(kind, K, D, dtype, P=0, n_groups=1, shared=False):
     x, f8 = np.dtype(dtype), np.dtype(np.float64)
     if kind == DIAG:
         B = DIAG_BLOCK
-        return (((P + D, K), x), ((B, P + D), x), ((B, K), x),
+        return (((P + D, K), x), ((B, P + D), x), ((K * B,), x),
                 ((0 if x == f8 else B, P + D), f8), ((K * B,), f8), ((K, P + D), f8))
     if kind == FULL:
         B = FULL_BLOCK
