@@ -43,7 +43,7 @@ from numba import types
 from numba.extending import overload
 
 from ._jit import kernel
-from ._math import EXP_MIN_ARG, exp_nonpos
+from ._math import EXP_MIN_ARG, exp_nonpos, log_pos
 
 FULL, TIED, DIAG, SPHERICAL = 0, 1, 2, 3
 #: pass modes: fused E-step, statistics of given responsibilities (2 was the removed NEAREST)
@@ -293,6 +293,7 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
     mx = np.empty(B)
     sm = np.empty(B)
     wb = np.empty(B)
+    lp = np.empty(B)
     N = X.shape[0]
     zero = X.dtype.type(0)
     for slot in range(j0, j1):
@@ -378,15 +379,13 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
                 for k in range(K):
                     for b in range(nb):  # each row's sum over k, in order
                         sm[b] += RT[k, b]
-                for b in range(nb):
-                    wn = wb[b]
+                for b in range(nb):  # element-wise: vectorises (branch-free log)
                     s = sm[b]
-                    if s > 0.0:
-                        ll += wn * (mx[b] + math.log(s))
-                        sm[b] = wn * (1.0 / s)
-                    else:
-                        ll += wn * -np.inf
-                        sm[b] = 0.0
+                    lp[b] = mx[b] + log_pos(max(s, 1.0)) if s > 0.0 else -np.inf
+                    sm[b] = wb[b] * (1.0 / s) if s > 0.0 else 0.0
+                for b in range(nb):  # in row order
+                    wn = wb[b]
+                    ll += wn * lp[b]
                     ws += wn
                 for k in range(K):
                     for b in range(nb):
