@@ -39,11 +39,9 @@ float32).
 import math
 
 import numpy as np
-from numba import types
-from numba.extending import overload
 
 from ._jit import kernel
-from ._math import EXP_MIN_ARG, exp_nonpos, log_pos
+from ._math import EXP_MIN_ARG, exp_nonpos
 
 FULL, TIED, DIAG, SPHERICAL = 0, 1, 2, 3
 #: pass modes: fused E-step, statistics of given responsibilities (2 was the removed NEAREST)
@@ -226,19 +224,6 @@ def _aligned(n0, n1, like):
     return buf[off:off + n0 * n1].reshape((n0, n1))
 
 
-def _stats_operand(F, G):
-    """The float64 [quad(u), u] block of ``pass_diag``'s statistics GEMM: ``F`` itself when the
-    data are float64 (chosen at compile time), else ``G``."""
-    return F if F.dtype == np.float64 else G
-
-
-@overload(_stats_operand)
-def _stats_operand_ov(F, G):
-    if F.dtype == types.float64:
-        return lambda F, G: F
-    return lambda F, G: G
-
-
 #: Rows per block of the diagonal GEMM path.
 DIAG_BLOCK = 256
 
@@ -252,29 +237,33 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
     ``u = x - g`` and P quadratic columns -- P = D for diag (``pc`` (K, 1, D): the u_d^2), P = 1
     for spherical (``pc`` (K, 1, 1): ||u||^2) --
 
-    * log-densities ``L^T = W^T [quad(u), u]^T + c0`` (in X's dtype), i.e. the quadratic form
-      expanded around g, components by rows;
+    * log-densities ``L = [quad(u), u] @ W + c0`` (in X's dtype), i.e. the quadratic form
+      expanded around g;
     * statistics ``[sum r quad(u), sum r u] = R^T [quad(u), u]`` (float64), re-centred on each
-      mean at the end of the chunk: ``s2`` (K, 1, P).  For float64 data the right factor is
-      ``F`` itself (``[quad(u), u]`` is already float64); for float32 it is built in float64
-      (``G``).
+      mean at the end of the chunk: ``s2`` (K, 1, P).  ``G`` is the float64 right operand:
+      for float64 data the facade passes ``F`` itself as ``G`` (``kernels._pass_layout``),
+      float32 data build it here.
 
-    The log-densities come out of the GEMM transposed, (K, nb), so that the responsibilities
-    run over the rows of the block innermost: every step (the row maxima, the exponentials,
-    their sums over k in order, the weighted responsibilities) is an element-wise loop over
-    contiguous rows, which vectorises without re-associating anything; only the log of each
-    row's sum and the accumulation of ``ll`` are per row.  ``R^T`` (``RB``, (K, nb)) is then
-    the plain left operand of the statistics GEMM.
+    The responsibilities of a block are laid out components by rows, ``RT = RB[:K]`` (K, B),
+    filled transposed while the constants are added to ``L``; every step over them (the row
+    maxima, the exponentials -- two components per step, which runs the exp loop ~30% faster
+    than one, bit-identical -- each row's sum over k in order, the weighting) is then an element-wise loop over contiguous rows,
+    which vectorises without re-associating anything; ``ll`` and ``nk`` accumulate in row
+    order, and the log of each row's sum is a libm call per row (a branch-free vectorised log
+    saved ~6 ns/row but cost ~0.2 s of the first fit's compilation, as the second exponential
+    per step does; the budget allowed one of the two, and the exponential saves more).  ``RT`` is the plain C-contiguous left operand of the statistics GEMM, over all B
+    rows (a short last block zeroes the rest of ``RT`` and ``G``: one ``np.dot`` layout).  Rows ``RB[K:K + 3]`` hold the per-row maxima, sums and weights.
 
-    Measured (one thread, D = K = 16, 2e5 rows): 285 -> 176 ns/row in float64, 231 -> 104 in
-    float32, against the row-at-a-time loop ``pass_diag_rows``, which remains the path
-    without a shared centre.  Spherical models use half the columns of diagonal ones (they
-    went through the diagonal layout with their precision repeated, at the diagonal's cost).
+    Measured (one thread, D = K = 16, 2e5 rows, process CPU, paired runs against the previous
+    row-by-row responsibilities on the same GEMMs): float64 ~190 -> ~140 ns/row, float32
+    ~172 -> ~128 (see docs/algorithms.md 5.5); the first formulation took 285 -> 176 and
+    231 -> 104 against the row-at-a-time loop ``pass_diag_rows``, which remains the path
+    without a shared centre.  Spherical models use half the columns of diagonal ones.
     """
     K, D = means64.shape
     P = pc.shape[2]  # D (diag) or 1 (spherical)
     B = F.shape[0]  # DIAG_BLOCK; W, F, L, G, RB, S: aligned scratch (pass_scratch)
-    f64 = X.itemsize == 8  # F is [quad(u), u] in float64: the statistics' operand itself
+    f64 = X.itemsize == 8  # G is F (kernels._pass_layout): [quad(u), u] in float64 already
     has_w = sw.shape[0] > 0
     cst = np.empty(K)
     for k in range(K):
@@ -290,10 +279,10 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
             W[0, k] = -0.5 * np.float64(pc[k, 0, 0]) ** 2
         cst[k] = lconst[k] - 0.5 * acc
     T = np.zeros((K, P + D))
-    mx = np.empty(B)
-    sm = np.empty(B)
-    wb = np.empty(B)
-    lp = np.empty(B)
+    RT = RB[:K]  # (K, B): the block's responsibilities, components by rows
+    mx = RB[K]  # per-row maxima, sums, weights
+    sm = RB[K + 1]
+    wb = RB[K + 2]
     N = X.shape[0]
     zero = X.dtype.type(0)
     for slot in range(j0, j1):
@@ -310,7 +299,9 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
         ws = 0.0
         for b0 in range(start, stop, B):
             nb = min(B, stop - b0)
-            RT = RB[:K * nb].reshape((K, nb))
+            if nb < B:  # a short last block: the statistics GEMM runs over all B rows
+                RT[:, :] = 0.0
+                G[nb:, :] = 0.0
             for b in range(nb):
                 wb[b] = sw[b0 + b] if has_w else 1.0
             if mode == ESTEP or f64:
@@ -338,54 +329,41 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
                     if P != D:
                         G[b, 0] = q64
             if mode == ESTEP:
+                np.dot(F[:nb], W, L[:nb])
                 for b in range(nb):
                     mx[b] = -np.inf
-                if f64:  # the densities come out transposed, (K, nb)
-                    LT = L[:K * nb].reshape((K, nb))
-                    np.dot(W.T, F[:nb].T, LT)
-                    for k in range(K):
-                        ck = cst[k]
-                        for b in range(nb):
-                            v = np.float64(LT[k, b]) + ck
-                            RT[k, b] = v
-                            mx[b] = v if v > mx[b] else mx[b]
-                else:  # sgemm is ~2x faster with the rows as its long side (measured)
-                    LB = L[:nb * K].reshape((nb, K))
-                    np.dot(F[:nb], W, LB)
-                    for k in range(K):
-                        ck = cst[k]
-                        for b in range(nb):  # rounded to X's dtype, as the densities
-                            v = np.float64(X.dtype.type(LB[b, k] + ck))
-                            RT[k, b] = v
-                            mx[b] = v if v > mx[b] else mx[b]
+                for k in range(K):  # transposed to (K, nb) as the constants are added
+                    ck = cst[k]
+                    for b in range(nb):  # rounded to X's dtype, as the densities
+                        v = np.float64(X.dtype.type(L[b, k] + ck))
+                        RT[k, b] = v
+                        mx[b] = v if v > mx[b] else mx[b]
                 for b in range(nb):
                     sm[b] = 0.0
                     if mx[b] == -np.inf:  # every component impossible: not with finite data
                         mx[b] = 0.0
                         sm[b] = -1.0
-                for k in range(0, K - 1, 2):  # two independent exponentials per step
+                for k in range(0, K, 2):  # two independent exponentials per step
+                    k1 = min(k + 1, K - 1)  # odd K: the last one twice (same value)
                     for b in range(nb):  # element-wise: vectorises (branch-free exp)
                         t = max(RT[k, b] - mx[b], EXP_MIN_ARG)
-                        t1 = max(RT[k + 1, b] - mx[b], EXP_MIN_ARG)
+                        t1 = max(RT[k1, b] - mx[b], EXP_MIN_ARG)
                         e = exp_nonpos(t)
                         e1 = exp_nonpos(t1)
                         RT[k, b] = e if t > cut else 0.0
-                        RT[k + 1, b] = e1 if t1 > cut else 0.0
-                if K % 2 == 1:
-                    for b in range(nb):
-                        t = max(RT[K - 1, b] - mx[b], EXP_MIN_ARG)
-                        e = exp_nonpos(t)
-                        RT[K - 1, b] = e if t > cut else 0.0
+                        RT[k1, b] = e1 if t1 > cut else 0.0
                 for k in range(K):
                     for b in range(nb):  # each row's sum over k, in order
                         sm[b] += RT[k, b]
-                for b in range(nb):  # element-wise: vectorises (branch-free log)
-                    s = sm[b]
-                    lp[b] = mx[b] + log_pos(max(s, 1.0)) if s > 0.0 else -np.inf
-                    sm[b] = wb[b] * (1.0 / s) if s > 0.0 else 0.0
                 for b in range(nb):  # in row order
                     wn = wb[b]
-                    ll += wn * lp[b]
+                    s = sm[b]
+                    if s > 0.0:
+                        ll += wn * (mx[b] + math.log(s))
+                        sm[b] = wn * (1.0 / s)
+                    else:
+                        ll += wn * -np.inf
+                        sm[b] = 0.0
                     ws += wn
                 for k in range(K):
                     for b in range(nb):
@@ -399,7 +377,7 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
             for b in range(nb):  # nk in row order, as the rows' own sums
                 for k in range(K):
                     nk[k] += RT[k, b]
-            np.dot(RT, _stats_operand(F, G)[:nb], S)
+            np.dot(RT, G, S)
             for k in range(K):
                 for d in range(P + D):
                     T[k, d] += S[k, d]
@@ -719,8 +697,8 @@ def pass_scratch(kind, K, D, dtype, P=0, n_groups=1, shared=False):
     x, f8 = np.dtype(dtype), np.dtype(np.float64)
     if kind == DIAG:
         B = DIAG_BLOCK
-        return (((P + D, K), x), ((B, P + D), x), ((K * B,), x),
-                ((0 if x == f8 else B, P + D), f8), ((K * B,), f8), ((K, P + D), f8))
+        return (((P + D, K), x), ((B, P + D), x), ((B, K), x),
+                ((0 if x == f8 else B, P + D), f8), ((K + 3, B), f8), ((K, P + D), f8))
     if kind == FULL:
         B = FULL_BLOCK
         G = -(-K // n_groups)
