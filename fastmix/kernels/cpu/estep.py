@@ -255,8 +255,8 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
     rows (a short last block zeroes the rest of ``RT`` and ``G``: one ``np.dot`` layout).  Rows ``RB[K:K + 3]`` hold the per-row maxima, sums and weights.
 
     Measured (one thread, D = K = 16, 2e5 rows, process CPU, paired runs against the previous
-    row-by-row responsibilities on the same GEMMs,):
-    float64 184 -> 149 ns/row, float32 165 -> 129, spherical float64 159 -> 122; the first formulation took 285 -> 176 and
+    row-by-row responsibilities on the same GEMMs): float64 184 -> 149 ns/row, float32
+    165 -> 129, spherical float64 159 -> 122.  The first GEMM formulation took 285 -> 176 and
     231 -> 104 against the row-at-a-time loop ``pass_diag_rows``, which remains the path
     without a shared centre.  Spherical models use half the columns of diagonal ones.
     """
