@@ -277,6 +277,36 @@ def test_responsibility_cut(dtype):
     assert_close(nk, eresp.sum(axis=0), 1e-13 if dtype == np.float64 else 1e-6)
 
 
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_diag_gemm_pass_odd_k_and_cut(dtype):
+    """``pass_diag`` (the shared-centre GEMM pass) takes its exponentials two components at a
+    time: an odd K (its last component paired with itself) against the reference, with
+    chunks that leave short blocks; and the cut on both members of a pair: 1-D rows far on
+    one side of two unit components give the other exactly nk = 0 (the reference's
+    responsibilities there are below exp(cut), not zero)."""
+    rng = np.random.default_rng(3)
+    K5, D3 = 5, 3
+    means = rng.normal(scale=0.5, size=(K5, D3))
+    var = rng.uniform(0.5, 2.0, size=(K5, D3))
+    weights = rng.dirichlet(np.ones(K5))
+    X = (means[rng.integers(K5, size=301)] + rng.standard_normal((301, D3))).astype(dtype)
+    kp = gmm_params(weights, means, var, "diag").kernel_params(X.dtype)
+    assert kp.g64.shape[0] == D3  # the GEMM pass, not the row loop
+    out = kernels.estep_stats(X, None, kp, 100)
+    expected = ref.estep_stats(X.astype(np.float64), None, weights, means, var, "diag")
+    _check_stats(out, expected, RTOL[X.dtype], f"diag/{X.dtype}/K=5")
+    cut = -kernels.CUT[np.dtype(dtype)]
+    gaps = np.linspace(cut + 1.0, cut + 20.0, 50)
+    w2, m2, v2 = np.array([0.5, 0.5]), np.array([[0.0], [1.0]]), np.ones((2, 1))
+    kp2 = gmm_params(w2, m2, v2, "diag").kernel_params(np.dtype(dtype))
+    assert kp2.g64.shape[0] == 1
+    for side, far in ((-1.0, 1), (1.0, 0)):  # rows favour component 1 - far
+        Xs = (0.5 + side * gaps)[:, None].astype(dtype)
+        nk = kernels.estep_stats(Xs, None, kp2, 64)[0]
+        assert nk[far] == 0.0 and nk[1 - far] == 50.0, (side, nk)
+
+
 def test_responsibilities_sum_to_one(problem):
     kind, X, sw, weights, means, covs = problem
     kp = gmm_params(weights, means, covs, kind).kernel_params(X.dtype)

@@ -307,13 +307,25 @@ def _pass_layout(kp, mode, dtype, native_spherical=False):
     if kind == DIAG and g64.shape[0] != D:  # no shared centre: the row-at-a-time loop
         run = cpu_estep.pass_diag_rows
     elif kind == DIAG:
-        run = _with_scratch(run, cpu_estep.pass_scratch(DIAG, K, D, dtype, P=pc.shape[2]))
+        spec = cpu_estep.pass_scratch(DIAG, K, D, dtype, P=pc.shape[2])
+        if np.dtype(dtype) == np.float64:  # F = [quad(u), u] is the statistics' operand G
+            fn = run
+            run = lambda *a: fn(*a, *_diag_f64_scratch(_scratch(spec)))  # noqa: E731
+        else:
+            run = _with_scratch(run, spec)
     elif kind == FULL:
         run = _with_scratch(run, cpu_estep.pass_scratch(
             FULL, K, D, dtype, n_groups=g.shape[0], shared=g64.shape[0] == D))
     elif kind == TIED:
         run = _with_scratch(run, cpu_estep.pass_scratch(TIED, K, D, dtype))
     return run, pc, g, g64, tmeans
+
+
+def _diag_f64_scratch(arrays):
+    """``pass_diag``'s scratch for float64 data: its F (``[quad(u), u]``, float64) passed again
+    as G, the float64 operand of the statistics GEMM, which float32 data build apart."""
+    W, F, L, G, RB, S = arrays
+    return W, F, L, F, RB, S
 
 
 def _pass(mode, X, sw, R, kp, chunk_rows, acc):
