@@ -324,8 +324,8 @@ def _pass_layout(kp, mode, dtype, native_spherical=False):
 def _diag_f64_scratch(arrays):
     """``pass_diag``'s scratch for float64 data: its F (``[quad(u), u]``, float64) passed again
     as G, the float64 operand of the statistics GEMM, which float32 data build apart."""
-    W, F, L, G, RB, S = arrays
-    return W, F, L, F, RB, S
+    W, F, L, G, RB, S, cst, T = arrays
+    return W, F, L, F, RB, S, cst, T
 
 
 def _pass(mode, X, sw, R, kp, chunk_rows, acc):

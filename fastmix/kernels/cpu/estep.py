@@ -230,7 +230,7 @@ DIAG_BLOCK = 256
 
 @kernel()
 def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
-              c0, j0, j1, nk_p, s1_p, s2_p, llws_p, W, F, L, G, RB, S):
+              c0, j0, j1, nk_p, s1_p, s2_p, llws_p, W, F, L, G, RB, S, cst, T):
     """Diagonal and spherical covariances about a shared centre g (``g64`` has D entries; the
     caller picks one only when every mean is close to g, see ``GMMParams.kernel_params``, and
     runs ``pass_diag_rows`` otherwise), a block of rows at a time with two GEMMs.  With
@@ -265,8 +265,7 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
     B = F.shape[0]  # DIAG_BLOCK; W, F, L, G, RB, S: aligned scratch (pass_scratch)
     f64 = X.itemsize == 8  # G is F (kernels._pass_layout): [quad(u), u] in float64 already
     has_w = sw.shape[0] > 0
-    cst = np.empty(K)
-    for k in range(K):
+    for k in range(K):  # cst (K,), T (K, P + D): float64 scratch
         acc = 0.0
         for d in range(D):
             p = np.float64(pc[k, 0, d if P == D else 0]) ** 2
@@ -278,7 +277,6 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
         if P != D:
             W[0, k] = -0.5 * np.float64(pc[k, 0, 0]) ** 2
         cst[k] = lconst[k] - 0.5 * acc
-    T = np.zeros((K, P + D))
     RT = RB[:K]  # (K, B): the block's responsibilities, components by rows
     mx = RB[K]  # per-row maxima, sums, weights
     sm = RB[K + 1]
@@ -698,7 +696,8 @@ def pass_scratch(kind, K, D, dtype, P=0, n_groups=1, shared=False):
     if kind == DIAG:
         B = DIAG_BLOCK
         return (((P + D, K), x), ((B, P + D), x), ((B, K), x),
-                ((0 if x == f8 else B, P + D), f8), ((K + 3, B), f8), ((K, P + D), f8))
+                ((0 if x == f8 else B, P + D), f8), ((K + 3, B), f8), ((K, P + D), f8),
+                ((K,), f8), ((K, P + D), f8))
     if kind == FULL:
         B = FULL_BLOCK
         G = -(-K // n_groups)
