@@ -133,12 +133,12 @@ class GMMExpansion(MixtureBase):
     Attributes
     ----------
     weights_ : numpy.ndarray of shape (M,) or (M + K,), dtype float64
-        The weights of the M nodes; with the parametric stage alpha_ times them, followed by
-        (1 - alpha_) times the K EM components' weights (they sum to one).
+        The weights of the M nodes; with the parametric stage ``alpha_`` times them, followed by
+        (1 - ``alpha_``) times the K EM components' weights (they sum to one).
     means_ : numpy.ndarray of shape (M, D) or (M + K, D), dtype float64
         The node positions (then the EM components' means).
     covariances_ : numpy.ndarray of shape (M, D, D) or (M + K, D, D), dtype float64
-        diag(sigma_ ** 2) for each node (then the EM components' covariances); built on
+        ``diag(sigma_ ** 2)`` for each node (then the EM components' covariances); built on
         access.
     node_weights_ : numpy.ndarray of shape (M,), dtype float64
         The expansion's own weights (sum to one).
@@ -414,8 +414,23 @@ class GMMExpansion(MixtureBase):
 
     @property
     def covariances_(self) -> np.ndarray:
-        """(M + K, D, D) float64: diag(sigma_ ** 2) for each node, then the parametric
-        components' covariances (built on access)."""
+        """Covariances of the nodes, then of the parametric components, built on access.
+
+        Returns
+        -------
+        numpy.ndarray of shape (M, D, D) or (M + K, D, D), dtype float64
+            ``diag(sigma_ ** 2)`` for each of the M nodes, followed by the K EM components'
+            covariances when the parametric stage kept them.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmix import GMMExpansion
+        >>> X = np.random.default_rng(0).normal(size=(2000, 1))
+        >>> ge = GMMExpansion(parametric=None).fit(X)
+        >>> ge.covariances_.shape == (ge.means_.shape[0], 1, 1)
+        True
+        """
         self._check_fitted()
         M, D = self._nodes.n_nodes, self.n_features_in_
         nodes = np.broadcast_to(np.diag(self.sigma_ ** 2), (M, D, D))
