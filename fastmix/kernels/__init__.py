@@ -571,7 +571,8 @@ def _missing_args(kp, cov, logw, X, chunk_rows, flags, groups=None):
         var = np.ascontiguousarray(np.broadcast_to(
             np.asarray(cov, np.float64).reshape(K, -1), (K, D)))
         if g64.shape[0] == D:  # a shared centre: the GEMM formulation
-            return cpu_missing.pass_diag_missing_gemm, (
+            return _with_scratch(cpu_missing.pass_diag_missing_gemm,
+                                 cpu_missing.diag_missing_scratch(K, D, X.dtype)), (
                 X, None, kp.means, pc, np.ascontiguousarray(logw, np.float64), kp.means64,
                 var, g, g64)
         return cpu_missing.pass_diag_missing, (X, None, kp.means, pc, kp.lconst, kp.means64,
