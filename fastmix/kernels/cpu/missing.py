@@ -586,30 +586,34 @@ DIAG_MISSING_BLOCK = 256
 def diag_missing_scratch(K, D, dtype):
     """((shape, dtype), ...): the aligned scratch arrays ``pass_diag_missing_gemm`` takes last
     (``kernels._scratch`` allocates them once per thread, as ``cpu_estep.pass_scratch``):
-    W (3D, K), F (B, 3D), L (B, K) in X's dtype; G (B, 3D), RB (K + 3, B), S (K, 3D),
-    T (K, 3D), resp (K,) float64."""
+    W (3D, K), F (B, 3D), L (B, K) in X's dtype; G (B, 3D) -- (0, 3D) for float64 data,
+    whose F is passed as G (``kernels._diag_missing_f64``) --, RB (K + 3, B), S (K, 3D),
+    T (K, 3D), resp (K,), cst (K,) float64."""
     x, f8 = np.dtype(dtype), np.dtype(np.float64)
     B = DIAG_MISSING_BLOCK
-    return (((3 * D, K), x), ((B, 3 * D), x), ((B, K), x), ((B, 3 * D), f8),
-            ((K + 3, B), f8), ((K, 3 * D), f8), ((K, 3 * D), f8), ((K,), f8))
+    return (((3 * D, K), x), ((B, 3 * D), x), ((B, K), x), ((0 if x == f8 else B, 3 * D), f8),
+            ((K + 3, B), f8), ((K, 3 * D), f8), ((K, 3 * D), f8), ((K,), f8), ((K,), f8))
 
 
 @kernel()
 def pass_diag_missing_gemm(X, sw, means, pc, lconst, means64, var64, g, g64, cut, chunk_rows,
                            c0, j0, j1, nk_p, s1_p, s2_p, llws_p, logp, labels, resp_out, imp,
-                           W, F, L, G, RB, S, T, resp):
+                           W, F, L, G, RB, S, T, resp, cst):
     """Masked diagonal pass about a shared centre g (as ``cpu_estep.pass_diag``), a block of
     rows at a time with two GEMMs.  With ``u`` = x - g on observed entries and 0 on missing
-    ones, ``o`` the 0/1 observed indicator and delta = mu_k - g:
+    ones, ``m`` the 0/1 missing indicator, delta = mu_k - g and
+    ``c_kd = log(1/sigma_kd) - log(2 pi)/2 - p_kd delta_kd^2/2``:
 
-    * log-densities ``L = [u*u, u, o] @ W + log pi_k`` with
-      ``W = [-p/2; p delta; log(1/sigma) - log(2 pi)/2 - p delta^2/2]`` (X's dtype): the
-      observed-coordinate quadratic form and normalising constant in one product;
-    * statistics ``T = R^T [u, u*u, 1 - o]`` (float64), mapped at the end of the chunk to
+    * log-densities ``L = [u, u*u, m] @ W + cst_k`` with ``W = [p delta; -p/2; -c]`` (X's
+      dtype) and ``cst_k = log pi_k + sum_d c_kd``: the observed-coordinate quadratic form, and
+      the normalising constant of the observed coordinates as that of the whole row less the
+      missing ones';
+    * statistics ``T = R^T [u, u*u, m]`` (float64) -- the same operand: float64 data pass F
+      as G, float32 data build G in float64 --, mapped at the end of the chunk to
       ``s1 = T_1 + n_obs g + T_m mu``, ``s2 = T_2 - 2 delta T_1 + n_obs delta^2 + T_m var``
       with ``n_obs = nk - T_m`` (missing entries: mean mu_kd, variance var_kd).
 
-    ``lconst`` here is log pi_k (the normalising constants are in W).
+    ``lconst`` here is log pi_k (the normalising constants are in W and cst).
 
     The responsibilities of a block are computed as in ``pass_diag``: laid out components by
     rows, ``RT = RB[:K]`` (K, B), filled transposed while ``log pi_k`` is added (rounded to
@@ -627,13 +631,18 @@ def pass_diag_missing_gemm(X, sw, means, pc, lconst, means64, var64, g, g64, cut
     want_logp = logp.shape[0] == N
     want_resp = resp_out.shape[0] == N
     want_imp = imp.shape[1] == N
+    f64 = X.itemsize == 8  # G is F
     for k in range(K):
+        acc = lconst[k]
         for d in range(D):
             p = np.float64(pc[k, 0, d]) * np.float64(pc[k, 0, d])
             dl = means64[k, d] - g64[d]
-            W[d, k] = -0.5 * p
-            W[D + d, k] = p * dl
-            W[2 * D + d, k] = -0.5 * math.log(var64[k, d]) - 0.5 * LOG_2PI - 0.5 * p * dl * dl
+            c = -0.5 * math.log(var64[k, d]) - 0.5 * LOG_2PI - 0.5 * p * dl * dl
+            W[d, k] = p * dl
+            W[D + d, k] = -0.5 * p
+            W[2 * D + d, k] = -c
+            acc += c
+        cst[k] = acc
     RT = RB[:K]  # (K, B): the block's responsibilities, components by rows
     mx = RB[K]  # per-row maxima, sums, weights
     sm = RB[K + 1]
@@ -663,18 +672,23 @@ def pass_diag_missing_gemm(X, sw, means, pc, lconst, means64, var64, g, g64, cut
                     xd = X[b0 + b, d]
                     miss = xd != xd
                     u = zero if miss else xd - g[d]
-                    F[b, d] = u * u
-                    F[b, D + d] = u
-                    F[b, 2 * D + d] = zero if miss else one
-                    u64 = 0.0 if miss else np.float64(xd) - g64[d]
-                    G[b, d] = u64
-                    G[b, D + d] = u64 * u64
-                    G[b, 2 * D + d] = 1.0 if miss else 0.0
+                    F[b, d] = u
+                    F[b, D + d] = u * u
+                    F[b, 2 * D + d] = one if miss else zero
+            if not f64:
+                for b in range(nb):
+                    for d in range(D):
+                        xd = X[b0 + b, d]
+                        miss = xd != xd
+                        u64 = 0.0 if miss else np.float64(xd) - g64[d]
+                        G[b, d] = u64
+                        G[b, D + d] = u64 * u64
+                        G[b, 2 * D + d] = 1.0 if miss else 0.0
             np.dot(F[:nb], W, L[:nb])
             for b in range(nb):
                 mx[b] = -np.inf
-            for k in range(K):  # transposed to (K, nb) as log pi_k is added
-                ck = lconst[k]
+            for k in range(K):  # transposed to (K, nb) as the constants are added
+                ck = cst[k]
                 for b in range(nb):  # rounded to X's dtype, as the densities
                     v = np.float64(X.dtype.type(L[b, k] + ck))
                     RT[k, b] = v
