@@ -616,14 +616,21 @@ def pass_diag_missing_gemm(X, sw, means, pc, lconst, means64, var64, g, g64, cut
     ``lconst`` here is log pi_k (the normalising constants are in W and cst).
 
     The responsibilities of a block are computed as in ``pass_diag``: laid out components by
-    rows, ``RT = RB[:K]`` (K, B), filled transposed while ``log pi_k`` is added (rounded to
+    rows, ``RT = RB[:K]`` (K, B), filled transposed while ``cst_k`` is added (rounded to
     X's dtype, as the densities), then element-wise loops over the rows -- maxima, two
     exponentials per step, each row's sum over k in order, ``r = e * (1 / s)`` and (with
     weights) ``w r`` -- and ``RT`` is the C-contiguous left operand of the statistics GEMM
-    over all B rows (a short last block zeroes the rest of ``RT`` and ``G``).  Each row's
-    arithmetic is that of ``estep._row_responsibilities``, so ``logp``, ``labels`` (first
-    maximum), ``resp_out`` and ``imp`` are unchanged.  ``RB[K:K + 3]``: per-row maxima,
-    sums (then 1 / sum) and weights.  Scratch ``W .. resp``: ``diag_missing_scratch``."""
+    over all B rows (a short last block zeroes the rest of ``RT`` and ``G``).  From the
+    log-densities on, each row's arithmetic is that of ``estep._row_responsibilities`` (the
+    per-row ``logp``, ``labels`` -- the first maximum --, ``resp_out`` and ``imp`` too).
+    Missing entries are masked with selects, not branches (they fall at random).
+    ``RB[K:K + 3]``: per-row maxima, sums (then 1 / sum) and weights.  Scratch
+    ``W .. cst``: ``diag_missing_scratch``, allocated by the facade once per thread.
+
+    Measured (one thread, D = K = 16, 2e5 rows, 20 % MCAR, process CPU, median of 7, paired
+    runs against the row-by-row responsibilities and the ``[u*u, u, o]`` / ``[u, u*u, 1 - o]``
+    operand pair): float64 284 -> 195 ns/row (complete rows through ``pass_diag``: ~156),
+    float32 254 -> 238."""
     K, D = means64.shape
     N = X.shape[0]
     B = F.shape[0]
