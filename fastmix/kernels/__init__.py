@@ -562,6 +562,12 @@ def pattern_groups(X, chunk_rows, flags=None):
     return flags, _pattern_groups(X, int(chunk_rows), flags)
 
 
+def _diag_missing_f64(arrays):
+    """``pass_diag_missing_gemm``'s scratch for float64 data: its F passed again as G."""
+    W, F, L, G, RB, S, T, resp, cst = arrays
+    return W, F, L, F, RB, S, T, resp, cst
+
+
 def _missing_args(kp, cov, logw, X, chunk_rows, flags, groups=None):
     """The masked pass of kp's kind and its leading arguments (``groups``: the pattern
     grouping of X from ``pattern_groups``, computed here if None)."""
@@ -571,7 +577,13 @@ def _missing_args(kp, cov, logw, X, chunk_rows, flags, groups=None):
         var = np.ascontiguousarray(np.broadcast_to(
             np.asarray(cov, np.float64).reshape(K, -1), (K, D)))
         if g64.shape[0] == D:  # a shared centre: the GEMM formulation
-            return cpu_missing.pass_diag_missing_gemm, (
+            spec = cpu_missing.diag_missing_scratch(K, D, X.dtype)
+            fn = cpu_missing.pass_diag_missing_gemm
+            if X.dtype == np.float64:  # F = [u, u*u, m] is the statistics' operand G
+                run = lambda *a: fn(*a, *_diag_missing_f64(_scratch(spec)))  # noqa: E731
+            else:
+                run = _with_scratch(fn, spec)
+            return run, (
                 X, None, kp.means, pc, np.ascontiguousarray(logw, np.float64), kp.means64,
                 var, g, g64)
         return cpu_missing.pass_diag_missing, (X, None, kp.means, pc, kp.lconst, kp.means64,

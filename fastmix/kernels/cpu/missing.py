@@ -45,6 +45,7 @@ import math
 import numpy as np
 
 from ._jit import kernel
+from ._math import EXP_MIN_ARG, exp_nonpos
 from .estep import _aligned, _row_responsibilities
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -582,44 +583,77 @@ def pass_cov_missing(X, sw, means64, cov, prec, ldcov, logw, tied, g64, order, g
 DIAG_MISSING_BLOCK = 256
 
 
+def diag_missing_scratch(K, D, dtype):
+    """((shape, dtype), ...): the aligned scratch arrays ``pass_diag_missing_gemm`` takes last
+    (``kernels._scratch`` allocates them once per thread, as ``cpu_estep.pass_scratch``):
+    W (3D, K), F (B, 3D), L (B, K) in X's dtype; G (B, 3D) -- (0, 3D) for float64 data,
+    whose F is passed as G (``kernels._diag_missing_f64``) --, RB (K + 3, B), S (K, 3D),
+    T (K, 3D), resp (K,), cst (K,) float64."""
+    x, f8 = np.dtype(dtype), np.dtype(np.float64)
+    B = DIAG_MISSING_BLOCK
+    return (((3 * D, K), x), ((B, 3 * D), x), ((B, K), x), ((0 if x == f8 else B, 3 * D), f8),
+            ((K + 3, B), f8), ((K, 3 * D), f8), ((K, 3 * D), f8), ((K,), f8), ((K,), f8))
+
+
 @kernel()
 def pass_diag_missing_gemm(X, sw, means, pc, lconst, means64, var64, g, g64, cut, chunk_rows,
-                           c0, j0, j1, nk_p, s1_p, s2_p, llws_p, logp, labels, resp_out, imp):
+                           c0, j0, j1, nk_p, s1_p, s2_p, llws_p, logp, labels, resp_out, imp,
+                           W, F, L, G, RB, S, T, resp, cst):
     """Masked diagonal pass about a shared centre g (as ``cpu_estep.pass_diag``), a block of
     rows at a time with two GEMMs.  With ``u`` = x - g on observed entries and 0 on missing
-    ones, ``o`` the 0/1 observed indicator and delta = mu_k - g:
+    ones, ``m`` the 0/1 missing indicator, delta = mu_k - g and
+    ``c_kd = log(1/sigma_kd) - log(2 pi)/2 - p_kd delta_kd^2/2``:
 
-    * log-densities ``L = [u*u, u, o] @ W + log pi_k`` with
-      ``W = [-p/2; p delta; log(1/sigma) - log(2 pi)/2 - p delta^2/2]`` (X's dtype): the
-      observed-coordinate quadratic form and normalising constant in one product;
-    * statistics ``T = R^T [u, u*u, 1 - o]`` (float64), mapped at the end of the chunk to
+    * log-densities ``L = [u, u*u, m] @ W + cst_k`` with ``W = [p delta; -p/2; -c]`` (X's
+      dtype) and ``cst_k = log pi_k + sum_d c_kd``: the observed-coordinate quadratic form, and
+      the normalising constant of the observed coordinates as that of the whole row less the
+      missing ones';
+    * statistics ``T = R^T [u, u*u, m]`` (float64) -- the same operand: float64 data pass F
+      as G, float32 data build G in float64 --, mapped at the end of the chunk to
       ``s1 = T_1 + n_obs g + T_m mu``, ``s2 = T_2 - 2 delta T_1 + n_obs delta^2 + T_m var``
       with ``n_obs = nk - T_m`` (missing entries: mean mu_kd, variance var_kd).
 
-    ``lconst`` here is log pi_k (the normalising constants are in W)."""
+    ``lconst`` here is log pi_k (the normalising constants are in W and cst).
+
+    The responsibilities of a block are computed as in ``pass_diag``: laid out components by
+    rows, ``RT = RB[:K]`` (K, B), filled transposed while ``cst_k`` is added (rounded to
+    X's dtype, as the densities), then element-wise loops over the rows -- maxima, two
+    exponentials per step, each row's sum over k in order, ``r = e * (1 / s)`` and (with
+    weights) ``w r`` -- and ``RT`` is the C-contiguous left operand of the statistics GEMM
+    over all B rows (a short last block zeroes the rest of ``RT`` and ``G``).  From the
+    log-densities on, each row's arithmetic is that of ``estep._row_responsibilities`` (the
+    per-row ``logp``, ``labels`` -- the first maximum --, ``resp_out`` and ``imp`` too).
+    Missing entries are masked with selects, not branches (they fall at random).
+    ``RB[K:K + 3]``: per-row maxima, sums (then 1 / sum) and weights.  Scratch
+    ``W .. cst``: ``diag_missing_scratch``, allocated by the facade once per thread.
+
+    Measured (one thread, D = K = 16, 2e5 rows, 20 % MCAR, process CPU, median of 7, paired
+    runs against the row-by-row responsibilities and the ``[u*u, u, o]`` / ``[u, u*u, 1 - o]``
+    operand pair): float64 284 -> 195 ns/row (complete rows through ``pass_diag``: ~156),
+    float32 254 -> 238."""
     K, D = means64.shape
     N = X.shape[0]
-    B = np.int64(DIAG_MISSING_BLOCK)
+    B = F.shape[0]
     has_w = sw.shape[0] > 0
     want_logp = logp.shape[0] == N
     want_resp = resp_out.shape[0] == N
     want_imp = imp.shape[1] == N
-    W = _aligned(3 * D, K, X)
+    f64 = X.itemsize == 8  # G is F
     for k in range(K):
+        acc = lconst[k]
         for d in range(D):
             p = np.float64(pc[k, 0, d]) * np.float64(pc[k, 0, d])
             dl = means64[k, d] - g64[d]
-            W[d, k] = -0.5 * p
-            W[D + d, k] = p * dl
-            W[2 * D + d, k] = -0.5 * math.log(var64[k, d]) - 0.5 * LOG_2PI - 0.5 * p * dl * dl
-    F = _aligned(B, 3 * D, X)
-    L = _aligned(B, K, X)
-    G = _aligned(B, 3 * D, means64)
-    RB = _aligned(B, K, means64)
-    S = _aligned(K, 3 * D, means64)
-    T = np.zeros((K, 3 * D))
-    lrow = np.empty(K, dtype=X.dtype)
-    resp = np.zeros(K)
+            c = -0.5 * math.log(var64[k, d]) - 0.5 * LOG_2PI - 0.5 * p * dl * dl
+            W[d, k] = p * dl
+            W[D + d, k] = -0.5 * p
+            W[2 * D + d, k] = -c
+            acc += c
+        cst[k] = acc
+    RT = RB[:K]  # (K, B): the block's responsibilities, components by rows
+    mx = RB[K]  # per-row maxima, sums, weights
+    sm = RB[K + 1]
+    wb = RB[K + 2]
     zero = X.dtype.type(0)
     one = X.dtype.type(1)
     for slot in range(j0, j1):
@@ -636,46 +670,95 @@ def pass_diag_missing_gemm(X, sw, means, pc, lconst, means64, var64, g, g64, cut
         ws = 0.0
         for b0 in range(start, stop, B):
             nb = min(B, stop - b0)
+            if nb < B:  # a short last block: the statistics GEMM runs over all B rows
+                RT[:, :] = 0.0
+                G[nb:, :] = 0.0
             for b in range(nb):
-                for d in range(D):
+                wb[b] = sw[b0 + b] if has_w else 1.0
+                for d in range(D):  # selects, no branch (missing entries are random)
                     xd = X[b0 + b, d]
-                    if xd != xd:
-                        F[b, d] = zero
-                        F[b, D + d] = zero
-                        F[b, 2 * D + d] = zero
-                        G[b, d] = 0.0
-                        G[b, D + d] = 0.0
-                        G[b, 2 * D + d] = 1.0
-                    else:
-                        u = xd - g[d]
-                        F[b, d] = u * u
-                        F[b, D + d] = u
-                        F[b, 2 * D + d] = one
-                        u64 = np.float64(xd) - g64[d]
+                    miss = xd != xd
+                    u = zero if miss else xd - g[d]
+                    F[b, d] = u
+                    F[b, D + d] = u * u
+                    F[b, 2 * D + d] = one if miss else zero
+            if not f64:
+                for b in range(nb):
+                    for d in range(D):
+                        xd = X[b0 + b, d]
+                        miss = xd != xd
+                        u64 = 0.0 if miss else np.float64(xd) - g64[d]
                         G[b, d] = u64
                         G[b, D + d] = u64 * u64
-                        G[b, 2 * D + d] = 0.0
+                        G[b, 2 * D + d] = 1.0 if miss else 0.0
             np.dot(F[:nb], W, L[:nb])
             for b in range(nb):
-                n = b0 + b
-                wn = sw[n] if has_w else 1.0
-                for k in range(K):
-                    lrow[k] = L[b, k] + lconst[k]
-                lp, am = _row_responsibilities(lrow, resp, cut)
-                if want_logp:
-                    logp[n] = lp
-                    labels[n] = am
-                if want_resp:
+                mx[b] = -np.inf
+            for k in range(K):  # transposed to (K, nb) as the constants are added
+                ck = cst[k]
+                for b in range(nb):  # rounded to X's dtype, as the densities
+                    v = np.float64(X.dtype.type(L[b, k] + ck))
+                    RT[k, b] = v
+                    mx[b] = v if v > mx[b] else mx[b]
+            if want_logp:  # labels: the first maximum, as _row_responsibilities
+                for b in range(nb):
+                    am = 0
+                    m = -np.inf
                     for k in range(K):
-                        resp_out[n, k] = resp[k]
-                if want_imp:
-                    _impute_diag(X, n, resp, means64, var64, imp)
+                        if RT[k, b] > m:
+                            m = RT[k, b]
+                            am = k
+                    labels[b0 + b] = am
+            for b in range(nb):
+                sm[b] = 0.0
+                if mx[b] == -np.inf:  # every component impossible: not with finite data
+                    mx[b] = 0.0
+                    sm[b] = -1.0
+            for k in range(0, K, 2):  # two independent exponentials per step
+                k1 = min(k + 1, K - 1)  # odd K: the last one twice (same value)
+                for b in range(nb):  # element-wise: vectorises (branch-free exp)
+                    t = max(RT[k, b] - mx[b], EXP_MIN_ARG)
+                    t1 = max(RT[k1, b] - mx[b], EXP_MIN_ARG)
+                    e = exp_nonpos(t)
+                    e1 = exp_nonpos(t1)
+                    RT[k, b] = e if t > cut else 0.0
+                    RT[k1, b] = e1 if t1 > cut else 0.0
+            for k in range(K):
+                for b in range(nb):  # each row's sum over k, in order
+                    sm[b] += RT[k, b]
+            for b in range(nb):  # in row order
+                wn = wb[b]
+                s = sm[b]
+                if s > 0.0:
+                    lp = mx[b] + math.log(s)
+                    sm[b] = 1.0 / s
+                else:
+                    lp = -np.inf
+                    sm[b] = 0.0
+                if want_logp:
+                    logp[b0 + b] = lp
                 ll += wn * lp
                 ws += wn
+            for k in range(K):
+                for b in range(nb):
+                    RT[k, b] *= sm[b]
+            if want_resp or want_imp:
+                for b in range(nb):
+                    for k in range(K):
+                        resp[k] = RT[k, b]
+                    if want_resp:
+                        for k in range(K):
+                            resp_out[b0 + b, k] = resp[k]
+                    if want_imp:
+                        _impute_diag(X, b0 + b, resp, means64, var64, imp)
+            if has_w:
                 for k in range(K):
-                    RB[b, k] = wn * resp[k]
-                    nk[k] += RB[b, k]
-            np.dot(RB[:nb].T, G[:nb], S)
+                    for b in range(nb):
+                        RT[k, b] *= wb[b]
+            for b in range(nb):  # nk in row order, as the rows' own sums
+                for k in range(K):
+                    nk[k] += RT[k, b]
+            np.dot(RT, G, S)
             for k in range(K):
                 for d in range(3 * D):
                     T[k, d] += S[k, d]
