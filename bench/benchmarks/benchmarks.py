@@ -32,6 +32,7 @@ short NumPy k-means.  Shapes are written ``(N, D, K)``.
   "cuda"); ``DeviceLowRankIteration``, ``DeviceStreamedIteration`` (a 1 GiB .npy file),
   ``DeviceSGDMinibatch``, ``DeviceExpansion``: the other GPU paths against their CPU twins.
   The "cuda" cases are skipped on machines without a GPU.
+* ``Scoring.time_score_samples``: scoring a fitted model, every covariance type and dtype.
 * ``FirstDefaultFit.timeraw_first_default_fit``: the same with a default fit (k-means start)
   and ``predict``, for every covariance type and dtype.
 * ``Selection.time_select_mixture`` / ``time_separate_fits``: ``select_mixture`` over K = 1..6 x
@@ -122,6 +123,24 @@ class EMIteration:
 
     def time_em_iteration_warm_start(self, covariance_type, shape, dtype):
         _fit_quietly(self.warm, self.X)
+
+
+class Scoring:
+    """``score_samples`` of a fitted model (the ``log_prob`` kernels: tied and full on the
+    E-step's block GEMM) on 10^5 x 16 rows, K = 16."""
+
+    params = (COVARIANCE_TYPES, DTYPES)
+    param_names = ["covariance_type", "dtype"]
+    timeout = 300
+
+    def setup(self, covariance_type, dtype):
+        self.X, init = _problem((100_000, 16, 16), dtype, covariance_type)
+        self.model = _model(init, covariance_type, max_iter=1)
+        _fit_quietly(self.model, self.X)
+        self.model.score_samples(self.X)  # JIT warm-up
+
+    def time_score_samples(self, covariance_type, dtype):
+        self.model.score_samples(self.X)
 
 
 class EMIterationLarge(EMIteration):
