@@ -322,10 +322,11 @@ def _pass_layout(kp, mode, dtype, native_spherical=False):
 
 
 def _diag_f64_scratch(arrays):
-    """``pass_diag``'s scratch for float64 data: its F (``[quad(u), u]``, float64) passed again
-    as G, the float64 operand of the statistics GEMM, which float32 data build apart."""
+    """``pass_diag``'s scratch for float64 data: no G (None), so the pass uses its F
+    (``[quad(u), u]``, float64) as the statistics GEMM's operand, which float32 data build
+    apart in G (and the pass compiles only the code of its own dtype)."""
     W, F, L, G, RB, S, cst, T = arrays
-    return W, F, L, F, RB, S, cst, T
+    return W, F, L, None, RB, S, cst, T
 
 
 def _pass(mode, X, sw, R, kp, chunk_rows, acc):
@@ -355,11 +356,12 @@ def _pass(mode, X, sw, R, kp, chunk_rows, acc):
     llws_p = np.zeros((n_slots, 8))
     sw = _weights(sw)
     cut = CUT[X.dtype]
+    R = None if mode == ESTEP else R  # the passes' E-step (cpu_estep.ESTEP)
     with blas_single_threaded():
         for c0 in range(0, n_chunks, n_slots):
             n_here = min(n_slots, n_chunks - c0)
             _threads.run_ranges(
-                lambda j0, j1: run(mode, X, sw, R, kp.means, pc, kp.lconst, tmeans, g,
+                lambda j0, j1: run(X, sw, R, kp.means, pc, kp.lconst, tmeans, g,
                                    kp.means64, g64, cut, chunk_rows, c0, j0, j1, nk_p, s1_p,
                                    s2_p, llws_p), n_here)
             for j in range(n_here):  # fixed order
@@ -390,8 +392,7 @@ def estep_stats(X, sw, kp, chunk_rows, acc=None):
     """Fused E-step: returns (nk, s1, s2, ll, ws) for the model ``kp`` (see cpu_estep).
 
     With ``acc`` (an ``Accumulator``) the sums are added to it and its totals returned."""
-    K = kp.means64.shape[0]
-    return _pass(ESTEP, X, sw, np.empty((0, K)), kp, chunk_rows, acc)
+    return _pass(ESTEP, X, sw, None, kp, chunk_rows, acc)
 
 
 def resp_stats(X, sw, R, kp, chunk_rows, acc=None):
@@ -642,7 +643,6 @@ def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None, 
     masked, margs = _missing_args(kp, cov, logw, X, chunk_rows, flags, groups)
     sw = _weights(sw)
     margs = (margs[0], sw) + margs[2:]
-    R = np.empty((0, K))
     cut = CUT[X.dtype]
     none_f, none_i, none_r = np.empty(0), np.empty(0, np.int64), np.empty((0, K))
     none_m = np.empty((2, 0, D))
@@ -657,7 +657,7 @@ def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None, 
                 masked(*margs, cut, chunk_rows, c0, j, e, nk_p, s1_p, s2_p, llws_p,
                        none_f, none_i, none_r, none_m)
             else:
-                run(ESTEP, X, sw, R, kp.means, pc, kp.lconst, tmeans, g, kp.means64, g64,
+                run(X, sw, None, kp.means, pc, kp.lconst, tmeans, g, kp.means64, g64,
                     cut, chunk_rows, c0, j, e, nk_p, s1_p, s2_q, llws_p)
             j = e
 
@@ -826,7 +826,6 @@ def _masked_slots(X, sw, kp, chunk_rows, acc, flags, masked):
     s2_p = np.zeros((n_slots,) + s2_shape(kp.kind, K, D, q))
     llws_p = np.zeros((n_slots, 8))
     run, pc, g, g64, tmeans = _pass_layout(kp, ESTEP, X.dtype)
-    R = np.empty((0, K))
     cut = CUT[X.dtype]
 
     def ranges(c0, j0, j1):
@@ -838,7 +837,7 @@ def _masked_slots(X, sw, kp, chunk_rows, acc, flags, masked):
             if flags[c0 + j]:
                 masked(cut, c0, j, e, nk_p, s1_p, s2_p, llws_p)
             else:
-                run(ESTEP, X, sw, R, kp.means, pc, kp.lconst, tmeans, g, kp.means64, g64,
+                run(X, sw, None, kp.means, pc, kp.lconst, tmeans, g, kp.means64, g64,
                     cut, chunk_rows, c0, j, e, nk_p, s1_p, s2_p, llws_p)
             j = e
 

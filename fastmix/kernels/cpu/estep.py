@@ -39,12 +39,20 @@ float32).
 import math
 
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from ._jit import kernel
 from ._math import EXP_MIN_ARG, exp_nonpos
 
 FULL, TIED, DIAG, SPHERICAL = 0, 1, 2, 3
-#: pass modes: fused E-step, statistics of given responsibilities (2 was the removed NEAREST)
+#: pass modes: fused E-step, statistics of given responsibilities (2 was the removed NEAREST).
+#: The passes themselves take no mode: ``R=None`` is the E-step, an (N, K) array the given
+#: responsibilities.  Numba prunes the branches of an argument typed None before compiling, so
+#: a default fit compiles only the E-step's code; with a mode flag both branches, plus the
+#: float32-only code of ``pass_diag``, were compiled every time (~0.2-0.3 s of the diagonal
+#: pass's 3 s, measured from the pipeline timings of the compiled overload).  Statistics of
+#: given responsibilities (random starts, Dask's hard passes) compile their own overload.
 ESTEP, RESP = 0, 1
 
 
@@ -153,13 +161,14 @@ def _acc_diag(X, n, wn, resp, c, nk, s1, s2):
 
 
 @kernel(inline="always")
-def _row_resp(mode, n, R, lrow, resp, cut):
-    """Responsibilities of row n into ``resp`` for the pass's mode; returns the row's
-    contribution to ll (log p(x) for ESTEP, 0 for RESP: given responsibilities).  Hard
+def _row_resp(n, R, lrow, resp, cut):
+    """Responsibilities of row n into ``resp``: the E-step's (``R is None``) or row n of the
+    given ``R``; returns the row's contribution to ll (log p(x), or 0 for given
+    responsibilities).  Hard
     assignments to k-means centres are computed on BLAS (``fastmix.kmeans.hard_stats``): a
     NEAREST mode here made every pass compile a third branch (~0.3 s of a first fit)."""
     K = resp.shape[0]
-    if mode == ESTEP:
+    if R is None:
         logp, _ = _row_responsibilities(lrow, resp, cut)
         return logp
     for k in range(K):
@@ -179,7 +188,7 @@ def _row_resp(mode, n, R, lrow, resp, cut):
 # shared loop dispatching on ``kind`` per row cost ~70 ns per row in call overhead (measured).
 
 @kernel()
-def pass_diag_rows(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
+def pass_diag_rows(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
                    c0, j0, j1, nk_p, s1_p, s2_p, llws_p):
     lrow = np.empty(means.shape[0], dtype=X.dtype)
     resp = np.zeros(means.shape[0])
@@ -200,14 +209,27 @@ def pass_diag_rows(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, c
         ws = 0.0
         for n in range(start, stop):
             wn = sw[n] if has_w else 1.0
-            if mode == ESTEP:
+            if R is None:
                 _logdens_diag(X, n, MT, PT, lconst, lrow)
-            ll += wn * _row_resp(mode, n, R, lrow, resp, cut)
+            ll += wn * _row_resp(n, R, lrow, resp, cut)
             ws += wn
             if wn != 0.0:
                 _acc_diag(X, n, wn, resp, means64, nk, s1, s2)
         llws_p[slot, 0] = ll
         llws_p[slot, 1] = ws
+
+
+def _stats_operand(F, G):
+    """``F`` when ``G`` is None, else ``G``: chosen by type while compiling (a conditional
+    expression cannot unify a float32 ``F`` with a float64 ``G``)."""
+    return F if G is None else G
+
+
+@overload(_stats_operand, inline="always")
+def _stats_operand_typed(F, G):
+    if isinstance(G, types.NoneType):
+        return lambda F, G: F
+    return lambda F, G: G
 
 
 @kernel()
@@ -229,7 +251,7 @@ DIAG_BLOCK = 256
 
 
 @kernel()
-def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
+def pass_diag(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
               c0, j0, j1, nk_p, s1_p, s2_p, llws_p, W, F, L, G, RB, S, cst, T):
     """Diagonal and spherical covariances about a shared centre g (``g64`` has D entries; the
     caller picks one only when every mean is close to g, see ``GMMParams.kernel_params``, and
@@ -240,9 +262,9 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
     * log-densities ``L = [quad(u), u] @ W + c0`` (in X's dtype), i.e. the quadratic form
       expanded around g;
     * statistics ``[sum r quad(u), sum r u] = R^T [quad(u), u]`` (float64), re-centred on each
-      mean at the end of the chunk: ``s2`` (K, 1, P).  ``G`` is the float64 right operand:
-      for float64 data the facade passes ``F`` itself as ``G`` (``kernels._pass_layout``),
-      float32 data build it here.
+      mean at the end of the chunk: ``s2`` (K, 1, P).  ``G`` is the float64 right operand,
+      built here for float32 data; for float64 data the facade passes ``G=None`` and ``F``
+      serves (``kernels._pass_layout``; the branch of the other dtype is not compiled).
 
     The responsibilities of a block are laid out components by rows, ``RT = RB[:K]`` (K, B),
     filled transposed while the constants are added to ``L``; every step over them (the row
@@ -263,7 +285,6 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
     K, D = means64.shape
     P = pc.shape[2]  # D (diag) or 1 (spherical)
     B = F.shape[0]  # DIAG_BLOCK; W, F, L, G, RB, S: aligned scratch (pass_scratch)
-    f64 = X.itemsize == 8  # G is F (kernels._pass_layout): [quad(u), u] in float64 already
     has_w = sw.shape[0] > 0
     for k in range(K):  # cst (K,), T (K, P + D): float64 scratch
         acc = 0.0
@@ -277,6 +298,7 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
         if P != D:
             W[0, k] = -0.5 * np.float64(pc[k, 0, 0]) ** 2
         cst[k] = lconst[k] - 0.5 * acc
+    Gs = _stats_operand(F, G)  # the statistics GEMM's right operand: F itself or G
     RT = RB[:K]  # (K, B): the block's responsibilities, components by rows
     mx = RB[K]  # per-row maxima, sums, weights
     sm = RB[K + 1]
@@ -299,10 +321,10 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
             nb = min(B, stop - b0)
             if nb < B:  # a short last block: the statistics GEMM runs over all B rows
                 RT[:, :] = 0.0
-                G[nb:, :] = 0.0
+                Gs[nb:, :] = 0.0
             for b in range(nb):
                 wb[b] = sw[b0 + b] if has_w else 1.0
-            if mode == ESTEP or f64:
+            if R is None or G is None:
                 for b in range(nb):
                     q = zero
                     for d in range(D):
@@ -314,7 +336,7 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
                             q += u * u
                     if P != D:
                         F[b, 0] = q
-            if not f64:
+            if G is not None:
                 for b in range(nb):
                     q64 = 0.0
                     for d in range(D):
@@ -326,7 +348,7 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
                             q64 += u64 * u64
                     if P != D:
                         G[b, 0] = q64
-            if mode == ESTEP:
+            if R is None:
                 np.dot(F[:nb], W, L[:nb])
                 for b in range(nb):
                     mx[b] = -np.inf
@@ -375,7 +397,7 @@ def pass_diag(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
             for b in range(nb):  # nk in row order, as the rows' own sums
                 for k in range(K):
                     nk[k] += RT[k, b]
-            np.dot(RT, G, S)
+            np.dot(RT, Gs, S)
             for k in range(K):
                 for d in range(P + D):
                     T[k, d] += S[k, d]
@@ -448,7 +470,7 @@ def _full_logdens_block(X, b0, nb, UT, C, T, lconst, Yf, Zf, acc, L):
 
 
 @kernel()
-def pass_full(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
+def pass_full(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
               c0, j0, j1, nk_p, s1_p, s2_p, llws_p, L, Yf, Zf, RB, Yk, Wk, S, Pf, SBT,
               accb, lrow, resp, G2, nkA):
     """Full covariances, a block of rows at a time with BLAS.
@@ -500,14 +522,14 @@ def pass_full(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
         ws = 0.0
         for b0 in range(start, stop, B):
             nb = min(B, stop - b0)
-            if mode == ESTEP:
+            if R is None:
                 _full_logdens_block(X, b0, nb, UT, C, T, lconst, Yf, Zf, accb, L)
             for b in range(nb):
                 n = b0 + b
                 wn = sw[n] if has_w else 1.0
                 for k in range(K):
                     lrow[k] = L[b, k]
-                ll += wn * _row_resp(mode, n, R, lrow, resp, cut)
+                ll += wn * _row_resp(n, R, lrow, resp, cut)
                 ws += wn
                 for k in range(K):
                     RB[b, k] = wn * resp[k]
@@ -619,7 +641,7 @@ def _tied_logdens_block(X, b0, nb, UT, g, tmeans, lconst, Yf, Zf, acc, L):
 
 
 @kernel()
-def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
+def pass_tied(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
               c0, j0, j1, nk_p, s1_p, s2_p, llws_p, Yf, Zf, UT, L, U, WU, RB, S, SK,
               accb, A, lrow, resp):
     """Tied covariance, a block of rows at a time: ``Z^T = U^T (X_b - g)^T`` is one GEMM for
@@ -649,14 +671,14 @@ def pass_tied(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, c
         ws = 0.0
         for b0 in range(start, stop, B):
             nb = min(B, stop - b0)
-            if mode == ESTEP:
+            if R is None:
                 _tied_logdens_block(X, b0, nb, UT, g, tmeans, lconst, Yf, Zf, accb, L)
             for b in range(nb):
                 n = b0 + b
                 wn = sw[n] if has_w else 1.0
                 for k in range(K):
                     lrow[k] = L[b, k]
-                ll += wn * _row_resp(mode, n, R, lrow, resp, cut)
+                ll += wn * _row_resp(n, R, lrow, resp, cut)
                 ws += wn
                 for k in range(K):
                     RB[b, k] = wn * resp[k]

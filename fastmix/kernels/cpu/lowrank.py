@@ -83,7 +83,7 @@ def _logdens_block(X, b0, nb, means, pc, BT, lconst, Y, Z, L):
 
 
 @kernel()
-def pass_lowrank(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
+def pass_lowrank(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
                  c0, j0, j1, nk_p, s1_p, s2_p, llws_p):
     K, D = means64.shape
     q = (pc.shape[1] - 1) // 2
@@ -122,7 +122,7 @@ def pass_lowrank(mode, X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut
                 wn = sw[n] if has_w else 1.0
                 for k in range(K):
                     lrow[k] = L[b, k]
-                ll += wn * _row_resp(mode, n, R, lrow, resp, cut)
+                ll += wn * _row_resp(n, R, lrow, resp, cut)
                 ws += wn
                 for k in range(K):
                     RB[b, k] = wn * resp[k]
