@@ -227,29 +227,40 @@ def _best_start(Xs, sws, runs, kind, reg_covar, chunk_rows):
     if len(runs) == 1:
         return runs[0][0], None
     sample = as_stream(Xs, sws, chunk_rows)
-    best, best_ll, best_params = runs[0][0], -np.inf, None
-    seen = set()
+    # a run that ended on the same centres as an earlier one (in another order) starts the
+    # same mixture: the earlier one already had its chance (on small data most seedings meet;
+    # each scoring is a hard-assignment pass and an E-step)
+    distinct, seen = [], set()
+    for centres, _ in runs:
+        key = centres[np.lexsort(centres.T[::-1])].tobytes()
+        if key not in seen:
+            seen.add(key)
+            distinct.append(centres)
     # a rejected start's collapsed components do not matter; the chosen one's warnings are
     # given again if its mixture is used (``_initial``).  One filter for all runs: each
     # catch_warnings/simplefilter pair cost ~0.3 ms (it resets every warning registry).
+    # The M-steps (which may warn) run here in turn; the E-steps, one kernel call each that
+    # warns nothing, run side by side on the threads below.
+    scored = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DegenerateComponentWarning)
-        for centres, _ in runs:
-            # a run that ended on the same centres as an earlier one (in another order) starts
-            # the same mixture: the earlier one already had its chance (on small data most
-            # seedings meet; each scoring is a hard-assignment pass and an E-step)
-            key = centres[np.lexsort(centres.T[::-1])].tobytes()
-            if key in seen:
-                continue
-            seen.add(key)
+        for centres in distinct:
             n0 = len(caught)
             params = _assign_to(sample, centres, kind, reg_covar)
-            kp = params.kernel_params(Xs.dtype)
-            out = kernels.estep_stats(Xs, sws, kp, chunk_rows)
-            ll = out[3]
-            if ll > best_ll:  # NaN never wins
-                best, best_ll = centres, ll
-                best_params = (params, caught[n0:], stats_from_kernel(params.kind, out, kp))
+            scored.append([centres, params, caught[n0:], params.kernel_params(Xs.dtype), None])
+
+    def score(i0, i1):
+        for s in scored[i0:i1]:
+            s[4] = kernels.estep_stats(Xs, sws, s[3], chunk_rows)
+    # each E-step is computed by one call from its own mixture alone (its chunks in order,
+    # inside it), so the scores do not depend on how the calls are spread over the threads
+    with kernels.blas_single_threaded():
+        kernels.run_ranges(score, len(scored))
+    best, best_ll, best_params = runs[0][0], -np.inf, None
+    for centres, params, warned, kp, out in scored:  # in run order: the first best wins
+        if out[3] > best_ll:  # NaN never wins
+            best, best_ll = centres, out[3]
+            best_params = (params, warned, stats_from_kernel(params.kind, out, kp))
     return best, best_params
 
 
