@@ -139,8 +139,8 @@ def test_start_statistics_only_when_the_start_made_every_group():
 
 @pytest.mark.parametrize("kind", ["full", "spherical"])
 def test_start_scorings_side_by_side_equal_the_serial_loop(kind, monkeypatch):
-    # the k-means runs' mixtures are scored by E-steps run side by side on the threads: the
-    # choice, its mixture and its statistics are those of scoring the runs one after another
+    # the k-means runs' hard assignments and scoring E-steps run side by side on the threads:
+    # the choice, its mixture and its statistics are those of scoring the runs one by one
     monkeypatch.setattr(init, "SCORE_THREADS_MIN", 0)  # side by side even for these few rows
     rng = np.random.default_rng(5)
     X = np.vstack([rng.normal(c, 1.0, (150, 3)) for c in (-2.0, 0.0, 2.5, 5.0)])
