@@ -245,10 +245,12 @@ def _best_start(Xs, sws, runs, kind, reg_covar, chunk_rows):
     # K = 3: ~50 us an E-step).  The M-steps between them, which may warn, run in turn.
     n_threads = None if Xs.size * runs[0][0].shape[0] >= SCORE_THREADS_MIN else 1
     hard = [None] * len(distinct)
+    sample = as_stream(Xs, sws, chunk_rows) if n_threads == 1 else None
 
     def assign(i0, i1):
-        for i in range(i0, i1):  # a Stream each: no pass counter shared between threads
-            hard[i] = _hard_assignment(as_stream(Xs, sws, chunk_rows), distinct[i], kind)
+        for i in range(i0, i1):  # side by side, a Stream each: no pass counter shared
+            data = sample if sample is not None else as_stream(Xs, sws, chunk_rows)
+            hard[i] = _hard_assignment(data, distinct[i], kind)
     with kernels.blas_single_threaded():
         kernels.run_ranges(assign, len(distinct), n_threads)
     # a rejected start's collapsed components do not matter; the chosen one's warnings are
