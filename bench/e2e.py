@@ -9,7 +9,15 @@ the median fit time of each library (warm compile cache, one process, runs inter
 ratio, the mean final log-likelihood per row (``score(X)``) over the seeds, and how many seeds
 ended in a *clearly worse optimum*: more than ``--worse`` nats per row (default 0.02) below the
 best fit that either library found on that data.  fastmix's first fit of the run is excluded
-(it loads the compile cache); the cold start is measured separately:
+(it loads the compile cache); the cold start is measured separately.
+
+Before every timed fit the process waits (untimed) until none of its threads is busy
+(``settle``): after a call, OpenBLAS's worker threads spin for up to ~0.1 s and OpenMP's for a
+while too, so a fit started right after a scikit-learn fit shares the cores with them.  Without
+this the interleaving charged scikit-learn's spinning threads to the fastmix fit that followed
+it (digits, spherical, 2 cores: a fastmix fit right after a scikit-learn fit took 53 ms, after a
+pause 36.5 ms, on a loaded machine; fastmix leaves no thread spinning, so the pause changes
+nothing for scikit-learn).  A user timing one fit sees the settled case.  The cold start:
 
 * cold: a fresh interpreter with an empty ``NUMBA_CACHE_DIR`` imports fastmix and runs one
   default fit of 20 000 x 16 rows, K = 16, then ``predict`` (each covariance type and dtype);
@@ -98,7 +106,23 @@ def panel(quick=False):
     return sets
 
 
+def settle(quantum=0.01, max_wait=0.5):
+    """Wait until no thread of this process uses the CPU: a sleep of ``quantum`` seconds during
+    which the process (all its threads: ``time.process_time``) used less than a tenth of it,
+    at most ``max_wait`` seconds.  BLAS and OpenMP worker threads spin for a while after each
+    call (OpenBLAS: up to ~0.1 s), and a fit timed right after another library's would share
+    the cores with them.  Returns the seconds waited."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max_wait:
+        c = time.process_time()
+        time.sleep(quantum)
+        if time.process_time() - c < 0.1 * quantum:
+            break
+    return time.perf_counter() - t0
+
+
 def _fit(cls, K, cov, seed, X):
+    settle()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = time.perf_counter()
@@ -180,8 +204,9 @@ def markdown(report):
              f"{report['machine']}; fastmix {report['fastmix']}, scikit-learn {report['sklearn']}, "
              f"numba {report['numba']}; {report['date']}. Command: `{report['command']}`.", "",
              "Default `GaussianMixture(K, covariance_type).fit(X)`, seeds 0..S-1, warm compile "
-             "cache, runs of the two libraries interleaved. *ll*: mean over the seeds of the "
-             "final `score(X)` (nats per row). *worse*: seeds that ended more than "
+             "cache, runs of the two libraries interleaved, each fit started once no thread of "
+             "the process was busy (`settle`: BLAS/OpenMP workers spin after a call). *ll*: "
+             "mean over the seeds of the final `score(X)` (nats per row). *worse*: seeds that ended more than "
              f"{report['worse']} nats per row below the best fit either library found. "
              "*paired*: seeds where fastmix ended more than that below / above scikit-learn "
              "started from the same seed.", "",

@@ -7,7 +7,9 @@ and per-iteration costs (validation, layouts, small NumPy calls, the k-means sta
 seedings), not arithmetic.  On a shared machine the load changes from second to second, so the
 libraries run *interleaved in one process* (fit by fit, same seed) and the report gives the
 median over repetitions of each seed's time, averaged over the seeds, and ratios of those --
-the ratios are what survive the load.
+the ratios are what survive the load.  Each timed fit starts once no thread of the process is
+busy (``e2e.settle``): BLAS and OpenMP workers spin for up to ~0.1 s after scikit-learn's
+calls, and the fit timed next would otherwise share the cores with them.
 
 ``--baseline PATH`` adds another fastmix checkout (e.g. ``git worktree add /tmp/base main``),
 imported side by side under another name, for before/after tables.  ``--clock cpu`` (process
@@ -36,6 +38,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from e2e import settle  # noqa: E402
 
 
 def _load(path):
@@ -100,6 +104,7 @@ def main(argv=None):
             for r in range(args.reps):
                 for s in range(args.seeds):
                     for k, cls in libs.items():
+                        settle()
                         t0 = clock()
                         gm = cls(K, covariance_type=cov, random_state=s).fit(X)
                         t[k][r, s] = clock() - t0

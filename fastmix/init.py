@@ -90,6 +90,9 @@ KMEANS_MAX_ITER = 30
 KMEANS_TOL = 1e-3
 #: Rows of the subsample Lloyd runs on (at least 50 per centre).
 KMEANS_LLOYD_ROWS = 2**13
+#: The k-means runs' scoring E-steps run side by side on the threads from this many
+#: sample entries times K (digits, 1797 x 64, K = 10: 1.2e6; breast cancer 569 x 30, K = 2: 3.4e4).
+SCORE_THREADS_MIN = 2**17
 #: Temporary memory of one k-means++ distance evaluation (the sample is up to 65 536 x D).
 SQDIST_BLOCK_BYTES = 8 * 2**20
 
@@ -226,45 +229,71 @@ def _best_start(Xs, sws, runs, kind, reg_covar, chunk_rows):
     the sample) -- None when there was a single run."""
     if len(runs) == 1:
         return runs[0][0], None
-    sample = as_stream(Xs, sws, chunk_rows)
-    best, best_ll, best_params = runs[0][0], -np.inf, None
-    seen = set()
+    # a run that ended on the same centres as an earlier one (in another order) starts the
+    # same mixture: the earlier one already had its chance (on small data most seedings meet;
+    # each scoring is a hard-assignment pass and an E-step)
+    distinct, seen = [], set()
+    for centres, _ in runs:
+        key = centres[np.lexsort(centres.T[::-1])].tobytes()
+        if key not in seen:
+            seen.add(key)
+            distinct.append(centres)
+    # The passes (hard assignments, then E-steps) of the runs are independent: each is
+    # computed from its own centres alone, its chunks in order inside it, so they run side
+    # by side on the threads with the same results on any number.  Tiny ones stay in this
+    # thread: their Python glue holds the GIL, and a hand-off costs more than the pass (iris,
+    # K = 3: ~50 us an E-step).  The M-steps between them, which may warn, run in turn.
+    n_threads = None if Xs.size * runs[0][0].shape[0] >= SCORE_THREADS_MIN else 1
+    hard = [None] * len(distinct)
+    sample = as_stream(Xs, sws, chunk_rows) if n_threads == 1 else None
+
+    def assign(i0, i1):
+        for i in range(i0, i1):  # side by side, a Stream each: no pass counter shared
+            data = sample if sample is not None else as_stream(Xs, sws, chunk_rows)
+            hard[i] = _hard_assignment(data, distinct[i], kind)
+    with kernels.blas_single_threaded():
+        kernels.run_ranges(assign, len(distinct), n_threads)
     # a rejected start's collapsed components do not matter; the chosen one's warnings are
     # given again if its mixture is used (``_initial``).  One filter for all runs: each
     # catch_warnings/simplefilter pair cost ~0.3 ms (it resets every warning registry).
+    scored = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DegenerateComponentWarning)
-        for centres, _ in runs:
-            # a run that ended on the same centres as an earlier one (in another order) starts
-            # the same mixture: the earlier one already had its chance (on small data most
-            # seedings meet; each scoring is a hard-assignment pass and an E-step)
-            key = centres[np.lexsort(centres.T[::-1])].tobytes()
-            if key in seen:
-                continue
-            seen.add(key)
+        for centres, (out, kp) in zip(distinct, hard):
             n0 = len(caught)
-            params = _assign_to(sample, centres, kind, reg_covar)
-            kp = params.kernel_params(Xs.dtype)
-            out = kernels.estep_stats(Xs, sws, kp, chunk_rows)
-            ll = out[3]
-            if ll > best_ll:  # NaN never wins
-                best, best_ll = centres, ll
-                best_params = (params, caught[n0:], stats_from_kernel(params.kind, out, kp))
+            params = assigned_params(kind, out, kp, centres, reg_covar)
+            scored.append([centres, params, caught[n0:], params.kernel_params(Xs.dtype), None])
+
+    def score(i0, i1):
+        for s in scored[i0:i1]:
+            s[4] = kernels.estep_stats(Xs, sws, s[3], chunk_rows)
+    with kernels.blas_single_threaded():
+        kernels.run_ranges(score, len(scored), n_threads)
+    best, best_ll, best_params = runs[0][0], -np.inf, None
+    for centres, params, warned, kp, out in scored:  # in run order: the first best wins
+        if out[3] > best_ll:  # NaN never wins
+            best, best_ll = centres, out[3]
+            best_params = (params, warned, stats_from_kernel(params.kind, out, kp))
     return best, best_params
 
 
 def _assign_to(data, centres, kind, reg_covar):
     """The initial parameters: the M-step of hard assignments of every row to its nearest
     centre (one pass; the statistics are computed with BLAS, see ``fastmix.kmeans``)."""
+    out, kp = _hard_assignment(data, centres, kind)
+    return assigned_params(kind, out, kp, centres, reg_covar)
+
+
+def _hard_assignment(data, centres, kind):
+    """(the kernel statistics tuple, its KernelParams) of the hard assignment of every row of
+    ``data`` to its nearest centre (``_assign_to``'s first half, which warns nothing)."""
     kp = kernels.nearest_params(centres, data.dtype, kernels.KIND_CODES[kind])
     if getattr(data, "is_dask", False):
-        out = data.reduce("nearest", kp)
-    else:
-        acc = kernels.Accumulator(kp.kind, *centres.shape)
-        for _, X, w in data.blocks():
-            _km.hard_stats(X, w, kp.means64, kp.kind, kp.g64, data.chunk_rows, acc)
-        out = acc.result()
-    return assigned_params(kind, out, kp, centres, reg_covar)
+        return data.reduce("nearest", kp), kp
+    acc = kernels.Accumulator(kp.kind, *centres.shape)
+    for _, X, w in data.blocks():
+        _km.hard_stats(X, w, kp.means64, kp.kind, kp.g64, data.chunk_rows, acc)
+    return acc.result(), kp
 
 
 def assigned_params(kind, out, kp, centres, reg_covar):

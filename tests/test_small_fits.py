@@ -135,3 +135,27 @@ def test_start_statistics_only_when_the_start_made_every_group():
     gm._initial(as_stream(X, None, 4096), np.random.default_rng(0), (None, X[:3], None),
                 first_estep=first)
     assert first == []
+
+
+@pytest.mark.parametrize("kind", ["full", "spherical"])
+def test_start_scorings_side_by_side_equal_the_serial_loop(kind, monkeypatch):
+    # the k-means runs' hard assignments and scoring E-steps run side by side on the threads:
+    # the choice, its mixture and its statistics are those of scoring the runs one by one
+    monkeypatch.setattr(init, "SCORE_THREADS_MIN", 0)  # side by side even for these few rows
+    rng = np.random.default_rng(5)
+    X = np.vstack([rng.normal(c, 1.0, (150, 3)) for c in (-2.0, 0.0, 2.5, 5.0)])
+    runs = init.kmeans_runs(X, None, 4, np.random.default_rng(1), 64)
+    runs.append((runs[0][0][::-1].copy(), 0.0))  # the same centres again: scored once
+    ref_ll = []
+    for centres, _ in runs[:-1]:
+        params = init._assign_to(as_stream(X, None, 64), centres, kind, 1e-6)
+        ref_ll.append(kernels.estep_stats(X, None, params.kernel_params(X.dtype), 64)[3])
+    assert len(set(ref_ll)) > 1  # the runs differ, so the choice matters
+    pick = int(np.argmax(ref_ll))
+    for n in (1, 2):
+        with kernels.thread_limit(n):
+            centres, (params, _, stats) = init._best_start(X, None, runs, kind, 1e-6, 64)
+        assert centres is runs[pick][0]
+        assert stats.ll == ref_ll[pick]
+        ref = em.e_step_stats(X, None, params, 64)
+        assert _stats_bytes(stats) == _stats_bytes(ref)
