@@ -984,6 +984,10 @@ def main(argv=None):
                    help="re-run only the default-settings rows (GMMExpansion() and "
                         "GMMExpansion(parametric=None)) and merge them into the existing "
                         "expansion.json; every other row is kept from it")
+    p.add_argument("--merge", action="store_true",
+                   help="run every row of --targets and merge them into the existing "
+                        "expansion.json of --out-dir (other targets' rows kept; the meta "
+                        "line says which run made which rows)")
     p.add_argument("--threads", type=int, default=1,
                    help="Numba threads for every method; 0 = Numba's default (all cores)")
     a = p.parse_args(argv)
@@ -1040,17 +1044,26 @@ def main(argv=None):
             f", {os.cpu_count()} cores; 1-min load average {load0:.2f} at start, {load1:.2f} at "
             f"end; run took {elapsed:.0f} s. True mass outside the integration grids: "
             + ", ".join(f"{n} {m:.1e}" for n, m in outside.items()) + ".")
+    config = {"ns_1d": ns1, "ns_2d": ns2, "Ms_1d": Ms1, "Ms_2d": Ms2, "Ks_1d": Ks1,
+              "Ks_2d": Ks2, "em_params": EM_PARAMS, "seed": SEED, "repeats": a.repeats}
+    if a.merge:  # keep the other targets' rows of the existing file
+        d = _load(a.out_dir, stem + ".json")
+        if d is None:
+            p.error(f"--merge needs {a.out_dir}/{stem}.json")
+        rows = [r for r in d["rows"] if r["target"] not in a.targets] + rows
+        rows.sort(key=lambda r: list(TARGETS).index(r["target"]))  # stable: N order kept
+        summary = summarize(rows)
+        meta = d["meta"] + (f" The rows of {', '.join(a.targets)} are from a later run "
+                            f"(`--merge`): " + meta)
+        config = d.get("config", config)
     md = markdown(rows, summary, meta, a.out_dir)
     os.makedirs(a.out_dir, exist_ok=True)
     with open(os.path.join(a.out_dir, stem + ".md"), "w") as fh:
         fh.write(md)
     with open(os.path.join(a.out_dir, stem + ".json"), "w") as fh:
-        json.dump({"meta": meta, "config": {"ns_1d": ns1, "ns_2d": ns2, "Ms_1d": Ms1,
-                                            "Ms_2d": Ms2, "Ks_1d": Ks1, "Ks_2d": Ks2,
-                                            "em_params": EM_PARAMS, "seed": SEED,
-                                            "repeats": a.repeats},
-                   "summary": summary, "rows": rows}, fh, indent=1)
-    if not a.no_plot:
+        json.dump({"meta": meta, "config": config, "summary": summary, "rows": rows}, fh,
+                  indent=1)
+    if not a.no_plot and not a.merge:  # the PNGs show every target: not from a partial run
         one = {n: c for n, c in curves.items() if TARGETS[n].dim == 1}
         if one:
             plot_1d(one, summary, 10000, os.path.join(a.out_dir, stem + "_1d.png"))
@@ -1058,7 +1071,8 @@ def main(argv=None):
             s = [r for r in summary if r["target"] == "ring" and r["N"] == 10000][0]
             plot_2d(curves["ring"], s, 10000, os.path.join(a.out_dir, stem + "_2d.png"))
     print(md.split("## All fits")[0])
-    log(f"done in {elapsed:.0f} s; wrote {stem}.md/.json" + ("" if a.no_plot else " and PNGs")
+    log(f"done in {elapsed:.0f} s; wrote {stem}.md/.json"
+        + ("" if a.no_plot or a.merge else " and PNGs")
         + f" to {a.out_dir}")
 
 
