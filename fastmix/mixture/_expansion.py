@@ -71,13 +71,16 @@ class GMMExpansion(MixtureBase):
     50 000 rows); on the others the expansion is fitted with the rules above, and EM mixtures
     with K = 1, 2, 3, 4, 5, 6, 8, ..., 32 components (5 k-means++ starts each, tolerance 1e-3,
     on at most 20 000 of the rows; the sweep stops when two K in a row do not improve the
-    held-out likelihood); the (K, start) of the highest held-out log-likelihood is refined
-    (tolerance 1e-5).  alpha maximises the held-out log-likelihood of the combination on the
-    held-out rows inside the grid (a concave 1-D problem) and is set to 0 unless the
-    combination beats the EM mixture alone by at least one standard error of the per-row
-    difference.  Then the expansion is refitted on all rows (exactly
-    ``GMMExpansion(parametric=None)``'s model) and the EM mixture on all rows from its
-    training fit.  ``stack_`` records the choice; ``weights_``, ``means_`` and
+    held-out likelihood); K is the one whose best start has the highest held-out
+    log-likelihood, and the EM part is the equal-weight average of that K's fits from all its
+    starts (S = 5, fewer where a start fails; one for K = 1), each refined on the training rows
+    (tolerance 1e-5): averaging the starts smooths over EM's local optima, which move the
+    error of a single fit by several per cent.  alpha maximises the held-out log-likelihood
+    of the combination on the held-out rows inside the grid (a concave 1-D problem) and is
+    set to 0 unless the combination beats the EM part alone by at least one standard error of
+    the per-row difference.  Then the expansion is refitted on all rows (exactly
+    ``GMMExpansion(parametric=None)``'s model) and each EM fit on all rows from its training
+    fit.  ``stack_`` records the choice; ``weights_``, ``means_`` and
     ``covariances_`` list the nodes then the EM components, so the model is one Gaussian
     mixture.  Cost: about twice the expansion's fit plus the EM sweep (at 10^5 rows in 2-D,
     10-25 s on one core; ``bench/results/expansion.md``).  Out-of-core sources, Dask arrays,
@@ -133,12 +136,13 @@ class GMMExpansion(MixtureBase):
 
     Attributes
     ----------
-    weights_ : numpy.ndarray of shape (M,) or (M + K,), dtype float64
+    weights_ : numpy.ndarray of shape (M,) or (M + S * K,), dtype float64
         The weights of the M nodes; with the parametric stage ``alpha_`` times them, followed by
-        (1 - ``alpha_``) times the K EM components' weights (they sum to one).
-    means_ : numpy.ndarray of shape (M, D) or (M + K, D), dtype float64
+        (1 - ``alpha_``) / S times the weights of each of the S EM fits with K components, fit
+        after fit (they sum to one; S = ``stack_.n_starts``).
+    means_ : numpy.ndarray of shape (M, D) or (M + S * K, D), dtype float64
         The node positions (then the EM components' means).
-    covariances_ : numpy.ndarray of shape (M, D, D) or (M + K, D, D), dtype float64
+    covariances_ : numpy.ndarray of shape (M, D, D) or (M + S * K, D, D), dtype float64
         ``diag(sigma_ ** 2)`` for each node (then the EM components' covariances); built on
         access.
     node_weights_ : numpy.ndarray of shape (M,), dtype float64
@@ -148,8 +152,8 @@ class GMMExpansion(MixtureBase):
     stack_ : StackChoice or None
         What the parametric stage chose: alpha, n_components (K), scores (K -> held-out mean
         log-likelihood of its best start), n_heldout, n_inside (held-out rows inside the grid,
-        those that chose alpha) and z (the combination's held-out gain over EM alone, in
-        standard errors); None without the stage.
+        those that chose alpha), z (the combination's held-out gain over EM alone, in
+        standard errors) and n_starts (S, the EM fits averaged); None without the stage.
     sigma_ : numpy.ndarray of shape (D,), dtype float64
         The bandwidth.
     grid_shape_ : tuple of int
@@ -419,9 +423,9 @@ class GMMExpansion(MixtureBase):
 
         Returns
         -------
-        numpy.ndarray of shape (M, D, D) or (M + K, D, D), dtype float64
-            ``diag(sigma_ ** 2)`` for each of the M nodes, followed by the K EM components'
-            covariances when the parametric stage kept them.
+        numpy.ndarray of shape (M, D, D) or (M + S * K, D, D), dtype float64
+            ``diag(sigma_ ** 2)`` for each of the M nodes, followed by the covariances of the
+            S EM fits' K components each when the parametric stage kept them.
 
         Examples
         --------
