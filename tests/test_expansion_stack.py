@@ -160,7 +160,7 @@ def test_sweep_tries_every_start(monkeypatch):
         assert len(set(seeds)) == (1 if K == 1 else expansion.STACK_INITS)
 
 
-def test_parametric_part_averages_every_start(monkeypatch):
+def test_parametric_part_averages_every_start(monkeypatch, tmp_path):
     """The EM part is the equal-weight average of the chosen K's fits from all STACK_INITS
     starts, each refined on the training rows and then on all rows (the mixture of their
     components, weights divided by the number of starts)."""
@@ -192,6 +192,16 @@ def test_parametric_part_averages_every_start(monkeypatch):
                         np.log1p(-a) + np.log(np.mean([np.exp(f.score_samples(Y))
                                                        for f in finals], axis=0)))
     assert_close(ge.score_samples(Y), want, 1e-10)
+    # saved and loaded with the number of starts; a file without it (one start) still loads
+    ge.save(tmp_path / "s.npz")
+    back = fastmix.load(tmp_path / "s.npz")
+    assert back.stack_ == ge.stack_ and back.stack_.n_starts == S
+    assert np.array_equal(back.score_samples(Y), ge.score_samples(Y))
+    d = dict(np.load(tmp_path / "s.npz"))
+    meta = str(d["meta"]).replace(f', "n_starts": {S}', "")
+    assert meta != str(d["meta"])
+    np.savez(tmp_path / "old.npz", **dict(d, meta=np.array(meta)))
+    assert fastmix.load(tmp_path / "old.npz").stack_.n_starts == 1
 
 
 def test_reproducible_and_weighted():
