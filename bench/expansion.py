@@ -789,7 +789,18 @@ closest, 1.02, keeps the training-row fits, which fails 5-normals, skew+t2 and b
 
 The stage costs time: the pure expansion twice, the EM sweep (up to 13 K x 5 starts on
 <= 20 000 rows) and the chosen K's five fits refined on the training rows and on all rows (one
-before this version).  At N = 1e3 (not part of the target) the held-out set is 200 rows and
+before this version).  The average made it dearer: process CPU time of
+`GMMExpansion(random_state=0).fit(X)` on one thread, median of 3, this version against the
+previous commit (374deb2) on the same machine, at N = 1e5: 5-normals 1.9 -> 2.3 s,
+normal+t3+uniform 1.4 -> 1.7 s, skew+t2 6.6 -> 11.3 s, cusp+lognormal+spike 5.7 -> 9.0 s, ring
+10.0 -> 11.7 s, banana+t3 17.3 -> 40.8 s (the pure expansion: 0.26, 0.41, 0.44, 0.41, 3.1,
+4.0 s), so 4-26 x the pure expansion instead of 3-15 x.  The extra time is the refits of
+the four other starts at the tight tolerance (1e-5), mostly on the training rows (70-190 EM
+iterations each for banana+t3 at 1e5, K = 32); refining them only to 1e-4 costs about a
+fifth as much but fails 5-normals at 1e5 (1.02) and, for all five starts, banana+t3 at 1e4
+(1.04) (`expansion_stack_variants.md`).  `fastmix.expansion.STACK_AVERAGE` sets how many
+starts are averaged; each start fewer saves about a quarter of the extra time (2 starts:
+0.98 at worst on the tuned targets, 1.16 / 1.08 on cusp+lognormal+spike).  At N = 1e3 (not part of the target) the held-out set is 200 rows and
 the choice is noisy: the default is above EM's best K on five targets of six (1.02-1.16)."""
 
 

@@ -204,6 +204,19 @@ def test_parametric_part_averages_every_start(monkeypatch, tmp_path):
     assert fastmix.load(tmp_path / "old.npz").stack_.n_starts == 1
 
 
+def test_one_start_is_the_best_start_alone(monkeypatch):
+    """STACK_AVERAGE = 1: the EM part is the best start's fit alone (the rule before the
+    average), whose components are the first K of the averaged model's."""
+    X = _normals(4000)
+    avg, S = fastmix.GMMExpansion(random_state=0).fit(X), expansion.STACK_AVERAGE
+    monkeypatch.setattr(expansion, "STACK_AVERAGE", 1)
+    one = fastmix.GMMExpansion(random_state=0).fit(X)
+    K, M = one.stack_.n_components, one.node_weights_.size
+    assert one.stack_.n_starts == 1 and one.weights_.shape == (M + K,)
+    assert K == avg.stack_.n_components and avg.stack_.n_starts == S > 1
+    assert np.array_equal(one.means_[M:], avg.means_[M:M + K])
+
+
 def test_reproducible_and_weighted():
     X = _normals(3000, seed=2)
     a = fastmix.GMMExpansion(random_state=5).fit(X)

@@ -72,18 +72,20 @@ class GMMExpansion(MixtureBase):
     with K = 1, 2, 3, 4, 5, 6, 8, ..., 32 components (5 k-means++ starts each, tolerance 1e-3,
     on at most 20 000 of the rows; the sweep stops when two K in a row do not improve the
     held-out likelihood); K is the one whose best start has the highest held-out
-    log-likelihood, and the EM part is the equal-weight average of that K's fits from all its
-    starts (S = 5, fewer where a start fails; one for K = 1), each refined on the training rows
-    (tolerance 1e-5): averaging the starts smooths over EM's local optima, which move the
-    error of a single fit by several per cent.  alpha maximises the held-out log-likelihood
+    log-likelihood, and the EM part is the equal-weight average of that K's fits from its
+    best S starts (S = ``fastmix.expansion.STACK_AVERAGE`` = 5: all of them; fewer where a
+    start fails; one for K = 1), each refined on the training rows (tolerance 1e-5):
+    averaging the starts smooths over EM's local optima, which move the error of a single fit
+    by several per cent.  alpha maximises the held-out log-likelihood
     of the combination on the held-out rows inside the grid (a concave 1-D problem) and is
     set to 0 unless the combination beats the EM part alone by at least one standard error of
     the per-row difference.  Then the expansion is refitted on all rows (exactly
     ``GMMExpansion(parametric=None)``'s model) and each EM fit on all rows from its training
     fit.  ``stack_`` records the choice; ``weights_``, ``means_`` and
     ``covariances_`` list the nodes then the EM components, so the model is one Gaussian
-    mixture.  Cost: about twice the expansion's fit plus the EM sweep (at 10^5 rows in 2-D,
-    10-25 s on one core; ``bench/results/expansion.md``).  Out-of-core sources, Dask arrays,
+    mixture.  Cost: about twice the expansion's fit, the EM sweep and the refits of the S fits
+    (at 10^5 rows in 2-D, 12-41 s on one core, 4-10 x the expansion alone;
+    ``bench/results/expansion.md``).  Out-of-core sources, Dask arrays,
     ``device="cuda"``, explicit ``n_nodes`` and ``partial_fit`` get the expansion alone.
     ``parametric=None`` always does.
 
@@ -470,9 +472,11 @@ class GMMExpansion(MixtureBase):
         if not starts:  # no mixture could be fitted (e.g. too few distinct rows)
             return False
         chosen = dict(tol=expansion.STACK_TOL, max_iter=expansion.STACK_MAX_ITER)
-        # the parametric part: the equal-weight average of the K-component fits from every
-        # start (each refined on the training rows), itself a mixture of S * K Gaussians
-        ems_t = [self._em_member(K, Xt, wt, warm=em, **chosen) for em in starts]
+        # the parametric part: the equal-weight average of the K-component fits from its
+        # best STACK_AVERAGE starts (each refined on the training rows), itself a mixture of
+        # S * K Gaussians
+        ems_t = [self._em_member(K, Xt, wt, warm=em, **chosen)
+                 for em in starts[:max(1, expansion.STACK_AVERAGE)]]
         S = len(ems_t)
         lp_par = expansion.mix_log_prob(np.stack([em.score_samples(Xh) for em in ems_t], axis=1),
                                         np.full(S, 1.0 / S))
