@@ -500,9 +500,14 @@ STACK_MIN_ROWS = 500
 STACK_KS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32)
 STACK_PATIENCE = 2
 STACK_ROWS_PER_PARAM = 10
-#: EM starts (k-means++ seeds) per K in the sweep; the sweep's tolerance and rows; the chosen
-#: mixture's tolerance and iterations when it is refitted (training rows, then all rows).
+#: EM starts (k-means++ seeds) per K in the sweep (the chosen K's fits from all of them are
+#: averaged); the sweep's tolerance and rows; the chosen K's fits' tolerance and iterations when
+#: they are refitted (training rows, then all rows).
 STACK_INITS = 5
+#: The chosen K's fits from its best STACK_AVERAGE starts (of STACK_INITS) are averaged into
+#: the EM part; each costs a refit on the training rows and on all rows (1 = the best start
+#: alone, the rule before averaging; bench/results/expansion_stack_variants.md).
+STACK_AVERAGE = 5
 STACK_SWEEP_TOL = 1e-3
 STACK_SWEEP_ROWS = 20_000
 STACK_TOL = 1e-5

@@ -109,7 +109,7 @@ def test_mix_log_prob_and_holdout_mask():
 def test_combined_density_is_the_concatenated_mixture(mixed):
     X, ge = mixed
     M = ge.node_weights_.size
-    K = ge.stack_.n_components
+    K = ge.stack_.n_components * ge.stack_.n_starts
     assert ge.weights_.shape == (M + K,) and ge.means_.shape == (M + K, 1)
     assert ge.covariances_.shape == (M + K, 1, 1)
     assert abs(ge.weights_.sum() - 1) < 1e-12 and 0 <= ge.alpha_ <= 1
@@ -158,6 +158,63 @@ def test_sweep_tries_every_start(monkeypatch):
     for K in ge.stack_.scores:
         seeds = [s for k, s in tried if k == K]
         assert len(set(seeds)) == (1 if K == 1 else expansion.STACK_INITS)
+
+
+def test_parametric_part_averages_every_start(monkeypatch, tmp_path):
+    """The EM part is the equal-weight average of the chosen K's fits from all STACK_INITS
+    starts, each refined on the training rows and then on all rows (the mixture of their
+    components, weights divided by the number of starts)."""
+    finals = []
+    member = fastmix.GMMExpansion._em_member
+    X = _normals(4000)
+
+    def spy(K, X_, w, warm=None, seed=None, **kw):
+        em = member(K, X_, w, warm=warm, seed=seed, **kw)
+        if X_.shape[0] == X.shape[0]:  # a refit on all rows
+            assert warm is not None
+            finals.append(em)
+        return em
+    monkeypatch.setattr(fastmix.GMMExpansion, "_em_member", staticmethod(spy))
+    ge = fastmix.GMMExpansion(random_state=0).fit(X)
+    st = ge.stack_
+    S, K, M = expansion.STACK_INITS, st.n_components, ge.node_weights_.size
+    assert st.n_starts == S and len(finals) == S and K >= 3
+    a = ge.alpha_
+    assert_close(ge.weights_[M:], (1 - a) * np.concatenate([f.weights_ for f in finals]) / S,
+                 1e-14)
+    assert_close(ge.means_[M:], np.concatenate([f.means_ for f in finals]), 0.0)
+    assert_close(ge.covariances_[M:], np.concatenate([f.covariances_ for f in finals]), 1e-14)
+    # the starts are distinct fits (not S copies of one)
+    assert len({tuple(np.sort(f.means_[:, 0]).round(12)) for f in finals}) > 1
+    Y = np.linspace(-8, 8, 101)[:, None]
+    want = np.logaddexp(np.log(a) + fastmix.GMMExpansion(random_state=0, parametric=None)
+                        .fit(X).score_samples(Y) if a > 0 else -np.inf,
+                        np.log1p(-a) + np.log(np.mean([np.exp(f.score_samples(Y))
+                                                       for f in finals], axis=0)))
+    assert_close(ge.score_samples(Y), want, 1e-10)
+    # saved and loaded with the number of starts; a file without it (one start) still loads
+    ge.save(tmp_path / "s.npz")
+    back = fastmix.load(tmp_path / "s.npz")
+    assert back.stack_ == ge.stack_ and back.stack_.n_starts == S
+    assert np.array_equal(back.score_samples(Y), ge.score_samples(Y))
+    d = dict(np.load(tmp_path / "s.npz"))
+    meta = str(d["meta"]).replace(f', "n_starts": {S}', "")
+    assert meta != str(d["meta"])
+    np.savez(tmp_path / "old.npz", **dict(d, meta=np.array(meta)))
+    assert fastmix.load(tmp_path / "old.npz").stack_.n_starts == 1
+
+
+def test_one_start_is_the_best_start_alone(monkeypatch):
+    """STACK_AVERAGE = 1: the EM part is the best start's fit alone (the rule before the
+    average), whose components are the first K of the averaged model's."""
+    X = _normals(4000)
+    avg, S = fastmix.GMMExpansion(random_state=0).fit(X), expansion.STACK_AVERAGE
+    monkeypatch.setattr(expansion, "STACK_AVERAGE", 1)
+    one = fastmix.GMMExpansion(random_state=0).fit(X)
+    K, M = one.stack_.n_components, one.node_weights_.size
+    assert one.stack_.n_starts == 1 and one.weights_.shape == (M + K,)
+    assert K == avg.stack_.n_components and avg.stack_.n_starts == S > 1
+    assert np.array_equal(one.means_[M:], avg.means_[M:M + K])
 
 
 def test_reproducible_and_weighted():

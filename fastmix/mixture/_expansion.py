@@ -25,6 +25,7 @@ class StackChoice(NamedTuple):
     n_heldout: int    # rows held out
     n_inside: int     # held-out rows inside the grid (those that chose alpha)
     z: float          # gain of the combination over EM alone, in standard errors
+    n_starts: int = 1  # EM fits with K components averaged into the parametric part
 
 
 @register
@@ -70,16 +71,21 @@ class GMMExpansion(MixtureBase):
     50 000 rows); on the others the expansion is fitted with the rules above, and EM mixtures
     with K = 1, 2, 3, 4, 5, 6, 8, ..., 32 components (5 k-means++ starts each, tolerance 1e-3,
     on at most 20 000 of the rows; the sweep stops when two K in a row do not improve the
-    held-out likelihood); the (K, start) of the highest held-out log-likelihood is refined
-    (tolerance 1e-5).  alpha maximises the held-out log-likelihood of the combination on the
-    held-out rows inside the grid (a concave 1-D problem) and is set to 0 unless the
-    combination beats the EM mixture alone by at least one standard error of the per-row
-    difference.  Then the expansion is refitted on all rows (exactly
-    ``GMMExpansion(parametric=None)``'s model) and the EM mixture on all rows from its
-    training fit.  ``stack_`` records the choice; ``weights_``, ``means_`` and
+    held-out likelihood); K is the one whose best start has the highest held-out
+    log-likelihood, and the EM part is the equal-weight average of that K's fits from its
+    best S starts (S = ``fastmix.expansion.STACK_AVERAGE`` = 5: all of them; fewer where a
+    start fails; one for K = 1), each refined on the training rows (tolerance 1e-5):
+    averaging the starts smooths over EM's local optima, which move the error of a single fit
+    by several per cent.  alpha maximises the held-out log-likelihood
+    of the combination on the held-out rows inside the grid (a concave 1-D problem) and is
+    set to 0 unless the combination beats the EM part alone by at least one standard error of
+    the per-row difference.  Then the expansion is refitted on all rows (exactly
+    ``GMMExpansion(parametric=None)``'s model) and each EM fit on all rows from its training
+    fit.  ``stack_`` records the choice; ``weights_``, ``means_`` and
     ``covariances_`` list the nodes then the EM components, so the model is one Gaussian
-    mixture.  Cost: about twice the expansion's fit plus the EM sweep (at 10^5 rows in 2-D,
-    10-25 s on one core; ``bench/results/expansion.md``).  Out-of-core sources, Dask arrays,
+    mixture.  Cost: about twice the expansion's fit, the EM sweep and the refits of the S fits
+    (at 10^5 rows in 2-D, 12-41 s on one core, 4-10 x the expansion alone;
+    ``bench/results/expansion.md``).  Out-of-core sources, Dask arrays,
     ``device="cuda"``, explicit ``n_nodes`` and ``partial_fit`` get the expansion alone.
     ``parametric=None`` always does.
 
@@ -132,12 +138,13 @@ class GMMExpansion(MixtureBase):
 
     Attributes
     ----------
-    weights_ : numpy.ndarray of shape (M,) or (M + K,), dtype float64
+    weights_ : numpy.ndarray of shape (M,) or (M + S * K,), dtype float64
         The weights of the M nodes; with the parametric stage ``alpha_`` times them, followed by
-        (1 - ``alpha_``) times the K EM components' weights (they sum to one).
-    means_ : numpy.ndarray of shape (M, D) or (M + K, D), dtype float64
+        (1 - ``alpha_``) / S times the weights of each of the S EM fits with K components, fit
+        after fit (they sum to one; S = ``stack_.n_starts``).
+    means_ : numpy.ndarray of shape (M, D) or (M + S * K, D), dtype float64
         The node positions (then the EM components' means).
-    covariances_ : numpy.ndarray of shape (M, D, D) or (M + K, D, D), dtype float64
+    covariances_ : numpy.ndarray of shape (M, D, D) or (M + S * K, D, D), dtype float64
         ``diag(sigma_ ** 2)`` for each node (then the EM components' covariances); built on
         access.
     node_weights_ : numpy.ndarray of shape (M,), dtype float64
@@ -147,8 +154,8 @@ class GMMExpansion(MixtureBase):
     stack_ : StackChoice or None
         What the parametric stage chose: alpha, n_components (K), scores (K -> held-out mean
         log-likelihood of its best start), n_heldout, n_inside (held-out rows inside the grid,
-        those that chose alpha) and z (the combination's held-out gain over EM alone, in
-        standard errors); None without the stage.
+        those that chose alpha), z (the combination's held-out gain over EM alone, in
+        standard errors) and n_starts (S, the EM fits averaged); None without the stage.
     sigma_ : numpy.ndarray of shape (D,), dtype float64
         The bandwidth.
     grid_shape_ : tuple of int
@@ -418,9 +425,9 @@ class GMMExpansion(MixtureBase):
 
         Returns
         -------
-        numpy.ndarray of shape (M, D, D) or (M + K, D, D), dtype float64
-            ``diag(sigma_ ** 2)`` for each of the M nodes, followed by the K EM components'
-            covariances when the parametric stage kept them.
+        numpy.ndarray of shape (M, D, D) or (M + S * K, D, D), dtype float64
+            ``diag(sigma_ ** 2)`` for each of the M nodes, followed by the covariances of the
+            S EM fits' K components each when the parametric stage kept them.
 
         Examples
         --------
@@ -461,19 +468,27 @@ class GMMExpansion(MixtureBase):
         lp_exp = exp_t.score_samples(Xh)
         inside = np.all((Xh >= exp_t.bounds_[0]) & (Xh <= exp_t.bounds_[1]), axis=1)
         seeds = [int(v) for v in rng.integers(0, 2**31 - 1, size=expansion.STACK_INITS)]
-        em_t, K, scores = self._choose_em(Xt, wt, Xh, wh, seeds)
-        if em_t is None:  # no mixture could be fitted (e.g. too few distinct rows)
+        starts, K, scores = self._choose_em(Xt, wt, Xh, wh, seeds)
+        if not starts:  # no mixture could be fitted (e.g. too few distinct rows)
             return False
         chosen = dict(tol=expansion.STACK_TOL, max_iter=expansion.STACK_MAX_ITER)
-        em_t = self._em_member(K, Xt, wt, warm=em_t, **chosen)
-        lp_par = em_t.score_samples(Xh)
+        # the parametric part: the equal-weight average of the K-component fits from its
+        # best STACK_AVERAGE starts (each refined on the training rows), itself a mixture of
+        # S * K Gaussians
+        ems_t = [self._em_member(K, Xt, wt, warm=em, **chosen)
+                 for em in starts[:max(1, expansion.STACK_AVERAGE)]]
+        S = len(ems_t)
+        lp_par = expansion.mix_log_prob(np.stack([em.score_samples(Xh) for em in ems_t], axis=1),
+                                        np.full(S, 1.0 / S))
         ok = inside if wh is None else inside & (wh > 0)
         alpha, z = expansion.stack_alpha(lp_exp[ok], lp_par[ok], None if wh is None else wh[ok])
         final = type(self)(**pure).fit(X, sample_weight=sw)  # the pure default on all rows
-        em = self._em_member(K, X, sw, warm=em_t, **chosen)
-        param = GMMParams(np.asarray(em.weights_, np.float64), np.asarray(em.means_, np.float64),
-                          FullCovariance.from_covariances(np.asarray(em.covariances_,
-                                                                     np.float64)))
+        ems = [self._em_member(K, X, sw, warm=em_t, **chosen) for em_t in ems_t]
+        param = GMMParams(
+            np.concatenate([np.asarray(em.weights_, np.float64) for em in ems]) / S,
+            np.concatenate([np.asarray(em.means_, np.float64) for em in ems]),
+            FullCovariance.from_covariances(np.concatenate(
+                [np.asarray(em.covariances_, np.float64) for em in ems])))
         self._nodes = final._nodes
         for name in ("sigma_", "grid_shape_", "bounds_", "n_features_in_", "auto_",
                      "lower_bound_", "lower_bounds_", "n_iter_"):
@@ -481,7 +496,8 @@ class GMMExpansion(MixtureBase):
         self.means_ = final.means_
         self._acc = None
         self._set_weights(final.weights_, alpha, param,
-                          StackChoice(alpha, K, scores, int(held.sum()), int(inside.sum()), z))
+                          StackChoice(alpha, K, scores, int(held.sum()), int(inside.sum()), z,
+                                      S))
         return True
 
     @staticmethod
@@ -499,11 +515,12 @@ class GMMExpansion(MixtureBase):
                 X, sample_weight=w)
 
     def _choose_em(self, Xt, wt, Xh, wh, seeds):
-        """(chosen mixture, its K, {K: held-out score}): for K in STACK_KS (while the
-        training sample allows it), STACK_INITS k-means++ starts each, on a stride sample of at
-        most STACK_SWEEP_ROWS training rows, scored by the held-out weighted mean
-        log-likelihood; the sweep stops after STACK_PATIENCE K without improvement.  The best
-        (K, start) is chosen."""
+        """(the chosen K's fitted starts, K, {K: held-out score}): for K in STACK_KS (while
+        the training sample allows it), STACK_INITS k-means++ starts each, on a stride sample
+        of at most STACK_SWEEP_ROWS training rows, scored by the held-out weighted mean
+        log-likelihood; the sweep stops after STACK_PATIENCE K without improvement.  K is the
+        one whose best start scores highest (its score); every start of it that could be
+        fitted is returned, best first."""
         step = max(1, -(-Xt.shape[0] // expansion.STACK_SWEEP_ROWS))
         Xs, ws = Xt[::step], None if wt is None else wt[::step]
         kmax = max(1, expansion.stack_max_components(Xs.shape[0], Xt.shape[1]))
@@ -511,28 +528,27 @@ class GMMExpansion(MixtureBase):
         for K in expansion.STACK_KS:
             if K > kmax:
                 break
-            top = None
+            fits = []
             for seed in seeds[:1] if K == 1 else seeds:
                 try:
                     em = self._em_member(K, Xs, ws, seed=seed, tol=expansion.STACK_SWEEP_TOL)
                 except (ValueError, np.linalg.LinAlgError):
                     continue  # e.g. more components than distinct rows
                 lp = em.score_samples(Xh)
-                v = float(np.average(lp, weights=wh))
-                if top is None or v > top[0]:
-                    top = (v, em)
-            if top is None:
+                fits.append((float(np.average(lp, weights=wh)), len(fits), em))
+            if not fits:
                 break
-            scores[K], tops[K] = top[0], top
-            if best is None or top[0] > scores[best]:
+            fits.sort(key=lambda f: (-f[0], f[1]))  # best first; ties: the earlier seed
+            scores[K], tops[K] = fits[0][0], [f[2] for f in fits]
+            if best is None or scores[K] > scores[best]:
                 best, bad = K, 0
             else:
                 bad += 1
                 if bad >= expansion.STACK_PATIENCE:
                     break
         if best is None:
-            return None, 0, scores
-        return tops[best][1], best, scores
+            return [], 0, scores
+        return tops[best], best, scores
 
     def partial_fit(self, X: DataLike, y: Any = None,
                     sample_weight: DataLike | None = None) -> "GMMExpansion":
@@ -774,7 +790,8 @@ class GMMExpansion(MixtureBase):
             meta["stack"] = {"n_components": self.stack_.n_components,
                              "scores": {str(k): v for k, v in self.stack_.scores.items()},
                              "n_heldout": self.stack_.n_heldout,
-                             "n_inside": self.stack_.n_inside, "z": self.stack_.z}
+                             "n_inside": self.stack_.n_inside, "z": self.stack_.z,
+                             "n_starts": self.stack_.n_starts}
             arrays.update(param_weights=self._param.weights, param_means=self._param.means,
                           param_covariances=self._param.cov.covariances)
         if self.bounds is not None:
@@ -818,7 +835,8 @@ class GMMExpansion(MixtureBase):
             st = meta["stack"]
             stack = StackChoice(alpha, int(st["n_components"]),
                                 {int(k): float(v) for k, v in st["scores"].items()},
-                                int(st["n_heldout"]), int(st["n_inside"]), float(st["z"]))
+                                int(st["n_heldout"]), int(st["n_inside"]), float(st["z"]),
+                                int(st.get("n_starts", 1)))
         est._set_weights(w, alpha, param, stack)
         est.lower_bound_ = float(meta["lower_bound_"])
         est.lower_bounds_ = [float(v) for v in meta["lower_bounds_"]]
