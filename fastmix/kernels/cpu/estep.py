@@ -501,6 +501,27 @@ def pass_full(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
       component (half the flops: D (D + 1) / 2 + D columns instead of K D) took the whole pass
       from 929 to 632 ns/row in float64 and 816 to 523 in float32.  ``RW`` (B, K) holds the
       weighted responsibilities rows by components, the GEMM's right operand.
+
+      For float32 data the products, ``RW`` and the GEMM are float32 (u = x - g in float64,
+      then rounded; the block's sums added into the float64 chunk totals ``G2``), and the path
+      is taken above 1/8 of non-zero responsibilities instead of 1/4.  Error analysis: each
+      term r u_i u_j carries ~3 roundings of 2^-24 and the GEMM's float32 sum over B rows adds
+      a relative error of about 2^-24 sqrt(B / 3) (random-walk growth of the partial sums), on
+      sums of size n (Sigma + d d^T) with d = mu_k - g; re-centring subtracts the d d^T part
+      exactly in float64, so the covariance keeps an error of about (1 + maha2) 2^-24
+      (sqrt(B / 3) + 3) relative to its own scale (maha2 = (mu_k - g)^T Sigma_k^-1 (mu_k - g)),
+      per block, falling as 1/sqrt(blocks) over a chunk since the blocks' roundings are
+      independent.  A common offset of the data (1e3 + N(0, 1)) is removed by g in float64
+      and costs nothing.  The caller (``kernels._full_stats_centre``) keeps the float32 path
+      only while every maha2 <= FULL_F32_STATS_MAX = 128 (<= 1.7e-5 for one block, ~1e-6
+      from ~300 blocks) and runs the per-component float64 path beyond.  Measured against the
+      float64 reference on the same rounded data (``tests/test_full_float32_stats.py``, 12
+      blocks): maha2 = 28, 1.0e-6 (bound 1.7e-5), with or without an offset of 1e3; maha2 =
+      400 through the float32 GEMM 1.9e-5, through the per-component path 2.9e-9.  For
+      comparison, scikit-learn and oneDAL sum whole columns in float32.  One thread, 2e5 x
+      16, K = 16 (``bench/compare.py``'s overlapping mixture, 19 % of responsibilities
+      non-zero, so every block ran the per-component float64 path before), process CPU,
+      medians of interleaved runs against the previous pass: float32 466 -> 345-369 ns/row.
     * otherwise: the rows with non-zero responsibility for component k are gathered,
       centred on mu_k, and ``s2[k] += (r * Y)^T Y`` by GEMM; rows with r = 0 cost nothing, so
       this is the cheaper one when components are well separated.
@@ -581,18 +602,19 @@ def pass_full(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
                 for k in range(K):
                     for b in range(nb):
                         RT[k, b] = wb[b] * R[b0 + b, k]
-            n_active = 0
-            if shared:
+            n_active = 0  # rows x components with r != 0; the shared GEMM above a share of
+            if shared:    # 1/4 of them (float64) or 1/8 (float32: single-precision GEMM)
                 for k in range(K):
                     for b in range(nb):
                         n_active += RT[k, b] != 0.0
-            if shared and 4 * n_active > nb * K:
+            if shared and (4 if X.itemsize == 8 else 8) * n_active > nb * K:
                 # all components in one GEMM on the products of each row with itself:
                 # G2[k] += sum_b r_bk [u_bi u_bj (i <= j), u_bi], u = x - g
                 PT = Pf[:ncol * nb].reshape((ncol, nb))  # rows innermost: vectorised
                 for b in range(nb):
                     for i in range(D):
-                        PT[ntri + i, b] = np.float64(X[b0 + b, i]) - g64[i]
+                        # u = x - g in float64, then rounded to X's dtype
+                        PT[ntri + i, b] = X.dtype.type(np.float64(X[b0 + b, i]) - g64[i])
                     for k in range(K):  # nk in row order, as the rows' own sums
                         v = RT[k, b]
                         nkA[k] += v
@@ -774,9 +796,9 @@ def pass_scratch(kind, K, D, dtype, P=0, n_groups=1, shared=False):
         B = FULL_BLOCK
         G = -(-K // n_groups)
         ncol = D * (D + 1) // 2 + D
-        return (((B * D,), x), ((B * G * D,), x), ((K + 3, B), f8), ((B, K), f8),
-                ((B, D), f8), ((B, D), f8), ((D, D), f8), ((ncol * B if shared else 0,), f8),
-                ((ncol if shared else 0, K), f8), ((B,), x), ((K if shared else 0, ncol), f8),
+        return (((B * D,), x), ((B * G * D,), x), ((K + 3, B), f8), ((B, K), x),
+                ((B, D), f8), ((B, D), f8), ((D, D), f8), ((ncol * B if shared else 0,), x),
+                ((ncol if shared else 0, K), x), ((B,), x), ((K if shared else 0, ncol), f8),
                 ((K,), f8))
     if kind == TIED:
         B = TIED_BLOCK
