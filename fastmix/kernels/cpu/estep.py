@@ -522,6 +522,16 @@ def pass_full(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
       16, K = 16 (``bench/compare.py``'s overlapping mixture, 19 % of responsibilities
       non-zero, so every block ran the per-component float64 path before), process CPU,
       medians of interleaved runs against the previous pass: float32 466 -> 345-369 ns/row.
+
+    Where the time goes (one thread, 2e5 x 16, K = 16, process CPU, the pass cut after each
+    step): float32 log-densities 174 ns/row (the (256 x 16) @ (16 x 128) sgemm alone 135 at
+    61 GFLOP/s), responsibilities +43, products and ``RW`` +49, statistics sgemm and ``G2`` +74
+    (alone 74 at 66 GFLOP/s): 340; float64 312, +44, +58, +173: 587.  The two GEMMs are 61 %
+    of the float32 pass.  Tried and dropped: the log-density GEMM split at h = D / 2 to skip
+    the zero block of U_k (a quarter of the flops) ran 345 -> 465 ns/row (the k = 8 sgemm is
+    slow); the products' setup with the rows innermost, no change.  First-fit compile of this
+    pass (pipeline timings, float32, 2e4 x 16, under load 5-7): 6.3-6.6 s -> 6.6-7.2 s wall,
+    whole cold first fit 7.3-8.2 s -> 7.3-8.6 s CPU (within the noise of a loaded machine).
     * otherwise: the rows with non-zero responsibility for component k are gathered,
       centred on mu_k, and ``s2[k] += (r * Y)^T Y`` by GEMM; rows with r = 0 cost nothing, so
       this is the cheaper one when components are well separated.
