@@ -483,8 +483,9 @@ def pass_full(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
 
     Responsibilities: a block's are laid out components by rows, ``RT = RB[:K]`` (K, B,
     float64), as in ``pass_diag``: the log-densities are written there transposed (rounded to
-    X's dtype), and the row maxima, the exponentials (two components per step), each row's sum
-    over k in order and the weighting are element-wise loops over contiguous rows; ``ll`` and
+    X's dtype), and the row maxima, the exponentials (one component per step: two, as in
+    ``pass_diag``, ran ~1 % faster but cost 0.15 s of compile), each row's sum over k in order
+    and the weighting are element-wise loops over contiguous rows; ``ll`` and
     ``nk`` accumulate in row order.  Rows ``RB[K:K + 3]`` hold the per-row maxima, sums and
     weights.
 
@@ -530,8 +531,9 @@ def pass_full(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
     of the float32 pass.  Tried and dropped: the log-density GEMM split at h = D / 2 to skip
     the zero block of U_k (a quarter of the flops) ran 345 -> 465 ns/row (the k = 8 sgemm is
     slow); the products' setup with the rows innermost, no change.  First-fit compile of this
-    pass (pipeline timings, float32, 2e4 x 16, under load 5-7): 6.3-6.6 s -> 6.6-7.2 s wall,
-    whole cold first fit 7.3-8.2 s -> 7.3-8.6 s CPU (within the noise of a loaded machine).
+    pass (pipeline timings of the overload, 2e4 x 16 float32, quiet, empty cache): 4.23-4.50 s
+    before, 4.14-4.25 s now (4.30-4.59 s with two exponentials per step); whole cold first fit
+    6.97-7.59 -> 6.81-6.84 s of CPU.
     * otherwise: the rows with non-zero responsibility for component k are gathered,
       centred on mu_k, and ``s2[k] += (r * Y)^T Y`` by GEMM; rows with r = 0 cost nothing, so
       this is the cheaper one when components are well separated.
@@ -581,15 +583,11 @@ def pass_full(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
                     if mx[b] == -np.inf:  # every component impossible: not with finite data
                         mx[b] = 0.0
                         sm[b] = -1.0
-                for k in range(0, K, 2):  # two independent exponentials per step
-                    k1 = min(k + 1, K - 1)  # odd K: the last one twice (same value)
+                for k in range(K):
                     for b in range(nb):  # element-wise: vectorises (branch-free exp)
                         t = max(RT[k, b] - mx[b], EXP_MIN_ARG)
-                        t1 = max(RT[k1, b] - mx[b], EXP_MIN_ARG)
                         e = exp_nonpos(t)
-                        e1 = exp_nonpos(t1)
                         RT[k, b] = e if t > cut else 0.0
-                        RT[k1, b] = e1 if t1 > cut else 0.0
                 for k in range(K):
                     for b in range(nb):  # each row's sum over k, in order
                         sm[b] += RT[k, b]
