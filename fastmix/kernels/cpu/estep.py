@@ -533,7 +533,11 @@ def pass_full(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
     slow); the products' setup with the rows innermost, no change.  First-fit compile of this
     pass (pipeline timings of the overload, 2e4 x 16 float32, quiet, empty cache): 4.23-4.50 s
     before, 4.14-4.25 s now (4.30-4.59 s with two exponentials per step); whole cold first fit
-    6.97-7.59 -> 6.81-6.84 s of CPU.
+    6.97-7.59 -> 6.81-6.84 s of CPU.  ``bench/compare.py --types full --no-rss --no-jit
+    --threads 2`` (10^6 x 16, K = 16, quiet, medians / from minima): float32 282 / 258 ms
+    (oneDAL 223 / 215: 0.79x) -> 179-186 / 179-183 ms (oneDAL 203-207 / 203-204: 1.11-1.13x;
+    target 1.2x not reached, the two GEMMs are 61 % of the time); float64 318 / 309 (oneDAL
+    598: 1.9x) -> 320 / 308 (oneDAL 628: 2.0x).
     * otherwise: the rows with non-zero responsibility for component k are gathered,
       centred on mu_k, and ``s2[k] += (r * Y)^T Y`` by GEMM; rows with r = 0 cost nothing, so
       this is the cheaper one when components are well separated.
