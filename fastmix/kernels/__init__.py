@@ -290,6 +290,27 @@ def _full_layout(kp, dtype, mode=ESTEP):
     return UT, C, T
 
 
+#: Largest squared Mahalanobis distance ||(mu_k - g) U_k||^2 of a mean from the shared centre
+#: g for which float32 data take the full pass's shared-centre second moments in float32 (one
+#: single-precision GEMM per block); beyond it the per-component float64 path runs.  Re-centring
+#: the float32 sums on mu_k costs a relative error of about (1 + maha2) * 2^-24 * sqrt(B / 3)
+#: per block of B = FULL_BLOCK rows, falling as 1/sqrt(blocks) over a chunk (error analysis
+#: in ``cpu_estep.pass_full``): <= ~1e-6 of the covariances from ~1e4 rows at 128.
+FULL_F32_STATS_MAX = 128.0
+
+
+def _full_stats_centre(kp, dtype):
+    """``g64`` as the full pass takes it: the shared centre of the second-moment GEMM, or an
+    empty array for the per-component path -- float32 data keep the centre only while every
+    mean is within a squared Mahalanobis distance FULL_F32_STATS_MAX of it (their shared
+    statistics are single precision); float64 data keep ``kp.g64`` (SHARED_MAX)."""
+    D = kp.means64.shape[1]
+    if np.dtype(dtype) == np.float64 or kp.g64.shape[0] != D:
+        return kp.g64
+    z = np.einsum("ka,kae->ke", kp.means64 - kp.g64, kp.pc.astype(np.float64))
+    return kp.g64 if np.max(np.sum(z * z, axis=1)) <= FULL_F32_STATS_MAX else np.zeros(0)
+
+
 def _pass_layout(kp, mode, dtype, native_spherical=False):
     """(run, pc, g, g64, tmeans): the pass function of ``kp``'s kind and the parameters in its
     layout (spherical through the diagonal passes -- with ``native_spherical`` its (K, 1, 1)
@@ -302,6 +323,7 @@ def _pass_layout(kp, mode, dtype, native_spherical=False):
         pc, g, g64 = _as_diag(kp, mode, dtype, native_spherical)
     elif kp.kind == FULL:
         pc, g, tmeans = _full_layout(kp, dtype, mode)
+        g64 = _full_stats_centre(kp, dtype)
     run = _PASSES[kind]
     K = kp.means64.shape[0]
     if kind == DIAG and g64.shape[0] != D:  # no shared centre: the row-at-a-time loop

@@ -466,13 +466,13 @@ def _full_logdens_block(X, b0, nb, UT, C, T, lconst, Yf, Zf, acc, L):
                     v = Zf[o + b] - t
                     acc[b] += v * v
             for b in range(nb):
-                L[b, k] = lconst[k] - half * acc[b]
+                L[b, k] = X.dtype.type(lconst[k] - half * acc[b])
 
 
 @kernel()
 def pass_full(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
-              c0, j0, j1, nk_p, s1_p, s2_p, llws_p, L, Yf, Zf, RB, Yk, Wk, S, Pf, SBT,
-              accb, lrow, resp, G2, nkA):
+              c0, j0, j1, nk_p, s1_p, s2_p, llws_p, Yf, Zf, RB, RW, Yk, Wk, S, Pf, SBT,
+              accb, G2, nkA):
     """Full covariances, a block of rows at a time with BLAS.
 
     Log-densities: ``Z = (X_b - c) @ [U_k ...]`` per group of components (GEMM, see
@@ -480,6 +480,14 @@ def pass_full(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
     then sums of squares.  Measured at D = K = 16 (one thread): the
     row-at-a-time loop took 710 ns per row for the log-densities alone, one GEMM per component
     290 ns.
+
+    Responsibilities: a block's are laid out components by rows, ``RT = RB[:K]`` (K, B,
+    float64), as in ``pass_diag``: the log-densities are written there transposed (rounded to
+    X's dtype), and the row maxima, the exponentials (one component per step: two, as in
+    ``pass_diag``, ran ~1 % faster but cost 0.15 s of compile), each row's sum over k in order
+    and the weighting are element-wise loops over contiguous rows; ``ll`` and
+    ``nk`` accumulate in row order.  Rows ``RB[K:K + 3]`` hold the per-row maxima, sums and
+    weights.
 
     Second moments, two ways:
 
@@ -492,13 +500,50 @@ def pass_full(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
       float64's 16 digits.  Measured (D = K = 16, all components active, one thread): 560 ->
       250 ns/row against per-component GEMMs; the products instead of ``(r u)^T u`` for every
       component (half the flops: D (D + 1) / 2 + D columns instead of K D) took the whole pass
-      from 929 to 632 ns/row in float64 and 816 to 523 in float32.
+      from 929 to 632 ns/row in float64 and 816 to 523 in float32.  ``RW`` (B, K) holds the
+      weighted responsibilities rows by components, the GEMM's right operand.
+
+      For float32 data the products, ``RW`` and the GEMM are float32 (u = x - g in float64,
+      then rounded; the block's sums added into the float64 chunk totals ``G2``), and the path
+      is taken above 1/8 of non-zero responsibilities instead of 1/4.  Error analysis: each
+      term r u_i u_j carries ~3 roundings of 2^-24 and the GEMM's float32 sum over B rows adds
+      a relative error of about 2^-24 sqrt(B / 3) (random-walk growth of the partial sums), on
+      sums of size n (Sigma + d d^T) with d = mu_k - g; re-centring subtracts the d d^T part
+      exactly in float64, so the covariance keeps an error of about (1 + maha2) 2^-24
+      (sqrt(B / 3) + 3) relative to its own scale (maha2 = (mu_k - g)^T Sigma_k^-1 (mu_k - g)),
+      per block, falling as 1/sqrt(blocks) over a chunk since the blocks' roundings are
+      independent.  A common offset of the data (1e3 + N(0, 1)) is removed by g in float64
+      and costs nothing.  The caller (``kernels._full_stats_centre``) keeps the float32 path
+      only while every maha2 <= FULL_F32_STATS_MAX = 128 (<= 1.7e-5 for one block, ~1e-6
+      from ~300 blocks) and runs the per-component float64 path beyond.  Measured against the
+      float64 reference on the same rounded data (``tests/test_full_float32_stats.py``, 12
+      blocks): maha2 = 28, 1.0e-6 (bound 1.7e-5), with or without an offset of 1e3; maha2 =
+      400 through the float32 GEMM 1.9e-5, through the per-component path 2.9e-9.  For
+      comparison, scikit-learn and oneDAL sum whole columns in float32.  One thread, 2e5 x
+      16, K = 16 (``bench/compare.py``'s overlapping mixture, 19 % of responsibilities
+      non-zero, so every block ran the per-component float64 path before), process CPU,
+      medians of interleaved runs against the previous pass: float32 466 -> 345-369 ns/row.
+
+    Where the time goes (one thread, 2e5 x 16, K = 16, process CPU, the pass cut after each
+    step): float32 log-densities 174 ns/row (the (256 x 16) @ (16 x 128) sgemm alone 135 at
+    61 GFLOP/s), responsibilities +43, products and ``RW`` +49, statistics sgemm and ``G2`` +74
+    (alone 74 at 66 GFLOP/s): 340; float64 312, +44, +58, +173: 587.  The two GEMMs are 61 %
+    of the float32 pass.  Tried and dropped: the log-density GEMM split at h = D / 2 to skip
+    the zero block of U_k (a quarter of the flops) ran 345 -> 465 ns/row (the k = 8 sgemm is
+    slow); the products' setup with the rows innermost, no change.  First-fit compile of this
+    pass (pipeline timings of the overload, 2e4 x 16 float32, quiet, empty cache): 4.23-4.50 s
+    before, 4.14-4.25 s now (4.30-4.59 s with two exponentials per step); whole cold first fit
+    6.97-7.59 -> 6.81-6.84 s of CPU.  ``bench/compare.py --types full --no-rss --no-jit
+    --threads 2`` (10^6 x 16, K = 16, quiet, medians / from minima): float32 282 / 258 ms
+    (oneDAL 223 / 215: 0.79x) -> 179-186 / 179-183 ms (oneDAL 203-207 / 203-204: 1.11-1.13x;
+    target 1.2x not reached, the two GEMMs are 61 % of the time); float64 318 / 309 (oneDAL
+    598: 1.9x) -> 320 / 308 (oneDAL 628: 2.0x).
     * otherwise: the rows with non-zero responsibility for component k are gathered,
       centred on mu_k, and ``s2[k] += (r * Y)^T Y`` by GEMM; rows with r = 0 cost nothing, so
       this is the cheaper one when components are well separated.
     """
     K, D = means.shape
-    B = L.shape[0]  # FULL_BLOCK; L ... nkA: aligned scratch (pass_scratch)
+    B = RW.shape[0]  # FULL_BLOCK; Yf ... nkA: aligned scratch (pass_scratch)
     has_w = sw.shape[0] > 0
     UT, C, T = pc, g, tmeans  # see _full_logdens_block and kernels._full_layout
     shared = g64.shape[0] == D
@@ -506,6 +551,10 @@ def pass_full(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
     ncol = ntri + D  # [u_i u_j for i <= j, u_i]
     # Pf (ncol * nsh,): the (ncol, nb) transposed products, C order; SBT (ncol or 0, K);
     # G2 (K or 0, ncol)
+    RT = RB[:K]  # (K, B): the block's responsibilities, components by rows
+    mx = RB[K]  # per-row maxima, sums, weights
+    sm = RB[K + 1]
+    wb = RB[K + 2]
     N = X.shape[0]
     for slot in range(j0, j1):
         start = (c0 + slot) * chunk_rows
@@ -522,38 +571,73 @@ def pass_full(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
         ws = 0.0
         for b0 in range(start, stop, B):
             nb = min(B, stop - b0)
+            for b in range(nb):
+                wb[b] = sw[b0 + b] if has_w else 1.0
             if R is None:
-                _full_logdens_block(X, b0, nb, UT, C, T, lconst, Yf, Zf, accb, L)
-            for b in range(nb):
-                n = b0 + b
-                wn = sw[n] if has_w else 1.0
+                # log-densities into RT, transposed (a (B, K) view of the (K, B) rows)
+                _full_logdens_block(X, b0, nb, UT, C, T, lconst, Yf, Zf, accb, RT.T)
+                for b in range(nb):
+                    mx[b] = -np.inf
                 for k in range(K):
-                    lrow[k] = L[b, k]
-                ll += wn * _row_resp(n, R, lrow, resp, cut)
-                ws += wn
+                    for b in range(nb):
+                        v = RT[k, b]
+                        mx[b] = v if v > mx[b] else mx[b]
+                for b in range(nb):
+                    sm[b] = 0.0
+                    if mx[b] == -np.inf:  # every component impossible: not with finite data
+                        mx[b] = 0.0
+                        sm[b] = -1.0
                 for k in range(K):
-                    RB[b, k] = wn * resp[k]
-            n_active = 0
-            for b in range(nb):
+                    for b in range(nb):  # element-wise: vectorises (branch-free exp)
+                        t = max(RT[k, b] - mx[b], EXP_MIN_ARG)
+                        e = exp_nonpos(t)
+                        RT[k, b] = e if t > cut else 0.0
                 for k in range(K):
-                    if RB[b, k] != 0.0:
-                        n_active += 1
-            if shared and 4 * n_active > nb * K:
+                    for b in range(nb):  # each row's sum over k, in order
+                        sm[b] += RT[k, b]
+                for b in range(nb):  # in row order
+                    wn = wb[b]
+                    s = sm[b]
+                    if s > 0.0:
+                        ll += wn * (mx[b] + math.log(s))
+                        sm[b] = wn * (1.0 / s)
+                    else:
+                        ll += wn * -np.inf
+                        sm[b] = 0.0
+                    ws += wn
+                for k in range(K):
+                    for b in range(nb):
+                        RT[k, b] *= sm[b]
+            else:
+                for b in range(nb):
+                    ws += wb[b]
+                for k in range(K):
+                    for b in range(nb):
+                        RT[k, b] = wb[b] * R[b0 + b, k]
+            n_active = 0  # rows x components with r != 0; the shared GEMM above a share of
+            if shared:    # 1/4 of them (float64) or 1/8 (float32: single-precision GEMM)
+                for k in range(K):
+                    for b in range(nb):
+                        n_active += RT[k, b] != 0.0
+            if shared and (4 if X.itemsize == 8 else 8) * n_active > nb * K:
                 # all components in one GEMM on the products of each row with itself:
                 # G2[k] += sum_b r_bk [u_bi u_bj (i <= j), u_bi], u = x - g
                 PT = Pf[:ncol * nb].reshape((ncol, nb))  # rows innermost: vectorised
                 for b in range(nb):
                     for i in range(D):
-                        PT[ntri + i, b] = np.float64(X[b0 + b, i]) - g64[i]
-                    for k in range(K):
-                        nkA[k] += RB[b, k]
+                        # u = x - g in float64, then rounded to X's dtype
+                        PT[ntri + i, b] = X.dtype.type(np.float64(X[b0 + b, i]) - g64[i])
+                    for k in range(K):  # nk in row order, as the rows' own sums
+                        v = RT[k, b]
+                        nkA[k] += v
+                        RW[b, k] = v
                 t = 0
                 for i in range(D):
                     for j in range(i, D):
                         for b in range(nb):
                             PT[t + j - i, b] = PT[ntri + i, b] * PT[ntri + j, b]
                     t += D - i
-                np.dot(PT, RB[:nb], SBT)
+                np.dot(PT, RW[:nb], SBT)
                 for k in range(K):
                     for c in range(ncol):
                         G2[k, c] += SBT[c, k]
@@ -561,7 +645,7 @@ def pass_full(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
             for k in range(K):
                 m = 0
                 for b in range(nb):
-                    wr = RB[b, k]
+                    wr = RT[k, b]
                     if wr == 0.0:
                         continue
                     n = b0 + b
@@ -724,10 +808,10 @@ def pass_scratch(kind, K, D, dtype, P=0, n_groups=1, shared=False):
         B = FULL_BLOCK
         G = -(-K // n_groups)
         ncol = D * (D + 1) // 2 + D
-        return (((B, K), x), ((B * D,), x), ((B * G * D,), x), ((B, K), f8), ((B, D), f8),
-                ((B, D), f8), ((D, D), f8), ((ncol * B if shared else 0,), f8),
-                ((ncol if shared else 0, K), f8), ((B,), x), ((K,), x), ((K,), f8),
-                ((K if shared else 0, ncol), f8), ((K,), f8))
+        return (((B * D,), x), ((B * G * D,), x), ((K + 3, B), f8), ((B, K), x),
+                ((B, D), f8), ((B, D), f8), ((D, D), f8), ((ncol * B if shared else 0,), x),
+                ((ncol if shared else 0, K), x), ((B,), x), ((K if shared else 0, ncol), f8),
+                ((K,), f8))
     if kind == TIED:
         B = TIED_BLOCK
         return (((D * B,), x), ((D * B,), x), ((D, D), x), ((B, K), x), ((B, D), f8),

@@ -1,0 +1,94 @@
+"""The full pass's single-precision second moments (``cpu_estep.pass_full``, float32 data).
+
+With a shared centre g, float32 data accumulate ``R^T [u_i u_j, u_i]`` (u = x - g) in one
+float32 GEMM per block of FULL_BLOCK rows, added into float64 chunk totals and re-centred on
+each mean in float64.  Re-centring cancels: the covariance's relative error is about
+``(1 + maha2) * 2^-24 * (sqrt(B / 3) + 3)`` for one block (maha2 = the largest squared
+Mahalanobis distance of a mean from g; sqrt(B / 3) the float32 summation over B rows, 3 the
+roundings of r, u and u_i u_j), falling as 1/sqrt(blocks).  The facade keeps the float32 path
+only while maha2 <= ``kernels.FULL_F32_STATS_MAX`` and runs the per-component float64 path
+beyond it.  Reference: ``tests/reference.py`` in float64 on the same rounded data.
+"""
+import math
+
+import numpy as np
+import pytest
+
+import reference as ref
+from _helpers import gmm_params
+from fastmix import kernels
+from fastmix.kernels.cpu.estep import FULL_BLOCK
+
+
+def _problem(K, D, N, spread, offset, seed):
+    """Overlapping components (dense responsibilities) around ``offset`` (every coordinate)."""
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(size=(K, D)) * spread
+    A = rng.normal(size=(K, D, D)) * 0.05 + np.eye(D)
+    covs = np.einsum("kij,klj->kil", A, A)
+    w = np.full(K, 1.0 / K)
+    lab = rng.integers(0, K, N)
+    chol = np.linalg.cholesky(covs)
+    X = (mu[lab] + np.einsum("nij,nj->ni", chol[lab], rng.normal(size=(N, D))) + offset)
+    return X.astype(np.float32), w, mu + offset, covs
+
+
+def _maha2_max(kp):
+    z = np.einsum("ka,kae->ke", kp.means64 - kp.g64, kp.pc.astype(np.float64))
+    return float(np.max(np.sum(z * z, axis=1)))
+
+
+def _cov_error(out, expected):
+    """Largest |C - C_ref|_ij / sqrt(C_ref_ii C_ref_jj) over components (C = s2 / nk)."""
+    nk, s1, s2 = out[:3]
+    enk, es1, es2 = expected[:3]
+    C, E = s2 / nk[:, None, None], es2 / enk[:, None, None]
+    dg = np.sqrt(np.einsum("kii->ki", E))
+    return float(np.max(np.abs(C - E) / (dg[:, :, None] * dg[:, None, :])))
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3], ids=["centred", "offset-1e3"])
+def test_float32_shared_second_moments_within_the_error_bound(offset):
+    """Dense responsibilities, maha2 ~ 30: the float32 GEMM path runs and the covariances
+    stay within the bound of the module docstring (one chunk of 12 blocks: the single-block
+    bound, not divided by sqrt(blocks)); a large common offset is removed by the centre in
+    float64 and costs nothing."""
+    K, D, N = 6, 8, 12 * FULL_BLOCK
+    X, w, means, covs = _problem(K, D, N, spread=1.8, offset=offset, seed=5)
+    kp = gmm_params(w, means, covs, "full").kernel_params(np.float32)
+    m2 = _maha2_max(kp)
+    assert 10.0 < m2 <= kernels.FULL_F32_STATS_MAX
+    assert kernels._full_stats_centre(kp, np.float32).shape[0] == D, "not the shared path"
+    resp = kernels.log_prob(X, kp, N, want_resp=True)[2]
+    assert np.mean(resp > 0) > 0.5, "responsibilities too sparse for the shared GEMM"
+    out = kernels.estep_stats(X, None, kp, N)
+    expected = ref.estep_stats(X.astype(np.float64), None, w, means, covs, "full")
+    bound = (1.0 + m2) * 2.0**-24 * (math.sqrt(FULL_BLOCK / 3) + 3)
+    err = _cov_error(out, expected)
+    assert err < bound, (err, bound)
+    # the means: s1 = R^T u + nk g, an error of ~2^-24 (|mu - g| + sigma) each
+    dg = np.sqrt(np.einsum("kii->ki", covs))
+    merr = np.abs(out[1] / out[0][:, None] - expected[1] / expected[0][:, None]) / dg
+    assert merr.max() < (1.0 + math.sqrt(m2)) * 2.0**-24 * (math.sqrt(FULL_BLOCK / 3) + 3)
+    np.testing.assert_allclose(out[0], expected[0], rtol=1e-5)
+
+
+def test_float32_far_means_take_the_float64_path():
+    """A narrow component far from the shared centre in its own metric (maha2 ~ 400, above
+    FULL_F32_STATS_MAX) while the responsibilities stay dense: the per-component float64 path
+    runs, and the narrow component's covariance keeps float32-level accuracy that the float32
+    GEMM (relative error ~ maha2 * 2^-24 * sqrt(B / 3)) would not give."""
+    rng = np.random.default_rng(7)
+    D, N = 2, 8 * FULL_BLOCK
+    means = np.array([[0.0, 0.0], [0.2, 0.0]])
+    covs = np.array([np.eye(D) * 1.0, np.eye(D) * 2.5e-5])
+    w = np.array([0.5, 0.5])
+    lab = rng.integers(0, 2, N)
+    X64 = means[lab] + rng.normal(size=(N, D)) * np.sqrt(covs[lab, 0, 0])[:, None]
+    X = X64.astype(np.float32)
+    kp = gmm_params(w, means, covs, "full").kernel_params(np.float32)
+    out = kernels.estep_stats(X, None, kp, N)
+    expected = ref.estep_stats(X.astype(np.float64), None, w, means, covs, "full")
+    assert _cov_error(out, expected) < 2e-6  # 1.9e-5 through the float32 GEMM (measured)
+    assert kp.g64.shape[0] == D and _maha2_max(kp) > kernels.FULL_F32_STATS_MAX
+    assert kernels._full_stats_centre(kp, np.float32).shape[0] == 0
