@@ -423,12 +423,20 @@ def test_full_grouped_log_densities(dtype, K, D, shared):
     np.testing.assert_allclose(resp, eresp, rtol=0, atol=1e-10 if dtype == np.float64 else 1e-3)
 
 
+def _run_child(code):
+    """Run ``code`` in a fresh interpreter (its own Numba dispatchers); it must succeed."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
 def test_full_fit_compiles_one_pass_signature():
     """A first full-covariance fit compiles ``pass_full`` once per data dtype: every array the
     layout hands it is writeable (a read-only broadcast view of the shared centre once made a
     second signature and doubled a first float32 fit's compile time, 6 -> 10 s)."""
-    import subprocess
-    import sys
     code = (
         "import numpy as np, fastmix\n"
         "from fastmix.kernels.cpu import estep\n"
@@ -437,9 +445,7 @@ def test_full_fit_compiles_one_pass_signature():
         ".astype('float32')\n"
         "fastmix.GaussianMixture(16, covariance_type='full', random_state=0, max_iter=5).fit(X)\n"
         "print(len(estep.pass_full.signatures))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr
+    out = _run_child(code)
     assert out.stdout.strip().splitlines()[-1] == "1", out.stdout
 
 
@@ -448,8 +454,6 @@ def test_default_fit_compiles_only_the_estep_code():
     responsibilities) and ``G`` (the float32-only statistics operand) typed None: Numba then
     prunes their branches, ~0.2-0.3 s of the first fit's compile (see ``cpu_estep.ESTEP``).
     Passing an empty array instead (as before) would type them as arrays and compile both."""
-    import subprocess
-    import sys
     code = (
         "import inspect, numpy as np, fastmix\n"
         "from fastmix.kernels.cpu import estep\n"
@@ -459,7 +463,5 @@ def test_default_fit_compiles_only_the_estep_code():
         "names = list(inspect.signature(estep.pass_diag.py_func).parameters)\n"
         "sigs = estep.pass_diag.signatures\n"
         "print(len(sigs), str(sigs[0][names.index('R')]), str(sigs[0][names.index('G')]))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr
+    out = _run_child(code)
     assert out.stdout.strip().splitlines()[-1] == "1 none none", out.stdout
