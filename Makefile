@@ -48,8 +48,10 @@ test-gpu: $(VENV)/.stamp-cuda
 bench-gpu: $(VENV)/.stamp-cuda
 	$(PY) bench/gpu.py $(ARGS)
 
+# TEST_WORKERS: pytest-xdist worker processes (0: in this process)
+TEST_WORKERS ?= 2
 test: $(VENV)/.stamp-test
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 compare: $(VENV)/.stamp-bench
 	$(PY) bench/compare.py $(ARGS)
