@@ -645,6 +645,14 @@ def pass_full(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
             for k in range(K):
                 m = 0
                 for b in range(nb):
+                    m += RT[k, b] != 0.0
+                if m == 0:
+                    continue
+                # (r Y)^T filled transposed: a C-contiguous left operand, so this product
+                # shares the BLAS wrapper of the pass's other products
+                WT = Wk[:D * m].reshape((D, m))
+                i = 0
+                for b in range(nb):
                     wr = RT[k, b]
                     if wr == 0.0:
                         continue
@@ -654,19 +662,17 @@ def pass_full(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
                         xd = np.float64(X[n, d])
                         s1[k, d] += wr * xd
                         yd = xd - means64[k, d]
-                        Yk[m, d] = yd
-                        Wk[m, d] = wr * yd
-                    m += 1
-                if m == 0:
-                    continue
+                        Yk[i, d] = yd
+                        WT[d, i] = wr * yd
+                    i += 1
                 if m < FULL_GEMM_MIN_ROWS:
                     for i in range(m):
                         for a in range(D):
-                            wa = Wk[i, a]
+                            wa = WT[a, i]
                             for c in range(D):
                                 s2[k, a, c] += wa * Yk[i, c]
                 else:
-                    np.dot(Wk[:m].T, Yk[:m], S)
+                    np.dot(WT, Yk[:m], S)
                     for a in range(D):
                         for c in range(D):
                             s2[k, a, c] += S[a, c]
@@ -809,7 +815,7 @@ def pass_scratch(kind, K, D, dtype, P=0, n_groups=1, shared=False):
         G = -(-K // n_groups)
         ncol = D * (D + 1) // 2 + D
         return (((B * D,), x), ((B * G * D,), x), ((K + 3, B), f8), ((B, K), x),
-                ((B, D), f8), ((B, D), f8), ((D, D), f8), ((ncol * B if shared else 0,), x),
+                ((B, D), f8), ((B * D,), f8), ((D, D), f8), ((ncol * B if shared else 0,), x),
                 ((ncol if shared else 0, K), x), ((B,), x), ((K if shared else 0, ncol), f8),
                 ((K,), f8))
     if kind == TIED:
