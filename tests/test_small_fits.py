@@ -76,6 +76,29 @@ def test_blas_context_sets_and_restores_the_thread_counts():
         assert kernels._BLAS_LIMIT["depth"] == 0
 
 
+@pytest.mark.parametrize("kind", ["full", "tied", "lowrank"])
+def test_scoring_runs_blas_on_one_thread(kind, monkeypatch):
+    # the scoring kernels of these kinds call BLAS from fastmix's own threads, as the passes
+    # do: BLAS must run single-threaded there (oversubscribed, full scoring ran ~7x slower)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 6))
+    gm = GaussianMixture(3, covariance_type=kind, random_state=0).fit(X)
+    seen = []
+    real = kernels._threads.run_ranges
+
+    def recording(*a, **k):
+        seen.append(set(_blas_threads()))
+        return real(*a, **k)
+    with threadpool_limits(limits=3, user_api="blas"):
+        if not _blas_threads() or set(_blas_threads()) != {3}:
+            pytest.skip("no BLAS library whose thread count threadpoolctl can set")
+        monkeypatch.setattr(kernels._threads, "run_ranges", recording)
+        gm.score_samples(X)
+        gm.predict_proba(X)
+        assert seen and all(s == {1} for s in seen)
+        assert set(_blas_threads()) == {3}  # restored
+
+
 def _sample(n=300, seed=0):
     rng = np.random.default_rng(seed)
     X = np.vstack([rng.normal(c, 1.0, (n // 3, 4)) for c in (-3.0, 0.0, 3.0)])
