@@ -423,12 +423,13 @@ def test_full_grouped_log_densities(dtype, K, D, shared):
     np.testing.assert_allclose(resp, eresp, rtol=0, atol=1e-10 if dtype == np.float64 else 1e-3)
 
 
-def _run_child(code):
-    """Run ``code`` in a fresh interpreter (its own Numba dispatchers); it must succeed."""
+def _run_child(code, env=None):
+    """Run ``code`` in a fresh interpreter (its own Numba dispatchers, environment ``env`` or
+    this one's); it must succeed."""
     import subprocess
     import sys
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=600)
+                         timeout=600, env=env)
     assert out.returncode == 0, out.stderr
     return out
 
@@ -465,3 +466,26 @@ def test_default_fit_compiles_only_the_estep_code():
         "print(len(sigs), str(sigs[0][names.index('R')]), str(sigs[0][names.index('G')]))\n")
     out = _run_child(code)
     assert out.stdout.strip().splitlines()[-1] == "1 none none", out.stdout
+
+
+def test_diag_scoring_compiles_one_function():
+    """A first diagonal ``predict`` compiles ``log_prob_diag`` alone: its transposes and scratch
+    come from the caller and its per-row helper is inlined.  As separately compiled helpers
+    (``_transposed`` with its ``np.empty`` calls, ``_logdens_diag``) they cost ~0.5 s of the
+    first ``predict``.  Caching off in the child, so every dispatcher it uses compiles there."""
+    code = (
+        "import numpy as np\n"
+        "from fastmix import kernels\n"
+        "from fastmix._params import DiagCovariance, GMMParams\n"
+        "from fastmix.kernels.cpu import estep\n"
+        "rng = np.random.default_rng(0)\n"
+        "X = rng.normal(size=(500, 3))\n"
+        "params = GMMParams(np.full(4, 0.25), rng.normal(size=(4, 3)),\n"
+        "                   DiagCovariance.from_covariances(np.ones((4, 3))))\n"
+        "kernels.log_prob(X, params.kernel_params(X.dtype), 128, want_resp=True)\n"
+        "print(len(estep.log_prob_diag.signatures), len(estep._transposed.signatures),\n"
+        "      len(estep._logdens_diag.signatures))\n")
+    import os
+    env = dict(os.environ, FASTMIX_NUMBA_CACHE="0")
+    out = _run_child(code, env)
+    assert out.stdout.strip().splitlines()[-1] == "1 0 0", out.stdout

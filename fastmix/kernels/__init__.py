@@ -522,10 +522,20 @@ def log_prob(X, kp, chunk_rows, want_resp=False):
     chunk_rows = int(chunk_rows)
     n_chunks = -(-N // chunk_rows)
     cut = CUT[X.dtype]
+    if kp.kind in (DIAG, SPHERICAL):  # no BLAS in this kernel: no thread limit to set
+        D = kp.means64.shape[1]
+        MT = np.ascontiguousarray(kp.means.T)  # (D, K); spherical: its one factor repeated
+        pc = kp.pc[:, 0, :] if kp.pc.shape[2] == D else np.repeat(kp.pc[:, 0, :1], D, axis=1)
+        PT = np.ascontiguousarray(pc.T, dtype=kp.means.dtype)
+        run = _with_scratch(cpu_estep.log_prob_diag, cpu_estep.log_prob_scratch(
+            kp.kind, K, D, X.dtype))
+        _threads.run_ranges(lambda c0, c1: run(
+            X, MT, PT, kp.lconst, cut, chunk_rows, c0, c1, logp, labels, resp), n_chunks)
+        return logp, labels, (resp if want_resp else None)
     # The full, tied and low-rank kernels call BLAS from fastmix's threads: BLAS on one thread,
     # as in a fit (without it, full scoring at 2e4 x 16, K = 16 took 150 instead of 22 ms on a
-    # loaded 2-core machine).  The diagonal kernel calls no BLAS: no limit to set.
-    with _HELD if kp.kind in (DIAG, SPHERICAL) else blas_single_threaded():
+    # loaded 2-core machine).
+    with blas_single_threaded():
         if kp.kind == LOWRANK:
             _threads.run_ranges(lambda c0, c1: cpu_lowrank.log_prob_lowrank(
                 X, kp.means, kp.pc, kp.lconst, cut, chunk_rows, c0, c1, logp, labels, resp),

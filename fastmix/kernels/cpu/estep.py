@@ -80,7 +80,7 @@ def _transposed(means, pc):
     return MT, PT
 
 
-@kernel()
+@kernel(inline="always")
 def _logdens_diag(X, n, MT, PT, lconst, out):
     """Diagonal (and spherical, with PT constant over d) log-densities of row n into out (K,)."""
     D, K = MT.shape
@@ -833,6 +833,8 @@ def log_prob_scratch(kind, K, D, dtype, n_groups=1):
         B = TIED_BLOCK
         return (((D * B,), x), ((D * B,), x), ((D, D), x), ((B, K), x), ((B,), x),
                 ((K,), np.dtype(np.float64)))
+    if kind in (DIAG, SPHERICAL):
+        return (((K,), x), ((K,), np.dtype(np.float64)))
     if kind != FULL:
         return ()
     B = FULL_BLOCK
@@ -841,18 +843,18 @@ def log_prob_scratch(kind, K, D, dtype, n_groups=1):
 
 
 @kernel()
-def log_prob_diag(X, means, pc, lconst, tmeans, g, cut, chunk_rows, c_lo, c_hi, logp, labels,
-                  resp):
+def log_prob_diag(X, MT, PT, lconst, cut, chunk_rows, c_lo, c_hi, logp, labels, resp, lrow, r):
     """Per-row log p(x), hard labels (argmax of the weighted log-density) and, when ``resp`` has
-    N rows, responsibilities (float64), for the rows of chunks ``[c_lo, c_hi)`` (diag and spherical).
-    Outputs are written in place; rows are independent.  One function per kind, so scoring
-    compiles only the kind it scores."""
-    N, D = X.shape
-    K = means.shape[0]
+    N rows, responsibilities (float64), for the rows of chunks ``[c_lo, c_hi)`` (diag and
+    spherical).  ``MT``, ``PT`` (D, K): the means and the diagonal precision-Cholesky factors
+    transposed, in X's dtype (``kernels.log_prob``); ``lrow`` (K,) in X's dtype and ``r`` (K,)
+    float64: scratch (``log_prob_scratch``).  Outputs are written in place; rows are
+    independent.  One function per kind, so scoring compiles only the kind it scores; the
+    transposes and the scratch come from the caller, because a first ``predict`` compiles this
+    kernel: as separately compiled helpers and ``np.empty`` calls they cost ~0.5 s more."""
+    N = X.shape[0]
+    K = MT.shape[1]
     want_resp = resp.shape[0] == N
-    lrow = np.empty(K, dtype=X.dtype)
-    r = np.empty(K, dtype=np.float64)
-    MT, PT = _transposed(means, pc)
     for n in range(c_lo * chunk_rows, min(N, c_hi * chunk_rows)):
         _logdens_diag(X, n, MT, PT, lconst, lrow)
         lp, am = _row_responsibilities(lrow, r, cut)
@@ -919,4 +921,6 @@ def log_prob_tied(X, means, pc, lconst, tmeans, g, cut, chunk_rows, c_lo, c_hi, 
                     resp[n, k] = r[k]
 
 
-LOG_PROBS = {DIAG: log_prob_diag, SPHERICAL: log_prob_diag, FULL: log_prob_full, TIED: log_prob_tied}
+#: The scoring kernels that ``kernels.log_prob`` calls alike (``log_prob_diag`` takes its own
+#: transposed arguments).
+LOG_PROBS = {FULL: log_prob_full, TIED: log_prob_tied}
