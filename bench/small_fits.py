@@ -67,7 +67,11 @@ THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 def _load(path, keep=False):
     """The fastmix package under ``path``, imported and then removed from ``sys.modules`` so
     that a second checkout can be imported beside it (``keep``: left there, for a process
-    that imports only this one)."""
+    that imports only this one).  A fastmix module imported lazily inside a function (an
+    ``import`` statement in a function body) is then taken from whichever checkout comes first
+    on ``sys.path``, not from ``path``: the default fit's path has none (the last one,
+    ``_params.FIXABLE`` in ``GaussianMixture``, is imported at module level since), but the
+    per-process protocol, which imports one checkout per process, has no such caveat."""
     sys.path.insert(0, path)
     try:
         import fastmix

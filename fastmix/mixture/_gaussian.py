@@ -13,7 +13,7 @@ import numpy as np
 
 from .._compute import KIND_CODES, blas_single_threaded, s2_shape
 from .._params import warn_at_caller
-from .._params import COVARIANCE_TYPES, Covariance, GMMParams, LowRankCovariance
+from .._params import COVARIANCE_TYPES, FIXABLE, Covariance, GMMParams, LowRankCovariance
 from .._stats import Stats
 from .._validation import check_array, check_random_state, check_sample_weight
 from .. import distributed, inference
@@ -253,7 +253,6 @@ default=None
 
     def _fixed_groups(self):
         """``fixed`` as a validated tuple of parameter-group names."""
-        from .._params import FIXABLE
         if self.fixed is None:
             return ()
         groups = (self.fixed,) if isinstance(self.fixed, str) else tuple(self.fixed)
