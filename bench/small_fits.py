@@ -67,11 +67,12 @@ THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 def _load(path, keep=False):
     """The fastmix package under ``path``, imported and then removed from ``sys.modules`` so
     that a second checkout can be imported beside it (``keep``: left there, for a process
-    that imports only this one).  A fastmix module imported lazily inside a function (an
-    ``import`` statement in a function body) is then taken from whichever checkout comes first
-    on ``sys.path``, not from ``path``: the default fit's path has none (the last one,
-    ``_params.FIXABLE`` in ``GaussianMixture``, is imported at module level since), but the
-    per-process protocol, which imports one checkout per process, has no such caveat."""
+    that imports only this one).  Caveat: a module imported by name after that -- an
+    ``import`` in a function body, or Numba unpickling a cached kernel -- comes from whichever
+    checkout is first on ``sys.path``, not from ``path``.  A default fit's own code has no such
+    import any more (``GaussianMixture`` and ``_is_gpu_array`` imported theirs per call), but
+    Numba's cache loading still imports the package by name once; only the per-process
+    protocol, one checkout per process, is free of this."""
     sys.path.insert(0, path)
     try:
         import fastmix

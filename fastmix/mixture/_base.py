@@ -12,6 +12,7 @@ from .._validation import NotFittedError, check_array, check_sample_weight
 from .. import distributed
 from .. import io as sources
 from ..em import DEFAULT_CHUNK_ROWS, EMResult
+from ..gpu import is_device_array
 
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -145,7 +146,6 @@ def validate_params(constraints, params):
 def _is_gpu_array(X):
     """True for arrays that live on a GPU (``__cuda_array_interface__``; the CUDA simulator's
     stand-ins).  Importing fastmix.gpu does not import numba-cuda."""
-    from ..gpu import is_device_array
     return is_device_array(X)
 
 
