@@ -1,4 +1,5 @@
-"""The full pass's single-precision second moments (``cpu_estep.pass_full``, float32 data).
+"""The full pass about a shared centre (``cpu_estep.pass_full_expanded``): its single-precision
+second moments (float32 data) and its expanded log-densities.
 
 With a shared centre g, float32 data accumulate ``R^T [u_i u_j, u_i]`` (u = x - g) in one
 float32 GEMM per block of FULL_BLOCK rows, added into float64 chunk totals and re-centred on
@@ -65,7 +66,7 @@ def test_float32_shared_second_moments_within_the_error_bound(offset):
     expected = ref.estep_stats(X.astype(np.float64), None, w, means, covs, "full")
     bound = (1.0 + m2) * 2.0**-24 * (math.sqrt(FULL_BLOCK / 3) + 3)
     err = _cov_error(out, expected)
-    assert err < bound, (err, bound)
+    assert err < bound, (err, bound)  # measured: f32 9.1e-6 (offset 1.3e-5), f64 1.8e-14
     # the means: s1 = R^T u + nk g, an error of ~2^-24 (|mu - g| + sigma) each
     dg = np.sqrt(np.einsum("kii->ki", covs))
     merr = np.abs(out[1] / out[0][:, None] - expected[1] / expected[0][:, None]) / dg
@@ -92,3 +93,32 @@ def test_float32_far_means_take_the_float64_path():
     assert _cov_error(out, expected) < 2e-6  # 1.9e-5 through the float32 GEMM (measured)
     assert kp.g64.shape[0] == D and _maha2_max(kp) > kernels.FULL_F32_STATS_MAX
     assert kernels._full_stats_centre(kp, np.float32).shape[0] == 0
+
+
+def _row_log_densities(X, kp):
+    """log p(x) of each row as the E-step pass evaluates it: ``ll`` of a one-row pass."""
+    return np.array([kernels.estep_stats(X[n:n + 1], None, kp, 1)[3] for n in range(len(X))])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("offset", [0.0, 1e3], ids=["centred", "offset-1e3"])
+def test_expanded_log_densities_within_the_error_bound(dtype, offset):
+    """With a shared centre the full pass (``pass_full_expanded``) evaluates each log-density
+    as the quadratic form expanded around g, ``cst_k + WQ_k . [u_i u_j, u_i]``: rounding the
+    terms of size ~maha2 costs about (1 + maha2) 2^-24 sqrt(ncol) of a float32 log-density
+    (float64: 2^-53).  Per row, against the float64 reference on the same rounded data, at
+    maha2 close to the float32 gate; a common offset of 1e3 is removed by g in float64."""
+    K, D, N = 6, 8, 60
+    X, w, means, covs = _problem(K, D, N, spread=3.4, offset=offset, seed=11)
+    X = X.astype(dtype)
+    kp = gmm_params(w, means, covs, "full").kernel_params(X.dtype)
+    m2 = _maha2_max(kp)
+    assert 64.0 < m2 <= kernels.FULL_F32_STATS_MAX, m2
+    assert kernels._full_stats_centre(kp, X.dtype).shape[0] == D, "not the expanded pass"
+    got = _row_log_densities(X, kp)
+    want = ref.log_prob_resp(X.astype(np.float64), w, means, covs, "full")[0]
+    eps = 2.0**-24 if dtype == np.float32 else 2.0**-53
+    ncol = D * (D + 3) // 2
+    bound = (1.0 + m2) * eps * math.sqrt(ncol)
+    err = np.max(np.abs(got - want))
+    assert err < bound, (err, bound)  # measured: f32 9.1e-6 (offset 1.3e-5), f64 1.8e-14

@@ -311,21 +311,54 @@ def _full_stats_centre(kp, dtype):
     return kp.g64 if np.max(np.sum(z * z, axis=1)) <= FULL_F32_STATS_MAX else np.zeros(0)
 
 
+def _full_expanded_layout(kp, dtype, mode=ESTEP):
+    """(WQ, cst): the full kind's log-densities expanded around the shared centre g, as
+    ``cpu_estep.pass_full_expanded`` takes them -- ``log pi_k N(x | mu_k, Sigma_k) = cst_k +
+    WQ[k] . [u_i u_j (i <= j), u_i]`` with ``u = x - g``: ``WQ[k]`` = (-1/2 P_ii, -P_ij for
+    i < j, in ``np.triu_indices`` order; then P_k d_k) in ``dtype``, ``cst_k = lconst_k - 1/2
+    d_k^T P_k d_k`` (float64), ``P_k = U_k U_k^T``, ``d_k = mu_k - g`` (all computed in
+    float64).  The given-responsibility mode computes no densities: an empty WQ."""
+    K, D = kp.means64.shape
+    dt = np.dtype(dtype)
+    if mode != ESTEP:
+        return np.zeros((K, 0) if dt == np.float64 else (0, K), dt), kp.lconst
+    U = kp.pc.astype(np.float64)
+    P = np.einsum("kij,klj->kil", U, U)
+    iu, ju = np.triu_indices(D)
+    d = kp.means64 - kp.g64
+    Pd = np.einsum("kij,kj->ki", P, d)
+    WQ = np.empty((K, iu.shape[0] + D))
+    WQ[:, :iu.shape[0]] = np.where(iu == ju, -0.5, -1.0) * P[:, iu, ju]
+    WQ[:, iu.shape[0]:] = Pd
+    if dt == np.float32:  # the product's faster layout (cpu_estep._expanded_logdens)
+        WQ = WQ.T
+    out = _aligned_empty(WQ.shape, dt)
+    out[:] = WQ
+    cst = kp.lconst - 0.5 * np.einsum("ki,ki->k", d, Pd)
+    return out, cst
+
+
 def _pass_layout(kp, mode, dtype, native_spherical=False):
-    """(run, pc, g, g64, tmeans): the pass function of ``kp``'s kind and the parameters in its
-    layout (spherical through the diagonal passes -- with ``native_spherical`` its (K, 1, 1)
-    factors as they are when ``pass_diag`` runs, see ``_as_diag`` -- full in
-    ``_full_layout``)."""
+    """(run, pc, lconst, g, g64, tmeans): the pass function of ``kp``'s kind and the parameters
+    in its layout (spherical through the diagonal passes -- with ``native_spherical`` its
+    (K, 1, 1) factors as they are when ``pass_diag`` runs, see ``_as_diag`` -- full about a
+    shared centre in ``_full_expanded_layout``, without one in ``_full_layout``)."""
     D = kp.means64.shape[1]
     kind = DIAG if kp.kind == SPHERICAL else kp.kind
-    pc, g, g64, tmeans = kp.pc, kp.g, kp.g64, kp.tmeans
+    pc, lconst, g, g64, tmeans = kp.pc, kp.lconst, kp.g, kp.g64, kp.tmeans
+    run = _PASSES[kind]
+    K = kp.means64.shape[0]
     if kp.kind == SPHERICAL:
         pc, g, g64 = _as_diag(kp, mode, dtype, native_spherical)
     elif kp.kind == FULL:
-        pc, g, tmeans = _full_layout(kp, dtype, mode)
         g64 = _full_stats_centre(kp, dtype)
-    run = _PASSES[kind]
-    K = kp.means64.shape[0]
+        if g64.shape[0] == D:
+            run = cpu_estep.pass_full_expanded
+            pc, lconst = _full_expanded_layout(kp, dtype, mode)
+            # g and tmeans are not read: writeable arrays of the usual types
+            g, tmeans = np.zeros(D, dtype), np.zeros((K, D), dtype)
+        else:
+            pc, g, tmeans = _full_layout(kp, dtype, mode)
     if kind == DIAG and g64.shape[0] != D:  # no shared centre: the row-at-a-time loop
         run = cpu_estep.pass_diag_rows
     elif kind == DIAG:
@@ -337,10 +370,11 @@ def _pass_layout(kp, mode, dtype, native_spherical=False):
             run = _with_scratch(run, spec)
     elif kind == FULL:
         run = _with_scratch(run, cpu_estep.pass_scratch(
-            FULL, K, D, dtype, n_groups=g.shape[0], shared=g64.shape[0] == D))
+            FULL, K, D, dtype, n_groups=g.shape[0] if g.ndim == 2 else 1,
+            shared=g64.shape[0] == D))
     elif kind == TIED:
         run = _with_scratch(run, cpu_estep.pass_scratch(TIED, K, D, dtype))
-    return run, pc, g, g64, tmeans
+    return run, pc, lconst, g, g64, tmeans
 
 
 def _diag_f64_scratch(arrays):
@@ -371,7 +405,7 @@ def _pass(mode, X, sw, R, kp, chunk_rows, acc):
     # slots padded to whole cache lines (+8 doubles) so two threads never write one line
     nk_p = np.zeros((n_slots, K + 8))
     s1_p = np.zeros((n_slots, K, D))
-    run, pc, g, g64, tmeans = _pass_layout(kp, mode, X.dtype, native_spherical=True)
+    run, pc, lconst, g, g64, tmeans = _pass_layout(kp, mode, X.dtype, native_spherical=True)
     # spherical through pass_diag keeps its (K, 1, 1) shape; through the row loop (K, 1, D)
     native = kp.kind == SPHERICAL and pc.shape[2] == 1
     s2_p = np.zeros((n_slots,) + s2_shape(kp.kind if native else kind, K, D, q))
@@ -383,7 +417,7 @@ def _pass(mode, X, sw, R, kp, chunk_rows, acc):
         for c0 in range(0, n_chunks, n_slots):
             n_here = min(n_slots, n_chunks - c0)
             _threads.run_ranges(
-                lambda j0, j1: run(X, sw, R, kp.means, pc, kp.lconst, tmeans, g,
+                lambda j0, j1: run(X, sw, R, kp.means, pc, lconst, tmeans, g,
                                    kp.means64, g64, cut, chunk_rows, c0, j0, j1, nk_p, s1_p,
                                    s2_p, llws_p), n_here)
             for j in range(n_here):  # fixed order
@@ -610,7 +644,7 @@ def _missing_args(kp, cov, logw, X, chunk_rows, flags, groups=None):
     grouping of X from ``pattern_groups``, computed here if None)."""
     if kp.kind in (DIAG, SPHERICAL):
         K, D = kp.means64.shape
-        _, pc, g, g64, _ = _pass_layout(kp, ESTEP, X.dtype)
+        _, pc, _, g, g64, _ = _pass_layout(kp, ESTEP, X.dtype)
         var = np.ascontiguousarray(np.broadcast_to(
             np.asarray(cov, np.float64).reshape(K, -1), (K, D)))
         if g64.shape[0] == D:  # a shared centre: the GEMM formulation
@@ -673,7 +707,7 @@ def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None, 
     llws_p = np.zeros((n_slots, 8))
     # the chunks without NaN run exactly as in ``estep_stats`` (spherical: its (K, 1, 1)
     # layout when pass_diag runs, with second moments in their own slots)
-    run, pc, g, g64, tmeans = _pass_layout(kp, ESTEP, X.dtype, native_spherical=True)
+    run, pc, lconst, g, g64, tmeans = _pass_layout(kp, ESTEP, X.dtype, native_spherical=True)
     native = kp.kind == SPHERICAL and pc.shape[2] == 1
     s2_q = np.zeros((n_slots,) + s2_shape(SPHERICAL, K, D)) if native else s2_p
     masked, margs = _missing_args(kp, cov, logw, X, chunk_rows, flags, groups)
@@ -693,7 +727,7 @@ def estep_stats_missing(X, sw, kp, cov, logw, chunk_rows, acc=None, flags=None, 
                 masked(*margs, cut, chunk_rows, c0, j, e, nk_p, s1_p, s2_p, llws_p,
                        none_f, none_i, none_r, none_m)
             else:
-                run(X, sw, None, kp.means, pc, kp.lconst, tmeans, g, kp.means64, g64,
+                run(X, sw, None, kp.means, pc, lconst, tmeans, g, kp.means64, g64,
                     cut, chunk_rows, c0, j, e, nk_p, s1_p, s2_q, llws_p)
             j = e
 
@@ -861,7 +895,7 @@ def _masked_slots(X, sw, kp, chunk_rows, acc, flags, masked):
     s1_p = np.zeros((n_slots, K, D))
     s2_p = np.zeros((n_slots,) + s2_shape(kp.kind, K, D, q))
     llws_p = np.zeros((n_slots, 8))
-    run, pc, g, g64, tmeans = _pass_layout(kp, ESTEP, X.dtype)
+    run, pc, lconst, g, g64, tmeans = _pass_layout(kp, ESTEP, X.dtype)
     cut = CUT[X.dtype]
 
     def ranges(c0, j0, j1):
@@ -873,7 +907,7 @@ def _masked_slots(X, sw, kp, chunk_rows, acc, flags, masked):
             if flags[c0 + j]:
                 masked(cut, c0, j, e, nk_p, s1_p, s2_p, llws_p)
             else:
-                run(X, sw, None, kp.means, pc, kp.lconst, tmeans, g, kp.means64, g64,
+                run(X, sw, None, kp.means, pc, lconst, tmeans, g, kp.means64, g64,
                     cut, chunk_rows, c0, j, e, nk_p, s1_p, s2_p, llws_p)
             j = e
 

@@ -469,88 +469,199 @@ def _full_logdens_block(X, b0, nb, UT, C, T, lconst, Yf, Zf, acc, L):
                 L[b, k] = X.dtype.type(lconst[k] - half * acc[b])
 
 
+@kernel(inline="always")
+def _full_block_responsibilities(nb, cut, RT, mx, sm, wb, ll):
+    """Responsibilities of a block from its weighted log-densities ``RT`` (K, B, float64,
+    components by rows): the row maxima, the exponentials (one component per step: two, as in
+    ``pass_diag``, ran ~1 % faster but cost 0.15 s of compile), each row's sum over k in order
+    and the weighting are element-wise loops over contiguous rows; returns ``ll`` plus the
+    block's ``w_b log p(x_b)``, added in row order, and leaves ``RT`` weighted."""
+    K = RT.shape[0]
+    for b in range(nb):
+        mx[b] = -np.inf
+    for k in range(K):
+        for b in range(nb):
+            v = RT[k, b]
+            mx[b] = v if v > mx[b] else mx[b]
+    for b in range(nb):
+        sm[b] = 0.0
+        if mx[b] == -np.inf:  # every component impossible: not with finite data
+            mx[b] = 0.0
+            sm[b] = -1.0
+    for k in range(K):
+        for b in range(nb):  # element-wise: vectorises (branch-free exp)
+            t = max(RT[k, b] - mx[b], EXP_MIN_ARG)
+            e = exp_nonpos(t)
+            RT[k, b] = e if t > cut else 0.0
+    for k in range(K):
+        for b in range(nb):  # each row's sum over k, in order
+            sm[b] += RT[k, b]
+    for b in range(nb):  # in row order
+        wn = wb[b]
+        s = sm[b]
+        if s > 0.0:
+            ll += wn * (mx[b] + math.log(s))
+            sm[b] = wn * (1.0 / s)
+        else:
+            ll += wn * -np.inf
+            sm[b] = 0.0
+    for k in range(K):
+        for b in range(nb):
+            RT[k, b] *= sm[b]
+    return ll
+
+
+@kernel(inline="always")
+def _full_component_moments(X, b0, nb, RT, means64, nk, s1, s2, Yk, Wk, S):
+    """Statistics of a block component by component: the rows with non-zero (weighted)
+    responsibility ``RT[k]`` for component k are gathered, centred on mu_k, and
+    ``s2[k] += (r Y)^T Y`` by GEMM (a plain loop below FULL_GEMM_MIN_ROWS rows); rows with
+    r = 0 cost nothing, so this is the cheaper way when components are well separated.
+    ``(r Y)^T`` is filled transposed: a C-contiguous left operand, so this product shares the
+    BLAS wrapper of the passes' other products."""
+    K, D = means64.shape
+    for k in range(K):
+        m = 0
+        for b in range(nb):
+            m += RT[k, b] != 0.0
+        if m == 0:
+            continue
+        WT = Wk[:D * m].reshape((D, m))
+        i = 0
+        for b in range(nb):
+            wr = RT[k, b]
+            if wr == 0.0:
+                continue
+            n = b0 + b
+            nk[k] += wr
+            for d in range(D):
+                xd = np.float64(X[n, d])
+                s1[k, d] += wr * xd
+                yd = xd - means64[k, d]
+                Yk[i, d] = yd
+                WT[d, i] = wr * yd
+            i += 1
+        if m < FULL_GEMM_MIN_ROWS:
+            for i in range(m):
+                for a in range(D):
+                    wa = WT[a, i]
+                    for c in range(D):
+                        s2[k, a, c] += wa * Yk[i, c]
+        else:
+            np.dot(WT, Yk[:m], S)
+            for a in range(D):
+                for c in range(D):
+                    s2[k, a, c] += S[a, c]
+
+
 @kernel()
 def pass_full(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
-              c0, j0, j1, nk_p, s1_p, s2_p, llws_p, Yf, Zf, RB, RW, Yk, Wk, S, Pf, SBT,
-              accb, G2, nkA):
-    """Full covariances, a block of rows at a time with BLAS.
+              c0, j0, j1, nk_p, s1_p, s2_p, llws_p, Yf, Zf, RB, Yk, Wk, S, accb):
+    """Full covariances without a shared centre for the statistics (``g64`` empty; with one,
+    ``pass_full_expanded`` runs), a block of rows at a time with BLAS.
 
     Log-densities: ``Z = (X_b - c) @ [U_k ...]`` per group of components (GEMM, see
     ``_full_logdens_block``; ``pc``, ``g``, ``tmeans`` in the layout of ``kernels._full_layout``),
     then sums of squares.  Measured at D = K = 16 (one thread): the
     row-at-a-time loop took 710 ns per row for the log-densities alone, one GEMM per component
-    290 ns.
-
-    Responsibilities: a block's are laid out components by rows, ``RT = RB[:K]`` (K, B,
-    float64), as in ``pass_diag``: the log-densities are written there transposed (rounded to
-    X's dtype), and the row maxima, the exponentials (one component per step: two, as in
-    ``pass_diag``, ran ~1 % faster but cost 0.15 s of compile), each row's sum over k in order
-    and the weighting are element-wise loops over contiguous rows; ``ll`` and
-    ``nk`` accumulate in row order.  Rows ``RB[K:K + 3]`` hold the per-row maxima, sums and
-    weights.
-
-    Second moments, two ways:
-
-    * ``g64`` has D entries (a shared centre g, chosen by the caller only when every mean is
-      within a Mahalanobis distance of 1e3 of g) and more than a quarter of the block's
-      responsibilities are non-zero: one GEMM for all components, ``R^T [u_i u_j (i <= j),
-      u_i]`` with ``u = x - g`` -- the D (D + 1) / 2 distinct products of each row with itself
-      built with the rows innermost -- re-centred on mu_k at the end of the chunk, in float64
-      (exactly symmetric).  Re-centring loses at most log10(max ||mu_k - g||^2 / sigma^2) <= 6 of
-      float64's 16 digits.  Measured (D = K = 16, all components active, one thread): 560 ->
-      250 ns/row against per-component GEMMs; the products instead of ``(r u)^T u`` for every
-      component (half the flops: D (D + 1) / 2 + D columns instead of K D) took the whole pass
-      from 929 to 632 ns/row in float64 and 816 to 523 in float32.  ``RW`` (B, K) holds the
-      weighted responsibilities rows by components, the GEMM's right operand.
-
-      For float32 data the products, ``RW`` and the GEMM are float32 (u = x - g in float64,
-      then rounded; the block's sums added into the float64 chunk totals ``G2``), and the path
-      is taken above 1/8 of non-zero responsibilities instead of 1/4.  Error analysis: each
-      term r u_i u_j carries ~3 roundings of 2^-24 and the GEMM's float32 sum over B rows adds
-      a relative error of about 2^-24 sqrt(B / 3) (random-walk growth of the partial sums), on
-      sums of size n (Sigma + d d^T) with d = mu_k - g; re-centring subtracts the d d^T part
-      exactly in float64, so the covariance keeps an error of about (1 + maha2) 2^-24
-      (sqrt(B / 3) + 3) relative to its own scale (maha2 = (mu_k - g)^T Sigma_k^-1 (mu_k - g)),
-      per block, falling as 1/sqrt(blocks) over a chunk since the blocks' roundings are
-      independent.  A common offset of the data (1e3 + N(0, 1)) is removed by g in float64
-      and costs nothing.  The caller (``kernels._full_stats_centre``) keeps the float32 path
-      only while every maha2 <= FULL_F32_STATS_MAX = 128 (<= 1.7e-5 for one block, ~1e-6
-      from ~300 blocks) and runs the per-component float64 path beyond.  Measured against the
-      float64 reference on the same rounded data (``tests/test_full_float32_stats.py``, 12
-      blocks): maha2 = 28, 1.0e-6 (bound 1.7e-5), with or without an offset of 1e3; maha2 =
-      400 through the float32 GEMM 1.9e-5, through the per-component path 2.9e-9.  For
-      comparison, scikit-learn and oneDAL sum whole columns in float32.  One thread, 2e5 x
-      16, K = 16 (``bench/compare.py``'s overlapping mixture, 19 % of responsibilities
-      non-zero, so every block ran the per-component float64 path before), process CPU,
-      medians of interleaved runs against the previous pass: float32 466 -> 345-369 ns/row.
-
-    Where the time goes (one thread, 2e5 x 16, K = 16, process CPU, the pass cut after each
-    step): float32 log-densities 174 ns/row (the (256 x 16) @ (16 x 128) sgemm alone 135 at
-    61 GFLOP/s), responsibilities +43, products and ``RW`` +49, statistics sgemm and ``G2`` +74
-    (alone 74 at 66 GFLOP/s): 340; float64 312, +44, +58, +173: 587.  The two GEMMs are 61 %
-    of the float32 pass.  Tried and dropped: the log-density GEMM split at h = D / 2 to skip
-    the zero block of U_k (a quarter of the flops) ran 345 -> 465 ns/row (the k = 8 sgemm is
-    slow); the products' setup with the rows innermost, no change.  First-fit compile of this
-    pass (pipeline timings of the overload, 2e4 x 16 float32, quiet, empty cache): 4.23-4.50 s
-    before, 4.14-4.25 s now (4.30-4.59 s with two exponentials per step); whole cold first fit
-    6.97-7.59 -> 6.81-6.84 s of CPU.  ``bench/compare.py --types full --no-rss --no-jit
-    --threads 2`` (10^6 x 16, K = 16, quiet, medians / from minima): float32 282 / 258 ms
-    (oneDAL 223 / 215: 0.79x) -> 179-186 / 179-183 ms (oneDAL 203-207 / 203-204: 1.11-1.13x;
-    target 1.2x not reached, the two GEMMs are 61 % of the time); float64 318 / 309 (oneDAL
-    598: 1.9x) -> 320 / 308 (oneDAL 628: 2.0x).
-    * otherwise: the rows with non-zero responsibility for component k are gathered,
-      centred on mu_k, and ``s2[k] += (r * Y)^T Y`` by GEMM; rows with r = 0 cost nothing, so
-      this is the cheaper one when components are well separated.
+    290 ns.  Responsibilities: a block's are laid out components by rows, ``RT = RB[:K]``
+    (K, B, float64), the log-densities written there transposed (rounded to X's dtype), see
+    ``_full_block_responsibilities``; rows ``RB[K:K + 3]`` hold the per-row maxima, sums and
+    weights.  Second moments component by component (``_full_component_moments``).
     """
     K, D = means.shape
-    B = RW.shape[0]  # FULL_BLOCK; Yf ... nkA: aligned scratch (pass_scratch)
+    B = RB.shape[1]  # FULL_BLOCK; Yf ... accb: aligned scratch (pass_scratch)
     has_w = sw.shape[0] > 0
     UT, C, T = pc, g, tmeans  # see _full_logdens_block and kernels._full_layout
-    shared = g64.shape[0] == D
+    RT = RB[:K]  # (K, B): the block's responsibilities, components by rows
+    mx = RB[K]  # per-row maxima, sums, weights
+    sm = RB[K + 1]
+    wb = RB[K + 2]
+    N = X.shape[0]
+    for slot in range(j0, j1):
+        start = (c0 + slot) * chunk_rows
+        stop = min(N, start + chunk_rows)
+        nk = nk_p[slot, :K]
+        s1 = s1_p[slot]
+        s2 = s2_p[slot]
+        nk[:] = 0.0
+        s1[:, :] = 0.0
+        s2[:, :, :] = 0.0
+        ll = 0.0
+        ws = 0.0
+        for b0 in range(start, stop, B):
+            nb = min(B, stop - b0)
+            for b in range(nb):
+                wb[b] = sw[b0 + b] if has_w else 1.0
+                ws += wb[b]
+            if R is None:
+                # log-densities into RT, transposed (a (B, K) view of the (K, B) rows)
+                _full_logdens_block(X, b0, nb, UT, C, T, lconst, Yf, Zf, accb, RT.T)
+                ll = _full_block_responsibilities(nb, cut, RT, mx, sm, wb, ll)
+            else:
+                for k in range(K):
+                    for b in range(nb):
+                        RT[k, b] = wb[b] * R[b0 + b, k]
+            _full_component_moments(X, b0, nb, RT, means64, nk, s1, s2, Yk, Wk, S)
+        llws_p[slot, 0] = ll
+        llws_p[slot, 1] = ws
+
+
+def _by_dtype(X, F64, F32):
+    """``F64`` for float64 ``X``, else ``F32``: chosen while compiling, as ``_stats_operand``
+    (a dtype test in the kernel would compile the code of both)."""
+    return F64 if X.dtype == np.float64 else F32
+
+
+@overload(_by_dtype, inline="always")
+def _by_dtype_typed(X, F64, F32):
+    if X.dtype == types.float64:
+        return lambda X, F64, F32: F64
+    return lambda X, F64, F32: F32
+
+
+@kernel()
+def pass_full_expanded(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
+                       c0, j0, j1, nk_p, s1_p, s2_p, llws_p, Pf, Lf, RB, RW, Yk, Wk, S, SBT,
+                       G2, nkA):
+    """Full covariances about a shared centre g (``g64`` has D entries: the caller picks one
+    only when every mean is close to g, see ``kernels._full_stats_centre``), a block of rows
+    at a time, everything from one matrix of products.
+
+    With ``u = x - g`` (float64, then rounded to X's dtype) the block's D (D + 1) / 2 distinct
+    products ``u_i u_j`` (i <= j) and the u_i themselves are built once, transposed with the
+    rows innermost (``PT`` (ncol, nb), vectorised), and serve both GEMMs:
+
+    * log-densities, the quadratic form expanded around g:
+      ``log pi_k N(x) = cst_k + sum_i (P_k d_k)_i u_i - 1/2 sum_(i <= j) c_ij u_i u_j`` with
+      ``P_k = U_k U_k^T``, ``d_k = mu_k - g``, ``c_ii = P_ii``, ``c_ij = 2 P_ij``:
+      ``L^T = WQ @ PT`` (``pc`` = WQ (K, ncol) in X's dtype, (ncol, K) for float32; ``lconst`` = cst (K,) float64,
+      ``kernels._full_expanded_layout``), half the flops of the per-component products
+      ``(x - c) U_k`` and no sums of squares;
+    * second moments, when more than a quarter of the block's responsibilities are non-zero
+      (an eighth for float32): ``R^T [u_i u_j, u_i]`` for all components in one GEMM, re-centred
+      on mu_k at the end of the chunk in float64 (exactly symmetric); otherwise component by
+      component (``_full_component_moments``).
+
+    Error: expanding around g costs about log10(1 + maha2) digits of the log-density, maha2 =
+    ``(mu_k - g)^T P_k (mu_k - g)``, as re-centring costs the statistics; the caller keeps the
+    centre only while every maha2 is below SHARED_MAX (1e6) in float64 and
+    FULL_F32_STATS_MAX (128) in float32 (<= ~1e-5 absolute in a float32 log-density), see
+    ``kernels._full_stats_centre``.  For float32 data the products, ``RW`` and both GEMMs are
+    float32, the block's sums added into the float64 chunk totals ``G2``: each term r u_i u_j
+    carries ~3 roundings of 2^-24 and the GEMM's float32 sum over B rows a relative error of
+    about 2^-24 sqrt(B / 3), on sums of size n (Sigma + d d^T); re-centring subtracts the
+    d d^T part exactly, so a covariance keeps an error of about (1 + maha2) 2^-24
+    (sqrt(B / 3) + 3) of its own scale per block, falling as 1/sqrt(blocks) over a chunk
+    (measured in ``tests/test_full_float32_stats.py``).  For comparison, scikit-learn and oneDAL
+    sum whole columns in float32.
+    """
+    K, D = means64.shape
+    B = RW.shape[0]  # FULL_BLOCK; Pf ... nkA: aligned scratch (pass_scratch)
+    has_w = sw.shape[0] > 0
+    WQ = pc
     ntri = D * (D + 1) // 2
     ncol = ntri + D  # [u_i u_j for i <= j, u_i]
-    # Pf (ncol * nsh,): the (ncol, nb) transposed products, C order; SBT (ncol or 0, K);
-    # G2 (K or 0, ncol)
     RT = RB[:K]  # (K, B): the block's responsibilities, components by rows
     mx = RB[K]  # per-row maxima, sums, weights
     sm = RB[K + 1]
@@ -573,128 +684,72 @@ def pass_full(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
             nb = min(B, stop - b0)
             for b in range(nb):
                 wb[b] = sw[b0 + b] if has_w else 1.0
+                ws += wb[b]
+            PT = Pf[:ncol * nb].reshape((ncol, nb))  # rows innermost: vectorised
+            for b in range(nb):
+                for i in range(D):
+                    # u = x - g in float64, then rounded to X's dtype
+                    PT[ntri + i, b] = X.dtype.type(np.float64(X[b0 + b, i]) - g64[i])
+            t = 0
+            for i in range(D):
+                for j in range(i, D):
+                    for b in range(nb):
+                        PT[t + j - i, b] = PT[ntri + i, b] * PT[ntri + j, b]
+                t += D - i
             if R is None:
-                # log-densities into RT, transposed (a (B, K) view of the (K, B) rows)
-                _full_logdens_block(X, b0, nb, UT, C, T, lconst, Yf, Zf, accb, RT.T)
-                for b in range(nb):
-                    mx[b] = -np.inf
-                for k in range(K):
+                # the product in the layout that runs fastest for the dtype: float64
+                # WQ (K, ncol) @ PT (ncol, nb); float32 PT^T @ WQ (ncol, K), whose (nb, K)
+                # result single-precision BLAS computes in 9.7-14.6 instead of 17.9 us (one
+                # thread, 128 rows, D = K = 16; float64 the other way round: 20.8 against
+                # 27.5 us); kernels._full_expanded_layout lays out WQ to match
+                LT = Lf[:K * nb].reshape((K, nb))
+                L = Lf[:nb * K].reshape((nb, K))
+                A, Bm, LO, LT = _by_dtype(X, (WQ, PT, LT, LT), (PT.T, WQ, L, L.T))
+                np.dot(A, Bm, LO)
+                for k in range(K):  # the constants in float64, rounded to X's dtype
+                    ck = lconst[k]
                     for b in range(nb):
-                        v = RT[k, b]
-                        mx[b] = v if v > mx[b] else mx[b]
-                for b in range(nb):
-                    sm[b] = 0.0
-                    if mx[b] == -np.inf:  # every component impossible: not with finite data
-                        mx[b] = 0.0
-                        sm[b] = -1.0
-                for k in range(K):
-                    for b in range(nb):  # element-wise: vectorises (branch-free exp)
-                        t = max(RT[k, b] - mx[b], EXP_MIN_ARG)
-                        e = exp_nonpos(t)
-                        RT[k, b] = e if t > cut else 0.0
-                for k in range(K):
-                    for b in range(nb):  # each row's sum over k, in order
-                        sm[b] += RT[k, b]
-                for b in range(nb):  # in row order
-                    wn = wb[b]
-                    s = sm[b]
-                    if s > 0.0:
-                        ll += wn * (mx[b] + math.log(s))
-                        sm[b] = wn * (1.0 / s)
-                    else:
-                        ll += wn * -np.inf
-                        sm[b] = 0.0
-                    ws += wn
-                for k in range(K):
-                    for b in range(nb):
-                        RT[k, b] *= sm[b]
+                        RT[k, b] = np.float64(X.dtype.type(LT[k, b] + ck))
+                ll = _full_block_responsibilities(nb, cut, RT, mx, sm, wb, ll)
             else:
-                for b in range(nb):
-                    ws += wb[b]
                 for k in range(K):
                     for b in range(nb):
                         RT[k, b] = wb[b] * R[b0 + b, k]
             n_active = 0  # rows x components with r != 0; the shared GEMM above a share of
-            if shared:    # 1/4 of them (float64) or 1/8 (float32: single-precision GEMM)
-                for k in range(K):
-                    for b in range(nb):
-                        n_active += RT[k, b] != 0.0
-            if shared and (4 if X.itemsize == 8 else 8) * n_active > nb * K:
-                # all components in one GEMM on the products of each row with itself:
-                # G2[k] += sum_b r_bk [u_bi u_bj (i <= j), u_bi], u = x - g
-                PT = Pf[:ncol * nb].reshape((ncol, nb))  # rows innermost: vectorised
+            for k in range(K):  # 1/4 of them (float64) or 1/8 (float32: single precision)
                 for b in range(nb):
-                    for i in range(D):
-                        # u = x - g in float64, then rounded to X's dtype
-                        PT[ntri + i, b] = X.dtype.type(np.float64(X[b0 + b, i]) - g64[i])
-                    for k in range(K):  # nk in row order, as the rows' own sums
-                        v = RT[k, b]
-                        nkA[k] += v
-                        RW[b, k] = v
-                t = 0
-                for i in range(D):
-                    for j in range(i, D):
-                        for b in range(nb):
-                            PT[t + j - i, b] = PT[ntri + i, b] * PT[ntri + j, b]
-                    t += D - i
-                np.dot(PT, RW[:nb], SBT)
-                for k in range(K):
-                    for c in range(ncol):
-                        G2[k, c] += SBT[c, k]
+                    n_active += RT[k, b] != 0.0
+            if (4 if X.itemsize == 8 else 8) * n_active <= nb * K:
+                _full_component_moments(X, b0, nb, RT, means64, nk, s1, s2, Yk, Wk, S)
                 continue
+            # G2[k] += sum_b r_bk [u_bi u_bj (i <= j), u_bi]
+            for b in range(nb):
+                for k in range(K):  # nk in row order, as the rows' own sums
+                    v = RT[k, b]
+                    nkA[k] += v
+                    RW[b, k] = v
+            np.dot(PT, RW[:nb], SBT)
             for k in range(K):
-                m = 0
-                for b in range(nb):
-                    m += RT[k, b] != 0.0
-                if m == 0:
-                    continue
-                # (r Y)^T filled transposed: a C-contiguous left operand, so this product
-                # shares the BLAS wrapper of the pass's other products
-                WT = Wk[:D * m].reshape((D, m))
-                i = 0
-                for b in range(nb):
-                    wr = RT[k, b]
-                    if wr == 0.0:
-                        continue
-                    n = b0 + b
-                    nk[k] += wr
-                    for d in range(D):
-                        xd = np.float64(X[n, d])
-                        s1[k, d] += wr * xd
-                        yd = xd - means64[k, d]
-                        Yk[i, d] = yd
-                        WT[d, i] = wr * yd
-                    i += 1
-                if m < FULL_GEMM_MIN_ROWS:
-                    for i in range(m):
-                        for a in range(D):
-                            wa = WT[a, i]
-                            for c in range(D):
-                                s2[k, a, c] += wa * Yk[i, c]
-                else:
-                    np.dot(WT, Yk[:m], S)
-                    for a in range(D):
-                        for c in range(D):
-                            s2[k, a, c] += S[a, c]
-        if shared:
-            # add the blocks done by GEMM, re-centred on each component's mean:
-            # sum r (u - d)(u - d)^T with d = mu_k - g (exactly symmetric)
-            for k in range(K):
-                nk[k] += nkA[k]
-                for i in range(D):
-                    s1[k, i] += G2[k, ntri + i] + nkA[k] * g64[i]
-                t = 0
-                for i in range(D):
-                    di = means64[k, i] - g64[i]
-                    ai = G2[k, ntri + i]
-                    for j in range(i, D):
-                        dj = means64[k, j] - g64[j]
-                        v = (G2[k, t + j - i] - ai * dj - di * G2[k, ntri + j]
-                             + nkA[k] * di * dj)
-                        s2[k, i, j] += v
-                        if j != i:
-                            s2[k, j, i] += v
-                    t += D - i
+                for c in range(ncol):
+                    G2[k, c] += SBT[c, k]
+        # add the blocks done by GEMM, re-centred on each component's mean:
+        # sum r (u - d)(u - d)^T with d = mu_k - g (exactly symmetric)
+        for k in range(K):
+            nk[k] += nkA[k]
+            for i in range(D):
+                s1[k, i] += G2[k, ntri + i] + nkA[k] * g64[i]
+            t = 0
+            for i in range(D):
+                di = means64[k, i] - g64[i]
+                ai = G2[k, ntri + i]
+                for j in range(i, D):
+                    dj = means64[k, j] - g64[j]
+                    v = (G2[k, t + j - i] - ai * dj - di * G2[k, ntri + j]
+                         + nkA[k] * di * dj)
+                    s2[k, i, j] += v
+                    if j != i:
+                        s2[k, j, i] += v
+                t += D - i
         llws_p[slot, 0] = ll
         llws_p[slot, 1] = ws
 
@@ -793,7 +848,7 @@ def pass_tied(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
 
 
 # spherical models run through the diagonal passes (kernels._pass)
-PASSES = {DIAG: pass_diag, FULL: pass_full, TIED: pass_tied}
+PASSES = {DIAG: pass_diag, FULL: pass_full, TIED: pass_tied}  # full with a centre: pass_full_expanded
 
 
 def pass_scratch(kind, K, D, dtype, P=0, n_groups=1, shared=False):
@@ -803,21 +858,24 @@ def pass_scratch(kind, K, D, dtype, P=0, n_groups=1, shared=False):
     first fit's compilation (measured, diag: 5.15 -> 4.86 s of CPU); a pass call then
     allocates nothing but a few small accumulators.  ``P``: quadratic columns of the diagonal
     pass (D diag, 1 spherical); ``n_groups``: component groups of the full layout
-    (``kernels._full_layout``); ``shared``: the full pass has a shared centre."""
+    (``kernels._full_layout``); ``shared``: the full kind's pass about a shared centre,
+    ``pass_full_expanded``."""
     x, f8 = np.dtype(dtype), np.dtype(np.float64)
     if kind == DIAG:
         B = DIAG_BLOCK
         return (((P + D, K), x), ((B, P + D), x), ((B, K), x),
                 ((0 if x == f8 else B, P + D), f8), ((K + 3, B), f8), ((K, P + D), f8),
                 ((K,), f8), ((K, P + D), f8))
+    if kind == FULL and shared:  # pass_full_expanded
+        B = FULL_BLOCK
+        ncol = D * (D + 1) // 2 + D
+        return (((ncol * B,), x), ((K * B,), x), ((K + 3, B), f8), ((B, K), x), ((B, D), f8),
+                ((B * D,), f8), ((D, D), f8), ((ncol, K), x), ((K, ncol), f8), ((K,), f8))
     if kind == FULL:
         B = FULL_BLOCK
         G = -(-K // n_groups)
-        ncol = D * (D + 1) // 2 + D
-        return (((B * D,), x), ((B * G * D,), x), ((K + 3, B), f8), ((B, K), x),
-                ((B, D), f8), ((B * D,), f8), ((D, D), f8), ((ncol * B if shared else 0,), x),
-                ((ncol if shared else 0, K), x), ((B,), x), ((K if shared else 0, ncol), f8),
-                ((K,), f8))
+        return (((B * D,), x), ((B * G * D,), x), ((K + 3, B), f8), ((B, D), f8),
+                ((B * D,), f8), ((D, D), f8), ((B,), x))
     if kind == TIED:
         B = TIED_BLOCK
         return (((D * B,), x), ((D * B,), x), ((D, D), x), ((B, K), x), ((B, D), f8),
