@@ -122,3 +122,74 @@ def test_expanded_log_densities_within_the_error_bound(dtype, offset):
     bound = (1.0 + m2) * eps * math.sqrt(ncol)
     err = np.max(np.abs(got - want))
     assert err < bound, (err, bound)  # measured: f32 9.1e-6 (offset 1.3e-5), f64 1.8e-14
+
+
+def _diag_problem(kind, K, D, N, spread, offset, seed):
+    """Overlapping diagonal (or spherical) components around ``offset``."""
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(size=(K, D)) * spread
+    sd = rng.uniform(0.8, 1.25, size=(K, D) if kind == "diag" else (K, 1))
+    lab = rng.integers(0, K, N)
+    X = mu[lab] + sd[lab] * rng.normal(size=(N, D)) + offset
+    covs = sd**2 if kind == "diag" else sd[:, 0] ** 2
+    return X.astype(np.float32), np.full(K, 1.0 / K), mu + offset, covs
+
+
+def _diag_f32_gate(kp, kind):
+    from fastmix.kernels import SPHERICAL, _as_diag
+    if kind == "spherical":
+        pc, g, _ = _as_diag(kp, kernels.ESTEP, np.float32, native=True)
+    else:
+        pc, g = kp.pc, kp.g
+    g64 = g.astype(np.float64)
+    z = (kp.means64 - g64) * pc[:, 0, :].astype(np.float64)
+    assert kp.kind in (kernels.DIAG, SPHERICAL)
+    return float(np.max(np.sum(z * z, axis=1))), kernels._diag_f32_stats(kp.means64, pc, g64)
+
+
+@pytest.mark.parametrize("kind", ["diag", "spherical"])
+@pytest.mark.parametrize("offset", [0.0, 1e3], ids=["centred", "offset-1e3"])
+def test_diag_float32_statistics_within_the_error_bound(kind, offset):
+    """Float32 diagonal/spherical data with every mean within maha2 <= 128 of the shared
+    centre: ``pass_diag`` sums ``R^T [quad(u), u]`` in one single-precision GEMM per block of
+    DIAG_BLOCK rows and re-centres in float64; the variances and means stay within the bound
+    (1 + maha2) 2^-24 (sqrt(B / 3) + 3) of one block (one chunk of 6 blocks), also with a
+    common offset of 1e3 (removed by the centre, the float32 value widened)."""
+    from fastmix.kernels.cpu.estep import DIAG_BLOCK
+    K, D, N = 5, 6, 6 * DIAG_BLOCK
+    X, w, means, covs = _diag_problem(kind, K, D, N, spread=1.5, offset=offset, seed=3)
+    kp = gmm_params(w, means, covs, kind).kernel_params(np.float32)
+    m2, f32s = _diag_f32_gate(kp, kind)
+    assert 5.0 < m2 <= kernels.FULL_F32_STATS_MAX and f32s, (m2, f32s)
+    out = kernels.estep_stats(X, None, kp, N)
+    expected = ref.estep_stats(X.astype(np.float64), None, w, means, covs, kind)
+    B = DIAG_BLOCK
+    bound = (1.0 + m2) * 2.0**-24 * (math.sqrt(B / 3) + 3)
+    var = out[2].reshape(K, -1) / out[0][:, None]
+    evar = expected[2].reshape(K, -1) / expected[0][:, None]
+    assert np.max(np.abs(var / evar - 1)) < bound
+    sd = np.sqrt(np.broadcast_to(evar, (K, D)))
+    merr = np.abs(out[1] / out[0][:, None] - expected[1] / expected[0][:, None]) / sd
+    assert merr.max() < (1.0 + math.sqrt(m2)) * 2.0**-24 * (math.sqrt(B / 3) + 3)
+    np.testing.assert_allclose(out[0], expected[0], rtol=1e-5)
+
+
+def test_diag_float32_far_means_take_the_float64_statistics():
+    """A narrow component far from the centre in its own metric (maha2 ~ 400 > 128): the
+    float32 diagonal pass sums its statistics in float64 (``G``), keeping the narrow
+    component's variance to float32-level accuracy."""
+    rng = np.random.default_rng(9)
+    D, N = 2, 8 * 256
+    means = np.array([[0.0, 0.0], [0.2, 0.0]])
+    covs = np.array([[1.0, 1.0], [2.5e-5, 2.5e-5]])
+    lab = rng.integers(0, 2, N)
+    X = (means[lab] + rng.normal(size=(N, D)) * np.sqrt(covs[lab])).astype(np.float32)
+    w = np.array([0.5, 0.5])
+    kp = gmm_params(w, means, covs, "diag").kernel_params(np.float32)
+    m2, f32s = _diag_f32_gate(kp, "diag")
+    assert kp.g64.shape[0] == D and m2 > kernels.FULL_F32_STATS_MAX and not f32s
+    out = kernels.estep_stats(X, None, kp, N)
+    expected = ref.estep_stats(X.astype(np.float64), None, w, means, covs, "diag")
+    var = out[2].reshape(2, -1) / out[0][:, None]
+    evar = expected[2].reshape(2, -1) / expected[0][:, None]
+    assert np.max(np.abs(var / evar - 1)) < 2e-6

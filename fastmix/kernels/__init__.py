@@ -363,11 +363,15 @@ def _pass_layout(kp, mode, dtype, native_spherical=False):
         run = cpu_estep.pass_diag_rows
     elif kind == DIAG:
         spec = cpu_estep.pass_scratch(DIAG, K, D, dtype, P=pc.shape[2])
+        fn = run
         if np.dtype(dtype) == np.float64:  # F = [quad(u), u] is the statistics' operand G
-            fn = run
             run = lambda *a: fn(*a, *_diag_f64_scratch(_scratch(spec)))  # noqa: E731
         else:
-            run = _with_scratch(run, spec)
+            # u = x - g is formed in float32 with the rounded centre: the float64 centre of
+            # the expansion and the re-centring is that same value, widened
+            g64 = g.astype(np.float64)
+            f32s = _diag_f32_stats(kp.means64, pc, g64)
+            run = lambda *a: fn(*a, *_diag_f32_scratch(_scratch(spec), f32s))  # noqa: E731
     elif kind == FULL:
         run = _with_scratch(run, cpu_estep.pass_scratch(
             FULL, K, D, dtype, n_groups=g.shape[0] if g.ndim == 2 else 1,
@@ -378,11 +382,27 @@ def _pass_layout(kp, mode, dtype, native_spherical=False):
 
 
 def _diag_f64_scratch(arrays):
-    """``pass_diag``'s scratch for float64 data: no G (None), so the pass uses its F
+    """``pass_diag``'s scratch for float64 data: no G, RF, SF (None), so the pass uses its F
     (``[quad(u), u]``, float64) as the statistics GEMM's operand, which float32 data build
-    apart in G (and the pass compiles only the code of its own dtype)."""
-    W, F, L, G, RB, S, cst, T = arrays
-    return W, F, L, None, RB, S, cst, T
+    apart in G or multiply in float32 (and the pass compiles only the code of its own dtype)."""
+    W, F, L, G, RB, S, cst, T, RF, SF = arrays
+    return W, F, L, None, RB, S, cst, T, None, None
+
+
+def _diag_f32_scratch(arrays, f32s):
+    """``pass_diag``'s scratch for float32 data: with ``f32s`` (single-precision statistics,
+    ``_diag_f32_stats``) G as an empty (0, P + D) view, which tells the pass so at run time."""
+    W, F, L, G, RB, S, cst, T, RF, SF = arrays
+    return W, F, L, (G[:0] if f32s else G), RB, S, cst, T, RF, SF
+
+
+def _diag_f32_stats(means64, pc, g64):
+    """Whether float32 data take ``pass_diag``'s single-precision statistics GEMM: every mean
+    within a squared Mahalanobis distance FULL_F32_STATS_MAX of the shared centre (``pc``
+    (K, 1, D) or spherical (K, 1, 1) inverse standard deviations), the gate and error bound of
+    the full kind's float32 second moments (``cpu_estep.pass_full_expanded``)."""
+    z = (means64 - g64) * pc[:, 0, :].astype(np.float64)
+    return bool(np.max(np.sum(z * z, axis=1)) <= FULL_F32_STATS_MAX)
 
 
 def _pass(mode, X, sw, R, kp, chunk_rows, acc):

@@ -252,7 +252,7 @@ DIAG_BLOCK = 256
 
 @kernel()
 def pass_diag(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
-              c0, j0, j1, nk_p, s1_p, s2_p, llws_p, W, F, L, G, RB, S, cst, T):
+              c0, j0, j1, nk_p, s1_p, s2_p, llws_p, W, F, L, G, RB, S, cst, T, RF, SF):
     """Diagonal and spherical covariances about a shared centre g (``g64`` has D entries; the
     caller picks one only when every mean is close to g, see ``GMMParams.kernel_params``, and
     runs ``pass_diag_rows`` otherwise), a block of rows at a time with two GEMMs.  With
@@ -261,10 +261,19 @@ def pass_diag(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
 
     * log-densities ``L = [quad(u), u] @ W + c0`` (in X's dtype), i.e. the quadratic form
       expanded around g;
-    * statistics ``[sum r quad(u), sum r u] = R^T [quad(u), u]`` (float64), re-centred on each
-      mean at the end of the chunk: ``s2`` (K, 1, P).  ``G`` is the float64 right operand,
-      built here for float32 data; for float64 data the facade passes ``G=None`` and ``F``
-      serves (``kernels._pass_layout``; the branch of the other dtype is not compiled).
+    * statistics ``[sum r quad(u), sum r u] = R^T [quad(u), u]``, re-centred on each mean at
+      the end of the chunk: ``s2`` (K, 1, P).  For float64 data the facade passes ``G=None``
+      and the GEMM runs on ``F`` (``kernels._pass_layout``; the branches of the other dtype
+      are not compiled).  Float32 data take one of two ways, chosen at run time by the facade
+      (``kernels._diag_f32_stats``), both compiled in the same overload so that a fit whose
+      means move across the gate does not compile again: while every mean is within a squared
+      Mahalanobis distance F32_STATS_MAX (128) of g, a single-precision GEMM on ``F`` with the
+      responsibilities rounded to float32 (``RF`` (K, B)), each block's sums added into the
+      float64 totals ``T`` (``G`` is then an empty (0, P + D) array); beyond it ``G``, the
+      float64 ``[quad(u), u]`` built here, and a float64 GEMM.  The float32 sums carry a
+      relative error of about (1 + maha2) 2^-24 (sqrt(B / 3) + 3) per block after
+      re-centring (the analysis of ``pass_full_expanded``; tested in
+      ``tests/test_full_float32_stats.py``).
 
     The responsibilities of a block are laid out components by rows, ``RT = RB[:K]`` (K, B),
     filled transposed while the constants are added to ``L``; every step over them (the row
@@ -281,6 +290,9 @@ def pass_diag(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
     165 -> 129, spherical float64 159 -> 122.  The first GEMM formulation took 285 -> 176 and
     231 -> 104 against the row-at-a-time loop ``pass_diag_rows``, which remains the path
     without a shared centre.  Spherical models use half the columns of diagonal ones.
+    Float32 statistics in single precision instead of through G (same data, 2e5 rows, three
+    paired runs on a noisy machine): float32 133-135 -> 122-124 ns/row (float64 unchanged,
+    bit-identical).
     """
     K, D = means64.shape
     P = pc.shape[2]  # D (diag) or 1 (spherical)
@@ -299,6 +311,9 @@ def pass_diag(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
             W[0, k] = -0.5 * np.float64(pc[k, 0, 0]) ** 2
         cst[k] = lconst[k] - 0.5 * acc
     Gs = _stats_operand(F, G)  # the statistics GEMM's right operand: F itself or G
+    f32s = False  # float32 data, statistics in single precision (G empty)
+    if G is not None:
+        f32s = G.shape[0] == 0
     RT = RB[:K]  # (K, B): the block's responsibilities, components by rows
     mx = RB[K]  # per-row maxima, sums, weights
     sm = RB[K + 1]
@@ -321,10 +336,13 @@ def pass_diag(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
             nb = min(B, stop - b0)
             if nb < B:  # a short last block: the statistics GEMM runs over all B rows
                 RT[:, :] = 0.0
-                Gs[nb:, :] = 0.0
+                if f32s:
+                    F[nb:, :] = 0
+                else:
+                    Gs[nb:, :] = 0.0
             for b in range(nb):
                 wb[b] = sw[b0 + b] if has_w else 1.0
-            if R is None or G is None:
+            if R is None or G is None or f32s:
                 for b in range(nb):
                     q = zero
                     for d in range(D):
@@ -336,7 +354,7 @@ def pass_diag(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
                             q += u * u
                     if P != D:
                         F[b, 0] = q
-            if G is not None:
+            if G is not None and not f32s:
                 for b in range(nb):
                     q64 = 0.0
                     for d in range(D):
@@ -397,10 +415,19 @@ def pass_diag(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
             for b in range(nb):  # nk in row order, as the rows' own sums
                 for k in range(K):
                     nk[k] += RT[k, b]
-            np.dot(RT, Gs, S)
-            for k in range(K):
-                for d in range(P + D):
-                    T[k, d] += S[k, d]
+            if G is not None and f32s:
+                for k in range(K):
+                    for b in range(B):
+                        RF[k, b] = X.dtype.type(RT[k, b])
+                np.dot(RF, F, SF)
+                for k in range(K):
+                    for d in range(P + D):
+                        T[k, d] += SF[k, d]
+            else:
+                np.dot(RT, Gs, S)
+                for k in range(K):
+                    for d in range(P + D):
+                        T[k, d] += S[k, d]
         for k in range(K):
             c = 0.0
             for d in range(D):
@@ -869,9 +896,10 @@ def pass_scratch(kind, K, D, dtype, P=0, n_groups=1, shared=False):
     x, f8 = np.dtype(dtype), np.dtype(np.float64)
     if kind == DIAG:
         B = DIAG_BLOCK
+        n32 = 0 if x == f8 else 1  # float32 only: G, RF, SF
         return (((P + D, K), x), ((B, P + D), x), ((B, K), x),
-                ((0 if x == f8 else B, P + D), f8), ((K + 3, B), f8), ((K, P + D), f8),
-                ((K,), f8), ((K, P + D), f8))
+                ((n32 * B, P + D), f8), ((K + 3, B), f8), ((K, P + D), f8),
+                ((K,), f8), ((K, P + D), f8), ((n32 * K, B), x), ((n32 * K, P + D), x))
     if kind == FULL and shared:  # pass_full_expanded
         B = FULL_BLOCK
         ncol = D * (D + 1) // 2 + D
