@@ -336,10 +336,10 @@ def pass_diag(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
             nb = min(B, stop - b0)
             if nb < B:  # a short last block: the statistics GEMM runs over all B rows
                 RT[:, :] = 0.0
-                if f32s:
-                    F[nb:, :] = 0
-                else:
-                    Gs[nb:, :] = 0.0
+                F[nb:, :] = 0  # the operand of float64 data and of float32 statistics
+                if G is not None:
+                    if not f32s:
+                        G[nb:, :] = 0.0
             for b in range(nb):
                 wb[b] = sw[b0 + b] if has_w else 1.0
             if R is None or G is None or f32s:
