@@ -446,6 +446,9 @@ def pass_diag(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
 #: Rows per block in the full-covariance chunk loop.  Kept small so that OpenBLAS runs each
 #: (FULL_BLOCK x D) @ (D x D) product single-threaded inside the parallel loop.
 FULL_BLOCK = 128
+#: Bytes of the products matrix of one block of ``pass_full_expanded``: its block has fewer rows
+#: than FULL_BLOCK where D is large, so that the products stay in cache.
+EXPANDED_BLOCK_BYTES = 256 << 10
 #: Below this many active rows a component's block second moment is a plain loop, above it GEMM.
 FULL_GEMM_MIN_ROWS = 8
 #: Width (G * D columns) of one log-density GEMM of the full kind: G components share one
@@ -901,8 +904,8 @@ def pass_scratch(kind, K, D, dtype, P=0, n_groups=1, shared=False):
                 ((n32 * B, P + D), f8), ((K + 3, B), f8), ((K, P + D), f8),
                 ((K,), f8), ((K, P + D), f8), ((n32 * K, B), x), ((n32 * K, P + D), x))
     if kind == FULL and shared:  # pass_full_expanded
-        B = FULL_BLOCK
         ncol = D * (D + 1) // 2 + D
+        B = max(16, min(FULL_BLOCK, (EXPANDED_BLOCK_BYTES // (ncol * x.itemsize)) // 8 * 8))
         return (((ncol * B,), x), ((K * B,), x), ((K + 3, B), f8), ((B, K), x), ((B, D), f8),
                 ((B * D,), f8), ((D, D), f8), ((ncol, K), x), ((K, ncol), f8), ((K,), f8))
     if kind == FULL:
