@@ -693,7 +693,7 @@ def pass_full_expanded(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut
     float32 pass (cut one at a time: log-densities ~125 ns/row, statistics ~100).
     """
     K, D = means64.shape
-    B = RW.shape[0]  # FULL_BLOCK; Pf ... nkA: aligned scratch (pass_scratch)
+    B = RW.shape[0]  # <= FULL_BLOCK (EXPANDED_BLOCK_BYTES); Pf ... nkA: scratch (pass_scratch)
     has_w = sw.shape[0] > 0
     WQ = pc
     ntri = D * (D + 1) // 2
