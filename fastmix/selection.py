@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import em as _em
 from . import init as _init
 from . import kernels
 from . import kmeans as _km
@@ -566,7 +567,11 @@ def split_successor(kinds_ks, sample, chunk_rows, reg_covar):
 class CpuEngine:
     """The candidates' E-steps and scores on one block with the CPU kernels: statistics added
     chunk by chunk into a ``kernels.Accumulator`` (bit-identical to a separate fit for any
-    blocks of whole chunks)."""
+    blocks of whole chunks).  As a separate fit's E-steps (``em.e_step_stats``), a tied
+    candidate's passes after its first reuse the shared second moment (``scatter=False``)."""
+
+    #: whether ``estep`` can leave the tied kind's shared second moment out
+    skips_scatter = True
 
     def __init__(self, chunk_rows):
         self.chunk_rows = chunk_rows
@@ -577,8 +582,8 @@ class CpuEngine:
     def accumulator(self, kp):
         return kernels.Accumulator.for_params(kp)
 
-    def estep(self, blk, kp, acc):
-        kernels.estep_stats(blk[0], blk[1], kp, self.chunk_rows, acc)
+    def estep(self, blk, kp, acc, scatter=True):
+        kernels.estep_stats(blk[0], blk[1], kp, self.chunk_rows, acc, scatter)
         return acc
 
     @staticmethod
@@ -601,6 +606,8 @@ class GpuEngine:
     candidate's E-step is the very call a separate GPU fit makes (same launch shape
     ``fastmix.gpu.DEFAULT_BLOCK_ROWS`` / ``DEFAULT_THREADS``): the same statistics bit for bit.
     Starts are computed on the CPU, as ``GaussianMixture`` computes them."""
+
+    skips_scatter = False  # every pass computes the tied kind's shared second moment
 
     def __init__(self, resident):
         from . import gpu
@@ -626,7 +633,7 @@ class GpuEngine:
     def accumulator(self, kp):
         return [None]
 
-    def estep(self, blk, kp, acc):
+    def estep(self, blk, kp, acc, scatter=True):
         out = self.gk.estep_stats_gpu(blk[0], blk[1], kp, scratch=self.scratch, **self._shape())
         acc[0] = out if acc[0] is None else tuple(a + b for a, b in zip(acc[0], out))
         return acc
@@ -709,6 +716,10 @@ def sweep(data, cands, *, reg_covar, tol, max_iter, criterion="bic", stats=None,
             outs = []
             for c, kp in zip(active, kps):
                 outs.append(eng.accumulator(kp) if c.status == "running" else np.zeros(5))
+                # a running candidate's statistics kept across its passes (em.e_step_stats)
+                c._cache = c.__dict__.get("_cache", {}) if eng.skips_scatter else None
+                c._known = (_em.known_scatter(c._cache, kp) if c.status == "running"
+                            else None)
             for start, X, w in _blocks(data, stats, "em"):
                 held_w = None
                 if split is not None:
@@ -719,7 +730,7 @@ def sweep(data, cands, *, reg_covar, tol, max_iter, criterion="bic", stats=None,
                 for c, kp, out in zip(active, kps, outs):
                     t1 = time.perf_counter()
                     if c.status == "running":
-                        eng.estep(blk, kp, out)
+                        eng.estep(blk, kp, out, c._known is None)
                     else:
                         out += score_block(X, w, kp, data.chunk_rows, want_entropy, held_w,
                                            eng.log_prob(blk))
@@ -740,6 +751,7 @@ def sweep(data, cands, *, reg_covar, tol, max_iter, criterion="bic", stats=None,
                 c.seconds += c._t + time.perf_counter() - t1
                 continue
             st = stats_from_kernel(c.params.kind, out, kp)
+            st = _em.keep_scatter(st, c.__dict__.get("_cache"), c.__dict__.get("_known"))
             prev = c.lower_bound
             c.params = m_step(st, reg_covar, (), c.params)
             c.lower_bound = st.mean_log_likelihood
@@ -755,7 +767,8 @@ def sweep(data, cands, *, reg_covar, tol, max_iter, criterion="bic", stats=None,
         if callback is not None:
             callback(n_pass, cands)
     for c in cands:
-        c.__dict__.pop("_t", None)
+        for name in ("_t", "_cache", "_known"):
+            c.__dict__.pop(name, None)
     return stats
 
 

@@ -16,6 +16,7 @@ from fastmix import kernels
 from fastmix._validation import first_nonfinite_row
 from fastmix._params import m_step, stats_from_kernel
 from fastmix._stats import Stats
+from fastmix import em as em_driver
 from fastmix.em import e_step_stats, run_em
 from fastmix.kernels.cpu._math import exp_nonpos
 
@@ -392,6 +393,75 @@ def test_run_em_float32_close_to_float64(problem):
     assert_close(r32.lower_bounds, r64.lower_bounds, 1e-4)
     assert_close(r32.params.means, r64.params.means, 1e-3)
     assert_close(r32.params.cov.covariances, r64.params.cov.covariances, 1e-3)
+
+
+# ------------------------------------------ tied kind: the shared second moment reused -----
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_tied_pass_without_scatter(dtype):
+    """``estep_stats(scatter=False)`` leaves the tied kind's shared second moment out (s2 = 0)
+    and every other statistic exactly as the full pass computes it."""
+    X64, sw, weights, means, covs = make_problem("tied", seed=5)
+    X = X64.astype(dtype)
+    kp = gmm_params(weights, means, covs, "tied").kernel_params(X.dtype)
+    full = kernels.estep_stats(X, sw, kp, 100)
+    part = kernels.estep_stats(X, sw, kp, 100, scatter=False)
+    assert not np.any(part[2])
+    assert np.any(full[2])
+    for a, b in zip(full[:2] + full[3:], part[:2] + part[3:]):
+        np.testing.assert_array_equal(a, b)
+
+
+def _tied_passes(monkeypatch):
+    """Record the ``scatter`` argument of every tied E-step pass."""
+    seen = []
+    inner = kernels.estep_stats
+
+    def spy(X, sw, kp, chunk_rows, acc=None, scatter=True):
+        seen.append(scatter)
+        return inner(X, sw, kp, chunk_rows, acc, scatter)
+    monkeypatch.setattr(kernels, "estep_stats", spy)
+    return seen
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4], ids=["centred", "offset-1e4"])
+def test_tied_em_reuses_the_shared_second_moment(monkeypatch, offset):
+    """EM computes the tied kind's shared second moment in its first passes only: the first
+    pass (about the starting weighted mean of the means) and the second (about the data's mean,
+    where every M-step puts g); later passes move the second one to their centre
+    (``em.TIED_SCATTER_SHIFT``).  The fit equals the one that computes it in every pass, and
+    the plain NumPy EM."""
+    X, sw, weights, means, covs = make_problem("tied", seed=6)
+    X, means = X + offset, means + offset
+    params = gmm_params(weights, means, covs, "tied")
+    seen = _tied_passes(monkeypatch)
+    res = run_em(X, sw, params, reg_covar=1e-4, tol=0.0, max_iter=8, chunk_rows=100)
+    assert seen == [True, True] + [False] * 6
+    monkeypatch.setattr(em_driver, "TIED_SCATTER_SHIFT", -1.0)  # never reused
+    seen.clear()
+    every = run_em(X, sw, params, reg_covar=1e-4, tol=0.0, max_iter=8, chunk_rows=100)
+    assert seen == [True] * 8
+    assert_close(res.params.cov.covariances, every.params.cov.covariances, 1e-11)
+    assert_close(res.lower_bounds, every.lower_bounds, 1e-13)
+    exp = ref.em(X, sw, weights, means, covs, "tied", 1e-4, 8)
+    assert_close(res.params.cov.covariances, exp["covariances"], 1e-8)
+
+
+def test_tied_scatter_moved_to_the_new_centre():
+    """A kept shared second moment is moved exactly to a nearby centre (``Stats.recentred``:
+    without the move it would be 1e-10 off), and not used for a centre beyond the gate."""
+    X, sw, weights, means, covs = make_problem("tied", seed=7)
+    mean = sw @ X / sw.sum()
+    means = means + (mean - weights @ means)  # g = the data's mean, as after an M-step
+    kp0 = gmm_params(weights, means, covs, "tied").kernel_params(np.float64)
+    cache = {}
+    em_driver.keep_scatter(stats_from_kernel("tied", kernels.estep_stats(X, sw, kp0, 100), kp0),
+                           cache, None)
+    sd = np.sqrt(np.diagonal(cache["tied"].s2[0]) / sw.sum())
+    g1 = kp0.g64 + 1e-5 * sd
+    U = X - g1
+    assert_close(em_driver.known_scatter(cache, kp0._replace(g64=g1)), (sw[:, None] * U).T @ U,
+                 1e-13)
+    assert em_driver.known_scatter(cache, kp0._replace(g64=kp0.g64 + 1e-3 * sd)) is None
 
 
 # ------------------------------------------------- full kind: grouped log-density GEMMs -----

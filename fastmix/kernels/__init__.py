@@ -338,11 +338,12 @@ def _full_expanded_layout(kp, dtype, mode=ESTEP):
     return out, cst
 
 
-def _pass_layout(kp, mode, dtype, native_spherical=False):
+def _pass_layout(kp, mode, dtype, native_spherical=False, scatter=True):
     """(run, pc, lconst, g, g64, tmeans): the pass function of ``kp``'s kind and the parameters
     in its layout (spherical through the diagonal passes -- with ``native_spherical`` its
     (K, 1, 1) factors as they are when ``pass_diag`` runs, see ``_as_diag`` -- full about a
-    shared centre in ``_full_expanded_layout``, without one in ``_full_layout``)."""
+    shared centre in ``_full_expanded_layout``, without one in ``_full_layout``).  Tied with
+    ``scatter=False``: the pass leaves out the shared second moment (``estep_stats``)."""
     D = kp.means64.shape[1]
     kind = DIAG if kp.kind == SPHERICAL else kp.kind
     pc, lconst, g, g64, tmeans = kp.pc, kp.lconst, kp.g, kp.g64, kp.tmeans
@@ -377,8 +378,20 @@ def _pass_layout(kp, mode, dtype, native_spherical=False):
             FULL, K, D, dtype, n_groups=g.shape[0] if g.ndim == 2 else 1,
             shared=g64.shape[0] == D))
     elif kind == TIED:
-        run = _with_scratch(run, cpu_estep.pass_scratch(TIED, K, D, dtype))
+        spec = cpu_estep.pass_scratch(TIED, K, D, dtype)
+        fn = run
+        if scatter:
+            run = _with_scratch(run, spec)
+        else:  # WU empty: the pass skips the shared second moment (s2 stays 0)
+            run = lambda *a: fn(*a, *_tied_no_scatter(_scratch(spec)))  # noqa: E731
     return run, pc, lconst, g, g64, tmeans
+
+
+def _tied_no_scatter(arrays):
+    """``pass_tied``'s scratch with ``WU`` as an empty (0, D) view: the pass then leaves the
+    shared second moment out (``estep_stats(scatter=False)``)."""
+    Yf, Zf, UT, L, U, WU, *rest = arrays
+    return (Yf, Zf, UT, L, U, WU[:0], *rest)
 
 
 def _diag_f64_scratch(arrays):
@@ -405,9 +418,9 @@ def _diag_f32_stats(means64, pc, g64):
     return bool(np.max(np.sum(z * z, axis=1)) <= FULL_F32_STATS_MAX)
 
 
-def _pass(mode, X, sw, R, kp, chunk_rows, acc):
+def _pass(mode, X, sw, R, kp, chunk_rows, acc, scatter=True):
     """Run the kind's pass over groups of chunks on ``_threads.run_ranges``; add the slots to
-    ``acc`` in chunk order.
+    ``acc`` in chunk order (``scatter``: see ``estep_stats``).
 
     Spherical models run through the diagonal passes: ``pass_diag`` takes their (K, 1, 1)
     factors as they are (GEMM formulation: 2.4x faster than a spherical row loop, measured);
@@ -425,7 +438,8 @@ def _pass(mode, X, sw, R, kp, chunk_rows, acc):
     # slots padded to whole cache lines (+8 doubles) so two threads never write one line
     nk_p = np.zeros((n_slots, K + 8))
     s1_p = np.zeros((n_slots, K, D))
-    run, pc, lconst, g, g64, tmeans = _pass_layout(kp, mode, X.dtype, native_spherical=True)
+    run, pc, lconst, g, g64, tmeans = _pass_layout(kp, mode, X.dtype, native_spherical=True,
+                                                   scatter=scatter)
     # spherical through pass_diag keeps its (K, 1, 1) shape; through the row loop (K, 1, D)
     native = kp.kind == SPHERICAL and pc.shape[2] == 1
     s2_p = np.zeros((n_slots,) + s2_shape(kp.kind if native else kind, K, D, q))
@@ -464,11 +478,15 @@ def kmeanspp_step(P, mc, cn, xn, w, mind, cum):
     return int(t), float(pot)
 
 
-def estep_stats(X, sw, kp, chunk_rows, acc=None):
+def estep_stats(X, sw, kp, chunk_rows, acc=None, scatter=True):
     """Fused E-step: returns (nk, s1, s2, ll, ws) for the model ``kp`` (see cpu_estep).
 
-    With ``acc`` (an ``Accumulator``) the sums are added to it and its totals returned."""
-    return _pass(ESTEP, X, sw, None, kp, chunk_rows, acc)
+    With ``acc`` (an ``Accumulator``) the sums are added to it and its totals returned.
+    ``scatter=False`` (tied only; ignored for the other kinds): s2 is left 0 instead of the
+    shared second moment ``sum w (x - g)(x - g)^T`` about ``kp.g64``, which depends on the
+    rows and g alone -- for a caller that has it from an earlier pass over the same rows
+    (``em.e_step_stats``)."""
+    return _pass(ESTEP, X, sw, None, kp, chunk_rows, acc, scatter)
 
 
 def resp_stats(X, sw, R, kp, chunk_rows, acc=None):
