@@ -424,19 +424,26 @@ def _tied_passes(monkeypatch):
 
 
 @pytest.mark.parametrize("offset", [0.0, 1e4], ids=["centred", "offset-1e4"])
-def test_tied_em_reuses_the_shared_second_moment(monkeypatch, offset):
-    """EM computes the tied kind's shared second moment in its first passes only: the first
-    pass (about the starting weighted mean of the means) and the second (about the data's mean,
-    where every M-step puts g); later passes move the second one to their centre
-    (``em.TIED_SCATTER_SHIFT``).  The fit equals the one that computes it in every pass, and
-    the plain NumPy EM."""
+@pytest.mark.parametrize("start,passes", [(0.2, [True] + [False] * 7),
+                                          (3.0, [True, True] + [False] * 6)],
+                         ids=["start-near", "start-far"])
+def test_tied_em_reuses_the_shared_second_moment(monkeypatch, offset, start, passes):
+    """EM computes the tied kind's shared second moment in its first pass, about the starting
+    weighted mean of the means g, and reuses it in later passes, moved to their centre (the
+    data's mean, where every M-step puts g) while the move loses no precision
+    (``em.TIED_SCATTER_LOSS``): from a start 3 standard deviations away the move to the mean
+    would cancel, and the second pass computes it again.
+    The fit equals the one that computes it in every pass, and the plain NumPy EM."""
     X, sw, weights, means, covs = make_problem("tied", seed=6)
-    X, means = X + offset, means + offset
+    mean = sw @ X / sw.sum()
+    sd = np.sqrt(sw @ (X - mean) ** 2 / sw.sum())
+    means = means + (mean + start * sd - weights @ means) + offset  # g = mean + start sd
+    X = X + offset
     params = gmm_params(weights, means, covs, "tied")
     seen = _tied_passes(monkeypatch)
     res = run_em(X, sw, params, reg_covar=1e-4, tol=0.0, max_iter=8, chunk_rows=100)
-    assert seen == [True, True] + [False] * 6
-    monkeypatch.setattr(em_driver, "TIED_SCATTER_SHIFT", -1.0)  # never reused
+    assert seen == passes
+    monkeypatch.setattr(em_driver, "TIED_SCATTER_LOSS", -1.0)  # never reused
     seen.clear()
     every = run_em(X, sw, params, reg_covar=1e-4, tol=0.0, max_iter=8, chunk_rows=100)
     assert seen == [True] * 8
@@ -447,22 +454,22 @@ def test_tied_em_reuses_the_shared_second_moment(monkeypatch, offset):
 
 
 def test_tied_scatter_moved_to_the_new_centre():
-    """A kept shared second moment is moved exactly to a nearby centre (``Stats.recentred``:
-    without the move it would be 1e-10 off), and not used for a centre beyond the gate."""
+    """A kept shared second moment is moved exactly to a new centre (``Stats.recentred``) --
+    half a standard deviation towards the data's mean from a centre 3 away -- and not used
+    where the move would cancel (to the mean itself: ``em.TIED_SCATTER_LOSS``)."""
     X, sw, weights, means, covs = make_problem("tied", seed=7)
     mean = sw @ X / sw.sum()
-    means = means + (mean - weights @ means)  # g = the data's mean, as after an M-step
+    sd = np.sqrt(sw @ (X - mean) ** 2 / sw.sum())
+    means = means + (mean + 3.0 * sd - weights @ means)  # g = the data's mean + 3 sd
     kp0 = gmm_params(weights, means, covs, "tied").kernel_params(np.float64)
     cache = {}
     em_driver.keep_scatter(stats_from_kernel("tied", kernels.estep_stats(X, sw, kp0, 100), kp0),
                            cache, None)
-    sd = np.sqrt(np.diagonal(cache["tied"].s2[0]) / sw.sum())
-    g1 = kp0.g64 + 1e-5 * sd
+    g1 = mean + 2.5 * sd
     U = X - g1
     assert_close(em_driver.known_scatter(cache, kp0._replace(g64=g1)), (sw[:, None] * U).T @ U,
                  1e-13)
-    assert em_driver.known_scatter(cache, kp0._replace(g64=kp0.g64 + 1e-3 * sd)) is None
-
+    assert em_driver.known_scatter(cache, kp0._replace(g64=mean)) is None
 
 # ------------------------------------------------- full kind: grouped log-density GEMMs -----
 @pytest.mark.parametrize("shared", [True, False], ids=["shared-centre", "per-component"])

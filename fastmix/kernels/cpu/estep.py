@@ -836,8 +836,8 @@ def pass_tied(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
     means) is the same in every EM iteration but the first up to rounding: the facade passes
     ``WU`` as an empty (0, D) view when the caller already has it (``kernels.estep_stats``'s
     ``scatter=False``; decided at run time, one compiled pass), and ``s2`` then stays 0.
-    Skipping it (one thread, D = K = 16, 2e5 rows): float64 318 -> 194 ns/row, float32
-    206 -> 184."""
+    Skipping it (one thread, D = K = 16, 2e5 rows): float64 227 -> 194 ns/row, float32
+    195 -> 175."""
     K, D = means64.shape
     B = L.shape[0]  # TIED_BLOCK; Yf ... resp: aligned scratch (pass_scratch)
     has_w = sw.shape[0] > 0
