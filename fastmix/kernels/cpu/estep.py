@@ -502,10 +502,12 @@ def _full_logdens_block(X, b0, nb, UT, C, T, lconst, Yf, Zf, acc, L):
 @kernel(inline="always")
 def _full_block_responsibilities(nb, cut, RT, mx, sm, wb, ll):
     """Responsibilities of a block from its weighted log-densities ``RT`` (K, B, float64,
-    components by rows): the row maxima, the exponentials (one component per step: two, as in
-    ``pass_diag``, ran ~1 % faster but cost 0.15 s of compile), each row's sum over k in order
-    and the weighting are element-wise loops over contiguous rows; returns ``ll`` plus the
-    block's ``w_b log p(x_b)``, added in row order, and leaves ``RT`` weighted."""
+    components by rows): the row maxima, the exponentials with each row's sum over k in order
+    (one component per step: two, as in ``pass_diag``, ran ~1 % faster but cost 0.15 s of
+    compile; the sum in the exponentials' loop instead of a loop of its own compiled faster,
+    same run time and results) and the weighting are element-wise loops over contiguous rows;
+    returns ``ll`` plus the block's ``w_b log p(x_b)``, added in row order, and leaves ``RT``
+    weighted.  Used by ``pass_full``, ``pass_full_expanded`` and ``pass_tied``."""
     K = RT.shape[0]
     for b in range(nb):
         mx[b] = -np.inf
@@ -519,13 +521,12 @@ def _full_block_responsibilities(nb, cut, RT, mx, sm, wb, ll):
             mx[b] = 0.0
             sm[b] = -1.0
     for k in range(K):
-        for b in range(nb):  # element-wise: vectorises (branch-free exp)
-            t = max(RT[k, b] - mx[b], EXP_MIN_ARG)
+        for b in range(nb):  # element-wise: vectorises (branch-free exp); each row's sum
+            t = max(RT[k, b] - mx[b], EXP_MIN_ARG)  # over k in order
             e = exp_nonpos(t)
-            RT[k, b] = e if t > cut else 0.0
-    for k in range(K):
-        for b in range(nb):  # each row's sum over k, in order
-            sm[b] += RT[k, b]
+            e = e if t > cut else 0.0
+            RT[k, b] = e
+            sm[b] += e
     for b in range(nb):  # in row order
         wn = wb[b]
         s = sm[b]
@@ -795,12 +796,13 @@ TIED_BLOCK = 256
 
 
 @kernel(inline="always")
-def _tied_logdens_block(X, b0, nb, UT, g, tmeans, lconst, Yf, Zf, acc, L):
-    """Weighted log-densities ``L[b, k]`` of rows ``b0 .. b0 + nb`` of the tied kind:
-    ``Z^T = U^T (X_b - g)^T`` (one GEMM for all components, ``UT`` = U^T), then
-    ``||z - t_k||^2`` with ``t_k = (mu_k - g) U`` (``tmeans``) per component with the rows
-    innermost (vectorised; each row's sum runs over the features in order).  ``Yf``, ``Zf``:
-    scratch of D * TIED_BLOCK entries, ``acc`` (TIED_BLOCK,), in X's dtype."""
+def _tied_logdens_block(X, b0, nb, UT, g, tmeans, lconst, Yf, Zf, acc, LT):
+    """Weighted log-densities ``LT[k, b]`` (components by rows, rounded to X's dtype) of rows
+    ``b0 .. b0 + nb`` of the tied kind: ``Z^T = U^T (X_b - g)^T`` (one GEMM for all
+    components, ``UT`` = U^T), then ``||z - t_k||^2`` with ``t_k = (mu_k - g) U``
+    (``tmeans``) per component with the rows innermost (vectorised; each row's sum runs over
+    the features in order).  ``Yf``, ``Zf``: scratch of D * TIED_BLOCK entries, ``acc``
+    (TIED_BLOCK,), in X's dtype."""
     K, D = tmeans.shape
     half = X.dtype.type(0.5)
     YT = Yf[:D * nb].reshape((D, nb))  # filled transposed: C-contiguous operands
@@ -818,19 +820,26 @@ def _tied_logdens_block(X, b0, nb, UT, g, tmeans, lconst, Yf, Zf, acc, L):
                 v = Zb[j, b] - t
                 acc[b] += v * v
         for b in range(nb):
-            L[b, k] = lconst[k] - half * acc[b]
+            LT[k, b] = X.dtype.type(lconst[k] - half * acc[b])
 
 
 @kernel()
 def pass_tied(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_rows,
-              c0, j0, j1, nk_p, s1_p, s2_p, llws_p, Yf, Zf, UT, L, U, WU, RB, S, SK,
-              accb, A, lrow, resp):
+              c0, j0, j1, nk_p, s1_p, s2_p, llws_p, Yf, Zf, UT, U, WU, RB, S, SK, accb, A):
     """Tied covariance, a block of rows at a time: ``Z^T = U^T (X_b - g)^T`` is one GEMM for
     all components, then ``||z - (mu_k - g) U||^2`` per component with the rows innermost
     (vectorised; each row's sum still runs over the features in order); the shared second
     moment ``sum w (x - g)(x - g)^T`` and the sums ``sum r (x - g)`` are two more GEMMs
     (float64).  Measured (one thread, D = K = 16, 2e5 rows) against features innermost and a
     per-row loop for the sums: 420 -> 245 ns/row in float64, 366 -> 198 in float32.
+
+    The responsibilities of a block are laid out components by rows, ``RT = RB[:K]`` (K, B),
+    written so by the log-density loop, and computed by the full kind's element-wise loops
+    over contiguous rows (``_full_block_responsibilities``); ``RT`` is then the plain
+    C-contiguous left operand of the sums' GEMM over all B rows (a short last block zeroes
+    the rest of ``RT`` and ``U``).  Against a row at a time (one thread, D = K = 16, 2e5
+    rows, shared second moment reused, minimum of 15 passes, two paired runs): float64
+    199 / 211 -> 158 / 172 ns/row, float32 171 / 181 -> 140 / 136.
 
     The shared second moment depends on the rows and g only, and g (the weighted mean of the
     means) is the same in every EM iteration but the first up to rounding: the facade passes
@@ -839,12 +848,16 @@ def pass_tied(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
     Skipping it (one thread, D = K = 16, 2e5 rows): float64 227 -> 194 ns/row, float32
     195 -> 175."""
     K, D = means64.shape
-    B = L.shape[0]  # TIED_BLOCK; Yf ... resp: aligned scratch (pass_scratch)
+    B = U.shape[0]  # TIED_BLOCK; Yf ... A: aligned scratch (pass_scratch)
     has_w = sw.shape[0] > 0
     scatter = WU.shape[0] > 0  # else the caller has the shared second moment
     for i in range(D):
         for j in range(D):
             UT[j, i] = pc[0, i, j]
+    RT = RB[:K]  # (K, B): the block's responsibilities, components by rows
+    mx = RB[K]  # per-row maxima, sums, weights
+    sm = RB[K + 1]
+    wb = RB[K + 2]
     N = X.shape[0]
     for slot in range(j0, j1):
         start = (c0 + slot) * chunk_rows
@@ -860,29 +873,33 @@ def pass_tied(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
         ws = 0.0
         for b0 in range(start, stop, B):
             nb = min(B, stop - b0)
-            if R is None:
-                _tied_logdens_block(X, b0, nb, UT, g, tmeans, lconst, Yf, Zf, accb, L)
+            if nb < B:  # a short last block: the sums' GEMM runs over all B rows
+                RT[:, :] = 0.0
+                U[nb:, :] = 0.0
             for b in range(nb):
-                n = b0 + b
-                wn = sw[n] if has_w else 1.0
+                wb[b] = sw[b0 + b] if has_w else 1.0
+                ws += wb[b]
+            if R is None:
+                _tied_logdens_block(X, b0, nb, UT, g, tmeans, lconst, Yf, Zf, accb, RT)
+                ll = _full_block_responsibilities(nb, cut, RT, mx, sm, wb, ll)
+            else:
                 for k in range(K):
-                    lrow[k] = L[b, k]
-                ll += wn * _row_resp(n, R, lrow, resp, cut)
-                ws += wn
-                for k in range(K):
-                    RB[b, k] = wn * resp[k]
-                    nk[k] += RB[b, k]
+                    for b in range(nb):
+                        RT[k, b] = wb[b] * R[b0 + b, k]
+            for b in range(nb):
+                for k in range(K):  # nk in row order, as the rows' own sums
+                    nk[k] += RT[k, b]
                 for d in range(D):
-                    U[b, d] = np.float64(X[n, d]) - g64[d]
-                if scatter:
-                    for d in range(D):
-                        WU[b, d] = wn * U[b, d]
+                    U[b, d] = np.float64(X[b0 + b, d]) - g64[d]
             if scatter:
+                for b in range(nb):
+                    for d in range(D):
+                        WU[b, d] = wb[b] * U[b, d]
                 np.dot(WU[:nb].T, U[:nb], S)
                 for i in range(D):
                     for j in range(D):
                         s2[0, i, j] += S[i, j]
-            np.dot(RB[:nb].T, U[:nb], SK)
+            np.dot(RT, U, SK)
             for k in range(K):
                 for d in range(D):
                     A[k, d] += SK[k, d]
@@ -925,9 +942,8 @@ def pass_scratch(kind, K, D, dtype, P=0, n_groups=1, shared=False):
                 ((B * D,), f8), ((D, D), f8), ((B,), x))
     if kind == TIED:
         B = TIED_BLOCK
-        return (((D * B,), x), ((D * B,), x), ((D, D), x), ((B, K), x), ((B, D), f8),
-                ((B, D), f8), ((B, K), f8), ((D, D), f8), ((K, D), f8), ((B,), x), ((K, D), f8),
-                ((K,), x), ((K,), f8))
+        return (((D * B,), x), ((D * B,), x), ((D, D), x), ((B, D), f8), ((B, D), f8),
+                ((K + 3, B), f8), ((D, D), f8), ((K, D), f8), ((B,), x), ((K, D), f8))
     return ()
 
 
@@ -1015,7 +1031,7 @@ def log_prob_tied(X, means, pc, lconst, tmeans, g, cut, chunk_rows, c_lo, c_hi, 
     stop = min(N, c_hi * chunk_rows)
     for b0 in range(c_lo * chunk_rows, stop, B):
         nb = min(B, stop - b0)
-        _tied_logdens_block(X, b0, nb, UT, g, tmeans, lconst, Yf, Zf, accb, L)
+        _tied_logdens_block(X, b0, nb, UT, g, tmeans, lconst, Yf, Zf, accb, L.T)
         for b in range(nb):
             n = b0 + b
             lp, am = _row_responsibilities(L[b], r, cut)
