@@ -388,7 +388,7 @@ def _pass_layout(kp, mode, dtype, native_spherical=False, scatter=True):
 
 
 def _tied_no_scatter(arrays):
-    """``pass_tied``'s scratch with ``WU`` as an empty (0, D) view: the pass then leaves the
+    """``pass_tied``'s scratch with ``WU`` as an empty (0, B) view: the pass then leaves the
     shared second moment out (``estep_stats(scatter=False)``)."""
     Yf, Zf, UT, U, WU, *rest = arrays
     return (Yf, Zf, UT, U, WU[:0], *rest)
