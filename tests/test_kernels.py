@@ -527,22 +527,27 @@ def test_full_fit_compiles_one_pass_signature():
     assert out.stdout.strip().splitlines()[-1] == "1", out.stdout
 
 
-def test_default_fit_compiles_only_the_estep_code():
-    """A default float64 diagonal fit compiles ``pass_diag`` once, with ``R`` (given
-    responsibilities) and ``G`` (the float32-only statistics operand) typed None: Numba then
-    prunes their branches, ~0.2-0.3 s of the first fit's compile (see ``cpu_estep.ESTEP``).
-    Passing an empty array instead (as before) would type them as arrays and compile both."""
+@pytest.mark.parametrize("cov, sph", [("diag", "none"), ("spherical", "array")])
+def test_default_fit_compiles_only_the_estep_code(cov, sph):
+    """A default float64 diagonal or spherical fit compiles ``pass_diag`` once, with ``R``
+    (given responsibilities) and ``G`` (the float32-only statistics operand) typed None: Numba
+    then prunes their branches, ~0.2-0.3 s of the first fit's compile (see
+    ``cpu_estep.ESTEP``).  Passing an empty array instead (as before) would type them as arrays
+    and compile both.  ``sph`` is None for diagonal factors and an array for spherical ones, so
+    each kind compiles only its own branches."""
     code = (
         "import inspect, numpy as np, fastmix\n"
         "from fastmix.kernels.cpu import estep\n"
         "rng = np.random.default_rng(0)\n"
         "X = rng.normal(size=(3000, 8)) + rng.integers(0, 4, 3000)[:, None]\n"
-        "fastmix.GaussianMixture(4, covariance_type='diag', random_state=0, max_iter=5).fit(X)\n"
+        f"fastmix.GaussianMixture(4, covariance_type={cov!r}, random_state=0,\n"
+        "                        max_iter=5).fit(X)\n"
         "names = list(inspect.signature(estep.pass_diag.py_func).parameters)\n"
         "sigs = estep.pass_diag.signatures\n"
-        "print(len(sigs), str(sigs[0][names.index('R')]), str(sigs[0][names.index('G')]))\n")
+        "print(len(sigs), str(sigs[0][names.index('R')]), str(sigs[0][names.index('G')]),\n"
+        "      str(sigs[0][names.index('sph')]).split('(')[0])\n")
     out = _run_child(code)
-    assert out.stdout.strip().splitlines()[-1] == "1 none none", out.stdout
+    assert out.stdout.strip().splitlines()[-1] == f"1 none none {sph}", out.stdout
 
 
 def test_diag_scoring_compiles_one_function():

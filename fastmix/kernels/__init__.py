@@ -365,14 +365,15 @@ def _pass_layout(kp, mode, dtype, native_spherical=False, scatter=True):
     elif kind == DIAG:
         spec = cpu_estep.pass_scratch(DIAG, K, D, dtype, P=pc.shape[2])
         fn = run
+        sph = _SPHERICAL_MARK if pc.shape[2] == 1 and D > 1 else None
         if np.dtype(dtype) == np.float64:  # F = [quad(u), u] is the statistics' operand G
-            run = lambda *a: fn(*a, *_diag_f64_scratch(_scratch(spec)))  # noqa: E731
+            run = lambda *a: fn(*a, *_diag_f64_scratch(_scratch(spec)), sph)  # noqa: E731
         else:
             # u = x - g is formed in float32 with the rounded centre: the float64 centre of
             # the expansion and the re-centring is that same value, widened
             g64 = g.astype(np.float64)
             f32s = _diag_f32_stats(kp.means64, pc, g64)
-            run = lambda *a: fn(*a, *_diag_f32_scratch(_scratch(spec), f32s))  # noqa: E731
+            run = lambda *a: fn(*a, *_diag_f32_scratch(_scratch(spec), f32s), sph)  # noqa: E731
     elif kind == FULL:
         run = _with_scratch(run, cpu_estep.pass_scratch(
             FULL, K, D, dtype, n_groups=g.shape[0] if g.ndim == 2 else 1,
@@ -385,6 +386,11 @@ def _pass_layout(kp, mode, dtype, native_spherical=False, scatter=True):
         else:  # WU empty: the pass skips the shared second moment (s2 stays 0)
             run = lambda *a: fn(*a, *_tied_no_scatter(_scratch(spec)))  # noqa: E731
     return run, pc, lconst, g, g64, tmeans
+
+
+#: ``pass_diag``'s last argument for spherical factors (K, 1, 1) (None: diagonal (K, 1, D)):
+#: Numba prunes the branches of the other kind, so a fit compiles only its own kind's code.
+_SPHERICAL_MARK = np.empty(0)
 
 
 def _tied_no_scatter(arrays):
