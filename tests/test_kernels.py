@@ -533,8 +533,8 @@ def test_default_fit_compiles_only_the_estep_code(cov, sph):
     (given responsibilities) and ``G`` (the float32-only statistics operand) typed None: Numba
     then prunes their branches, ~0.2-0.3 s of the first fit's compile (see
     ``cpu_estep.ESTEP``).  Passing an empty array instead (as before) would type them as arrays
-    and compile both.  ``sph`` is None for diagonal factors and an array for spherical ones, so
-    each kind compiles only its own branches."""
+    and compile both.  ``sph`` is None for diagonal factors (the spherical branches are pruned)
+    and an array for spherical ones."""
     code = (
         "import inspect, numpy as np, fastmix\n"
         "from fastmix.kernels.cpu import estep\n"

@@ -389,7 +389,8 @@ def _pass_layout(kp, mode, dtype, native_spherical=False, scatter=True):
 
 
 #: ``pass_diag``'s last argument for spherical factors (K, 1, 1) (None: diagonal (K, 1, D)):
-#: Numba prunes the branches of the other kind, so a fit compiles only its own kind's code.
+#: a diagonal fit's pass is compiled without the spherical branches (Numba prunes a branch on
+#: a None argument), a spherical fit's with the diagonal ones typed but dropped by LLVM.
 _SPHERICAL_MARK = np.empty(0)
 
 

@@ -286,10 +286,11 @@ def pass_diag(X, sw, R, means, pc, lconst, tmeans, g, means64, g64, cut, chunk_r
     per step does; the budget allowed one of the two, and the exponential saves more).  ``RT`` is the plain C-contiguous left operand of the statistics GEMM, over all B
     rows (a short last block zeroes the rest of ``RT`` and ``G``: one ``np.dot`` layout).  Rows ``RB[K:K + 3]`` hold the per-row maxima, sums and weights.
 
-    The kind is told by the type of ``sph`` rather than by P at run time, so that Numba prunes
-    the other kind's branches: a first diagonal float64 fit's compile fell from 21.77e9 to
-    20.59e9 instructions (callgrind, ``bench/compile_cost.py``; spherical 21.80e9 -> 21.21e9),
-    about 0.25 s.
+    The kind is told by the type of ``sph`` rather than by P at run time: with ``sph`` None
+    Numba prunes the spherical branches before typing; with an array it still types the
+    diagonal ones, but their condition is then a constant and LLVM drops them early.  A first
+    diagonal float64 fit's compile fell from 21.77e9 to 20.59e9 instructions (callgrind,
+    ``bench/compile_cost.py``; about 0.25 s), a spherical one's from 21.80e9 to 21.21e9.
 
     Measured (one thread, D = K = 16, 2e5 rows, process CPU, paired runs against the previous
     row-by-row responsibilities on the same GEMMs): float64 184 -> 149 ns/row, float32
