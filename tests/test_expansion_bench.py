@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+import fastmix
 from fastmix import metrics
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -68,3 +69,26 @@ def test_bench_target_pdf_integrates_to_one(name):
         total = float(np.trapezoid(p, grid))
     assert abs(total - 1.0) < 2e-3, (name, total)
     assert 0 <= T.mass_outside() < 1e-3
+
+
+def test_expansion_seeds_compares_the_default_with_the_oracle_k(tmp_path):
+    """``bench/expansion_seeds.py``: the best EM is the K of lowest true IPE among those tried,
+    the ratio is the default's IPE over it, and the report lists the cell."""
+    import expansion_seeds as seeds_bench
+    rows = seeds_bench.main(["--targets", "5-normals", "--n", "600", "--seeds", "3",
+                             "--ks", "2,5", "--out-dir", str(tmp_path)])
+    (r,) = rows
+    target = bench.TARGETS["5-normals"]
+    X = target.sample(100_000, np.random.default_rng(3))[:600]
+    grid = target.grid()
+    pts = metrics.grid_points(grid)
+    p_true = target.pdf(pts)
+    ipes = {}
+    for K in (2, 5):
+        em = fastmix.GaussianMixture(K, random_state=bench.SEED, **bench.EM_PARAMS).fit(X)
+        ipes[K] = metrics.ipe(np.exp(em.score_samples(pts)).reshape(p_true.shape), p_true, grid)
+    best = min(ipes, key=ipes.get)
+    assert r["best_em_K"] == best and r["best_em_ipe"] == pytest.approx(ipes[best], rel=1e-12)
+    assert r["ratio"] == pytest.approx(r["default_ipe"] / ipes[best], rel=1e-12)
+    text = (tmp_path / "expansion_seeds.md").read_text()
+    assert f"| 5-normals | 6e+02 | 3 | {r['default_ipe']:.4f} |" in text
