@@ -251,19 +251,25 @@ class FitExtraMemory(_FitCase):
     track_fit_extra_memory.unit = "MiB"
 
 
-def _cold_setup(dtype):
-    """``setup`` of a cold-start timeraw benchmark: an empty numba cache directory (numba reads
-    NUMBA_CACHE_DIR when it is first imported, inside ``stmt``) and 20 000 x 16 rows."""
+def _rows_setup(dtype):
+    """The 20 000 x 16 rows (``X``) of the first-fit benchmarks, as code for a fresh interpreter."""
     return f"""
-import atexit, os, shutil, tempfile
-cache_dir = tempfile.mkdtemp(prefix="fastmix-asv-cold-")
-atexit.register(shutil.rmtree, cache_dir, True)
-os.environ["NUMBA_CACHE_DIR"] = cache_dir
 import numpy as np
 rng = np.random.default_rng({SEED})
 centres = rng.normal(scale=2.0, size=(16, 16))
 X = (centres[rng.integers(16, size=20000)] + rng.standard_normal((20000, 16))).astype("{dtype}")
 """
+
+
+def _cold_setup(dtype):
+    """``setup`` of a cold-start timeraw benchmark: an empty numba cache directory (numba reads
+    NUMBA_CACHE_DIR when it is first imported, inside ``stmt``) and 20 000 x 16 rows."""
+    return """
+import atexit, os, shutil, tempfile
+cache_dir = tempfile.mkdtemp(prefix="fastmix-asv-cold-")
+atexit.register(shutil.rmtree, cache_dir, True)
+os.environ["NUMBA_CACHE_DIR"] = cache_dir
+""" + _rows_setup(dtype)
 
 
 class FirstFit:
@@ -413,6 +419,37 @@ with warnings.catch_warnings():
     GaussianMixture(16, covariance_type="{covariance_type}", random_state={SEED}).fit(X).predict(X)
 """
         return stmt, setup
+
+
+class CachedFirstFit:
+    """What every new process pays once the compile cache is filled (a script, the command
+    line, a Dask worker): the first default fit of 20 000 x 16 rows, K = 16, in a fresh
+    interpreter, ``import fastmix`` untimed.  ``setup`` fills an empty cache from a child
+    process running the same fit.  Against ``EMIteration`` it shows the fixed cost of loading
+    the compiled kernels (Numba's set-up included)."""
+
+    params = (COVARIANCE_TYPES, DTYPES)
+    param_names = ["covariance_type", "dtype"]
+    number = 1
+    repeat = 1
+    rounds = 3
+    warmup_time = 0.0
+    timeout = 600
+
+    def timeraw_cached_first_fit(self, covariance_type, dtype):
+        fit = f"""
+import warnings
+from fastmix import GaussianMixture
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    GaussianMixture(16, covariance_type="{covariance_type}", random_state={SEED}).fit(X)
+"""
+        setup = _cold_setup(dtype) + f"""
+import subprocess, sys
+subprocess.run([sys.executable, "-c", {_rows_setup(dtype) + fit!r}], check=True)  # fills it
+import fastmix
+"""
+        return fit, setup
 
 
 # ---------------------------------------------------------------- out of core ----------------
