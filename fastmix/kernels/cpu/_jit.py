@@ -71,7 +71,8 @@ def kernel(parallel=False, fastmath=FASTMATH, inline="never", error_model="pytho
 
     def decorate(fn):
         disp = jit(fn)
-        disp._cache = _KERNEL_CACHE(disp.py_func)  # loads without the full refresh
+        if getattr(disp, "_cache", None) is not None:  # not under NUMBA_DISABLE_JIT=1
+            disp._cache = _KERNEL_CACHE(disp.py_func)  # loads without the full refresh
         return disp
 
     return decorate
