@@ -10,16 +10,18 @@ Public names::
     GaussianMixtureRegressor  Gaussian mixture regression: E[y | x] of a joint mixture
     load              read a model written by ``model.save(path)``
     select_mixture    choose K and the covariance type (BIC / ICL / held-out), one pass for all
+    precompile        compile the kernels ahead of time into the on-disk cache
 """
 from ._params import DegenerateComponentWarning
 from ._validation import NotFittedError
 from .mixture import (BayesianGaussianMixture, BigLearnGaussianMixture, ConvergenceWarning,
                       GaussianMixture, GaussianMixtureRegressor, GMMExpansion,
                       SGDGaussianMixture, SelectionResult, load, select_mixture)
+from .precompile import precompile
 
 __version__ = "0.1.0"
 
 __all__ = ["GaussianMixture", "GMMExpansion", "BigLearnGaussianMixture", "SGDGaussianMixture",
            "load", "select_mixture", "SelectionResult", "ConvergenceWarning",
            "DegenerateComponentWarning", "NotFittedError", "__version__",
-           "BayesianGaussianMixture", "GaussianMixtureRegressor"]
+           "BayesianGaussianMixture", "GaussianMixtureRegressor", "precompile"]

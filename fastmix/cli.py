@@ -10,7 +10,8 @@ fastmix``).
 ``sample`` and ``info`` use a saved model; ``demo`` fits generated data and compares with the
 truth.  ``fastmix select DATA -k 1:20 --covariance-types full,diag -o best.npz --report
 sel.json --plot sel.png`` fits every candidate with one read of the file per EM iteration and
-writes the best model (``fastmix.select_mixture``).
+writes the best model (``fastmix.select_mixture``).  ``fastmix compile`` compiles the kernels
+ahead of time into the on-disk cache (``fastmix.precompile``), e.g. in a Docker build.
 
 Every output path is checked before any work (its directory exists and is writable, it is not
 a directory), and every output file is written atomically (temporary file, then rename): a
@@ -440,6 +441,17 @@ def cmd_sample(args):
     return 0
 
 
+def cmd_compile(args):
+    from .precompile import precompile
+    types = [t.strip() for t in args.covariance_types.split(",") if t.strip()]
+    dtypes = [t.strip() for t in args.dtypes.split(",") if t.strip()]
+    report = precompile(types, dtypes, n_jobs=args.jobs, verbose=not args.quiet)
+    if not args.quiet:
+        print(f"{report['compiled']} kernels compiled, {report['loaded']} loaded from the cache "
+              f"in {report['seconds']:.1f} s; cache: {report['cache_dir']}", file=sys.stderr)
+    return 0
+
+
 def cmd_info(args):
     import json
     gm = _load(args.model)
@@ -687,6 +699,17 @@ def _parser():
     _common(m)
     m.set_defaults(func=cmd_sample)
 
+    k = sub.add_parser("compile", help="compile the kernels ahead of time into the on-disk "
+                                       "cache (fastmix.precompile)", **fmt)
+    k.add_argument("--covariance-types", default="full,tied,diag,spherical",
+                   help="comma-separated: full, tied, diag, spherical, lowrank")
+    k.add_argument("--dtypes", default="float64,float32", help="comma-separated: float64, "
+                                                               "float32")
+    k.add_argument("-j", "--jobs", type=int, default=None,
+                   help="processes compiling at once (default: the CPUs available)")
+    _common(k)
+    k.set_defaults(func=cmd_compile)
+
     i = sub.add_parser("info", help="describe a saved model")
     i.add_argument("model")
     _common(i)
@@ -776,7 +799,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``fastmix`` command line (the console script and ``python -m fastmix``).
 
     Commands: ``demo``, ``fit``, ``score``, ``predict``, ``impute``, ``sample``, ``info``,
-    ``plot`` and ``select``; ``fastmix COMMAND --help`` describes each.  Errors in the input
+    ``plot``, ``select`` and ``compile``; ``fastmix COMMAND --help`` describes each.  Errors in the input
     print one line, ``fastmix: error: ...``, on stderr instead of a traceback.
 
     Parameters

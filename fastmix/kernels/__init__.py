@@ -72,6 +72,32 @@ def _n_slots(kind, K, D, q=0):
     return int(max(1, SLOT_BYTES // per_slot))
 
 
+def _dispatchers():
+    """Every compiled CPU kernel (Numba dispatchers of ``cpu/*.py``)."""
+    from .cpu import sgd as cpu_sgd
+    mods = (cpu_estep, cpu_kmeans, cpu_lowrank, cpu_missing, cpu_expansion, cpu_sgd)
+    return [v for m in mods for v in vars(m).values()
+            if isinstance(v, numba.core.dispatcher.Dispatcher)]
+
+
+def compile_counts():
+    """(compiled, loaded): how many kernel signatures this process has compiled, and how many
+    it loaded from Numba's on-disk cache, so far."""
+    compiled = loaded = 0
+    for d in _dispatchers():
+        compiled += sum(d.stats.cache_misses.values())
+        loaded += sum(d.stats.cache_hits.values())
+    return compiled, loaded
+
+
+def cache_dir():
+    """The directory of the kernels' on-disk cache (Numba's choice: ``NUMBA_CACHE_DIR``, else
+    ``__pycache__`` beside the sources when writable, else a per-user directory), or None
+    when caching is off (``FASTMIX_NUMBA_CACHE=0``)."""
+    cache = getattr(cpu_estep.pass_diag, "_cache", None)
+    return getattr(cache, "cache_path", None)
+
+
 def num_threads():
     """Threads the parallel kernels use (``NUMBA_NUM_THREADS``)."""
     return numba.get_num_threads()
