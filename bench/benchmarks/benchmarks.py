@@ -396,6 +396,18 @@ class EndToEnd:
     track_loglik_minus_sklearn.unit = "mean log-likelihood"
 
 
+def _default_fit_code(covariance_type, then=""):
+    """A default fit of ``X`` with K = 16 (warnings silenced), as code; ``then``: a call on
+    the fitted model, e.g. ``".predict(X)"``."""
+    return f"""
+import warnings
+from fastmix import GaussianMixture
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    GaussianMixture(16, covariance_type="{covariance_type}", random_state={SEED}).fit(X){then}
+"""
+
+
 class FirstDefaultFit:
     """Cold start as a new user meets it: a fresh interpreter with an empty numba cache runs
     ``import fastmix`` and one *default* fit (k-means start, up to 100 iterations) of
@@ -410,15 +422,7 @@ class FirstDefaultFit:
     timeout = 600
 
     def timeraw_first_default_fit(self, covariance_type, dtype):
-        setup = _cold_setup(dtype)
-        stmt = f"""
-import warnings
-from fastmix import GaussianMixture
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    GaussianMixture(16, covariance_type="{covariance_type}", random_state={SEED}).fit(X).predict(X)
-"""
-        return stmt, setup
+        return _default_fit_code(covariance_type, ".predict(X)"), _cold_setup(dtype)
 
 
 class CachedFirstFit:
@@ -437,13 +441,7 @@ class CachedFirstFit:
     timeout = 600
 
     def timeraw_cached_first_fit(self, covariance_type, dtype):
-        fit = f"""
-import warnings
-from fastmix import GaussianMixture
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    GaussianMixture(16, covariance_type="{covariance_type}", random_state={SEED}).fit(X)
-"""
+        fit = _default_fit_code(covariance_type)
         setup = _cold_setup(dtype) + f"""
 import subprocess, sys
 subprocess.run([sys.executable, "-c", {_rows_setup(dtype) + fit!r}], check=True)  # fills it
