@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from . import _compute
 from ._compute import GPUUnavailableError  # imports no numba-cuda
 
 
@@ -197,6 +198,28 @@ def _label_dtype(n_components):
 
 def _progress(args):
     return not args.quiet and sys.stderr.isatty()
+
+
+#: Printed (stderr, a terminal only) when a command starts compiling kernels.
+COMPILE_NOTE = ("fastmix: compiling kernels (once per machine, seconds; later runs load them "
+                "from the cache; `fastmix compile` does it ahead of time)")
+
+
+@contextlib.contextmanager
+def _compile_note(enabled):
+    """Print COMPILE_NOTE once, on stderr, when a kernel starts compiling in the context."""
+    if not enabled:
+        yield
+        return
+    said = []
+
+    def note(_name):
+        if not said:
+            said.append(True)
+            print(COMPILE_NOTE, file=sys.stderr, flush=True)
+
+    with _compute.compile_listener(note):
+        yield
 
 
 def _load(path):
@@ -836,7 +859,8 @@ def _main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "demo":
         try:
-            return demo(argv[1:])
+            with _compile_note(sys.stderr.isatty()):
+                return demo(argv[1:])
         except USER_ERRORS as exc:  # e.g. --device cuda without a GPU: one line
             print(f"fastmix: error: {str(exc).splitlines()[0] if str(exc) else exc!r}",
                   file=sys.stderr)
@@ -857,7 +881,8 @@ def _main(argv=None):
         parser.print_help()
         return 0
     try:
-        return args.func(args)
+        with _compile_note(_progress(args)):
+            return args.func(args)
     except SystemExit as exc:  # a usage error found once the data is open (usage_error)
         return int(exc.code or 0)
     except KeyboardInterrupt:

@@ -98,6 +98,24 @@ def cache_dir():
     return getattr(cache, "cache_path", None)
 
 
+@contextlib.contextmanager
+def compile_listener(callback):
+    """Within the context, ``callback(name)`` is called whenever a kernel starts compiling (a
+    cache miss: loading from Numba's on-disk cache calls nothing), with the kernel's
+    qualified name; from any thread."""
+    from numba.core import event
+
+    class Listener(event.Listener):
+        def on_start(self, ev):
+            callback(ev.data["dispatcher"].py_func.__qualname__)
+
+        def on_end(self, ev):
+            pass
+
+    with event.install_listener("numba:compile", Listener()):
+        yield
+
+
 def num_threads():
     """Threads the parallel kernels use (``NUMBA_NUM_THREADS``)."""
     return numba.get_num_threads()
