@@ -53,6 +53,7 @@ The first call of a fastmix kernel compiles it (numba, cached on disk), so
 every ``setup`` fits once before anything is timed.
 """
 
+import base64
 import os
 import re
 import sys
@@ -442,9 +443,12 @@ class CachedFirstFit:
 
     def timeraw_cached_first_fit(self, covariance_type, dtype):
         fit = _default_fit_code(covariance_type)
+        # the child's code travels base64-encoded: asv embeds ``setup`` in a string literal of
+        # its own, which would turn the escapes of a repr into line breaks
+        child = base64.b64encode((_rows_setup(dtype) + fit).encode()).decode()
         setup = _cold_setup(dtype) + f"""
-import subprocess, sys
-subprocess.run([sys.executable, "-c", {_rows_setup(dtype) + fit!r}], check=True)  # fills it
+import base64, subprocess, sys
+subprocess.run([sys.executable, "-c", base64.b64decode("{child}").decode()], check=True)
 import fastmix
 """
         return fit, setup
