@@ -80,7 +80,10 @@ def precompile(covariance_types: Sequence[str] | str = DEFAULT_TYPES,
     different kernels), in ``n_jobs`` processes at once.
     Kernels already in the cache are loaded, not compiled again.  Later processes -- scripts,
     the command line, Dask workers on this machine -- then load the kernels instead of
-    compiling them (the cache is per machine: Numba compiles for the host CPU).
+    compiling them (the cache is per machine: Numba compiles for the host CPU).  The kernels
+    compiled also serve ``BayesianGaussianMixture``'s default fits and ``partial_fit``; other
+    starts (``init_params="random"``, given responsibilities) can compile one more kernel on
+    their first use.
 
     Parameters
     ----------
