@@ -822,8 +822,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``fastmix`` command line (the console script and ``python -m fastmix``).
 
     Commands: ``demo``, ``fit``, ``score``, ``predict``, ``impute``, ``sample``, ``info``,
-    ``plot``, ``select`` and ``compile``; ``fastmix COMMAND --help`` describes each.  Errors in the input
-    print one line, ``fastmix: error: ...``, on stderr instead of a traceback.
+    ``plot``, ``select`` and ``compile``; ``fastmix COMMAND --help`` describes each.  Errors in
+    the input print one line, ``fastmix: error: ...``, on stderr instead of a traceback.
 
     Parameters
     ----------
