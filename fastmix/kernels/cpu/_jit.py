@@ -63,9 +63,15 @@ def kernel(parallel=False, fastmath=FASTMATH, inline="never", error_model="pytho
     in NumPy); only for kernels whose divisors are positive by construction -- the check is a
     branch per division and keeps LLVM from vectorising the loop around it.  Cached kernels
     load through ``_KERNEL_CACHE`` (see ``_light_cache_class``)."""
+    # no_cfunc_wrapper: Numba otherwise lowers and optimises a C-callable wrapper beside the
+    # Python one for every kernel, used only when a function is passed as a first-class
+    # function value (fastmix never does); without it a cold default diag fit plus predict
+    # (20 000 x 16, K = 16) executed 27.19e9 -> 26.71e9 instructions (callgrind), the E-step
+    # pass's compile alone full 27.32e9 -> 27.11e9, diag 20.29e9 -> 20.05e9
+    # (bench/compile_cost.py)
     jit = njit(cache=CACHE, nogil=True, parallel=PRANGE_ONLY if parallel else False,
                fastmath=set(fastmath) if fastmath else False, inline=inline,
-               error_model=error_model)
+               error_model=error_model, no_cfunc_wrapper=True)
     if _KERNEL_CACHE is None:
         return jit
 
