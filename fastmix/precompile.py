@@ -110,7 +110,15 @@ def precompile(covariance_types: Sequence[str] | str = DEFAULT_TYPES,
     ------
     ValueError
         For an unknown covariance type or dtype, ``n_jobs < 1``, or when caching is off
-        (``FASTMIX_NUMBA_CACHE=0``: nothing compiled would be kept).
+        (``FASTMIX_NUMBA_CACHE=0`` or ``NUMBA_DISABLE_JIT=1``: nothing compiled would be
+        kept).
+
+    Notes
+    -----
+    With ``n_jobs > 1`` the workers are started with ``multiprocessing``'s "spawn" method,
+    which imports the calling script again in each worker: from a script, call
+    ``precompile`` under ``if __name__ == "__main__":`` (the command line ``fastmix
+    compile`` and ``python -c`` need nothing).
 
     Examples
     --------
@@ -122,8 +130,9 @@ def precompile(covariance_types: Sequence[str] | str = DEFAULT_TYPES,
     types = _check_choice(covariance_types, _TYPES, "covariance_types")
     dts = _check_choice(dtypes, DEFAULT_DTYPES, "dtypes")
     if not _jit.CACHE or kernels.cache_dir() is None:
-        raise ValueError("the kernel cache is off (FASTMIX_NUMBA_CACHE=0): nothing compiled "
-                         "now would be kept for later processes")
+        raise ValueError("the kernel cache is off (FASTMIX_NUMBA_CACHE=0 or "
+                         "NUMBA_DISABLE_JIT=1): nothing compiled now would be kept for later "
+                         "processes")
     groups: dict[str, list[str]] = {}
     for t in types:
         groups.setdefault(_FAMILY[t], []).append(t)

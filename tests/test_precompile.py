@@ -66,3 +66,10 @@ def test_command_line_errors_are_one_line(capsys):
     assert main(["compile", "--dtypes", "float16", "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("fastmix: error: dtypes must be among") and "\n" not in err
+
+
+def test_refuses_without_a_cache_location(monkeypatch):
+    # NUMBA_DISABLE_JIT=1: the kernels are plain functions, with no cache to fill
+    monkeypatch.setattr(fastmix.kernels, "cache_dir", lambda: None)
+    with pytest.raises(ValueError, match="NUMBA_DISABLE_JIT=1"):
+        fastmix.precompile("diag", "float64", n_jobs=1)
