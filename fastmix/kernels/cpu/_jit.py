@@ -56,6 +56,52 @@ def _light_cache_class():
 _KERNEL_CACHE = _light_cache_class() if CACHE else None
 
 
+def _lean_compiler_class():
+    """A Numba compiler (``pipeline_class``) whose code libraries skip the function-level
+    optimisation, or None.
+
+    Numba optimises each function twice: at -O3 on its own when its LLVM module is added to
+    the code library (``_optimize_functions``, "to reduce memory usage and improve module-level
+    optimization"), then the linked module again at -O3 when the library is finalised.  The
+    second pass alone gives the same machine code for fastmix's kernels (the lower bounds of
+    default full and diag fits agreed to every printed digit, the run time within noise) and
+    the first pass is ~9 % of a kernel's compile: the E-step pass of a cold full float64 fit,
+    import included, 27.08e9 -> 25.25e9 instructions (callgrind, ``bench/compile_cost.py``,
+    paired in one run).  Only fastmix's kernels get these libraries; Numba's own and the
+    user's code are untouched.  Cache loads do not compile, so they are unaffected.  Built
+    only if the private method it overrides exists (Numba 0.59-0.68 have it)."""
+    try:
+        from numba.core.compiler import Compiler
+    except ImportError:  # pragma: no cover - a Numba without this module
+        return None
+    lean = {}
+
+    def lean_library(base):
+        if base not in lean:
+            lean[base] = None
+            if callable(getattr(base, "_optimize_functions", None)):
+                def _optimize_functions(self, ll_module):
+                    pass  # the module-level -O3 pass of finalisation optimises every function
+                lean[base] = type("Lean" + base.__name__, (base,),
+                                  {"_optimize_functions": _optimize_functions})
+        return lean[base]
+
+    class KernelCompiler(Compiler):
+        def compile_extra(self, func):
+            if self.state.library is None:  # what Numba's lowering would create, leaner
+                codegen = self.state.targetctx.codegen()
+                cls = lean_library(getattr(type(codegen), "_library_class", None))
+                if cls is not None:
+                    self.state.library = cls(codegen, func.__qualname__)
+                    self.state.library.enable_object_caching()
+            return super().compile_extra(func)
+
+    return KernelCompiler
+
+
+_KERNEL_COMPILER = _lean_compiler_class()
+
+
 def kernel(parallel=False, fastmath=FASTMATH, inline="never", error_model="python"):
     """Decorator for a fastmix kernel: nopython, nogil, cached, with fastmix's fast-math flags.
 
@@ -68,10 +114,10 @@ def kernel(parallel=False, fastmath=FASTMATH, inline="never", error_model="pytho
     # function value (fastmix never does); without it a cold default diag fit plus predict
     # (20 000 x 16, K = 16) executed 27.19e9 -> 26.71e9 instructions (callgrind), the E-step
     # pass's compile alone full 27.32e9 -> 27.11e9, diag 20.29e9 -> 20.05e9
-    # (bench/compile_cost.py)
+    # (bench/compile_cost.py).  pipeline_class: see _lean_compiler_class
     jit = njit(cache=CACHE, nogil=True, parallel=PRANGE_ONLY if parallel else False,
                fastmath=set(fastmath) if fastmath else False, inline=inline,
-               error_model=error_model, no_cfunc_wrapper=True)
+               error_model=error_model, no_cfunc_wrapper=True, pipeline_class=_KERNEL_COMPILER)
     if _KERNEL_CACHE is None:
         return jit
 
