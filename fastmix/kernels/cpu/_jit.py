@@ -65,9 +65,9 @@ def _lean_compiler_class():
     optimization"), then the linked module again at -O3 when the library is finalised.  The
     second pass alone gives the same machine code for fastmix's kernels (the lower bounds of
     default full and diag fits agreed to every printed digit, the run time within noise) and
-    the first pass is ~9 % of a kernel's compile: the E-step pass of a cold full float64 fit,
-    import included, 27.08e9 -> 25.25e9 instructions (callgrind, ``bench/compile_cost.py``,
-    paired in one run).  Only fastmix's kernels get these libraries; Numba's own and the
+    the first pass is 7-8 % of a kernel's compile: a cold E-step compile, import included,
+    full float64 27.07e9 -> 25.37e9 instructions, diag 20.05e9 -> 19.07e9 (the import alone
+    6.3e9; callgrind, ``bench/compile_cost.py``, paired in one run).  Only fastmix's kernels get these libraries; Numba's own and the
     user's code are untouched.  Cache loads do not compile, so they are unaffected.  Built
     only if the private method it overrides exists (Numba 0.59-0.68 have it)."""
     try:
