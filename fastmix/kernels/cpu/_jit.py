@@ -62,14 +62,15 @@ def _lean_compiler_class():
 
     Numba optimises each function twice: at -O3 on its own when its LLVM module is added to
     the code library (``_optimize_functions``, "to reduce memory usage and improve module-level
-    optimization"), then the linked module again at -O3 when the library is finalised.  The
-    second pass alone gives the same machine code for fastmix's kernels (the lower bounds of
-    default full and diag fits agreed to every printed digit, the run time within noise) and
-    the first pass is 7-8 % of a kernel's compile: a cold E-step compile, import included,
-    full float64 27.07e9 -> 25.37e9 instructions, diag 20.05e9 -> 19.07e9 (the import alone
-    6.3e9; callgrind, ``bench/compile_cost.py``, paired in one run).  Only fastmix's kernels get these libraries; Numba's own and the
-    user's code are untouched.  Cache loads do not compile, so they are unaffected.  Built
-    only if the private method it overrides exists (Numba 0.59-0.68 have it)."""
+    optimization"), then the linked module again at -O3 when the library is finalised.  With
+    the second pass alone fastmix's kernels give the same results (default fits of every
+    covariance type and dtype: equal lower bounds and scores to 12 digits; run time within
+    noise), and the first pass is 7-8 % of a kernel's compile: a cold E-step compile, import
+    included, full float64 27.07e9 -> 25.37e9 instructions, diag 20.05e9 -> 19.07e9 (the
+    import alone 6.3e9; callgrind, ``bench/compile_cost.py``, paired in one run).  Only
+    fastmix's kernels get these libraries; Numba's own functions and the user's code keep
+    Numba's compiler.  Cache loads do not compile, so they are unaffected.  Built only if the
+    private method it overrides exists (Numba 0.68 has it); otherwise Numba's compiler."""
     try:
         from numba.core.compiler import Compiler
     except ImportError:  # pragma: no cover - a Numba without this module
