@@ -1,8 +1,10 @@
-"""Command line: ``fastmix fit|score|predict|impute|sample|info|demo`` (also ``python -m
-fastmix``).
+"""Command line: ``fastmix fit|score|predict|impute|sample|info|plot|select|compile|demo``
+(also ``python -m fastmix``).
 
-``fastmix fit DATA -k 64 -o model.npz`` fits from a file of any size (``.npy``,
-``file.h5:/dataset``, ``.zarr``, ``.parquet``, ``.csv``), read in blocks with bounded memory;
+``fastmix fit DATA -k 64 [-o model.npz]`` fits from a file of any size (``.npy``,
+``file.h5:/dataset``, ``.zarr``, ``.parquet``, ``.csv``), read in blocks with bounded memory,
+and writes the model to ``-o`` (default: DATA's file name with ``.gmm.npz`` for its extension,
+in the current directory, e.g. ``data.gmm.npz``);
 ``--checkpoint FILE`` saves the model after every iteration and ``--resume`` continues from it;
 ``--model bayesian`` fits a variational ``BayesianGaussianMixture`` instead of a
 ``GaussianMixture`` (``-k`` is then an upper bound on the components used).
@@ -22,6 +24,7 @@ unless ``--quiet``.
 """
 import argparse
 import contextlib
+import os
 import sys
 import time
 import warnings
@@ -329,8 +332,20 @@ def _n_effective(model):
     return int(np.sum(np.asarray(model.weights_) > EFFECTIVE_WEIGHT))
 
 
+def default_model_path(data):
+    """The model file ``fastmix fit`` writes without ``-o``: the data file's name (without a
+    ``:/dataset`` suffix, trailing separators and its extension) + ``.gmm.npz``, in the current
+    directory."""
+    from .io import split_key
+    path = split_key(data)[0].rstrip("/" + os.sep)
+    stem = os.path.splitext(os.path.basename(path))[0] or "model"
+    return stem + ".gmm.npz"
+
+
 def cmd_fit(args):
     import fastmix
+    if args.output is None:
+        args.output = default_model_path(args.data)
     _check_outputs(("model file", args.output), ("checkpoint", args.checkpoint))
     weight_col = args.weight_column
     source = _open_data(args, weight_column=weight_col)
@@ -625,7 +640,10 @@ def _parser():
                    help="gmm: GaussianMixture (maximum likelihood, EM); bayesian: "
                         "BayesianGaussianMixture (variational Bayes; surplus components get "
                         "weights near 0)")
-    f.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
+    f.add_argument("-o", "--output", default=None,
+                   help="model file to write (.npz); default: DATA's file name with .gmm.npz "
+                        "for its extension, in the current directory (data.npy -> "
+                        "data.gmm.npz)")
     f.add_argument("--covariance-type", default="full",
                    choices=["full", "tied", "diag", "spherical", "lowrank"],
                    help="covariance of each component (diag, as in the README's example, is "

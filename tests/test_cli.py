@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from fastmix.cli import main
+from fastmix.cli import default_model_path, main
 
 
 def test_demo_reports_fit(capsys):
@@ -101,6 +101,21 @@ def _one_line_error(r):
     assert len(lines) == 1 and lines[0].startswith("fastmix: error:"), r.stderr
     assert "Traceback" not in r.stderr
     return lines[0]
+
+
+def test_fit_without_output_writes_the_data_name_gmm_npz_in_the_current_directory(
+        datafile, tmp_path, monkeypatch, capsys):
+    # the mission's own example, `fastmix fit data.npy -k 64`, needs no -o
+    path, X = datafile
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", str(path), "-k", "3", "--covariance-type", "spherical",
+                 "--max-iter", "5"]) == 0
+    assert "wrote x.gmm.npz" in capsys.readouterr().err
+    gm = fastmix.load(tmp_path / "x.gmm.npz")
+    assert gm.n_components == 3 and gm.means_.shape == (3, X.shape[1])
+    assert default_model_path("/data/run.h5:/group/x") == "run.gmm.npz"
+    assert default_model_path("store.zarr/") == "store.gmm.npz"
+    assert default_model_path("table.parquet") == "table.gmm.npz"
 
 
 def test_cli_errors_are_one_line_and_leave_no_output(datafile, tmp_path):
