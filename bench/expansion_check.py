@@ -31,6 +31,8 @@ import os
 import sys
 import time
 
+import numpy as np
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -55,12 +57,11 @@ def oracle():
 
 
 def _truth(target):
-    import numpy as np
     from fastmix import metrics
     grid = target.grid()
     pts = metrics.grid_points(grid)
     shape = pts.shape[:1] if target.dim == 1 else tuple(len(a) for a in grid)
-    return grid, pts, shape, target.pdf(pts).reshape(shape), np
+    return grid, pts, shape, target.pdf(pts).reshape(shape)
 
 
 def defaults(args):
@@ -72,7 +73,7 @@ def defaults(args):
     print(f"fastmix from {os.path.dirname(fastmix.__file__)}")
     for name in names:
         target = bench.TARGETS[name]
-        grid, pts, shape, p, np = _truth(target)
+        grid, pts, shape, p = _truth(target)
         ns = sorted(N for (t, N) in best if t == name and N >= args.min_n)
         if not ns:
             continue
@@ -97,7 +98,7 @@ def truekl(args):
     import fastmix
     from fastmix import expansion as rules
     target = bench.TARGETS[args.target]
-    grid, pts, shape, p, np = _truth(target)
+    grid, pts, shape, p = _truth(target)
     N = int(float(args.n))
     X = target.sample(max(N, 10**5), np.random.default_rng(bench.SEED))[:N]
     alphas = (0.0, 0.3, 0.6, 0.9, 1.0)
