@@ -70,9 +70,21 @@ def check_array(X, *, name="X", min_samples=1, n_features=None, estimator="Gauss
                          "features as input.")
     bad = -1 if allow_nan else first_nonfinite_row(arr)
     if bad >= 0:
-        raise ValueError(f"Input {name} contains NaN or infinity (first bad row: {bad}, "
-                         f"values {arr[bad].tolist()[:8]})")
+        raise ValueError(nonfinite_message(name, arr, bad))
     return arr
+
+
+def nonfinite_message(name, arr, bad):
+    """The error for row ``bad`` of ``arr`` (N, D) holding NaN or +-inf: the row, the first
+    bad column and its value; for NaN, where fastmix fits data with missing values."""
+    col = int(np.flatnonzero(~np.isfinite(arr[bad]))[0])
+    value = float(arr[bad, col])
+    msg = (f"Input {name} contains NaN or infinity (first bad row: {bad}, column {col} of "
+           f"{arr.shape[1]}: {value})")
+    if np.isnan(value):
+        msg += ('; GaussianMixture(missing="marginalize") fits data whose NaN entries are '
+                "missing values")
+    return msg
 
 
 def first_nonfinite_row(X, block=1 << 16):

@@ -45,6 +45,19 @@ def test_nonfinite_X_names_first_bad_row(X, dtype, bad, row):
             method(Xb)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
+def test_nonfinite_X_names_column_and_value(X, bad):
+    """The error names the first bad column of the row and its value (the row's values alone
+    hid a NaN past the eighth column), and for NaN where fastmix takes missing values."""
+    Xb = np.tile(X, (1, 4))  # 12 columns: the bad one past the eighth
+    Xb[5, 10] = bad
+    Xb[5, 11] = -bad  # a later bad column of the same row is not the one reported
+    kind = "nan" if np.isnan(bad) else "inf"
+    with pytest.raises(ValueError, match=rf"first bad row: 5, column 10 of 12: {kind}\)") as exc:
+        GM(2).fit(Xb)
+    assert ('missing="marginalize"' in str(exc.value)) == (kind == "nan")
+
+
 @pytest.mark.parametrize("shape", [(80,), (80, 3, 1), ()], ids=["1d", "3d", "0d"])
 def test_wrong_ndim(X, shape):
     with pytest.raises(ValueError, match="2D array"):
