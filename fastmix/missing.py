@@ -34,10 +34,11 @@ LOG_2PI = np.log(2.0 * np.pi)
 
 
 # ------------------------------------------------------------------------------ validation ---
-def check_missing(X, *, name="X", columns=True):
+def check_missing(X, *, name="X", columns=True, rows=True):
     """Check an (N, D) float array whose NaN entries are missing values: ValueError for +-inf
-    (not missing: naming the first row), a row with every entry missing (naming it), and, with
-    ``columns``, a column with every entry missing (naming it).  Returns whether X has NaN."""
+    (not missing: naming the first row), with ``rows`` a row with every entry missing (naming
+    it), and with ``columns`` a column with every entry missing (naming it).  Returns whether
+    X has NaN."""
     nan = np.isnan(X)
     if not nan.any():
         if not np.all(np.isfinite(X)):
@@ -50,8 +51,8 @@ def check_missing(X, *, name="X", columns=True):
         bad = int(np.flatnonzero(inf.any(axis=1))[0])
         raise ValueError(f"Input {name} contains infinity (first bad row: {bad}, values "
                          f"{X[bad].tolist()[:8]}); only NaN marks a missing value")
-    empty = nan.all(axis=1)
-    if empty.any():
+    empty = nan.all(axis=1) if rows else None
+    if rows and empty.any():
         bad = int(np.flatnonzero(empty)[0])
         raise ValueError(f"row {bad} of {name} has every entry missing (NaN): it carries no "
                          f"information; drop it ({int(empty.sum())} such row(s))")

@@ -80,6 +80,27 @@ def test_missing_inputs_are_integrated_out():
     assert_close(std, want_std[:, 0], 1e-10)
 
 
+def test_row_with_every_input_missing_gets_the_marginal_of_y():
+    """A row of NaN inputs is predicted by y's marginal mixture (mean and total spread), one
+    value per row like the others; inf stays an error."""
+    X, y = _data()
+    m = GaussianMixtureRegressor(3, random_state=0, missing="marginalize").fit(X, y)
+    g = m.mixture_
+    Xq = X[:5].copy()
+    Xq[2] = np.nan
+    mean, std = m.predict(Xq, return_std=True)
+    mu_y, var_y = g.means_[:, -1], g.covariances_[:, -1, -1]
+    want = g.weights_ @ mu_y
+    assert_close(mean[2], want, 1e-12)
+    assert_close(std[2], np.sqrt(g.weights_ @ (var_y + mu_y ** 2) - want ** 2), 1e-10)
+    rest = [0, 1, 3, 4]
+    assert_close(mean[rest], m.predict(X[rest]), 1e-12)  # the other rows as without it
+    Xi = Xq.copy()
+    Xi[0, 0] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        m.predict(Xi)
+
+
 def test_pipeline_and_cross_val_score():
     sk = pytest.importorskip("sklearn")  # noqa: F841
     from sklearn.datasets import load_diabetes

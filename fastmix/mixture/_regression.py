@@ -53,7 +53,7 @@ see GaussianMixture
     missing : {"error", "marginalize"}, default="error"
         "marginalize": NaN entries of X (and y) in ``fit`` are marginalised by the joint EM,
         and NaN inputs in ``predict`` are integrated out (the conditional given the observed
-        inputs only).
+        inputs only; a row with every input missing gets the marginal mean and spread of y).
 
     Attributes
     ----------
@@ -179,8 +179,8 @@ see GaussianMixture
         self._check_fitted()
         X = check_array(X, n_features=self.n_features_in_, estimator=type(self).__name__,
                         allow_nan=self.mixture_._nan_allowed)
-        if self.mixture_._nan_allowed:
-            _missing.check_missing(X, columns=False)
+        if self.mixture_._nan_allowed:  # a row of NaN only: y's marginal (predict)
+            _missing.check_missing(X, columns=False, rows=False)
         return X
 
     def predict(self, X: DataLike, return_std: bool = False) -> Any:
@@ -189,7 +189,8 @@ see GaussianMixture
         Parameters
         ----------
         X : array-like of shape (N, D)
-            The inputs (NaN inputs are integrated out with ``missing="marginalize"``).
+            The inputs (NaN inputs are integrated out with ``missing="marginalize"``; a row
+            of NaN only is predicted by y's marginal distribution).
         return_std : bool, default=False
             Also return the conditional standard deviation of y given x: of the conditional
             *mixture* (law of total variance: the spread of the components' means included), not
