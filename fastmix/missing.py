@@ -42,15 +42,10 @@ def check_missing(X, *, name="X", columns=True, rows=True):
     nan = np.isnan(X)
     if not nan.any():
         if not np.all(np.isfinite(X)):
-            bad = int(np.flatnonzero(~np.all(np.isfinite(X), axis=1))[0])
-            raise ValueError(f"Input {name} contains infinity (first bad row: {bad}, values "
-                             f"{X[bad].tolist()[:8]}); only NaN marks a missing value")
+            _raise_infinity(X, name)
         return False
-    inf = np.isinf(X)
-    if inf.any():
-        bad = int(np.flatnonzero(inf.any(axis=1))[0])
-        raise ValueError(f"Input {name} contains infinity (first bad row: {bad}, values "
-                         f"{X[bad].tolist()[:8]}); only NaN marks a missing value")
+    if np.isinf(X).any():
+        _raise_infinity(X, name)
     empty = nan.all(axis=1) if rows else None
     if rows and empty.any():
         bad = int(np.flatnonzero(empty)[0])
@@ -63,6 +58,15 @@ def check_missing(X, *, name="X", columns=True, rows=True):
             raise ValueError(f"column {bad} of {name} has every entry missing (NaN): its "
                              "distribution cannot be estimated; drop the column")
     return True
+
+
+def _raise_infinity(X, name):
+    """ValueError for the first +-inf of X (N, D) (no NaN is reported here: NaN is missing)."""
+    inf = np.isinf(X)
+    bad = int(np.flatnonzero(inf.any(axis=1))[0])
+    col = int(np.flatnonzero(inf[bad])[0])
+    raise ValueError(f"Input {name} contains infinity (first bad row: {bad}, column {col} of "
+                     f"{X.shape[1]}: {float(X[bad, col])}); only NaN marks a missing value")
 
 
 def column_means(data):

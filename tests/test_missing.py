@@ -216,6 +216,19 @@ def test_all_missing_column_is_an_error():
         GaussianMixture(2, covariance_type="diag", missing="marginalize").fit(X)
 
 
+@pytest.mark.parametrize("with_nan", [True, False], ids=["nan-too", "no-nan"])
+def test_inf_error_names_the_column_and_value(with_nan):
+    """The first +-inf of the first bad row is named by column and value (the message listed
+    the row's first eight values, which hid an inf past the eighth column); a NaN of the same
+    row is a missing value, not the one reported."""
+    X = np.random.default_rng(0).normal(size=(40, 12))
+    X[3, 10], X[3, 11] = -np.inf, np.inf
+    if with_nan:
+        X[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"first bad row: 3, column 10 of 12: -inf\)"):
+        GaussianMixture(2, missing="marginalize").fit(X)
+
+
 def test_inf_is_still_an_error():
     X, _, _, _, _ = _problem("diag", "mcar", False)
     X[5, 1] = np.inf
