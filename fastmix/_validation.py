@@ -74,13 +74,19 @@ def check_array(X, *, name="X", min_samples=1, n_features=None, estimator="Gauss
     return arr
 
 
+def bad_entry(arr, row, mask):
+    """("first bad row: R, column C of D: V", V) for the first column C of row ``row`` of
+    ``arr`` (N, D) where the boolean ``mask`` (D,) holds, V its value."""
+    col = int(np.flatnonzero(mask)[0])
+    value = float(arr[row, col])
+    return f"first bad row: {row}, column {col} of {arr.shape[1]}: {value}", value
+
+
 def nonfinite_message(name, arr, bad):
     """The error for row ``bad`` of ``arr`` (N, D) holding NaN or +-inf: the row, the first
     bad column and its value; for NaN, where fastmix fits data with missing values."""
-    col = int(np.flatnonzero(~np.isfinite(arr[bad]))[0])
-    value = float(arr[bad, col])
-    msg = (f"Input {name} contains NaN or infinity (first bad row: {bad}, column {col} of "
-           f"{arr.shape[1]}: {value})")
+    where, value = bad_entry(arr, bad, ~np.isfinite(arr[bad]))
+    msg = f"Input {name} contains NaN or infinity ({where})"
     if np.isnan(value):
         msg += ('; GaussianMixture(missing="marginalize") fits data whose NaN entries are '
                 "missing values")

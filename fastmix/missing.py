@@ -27,6 +27,7 @@ from scipy import linalg, special
 
 from . import kernels
 from ._params import Covariance, GMMParams, stats_from_kernel
+from ._validation import bad_entry
 from .em import em_loop
 from .io import Source, as_stream
 
@@ -46,11 +47,12 @@ def check_missing(X, *, name="X", columns=True, rows=True):
         return False
     if np.isinf(X).any():
         _raise_infinity(X, name)
-    empty = nan.all(axis=1) if rows else None
-    if rows and empty.any():
-        bad = int(np.flatnonzero(empty)[0])
-        raise ValueError(f"row {bad} of {name} has every entry missing (NaN): it carries no "
-                         f"information; drop it ({int(empty.sum())} such row(s))")
+    if rows:
+        empty = nan.all(axis=1)
+        if empty.any():
+            bad = int(np.flatnonzero(empty)[0])
+            raise ValueError(f"row {bad} of {name} has every entry missing (NaN): it carries "
+                             f"no information; drop it ({int(empty.sum())} such row(s))")
     if columns:
         col = nan.all(axis=0)
         if col.any():
@@ -64,9 +66,8 @@ def _raise_infinity(X, name):
     """ValueError for the first +-inf of X (N, D) (no NaN is reported here: NaN is missing)."""
     inf = np.isinf(X)
     bad = int(np.flatnonzero(inf.any(axis=1))[0])
-    col = int(np.flatnonzero(inf[bad])[0])
-    raise ValueError(f"Input {name} contains infinity (first bad row: {bad}, column {col} of "
-                     f"{X.shape[1]}: {float(X[bad, col])}); only NaN marks a missing value")
+    where, _ = bad_entry(X, bad, inf[bad])
+    raise ValueError(f"Input {name} contains infinity ({where}); only NaN marks a missing value")
 
 
 def column_means(data):
