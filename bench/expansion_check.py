@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Quick checks of ``GMMExpansion``'s default rules against the oracle EM of ``expansion.json``.
 
-Two modes, both deterministic (seed 0, the targets and samples of ``bench/expansion.py``):
+Three modes, all deterministic (seed 0, the targets and samples of ``bench/expansion.py``):
 
 ``defaults``
     ``GMMExpansion(random_state=0).fit(X)`` on every target of ``bench/expansion.py`` at the N
@@ -20,10 +20,17 @@ Two modes, both deterministic (seed 0, the targets and samples of ``bench/expans
     estimates.  Where the K or alpha of the best E_p[log q] has a low IPE, the stage's miss is
     the noise of its estimate; where it does not, the likelihood itself disagrees with the IPE.
 
+``trueise``
+    For one target and N, the stage forced to each K of ``--ks`` with the expansion's weight
+    set to 0 (the EM part alone): the exact IPE and integrated squared error (ISE) on the
+    integration grid.  Where the ISE ranks K as the IPE does, a held-out estimate of the ISE
+    could choose K; where it does not, even its exact value picks a K the IPE rejects.
+
 Usage::
 
     python bench/expansion_check.py defaults [--targets a,b] [--min-n 1e4] [--checkout DIR]
     python bench/expansion_check.py truekl --target cusp+lognormal+spike --n 1e4 --ks 10,12,24
+    python bench/expansion_check.py trueise --target cusp+lognormal+spike --n 1e4 --ks 8,10,16
 """
 import argparse
 import json
@@ -93,10 +100,38 @@ def defaults(args):
     print(f"largest ratio {worst:.2f}")
 
 
-def truekl(args):
+def _forced(K, X):
+    """The default GMMExpansion fitted on X with its parametric stage's sweep forced to K."""
     import expansion as bench
     import fastmix
     from fastmix import expansion as rules
+    saved = rules.STACK_KS
+    rules.STACK_KS = (K,)
+    try:
+        return fastmix.GMMExpansion(random_state=bench.SEED).fit(X)
+    finally:
+        rules.STACK_KS = saved
+
+
+def trueise(args):
+    """Exact IPE and ISE of the stage forced to each K, alpha 0 (the EM part alone)."""
+    import expansion as bench
+    target = bench.TARGETS[args.target]
+    grid, pts, shape, p = _truth(target)
+    N = int(float(args.n))
+    X = target.sample(max(N, 10**5), np.random.default_rng(bench.SEED))[:N]
+    best = oracle()[(args.target, N)]
+    print(f"{args.target} N = {N}: best EM IPE {best:.4f}")
+    for K in (int(k) for k in args.ks.split(",")):
+        m = _forced(K, X)
+        m._set_weights(m.node_weights_, 0.0, m._param, m.stack_)
+        q = np.exp(m.score_samples(pts).reshape(shape))
+        ipe, ise = bench.errors(q, p, grid)
+        print(f"  K {K:2d}  IPE {ipe:.4f} (ratio {ipe / best:.2f})  ISE {ise:.3e}", flush=True)
+
+
+def truekl(args):
+    import expansion as bench
     target = bench.TARGETS[args.target]
     grid, pts, shape, p = _truth(target)
     N = int(float(args.n))
@@ -106,8 +141,7 @@ def truekl(args):
     print("| K | " + " | ".join(f"alpha {a:.1f}" for a in alphas) + " |")
     print("|---|" + "---|" * len(alphas))
     for K in (int(k) for k in args.ks.split(",")):
-        rules.STACK_KS = (K,)
-        m = fastmix.GMMExpansion(random_state=bench.SEED).fit(X)
+        m = _forced(K, X)
         cells = []
         for a in alphas:
             m._set_weights(m.node_weights_, a, m._param, m.stack_)
@@ -131,9 +165,14 @@ def main(argv=None):
     k.add_argument("--n", default="1e4")
     k.add_argument("--ks", default="10,12,16,20,24")
     k.add_argument("--checkout", default=None)
+    e = sub.add_parser("trueise", help="exact IPE and ISE per K, alpha 0")
+    e.add_argument("--target", required=True)
+    e.add_argument("--n", default="1e4")
+    e.add_argument("--ks", default="8,10,12,16,20,24")
+    e.add_argument("--checkout", default=None)
     args = ap.parse_args(argv)
     _setup(args.checkout)
-    (defaults if args.mode == "defaults" else truekl)(args)
+    {"defaults": defaults, "truekl": truekl, "trueise": trueise}[args.mode](args)
 
 
 if __name__ == "__main__":
