@@ -92,3 +92,35 @@ def test_expansion_seeds_compares_the_default_with_the_oracle_k(tmp_path):
     assert r["ratio"] == pytest.approx(r["default_ipe"] / ipes[best], rel=1e-12)
     text = (tmp_path / "expansion_seeds.md").read_text()
     assert f"| 5-normals | 6e+02 | 3 | {r['default_ipe']:.4f} |" in text
+
+
+def test_expansion_bar_is_the_lowest_single_fit_and_counts_passes(tmp_path):
+    """``bench/expansion_bar.py bar``: the table's bar is the lowest start-0 IPE over K, every
+    drawn bar is one start per K (so between the lowest and the highest per-K minimum), and
+    P(pass) is the fraction of draws at or above the default's IPE."""
+    import expansion_bar
+    (r,) = expansion_bar.main(["bar", "--targets", "5-normals", "--n", "600", "--ks", "2,5",
+                               "--starts", "5", "--draws", "300", "--states", "2",
+                               "--out-dir", str(tmp_path)])
+    target = bench.TARGETS["5-normals"]
+    X = target.sample(100_000, np.random.default_rng(bench.SEED))[:600]
+    grid = target.grid()
+    pts = metrics.grid_points(grid)
+    p_true = target.pdf(pts)
+    first = {}
+    for K in (2, 5):
+        em = fastmix.GaussianMixture(K, random_state=0, **bench.EM_PARAMS).fit(X)
+        first[K] = metrics.ipe(np.exp(em.score_samples(pts)), p_true, grid)
+        assert r["single"][str(K)][0] == pytest.approx(first[K], rel=1e-12)
+    assert r["table_bar"] == pytest.approx(min(first.values()), rel=1e-12)
+    lows = [min(v) for v in r["single"].values()]
+    assert min(lows) <= r["bar_q10"] <= r["bar_median"] <= r["bar_q90"]
+    assert r["bar_q90"] <= min(max(v) for v in r["single"].values())
+    ge = fastmix.GMMExpansion(random_state=bench.SEED).fit(X)
+    assert r["default_ipe"] == pytest.approx(
+        metrics.ipe(np.exp(ge.score_samples(pts)), p_true, grid), rel=1e-12)
+    assert r["states"][0] == r["default_ipe"] and len(r["states"]) == 2
+    assert r["states_pass"] == sum(v <= r["table_bar"] for v in r["states"])
+    assert (r["p_pass"] == 1.0) == (r["default_ipe"] <= min(lows))
+    text = (tmp_path / "expansion_bar.md").read_text()
+    assert f"| 5-normals | 6e+02 | {r['default_ipe']:.4f} (" in text
