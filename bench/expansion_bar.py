@@ -94,15 +94,16 @@ def bar_rows(name, N, Ks, starts, draws, states, log):
     bars = table[np.arange(len(Ks))[None, :], pick].min(axis=1)
     k_med = min(Ks, key=lambda K: np.median(single[K]))
     k_avg = min(Ks, key=lambda K: averaged[K])
+    table_bar = float(table[:, 0].min())
     st = default.stack_
     return dict(target=name, N=N, starts=starts, draws=draws, default_ipe=d_ipe,
                 default_K=None if st is None else int(st.n_components),
                 default_alpha=float(default.alpha_),
-                table_bar=float(table[:, 0].min()), table_bar_K=Ks[int(table[:, 0].argmin())],
+                table_bar=table_bar, table_bar_K=Ks[int(table[:, 0].argmin())],
                 bar_median=float(np.median(bars)), bar_q10=float(np.quantile(bars, 0.1)),
                 bar_q90=float(np.quantile(bars, 0.9)),
                 p_pass=float(np.mean(d_ipe <= bars)),
-                states=by_state, states_pass=int(np.sum(np.array(by_state) <= table[:, 0].min())),
+                states=by_state, states_pass=int(np.sum(np.array(by_state) <= table_bar)),
                 p_pass_states=float(np.mean(np.array(by_state)[None, :] <= bars[:, None])),
                 k_median=k_med, median_at_k=float(np.median(single[k_med])),
                 k_averaged=k_avg, averaged_at_k=float(averaged[k_avg]),

@@ -40,13 +40,11 @@ def check_missing(X, *, name="X", columns=True, rows=True):
     (not missing: naming the first row), with ``rows`` a row with every entry missing (naming
     it), and with ``columns`` a column with every entry missing (naming it).  Returns whether
     X has NaN."""
-    nan = np.isnan(X)
-    if not nan.any():
-        if not np.all(np.isfinite(X)):
-            _raise_infinity(X, name)
-        return False
     if np.isinf(X).any():
         _raise_infinity(X, name)
+    nan = np.isnan(X)
+    if not nan.any():
+        return False
     if rows:
         empty = nan.all(axis=1)
         if empty.any():
