@@ -3,7 +3,7 @@
 
 What it measures
 ----------------
-For seven known targets and sample sizes N, the integrated absolute error
+For eight known targets and sample sizes N, the integrated absolute error
 IPE = int |p_hat - p| (2x the total-variation distance; docs/algorithms.md §4.3), the
 integrated squared error ISE = int (p_hat - p)^2 (both by ``fastmix.metrics`` on a fine grid)
 and the fit time of
@@ -60,6 +60,12 @@ Targets (fixed parameters, fixed seeds; samples are nested: the first N rows of 
   1 of its rows in 250 lies beyond +-20 of its centre), a flat plateau with linear ramps (four kinks)
   and a compactly supported two-humped bump whose density falls to 0 linearly at both ends.
   Integrated on [-20, 20] (h = 0.005; every kink on a node) plus tails out to +-1000 (h = 0.5).
+* ``comb+exponential+gumbel`` (1-D; the validation target of ``bench/expansion_windows.py``'s
+  window rule, designed and committed before any fit on it was run): 0.35 of a comb (an equal
+  mixture of N(m, 0.12^2) for m = -6.2, -5.6, -5.0, -4.4, -3.8) + 0.40 Exponential(scale 1) on
+  [0, inf) + 0.25 Gumbel(location 5, scale 0.8) -- five narrow, evenly spaced peaks, a jump at
+  the exponential's edge (its density is largest there) and an extreme-value skew.
+  Integrated on [-10, 20] (h = 0.0025; the jump on a node).
 
 Default settings: ``GMMExpansion(random_state=0)`` (``n_nodes="auto"``, ``n_iter="auto"``,
 ``parametric="auto"``) is fitted and timed on every target and N (method
@@ -408,8 +414,53 @@ class TPlateauBeta(Target):
                                   + stats.t.sf(1000, self.t_df, self.t_loc, self.t_scale)))
 
 
+class CombExpGumbel(Target):
+    """The validation target of the window rule (bench/expansion_windows.py): designed, with
+    its parameters, and committed before any fit on it was run.  Its structure is new to the
+    table: a comb of five equal, narrow, evenly spaced modes (sd 0.12, 0.6 apart: five sharp
+    peaks that need five components between them), an exponential that starts with a jump at
+    0 (the density is largest at its edge and 0 to its left: a one-sided boundary), and a
+    right-skewed Gumbel (an extreme-value shape: a double-exponential left flank and an
+    exponential right tail)."""
+    name = "comb+exponential+gumbel"
+    w = np.array([0.35, 0.40, 0.25])
+    comb = np.array([-6.2, -5.6, -5.0, -4.4, -3.8])  # the comb's equal-weight modes
+    comb_sd = 0.12
+    ex_scale = 1.0                          # exponential on [0, inf)
+    gu_loc, gu_scale = 5.0, 0.8             # Gumbel (largest value)
+
+    def sample(self, n, rng):
+        c = rng.choice(3, size=n, p=self.w)
+        x = np.empty(n)
+        m = np.flatnonzero(c == 0)
+        x[m] = rng.normal(self.comb[rng.integers(0, self.comb.size, m.size)], self.comb_sd)
+        m = c == 1
+        x[m] = rng.exponential(self.ex_scale, m.sum())
+        m = c == 2
+        x[m] = rng.gumbel(self.gu_loc, self.gu_scale, m.sum())
+        return x[:, None]
+
+    def pdf(self, X):
+        x = X[:, 0]
+        comb = stats.norm.pdf(x[:, None], self.comb[None, :], self.comb_sd).mean(axis=1)
+        ex = stats.expon.pdf(x, scale=self.ex_scale)
+        ex[np.abs(x) < 1e-9] = 0.5 / self.ex_scale  # mean of the one-sided limits at the jump
+        return (self.w[0] * comb + self.w[1] * ex
+                + self.w[2] * stats.gumbel_r.pdf(x, self.gu_loc, self.gu_scale))
+
+    def grid(self):  # h = 0.0025 on [-10, 20] (48 points per sd of a tooth; the jump on a node)
+        return np.linspace(-10, 20, 12001)
+
+    def mass_outside(self):
+        return float(self.w[1] * stats.expon.sf(20, scale=self.ex_scale)
+                     + self.w[2] * (stats.gumbel_r.sf(20, self.gu_loc, self.gu_scale)
+                                    + stats.gumbel_r.cdf(-10, self.gu_loc, self.gu_scale))
+                     + self.w[0] * stats.norm.cdf(-10, self.comb[0], self.comb_sd))
+
+
 TARGETS = {t.name: t for t in (FiveNormals(), NormalTUniform(), Ring(), SkewHeavy(),
-                               SkewBananaT3(), CuspLogSpike(), TPlateauBeta())}
+                               SkewBananaT3(), CuspLogSpike(), TPlateauBeta(),
+                               CombExpGumbel())}
 
 
 # ------------------------------------------------------------------ KDE ---------------------
@@ -1068,7 +1119,7 @@ def plot_2d(curves, summary_row, N, path):
 # ------------------------------------------------------------------ main --------------------
 def main(argv=None):
     p = argparse.ArgumentParser(
-        description="GMM expansion (one pass) vs full EM over K vs Scott KDE on seven known "
+        description="GMM expansion (one pass) vs full EM over K vs Scott KDE on eight known "
                     "targets: IPE, ISE, fit time (docs/algorithms.md §4.4).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
