@@ -126,3 +126,24 @@ def test_expansion_bar_is_the_lowest_single_fit_and_counts_passes(tmp_path):
     assert (r["p_pass"] == 1.0) == (r["default_ipe"] <= min(lows))
     text = (tmp_path / "expansion_bar.md").read_text()
     assert f"| 5-normals | 6e+02 | {r['default_ipe']:.4f} (" in text
+
+
+def test_expansion_windows_rebuilds_the_estimator_and_nests_its_windows(tmp_path):
+    """``bench/expansion_windows.py``: its rebuild of the parametric stage, with the
+    estimator's rule, gives ``GMMExpansion(random_state=r)``'s density (the check), and its
+    windows are what the docstring says: the chosen K is in every window, "below" windows hold
+    no larger K and lie inside the "all" window of the same c, and a larger c only adds K."""
+    import expansion_windows
+    path = str(tmp_path / "cell.npz")
+    expansion_windows.collect("cusp+lognormal+spike", 1000, 1, path)
+    r = expansion_windows.evaluate(path, "cusp+lognormal+spike", 1000, 1, check=True)
+    assert r["check"] < 1e-12
+    w = r["windows"]
+    assert w["now"] == [r["K0"]]
+    for c in expansion_windows.CS:
+        below, every = w[f"below {c:g}"], w[f"all {c:g}"]
+        assert r["K0"] in below and max(below) == r["K0"] and set(below) <= set(every)
+    for lo, hi in zip(expansion_windows.CS, expansion_windows.CS[1:]):
+        assert set(w[f"all {lo:g}"]) <= set(w[f"all {hi:g}"])
+    assert any(len(w[f"all {c:g}"]) > 1 for c in expansion_windows.CS)  # not vacuous
+    assert all(v > 0 for v in r["ratios"].values())
