@@ -23,7 +23,8 @@ the target's integration grid.  Rules, each followed by the stage's own alpha ru
 * ``below c``: the equal-weight average of the members (each K's average of starts) of every K
   *up to* the chosen one that the held-out rows do not reject at c standard errors: K joins
   when mean(d) <= c sd(d) / sqrt(n) for d = log q_K0 - log q_K per held-out row (both floored
-  at the stage's floor, log(1e-6 / data volume)), K0 the chosen K;
+  at log(1e-6 / the volume of the data's range), the floor of the expansion's own held-out
+  selection, ``AUTO_FLOOR``, with the data's range for its grid box), K0 the chosen K;
 * ``all c``: the same over every K the sweep tried (the chosen K's two successors too).
 
 IPE ratio = IPE / the best-EM IPE of ``bench/results/expansion.json`` (the table's bar).
