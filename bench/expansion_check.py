@@ -71,6 +71,27 @@ def _truth(target):
     return grid, pts, shape, target.pdf(pts).reshape(shape)
 
 
+def stage_inputs(X, rs):
+    """What ``GMMExpansion(random_state=rs)``'s parametric stage computes on X (N, D) before
+    its EM sweep: the held-out split (Xt, Xh), the pure expansion fitted on Xt and its
+    held-out log-densities (lp_exp) and rows inside its grid (inside), the sweep's k-means++
+    seeds (the first draw of the estimator's generator), its stride sample Xs and its largest
+    K (kmax) -- as ``_fit_parametric`` and ``_choose_em`` compute them."""
+    from fastmix import GMMExpansion
+    from fastmix import expansion as ex
+    from fastmix._validation import check_random_state
+    held = ex.holdout_mask(X.shape[0])
+    Xt, Xh = np.ascontiguousarray(X[~held]), np.ascontiguousarray(X[held])
+    exp_t = GMMExpansion(parametric=None, random_state=rs).fit(Xt)
+    seeds = [int(v) for v in check_random_state(rs).integers(0, 2**31 - 1,
+                                                             size=ex.STACK_INITS)]
+    Xs = Xt[::max(1, -(-Xt.shape[0] // ex.STACK_SWEEP_ROWS))]
+    return dict(Xt=Xt, Xh=Xh, lp_exp=exp_t.score_samples(Xh),
+                inside=np.all((Xh >= exp_t.bounds_[0]) & (Xh <= exp_t.bounds_[1]), axis=1),
+                seeds=seeds, Xs=Xs, kmax=max(1, ex.stack_max_components(Xs.shape[0],
+                                                                         Xt.shape[1])))
+
+
 def defaults(args):
     import expansion as bench
     import fastmix

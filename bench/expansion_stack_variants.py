@@ -46,6 +46,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import expansion as bench  # noqa: E402
+from expansion_check import stage_inputs  # noqa: E402
 from fastmix import GMMExpansion, metrics  # noqa: E402
 from fastmix import expansion as ex  # noqa: E402
 
@@ -81,16 +82,9 @@ def ingredients(target, N):
     def dens(m):
         return np.exp(m.score_samples(pts)).reshape(shape)
 
-    held = ex.holdout_mask(N)
-    Xt, Xh = np.ascontiguousarray(X[~held]), np.ascontiguousarray(X[held])
-    exp_t = GMMExpansion(random_state=bench.SEED, parametric=None).fit(Xt)
-    lp_exp = exp_t.score_samples(Xh)
-    inside = np.all((Xh >= exp_t.bounds_[0]) & (Xh <= exp_t.bounds_[1]), axis=1)
-    seeds = [int(v) for v in np.random.default_rng(bench.SEED).integers(
-        0, 2**31 - 1, size=ex.STACK_INITS)]
-    step = max(1, -(-Xt.shape[0] // ex.STACK_SWEEP_ROWS))
-    Xs = Xt[::step]
-    kmax = max(1, ex.stack_max_components(Xs.shape[0], Xt.shape[1]))
+    st = stage_inputs(X, bench.SEED)
+    Xt, Xh, Xs, seeds, kmax = st["Xt"], st["Xh"], st["Xs"], st["seeds"], st["kmax"]
+    lp_exp, inside = st["lp_exp"], st["inside"]
     fits, scores, best, bad = {}, {}, None, 0
     for K in ex.STACK_KS:  # the sweep of GMMExpansion._choose_em
         if K > kmax:

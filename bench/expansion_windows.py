@@ -65,27 +65,18 @@ def collect(name, N, rs, path):
     """Rebuild the stage of GMMExpansion(random_state=rs) on the table's sample of ``name``,
     sweeping every K; save the members' held-out log-densities and grid densities to path."""
     import expansion as bench
-    from expansion_check import _truth
+    from expansion_check import _truth, stage_inputs
     from fastmix import GMMExpansion
     from fastmix import expansion as ex
-    from fastmix._validation import check_random_state
     from fastmix.mixture._expansion import GMMExpansion as GE
     target = bench.TARGETS[name]
     grid, pts, shape, p = _truth(target)
     X = target.sample(max(N, 10**5), np.random.default_rng(bench.SEED))[:N]
-    held = ex.holdout_mask(N)
-    Xt, Xh = np.ascontiguousarray(X[~held]), np.ascontiguousarray(X[held])
-    exp_t = GMMExpansion(parametric=None, random_state=rs).fit(Xt)
-    out = dict(lp_exp=exp_t.score_samples(Xh),
-               inside=np.all((Xh >= exp_t.bounds_[0]) & (Xh <= exp_t.bounds_[1]), axis=1),
+    st = stage_inputs(X, rs)
+    Xt, Xh, Xs, seeds, kmax = st["Xt"], st["Xh"], st["Xs"], st["seeds"], st["kmax"]
+    out = dict(lp_exp=st["lp_exp"], inside=st["inside"],
                q_pure=np.exp(GMMExpansion(parametric=None, random_state=rs).fit(X)
                              .score_samples(pts)))
-    # the stage's seeds: the first draw of the estimator's generator (as _fit_parametric)
-    seeds = [int(v) for v in check_random_state(rs).integers(0, 2**31 - 1,
-                                                             size=ex.STACK_INITS)]
-    step = max(1, -(-Xt.shape[0] // ex.STACK_SWEEP_ROWS))
-    Xs = Xt[::step]
-    kmax = max(1, ex.stack_max_components(Xs.shape[0], Xt.shape[1]))
     chosen = dict(tol=ex.STACK_TOL, max_iter=ex.STACK_MAX_ITER)
     Ks = []
     for K in ex.STACK_KS:
